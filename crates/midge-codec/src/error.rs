@@ -1,0 +1,227 @@
+//! Typed decode and encode errors. Each decode error knows the reason code a broker sends
+//! back before it closes the connection.
+use crate::{PacketType, PropertyId, ReasonCode, TopicError};
+
+/// Why bytes from the network are not a valid MQTT packet.
+///
+/// [`DecodeError::reason_code`] gives the MQTT 5.0 reason code for the CONNACK or DISCONNECT
+/// a server sends before it closes the connection (3.1.1 servers just close it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The remaining length field runs past four bytes [MQTT-1.5.5-1].
+    #[error("malformed remaining length: more than 4 bytes")]
+    RemainingLengthTooLong,
+    /// The whole packet is larger than the receiver accepts [MQTT-3.1.2-24].
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge {
+        /// The size announced by the fixed header, in bytes.
+        size: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// Packet type 0 (reserved), or AUTH (15) before MQTT 5.0.
+    #[error("reserved packet type {0}")]
+    ReservedPacketType(u8),
+    /// The low four bits of the first byte are not those the packet type requires [MQTT-2.2.2-2].
+    #[error("invalid fixed header flags 0x{flags:x} for {packet_type}")]
+    InvalidHeaderFlags {
+        /// The packet.
+        packet_type: PacketType,
+        /// The four flag bits received.
+        flags: u8,
+    },
+    /// A PUBLISH or will with both QoS bits set [MQTT-3.3.1-4].
+    #[error("QoS 3 is not a valid quality of service")]
+    InvalidQoS,
+    /// DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2].
+    #[error("DUP flag set on a QoS 0 PUBLISH")]
+    DupWithQoS0,
+    /// The body ends before a field it must contain.
+    #[error("{packet_type} too short: {field} missing or truncated")]
+    Truncated {
+        /// The packet.
+        packet_type: PacketType,
+        /// The field that did not fit.
+        field: &'static str,
+    },
+    /// A frame given to [`crate::decode_frame`] that ends before the packet does.
+    #[error("incomplete packet")]
+    IncompleteFrame,
+    /// Bytes left over after the last field of a packet.
+    #[error("{packet_type} has {extra} unexpected trailing bytes")]
+    TrailingBytes {
+        /// The packet.
+        packet_type: PacketType,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// A string that is not well-formed UTF-8 (surrogates included) [MQTT-1.5.4-1].
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field.
+        field: &'static str,
+    },
+    /// A string containing U+0000 [MQTT-1.5.4-2].
+    #[error("{field} contains the null character U+0000")]
+    NullCharacter {
+        /// The field.
+        field: &'static str,
+    },
+    /// A variable byte integer longer than four bytes [MQTT-1.5.5-1].
+    #[error("malformed variable byte integer in {field}")]
+    InvalidVarInt {
+        /// The field.
+        field: &'static str,
+    },
+    /// CONNECT with a protocol name or level this server does not speak [MQTT-3.1.2-1], [MQTT-3.1.2-2].
+    #[error("unsupported protocol {name:?} level {level}")]
+    UnsupportedProtocol {
+        /// The protocol name received (lossy).
+        name: String,
+        /// The protocol level received.
+        level: u8,
+    },
+    /// CONNECT flags break a rule of section 3.1.2.
+    #[error("invalid CONNECT flags 0x{flags:02x}: {why}")]
+    InvalidConnectFlags {
+        /// The flags byte.
+        flags: u8,
+        /// The rule broken.
+        why: &'static str,
+    },
+    /// CONNACK acknowledge flags with reserved bits set [MQTT-3.2.2-1].
+    #[error("invalid CONNACK flags 0x{0:02x}")]
+    InvalidConnAckFlags(u8),
+    /// A packet identifier of 0 [MQTT-2.2.1-3].
+    #[error("{0} with packet identifier 0")]
+    ZeroPacketId(PacketType),
+    /// A topic name that breaks a rule of section 4.7.
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(TopicError),
+    /// A topic filter that breaks a rule of sections 4.7 or 4.8.
+    #[error("invalid topic filter: {0}")]
+    InvalidTopicFilter(TopicError),
+    /// SUBSCRIBE or UNSUBSCRIBE without any topic filter [MQTT-3.8.3-2], [MQTT-3.10.3-2].
+    #[error("{0} without any topic filter")]
+    NoTopicFilters(PacketType),
+    /// Subscription options with reserved bits set [MQTT-3.8.3-5].
+    #[error("invalid subscription options 0x{0:02x}")]
+    InvalidSubscriptionOptions(u8),
+    /// Retain Handling of 3 [MQTT-3.8.3-4 note].
+    #[error("retain handling 3 is not valid")]
+    InvalidRetainHandling,
+    /// A reason code this packet may not carry.
+    #[error("reason code 0x{code:02x} is not valid in {packet_type}")]
+    InvalidReasonCode {
+        /// The packet.
+        packet_type: PacketType,
+        /// The code received.
+        code: u8,
+    },
+    /// A 3.1.1 CONNACK return code above 5.
+    #[error("invalid CONNACK return code {0}")]
+    InvalidReturnCode(u8),
+    /// A property identifier MQTT 5.0 does not define.
+    #[error("unknown property identifier 0x{0:02x}")]
+    UnknownProperty(u8),
+    /// A property in a packet that may not carry it [MQTT-2.2.2-2].
+    #[error("property {property:?} is not allowed in {context}")]
+    PropertyNotAllowed {
+        /// The property.
+        property: PropertyId,
+        /// Where it appeared.
+        context: crate::PropertyContext,
+    },
+    /// A property repeated where the specification allows it once.
+    #[error("property {0:?} included more than once")]
+    DuplicateProperty(PropertyId),
+    /// A property value outside its range (for example Receive Maximum 0).
+    #[error("invalid value {value} for property {property:?}")]
+    InvalidPropertyValue {
+        /// The property.
+        property: PropertyId,
+        /// The value received.
+        value: u32,
+    },
+    /// The property length runs past the packet.
+    #[error("property length exceeds the packet")]
+    PropertiesTooLong,
+    /// No Local set on a shared subscription [MQTT-3.8.3-4].
+    #[error("No Local set on a shared subscription")]
+    NoLocalOnSharedSubscription,
+    /// A 5.0 PUBLISH with an empty topic name and no Topic Alias [MQTT-3.3.2-1].
+    #[error("PUBLISH with an empty topic and no topic alias")]
+    EmptyTopicWithoutAlias,
+}
+
+impl DecodeError {
+    /// The MQTT 5.0 reason code to send in CONNACK or DISCONNECT for this error.
+    pub fn reason_code(&self) -> ReasonCode {
+        use DecodeError::*;
+        match self {
+            PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            UnsupportedProtocol { .. } => ReasonCode::UnsupportedProtocolVersion,
+            InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
+            InvalidTopicFilter(_) => ReasonCode::TopicFilterInvalid,
+            ZeroPacketId(_)
+            | NoTopicFilters(_)
+            | InvalidRetainHandling
+            | PropertyNotAllowed { .. }
+            | DuplicateProperty(_)
+            | InvalidPropertyValue { .. }
+            | NoLocalOnSharedSubscription
+            | EmptyTopicWithoutAlias => ReasonCode::ProtocolError,
+            RemainingLengthTooLong
+            | ReservedPacketType(_)
+            | InvalidHeaderFlags { .. }
+            | InvalidQoS
+            | DupWithQoS0
+            | Truncated { .. }
+            | IncompleteFrame
+            | TrailingBytes { .. }
+            | InvalidUtf8 { .. }
+            | NullCharacter { .. }
+            | InvalidVarInt { .. }
+            | InvalidConnectFlags { .. }
+            | InvalidConnAckFlags(_)
+            | InvalidSubscriptionOptions(_)
+            | InvalidReasonCode { .. }
+            | InvalidReturnCode(_)
+            | UnknownProperty(_)
+            | PropertiesTooLong => ReasonCode::MalformedPacket,
+        }
+    }
+}
+
+/// Why a packet cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The packet needs a remaining length above 268,435,455 bytes.
+    #[error("packet too large to encode: remaining length {0}")]
+    PacketTooLarge(usize),
+    /// A string or binary field longer than 65,535 bytes.
+    #[error("{0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+    /// A property the packet may not carry.
+    #[error("property {property:?} is not allowed in {context}")]
+    PropertyNotAllowed {
+        /// The property.
+        property: PropertyId,
+        /// The packet or will.
+        context: crate::PropertyContext,
+    },
+    /// QoS 1 or 2 with packet identifier 0, or a SUBSCRIBE/UNSUBSCRIBE with identifier 0.
+    #[error("{0} needs a non-zero packet identifier")]
+    ZeroPacketId(PacketType),
+    /// A packet that does not exist in the version requested (AUTH before 5.0).
+    #[error("{packet_type} does not exist in MQTT {version}")]
+    WrongVersion {
+        /// The packet.
+        packet_type: PacketType,
+        /// The version asked for.
+        version: crate::ProtocolVersion,
+    },
+    /// A field combination or value the packet cannot carry (the message says which).
+    #[error("cannot encode: {0}")]
+    Invalid(&'static str),
+}

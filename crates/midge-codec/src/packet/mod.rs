@@ -1,0 +1,422 @@
+//! Control packets: the fixed header, the [`Packet`] enum, and decoding / encoding dispatch.
+mod ack;
+mod connack;
+mod connect;
+mod disconnect;
+mod publish;
+mod subscribe;
+mod unsubscribe;
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub use ack::PublishAck;
+pub use connack::ConnAck;
+pub use connect::{Connect, Will};
+pub use disconnect::{Auth, Disconnect};
+pub use publish::Publish;
+pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions};
+pub use unsubscribe::{UnsubAck, Unsubscribe};
+
+/// PUBACK: a [`PublishAck`].
+pub type PubAck = PublishAck;
+/// PUBREC: a [`PublishAck`].
+pub type PubRec = PublishAck;
+/// PUBREL: a [`PublishAck`].
+pub type PubRel = PublishAck;
+/// PUBCOMP: a [`PublishAck`].
+pub type PubComp = PublishAck;
+
+use crate::wire::{put_varint, read_varint, varint_len, Reader, VarInt, VARINT_MAX};
+use crate::{DecodeError, EncodeError, ProtocolVersion, QoS};
+
+/// The largest remaining length the four-byte field can carry.
+pub const MAX_REMAINING_LENGTH: usize = VARINT_MAX as usize;
+
+/// The control packet types (section 2.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum PacketType {
+    Connect = 1,
+    ConnAck = 2,
+    Publish = 3,
+    PubAck = 4,
+    PubRec = 5,
+    PubRel = 6,
+    PubComp = 7,
+    Subscribe = 8,
+    SubAck = 9,
+    Unsubscribe = 10,
+    UnsubAck = 11,
+    PingReq = 12,
+    PingResp = 13,
+    Disconnect = 14,
+    Auth = 15,
+}
+
+impl PacketType {
+    fn from_u8(v: u8) -> Option<PacketType> {
+        use PacketType::*;
+        Some(match v {
+            1 => Connect,
+            2 => ConnAck,
+            3 => Publish,
+            4 => PubAck,
+            5 => PubRec,
+            6 => PubRel,
+            7 => PubComp,
+            8 => Subscribe,
+            9 => SubAck,
+            10 => Unsubscribe,
+            11 => UnsubAck,
+            12 => PingReq,
+            13 => PingResp,
+            14 => Disconnect,
+            15 => Auth,
+            _ => return None,
+        })
+    }
+
+    /// The name the specification uses, in capitals.
+    pub fn name(self) -> &'static str {
+        use PacketType::*;
+        match self {
+            Connect => "CONNECT",
+            ConnAck => "CONNACK",
+            Publish => "PUBLISH",
+            PubAck => "PUBACK",
+            PubRec => "PUBREC",
+            PubRel => "PUBREL",
+            PubComp => "PUBCOMP",
+            Subscribe => "SUBSCRIBE",
+            SubAck => "SUBACK",
+            Unsubscribe => "UNSUBSCRIBE",
+            UnsubAck => "UNSUBACK",
+            PingReq => "PINGREQ",
+            PingResp => "PINGRESP",
+            Disconnect => "DISCONNECT",
+            Auth => "AUTH",
+        }
+    }
+
+    /// The flag bits every packet but PUBLISH must carry (table 2-2).
+    fn required_flags(self) -> u8 {
+        match self {
+            PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => 0b0010,
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for PacketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The fixed header of a packet (section 2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedHeader {
+    /// The packet type.
+    pub packet_type: PacketType,
+    /// The four flag bits.
+    pub flags: u8,
+    /// The remaining length: the bytes after the fixed header.
+    pub remaining_length: usize,
+    /// The bytes of the fixed header itself (2 to 5).
+    pub header_len: usize,
+}
+
+impl FixedHeader {
+    /// The whole packet's size in bytes.
+    pub fn packet_len(&self) -> usize {
+        self.header_len + self.remaining_length
+    }
+
+    /// Reads and checks the fixed header at the start of `buf`: `Ok(None)` when `buf` ends
+    /// inside it. The packet type and flags are checked against `version`, and the size
+    /// against `max_packet_size`, before the body has arrived: an oversized packet is refused
+    /// without buffering it.
+    pub fn parse(
+        buf: &[u8],
+        version: ProtocolVersion,
+        max_packet_size: usize,
+    ) -> Result<Option<FixedHeader>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        let type_bits = first >> 4;
+        let flags = first & 0x0f;
+        let packet_type = match PacketType::from_u8(type_bits) {
+            // AUTH exists only in 5.0; 15 is reserved before it.
+            Some(PacketType::Auth) if !version.is_v5() => {
+                return Err(DecodeError::ReservedPacketType(type_bits))
+            }
+            Some(t) => t,
+            None => return Err(DecodeError::ReservedPacketType(type_bits)),
+        };
+        check_flags(packet_type, flags)?;
+        let (remaining_length, n) = match read_varint(&buf[1..]) {
+            VarInt::Value(v, n) => (v as usize, n),
+            VarInt::Incomplete => return Ok(None),
+            // Section 2.2.3: the remaining length is a Variable Byte Integer of at most 4 bytes.
+            VarInt::TooLong => return Err(DecodeError::RemainingLengthTooLong),
+        };
+        let header = FixedHeader { packet_type, flags, remaining_length, header_len: 1 + n };
+        if header.packet_len() > max_packet_size {
+            // [MQTT-3.1.2-24] / [MQTT-3.2.2-15]: a packet above the receiver's Maximum Packet
+            // Size is refused; the decision is made from the fixed header alone.
+            return Err(DecodeError::PacketTooLarge { size: header.packet_len(), max: max_packet_size });
+        }
+        Ok(Some(header))
+    }
+}
+
+fn check_flags(packet_type: PacketType, flags: u8) -> Result<(), DecodeError> {
+    if packet_type == PacketType::Publish {
+        let qos = (flags >> 1) & 0b11;
+        if qos == 3 {
+            // [MQTT-3.3.1-4] a PUBLISH packet MUST NOT have both QoS bits set to 1.
+            return Err(DecodeError::InvalidQoS);
+        }
+        if qos == 0 && flags & 0b1000 != 0 {
+            // [MQTT-3.3.1-2] the DUP flag MUST be set to 0 for all QoS 0 messages.
+            return Err(DecodeError::DupWithQoS0);
+        }
+        return Ok(());
+    }
+    if flags != packet_type.required_flags() {
+        // [MQTT-2.1.3-1] (5.0), [MQTT-2.2.2-1] and [MQTT-2.2.2-2] (3.1.1): reserved flag bits
+        // MUST have the listed values; invalid flags close the connection.
+        return Err(DecodeError::InvalidHeaderFlags { packet_type, flags });
+    }
+    Ok(())
+}
+
+/// An MQTT control packet of any version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Packet {
+    Connect(Box<Connect>),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(PubAck),
+    PubRec(PubRec),
+    PubRel(PubRel),
+    PubComp(PubComp),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(UnsubAck),
+    PingReq,
+    PingResp,
+    Disconnect(Disconnect),
+    Auth(Auth),
+}
+
+/// Decodes the first complete packet in `buf`.
+///
+/// Returns `Ok(None)` when `buf` does not yet hold a whole packet; nothing is consumed and
+/// nothing is copied. On success the packet's bytes are split off the front of `buf` without a
+/// copy, and payloads and strings in the packet share them.
+///
+/// `version` is the connection's protocol version (a CONNECT carries its own and is decoded
+/// whatever `version` says). `max_packet_size` bounds the whole packet, header included.
+pub fn decode(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: usize,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = FixedHeader::parse(buf, version, max_packet_size)? else {
+        return Ok(None);
+    };
+    if buf.len() < header.packet_len() {
+        return Ok(None);
+    }
+    let frame = buf.split_to(header.packet_len()).freeze();
+    decode_body(header, frame.slice(header.header_len..), version).map(Some)
+}
+
+/// Decodes one whole packet held in `frame` (header and body, nothing more).
+pub fn decode_frame(
+    frame: Bytes,
+    version: ProtocolVersion,
+    max_packet_size: usize,
+) -> Result<Packet, DecodeError> {
+    let header = FixedHeader::parse(&frame, version, max_packet_size)?.ok_or(DecodeError::IncompleteFrame)?;
+    if frame.len() < header.packet_len() {
+        return Err(DecodeError::IncompleteFrame);
+    }
+    if frame.len() > header.packet_len() {
+        return Err(DecodeError::TrailingBytes {
+            packet_type: header.packet_type,
+            extra: frame.len() - header.packet_len(),
+        });
+    }
+    decode_body(header, frame.slice(header.header_len..), version)
+}
+
+fn decode_body(header: FixedHeader, body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
+    let mut r = Reader::new(body, header.packet_type);
+    use PacketType as T;
+    let packet = match header.packet_type {
+        T::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),
+        T::ConnAck => Packet::ConnAck(ConnAck::decode(&mut r, version)?),
+        T::Publish => Packet::Publish(Publish::decode(&mut r, header.flags, version)?),
+        T::PubAck => Packet::PubAck(PublishAck::decode(&mut r, version)?),
+        T::PubRec => Packet::PubRec(PublishAck::decode(&mut r, version)?),
+        T::PubRel => Packet::PubRel(PublishAck::decode(&mut r, version)?),
+        T::PubComp => Packet::PubComp(PublishAck::decode(&mut r, version)?),
+        T::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, version)?),
+        T::SubAck => Packet::SubAck(SubAck::decode(&mut r, version)?),
+        T::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
+        T::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, version)?),
+        T::PingReq => Packet::PingReq,
+        T::PingResp => Packet::PingResp,
+        T::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, version)?),
+        T::Auth => Packet::Auth(Auth::decode(&mut r)?),
+    };
+    r.finish()?;
+    Ok(packet)
+}
+
+impl Packet {
+    /// The packet's type.
+    pub fn packet_type(&self) -> PacketType {
+        use PacketType as T;
+        match self {
+            Packet::Connect(_) => T::Connect,
+            Packet::ConnAck(_) => T::ConnAck,
+            Packet::Publish(_) => T::Publish,
+            Packet::PubAck(_) => T::PubAck,
+            Packet::PubRec(_) => T::PubRec,
+            Packet::PubRel(_) => T::PubRel,
+            Packet::PubComp(_) => T::PubComp,
+            Packet::Subscribe(_) => T::Subscribe,
+            Packet::SubAck(_) => T::SubAck,
+            Packet::Unsubscribe(_) => T::Unsubscribe,
+            Packet::UnsubAck(_) => T::UnsubAck,
+            Packet::PingReq => T::PingReq,
+            Packet::PingResp => T::PingResp,
+            Packet::Disconnect(_) => T::Disconnect,
+            Packet::Auth(_) => T::Auth,
+        }
+    }
+
+    /// The first byte: type and flags.
+    fn first_byte(&self) -> u8 {
+        let flags = match self {
+            Packet::Publish(p) => p.flags(),
+            other => other.packet_type().required_flags(),
+        };
+        (self.packet_type() as u8) << 4 | flags
+    }
+
+    /// The remaining length this packet encodes to in `version`.
+    fn body_len(&self, version: ProtocolVersion) -> usize {
+        match self {
+            Packet::Connect(c) => c.body_len(),
+            Packet::ConnAck(c) => c.body_len(version),
+            Packet::Publish(p) => p.body_len(version),
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.body_len(version)
+            }
+            Packet::Subscribe(s) => s.body_len(version),
+            Packet::SubAck(s) => s.body_len(version),
+            Packet::Unsubscribe(u) => u.body_len(version),
+            Packet::UnsubAck(u) => u.body_len(version),
+            Packet::PingReq | Packet::PingResp => 0,
+            Packet::Disconnect(d) => d.body_len(version),
+            Packet::Auth(a) => a.body_len(),
+        }
+    }
+
+    /// The size in bytes of the encoded packet, header included.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + varint_len(body) + body
+    }
+
+    /// Appends the encoded packet to `out`, which the caller owns and may reuse.
+    /// On error, `out` is left as it was.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = self.encode_inner(version, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn encode_inner(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        use crate::PropertyContext as C;
+        let body = self.body_len(version);
+        if body > MAX_REMAINING_LENGTH {
+            return Err(EncodeError::PacketTooLarge(body));
+        }
+        out.reserve(1 + varint_len(body) + body);
+        out.put_u8(self.first_byte());
+        put_varint(out, body)?;
+        match self {
+            Packet::Connect(c) => c.encode(out),
+            Packet::ConnAck(c) => c.encode(version, out),
+            Packet::Publish(p) => p.encode(version, out),
+            Packet::PubAck(a) => a.encode(version, out, PacketType::PubAck, C::PubAck),
+            Packet::PubRec(a) => a.encode(version, out, PacketType::PubRec, C::PubRec),
+            Packet::PubRel(a) => a.encode(version, out, PacketType::PubRel, C::PubRel),
+            Packet::PubComp(a) => a.encode(version, out, PacketType::PubComp, C::PubComp),
+            Packet::Subscribe(s) => s.encode(version, out),
+            Packet::SubAck(s) => s.encode(version, out),
+            Packet::Unsubscribe(u) => u.encode(version, out),
+            Packet::UnsubAck(u) => u.encode(version, out),
+            Packet::PingReq | Packet::PingResp => Ok(()),
+            Packet::Disconnect(d) => d.encode(version, out),
+            Packet::Auth(a) => {
+                if !version.is_v5() {
+                    return Err(EncodeError::WrongVersion { packet_type: PacketType::Auth, version });
+                }
+                a.encode(out)
+            }
+        }
+    }
+
+    /// The packet encoded into a new buffer.
+    pub fn to_bytes(&self, version: ProtocolVersion) -> Result<Bytes, EncodeError> {
+        let mut out = BytesMut::with_capacity(self.encoded_len(version));
+        self.encode(version, &mut out)?;
+        Ok(out.freeze())
+    }
+}
+
+/// Reads a packet identifier that must not be 0 [MQTT-2.2.1-3] (3.1.1: [MQTT-2.3.1-1]).
+pub(crate) fn read_packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
+    let id = r.u16("packet identifier")?;
+    if id == 0 {
+        return Err(DecodeError::ZeroPacketId(r.packet_type()));
+    }
+    Ok(id)
+}
+
+pub(crate) fn check_packet_id(id: u16, t: PacketType) -> Result<(), EncodeError> {
+    if id == 0 {
+        Err(EncodeError::ZeroPacketId(t))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads one reason code and checks that `packet_type` may carry it.
+pub(crate) fn read_reason(
+    r: &mut Reader,
+    allowed: &[crate::ReasonCode],
+) -> Result<crate::ReasonCode, DecodeError> {
+    let code = r.u8("reason code")?;
+    crate::ReasonCode::from_u8(code)
+        .filter(|c| allowed.contains(c))
+        .ok_or(DecodeError::InvalidReasonCode { packet_type: r.packet_type(), code })
+}
+
+pub(crate) fn qos_from_bits(bits: u8) -> Result<QoS, DecodeError> {
+    QoS::from_u8(bits).ok_or(DecodeError::InvalidQoS)
+}
