@@ -8,10 +8,10 @@ use crate::{PacketType, PropertyId, ReasonCode, TopicError};
 /// a server sends before it closes the connection (3.1.1 servers just close it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The remaining length field runs past four bytes [MQTT-1.5.5-1].
+    /// The remaining length field runs past four bytes (sections 1.5.5 and 2.1.4).
     #[error("malformed remaining length: more than 4 bytes")]
     RemainingLengthTooLong,
-    /// The whole packet is larger than the receiver accepts [MQTT-3.1.2-24].
+    /// The whole packet is larger than the receiver accepts (5.0 sections 3.1.2.11.4, 4.13).
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge {
         /// The size announced by the fixed header, in bytes.
@@ -67,7 +67,7 @@ pub enum DecodeError {
         /// The field.
         field: &'static str,
     },
-    /// A variable byte integer longer than four bytes [MQTT-1.5.5-1].
+    /// A variable byte integer longer than four bytes (section 1.5.5).
     #[error("malformed variable byte integer in {field}")]
     InvalidVarInt {
         /// The field.
@@ -107,6 +107,9 @@ pub enum DecodeError {
     /// Subscription options with reserved bits set [MQTT-3.8.3-5].
     #[error("invalid subscription options 0x{0:02x}")]
     InvalidSubscriptionOptions(u8),
+    /// Subscription options with a Maximum QoS of 3: a Protocol Error in 5.0 (section 3.8.3.1).
+    #[error("maximum QoS 3 in subscription options")]
+    InvalidSubscriptionQoS,
     /// Retain Handling of 3 [MQTT-3.8.3-4 note].
     #[error("retain handling 3 is not valid")]
     InvalidRetainHandling,
@@ -124,7 +127,7 @@ pub enum DecodeError {
     /// A property identifier MQTT 5.0 does not define.
     #[error("unknown property identifier 0x{0:02x}")]
     UnknownProperty(u8),
-    /// A property in a packet that may not carry it [MQTT-2.2.2-2].
+    /// A property in a packet that may not carry it: a Malformed Packet (section 2.2.2.2).
     #[error("property {property:?} is not allowed in {context}")]
     PropertyNotAllowed {
         /// The property.
@@ -166,7 +169,7 @@ impl DecodeError {
             ZeroPacketId(_)
             | NoTopicFilters(_)
             | InvalidRetainHandling
-            | PropertyNotAllowed { .. }
+            | InvalidSubscriptionQoS
             | DuplicateProperty(_)
             | InvalidPropertyValue { .. }
             | NoLocalOnSharedSubscription
@@ -188,6 +191,7 @@ impl DecodeError {
             | InvalidReasonCode { .. }
             | InvalidReturnCode(_)
             | UnknownProperty(_)
+            | PropertyNotAllowed { .. }
             | PropertiesTooLong => ReasonCode::MalformedPacket,
         }
     }

@@ -190,7 +190,8 @@ pub(crate) const UNSUBACK_CODES: &[ReasonCode] = &[
     R::TopicFilterInvalid,
     R::PacketIdentifierInUse,
 ];
-/// DISCONNECT (section 3.14.2.1).
+/// DISCONNECT (section 3.14.2.1), plus 0x8C Bad authentication method, which table 2-6 lists for
+/// DISCONNECT (a failed re-authentication, section 4.12.1) although table 3-10 leaves it out.
 pub(crate) const DISCONNECT_CODES: &[ReasonCode] = &[
     R::Success,
     R::DisconnectWithWill,
@@ -201,6 +202,7 @@ pub(crate) const DISCONNECT_CODES: &[ReasonCode] = &[
     R::NotAuthorized,
     R::ServerBusy,
     R::ServerShuttingDown,
+    R::BadAuthenticationMethod,
     R::KeepAliveTimeout,
     R::SessionTakenOver,
     R::TopicFilterInvalid,

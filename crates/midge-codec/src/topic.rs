@@ -6,11 +6,11 @@ use std::fmt;
 pub enum TopicError {
     /// Empty [MQTT-4.7.3-1].
     Empty,
-    /// A topic name with `+` or `#` [MQTT-4.7.0-1].
+    /// A topic name with `+` or `#` [MQTT-4.7.0-1] (3.1.1: [MQTT-4.7.1-1]).
     WildcardInName,
-    /// `#` not alone in the last level [MQTT-4.7.1-1].
+    /// `#` not alone in the last level [MQTT-4.7.1-1] (3.1.1: [MQTT-4.7.1-2]).
     MisplacedMultiLevelWildcard,
-    /// `+` sharing a level with other characters [MQTT-4.7.1-2].
+    /// `+` sharing a level with other characters [MQTT-4.7.1-2] (3.1.1: [MQTT-4.7.1-3]).
     MisplacedSingleLevelWildcard,
     /// `$share/` followed by an empty share name or one with `/`, `+` or `#` [MQTT-4.8.2-1].
     InvalidShareName,

@@ -70,7 +70,8 @@ impl Reader {
         Ok(self.buf.split_to(len))
     }
 
-    /// A UTF-8 encoded string (section 1.5.4), validated [MQTT-1.5.4-1], [MQTT-1.5.4-2].
+    /// A UTF-8 encoded string (section 1.5.4), validated [MQTT-1.5.4-1], [MQTT-1.5.4-2]
+    /// (3.1.1: [MQTT-1.5.3-1], [MQTT-1.5.3-2]).
     /// A byte order mark is kept as U+FEFF, never stripped [MQTT-1.5.4-3].
     pub(crate) fn string(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
         let raw = self.binary(field)?;
@@ -118,7 +119,7 @@ pub(crate) enum VarInt {
     Value(u32, usize),
     /// The slice ends inside the integer.
     Incomplete,
-    /// A fifth byte would be needed: malformed [MQTT-1.5.5-1].
+    /// A fifth byte would be needed: malformed (section 1.5.5).
     TooLong,
 }
 

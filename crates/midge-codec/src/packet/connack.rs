@@ -43,7 +43,9 @@ impl ConnAck {
         } else {
             Properties::new()
         };
-        Ok(ConnAck { session_present: flags & 1 != 0, reason_code, properties })
+        // 3.1 has no Session Present flag.
+        let session_present = flags & 1 != 0 && version != ProtocolVersion::V3_1;
+        Ok(ConnAck { session_present, reason_code, properties })
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

@@ -89,12 +89,13 @@ impl Connect {
         }
         let will_qos_bits = (flags >> 3) & 0b11;
         if flags & WILL == 0 {
-            // [MQTT-3.1.2-11] / [MQTT-3.1.2-13]: without a will, Will QoS and Will Retain are 0.
+            // [MQTT-3.1.2-11], [MQTT-3.1.2-13] (5.0; 3.1.1: [MQTT-3.1.2-11], [MQTT-3.1.2-13]):
+            // without a will, Will QoS and Will Retain are 0.
             if will_qos_bits != 0 || flags & WILL_RETAIN != 0 {
                 return bad("will QoS or retain set without a will");
             }
         } else if will_qos_bits == 3 {
-            // [MQTT-3.1.2-12] Will QoS MUST NOT be 3.
+            // [MQTT-3.1.2-12] (5.0; 3.1.1: [MQTT-3.1.2-14]) Will QoS MUST NOT be 3.
             return bad("will QoS 3");
         }
         if !protocol.is_v5() && flags & PASSWORD != 0 && flags & USERNAME == 0 {

@@ -160,13 +160,15 @@ impl FixedHeader {
         let (remaining_length, n) = match read_varint(&buf[1..]) {
             VarInt::Value(v, n) => (v as usize, n),
             VarInt::Incomplete => return Ok(None),
-            // Section 2.2.3: the remaining length is a Variable Byte Integer of at most 4 bytes.
+            // Sections 1.5.5 and 2.1.4: the remaining length is a Variable Byte Integer of at most
+            // four bytes.
             VarInt::TooLong => return Err(DecodeError::RemainingLengthTooLong),
         };
         let header = FixedHeader { packet_type, flags, remaining_length, header_len: 1 + n };
         if header.packet_len() > max_packet_size {
-            // [MQTT-3.1.2-24] / [MQTT-3.2.2-15]: a packet above the receiver's Maximum Packet
-            // Size is refused; the decision is made from the fixed header alone.
+            // 5.0 sections 3.1.2.11.4 and 4.13: a packet above the receiver's Maximum Packet Size
+            // is refused with 0x95 Packet too large; decided from the fixed header alone, so the
+            // body is never buffered.
             return Err(DecodeError::PacketTooLarge { size: header.packet_len(), max: max_packet_size });
         }
         Ok(Some(header))

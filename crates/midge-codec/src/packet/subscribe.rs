@@ -2,7 +2,7 @@
 use bytes::{BufMut, BytesMut};
 use bytestring::ByteString;
 
-use crate::packet::{check_packet_id, qos_from_bits, read_packet_id, read_reason, PacketType};
+use crate::packet::{check_packet_id, read_packet_id, read_reason, PacketType};
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::SUBACK_CODES;
 use crate::topic::{parse_shared, validate_topic_filter};
@@ -50,7 +50,7 @@ impl SubscriptionOptions {
     fn from_byte(b: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let reserved = if version.is_v5() { 0xc0 } else { 0xfc };
         if b & reserved != 0 {
-            // [MQTT-3.8.3-5] (5.0) / [MQTT-3-8.3-4] (3.1.1): reserved bits MUST be 0.
+            // [MQTT-3.8.3-5] (5.0) / [MQTT-3.8.3-4] (3.1.1): reserved bits MUST be 0.
             return Err(DecodeError::InvalidSubscriptionOptions(b));
         }
         let retain_handling = match (b >> 4) & 0b11 {
@@ -61,7 +61,8 @@ impl SubscriptionOptions {
             _ => return Err(DecodeError::InvalidRetainHandling),
         };
         Ok(SubscriptionOptions {
-            qos: qos_from_bits(b & 0b11)?,
+            // Section 3.8.3.1: it is a Protocol Error if the Maximum QoS field has the value 3.
+            qos: QoS::from_u8(b & 0b11).ok_or(DecodeError::InvalidSubscriptionQoS)?,
             no_local: b & 0b100 != 0,
             retain_as_published: b & 0b1000 != 0,
             retain_handling,
