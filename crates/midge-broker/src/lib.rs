@@ -1,1 +1,17 @@
+//! The midge MQTT broker.
+//!
+//! The protocol logic ([`session`], [`router`], [`broker`]) is kept apart from I/O
+//! ([`server`]): sessions take packets and time as input, so they are tested without sockets.
+#![forbid(unsafe_code)]
 
+pub mod broker;
+pub mod config;
+pub mod logging;
+pub mod registry;
+pub mod router;
+pub mod server;
+pub mod session;
+
+pub use broker::Broker;
+pub use config::Config;
+pub use server::{Server, ServerError};

@@ -1,0 +1,233 @@
+//! The broker's shared state, and the decisions made when a client connects and leaves.
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use midge_codec::{ConnAck, Connect, Properties, Property, ProtocolVersion, ReasonCode, Will};
+
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::router::Router;
+use crate::session::{ConnectionLimits, Message, SessionState};
+
+/// The Topic Alias Maximum announced to 5.0 clients.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+
+/// Everything the connections share.
+#[derive(Debug)]
+pub struct Broker {
+    /// The configuration it was started with.
+    pub config: Config,
+    /// Subscriptions and retained messages.
+    pub router: Router,
+    /// Sessions by client id.
+    pub registry: Registry,
+    connections: AtomicUsize,
+    next_conn_id: AtomicU64,
+    assigned_ids: AtomicU64,
+    id_seed: u64,
+}
+
+/// What the broker decided about a CONNECT it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectPlan {
+    /// The client id, as sent or as assigned.
+    pub client_id: ByteString,
+    /// True when the broker assigned the id.
+    pub assigned: bool,
+    /// The keep alive in force.
+    pub keep_alive: u16,
+    /// The Server Keep Alive to announce (5.0), when it differs from the client's.
+    pub server_keep_alive: Option<u16>,
+    /// The Session Expiry Interval.
+    pub expiry_interval: u32,
+    /// The connection's limits.
+    pub limits: ConnectionLimits,
+}
+
+impl Broker {
+    /// A broker with this configuration.
+    pub fn new(config: Config) -> Arc<Self> {
+        let id_seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish()
+        };
+        Arc::new(Broker {
+            config,
+            router: Router::new(),
+            registry: Registry::default(),
+            connections: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            assigned_ids: AtomicU64::new(0),
+            id_seed,
+        })
+    }
+
+    /// A number unique to each network connection.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a new connection unless `max_connections` is reached.
+    pub fn try_add_connection(&self) -> bool {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Uncounts a connection.
+    pub fn remove_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Open network connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    fn assign_client_id(&self) -> ByteString {
+        let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
+        // Unique in this process (the counter) and unlikely to meet another process's.
+        let mix = (self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
+        ByteString::from(format!("auto-{:016X}-{n}", mix))
+    }
+
+    /// Decides whether a CONNECT is accepted, and on what terms. `Err` is the reason code of
+    /// the refusal (sent as the nearest 3.1.1 return code to 3.1.1 clients).
+    pub fn plan_connect(&self, c: &Connect) -> Result<ConnectPlan, ReasonCode> {
+        let v5 = c.protocol.is_v5();
+        let props = &c.properties;
+        if v5 {
+            if props.authentication_method().is_some() {
+                // No enhanced authentication method is supported yet (section 4.12).
+                return Err(ReasonCode::BadAuthenticationMethod);
+            }
+            if props.authentication_data().is_some() {
+                // 3.1.2.11.10: Authentication Data without a method is a Protocol Error.
+                return Err(ReasonCode::ProtocolError);
+            }
+        }
+        let (client_id, assigned) = if c.client_id.is_empty() {
+            if !c.clean_start || c.protocol == ProtocolVersion::V3_1 {
+                // [MQTT-3.1.3-8] (3.1.1): an empty id needs clean session, else 0x02. 3.1 needs
+                // 1 to 23 characters. 5.0 clients are refused the same way (0x85).
+                return Err(ReasonCode::ClientIdentifierNotValid);
+            }
+            // [MQTT-3.1.3-6]: the Server assigns a unique ClientID.
+            (self.assign_client_id(), true)
+        } else {
+            (c.client_id.clone(), false)
+        };
+        if !self.config.anonymous_allowed() {
+            // No password file or certificate authentication exists yet, so when anonymous
+            // access is off nobody can be authenticated.
+            return Err(if c.username.is_some() {
+                ReasonCode::BadUserNameOrPassword
+            } else {
+                ReasonCode::NotAuthorized
+            });
+        }
+        let max_keepalive = self.config.max_keepalive;
+        let (keep_alive, server_keep_alive) =
+            if c.keep_alive > max_keepalive || (c.keep_alive == 0 && max_keepalive < u16::MAX) {
+                if !v5 {
+                    if c.keep_alive > max_keepalive {
+                        // As mosquitto: 3.1.1 cannot tell the client to use another keep alive, so
+                        // a longer one is refused with "identifier rejected".
+                        return Err(ReasonCode::ClientIdentifierNotValid);
+                    }
+                    (c.keep_alive, None)
+                } else {
+                    // [MQTT-3.2.2-21]/[MQTT-3.1.2-21]: the client uses the Server Keep Alive.
+                    (max_keepalive, Some(max_keepalive))
+                }
+            } else {
+                (c.keep_alive, None)
+            };
+        let expiry_interval = if v5 {
+            props.session_expiry_interval().unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let window = usize::from(self.config.inflight_window());
+        let limits = ConnectionLimits {
+            max_inflight: window.min(usize::from(props.receive_maximum().unwrap_or(u16::MAX))),
+            receive_maximum: window,
+            client_max_packet_size: props.maximum_packet_size().map_or(usize::MAX, |n| n as usize),
+            topic_alias_maximum: if v5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
+            ..ConnectionLimits::default()
+        };
+        Ok(ConnectPlan { client_id, assigned, keep_alive, server_keep_alive, expiry_interval, limits })
+    }
+
+    /// The CONNACK accepting a connection.
+    pub fn connack(&self, version: ProtocolVersion, plan: &ConnectPlan, session_present: bool) -> ConnAck {
+        let mut properties = Properties::new();
+        if version.is_v5() {
+            if plan.assigned {
+                properties.push(Property::AssignedClientIdentifier(plan.client_id.clone()));
+            }
+            if let Some(k) = plan.server_keep_alive {
+                properties.push(Property::ServerKeepAlive(k));
+            }
+            if plan.limits.receive_maximum < usize::from(u16::MAX) {
+                properties.push(Property::ReceiveMaximum(plan.limits.receive_maximum as u16));
+            }
+            if self.config.max_packet_size > 0 {
+                properties.push(Property::MaximumPacketSize(self.config.max_packet_size));
+            }
+            properties.push(Property::TopicAliasMaximum(plan.limits.topic_alias_maximum));
+        }
+        // [MQTT-3.2.2-2]/[MQTT-3.2.2-3]: Session Present tells whether a session was resumed.
+        ConnAck { session_present, reason_code: ReasonCode::Success, properties }
+    }
+
+    /// Ends a session: its subscriptions leave the router and its queue is emptied.
+    pub fn discard(&self, mut state: SessionState) {
+        for filter in state.subscriptions.keys() {
+            self.router.unsubscribe(&state.handle, filter);
+        }
+        state.subscriptions.clear();
+        state.outgoing.clear();
+        state.handle.mailbox.clear();
+        state.handle.set_online(false);
+    }
+
+    /// Publishes a will message on behalf of a client that is gone.
+    pub fn publish_will(&self, will: Will, client_id: &ByteString, now: Instant) {
+        let message = Arc::new(Message::from_publish(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            will.properties,
+            client_id.clone(),
+            now,
+        ));
+        if message.retain {
+            self.router.retain(&message);
+        }
+        self.router.route(&message);
+    }
+
+    /// Removes the parked sessions whose expiry has passed.
+    pub fn expire_sessions(&self, now: Instant) -> usize {
+        let expired = self.registry.expire(now);
+        let n = expired.len();
+        for state in expired {
+            tracing::info!("Expiring client {} due to timeout.", state.handle.client_id);
+            self.discard(state);
+        }
+        n
+    }
+}

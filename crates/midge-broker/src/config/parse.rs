@@ -1,0 +1,299 @@
+//! The mosquitto.conf format: one option per line, `#` comments, values after the name.
+//! Every error names the file, the line and what is wrong.
+use std::path::{Path, PathBuf};
+
+use super::{Config, Listener};
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// A line is wrong.
+    #[error("{file}:{line}: {message}")]
+    Line {
+        /// The file (or "<string>").
+        file: String,
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Security options midge does not implement yet: refused, because running without them
+/// would leave open what the user meant to close.
+const SECURITY_NOT_YET: &[&str] = &[
+    "acl_file",
+    "password_file",
+    "psk_file",
+    "auth_plugin",
+    "plugin",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "capath",
+    "crlfile",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+];
+
+/// Options of mosquitto that midge knows of but does not implement yet: accepted with a
+/// warning, so a mosquitto configuration still starts.
+const NOT_YET: &[&str] = &[
+    "allow_duplicate_messages",
+    "allow_zero_length_clientid",
+    "auth_plugin",
+    "auth_opt_",
+    "auto_id_prefix",
+    "autosave_interval",
+    "autosave_on_changes",
+    "bind_interface",
+    "check_retain_source",
+    "ciphers",
+    "ciphers_tls1.3",
+    "clientid_prefixes",
+    "connection",
+    "connection_messages",
+    "dhparamfile",
+    "http_dir",
+    "include_dir",
+    "log_dest",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "log_type",
+    "max_queued_bytes",
+    "memory_limit",
+    "message_size_limit",
+    "mount_point",
+    "per_listener_settings",
+    "persistence",
+    "persistence_file",
+    "persistence_location",
+    "persistent_client_expiration",
+    "pid_file",
+    "plugin_opt_",
+    "protocol",
+    "psk_hint",
+    "queue_qos0_messages",
+    "retain_available",
+    "set_tcp_nodelay",
+    "socket_domain",
+    "sys_interval",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "tls_version",
+    "upgrade_outgoing_qos",
+    "use_username_as_clientid",
+    "user",
+    "websockets_headers_size",
+    "websockets_log_level",
+    "address",
+    "bridge_",
+    "cleansession",
+    "keepalive_interval",
+    "notifications",
+    "remote_",
+    "restart_timeout",
+    "round_robin",
+    "start_type",
+    "threshold",
+    "topic",
+    "try_private",
+    "idle_timeout",
+    "local_",
+    "max_topic_alias",
+    "accept_protocol_versions",
+];
+
+/// Reads a configuration file.
+pub fn parse_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.to_owned(), message: e.to_string() })?;
+    let (mut config, warnings) = parse_str(&text, &path.display().to_string())?;
+    config.source = Some(path.to_owned());
+    Ok((config, warnings))
+}
+
+/// Parses configuration text; `file` names it in messages. Returns the configuration and
+/// warnings for options accepted but not implemented.
+pub fn parse_str(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut config = Config::default();
+    let mut warnings = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let err = |message: String| ConfigError::Line { file: file.to_owned(), line, message };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut words = trimmed.split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let args: Vec<&str> = words.collect();
+        let one = |what: &str| -> Result<&str, ConfigError> {
+            match args.as_slice() {
+                [v] => Ok(*v),
+                [] => Err(err(format!("{name} needs a value ({what})"))),
+                _ => Err(err(format!("{name} takes one value ({what}), found {}", args.len()))),
+            }
+        };
+        match name {
+            "listener" => {
+                let (port, bind) = match args.as_slice() {
+                    [port] => (*port, None),
+                    [port, bind] => (*port, Some(*bind)),
+                    _ => {
+                        return Err(err(
+                            "listener needs a port and optionally an address: listener PORT [ADDRESS]".into(),
+                        ))
+                    }
+                };
+                let port = parse_port(port).map_err(&err)?;
+                config.listeners.push(Listener {
+                    port,
+                    bind: bind.map(str::to_owned),
+                    origin: Some(format!("{file}:{line}")),
+                });
+            }
+            "port" => {
+                let port = parse_port(one("a port number")?).map_err(&err)?;
+                config.listeners.push(Listener { port, bind: None, origin: Some(format!("{file}:{line}")) });
+            }
+            "bind_address" => {
+                let addr = one("an address")?;
+                match config.listeners.last_mut() {
+                    Some(l) => l.bind = Some(addr.to_owned()),
+                    None => return Err(err("bind_address must follow port or listener".into())),
+                }
+            }
+            "allow_anonymous" => {
+                config.allow_anonymous = Some(parse_bool(one("true or false")?).map_err(&err)?)
+            }
+            "max_keepalive" => {
+                config.max_keepalive = parse_num(name, one("seconds, 0-65535")?).map_err(&err)?
+            }
+            "max_packet_size" => config.max_packet_size = parse_num(name, one("bytes")?).map_err(&err)?,
+            "max_inflight_messages" => {
+                config.max_inflight_messages = parse_num(name, one("a count, 0-65535")?).map_err(&err)?
+            }
+            "max_queued_messages" => {
+                let n: usize = parse_num(name, one("a count")?).map_err(&err)?;
+                // mosquitto: 0 means no limit; midge keeps memory bounded, so 0 means a large one.
+                config.max_queued_messages = if n == 0 { 1_000_000 } else { n };
+            }
+            "max_connections" => {
+                let v = one("a count, or -1 for no limit")?;
+                config.max_connections = match v.parse::<i64>() {
+                    Ok(n) if n < 0 => None,
+                    Ok(n) => Some(n as usize),
+                    Err(_) => {
+                        return Err(err(format!(
+                            "invalid value '{v}' for max_connections: expected a number"
+                        )))
+                    }
+                };
+            }
+            other if SECURITY_NOT_YET.contains(&other) => {
+                return Err(err(format!(
+                    "option '{other}' is not supported by midge yet; refusing to start without it"
+                )))
+            }
+            other if NOT_YET.iter().any(|k| other == *k || (k.ends_with('_') && other.starts_with(k))) => {
+                warnings
+                    .push(format!("{file}:{line}: option '{other}' is not supported by midge yet; ignored"));
+            }
+            other => return Err(err(format!("unknown option '{other}'"))),
+        }
+    }
+    Ok((config, warnings))
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.parse().map_err(|_| format!("invalid port '{s}': expected a number 0-65535"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("invalid value '{s}': expected true or false")),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("invalid value '{s}' for {name}: expected a number in range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_options_of_this_issue() {
+        let text = "# a comment\n\nlistener 1884 127.0.0.1\nlistener 1885\nallow_anonymous true\nmax_keepalive 30\n\
+                    max_packet_size 1024\nmax_inflight_messages 5\nmax_queued_messages 7\nmax_connections 3\n";
+        let (c, w) = parse_str(text, "t.conf").unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].port, 1884);
+        assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
+        assert_eq!(c.listeners[1].bind, None);
+        assert_eq!(c.allow_anonymous, Some(true));
+        assert_eq!(c.max_keepalive, 30);
+        assert_eq!(c.max_packet_size, 1024);
+        assert_eq!(c.max_inflight_messages, 5);
+        assert_eq!(c.max_queued_messages, 7);
+        assert_eq!(c.max_connections, Some(3));
+    }
+
+    #[test]
+    fn anonymous_defaults_as_mosquitto_2() {
+        let (none, _) = parse_str("", "t").unwrap();
+        assert!(none.local_only() && none.anonymous_allowed());
+        let (l, _) = parse_str("listener 1883\n", "t").unwrap();
+        assert!(!l.anonymous_allowed());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let cases = [
+            (
+                "listener\n",
+                "t.conf:1: listener needs a port and optionally an address: listener PORT [ADDRESS]",
+            ),
+            ("\nlistener abc\n", "t.conf:2: invalid port 'abc': expected a number 0-65535"),
+            ("allow_anonymous yes\n", "t.conf:1: invalid value 'yes': expected true or false"),
+            (
+                "max_keepalive 70000\n",
+                "t.conf:1: invalid value '70000' for max_keepalive: expected a number in range",
+            ),
+            ("max_keepalive\n", "t.conf:1: max_keepalive needs a value (seconds, 0-65535)"),
+            ("frobnicate 1\n", "t.conf:1: unknown option 'frobnicate'"),
+            ("bind_address 1.2.3.4\n", "t.conf:1: bind_address must follow port or listener"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn known_mosquitto_options_warn() {
+        let (_, w) = parse_str("persistence true\nlog_type all\n", "m.conf").unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0], "m.conf:1: option 'persistence' is not supported by midge yet; ignored");
+        let e = parse_str("\npassword_file /etc/x\n", "m.conf").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "m.conf:2: option 'password_file' is not supported by midge yet; refusing to start without it"
+        );
+    }
+}

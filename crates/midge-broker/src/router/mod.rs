@@ -1,0 +1,256 @@
+//! Routing: the subscription tree and the retained messages.
+//!
+//! The tree is read on every PUBLISH and written only on SUBSCRIBE and UNSUBSCRIBE, so it is
+//! split into shards by the first topic level, each behind its own read-write lock, plus one
+//! shard for filters that start with a wildcard. A PUBLISH read-locks two shards at most;
+//! there is no global lock on the publish path.
+mod retained;
+mod tree;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use midge_codec::{parse_shared, QoS, SubscriptionOptions};
+use parking_lot::RwLock;
+
+pub use tree::Subscription;
+
+use crate::session::{Delivery, Message, Push, SessionHandle};
+use retained::RetainedNode;
+use tree::{Node, Subscribers};
+
+const SHARDS: usize = 16;
+
+/// What happened to a routed message.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteOutcome {
+    /// Sessions the message was queued for.
+    pub delivered: usize,
+    /// Sessions whose mailbox was full, so the message was dropped for them.
+    pub dropped: usize,
+    /// Clients whose mailbox just became full (to be logged once).
+    pub first_drops: usize,
+}
+
+/// The subscription tree and the retained store, shared by every connection.
+#[derive(Debug)]
+pub struct Router {
+    shards: Box<[RwLock<Node>]>,
+    wildcard: RwLock<Node>,
+    retained: RwLock<RetainedNode>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+/// A matched subscriber before duplicates are merged.
+struct Target<'a> {
+    handle: &'a Arc<SessionHandle>,
+    qos: QoS,
+    retain_as_published: bool,
+    sub_id: Option<u32>,
+    /// Identifiers of further matching subscriptions of the same session.
+    extra_ids: Vec<u32>,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Router {
+            shards: (0..SHARDS).map(|_| RwLock::new(Node::default())).collect(),
+            wildcard: RwLock::new(Node::default()),
+            retained: RwLock::new(RetainedNode::default()),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn shard_of(&self, first_level: &str) -> &RwLock<Node> {
+        &self.shards[(self.hasher.hash_one(first_level) as usize) % SHARDS]
+    }
+
+    /// The shard holding `filter` (already stripped of any `$share/GROUP/`).
+    fn shard_for_filter(&self, filter: &str) -> &RwLock<Node> {
+        let first = filter.split('/').next().unwrap_or("");
+        if first == "+" || first == "#" {
+            &self.wildcard
+        } else {
+            self.shard_of(first)
+        }
+    }
+
+    /// Adds (or replaces) a subscription. Returns true when the session already had a
+    /// subscription with this filter. `filter` must be valid (the codec checked it).
+    pub fn subscribe(
+        &self,
+        handle: &Arc<SessionHandle>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let (group, plain) = split_shared(filter);
+        let levels: Vec<&str> = plain.split('/').collect();
+        let sub = Subscription { handle: handle.clone(), options, id };
+        self.shard_for_filter(plain).write().insert(&levels, group, sub)
+    }
+
+    /// Removes a subscription; true when it existed.
+    pub fn unsubscribe(&self, handle: &SessionHandle, filter: &str) -> bool {
+        let (group, plain) = split_shared(filter);
+        let levels: Vec<&str> = plain.split('/').collect();
+        self.shard_for_filter(plain).write().remove(&levels, group, handle.id)
+    }
+
+    /// Queues `message` for every session with a matching subscription: once per session,
+    /// with the highest QoS of its matching subscriptions and all their identifiers
+    /// ([MQTT-3.3.4-2], [MQTT-3.3.4-3]; 3.1.1: [MQTT-3.3.5-1]), and once per shared group.
+    pub fn route(&self, message: &Arc<Message>) -> RouteOutcome {
+        let topic: &str = &message.topic;
+        let dollar = topic.starts_with('$');
+        let levels: Vec<&str> = topic.split('/').collect();
+        // The guards live until the deliveries are queued, so targets borrow the subscribers
+        // instead of cloning an Arc per subscriber.
+        let shard = self.shard_of(levels[0]).read();
+        let wild = (!dollar).then(|| self.wildcard.read());
+        let mut targets: Vec<Target<'_>> = Vec::new();
+        let mut lists = 0usize;
+        {
+            let mut visit = visitor(|subs| {
+                if subs.direct.is_empty() && subs.shared.is_empty() {
+                    return;
+                }
+                lists += 1;
+                for s in subs.direct.values() {
+                    push_target(&mut targets, s, message);
+                }
+                for group in subs.shared.values() {
+                    if let Some(s) = group.pick() {
+                        push_target(&mut targets, s, message);
+                    }
+                }
+            });
+            shard.walk(&levels, dollar, &mut visit);
+            if let Some(w) = &wild {
+                w.walk(&levels, dollar, &mut visit);
+            }
+        }
+        if lists > 1 {
+            merge_duplicates(&mut targets);
+        }
+        let mut outcome = RouteOutcome::default();
+        for t in targets {
+            let mut sub_ids = t.extra_ids;
+            if let Some(id) = t.sub_id {
+                sub_ids.insert(0, id);
+            }
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: t.qos,
+                // [MQTT-3.3.1-12] (3.1.1: [MQTT-3.3.1-9]): forwarded with RETAIN 0 unless
+                // Retain As Published [MQTT-3.3.1-13].
+                retain: t.retain_as_published && message.retain,
+                sub_ids,
+            };
+            deliver(t.handle, delivery, &mut outcome);
+        }
+        outcome
+    }
+
+    /// Queues a delivery prepared elsewhere (retained messages, wills) for one session.
+    pub fn deliver_to(handle: &SessionHandle, delivery: Delivery) -> RouteOutcome {
+        let mut outcome = RouteOutcome::default();
+        deliver(handle, delivery, &mut outcome);
+        outcome
+    }
+
+    /// Stores or clears the retained message of a topic: an empty payload clears it
+    /// [MQTT-3.3.1-6], [MQTT-3.3.1-7] (3.1.1: [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
+    pub fn retain(&self, message: &Arc<Message>) {
+        let levels: Vec<&str> = message.topic.split('/').collect();
+        let mut store = self.retained.write();
+        if message.payload.is_empty() {
+            store.remove(&levels);
+        } else {
+            store.set(&levels, message.clone());
+        }
+    }
+
+    /// The retained messages matching a (non-shared) filter.
+    pub fn retained_for(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let mut out = Vec::new();
+        self.retained.read().collect(&levels, true, now, &mut out);
+        out
+    }
+
+    /// How many topics have a retained message.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().count()
+    }
+}
+
+/// Pins the closure's argument to one lifetime, the guards' borrow.
+fn visitor<'a, F: FnMut(&'a Subscribers)>(f: F) -> F {
+    f
+}
+
+fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: &Message) {
+    // [MQTT-3.8.3-3] No Local: not to the connection that published it.
+    if s.options.no_local && s.handle.client_id == message.publisher {
+        return;
+    }
+    targets.push(Target {
+        handle: &s.handle,
+        qos: s.options.qos.min(message.qos),
+        retain_as_published: s.options.retain_as_published,
+        sub_id: s.id,
+        extra_ids: Vec::new(),
+    });
+}
+
+/// Merges the targets of one session into one delivery: highest QoS, Retain As Published if
+/// any subscription asks for it, every subscription identifier.
+fn merge_duplicates(targets: &mut Vec<Target<'_>>) {
+    targets.sort_by_key(|t| t.handle.id);
+    targets.dedup_by(|t, kept| {
+        if t.handle.id != kept.handle.id {
+            return false;
+        }
+        kept.qos = kept.qos.max(t.qos);
+        kept.retain_as_published |= t.retain_as_published;
+        kept.extra_ids.extend(t.sub_id);
+        kept.extra_ids.append(&mut t.extra_ids);
+        true
+    });
+}
+
+fn deliver(handle: &SessionHandle, delivery: Delivery, outcome: &mut RouteOutcome) {
+    // QoS 0 messages are not queued for a session that is offline (3.1.1 section 3.1.2.4:
+    // they MAY be stored; mosquitto does not by default).
+    if delivery.qos == QoS::AtMostOnce && !handle.is_online() {
+        return;
+    }
+    match handle.mailbox.push(delivery) {
+        Push::Queued => outcome.delivered += 1,
+        Push::Dropped { first } => {
+            outcome.dropped += 1;
+            if first {
+                outcome.first_drops += 1;
+                tracing::warn!("Outgoing messages are being dropped for client {}.", handle.client_id);
+            }
+        }
+    }
+}
+
+fn split_shared(filter: &str) -> (Option<&str>, &str) {
+    match parse_shared(filter) {
+        Ok(Some(s)) => (Some(s.group), s.filter),
+        _ => (None, filter),
+    }
+}
+
+#[cfg(test)]
+mod tests;

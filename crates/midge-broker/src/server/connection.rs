@@ -1,0 +1,345 @@
+//! One client connection: CONNECT, then a loop over the socket, the session's mailbox, its
+//! keep alive timer and control messages, until the session says to close.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use midge_codec::{decode, ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use super::io::{flush, ready, IoEvent};
+use crate::broker::Broker;
+use crate::logging::describe;
+use crate::registry::{Attach, Control};
+use crate::session::{CloseReason, Session, SessionHandle, SessionState};
+
+/// Stop turning deliveries into packets while this much waits to be written: the socket is
+/// slow, and the session's bounded mailbox absorbs the rest.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long a closing connection may take to write its last bytes.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a takeover waits for the old connection to hand the session over.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Conn<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    peer: SocketAddr,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn encode(&mut self, packet: &Packet, version: ProtocolVersion, client_id: &str) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!("Sending {} to {client_id}{}", packet.packet_type(), describe(packet, version));
+        }
+        if let Err(e) = packet.encode(version, &mut self.wbuf) {
+            // Only a broker bug can get here (every packet is built from validated parts).
+            tracing::error!("Cannot encode {} for {client_id}: {e}", packet.packet_type());
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush(&mut self.stream, &mut self.wbuf)).await;
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.stream.shutdown()).await;
+    }
+}
+
+/// Serves one client until it leaves, breaks the protocol or the broker stops.
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let mut conn = Conn { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::new(), peer };
+    let max_packet = broker.config.max_packet_bytes();
+    let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    let connect = match tokio::time::timeout(connect_timeout, read_connect(&mut conn, max_packet)).await {
+        Err(_) => {
+            tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
+            return;
+        }
+        Ok(Err(())) => {
+            conn.close().await;
+            return;
+        }
+        Ok(Ok(c)) => c,
+    };
+    let version = connect.protocol;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            "Received CONNECT from {}{}",
+            connect.client_id,
+            describe(&Packet::Connect(connect.clone()), version)
+        );
+    }
+    let plan = match broker.plan_connect(&connect) {
+        Ok(plan) => plan,
+        Err(code) => {
+            let shown = if connect.client_id.is_empty() { "<unknown>" } else { &connect.client_id };
+            tracing::info!(
+                "Client {shown} from {} refused: {}{}.",
+                peer,
+                code.description(),
+                connect.username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
+            );
+            // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
+            conn.encode(&Packet::ConnAck(ConnAck::new(code)), version, shown);
+            conn.close().await;
+            return;
+        }
+    };
+    let conn_id = broker.next_conn_id();
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let client_id = plan.client_id.clone();
+    let attach = broker.registry.attach(&client_id, conn_id, control_tx);
+    let found = match attach {
+        Attach::Fresh => None,
+        Attach::Parked(state) => Some(*state),
+        Attach::TakeOver(rx) => match tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await {
+            Ok(Ok(state)) => Some(state),
+            _ => {
+                tracing::warn!("Client {client_id}: the previous connection did not hand its session over.");
+                None
+            }
+        },
+    };
+    let (mut state, session_present) = match found {
+        // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
+        Some(old) if connect.clean_start => {
+            broker.discard(old);
+            (new_state(&broker, &client_id), false)
+        }
+        Some(old) => (old, true),
+        None => (new_state(&broker, &client_id), false),
+    };
+    state.expiry_interval = plan.expiry_interval;
+    state.handle.set_online(true);
+    let connect = *connect;
+    let now = Instant::now();
+    let mut session = Session::new(
+        state,
+        version,
+        plan.keep_alive,
+        connect.will,
+        connect.username.clone(),
+        plan.limits,
+        now,
+    );
+    tracing::info!(
+        "New client connected from {} as {} (p{}, c{}, k{}{}).",
+        peer.ip(),
+        client_id,
+        mosquitto_protocol_number(version),
+        u8::from(connect.clean_start),
+        plan.keep_alive,
+        connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
+    );
+    let connack = broker.connack(version, &plan, session_present);
+    conn.encode(&Packet::ConnAck(connack), version, &client_id);
+    session.resume(now);
+
+    let reason = run(&broker, &mut conn, &mut session, &mut control_rx, stop, max_packet).await;
+    let handover = match reason {
+        Ended::TakenOver(reply) => Some(reply),
+        Ended::Closed => None,
+    };
+    finish(&broker, conn, session, conn_id, handover, control_rx).await;
+}
+
+fn new_state(broker: &Broker, client_id: &bytestring::ByteString) -> SessionState {
+    SessionState::new(SessionHandle::new(client_id.clone(), broker.config.max_queued_messages))
+}
+
+/// mosquitto's protocol numbers in its log: 1 for 3.1, 2 for 3.1.1, 5 for 5.0.
+fn mosquitto_protocol_number(v: ProtocolVersion) -> u8 {
+    match v {
+        ProtocolVersion::V3_1 => 1,
+        ProtocolVersion::V3_1_1 => 2,
+        ProtocolVersion::V5 => 5,
+    }
+}
+
+/// Reads the first packet, which must be CONNECT [MQTT-3.1.0-1]. On a bad CONNECT, queues
+/// the CONNACK the client should get (if any) and returns `Err`.
+async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    max_packet: usize,
+) -> Result<Box<midge_codec::Connect>, ()> {
+    loop {
+        // CONNECT carries its own version; V5 here only admits packet type 15 at the header.
+        match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
+            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(other)) => {
+                tracing::info!("Client {} sent {} before CONNECT, closing.", conn.peer, other.packet_type());
+                return Err(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                refuse_bad_connect(conn, &e);
+                return Err(());
+            }
+        }
+        match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, true).await {
+            Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A CONNECT that cannot be decoded: an unsupported protocol gets CONNACK 0x01 (0x84 for a
+/// client speaking level 5) [MQTT-3.1.2-2]; other errors get a 5.0 CONNACK with the reason
+/// code when the client asked for 5.0, and 3.1.1 clients are just disconnected.
+fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: &DecodeError) {
+    tracing::info!("Bad CONNECT from {}: {e}, closing.", conn.peer);
+    let level = match e {
+        DecodeError::UnsupportedProtocol { level, .. } => {
+            let version = if *level == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
+            let ack = ConnAck::new(ReasonCode::UnsupportedProtocolVersion);
+            conn.encode(&Packet::ConnAck(ack), version, "<unknown>");
+            return;
+        }
+        _ => connect_level(&conn.rbuf),
+    };
+    if level == Some(5) {
+        conn.encode(&Packet::ConnAck(ConnAck::new(e.reason_code())), ProtocolVersion::V5, "<unknown>");
+    }
+}
+
+/// The protocol level byte of a CONNECT at the start of `buf`, if it can be found.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let header = midge_codec::FixedHeader::parse(buf, ProtocolVersion::V5, usize::MAX).ok().flatten()?;
+    let body = buf.get(header.header_len..)?;
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
+}
+
+enum Ended {
+    Closed,
+    TakenOver(tokio::sync::oneshot::Sender<SessionState>),
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Broker,
+    conn: &mut Conn<S>,
+    session: &mut Session,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    mut stop: watch::Receiver<bool>,
+    max_packet: usize,
+) -> Ended {
+    let handle = session.state.handle.clone();
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep_until(session.next_timeout().map_or(far, tokio::time::Instant::from_std));
+    tokio::pin!(timer);
+    let budget = 1024;
+    let version = session.version;
+    let client_id = session.client_id.clone();
+    loop {
+        if conn.wbuf.len() < WRITE_HIGH_WATER {
+            session.pump(Instant::now(), budget);
+        }
+        for p in session.drain_output() {
+            conn.encode(&p, version, &client_id);
+        }
+        if session.close_reason().is_some() {
+            return Ended::Closed;
+        }
+        let want_mail = session.wants_deliveries() && conn.wbuf.len() < WRITE_HIGH_WATER;
+        tokio::select! {
+            biased;
+            ctl = control.recv() => match ctl {
+                Some(Control::TakeOver(reply)) => {
+                    session.close(CloseReason::TakenOver);
+                    return Ended::TakenOver(reply);
+                }
+                None => session.close(CloseReason::Shutdown),
+            },
+            _ = stop.changed() => session.close(CloseReason::Shutdown),
+            ev = ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, true) => match ev {
+                Ok(IoEvent::Read(0)) => session.close(CloseReason::Closed),
+                Ok(IoEvent::Read(_)) => {
+                    let now = Instant::now();
+                    loop {
+                        match decode(&mut conn.rbuf, version, max_packet) {
+                            Ok(Some(packet)) => {
+                                if tracing::enabled!(tracing::Level::DEBUG) {
+                                    tracing::debug!("Received {} from {client_id}{}", packet.packet_type(), describe(&packet, version));
+                                }
+                                session.handle_packet(packet, now, &broker.router);
+                                if session.close_reason().is_some() {
+                                    break;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                // A malformed packet closes this connection only, with the
+                                // reason code the codec determined (5.0 gets DISCONNECT).
+                                session.close(CloseReason::ProtocolError { reason: e.reason_code(), detail: e.to_string() });
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(IoEvent::Wrote) => {}
+                Err(e) => session.close(CloseReason::Io(e.to_string())),
+            },
+            _ = handle.mailbox.notified(), if want_mail => {}
+            _ = &mut timer => {
+                session.handle_timeout(Instant::now());
+                let next = session.next_timeout().map_or(far, tokio::time::Instant::from_std);
+                timer.as_mut().reset(next);
+            }
+        }
+    }
+}
+
+/// Closes the connection: the last DISCONNECT for 5.0, the will, and the session parked,
+/// handed to the connection that took over, or discarded.
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Broker,
+    mut conn: Conn<S>,
+    mut session: Session,
+    conn_id: u64,
+    mut handover: Option<tokio::sync::oneshot::Sender<SessionState>>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
+    let client_id = session.client_id.clone();
+    let version = session.version;
+    tracing::info!("{}", reason.log_line(&client_id));
+    if let Some(p) = session.disconnect_packet() {
+        // [MQTT-4.13.1-1]-style: 5.0 clients are told why before the server closes.
+        conn.encode(&p, version, &client_id);
+    }
+    conn.close().await;
+    let now = Instant::now();
+    if reason.publishes_will() {
+        if let Some(will) = session.will.take() {
+            broker.publish_will(will, &client_id, now);
+        }
+    }
+    let mut state = session.state;
+    state.handle.set_online(false);
+    if handover.is_none() {
+        match broker.registry.detach(&client_id, conn_id, state, now) {
+            None => return,
+            Some(s) => state = s,
+        }
+        // Either the session ended, or another connection took the id over meanwhile: its
+        // request is already in our control channel.
+        if let Ok(Control::TakeOver(reply)) = control.try_recv() {
+            handover = Some(reply);
+        }
+    }
+    match handover {
+        Some(reply) => {
+            if let Err(state) = reply.send(state) {
+                broker.discard(state);
+            }
+        }
+        None => broker.discard(state),
+    }
+}

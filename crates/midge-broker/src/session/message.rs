@@ -1,0 +1,103 @@
+//! Application messages as the broker routes them: one [`Message`] per PUBLISH received,
+//! shared by every subscriber through an `Arc`, its payload never copied.
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use midge_codec::{Properties, Property, PropertyId, QoS};
+
+/// A message published to the broker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The topic name (aliases already resolved).
+    pub topic: ByteString,
+    /// The payload, shared with the buffer it was read from.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// Whether it was published with RETAIN.
+    pub retain: bool,
+    /// The 5.0 properties forwarded unchanged to subscribers.
+    pub properties: Properties,
+    /// The client id of the publisher, for No Local.
+    pub publisher: ByteString,
+    /// When the message expires (5.0 Message Expiry Interval), if it does.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Builds a message from a received PUBLISH's parts, keeping only the properties that are
+    /// forwarded: Payload Format Indicator, Content Type, Response Topic, Correlation Data and
+    /// User Properties, in order ([MQTT-3.3.2-4], [MQTT-3.3.2-18] and sections 3.3.2.3.5 to 3.3.2.3.7). Message Expiry is kept as an
+    /// instant and re-written with the time left when sent [MQTT-3.3.2-6].
+    pub fn from_publish(
+        topic: ByteString,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        mut properties: Properties,
+        publisher: ByteString,
+        now: Instant,
+    ) -> Message {
+        let expires_at = properties
+            .message_expiry_interval()
+            .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
+        if !properties.is_empty() {
+            // Topic Alias and Subscription Identifier are per connection, Will Delay Interval
+            // belongs to the will, and Message Expiry is re-written when sent.
+            properties.retain(|p| {
+                matches!(
+                    p.id(),
+                    PropertyId::PayloadFormatIndicator
+                        | PropertyId::ContentType
+                        | PropertyId::ResponseTopic
+                        | PropertyId::CorrelationData
+                        | PropertyId::UserProperty
+                )
+            });
+        }
+        Message { topic, payload, qos, retain, properties, publisher, expires_at }
+    }
+
+    /// True once the message's expiry has passed: it is no longer delivered.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// The Message Expiry Interval to send now: the time left, in whole seconds.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|t| {
+            let left = t.saturating_duration_since(now);
+            // Round up so a message with time left never says 0.
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// The properties for a PUBLISH carrying this message to one subscriber.
+    pub fn outgoing_properties(&self, sub_ids: &[u32], now: Instant) -> Properties {
+        let mut props = self.properties.clone();
+        if let Some(secs) = self.remaining_expiry(now) {
+            props.push(Property::MessageExpiryInterval(secs));
+        }
+        for &id in sub_ids {
+            props.push(Property::SubscriptionIdentifier(id));
+        }
+        props
+    }
+}
+
+/// One message on its way to one session: the shared message and what this subscriber's
+/// subscriptions made of it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message, shared with every other subscriber.
+    pub message: Arc<Message>,
+    /// The QoS it is delivered with: the lower of the published and the granted QoS.
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (5.0).
+    pub sub_ids: Vec<u32>,
+}

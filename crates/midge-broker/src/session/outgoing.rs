@@ -1,0 +1,129 @@
+//! Messages to the client: the inflight window of QoS 1 and 2 PUBLISH awaiting their
+//! acknowledgements, in the order sent, and the deliveries waiting for a free slot.
+use std::collections::VecDeque;
+
+use midge_codec::QoS;
+
+use super::message::Delivery;
+
+/// Where a QoS 1 or 2 message sent to the client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the packets awaited
+pub enum Awaiting {
+    /// QoS 1, PUBLISH sent: awaiting PUBACK.
+    PubAck,
+    /// QoS 2, PUBLISH sent: awaiting PUBREC.
+    PubRec,
+    /// QoS 2, PUBREL sent: awaiting PUBCOMP.
+    PubComp,
+}
+
+/// One message in flight.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// Its packet identifier.
+    pub packet_id: u16,
+    /// Its state.
+    pub state: Awaiting,
+    /// The delivery, kept for resending.
+    pub delivery: Delivery,
+}
+
+/// What a PUBREC means for the message it acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubRecOutcome {
+    /// Send PUBREL (also for a repeated PUBREC of a message already released).
+    Release,
+    /// The client refused the message (5.0 reason code of 0x80 or more): it is done.
+    Refused,
+    /// No such packet identifier in flight.
+    Unknown,
+}
+
+/// The outgoing half of a session.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    last_id: u16,
+    inflight: VecDeque<InFlight>,
+    /// Deliveries waiting for a slot in the window (retained messages at subscribe time, and
+    /// what was drained from the mailbox ahead of them).
+    pub pending: VecDeque<Delivery>,
+}
+
+impl Outgoing {
+    /// How many QoS 1 and 2 messages await acknowledgement.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The messages in flight, oldest first.
+    pub fn inflight(&self) -> impl Iterator<Item = &InFlight> {
+        self.inflight.iter()
+    }
+
+    /// A packet identifier not in use by any message in flight [MQTT-2.2.1-3].
+    fn next_id(&mut self) -> u16 {
+        loop {
+            self.last_id = self.last_id.wrapping_add(1);
+            if self.last_id == 0 {
+                continue;
+            }
+            let id = self.last_id;
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier.
+    pub fn start(&mut self, delivery: Delivery) -> u16 {
+        let packet_id = self.next_id();
+        let state = if delivery.qos == QoS::ExactlyOnce {
+            Awaiting::PubRec
+        } else {
+            Awaiting::PubAck
+        };
+        self.inflight.push_back(InFlight { packet_id, state, delivery });
+        packet_id
+    }
+
+    fn position(&self, packet_id: u16, state: Awaiting) -> Option<usize> {
+        self.inflight.iter().position(|f| f.packet_id == packet_id && f.state == state)
+    }
+
+    /// PUBACK received: the QoS 1 message is done. False for an unknown identifier.
+    pub fn puback(&mut self, packet_id: u16) -> bool {
+        self.position(packet_id, Awaiting::PubAck)
+            .and_then(|i| self.inflight.remove(i))
+            .is_some()
+    }
+
+    /// PUBREC received.
+    pub fn pubrec(&mut self, packet_id: u16, refused: bool) -> PubRecOutcome {
+        if let Some(i) = self.position(packet_id, Awaiting::PubRec) {
+            if refused {
+                self.inflight.remove(i);
+                return PubRecOutcome::Refused;
+            }
+            self.inflight[i].state = Awaiting::PubComp;
+            return PubRecOutcome::Release;
+        }
+        if self.position(packet_id, Awaiting::PubComp).is_some() {
+            return PubRecOutcome::Release;
+        }
+        PubRecOutcome::Unknown
+    }
+
+    /// PUBCOMP received: the QoS 2 message is done. False for an unknown identifier.
+    pub fn pubcomp(&mut self, packet_id: u16) -> bool {
+        self.position(packet_id, Awaiting::PubComp)
+            .and_then(|i| self.inflight.remove(i))
+            .is_some()
+    }
+
+    /// Drops everything (the session ends).
+    pub fn clear(&mut self) {
+        self.inflight.clear();
+        self.pending.clear();
+    }
+}

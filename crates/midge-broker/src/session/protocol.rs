@@ -1,0 +1,560 @@
+//! The server's side of one client connection: QoS flows both ways, subscriptions, topic
+//! aliases, keep alive. Packets and time in; packets out, and a reason to close.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytestring::ByteString;
+use midge_codec::{
+    parse_shared, Disconnect, Packet, Properties, Property, ProtocolVersion, PubAck, Publish, PublishAck,
+    QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+};
+
+use super::message::{Delivery, Message};
+use super::outgoing::PubRecOutcome;
+use super::{SessionState, SubscriptionRecord};
+use crate::router::Router;
+
+/// Limits that apply to one connection, from the configuration and what the client announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Outgoing QoS 1 and 2 messages in flight at once: the lower of max_inflight_messages
+    /// and the client's Receive Maximum [MQTT-3.3.4-7].
+    pub max_inflight: usize,
+    /// Incoming QoS 2 messages not yet released that we accept (our Receive Maximum).
+    pub receive_maximum: usize,
+    /// The largest packet the client accepts (5.0 Maximum Packet Size); larger ones are not
+    /// sent [MQTT-3.1.2-24].
+    pub client_max_packet_size: usize,
+    /// Our Topic Alias Maximum (5.0): aliases above it are a protocol error.
+    pub topic_alias_maximum: u16,
+    /// Deliveries pulled from the mailbox at a time.
+    pub batch: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_inflight: 20,
+            receive_maximum: 65_535,
+            client_max_packet_size: usize::MAX,
+            topic_alias_maximum: 0,
+            batch: 256,
+        }
+    }
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT. `with_will` for 5.0 reason 0x04.
+    Disconnect {
+        /// Disconnect with Will Message.
+        with_will: bool,
+    },
+    /// Nothing received for 1.5 times the keep alive [MQTT-3.1.2-22] (3.1.1: [MQTT-3.1.2-24]).
+    KeepAliveTimeout,
+    /// The client broke the protocol; 5.0 clients are told why with DISCONNECT.
+    ProtocolError {
+        /// The reason code sent to 5.0 clients.
+        reason: ReasonCode,
+        /// What happened, for the log.
+        detail: String,
+    },
+    /// The client closed the connection without DISCONNECT.
+    Closed,
+    /// A socket error.
+    Io(String),
+    /// Another connection took the client id over [MQTT-3.1.4-3].
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Whether the will is published: on every loss but a normal DISCONNECT
+    /// [MQTT-3.1.2-8] (3.1.1: [MQTT-3.1.2-10]).
+    pub fn publishes_will(&self) -> bool {
+        !matches!(self, CloseReason::Disconnect { with_will: false })
+    }
+
+    /// The DISCONNECT a 5.0 client receives before the server closes, if any.
+    pub fn server_disconnect(&self) -> Option<ReasonCode> {
+        match self {
+            CloseReason::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
+            CloseReason::ProtocolError { reason, .. } => Some(*reason),
+            CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
+            CloseReason::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            _ => None,
+        }
+    }
+
+    fn protocol(reason: ReasonCode, detail: impl Into<String>) -> Self {
+        CloseReason::ProtocolError { reason, detail: detail.into() }
+    }
+
+    /// The log line, in mosquitto's words.
+    pub fn log_line(&self, client_id: &str) -> String {
+        match self {
+            CloseReason::Disconnect { .. } => format!("Client {client_id} disconnected."),
+            CloseReason::KeepAliveTimeout => {
+                format!("Client {client_id} has exceeded timeout, disconnecting.")
+            }
+            CloseReason::ProtocolError { reason: ReasonCode::MalformedPacket, detail } => {
+                format!("Client {client_id} disconnected due to malformed packet: {detail}.")
+            }
+            CloseReason::ProtocolError { detail, .. } => {
+                format!("Client {client_id} disconnected due to protocol error: {detail}.")
+            }
+            CloseReason::Closed => format!("Client {client_id} closed its connection."),
+            CloseReason::Io(e) => format!("Socket error on client {client_id}, disconnecting: {e}."),
+            CloseReason::TakenOver => {
+                format!("Client {client_id} already connected, closing old connection.")
+            }
+            CloseReason::Shutdown => format!("Client {client_id} disconnected: broker shutting down."),
+        }
+    }
+}
+
+/// One connected client: its session and the state of this network connection.
+#[derive(Debug)]
+pub struct Session {
+    /// The session, which outlives the connection when it is persistent.
+    pub state: SessionState,
+    /// The protocol version of the connection.
+    pub version: ProtocolVersion,
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// The user name it authenticated as.
+    pub username: Option<ByteString>,
+    /// The keep alive in force, in seconds (0: none).
+    pub keep_alive: u16,
+    /// The will, until it is published or discarded.
+    pub will: Option<Will>,
+    limits: ConnectionLimits,
+    last_received: Instant,
+    aliases_in: AHashMap<u16, ByteString>,
+    out: VecDeque<Packet>,
+    close: Option<CloseReason>,
+    oversized_dropped: u64,
+}
+
+impl Session {
+    /// A session attached to a new connection.
+    pub fn new(
+        state: SessionState,
+        version: ProtocolVersion,
+        keep_alive: u16,
+        will: Option<Will>,
+        username: Option<ByteString>,
+        limits: ConnectionLimits,
+        now: Instant,
+    ) -> Self {
+        let client_id = state.handle.client_id.clone();
+        Session {
+            state,
+            version,
+            client_id,
+            username,
+            keep_alive,
+            will,
+            limits,
+            last_received: now,
+            aliases_in: AHashMap::new(),
+            out: VecDeque::new(),
+            close: None,
+            oversized_dropped: 0,
+        }
+    }
+
+    /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
+    /// messages not yet acknowledged, PUBREL for those received, in the original order
+    /// [MQTT-4.4.0-1], [MQTT-4.6.0-1].
+    pub fn resume(&mut self, now: Instant) {
+        let resend: Vec<_> = self.state.outgoing.inflight().cloned().collect();
+        for f in resend {
+            match f.state {
+                super::outgoing::Awaiting::PubComp => {
+                    self.out.push_back(Packet::PubRel(PublishAck::new(f.packet_id)));
+                }
+                _ => {
+                    let p = self.publish_packet(&f.delivery, f.packet_id, true, now);
+                    self.send_publish(p);
+                }
+            }
+        }
+    }
+
+    /// Why the connection must close, once it must.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close.as_ref()
+    }
+
+    /// Ends the connection for a reason found outside the session (socket closed, takeover,
+    /// shutdown, an undecodable packet). The first reason stays.
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.close.is_none() {
+            self.close = Some(reason);
+        }
+    }
+
+    /// The packets to send, in order.
+    pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
+        self.out.drain(..)
+    }
+
+    /// True when packets wait to be sent.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// When the keep alive runs out, if it can.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        (self.keep_alive > 0).then(|| self.last_received + keep_alive_grace(self.keep_alive))
+    }
+
+    /// Checks the keep alive: closes after 1.5 times the keep alive without a packet
+    /// [MQTT-3.1.2-22] (3.1.1: [MQTT-3.1.2-24]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.next_timeout() {
+            if now >= deadline {
+                self.close(CloseReason::KeepAliveTimeout);
+            }
+        }
+    }
+
+    /// True when the session can take more deliveries from its mailbox now.
+    pub fn wants_deliveries(&self) -> bool {
+        self.close.is_none()
+            && self.state.outgoing.pending.is_empty()
+            && self.state.outgoing.inflight_len() < self.limits.max_inflight
+    }
+
+    /// Turns queued deliveries into PUBLISH packets, first those pending then those in the
+    /// mailbox, as far as the inflight window allows and at most `budget` of them. Returns
+    /// how many were produced. The caller decides when (it stops while its socket is slow, so
+    /// the mailbox, which is bounded, absorbs the backlog).
+    pub fn pump(&mut self, now: Instant, budget: usize) -> usize {
+        let mut sent = 0;
+        loop {
+            if self.close.is_some() || sent >= budget {
+                return sent;
+            }
+            if self.state.outgoing.pending.is_empty() {
+                let batch = self.limits.batch;
+                if self.state.handle.mailbox.drain_into(&mut self.state.outgoing.pending, batch) == 0 {
+                    return sent;
+                }
+            }
+            while sent < budget {
+                let Some(d) = self.state.outgoing.pending.pop_front() else { break };
+                if d.message.is_expired(now) {
+                    // [MQTT-3.3.2-5] an expired message is not delivered.
+                    continue;
+                }
+                if d.qos == QoS::AtMostOnce {
+                    let p = self.publish_packet(&d, 0, false, now);
+                    self.send_publish(p);
+                    sent += 1;
+                    continue;
+                }
+                if self.state.outgoing.inflight_len() >= self.limits.max_inflight {
+                    self.state.outgoing.pending.push_front(d);
+                    return sent;
+                }
+                let p = self.publish_packet(&d, 0, false, now);
+                let id = self.state.outgoing.start(d);
+                self.send_publish(Publish { packet_id: id, ..p });
+                sent += 1;
+            }
+        }
+    }
+
+    fn publish_packet(&self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let m = &d.message;
+        let properties =
+            if self.version.is_v5() { m.outgoing_properties(&d.sub_ids, now) } else { Properties::new() };
+        Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.clone(),
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        }
+    }
+
+    fn send_publish(&mut self, p: Publish) {
+        let packet = Packet::Publish(p);
+        if self.limits.client_max_packet_size != usize::MAX
+            && packet.encoded_len(self.version) > self.limits.client_max_packet_size
+        {
+            // [MQTT-3.1.2-24] not sent to a client whose Maximum Packet Size it exceeds;
+            // [MQTT-3.1.2-25] discarded as if it had been sent. A message in flight is
+            // completed here, since the client will never acknowledge it.
+            if let Packet::Publish(p) = &packet {
+                if p.qos == QoS::AtLeastOnce {
+                    self.state.outgoing.puback(p.packet_id);
+                } else if p.qos == QoS::ExactlyOnce {
+                    self.state.outgoing.pubrec(p.packet_id, true);
+                }
+            }
+            self.oversized_dropped += 1;
+            tracing::debug!("Dropped a message too large for client {}.", self.client_id);
+            return;
+        }
+        self.out.push_back(packet);
+    }
+
+    /// Handles one packet from the client.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant, router: &Router) {
+        if self.close.is_some() {
+            return;
+        }
+        self.last_received = now;
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, now, router),
+            Packet::PubAck(a) => {
+                if !self.state.outgoing.puback(a.packet_id) {
+                    tracing::debug!("Client {} sent PUBACK for unknown id {}.", self.client_id, a.packet_id);
+                }
+            }
+            Packet::PubRec(a) => {
+                let refused = self.version.is_v5() && a.reason_code.is_error();
+                match self.state.outgoing.pubrec(a.packet_id, refused) {
+                    PubRecOutcome::Release => {
+                        self.out.push_back(Packet::PubRel(PublishAck::new(a.packet_id)))
+                    }
+                    PubRecOutcome::Refused => {}
+                    PubRecOutcome::Unknown => self.out.push_back(Packet::PubRel(PublishAck::with_reason(
+                        a.packet_id,
+                        ReasonCode::PacketIdentifierNotFound,
+                    ))),
+                }
+            }
+            Packet::PubComp(a) => {
+                if !self.state.outgoing.pubcomp(a.packet_id) {
+                    tracing::debug!("Client {} sent PUBCOMP for unknown id {}.", self.client_id, a.packet_id);
+                }
+            }
+            Packet::PubRel(a) => {
+                // Section 4.3.3: release the identifier (the message went onwards when the
+                // PUBLISH arrived) and answer PUBCOMP; 5.0 says 0x92 for an unknown one.
+                let known = self.state.incoming_qos2.remove(&a.packet_id);
+                let code = if known { ReasonCode::Success } else { ReasonCode::PacketIdentifierNotFound };
+                self.out.push_back(Packet::PubComp(PublishAck::with_reason(a.packet_id, code)));
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s, now, router),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u, router),
+            // [MQTT-3.12.4-1] the Server MUST send a PINGRESP in response to a PINGREQ.
+            Packet::PingReq => self.out.push_back(Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            // [MQTT-3.1.0-2] a second CONNECT is a Protocol Error.
+            Packet::Connect(_) => {
+                self.close(CloseReason::protocol(ReasonCode::ProtocolError, "second CONNECT"))
+            }
+            Packet::Auth(_) => self.close(CloseReason::protocol(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method in CONNECT",
+            )),
+            other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => self
+                .close(CloseReason::protocol(
+                    ReasonCode::ProtocolError,
+                    format!("{} is sent by servers only", other.packet_type()),
+                )),
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish, now: Instant, router: &Router) {
+        if p.properties.subscription_identifiers().next().is_some() {
+            // [MQTT-3.3.4-6] a PUBLISH from a Client MUST NOT contain a Subscription Identifier.
+            self.close(CloseReason::protocol(
+                ReasonCode::ProtocolError,
+                "PUBLISH with a subscription identifier",
+            ));
+            return;
+        }
+        let Some(topic) = self.resolve_topic(&p) else {
+            return;
+        };
+        let qos = p.qos;
+        let packet_id = p.packet_id;
+        if qos == QoS::ExactlyOnce {
+            if self.state.incoming_qos2.contains(&packet_id) {
+                // A resend before PUBREL: acknowledged again, not delivered twice (4.3.3).
+                self.out.push_back(Packet::PubRec(PublishAck::new(packet_id)));
+                return;
+            }
+            if self.state.incoming_qos2.len() >= self.limits.receive_maximum {
+                // [MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISH than our Receive Maximum.
+                self.close(CloseReason::protocol(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                ));
+                return;
+            }
+        }
+        let message = Arc::new(Message::from_publish(
+            topic,
+            p.payload,
+            qos,
+            p.retain,
+            p.properties,
+            self.client_id.clone(),
+            now,
+        ));
+        if message.retain {
+            router.retain(&message);
+        }
+        let outcome = router.route(&message);
+        // 5.0: tell a QoS 1 / 2 publisher when nobody was subscribed (0x10).
+        let code = if self.version.is_v5() && outcome.delivered == 0 && outcome.dropped == 0 {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            // [MQTT-4.3.2-2]: PUBACK for a QoS 1 PUBLISH.
+            QoS::AtLeastOnce => self.out.push_back(Packet::PubAck(PubAck::with_reason(packet_id, code))),
+            QoS::ExactlyOnce => {
+                // [MQTT-4.3.3-9]: PUBREC, and the identifier stays until PUBREL.
+                self.state.incoming_qos2.insert(packet_id);
+                self.out.push_back(Packet::PubRec(PublishAck::with_reason(packet_id, code)));
+            }
+        }
+    }
+
+    /// The topic of a PUBLISH, resolving a 5.0 Topic Alias (section 3.3.2.3.4).
+    fn resolve_topic(&mut self, p: &Publish) -> Option<ByteString> {
+        let Some(alias) = p.properties.topic_alias() else {
+            return Some(p.topic.clone());
+        };
+        if alias == 0 || alias > self.limits.topic_alias_maximum {
+            // [MQTT-3.3.2-9]/[MQTT-3.3.2-10]: an alias above our Topic Alias Maximum (or 0).
+            self.close(CloseReason::protocol(
+                ReasonCode::TopicAliasInvalid,
+                format!("topic alias {alias} above the maximum of {}", self.limits.topic_alias_maximum),
+            ));
+            return None;
+        }
+        if p.topic.is_empty() {
+            match self.aliases_in.get(&alias) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    // Section 3.3.2.3.4: an unknown alias with an empty topic is a Protocol Error.
+                    self.close(CloseReason::protocol(
+                        ReasonCode::ProtocolError,
+                        format!("unknown topic alias {alias}"),
+                    ));
+                    None
+                }
+            }
+        } else {
+            self.aliases_in.insert(alias, p.topic.clone());
+            Some(p.topic.clone())
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe, now: Instant, router: &Router) {
+        let sub_id = s.properties.subscription_identifiers().next();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, requested) in s.filters {
+            // The broker supports every QoS, so each is granted as requested.
+            let options = SubscriptionOptions { qos: requested.qos.min(QoS::ExactlyOnce), ..requested };
+            let existed = router.subscribe(&self.state.handle, &filter, options, sub_id);
+            let shared = matches!(parse_shared(&filter), Ok(Some(_)));
+            // Retained messages for the new subscription [MQTT-3.8.4-4]; per Retain Handling in
+            // 5.0 [MQTT-3.3.1-9] to [MQTT-3.3.1-11]; none for shared subscriptions (4.8.2).
+            let send_retained = !shared
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for m in router.retained_for(&filter, now) {
+                    retained.push(Delivery {
+                        qos: m.qos.min(options.qos),
+                        // [MQTT-3.3.1-8] retained messages sent for a new subscription keep RETAIN.
+                        retain: true,
+                        sub_ids: sub_id.into_iter().collect(),
+                        message: m,
+                    });
+                }
+            }
+            self.state.subscriptions.insert(filter, SubscriptionRecord { options, id: sub_id });
+            codes.push(ReasonCode::granted(options.qos));
+        }
+        // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter in order
+        // [MQTT-3.8.4-5], [MQTT-3.8.4-6]; then the retained messages.
+        self.out.push_back(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::new(),
+            reason_codes: codes,
+        }));
+        self.state.outgoing.pending.extend(retained);
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe, router: &Router) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in u.filters {
+            let existed = router.unsubscribe(&self.state.handle, &filter);
+            self.state.subscriptions.remove(&filter);
+            codes.push(if existed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted });
+        }
+        // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier (5.0: a code per filter).
+        let codes = if self.version.is_v5() { codes } else { Vec::new() };
+        self.out.push_back(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::new(),
+            reason_codes: codes,
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) {
+        if let Some(expiry) = d.properties.session_expiry_interval() {
+            if self.state.expiry_interval == 0 && expiry != 0 {
+                // [MQTT-3.14.2-2]: a session that expired at disconnect cannot be extended.
+                self.close(CloseReason::protocol(
+                    ReasonCode::ProtocolError,
+                    "session expiry set in DISCONNECT after 0 in CONNECT",
+                ));
+                return;
+            }
+            self.state.expiry_interval = expiry;
+        }
+        let with_will = d.reason_code == ReasonCode::DisconnectWithWill;
+        if !with_will {
+            // [MQTT-3.14.4-3] (3.1.1: [MQTT-3.14.4-3]): a normal DISCONNECT discards the will.
+            self.will = None;
+        }
+        self.close(CloseReason::Disconnect { with_will });
+    }
+
+    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one.
+    pub fn disconnect_packet(&self) -> Option<Packet> {
+        if !self.version.is_v5() {
+            return None;
+        }
+        let reason = self.close.as_ref()?.server_disconnect()?;
+        let mut properties = Properties::new();
+        if let Some(CloseReason::ProtocolError { detail, .. }) = &self.close {
+            properties.push(Property::ReasonString(detail.as_str().into()));
+        }
+        Some(Packet::Disconnect(Disconnect { reason_code: reason, properties }))
+    }
+
+    /// How many messages were not sent because they exceeded the client's Maximum Packet Size.
+    pub fn oversized_dropped(&self) -> u64 {
+        self.oversized_dropped
+    }
+}
+
+/// One and a half times the keep alive.
+pub fn keep_alive_grace(keep_alive: u16) -> Duration {
+    Duration::from_millis(u64::from(keep_alive) * 1500)
+}

@@ -1,0 +1,96 @@
+//! `midge broker`: mosquitto's command line, midge's broker.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use midge_broker::config::{parse_file, Config, Listener};
+use midge_broker::Server;
+
+/// Run the MQTT broker.
+#[derive(clap::Args, Debug)]
+pub struct BrokerArgs {
+    /// Read the configuration from FILE (mosquitto.conf format).
+    #[arg(short = 'c', long = "config-file", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on PORT (in addition to the listeners of the configuration file). Without a
+    /// configuration, midge listens on 127.0.0.1 only and allows anonymous clients.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Vec<u16>,
+    /// Log every packet (type, client and key fields).
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+pub fn run(args: BrokerArgs) -> ExitCode {
+    crate::logging::init(args.verbose);
+    let mut config = match &args.config {
+        Some(path) => match parse_file(path) {
+            Ok((config, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                config
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return ExitCode::from(3);
+            }
+        },
+        None => Config::default(),
+    };
+    let local_only = config.local_only();
+    for port in &args.port {
+        // As mosquitto 2.0: -p adds a listener; without a configuration it stays on localhost.
+        let bind = if local_only { Some("127.0.0.1") } else { None };
+        config.listeners.push(Listener::new(*port, bind));
+    }
+    if local_only && config.allow_anonymous.is_none() {
+        config.allow_anonymous = Some(true);
+    }
+    // Servers raise their open-file limit to the hard limit: each client is a file.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("Open file limit: {n}."),
+        Err(e) => tracing::warn!("Cannot raise the open file limit: {e}."),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        tracing::info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
+        if let Some(path) = &config.source {
+            tracing::info!("Config loaded from {}.", path.display());
+        } else {
+            tracing::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
+        }
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(shutdown_signal()).await;
+        tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("Cannot listen for SIGTERM: {e}.");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
