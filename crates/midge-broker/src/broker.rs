@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
-use midge_codec::{ConnAck, Connect, Properties, Property, ProtocolVersion, ReasonCode, Will};
+use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode, Will};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::registry::Registry;
+use crate::registry::{Attach, Control, Registry};
 use crate::router::Router;
-use crate::session::{ConnectionLimits, Message, SessionState};
+use crate::session::{CloseReason, ConnectionLimits, Message, Session, SessionHandle, SessionState};
 
 /// The Topic Alias Maximum announced to 5.0 clients.
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
@@ -27,6 +28,44 @@ pub struct Broker {
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
     id_seed: u64,
+}
+
+/// The outcome of [`Broker::open`].
+#[derive(Debug)]
+pub enum Opening {
+    /// Connected: send the CONNACK, then serve the session.
+    Ready(Opened),
+    /// Refused: send the CONNACK (it carries the reason) and close.
+    Refused(ConnAck, ReasonCode),
+    /// Another connection holds the client id and has been told to hand the session over.
+    TakeOver(Box<PendingOpen>),
+}
+
+/// A connection accepted: its session and the CONNACK to send first.
+#[derive(Debug)]
+pub struct Opened {
+    /// The session, with anything to resend already queued.
+    pub session: Session,
+    /// The CONNACK.
+    pub connack: Packet,
+    /// The client's clean start flag (for the log).
+    pub clean_start: bool,
+}
+
+/// A CONNECT waiting for the old connection of its client id to hand the session over.
+#[derive(Debug)]
+pub struct PendingOpen {
+    connect: Connect,
+    plan: ConnectPlan,
+    /// Resolves with the old session.
+    pub old: oneshot::Receiver<SessionState>,
+}
+
+impl PendingOpen {
+    /// The client id being taken over.
+    pub fn client_id(&self) -> &ByteString {
+        &self.plan.client_id
+    }
 }
 
 /// What the broker decided about a CONNECT it accepts.
@@ -218,6 +257,93 @@ impl Broker {
             self.router.retain(&message);
         }
         self.router.route(&message);
+    }
+
+    /// Opens a session for an accepted or refused CONNECT. `control` is the channel on which
+    /// this connection will be told to give its session up. When another connection holds
+    /// the client id, the result is [`Opening::TakeOver`]: await the old session, then call
+    /// [`Broker::finish_takeover`].
+    pub fn open(&self, connect: Connect, conn_id: u64, control: mpsc::UnboundedSender<Control>, now: Instant) -> Opening {
+        let plan = match self.plan_connect(&connect) {
+            Ok(plan) => plan,
+            // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
+            Err(code) => return Opening::Refused(ConnAck::new(code), code),
+        };
+        match self.registry.attach(&plan.client_id, conn_id, control) {
+            Attach::Fresh => Opening::Ready(self.start(connect, plan, None, now)),
+            Attach::Parked(state) => Opening::Ready(self.start(connect, plan, Some(*state), now)),
+            Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { connect, plan, old: rx })),
+        }
+    }
+
+    /// Completes an [`Opening::TakeOver`] once the old connection has handed its session
+    /// over (`None` if it never did).
+    pub fn finish_takeover(&self, pending: PendingOpen, old: Option<SessionState>, now: Instant) -> Opened {
+        self.start(pending.connect, pending.plan, old, now)
+    }
+
+    fn start(&self, connect: Connect, plan: ConnectPlan, found: Option<SessionState>, now: Instant) -> Opened {
+        let (mut state, session_present) = match found {
+            // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
+            Some(old) if connect.clean_start => {
+                self.discard(old);
+                (self.new_state(&plan.client_id), false)
+            }
+            Some(old) => (old, true),
+            None => (self.new_state(&plan.client_id), false),
+        };
+        state.expiry_interval = plan.expiry_interval;
+        state.handle.set_online(true);
+        let connack = self.connack(connect.protocol, &plan, session_present);
+        let mut session =
+            Session::new(state, connect.protocol, plan.keep_alive, connect.will, connect.username, plan.limits, now);
+        session.resume(now);
+        Opened { session, connack: Packet::ConnAck(connack), clean_start: connect.clean_start }
+    }
+
+    fn new_state(&self, client_id: &ByteString) -> SessionState {
+        SessionState::new(SessionHandle::new(client_id.clone(), self.config.max_queued_messages))
+    }
+
+    /// Ends a connection's hold on its session: publishes the will if the reason calls for
+    /// it, then parks the session (persistent), hands it to the connection that took the
+    /// client id over (`handover`, or a request found in `control`), or discards it.
+    pub fn close(
+        &self,
+        mut session: Session,
+        conn_id: u64,
+        mut handover: Option<oneshot::Sender<SessionState>>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+        now: Instant,
+    ) {
+        let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
+        if reason.publishes_will() {
+            if let Some(will) = session.will.take() {
+                self.publish_will(will, &session.client_id, now);
+            }
+        }
+        let client_id = session.client_id.clone();
+        let mut state = session.state;
+        state.handle.set_online(false);
+        if handover.is_none() {
+            match self.registry.detach(&client_id, conn_id, state, now) {
+                None => return,
+                Some(s) => state = s,
+            }
+            // Either the session ended, or another connection took the id over meanwhile:
+            // its request is already in the control channel (sent under the registry lock).
+            if let Ok(Control::TakeOver(reply)) = control.try_recv() {
+                handover = Some(reply);
+            }
+        }
+        match handover {
+            Some(reply) => {
+                if let Err(state) = reply.send(state) {
+                    self.discard(state);
+                }
+            }
+            None => self.discard(state),
+        }
     }
 
     /// Removes the parked sessions whose expiry has passed.

@@ -1,1 +1,243 @@
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
+use bytestring::ByteString;
+use midge_codec::{Properties, QoS, SubscriptionOptions};
+
+use super::*;
+use crate::session::SessionHandle;
+
+fn handle(id: &str) -> Arc<SessionHandle> {
+    let h = SessionHandle::new(ByteString::from(id), 100);
+    h.set_online(true);
+    h
+}
+
+fn msg(topic: &str, qos: QoS, retain: bool, publisher: &str) -> Arc<Message> {
+    Arc::new(Message::from_publish(
+        topic.into(),
+        Bytes::from_static(b"x"),
+        qos,
+        retain,
+        Properties::new(),
+        publisher.into(),
+        Instant::now(),
+    ))
+}
+
+fn drain(h: &SessionHandle) -> Vec<Delivery> {
+    let mut out = VecDeque::new();
+    h.mailbox.drain_into(&mut out, usize::MAX);
+    out.into()
+}
+
+fn received(router: &Router, filter: &str, topic: &str) -> bool {
+    let h = handle("s");
+    router.subscribe(&h, filter, SubscriptionOptions::qos(QoS::AtMostOnce), None);
+    router.route(&msg(topic, QoS::AtMostOnce, false, "p"));
+    router.unsubscribe(&h, filter);
+    !drain(&h).is_empty()
+}
+
+#[test]
+fn wildcards_match_as_section_4_7_says() {
+    let r = Router::new();
+    let cases = [
+        ("a/b", "a/b", true),
+        ("a/+", "a/b", true),
+        ("a/+", "a/b/c", false),
+        ("a/+/c", "a/b/c", true),
+        ("+/+", "a/b", true),
+        ("+", "a/b", false),
+        ("a/#", "a", true),
+        ("a/#", "a/b/c", true),
+        ("#", "a/b/c", true),
+        ("+/#", "a", true),
+        ("/+", "/a", true),
+        ("+/a", "/a", true), // "+" matches the empty first level
+        ("a//b", "a//b", true),
+        ("a/+/b", "a//b", true),
+        ("#", "$SYS/x", false),
+        ("+/x", "$SYS/x", false),
+        ("$SYS/#", "$SYS/x", true),
+        ("$SYS/+", "$SYS/x", true),
+        ("a/b", "a/b/c", false),
+        ("A/b", "a/b", false),
+    ];
+    for (filter, topic, expect) in cases {
+        assert_eq!(received(&r, filter, topic), expect, "{filter} vs {topic}");
+        assert_eq!(midge_codec::topic_matches(filter, topic), expect, "codec helper: {filter} vs {topic}");
+    }
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_with_the_highest_qos_and_every_identifier() {
+    let r = Router::new();
+    let h = handle("c");
+    r.subscribe(&h, "a/#", SubscriptionOptions::qos(QoS::AtMostOnce), Some(1));
+    r.subscribe(&h, "a/+", SubscriptionOptions::qos(QoS::ExactlyOnce), Some(2));
+    r.subscribe(&h, "a/b", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+    let out = r.route(&msg("a/b", QoS::ExactlyOnce, false, "p"));
+    assert_eq!(out.delivered, 1);
+    let d = drain(&h);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].qos, QoS::ExactlyOnce);
+    let mut ids = d[0].sub_ids.clone();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn delivered_qos_is_the_lower_of_published_and_granted() {
+    let r = Router::new();
+    let h = handle("c");
+    r.subscribe(&h, "t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+    r.route(&msg("t", QoS::ExactlyOnce, false, "p"));
+    r.route(&msg("t", QoS::AtMostOnce, false, "p"));
+    let qos: Vec<QoS> = drain(&h).iter().map(|d| d.qos).collect();
+    assert_eq!(qos, vec![QoS::AtLeastOnce, QoS::AtMostOnce]);
+}
+
+#[test]
+fn retain_flag_is_cleared_unless_retain_as_published() {
+    let r = Router::new();
+    let plain = handle("plain");
+    let rap = handle("rap");
+    r.subscribe(&plain, "t", SubscriptionOptions::qos(QoS::AtMostOnce), None);
+    let opts = SubscriptionOptions { retain_as_published: true, ..SubscriptionOptions::qos(QoS::AtMostOnce) };
+    r.subscribe(&rap, "t", opts, None);
+    r.route(&msg("t", QoS::AtMostOnce, true, "p"));
+    assert!(!drain(&plain)[0].retain);
+    assert!(drain(&rap)[0].retain);
+}
+
+#[test]
+fn no_local_skips_the_publisher() {
+    let r = Router::new();
+    let me = handle("me");
+    let opts = SubscriptionOptions { no_local: true, ..SubscriptionOptions::qos(QoS::AtMostOnce) };
+    r.subscribe(&me, "t", opts, None);
+    r.route(&msg("t", QoS::AtMostOnce, false, "me"));
+    assert!(drain(&me).is_empty());
+    r.route(&msg("t", QoS::AtMostOnce, false, "other"));
+    assert_eq!(drain(&me).len(), 1);
+}
+
+#[test]
+fn unsubscribe_removes_and_reports() {
+    let r = Router::new();
+    let h = handle("c");
+    assert!(!r.subscribe(&h, "a/+/c", SubscriptionOptions::default(), None));
+    assert!(r.subscribe(&h, "a/+/c", SubscriptionOptions::default(), None), "second subscribe replaces");
+    assert!(r.unsubscribe(&h, "a/+/c"));
+    assert!(!r.unsubscribe(&h, "a/+/c"));
+    r.route(&msg("a/b/c", QoS::AtMostOnce, false, "p"));
+    assert!(drain(&h).is_empty());
+}
+
+#[test]
+fn shared_group_gets_one_copy_spread_over_members() {
+    let r = Router::new();
+    let a = handle("a");
+    let b = handle("b");
+    let plain = handle("plain");
+    r.subscribe(&a, "$share/g/t/+", SubscriptionOptions::default(), None);
+    r.subscribe(&b, "$share/g/t/+", SubscriptionOptions::default(), None);
+    r.subscribe(&plain, "t/+", SubscriptionOptions::default(), None);
+    for _ in 0..10 {
+        r.route(&msg("t/x", QoS::AtMostOnce, false, "p"));
+    }
+    let (na, nb) = (drain(&a).len(), drain(&b).len());
+    assert_eq!(na + nb, 10, "one delivery per message to the group");
+    assert_eq!((na, nb), (5, 5), "round robin");
+    assert_eq!(drain(&plain).len(), 10);
+}
+
+#[test]
+fn offline_sessions_get_qos_1_and_2_but_not_qos_0() {
+    let r = Router::new();
+    let h = handle("c");
+    h.set_online(false);
+    r.subscribe(&h, "t", SubscriptionOptions::qos(QoS::ExactlyOnce), None);
+    r.route(&msg("t", QoS::AtMostOnce, false, "p"));
+    r.route(&msg("t", QoS::AtLeastOnce, false, "p"));
+    assert_eq!(drain(&h).len(), 1);
+}
+
+#[test]
+fn a_full_mailbox_drops_and_counts_without_blocking() {
+    let r = Router::new();
+    let slow = SessionHandle::new("slow".into(), 3);
+    slow.set_online(true);
+    let fast = handle("fast");
+    r.subscribe(&slow, "t", SubscriptionOptions::default(), None);
+    r.subscribe(&fast, "t", SubscriptionOptions::default(), None);
+    let mut dropped = 0;
+    for _ in 0..10 {
+        dropped += r.route(&msg("t", QoS::AtMostOnce, false, "p")).dropped;
+    }
+    assert_eq!(dropped, 7);
+    assert_eq!(slow.mailbox.dropped(), 7);
+    assert_eq!(drain(&slow).len(), 3);
+    assert_eq!(drain(&fast).len(), 10, "the slow subscriber does not hold the others back");
+}
+
+#[test]
+fn the_payload_is_shared_not_copied() {
+    let r = Router::new();
+    let subs: Vec<_> = (0..5).map(|i| handle(&format!("s{i}"))).collect();
+    for s in &subs {
+        r.subscribe(s, "t", SubscriptionOptions::default(), None);
+    }
+    let m = msg("t", QoS::AtMostOnce, false, "p");
+    r.route(&m);
+    for s in &subs {
+        let d = drain(s);
+        assert!(Arc::ptr_eq(&d[0].message, &m));
+        assert_eq!(d[0].message.payload.as_ptr(), m.payload.as_ptr());
+    }
+}
+
+#[test]
+fn retained_messages_one_per_topic_replaced_and_removed() {
+    let r = Router::new();
+    let now = Instant::now();
+    r.retain(&msg("a/b", QoS::AtMostOnce, true, "p"));
+    r.retain(&msg("a/c", QoS::AtLeastOnce, true, "p"));
+    r.retain(&msg("$SYS/x", QoS::AtMostOnce, true, "p"));
+    assert_eq!(r.retained_count(), 3);
+    let replaced = msg("a/b", QoS::ExactlyOnce, true, "p");
+    r.retain(&replaced);
+    assert_eq!(r.retained_count(), 3);
+    let got = r.retained_for("a/b", now);
+    assert_eq!(got.len(), 1);
+    assert!(Arc::ptr_eq(&got[0], &replaced));
+    let topics = |f: &str| {
+        let mut t: Vec<String> = r.retained_for(f, now).iter().map(|m| m.topic.to_string()).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(topics("a/+"), vec!["a/b", "a/c"]);
+    assert_eq!(topics("#"), vec!["a/b", "a/c"], "$ topics are not matched by # [MQTT-4.7.2-1]");
+    assert_eq!(topics("+/x"), Vec::<String>::new());
+    assert_eq!(topics("$SYS/#"), vec!["$SYS/x"]);
+    assert_eq!(topics("a/#"), vec!["a/b", "a/c"]);
+    let empty = Arc::new(Message::from_publish("a/b".into(), Bytes::new(), QoS::AtMostOnce, true, Properties::new(), "p".into(), now));
+    r.retain(&empty);
+    assert_eq!(topics("a/+"), vec!["a/c"]);
+    assert_eq!(r.retained_count(), 2);
+}
+
+#[test]
+fn matching_a_topic_in_a_large_tree_touches_only_its_branches() {
+    // Not a benchmark: a sanity check that 10,000 unrelated subscriptions do not match.
+    let r = Router::new();
+    let hs: Vec<_> = (0..100).map(|i| handle(&format!("c{i}"))).collect();
+    for i in 0..10_000 {
+        r.subscribe(&hs[i % 100], &format!("dev/{i}/+"), SubscriptionOptions::default(), None);
+    }
+    let out = r.route(&msg("dev/42/temp", QoS::AtMostOnce, false, "p"));
+    assert_eq!(out.delivered, 1);
+}

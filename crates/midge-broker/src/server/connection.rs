@@ -10,10 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::io::{flush, ready, IoEvent};
-use crate::broker::Broker;
+use crate::broker::{Broker, Opened, Opening};
 use crate::logging::describe;
-use crate::registry::{Attach, Control};
-use crate::session::{CloseReason, Session, SessionHandle, SessionState};
+use crate::registry::Control;
+use crate::session::{CloseReason, Session, SessionState};
 
 /// Stop turning deliveries into packets while this much waits to be written: the socket is
 /// slow, and the session's bounded mailbox absorbs the rest.
@@ -76,71 +76,47 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             describe(&Packet::Connect(connect.clone()), version)
         );
     }
-    let plan = match broker.plan_connect(&connect) {
-        Ok(plan) => plan,
-        Err(code) => {
-            let shown = if connect.client_id.is_empty() { "<unknown>" } else { &connect.client_id };
+    let conn_id = broker.next_conn_id();
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let username = connect.username.clone();
+    let shown_id = if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
+    let opened = match broker.open(*connect, conn_id, control_tx, Instant::now()) {
+        Opening::Ready(opened) => opened,
+        Opening::Refused(connack, code) => {
             tracing::info!(
-                "Client {shown} from {} refused: {}{}.",
+                "Client {shown_id} from {} refused: {}{}.",
                 peer,
                 code.description(),
-                connect.username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
+                username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
-            // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
-            conn.encode(&Packet::ConnAck(ConnAck::new(code)), version, shown);
+            conn.encode(&Packet::ConnAck(connack), version, &shown_id);
             conn.close().await;
             return;
         }
-    };
-    let conn_id = broker.next_conn_id();
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let client_id = plan.client_id.clone();
-    let attach = broker.registry.attach(&client_id, conn_id, control_tx);
-    let found = match attach {
-        Attach::Fresh => None,
-        Attach::Parked(state) => Some(*state),
-        Attach::TakeOver(rx) => match tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await {
-            Ok(Ok(state)) => Some(state),
-            _ => {
-                tracing::warn!("Client {client_id}: the previous connection did not hand its session over.");
-                None
-            }
-        },
-    };
-    let (mut state, session_present) = match found {
-        // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
-        Some(old) if connect.clean_start => {
-            broker.discard(old);
-            (new_state(&broker, &client_id), false)
+        Opening::TakeOver(pending) => {
+            let mut pending = *pending;
+            let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
+                Ok(Ok(state)) => Some(state),
+                _ => {
+                    tracing::warn!("Client {}: the previous connection did not hand its session over.", pending.client_id());
+                    None
+                }
+            };
+            broker.finish_takeover(pending, old, Instant::now())
         }
-        Some(old) => (old, true),
-        None => (new_state(&broker, &client_id), false),
     };
-    state.expiry_interval = plan.expiry_interval;
-    state.handle.set_online(true);
-    let connect = *connect;
-    let now = Instant::now();
-    let mut session = Session::new(
-        state,
-        version,
-        plan.keep_alive,
-        connect.will,
-        connect.username.clone(),
-        plan.limits,
-        now,
-    );
+    let Opened { mut session, connack, clean_start } = opened;
+    let client_id = session.client_id.clone();
     tracing::info!(
         "New client connected from {} as {} (p{}, c{}, k{}{}).",
         peer.ip(),
         client_id,
         mosquitto_protocol_number(version),
-        u8::from(connect.clean_start),
-        plan.keep_alive,
-        connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
+        u8::from(clean_start),
+        session.keep_alive,
+        username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
-    let connack = broker.connack(version, &plan, session_present);
-    conn.encode(&Packet::ConnAck(connack), version, &client_id);
-    session.resume(now);
+    conn.encode(&connack, version, &client_id);
 
     let reason = run(&broker, &mut conn, &mut session, &mut control_rx, stop, max_packet).await;
     let handover = match reason {
@@ -148,10 +124,6 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Ended::Closed => None,
     };
     finish(&broker, conn, session, conn_id, handover, control_rx).await;
-}
-
-fn new_state(broker: &Broker, client_id: &bytestring::ByteString) -> SessionState {
-    SessionState::new(SessionHandle::new(client_id.clone(), broker.config.max_queued_messages))
 }
 
 /// mosquitto's protocol numbers in its log: 1 for 3.1, 2 for 3.1.1, 5 for 5.0.
@@ -296,50 +268,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Closes the connection: the last DISCONNECT for 5.0, the will, and the session parked,
-/// handed to the connection that took over, or discarded.
+/// Closes the connection: the last DISCONNECT for 5.0, then the broker decides about the
+/// will and the session.
 async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Broker,
     mut conn: Conn<S>,
-    mut session: Session,
+    session: Session,
     conn_id: u64,
-    mut handover: Option<tokio::sync::oneshot::Sender<SessionState>>,
+    handover: Option<tokio::sync::oneshot::Sender<SessionState>>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
-    let client_id = session.client_id.clone();
-    let version = session.version;
-    tracing::info!("{}", reason.log_line(&client_id));
+    tracing::info!("{}", reason.log_line(&session.client_id));
     if let Some(p) = session.disconnect_packet() {
-        // [MQTT-4.13.1-1]-style: 5.0 clients are told why before the server closes.
-        conn.encode(&p, version, &client_id);
+        // 5.0 clients are told why before the server closes (section 4.13.1).
+        conn.encode(&p, session.version, &session.client_id);
     }
     conn.close().await;
-    let now = Instant::now();
-    if reason.publishes_will() {
-        if let Some(will) = session.will.take() {
-            broker.publish_will(will, &client_id, now);
-        }
-    }
-    let mut state = session.state;
-    state.handle.set_online(false);
-    if handover.is_none() {
-        match broker.registry.detach(&client_id, conn_id, state, now) {
-            None => return,
-            Some(s) => state = s,
-        }
-        // Either the session ended, or another connection took the id over meanwhile: its
-        // request is already in our control channel.
-        if let Ok(Control::TakeOver(reply)) = control.try_recv() {
-            handover = Some(reply);
-        }
-    }
-    match handover {
-        Some(reply) => {
-            if let Err(state) = reply.send(state) {
-                broker.discard(state);
-            }
-        }
-        None => broker.discard(state),
-    }
+    broker.close(session, conn_id, handover, &mut control, Instant::now());
 }

@@ -1,0 +1,783 @@
+//! The broker's protocol behaviour at the session level: no sockets, no sleeps, time passed
+//! in. Each test drives `Broker::open` / `Session::handle_packet` / `Broker::close` the way a
+//! connection task does, and checks the packets a client would receive.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use midge_broker::broker::{Opening, PendingOpen};
+use midge_broker::config::parse_str;
+use midge_broker::registry::Control;
+use midge_broker::session::{CloseReason, Session};
+use midge_broker::Broker;
+use midge_codec::*;
+use tokio::sync::mpsc;
+
+fn broker(conf: &str) -> Arc<Broker> {
+    let (mut config, _) = parse_str(conf, "test.conf").unwrap();
+    if config.allow_anonymous.is_none() {
+        config.allow_anonymous = Some(true);
+    }
+    Broker::new(config)
+}
+
+fn default_broker() -> Arc<Broker> {
+    broker("")
+}
+
+/// A client connection as the server sees it, without a socket.
+struct Client {
+    broker: Arc<Broker>,
+    session: Option<Session>,
+    conn_id: u64,
+    control: mpsc::UnboundedReceiver<Control>,
+    inbox: Vec<Packet>,
+}
+
+enum Connected {
+    Ok(Client, ConnAck),
+    Refused(ConnAck),
+    TakeOver(Client, Box<PendingOpen>),
+}
+
+fn open(broker: &Arc<Broker>, c: Connect, now: Instant) -> Connected {
+    let conn_id = broker.next_conn_id();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = |session| Client { broker: broker.clone(), session, conn_id, control: rx, inbox: Vec::new() };
+    match broker.open(c, conn_id, tx, now) {
+        Opening::Ready(o) => {
+            let Packet::ConnAck(ack) = o.connack else { panic!("CONNACK expected") };
+            let mut cl = client(Some(o.session));
+            cl.flush(now);
+            Connected::Ok(cl, ack)
+        }
+        Opening::Refused(ack, _) => Connected::Refused(ack),
+        Opening::TakeOver(p) => Connected::TakeOver(client(None), p),
+    }
+}
+
+fn connect(broker: &Arc<Broker>, c: Connect, now: Instant) -> (Client, ConnAck) {
+    match open(broker, c, now) {
+        Connected::Ok(cl, ack) => (cl, ack),
+        Connected::Refused(ack) => panic!("refused: {ack:?}"),
+        Connected::TakeOver(..) => panic!("takeover pending"),
+    }
+}
+
+fn conn(version: ProtocolVersion, id: &str) -> Connect {
+    Connect::new(version, id)
+}
+
+fn persistent(version: ProtocolVersion, id: &str) -> Connect {
+    let mut c = Connect::new(version, id);
+    c.clean_start = false;
+    if version.is_v5() {
+        c.properties.push(Property::SessionExpiryInterval(3600));
+    }
+    c
+}
+
+impl Client {
+    fn session(&mut self) -> &mut Session {
+        self.session.as_mut().expect("connected")
+    }
+
+    /// What a connection task does after each event: pump the mailbox, collect output, and
+    /// close when the session says so.
+    fn flush(&mut self, now: Instant) {
+        let Some(s) = self.session.as_mut() else { return };
+        s.pump(now, usize::MAX);
+        self.inbox.extend(s.drain_output());
+        if s.close_reason().is_some() {
+            if let Some(p) = s.disconnect_packet() {
+                self.inbox.push(p);
+            }
+            let s = self.session.take().unwrap();
+            self.broker.close(s, self.conn_id, None, &mut self.control, now);
+        }
+    }
+
+    fn send(&mut self, p: Packet, now: Instant) {
+        let broker = self.broker.clone();
+        self.session().handle_packet(p, now, &broker.router);
+        self.flush(now);
+    }
+
+    /// Takes what the client received so far.
+    fn recv(&mut self, now: Instant) -> Vec<Packet> {
+        self.flush(now);
+        std::mem::take(&mut self.inbox)
+    }
+
+    fn publishes(&mut self, now: Instant) -> Vec<Publish> {
+        self.recv(now)
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p,
+                other => panic!("expected PUBLISH, got {other:?}"),
+            })
+            .collect()
+    }
+
+    fn subscribe(&mut self, filter: &str, qos: QoS, now: Instant) -> Vec<Packet> {
+        self.send(Packet::Subscribe(Subscribe::new(1, filter, SubscriptionOptions::qos(qos))), now);
+        self.recv(now)
+    }
+
+    fn publish(&mut self, topic: &str, payload: &str, qos: QoS, retain: bool, id: u16, now: Instant) {
+        let mut p = Publish::new(topic, Bytes::copy_from_slice(payload.as_bytes()));
+        p.qos = qos;
+        p.retain = retain;
+        p.packet_id = if qos == QoS::AtMostOnce { 0 } else { id };
+        self.send(Packet::Publish(p), now);
+    }
+
+    /// The socket goes away without DISCONNECT.
+    fn lose(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.close(CloseReason::Closed);
+        }
+        self.flush(now);
+    }
+
+    fn disconnect(&mut self, now: Instant) {
+        self.send(Packet::Disconnect(Disconnect::new(ReasonCode::Success)), now);
+    }
+
+    fn is_open(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Serves a takeover request, as the connection task does.
+    fn serve_control(&mut self, now: Instant) {
+        if let Ok(Control::TakeOver(reply)) = self.control.try_recv() {
+            let mut s = self.session.take().expect("connected");
+            s.close(CloseReason::TakenOver);
+            self.inbox.extend(s.drain_output());
+            self.inbox.extend(s.disconnect_packet());
+            self.broker.close(s, self.conn_id, Some(reply), &mut self.control, now);
+        }
+    }
+}
+
+fn finish_takeover(mut new: Client, pending: Box<PendingOpen>, now: Instant) -> (Client, ConnAck) {
+    let mut pending = *pending;
+    let old = pending.old.try_recv().ok();
+    let o = new.broker.finish_takeover(pending, old, now);
+    let Packet::ConnAck(ack) = o.connack else { panic!() };
+    new.session = Some(o.session);
+    new.flush(now);
+    (new, ack)
+}
+
+use ProtocolVersion::{V3_1, V3_1_1, V5};
+
+fn payloads(ps: &[Publish]) -> Vec<String> {
+    ps.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+}
+
+// ---- CONNECT ----------------------------------------------------------------------------
+
+#[test]
+fn empty_client_id_with_clean_start_gets_an_assigned_id() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (c, ack) = connect(&b, conn(V5, ""), t);
+    let assigned = ack.properties.assigned_client_identifier().expect("Assigned Client Identifier");
+    assert!(!assigned.is_empty());
+    assert_eq!(&c.session.as_ref().unwrap().client_id, assigned);
+    let (c3, ack3) = connect(&b, conn(V3_1_1, ""), t);
+    assert_eq!(ack3.reason_code, ReasonCode::Success);
+    assert!(ack3.properties.is_empty(), "3.1.1 has no properties");
+    assert_ne!(c3.session.as_ref().unwrap().client_id, *assigned, "ids are unique");
+}
+
+#[test]
+fn empty_client_id_without_clean_start_is_refused() {
+    let b = default_broker();
+    for v in [V3_1_1, V5] {
+        let mut c = conn(v, "");
+        c.clean_start = false;
+        let Connected::Refused(ack) = open(&b, c, Instant::now()) else { panic!("accepted") };
+        assert_eq!(ack.reason_code, ReasonCode::ClientIdentifierNotValid);
+        assert!(!ack.session_present);
+        // On the wire: 0x02 for 3.1.1, 0x85 for 5.0.
+        let wire = Packet::ConnAck(ack).to_bytes(v).unwrap();
+        assert_eq!(wire[3], if v.is_v5() { 0x85 } else { 0x02 });
+    }
+    let Connected::Refused(_) = open(&b, conn(V3_1, ""), Instant::now()) else { panic!("3.1 needs an id") };
+}
+
+#[test]
+fn a_second_connect_is_a_protocol_error() {
+    let b = default_broker();
+    let t = Instant::now();
+    for v in [V3_1_1, V5] {
+        let (mut c, _) = connect(&b, conn(v, "twice"), t);
+        c.send(Packet::Connect(Box::new(conn(v, "twice"))), t);
+        assert!(!c.is_open());
+        let got = c.recv(t);
+        if v.is_v5() {
+            assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError));
+        } else {
+            assert!(got.is_empty(), "3.1.1 just closes");
+        }
+    }
+}
+
+#[test]
+fn takeover_closes_the_old_connection_and_keeps_the_session() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut old, _) = connect(&b, persistent(V5, "dup"), t);
+    old.subscribe("t", QoS::AtLeastOnce, t);
+    let Connected::TakeOver(new, pending) = open(&b, persistent(V5, "dup"), t) else { panic!("takeover expected") };
+    old.serve_control(t);
+    let got = old.recv(t);
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
+        "old connection is told 0x8E: {got:?}"
+    );
+    let (mut new, ack) = finish_takeover(new, pending, t);
+    assert!(ack.session_present);
+    let (mut publisher, _) = connect(&b, conn(V5, "pub"), t);
+    publisher.publish("t", "after", QoS::AtLeastOnce, false, 1, t);
+    assert_eq!(payloads(&new.publishes(t)), ["after"], "the subscription moved with the session");
+}
+
+#[test]
+fn takeover_with_clean_start_gets_a_new_session() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut old, _) = connect(&b, persistent(V3_1_1, "dup"), t);
+    old.subscribe("t", QoS::AtLeastOnce, t);
+    let Connected::TakeOver(new, pending) = open(&b, conn(V3_1_1, "dup"), t) else { panic!() };
+    old.serve_control(t);
+    assert!(old.recv(t).is_empty(), "3.1.1 has no DISCONNECT from the server");
+    let (mut new, ack) = finish_takeover(new, pending, t);
+    assert!(!ack.session_present);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "pub"), t);
+    p.publish("t", "x", QoS::AtLeastOnce, false, 1, t);
+    assert!(new.recv(t).is_empty(), "old subscriptions are gone");
+}
+
+#[test]
+fn max_keepalive_refuses_3_1_1_and_tells_5_0() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_keepalive 30\n");
+    let t = Instant::now();
+    let mut c = conn(V3_1_1, "k");
+    c.keep_alive = 60;
+    let Connected::Refused(ack) = open(&b, c, t) else { panic!() };
+    assert_eq!(Packet::ConnAck(ack).to_bytes(V3_1_1).unwrap()[3], 0x02, "identifier rejected, as mosquitto");
+    let mut c = conn(V5, "k5");
+    c.keep_alive = 60;
+    let (cl, ack) = connect(&b, c, t);
+    assert_eq!(ack.properties.server_keep_alive(), Some(30));
+    assert_eq!(cl.session.as_ref().unwrap().keep_alive, 30);
+}
+
+#[test]
+fn anonymous_refused_when_not_allowed() {
+    // A configuration with a listener and no allow_anonymous line refuses anonymous clients,
+    // as mosquitto 2.0 does.
+    let b = Broker::new(parse_str("listener 1883\n", "t").unwrap().0);
+    let Connected::Refused(ack) = open(&b, conn(V3_1_1, "a"), Instant::now()) else { panic!() };
+    assert_eq!(Packet::ConnAck(ack).to_bytes(V3_1_1).unwrap()[3], 0x05, "not authorised");
+    let Connected::Refused(ack) = open(&b, conn(V5, "a"), Instant::now()) else { panic!() };
+    assert_eq!(ack.reason_code, ReasonCode::NotAuthorized);
+}
+
+#[test]
+fn connack_announces_limits_to_5_0_clients() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_packet_size 2048\nmax_inflight_messages 10\n");
+    let (_, ack) = connect(&b, conn(V5, "c"), Instant::now());
+    assert_eq!(ack.properties.maximum_packet_size(), Some(2048));
+    assert_eq!(ack.properties.receive_maximum(), Some(10));
+    assert!(ack.properties.topic_alias_maximum().is_some());
+}
+
+// ---- sessions ---------------------------------------------------------------------------
+
+#[test]
+fn persistent_session_keeps_subscriptions_and_queues_qos_1_and_2_while_offline() {
+    for v in [V3_1_1, V5] {
+        let b = default_broker();
+        let t = Instant::now();
+        let (mut sub, ack) = connect(&b, persistent(v, "sub"), t);
+        assert!(!ack.session_present);
+        sub.subscribe("q/#", QoS::ExactlyOnce, t);
+        sub.disconnect(t);
+        let (mut p, _) = connect(&b, conn(v, "pub"), t);
+        p.publish("q/0", "zero", QoS::AtMostOnce, false, 0, t);
+        p.publish("q/1", "one", QoS::AtLeastOnce, false, 1, t);
+        p.publish("q/2", "two", QoS::ExactlyOnce, false, 2, t);
+        let (mut sub, ack) = connect(&b, persistent(v, "sub"), t);
+        assert!(ack.session_present, "{v}: session present");
+        let got = sub.publishes(t);
+        assert_eq!(payloads(&got), ["one", "two"], "{v}: QoS 0 is not queued for an offline session");
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
+        assert_eq!(got[1].qos, QoS::ExactlyOnce);
+    }
+}
+
+#[test]
+fn clean_session_forgets_everything() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, conn(V3_1_1, "c"), t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    sub.disconnect(t);
+    let (mut sub, ack) = connect(&b, persistent(V3_1_1, "c"), t);
+    assert!(!ack.session_present);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    p.publish("t", "x", QoS::AtLeastOnce, false, 1, t);
+    assert!(sub.recv(t).is_empty());
+}
+
+#[test]
+fn unacknowledged_messages_are_resent_with_dup_after_reconnect() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, persistent(V3_1_1, "sub"), t);
+    sub.subscribe("t", QoS::ExactlyOnce, t);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    p.publish("t", "q1", QoS::AtLeastOnce, false, 1, t);
+    p.publish("t", "q2", QoS::ExactlyOnce, false, 2, t);
+    p.publish("t", "q2b", QoS::ExactlyOnce, false, 3, t);
+    let first = sub.publishes(t);
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|p| !p.dup));
+    // The client acknowledges the third one's PUBREC half, then the connection drops.
+    sub.send(Packet::PubRec(PublishAck::new(first[2].packet_id)), t);
+    assert_eq!(sub.recv(t), vec![Packet::PubRel(PublishAck::new(first[2].packet_id))]);
+    sub.lose(t);
+    let (mut sub, ack) = connect(&b, persistent(V3_1_1, "sub"), t);
+    assert!(ack.session_present);
+    let again = sub.recv(t);
+    // [MQTT-4.4.0-1]: PUBLISH with DUP for the two unacknowledged, PUBREL for the third, in order.
+    assert_eq!(again.len(), 3, "{again:?}");
+    for (i, p) in again.iter().take(2).enumerate() {
+        let Packet::Publish(p) = p else { panic!("{p:?}") };
+        assert!(p.dup);
+        assert_eq!(p.packet_id, first[i].packet_id);
+        assert_eq!(p.payload, first[i].payload);
+    }
+    assert_eq!(again[2], Packet::PubRel(PublishAck::new(first[2].packet_id)));
+}
+
+#[test]
+fn session_expiry_zero_ends_the_session_at_disconnect_and_disconnect_may_change_it() {
+    let b = default_broker();
+    let t = Instant::now();
+    // Expiry 3600 in CONNECT, 0 in DISCONNECT: the session ends.
+    let (mut c, _) = connect(&b, persistent(V5, "e"), t);
+    c.subscribe("t", QoS::AtLeastOnce, t);
+    let mut d = Disconnect::new(ReasonCode::Success);
+    d.properties.push(Property::SessionExpiryInterval(0));
+    c.send(Packet::Disconnect(d), t);
+    let (_, ack) = connect(&b, persistent(V5, "e"), t);
+    assert!(!ack.session_present);
+    // Expiry 0 in CONNECT, non-zero in DISCONNECT: a protocol error [MQTT-3.14.2-2].
+    let (mut c, _) = connect(&b, conn(V5, "z"), t);
+    let mut d = Disconnect::new(ReasonCode::Success);
+    d.properties.push(Property::SessionExpiryInterval(10));
+    c.send(Packet::Disconnect(d), t);
+    let got = c.recv(t);
+    assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError), "{got:?}");
+}
+
+#[test]
+fn parked_sessions_expire() {
+    let b = default_broker();
+    let t = Instant::now();
+    let mut c = persistent(V5, "x");
+    c.properties = Properties::from(vec![Property::SessionExpiryInterval(10)]);
+    let (mut cl, _) = connect(&b, c.clone(), t);
+    cl.disconnect(t);
+    assert_eq!(b.expire_sessions(t + Duration::from_secs(9)), 0);
+    assert_eq!(b.expire_sessions(t + Duration::from_secs(10)), 1);
+    let (_, ack) = connect(&b, c, t + Duration::from_secs(11));
+    assert!(!ack.session_present);
+}
+
+// ---- QoS flows --------------------------------------------------------------------------
+
+#[test]
+fn qos_1_and_2_flows_from_the_client() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    p.publish("t", "a", QoS::AtLeastOnce, false, 7, t);
+    assert_eq!(p.recv(t), vec![Packet::PubAck(PublishAck::new(7))]);
+    p.publish("t", "b", QoS::ExactlyOnce, false, 8, t);
+    assert_eq!(p.recv(t), vec![Packet::PubRec(PublishAck::new(8))]);
+    p.send(Packet::PubRel(PublishAck::new(8)), t);
+    assert_eq!(p.recv(t), vec![Packet::PubComp(PublishAck::new(8))]);
+}
+
+#[test]
+fn qos_2_is_delivered_exactly_once_when_the_publish_is_resent_before_pubrel() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, conn(V3_1_1, "s"), t);
+    sub.subscribe("t", QoS::AtMostOnce, t);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    p.publish("t", "once", QoS::ExactlyOnce, false, 5, t);
+    let mut again = Publish::new("t", "once");
+    again.qos = QoS::ExactlyOnce;
+    again.packet_id = 5;
+    again.dup = true;
+    p.send(Packet::Publish(again), t);
+    assert_eq!(p.recv(t), vec![Packet::PubRec(PublishAck::new(5)), Packet::PubRec(PublishAck::new(5))]);
+    p.send(Packet::PubRel(PublishAck::new(5)), t);
+    assert_eq!(payloads(&sub.publishes(t)), ["once"]);
+    // After PUBREL the identifier is free: a new message with it is a new message.
+    p.publish("t", "next", QoS::ExactlyOnce, false, 5, t);
+    assert_eq!(payloads(&sub.publishes(t)), ["next"]);
+}
+
+#[test]
+fn qos_1_and_2_flows_to_the_client() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, conn(V5, "s"), t);
+    sub.subscribe("t", QoS::ExactlyOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("t", "one", QoS::AtLeastOnce, false, 1, t);
+    p.publish("t", "two", QoS::ExactlyOnce, false, 2, t);
+    let got = sub.publishes(t);
+    assert_eq!(got.len(), 2);
+    assert_ne!(got[0].packet_id, got[1].packet_id, "packet ids per message");
+    sub.send(Packet::PubAck(PublishAck::new(got[0].packet_id)), t);
+    sub.send(Packet::PubRec(PublishAck::new(got[1].packet_id)), t);
+    assert_eq!(sub.recv(t), vec![Packet::PubRel(PublishAck::new(got[1].packet_id))]);
+    sub.send(Packet::PubComp(PublishAck::new(got[1].packet_id)), t);
+    assert!(sub.recv(t).is_empty());
+    assert_eq!(sub.session().state.outgoing.inflight_len(), 0);
+}
+
+#[test]
+fn the_inflight_window_holds_back_the_rest_until_acknowledged() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_inflight_messages 2\n");
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, conn(V3_1_1, "s"), t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    for i in 0..5 {
+        p.publish("t", &format!("m{i}"), QoS::AtLeastOnce, false, i + 1, t);
+    }
+    let first = sub.publishes(t);
+    assert_eq!(payloads(&first), ["m0", "m1"]);
+    sub.send(Packet::PubAck(PublishAck::new(first[0].packet_id)), t);
+    assert_eq!(payloads(&sub.publishes(t)), ["m2"]);
+}
+
+#[test]
+fn the_client_receive_maximum_bounds_the_window() {
+    let b = default_broker();
+    let t = Instant::now();
+    let mut c = conn(V5, "s");
+    c.properties.push(Property::ReceiveMaximum(1));
+    let (mut sub, _) = connect(&b, c, t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("t", "a", QoS::AtLeastOnce, false, 1, t);
+    p.publish("t", "b", QoS::AtLeastOnce, false, 2, t);
+    assert_eq!(sub.publishes(t).len(), 1);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_queued_messages 3\nmax_inflight_messages 1\n");
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, persistent(V3_1_1, "s"), t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    sub.disconnect(t);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    for i in 0..10 {
+        p.publish("t", &format!("m{i}"), QoS::AtLeastOnce, false, i + 1, t);
+    }
+    let (mut sub, _) = connect(&b, persistent(V3_1_1, "s"), t);
+    assert_eq!(sub.session().state.handle.mailbox.dropped(), 7);
+    let first = sub.publishes(t);
+    assert_eq!(payloads(&first), ["m0"], "one in flight");
+}
+
+#[test]
+fn receive_maximum_exceeded_is_0x93() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_inflight_messages 2\n");
+    let t = Instant::now();
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    for id in 1..=3 {
+        p.publish("t", "x", QoS::ExactlyOnce, false, id, t);
+    }
+    let got = p.recv(t);
+    assert!(matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded), "{got:?}");
+}
+
+#[test]
+fn a_packet_larger_than_the_client_accepts_is_not_sent() {
+    let b = default_broker();
+    let t = Instant::now();
+    let mut c = conn(V5, "small");
+    c.properties.push(Property::MaximumPacketSize(64));
+    let (mut sub, _) = connect(&b, c, t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("t", &"x".repeat(100), QoS::AtLeastOnce, false, 1, t);
+    p.publish("t", "small", QoS::AtLeastOnce, false, 2, t);
+    let got = sub.publishes(t);
+    assert_eq!(payloads(&got), ["small"], "[MQTT-3.1.2-24] the large one is skipped, the session goes on");
+    assert_eq!(sub.session().state.outgoing.inflight_len(), 1, "[MQTT-3.1.2-25] as if sent and completed");
+}
+
+// ---- subscriptions ----------------------------------------------------------------------
+
+#[test]
+fn suback_grants_each_filter_in_order() {
+    let b = default_broker();
+    let t = Instant::now();
+    for v in [V3_1_1, V5] {
+        let (mut c, _) = connect(&b, conn(v, "c"), t);
+        let mut s = Subscribe::new(9, "a", SubscriptionOptions::qos(QoS::ExactlyOnce));
+        s.filters.push(("b/+".into(), SubscriptionOptions::qos(QoS::AtMostOnce)));
+        s.filters.push(("c/#".into(), SubscriptionOptions::qos(QoS::AtLeastOnce)));
+        c.send(Packet::Subscribe(s), t);
+        let got = c.recv(t);
+        let [Packet::SubAck(ack)] = &got[..] else { panic!("{got:?}") };
+        assert_eq!(ack.packet_id, 9);
+        assert_eq!(ack.reason_codes, vec![ReasonCode::GrantedQoS2, ReasonCode::Success, ReasonCode::GrantedQoS1]);
+    }
+}
+
+#[test]
+fn unsubscribe_stops_delivery_and_reports_in_5_0() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut c, _) = connect(&b, conn(V5, "c"), t);
+    c.subscribe("t", QoS::AtMostOnce, t);
+    let u = Unsubscribe { packet_id: 4, properties: Properties::new(), filters: vec!["t".into(), "nope".into()] };
+    c.send(Packet::Unsubscribe(u), t);
+    let got = c.recv(t);
+    let [Packet::UnsubAck(ack)] = &got[..] else { panic!("{got:?}") };
+    assert_eq!(ack.reason_codes, vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted]);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("t", "x", QoS::AtMostOnce, false, 0, t);
+    assert!(c.recv(t).is_empty());
+}
+
+#[test]
+fn puback_says_no_matching_subscribers_in_5_0() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("nobody", "x", QoS::AtLeastOnce, false, 1, t);
+    assert_eq!(p.recv(t), vec![Packet::PubAck(PublishAck::with_reason(1, ReasonCode::NoMatchingSubscribers))]);
+}
+
+// ---- retained ---------------------------------------------------------------------------
+
+#[test]
+fn retained_messages_go_to_new_subscriptions_with_the_retain_flag() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    p.publish("r/a", "old", QoS::AtLeastOnce, true, 1, t);
+    p.publish("r/a", "new", QoS::AtLeastOnce, true, 2, t);
+    p.publish("r/b", "b", QoS::AtMostOnce, true, 0, t);
+    let (mut live, _) = connect(&b, conn(V3_1_1, "live"), t);
+    let got = live.subscribe("r/#", QoS::AtLeastOnce, t);
+    assert!(matches!(got[0], Packet::SubAck(_)), "SUBACK comes first");
+    let mut retained: Vec<(String, bool, QoS)> = got[1..]
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (String::from_utf8_lossy(&p.payload).into_owned(), p.retain, p.qos),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    retained.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(retained, vec![("b".into(), true, QoS::AtMostOnce), ("new".into(), true, QoS::AtLeastOnce)]);
+    // A live subscriber gets a retained publish with RETAIN 0 [MQTT-3.3.1-9].
+    p.publish("r/c", "live", QoS::AtMostOnce, true, 0, t);
+    let got = live.publishes(t);
+    assert!(!got[0].retain);
+    // An empty retained payload removes it.
+    p.publish("r/a", "", QoS::AtMostOnce, true, 0, t);
+    let (mut late, _) = connect(&b, conn(V3_1_1, "late"), t);
+    let got = late.subscribe("r/a", QoS::AtLeastOnce, t);
+    assert_eq!(got.len(), 1, "only the SUBACK: {got:?}");
+}
+
+#[test]
+fn retain_handling_in_5_0() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("r", "kept", QoS::AtMostOnce, true, 0, t);
+    let (mut c, _) = connect(&b, conn(V5, "c"), t);
+    let sub = |rh| {
+        Packet::Subscribe(Subscribe::new(
+            1,
+            "r",
+            SubscriptionOptions { retain_handling: rh, ..SubscriptionOptions::qos(QoS::AtMostOnce) },
+        ))
+    };
+    c.send(sub(RetainHandling::DoNotSend), t);
+    assert_eq!(c.recv(t).len(), 1, "2: not sent");
+    c.send(sub(RetainHandling::SendIfNew), t);
+    assert_eq!(c.recv(t).len(), 1, "1: not sent, the subscription exists");
+    c.send(Packet::Unsubscribe(Unsubscribe { packet_id: 2, properties: Properties::new(), filters: vec!["r".into()] }), t);
+    c.recv(t);
+    c.send(sub(RetainHandling::SendIfNew), t);
+    assert_eq!(c.recv(t).len(), 2, "1: sent for a new subscription");
+    c.send(sub(RetainHandling::SendAtSubscribe), t);
+    assert_eq!(c.recv(t).len(), 2, "0: always sent");
+}
+
+// ---- wills and keep alive ---------------------------------------------------------------
+
+fn with_will(v: ProtocolVersion, id: &str, retain: bool) -> Connect {
+    let mut c = conn(v, id);
+    c.keep_alive = 10;
+    c.will = Some(Will {
+        topic: "wills/x".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain,
+        properties: Properties::new(),
+    });
+    c
+}
+
+#[test]
+fn will_is_published_on_abnormal_loss_and_not_after_disconnect() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut w, _) = connect(&b, conn(V3_1_1, "watcher"), t);
+    w.subscribe("wills/#", QoS::AtLeastOnce, t);
+    // Socket lost.
+    let (mut a, _) = connect(&b, with_will(V3_1_1, "a", false), t);
+    a.lose(t);
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+    // Normal DISCONNECT: no will.
+    let (mut c, _) = connect(&b, with_will(V3_1_1, "c", false), t);
+    c.disconnect(t);
+    assert!(w.recv(t).is_empty());
+    // Keep alive timeout: will.
+    let (mut k, _) = connect(&b, with_will(V3_1_1, "k", false), t);
+    k.session().handle_timeout(t + Duration::from_millis(14_999));
+    k.flush(t);
+    assert!(k.is_open(), "still within 1.5 x keep alive");
+    k.session().handle_timeout(t + Duration::from_secs(15));
+    k.flush(t + Duration::from_secs(15));
+    assert!(!k.is_open());
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+    // Protocol error: will.
+    let (mut e, _) = connect(&b, with_will(V5, "e", false), t);
+    e.send(Packet::Connect(Box::new(conn(V5, "e"))), t);
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+    // 5.0 DISCONNECT with 0x04: will.
+    let (mut d, _) = connect(&b, with_will(V5, "d", false), t);
+    d.send(Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWill)), t);
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+}
+
+#[test]
+fn a_retained_will_is_retained() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut a, _) = connect(&b, with_will(V3_1_1, "a", true), t);
+    a.lose(t);
+    let (mut late, _) = connect(&b, conn(V3_1_1, "late"), t);
+    let got = late.subscribe("wills/x", QoS::AtLeastOnce, t);
+    assert!(matches!(&got[1], Packet::Publish(p) if p.retain && &p.payload[..] == b"gone"), "{got:?}");
+}
+
+#[test]
+fn activity_resets_the_keep_alive_and_pingreq_gets_pingresp() {
+    let b = default_broker();
+    let t = Instant::now();
+    let mut c = conn(V3_1_1, "k");
+    c.keep_alive = 2;
+    let (mut k, _) = connect(&b, c, t);
+    let t1 = t + Duration::from_secs(2);
+    k.send(Packet::PingReq, t1);
+    assert_eq!(k.recv(t1), vec![Packet::PingResp]);
+    k.session().handle_timeout(t + Duration::from_millis(4_999));
+    assert!(k.session().close_reason().is_none(), "deadline moved to t1 + 3 s");
+    k.session().handle_timeout(t + Duration::from_secs(5));
+    assert_eq!(k.session().close_reason(), Some(&CloseReason::KeepAliveTimeout));
+}
+
+// ---- 5.0 topic aliases from the client --------------------------------------------------
+
+#[test]
+fn topic_aliases_from_the_client() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut s, _) = connect(&b, conn(V5, "s"), t);
+    s.subscribe("alias/t", QoS::AtMostOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    let mut first = Publish::new("alias/t", "1");
+    first.properties.push(Property::TopicAlias(3));
+    p.send(Packet::Publish(first), t);
+    let mut second = Publish::new("", "2");
+    second.properties.push(Property::TopicAlias(3));
+    p.send(Packet::Publish(second), t);
+    let got = s.publishes(t);
+    assert_eq!(payloads(&got), ["1", "2"]);
+    assert!(got.iter().all(|p| &*p.topic == "alias/t" && p.properties.topic_alias().is_none()));
+    // An unknown alias with an empty topic is a protocol error.
+    let mut unknown = Publish::new("", "3");
+    unknown.properties.push(Property::TopicAlias(4));
+    p.send(Packet::Publish(unknown), t);
+    assert!(matches!(p.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ProtocolError));
+    // An alias above the maximum is 0x94.
+    let (mut q, _) = connect(&b, conn(V5, "q"), t);
+    let mut big = Publish::new("x", "4");
+    big.properties.push(Property::TopicAlias(u16::MAX));
+    q.send(Packet::Publish(big), t);
+    assert!(matches!(q.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TopicAliasInvalid));
+}
+
+#[test]
+fn forwarded_properties_keep_user_properties_in_order() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut s, _) = connect(&b, conn(V5, "s"), t);
+    s.subscribe("t", QoS::AtMostOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    let mut m = Publish::new("t", "x");
+    m.properties = Properties::from(vec![
+        Property::UserProperty("k".into(), "2".into()),
+        Property::ContentType("text/plain".into()),
+        Property::UserProperty("k".into(), "1".into()),
+        Property::ResponseTopic("reply/here".into()),
+        Property::CorrelationData(Bytes::from_static(b"\x01\x02")),
+        Property::PayloadFormatIndicator(1),
+    ]);
+    p.send(Packet::Publish(m.clone()), t);
+    let got = s.publishes(t);
+    assert_eq!(got[0].properties, m.properties);
+}
+
+#[test]
+fn message_expiry_drops_expired_and_forwards_the_time_left() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut s, _) = connect(&b, persistent(V5, "s"), t);
+    s.subscribe("t", QoS::AtLeastOnce, t);
+    s.disconnect(t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    for (payload, secs) in [("short", 5), ("long", 60)] {
+        let mut m = Publish::new("t", payload);
+        m.qos = QoS::AtLeastOnce;
+        m.packet_id = secs as u16;
+        m.properties.push(Property::MessageExpiryInterval(secs));
+        p.send(Packet::Publish(m), t);
+    }
+    let later = t + Duration::from_secs(10);
+    let (mut s, _) = connect(&b, persistent(V5, "s"), later);
+    let got = s.publishes(later);
+    assert_eq!(payloads(&got), ["long"]);
+    assert_eq!(got[0].properties.message_expiry_interval(), Some(50));
+}
