@@ -263,7 +263,13 @@ impl Broker {
     /// this connection will be told to give its session up. When another connection holds
     /// the client id, the result is [`Opening::TakeOver`]: await the old session, then call
     /// [`Broker::finish_takeover`].
-    pub fn open(&self, connect: Connect, conn_id: u64, control: mpsc::UnboundedSender<Control>, now: Instant) -> Opening {
+    pub fn open(
+        &self,
+        connect: Connect,
+        conn_id: u64,
+        control: mpsc::UnboundedSender<Control>,
+        now: Instant,
+    ) -> Opening {
         let plan = match self.plan_connect(&connect) {
             Ok(plan) => plan,
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
@@ -282,7 +288,13 @@ impl Broker {
         self.start(pending.connect, pending.plan, old, now)
     }
 
-    fn start(&self, connect: Connect, plan: ConnectPlan, found: Option<SessionState>, now: Instant) -> Opened {
+    fn start(
+        &self,
+        connect: Connect,
+        plan: ConnectPlan,
+        found: Option<SessionState>,
+        now: Instant,
+    ) -> Opened {
         let (mut state, session_present) = match found {
             // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
             Some(old) if connect.clean_start => {
@@ -295,8 +307,15 @@ impl Broker {
         state.expiry_interval = plan.expiry_interval;
         state.handle.set_online(true);
         let connack = self.connack(connect.protocol, &plan, session_present);
-        let mut session =
-            Session::new(state, connect.protocol, plan.keep_alive, connect.will, connect.username, plan.limits, now);
+        let mut session = Session::new(
+            state,
+            connect.protocol,
+            plan.keep_alive,
+            connect.will,
+            connect.username,
+            plan.limits,
+            now,
+        );
         session.resume(now);
         Opened { session, connack: Packet::ConnAck(connack), clean_start: connect.clean_start }
     }

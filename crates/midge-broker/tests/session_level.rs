@@ -42,7 +42,8 @@ enum Connected {
 fn open(broker: &Arc<Broker>, c: Connect, now: Instant) -> Connected {
     let conn_id = broker.next_conn_id();
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = |session| Client { broker: broker.clone(), session, conn_id, control: rx, inbox: Vec::new() };
+    let client =
+        |session| Client { broker: broker.clone(), session, conn_id, control: rx, inbox: Vec::new() };
     match broker.open(c, conn_id, tx, now) {
         Opening::Ready(o) => {
             let Packet::ConnAck(ack) = o.connack else { panic!("CONNACK expected") };
@@ -217,7 +218,9 @@ fn a_second_connect_is_a_protocol_error() {
         assert!(!c.is_open());
         let got = c.recv(t);
         if v.is_v5() {
-            assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError));
+            assert!(
+                matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError)
+            );
         } else {
             assert!(got.is_empty(), "3.1.1 just closes");
         }
@@ -230,7 +233,9 @@ fn takeover_closes_the_old_connection_and_keeps_the_session() {
     let t = Instant::now();
     let (mut old, _) = connect(&b, persistent(V5, "dup"), t);
     old.subscribe("t", QoS::AtLeastOnce, t);
-    let Connected::TakeOver(new, pending) = open(&b, persistent(V5, "dup"), t) else { panic!("takeover expected") };
+    let Connected::TakeOver(new, pending) = open(&b, persistent(V5, "dup"), t) else {
+        panic!("takeover expected")
+    };
     old.serve_control(t);
     let got = old.recv(t);
     assert!(
@@ -382,7 +387,10 @@ fn session_expiry_zero_ends_the_session_at_disconnect_and_disconnect_may_change_
     d.properties.push(Property::SessionExpiryInterval(10));
     c.send(Packet::Disconnect(d), t);
     let got = c.recv(t);
-    assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError), "{got:?}");
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -511,7 +519,10 @@ fn receive_maximum_exceeded_is_0x93() {
         p.publish("t", "x", QoS::ExactlyOnce, false, id, t);
     }
     let got = p.recv(t);
-    assert!(matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded), "{got:?}");
+    assert!(
+        matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -545,7 +556,10 @@ fn suback_grants_each_filter_in_order() {
         let got = c.recv(t);
         let [Packet::SubAck(ack)] = &got[..] else { panic!("{got:?}") };
         assert_eq!(ack.packet_id, 9);
-        assert_eq!(ack.reason_codes, vec![ReasonCode::GrantedQoS2, ReasonCode::Success, ReasonCode::GrantedQoS1]);
+        assert_eq!(
+            ack.reason_codes,
+            vec![ReasonCode::GrantedQoS2, ReasonCode::Success, ReasonCode::GrantedQoS1]
+        );
     }
 }
 
@@ -555,7 +569,8 @@ fn unsubscribe_stops_delivery_and_reports_in_5_0() {
     let t = Instant::now();
     let (mut c, _) = connect(&b, conn(V5, "c"), t);
     c.subscribe("t", QoS::AtMostOnce, t);
-    let u = Unsubscribe { packet_id: 4, properties: Properties::new(), filters: vec!["t".into(), "nope".into()] };
+    let u =
+        Unsubscribe { packet_id: 4, properties: Properties::new(), filters: vec!["t".into(), "nope".into()] };
     c.send(Packet::Unsubscribe(u), t);
     let got = c.recv(t);
     let [Packet::UnsubAck(ack)] = &got[..] else { panic!("{got:?}") };
@@ -571,7 +586,10 @@ fn puback_says_no_matching_subscribers_in_5_0() {
     let t = Instant::now();
     let (mut p, _) = connect(&b, conn(V5, "p"), t);
     p.publish("nobody", "x", QoS::AtLeastOnce, false, 1, t);
-    assert_eq!(p.recv(t), vec![Packet::PubAck(PublishAck::with_reason(1, ReasonCode::NoMatchingSubscribers))]);
+    assert_eq!(
+        p.recv(t),
+        vec![Packet::PubAck(PublishAck::with_reason(1, ReasonCode::NoMatchingSubscribers))]
+    );
 }
 
 // ---- retained ---------------------------------------------------------------------------
@@ -625,7 +643,14 @@ fn retain_handling_in_5_0() {
     assert_eq!(c.recv(t).len(), 1, "2: not sent");
     c.send(sub(RetainHandling::SendIfNew), t);
     assert_eq!(c.recv(t).len(), 1, "1: not sent, the subscription exists");
-    c.send(Packet::Unsubscribe(Unsubscribe { packet_id: 2, properties: Properties::new(), filters: vec!["r".into()] }), t);
+    c.send(
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 2,
+            properties: Properties::new(),
+            filters: vec!["r".into()],
+        }),
+        t,
+    );
     c.recv(t);
     c.send(sub(RetainHandling::SendIfNew), t);
     assert_eq!(c.recv(t).len(), 2, "1: sent for a new subscription");
@@ -730,13 +755,17 @@ fn topic_aliases_from_the_client() {
     let mut unknown = Publish::new("", "3");
     unknown.properties.push(Property::TopicAlias(4));
     p.send(Packet::Publish(unknown), t);
-    assert!(matches!(p.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ProtocolError));
+    assert!(
+        matches!(p.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ProtocolError)
+    );
     // An alias above the maximum is 0x94.
     let (mut q, _) = connect(&b, conn(V5, "q"), t);
     let mut big = Publish::new("x", "4");
     big.properties.push(Property::TopicAlias(u16::MAX));
     q.send(Packet::Publish(big), t);
-    assert!(matches!(q.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TopicAliasInvalid));
+    assert!(
+        matches!(q.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TopicAliasInvalid)
+    );
 }
 
 #[test]

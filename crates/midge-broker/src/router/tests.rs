@@ -224,7 +224,15 @@ fn retained_messages_one_per_topic_replaced_and_removed() {
     assert_eq!(topics("+/x"), Vec::<String>::new());
     assert_eq!(topics("$SYS/#"), vec!["$SYS/x"]);
     assert_eq!(topics("a/#"), vec!["a/b", "a/c"]);
-    let empty = Arc::new(Message::from_publish("a/b".into(), Bytes::new(), QoS::AtMostOnce, true, Properties::new(), "p".into(), now));
+    let empty = Arc::new(Message::from_publish(
+        "a/b".into(),
+        Bytes::new(),
+        QoS::AtMostOnce,
+        true,
+        Properties::new(),
+        "p".into(),
+        now,
+    ));
     r.retain(&empty);
     assert_eq!(topics("a/+"), vec!["a/c"]);
     assert_eq!(r.retained_count(), 2);

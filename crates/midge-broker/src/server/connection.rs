@@ -79,7 +79,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let conn_id = broker.next_conn_id();
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let username = connect.username.clone();
-    let shown_id = if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
+    let shown_id =
+        if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
     let opened = match broker.open(*connect, conn_id, control_tx, Instant::now()) {
         Opening::Ready(opened) => opened,
         Opening::Refused(connack, code) => {
@@ -98,7 +99,10 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
                 Ok(Ok(state)) => Some(state),
                 _ => {
-                    tracing::warn!("Client {}: the previous connection did not hand its session over.", pending.client_id());
+                    tracing::warn!(
+                        "Client {}: the previous connection did not hand its session over.",
+                        pending.client_id()
+                    );
                     None
                 }
             };

@@ -78,11 +78,7 @@ impl Outgoing {
     /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier.
     pub fn start(&mut self, delivery: Delivery) -> u16 {
         let packet_id = self.next_id();
-        let state = if delivery.qos == QoS::ExactlyOnce {
-            Awaiting::PubRec
-        } else {
-            Awaiting::PubAck
-        };
+        let state = if delivery.qos == QoS::ExactlyOnce { Awaiting::PubRec } else { Awaiting::PubAck };
         self.inflight.push_back(InFlight { packet_id, state, delivery });
         packet_id
     }
@@ -93,9 +89,7 @@ impl Outgoing {
 
     /// PUBACK received: the QoS 1 message is done. False for an unknown identifier.
     pub fn puback(&mut self, packet_id: u16) -> bool {
-        self.position(packet_id, Awaiting::PubAck)
-            .and_then(|i| self.inflight.remove(i))
-            .is_some()
+        self.position(packet_id, Awaiting::PubAck).and_then(|i| self.inflight.remove(i)).is_some()
     }
 
     /// PUBREC received.
@@ -116,9 +110,7 @@ impl Outgoing {
 
     /// PUBCOMP received: the QoS 2 message is done. False for an unknown identifier.
     pub fn pubcomp(&mut self, packet_id: u16) -> bool {
-        self.position(packet_id, Awaiting::PubComp)
-            .and_then(|i| self.inflight.remove(i))
-            .is_some()
+        self.position(packet_id, Awaiting::PubComp).and_then(|i| self.inflight.remove(i)).is_some()
     }
 
     /// Drops everything (the session ends).
