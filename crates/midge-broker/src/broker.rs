@@ -34,7 +34,7 @@ pub struct Broker {
 #[derive(Debug)]
 pub enum Opening {
     /// Connected: send the CONNACK, then serve the session.
-    Ready(Opened),
+    Ready(Box<Opened>),
     /// Refused: send the CONNACK (it carries the reason) and close.
     Refused(ConnAck, ReasonCode),
     /// Another connection holds the client id and has been told to hand the session over.
@@ -276,8 +276,8 @@ impl Broker {
             Err(code) => return Opening::Refused(ConnAck::new(code), code),
         };
         match self.registry.attach(&plan.client_id, conn_id, control) {
-            Attach::Fresh => Opening::Ready(self.start(connect, plan, None, now)),
-            Attach::Parked(state) => Opening::Ready(self.start(connect, plan, Some(*state), now)),
+            Attach::Fresh => Opening::Ready(Box::new(self.start(connect, plan, None, now))),
+            Attach::Parked(state) => Opening::Ready(Box::new(self.start(connect, plan, Some(*state), now))),
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { connect, plan, old: rx })),
         }
     }

@@ -82,7 +82,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let shown_id =
         if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
     let opened = match broker.open(*connect, conn_id, control_tx, Instant::now()) {
-        Opening::Ready(opened) => opened,
+        Opening::Ready(opened) => *opened,
         Opening::Refused(connack, code) => {
             tracing::info!(
                 "Client {shown_id} from {} refused: {}{}.",
