@@ -1,1 +1,33 @@
+//! An async MQTT 3.1 / 3.1.1 / 5.0 client built on midge-codec (one codec for client and
+//! broker). `midge pub`, `midge sub`, `midge rr` and `midge bench` use it, and so do the tests.
+//!
+//! [`connect`] opens the connection and completes CONNECT / CONNACK, then a background task
+//! owns the socket: it answers the QoS flows, keeps the connection alive with PINGREQ and
+//! delivers incoming messages as [`Event`]s. The [`Client`] handle is cheap to clone.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), midge_client::Error> {
+//! use midge_client::{connect, Options};
+//! use midge_codec::{Connect, ProtocolVersion, Publish, QoS};
+//! let opts = Options::new("localhost", 1883, Connect::new(ProtocolVersion::V5, "me"));
+//! let (client, mut events, _connack) = connect(opts).await?;
+//! let mut p = Publish::new("greetings", "hello");
+//! p.qos = QoS::AtLeastOnce;
+//! client.publish(p).await?;
+//! client.disconnect().await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+mod client;
+mod error;
+mod options;
+mod state;
+mod task;
+mod transport;
+
+pub use client::{connect, AckFuture, Client, Event, Events};
+pub use error::Error;
+pub use options::{Direction, Options, PacketHook};
+pub use transport::{BoxStream, Connector, Stream};

@@ -9,11 +9,11 @@ use midge_codec::{decode, ConnAck, DecodeError, Packet, ProtocolVersion, ReasonC
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::io::{flush, ready, IoEvent};
 use crate::broker::{Broker, Opened, Opening};
 use crate::logging::describe;
 use crate::registry::Control;
 use crate::session::{CloseReason, Session, SessionState};
+use midge_net::{flush, ready, IoEvent};
 
 /// Stop turning deliveries into packets while this much waits to be written: the socket is
 /// slow, and the session's bounded mailbox absorbs the rest.

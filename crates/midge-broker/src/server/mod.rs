@@ -4,7 +4,6 @@
 //! broker) and `Server::run` serves until the shutdown future resolves, as tokio's mini-redis
 //! does.
 mod connection;
-mod io;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,7 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What the socket did.
-pub(crate) enum IoEvent {
+pub enum IoEvent {
     /// Bytes were read into the read buffer (0: the peer closed).
     Read(usize),
     /// Bytes of the write buffer were written and removed from it.
@@ -19,7 +19,7 @@ pub(crate) enum IoEvent {
 
 /// Waits until the stream can make progress: writes some of `wbuf` if it holds anything,
 /// reads into `rbuf` when `read` is true.
-pub(crate) async fn ready<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn ready<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -50,7 +50,7 @@ pub(crate) async fn ready<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Writes out everything in `wbuf`.
-pub(crate) async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, wbuf: &mut BytesMut) -> io::Result<()> {
+pub async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, wbuf: &mut BytesMut) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
     while !wbuf.is_empty() {
         let n = stream.write_buf(wbuf).await?;

@@ -1,0 +1,185 @@
+//! The client's side of the protocol, without I/O: packet identifiers, acknowledgements
+//! awaited, the server's Receive Maximum, and exactly-once for incoming QoS 2.
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use midge_codec::{
+    Packet, ProtocolVersion, Publish, PublishAck, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Kind};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+enum Pending {
+    Publish { reply: Option<Reply<ReasonCode>> },
+    Subscribe(Reply<SubAck>),
+    Unsubscribe(Reply<UnsubAck>),
+}
+
+/// What an incoming packet means for the application.
+pub(crate) enum Incoming {
+    /// Nothing to tell.
+    Nothing,
+    /// A message to deliver.
+    Message(Publish),
+    /// The server disconnected us (5.0), with its packet.
+    Disconnect(midge_codec::Disconnect),
+}
+
+pub(crate) struct State {
+    version: ProtocolVersion,
+    last_id: u16,
+    pending: HashMap<u16, Pending>,
+    publishes_in_flight: usize,
+    send_quota: usize,
+    incoming_qos2: HashSet<u16>,
+    pub(crate) out: VecDeque<Packet>,
+}
+
+impl State {
+    pub(crate) fn new(version: ProtocolVersion, server_receive_maximum: u16) -> Self {
+        State {
+            version,
+            last_id: 0,
+            pending: HashMap::new(),
+            publishes_in_flight: 0,
+            send_quota: usize::from(server_receive_maximum),
+            incoming_qos2: HashSet::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    fn next_id(&mut self) -> u16 {
+        loop {
+            self.last_id = self.last_id.wrapping_add(1);
+            if self.last_id != 0 && !self.pending.contains_key(&self.last_id) {
+                return self.last_id;
+            }
+        }
+    }
+
+    /// True when a QoS 1 or 2 PUBLISH may be sent now: the server's Receive Maximum is the
+    /// limit of unacknowledged ones [MQTT-4.9.0-2].
+    pub(crate) fn can_publish(&self) -> bool {
+        self.publishes_in_flight < self.send_quota && self.pending.len() < usize::from(u16::MAX)
+    }
+
+    /// Sends a PUBLISH; QoS 0 is answered at once, QoS 1 and 2 on their acknowledgement.
+    pub(crate) fn publish(&mut self, mut p: Publish, reply: Option<Reply<ReasonCode>>) {
+        if p.qos == QoS::AtMostOnce {
+            p.packet_id = 0;
+            self.out.push_back(Packet::Publish(p));
+            if let Some(r) = reply {
+                let _ = r.send(Ok(ReasonCode::Success));
+            }
+            return;
+        }
+        p.packet_id = self.next_id();
+        self.pending.insert(p.packet_id, Pending::Publish { reply });
+        self.publishes_in_flight += 1;
+        self.out.push_back(Packet::Publish(p));
+    }
+
+    pub(crate) fn subscribe(&mut self, mut s: Subscribe, reply: Reply<SubAck>) {
+        s.packet_id = self.next_id();
+        self.pending.insert(s.packet_id, Pending::Subscribe(reply));
+        self.out.push_back(Packet::Subscribe(s));
+    }
+
+    pub(crate) fn unsubscribe(&mut self, mut u: Unsubscribe, reply: Reply<UnsubAck>) {
+        u.packet_id = self.next_id();
+        self.pending.insert(u.packet_id, Pending::Unsubscribe(reply));
+        self.out.push_back(Packet::Unsubscribe(u));
+    }
+
+    fn complete_publish(&mut self, id: u16, code: ReasonCode) {
+        if let Some(Pending::Publish { reply }) = self.pending.remove(&id) {
+            self.publishes_in_flight -= 1;
+            if let Some(r) = reply {
+                let _ = r.send(Ok(code));
+            }
+        }
+    }
+
+    /// Handles a packet from the server.
+    pub(crate) fn handle(&mut self, packet: Packet) -> Result<Incoming, Error> {
+        match packet {
+            Packet::Publish(p) => return Ok(self.on_publish(p)),
+            Packet::PubAck(a) => self.complete_publish(a.packet_id, a.reason_code),
+            Packet::PubRec(a) => {
+                if self.version.is_v5() && a.reason_code.is_error() {
+                    // The server refused it: the flow ends here (5.0 section 4.3.3).
+                    self.complete_publish(a.packet_id, a.reason_code);
+                } else {
+                    self.out.push_back(Packet::PubRel(PublishAck::new(a.packet_id)));
+                }
+            }
+            Packet::PubComp(a) => self.complete_publish(a.packet_id, a.reason_code),
+            Packet::PubRel(a) => {
+                self.incoming_qos2.remove(&a.packet_id);
+                self.out.push_back(Packet::PubComp(PublishAck::new(a.packet_id)));
+            }
+            Packet::SubAck(a) => {
+                if let Some(Pending::Subscribe(r)) = self.pending.remove(&a.packet_id) {
+                    let _ = r.send(Ok(a));
+                }
+            }
+            Packet::UnsubAck(a) => {
+                if let Some(Pending::Unsubscribe(r)) = self.pending.remove(&a.packet_id) {
+                    let _ = r.send(Ok(a));
+                }
+            }
+            Packet::PingResp => {}
+            Packet::Disconnect(d) => return Ok(Incoming::Disconnect(d)),
+            Packet::Auth(_) => return Err(Error::protocol("AUTH is not supported by this client")),
+            other => {
+                return Err(Error::protocol(format!("unexpected {} from the server", other.packet_type())))
+            }
+        }
+        Ok(Incoming::Nothing)
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Incoming {
+        match p.qos {
+            QoS::AtMostOnce => Incoming::Message(p),
+            QoS::AtLeastOnce => {
+                self.out.push_back(Packet::PubAck(PublishAck::new(p.packet_id)));
+                Incoming::Message(p)
+            }
+            QoS::ExactlyOnce => {
+                self.out.push_back(Packet::PubRec(PublishAck::new(p.packet_id)));
+                // Delivered once: a resend before PUBREL is acknowledged, not delivered again.
+                if self.incoming_qos2.insert(p.packet_id) {
+                    Incoming::Message(p)
+                } else {
+                    Incoming::Nothing
+                }
+            }
+        }
+    }
+
+    /// Fails everything still waiting: the connection is gone.
+    pub(crate) fn fail_all(&mut self, why: impl Fn() -> Error) {
+        for (_, p) in self.pending.drain() {
+            match p {
+                Pending::Publish { reply: Some(r) } => {
+                    let _ = r.send(Err(why()));
+                }
+                Pending::Publish { reply: None } => {}
+                Pending::Subscribe(r) => {
+                    let _ = r.send(Err(why()));
+                }
+                Pending::Unsubscribe(r) => {
+                    let _ = r.send(Err(why()));
+                }
+            }
+        }
+        self.publishes_in_flight = 0;
+    }
+}
+
+/// The error for a connection that ended.
+pub(crate) fn closed() -> Error {
+    Error::new(Kind::Closed)
+}
