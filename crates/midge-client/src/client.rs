@@ -168,14 +168,11 @@ async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Err
                 other => Err(Error::protocol(format!("{} instead of CONNACK", other.packet_type()))),
             };
         }
-        match ready(&mut stream, &mut rbuf, &mut wbuf, true).await? {
-            IoEvent::Read(0) => {
-                return Err(Error::new(Kind::Io(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "the server closed the connection before CONNACK",
-                ))))
-            }
-            _ => {}
+        if let IoEvent::Read(0) = ready(&mut stream, &mut rbuf, &mut wbuf, true).await? {
+            return Err(Error::new(Kind::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the server closed the connection before CONNACK",
+            ))));
         }
     }
 }
