@@ -104,6 +104,12 @@ impl Client {
         rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
+    /// Sends UNSUBSCRIBE without waiting for UNSUBACK.
+    pub async fn start_unsubscribe(&self, u: Unsubscribe) -> Result<(), Error> {
+        let (tx, _rx) = oneshot::channel();
+        self.request(Request::Unsubscribe(u, tx)).await
+    }
+
     /// Unsubscribes and waits for UNSUBACK.
     pub async fn unsubscribe(&self, u: Unsubscribe) -> Result<UnsubAck, Error> {
         let (tx, rx) = oneshot::channel();
@@ -139,7 +145,8 @@ pub async fn connect(opts: Options) -> Result<(Client, Events, ConnAck), Error> 
         .cloned()
         .unwrap_or_else(|| opts.connect.client_id.clone());
     let keep_alive = connack.properties.server_keep_alive().unwrap_or(opts.connect.keep_alive);
-    let receive_maximum = connack.properties.receive_maximum().unwrap_or(u16::MAX);
+    let receive_maximum =
+        connack.properties.receive_maximum().unwrap_or(u16::MAX).min(opts.max_inflight.max(1));
     let (req_tx, req_rx) = mpsc::channel(256);
     let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
     let task = Task::new(stream, rbuf, version, keep_alive, receive_maximum, opts.on_packet.clone());

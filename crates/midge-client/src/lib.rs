@@ -25,9 +25,11 @@ mod error;
 mod options;
 mod state;
 mod task;
+mod tls;
 mod transport;
 
 pub use client::{connect, AckFuture, Client, Event, Events};
 pub use error::Error;
 pub use options::{Direction, Options, PacketHook};
+pub use tls::{TlsOptions, TlsVersion};
 pub use transport::{BoxStream, Connector, Stream};

@@ -39,6 +39,8 @@ pub struct Options {
     pub on_packet: Option<PacketHook>,
     /// Incoming messages buffered before the client stops reading from the socket.
     pub event_capacity: usize,
+    /// QoS 1 and 2 messages in flight at once (also bounded by the server's Receive Maximum).
+    pub max_inflight: u16,
 }
 
 impl Options {
@@ -53,6 +55,7 @@ impl Options {
             connector: None,
             on_packet: None,
             event_capacity: 1024,
+            max_inflight: u16::MAX,
         }
     }
 }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod io;
+pub mod tls;
 
 pub use io::{flush, ready, IoEvent};
 

@@ -2,11 +2,15 @@
 #![forbid(unsafe_code)]
 
 mod broker_cmd;
+mod clients;
 mod logging;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use clients::common::{Failure, Tool};
 
 /// midge: an MQTT broker and toolkit, a drop-in for mosquitto.
 #[derive(Parser, Debug)]
@@ -20,13 +24,13 @@ struct Cli {
 enum Command {
     /// Run the MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
     Broker(broker_cmd::BrokerArgs),
-    /// Publish a message, as mosquitto_pub (not built yet).
+    /// Publish a message, as mosquitto_pub.
     #[command(disable_help_flag = true)]
     Pub(NotYet),
-    /// Subscribe and print messages, as mosquitto_sub (not built yet).
+    /// Subscribe and print messages, as mosquitto_sub.
     #[command(disable_help_flag = true)]
     Sub(NotYet),
-    /// Request / response, as mosquitto_rr (not built yet).
+    /// Send a request and print the response, as mosquitto_rr.
     #[command(disable_help_flag = true)]
     Rr(NotYet),
     /// Manage password files, as mosquitto_passwd (not built yet).
@@ -53,13 +57,76 @@ fn not_built(name: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A client tool's own parser, so that `midge pub ...` and `mosquitto_pub ...` (a link to
+/// midge) parse the same way and report errors as mosquitto does (exit code 1).
+macro_rules! client_tool {
+    ($parser:ident, $args:ty, $run:path) => {
+        #[derive(Parser, Debug)]
+        #[command(disable_help_flag = true, disable_version_flag = true)]
+        struct $parser {
+            #[command(flatten)]
+            args: $args,
+        }
+
+        impl $parser {
+            fn main(name: &'static str, argv: Vec<OsString>) -> ExitCode {
+                let tool = Tool { name };
+                let cmd = <$parser as clap::CommandFactory>::command().name(name).bin_name(name);
+                let parsed = cmd
+                    .try_get_matches_from(argv)
+                    .and_then(|m| <$parser as clap::FromArgMatches>::from_arg_matches(&m));
+                match parsed {
+                    Ok(p) => $run(p.args, tool),
+                    Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                        let _ = e.print();
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        let first = text.lines().next().unwrap_or("invalid arguments");
+                        let first = first.strip_prefix("error: ").unwrap_or(first);
+                        Failure::usage(tool, format!("Error: {first}")).report(false)
+                    }
+                }
+            }
+        }
+    };
+}
+
+client_tool!(PubCli, clients::pub_cmd::PubArgs, clients::pub_cmd::run);
+client_tool!(SubCli, clients::sub_cmd::SubArgs, clients::sub_cmd::run);
+client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run);
+
 fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // Installed as mosquitto_pub, mosquitto_sub or mosquitto_rr (a link to midge), midge
+    // behaves as that program, so scripts written for mosquitto run unchanged.
+    let invoked = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match invoked.as_str() {
+        "mosquitto_pub" => return PubCli::main("mosquitto_pub", argv),
+        "mosquitto_sub" => return SubCli::main("mosquitto_sub", argv),
+        "mosquitto_rr" => return RrCli::main("mosquitto_rr", argv),
+        _ => {}
+    }
+    let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let rest =
+        || std::iter::once(OsString::from(format!("midge {sub}"))).chain(argv[2..].iter().cloned()).collect();
+    match sub {
+        "pub" => return PubCli::main("midge pub", rest()),
+        "sub" => return SubCli::main("midge sub", rest()),
+        "rr" => return RrCli::main("midge rr", rest()),
+        _ => {}
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => broker_cmd::run(args),
-        Command::Pub(_) => not_built("pub"),
-        Command::Sub(_) => not_built("sub"),
-        Command::Rr(_) => not_built("rr"),
+        Command::Pub(_) => PubCli::main("midge pub", rest()),
+        Command::Sub(_) => SubCli::main("midge sub", rest()),
+        Command::Rr(_) => RrCli::main("midge rr", rest()),
         Command::Passwd(_) => not_built("passwd"),
         Command::Cert(_) => not_built("cert"),
         Command::Inspect(_) => not_built("inspect"),

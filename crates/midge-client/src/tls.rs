@@ -1,0 +1,148 @@
+//! TLS for the client: rustls, with mosquitto's options (CA file or directory, client
+//! certificate, `--insecure`, TLS version, ALPN).
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+
+use crate::transport::{BoxStream, Connector};
+use crate::Error;
+
+/// The TLS versions a client may insist on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 only.
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
+/// How to set up TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM file of trusted CA certificates.
+    pub cafile: Option<PathBuf>,
+    /// Directory of PEM CA certificates.
+    pub capath: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require one.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Do not check that the certificate names the host (the chain is still verified).
+    pub insecure: bool,
+    /// Only this TLS version (default: 1.2 and 1.3).
+    pub version: Option<TlsVersion>,
+    /// ALPN protocol to offer.
+    pub alpn: Option<String>,
+}
+
+impl TlsOptions {
+    /// Builds a connector from these options.
+    pub fn connector(&self) -> Result<Arc<dyn Connector>, Error> {
+        let roots = midge_net::tls::load_roots(self.cafile.as_deref(), self.capath.as_deref())
+            .map_err(|e| Error::tls(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(Error::tls("no CA certificate: give --cafile or --capath"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.version {
+            Some(TlsVersion::V1_2) => &[&rustls::version::TLS12],
+            Some(TlsVersion::V1_3) => &[&rustls::version::TLS13],
+            None => rustls::ALL_VERSIONS,
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| Error::tls(e.to_string()))?;
+        let roots = Arc::new(roots);
+        let builder = if self.insecure {
+            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| Error::tls(e.to_string()))?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let certs = midge_net::tls::load_certs(cert).map_err(|e| Error::tls(e.to_string()))?;
+                let key = midge_net::tls::load_key(key).map_err(|e| Error::tls(e.to_string()))?;
+                builder.with_client_auth_cert(certs, key).map_err(|e| Error::tls(e.to_string()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err(Error::tls("a client certificate needs both --cert and --key")),
+        };
+        if let Some(alpn) = &self.alpn {
+            config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        }
+        Ok(Arc::new(TlsConnector(tokio_rustls::TlsConnector::from(Arc::new(config)))))
+    }
+}
+
+struct TlsConnector(tokio_rustls::TlsConnector);
+
+impl Connector for TlsConnector {
+    fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxStream, Error>> + Send>> {
+        let connector = self.0.clone();
+        let name = ServerName::try_from(host.to_owned());
+        Box::pin(async move {
+            let name = name.map_err(|e| Error::tls(format!("invalid server name: {e}")))?;
+            let stream = connector.connect(name, tcp).await.map_err(|e| Error::tls(e.to_string()))?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+}
+
+/// `--insecure`: verifies the chain but accepts a certificate for another name.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+                ..
+            })) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

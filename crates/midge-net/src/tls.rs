@@ -1,0 +1,95 @@
+//! Reading certificates, keys and CRLs from PEM files, for the broker's listeners and the
+//! clients alike. Every error names the file.
+use std::path::{Path, PathBuf};
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+/// A certificate, key or CRL file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    /// Unreadable or not PEM.
+    #[error("cannot read {what} from {path}: {message}")]
+    Read {
+        /// What was expected.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Readable, but holding nothing of the kind.
+    #[error("no {what} found in {path}")]
+    Empty {
+        /// What was expected.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn read_err(what: &'static str, path: &Path, e: impl std::fmt::Display) -> TlsFileError {
+    TlsFileError::Read { what, path: path.to_owned(), message: e.to_string() }
+}
+
+/// Every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_err("certificates", path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err("certificates", path, e))?;
+    if certs.is_empty() {
+        return Err(TlsFileError::Empty { what: "certificate", path: path.to_owned() });
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            TlsFileError::Empty { what: "private key", path: path.to_owned() }
+        }
+        e => read_err("a private key", path, e),
+    })
+}
+
+/// Every CRL in a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsFileError> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| read_err("CRLs", path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err("CRLs", path, e))
+}
+
+/// Trust anchors from a CA file and / or every PEM file of a directory (mosquitto's
+/// `cafile` and `capath`).
+pub fn load_roots(cafile: Option<&Path>, capath: Option<&Path>) -> Result<RootCertStore, TlsFileError> {
+    let mut roots = RootCertStore::empty();
+    let mut add = |path: &Path| -> Result<(), TlsFileError> {
+        for cert in load_certs(path)? {
+            roots.add(cert).map_err(|e| read_err("a CA certificate", path, e))?;
+        }
+        Ok(())
+    };
+    if let Some(f) = cafile {
+        add(f)?;
+    }
+    if let Some(dir) = capath {
+        let entries = std::fs::read_dir(dir).map_err(|e| read_err("CA certificates", dir, e))?;
+        let mut files: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        files.sort();
+        for f in files {
+            // A CA directory holds other files too (hash links to the same, READMEs): take
+            // what parses as certificates.
+            if let Ok(certs) = load_certs(&f) {
+                for cert in certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+    }
+    Ok(roots)
+}

@@ -1,0 +1,362 @@
+//! What mosquitto_pub, mosquitto_sub and mosquitto_rr share: connection options, the
+//! CONNECT they build, `-d`, and errors with mosquitto's words and exit codes.
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::ArgAction;
+use midge_client::Options;
+use midge_codec::{Bytes, Connect, Property, ProtocolVersion, QoS, Will};
+
+use super::properties::PropertyArgs;
+use super::tls::TlsArgs;
+
+/// Options every client tool takes, as mosquitto's clients spell them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// MQTT host to connect to (default localhost).
+    #[arg(short = 'h', long = "host")]
+    pub host: Option<String>,
+    /// Network port (default 1883, or 8883 with TLS).
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
+    /// User name.
+    #[arg(short = 'u', long = "username")]
+    pub username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long = "pw")]
+    pub password: Option<String>,
+    /// Client id (default: assigned by the broker; random for MQTT 3.1).
+    #[arg(short = 'i', long = "id")]
+    pub id: Option<String>,
+    /// Client id prefix, followed by the process id.
+    #[arg(short = 'I', long = "id-prefix")]
+    pub id_prefix: Option<String>,
+    /// Keep alive in seconds.
+    #[arg(short = 'k', long = "keepalive", default_value_t = 60)]
+    pub keepalive: u16,
+    /// Persistent session: no clean session (5.0: the session does not expire).
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub persistent: bool,
+    /// Session expiry interval (5.0), seconds; -1 or ∞ for never.
+    #[arg(short = 'x', long = "session-expiry-interval", allow_hyphen_values = true)]
+    pub session_expiry: Option<String>,
+    /// Quality of service.
+    #[arg(short = 'q', long = "qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Protocol version: mqttv5 (5), mqttv311 (311) or mqttv31 (31).
+    #[arg(short = 'V', long = "protocol-version")]
+    pub version: Option<String>,
+    /// Print every packet sent and received.
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// Print no error messages.
+    #[arg(long = "quiet")]
+    pub quiet: bool,
+    /// Bind the outgoing socket to this address.
+    #[arg(short = 'A')]
+    pub bind_address: Option<IpAddr>,
+    /// mqtt(s)://[username[:password]@]host[:port]/topic
+    #[arg(short = 'L', long = "url")]
+    pub url: Option<String>,
+    /// MQTT 5.0 property: -D command identifier value [value].
+    #[arg(short = 'D', long = "property", num_args = 3..=4, action = ArgAction::Append, value_names = ["COMMAND", "IDENTIFIER", "VALUE"])]
+    pub properties: Vec<String>,
+    /// Will topic.
+    #[arg(long = "will-topic")]
+    pub will_topic: Option<String>,
+    /// Will payload.
+    #[arg(long = "will-payload")]
+    pub will_payload: Option<String>,
+    /// Will QoS.
+    #[arg(long = "will-qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub will_qos: u8,
+    /// Retain the will.
+    #[arg(long = "will-retain")]
+    pub will_retain: bool,
+    /// Disable Nagle's algorithm (always done).
+    #[arg(long = "nodelay")]
+    pub nodelay: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Print usage.
+    #[arg(long = "help", action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// Which tool runs, for messages ("Use 'mosquitto_pub --help' to see usage.").
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    pub name: &'static str,
+}
+
+/// A connection ready to open, and what the tool needs to know of it.
+pub struct Setup {
+    pub options: Options,
+    pub version: ProtocolVersion,
+    pub qos: QoS,
+    pub properties: PropertyArgs,
+    /// The topic from -L, if any.
+    pub url_topic: Option<String>,
+}
+
+/// A failure, as mosquitto reports it: message lines for standard error and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub lines: Vec<String>,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn usage(tool: Tool, message: impl Into<String>) -> Self {
+        Failure {
+            lines: vec![message.into(), String::new(), format!("Use '{} --help' to see usage.", tool.name)],
+            code: 1,
+        }
+    }
+
+    pub fn new(message: impl Into<String>, code: u8) -> Self {
+        Failure { lines: vec![message.into()], code }
+    }
+
+    pub fn report(self, quiet: bool) -> ExitCode {
+        if !quiet {
+            for l in &self.lines {
+                eprintln!("{l}");
+            }
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+pub fn parse_version(s: Option<&str>, default: ProtocolVersion) -> Result<ProtocolVersion, String> {
+    match s {
+        None => Ok(default),
+        Some("mqttv5" | "5") => Ok(ProtocolVersion::V5),
+        Some("mqttv311" | "311") => Ok(ProtocolVersion::V3_1_1),
+        Some("mqttv31" | "31") => Ok(ProtocolVersion::V3_1),
+        Some(other) => Err(format!("Error: Invalid protocol version argument given: {other}")),
+    }
+}
+
+pub fn qos(v: u8) -> QoS {
+    QoS::from_u8(v).unwrap_or_default()
+}
+
+struct Url {
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+    host: String,
+    port: Option<u16>,
+    topic: String,
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    let bad = || format!("Error: unsupported URL scheme or malformed URL: {s}");
+    let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
+        (true, r)
+    } else if let Some(r) = s.strip_prefix("mqtt://") {
+        (false, r)
+    } else {
+        return Err(bad());
+    };
+    let (authority, topic) = rest.split_once('/').ok_or_else(bad)?;
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((a, b)) => (Some(a.to_owned()), Some(b.to_owned())),
+            None => (Some(u.to_owned()), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h.to_owned(), Some(p.parse().map_err(|_| bad())?)),
+        _ => (hostport.to_owned(), None),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(Url { tls, username, password, host, port, topic: topic.to_owned() })
+}
+
+fn random_client_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let mut x = h.finish();
+    let mut id = String::from("mosq-");
+    for _ in 0..18 {
+        id.push(ALPHABET[(x % ALPHABET.len() as u64) as usize] as char);
+        x = x.rotate_left(7).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66;
+    }
+    id
+}
+
+fn parse_expiry(s: &str) -> Result<u32, String> {
+    match s {
+        "-1" | "∞" => Ok(u32::MAX),
+        n => n.parse().map_err(|_| format!("Error: Invalid session-expiry-interval '{n}'.")),
+    }
+}
+
+impl CommonArgs {
+    /// Builds the connection: CONNECT, address, TLS, debug hook.
+    pub fn setup(&self, tool: Tool, default_version: ProtocolVersion) -> Result<Setup, Failure> {
+        let usage = |m: String| Failure::usage(tool, m);
+        let version = parse_version(self.version.as_deref(), default_version).map_err(usage)?;
+        let mut properties = PropertyArgs::parse(&self.properties).map_err(usage)?;
+        let url = self.url.as_deref().map(parse_url).transpose().map_err(usage)?;
+        let tls_wanted = self.tls.wanted() || url.as_ref().is_some_and(|u| u.tls);
+        let host = url
+            .as_ref()
+            .map(|u| u.host.clone())
+            .or_else(|| self.host.clone())
+            .unwrap_or_else(|| "localhost".into());
+        let port =
+            url.as_ref().and_then(|u| u.port).or(self.port).unwrap_or(if tls_wanted { 8883 } else { 1883 });
+        let client_id = match (&self.id, &self.id_prefix) {
+            (Some(id), _) => id.clone(),
+            (None, Some(prefix)) => format!("{prefix}{}", std::process::id()),
+            (None, None) if version == ProtocolVersion::V3_1 => random_client_id(),
+            (None, None) => String::new(),
+        };
+        if client_id.is_empty() && self.persistent {
+            return Err(usage("Error: You must provide a client id if you are using the -c option.".into()));
+        }
+        let mut c = Connect::new(version, client_id.clone());
+        c.clean_start = !self.persistent;
+        c.keep_alive = self.keepalive;
+        c.username =
+            url.as_ref().and_then(|u| u.username.clone()).or_else(|| self.username.clone()).map(Into::into);
+        c.password = url
+            .as_ref()
+            .and_then(|u| u.password.clone())
+            .or_else(|| self.password.clone())
+            .map(|p| Bytes::from(p.into_bytes()));
+        if c.password.is_some() && c.username.is_none() && !version.is_v5() {
+            return Err(usage("Error: -P argument given but no username specified.".into()));
+        }
+        if let Some(topic) = &self.will_topic {
+            c.will = Some(Will {
+                topic: topic.clone().into(),
+                payload: Bytes::from(self.will_payload.clone().unwrap_or_default().into_bytes()),
+                qos: qos(self.will_qos),
+                retain: self.will_retain,
+                properties: std::mem::take(&mut properties.will),
+            });
+        } else if self.will_payload.is_some() || self.will_retain {
+            return Err(usage("Error: Will payload or retain given, but no will topic given.".into()));
+        }
+        if version.is_v5() {
+            c.properties = std::mem::take(&mut properties.connect);
+            let expiry = match &self.session_expiry {
+                Some(x) => Some(parse_expiry(x).map_err(usage)?),
+                None if self.persistent => Some(u32::MAX),
+                None => None,
+            };
+            if let Some(e) = expiry {
+                if c.properties.session_expiry_interval().is_some() {
+                    return Err(usage(
+                        "Error in CONNECT properties: Duplicate property in property list".into(),
+                    ));
+                }
+                c.properties.push(Property::SessionExpiryInterval(e));
+            }
+        }
+        let mut options = Options::new(host, port, c);
+        options.bind_address = self.bind_address;
+        options.connect_timeout = Duration::from_secs(30);
+        if tls_wanted {
+            options.connector =
+                Some(self.tls.connector().map_err(|e| Failure::new(format!("Error: {e}"), 1))?);
+        }
+        if self.debug {
+            options.on_packet = Some(super::debug::hook(&client_id, version));
+        }
+        Ok(Setup { options, version, qos: qos(self.qos), properties, url_topic: url.map(|u| u.topic) })
+    }
+}
+
+/// How a failed connection is reported: `Connection error: ...` for a refusal (exit code:
+/// the return or reason code), `Error: ...` for the rest (exit code 1).
+pub fn connect_failure(e: &midge_client::Error, version: ProtocolVersion, tool_is_pub: bool) -> Failure {
+    if let Some(code) = e.refused_code() {
+        let (text, exit) = if version.is_v5() {
+            (code.description().to_owned(), code.as_u8())
+        } else {
+            let rc = midge_codec::ConnectReturnCode::from_reason(code);
+            (rc.description().to_owned(), rc as u8)
+        };
+        let mut lines = vec![format!("Connection error: {text}")];
+        if tool_is_pub {
+            lines.push(if version.is_v5() {
+                "Error: A network protocol error occurred when communicating with the broker.".into()
+            } else {
+                "Error: The connection was refused.".into()
+            });
+        }
+        return Failure { lines, code: exit };
+    }
+    Failure::new(format!("Error: {}", strip_os_error(&e.to_string())), 1)
+}
+
+/// "Connection refused (os error 111)" reads "Connection refused", as strerror says it.
+pub fn strip_os_error(s: &str) -> String {
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_owned(),
+        _ => s.to_owned(),
+    }
+}
+
+/// A single-threaded runtime for a command-line client.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("Error: {e}"), 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("mqtts://alice:secret@broker.example:8884/a/b").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.username.as_deref(), Some("alice"));
+        assert_eq!(u.password.as_deref(), Some("secret"));
+        assert_eq!(u.host, "broker.example");
+        assert_eq!(u.port, Some(8884));
+        assert_eq!(u.topic, "a/b");
+        let u = parse_url("mqtt://h/t").unwrap();
+        assert!(!u.tls && u.port.is_none() && u.username.is_none());
+        assert!(parse_url("http://h/t").is_err());
+        assert!(parse_url("mqtt://h").is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version(Some("mqttv5"), ProtocolVersion::V3_1_1), Ok(ProtocolVersion::V5));
+        assert_eq!(parse_version(Some("311"), ProtocolVersion::V5), Ok(ProtocolVersion::V3_1_1));
+        assert_eq!(parse_version(Some("31"), ProtocolVersion::V5), Ok(ProtocolVersion::V3_1));
+        assert!(parse_version(Some("4"), ProtocolVersion::V5).is_err());
+    }
+
+    #[test]
+    fn random_ids_look_like_libmosquitto_ones() {
+        let id = random_client_id();
+        assert_eq!(id.len(), 23);
+        assert!(id.starts_with("mosq-"));
+    }
+
+    #[test]
+    fn os_error_suffix() {
+        assert_eq!(strip_os_error("Connection refused (os error 111)"), "Connection refused");
+    }
+}

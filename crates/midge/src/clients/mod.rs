@@ -1,0 +1,9 @@
+//! The command-line clients: `midge pub`, `midge sub`, `midge rr`, with mosquitto's options.
+pub mod common;
+mod debug;
+pub mod output;
+mod properties;
+pub mod pub_cmd;
+pub mod rr_cmd;
+pub mod sub_cmd;
+mod tls;

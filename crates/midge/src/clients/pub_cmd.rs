@@ -1,0 +1,160 @@
+//! `midge pub`: mosquitto_pub.
+use std::io::{BufRead, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use midge_client::connect;
+use midge_codec::{Bytes, ProtocolVersion, Publish, QoS};
+
+use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
+
+/// Publish messages, as mosquitto_pub.
+#[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct PubArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Topic to publish to.
+    #[arg(short = 't', long = "topic")]
+    topic: Option<String>,
+    /// Message payload.
+    #[arg(short = 'm', long = "message")]
+    message: Option<String>,
+    /// Send the contents of a file.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Send all of standard input as one message.
+    #[arg(short = 's', long = "stdin-file")]
+    stdin_file: bool,
+    /// Send each line of standard input as a message.
+    #[arg(short = 'l', long = "stdin-line")]
+    stdin_line: bool,
+    /// Send a zero-length message.
+    #[arg(short = 'n', long = "null-message")]
+    null: bool,
+    /// Retain the message.
+    #[arg(short = 'r', long = "retain")]
+    retain: bool,
+    /// Publish N times (with -m, -f, -s or -n).
+    #[arg(long = "repeat", default_value_t = 1)]
+    repeat: u32,
+    /// Seconds between repeats.
+    #[arg(long = "repeat-delay", default_value_t = 0.0)]
+    repeat_delay: f64,
+    /// Maximum QoS 1 / 2 messages in flight.
+    #[arg(short = 'M', default_value_t = 20)]
+    max_inflight: u16,
+}
+
+enum Source {
+    Once(Bytes),
+    Lines,
+}
+
+pub fn run(args: PubArgs, tool: Tool) -> ExitCode {
+    let quiet = args.common.quiet;
+    match run_inner(args, tool) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(quiet),
+    }
+}
+
+fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
+    let setup = args.common.setup(tool, ProtocolVersion::V3_1_1)?;
+    let topic = args.topic.clone().or(setup.url_topic.clone());
+    let modes = [args.message.is_some(), args.file.is_some(), args.stdin_file, args.stdin_line, args.null];
+    if modes.iter().filter(|m| **m).count() > 1 {
+        return Err(Failure::usage(tool, "Error: Only one type of message can be sent at once."));
+    }
+    let Some(topic) = topic else {
+        return Err(Failure::usage(tool, "Error: Both topic and message must be supplied."));
+    };
+    let source = if let Some(m) = &args.message {
+        Source::Once(Bytes::from(m.clone().into_bytes()))
+    } else if let Some(f) = &args.file {
+        let data = std::fs::read(f)
+            .map_err(|e| Failure::new(format!("Error: Unable to read file \"{}\": {e}.", f.display()), 1))?;
+        Source::Once(Bytes::from(data))
+    } else if args.stdin_file {
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+        Source::Once(Bytes::from(data))
+    } else if args.stdin_line {
+        Source::Lines
+    } else if args.null {
+        Source::Once(Bytes::new())
+    } else {
+        return Err(Failure::usage(tool, "Error: Both topic and message must be supplied."));
+    };
+    if let Err(e) = midge_codec::validate_topic_name(&topic) {
+        return Err(Failure::usage(
+            tool,
+            format!("Error: Invalid publish topic '{topic}', does it contain '+' or '#'? ({e})"),
+        ));
+    }
+    let version = setup.version;
+    let qos = setup.qos;
+    let properties = setup.properties.publish.clone();
+    let disconnect_props = setup.properties.disconnect.clone();
+    let mut options = setup.options;
+    options.event_capacity = 16;
+    options.max_inflight = args.max_inflight;
+    let make = move |payload: Bytes| {
+        let mut p = Publish::new(topic.clone(), payload);
+        p.qos = qos;
+        p.retain = args.retain;
+        p.properties = properties.clone();
+        p
+    };
+    runtime()?.block_on(async move {
+        let (client, _events, _) = connect(options).await.map_err(|e| connect_failure(&e, version, true))?;
+        let publish_error = |e: midge_client::Error| Failure::new(format!("Error: {e}"), 1);
+        match source {
+            Source::Once(payload) => {
+                for i in 0..args.repeat.max(1) {
+                    if i > 0 && args.repeat_delay > 0.0 {
+                        tokio::time::sleep(Duration::from_secs_f64(args.repeat_delay)).await;
+                    }
+                    // QoS 1 / 2: wait for the acknowledgement before going on (and exiting).
+                    client.publish(make(payload.clone())).await.map_err(publish_error)?;
+                }
+            }
+            Source::Lines => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+                std::thread::spawn(move || {
+                    let stdin = std::io::stdin();
+                    let mut lock = stdin.lock();
+                    loop {
+                        let mut line = Vec::new();
+                        match lock.read_until(b'\n', &mut line) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {
+                                if line.last() == Some(&b'\n') {
+                                    line.pop();
+                                }
+                                if tx.blocking_send(line).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+                let mut acks = Vec::new();
+                while let Some(line) = rx.recv().await {
+                    let ack = client.start_publish(make(Bytes::from(line))).await.map_err(publish_error)?;
+                    if qos != QoS::AtMostOnce {
+                        acks.push(ack);
+                    }
+                }
+                for a in acks {
+                    a.await.map_err(publish_error)?;
+                }
+            }
+        }
+        let mut d = midge_codec::Disconnect::new(midge_codec::ReasonCode::Success);
+        d.properties = disconnect_props;
+        client.disconnect_with(d).await.map_err(publish_error)?;
+        Ok(())
+    })
+}
