@@ -1,0 +1,95 @@
+"""Fixtures: a midge broker per test (on a free port, with its own configuration and log),
+and factories for the clients that talk to it.
+
+    python3 -m pytest -q tests/python           # uses target/debug/midge
+    MIDGE_BIN=target/release/midge python3 -m pytest -q tests/python
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import Broker, MosquittoSub, PahoClient, midge_bin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def midge_binary() -> Path:
+    """The broker binary (MIDGE_BIN, or target/debug/midge); fails, never skips, when missing."""
+    return midge_bin()
+
+
+@pytest.fixture
+def broker_factory(tmp_path, midge_binary):
+    """Starts brokers with extra configuration lines: `broker_factory("max_keepalive 10")`.
+    Each is stopped with SIGTERM at the end of the test, which must exit 0."""
+    brokers: list[Broker] = []
+
+    def start(*extra_config: str, verbose: bool = True) -> Broker:
+        b = Broker(tmp_path, list(extra_config), verbose=verbose, name=f"broker{len(brokers)}")
+        brokers.append(b)
+        return b.start()
+
+    yield start
+    failures = []
+    for b in brokers:
+        rc = b.stop()
+        if rc != 0:
+            failures.append(f"{b.name} exited with {rc} after SIGTERM; log tail:\n{b.log()[-3000:]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """A broker with the default configuration (anonymous clients, verbose log)."""
+    return broker_factory()
+
+
+@pytest.fixture
+def mosquitto_subs():
+    """Starts mosquitto_sub processes (`mosquitto_subs(broker, ["a/#"], "-v")`), stopped at the end."""
+    subs: list[MosquittoSub] = []
+
+    def start(broker: Broker, topics: list[str], *args: str, **kw) -> MosquittoSub:
+        s = MosquittoSub(broker, topics, *args, **kw)
+        subs.append(s)
+        return s
+
+    yield start
+    for s in subs:
+        s.stop()
+
+
+@pytest.fixture
+def paho_clients():
+    """Makes paho clients (`paho_clients(broker, "id", version="5")`), closed at the end."""
+    clients: list[PahoClient] = []
+
+    def make(broker: Broker, client_id: str = "", **kw) -> PahoClient:
+        c = PahoClient(broker, client_id, **kw)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def raw_clients():
+    """Opens raw-socket clients (`raw_clients(broker.port, version=5)`), closed at the end."""
+    from mqtt_raw import RawClient
+
+    clients: list[RawClient] = []
+
+    def make(port: int, **kw) -> RawClient:
+        c = RawClient(port, **kw)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
