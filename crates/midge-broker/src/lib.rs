@@ -4,6 +4,7 @@
 //! ([`server`]): sessions take packets and time as input, so they are tested without sockets.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod logging;

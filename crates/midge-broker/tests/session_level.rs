@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use midge_broker::broker::{Opening, PendingOpen};
+use midge_broker::broker::{ConnInfo, Opening, PendingOpen};
 use midge_broker::config::parse_str;
 use midge_broker::registry::Control;
 use midge_broker::session::{CloseReason, Session};
@@ -17,7 +17,7 @@ fn broker(conf: &str) -> Arc<Broker> {
     if config.allow_anonymous.is_none() {
         config.allow_anonymous = Some(true);
     }
-    Broker::new(config)
+    Broker::new(config).unwrap()
 }
 
 fn default_broker() -> Arc<Broker> {
@@ -44,7 +44,12 @@ fn open(broker: &Arc<Broker>, c: Connect, now: Instant) -> Connected {
     let (tx, rx) = mpsc::unbounded_channel();
     let client =
         |session| Client { broker: broker.clone(), session, conn_id, control: rx, inbox: Vec::new() };
-    match broker.open(c, conn_id, tx, now) {
+    let info = ConnInfo::plain("127.0.0.1:50000".parse().unwrap());
+    let auth = match broker.authenticate(&c, &info, now) {
+        Ok(a) => a,
+        Err(r) => return Connected::Refused(ConnAck::new(r.code)),
+    };
+    match broker.open(c, auth, conn_id, tx, now) {
         Opening::Ready(o) => {
             let Packet::ConnAck(ack) = o.connack else { panic!("CONNACK expected") };
             let mut cl = client(Some(o.session));
@@ -266,6 +271,25 @@ fn takeover_with_clean_start_gets_a_new_session() {
 }
 
 #[test]
+fn takeover_of_a_session_that_ends_with_its_connection_starts_afresh() {
+    let b = default_broker();
+    let t = Instant::now();
+    for v in [V3_1_1, V5] {
+        // The first connection's session ends with it (clean session / expiry 0).
+        let (mut old, _) = connect(&b, conn(v, "c"), t);
+        old.subscribe("t", QoS::AtLeastOnce, t);
+        let Connected::TakeOver(new, pending) = open(&b, persistent(v, "c"), t) else { panic!() };
+        old.serve_control(t);
+        let (mut new, ack) = finish_takeover(new, pending, t);
+        assert!(!ack.session_present, "{v}: the old session ended with its connection");
+        let (mut p, _) = connect(&b, conn(v, "p"), t);
+        p.publish("t", "x", QoS::AtLeastOnce, false, 1, t);
+        assert!(new.recv(t).is_empty(), "{v}: its subscriptions are gone");
+        new.disconnect(t);
+    }
+}
+
+#[test]
 fn max_keepalive_refuses_3_1_1_and_tells_5_0() {
     let b = broker("listener 1883\nallow_anonymous true\nmax_keepalive 30\n");
     let t = Instant::now();
@@ -284,7 +308,7 @@ fn max_keepalive_refuses_3_1_1_and_tells_5_0() {
 fn anonymous_refused_when_not_allowed() {
     // A configuration with a listener and no allow_anonymous line refuses anonymous clients,
     // as mosquitto 2.0 does.
-    let b = Broker::new(parse_str("listener 1883\n", "t").unwrap().0);
+    let b = Broker::new(parse_str("listener 1883\n", "t").unwrap().0).unwrap();
     let Connected::Refused(ack) = open(&b, conn(V3_1_1, "a"), Instant::now()) else { panic!() };
     assert_eq!(Packet::ConnAck(ack).to_bytes(V3_1_1).unwrap()[3], 0x05, "not authorised");
     let Connected::Refused(ack) = open(&b, conn(V5, "a"), Instant::now()) else { panic!() };

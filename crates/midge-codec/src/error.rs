@@ -166,6 +166,10 @@ impl DecodeError {
             UnsupportedProtocol { .. } => ReasonCode::UnsupportedProtocolVersion,
             InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
             InvalidTopicFilter(_) => ReasonCode::TopicFilterInvalid,
+            // [MQTT-3.3.2-8]: Topic Alias 0 is a Topic Alias invalid (0x94), as mosquitto says.
+            InvalidPropertyValue { property: crate::PropertyId::TopicAlias, .. } => {
+                ReasonCode::TopicAliasInvalid
+            }
             ZeroPacketId(_)
             | NoTopicFilters(_)
             | InvalidRetainHandling

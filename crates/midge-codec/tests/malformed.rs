@@ -847,7 +847,7 @@ fn cases() -> Vec<Case> {
             V5,
             publish5(&[0x23, 0x00, 0x00]),
             bad_value(PropertyId::TopicAlias, 0),
-            PROTOCOL,
+            ReasonCode::TopicAliasInvalid,
         ),
         case(
             "Subscription Identifier 0",

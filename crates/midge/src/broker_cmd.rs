@@ -72,10 +72,28 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let reloader = server.reloader();
+        tokio::spawn(reload_on_sighup(reloader));
         server.run(shutdown_signal()).await;
         tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP reloads the password file, the ACL file, certificates and CRLs; connections stay.
+async fn reload_on_sighup(reloader: midge_broker::server::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot listen for SIGHUP: reloading is off.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("Reloading config.");
+        match reloader.reload() {
+            Ok(()) => tracing::info!("Reloaded the password file, ACL file and TLS certificates."),
+            Err(e) => tracing::error!("Reload failed, the previous settings stay in force: {e}"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -6,7 +6,46 @@ use std::path::PathBuf;
 
 pub use parse::{parse_file, parse_str, ConfigError};
 
-/// One listener: a port and the address to bind.
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2 (and 1.3).
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
+/// The TLS settings of a listener (mosquitto's certfile, keyfile, cafile, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The server certificate chain (PEM).
+    pub certfile: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to (PEM file).
+    pub cafile: Option<PathBuf>,
+    /// A directory of such CA certificates.
+    pub capath: Option<PathBuf>,
+    /// Certificate revocation lists (PEM).
+    pub crlfile: Option<PathBuf>,
+    /// Clients must present a certificate signed by the CA.
+    pub require_certificate: bool,
+    /// The certificate's Common Name is the client's user name.
+    pub use_identity_as_username: bool,
+    /// The certificate's whole subject is the client's user name.
+    pub use_subject_as_username: bool,
+    /// The lowest TLS version accepted (`tls_version`); 1.2 when unset.
+    pub min_version: Option<TlsVersion>,
+}
+
+impl TlsSettings {
+    /// True when the listener speaks TLS: it has a certificate and a key.
+    pub fn enabled(&self) -> bool {
+        self.certfile.is_some() || self.keyfile.is_some()
+    }
+}
+
+/// One listener: a port, the address to bind, and its TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// TCP port (0 picks a free one).
@@ -15,12 +54,34 @@ pub struct Listener {
     pub bind: Option<String>,
     /// Where it was declared, for messages ("file:line"), if from a file.
     pub origin: Option<String>,
+    /// TLS settings; TLS is on when [`TlsSettings::enabled`].
+    pub tls: TlsSettings,
 }
 
 impl Listener {
     /// A listener on `address:port`.
     pub fn new(port: u16, bind: Option<&str>) -> Self {
-        Listener { port, bind: bind.map(str::to_owned), origin: None }
+        Listener { port, bind: bind.map(str::to_owned), origin: None, tls: TlsSettings::default() }
+    }
+
+    /// True when bound to a loopback address only.
+    pub fn is_local(&self) -> bool {
+        match &self.bind {
+            Some(b) => b == "localhost" || b.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        }
+    }
+
+    /// A name for messages: "port 1883 on 127.0.0.1 (broker.conf:3)".
+    pub fn describe(&self) -> String {
+        let mut s = format!("port {}", self.port);
+        if let Some(b) = &self.bind {
+            s.push_str(&format!(" on {b}"));
+        }
+        if let Some(o) = &self.origin {
+            s.push_str(&format!(" ({o})"));
+        }
+        s
     }
 
     /// The socket addresses to bind.
@@ -53,6 +114,13 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max_connections`: clients at once (`None`: no limit).
     pub max_connections: Option<usize>,
+    /// `password_file`: users and their password hashes (mosquitto's format).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: who may publish and subscribe where (mosquitto's format).
+    pub acl_file: Option<PathBuf>,
+    /// `auth_failure_delay`: the longest a refused login from one address is delayed, in
+    /// seconds, as failures from it repeat (0 turns the slowdown off). A midge option.
+    pub auth_failure_delay_ms: u64,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
     /// The file it was read from.
@@ -69,6 +137,9 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_connections: None,
+            password_file: None,
+            acl_file: None,
+            auth_failure_delay_ms: 5000,
             connect_timeout_secs: 10,
             source: None,
         }

@@ -2,7 +2,7 @@
 //! Every error names the file, the line and what is wrong.
 use std::path::{Path, PathBuf};
 
-use super::{Config, Listener};
+use super::{Config, Listener, TlsVersion};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,15 +158,87 @@ pub fn parse_str(text: &str, file: &str) -> Result<(Config, Vec<String>), Config
                     }
                 };
                 let port = parse_port(port).map_err(&err)?;
-                config.listeners.push(Listener {
-                    port,
-                    bind: bind.map(str::to_owned),
-                    origin: Some(format!("{file}:{line}")),
-                });
+                let mut l = Listener::new(port, bind);
+                l.origin = Some(format!("{file}:{line}"));
+                config.listeners.push(l);
             }
             "port" => {
                 let port = parse_port(one("a port number")?).map_err(&err)?;
-                config.listeners.push(Listener { port, bind: None, origin: Some(format!("{file}:{line}")) });
+                let mut l = Listener::new(port, None);
+                l.origin = Some(format!("{file}:{line}"));
+                config.listeners.push(l);
+            }
+            "certfile"
+            | "keyfile"
+            | "cafile"
+            | "capath"
+            | "crlfile"
+            | "require_certificate"
+            | "use_identity_as_username"
+            | "use_subject_as_username"
+            | "tls_version"
+            | "ciphers"
+            | "ciphers_tls1.3"
+            | "protocol" => {
+                let value = one("a value")?;
+                let Some(l) = config.listeners.last_mut() else {
+                    return Err(err(format!("{name} must follow a listener line (listener PORT [ADDRESS])")));
+                };
+                let tls = &mut l.tls;
+                match name {
+                    "certfile" => tls.certfile = Some(value.into()),
+                    "keyfile" => tls.keyfile = Some(value.into()),
+                    "cafile" => tls.cafile = Some(value.into()),
+                    "capath" => tls.capath = Some(value.into()),
+                    "crlfile" => tls.crlfile = Some(value.into()),
+                    "require_certificate" => tls.require_certificate = parse_bool(value).map_err(&err)?,
+                    "use_identity_as_username" => {
+                        tls.use_identity_as_username = parse_bool(value).map_err(&err)?
+                    }
+                    "use_subject_as_username" => {
+                        tls.use_subject_as_username = parse_bool(value).map_err(&err)?
+                    }
+                    "tls_version" => {
+                        tls.min_version = Some(match value {
+                            "tlsv1.2" => TlsVersion::V1_2,
+                            "tlsv1.3" => TlsVersion::V1_3,
+                            "tlsv1.1" | "tlsv1" => return Err(err(format!(
+                                "tls_version {value} is not supported: versions below TLS 1.2 are insecure"
+                            ))),
+                            other => {
+                                return Err(err(format!(
+                                    "invalid tls_version '{other}': expected tlsv1.2 or tlsv1.3"
+                                )))
+                            }
+                        })
+                    }
+                    "protocol" => {
+                        if value != "mqtt" {
+                            return Err(err(format!(
+                                "protocol {value} is not supported by midge yet (only mqtt)"
+                            )));
+                        }
+                    }
+                    // OpenSSL cipher lists do not apply to rustls, whose suites are all modern.
+                    _ => warnings.push(format!(
+                        "{file}:{line}: option '{name}' does not apply to midge's TLS; ignored"
+                    )),
+                }
+            }
+            "password_file" => config.password_file = Some(one("a file")?.into()),
+            "acl_file" => config.acl_file = Some(one("a file")?.into()),
+            "auth_failure_delay" => {
+                let v = one("seconds")?;
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && (0.0..=3600.0).contains(s))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "invalid value '{v}' for auth_failure_delay: expected seconds, 0 to 3600"
+                        ))
+                    })?;
+                config.auth_failure_delay_ms = (secs * 1000.0) as u64;
             }
             "bind_address" => {
                 let addr = one("an address")?;
@@ -286,14 +358,37 @@ mod tests {
     }
 
     #[test]
+    fn tls_options_belong_to_the_last_listener() {
+        let text = "password_file /etc/midge/passwd\nacl_file /etc/midge/acl\nlistener 1883 127.0.0.1\n\
+                    listener 8883\ncertfile s.crt\nkeyfile s.key\ncafile ca.crt\nrequire_certificate true\n\
+                    use_identity_as_username true\ncrlfile crl.pem\ntls_version tlsv1.3\n";
+        let (c, _) = parse_str(text, "t").unwrap();
+        assert_eq!(c.password_file.as_deref(), Some(Path::new("/etc/midge/passwd")));
+        assert_eq!(c.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+        assert!(!c.listeners[0].tls.enabled());
+        let tls = &c.listeners[1].tls;
+        assert!(tls.enabled() && tls.require_certificate && tls.use_identity_as_username);
+        assert_eq!(tls.min_version, Some(TlsVersion::V1_3));
+        assert_eq!(tls.crlfile.as_deref(), Some(Path::new("crl.pem")));
+        assert_eq!(
+            parse_str("certfile x\n", "t").unwrap_err().to_string(),
+            "t:1: certfile must follow a listener line (listener PORT [ADDRESS])"
+        );
+        assert_eq!(
+            parse_str("listener 1\ntls_version tlsv1.1\n", "t").unwrap_err().to_string(),
+            "t:2: tls_version tlsv1.1 is not supported: versions below TLS 1.2 are insecure"
+        );
+    }
+
+    #[test]
     fn known_mosquitto_options_warn() {
         let (_, w) = parse_str("persistence true\nlog_type all\n", "m.conf").unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(w[0], "m.conf:1: option 'persistence' is not supported by midge yet; ignored");
-        let e = parse_str("\npassword_file /etc/x\n", "m.conf").unwrap_err();
+        let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "m.conf:2: option 'password_file' is not supported by midge yet; refusing to start without it"
+            "m.conf:2: option 'psk_file' is not supported by midge yet; refusing to start without it"
         );
     }
 }

@@ -9,7 +9,7 @@ use midge_codec::{decode, ConnAck, DecodeError, Packet, ProtocolVersion, ReasonC
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{Broker, Opened, Opening};
+use crate::broker::{Broker, ConnInfo, Opened, Opening};
 use crate::logging::describe;
 use crate::registry::Control;
 use crate::session::{CloseReason, Session, SessionState};
@@ -51,9 +51,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
     stream: S,
-    peer: SocketAddr,
+    info: ConnInfo,
     stop: watch::Receiver<bool>,
 ) {
+    let peer = info.peer;
     let mut conn = Conn { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::new(), peer };
     let max_packet = broker.config.max_packet_bytes();
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
@@ -81,7 +82,23 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let username = connect.username.clone();
     let shown_id =
         if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
-    let opened = match broker.open(*connect, conn_id, control_tx, Instant::now()) {
+    let auth = match broker.authenticate_async(&connect, &info, Instant::now()).await {
+        Ok(auth) => auth,
+        Err(refusal) => {
+            // Never the password: the client id, the address and the user name.
+            tracing::info!(
+                "Client {shown_id} from {peer} refused: {}{}.",
+                refusal.code.description(),
+                username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
+            );
+            // Repeated failures from this address wait longer each time.
+            tokio::time::sleep(refusal.delay).await;
+            conn.encode(&Packet::ConnAck(ConnAck::new(refusal.code)), version, &shown_id);
+            conn.close().await;
+            return;
+        }
+    };
+    let opened = match broker.open(*connect, auth, conn_id, control_tx, Instant::now()) {
         Opening::Ready(opened) => *opened,
         Opening::Refused(connack, code) => {
             tracing::info!(
@@ -146,6 +163,8 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     max_packet: usize,
 ) -> Result<Box<midge_codec::Connect>, ()> {
     loop {
+        // Read before decoding consumes the bytes: a 5.0 client is told why its CONNECT failed.
+        let level = connect_level(&conn.rbuf);
         // CONNECT carries its own version; V5 here only admits packet type 15 at the header.
         match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
@@ -155,7 +174,7 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(None) => {}
             Err(e) => {
-                refuse_bad_connect(conn, &e);
+                refuse_bad_connect(conn, &e, level);
                 return Err(());
             }
         }
@@ -169,7 +188,11 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
 /// A CONNECT that cannot be decoded: an unsupported protocol gets CONNACK 0x01 (0x84 for a
 /// client speaking level 5) [MQTT-3.1.2-2]; other errors get a 5.0 CONNACK with the reason
 /// code when the client asked for 5.0, and 3.1.1 clients are just disconnected.
-fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: &DecodeError) {
+fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    e: &DecodeError,
+    level: Option<u8>,
+) {
     tracing::info!("Bad CONNECT from {}: {e}, closing.", conn.peer);
     let level = match e {
         DecodeError::UnsupportedProtocol { level, .. } => {
@@ -178,7 +201,7 @@ fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: 
             conn.encode(&Packet::ConnAck(ack), version, "<unknown>");
             return;
         }
-        _ => connect_level(&conn.rbuf),
+        _ => level,
     };
     if level == Some(5) {
         conn.encode(&Packet::ConnAck(ConnAck::new(e.reason_code())), ProtocolVersion::V5, "<unknown>");

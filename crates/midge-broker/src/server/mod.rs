@@ -4,6 +4,7 @@
 //! broker) and `Server::run` serves until the shutdown future resolves, as tokio's mini-redis
 //! does.
 mod connection;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,12 +15,25 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::broker::Broker;
+use crate::auth::SecurityError;
+use crate::broker::{Broker, ConnInfo};
 use crate::config::Config;
+use tls::{TlsListener, TlsSetupError};
 
-/// Why the server cannot start.
+/// Why the server cannot start, or reload.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The password or ACL file.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// A TLS listener's files or settings.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// The listener.
+        listener: String,
+        /// What is wrong.
+        source: TlsSetupError,
+    },
     /// A listener cannot be opened.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -30,17 +44,58 @@ pub enum ServerError {
     },
 }
 
+struct Bound {
+    listener: TcpListener,
+    local: SocketAddr,
+    tls: Option<Arc<TlsListener>>,
+}
+
 /// A broker with its listeners open.
 pub struct Server {
     broker: Arc<Broker>,
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    listeners: Vec<Bound>,
+}
+
+/// Reloads what SIGHUP reloads: the password file, the ACL file, and every TLS listener's
+/// certificate, key, CAs and CRL. Connections stay up.
+#[derive(Clone)]
+pub struct Reloader {
+    broker: Arc<Broker>,
+    tls: Vec<Arc<TlsListener>>,
+}
+
+impl Reloader {
+    /// Reloads everything; on the first error nothing more is changed and the error is
+    /// returned (what was already reloaded stays reloaded).
+    pub fn reload(&self) -> Result<(), ServerError> {
+        self.broker.reload_security()?;
+        for t in &self.tls {
+            t.reload().map_err(|source| ServerError::Tls { listener: "(reload)".into(), source })?;
+        }
+        Ok(())
+    }
 }
 
 impl Server {
-    /// Opens every listener of `config`.
+    /// Opens every listener of `config`, after reading its password, ACL and TLS files.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let broker = Broker::new(config.clone())?;
         let mut listeners = Vec::new();
         for l in config.effective_listeners() {
+            let tls = if l.tls.enabled() {
+                let t = TlsListener::new(l.tls.clone())
+                    .map_err(|source| ServerError::Tls { listener: l.describe(), source })?;
+                Some(Arc::new(t))
+            } else {
+                if config.password_file.is_some() {
+                    tracing::warn!(
+                        "Listener on {} accepts passwords over plain TCP: they cross the network in clear text. \
+                         Use a TLS listener (certfile and keyfile) for clients on the network.",
+                        l.describe()
+                    );
+                }
+                None
+            };
             let addresses = l.addresses();
             if addresses.is_empty() {
                 return Err(ServerError::Bind {
@@ -55,19 +110,28 @@ impl Server {
                     .local_addr()
                     .map_err(|source| ServerError::Bind { address: addr.to_string(), source })?;
                 tracing::info!(
-                    "Opening ipv{} listen socket on port {}.",
+                    "Opening ipv{} listen socket on port {}{}.",
                     if local.is_ipv4() { 4 } else { 6 },
-                    local.port()
+                    local.port(),
+                    if tls.is_some() { " (TLS)" } else { "" }
                 );
-                listeners.push((listener, local));
+                listeners.push(Bound { listener, local, tls: tls.clone() });
             }
         }
-        Ok(Server { broker: Broker::new(config), listeners })
+        Ok(Server { broker, listeners })
     }
 
     /// The addresses the listeners are bound to (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, a)| *a).collect()
+        self.listeners.iter().map(|b| b.local).collect()
+    }
+
+    /// A handle that reloads the security files and TLS certificates (for SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            broker: self.broker.clone(),
+            tls: self.listeners.iter().filter_map(|b| b.tls.clone()).collect(),
+        }
     }
 
     /// The shared broker state.
@@ -80,10 +144,10 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_tasks = JoinSet::new();
-        for (listener, local) in self.listeners {
+        for bound in self.listeners {
             let broker = self.broker.clone();
             let stop = stop_rx.clone();
-            accept_tasks.spawn(accept_loop(listener, local, broker, stop));
+            accept_tasks.spawn(accept_loop(bound, broker, stop));
         }
         let expiry = tokio::spawn(expiry_loop(self.broker.clone(), stop_rx.clone()));
         shutdown.await;
@@ -108,12 +172,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    local: SocketAddr,
-    broker: Arc<Broker>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let Bound { listener, local, tls } = bound;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -135,11 +195,30 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        tracing::info!("New connection from {} on port {}.", peer.ip(), local.port());
+        tracing::info!("New connection from {peer} on port {}.", local.port());
         let broker = broker.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection::serve(broker.clone(), stream, peer, stop).await;
+            match tls {
+                None => connection::serve(broker.clone(), stream, ConnInfo::plain(peer), stop).await,
+                Some(tls) => {
+                    let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+                    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let cert_username = tls::certificate_username(tls.settings(), stream.get_ref().1);
+                            let info = ConnInfo { peer, tls: true, cert_username };
+                            connection::serve(broker.clone(), stream, info, stop).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!("Client connection from {peer} failed: TLS handshake: {e}.")
+                        }
+                        Err(_) => {
+                            tracing::info!("Client connection from {peer} failed: TLS handshake timed out.")
+                        }
+                    }
+                }
+            }
             broker.remove_connection();
         });
     }

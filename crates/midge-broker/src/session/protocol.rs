@@ -14,6 +14,7 @@ use midge_codec::{
 use super::message::{Delivery, Message};
 use super::outgoing::PubRecOutcome;
 use super::{SessionState, SubscriptionRecord};
+use crate::auth::ClientAccess;
 use crate::router::Router;
 
 /// Limits that apply to one connection, from the configuration and what the client announced.
@@ -138,6 +139,7 @@ pub struct Session {
     out: VecDeque<Packet>,
     close: Option<CloseReason>,
     oversized_dropped: u64,
+    access: Option<ClientAccess>,
 }
 
 impl Session {
@@ -165,7 +167,13 @@ impl Session {
             out: VecDeque::new(),
             close: None,
             oversized_dropped: 0,
+            access: None,
         }
+    }
+
+    /// Sets what the client may publish, subscribe to and receive (`None`: everything).
+    pub fn set_access(&mut self, access: Option<ClientAccess>) {
+        self.access = access;
     }
 
     /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
@@ -251,6 +259,11 @@ impl Session {
                 let Some(d) = self.state.outgoing.pending.pop_front() else { break };
                 if d.message.is_expired(now) {
                     // [MQTT-3.3.2-5] an expired message is not delivered.
+                    continue;
+                }
+                if self.access.as_ref().is_some_and(|a| !a.can_read(&d.message.topic)) {
+                    // The ACL is checked on delivery too: a client never receives what it may
+                    // not read, whatever its subscription matched.
                     continue;
                 }
                 if d.qos == QoS::AtMostOnce {
@@ -381,6 +394,24 @@ impl Session {
         };
         let qos = p.qos;
         let packet_id = p.packet_id;
+        if self.access.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
+            // Denied by the ACL: 3.1.1 has no way to say so, so the message is acknowledged
+            // and dropped; 5.0 gets 0x87 in the acknowledgement.
+            tracing::info!("Denied PUBLISH from {} to '{}' (ACL).", self.client_id, topic);
+            let code = if self.version.is_v5() { ReasonCode::NotAuthorized } else { ReasonCode::Success };
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.out.push_back(Packet::PubAck(PubAck::with_reason(packet_id, code))),
+                QoS::ExactlyOnce => {
+                    if !self.version.is_v5() {
+                        // 3.1.1 completes the flow: PUBREL will follow.
+                        self.state.incoming_qos2.insert(packet_id);
+                    }
+                    self.out.push_back(Packet::PubRec(PublishAck::with_reason(packet_id, code)));
+                }
+            }
+            return;
+        }
         if qos == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&packet_id) {
                 // A resend before PUBREL: acknowledged again, not delivered twice (4.3.3).
@@ -463,6 +494,16 @@ impl Session {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for (filter, requested) in s.filters {
+            if self.access.as_ref().is_some_and(|a| !a.can_subscribe(&filter)) {
+                // Denied by the ACL: 0x80 in 3.1.1, 0x87 in 5.0.
+                tracing::info!("Denied SUBSCRIBE from {} to '{}' (ACL).", self.client_id, filter);
+                codes.push(if self.version.is_v5() {
+                    ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
             // The broker supports every QoS, so each is granted as requested.
             let options = SubscriptionOptions { qos: requested.qos.min(QoS::ExactlyOnce), ..requested };
             let existed = router.subscribe(&self.state.handle, &filter, options, sub_id);

@@ -1,34 +1,16 @@
-//! The broker's shared state, and the decisions made when a client connects and leaves.
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+//! A client connects and leaves: the CONNECT decisions, the CONNACK, and the session's
+//! life across connections (new, resumed, taken over, parked, discarded).
 use std::time::Instant;
 
 use bytestring::ByteString;
-use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode, Will};
+use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
-use crate::registry::{Attach, Control, Registry};
-use crate::router::Router;
-use crate::session::{CloseReason, ConnectionLimits, Message, Session, SessionHandle, SessionState};
-
-/// The Topic Alias Maximum announced to 5.0 clients.
-pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
-
-/// Everything the connections share.
-#[derive(Debug)]
-pub struct Broker {
-    /// The configuration it was started with.
-    pub config: Config,
-    /// Subscriptions and retained messages.
-    pub router: Router,
-    /// Sessions by client id.
-    pub registry: Registry,
-    connections: AtomicUsize,
-    next_conn_id: AtomicU64,
-    assigned_ids: AtomicU64,
-    id_seed: u64,
-}
+use super::login::Authenticated;
+use super::{Broker, TOPIC_ALIAS_MAXIMUM};
+use crate::auth::ClientAccess;
+use crate::registry::{Attach, Control};
+use crate::session::{CloseReason, ConnectionLimits, Session, SessionHandle, SessionState};
 
 /// The outcome of [`Broker::open`].
 #[derive(Debug)]
@@ -52,11 +34,19 @@ pub struct Opened {
     pub clean_start: bool,
 }
 
+/// What a session starts from once its client id is free.
+#[derive(Debug)]
+struct StartParams {
+    connect: Connect,
+    plan: ConnectPlan,
+    username: Option<ByteString>,
+    access: Option<ClientAccess>,
+}
+
 /// A CONNECT waiting for the old connection of its client id to hand the session over.
 #[derive(Debug)]
 pub struct PendingOpen {
-    connect: Connect,
-    plan: ConnectPlan,
+    start: StartParams,
     /// Resolves with the old session.
     pub old: oneshot::Receiver<SessionState>,
 }
@@ -64,7 +54,7 @@ pub struct PendingOpen {
 impl PendingOpen {
     /// The client id being taken over.
     pub fn client_id(&self) -> &ByteString {
-        &self.plan.client_id
+        &self.start.plan.client_id
     }
 }
 
@@ -86,59 +76,6 @@ pub struct ConnectPlan {
 }
 
 impl Broker {
-    /// A broker with this configuration.
-    pub fn new(config: Config) -> Arc<Self> {
-        let id_seed = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            h.finish()
-        };
-        Arc::new(Broker {
-            config,
-            router: Router::new(),
-            registry: Registry::default(),
-            connections: AtomicUsize::new(0),
-            next_conn_id: AtomicU64::new(1),
-            assigned_ids: AtomicU64::new(0),
-            id_seed,
-        })
-    }
-
-    /// A number unique to each network connection.
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Counts a new connection unless `max_connections` is reached.
-    pub fn try_add_connection(&self) -> bool {
-        let max = self.config.max_connections.unwrap_or(usize::MAX);
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .is_ok()
-    }
-
-    /// Uncounts a connection.
-    pub fn remove_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Open network connections.
-    pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
-    fn assign_client_id(&self) -> ByteString {
-        let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
-        // Unique in this process (the counter) and unlikely to meet another process's.
-        let mix = (self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
-        ByteString::from(format!("auto-{:016X}-{n}", mix))
-    }
-
     /// Decides whether a CONNECT is accepted, and on what terms. `Err` is the reason code of
     /// the refusal (sent as the nearest 3.1.1 return code to 3.1.1 clients).
     pub fn plan_connect(&self, c: &Connect) -> Result<ConnectPlan, ReasonCode> {
@@ -231,34 +168,6 @@ impl Broker {
         ConnAck { session_present, reason_code: ReasonCode::Success, properties }
     }
 
-    /// Ends a session: its subscriptions leave the router and its queue is emptied.
-    pub fn discard(&self, mut state: SessionState) {
-        for filter in state.subscriptions.keys() {
-            self.router.unsubscribe(&state.handle, filter);
-        }
-        state.subscriptions.clear();
-        state.outgoing.clear();
-        state.handle.mailbox.clear();
-        state.handle.set_online(false);
-    }
-
-    /// Publishes a will message on behalf of a client that is gone.
-    pub fn publish_will(&self, will: Will, client_id: &ByteString, now: Instant) {
-        let message = Arc::new(Message::from_publish(
-            will.topic,
-            will.payload,
-            will.qos,
-            will.retain,
-            will.properties,
-            client_id.clone(),
-            now,
-        ));
-        if message.retain {
-            self.router.retain(&message);
-        }
-        self.router.route(&message);
-    }
-
     /// Opens a session for an accepted or refused CONNECT. `control` is the channel on which
     /// this connection will be told to give its session up. When another connection holds
     /// the client id, the result is [`Opening::TakeOver`]: await the old session, then call
@@ -266,6 +175,7 @@ impl Broker {
     pub fn open(
         &self,
         connect: Connect,
+        auth: Authenticated,
         conn_id: u64,
         control: mpsc::UnboundedSender<Control>,
         now: Instant,
@@ -275,29 +185,40 @@ impl Broker {
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
             Err(code) => return Opening::Refused(ConnAck::new(code), code),
         };
-        match self.registry.attach(&plan.client_id, conn_id, control) {
-            Attach::Fresh => Opening::Ready(Box::new(self.start(connect, plan, None, now))),
-            Attach::Parked(state) => Opening::Ready(Box::new(self.start(connect, plan, Some(*state), now))),
-            Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { connect, plan, old: rx })),
+        let access = self.security.load().acl().is_some().then(|| {
+            ClientAccess::new(
+                self.security.clone(),
+                auth.username.as_ref().map(|u| u.to_string()),
+                plan.client_id.to_string(),
+            )
+        });
+        if let (Some(access), Some(will)) = (&access, &connect.will) {
+            if !access.can_publish(&will.topic) {
+                // As mosquitto: a will the client could not publish itself is refused at once.
+                return Opening::Refused(ConnAck::new(ReasonCode::NotAuthorized), ReasonCode::NotAuthorized);
+            }
+        }
+        let start = StartParams { connect, plan, username: auth.username, access };
+        match self.registry.attach(&start.plan.client_id, conn_id, control) {
+            Attach::Fresh => Opening::Ready(Box::new(self.start(start, None, now))),
+            Attach::Parked(state) => Opening::Ready(Box::new(self.start(start, Some(*state), now))),
+            Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx })),
         }
     }
 
     /// Completes an [`Opening::TakeOver`] once the old connection has handed its session
     /// over (`None` if it never did).
     pub fn finish_takeover(&self, pending: PendingOpen, old: Option<SessionState>, now: Instant) -> Opened {
-        self.start(pending.connect, pending.plan, old, now)
+        self.start(pending.start, old, now)
     }
 
-    fn start(
-        &self,
-        connect: Connect,
-        plan: ConnectPlan,
-        found: Option<SessionState>,
-        now: Instant,
-    ) -> Opened {
+    fn start(&self, params: StartParams, found: Option<SessionState>, now: Instant) -> Opened {
+        let StartParams { connect, plan, username, access } = params;
         let (mut state, session_present) = match found {
             // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
-            Some(old) if connect.clean_start => {
+            // A session taken over from a connection whose session ends with it (clean
+            // session, or expiry 0) is not resumed either: it ended with that connection.
+            Some(old) if connect.clean_start || old.expiry_interval == 0 => {
                 self.discard(old);
                 (self.new_state(&plan.client_id), false)
             }
@@ -307,20 +228,14 @@ impl Broker {
         state.expiry_interval = plan.expiry_interval;
         state.handle.set_online(true);
         let connack = self.connack(connect.protocol, &plan, session_present);
-        let mut session = Session::new(
-            state,
-            connect.protocol,
-            plan.keep_alive,
-            connect.will,
-            connect.username,
-            plan.limits,
-            now,
-        );
+        let mut session =
+            Session::new(state, connect.protocol, plan.keep_alive, connect.will, username, plan.limits, now);
+        session.set_access(access);
         session.resume(now);
         Opened { session, connack: Packet::ConnAck(connack), clean_start: connect.clean_start }
     }
 
-    fn new_state(&self, client_id: &ByteString) -> SessionState {
+    pub(crate) fn new_state(&self, client_id: &ByteString) -> SessionState {
         SessionState::new(SessionHandle::new(client_id.clone(), self.config.max_queued_messages))
     }
 
@@ -363,16 +278,5 @@ impl Broker {
             }
             None => self.discard(state),
         }
-    }
-
-    /// Removes the parked sessions whose expiry has passed.
-    pub fn expire_sessions(&self, now: Instant) -> usize {
-        let expired = self.registry.expire(now);
-        let n = expired.len();
-        for state in expired {
-            tracing::info!("Expiring client {} due to timeout.", state.handle.client_id);
-            self.discard(state);
-        }
-        n
     }
 }

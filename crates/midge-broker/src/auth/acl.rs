@@ -1,0 +1,316 @@
+//! mosquitto's ACL files: `user NAME`, `topic [read|write|readwrite|deny] FILTER` and
+//! `pattern [read|write|readwrite|deny] FILTER` with `%c` (client id) and `%u` (user name).
+//! `topic` lines before the first `user` line apply to anonymous clients; patterns apply to
+//! everyone. Deny rules are checked first; then an allow rule must match.
+use std::collections::HashMap;
+use std::path::Path;
+
+use midge_codec::{topic_matches, validate_topic_filter};
+
+/// What a rule grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Subscribe and receive.
+    Read,
+    /// Publish.
+    Write,
+    /// Both.
+    ReadWrite,
+    /// Nothing: matching topics are refused whatever other rules say.
+    Deny,
+}
+
+impl Access {
+    fn reads(self) -> bool {
+        matches!(self, Access::Read | Access::ReadWrite)
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Access::Write | Access::ReadWrite)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    access: Access,
+    filter: String,
+}
+
+/// An ACL file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AclError {
+    /// Unreadable.
+    #[error("cannot read ACL file {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A bad line.
+    #[error("{path}:{line}: {message}")]
+    Line {
+        /// The file.
+        path: String,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The rules of an ACL file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acl {
+    anonymous: Vec<Rule>,
+    users: HashMap<String, Vec<Rule>>,
+    patterns: Vec<Rule>,
+}
+
+/// What a client wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Read,
+    Write,
+    Subscribe,
+}
+
+impl Acl {
+    /// Reads an ACL file.
+    pub fn load(path: &Path) -> Result<Acl, AclError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AclError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        Acl::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses ACL text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Acl, AclError> {
+        let mut acl = Acl::default();
+        let mut user: Option<String> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |message: String| AclError::Line { path: path.to_owned(), line: i + 1, message };
+            let (keyword, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let rest = rest.trim();
+            match keyword {
+                "user" => {
+                    if rest.is_empty() {
+                        return Err(err("user needs a name".into()));
+                    }
+                    user = Some(rest.to_owned());
+                }
+                "topic" | "pattern" => {
+                    let (access, filter) = match rest.split_once(char::is_whitespace) {
+                        Some(("read", f)) => (Access::Read, f.trim()),
+                        Some(("write", f)) => (Access::Write, f.trim()),
+                        Some(("readwrite", f)) => (Access::ReadWrite, f.trim()),
+                        Some(("deny", f)) => (Access::Deny, f.trim()),
+                        // No access word: the whole rest is the filter, read and write.
+                        _ => (Access::ReadWrite, rest),
+                    };
+                    if filter.is_empty() {
+                        return Err(err(format!("{keyword} needs a topic filter")));
+                    }
+                    if let Err(e) = validate_topic_filter(filter) {
+                        return Err(err(format!("invalid topic filter '{filter}': {e}")));
+                    }
+                    let rule = Rule { access, filter: filter.to_owned() };
+                    match (keyword, &user) {
+                        ("pattern", _) => acl.patterns.push(rule),
+                        (_, None) => acl.anonymous.push(rule),
+                        (_, Some(u)) => acl.users.entry(u.clone()).or_default().push(rule),
+                    }
+                }
+                other => {
+                    return Err(err(format!("unknown keyword '{other}' (expected user, topic or pattern)")))
+                }
+            }
+        }
+        Ok(acl)
+    }
+
+    /// May this client publish to `topic`?
+    pub fn can_publish(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
+        self.check(user, client_id, topic, Want::Write)
+    }
+
+    /// May this client receive a message published to `topic`?
+    pub fn can_read(&self, user: Option<&str>, client_id: &str, topic: &str) -> bool {
+        self.check(user, client_id, topic, Want::Read)
+    }
+
+    /// May this client subscribe to `filter`? An allow rule must cover the whole filter
+    /// ("a/#" covers "a/b/+", "a/b" does not cover "a/#"), and no deny rule may cover it.
+    /// Messages are checked again as they are delivered ([`Acl::can_read`]).
+    pub fn can_subscribe(&self, user: Option<&str>, client_id: &str, filter: &str) -> bool {
+        // A shared subscription is checked on its topic filter.
+        let plain = match midge_codec::parse_shared(filter) {
+            Ok(Some(s)) => s.filter,
+            _ => filter,
+        };
+        self.check(user, client_id, plain, Want::Subscribe)
+    }
+
+    fn check(&self, user: Option<&str>, client_id: &str, topic: &str, want: Want) -> bool {
+        let own: &[Rule] = match user {
+            None => &self.anonymous,
+            Some(u) => self.users.get(u).map_or(&[], Vec::as_slice),
+        };
+        let patterns: Vec<(Access, String)> = self
+            .patterns
+            .iter()
+            .filter_map(|r| expand(&r.filter, user, client_id).map(|f| (r.access, f)))
+            .collect();
+        let rules = own
+            .iter()
+            .map(|r| (r.access, r.filter.as_str()))
+            .chain(patterns.iter().map(|(a, f)| (*a, f.as_str())));
+        let matches = |filter: &str| match want {
+            Want::Subscribe => covers(filter, topic),
+            Want::Read | Want::Write => topic_matches(filter, topic),
+        };
+        let mut allowed = false;
+        for (access, filter) in rules {
+            if !matches(filter) {
+                continue;
+            }
+            if access == Access::Deny {
+                return false;
+            }
+            allowed |= match want {
+                Want::Write => access.writes(),
+                Want::Read | Want::Subscribe => access.reads(),
+            };
+        }
+        allowed
+    }
+}
+
+/// Substitutes `%c` and `%u` in a pattern. A pattern with `%u` does not apply to anonymous
+/// clients, and none applies when the value would inject a wildcard (as mosquitto does).
+fn expand(pattern: &str, user: Option<&str>, client_id: &str) -> Option<String> {
+    if pattern.contains("%u") {
+        let u = user?;
+        if u.contains(['+', '#']) {
+            return None;
+        }
+    }
+    if pattern.contains("%c") && client_id.contains(['+', '#']) {
+        return None;
+    }
+    Some(pattern.replace("%c", client_id).replace("%u", user.unwrap_or("")))
+}
+
+/// Whether every topic matched by `sub` is also matched by `acl`.
+fn covers(acl: &str, sub: &str) -> bool {
+    let mut a = acl.split('/');
+    let mut s = sub.split('/');
+    loop {
+        match (a.next(), s.next()) {
+            (Some("#"), _) => return !(sub.starts_with('$') && acl == "#"),
+            (Some("+"), Some(l)) if l != "#" => {}
+            (Some(al), Some(sl)) if al == sl && al != "+" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACL: &str = "\
+# anonymous clients
+topic read public/#
+
+user alice
+topic readwrite alice/#
+topic read shared/+
+topic deny shared/secret
+topic write sensors/alice
+
+user bob
+topic shared/bob
+
+pattern readwrite clients/%c/#
+pattern read users/%u/inbox
+";
+
+    fn acl() -> Acl {
+        Acl::parse(ACL, "acl").unwrap()
+    }
+
+    #[test]
+    fn anonymous_rules_come_before_the_first_user() {
+        let a = acl();
+        assert!(a.can_read(None, "c1", "public/news"));
+        assert!(a.can_subscribe(None, "c1", "public/#"));
+        assert!(!a.can_publish(None, "c1", "public/news"));
+        assert!(!a.can_read(Some("alice"), "c1", "public/news"), "alice has her own rules");
+    }
+
+    #[test]
+    fn user_rules_with_deny_first() {
+        let a = acl();
+        let alice = Some("alice");
+        assert!(a.can_publish(alice, "c", "alice/x/y"));
+        assert!(a.can_read(alice, "c", "shared/any"));
+        assert!(!a.can_read(alice, "c", "shared/secret"), "deny wins");
+        assert!(!a.can_publish(alice, "c", "shared/any"), "read only");
+        assert!(a.can_publish(alice, "c", "sensors/alice"));
+        assert!(!a.can_read(alice, "c", "sensors/alice"), "write only");
+        assert!(a.can_publish(Some("bob"), "c", "shared/bob"), "no access word: readwrite");
+        assert!(!a.can_publish(Some("mallory"), "c", "alice/x"));
+    }
+
+    #[test]
+    fn subscriptions_must_be_covered() {
+        let a = acl();
+        let alice = Some("alice");
+        assert!(a.can_subscribe(alice, "c", "alice/#"));
+        assert!(a.can_subscribe(alice, "c", "alice/+/z"));
+        assert!(a.can_subscribe(alice, "c", "shared/+"));
+        assert!(!a.can_subscribe(alice, "c", "shared/#"), "shared/+ does not cover shared/#");
+        assert!(!a.can_subscribe(alice, "c", "shared/secret"), "deny covers it");
+        assert!(!a.can_subscribe(alice, "c", "#"));
+        assert!(a.can_subscribe(alice, "c", "$share/g/alice/#"));
+    }
+
+    #[test]
+    fn patterns_substitute_client_id_and_user() {
+        let a = acl();
+        assert!(a.can_publish(None, "dev42", "clients/dev42/status"));
+        assert!(!a.can_publish(None, "dev42", "clients/dev43/status"));
+        assert!(a.can_read(Some("bob"), "x", "users/bob/inbox"));
+        assert!(!a.can_read(None, "x", "users//inbox"), "%u never matches anonymous clients");
+        assert!(!a.can_publish(None, "evil/#", "clients/evil/x"), "no wildcard injection");
+    }
+
+    #[test]
+    fn bad_lines() {
+        assert_eq!(
+            Acl::parse("topic read a/#/b\n", "f").unwrap_err().to_string(),
+            "f:1: invalid topic filter 'a/#/b': '#' must be the last level, alone"
+        );
+        assert_eq!(
+            Acl::parse("\nfoo bar\n", "f").unwrap_err().to_string(),
+            "f:2: unknown keyword 'foo' (expected user, topic or pattern)"
+        );
+        assert_eq!(Acl::parse("user\n", "f").unwrap_err().to_string(), "f:1: user needs a name");
+    }
+
+    #[test]
+    fn coverage() {
+        assert!(covers("#", "a/b"));
+        assert!(covers("a/#", "a"));
+        assert!(covers("a/+", "a/+"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("a/b", "a/+"));
+        assert!(!covers("#", "$SYS/x"));
+        assert!(covers("$SYS/#", "$SYS/x"));
+    }
+}

@@ -1,0 +1,274 @@
+//! mosquitto's password files: `user:$7$ITERATIONS$SALT$HASH` (PBKDF2-HMAC-SHA512, 64-byte
+//! hash) and the older `user:$6$SALT$HASH` (SHA-512 of the password followed by the salt),
+//! salt and hash in standard base64 with padding.
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use ring::rand::SecureRandom;
+
+/// The iterations `midge passwd` uses by default: OWASP's figure for PBKDF2-HMAC-SHA512.
+pub const DEFAULT_ITERATIONS: u32 = 210_000;
+const SALT_LEN: usize = 12;
+const HASH_LEN: usize = 64;
+
+/// A password hash as stored in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hash {
+    /// `$7$`: PBKDF2-HMAC-SHA512.
+    Pbkdf2 {
+        /// Iterations.
+        iterations: NonZeroU32,
+        /// Salt, any length.
+        salt: Vec<u8>,
+        /// The 64-byte derived key.
+        hash: Vec<u8>,
+    },
+    /// `$6$`: SHA-512(password || salt).
+    Sha512 {
+        /// Salt.
+        salt: Vec<u8>,
+        /// The 64-byte digest.
+        hash: Vec<u8>,
+    },
+}
+
+/// A line of a password file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordFileError {
+    /// The file cannot be read.
+    #[error("cannot read password file {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A line is wrong.
+    #[error("{path}:{line}: {message}")]
+    Line {
+        /// The file.
+        path: String,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Hash {
+    /// Parses the part after `user:`.
+    pub fn parse(s: &str) -> Result<Hash, String> {
+        let b64 = |what: &str, v: &str| {
+            STANDARD.decode(v).map_err(|e| format!("invalid base64 in the {what}: {e}"))
+        };
+        if let Some(rest) = s.strip_prefix("$7$") {
+            let mut parts = rest.splitn(3, '$');
+            let (Some(iter), Some(salt), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err("a $7$ hash needs $7$ITERATIONS$SALT$HASH".into());
+            };
+            let iterations = iter
+                .parse::<u32>()
+                .ok()
+                .and_then(NonZeroU32::new)
+                .ok_or_else(|| format!("invalid iteration count '{iter}'"))?;
+            let hash = b64("hash", hash)?;
+            if hash.len() != HASH_LEN {
+                return Err(format!("the hash is {} bytes, not 64", hash.len()));
+            }
+            Ok(Hash::Pbkdf2 { iterations, salt: b64("salt", salt)?, hash })
+        } else if let Some(rest) = s.strip_prefix("$6$") {
+            let Some((salt, hash)) = rest.split_once('$') else {
+                return Err("a $6$ hash needs $6$SALT$HASH".into());
+            };
+            let hash = b64("hash", hash)?;
+            if hash.len() != HASH_LEN {
+                return Err(format!("the hash is {} bytes, not 64", hash.len()));
+            }
+            Ok(Hash::Sha512 { salt: b64("salt", salt)?, hash })
+        } else {
+            Err("not a password hash (expected $7$ or $6$): a plain text file can be hashed with midge passwd -U".into())
+        }
+    }
+
+    /// Hashes a password with PBKDF2-HMAC-SHA512 and a fresh random salt.
+    pub fn new_pbkdf2(password: &[u8], iterations: NonZeroU32) -> Hash {
+        let mut salt = vec![0u8; SALT_LEN];
+        // The system RNG only fails when the OS has none; there is no safe fallback.
+        ring::rand::SystemRandom::new()
+            .fill(&mut salt)
+            .expect("the operating system's random number generator");
+        let mut hash = vec![0u8; HASH_LEN];
+        ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA512, iterations, &salt, password, &mut hash);
+        Hash::Pbkdf2 { iterations, salt, hash }
+    }
+
+    /// Checks a password, in constant time.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Hash::Pbkdf2 { iterations, salt, hash } => {
+                ring::pbkdf2::verify(ring::pbkdf2::PBKDF2_HMAC_SHA512, *iterations, salt, password, hash)
+                    .is_ok()
+            }
+            Hash::Sha512 { salt, hash } => {
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
+                ctx.update(password);
+                ctx.update(salt);
+                let digest = ctx.finish();
+                constant_time_eq(digest.as_ref(), hash)
+            }
+        }
+    }
+
+    /// The iteration count of a PBKDF2 hash (`None` for `$6$`).
+    pub fn iterations(&self) -> Option<u32> {
+        match self {
+            Hash::Pbkdf2 { iterations, .. } => Some(iterations.get()),
+            Hash::Sha512 { .. } => None,
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl std::fmt::Display for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hash::Pbkdf2 { iterations, salt, hash } => {
+                write!(f, "$7${}${}${}", iterations, STANDARD.encode(salt), STANDARD.encode(hash))
+            }
+            Hash::Sha512 { salt, hash } => {
+                write!(f, "$6${}${}", STANDARD.encode(salt), STANDARD.encode(hash))
+            }
+        }
+    }
+}
+
+/// Checks a user name for a password file: no ':' (the separator) and no control characters.
+pub fn validate_username(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the user name is empty".into());
+    }
+    if name.contains(':') {
+        return Err(format!("invalid user name '{name}': it may not contain ':'"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("invalid user name {name:?}: it may not contain control characters"));
+    }
+    Ok(())
+}
+
+/// The users of a password file, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordFile {
+    /// (user, hash), in order.
+    pub entries: Vec<(String, Hash)>,
+}
+
+impl PasswordFile {
+    /// Reads and parses a file; every bad line is an error naming the line.
+    pub fn load(path: &Path) -> Result<PasswordFile, PasswordFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PasswordFileError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        PasswordFile::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses password file text.
+    pub fn parse(text: &str, path: &str) -> Result<PasswordFile, PasswordFileError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err =
+                |message: String| PasswordFileError::Line { path: path.to_owned(), line: i + 1, message };
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err(err("expected user:hash".into()));
+            };
+            entries.push((user.to_owned(), Hash::parse(hash).map_err(err)?));
+        }
+        Ok(PasswordFile { entries })
+    }
+
+    /// The hashes by user name.
+    pub fn by_user(&self) -> HashMap<String, Hash> {
+        self.entries.iter().cloned().collect()
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        self.entries.iter().map(|(u, h)| format!("{u}:{h}\n")).collect()
+    }
+
+    /// Sets a user's hash, keeping the order; new users go at the end.
+    pub fn set(&mut self, user: &str, hash: Hash) {
+        match self.entries.iter_mut().find(|(u, _)| u == user) {
+            Some(e) => e.1 = hash,
+            None => self.entries.push((user.to_owned(), hash)),
+        }
+    }
+
+    /// Removes a user; false if absent.
+    pub fn remove(&mut self, user: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|(u, _)| u != user);
+        self.entries.len() != before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made by mosquitto_passwd 2.0.11 (Debian): `mosquitto_passwd -c -b pw alice secret` and
+    // `mosquitto_passwd -H sha512 -b pw carol x`.
+    const MOSQUITTO: &str = "alice:$7$101$bH+nk2qVkCOifh+L$wUEW1s8cpHAUO2S9eG4rmVJer1HTNIp+GZue4OybudsdDVTQZ9ZaWHxz/nxke5x6e89th9cdahYPoWWHE/tt6w==\n\
+                             carol:$6$aoM5FnGlGplekuDU$zUlOO/tiPdmtjOAjhVjlygN1DuSyT79zikfVzxtgHHL6zIXnuL0vYCkwGxOhcujR5T0uVP6TwVMKTd4VrwECxw==\n";
+
+    #[test]
+    fn verifies_mosquitto_hashes() {
+        let f = PasswordFile::parse(MOSQUITTO, "pw").unwrap();
+        let users = f.by_user();
+        assert!(users["alice"].verify(b"secret"));
+        assert!(!users["alice"].verify(b"Secret"));
+        assert!(users["carol"].verify(b"x"));
+        assert!(!users["carol"].verify(b"y"));
+        assert_eq!(users["alice"].iterations(), Some(101));
+    }
+
+    #[test]
+    fn round_trips_its_own_hashes() {
+        let h = Hash::new_pbkdf2(b"pw", NonZeroU32::new(1000).unwrap());
+        let text = h.to_string();
+        assert!(text.starts_with("$7$1000$"));
+        let back = Hash::parse(&text).unwrap();
+        assert_eq!(back, h);
+        assert!(back.verify(b"pw"));
+        assert!(!back.verify(b"pw2"));
+    }
+
+    #[test]
+    fn bad_lines_name_the_line() {
+        let e = PasswordFile::parse("alice:$7$101$abc$def\n", "pw").unwrap_err();
+        assert!(e.to_string().starts_with("pw:1: "), "{e}");
+        let e = PasswordFile::parse("\nbob:plaintext\n", "pw").unwrap_err();
+        assert!(e.to_string().starts_with("pw:2: not a password hash"), "{e}");
+        let e = PasswordFile::parse("nocolon\n", "pw").unwrap_err();
+        assert_eq!(e.to_string(), "pw:1: expected user:hash");
+    }
+
+    #[test]
+    fn user_names() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("a:b").is_err());
+        assert!(validate_username("a\u{7}b").is_err());
+        assert!(validate_username("").is_err());
+    }
+}

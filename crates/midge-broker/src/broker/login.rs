@@ -1,0 +1,114 @@
+//! Authentication of a CONNECT: certificate identity, password file, anonymous access, and
+//! the slowdown of repeated failures from one address.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use midge_codec::{Connect, ReasonCode};
+
+use super::Broker;
+use crate::auth::Login;
+
+/// What the network side knows of a connection before its CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// True on a TLS listener.
+    pub tls: bool,
+    /// The user name from the client certificate, when the listener maps certificates to
+    /// users (use_identity_as_username, use_subject_as_username).
+    pub cert_username: Option<String>,
+}
+
+impl ConnInfo {
+    /// A plain TCP connection from `peer`.
+    pub fn plain(peer: SocketAddr) -> Self {
+        ConnInfo { peer, tls: false, cert_username: None }
+    }
+}
+
+/// A client that passed authentication. Only [`Broker::authenticate`] makes one, so a
+/// session cannot be opened without it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub(crate) username: Option<ByteString>,
+}
+
+impl Authenticated {
+    /// The user name the client is known by (for ACLs and logs).
+    pub fn username(&self) -> Option<&ByteString> {
+        self.username.as_ref()
+    }
+}
+
+/// A refused login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The reason code for CONNACK (0x86 / 0x87; 3.1.1: 0x04 / 0x05).
+    pub code: ReasonCode,
+    /// How long to wait before answering (repeated failures from this address).
+    pub delay: Duration,
+}
+
+impl Broker {
+    /// Decides whether the client may connect, and as which user. May compute a PBKDF2
+    /// hash: call [`Broker::authenticate_async`] from async code.
+    pub fn authenticate(&self, c: &Connect, info: &ConnInfo, now: Instant) -> Result<Authenticated, Refusal> {
+        let refuse = |code| Refusal { code, delay: Duration::ZERO };
+        // A certificate identity replaces the user name, and the password file is not used.
+        if let Some(name) = &info.cert_username {
+            return Ok(Authenticated { username: Some(ByteString::from(name.clone())) });
+        }
+        let security = self.security.load();
+        let Some(user) = &c.username else {
+            return if self.config.anonymous_allowed() {
+                Ok(Authenticated { username: None })
+            } else {
+                // [MQTT-3.2.2-?] / 5.0 0x87: anonymous access is off.
+                Err(refuse(ReasonCode::NotAuthorized))
+            };
+        };
+        if !security.has_passwords() {
+            // Without a password file a user name is only a label; it passes where
+            // anonymous clients do.
+            return if self.config.anonymous_allowed() {
+                Ok(Authenticated { username: Some(user.clone()) })
+            } else {
+                Err(refuse(ReasonCode::NotAuthorized))
+            };
+        }
+        let password = c.password.as_deref().unwrap_or_default();
+        match security.check_password(user, password) {
+            Login::Accepted => {
+                self.limiter.succeeded(info.peer.ip());
+                Ok(Authenticated { username: Some(user.clone()) })
+            }
+            Login::Refused => {
+                // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
+                let delay = self.limiter.failed(info.peer.ip(), now);
+                Err(Refusal { code: ReasonCode::BadUserNameOrPassword, delay })
+            }
+        }
+    }
+
+    /// [`Broker::authenticate`], with the password check on a blocking thread.
+    pub async fn authenticate_async(
+        self: &Arc<Self>,
+        c: &Connect,
+        info: &ConnInfo,
+        now: Instant,
+    ) -> Result<Authenticated, Refusal> {
+        let needs_hash =
+            info.cert_username.is_none() && c.username.is_some() && self.security.load().has_passwords();
+        if !needs_hash {
+            return self.authenticate(c, info, now);
+        }
+        let (broker, c2, info2) = (self.clone(), c.clone(), info.clone());
+        match tokio::task::spawn_blocking(move || broker.authenticate(&c2, &info2, now)).await {
+            Ok(r) => r,
+            Err(_) => Err(Refusal { code: ReasonCode::ServerUnavailable, delay: Duration::ZERO }),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The broker's shared state, and the decisions made when a client connects and leaves.
+mod connect;
+mod login;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytestring::ByteString;
+use midge_codec::Will;
+
+pub use connect::{ConnectPlan, Opened, Opening, PendingOpen};
+pub use login::{Authenticated, ConnInfo, Refusal};
+
+use crate::auth::{FailureLimiter, Security, SecurityError, SharedSecurity};
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::router::Router;
+use crate::session::{Message, SessionState};
+
+/// The Topic Alias Maximum announced to 5.0 clients.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+
+/// Everything the connections share.
+#[derive(Debug)]
+pub struct Broker {
+    /// The configuration it was started with.
+    pub config: Config,
+    /// Subscriptions and retained messages.
+    pub router: Router,
+    /// Sessions by client id.
+    pub registry: Registry,
+    /// Password file and ACL, swapped whole on reload.
+    pub security: SharedSecurity,
+    limiter: FailureLimiter,
+    connections: AtomicUsize,
+    next_conn_id: AtomicU64,
+    assigned_ids: AtomicU64,
+    id_seed: u64,
+}
+
+impl Broker {
+    /// A broker with this configuration; reads the password and ACL files it names.
+    pub fn new(config: Config) -> Result<Arc<Self>, SecurityError> {
+        let security = Arc::new(ArcSwap::from_pointee(Security::load(&config)?));
+        let id_seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish()
+        };
+        let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
+        Ok(Arc::new(Broker {
+            config,
+            security,
+            limiter,
+            router: Router::new(),
+            registry: Registry::default(),
+            connections: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            assigned_ids: AtomicU64::new(0),
+            id_seed,
+        }))
+    }
+
+    /// Reads the password and ACL files again (SIGHUP); connections stay up and use the new
+    /// rules from their next action. On error the old rules stay in force.
+    pub fn reload_security(&self) -> Result<(), SecurityError> {
+        let fresh = Security::load(&self.config)?;
+        self.security.store(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// A number unique to each network connection.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a new connection unless `max_connections` is reached.
+    pub fn try_add_connection(&self) -> bool {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Uncounts a connection.
+    pub fn remove_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Open network connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn assign_client_id(&self) -> ByteString {
+        let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
+        // Unique in this process (the counter) and unlikely to meet another process's.
+        let mix = (self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
+        ByteString::from(format!("auto-{:016X}-{n}", mix))
+    }
+
+    /// Ends a session: its subscriptions leave the router and its queue is emptied.
+    pub fn discard(&self, mut state: SessionState) {
+        for filter in state.subscriptions.keys() {
+            self.router.unsubscribe(&state.handle, filter);
+        }
+        state.subscriptions.clear();
+        state.outgoing.clear();
+        state.handle.mailbox.clear();
+        state.handle.set_online(false);
+    }
+
+    /// Publishes a will message on behalf of a client that is gone.
+    pub fn publish_will(&self, will: Will, client_id: &ByteString, now: Instant) {
+        let message = Arc::new(Message::from_publish(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            will.properties,
+            client_id.clone(),
+            now,
+        ));
+        if message.retain {
+            self.router.retain(&message);
+        }
+        self.router.route(&message);
+    }
+
+    /// Removes the parked sessions whose expiry has passed.
+    pub fn expire_sessions(&self, now: Instant) -> usize {
+        let expired = self.registry.expire(now);
+        let n = expired.len();
+        for state in expired {
+            tracing::info!("Expiring client {} due to timeout.", state.handle.client_id);
+            self.discard(state);
+        }
+        n
+    }
+}
