@@ -2,8 +2,10 @@
 #![forbid(unsafe_code)]
 
 mod broker_cmd;
+mod cert;
 mod clients;
 mod logging;
+mod passwd_cmd;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -33,10 +35,10 @@ enum Command {
     /// Send a request and print the response, as mosquitto_rr.
     #[command(disable_help_flag = true)]
     Rr(NotYet),
-    /// Manage password files, as mosquitto_passwd (not built yet).
-    Passwd(NotYet),
-    /// Run a certificate authority for brokers and devices (not built yet).
-    Cert(NotYet),
+    /// Manage password files, as mosquitto_passwd.
+    Passwd(passwd_cmd::PasswdArgs),
+    /// Run a certificate authority for brokers and devices.
+    Cert(cert::CertArgs),
     /// Decode MQTT from packet captures and show what an eavesdropper sees (not built yet).
     Inspect(NotYet),
     /// Check a broker configuration for weaknesses (not built yet).
@@ -93,6 +95,14 @@ macro_rules! client_tool {
     };
 }
 
+/// `mosquitto_passwd` (a link to midge) parses as `midge passwd`.
+#[derive(Parser, Debug)]
+#[command(name = "mosquitto_passwd")]
+struct PasswdCli {
+    #[command(flatten)]
+    args: passwd_cmd::PasswdArgs,
+}
+
 client_tool!(PubCli, clients::pub_cmd::PubArgs, clients::pub_cmd::run);
 client_tool!(SubCli, clients::sub_cmd::SubArgs, clients::sub_cmd::run);
 client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run);
@@ -110,6 +120,10 @@ fn main() -> ExitCode {
         "mosquitto_pub" => return PubCli::main("mosquitto_pub", argv),
         "mosquitto_sub" => return SubCli::main("mosquitto_sub", argv),
         "mosquitto_rr" => return RrCli::main("mosquitto_rr", argv),
+        "mosquitto_passwd" => {
+            let cli = PasswdCli::parse_from(argv);
+            return passwd_cmd::run(cli.args);
+        }
         _ => {}
     }
     let sub = argv.get(1).and_then(|a| a.to_str()).unwrap_or("");
@@ -127,8 +141,8 @@ fn main() -> ExitCode {
         Command::Pub(_) => PubCli::main("midge pub", rest()),
         Command::Sub(_) => SubCli::main("midge sub", rest()),
         Command::Rr(_) => RrCli::main("midge rr", rest()),
-        Command::Passwd(_) => not_built("passwd"),
-        Command::Cert(_) => not_built("cert"),
+        Command::Passwd(args) => passwd_cmd::run(args),
+        Command::Cert(args) => cert::run(args),
         Command::Inspect(_) => not_built("inspect"),
         Command::Audit(_) => not_built("audit"),
         Command::Bench(_) => not_built("bench"),

@@ -83,6 +83,8 @@ impl Security {
                 return Login::Accepted;
             }
         }
+        // A cache miss: the full hash computation (logged, so its cost can be seen).
+        tracing::debug!("Computing the password hash of user '{user}' (not in the cache).");
         if hash.verify(password) {
             self.verified.lock().insert(user.to_owned(), tag);
             Login::Accepted

@@ -202,9 +202,11 @@ pub fn parse_str(text: &str, file: &str) -> Result<(Config, Vec<String>), Config
                         tls.min_version = Some(match value {
                             "tlsv1.2" => TlsVersion::V1_2,
                             "tlsv1.3" => TlsVersion::V1_3,
-                            "tlsv1.1" | "tlsv1" => return Err(err(format!(
+                            "tlsv1.1" | "tlsv1" => {
+                                return Err(err(format!(
                                 "tls_version {value} is not supported: versions below TLS 1.2 are insecure"
-                            ))),
+                            )))
+                            }
                             other => {
                                 return Err(err(format!(
                                     "invalid tls_version '{other}': expected tlsv1.2 or tlsv1.3"

@@ -135,7 +135,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         mosquitto_protocol_number(version),
         u8::from(clean_start),
         session.keep_alive,
-        username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
+        session.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
     conn.encode(&connack, version, &client_id);
 

@@ -274,7 +274,9 @@ fn unknown_zone(tz: &str) -> TimeZone {
     }
 }
 
-/// Appends what mosquitto_sub prints for one received message.
+/// Appends what mosquitto_sub prints for one received message, in the local time zone, and
+/// drops what it would print to standard error (the tests use it).
+#[cfg(test)]
 pub fn write_message(
     opts: &OutputOptions,
     msg: &Publish,

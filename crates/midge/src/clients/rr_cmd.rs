@@ -8,7 +8,7 @@ use midge_client::{connect, Event};
 use midge_codec::{Bytes, Property, ProtocolVersion, Publish, Subscribe, SubscriptionOptions};
 
 use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
-use super::output::{write_message, Format, OutputOptions};
+use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Publish a request and print the response, as mosquitto_rr.
 #[derive(clap::Args, Debug)]
@@ -93,6 +93,7 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     let output = OutputOptions { verbose: args.verbose, eol: !args.no_eol, pretty: args.pretty, format };
     let version = setup.version;
     let qos = setup.qos;
+    let quiet = args.common.quiet;
     let mut request = Publish::new(topic, payload);
     request.qos = qos;
     if version.is_v5() {
@@ -112,10 +113,21 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
                         if args.no_retained && m.retain {
                             continue;
                         }
-                        let mut out = Vec::new();
-                        write_message(&output, &m, version, SystemTime::now(), &mut out);
+                        let (mut out, mut err) = (Vec::new(), Vec::new());
+                        write_message_in(
+                            &output,
+                            &m,
+                            version,
+                            SystemTime::now(),
+                            &local_time_zone(),
+                            &mut out,
+                            &mut err,
+                        );
                         let mut stdout = std::io::stdout().lock();
                         let _ = stdout.write_all(&out).and_then(|_| stdout.flush());
+                        if !quiet && !err.is_empty() {
+                            let _ = std::io::stderr().write_all(&err);
+                        }
                         return Ok(());
                     }
                     Event::Disconnected(d) => {

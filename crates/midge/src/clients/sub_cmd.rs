@@ -10,7 +10,7 @@ use midge_codec::{
 };
 
 use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
-use super::output::{write_message, Format, OutputOptions};
+use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Subscribe and print messages, as mosquitto_sub.
 #[derive(clap::Args, Debug)]
@@ -124,6 +124,7 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
         filters: args.unsubscribe.iter().map(|t| ByteString::from(t.clone())).collect(),
     });
     let debug = args.common.debug;
+    let quiet = args.common.quiet;
     let disconnect_props = setup.properties.disconnect.clone();
     runtime()?.block_on(async move {
         let (client, mut events, _) =
@@ -154,6 +155,8 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
             let mut printed = 0u64;
             let mut rng = (std::process::id() as u64) << 32 | 0x9E37_79B9;
             let mut out = Vec::with_capacity(4096);
+            let mut err = Vec::new();
+            let tz = local_time_zone();
             let stdout = std::io::stdout();
             while let Some(ev) = events.recv().await {
                 let msg = match ev {
@@ -188,9 +191,13 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                     }
                 }
                 out.clear();
-                write_message(&output, &msg, version, SystemTime::now(), &mut out);
+                err.clear();
+                write_message_in(&output, &msg, version, SystemTime::now(), &tz, &mut out, &mut err);
                 let mut lock = stdout.lock();
                 let _ = lock.write_all(&out).and_then(|_| lock.flush());
+                if !quiet && !err.is_empty() {
+                    let _ = std::io::stderr().write_all(&err);
+                }
                 printed += 1;
                 if args.count.is_some_and(|c| printed >= c) {
                     return Ok(());
