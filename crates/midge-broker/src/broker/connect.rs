@@ -73,6 +73,8 @@ pub struct ConnectPlan {
     pub expiry_interval: u32,
     /// The connection's limits.
     pub limits: ConnectionLimits,
+    /// The Response Information to announce (5.0), if the client asked and one is set.
+    pub response_information: Option<ByteString>,
 }
 
 impl Broker {
@@ -102,14 +104,15 @@ impl Broker {
         } else {
             (c.client_id.clone(), false)
         };
-        if !self.config.anonymous_allowed() {
-            // No password file or certificate authentication exists yet, so when anonymous
-            // access is off nobody can be authenticated.
-            return Err(if c.username.is_some() {
-                ReasonCode::BadUserNameOrPassword
-            } else {
-                ReasonCode::NotAuthorized
-            });
+        if let Some(w) = &c.will {
+            // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
+            // [MQTT-3.2.2-13] (retain, 0x9A). 3.1.1 has no code for it: connect() downgrades such a will.
+            if v5 && w.qos > self.config.max_qos {
+                return Err(ReasonCode::QoSNotSupported);
+            }
+            if v5 && w.retain && !self.config.retain_available {
+                return Err(ReasonCode::RetainNotSupported);
+            }
         }
         let max_keepalive = self.config.max_keepalive;
         let (keep_alive, server_keep_alive) =
@@ -141,9 +144,29 @@ impl Broker {
             receive_maximum: window,
             client_max_packet_size: props.maximum_packet_size().map_or(usize::MAX, |n| n as usize),
             topic_alias_maximum: if v5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
+            client_topic_alias_maximum: if v5 { props.topic_alias_maximum().unwrap_or(0) } else { 0 },
+            max_qos: self.config.max_qos,
+            retain_available: self.config.retain_available,
             ..ConnectionLimits::default()
         };
-        Ok(ConnectPlan { client_id, assigned, keep_alive, server_keep_alive, expiry_interval, limits })
+        // Request / response (4.10): a client that asks gets a topic prefix of its own.
+        let response_information = (v5 && props.request_response_information() == Some(1))
+            .then(|| {
+                self.config
+                    .response_information
+                    .as_ref()
+                    .map(|p| ByteString::from(format!("{p}{client_id}/")))
+            })
+            .flatten();
+        Ok(ConnectPlan {
+            client_id,
+            assigned,
+            keep_alive,
+            server_keep_alive,
+            expiry_interval,
+            limits,
+            response_information,
+        })
     }
 
     /// The CONNACK accepting a connection.
@@ -163,6 +186,16 @@ impl Broker {
                 properties.push(Property::MaximumPacketSize(self.config.max_packet_size));
             }
             properties.push(Property::TopicAliasMaximum(plan.limits.topic_alias_maximum));
+            // What is supported, said only where it differs from the defaults (all supported).
+            if self.config.max_qos < midge_codec::QoS::ExactlyOnce {
+                properties.push(Property::MaximumQoS(self.config.max_qos.as_u8()));
+            }
+            if !self.config.retain_available {
+                properties.push(Property::RetainAvailable(0));
+            }
+            if let Some(info) = &plan.response_information {
+                properties.push(Property::ResponseInformation(info.clone()));
+            }
         }
         // [MQTT-3.2.2-2]/[MQTT-3.2.2-3]: Session Present tells whether a session was resumed.
         ConnAck { session_present, reason_code: ReasonCode::Success, properties }
@@ -213,7 +246,13 @@ impl Broker {
     }
 
     fn start(&self, params: StartParams, found: Option<SessionState>, now: Instant) -> Opened {
-        let StartParams { connect, plan, username, access } = params;
+        let StartParams { mut connect, plan, username, access } = params;
+        if let Some(w) = &mut connect.will {
+            // 3.1.1 cannot be told a will QoS or retain is unsupported (5.0 was refused in
+            // plan_connect): the will is kept at what the broker supports.
+            w.qos = w.qos.min(self.config.max_qos);
+            w.retain &= self.config.retain_available;
+        }
         let (mut state, session_present) = match found {
             // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
             // A session taken over from a connection whose session ends with it (clean

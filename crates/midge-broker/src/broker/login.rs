@@ -66,7 +66,7 @@ impl Broker {
             return if self.config.anonymous_allowed() {
                 Ok(Authenticated { username: None })
             } else {
-                // [MQTT-3.2.2-?] / 5.0 0x87: anonymous access is off.
+                // Anonymous access is off: 0x05 (3.1.1) / 0x87 (5.0) Not authorized.
                 Err(refuse(ReasonCode::NotAuthorized))
             };
         };

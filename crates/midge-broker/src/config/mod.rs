@@ -114,6 +114,15 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max_connections`: clients at once (`None`: no limit).
     pub max_connections: Option<usize>,
+    /// `retain_available`: whether retained messages are supported (5.0 clients are told).
+    pub retain_available: bool,
+    /// `max_qos`: the highest QoS supported (5.0 clients are told; subscriptions are granted
+    /// at most this).
+    pub max_qos: midge_codec::QoS,
+    /// `response_information`: a topic prefix given to 5.0 clients that ask for Response
+    /// Information; the client id is appended ("responses/" gives "responses/CLIENT/").
+    /// A midge option.
+    pub response_information: Option<String>,
     /// `password_file`: users and their password hashes (mosquitto's format).
     pub password_file: Option<PathBuf>,
     /// `acl_file`: who may publish and subscribe where (mosquitto's format).
@@ -137,6 +146,9 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_connections: None,
+            retain_available: true,
+            max_qos: midge_codec::QoS::ExactlyOnce,
+            response_information: None,
             password_file: None,
             acl_file: None,
             auth_failure_delay_ms: 5000,

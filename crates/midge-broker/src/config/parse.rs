@@ -227,6 +227,18 @@ pub fn parse_str(text: &str, file: &str) -> Result<(Config, Vec<String>), Config
                     )),
                 }
             }
+            "retain_available" => {
+                config.retain_available = parse_bool(one("true or false")?).map_err(&err)?
+            }
+            "max_qos" => {
+                let v = one("0, 1 or 2")?;
+                config.max_qos = v
+                    .parse::<u8>()
+                    .ok()
+                    .and_then(midge_codec::QoS::from_u8)
+                    .ok_or_else(|| err(format!("invalid value '{v}' for max_qos: expected 0, 1 or 2")))?;
+            }
+            "response_information" => config.response_information = Some(one("a topic prefix")?.to_owned()),
             "password_file" => config.password_file = Some(one("a file")?.into()),
             "acl_file" => config.acl_file = Some(one("a file")?.into()),
             "auth_failure_delay" => {

@@ -30,6 +30,12 @@ pub struct ConnectionLimits {
     pub client_max_packet_size: usize,
     /// Our Topic Alias Maximum (5.0): aliases above it are a protocol error.
     pub topic_alias_maximum: u16,
+    /// The client's Topic Alias Maximum (5.0): how many aliases we may use towards it.
+    pub client_topic_alias_maximum: u16,
+    /// The highest QoS the broker supports (`max_qos`).
+    pub max_qos: QoS,
+    /// Whether retained messages are supported (`retain_available`).
+    pub retain_available: bool,
     /// Deliveries pulled from the mailbox at a time.
     pub batch: usize,
 }
@@ -41,6 +47,9 @@ impl Default for ConnectionLimits {
             receive_maximum: 65_535,
             client_max_packet_size: usize::MAX,
             topic_alias_maximum: 0,
+            client_topic_alias_maximum: 0,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
             batch: 256,
         }
     }
@@ -136,6 +145,7 @@ pub struct Session {
     limits: ConnectionLimits,
     last_received: Instant,
     aliases_in: AHashMap<u16, ByteString>,
+    aliases_out: AHashMap<ByteString, u16>,
     out: VecDeque<Packet>,
     close: Option<CloseReason>,
     oversized_dropped: u64,
@@ -164,6 +174,7 @@ impl Session {
             limits,
             last_received: now,
             aliases_in: AHashMap::new(),
+            aliases_out: AHashMap::new(),
             out: VecDeque::new(),
             close: None,
             oversized_dropped: 0,
@@ -299,7 +310,8 @@ impl Session {
         }
     }
 
-    fn send_publish(&mut self, p: Publish) {
+    fn send_publish(&mut self, mut p: Publish) {
+        self.apply_alias(&mut p);
         let packet = Packet::Publish(p);
         if self.limits.client_max_packet_size != usize::MAX
             && packet.encoded_len(self.version) > self.limits.client_max_packet_size
@@ -319,6 +331,27 @@ impl Session {
             return;
         }
         self.out.push_back(packet);
+    }
+
+    /// Topic aliases towards a 5.0 client that announced a Topic Alias Maximum: the first
+    /// PUBLISH of a topic carries the topic and a new alias, later ones the alias alone
+    /// (section 3.3.2.3.4). Once every alias is taken, other topics go in full.
+    fn apply_alias(&mut self, p: &mut Publish) {
+        let max = self.limits.client_topic_alias_maximum;
+        if max == 0 || !self.version.is_v5() {
+            return;
+        }
+        if let Some(&alias) = self.aliases_out.get(&p.topic) {
+            p.properties.push(Property::TopicAlias(alias));
+            p.topic = ByteString::new();
+            return;
+        }
+        let next = self.aliases_out.len() + 1;
+        if next <= usize::from(max) {
+            let alias = next as u16;
+            self.aliases_out.insert(p.topic.clone(), alias);
+            p.properties.push(Property::TopicAlias(alias));
+        }
     }
 
     /// Handles one packet from the client.
@@ -392,6 +425,22 @@ impl Session {
         let Some(topic) = self.resolve_topic(&p) else {
             return;
         };
+        if p.qos > self.limits.max_qos {
+            // [MQTT-3.2.2-11]: above the Maximum QoS the broker announced (0x9B).
+            self.close(CloseReason::protocol(
+                ReasonCode::QoSNotSupported,
+                format!("QoS {} above max_qos", p.qos),
+            ));
+            return;
+        }
+        if p.retain && !self.limits.retain_available {
+            // [MQTT-3.2.2-14]: RETAIN when Retain Available is 0 (0x9A).
+            self.close(CloseReason::protocol(
+                ReasonCode::RetainNotSupported,
+                "retained messages are not available",
+            ));
+            return;
+        }
         let qos = p.qos;
         let packet_id = p.packet_id;
         if self.access.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
@@ -504,8 +553,8 @@ impl Session {
                 });
                 continue;
             }
-            // The broker supports every QoS, so each is granted as requested.
-            let options = SubscriptionOptions { qos: requested.qos.min(QoS::ExactlyOnce), ..requested };
+            // Granted as requested, up to max_qos; any requested QoS is accepted [MQTT-3.2.2-10].
+            let options = SubscriptionOptions { qos: requested.qos.min(self.limits.max_qos), ..requested };
             let existed = router.subscribe(&self.state.handle, &filter, options, sub_id);
             let shared = matches!(parse_shared(&filter), Ok(Some(_)));
             // Retained messages for the new subscription [MQTT-3.8.4-4]; per Retain Handling in
