@@ -11,7 +11,31 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use midge_codec::Will;
+
 use crate::session::SessionState;
+
+/// A will waiting for its Will Delay Interval (5.0) while its session is parked.
+#[derive(Debug)]
+pub struct PendingWill {
+    /// The will.
+    pub will: Will,
+    /// Whose.
+    pub client_id: ByteString,
+    /// When it is published: after the delay, or when the session ends, whichever is first.
+    pub due: Instant,
+}
+
+/// What became of a session when its connection ended.
+#[derive(Debug)]
+pub enum Detached {
+    /// Parked until the client comes back or it expires (with its will, if one waits).
+    Parked,
+    /// The session ended with the connection (expiry 0): discard it.
+    Ended(SessionState),
+    /// Another connection holds the client id now (a takeover): hand it the state.
+    NotHolder(SessionState),
+}
 
 /// Messages to a running connection.
 #[derive(Debug)]
@@ -23,7 +47,7 @@ pub enum Control {
 #[derive(Debug)]
 enum Entry {
     Online { conn_id: u64, control: mpsc::UnboundedSender<Control> },
-    Offline { state: Box<SessionState>, expires_at: Option<Instant> },
+    Offline { state: Box<SessionState>, expires_at: Option<Instant>, will: Option<PendingWill> },
 }
 
 /// What a new connection finds for its client id.
@@ -55,6 +79,8 @@ impl Registry {
         let previous = clients.insert(client_id.clone(), Entry::Online { conn_id, control });
         match previous {
             None => Attach::Fresh,
+            // A will still waiting for its delay is dropped: the client is back in time
+            // [MQTT-3.1.3-9].
             Some(Entry::Offline { state, .. }) => Attach::Parked(state),
             Some(Entry::Online { control: old, .. }) => {
                 // Sent while the lock is held: when the old connection ends and finds it no
@@ -69,34 +95,47 @@ impl Registry {
     }
 
     /// A connection ends. Parks the session when it persists (expiry interval above 0) and
-    /// the connection still holds the id. Returns the state when the connection no longer
-    /// holds the id (it was taken over) or the session ended, for the caller to hand over or
-    /// discard.
+    /// the connection still holds the id, with `will` waiting for its delay.
     pub fn detach(
         &self,
         client_id: &ByteString,
         conn_id: u64,
         state: SessionState,
+        will: Option<PendingWill>,
         now: Instant,
-    ) -> Option<SessionState> {
+    ) -> Detached {
         let mut clients = self.clients.lock();
         match clients.get(client_id) {
             Some(Entry::Online { conn_id: holder, .. }) if *holder == conn_id => {
                 if state.expiry_interval == 0 {
                     clients.remove(client_id);
-                    return Some(state);
+                    return Detached::Ended(state);
                 }
                 let expires_at = (state.expiry_interval != u32::MAX)
                     .then(|| now + Duration::from_secs(u64::from(state.expiry_interval)));
-                clients.insert(client_id.clone(), Entry::Offline { state: Box::new(state), expires_at });
-                None
+                clients
+                    .insert(client_id.clone(), Entry::Offline { state: Box::new(state), expires_at, will });
+                Detached::Parked
             }
-            _ => Some(state),
+            _ => Detached::NotHolder(state),
         }
     }
 
-    /// Removes the parked sessions whose expiry has passed and returns them.
-    pub fn expire(&self, now: Instant) -> Vec<SessionState> {
+    /// Takes the delayed wills that are due.
+    pub fn due_wills(&self, now: Instant) -> Vec<PendingWill> {
+        let mut clients = self.clients.lock();
+        clients
+            .values_mut()
+            .filter_map(|e| match e {
+                Entry::Offline { will, .. } if will.as_ref().is_some_and(|w| w.due <= now) => will.take(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Removes the parked sessions whose expiry has passed and returns them, with any will
+    /// still waiting (published now: the session ended).
+    pub fn expire(&self, now: Instant) -> Vec<(SessionState, Option<PendingWill>)> {
         let mut clients = self.clients.lock();
         let expired: Vec<ByteString> = clients
             .iter()
@@ -106,7 +145,7 @@ impl Registry {
         expired
             .into_iter()
             .filter_map(|k| match clients.remove(&k) {
-                Some(Entry::Offline { state, .. }) => Some(*state),
+                Some(Entry::Offline { state, will, .. }) => Some((*state, will)),
                 _ => None,
             })
             .collect()

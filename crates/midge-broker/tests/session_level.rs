@@ -834,3 +834,148 @@ fn message_expiry_drops_expired_and_forwards_the_time_left() {
     assert_eq!(payloads(&got), ["long"]);
     assert_eq!(got[0].properties.message_expiry_interval(), Some(50));
 }
+
+// ---- 5.0 features -----------------------------------------------------------------------
+
+fn with_delayed_will(id: &str, delay: u32, expiry: u32) -> Connect {
+    let mut c = with_will(V5, id, false);
+    c.clean_start = false;
+    c.properties = Properties::from(vec![Property::SessionExpiryInterval(expiry)]);
+    if let Some(w) = c.will.as_mut() {
+        w.properties.push(Property::WillDelayInterval(delay));
+    }
+    c
+}
+
+#[test]
+fn will_delay_publishes_after_the_delay_or_at_session_end_and_not_if_back_in_time() {
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut w, _) = connect(&b, conn(V5, "watcher"), t);
+    w.subscribe("wills/#", QoS::AtLeastOnce, t);
+    // Lost, delay 10 s, session 100 s: nothing at 9 s, the will at 10 s.
+    let (mut a, _) = connect(&b, with_delayed_will("a", 10, 100), t);
+    a.lose(t);
+    b.expire_sessions(t + Duration::from_secs(9));
+    assert!(w.recv(t).is_empty(), "not before the delay");
+    b.expire_sessions(t + Duration::from_secs(10));
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+    // Lost, delay 10 s, back after 5 s: never.
+    let (mut c, _) = connect(&b, with_delayed_will("c", 10, 100), t);
+    c.lose(t);
+    let (_c2, ack) = connect(&b, with_delayed_will("c", 10, 100), t + Duration::from_secs(5));
+    assert!(ack.session_present);
+    b.expire_sessions(t + Duration::from_secs(60));
+    assert!(w.recv(t).is_empty(), "the client came back in time");
+    // Lost, delay 60 s, session 5 s: at the session's end.
+    let (mut e, _) = connect(&b, with_delayed_will("e", 60, 5), t);
+    e.lose(t);
+    b.expire_sessions(t + Duration::from_secs(5));
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+    // A session that ends with the connection: at once.
+    let (mut z, _) = connect(&b, with_delayed_will("z", 60, 0), t);
+    z.lose(t);
+    assert_eq!(payloads(&w.publishes(t)), ["gone"]);
+}
+
+#[test]
+fn unacknowledged_shared_messages_go_to_another_member_when_one_leaves() {
+    let b = default_broker();
+    let t = Instant::now();
+    let sub = |id: &str| {
+        let (mut c, _) = connect(&b, persistent(V5, id), t);
+        c.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
+        c
+    };
+    let mut m1 = sub("m1");
+    let mut m2 = sub("m2");
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    for i in 0..4 {
+        p.publish("jobs/x", &format!("j{i}"), QoS::AtLeastOnce, false, i + 1, t);
+    }
+    let got1 = payloads(&m1.publishes(t));
+    let got2 = payloads(&m2.publishes(t));
+    assert_eq!(got1.len() + got2.len(), 4, "one delivery per message to the group");
+    assert_eq!((got1.len(), got2.len()), (2, 2), "spread over the members");
+    // m1 goes away without acknowledging: its two go to m2.
+    m1.lose(t);
+    let mut again = payloads(&m2.publishes(t));
+    again.sort();
+    let mut want = got1.clone();
+    want.sort();
+    assert_eq!(again, want);
+}
+
+#[test]
+fn topic_aliases_towards_a_client_that_allows_them() {
+    let b = default_broker();
+    let t = Instant::now();
+    let mut c = conn(V5, "s");
+    c.properties.push(Property::TopicAliasMaximum(2));
+    let (mut s, _) = connect(&b, c, t);
+    s.subscribe("a/#", QoS::AtMostOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    for topic in ["a/1", "a/1", "a/2", "a/3", "a/2", "a/3"] {
+        p.publish(topic, "x", QoS::AtMostOnce, false, 0, t);
+    }
+    let got: Vec<(String, Option<u16>)> =
+        s.publishes(t).iter().map(|p| (p.topic.to_string(), p.properties.topic_alias())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a/1".into(), Some(1)),
+            ("".into(), Some(1)),
+            ("a/2".into(), Some(2)),
+            ("a/3".into(), None),
+            ("".into(), Some(2)),
+            ("a/3".into(), None),
+        ]
+    );
+    // A client that did not announce a maximum gets no aliases.
+    let (mut plain, _) = connect(&b, conn(V5, "plain"), t);
+    plain.subscribe("a/#", QoS::AtMostOnce, t);
+    p.publish("a/1", "x", QoS::AtMostOnce, false, 0, t);
+    assert_eq!(plain.publishes(t)[0].properties.topic_alias(), None);
+}
+
+#[test]
+fn max_qos_and_retain_available_are_announced_and_enforced() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_qos 1\nretain_available false\n");
+    let t = Instant::now();
+    let (mut c, ack) = connect(&b, conn(V5, "c"), t);
+    assert_eq!(ack.properties.maximum_qos(), Some(1));
+    assert_eq!(ack.properties.retain_available(), Some(0));
+    let got = c.subscribe("t", QoS::ExactlyOnce, t);
+    assert!(matches!(&got[..], [Packet::SubAck(a)] if a.reason_codes == vec![ReasonCode::GrantedQoS1]));
+    c.publish("t", "x", QoS::ExactlyOnce, false, 1, t);
+    assert!(
+        matches!(c.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::QoSNotSupported)
+    );
+    let (mut r, _) = connect(&b, conn(V5, "r"), t);
+    r.publish("t", "x", QoS::AtMostOnce, true, 0, t);
+    assert!(
+        matches!(r.recv(t).last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::RetainNotSupported)
+    );
+    let mut w = with_will(V5, "w", true);
+    w.will.as_mut().unwrap().qos = QoS::AtMostOnce;
+    let Connected::Refused(ack) = open(&b, w, t) else { panic!("retained will accepted") };
+    assert_eq!(ack.reason_code, ReasonCode::RetainNotSupported);
+    let mut w2 = with_will(V5, "w2", false);
+    w2.will.as_mut().unwrap().qos = QoS::ExactlyOnce;
+    let Connected::Refused(ack) = open(&b, w2, t) else {
+        panic!("a QoS 2 will above max_qos 1 was accepted")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::QoSNotSupported);
+}
+
+#[test]
+fn response_information_when_asked_and_configured() {
+    let b = broker("listener 1883\nallow_anonymous true\nresponse_information replies/\n");
+    let t = Instant::now();
+    let mut c = conn(V5, "asker");
+    c.properties.push(Property::RequestResponseInformation(1));
+    let (_, ack) = connect(&b, c, t);
+    assert_eq!(ack.properties.response_information().map(|s| &**s), Some("replies/asker/"));
+    let (_, ack) = connect(&b, conn(V5, "other"), t);
+    assert_eq!(ack.properties.response_information(), None, "only when asked");
+}

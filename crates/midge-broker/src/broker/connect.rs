@@ -1,6 +1,6 @@
 //! A client connects and leaves: the CONNECT decisions, the CONNACK, and the session's
 //! life across connections (new, resumed, taken over, parked, discarded).
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::login::Authenticated;
 use super::{Broker, TOPIC_ALIAS_MAXIMUM};
 use crate::auth::ClientAccess;
-use crate::registry::{Attach, Control};
+use crate::registry::{Attach, Control, Detached, PendingWill};
 use crate::session::{CloseReason, ConnectionLimits, Session, SessionHandle, SessionState};
 
 /// The outcome of [`Broker::open`].
@@ -278,9 +278,10 @@ impl Broker {
         SessionState::new(SessionHandle::new(client_id.clone(), self.config.max_queued_messages))
     }
 
-    /// Ends a connection's hold on its session: publishes the will if the reason calls for
-    /// it, then parks the session (persistent), hands it to the connection that took the
-    /// client id over (`handover`, or a request found in `control`), or discards it.
+    /// Ends a connection's hold on its session. The will is published now, after its delay
+    /// (5.0 Will Delay Interval, while the session is parked), or not at all when the client
+    /// reconnects first. The session is parked (persistent), handed to the connection that
+    /// took the client id over (`handover`, or a request found in `control`), or discarded.
     pub fn close(
         &self,
         mut session: Session,
@@ -290,24 +291,54 @@ impl Broker {
         now: Instant,
     ) {
         let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
-        if reason.publishes_will() {
-            if let Some(will) = session.will.take() {
-                self.publish_will(will, &session.client_id, now);
-            }
-        }
+        let will = if reason.publishes_will() { session.will.take() } else { None };
+        let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
         let client_id = session.client_id.clone();
         let mut state = session.state;
         state.handle.set_online(false);
+        let mut will_now = None;
         if handover.is_none() {
-            match self.registry.detach(&client_id, conn_id, state, now) {
-                None => return,
-                Some(s) => state = s,
+            self.redistribute_shared(&mut state);
+            let pending = if delay > 0 && state.expiry_interval > 0 {
+                // [MQTT-3.1.3-9]: after the delay, or at the end of the session if sooner.
+                let wait = delay.min(state.expiry_interval);
+                will.map(|w| PendingWill {
+                    will: w,
+                    client_id: client_id.clone(),
+                    due: now + Duration::from_secs(u64::from(wait)),
+                })
+            } else {
+                will_now = will;
+                None
+            };
+            match self.registry.detach(&client_id, conn_id, state, pending, now) {
+                Detached::Parked => {
+                    if let Some(w) = will_now {
+                        self.publish_will(w, &client_id, now);
+                    }
+                    return;
+                }
+                Detached::Ended(s) => {
+                    if let Some(w) = will_now {
+                        self.publish_will(w, &client_id, now);
+                    }
+                    self.discard(s);
+                    return;
+                }
+                Detached::NotHolder(s) => state = s,
             }
-            // Either the session ended, or another connection took the id over meanwhile:
-            // its request is already in the control channel (sent under the registry lock).
+            // Another connection took the id over meanwhile: its request is already in the
+            // control channel (sent under the registry lock).
             if let Ok(Control::TakeOver(reply)) = control.try_recv() {
                 handover = Some(reply);
             }
+        } else if delay == 0 {
+            will_now = will;
+        }
+        // Taken over: the client is back, so a delayed will is dropped [MQTT-3.1.3-9]; an
+        // immediate one goes out, as the connection was lost without DISCONNECT.
+        if let Some(w) = will_now {
+            self.publish_will(w, &client_id, now);
         }
         match handover {
             Some(reply) => {

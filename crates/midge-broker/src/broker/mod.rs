@@ -134,14 +134,40 @@ impl Broker {
         self.router.route(&message);
     }
 
-    /// Removes the parked sessions whose expiry has passed.
+    /// Publishes the delayed wills that are due, and removes the parked sessions whose
+    /// expiry has passed (publishing their wills, since the session ended). Returns how many
+    /// sessions expired.
     pub fn expire_sessions(&self, now: Instant) -> usize {
+        for w in self.registry.due_wills(now) {
+            self.publish_will(w.will, &w.client_id, now);
+        }
         let expired = self.registry.expire(now);
         let n = expired.len();
-        for state in expired {
+        for (state, will) in expired {
             tracing::info!("Expiring client {} due to timeout.", state.handle.client_id);
+            if let Some(w) = will {
+                self.publish_will(w.will, &w.client_id, now);
+            }
             self.discard(state);
         }
         n
+    }
+
+    /// A session goes away: what it holds from shared subscriptions and has not delivered
+    /// goes to another member of each group (5.0 section 4.8.2); what no member can take
+    /// stays.
+    pub(crate) fn redistribute_shared(&self, state: &mut SessionState) {
+        let mut taken = state.outgoing.take_shared();
+        taken.extend(state.handle.mailbox.take_shared());
+        if taken.is_empty() {
+            return;
+        }
+        let mut kept = Vec::new();
+        for d in taken {
+            if let Err(d) = self.router.reroute_shared(d, state.handle.id) {
+                kept.push(d);
+            }
+        }
+        state.outgoing.restore(kept);
     }
 }

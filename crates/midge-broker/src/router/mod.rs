@@ -55,6 +55,8 @@ struct Target<'a> {
     sub_id: Option<u32>,
     /// Identifiers of further matching subscriptions of the same session.
     extra_ids: Vec<u32>,
+    /// The shared subscription it came through, if any.
+    share: Option<&'a Arc<str>>,
 }
 
 impl Router {
@@ -94,7 +96,7 @@ impl Router {
         let (group, plain) = split_shared(filter);
         let levels: Vec<&str> = plain.split('/').collect();
         let sub = Subscription { handle: handle.clone(), options, id };
-        self.shard_for_filter(plain).write().insert(&levels, group, sub)
+        self.shard_for_filter(plain).write().insert(&levels, group.map(|g| (g, filter)), sub)
     }
 
     /// Removes a subscription; true when it existed.
@@ -129,6 +131,9 @@ impl Router {
                 for group in subs.shared.values() {
                     if let Some(s) = group.pick() {
                         push_target(&mut targets, s, message);
+                        if let Some(t) = targets.last_mut() {
+                            t.share = Some(&group.key);
+                        }
                     }
                 }
             });
@@ -153,10 +158,30 @@ impl Router {
                 // Retain As Published [MQTT-3.3.1-13].
                 retain: t.retain_as_published && message.retain,
                 sub_ids,
+                share: t.share.cloned(),
             };
             deliver(t.handle, delivery, &mut outcome);
         }
         outcome
+    }
+
+    /// Gives a delivery that came through a shared subscription to another online member of
+    /// its group, when the member it went to has gone away without acknowledging it. Returns
+    /// the delivery when no other member is online.
+    pub fn reroute_shared(&self, mut delivery: Delivery, exclude: u64) -> Result<(), Delivery> {
+        let Some(key) = delivery.share.clone() else { return Err(delivery) };
+        let (Some(group), plain) = split_shared(&key) else { return Err(delivery) };
+        let levels: Vec<&str> = plain.split('/').collect();
+        let shard = self.shard_for_filter(plain).read();
+        let Some(member) =
+            shard.find(&levels).and_then(|s| s.shared.get(group)).and_then(|g| g.pick_other(exclude))
+        else {
+            return Err(delivery);
+        };
+        delivery.qos = member.options.qos.min(delivery.message.qos);
+        delivery.sub_ids = member.id.into_iter().collect();
+        deliver(&member.handle, delivery, &mut RouteOutcome::default());
+        Ok(())
     }
 
     /// Queues a delivery prepared elsewhere (retained messages, wills) for one session.
@@ -208,6 +233,7 @@ fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: 
         retain_as_published: s.options.retain_as_published,
         sub_id: s.id,
         extra_ids: Vec::new(),
+        share: None,
     });
 }
 

@@ -19,10 +19,12 @@ pub struct Subscription {
 }
 
 /// The members of one shared subscription group (`$share/GROUP/filter`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SharedGroup {
     pub(crate) members: Vec<Subscription>,
     next: AtomicUsize,
+    /// The whole shared filter, carried by deliveries so they can be given to another member.
+    pub(crate) key: Arc<str>,
 }
 
 impl SharedGroup {
@@ -39,6 +41,15 @@ impl SharedGroup {
             .find(|s| s.handle.is_online())
             .or_else(|| self.members.get(start % n))
     }
+
+    /// An online member other than `exclude`, round robin.
+    pub(crate) fn pick_other(&self, exclude: u64) -> Option<&Subscription> {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .find(|s| s.handle.id != exclude && s.handle.is_online())
+    }
 }
 
 /// The subscribers of one filter.
@@ -53,13 +64,18 @@ impl Subscribers {
         self.direct.is_empty() && self.shared.is_empty()
     }
 
-    /// Adds or replaces; returns true when the session was already subscribed.
-    fn insert(&mut self, group: Option<&str>, sub: Subscription) -> bool {
+    /// Adds or replaces; returns true when the session was already subscribed. `group` is
+    /// the share name and the whole shared filter.
+    fn insert(&mut self, group: Option<(&str, &str)>, sub: Subscription) -> bool {
         let key = sub.handle.id;
         match group {
             None => self.direct.insert(key, sub).is_some(),
-            Some(g) => {
-                let group = self.shared.entry(g.into()).or_default();
+            Some((g, full)) => {
+                let group = self.shared.entry(g.into()).or_insert_with(|| SharedGroup {
+                    members: Vec::new(),
+                    next: AtomicUsize::new(0),
+                    key: Arc::from(full),
+                });
                 match group.members.iter_mut().find(|m| m.handle.id == key) {
                     Some(m) => {
                         *m = sub;
@@ -109,7 +125,7 @@ impl Node {
     }
 
     /// Adds a subscription for the filter split into `levels`.
-    pub(crate) fn insert(&mut self, levels: &[&str], group: Option<&str>, sub: Subscription) -> bool {
+    pub(crate) fn insert(&mut self, levels: &[&str], group: Option<(&str, &str)>, sub: Subscription) -> bool {
         match levels {
             [] => self.here.insert(group, sub),
             ["#"] => self.hash.insert(group, sub),
@@ -149,6 +165,18 @@ impl Node {
                     }
                     removed
                 }
+            }
+        }
+    }
+
+    /// The subscribers of exactly the filter `levels` (no matching), if any.
+    pub(crate) fn find(&self, levels: &[&str]) -> Option<&Subscribers> {
+        match levels {
+            [] => Some(&self.here),
+            ["#"] => Some(&self.hash),
+            [first, rest @ ..] => {
+                let child = if *first == "+" { self.plus.as_deref()? } else { self.children.get(*first)? };
+                child.find(rest)
             }
         }
     }

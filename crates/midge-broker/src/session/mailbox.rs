@@ -77,6 +77,18 @@ impl Mailbox {
         n
     }
 
+    /// Takes out the deliveries that came through a shared subscription.
+    pub fn take_shared(&self) -> Vec<Delivery> {
+        let mut q = self.queue.lock();
+        if !q.iter().any(|d| d.share.is_some()) {
+            return Vec::new();
+        }
+        let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            q.drain(..).partition(|d| d.share.is_some());
+        *q = rest;
+        shared.into()
+    }
+
     /// How many deliveries are waiting.
     pub fn len(&self) -> usize {
         self.queue.lock().len()

@@ -100,4 +100,7 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (5.0).
     pub sub_ids: Vec<u32>,
+    /// The shared subscription (`$share/GROUP/filter`) it came through, if any: when this
+    /// session goes away before acknowledging it, another member of the group gets it.
+    pub share: Option<Arc<str>>,
 }

@@ -113,6 +113,31 @@ impl Outgoing {
         self.position(packet_id, Awaiting::PubComp).and_then(|i| self.inflight.remove(i)).is_some()
     }
 
+    /// Takes out the messages that came through a shared subscription and that the client
+    /// has not received yet (in flight before PUBREC, or pending), for another member.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.inflight.len());
+        for f in self.inflight.drain(..) {
+            if f.delivery.share.is_some() && f.state != Awaiting::PubComp {
+                taken.push(f.delivery);
+            } else {
+                kept.push_back(f);
+            }
+        }
+        self.inflight = kept;
+        let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            self.pending.drain(..).partition(|d| d.share.is_some());
+        self.pending = rest;
+        taken.extend(shared);
+        taken
+    }
+
+    /// Puts back deliveries no other member could take: they wait here.
+    pub fn restore(&mut self, deliveries: Vec<Delivery>) {
+        self.pending.extend(deliveries);
+    }
+
     /// Drops everything (the session ends).
     pub fn clear(&mut self) {
         self.inflight.clear();

@@ -573,6 +573,7 @@ impl Session {
                         retain: true,
                         sub_ids: sub_id.into_iter().collect(),
                         message: m,
+                        share: None,
                     });
                 }
             }
