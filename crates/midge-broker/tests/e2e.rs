@@ -28,9 +28,14 @@ impl Running {
 }
 
 async fn start(conf: &str) -> Running {
+    start_with(conf, |_| {}).await
+}
+
+async fn start_with(conf: &str, setup: impl FnOnce(&Server)) -> Running {
     let text = format!("listener 0 127.0.0.1\nallow_anonymous true\n{conf}");
     let (config, _) = parse_str(&text, "e2e.conf").unwrap();
     let server = Server::bind(config).await.unwrap();
+    setup(&server);
     let addr = server.local_addrs()[0];
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
@@ -316,5 +321,108 @@ async fn many_packets_in_one_segment_and_one_packet_over_many() {
         p.stream.flush().await.unwrap();
     }
     assert_eq!(payload_of(sub.recv().await), vec![7u8; 300]);
+    s.stop().await;
+}
+
+/// A challenge-response method for the tests: the client proves it knows "secret" by
+/// answering the challenge "nonce" with "nonce:secret".
+struct Challenge;
+
+struct ChallengeExchange {
+    sent: bool,
+}
+
+impl midge_broker::auth::AuthMethod for Challenge {
+    fn name(&self) -> &str {
+        "TEST-CHALLENGE"
+    }
+    fn start(&self, _client_id: &str) -> Box<dyn midge_broker::auth::AuthExchange> {
+        Box::new(ChallengeExchange { sent: false })
+    }
+}
+
+impl midge_broker::auth::AuthExchange for ChallengeExchange {
+    fn step(&mut self, data: Option<&[u8]>) -> midge_broker::auth::AuthStep {
+        use midge_broker::auth::AuthStep;
+        if !self.sent {
+            self.sent = true;
+            return AuthStep::Continue(Bytes::from_static(b"nonce"));
+        }
+        if data == Some(b"nonce:secret") {
+            AuthStep::Success { username: Some("prover".into()), data: Some(Bytes::from_static(b"welcome")) }
+        } else {
+            AuthStep::Failure(ReasonCode::NotAuthorized)
+        }
+    }
+}
+
+fn auth_packet(reason: ReasonCode, data: Option<&'static [u8]>) -> Packet {
+    let mut properties = Properties::new();
+    properties.push(Property::AuthenticationMethod("TEST-CHALLENGE".into()));
+    if let Some(d) = data {
+        properties.push(Property::AuthenticationData(Bytes::from_static(d)));
+    }
+    Packet::Auth(Auth { reason_code: reason, properties })
+}
+
+fn data_of(p: &Packet) -> Option<&[u8]> {
+    match p {
+        Packet::Auth(a) => a.properties.authentication_data().map(|d| &d[..]),
+        Packet::ConnAck(a) => a.properties.authentication_data().map(|d| &d[..]),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn enhanced_authentication_and_re_authentication() {
+    let s = start_with("", |server| server.broker().add_auth_method(std::sync::Arc::new(Challenge))).await;
+    let connect_with = |method: &str| {
+        let mut c = Connect::new(ProtocolVersion::V5, "auth-client");
+        c.properties.push(Property::AuthenticationMethod(method.to_owned().into()));
+        Packet::Connect(Box::new(c))
+    };
+    // The whole exchange at CONNECT.
+    let mut c = Raw::open(s.addr, ProtocolVersion::V5).await;
+    c.send(&connect_with("TEST-CHALLENGE")).await;
+    let challenge = c.recv().await.unwrap();
+    assert!(matches!(&challenge, Packet::Auth(a) if a.reason_code == ReasonCode::ContinueAuthentication));
+    assert_eq!(data_of(&challenge), Some(&b"nonce"[..]));
+    c.send(&auth_packet(ReasonCode::ContinueAuthentication, Some(b"nonce:secret"))).await;
+    let ack = c.recv().await.unwrap();
+    assert!(matches!(&ack, Packet::ConnAck(a) if a.reason_code == ReasonCode::Success), "{ack:?}");
+    assert_eq!(data_of(&ack), Some(&b"welcome"[..]));
+    // Re-authentication on the live connection.
+    c.send(&auth_packet(ReasonCode::ReAuthenticate, None)).await;
+    assert_eq!(data_of(&c.recv().await.unwrap()), Some(&b"nonce"[..]));
+    c.send(&auth_packet(ReasonCode::ContinueAuthentication, Some(b"nonce:secret"))).await;
+    let done = c.recv().await.unwrap();
+    assert!(matches!(&done, Packet::Auth(a) if a.reason_code == ReasonCode::Success), "{done:?}");
+    // A failed re-authentication ends the connection with DISCONNECT.
+    c.send(&auth_packet(ReasonCode::ReAuthenticate, None)).await;
+    c.recv().await.unwrap();
+    c.send(&auth_packet(ReasonCode::ContinueAuthentication, Some(b"wrong"))).await;
+    let got = c.until_closed().await;
+    assert!(
+        matches!(&got[..], [Packet::Disconnect(d)] if d.reason_code == ReasonCode::NotAuthorized),
+        "{got:?}"
+    );
+    // A wrong answer at CONNECT: CONNACK 0x87.
+    let mut w = Raw::open(s.addr, ProtocolVersion::V5).await;
+    w.send(&connect_with("TEST-CHALLENGE")).await;
+    w.recv().await.unwrap();
+    w.send(&auth_packet(ReasonCode::ContinueAuthentication, Some(b"guess"))).await;
+    let got = w.until_closed().await;
+    assert!(
+        matches!(&got[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::NotAuthorized),
+        "{got:?}"
+    );
+    // An unknown method: CONNACK 0x8C.
+    let mut u = Raw::open(s.addr, ProtocolVersion::V5).await;
+    u.send(&connect_with("SCRAM-SHA-512")).await;
+    let got = u.until_closed().await;
+    assert!(
+        matches!(&got[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::BadAuthenticationMethod),
+        "{got:?}"
+    );
     s.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Who may connect, and what they may do: the password file, the ACL file, certificate
 //! identities, and the slowdown of repeated failures. Reloaded as a whole on SIGHUP.
 pub mod acl;
+pub mod enhanced;
 mod limiter;
 pub mod password;
 
@@ -11,6 +12,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use acl::{Acl, AclError};
+pub use enhanced::{AuthExchange, AuthMethod, AuthStep, Enhanced};
 pub use limiter::FailureLimiter;
 pub use password::{Hash, PasswordFile, PasswordFileError};
 

@@ -2,13 +2,14 @@
 //! life across connections (new, resumed, taken over, parked, discarded).
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use bytestring::ByteString;
 use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::login::Authenticated;
 use super::{Broker, TOPIC_ALIAS_MAXIMUM};
-use crate::auth::ClientAccess;
+use crate::auth::{ClientAccess, Enhanced};
 use crate::registry::{Attach, Control, Detached, PendingWill};
 use crate::session::{CloseReason, ConnectionLimits, Session, SessionHandle, SessionState};
 
@@ -41,6 +42,7 @@ struct StartParams {
     plan: ConnectPlan,
     username: Option<ByteString>,
     access: Option<ClientAccess>,
+    enhanced: Option<(Enhanced, Option<Bytes>)>,
 }
 
 /// A CONNECT waiting for the old connection of its client id to hand the session over.
@@ -83,15 +85,9 @@ impl Broker {
     pub fn plan_connect(&self, c: &Connect) -> Result<ConnectPlan, ReasonCode> {
         let v5 = c.protocol.is_v5();
         let props = &c.properties;
-        if v5 {
-            if props.authentication_method().is_some() {
-                // No enhanced authentication method is supported yet (section 4.12).
-                return Err(ReasonCode::BadAuthenticationMethod);
-            }
-            if props.authentication_data().is_some() {
-                // 3.1.2.11.10: Authentication Data without a method is a Protocol Error.
-                return Err(ReasonCode::ProtocolError);
-            }
+        if v5 && props.authentication_data().is_some() && props.authentication_method().is_none() {
+            // 3.1.2.11.10: Authentication Data without a method is a Protocol Error.
+            return Err(ReasonCode::ProtocolError);
         }
         let (client_id, assigned) = if c.client_id.is_empty() {
             if !c.clean_start || c.protocol == ProtocolVersion::V3_1 {
@@ -218,6 +214,14 @@ impl Broker {
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
             Err(code) => return Opening::Refused(ConnAck::new(code), code),
         };
+        if connect.protocol.is_v5()
+            && connect.properties.authentication_method().is_some()
+            && auth.enhanced.is_none()
+        {
+            // A method asked for but not gone through (Broker::begin_enhanced).
+            let code = ReasonCode::BadAuthenticationMethod;
+            return Opening::Refused(ConnAck::new(code), code);
+        }
         let access = self.security.load().acl().is_some().then(|| {
             ClientAccess::new(
                 self.security.clone(),
@@ -231,7 +235,7 @@ impl Broker {
                 return Opening::Refused(ConnAck::new(ReasonCode::NotAuthorized), ReasonCode::NotAuthorized);
             }
         }
-        let start = StartParams { connect, plan, username: auth.username, access };
+        let start = StartParams { connect, plan, username: auth.username, access, enhanced: auth.enhanced };
         match self.registry.attach(&start.plan.client_id, conn_id, control) {
             Attach::Fresh => Opening::Ready(Box::new(self.start(start, None, now))),
             Attach::Parked(state) => Opening::Ready(Box::new(self.start(start, Some(*state), now))),
@@ -246,7 +250,7 @@ impl Broker {
     }
 
     fn start(&self, params: StartParams, found: Option<SessionState>, now: Instant) -> Opened {
-        let StartParams { mut connect, plan, username, access } = params;
+        let StartParams { mut connect, plan, username, access, enhanced } = params;
         if let Some(w) = &mut connect.will {
             // 3.1.1 cannot be told a will QoS or retain is unsupported (5.0 was refused in
             // plan_connect): the will is kept at what the broker supports.
@@ -266,10 +270,18 @@ impl Broker {
         };
         state.expiry_interval = plan.expiry_interval;
         state.handle.set_online(true);
-        let connack = self.connack(connect.protocol, &plan, session_present);
+        let mut connack = self.connack(connect.protocol, &plan, session_present);
+        if let Some((e, data)) = &enhanced {
+            // The method, and its last data, in CONNACK (section 4.12).
+            connack.properties.push(Property::AuthenticationMethod(e.method.name().to_owned().into()));
+            if let Some(d) = data {
+                connack.properties.push(Property::AuthenticationData(d.clone()));
+            }
+        }
         let mut session =
             Session::new(state, connect.protocol, plan.keep_alive, connect.will, username, plan.limits, now);
         session.set_access(access);
+        session.set_enhanced(enhanced.map(|(e, _)| e));
         session.resume(now);
         Opened { session, connack: Packet::ConnAck(connack), clean_start: connect.clean_start }
     }

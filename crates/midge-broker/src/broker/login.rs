@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use bytestring::ByteString;
-use midge_codec::{Connect, ReasonCode};
+use midge_codec::{Auth, Connect, Packet, Properties, Property, ReasonCode};
 
 use super::Broker;
-use crate::auth::Login;
+use crate::auth::{AuthExchange, AuthMethod, AuthStep, Enhanced, Login};
 
 /// What the network side knows of a connection before its CONNECT.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ impl ConnInfo {
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub(crate) username: Option<ByteString>,
+    /// The enhanced authentication method used, and its final data for CONNACK.
+    pub(crate) enhanced: Option<(Enhanced, Option<Bytes>)>,
 }
 
 impl Authenticated {
@@ -59,12 +62,12 @@ impl Broker {
         let refuse = |code| Refusal { code, delay: Duration::ZERO };
         // A certificate identity replaces the user name, and the password file is not used.
         if let Some(name) = &info.cert_username {
-            return Ok(Authenticated { username: Some(ByteString::from(name.clone())) });
+            return Ok(Authenticated { username: Some(ByteString::from(name.clone())), enhanced: None });
         }
         let security = self.security.load();
         let Some(user) = &c.username else {
             return if self.config.anonymous_allowed() {
-                Ok(Authenticated { username: None })
+                Ok(Authenticated { username: None, enhanced: None })
             } else {
                 // Anonymous access is off: 0x05 (3.1.1) / 0x87 (5.0) Not authorized.
                 Err(refuse(ReasonCode::NotAuthorized))
@@ -74,7 +77,7 @@ impl Broker {
             // Without a password file a user name is only a label; it passes where
             // anonymous clients do.
             return if self.config.anonymous_allowed() {
-                Ok(Authenticated { username: Some(user.clone()) })
+                Ok(Authenticated { username: Some(user.clone()), enhanced: None })
             } else {
                 Err(refuse(ReasonCode::NotAuthorized))
             };
@@ -83,7 +86,7 @@ impl Broker {
         match security.check_password(user, password) {
             Login::Accepted => {
                 self.limiter.succeeded(info.peer.ip());
-                Ok(Authenticated { username: Some(user.clone()) })
+                Ok(Authenticated { username: Some(user.clone()), enhanced: None })
             }
             Login::Refused => {
                 // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
@@ -110,5 +113,75 @@ impl Broker {
             Ok(r) => r,
             Err(_) => Err(Refusal { code: ReasonCode::ServerUnavailable, delay: Duration::ZERO }),
         }
+    }
+}
+
+/// An enhanced authentication (5.0 AUTH exchange) in progress at CONNECT.
+pub struct EnhancedLogin {
+    method: Arc<dyn AuthMethod>,
+    exchange: Box<dyn AuthExchange>,
+}
+
+/// What to do next in an enhanced authentication at CONNECT.
+#[derive(Debug)]
+pub enum LoginStep {
+    /// Send this AUTH and wait for the client's AUTH.
+    Send(Packet),
+    /// Authenticated.
+    Done(Authenticated),
+    /// Refused: CONNACK with this code.
+    Refuse(ReasonCode),
+}
+
+/// An AUTH packet of `method` with a reason and data.
+pub(crate) fn auth_packet(method: &str, reason: ReasonCode, data: Option<Bytes>) -> Packet {
+    let mut properties = Properties::new();
+    properties.push(Property::AuthenticationMethod(method.to_owned().into()));
+    if let Some(d) = data {
+        properties.push(Property::AuthenticationData(d));
+    }
+    Packet::Auth(Auth { reason_code: reason, properties })
+}
+
+impl EnhancedLogin {
+    fn step(&mut self, data: Option<&[u8]>) -> LoginStep {
+        match self.exchange.step(data) {
+            AuthStep::Continue(d) => {
+                LoginStep::Send(auth_packet(self.method.name(), ReasonCode::ContinueAuthentication, Some(d)))
+            }
+            AuthStep::Success { username, data } => LoginStep::Done(Authenticated {
+                username: username.map(ByteString::from),
+                enhanced: Some((Enhanced { method: self.method.clone() }, data)),
+            }),
+            AuthStep::Failure(code) => LoginStep::Refuse(code),
+        }
+    }
+
+    /// The client's AUTH during the exchange: Continue authentication, same method
+    /// [MQTT-4.12.0-4]; anything else is a Protocol Error.
+    pub fn on_auth(&mut self, a: &Auth) -> LoginStep {
+        let same_method = a.properties.authentication_method().map(|m| &**m) == Some(self.method.name());
+        if a.reason_code != ReasonCode::ContinueAuthentication || !same_method {
+            return LoginStep::Refuse(ReasonCode::ProtocolError);
+        }
+        self.step(a.properties.authentication_data().map(|d| &d[..]))
+    }
+}
+
+impl Broker {
+    /// Starts the enhanced authentication a 5.0 CONNECT asks for with Authentication Method;
+    /// `None` when it asks for none. An unknown method is refused with 0x8C.
+    pub fn begin_enhanced(&self, c: &Connect, client_id: &str) -> Option<(Option<EnhancedLogin>, LoginStep)> {
+        if !c.protocol.is_v5() {
+            return None;
+        }
+        let name = c.properties.authentication_method()?;
+        let Some(method) = self.auth_method(name) else {
+            // [MQTT-4.12.0-1]: an unsupported method gets 0x8C Bad authentication method.
+            return Some((None, LoginStep::Refuse(ReasonCode::BadAuthenticationMethod)));
+        };
+        let mut login = EnhancedLogin { exchange: method.start(client_id), method };
+        let step = login.step(c.properties.authentication_data().map(|d| &d[..]));
+        Some((Some(login), step))
     }
 }

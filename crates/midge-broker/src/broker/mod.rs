@@ -11,9 +11,10 @@ use bytestring::ByteString;
 use midge_codec::Will;
 
 pub use connect::{ConnectPlan, Opened, Opening, PendingOpen};
-pub use login::{Authenticated, ConnInfo, Refusal};
+pub(crate) use login::auth_packet;
+pub use login::{Authenticated, ConnInfo, EnhancedLogin, LoginStep, Refusal};
 
-use crate::auth::{FailureLimiter, Security, SecurityError, SharedSecurity};
+use crate::auth::{AuthMethod, FailureLimiter, Security, SecurityError, SharedSecurity};
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::router::Router;
@@ -21,6 +22,16 @@ use crate::session::{Message, SessionState};
 
 /// The Topic Alias Maximum announced to 5.0 clients.
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+
+/// Enhanced authentication methods by name.
+#[derive(Default)]
+struct AuthMethods(parking_lot::RwLock<std::collections::HashMap<String, Arc<dyn AuthMethod>>>);
+
+impl std::fmt::Debug for AuthMethods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.read().keys()).finish()
+    }
+}
 
 /// Everything the connections share.
 #[derive(Debug)]
@@ -34,6 +45,7 @@ pub struct Broker {
     /// Password file and ACL, swapped whole on reload.
     pub security: SharedSecurity,
     limiter: FailureLimiter,
+    auth_methods: AuthMethods,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
@@ -59,6 +71,7 @@ impl Broker {
             config,
             security,
             limiter,
+            auth_methods: AuthMethods::default(),
             router: Router::new(),
             registry: Registry::default(),
             connections: AtomicUsize::new(0),
@@ -74,6 +87,16 @@ impl Broker {
         let fresh = Security::load(&self.config)?;
         self.security.store(Arc::new(fresh));
         Ok(())
+    }
+
+    /// Registers an enhanced authentication method (5.0 AUTH) under its name.
+    pub fn add_auth_method(&self, method: Arc<dyn AuthMethod>) {
+        self.auth_methods.0.write().insert(method.name().to_owned(), method);
+    }
+
+    /// The method registered under `name`.
+    pub fn auth_method(&self, name: &str) -> Option<Arc<dyn AuthMethod>> {
+        self.auth_methods.0.read().get(name).cloned()
     }
 
     /// A number unique to each network connection.

@@ -9,7 +9,7 @@ use midge_codec::{decode, ConnAck, DecodeError, Packet, ProtocolVersion, ReasonC
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{Broker, ConnInfo, Opened, Opening};
+use crate::broker::{Authenticated, Broker, ConnInfo, EnhancedLogin, LoginStep, Opened, Opening, Refusal};
 use crate::logging::describe;
 use crate::registry::Control;
 use crate::session::{CloseReason, Session, SessionState};
@@ -82,9 +82,15 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let username = connect.username.clone();
     let shown_id =
         if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
-    let auth = match broker.authenticate_async(&connect, &info, Instant::now()).await {
-        Ok(auth) => auth,
-        Err(refusal) => {
+    let login = async {
+        match broker.begin_enhanced(&connect, &shown_id) {
+            None => broker.authenticate_async(&connect, &info, Instant::now()).await,
+            Some((login, step)) => enhanced_login(&mut conn, login, step, max_packet).await,
+        }
+    };
+    let auth = match tokio::time::timeout(connect_timeout, login).await {
+        Ok(Ok(auth)) => auth,
+        Ok(Err(refusal)) => {
             // Never the password: the client id, the address and the user name.
             tracing::info!(
                 "Client {shown_id} from {peer} refused: {}{}.",
@@ -94,6 +100,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             // Repeated failures from this address wait longer each time.
             tokio::time::sleep(refusal.delay).await;
             conn.encode(&Packet::ConnAck(ConnAck::new(refusal.code)), version, &shown_id);
+            conn.close().await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!("Client {shown_id} from {peer} did not complete authentication in time, closing.");
             conn.close().await;
             return;
         }
@@ -153,6 +164,48 @@ fn mosquitto_protocol_number(v: ProtocolVersion) -> u8 {
         ProtocolVersion::V3_1 => 1,
         ProtocolVersion::V3_1_1 => 2,
         ProtocolVersion::V5 => 5,
+    }
+}
+
+/// Runs an enhanced authentication (5.0 AUTH exchange) to its end.
+async fn enhanced_login<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    mut login: Option<EnhancedLogin>,
+    mut step: LoginStep,
+    max_packet: usize,
+) -> Result<Authenticated, Refusal> {
+    let refuse = |code| Refusal { code, delay: Duration::ZERO };
+    loop {
+        match step {
+            LoginStep::Done(auth) => return Ok(auth),
+            LoginStep::Refuse(code) => return Err(refuse(code)),
+            LoginStep::Send(p) => {
+                conn.encode(&p, ProtocolVersion::V5, "<authenticating>");
+                let (Some(l), Ok(Packet::Auth(a))) = (login.as_mut(), read_packet(conn, max_packet).await)
+                else {
+                    return Err(refuse(ReasonCode::ProtocolError));
+                };
+                step = l.on_auth(&a);
+            }
+        }
+    }
+}
+
+/// Reads one 5.0 packet while no session exists yet (during enhanced authentication).
+async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    max_packet: usize,
+) -> Result<Packet, ()> {
+    loop {
+        match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {}
+            Err(_) => return Err(()),
+        }
+        match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, true).await {
+            Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
+            Ok(_) => {}
+        }
     }
 }
 

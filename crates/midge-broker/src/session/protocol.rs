@@ -14,7 +14,7 @@ use midge_codec::{
 use super::message::{Delivery, Message};
 use super::outgoing::PubRecOutcome;
 use super::{SessionState, SubscriptionRecord};
-use crate::auth::ClientAccess;
+use crate::auth::{AuthExchange, AuthStep, ClientAccess, Enhanced};
 use crate::router::Router;
 
 /// Limits that apply to one connection, from the configuration and what the client announced.
@@ -150,6 +150,8 @@ pub struct Session {
     close: Option<CloseReason>,
     oversized_dropped: u64,
     access: Option<ClientAccess>,
+    enhanced: Option<Enhanced>,
+    reauth: Option<Box<dyn AuthExchange>>,
 }
 
 impl Session {
@@ -179,7 +181,15 @@ impl Session {
             close: None,
             oversized_dropped: 0,
             access: None,
+            enhanced: None,
+            reauth: None,
         }
+    }
+
+    /// The enhanced authentication method the client connected with (5.0), which it may
+    /// use again to re-authenticate.
+    pub fn set_enhanced(&mut self, enhanced: Option<Enhanced>) {
+        self.enhanced = enhanced;
     }
 
     /// Sets what the client may publish, subscribe to and receive (`None`: everything).
@@ -401,10 +411,7 @@ impl Session {
             Packet::Connect(_) => {
                 self.close(CloseReason::protocol(ReasonCode::ProtocolError, "second CONNECT"))
             }
-            Packet::Auth(_) => self.close(CloseReason::protocol(
-                ReasonCode::ProtocolError,
-                "AUTH without an authentication method in CONNECT",
-            )),
+            Packet::Auth(a) => self.on_auth(a),
             other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => self
                 .close(CloseReason::protocol(
                     ReasonCode::ProtocolError,
@@ -604,6 +611,47 @@ impl Session {
             properties: Properties::new(),
             reason_codes: codes,
         }));
+    }
+
+    /// Re-authentication (section 4.12.1): the client sends AUTH 0x19 with the method it
+    /// connected with, then the exchange runs as at CONNECT; it ends with AUTH 0x00, or with
+    /// DISCONNECT when it fails [MQTT-4.12.1-2].
+    fn on_auth(&mut self, a: midge_codec::Auth) {
+        let Some(enhanced) = self.enhanced.clone() else {
+            return self.close(CloseReason::protocol(
+                ReasonCode::ProtocolError,
+                "AUTH without an authentication method in CONNECT",
+            ));
+        };
+        let name = enhanced.method.name();
+        if a.properties.authentication_method().map(|m| &**m) != Some(name) {
+            // [MQTT-4.12.1-1]: the same Authentication Method as in CONNECT.
+            return self.close(CloseReason::protocol(ReasonCode::ProtocolError, "AUTH with another method"));
+        }
+        match a.reason_code {
+            ReasonCode::ReAuthenticate if self.reauth.is_none() => {
+                self.reauth = Some(enhanced.method.start(&self.client_id));
+            }
+            ReasonCode::ContinueAuthentication if self.reauth.is_some() => {}
+            _ => return self.close(CloseReason::protocol(ReasonCode::ProtocolError, "unexpected AUTH")),
+        }
+        let data = a.properties.authentication_data().map(|d| &d[..]);
+        let Some(exchange) = self.reauth.as_mut() else { return };
+        match exchange.step(data) {
+            AuthStep::Continue(d) => self.out.push_back(crate::broker::auth_packet(
+                name,
+                ReasonCode::ContinueAuthentication,
+                Some(d),
+            )),
+            AuthStep::Success { data, .. } => {
+                self.reauth = None;
+                self.out.push_back(crate::broker::auth_packet(name, ReasonCode::Success, data));
+            }
+            AuthStep::Failure(code) => {
+                self.reauth = None;
+                self.close(CloseReason::protocol(code, "re-authentication failed"));
+            }
+        }
     }
 
     fn on_disconnect(&mut self, d: Disconnect) {
