@@ -7,7 +7,7 @@ use bytestring::ByteString;
 use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::login::Authenticated;
+use super::login::{Authenticated, Refusal};
 use super::{Broker, TOPIC_ALIAS_MAXIMUM};
 use crate::auth::{ClientAccess, Enhanced};
 use crate::registry::{Attach, Control, Detached, PendingWill};
@@ -82,18 +82,21 @@ pub struct ConnectPlan {
 impl Broker {
     /// Decides whether a CONNECT is accepted, and on what terms. `Err` is the reason code of
     /// the refusal (sent as the nearest 3.1.1 return code to 3.1.1 clients).
-    pub fn plan_connect(&self, c: &Connect) -> Result<ConnectPlan, ReasonCode> {
+    pub fn plan_connect(&self, c: &Connect) -> Result<ConnectPlan, Refusal> {
         let v5 = c.protocol.is_v5();
         let props = &c.properties;
         if v5 && props.authentication_data().is_some() && props.authentication_method().is_none() {
             // 3.1.2.11.10: Authentication Data without a method is a Protocol Error.
-            return Err(ReasonCode::ProtocolError);
+            return Err(Refusal::new(ReasonCode::ProtocolError, "authentication data without a method"));
         }
         let (client_id, assigned) = if c.client_id.is_empty() {
             if !c.clean_start || c.protocol == ProtocolVersion::V3_1 {
                 // [MQTT-3.1.3-8] (3.1.1): an empty id needs clean session, else 0x02. 3.1 needs
                 // 1 to 23 characters. 5.0 clients are refused the same way (0x85).
-                return Err(ReasonCode::ClientIdentifierNotValid);
+                return Err(Refusal::new(
+                    ReasonCode::ClientIdentifierNotValid,
+                    "an empty client id needs clean start",
+                ));
             }
             // [MQTT-3.1.3-6]: the Server assigns a unique ClientID.
             (self.assign_client_id(), true)
@@ -104,10 +107,13 @@ impl Broker {
             // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
             // [MQTT-3.2.2-13] (retain, 0x9A). 3.1.1 has no code for it: connect() downgrades such a will.
             if v5 && w.qos > self.config.max_qos {
-                return Err(ReasonCode::QoSNotSupported);
+                return Err(Refusal::new(ReasonCode::QoSNotSupported, "the will QoS is above max_qos"));
             }
             if v5 && w.retain && !self.config.retain_available {
-                return Err(ReasonCode::RetainNotSupported);
+                return Err(Refusal::new(
+                    ReasonCode::RetainNotSupported,
+                    "retained messages are not available",
+                ));
             }
         }
         let max_keepalive = self.config.max_keepalive;
@@ -117,7 +123,10 @@ impl Broker {
                     if c.keep_alive > max_keepalive {
                         // As mosquitto: 3.1.1 cannot tell the client to use another keep alive, so
                         // a longer one is refused with "identifier rejected".
-                        return Err(ReasonCode::ClientIdentifierNotValid);
+                        return Err(Refusal::new(
+                            ReasonCode::ClientIdentifierNotValid,
+                            "the keep alive is above max_keepalive",
+                        ));
                     }
                     (c.keep_alive, None)
                 } else {
@@ -212,15 +221,15 @@ impl Broker {
         let plan = match self.plan_connect(&connect) {
             Ok(plan) => plan,
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
-            Err(code) => return Opening::Refused(ConnAck::new(code), code),
+            Err(r) => return Opening::Refused(r.connack(), r.code),
         };
         if connect.protocol.is_v5()
             && connect.properties.authentication_method().is_some()
             && auth.enhanced.is_none()
         {
             // A method asked for but not gone through (Broker::begin_enhanced).
-            let code = ReasonCode::BadAuthenticationMethod;
-            return Opening::Refused(ConnAck::new(code), code);
+            let r = Refusal::new(ReasonCode::BadAuthenticationMethod, "unsupported authentication method");
+            return Opening::Refused(r.connack(), r.code);
         }
         let access = self.security.load().acl().is_some().then(|| {
             ClientAccess::new(
@@ -232,7 +241,8 @@ impl Broker {
         if let (Some(access), Some(will)) = (&access, &connect.will) {
             if !access.can_publish(&will.topic) {
                 // As mosquitto: a will the client could not publish itself is refused at once.
-                return Opening::Refused(ConnAck::new(ReasonCode::NotAuthorized), ReasonCode::NotAuthorized);
+                let r = Refusal::new(ReasonCode::NotAuthorized, "not allowed to publish to the will topic");
+                return Opening::Refused(r.connack(), r.code);
             }
         }
         let start = StartParams { connect, plan, username: auth.username, access, enhanced: auth.enhanced };

@@ -46,20 +46,36 @@ impl Authenticated {
     }
 }
 
-/// A refused login.
+/// A refused CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The reason code for CONNACK (0x86 / 0x87; 3.1.1: 0x04 / 0x05).
     pub code: ReasonCode,
     /// How long to wait before answering (repeated failures from this address).
     pub delay: Duration,
+    /// Why, for the 5.0 Reason String and the log.
+    pub why: &'static str,
+}
+
+impl Refusal {
+    /// A refusal answered at once.
+    pub fn new(code: ReasonCode, why: &'static str) -> Self {
+        Refusal { code, delay: Duration::ZERO, why }
+    }
+
+    /// The CONNACK that tells the client: the reason code, and for 5.0 a Reason String
+    /// (3.1.1 encodes the nearest return code and no properties).
+    pub fn connack(&self) -> midge_codec::ConnAck {
+        let mut ack = midge_codec::ConnAck::new(self.code);
+        ack.properties.push(Property::ReasonString(self.why.into()));
+        ack
+    }
 }
 
 impl Broker {
     /// Decides whether the client may connect, and as which user. May compute a PBKDF2
     /// hash: call [`Broker::authenticate_async`] from async code.
     pub fn authenticate(&self, c: &Connect, info: &ConnInfo, now: Instant) -> Result<Authenticated, Refusal> {
-        let refuse = |code| Refusal { code, delay: Duration::ZERO };
         // A certificate identity replaces the user name, and the password file is not used.
         if let Some(name) = &info.cert_username {
             return Ok(Authenticated { username: Some(ByteString::from(name.clone())), enhanced: None });
@@ -70,7 +86,7 @@ impl Broker {
                 Ok(Authenticated { username: None, enhanced: None })
             } else {
                 // Anonymous access is off: 0x05 (3.1.1) / 0x87 (5.0) Not authorized.
-                Err(refuse(ReasonCode::NotAuthorized))
+                Err(Refusal::new(ReasonCode::NotAuthorized, "anonymous access is not allowed"))
             };
         };
         if !security.has_passwords() {
@@ -79,7 +95,10 @@ impl Broker {
             return if self.config.anonymous_allowed() {
                 Ok(Authenticated { username: Some(user.clone()), enhanced: None })
             } else {
-                Err(refuse(ReasonCode::NotAuthorized))
+                Err(Refusal::new(
+                    ReasonCode::NotAuthorized,
+                    "anonymous access is not allowed and no password file is set",
+                ))
             };
         }
         let password = c.password.as_deref().unwrap_or_default();
@@ -91,7 +110,11 @@ impl Broker {
             Login::Refused => {
                 // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
                 let delay = self.limiter.failed(info.peer.ip(), now);
-                Err(Refusal { code: ReasonCode::BadUserNameOrPassword, delay })
+                Err(Refusal {
+                    code: ReasonCode::BadUserNameOrPassword,
+                    delay,
+                    why: "bad user name or password",
+                })
             }
         }
     }
@@ -111,7 +134,7 @@ impl Broker {
         let (broker, c2, info2) = (self.clone(), c.clone(), info.clone());
         match tokio::task::spawn_blocking(move || broker.authenticate(&c2, &info2, now)).await {
             Ok(r) => r,
-            Err(_) => Err(Refusal { code: ReasonCode::ServerUnavailable, delay: Duration::ZERO }),
+            Err(_) => Err(Refusal::new(ReasonCode::ServerUnavailable, "the password check failed")),
         }
     }
 }
@@ -129,8 +152,8 @@ pub enum LoginStep {
     Send(Packet),
     /// Authenticated.
     Done(Authenticated),
-    /// Refused: CONNACK with this code.
-    Refuse(ReasonCode),
+    /// Refused.
+    Refuse(Refusal),
 }
 
 /// An AUTH packet of `method` with a reason and data.
@@ -153,7 +176,7 @@ impl EnhancedLogin {
                 username: username.map(ByteString::from),
                 enhanced: Some((Enhanced { method: self.method.clone() }, data)),
             }),
-            AuthStep::Failure(code) => LoginStep::Refuse(code),
+            AuthStep::Failure(code) => LoginStep::Refuse(Refusal::new(code, "authentication failed")),
         }
     }
 
@@ -162,7 +185,10 @@ impl EnhancedLogin {
     pub fn on_auth(&mut self, a: &Auth) -> LoginStep {
         let same_method = a.properties.authentication_method().map(|m| &**m) == Some(self.method.name());
         if a.reason_code != ReasonCode::ContinueAuthentication || !same_method {
-            return LoginStep::Refuse(ReasonCode::ProtocolError);
+            return LoginStep::Refuse(Refusal::new(
+                ReasonCode::ProtocolError,
+                "expected AUTH to continue authentication",
+            ));
         }
         self.step(a.properties.authentication_data().map(|d| &d[..]))
     }
@@ -178,7 +204,13 @@ impl Broker {
         let name = c.properties.authentication_method()?;
         let Some(method) = self.auth_method(name) else {
             // [MQTT-4.12.0-1]: an unsupported method gets 0x8C Bad authentication method.
-            return Some((None, LoginStep::Refuse(ReasonCode::BadAuthenticationMethod)));
+            return Some((
+                None,
+                LoginStep::Refuse(Refusal::new(
+                    ReasonCode::BadAuthenticationMethod,
+                    "unsupported authentication method",
+                )),
+            ));
         };
         let mut login = EnhancedLogin { exchange: method.start(client_id), method };
         let step = login.step(c.properties.authentication_data().map(|d| &d[..]));

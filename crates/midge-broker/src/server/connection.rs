@@ -93,13 +93,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(refusal)) => {
             // Never the password: the client id, the address and the user name.
             tracing::info!(
-                "Client {shown_id} from {peer} refused: {}{}.",
+                "Client {shown_id} from {peer} refused: {} ({}){}.",
                 refusal.code.description(),
+                refusal.why,
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
             // Repeated failures from this address wait longer each time.
             tokio::time::sleep(refusal.delay).await;
-            conn.encode(&Packet::ConnAck(ConnAck::new(refusal.code)), version, &shown_id);
+            conn.encode(&Packet::ConnAck(refusal.connack()), version, &shown_id);
             conn.close().await;
             return;
         }
@@ -174,16 +175,18 @@ async fn enhanced_login<S: AsyncRead + AsyncWrite + Unpin>(
     mut step: LoginStep,
     max_packet: usize,
 ) -> Result<Authenticated, Refusal> {
-    let refuse = |code| Refusal { code, delay: Duration::ZERO };
     loop {
         match step {
             LoginStep::Done(auth) => return Ok(auth),
-            LoginStep::Refuse(code) => return Err(refuse(code)),
+            LoginStep::Refuse(r) => return Err(r),
             LoginStep::Send(p) => {
                 conn.encode(&p, ProtocolVersion::V5, "<authenticating>");
                 let (Some(l), Ok(Packet::Auth(a))) = (login.as_mut(), read_packet(conn, max_packet).await)
                 else {
-                    return Err(refuse(ReasonCode::ProtocolError));
+                    return Err(Refusal::new(
+                        ReasonCode::ProtocolError,
+                        "expected AUTH to continue authentication",
+                    ));
                 };
                 step = l.on_auth(&a);
             }
