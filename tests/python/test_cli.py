@@ -1118,6 +1118,12 @@ def test_not_authorised(tools, auth_broker, kind, version, code):
     args = [*conn(auth_broker), "-V", version, *REFUSED_ARGS[kind]]
     r = {tool: run([*tools.cmd(tool, kind), *args]) for tool in ("link", "mosquitto")}
     assert r["mosquitto"].rc == code, r["mosquitto"]
+    if kind == "rr" and version == "311":
+        # mosquitto_rr 2.0.11 says "Connection error: Unknown reason" here (it reads the 3.1.1
+        # return code as a 5.0 reason code); midge says what the code means.
+        assert r["mosquitto"].stderr == b"Connection error: Unknown reason\n", r["mosquitto"]
+        assert (r["link"].rc, r["link"].stderr) == (code, b"Connection error: Connection Refused: not authorised.\n"), r["link"]
+        return
     compare_runs(f"{kind} -V {version} refused ({auth_broker.kind} broker)", r["link"], r["mosquitto"])
 
 
@@ -1204,7 +1210,11 @@ def test_tls_unknown_ca_like_mosquitto(tools, midge_broker, tmp_path):
     assert r.rc == 0, r
     args = ["-h", HOST, "-p", str(midge_broker.tls_port), "--cafile", other / "ca.crt", "-t", "x", "-m", "y"]
     r = {tool: run([*tools.cmd(tool, "pub"), *args]) for tool in TOOLS}
-    compare_runs("pub with another CA", r["midge"], r["mosquitto"])
+    # mosquitto_pub 2.0.11 gives one of two answers, depending on whether the handshake
+    # fails inside its connect call or in its network loop; midge gives the first.
+    answers = {(8, b"Error: A TLS error occurred.\n"), (1, b"Unable to connect (A TLS error occurred.).\n")}
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) in answers, r["mosquitto"]
+    assert (r["midge"].rc, r["midge"].stderr) == (8, b"Error: A TLS error occurred.\n"), r["midge"]
 
 
 def test_tls_certificate_required_like_mosquitto(tools, midge_broker):
@@ -1252,6 +1262,11 @@ def test_d_rr(tools, midge_broker, responder):
     t = responder.topic
     r = {tool: run([*tools.cmd(tool, "rr"), *conn(b), "-d", "-t", f"{t}/request", "-e", f"{t}/response",
                     "-m", "question", "-q", "1"]) for tool in TOOLS}
+    # mosquitto_rr 2.0.11 closes the socket without DISCONNECT (the broker logs "closed its
+    # connection", and would publish a will); midge disconnects properly, and -d shows it.
+    disconnect = re.compile(rb"Client \S+ sending DISCONNECT\n$")
+    assert disconnect.search(r["midge"].stdout), r["midge"]
+    r["midge"].stdout = disconnect.sub(b"", r["midge"].stdout)
     compare_runs("rr -d", r["midge"], r["mosquitto"], normalise=norm_ids)
 
 
@@ -1264,7 +1279,8 @@ def test_link_help_is_the_tools(tools, kind):
     """Through a link named mosquitto_KIND, --help is that tool's help, in its name."""
     link = run(tools.cmd("link", kind) + ["--help"])
     own = run(tools.cmd("midge", kind) + ["--help"])
-    assert first_line(link.stdout) == first_line(own.stdout), (link, own)
+    # The same text, each in its own name.
+    assert first_line(link.stdout) == first_line(own.stdout).replace(f"midge {kind}".encode(), f"mosquitto_{kind}".encode()), (link, own)
     assert f"mosquitto_{kind}".encode() in link.stdout, link
     assert b"midge " + kind.encode() not in link.stdout, link
 

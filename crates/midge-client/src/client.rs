@@ -97,6 +97,16 @@ impl Client {
         self.start_publish(p).await?.await
     }
 
+    /// Sends SUBSCRIBE and returns a future for its SUBACK.
+    pub async fn start_subscribe(
+        &self,
+        s: Subscribe,
+    ) -> Result<impl Future<Output = Result<SubAck, Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.request(Request::Subscribe(s, tx)).await?;
+        Ok(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
+    }
+
     /// Subscribes and waits for SUBACK. The packet identifier is assigned by the connection.
     pub async fn subscribe(&self, s: Subscribe) -> Result<SubAck, Error> {
         let (tx, rx) = oneshot::channel();
@@ -149,7 +159,15 @@ pub async fn connect(opts: Options) -> Result<(Client, Events, ConnAck), Error> 
         connack.properties.receive_maximum().unwrap_or(u16::MAX).min(opts.max_inflight.max(1));
     let (req_tx, req_rx) = mpsc::channel(256);
     let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
-    let task = Task::new(stream, rbuf, version, keep_alive, receive_maximum, opts.on_packet.clone());
+    let task = Task::new(
+        stream,
+        rbuf,
+        version,
+        keep_alive,
+        receive_maximum,
+        opts.on_packet.clone(),
+        opts.on_message.clone(),
+    );
     tokio::spawn(task.run(req_rx, ev_tx));
     Ok((Client { tx: req_tx, version, client_id }, Events { rx: ev_rx }, connack))
 }
@@ -175,11 +193,15 @@ async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Err
                 other => Err(Error::protocol(format!("{} instead of CONNACK", other.packet_type()))),
             };
         }
-        if let IoEvent::Read(0) = ready(&mut stream, &mut rbuf, &mut wbuf, true).await? {
-            return Err(Error::new(Kind::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "the server closed the connection before CONNACK",
-            ))));
+        match ready(&mut stream, &mut rbuf, &mut wbuf, true).await {
+            Ok(IoEvent::Read(0)) => {
+                return Err(Error::new(Kind::Lost(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the server closed the connection before CONNACK",
+                ))))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Error::new(Kind::Lost(e))),
         }
     }
 }

@@ -14,13 +14,18 @@ pub struct Error {
 pub(crate) enum Kind {
     Io(std::io::Error),
     Timeout(&'static str),
-    Refused { code: ReasonCode, version: ProtocolVersion },
+    Refused {
+        code: ReasonCode,
+        version: ProtocolVersion,
+    },
     Protocol(String),
     Encode(midge_codec::EncodeError),
     Decode(midge_codec::DecodeError),
     Disconnected(Option<ReasonCode>),
     Closed,
     Tls(String),
+    /// The connection broke after it was opened, before CONNACK.
+    Lost(std::io::Error),
 }
 
 impl Error {
@@ -77,6 +82,12 @@ impl Error {
     pub fn is_tls(&self) -> bool {
         matches!(self.kind, Kind::Tls(_))
     }
+
+    /// The connection was opened and then lost before the server answered CONNECT (for
+    /// example a TLS alert: a client certificate the server refused).
+    pub fn is_lost(&self) -> bool {
+        matches!(self.kind, Kind::Lost(_))
+    }
 }
 
 impl fmt::Display for Error {
@@ -95,6 +106,7 @@ impl fmt::Display for Error {
             Kind::Disconnected(None) => f.write_str("disconnected by the server"),
             Kind::Closed => f.write_str("the connection is closed"),
             Kind::Tls(s) => write!(f, "TLS error: {s}"),
+            Kind::Lost(e) => write!(f, "the connection was lost: {e}"),
         }
     }
 }
@@ -102,7 +114,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Io(e) => Some(e),
+            Kind::Io(e) | Kind::Lost(e) => Some(e),
             Kind::Encode(e) => Some(e),
             Kind::Decode(e) => Some(e),
             _ => None,

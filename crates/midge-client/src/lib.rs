@@ -30,6 +30,6 @@ mod transport;
 
 pub use client::{connect, AckFuture, Client, Event, Events};
 pub use error::Error;
-pub use options::{Direction, Options, PacketHook};
+pub use options::{Direction, MessageHook, Options, PacketHook};
 pub use tls::{TlsOptions, TlsVersion};
 pub use transport::{BoxStream, Connector, Stream};

@@ -19,6 +19,10 @@ pub enum Direction {
 /// Called with every packet sent and received (`-d` in the command-line clients).
 pub type PacketHook = Arc<dyn Fn(Direction, &Packet) + Send + Sync>;
 
+/// Called with every message delivered, in the connection's task, in order with the packet
+/// hook; with it set, messages are not queued as [`crate::Event`]s.
+pub type MessageHook = Arc<dyn Fn(&midge_codec::Publish) + Send + Sync>;
+
 /// Connection options.
 #[derive(Clone)]
 pub struct Options {
@@ -37,6 +41,8 @@ pub struct Options {
     pub connector: Option<Arc<dyn Connector>>,
     /// Called with every packet.
     pub on_packet: Option<PacketHook>,
+    /// Takes every message instead of the event queue.
+    pub on_message: Option<MessageHook>,
     /// Incoming messages buffered before the client stops reading from the socket.
     pub event_capacity: usize,
     /// QoS 1 and 2 messages in flight at once (also bounded by the server's Receive Maximum).
@@ -54,6 +60,7 @@ impl Options {
             connect_timeout: Duration::from_secs(10),
             connector: None,
             on_packet: None,
+            on_message: None,
             event_capacity: 1024,
             max_inflight: u16::MAX,
         }

@@ -1,6 +1,6 @@
 //! The client's side of the protocol, without I/O: packet identifiers, acknowledgements
 //! awaited, the server's Receive Maximum, and exactly-once for incoming QoS 2.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use midge_codec::{
     Packet, ProtocolVersion, Publish, PublishAck, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -33,7 +33,9 @@ pub(crate) struct State {
     pending: HashMap<u16, Pending>,
     publishes_in_flight: usize,
     send_quota: usize,
-    incoming_qos2: HashSet<u16>,
+    /// QoS 2 messages received and not yet released: delivered at PUBREL, once, as
+    /// libmosquitto and paho do (the PUBLISH may come again before PUBREL).
+    incoming_qos2: HashMap<u16, Option<Publish>>,
     pub(crate) out: VecDeque<Packet>,
 }
 
@@ -45,7 +47,7 @@ impl State {
             pending: HashMap::new(),
             publishes_in_flight: 0,
             send_quota: usize::from(server_receive_maximum),
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: HashMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -68,7 +70,9 @@ impl State {
     /// Sends a PUBLISH; QoS 0 is answered at once, QoS 1 and 2 on their acknowledgement.
     pub(crate) fn publish(&mut self, mut p: Publish, reply: Option<Reply<ReasonCode>>) {
         if p.qos == QoS::AtMostOnce {
-            p.packet_id = 0;
+            // No identifier goes on the wire for QoS 0, but the message is numbered like the
+            // others (as libmosquitto numbers them), which `-d` shows.
+            p.packet_id = self.next_id();
             self.out.push_back(Packet::Publish(p));
             if let Some(r) = reply {
                 let _ = r.send(Ok(ReasonCode::Success));
@@ -117,8 +121,11 @@ impl State {
             }
             Packet::PubComp(a) => self.complete_publish(a.packet_id, a.reason_code),
             Packet::PubRel(a) => {
-                self.incoming_qos2.remove(&a.packet_id);
+                let message = self.incoming_qos2.remove(&a.packet_id).flatten();
                 self.out.push_back(Packet::PubComp(PublishAck::new(a.packet_id)));
+                if let Some(m) = message {
+                    return Ok(Incoming::Message(m));
+                }
             }
             Packet::SubAck(a) => {
                 if let Some(Pending::Subscribe(r)) = self.pending.remove(&a.packet_id) {
@@ -149,12 +156,10 @@ impl State {
             }
             QoS::ExactlyOnce => {
                 self.out.push_back(Packet::PubRec(PublishAck::new(p.packet_id)));
-                // Delivered once: a resend before PUBREL is acknowledged, not delivered again.
-                if self.incoming_qos2.insert(p.packet_id) {
-                    Incoming::Message(p)
-                } else {
-                    Incoming::Nothing
-                }
+                // Kept until PUBREL, then delivered once: a resend before PUBREL is
+                // acknowledged again, not stored twice.
+                self.incoming_qos2.entry(p.packet_id).or_insert(Some(p));
+                Incoming::Nothing
             }
         }
     }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::client::{Event, Request};
 use crate::error::{Error, Kind};
-use crate::options::{Direction, PacketHook};
+use crate::options::{Direction, MessageHook, PacketHook};
 use crate::state::{closed, Incoming, State};
 use crate::transport::BoxStream;
 
@@ -19,6 +19,9 @@ use crate::transport::BoxStream;
 const MAX_BUFFERED_EVENTS: usize = 1024;
 /// Publishes accepted from the application beyond the server's Receive Maximum.
 const MAX_WAITING_PUBLISHES: usize = 1024;
+/// Stop taking requests while this much waits to be written: a fast publisher is slowed to
+/// the socket's pace instead of buffering without bound.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 pub(crate) struct Task {
     stream: BoxStream,
@@ -28,6 +31,7 @@ pub(crate) struct Task {
     keep_alive: Option<Duration>,
     state: State,
     hook: Option<PacketHook>,
+    on_message: Option<MessageHook>,
     buffered: VecDeque<Event>,
     waiting: VecDeque<Request>,
 }
@@ -51,6 +55,7 @@ impl Task {
         keep_alive: u16,
         server_receive_maximum: u16,
         hook: Option<PacketHook>,
+        on_message: Option<MessageHook>,
     ) -> Self {
         Task {
             stream,
@@ -60,6 +65,7 @@ impl Task {
             keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
             state: State::new(version, server_receive_maximum),
             hook,
+            on_message,
             buffered: VecDeque::new(),
             waiting: VecDeque::new(),
         }
@@ -126,9 +132,16 @@ impl Task {
                     if let Some(h) = &self.hook {
                         h(Direction::Received, &p);
                     }
-                    match self.state.handle(p) {
+                    let incoming = self.state.handle(p);
+                    // The acknowledgement goes out (and is shown by the packet hook) before
+                    // the message is handed over, as libmosquitto orders them.
+                    self.encode_output();
+                    match incoming {
                         Ok(Incoming::Nothing) => {}
-                        Ok(Incoming::Message(m)) => self.buffered.push_back(Event::Message(m)),
+                        Ok(Incoming::Message(m)) => match &self.on_message {
+                            Some(f) => f(&m),
+                            None => self.buffered.push_back(Event::Message(m)),
+                        },
                         Ok(Incoming::Disconnect(d)) => return Some(End::Server(d)),
                         Err(e) => return Some(End::Failed(e)),
                     }
@@ -152,7 +165,7 @@ impl Task {
                 last_sent = Instant::now();
             }
             let read = self.buffered.len() < MAX_BUFFERED_EVENTS;
-            let take = self.waiting.len() < MAX_WAITING_PUBLISHES;
+            let take = self.waiting.len() < MAX_WAITING_PUBLISHES && self.wbuf.len() < WRITE_HIGH_WATER;
             tokio::select! {
                 biased;
                 permit = events.reserve(), if !self.buffered.is_empty() => match permit {

@@ -33,7 +33,8 @@ where
 /// Logs to standard error: information and above, or every packet with `verbose`.
 /// `RUST_LOG` overrides the level.
 pub fn init(verbose: bool) {
-    let default = if verbose { "debug" } else { "info" };
+    // rustls narrates handshakes at debug level: keep its warnings only.
+    let default = if verbose { "debug,rustls=warn" } else { "info,rustls=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -1,9 +1,11 @@
 //! `midge`: the broker and the tools around it, one binary.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod broker_cmd;
 mod cert;
 mod clients;
+mod inspect_cmd;
 mod logging;
 mod passwd_cmd;
 
@@ -39,12 +41,12 @@ enum Command {
     Passwd(passwd_cmd::PasswdArgs),
     /// Run a certificate authority for brokers and devices.
     Cert(cert::CertArgs),
-    /// Decode MQTT from packet captures and show what an eavesdropper sees (not built yet).
-    Inspect(NotYet),
+    /// Decode MQTT from packet captures and show what an eavesdropper sees.
+    Inspect(inspect_cmd::InspectArgs),
     /// Check a broker configuration for weaknesses (not built yet).
     Audit(NotYet),
-    /// Measure a broker's throughput and latency (not built yet).
-    Bench(NotYet),
+    /// Measure a broker's throughput, latency and memory per connection.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of a subcommand that is not built yet: accepted and ignored.
@@ -60,11 +62,12 @@ fn not_built(name: &str) -> ExitCode {
 }
 
 /// A client tool's own parser, so that `midge pub ...` and `mosquitto_pub ...` (a link to
-/// midge) parse the same way and report errors as mosquitto does (exit code 1).
+/// midge) parse the same way and report errors as mosquitto does: its words, exit code 1,
+/// `--help` printing usage and exiting 1, a repeated option taking its last value.
 macro_rules! client_tool {
-    ($parser:ident, $args:ty, $run:path) => {
+    ($parser:ident, $args:ty, $run:path, $help:path) => {
         #[derive(Parser, Debug)]
-        #[command(disable_help_flag = true, disable_version_flag = true)]
+        #[command(disable_help_flag = true, disable_version_flag = true, args_override_self = true)]
         struct $parser {
             #[command(flatten)]
             args: $args,
@@ -78,17 +81,12 @@ macro_rules! client_tool {
                     .try_get_matches_from(argv)
                     .and_then(|m| <$parser as clap::FromArgMatches>::from_arg_matches(&m));
                 match parsed {
+                    Ok(p) if p.args.common.help => {
+                        print!("{}", $help(name));
+                        ExitCode::from(1)
+                    }
                     Ok(p) => $run(p.args, tool),
-                    Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
-                        let _ = e.print();
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        let text = e.to_string();
-                        let first = text.lines().next().unwrap_or("invalid arguments");
-                        let first = first.strip_prefix("error: ").unwrap_or(first);
-                        Failure::usage(tool, format!("Error: {first}")).report(false)
-                    }
+                    Err(e) => Failure::usage(tool, clients::common::clap_error(&e)).report(false),
                 }
             }
         }
@@ -103,9 +101,9 @@ struct PasswdCli {
     args: passwd_cmd::PasswdArgs,
 }
 
-client_tool!(PubCli, clients::pub_cmd::PubArgs, clients::pub_cmd::run);
-client_tool!(SubCli, clients::sub_cmd::SubArgs, clients::sub_cmd::run);
-client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run);
+client_tool!(PubCli, clients::pub_cmd::PubArgs, clients::pub_cmd::run, clients::help::pub_help);
+client_tool!(SubCli, clients::sub_cmd::SubArgs, clients::sub_cmd::run, clients::help::sub_help);
+client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run, clients::help::rr_help);
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -143,8 +141,8 @@ fn main() -> ExitCode {
         Command::Rr(_) => RrCli::main("midge rr", rest()),
         Command::Passwd(args) => passwd_cmd::run(args),
         Command::Cert(args) => cert::run(args),
-        Command::Inspect(_) => not_built("inspect"),
+        Command::Inspect(args) => inspect_cmd::run(args),
         Command::Audit(_) => not_built("audit"),
-        Command::Bench(_) => not_built("bench"),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -21,12 +21,15 @@ pub struct ConnInfo {
     /// The user name from the client certificate, when the listener maps certificates to
     /// users (use_identity_as_username, use_subject_as_username).
     pub cert_username: Option<String>,
+    /// The listener takes user names from certificates: a client without one (or with no
+    /// Common Name) is refused rather than let through to password login.
+    pub cert_identity_required: bool,
 }
 
 impl ConnInfo {
     /// A plain TCP connection from `peer`.
     pub fn plain(peer: SocketAddr) -> Self {
-        ConnInfo { peer, tls: false, cert_username: None }
+        ConnInfo { peer, tls: false, cert_username: None, cert_identity_required: false }
     }
 }
 
@@ -79,6 +82,12 @@ impl Broker {
         // A certificate identity replaces the user name, and the password file is not used.
         if let Some(name) = &info.cert_username {
             return Ok(Authenticated { username: Some(ByteString::from(name.clone())), enhanced: None });
+        }
+        if info.cert_identity_required {
+            return Err(Refusal::new(
+                ReasonCode::NotAuthorized,
+                "this listener takes the user name from a client certificate, and none with a name was presented",
+            ));
         }
         let security = self.security.load();
         let Some(user) = &c.username else {

@@ -207,7 +207,10 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
                     match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let cert_username = tls::certificate_username(tls.settings(), stream.get_ref().1);
-                            let info = ConnInfo { peer, tls: true, cert_username };
+                            let settings = tls.settings();
+                            let cert_identity_required =
+                                settings.use_identity_as_username || settings.use_subject_as_username;
+                            let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required };
                             connection::serve(broker.clone(), stream, info, stop).await;
                         }
                         Ok(Err(e)) => {

@@ -19,7 +19,7 @@ pub struct CommonArgs {
     pub host: Option<String>,
     /// Network port (default 1883, or 8883 with TLS).
     #[arg(short = 'p', long = "port")]
-    pub port: Option<u16>,
+    pub port: Option<String>,
     /// User name.
     #[arg(short = 'u', long = "username")]
     pub username: Option<String>,
@@ -32,18 +32,18 @@ pub struct CommonArgs {
     /// Client id prefix, followed by the process id.
     #[arg(short = 'I', long = "id-prefix")]
     pub id_prefix: Option<String>,
-    /// Keep alive in seconds.
-    #[arg(short = 'k', long = "keepalive", default_value_t = 60)]
-    pub keepalive: u16,
+    /// Keep alive in seconds (5 to 65535; default 60).
+    #[arg(short = 'k', long = "keepalive")]
+    pub keepalive: Option<String>,
     /// Persistent session: no clean session (5.0: the session does not expire).
     #[arg(short = 'c', long = "disable-clean-session")]
     pub persistent: bool,
     /// Session expiry interval (5.0), seconds; -1 or ∞ for never.
     #[arg(short = 'x', long = "session-expiry-interval", allow_hyphen_values = true)]
     pub session_expiry: Option<String>,
-    /// Quality of service.
-    #[arg(short = 'q', long = "qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub qos: u8,
+    /// Quality of service (default 0).
+    #[arg(short = 'q', long = "qos")]
+    pub qos: Option<String>,
     /// Protocol version: mqttv5 (5), mqttv311 (311) or mqttv31 (31).
     #[arg(short = 'V', long = "protocol-version")]
     pub version: Option<String>,
@@ -69,8 +69,8 @@ pub struct CommonArgs {
     #[arg(long = "will-payload")]
     pub will_payload: Option<String>,
     /// Will QoS.
-    #[arg(long = "will-qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub will_qos: u8,
+    #[arg(long = "will-qos")]
+    pub will_qos: Option<String>,
     /// Retain the will.
     #[arg(long = "will-retain")]
     pub will_retain: bool,
@@ -80,8 +80,8 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Print usage.
-    #[arg(long = "help", action = ArgAction::Help)]
-    pub help: Option<bool>,
+    #[arg(long = "help")]
+    pub help: bool,
 }
 
 /// Which tool runs, for messages ("Use 'mosquitto_pub --help' to see usage.").
@@ -135,12 +135,22 @@ pub fn parse_version(s: Option<&str>, default: ProtocolVersion) -> Result<Protoc
         Some("mqttv5" | "5") => Ok(ProtocolVersion::V5),
         Some("mqttv311" | "311") => Ok(ProtocolVersion::V3_1_1),
         Some("mqttv31" | "31") => Ok(ProtocolVersion::V3_1),
-        Some(other) => Err(format!("Error: Invalid protocol version argument given: {other}")),
+        Some(_) => Err("Error: Invalid protocol version argument given.".into()),
     }
 }
 
-pub fn qos(v: u8) -> QoS {
-    QoS::from_u8(v).unwrap_or_default()
+/// A QoS argument, with mosquitto's message for a bad one (`what` is "QoS given:" or
+/// "will QoS").
+pub fn parse_qos(v: Option<&str>, bad: impl Fn(&str) -> String) -> Result<QoS, String> {
+    match v {
+        None => Ok(QoS::AtMostOnce),
+        Some(s) => s.parse::<u8>().ok().and_then(QoS::from_u8).ok_or_else(|| bad(s)),
+    }
+}
+
+/// A positive whole number argument.
+pub fn parse_positive(v: &str) -> Option<u64> {
+    v.parse::<u64>().ok().filter(|n| *n > 0)
 }
 
 struct Url {
@@ -153,7 +163,7 @@ struct Url {
 }
 
 fn parse_url(s: &str) -> Result<Url, String> {
-    let bad = || format!("Error: unsupported URL scheme or malformed URL: {s}");
+    let bad = || "Error: unsupported URL scheme.".to_owned();
     let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = s.strip_prefix("mqtt://") {
@@ -209,6 +219,25 @@ impl CommonArgs {
     pub fn setup(&self, tool: Tool, default_version: ProtocolVersion) -> Result<Setup, Failure> {
         let usage = |m: String| Failure::usage(tool, m);
         let version = parse_version(self.version.as_deref(), default_version).map_err(usage)?;
+        let qos =
+            parse_qos(self.qos.as_deref(), |s| format!("Error: Invalid QoS given: {s}")).map_err(usage)?;
+        let will_qos = parse_qos(self.will_qos.as_deref(), |s| format!("Error: Invalid will QoS {s}."))
+            .map_err(usage)?;
+        let keepalive = match &self.keepalive {
+            None => 60,
+            Some(k) => k.parse::<u16>().ok().filter(|k| *k >= 5).ok_or_else(|| {
+                usage("Error: Invalid keepalive given, it must be between 5 and 65535 inclusive.".into())
+            })?,
+        };
+        let port_arg = match &self.port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| usage(format!("Error: Invalid port given: {p}")))?,
+            ),
+        };
         let mut properties = PropertyArgs::parse(&self.properties).map_err(usage)?;
         let url = self.url.as_deref().map(parse_url).transpose().map_err(usage)?;
         let tls_wanted = self.tls.wanted() || url.as_ref().is_some_and(|u| u.tls);
@@ -218,7 +247,7 @@ impl CommonArgs {
             .or_else(|| self.host.clone())
             .unwrap_or_else(|| "localhost".into());
         let port =
-            url.as_ref().and_then(|u| u.port).or(self.port).unwrap_or(if tls_wanted { 8883 } else { 1883 });
+            url.as_ref().and_then(|u| u.port).or(port_arg).unwrap_or(if tls_wanted { 8883 } else { 1883 });
         let client_id = match (&self.id, &self.id_prefix) {
             (Some(id), _) => id.clone(),
             (None, Some(prefix)) => format!("{prefix}{}", std::process::id()),
@@ -230,7 +259,7 @@ impl CommonArgs {
         }
         let mut c = Connect::new(version, client_id.clone());
         c.clean_start = !self.persistent;
-        c.keep_alive = self.keepalive;
+        c.keep_alive = keepalive;
         c.username =
             url.as_ref().and_then(|u| u.username.clone()).or_else(|| self.username.clone()).map(Into::into);
         c.password = url
@@ -239,18 +268,20 @@ impl CommonArgs {
             .or_else(|| self.password.clone())
             .map(|p| Bytes::from(p.into_bytes()));
         if c.password.is_some() && c.username.is_none() && !version.is_v5() {
-            return Err(usage("Error: -P argument given but no username specified.".into()));
+            return Err(Failure::new("Error: Problem setting username and/or password.", 1));
         }
         if let Some(topic) = &self.will_topic {
             c.will = Some(Will {
                 topic: topic.clone().into(),
                 payload: Bytes::from(self.will_payload.clone().unwrap_or_default().into_bytes()),
-                qos: qos(self.will_qos),
+                qos: will_qos,
                 retain: self.will_retain,
                 properties: std::mem::take(&mut properties.will),
             });
-        } else if self.will_payload.is_some() || self.will_retain {
-            return Err(usage("Error: Will payload or retain given, but no will topic given.".into()));
+        } else if self.will_payload.is_some() {
+            return Err(usage("Error: Will payload given, but no will topic given.".into()));
+        } else if self.will_retain {
+            return Err(usage("Error: Will retain given, but no will topic given.".into()));
         }
         if version.is_v5() {
             c.properties = std::mem::take(&mut properties.connect);
@@ -278,7 +309,7 @@ impl CommonArgs {
         if self.debug {
             options.on_packet = Some(super::debug::hook(&client_id, version));
         }
-        Ok(Setup { options, version, qos: qos(self.qos), properties, url_topic: url.map(|u| u.topic) })
+        Ok(Setup { options, version, qos, properties, url_topic: url.map(|u| u.topic) })
     }
 }
 
@@ -302,6 +333,18 @@ pub fn connect_failure(e: &midge_client::Error, version: ProtocolVersion, tool_i
         }
         return Failure { lines, code: exit };
     }
+    if e.is_tls() {
+        // mosquitto_pub reports it as an error code of its own (8); sub and rr as a failure
+        // to connect.
+        return if tool_is_pub {
+            Failure::new("Error: A TLS error occurred.", 8)
+        } else {
+            Failure::new("Unable to connect (A TLS error occurred.).", 1)
+        };
+    }
+    if e.is_lost() {
+        return Failure::new("Error: The connection was lost.", 7);
+    }
     Failure::new(format!("Error: {}", strip_os_error(&e.to_string())), 1)
 }
 
@@ -319,6 +362,49 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(format!("Error: {e}"), 1))
+}
+
+/// A command-line error in mosquitto's words: "Error: Unknown option '-z'.", "Error: -t
+/// argument given but no topic specified."
+pub fn clap_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    match e.kind() {
+        ErrorKind::UnknownArgument => format!("Error: Unknown option '{arg}'."),
+        ErrorKind::InvalidValue | ErrorKind::WrongNumberOfValues | ErrorKind::TooFewValues => {
+            // "--topic <TOPIC>" or "-t <TOPIC>": name the short flag, as mosquitto does.
+            let long = arg.split_whitespace().next().unwrap_or("");
+            let (flag, what) = match long {
+                "--topic" => ("-t", "topic"),
+                "--message" => ("-m", "message"),
+                "--host" => ("-h", "host"),
+                "--port" => ("-p", "port"),
+                "--id" => ("-i", "id"),
+                "--id-prefix" => ("-I", "id prefix"),
+                "--username" => ("-u", "username"),
+                "--pw" => ("-P", "password"),
+                "--qos" => ("-q", "QoS"),
+                "--keepalive" => ("-k", "keepalive"),
+                "--file" => ("-f", "file"),
+                "--filter-out" => ("-T", "topic filter"),
+                "--unsubscribe" => ("-U", "unsubscribe topic"),
+                "--response-topic" => ("-e", "response topic"),
+                "--url" => ("-L", "URL"),
+                "--protocol-version" => ("-V", "protocol version"),
+                "--property" => ("-D", "property"),
+                other => (other, "value"),
+            };
+            format!("Error: {flag} argument given but no {what} specified.")
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            format!("Error: {}", first.strip_prefix("error: ").unwrap_or(first))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,8 +45,9 @@ fn lines(id: &str, dir: Direction, p: &Packet, version: ProtocolVersion) -> Vec<
             u8::from(m.dup),
             m.qos.as_u8(),
             u8::from(m.retain),
-            // libmosquitto numbers QoS 0 messages too; the wire has no id for them.
-            m.packet_id.max(u16::from(m.qos == midge_codec::QoS::AtMostOnce)),
+            // Sent QoS 0 messages carry the number the client gave them (as libmosquitto
+            // numbers them); received ones have none on the wire: 0.
+            m.packet_id,
             m.topic,
             m.payload.len()
         ),

@@ -1,6 +1,7 @@
 //! The command-line clients: `midge pub`, `midge sub`, `midge rr`, with mosquitto's options.
 pub mod common;
 mod debug;
+pub mod help;
 pub mod output;
 mod properties;
 pub mod pub_cmd;

@@ -51,7 +51,7 @@ impl PropertyArgs {
         while !words.is_empty() {
             let arity = if words.get(1).map(String::as_str) == Some("user-property") { 4 } else { 3 };
             if words.len() < arity {
-                return Err("Invalid property: -D needs a command, an identifier and a value.".into());
+                return Err("Error: --property argument given but not enough arguments specified.".into());
             }
             let (this, rest) = words.split_at(arity);
             words = rest;
@@ -63,17 +63,19 @@ impl PropertyArgs {
                 "unsubscribe" => (PropertyContext::Unsubscribe, &mut out.unsubscribe),
                 "disconnect" => (PropertyContext::Disconnect, &mut out.disconnect),
                 "will" => (PropertyContext::Will, &mut out.will),
-                other => return Err(format!("Invalid command {other} given in property for {name}")),
+                _ => return Err("Error: Invalid command given in --property argument.".into()),
             };
             let id = NAMES
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, id)| *id)
-                .ok_or_else(|| format!("Invalid property name {name} given for command {command}"))?;
+                .ok_or_else(|| "Error: Invalid property name given in --property argument.".to_owned())?;
             if !id.allowed_in(ctx) {
-                return Err(format!("{name} property not allowed for {command} in --property argument."));
+                return Err(format!(
+                    "Error: {name} property not allowed for {command} in --property argument."
+                ));
             }
-            let p = value(id, name, values)?;
+            let p = value(id, values)?;
             if target.get(id).is_some() && !id.repeatable_in(ctx) {
                 return Err(format!("Error in {} properties: Duplicate property in property list", ctx));
             }
@@ -83,13 +85,13 @@ impl PropertyArgs {
     }
 }
 
-fn value(id: PropertyId, name: &str, values: &[String]) -> Result<Property, String> {
+fn value(id: PropertyId, values: &[String]) -> Result<Property, String> {
     use Property as P;
     use PropertyId as I;
-    let bad = || format!("Invalid value for property {name}");
+    let bad = || "Error: Invalid property value given in --property argument.".to_owned();
     let one = || match values {
         [v] => Ok(v.as_str()),
-        _ => Err(format!("Property {name} takes one value")),
+        _ => Err(bad()),
     };
     let byte = || one()?.parse::<u8>().map_err(|_| bad());
     let two = || one()?.parse::<u16>().map_err(|_| bad());
@@ -120,7 +122,7 @@ fn value(id: PropertyId, name: &str, values: &[String]) -> Result<Property, Stri
         I::RetainAvailable => P::RetainAvailable(byte()?),
         I::UserProperty => match values {
             [k, v] => P::UserProperty(k.clone().into(), v.clone().into()),
-            _ => return Err(format!("Property {name} needs a name and a value")),
+            _ => return Err(bad()),
         },
         I::MaximumPacketSize => P::MaximumPacketSize(four()?),
         I::WildcardSubscriptionAvailable => P::WildcardSubscriptionAvailable(byte()?),

@@ -11,10 +11,9 @@ use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
 
 /// Publish messages, as mosquitto_pub.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
 pub struct PubArgs {
     #[command(flatten)]
-    common: CommonArgs,
+    pub common: CommonArgs,
     /// Topic to publish to.
     #[arg(short = 't', long = "topic")]
     topic: Option<String>,
@@ -52,6 +51,17 @@ enum Source {
     Lines,
 }
 
+/// An unreadable -f file, in mosquitto's words.
+pub fn file_failure(f: &std::path::Path) -> Failure {
+    Failure {
+        lines: vec![
+            format!("Error: Unable to open file \"{}\".", f.display()),
+            format!("Error loading input file \"{}\".", f.display()),
+        ],
+        code: 1,
+    }
+}
+
 pub fn run(args: PubArgs, tool: Tool) -> ExitCode {
     let quiet = args.common.quiet;
     match run_inner(args, tool) {
@@ -73,12 +83,17 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     let source = if let Some(m) = &args.message {
         Source::Once(Bytes::from(m.clone().into_bytes()))
     } else if let Some(f) = &args.file {
-        let data = std::fs::read(f)
-            .map_err(|e| Failure::new(format!("Error: Unable to read file \"{}\": {e}.", f.display()), 1))?;
+        let data = std::fs::read(f).map_err(|_| file_failure(f))?;
         Source::Once(Bytes::from(data))
     } else if args.stdin_file {
         let mut data = Vec::new();
         std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+        if data.is_empty() {
+            return Err(Failure {
+                lines: vec!["Error: Zero length input.".into(), "Error loading input from stdin.".into()],
+                code: 1,
+            });
+        }
         Source::Once(Bytes::from(data))
     } else if args.stdin_line {
         Source::Lines
@@ -87,10 +102,10 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     } else {
         return Err(Failure::usage(tool, "Error: Both topic and message must be supplied."));
     };
-    if let Err(e) = midge_codec::validate_topic_name(&topic) {
+    if midge_codec::validate_topic_name(&topic).is_err() {
         return Err(Failure::usage(
             tool,
-            format!("Error: Invalid publish topic '{topic}', does it contain '+' or '#'? ({e})"),
+            format!("Error: Invalid publish topic '{topic}', does it contain '+' or '#'?"),
         ));
     }
     let version = setup.version;

@@ -12,10 +12,9 @@ use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Publish a request and print the response, as mosquitto_rr.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
 pub struct RrArgs {
     #[command(flatten)]
-    common: CommonArgs,
+    pub common: CommonArgs,
     /// Topic to send the request to.
     #[arg(short = 't', long = "topic")]
     topic: Option<String>,
@@ -66,24 +65,27 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     let setup = args.common.setup(tool, ProtocolVersion::V5)?;
     let topic = args.topic.clone().or(setup.url_topic.clone());
     let (Some(topic), Some(response)) = (topic, args.response_topic.clone()) else {
-        return Err(Failure::usage(tool, "Error: Both topic and response topic must be supplied."));
+        return Err(Failure::usage(
+            tool,
+            "Error: All of topic, message, and response topic must be supplied.",
+        ));
     };
-    let payload =
-        if let Some(m) = &args.message {
-            Bytes::from(m.clone().into_bytes())
-        } else if let Some(f) = &args.file {
-            Bytes::from(std::fs::read(f).map_err(|e| {
-                Failure::new(format!("Error: Unable to read file \"{}\": {e}.", f.display()), 1)
-            })?)
-        } else if args.stdin_file {
-            let mut data = Vec::new();
-            std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
-            Bytes::from(data)
-        } else if args.null {
-            Bytes::new()
-        } else {
-            return Err(Failure::usage(tool, "Error: A message must be supplied."));
-        };
+    let payload = if let Some(m) = &args.message {
+        Bytes::from(m.clone().into_bytes())
+    } else if let Some(f) = &args.file {
+        Bytes::from(std::fs::read(f).map_err(|_| super::pub_cmd::file_failure(f))?)
+    } else if args.stdin_file {
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+        Bytes::from(data)
+    } else if args.null {
+        Bytes::new()
+    } else {
+        return Err(Failure::usage(
+            tool,
+            "Error: All of topic, message, and response topic must be supplied.",
+        ));
+    };
     let format = args
         .format
         .as_deref()

@@ -1,23 +1,26 @@
 //! `midge sub`: mosquitto_sub.
+//!
+//! Messages are handled in the connection's task as they arrive (a message hook), so that
+//! what is printed comes in the same order as `-d`'s packet lines, as with libmosquitto.
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use midge_client::{connect, Event};
+use midge_client::{connect, Direction, Event};
 use midge_codec::{
-    topic_matches, ByteString, Bytes, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions,
-    Unsubscribe,
+    topic_matches, ByteString, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions, Unsubscribe,
 };
+use tokio::sync::mpsc;
 
-use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
+use super::common::{connect_failure, parse_positive, runtime, CommonArgs, Failure, Tool};
 use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Subscribe and print messages, as mosquitto_sub.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = true)]
 pub struct SubArgs {
     #[command(flatten)]
-    common: CommonArgs,
+    pub common: CommonArgs,
     /// Topic filter to subscribe to; may be repeated.
     #[arg(short = 't', long = "topic")]
     topics: Vec<String>,
@@ -41,10 +44,10 @@ pub struct SubArgs {
     pretty: bool,
     /// Exit after this many messages.
     #[arg(short = 'C')]
-    count: Option<u64>,
+    count: Option<String>,
     /// Exit after this many seconds.
     #[arg(short = 'W')]
-    timeout: Option<u64>,
+    timeout: Option<String>,
     /// Exit once the subscriptions are acknowledged.
     #[arg(short = 'E')]
     exit_after_subscribe: bool,
@@ -54,15 +57,15 @@ pub struct SubArgs {
     /// Only handle retained messages; exit at the first one that is not.
     #[arg(long = "retained-only")]
     retained_only: bool,
-    /// Clear every retained message received.
+    /// Clear every retained message received (use -T to protect some).
     #[arg(long = "remove-retained")]
     remove_retained: bool,
     /// Keep the retain flag of forwarded messages (5.0).
     #[arg(long = "retain-as-published")]
     retain_as_published: bool,
-    /// Print only this percentage of messages.
+    /// Print only this percentage of messages (0.1 to 100).
     #[arg(long = "random-filter")]
-    random_filter: Option<f64>,
+    random_filter: Option<String>,
 }
 
 pub fn run(args: SubArgs, tool: Tool) -> ExitCode {
@@ -73,68 +76,188 @@ pub fn run(args: SubArgs, tool: Tool) -> ExitCode {
     }
 }
 
-/// A cheap random number in [0, 100) for --random-filter.
-fn percent(state: &mut u64) -> f64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    (*state % 10_000) as f64 / 100.0
+/// What the message handler tells the main task.
+enum Note {
+    /// Publish an empty retained message to this topic (--remove-retained).
+    Clear(ByteString),
+    /// Enough: -C reached, or --retained-only met a fresh message.
+    Done,
+}
+
+/// The per-message logic of mosquitto_sub, run in the connection's task.
+struct Printer {
+    output: OutputOptions,
+    version: ProtocolVersion,
+    filter_out: Vec<String>,
+    no_retained: bool,
+    retained_only: bool,
+    remove_retained: bool,
+    /// Chance out of 10,000 of printing a message (--random-filter).
+    chance: u64,
+    count: Option<u64>,
+    received: u64,
+    done: bool,
+    quiet: bool,
+    rng: u64,
+    tz: jiff::tz::TimeZone,
+    notes: mpsc::UnboundedSender<Note>,
+}
+
+impl Printer {
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 10_000
+    }
+
+    fn on_message(&mut self, msg: &Publish) {
+        if self.done {
+            return;
+        }
+        if self.filter_out.iter().any(|f| topic_matches(f, &msg.topic)) {
+            return;
+        }
+        if self.remove_retained && msg.retain && !msg.payload.is_empty() {
+            let _ = self.notes.send(Note::Clear(msg.topic.clone()));
+        }
+        if self.retained_only && !msg.retain {
+            self.done = true;
+            let _ = self.notes.send(Note::Done);
+            return;
+        }
+        if self.no_retained && msg.retain {
+            return;
+        }
+        if self.chance >= 10_000 || self.next_random() < self.chance {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            write_message_in(
+                &self.output,
+                msg,
+                self.version,
+                SystemTime::now(),
+                &self.tz,
+                &mut out,
+                &mut err,
+            );
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&out).and_then(|_| stdout.flush());
+            if !self.quiet && !err.is_empty() {
+                let _ = std::io::stderr().write_all(&err);
+            }
+        }
+        // -C counts messages received, printed or not (as mosquitto_sub does).
+        self.received += 1;
+        if self.count.is_some_and(|c| self.received >= c) {
+            self.done = true;
+            let _ = self.notes.send(Note::Done);
+        }
+    }
 }
 
 fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
-    let setup = args.common.setup(tool, ProtocolVersion::V3_1_1)?;
+    let usage = |m: String| Failure::usage(tool, m);
+    let mut setup = args.common.setup(tool, ProtocolVersion::V3_1_1)?;
     if let Some(t) = &setup.url_topic {
         args.topics.push(t.clone());
     }
     if args.topics.is_empty() {
-        return Err(Failure::usage(tool, "Error: You must specify a topic to subscribe to."));
+        return Err(usage("Error: You must specify a topic to subscribe to.".into()));
     }
-    for t in args.topics.iter().chain(&args.filter_out).chain(&args.unsubscribe) {
+    let count = match &args.count {
+        None => None,
+        Some(c) => {
+            Some(parse_positive(c).ok_or_else(|| usage(format!("Error: Invalid message count \"{c}\".")))?)
+        }
+    };
+    let timeout = match &args.timeout {
+        None => None,
+        Some(w) => Some(parse_positive(w).ok_or_else(|| usage(format!("Error: Invalid timeout \"{w}\".")))?),
+    };
+    let chance = match &args.random_filter {
+        None => 10_000,
+        Some(r) => match r.parse::<f64>() {
+            Ok(p) if (0.1..=100.0).contains(&p) => (p * 100.0) as u64,
+            _ => return Err(usage("Error: --random-filter chance must be between 0.1-100.0".into())),
+        },
+    };
+    if args.no_retained && args.retained_only {
+        // mosquitto_sub says it after a blank line, without the usage hint.
+        return Err(Failure {
+            lines: vec![String::new(), "Error: Combining '-R' and '--retained-only' makes no sense.".into()],
+            code: 1,
+        });
+    }
+    for t in &args.topics {
         if midge_codec::validate_topic_filter(t).is_err() {
-            return Err(Failure::usage(
-                tool,
-                format!("Error: Invalid subscription topic '{t}', are all '+' and '#' wildcards correct?"),
-            ));
+            return Err(usage(format!(
+                "Error: Invalid subscription topic '{t}', are all '+' and '#' wildcards correct?"
+            )));
         }
     }
-    let format = args
-        .format
-        .as_deref()
-        .map(Format::parse)
-        .transpose()
-        .map_err(|e| Failure::usage(tool, format!("Error: {e}")))?;
-    let output = OutputOptions { verbose: args.verbose, eol: !args.no_eol, pretty: args.pretty, format };
+    for t in &args.filter_out {
+        if midge_codec::validate_topic_filter(t).is_err() {
+            return Err(usage(format!(
+                "Error: Invalid filter topic '{t}', are all '+' and '#' wildcards correct?"
+            )));
+        }
+    }
+    for t in &args.unsubscribe {
+        if midge_codec::validate_topic_filter(t).is_err() {
+            return Err(usage(format!(
+                "Error: Invalid unsubscribe topic '{t}', are all '+' and '#' wildcards correct?"
+            )));
+        }
+    }
+    let format =
+        args.format.as_deref().map(Format::parse).transpose().map_err(|e| usage(format!("Error: {e}")))?;
     let version = setup.version;
     let options = SubscriptionOptions {
         qos: setup.qos,
         retain_as_published: args.retain_as_published && version.is_v5(),
         ..SubscriptionOptions::default()
     };
-    let mut subscribe = Subscribe {
+    let properties = if version.is_v5() { setup.properties.subscribe.clone() } else { Default::default() };
+    let subscribe = Subscribe {
         packet_id: 0,
-        properties: setup.properties.subscribe.clone(),
+        properties,
         filters: args.topics.iter().map(|t| (ByteString::from(t.clone()), options)).collect(),
     };
-    if !version.is_v5() {
-        subscribe.properties = Default::default();
-    }
     let unsubscribe = (!args.unsubscribe.is_empty()).then(|| Unsubscribe {
         packet_id: 0,
         properties: if version.is_v5() { setup.properties.unsubscribe.clone() } else { Default::default() },
         filters: args.unsubscribe.iter().map(|t| ByteString::from(t.clone())).collect(),
     });
-    let debug = args.common.debug;
     let quiet = args.common.quiet;
-    let disconnect_props = setup.properties.disconnect.clone();
-    runtime()?.block_on(async move {
-        let (client, mut events, _) =
-            connect(setup.options).await.map_err(|e| connect_failure(&e, version, false))?;
-        let work = async {
-            let ack =
-                client.subscribe(subscribe).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
-            if debug {
+    let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    let printer = Arc::new(Mutex::new(Printer {
+        output: OutputOptions { verbose: args.verbose, eol: !args.no_eol, pretty: args.pretty, format },
+        version,
+        filter_out: args.filter_out.clone(),
+        no_retained: args.no_retained,
+        retained_only: args.retained_only,
+        remove_retained: args.remove_retained,
+        chance,
+        count,
+        received: 0,
+        // With -E nothing is printed: the client leaves at SUBACK.
+        done: args.exit_after_subscribe,
+        quiet,
+        rng: u64::from(std::process::id()) << 32 | 0x9E37_79B9,
+        tz: local_time_zone(),
+        notes: notes_tx,
+    }));
+    let hook_printer = printer.clone();
+    setup.options.on_message = Some(Arc::new(move |m: &Publish| {
+        hook_printer.lock().unwrap_or_else(|e| e.into_inner()).on_message(m);
+    }));
+    if let Some(debug) = setup.options.on_packet.take() {
+        // mosquitto_sub -d also says which QoS each subscription was granted, at SUBACK.
+        setup.options.on_packet = Some(Arc::new(move |dir: Direction, p: &Packet| {
+            debug(dir, p);
+            if let (Direction::Received, Packet::SubAck(a)) = (dir, p) {
                 let codes: Vec<String> =
-                    ack.reason_codes
+                    a.reason_codes
                         .iter()
                         .map(|c| {
                             if version.is_v5() || !c.is_error() {
@@ -144,68 +267,47 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                             }
                         })
                         .collect();
-                println!("Subscribed (mid: {}): {}", ack.packet_id, codes.join(", "));
+                println!("Subscribed (mid: {}): {}", a.packet_id, codes.join(", "));
             }
+        }));
+    }
+    let disconnect_props = setup.properties.disconnect.clone();
+    let exit_after_subscribe = args.exit_after_subscribe;
+    runtime()?.block_on(async move {
+        let (client, mut events, _) = connect(setup.options).await.map_err(|e| connect_failure(&e, version, false))?;
+        let work = async {
+            let ack = client.start_subscribe(subscribe).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
             if let Some(u) = unsubscribe {
                 let _ = client.start_unsubscribe(u).await;
             }
-            if args.exit_after_subscribe {
+            let ack = ack.await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+            if exit_after_subscribe {
                 return Ok(());
             }
-            let mut printed = 0u64;
-            let mut rng = (std::process::id() as u64) << 32 | 0x9E37_79B9;
-            let mut out = Vec::with_capacity(4096);
-            let mut err = Vec::new();
-            let tz = local_time_zone();
-            let stdout = std::io::stdout();
-            while let Some(ev) = events.recv().await {
-                let msg = match ev {
-                    Event::Message(m) => m,
-                    Event::Disconnected(d) => {
-                        return Err(Failure::new(
-                            format!("Error: disconnected by the broker: {}", d.reason_code.description()),
-                            1,
-                        ))
-                    }
-                    Event::Closed(Some(e)) => return Err(Failure::new(format!("Error: {e}"), 1)),
-                    Event::Closed(None) => return Ok(()),
-                };
-                if args.retained_only && !msg.retain {
-                    return Ok(());
-                }
-                if args.remove_retained && msg.retain && !msg.payload.is_empty() {
-                    let mut clear = Publish::new(msg.topic.clone(), Bytes::new());
-                    clear.retain = true;
-                    clear.qos = QoS::AtLeastOnce;
-                    let _ = client.start_publish(clear).await;
-                }
-                if args.filter_out.iter().any(|f| topic_matches(f, &msg.topic)) {
-                    continue;
-                }
-                if args.no_retained && msg.retain {
-                    continue;
-                }
-                if let Some(p) = args.random_filter {
-                    if percent(&mut rng) >= p {
-                        continue;
-                    }
-                }
-                out.clear();
-                err.clear();
-                write_message_in(&output, &msg, version, SystemTime::now(), &tz, &mut out, &mut err);
-                let mut lock = stdout.lock();
-                let _ = lock.write_all(&out).and_then(|_| lock.flush());
-                if !quiet && !err.is_empty() {
-                    let _ = std::io::stderr().write_all(&err);
-                }
-                printed += 1;
-                if args.count.is_some_and(|c| printed >= c) {
-                    return Ok(());
+            let _ = ack;
+            loop {
+                tokio::select! {
+                    note = notes.recv() => match note {
+                        Some(Note::Clear(topic)) => {
+                            let mut clear = Publish::new(topic, midge_codec::Bytes::new());
+                            clear.retain = true;
+                            clear.qos = midge_codec::QoS::AtLeastOnce;
+                            let _ = client.start_publish(clear).await;
+                        }
+                        Some(Note::Done) | None => return Ok(()),
+                    },
+                    ev = events.recv() => match ev {
+                        Some(Event::Disconnected(d)) => {
+                            return Err(Failure::new(format!("Error: disconnected by the broker: {}", d.reason_code.description()), 1))
+                        }
+                        Some(Event::Closed(Some(_))) => return Err(Failure::new("Error: The connection was lost.", 7)),
+                        Some(Event::Closed(None)) | None => return Ok(()),
+                        Some(Event::Message(_)) => {}
+                    },
                 }
             }
-            Ok(())
         };
-        let result = match args.timeout {
+        let result = match timeout {
             Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), work).await {
                 Ok(r) => r,
                 Err(_) => Err(Failure::new("Timed out", 27)),

@@ -1,0 +1,261 @@
+//! The message scenarios: pairs, fan-in, fan-out and shared.
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use midge_client::{connect, Client, Event, Events, Options, TlsOptions};
+use midge_codec::{Connect, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
+
+use super::stats::{histogram, sample, Recorder, Stats};
+use super::BenchArgs;
+
+/// Who publishes where, who subscribes to what, and how many copies each message makes.
+struct Plan {
+    publish_topics: Vec<String>,
+    filters: Vec<String>,
+    copies: u64,
+}
+
+fn plan(args: &BenchArgs, run: &str) -> Result<Plan, String> {
+    let base = format!("{}/{run}", args.prefix);
+    let n = args.clients.max(1);
+    let topics = |k: usize| (0..k).map(|i| format!("{base}/p/{i}")).collect::<Vec<_>>();
+    Ok(match args.scenario.as_str() {
+        "pairs" => Plan { publish_topics: topics(n), filters: topics(n), copies: 1 },
+        "fan-in" => Plan { publish_topics: topics(n), filters: vec![format!("{base}/p/+")], copies: 1 },
+        "fan-out" => Plan {
+            publish_topics: vec![format!("{base}/t")],
+            filters: vec![format!("{base}/t"); n],
+            copies: n as u64,
+        },
+        "shared" => Plan {
+            publish_topics: topics(n),
+            filters: vec![format!("$share/bench/{base}/p/+"); args.members.max(1)],
+            copies: 1,
+        },
+        other => return Err(format!("unknown scenario {other}")),
+    })
+}
+
+fn options(args: &BenchArgs, version: ProtocolVersion, id: String, index: usize) -> Result<Options, String> {
+    let mut c = Connect::new(version, id);
+    c.keep_alive = 60;
+    let mut o = Options::new(args.host.clone(), args.port, c);
+    if !args.source.is_empty() {
+        o.bind_address = Some(args.source[index % args.source.len()]);
+    }
+    if let Some(ca) = &args.cafile {
+        let tls = TlsOptions { cafile: Some(ca.clone()), insecure: args.insecure, ..TlsOptions::default() };
+        o.connector = Some(tls.connector().map_err(|e| e.to_string())?);
+    }
+    o.event_capacity = 4096;
+    Ok(o)
+}
+
+fn payload(stats: &Stats, seq: u64, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size);
+    b.put_u64(stats.now_ns());
+    b.put_u64(seq);
+    b.resize(size, 0x2a);
+    b.freeze()
+}
+
+async fn subscriber(mut events: Events, stats: Arc<Stats>, rec: Recorder) {
+    while let Some(ev) = events.recv().await {
+        let Event::Message(m) = ev else { break };
+        if m.payload.len() >= 8 {
+            let sent = u64::from_be_bytes(m.payload[..8].try_into().unwrap_or_default());
+            let latency_us = (stats.now_ns().saturating_sub(sent) / 1000).max(1);
+            let _ = rec.lock().record(latency_us);
+        }
+        stats.received.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn publisher(client: Client, topic: String, args: BenchArgs, stats: Arc<Stats>, until: Instant) {
+    let qos = args.qos();
+    let mut seq = 0u64;
+    let make = |seq: u64| {
+        let mut p = Publish::new(topic.clone(), payload(&stats, seq, args.size));
+        p.qos = qos;
+        p
+    };
+    let mut window: VecDeque<midge_client::AckFuture> = VecDeque::new();
+    if args.rate == 0 {
+        while Instant::now() < until {
+            let Ok(ack) = client.start_publish(make(seq)).await else { break };
+            seq += 1;
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            if qos != QoS::AtMostOnce {
+                window.push_back(ack);
+                if window.len() >= args.inflight.max(1) {
+                    if let Some(a) = window.pop_front() {
+                        if a.await.is_err() {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        // Open loop at a fixed rate: the timer ticks every millisecond, each tick sends what
+        // is due so far, so rates above 1,000 msg/s stay exact.
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while Instant::now() < until {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * args.rate as f64) as u64;
+            while seq < due {
+                let Ok(ack) = client.start_publish(make(seq)).await else { return };
+                seq += 1;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if qos != QoS::AtMostOnce {
+                    window.push_back(ack);
+                }
+            }
+            while window.front().is_some() && window.len() > args.inflight.max(1) * 4 {
+                if let Some(a) = window.pop_front() {
+                    let _ = a.await;
+                }
+            }
+        }
+    }
+    for a in window {
+        let _ = a.await;
+    }
+}
+
+/// The summary of a run.
+pub struct Summary {
+    pub label: String,
+    pub seconds: f64,
+    pub sent: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Summary {
+    fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.received)
+    }
+
+    pub fn text(&self) -> String {
+        let q = |p: f64| self.latency.value_at_quantile(p);
+        format!(
+            "{}\nsent      {} msg ({:.0} msg/s)\nreceived  {} msg ({:.0} msg/s)\nlost      {} of {} ({:.3}%)\nlatency   p50 {} µs  p90 {} µs  p99 {} µs  p99.9 {} µs  max {} µs\n",
+            self.label,
+            self.sent,
+            self.sent as f64 / self.seconds,
+            self.received,
+            self.received as f64 / self.seconds,
+            self.lost(),
+            self.expected,
+            100.0 * self.lost() as f64 / self.expected.max(1) as f64,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            self.latency.max()
+        )
+    }
+
+    pub fn json(&self) -> String {
+        let q = |p: f64| self.latency.value_at_quantile(p);
+        format!(
+            "{{\"scenario\":{:?},\"seconds\":{:.3},\"sent\":{},\"expected\":{},\"received\":{},\"lost\":{},\"sent_per_sec\":{:.1},\"received_per_sec\":{:.1},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p99_9\":{},\"max\":{}}}}}",
+            self.label,
+            self.seconds,
+            self.sent,
+            self.expected,
+            self.received,
+            self.lost(),
+            self.sent as f64 / self.seconds,
+            self.received as f64 / self.seconds,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            self.latency.max()
+        )
+    }
+}
+
+pub async fn run(args: &BenchArgs) -> Result<(), String> {
+    let version = args.mqtt_version()?;
+    if args.size < 16 {
+        return Err("the payload must be at least 16 bytes (a timestamp and a sequence number)".into());
+    }
+    let run = format!("{:x}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
+    let plan = plan(args, &run)?;
+    let stats = Stats::new();
+    let mut subscribers = Vec::new();
+    for (i, filter) in plan.filters.iter().enumerate() {
+        let o = options(args, version, format!("bench-sub-{run}-{i}"), i)?;
+        let (client, events, _) = connect(o).await.map_err(|e| format!("subscriber {i}: {e}"))?;
+        let sub = Subscribe::new(0, filter.clone(), SubscriptionOptions::qos(args.qos()));
+        client.subscribe(sub).await.map_err(|e| format!("subscribe {filter}: {e}"))?;
+        tokio::spawn(subscriber(events, stats.clone(), stats.recorder()));
+        subscribers.push(client);
+    }
+    let mut publishers = Vec::new();
+    for (i, _) in plan.publish_topics.iter().enumerate() {
+        let o = options(args, version, format!("bench-pub-{run}-{i}"), plan.filters.len() + i)?;
+        let (client, _events, _) = connect(o).await.map_err(|e| format!("publisher {i}: {e}"))?;
+        publishers.push(client);
+    }
+    let label = format!(
+        "{}: {} publishers, {} subscribers, QoS {}, {} B, {}, MQTT {}",
+        args.scenario,
+        publishers.len(),
+        subscribers.len(),
+        args.qos,
+        args.size,
+        if args.rate == 0 { "flat out".to_owned() } else { format!("{} msg/s each", args.rate) },
+        version
+    );
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.duration);
+    let tasks: Vec<_> = publishers
+        .iter()
+        .zip(plan.publish_topics.iter())
+        .map(|(c, t)| tokio::spawn(publisher(c.clone(), t.clone(), args.clone(), stats.clone(), until)))
+        .collect();
+    let mut total = histogram();
+    let samples = sample(&stats, until, args.quiet || args.json, &args.scenario, &mut total).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let expected = sent * plan.copies;
+    // Let what is in flight arrive: until all expected are in or nothing moved for a second.
+    let mut last = stats.received.load(Ordering::Relaxed);
+    let mut still = Instant::now();
+    while last < expected && still.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = stats.received.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            still = Instant::now();
+        }
+    }
+    stats.drain(&mut total);
+    let summary = Summary { label: label.clone(), seconds, sent, expected, received: last, latency: total };
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        print!("{}", summary.text());
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, super::plot::svg(&label, &samples))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for c in publishers.iter().chain(subscribers.iter()) {
+        let _ = c.disconnect().await;
+    }
+    Ok(())
+}

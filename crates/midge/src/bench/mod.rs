@@ -1,0 +1,125 @@
+//! `midge bench`: a load generator in the spirit of emqtt-bench, on midge-client.
+//!
+//! Scenarios: `conn` (open connections; with --pid the broker's memory per connection),
+//! `pairs` (N publishers, each to its own subscriber), `fan-in` (N publishers, one wildcard
+//! subscriber), `fan-out` (one publisher, N subscribers), `shared` (N publishers, a $share
+//! group of M). A progress line each second, a summary at the end (throughput, loss, latency
+//! percentiles from an HdrHistogram), `--json`, and `--plot FILE.svg`.
+mod conn;
+mod load;
+mod plot;
+mod stats;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use midge_codec::{ProtocolVersion, QoS};
+
+/// Measure a broker's throughput, latency and memory.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// conn, pairs, fan-in, fan-out or shared.
+    pub scenario: String,
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(short, long, default_value_t = 1883)]
+    pub port: u16,
+    /// Publishers (pairs, fan-in, shared) or subscribers (fan-out), or connections (conn).
+    #[arg(short = 'n', long, default_value_t = 4)]
+    pub clients: usize,
+    /// Members of the $share group (shared).
+    #[arg(short = 'm', long = "members", default_value_t = 2)]
+    pub members: usize,
+    /// QoS of the messages and subscriptions.
+    #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload size in bytes (at least 16: a timestamp and a sequence number).
+    #[arg(short, long, default_value_t = 64)]
+    pub size: usize,
+    /// Messages per second per publisher (open loop); 0 sends flat out.
+    #[arg(short, long, default_value_t = 0)]
+    pub rate: u64,
+    /// Unacknowledged QoS 1 / 2 messages per publisher when sending flat out.
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+    /// Seconds of load.
+    #[arg(short, long, default_value_t = 10)]
+    pub duration: u64,
+    /// MQTT version: 311 or 5.
+    #[arg(short = 'V', long = "mqtt-version", default_value = "311")]
+    pub version: String,
+    /// Source addresses to connect from, comma separated (127.0.0.x to pass the ~28,000
+    /// ephemeral ports of one address).
+    #[arg(long, value_delimiter = ',')]
+    pub source: Vec<IpAddr>,
+    /// Connections opened per second (conn; 0: as fast as possible).
+    #[arg(long = "conn-rate", default_value_t = 0)]
+    pub conn_rate: u64,
+    /// The broker's process id: `conn` reports its memory per connection.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Hold the connections this many seconds after opening them (conn).
+    #[arg(long, default_value_t = 0)]
+    pub hold: u64,
+    /// TLS: CA file (enables TLS).
+    #[arg(long)]
+    pub cafile: Option<PathBuf>,
+    /// TLS: do not check the certificate's host name.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write throughput and latency over time to this SVG file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Topic prefix, so that runs do not see each other's messages.
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+}
+
+impl BenchArgs {
+    fn mqtt_version(&self) -> Result<ProtocolVersion, String> {
+        match self.version.as_str() {
+            "311" | "3.1.1" | "4" => Ok(ProtocolVersion::V3_1_1),
+            "5" | "5.0" => Ok(ProtocolVersion::V5),
+            other => Err(format!("unknown MQTT version '{other}': 311 or 5")),
+        }
+    }
+
+    fn qos(&self) -> QoS {
+        QoS::from_u8(self.qos).unwrap_or_default()
+    }
+}
+
+pub fn run(args: BenchArgs) -> ExitCode {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let result = rt.block_on(async {
+        match args.scenario.as_str() {
+            "conn" => conn::run(&args).await,
+            "pairs" | "fan-in" | "fan-out" | "shared" => load::run(&args).await,
+            other => Err(format!("unknown scenario '{other}': conn, pairs, fan-in, fan-out or shared")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
