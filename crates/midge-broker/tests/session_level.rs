@@ -91,6 +91,7 @@ impl Client {
     /// close when the session says so.
     fn flush(&mut self, now: Instant) {
         let Some(s) = self.session.as_mut() else { return };
+        s.release_held_acks(now);
         s.pump(now, usize::MAX);
         self.inbox.extend(s.drain_output());
         if s.close_reason().is_some() {
@@ -978,4 +979,43 @@ fn response_information_when_asked_and_configured() {
     assert_eq!(ack.properties.response_information().map(|s| &**s), Some("replies/asker/"));
     let (_, ack) = connect(&b, conn(V5, "other"), t);
     assert_eq!(ack.properties.response_information(), None, "only when asked");
+}
+
+#[test]
+fn a_congested_subscriber_holds_publisher_acks_instead_of_dropping() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_queued_messages 3\n");
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, conn(V3_1_1, "sub"), t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    for i in 0..6 {
+        p.publish("t", &format!("m{i}"), QoS::AtLeastOnce, false, i + 1, t);
+    }
+    // Three fit the queue and are acknowledged; the rest wait (the subscriber has not read).
+    assert_eq!(p.recv(t), (1..=3).map(|i| Packet::PubAck(PublishAck::new(i))).collect::<Vec<_>>());
+    // The subscriber reads: room again, the held acknowledgements go, in order; nothing lost.
+    let got = sub.publishes(t);
+    assert_eq!(payloads(&got), ["m0", "m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(p.recv(t), (4..=6).map(|i| Packet::PubAck(PublishAck::new(i))).collect::<Vec<_>>());
+    assert_eq!(sub.session().state.handle.mailbox.dropped(), 0);
+}
+
+#[test]
+fn a_slow_consumer_stops_holding_its_publishers_back() {
+    let b = broker("listener 1883\nallow_anonymous true\nmax_queued_messages 2\n");
+    let t = Instant::now();
+    let (mut sub, _) = connect(&b, conn(V3_1_1, "slow"), t);
+    sub.subscribe("t", QoS::AtLeastOnce, t);
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p"), t);
+    for i in 0..3 {
+        p.publish("t", "x", QoS::AtLeastOnce, false, i + 1, t);
+    }
+    assert_eq!(p.recv(t).len(), 2, "the third is held");
+    // Past the slow-consumer limit the held acknowledgement goes anyway.
+    let later = t + Duration::from_secs(3);
+    assert_eq!(p.recv(later), vec![Packet::PubAck(PublishAck::new(3))]);
+    // And further messages to the slow subscriber are dropped, not held.
+    p.publish("t", "y", QoS::AtLeastOnce, false, 4, later);
+    assert_eq!(p.recv(later), vec![Packet::PubAck(PublishAck::new(4))]);
+    assert!(sub.session().state.handle.mailbox.dropped() >= 1);
 }

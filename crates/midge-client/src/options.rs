@@ -45,7 +45,8 @@ pub struct Options {
     pub on_message: Option<MessageHook>,
     /// Incoming messages buffered before the client stops reading from the socket.
     pub event_capacity: usize,
-    /// QoS 1 and 2 messages in flight at once (also bounded by the server's Receive Maximum).
+    /// QoS 1 and 2 messages in flight at once (also bounded by the server's Receive
+    /// Maximum); 20 by default, as libmosquitto.
     pub max_inflight: u16,
 }
 
@@ -62,7 +63,7 @@ impl Options {
             on_packet: None,
             on_message: None,
             event_capacity: 1024,
-            max_inflight: u16::MAX,
+            max_inflight: 20,
         }
     }
 }

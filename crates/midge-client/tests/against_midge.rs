@@ -108,3 +108,33 @@ async fn keep_alive_pings_keep_the_connection() {
     );
     c.disconnect().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_flow_control_holds_acks_without_losing() {
+    let (addr, _stop) = broker("allow_anonymous true\nmax_queued_messages 5\n").await;
+    let (sub, mut events, _) = connect(opts(addr, ProtocolVersion::V3_1_1, "fc-sub")).await.unwrap();
+    sub.subscribe(Subscribe::new(0, "fc", SubscriptionOptions::qos(QoS::AtLeastOnce))).await.unwrap();
+    let (publ, _, _) = connect(opts(addr, ProtocolVersion::V3_1_1, "fc-pub")).await.unwrap();
+    let n = 300u32;
+    let sender = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        for i in 0..n {
+            let mut p = Publish::new("fc", i.to_be_bytes().to_vec());
+            p.qos = QoS::AtLeastOnce;
+            acks.push(publ.start_publish(p).await.unwrap());
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+    });
+    for i in 0..n {
+        let m = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("stalled at message {i}"));
+        match m {
+            Some(Event::Message(p)) => assert_eq!(&p.payload[..], &i.to_be_bytes(), "in order, none lost"),
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), sender).await.expect("all acknowledged").unwrap();
+}

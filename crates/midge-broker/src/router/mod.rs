@@ -22,7 +22,7 @@ use tree::{Node, Subscribers};
 const SHARDS: usize = 16;
 
 /// What happened to a routed message.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct RouteOutcome {
     /// Sessions the message was queued for.
     pub delivered: usize,
@@ -30,6 +30,9 @@ pub struct RouteOutcome {
     pub dropped: usize,
     /// Clients whose mailbox just became full (to be logged once).
     pub first_drops: usize,
+    /// Sessions whose mailbox took the message past its capacity: the publisher should hold
+    /// its acknowledgement until they have room.
+    pub congested: Vec<Arc<SessionHandle>>,
 }
 
 /// The subscription tree and the retained store, shared by every connection.
@@ -185,7 +188,7 @@ impl Router {
     }
 
     /// Queues a delivery prepared elsewhere (retained messages, wills) for one session.
-    pub fn deliver_to(handle: &SessionHandle, delivery: Delivery) -> RouteOutcome {
+    pub fn deliver_to(handle: &Arc<SessionHandle>, delivery: Delivery) -> RouteOutcome {
         let mut outcome = RouteOutcome::default();
         deliver(handle, delivery, &mut outcome);
         outcome
@@ -253,14 +256,19 @@ fn merge_duplicates(targets: &mut Vec<Target<'_>>) {
     });
 }
 
-fn deliver(handle: &SessionHandle, delivery: Delivery, outcome: &mut RouteOutcome) {
+fn deliver(handle: &Arc<SessionHandle>, delivery: Delivery, outcome: &mut RouteOutcome) {
     // QoS 0 messages are not queued for a session that is offline (3.1.1 section 3.1.2.4:
     // they MAY be stored; mosquitto does not by default).
-    if delivery.qos == QoS::AtMostOnce && !handle.is_online() {
+    let online = handle.is_online();
+    if delivery.qos == QoS::AtMostOnce && !online {
         return;
     }
-    match handle.mailbox.push(delivery) {
+    match handle.mailbox.push(delivery, online) {
         Push::Queued => outcome.delivered += 1,
+        Push::Congested => {
+            outcome.delivered += 1;
+            outcome.congested.push(handle.clone());
+        }
         Push::Dropped { first } => {
             outcome.dropped += 1;
             if first {

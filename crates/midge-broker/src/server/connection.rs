@@ -20,6 +20,8 @@ use midge_net::{flush, ready, IoEvent};
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a closing connection may take to write its last bytes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often held acknowledgements are looked at again when no room was signalled.
+const HELD_RECHECK: Duration = Duration::from_millis(50);
 /// How long a takeover waits for the old connection to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -293,6 +295,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let version = session.version;
     let client_id = session.client_id.clone();
     loop {
+        if session.has_held_acks() {
+            session.release_held_acks(Instant::now());
+        }
         if conn.wbuf.len() < WRITE_HIGH_WATER {
             session.pump(Instant::now(), budget);
         }
@@ -303,6 +308,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return Ended::Closed;
         }
         let want_mail = session.wants_deliveries() && conn.wbuf.len() < WRITE_HIGH_WATER;
+        let waiter = session.held_waiter();
+        let room = async {
+            // No waiter while acknowledgements are held: the queues have room since the
+            // release above, so go round again at once.
+            if let Some(h) = &waiter {
+                h.mailbox.room(HELD_RECHECK).await;
+            }
+        };
         tokio::select! {
             biased;
             ctl = control.recv() => match ctl {
@@ -313,7 +326,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 None => session.close(CloseReason::Shutdown),
             },
             _ = stop.changed() => session.close(CloseReason::Shutdown),
-            ev = ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, true) => match ev {
+            ev = ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, session.wants_input()) => match ev {
                 Ok(IoEvent::Read(0)) => session.close(CloseReason::Closed),
                 Ok(IoEvent::Read(_)) => {
                     let now = Instant::now();
@@ -342,6 +355,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(e) => session.close(CloseReason::Io(e.to_string())),
             },
             _ = handle.mailbox.notified(), if want_mail => {}
+            _ = room, if session.has_held_acks() => {}
             _ = &mut timer => {
                 session.handle_timeout(Instant::now());
                 let next = session.next_timeout().map_or(far, tokio::time::Instant::from_std);

@@ -24,6 +24,8 @@ pub struct Message {
     pub publisher: ByteString,
     /// When the message expires (5.0 Message Expiry Interval), if it does.
     pub expires_at: Option<Instant>,
+    /// When the broker received it.
+    pub received_at: Instant,
 }
 
 impl Message {
@@ -57,7 +59,7 @@ impl Message {
                 )
             });
         }
-        Message { topic, payload, qos, retain, properties, publisher, expires_at }
+        Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now }
     }
 
     /// True once the message's expiry has passed: it is no longer delivered.

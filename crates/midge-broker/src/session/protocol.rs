@@ -152,6 +152,16 @@ pub struct Session {
     access: Option<ClientAccess>,
     enhanced: Option<Enhanced>,
     reauth: Option<Box<dyn AuthExchange>>,
+    /// Acknowledgements held while subscribers' queues are over capacity, in order.
+    held: VecDeque<HeldAck>,
+}
+
+/// A PUBACK / PUBREC waiting for room in the queues its message went into.
+#[derive(Debug)]
+struct HeldAck {
+    ack: Packet,
+    waiting: Vec<Arc<super::SessionHandle>>,
+    since: Instant,
 }
 
 impl Session {
@@ -183,6 +193,39 @@ impl Session {
             access: None,
             enhanced: None,
             reauth: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// False while the client has as many acknowledgements held as we allow in flight: its
+    /// connection is not read until some go, which slows a 3.1.1 publisher (that has no
+    /// Receive Maximum to respect) through TCP.
+    pub fn wants_input(&self) -> bool {
+        self.held.len() < self.limits.receive_maximum
+    }
+
+    /// True while acknowledgements are held for congested subscribers.
+    pub fn has_held_acks(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// A session whose queue the first held acknowledgement waits for.
+    pub fn held_waiter(&self) -> Option<Arc<super::SessionHandle>> {
+        self.held.front()?.waiting.iter().find(|h| !h.mailbox.has_room()).cloned()
+    }
+
+    /// Sends the held acknowledgements whose subscribers have room again, in order
+    /// ([MQTT-4.6.0-2], [MQTT-4.6.0-3]); one held longer than a slow consumer may slow its
+    /// publishers goes anyway.
+    pub fn release_held_acks(&mut self, now: Instant) {
+        while let Some(front) = self.held.front() {
+            let free = front.waiting.iter().all(|h| h.mailbox.has_room());
+            if !free && now < front.since + super::mailbox::SLOW_AFTER {
+                return;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.out.push_back(h.ack);
+            }
         }
     }
 
@@ -502,16 +545,31 @@ impl Session {
         } else {
             ReasonCode::Success
         };
-        match qos {
-            QoS::AtMostOnce => {}
+        let ack = match qos {
+            QoS::AtMostOnce => return,
             // [MQTT-4.3.2-2]: PUBACK for a QoS 1 PUBLISH.
-            QoS::AtLeastOnce => self.out.push_back(Packet::PubAck(PubAck::with_reason(packet_id, code))),
+            QoS::AtLeastOnce => Packet::PubAck(PubAck::with_reason(packet_id, code)),
             QoS::ExactlyOnce => {
                 // [MQTT-4.3.3-9]: PUBREC, and the identifier stays until PUBREL.
                 self.state.incoming_qos2.insert(packet_id);
-                self.out.push_back(Packet::PubRec(PublishAck::with_reason(packet_id, code)));
+                Packet::PubRec(PublishAck::with_reason(packet_id, code))
             }
+        };
+        if outcome.congested.is_empty() && self.held.is_empty() {
+            self.out.push_back(ack);
+            return;
         }
+        // A subscriber's queue is over capacity: the acknowledgement waits for room, and the
+        // publisher, whose window fills, slows down (flow control, section 4.9). Later
+        // acknowledgements wait behind it, keeping their order.
+        // A 5.0 client may not have more unacknowledged than our Receive Maximum
+        // [MQTT-3.3.4-9]; a 3.1.1 client is bounded by its packet identifiers.
+        let limit = if self.version.is_v5() { self.limits.receive_maximum } else { usize::from(u16::MAX) };
+        if self.held.len() >= limit {
+            self.close(CloseReason::protocol(ReasonCode::ReceiveMaximumExceeded, "receive maximum exceeded"));
+            return;
+        }
+        self.held.push_back(HeldAck { ack, waiting: outcome.congested, since: now });
     }
 
     /// The topic of a PUBLISH, resolving a 5.0 Topic Alias (section 3.3.2.3.4).

@@ -1,6 +1,6 @@
 //! The message scenarios: pairs, fan-in, fan-out and shared.
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,40 +51,82 @@ fn options(args: &BenchArgs, version: ProtocolVersion, id: String, index: usize)
         o.connector = Some(tls.connector().map_err(|e| e.to_string())?);
     }
     o.event_capacity = 4096;
+    o.max_inflight = u16::try_from(args.inflight.max(1)).unwrap_or(u16::MAX);
     Ok(o)
 }
 
-fn payload(stats: &Stats, seq: u64, size: usize) -> Bytes {
+/// The payload: the send time (ns since the run started), the publisher's number, its
+/// sequence number, then filler up to the size.
+fn payload(stats: &Stats, publisher: u32, seq: u64, size: usize) -> Bytes {
     let mut b = BytesMut::with_capacity(size);
     b.put_u64(stats.now_ns());
-    b.put_u64(seq);
+    b.put_u32(publisher);
+    b.put_u32(seq as u32);
     b.resize(size, 0x2a);
     b.freeze()
 }
 
-async fn subscriber(mut events: Events, stats: Arc<Stats>, rec: Recorder) {
+async fn subscriber(mut events: Events, stats: Arc<Stats>, rec: Recorder, delivered: Arc<Vec<AtomicU64>>) {
     while let Some(ev) = events.recv().await {
         let Event::Message(m) = ev else { break };
-        if m.payload.len() >= 8 {
+        if m.payload.len() >= 12 {
             let sent = u64::from_be_bytes(m.payload[..8].try_into().unwrap_or_default());
             let latency_us = (stats.now_ns().saturating_sub(sent) / 1000).max(1);
             let _ = rec.lock().record(latency_us);
+            let publisher = u32::from_be_bytes(m.payload[8..12].try_into().unwrap_or_default()) as usize;
+            if let Some(d) = delivered.get(publisher) {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
         }
         stats.received.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-async fn publisher(client: Client, topic: String, args: BenchArgs, stats: Arc<Stats>, until: Instant) {
+/// What one publisher needs to know of the run.
+struct PublisherCtx {
+    index: u32,
+    topic: String,
+    args: BenchArgs,
+    stats: Arc<Stats>,
+    until: Instant,
+    /// Messages from each publisher that reached a subscriber (all copies).
+    delivered: Arc<Vec<AtomicU64>>,
+    /// Copies each message makes (subscribers it reaches).
+    copies: u64,
+}
+
+async fn publisher(client: Client, ctx: PublisherCtx) {
+    let PublisherCtx { index, topic, args, stats, until, delivered, copies } = ctx;
     let qos = args.qos();
     let mut seq = 0u64;
     let make = |seq: u64| {
-        let mut p = Publish::new(topic.clone(), payload(&stats, seq, args.size));
+        let mut p = Publish::new(topic.clone(), payload(&stats, index, seq, args.size));
         p.qos = qos;
         p
     };
+    let window_size = args.inflight.max(1) as u64;
     let mut window: VecDeque<midge_client::AckFuture> = VecDeque::new();
     if args.rate == 0 {
         while Instant::now() < until {
+            if qos == QoS::AtMostOnce {
+                // Flat out with a window end to end: at most `inflight` messages sent and not
+                // yet received, so the run measures what the broker sustains, not how much it
+                // can drop.
+                let mut spins = 0u32;
+                while seq.saturating_sub(delivered[index as usize].load(Ordering::Relaxed) / copies)
+                    >= window_size
+                {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    spins += 1;
+                    if spins < 64 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                }
+            }
             let Ok(ack) = client.start_publish(make(seq)).await else { break };
             seq += 1;
             stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -192,13 +234,15 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     let run = format!("{:x}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
     let plan = plan(args, &run)?;
     let stats = Stats::new();
+    let delivered: Arc<Vec<AtomicU64>> =
+        Arc::new((0..plan.publish_topics.len()).map(|_| AtomicU64::new(0)).collect());
     let mut subscribers = Vec::new();
     for (i, filter) in plan.filters.iter().enumerate() {
         let o = options(args, version, format!("bench-sub-{run}-{i}"), i)?;
         let (client, events, _) = connect(o).await.map_err(|e| format!("subscriber {i}: {e}"))?;
         let sub = Subscribe::new(0, filter.clone(), SubscriptionOptions::qos(args.qos()));
         client.subscribe(sub).await.map_err(|e| format!("subscribe {filter}: {e}"))?;
-        tokio::spawn(subscriber(events, stats.clone(), stats.recorder()));
+        tokio::spawn(subscriber(events, stats.clone(), stats.recorder(), delivered.clone()));
         subscribers.push(client);
     }
     let mut publishers = Vec::new();
@@ -214,7 +258,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
         subscribers.len(),
         args.qos,
         args.size,
-        if args.rate == 0 { "flat out".to_owned() } else { format!("{} msg/s each", args.rate) },
+        if args.rate == 0 {
+            format!("flat out, window {}", args.inflight)
+        } else {
+            format!("{} msg/s each", args.rate)
+        },
         version
     );
     let started = Instant::now();
@@ -222,7 +270,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     let tasks: Vec<_> = publishers
         .iter()
         .zip(plan.publish_topics.iter())
-        .map(|(c, t)| tokio::spawn(publisher(c.clone(), t.clone(), args.clone(), stats.clone(), until)))
+        .enumerate()
+        .map(|(i, (c, t))| {
+            let ctx = PublisherCtx {
+                index: i as u32,
+                topic: t.clone(),
+                args: args.clone(),
+                stats: stats.clone(),
+                until,
+                delivered: delivered.clone(),
+                copies: plan.copies,
+            };
+            tokio::spawn(publisher(c.clone(), ctx))
+        })
         .collect();
     let mut total = histogram();
     let samples = sample(&stats, until, args.quiet || args.json, &args.scenario, &mut total).await;

@@ -36,13 +36,14 @@ pub struct BenchArgs {
     /// QoS of the messages and subscriptions.
     #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
-    /// Payload size in bytes (at least 16: a timestamp and a sequence number).
+    /// Payload size in bytes (at least 16: a timestamp, the publisher and a sequence number).
     #[arg(short, long, default_value_t = 64)]
     pub size: usize,
     /// Messages per second per publisher (open loop); 0 sends flat out.
     #[arg(short, long, default_value_t = 0)]
     pub rate: u64,
-    /// Unacknowledged QoS 1 / 2 messages per publisher when sending flat out.
+    /// Flat out: QoS 1 / 2 messages awaiting acknowledgement per publisher; QoS 0 messages
+    /// sent and not yet received (end to end) per publisher.
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
     /// Seconds of load.
