@@ -88,8 +88,12 @@ impl<W: Write, E: Write> Sink for TextPrinter<W, E> {
         writeln!(o)?;
         writeln!(
             o,
-            "Summary: {} frames, {} TCP connections ({} MQTT, {} TLS), {packets} MQTT packets",
-            s.frames, s.tcp_connections, s.mqtt_connections, s.tls_connections
+            "Summary: {}, {} ({} MQTT, {} TLS), {}",
+            plural(s.frames, "frame"),
+            plural(s.tcp_connections, "TCP connection"),
+            s.mqtt_connections,
+            s.tls_connections,
+            plural(packets, "MQTT packet")
         )?;
         if s.retransmissions + s.out_of_order > 0 {
             writeln!(
@@ -110,7 +114,7 @@ impl<W: Write, E: Write> Sink for TextPrinter<W, E> {
         let width = s.topics.keys().map(|t| t.chars().count() + 2).max().unwrap_or(0);
         for (topic, n) in &s.topics {
             let quoted = format!("'{}'", escape(topic));
-            writeln!(o, "  {quoted:width$}  {n} message{}", if *n == 1 { "" } else { "s" })?;
+            writeln!(o, "  {quoted:width$}  {}", plural(*n, "message"))?;
         }
         let counts: Vec<String> = s.packets.values().map(|(name, n)| format!("{name} {n}")).collect();
         writeln!(o, "Packets: {}", if counts.is_empty() { "none".to_string() } else { counts.join(", ") })?;
@@ -191,6 +195,11 @@ impl<W: Write, E: Write> TextPrinter<W, E> {
         }
         Ok(())
     }
+}
+
+/// "1 frame", "2 frames".
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The client id column: `-` when unknown, quoted when it has spaces or odd characters.
