@@ -73,6 +73,8 @@ pub struct Inspector {
     undecodable: u64,
     /// The last frame: what happens at the end of the capture happens there.
     last: At,
+    /// A frame cut short by the snapshot length was reported.
+    cut_warned: bool,
 }
 
 impl Inspector {
@@ -92,6 +94,7 @@ impl Inspector {
             unsupported_links: HashSet::new(),
             undecodable: 0,
             last: At { frame: 0, time_ns: 0 },
+            cut_warned: false,
         }
     }
 
@@ -107,6 +110,17 @@ impl Inspector {
         let first = *self.first_ts.get_or_insert(frame.timestamp_ns);
         let at = At { frame: frame.number, time_ns: frame.timestamp_ns - first };
         self.last = at;
+        if frame.data.len() < frame.orig_len as usize && !self.cut_warned {
+            self.cut_warned = true;
+            let m = format!(
+                "frame {} was captured cut to {} of its {} bytes (a snapshot length): TCP payloads are \
+                 incomplete; capture whole packets (tcpdump -s 0)",
+                at.frame,
+                frame.data.len(),
+                frame.orig_len
+            );
+            self.warning(&m, sink)?;
+        }
         let payload = match link::strip(frame.link, &frame.data) {
             Ok(p) => p,
             Err(LinkError::Unsupported(l)) => {

@@ -154,6 +154,26 @@ fn a_corrupt_record_length_stops_reading_with_a_warning() {
 }
 
 #[test]
+fn frames_cut_by_the_snapshot_length_are_reported_once() {
+    let ip = session(CLIENT, BROKER);
+    let mut file = pcap(LinkType::ETHERNET, &[], false, false);
+    for (i, f) in ip.iter().enumerate() {
+        let whole = wrap(LinkType::ETHERNET, f);
+        let cut = &whole[..whole.len().min(60)];
+        file.extend((1_700_000_000u32 + i as u32).to_le_bytes());
+        file.extend(0u32.to_le_bytes());
+        file.extend((cut.len() as u32).to_le_bytes());
+        file.extend((whole.len() as u32).to_le_bytes());
+        file.extend_from_slice(cut);
+    }
+    let c = run(file, &[]);
+    let cut: Vec<&String> = c.warnings.iter().filter(|w| w.contains("tcpdump -s 0")).collect();
+    assert_eq!(cut.len(), 1, "{:?}", c.warnings);
+    // Only the packets short enough to fit whole are decoded.
+    assert_eq!(c.names(), ["CONNACK", "DISCONNECT"]);
+}
+
+#[test]
 fn unsupported_link_types_and_non_tcp_frames_are_skipped() {
     let frames = timed(LinkType::ETHERNET, &session(CLIENT, BROKER));
     let c = run(pcap(LinkType(147), &frames, false, false), &[]);
