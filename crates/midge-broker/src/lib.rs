@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod keepalive;
 pub mod logging;
 pub mod registry;
 pub mod router;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use bytestring::ByteString;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use midge_codec::Will;
 
@@ -42,12 +42,86 @@ pub enum Detached {
 pub enum Control {
     /// Another connection takes the client id: close, and send the session state back.
     TakeOver(oneshot::Sender<SessionState>),
+    /// Nothing came from the client for 1.5 times its keep alive.
+    KeepAliveTimeout,
+    /// The broker is stopping.
+    Shutdown,
+}
+
+/// Where a connection is told to give its session up: one slot and a wake-up, lighter than
+/// a channel (every idle connection has one).
+#[derive(Debug, Default)]
+pub struct ControlSlot {
+    message: Mutex<Option<Control>>,
+    waker: atomic_waker::AtomicWaker,
+    /// When the client last sent something (ms on the keep-alive clock).
+    last_ms: std::sync::atomic::AtomicU64,
+    /// 1.5 times the keep alive, in ms (0: none).
+    grace_ms: std::sync::atomic::AtomicU64,
+}
+
+impl ControlSlot {
+    /// A new slot for a connection.
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(ControlSlot::default())
+    }
+
+    /// Leaves a message for the connection; a takeover is not replaced by a lesser one.
+    pub fn send(&self, c: Control) {
+        let mut m = self.message.lock();
+        if !matches!(*m, Some(Control::TakeOver(_))) {
+            *m = Some(c);
+        }
+        drop(m);
+        self.waker.wake();
+    }
+
+    /// Records activity from the client (for the keep alive).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The keep alive watch's view: when the client last sent something, and its grace.
+    pub(crate) fn keep_alive(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.last_ms.load(Relaxed), self.grace_ms.load(Relaxed))
+    }
+
+    pub(crate) fn set_grace(&self, grace_ms: u64, now_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.last_ms.store(now_ms, Relaxed);
+        self.grace_ms.store(grace_ms, Relaxed);
+    }
+
+    /// The message, if one was sent.
+    pub fn try_recv(&self) -> Option<Control> {
+        self.message.lock().take()
+    }
+
+    /// Ready when a message waits; otherwise the task is woken when one is sent.
+    pub fn poll_message(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.message.lock().is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 #[derive(Debug)]
 enum Entry {
-    Online { conn_id: u64, control: mpsc::UnboundedSender<Control> },
-    Offline { state: Box<SessionState>, expires_at: Option<Instant>, will: Option<PendingWill> },
+    /// The slot is held weakly: a connection task that died without detaching (a panic)
+    /// leaves nothing to wait for.
+    Online {
+        conn_id: u64,
+        control: std::sync::Weak<ControlSlot>,
+    },
+    Offline {
+        state: Box<SessionState>,
+        expires_at: Option<Instant>,
+        will: Option<Box<PendingWill>>,
+    },
 }
 
 /// What a new connection finds for its client id.
@@ -73,24 +147,28 @@ impl Registry {
         &self,
         client_id: &ByteString,
         conn_id: u64,
-        control: mpsc::UnboundedSender<Control>,
+        control: std::sync::Arc<ControlSlot>,
     ) -> Attach {
         let mut clients = self.clients.lock();
-        let previous = clients.insert(client_id.clone(), Entry::Online { conn_id, control });
+        let previous = clients.insert(
+            client_id.clone(),
+            Entry::Online { conn_id, control: std::sync::Arc::downgrade(&control) },
+        );
         match previous {
             None => Attach::Fresh,
             // A will still waiting for its delay is dropped: the client is back in time
             // [MQTT-3.1.3-9].
             Some(Entry::Offline { state, .. }) => Attach::Parked(state),
-            Some(Entry::Online { control: old, .. }) => {
+            Some(Entry::Online { control: old, .. }) => match old.upgrade() {
                 // Sent while the lock is held: when the old connection ends and finds it no
-                // longer holds the id, this message is already in its channel.
-                let (tx, rx) = oneshot::channel();
-                if old.send(Control::TakeOver(tx)).is_err() {
-                    return Attach::Fresh;
+                // longer holds the id, this message is already in its slot.
+                Some(old) => {
+                    let (tx, rx) = oneshot::channel();
+                    old.send(Control::TakeOver(tx));
+                    Attach::TakeOver(rx)
                 }
-                Attach::TakeOver(rx)
-            }
+                None => Attach::Fresh,
+            },
         }
     }
 
@@ -113,8 +191,10 @@ impl Registry {
                 }
                 let expires_at = (state.expiry_interval != u32::MAX)
                     .then(|| now + Duration::from_secs(u64::from(state.expiry_interval)));
-                clients
-                    .insert(client_id.clone(), Entry::Offline { state: Box::new(state), expires_at, will });
+                clients.insert(
+                    client_id.clone(),
+                    Entry::Offline { state: Box::new(state), expires_at, will: will.map(Box::new) },
+                );
                 Detached::Parked
             }
             _ => Detached::NotHolder(state),
@@ -127,7 +207,9 @@ impl Registry {
         clients
             .values_mut()
             .filter_map(|e| match e {
-                Entry::Offline { will, .. } if will.as_ref().is_some_and(|w| w.due <= now) => will.take(),
+                Entry::Offline { will, .. } if will.as_ref().is_some_and(|w| w.due <= now) => {
+                    will.take().map(|w| *w)
+                }
                 _ => None,
             })
             .collect()
@@ -145,8 +227,20 @@ impl Registry {
         expired
             .into_iter()
             .filter_map(|k| match clients.remove(&k) {
-                Some(Entry::Offline { state, will, .. }) => Some((*state, will)),
+                Some(Entry::Offline { state, will, .. }) => Some((*state, will.map(|w| *w))),
                 _ => None,
+            })
+            .collect()
+    }
+
+    /// The control slots of the connections holding a client id (for shutdown).
+    pub fn online_slots(&self) -> Vec<std::sync::Arc<ControlSlot>> {
+        self.clients
+            .lock()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Online { control, .. } => control.upgrade(),
+                Entry::Offline { .. } => None,
             })
             .collect()
     }

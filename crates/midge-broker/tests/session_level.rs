@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use midge_broker::broker::{ConnInfo, Opening, PendingOpen};
 use midge_broker::config::parse_str;
-use midge_broker::registry::Control;
+use midge_broker::registry::{Control, ControlSlot};
 use midge_broker::session::{CloseReason, Session};
 use midge_broker::Broker;
 use midge_codec::*;
-use tokio::sync::mpsc;
 
 fn broker(conf: &str) -> Arc<Broker> {
     let (mut config, _) = parse_str(conf, "test.conf").unwrap();
@@ -29,7 +28,7 @@ struct Client {
     broker: Arc<Broker>,
     session: Option<Session>,
     conn_id: u64,
-    control: mpsc::UnboundedReceiver<Control>,
+    control: std::sync::Arc<ControlSlot>,
     inbox: Vec<Packet>,
 }
 
@@ -41,15 +40,16 @@ enum Connected {
 
 fn open(broker: &Arc<Broker>, c: Connect, now: Instant) -> Connected {
     let conn_id = broker.next_conn_id();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let control = ControlSlot::new();
+    let slot = control.clone();
     let client =
-        |session| Client { broker: broker.clone(), session, conn_id, control: rx, inbox: Vec::new() };
+        move |session| Client { broker: broker.clone(), session, conn_id, control: slot, inbox: Vec::new() };
     let info = ConnInfo::plain("127.0.0.1:50000".parse().unwrap());
     let auth = match broker.authenticate(&c, &info, now) {
         Ok(a) => a,
         Err(r) => return Connected::Refused(ConnAck::new(r.code)),
     };
-    match broker.open(c, auth, conn_id, tx, now) {
+    match broker.open(c, auth, conn_id, control.clone(), now) {
         Opening::Ready(o) => {
             let Packet::ConnAck(ack) = o.connack else { panic!("CONNACK expected") };
             let mut cl = client(Some(o.session));
@@ -99,7 +99,7 @@ impl Client {
                 self.inbox.push(p);
             }
             let s = self.session.take().unwrap();
-            self.broker.close(s, self.conn_id, None, &mut self.control, now);
+            self.broker.close(s, self.conn_id, None, &self.control, now);
         }
     }
 
@@ -156,12 +156,12 @@ impl Client {
 
     /// Serves a takeover request, as the connection task does.
     fn serve_control(&mut self, now: Instant) {
-        if let Ok(Control::TakeOver(reply)) = self.control.try_recv() {
+        if let Some(Control::TakeOver(reply)) = self.control.try_recv() {
             let mut s = self.session.take().expect("connected");
             s.close(CloseReason::TakenOver);
             self.inbox.extend(s.drain_output());
             self.inbox.extend(s.disconnect_packet());
-            self.broker.close(s, self.conn_id, Some(reply), &mut self.control, now);
+            self.broker.close(s, self.conn_id, Some(reply), &self.control, now);
         }
     }
 }

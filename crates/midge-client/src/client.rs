@@ -17,6 +17,9 @@ use crate::state::{closed, Reply};
 use crate::task::Task;
 use crate::transport::{open, BoxStream};
 
+/// Room made for each read.
+pub(crate) const READ_SIZE: usize = 4096;
+
 pub(crate) enum Request {
     Publish(Publish, Option<Reply<ReasonCode>>),
     Subscribe(Subscribe, Reply<SubAck>),
@@ -193,7 +196,7 @@ async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Err
                 other => Err(Error::protocol(format!("{} instead of CONNACK", other.packet_type()))),
             };
         }
-        match ready(&mut stream, &mut rbuf, &mut wbuf, true).await {
+        match ready(&mut stream, &mut rbuf, &mut wbuf, Some(READ_SIZE)).await {
             Ok(IoEvent::Read(0)) => {
                 return Err(Error::new(Kind::Lost(std::io::Error::new(
                     std::io::ErrorKind::ConnectionReset,

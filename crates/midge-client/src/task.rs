@@ -177,7 +177,7 @@ impl Task {
                     Some(r) => if let Some(end) = self.take_request(r) { break end },
                     None => break End::Dropped,
                 },
-                ev = ready(&mut self.stream, &mut self.rbuf, &mut self.wbuf, read) => match ev {
+                ev = ready(&mut self.stream, &mut self.rbuf, &mut self.wbuf, read.then_some(crate::client::READ_SIZE)) => match ev {
                     Ok(IoEvent::Read(0)) => break End::Failed(Error::new(Kind::Io(std::io::Error::new(
                         std::io::ErrorKind::ConnectionReset, "the server closed the connection")))),
                     Ok(IoEvent::Read(_)) => {

@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::login::{Authenticated, Refusal};
 use super::{Broker, TOPIC_ALIAS_MAXIMUM};
 use crate::auth::{ClientAccess, Enhanced};
-use crate::registry::{Attach, Control, Detached, PendingWill};
+use crate::registry::{Attach, Control, ControlSlot, Detached, PendingWill};
 use crate::session::{CloseReason, ConnectionLimits, Session, SessionHandle, SessionState};
 
 /// The outcome of [`Broker::open`].
@@ -101,7 +101,9 @@ impl Broker {
             // [MQTT-3.1.3-6]: the Server assigns a unique ClientID.
             (self.assign_client_id(), true)
         } else {
-            (c.client_id.clone(), false)
+            // A copy: a slice of the CONNECT would keep the whole read buffer under it alive
+            // for the life of the session.
+            (ByteString::from(c.client_id.to_string()), false)
         };
         if let Some(w) = &c.will {
             // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
@@ -215,7 +217,7 @@ impl Broker {
         connect: Connect,
         auth: Authenticated,
         conn_id: u64,
-        control: mpsc::UnboundedSender<Control>,
+        control: std::sync::Arc<ControlSlot>,
         now: Instant,
     ) -> Opening {
         let plan = match self.plan_connect(&connect) {
@@ -309,11 +311,11 @@ impl Broker {
         mut session: Session,
         conn_id: u64,
         mut handover: Option<oneshot::Sender<SessionState>>,
-        control: &mut mpsc::UnboundedReceiver<Control>,
+        control: &ControlSlot,
         now: Instant,
     ) {
         let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
-        let will = if reason.publishes_will() { session.will.take() } else { None };
+        let will = if reason.publishes_will() { session.will.take().map(|w| *w) } else { None };
         let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
         let client_id = session.client_id.clone();
         let mut state = session.state;
@@ -351,7 +353,7 @@ impl Broker {
             }
             // Another connection took the id over meanwhile: its request is already in the
             // control channel (sent under the registry lock).
-            if let Ok(Control::TakeOver(reply)) = control.try_recv() {
+            if let Some(Control::TakeOver(reply)) = control.try_recv() {
                 handover = Some(reply);
             }
         } else if delay == 0 {

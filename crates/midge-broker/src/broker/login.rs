@@ -102,7 +102,7 @@ impl Broker {
             // Without a password file a user name is only a label; it passes where
             // anonymous clients do.
             return if self.config.anonymous_allowed() {
-                Ok(Authenticated { username: Some(user.clone()), enhanced: None })
+                Ok(Authenticated { username: Some(ByteString::from(user.to_string())), enhanced: None })
             } else {
                 Err(Refusal::new(
                     ReasonCode::NotAuthorized,
@@ -114,7 +114,7 @@ impl Broker {
         match security.check_password(user, password) {
             Login::Accepted => {
                 self.limiter.succeeded(info.peer.ip());
-                Ok(Authenticated { username: Some(user.clone()), enhanced: None })
+                Ok(Authenticated { username: Some(ByteString::from(user.to_string())), enhanced: None })
             }
             Login::Refused => {
                 // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.

@@ -46,6 +46,9 @@ pub struct Broker {
     pub security: SharedSecurity,
     limiter: FailureLimiter,
     auth_methods: AuthMethods,
+    /// Keep-alive deadlines of every connection.
+    pub keepalive: crate::keepalive::KeepAlive,
+    shutting_down: std::sync::atomic::AtomicBool,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
@@ -72,6 +75,8 @@ impl Broker {
             security,
             limiter,
             auth_methods: AuthMethods::default(),
+            keepalive: Default::default(),
+            shutting_down: Default::default(),
             router: Router::new(),
             registry: Registry::default(),
             connections: AtomicUsize::new(0),
@@ -87,6 +92,20 @@ impl Broker {
         let fresh = Security::load(&self.config)?;
         self.security.store(Arc::new(fresh));
         Ok(())
+    }
+
+    /// Tells every connection to close (5.0 clients get DISCONNECT 0x8B), and those that
+    /// finish CONNECT from now on too.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for slot in self.registry.online_slots() {
+            slot.send(crate::registry::Control::Shutdown);
+        }
+    }
+
+    /// True once [`Broker::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Registers an enhanced authentication method (5.0 AUTH) under its name.

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use midge_codec::{decode, ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
 
 use crate::broker::{Authenticated, Broker, ConnInfo, EnhancedLogin, LoginStep, Opened, Opening, Refusal};
 use crate::logging::describe;
-use crate::registry::Control;
+use crate::registry::{Control, ControlSlot};
 use crate::session::{CloseReason, Session, SessionState};
-use midge_net::{flush, ready, IoEvent};
+use std::future::Future;
+use std::task::Poll;
+
+use midge_net::{flush, poll_io, ready, IoEvent};
 
 /// Stop turning deliveries into packets while this much waits to be written: the socket is
 /// slow, and the session's bounded mailbox absorbs the rest.
@@ -25,11 +27,17 @@ const HELD_RECHECK: Duration = Duration::from_millis(50);
 /// How long a takeover waits for the old connection to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The smallest and largest reads: idle connections keep a small buffer, busy ones grow it.
+const MIN_READ: usize = 256;
+const MAX_READ: usize = 64 * 1024;
+
 struct Conn<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
     peer: SocketAddr,
+    /// Room made for the next read; doubles when a read fills it, halves when reads are small.
+    read_size: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -43,6 +51,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// After a read of `n` bytes was decoded: size the next read, and give back a large
+    /// buffer once it is empty, so an idle connection holds little memory.
+    fn after_read(&mut self, n: usize) {
+        if n >= self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+        // An idle connection holds no read buffer between its packets; a busy one keeps it.
+        if self.rbuf.is_empty() && (self.read_size == MIN_READ || self.rbuf.capacity() > 2 * self.read_size) {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// After a write: an emptied large write buffer is given back.
+    fn after_write(&mut self) {
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * MAX_READ {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
     async fn close(&mut self) {
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush(&mut self.stream, &mut self.wbuf)).await;
         let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.stream.shutdown()).await;
@@ -50,24 +79,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 /// Serves one client until it leaves, breaks the protocol or the broker stops.
-pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    broker: Arc<Broker>,
-    stream: S,
-    info: ConnInfo,
-    stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(broker: Arc<Broker>, stream: S, info: ConnInfo) {
     let peer = info.peer;
-    let mut conn = Conn { stream, rbuf: BytesMut::with_capacity(1024), wbuf: BytesMut::new(), peer };
+    let mut conn = Conn { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), peer, read_size: MIN_READ };
     let max_packet = broker.config.max_packet_bytes();
+    // The CONNECT phase runs in a box of its own, freed when it ends: the task keeps only
+    // what a connected client needs, which is what an idle connection costs.
+    let Some(Established { mut session, control, conn_id }) =
+        Box::pin(establish(&broker, &mut conn, info, max_packet)).await
+    else {
+        return;
+    };
+    // The CONNECT is decoded: its bytes (and the buffer under them) are not kept.
+    if conn.rbuf.is_empty() {
+        conn.rbuf = BytesMut::new();
+    }
+    broker.keepalive.watch(&control, session.keep_alive, Instant::now());
+    if broker.is_shutting_down() {
+        control.send(Control::Shutdown);
+    }
+    let reason = run(&broker, &mut conn, &mut session, &control, max_packet).await;
+    let handover = match reason {
+        Ended::TakenOver(reply) => Some(reply),
+        Ended::Closed => None,
+    };
+    Box::pin(finish(&broker, conn, session, conn_id, handover, &control)).await;
+}
+
+/// A client past CONNECT.
+struct Established {
+    session: Session,
+    control: Arc<ControlSlot>,
+    conn_id: u64,
+}
+
+/// CONNECT, authentication, the session (new, resumed or taken over) and CONNACK. `None`
+/// when the client was refused or went away (the connection is closed then).
+async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: &Arc<Broker>,
+    conn: &mut Conn<S>,
+    info: ConnInfo,
+    max_packet: usize,
+) -> Option<Established> {
+    let peer = info.peer;
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
-    let connect = match tokio::time::timeout(connect_timeout, read_connect(&mut conn, max_packet)).await {
+    let connect = match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet)).await {
         Err(_) => {
             tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
-            return;
+            return None;
         }
         Ok(Err(())) => {
             conn.close().await;
-            return;
+            return None;
         }
         Ok(Ok(c)) => c,
     };
@@ -80,14 +143,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         );
     }
     let conn_id = broker.next_conn_id();
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let control = ControlSlot::new();
     let username = connect.username.clone();
     let shown_id =
         if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
     let login = async {
         match broker.begin_enhanced(&connect, &shown_id) {
             None => broker.authenticate_async(&connect, &info, Instant::now()).await,
-            Some((login, step)) => enhanced_login(&mut conn, login, step, max_packet).await,
+            Some((login, step)) => enhanced_login(conn, login, step, max_packet).await,
         }
     };
     let auth = match tokio::time::timeout(connect_timeout, login).await {
@@ -104,15 +167,15 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             tokio::time::sleep(refusal.delay).await;
             conn.encode(&Packet::ConnAck(refusal.connack()), version, &shown_id);
             conn.close().await;
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!("Client {shown_id} from {peer} did not complete authentication in time, closing.");
             conn.close().await;
-            return;
+            return None;
         }
     };
-    let opened = match broker.open(*connect, auth, conn_id, control_tx, Instant::now()) {
+    let opened = match broker.open(*connect, auth, conn_id, control.clone(), Instant::now()) {
         Opening::Ready(opened) => *opened,
         Opening::Refused(connack, code) => {
             tracing::info!(
@@ -123,7 +186,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             );
             conn.encode(&Packet::ConnAck(connack), version, &shown_id);
             conn.close().await;
-            return;
+            return None;
         }
         Opening::TakeOver(pending) => {
             let mut pending = *pending;
@@ -140,7 +203,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             broker.finish_takeover(pending, old, Instant::now())
         }
     };
-    let Opened { mut session, connack, clean_start } = opened;
+    let Opened { session, connack, clean_start } = opened;
     let client_id = session.client_id.clone();
     tracing::info!(
         "New client connected from {} as {} (p{}, c{}, k{}{}).",
@@ -152,13 +215,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         session.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
     conn.encode(&connack, version, &client_id);
-
-    let reason = run(&broker, &mut conn, &mut session, &mut control_rx, stop, max_packet).await;
-    let handover = match reason {
-        Ended::TakenOver(reply) => Some(reply),
-        Ended::Closed => None,
-    };
-    finish(&broker, conn, session, conn_id, handover, control_rx).await;
+    Some(Established { session, control, conn_id })
 }
 
 /// mosquitto's protocol numbers in its log: 1 for 3.1, 2 for 3.1.1, 5 for 5.0.
@@ -207,9 +264,10 @@ async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(None) => {}
             Err(_) => return Err(()),
         }
-        match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, true).await {
+        match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)).await {
             Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
-            Ok(_) => {}
+            Ok(IoEvent::Read(n)) => conn.after_read(n),
+            Ok(IoEvent::Wrote) => {}
         }
     }
 }
@@ -236,9 +294,10 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(());
             }
         }
-        match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, true).await {
+        match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)).await {
             Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
-            Ok(_) => {}
+            Ok(IoEvent::Read(n)) => conn.after_read(n),
+            Ok(IoEvent::Wrote) => {}
         }
     }
 }
@@ -274,6 +333,14 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     body.get(2 + name_len).copied()
 }
 
+/// What woke a connection.
+enum Wake {
+    Control,
+    Mail,
+    Room,
+    Io(std::io::Result<IoEvent>),
+}
+
 enum Ended {
     Closed,
     TakenOver(tokio::sync::oneshot::Sender<SessionState>),
@@ -283,84 +350,114 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Broker,
     conn: &mut Conn<S>,
     session: &mut Session,
-    control: &mut mpsc::UnboundedReceiver<Control>,
-    mut stop: watch::Receiver<bool>,
+    control: &ControlSlot,
     max_packet: usize,
 ) -> Ended {
     let handle = session.state.handle.clone();
-    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let timer = tokio::time::sleep_until(session.next_timeout().map_or(far, tokio::time::Instant::from_std));
-    tokio::pin!(timer);
     let budget = 1024;
     let version = session.version;
-    let client_id = session.client_id.clone();
     loop {
+        match control.try_recv() {
+            Some(Control::TakeOver(reply)) => {
+                session.close(CloseReason::TakenOver);
+                return Ended::TakenOver(reply);
+            }
+            // The keep alive is watched for all connections at once (crate::keepalive).
+            Some(Control::KeepAliveTimeout) => session.close(CloseReason::KeepAliveTimeout),
+            Some(Control::Shutdown) => session.close(CloseReason::Shutdown),
+            None => {}
+        }
         if session.has_held_acks() {
             session.release_held_acks(Instant::now());
         }
         if conn.wbuf.len() < WRITE_HIGH_WATER {
             session.pump(Instant::now(), budget);
         }
-        for p in session.drain_output() {
-            conn.encode(&p, version, &client_id);
+        if session.has_output() {
+            let id = session.client_id.clone();
+            for p in session.drain_output() {
+                conn.encode(&p, version, &id);
+            }
         }
         if session.close_reason().is_some() {
             return Ended::Closed;
         }
         let want_mail = session.wants_deliveries() && conn.wbuf.len() < WRITE_HIGH_WATER;
-        let waiter = session.held_waiter();
+        // Only while acknowledgements are held, and boxed: an idle connection's task stays
+        // small. No waiter while some are held means the queues have room since the release
+        // above, so the loop goes round again at once.
+        let room: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+            session.has_held_acks().then(|| {
+                let waiter = session.held_waiter();
+                Box::pin(async move {
+                    if let Some(h) = waiter {
+                        h.mailbox.room(HELD_RECHECK).await;
+                    }
+                }) as _
+            });
+        let session_has_held = room.is_some();
         let room = async {
-            // No waiter while acknowledgements are held: the queues have room since the
-            // release above, so go round again at once.
-            if let Some(h) = &waiter {
-                h.mailbox.room(HELD_RECHECK).await;
+            match room {
+                Some(r) => r.await,
+                None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            biased;
-            ctl = control.recv() => match ctl {
-                Some(Control::TakeOver(reply)) => {
-                    session.close(CloseReason::TakenOver);
-                    return Ended::TakenOver(reply);
-                }
-                None => session.close(CloseReason::Shutdown),
-            },
-            _ = stop.changed() => session.close(CloseReason::Shutdown),
-            ev = ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, session.wants_input()) => match ev {
-                Ok(IoEvent::Read(0)) => session.close(CloseReason::Closed),
-                Ok(IoEvent::Read(_)) => {
-                    let now = Instant::now();
-                    loop {
-                        match decode(&mut conn.rbuf, version, max_packet) {
-                            Ok(Some(packet)) => {
-                                if tracing::enabled!(tracing::Level::DEBUG) {
-                                    tracing::debug!("Received {} from {client_id}{}", packet.packet_type(), describe(&packet, version));
-                                }
-                                session.handle_packet(packet, now, &broker.router);
-                                if session.close_reason().is_some() {
-                                    break;
-                                }
+        // One poll for everything the connection waits on: control messages, deliveries,
+        // room for held acknowledgements, and the socket. Wake-ups register in the session's
+        // mailbox and control slot, so the task keeps no waiting futures of its own.
+        let read = session.wants_input().then_some(conn.read_size);
+        tokio::pin!(room);
+        let event = std::future::poll_fn(|cx| {
+            if control.poll_message(cx).is_ready() {
+                return Poll::Ready(Wake::Control);
+            }
+            if want_mail && handle.mailbox.poll_mail(cx).is_ready() {
+                return Poll::Ready(Wake::Mail);
+            }
+            if session_has_held && room.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Room);
+            }
+            poll_io(cx, &mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, read).map(Wake::Io)
+        })
+        .await;
+        match event {
+            Wake::Control | Wake::Mail | Wake::Room => {}
+            Wake::Io(Ok(IoEvent::Read(0))) => session.close(CloseReason::Closed),
+            Wake::Io(Ok(IoEvent::Read(n))) => {
+                let now = Instant::now();
+                control.touch(broker.keepalive.ms(now));
+                loop {
+                    match decode(&mut conn.rbuf, version, max_packet) {
+                        Ok(Some(packet)) => {
+                            if tracing::enabled!(tracing::Level::DEBUG) {
+                                tracing::debug!(
+                                    "Received {} from {}{}",
+                                    packet.packet_type(),
+                                    session.client_id,
+                                    describe(&packet, version)
+                                );
                             }
-                            Ok(None) => break,
-                            Err(e) => {
-                                // A malformed packet closes this connection only, with the
-                                // reason code the codec determined (5.0 gets DISCONNECT).
-                                session.close(CloseReason::ProtocolError { reason: e.reason_code(), detail: e.to_string() });
+                            session.handle_packet(packet, now, &broker.router);
+                            if session.close_reason().is_some() {
                                 break;
                             }
                         }
+                        Ok(None) => break,
+                        Err(e) => {
+                            // A malformed packet closes this connection only, with the
+                            // reason code the codec determined (5.0 gets DISCONNECT).
+                            session.close(CloseReason::ProtocolError {
+                                reason: e.reason_code(),
+                                detail: e.to_string(),
+                            });
+                            break;
+                        }
                     }
                 }
-                Ok(IoEvent::Wrote) => {}
-                Err(e) => session.close(CloseReason::Io(e.to_string())),
-            },
-            _ = handle.mailbox.notified(), if want_mail => {}
-            _ = room, if session.has_held_acks() => {}
-            _ = &mut timer => {
-                session.handle_timeout(Instant::now());
-                let next = session.next_timeout().map_or(far, tokio::time::Instant::from_std);
-                timer.as_mut().reset(next);
+                conn.after_read(n);
             }
+            Wake::Io(Ok(IoEvent::Wrote)) => conn.after_write(),
+            Wake::Io(Err(e)) => session.close(CloseReason::Io(e.to_string())),
         }
     }
 }
@@ -373,7 +470,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     session: Session,
     conn_id: u64,
     handover: Option<tokio::sync::oneshot::Sender<SessionState>>,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: &ControlSlot,
 ) {
     let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
     tracing::info!("{}", reason.log_line(&session.client_id));
@@ -382,5 +479,22 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         conn.encode(&p, session.version, &session.client_id);
     }
     conn.close().await;
-    broker.close(session, conn_id, handover, &mut control, Instant::now());
+    broker.close(session, conn_id, handover, control, Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    /// What an idle connection costs is mostly its task: keep it small. (The memory per
+    /// connection as a whole is measured by `midge bench conn --pid`.)
+    #[tokio::test]
+    async fn the_connection_task_stays_small() {
+        let broker = crate::Broker::new(crate::Config::default()).unwrap();
+        let info = crate::broker::ConnInfo::plain("127.0.0.1:1".parse().unwrap());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let task = super::serve(broker, stream, info);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "the connection task grew to {size} bytes");
+        assert!(std::mem::size_of::<crate::session::Session>() <= 400);
+    }
 }

@@ -149,12 +149,13 @@ impl Server {
             let stop = stop_rx.clone();
             accept_tasks.spawn(accept_loop(bound, broker, stop));
         }
-        let expiry = tokio::spawn(expiry_loop(self.broker.clone(), stop_rx.clone()));
+        let timers = tokio::spawn(timer_loop(self.broker.clone(), stop_rx.clone()));
         shutdown.await;
         tracing::info!("midge broker is shutting down.");
         let _ = stop_tx.send(true);
         while accept_tasks.join_next().await.is_some() {}
-        expiry.abort();
+        timers.abort();
+        self.broker.shutdown();
         // Each connection task ends by closing its socket; give them time to say goodbye.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {
@@ -197,42 +198,63 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
         let _ = stream.set_nodelay(true);
         tracing::info!("New connection from {peer} on port {}.", local.port());
         let broker = broker.clone();
-        let stop = stop.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => connection::serve(broker.clone(), stream, ConnInfo::plain(peer), stop).await,
-                Some(tls) => {
-                    let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
-                    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let cert_username = tls::certificate_username(tls.settings(), stream.get_ref().1);
-                            let settings = tls.settings();
-                            let cert_identity_required =
-                                settings.use_identity_as_username || settings.use_subject_as_username;
-                            let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required };
-                            connection::serve(broker.clone(), stream, info, stop).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::info!("Client connection from {peer} failed: TLS handshake: {e}.")
-                        }
-                        Err(_) => {
-                            tracing::info!("Client connection from {peer} failed: TLS handshake timed out.")
-                        }
-                    }
-                }
+        // Plain and TLS connections are separate tasks: a plain one does not carry the TLS
+        // machinery in its (long-lived) task.
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    connection::serve(broker.clone(), stream, ConnInfo::plain(peer)).await;
+                    broker.remove_connection();
+                });
             }
-            broker.remove_connection();
-        });
+            Some(tls) => {
+                tokio::spawn(async move {
+                    Box::pin(serve_tls(&broker, tls, stream, peer)).await;
+                    broker.remove_connection();
+                });
+            }
+        }
     }
 }
 
-async fn expiry_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// The TLS handshake, then the connection.
+async fn serve_tls(
+    broker: &Arc<Broker>,
+    tls: Arc<TlsListener>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let cert_username = tls::certificate_username(tls.settings(), stream.get_ref().1);
+            let settings = tls.settings();
+            let cert_identity_required =
+                settings.use_identity_as_username || settings.use_subject_as_username;
+            let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required };
+            connection::serve(broker.clone(), stream, info).await;
+        }
+        Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: TLS handshake: {e}."),
+        Err(_) => tracing::info!("Client connection from {peer} failed: TLS handshake timed out."),
+    }
+}
+
+/// Keep alive four times a second; session expiry and delayed wills once a second.
+async fn timer_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n = 0u64;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = tick.tick() => { broker.expire_sessions(Instant::now()); }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                broker.keepalive.sweep(now);
+                n += 1;
+                if n == 4 {
+                    n = 0;
+                    broker.expire_sessions(now);
+                }
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use midge_codec::QoS;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -29,7 +30,8 @@ const CONGESTION_SLACK: usize = 4_000;
 #[derive(Debug)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
-    notify: Notify,
+    /// The session's connection, woken by each push.
+    waker: AtomicWaker,
     space: Notify,
     capacity: usize,
     dropped: AtomicU64,
@@ -63,7 +65,7 @@ impl Mailbox {
     pub fn new(capacity: usize) -> Self {
         Mailbox {
             inner: Mutex::new(Inner::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             space: Notify::new(),
             capacity,
             dropped: AtomicU64::new(0),
@@ -101,7 +103,7 @@ impl Mailbox {
                 Push::Congested
             }
         };
-        self.notify.notify_one();
+        self.waker.wake();
         outcome
     }
 
@@ -163,9 +165,14 @@ impl Mailbox {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Resolves when a delivery may have arrived since the last drain.
-    pub async fn notified(&self) {
-        self.notify.notified().await
+    /// Ready when deliveries wait; otherwise the task is woken by the next push.
+    pub fn poll_mail(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.is_empty() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     }
 
     /// Resolves when there is room again (or after `limit`), for a publisher holding an

@@ -9,9 +9,10 @@ mod protocol;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ahash::{AHashMap, AHashSet};
 use bytestring::ByteString;
 use midge_codec::SubscriptionOptions;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 
 pub use mailbox::{Mailbox, Push};
 pub use message::{Delivery, Message};
@@ -19,6 +20,11 @@ pub use outgoing::Outgoing;
 pub use protocol::{CloseReason, ConnectionLimits, Session};
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The hasher of a session's own maps: zero-sized, so an idle session's empty maps cost
+/// nothing. Its keys are the client's own (filters, packet ids): a client that collides them
+/// only slows itself.
+pub type SessionHasher = BuildHasherDefault<ahash::AHasher>;
 
 /// What the rest of the broker holds of a session: its identity and its mailbox. The router
 /// keeps one per subscription; publishers push into the mailbox from any thread.
@@ -71,12 +77,12 @@ pub struct SessionState {
     /// The handle shared with the router.
     pub handle: Arc<SessionHandle>,
     /// The session's subscriptions, by filter.
-    pub subscriptions: AHashMap<ByteString, SubscriptionRecord>,
+    pub subscriptions: HashMap<ByteString, SubscriptionRecord, SessionHasher>,
     /// Messages to the client: in flight, and waiting for a slot.
     pub outgoing: Outgoing,
     /// QoS 2 packet identifiers received and not yet released by PUBREL: a PUBLISH resent with
     /// one of them is not delivered again (section 4.3.3, exactly once).
-    pub incoming_qos2: AHashSet<u16>,
+    pub incoming_qos2: HashSet<u16, SessionHasher>,
     /// Session Expiry Interval in seconds: 0 ends the session with the connection,
     /// `u32::MAX` never expires (a 3.1.1 session without clean session).
     pub expiry_interval: u32,
@@ -87,9 +93,9 @@ impl SessionState {
     pub fn new(handle: Arc<SessionHandle>) -> Self {
         SessionState {
             handle,
-            subscriptions: AHashMap::new(),
+            subscriptions: HashMap::default(),
             outgoing: Outgoing::default(),
-            incoming_qos2: AHashSet::new(),
+            incoming_qos2: HashSet::default(),
             expiry_interval: 0,
         }
     }

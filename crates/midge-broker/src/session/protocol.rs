@@ -140,20 +140,35 @@ pub struct Session {
     pub username: Option<ByteString>,
     /// The keep alive in force, in seconds (0: none).
     pub keep_alive: u16,
-    /// The will, until it is published or discarded.
-    pub will: Option<Will>,
+    /// The will, until it is published or discarded (boxed: most clients have none).
+    pub will: Option<Box<Will>>,
     limits: ConnectionLimits,
     last_received: Instant,
-    aliases_in: AHashMap<u16, ByteString>,
-    aliases_out: AHashMap<ByteString, u16>,
+    /// Topic aliases, allocated on first use (most clients never use them).
+    aliases: Option<Box<Aliases>>,
     out: VecDeque<Packet>,
-    close: Option<CloseReason>,
+    close: Option<Box<CloseReason>>,
     oversized_dropped: u64,
-    access: Option<ClientAccess>,
-    enhanced: Option<Enhanced>,
-    reauth: Option<Box<dyn AuthExchange>>,
+    access: Option<Box<ClientAccess>>,
+    /// The enhanced authentication method, and a re-authentication in progress.
+    enhanced: Option<Box<EnhancedState>>,
     /// Acknowledgements held while subscribers' queues are over capacity, in order.
     held: VecDeque<HeldAck>,
+}
+
+/// The enhanced authentication method a client connected with, and a re-authentication in
+/// progress.
+#[derive(Debug)]
+struct EnhancedState {
+    method: Enhanced,
+    reauth: Option<Box<dyn AuthExchange>>,
+}
+
+/// The topic aliases of a connection, both ways (5.0 section 3.3.2.3.4).
+#[derive(Debug, Default)]
+struct Aliases {
+    incoming: AHashMap<u16, ByteString>,
+    outgoing: AHashMap<ByteString, u16>,
 }
 
 /// A PUBACK / PUBREC waiting for room in the queues its message went into.
@@ -182,17 +197,15 @@ impl Session {
             client_id,
             username,
             keep_alive,
-            will,
+            will: will.map(Box::new),
             limits,
             last_received: now,
-            aliases_in: AHashMap::new(),
-            aliases_out: AHashMap::new(),
+            aliases: None,
             out: VecDeque::new(),
             close: None,
             oversized_dropped: 0,
             access: None,
             enhanced: None,
-            reauth: None,
             held: VecDeque::new(),
         }
     }
@@ -232,12 +245,12 @@ impl Session {
     /// The enhanced authentication method the client connected with (5.0), which it may
     /// use again to re-authenticate.
     pub fn set_enhanced(&mut self, enhanced: Option<Enhanced>) {
-        self.enhanced = enhanced;
+        self.enhanced = enhanced.map(|method| Box::new(EnhancedState { method, reauth: None }));
     }
 
     /// Sets what the client may publish, subscribe to and receive (`None`: everything).
     pub fn set_access(&mut self, access: Option<ClientAccess>) {
-        self.access = access;
+        self.access = access.map(Box::new);
     }
 
     /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
@@ -260,14 +273,14 @@ impl Session {
 
     /// Why the connection must close, once it must.
     pub fn close_reason(&self) -> Option<&CloseReason> {
-        self.close.as_ref()
+        self.close.as_deref()
     }
 
     /// Ends the connection for a reason found outside the session (socket closed, takeover,
     /// shutdown, an undecodable packet). The first reason stays.
     pub fn close(&mut self, reason: CloseReason) {
         if self.close.is_none() {
-            self.close = Some(reason);
+            self.close = Some(Box::new(reason));
         }
     }
 
@@ -394,15 +407,16 @@ impl Session {
         if max == 0 || !self.version.is_v5() {
             return;
         }
-        if let Some(&alias) = self.aliases_out.get(&p.topic) {
+        let aliases = self.aliases.get_or_insert_with(Default::default);
+        if let Some(&alias) = aliases.outgoing.get(&p.topic) {
             p.properties.push(Property::TopicAlias(alias));
             p.topic = ByteString::new();
             return;
         }
-        let next = self.aliases_out.len() + 1;
+        let next = aliases.outgoing.len() + 1;
         if next <= usize::from(max) {
             let alias = next as u16;
-            self.aliases_out.insert(p.topic.clone(), alias);
+            aliases.outgoing.insert(p.topic.clone(), alias);
             p.properties.push(Property::TopicAlias(alias));
         }
     }
@@ -585,8 +599,9 @@ impl Session {
             ));
             return None;
         }
+        let aliases = self.aliases.get_or_insert_with(Default::default);
         if p.topic.is_empty() {
-            match self.aliases_in.get(&alias) {
+            match aliases.incoming.get(&alias) {
                 Some(t) => Some(t.clone()),
                 None => {
                     // Section 3.3.2.3.4: an unknown alias with an empty topic is a Protocol Error.
@@ -598,7 +613,7 @@ impl Session {
                 }
             }
         } else {
-            self.aliases_in.insert(alias, p.topic.clone());
+            aliases.incoming.insert(alias, p.topic.clone());
             Some(p.topic.clone())
         }
     }
@@ -675,7 +690,7 @@ impl Session {
     /// connected with, then the exchange runs as at CONNECT; it ends with AUTH 0x00, or with
     /// DISCONNECT when it fails [MQTT-4.12.1-2].
     fn on_auth(&mut self, a: midge_codec::Auth) {
-        let Some(enhanced) = self.enhanced.clone() else {
+        let Some(enhanced) = self.enhanced.as_ref().map(|e| e.method.clone()) else {
             return self.close(CloseReason::protocol(
                 ReasonCode::ProtocolError,
                 "AUTH without an authentication method in CONNECT",
@@ -687,14 +702,17 @@ impl Session {
             return self.close(CloseReason::protocol(ReasonCode::ProtocolError, "AUTH with another method"));
         }
         match a.reason_code {
-            ReasonCode::ReAuthenticate if self.reauth.is_none() => {
-                self.reauth = Some(enhanced.method.start(&self.client_id));
+            ReasonCode::ReAuthenticate if self.reauth().is_none() => {
+                let exchange = enhanced.method.start(&self.client_id);
+                if let Some(e) = self.enhanced.as_mut() {
+                    e.reauth = Some(exchange);
+                }
             }
-            ReasonCode::ContinueAuthentication if self.reauth.is_some() => {}
+            ReasonCode::ContinueAuthentication if self.reauth().is_some() => {}
             _ => return self.close(CloseReason::protocol(ReasonCode::ProtocolError, "unexpected AUTH")),
         }
         let data = a.properties.authentication_data().map(|d| &d[..]);
-        let Some(exchange) = self.reauth.as_mut() else { return };
+        let Some(exchange) = self.enhanced.as_mut().and_then(|e| e.reauth.as_mut()) else { return };
         match exchange.step(data) {
             AuthStep::Continue(d) => self.out.push_back(crate::broker::auth_packet(
                 name,
@@ -702,13 +720,23 @@ impl Session {
                 Some(d),
             )),
             AuthStep::Success { data, .. } => {
-                self.reauth = None;
+                self.end_reauth();
                 self.out.push_back(crate::broker::auth_packet(name, ReasonCode::Success, data));
             }
             AuthStep::Failure(code) => {
-                self.reauth = None;
+                self.end_reauth();
                 self.close(CloseReason::protocol(code, "re-authentication failed"));
             }
+        }
+    }
+
+    fn reauth(&self) -> Option<&dyn AuthExchange> {
+        self.enhanced.as_ref().and_then(|e| e.reauth.as_deref())
+    }
+
+    fn end_reauth(&mut self) {
+        if let Some(e) = self.enhanced.as_mut() {
+            e.reauth = None;
         }
     }
 
@@ -739,7 +767,7 @@ impl Session {
         }
         let reason = self.close.as_ref()?.server_disconnect()?;
         let mut properties = Properties::new();
-        if let Some(CloseReason::ProtocolError { detail, .. }) = &self.close {
+        if let Some(CloseReason::ProtocolError { detail, .. }) = self.close.as_deref() {
             properties.push(Property::ReasonString(detail.as_str().into()));
         }
         Some(Packet::Disconnect(Disconnect { reason_code: reason, properties }))
