@@ -1,10 +1,13 @@
-//! Broker configuration: a mosquitto.conf-style file read into a typed [`Config`].
+//! Broker configuration: a mosquitto.conf-style file read into a typed [`Config`], in two
+//! layers: [`lex`] turns lines into directives, [`parse_directives`] reads them strictly.
+pub mod lex;
 mod parse;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub use parse::{parse_file, parse_str, ConfigError};
+pub use lex::{lex_file, lex_file_including, lex_str, Directive, LexError};
+pub use parse::{is_known_option, parse_directives, parse_file, parse_str, ConfigError};
 
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

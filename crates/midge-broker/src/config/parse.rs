@@ -2,6 +2,7 @@
 //! Every error names the file, the line and what is wrong.
 use std::path::{Path, PathBuf};
 
+use super::lex::{lex_str, Directive};
 use super::{Config, Listener, TlsVersion};
 
 /// A configuration that cannot be used.
@@ -115,6 +116,45 @@ const NOT_YET: &[&str] = &[
     "accept_protocol_versions",
 ];
 
+/// The options [`parse_directives`] reads.
+const IMPLEMENTED: &[&str] = &[
+    "listener",
+    "port",
+    "bind_address",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "capath",
+    "crlfile",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "tls_version",
+    "ciphers",
+    "ciphers_tls1.3",
+    "protocol",
+    "retain_available",
+    "max_qos",
+    "response_information",
+    "password_file",
+    "acl_file",
+    "auth_failure_delay",
+    "allow_anonymous",
+    "max_keepalive",
+    "max_packet_size",
+    "max_inflight_messages",
+    "max_queued_messages",
+    "max_connections",
+];
+
+/// True when `name` is an option midge knows: one it reads, one it refuses (a security
+/// option it does not have), or a mosquitto option it accepts with a warning.
+pub fn is_known_option(name: &str) -> bool {
+    IMPLEMENTED.contains(&name)
+        || SECURITY_NOT_YET.contains(&name)
+        || NOT_YET.iter().any(|k| name == *k || (k.ends_with('_') && name.starts_with(k)))
+}
+
 /// Reads a configuration file.
 pub fn parse_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -127,18 +167,18 @@ pub fn parse_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
 /// Parses configuration text; `file` names it in messages. Returns the configuration and
 /// warnings for options accepted but not implemented.
 pub fn parse_str(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    parse_directives(&lex_str(text, file))
+}
+
+/// Reads directives (see [`super::lex`]) into a configuration, strictly: a wrong value, an
+/// unknown option or a security option midge does not have is an error naming its line.
+pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>), ConfigError> {
     let mut config = Config::default();
     let mut warnings = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
+    for d in directives {
+        let (file, line, name) = (d.file.as_str(), d.line, d.name.as_str());
         let err = |message: String| ConfigError::Line { file: file.to_owned(), line, message };
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let mut words = trimmed.split_whitespace();
-        let Some(name) = words.next() else { continue };
-        let args: Vec<&str> = words.collect();
+        let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
         let one = |what: &str| -> Result<&str, ConfigError> {
             match args.as_slice() {
                 [v] => Ok(*v),
@@ -392,6 +432,19 @@ mod tests {
             parse_str("listener 1\ntls_version tlsv1.1\n", "t").unwrap_err().to_string(),
             "t:2: tls_version tlsv1.1 is not supported: versions below TLS 1.2 are insecure"
         );
+    }
+
+    #[test]
+    fn every_implemented_option_is_read() {
+        for name in IMPLEMENTED {
+            let text = format!("listener 1\n{name}\n");
+            if let Err(e) = parse_str(&text, "t") {
+                assert!(!e.to_string().contains("unknown option"), "{name}: {e}");
+            }
+            assert!(is_known_option(name));
+        }
+        assert!(is_known_option("bridge_cafile") && is_known_option("psk_file"));
+        assert!(!is_known_option("frobnicate"));
     }
 
     #[test]

@@ -1,0 +1,125 @@
+//! The files the configuration names: that they exist and can be read, and that secrets
+//! (password file, private keys, pre-shared keys) are not readable by other users.
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+
+use super::Context;
+use crate::finding::{Finding, Kind, Severity};
+use crate::model::Setting;
+
+/// What a file holds, which decides how open it may be.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// Readable by the broker only; `why` says what a reader gets.
+    Secret { why: &'static str },
+    /// The ACL: not secret, but it names every user and topic.
+    Acl,
+    /// Certificates and CRLs: public.
+    Public,
+    /// A directory of CA certificates.
+    Directory,
+}
+
+const PASSWORDS: Role =
+    Role::Secret { why: "anyone who can read it can copy the hashes and guess the passwords offline" };
+const KEY: Role = Role::Secret {
+    why: "anyone who can read it can copy the server's private key and impersonate the broker",
+};
+const PSK: Role = Role::Secret { why: "it holds the pre-shared keys in clear text" };
+
+pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let mut files: Vec<(&str, &Setting<String>, Role)> = Vec::new();
+    for s in cx.model.scopes() {
+        files.extend(s.password_file.as_ref().map(|f| ("password_file", f, PASSWORDS)));
+        files.extend(s.psk_file.as_ref().map(|f| ("psk_file", f, PSK)));
+        files.extend(s.acl_file.as_ref().map(|f| ("acl_file", f, Role::Acl)));
+    }
+    for l in &cx.model.listeners {
+        let t = &l.tls;
+        files.extend(t.keyfile.as_ref().map(|f| ("keyfile", f, KEY)));
+        files.extend(t.certfile.as_ref().map(|f| ("certfile", f, Role::Public)));
+        files.extend(t.cafile.as_ref().map(|f| ("cafile", f, Role::Public)));
+        files.extend(t.crlfile.as_ref().map(|f| ("crlfile", f, Role::Public)));
+        files.extend(t.capath.as_ref().map(|f| ("capath", f, Role::Directory)));
+    }
+    for (option, setting, role) in files {
+        check_file(cx, option, setting, role, out);
+    }
+}
+
+fn check_file(cx: &Context<'_>, option: &str, s: &Setting<String>, role: Role, out: &mut Vec<Finding>) {
+    let path = cx.path(&s.value);
+    let shown = path.display();
+    let mut finding = |severity, kind, message: String| {
+        out.push(Finding::new(severity, kind, s.at.clone(), message));
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return finding(
+                Severity::Medium,
+                Kind::FileMissing,
+                format!("{option} {shown} does not exist: the broker will not start"),
+            );
+        }
+        Err(e) => {
+            return finding(
+                Severity::Medium,
+                Kind::FileUnreadable,
+                format!("{option} {shown} cannot be read: {e}"),
+            );
+        }
+    };
+    if let Role::Directory = role {
+        if !meta.is_dir() {
+            finding(Severity::Medium, Kind::FileUnreadable, format!("{option} {shown} is not a directory"));
+        }
+        return;
+    }
+    if meta.is_dir() {
+        return finding(
+            Severity::Medium,
+            Kind::FileUnreadable,
+            format!("{option} {shown} is a directory, not a file: the broker will not start"),
+        );
+    }
+    if let Err(e) = File::open(&path) {
+        return finding(
+            Severity::Medium,
+            Kind::FileUnreadable,
+            format!(
+                "{option} {shown} cannot be read by this user ({e}): the broker will not start if it runs as \
+                 this user; otherwise audit as the broker's user"
+            ),
+        );
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    match role {
+        Role::Secret { why } if mode & 0o004 != 0 => finding(
+            Severity::High,
+            Kind::FileWorldReadable,
+            format!(
+                "{option} {shown} is readable by every local user (mode {mode:04o}): {why}; chmod 600 it \
+                 (640 with the broker's own group)"
+            ),
+        ),
+        Role::Secret { why } if mode & 0o040 != 0 => finding(
+            Severity::Low,
+            Kind::FileGroupReadable,
+            format!(
+                "{option} {shown} is readable by its group (mode {mode:04o}): for every member, {why}; chmod \
+                 600 it unless the group is the broker's own"
+            ),
+        ),
+        Role::Acl if mode & 0o004 != 0 => finding(
+            Severity::Info,
+            Kind::FileWorldReadable,
+            format!(
+                "{option} {shown} is readable by every local user (mode {mode:04o}): it names every user and \
+                 the topics each may use; chmod 640 or 600 it"
+            ),
+        ),
+        _ => {}
+    }
+}

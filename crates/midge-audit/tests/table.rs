@@ -1,0 +1,431 @@
+//! A table of configurations, each written to a temporary directory with real files
+//! (password files with `$7$` hashes made by the broker's code and `$6$` lines by hand,
+//! certificates made with rcgen with chosen validity, files with chosen modes), and the
+//! exact findings each gives: severity, file:line and kind.
+use std::num::NonZeroU32;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use midge_audit::{audit_file, AuditOptions, Finding, Kind, Severity};
+use midge_broker::auth::password::Hash;
+use time::{Duration, OffsetDateTime};
+
+/// mosquitto_passwd -H sha512 (carol, "x").
+const SHA512_LINE: &str = "carol:$6$aoM5FnGlGplekuDU$zUlOO/tiPdmtjOAjhVjlygN1DuSyT79zikfVzxtgHHL6zIXnuL0vYCkwGxOhcujR5T0uVP6TwVMKTd4VrwECxw==";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str, text: &str, mode: u32) -> &Self {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    /// A password file of `$7$` hashes with these iteration counts.
+    fn passwd(&self, name: &str, users: &[(&str, u32)], mode: u32) -> &Self {
+        let text: String = users
+            .iter()
+            .map(|(u, n)| format!("{u}:{}\n", Hash::new_pbkdf2(b"secret", NonZeroU32::new(*n).unwrap())))
+            .collect();
+        self.file(name, &text, mode)
+    }
+
+    /// A self-signed certificate `NAME.crt` (0644) valid from `from` to `until` days from
+    /// now, and its key `NAME.key` (0600).
+    fn cert(&self, name: &str, from: i64, until: i64) -> &Self {
+        let mut params = rcgen::CertificateParams::new(vec![format!("{name}.example")]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name}.example"));
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + Duration::days(from);
+        params.not_after = now + Duration::days(until) + Duration::hours(1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        self.file(&format!("{name}.crt"), &cert.pem(), 0o644);
+        self.file(&format!("{name}.key"), &key.serialize_pem(), 0o600)
+    }
+
+    /// A good server certificate and key, a CA and a CRL.
+    fn tls(&self) -> &Self {
+        self.cert("server", -1, 365).cert("ca", -1, 3650).file("crl.pem", "", 0o644)
+    }
+
+    fn audit(&self, config: &str, options: &AuditOptions) -> Vec<Finding> {
+        self.file("broker.conf", config, 0o644);
+        let options = AuditOptions { base_dir: self.path().to_owned(), ..options.clone() };
+        audit_file(&self.path().join("broker.conf"), &options).unwrap()
+    }
+}
+
+/// "HIGH broker.conf:3 password-without-tls", file names relative to the fixture.
+fn brief(f: &Finding, dir: &Path) -> String {
+    let file = f.at.file.strip_prefix(&format!("{}/", dir.display())).unwrap_or(&f.at.file);
+    format!("{} {}:{} {}", f.severity.label(), file, f.at.line, f.kind.as_str())
+}
+
+struct Case {
+    name: &'static str,
+    setup: fn(&Fixture),
+    config: &'static str,
+    options: fn(&mut AuditOptions),
+    expected: &'static [&'static str],
+}
+
+fn defaults(_: &mut AuditOptions) {}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "passwords: plain on localhost is low, over TLS on the network fine; files 0600",
+            setup: |f| {
+                f.tls().passwd("passwd", &[("alice", 10_000)], 0o600).file("acl", "user alice\n", 0o600);
+            },
+            config: "listener 1883 127.0.0.1\nlistener 8883\ncertfile server.crt\nkeyfile server.key\n\
+                     cafile ca.crt\ncrlfile crl.pem\nrequire_certificate true\ntls_version tlsv1.2\n\
+                     password_file passwd\nacl_file acl\n",
+            options: defaults,
+            expected: &["LOW broker.conf:1 password-without-tls"],
+        },
+        Case {
+            name: "clean: mutual TLS only, no passwords",
+            setup: |f| {
+                f.tls().file("acl", "user a\n", 0o600);
+            },
+            config: "# the README's shape\nlistener 1883 127.0.0.1\nlistener 8883\ncertfile server.crt\n\
+                     keyfile server.key\ncafile ca.crt\ncrlfile crl.pem\nrequire_certificate true\n\
+                     use_identity_as_username true\nacl_file acl\n",
+            options: defaults,
+            expected: &[],
+        },
+        Case {
+            name: "no listener: local only mode, anonymous is fine",
+            setup: |_| {},
+            config: "allow_anonymous true\nmax_keepalive 60\n",
+            options: defaults,
+            expected: &[],
+        },
+        Case {
+            name: "no listener with a password file: loopback only, low",
+            setup: |f| {
+                f.passwd("passwd", &[("alice", 10_000)], 0o600);
+            },
+            config: "\npassword_file passwd\n",
+            options: defaults,
+            expected: &["LOW broker.conf:2 password-without-tls"],
+        },
+        Case {
+            name: "passwords on a plain network listener",
+            setup: |f| {
+                f.passwd("passwd", &[("alice", 10_000)], 0o600).file("acl", "", 0o600);
+            },
+            config: "listener 1883\npassword_file passwd\nacl_file acl\n",
+            options: defaults,
+            expected: &["HIGH broker.conf:1 password-without-tls"],
+        },
+        Case {
+            name: "anonymous on the network; default listener from `port`",
+            setup: |f| {
+                f.file("acl", "", 0o600);
+            },
+            config: "acl_file acl\nport 1884\nallow_anonymous true\n",
+            options: defaults,
+            expected: &["HIGH broker.conf:2 anonymous-network"],
+        },
+        Case {
+            name: "listeners without allow_anonymous: refused by default, only the ACL is missing",
+            setup: |_| {},
+            config: "listener 1883\nlistener 1884 127.0.0.1\n",
+            options: defaults,
+            expected: &["MEDIUM broker.conf:1 no-acl"],
+        },
+        Case {
+            name: "TLS with passwords but no ACL",
+            setup: |f| {
+                f.cert("server", -1, 365).passwd("passwd", &[("alice", 20_000)], 0o600);
+            },
+            config: "password_file passwd\nlistener 8883 0.0.0.0\ncertfile server.crt\nkeyfile server.key\n",
+            options: defaults,
+            expected: &["MEDIUM broker.conf:2 no-acl"],
+        },
+        Case {
+            name: "file modes: password file 0644, key 0640, ACL 0644",
+            setup: |f| {
+                f.tls().passwd("passwd", &[("alice", 10_000)], 0o644).file("acl", "", 0o644);
+                std::fs::set_permissions(f.path().join("server.key"), std::fs::Permissions::from_mode(0o640))
+                    .unwrap();
+            },
+            config: "password_file passwd\nacl_file acl\nlistener 8883\ncertfile server.crt\n\
+                     keyfile server.key\ncafile ca.crt\ncrlfile crl.pem\nrequire_certificate true\n",
+            options: defaults,
+            expected: &[
+                "HIGH broker.conf:1 file-world-readable",
+                "LOW broker.conf:5 file-group-readable",
+                "INFO broker.conf:2 file-world-readable",
+            ],
+        },
+        Case {
+            name: "missing files, and a directory where a key should be",
+            setup: |f| {
+                f.cert("server", -1, 365).file("acl", "", 0o600);
+                std::fs::create_dir(f.path().join("key.d")).unwrap();
+            },
+            config: "listener 8883\ncertfile server.crt\nkeyfile key.d\ncrlfile nowhere/crl.pem\n\
+                     require_certificate true\npassword_file missing.passwd\nacl_file acl\n",
+            options: defaults,
+            expected: &[
+                "MEDIUM broker.conf:3 file-unreadable",
+                "MEDIUM broker.conf:4 file-missing",
+                "MEDIUM broker.conf:6 file-missing",
+            ],
+        },
+        Case {
+            name: "password hashes: $6$, few iterations, a bad line (line numbers past a comment)",
+            setup: |f| {
+                let good = Hash::new_pbkdf2(b"pw", NonZeroU32::new(10_000).unwrap());
+                let weak = Hash::new_pbkdf2(b"pw", NonZeroU32::new(1_000).unwrap());
+                let text = format!("{SHA512_LINE}\n# comment\n\nbob:{weak}\nnocolon\ndan:{good}\neve:$7$x\n");
+                f.tls().file("passwd", &text, 0o600).file("acl", "", 0o600);
+            },
+            config:
+                "password_file passwd\nacl_file acl\nlistener 8883\ncertfile server.crt\nkeyfile server.key\n",
+            options: defaults,
+            expected: &[
+                "MEDIUM passwd:1 weak-hash",
+                "MEDIUM passwd:4 low-iterations",
+                "MEDIUM passwd:5 password-file-invalid",
+                "MEDIUM passwd:7 password-file-invalid",
+            ],
+        },
+        Case {
+            name: "--min-iterations raises the bar",
+            setup: |f| {
+                f.tls().passwd("passwd", &[("alice", 20_000), ("bob", 60_000)], 0o600).file("acl", "", 0o600);
+            },
+            config:
+                "password_file passwd\nacl_file acl\nlistener 8883\ncertfile server.crt\nkeyfile server.key\n",
+            options: |o| o.min_iterations = 50_000,
+            expected: &["MEDIUM passwd:1 low-iterations"],
+        },
+        Case {
+            name: "TLS versions below 1.2, and one midge cannot read",
+            setup: |f| {
+                f.tls().file("acl", "", 0o600);
+            },
+            config:
+                "acl_file acl\nlistener 8883\ncertfile server.crt\nkeyfile server.key\ntls_version tlsv1.1\n\
+                     listener 8884\ncertfile server.crt\nkeyfile server.key\ntls_version tlsv1\n\
+                     listener 8885\ncertfile server.crt\nkeyfile server.key\ntls_version tlsv1.2\n\
+                     listener 8886\ncertfile server.crt\nkeyfile server.key\ntls_version sslv3\n",
+            options: defaults,
+            expected: &[
+                "MEDIUM broker.conf:5 old-tls-version",
+                "MEDIUM broker.conf:9 old-tls-version",
+                "INFO broker.conf:17 invalid-value",
+            ],
+        },
+        Case {
+            name: "an expired certificate and a CA expiring in 10 days",
+            setup: |f| {
+                f.cert("server", -400, -5)
+                    .cert("ca", -400, 10)
+                    .file("crl.pem", "", 0o644)
+                    .file("acl", "", 0o600);
+            },
+            config: TLS_ACL,
+            options: defaults,
+            expected: &[
+                "HIGH broker.conf:3 certificate-expired",
+                "MEDIUM broker.conf:5 certificate-expiring",
+            ],
+        },
+        Case {
+            name: "a certificate valid for 40 days: fine by default",
+            setup: |f| {
+                f.cert("server", -1, 40)
+                    .cert("ca", -1, 3650)
+                    .file("crl.pem", "", 0o644)
+                    .file("acl", "", 0o600);
+            },
+            config: TLS_ACL,
+            options: defaults,
+            expected: &[],
+        },
+        Case {
+            name: "a certificate valid for 40 days, with --expiry-days 60",
+            setup: |f| {
+                f.cert("server", -1, 40)
+                    .cert("ca", -1, 3650)
+                    .file("crl.pem", "", 0o644)
+                    .file("acl", "", 0o600);
+            },
+            config: TLS_ACL,
+            options: |o| o.expiry_days = 60,
+            expected: &["MEDIUM broker.conf:3 certificate-expiring"],
+        },
+        Case {
+            name: "a CA not valid yet, a certificate file that is not PEM",
+            setup: |f| {
+                f.cert("server", -1, 365).cert("ca", 3, 365).file("acl", "", 0o600);
+                f.file("crl.pem", "", 0o644).file("server.crt", "not a certificate\n", 0o644);
+            },
+            config: TLS_ACL,
+            options: defaults,
+            expected: &[
+                "MEDIUM broker.conf:3 certificate-invalid",
+                "MEDIUM broker.conf:5 certificate-not-yet-valid",
+            ],
+        },
+        Case {
+            name: "client certificates required without a CRL",
+            setup: |f| {
+                f.tls().file("acl", "", 0o600);
+            },
+            config: "acl_file acl\nlistener 8883\ncertfile server.crt\nkeyfile server.key\ncafile ca.crt\n\
+                     require_certificate true\n",
+            options: defaults,
+            expected: &["MEDIUM broker.conf:6 no-crl"],
+        },
+        Case {
+            name: "a required client certificate is not anonymous",
+            setup: |f| {
+                f.tls().file("acl", "", 0o600);
+            },
+            config:
+                "allow_anonymous true\nacl_file acl\nlistener 8883\ncertfile server.crt\nkeyfile server.key\n\
+                     cafile ca.crt\ncrlfile crl.pem\nrequire_certificate true\n",
+            options: defaults,
+            expected: &[],
+        },
+        Case {
+            name: "per_listener_settings: anonymous on localhost only, passwords over TLS",
+            setup: |f| {
+                f.tls().passwd("passwd", &[("alice", 10_000)], 0o600).file("acl", "", 0o600);
+            },
+            config: "per_listener_settings true\nlistener 1883 127.0.0.1\nallow_anonymous true\n\
+                     listener 8883\ncertfile server.crt\nkeyfile server.key\npassword_file passwd\n\
+                     acl_file acl\nlistener 1884\nallow_anonymous true\n",
+            options: defaults,
+            expected: &["HIGH broker.conf:9 anonymous-network", "MEDIUM broker.conf:9 no-acl"],
+        },
+        Case {
+            name: "an auth plugin takes passwords (and may do the ACL); PSK is TLS",
+            setup: |f| {
+                f.file("psk", "dev1:0123456789abcdef\n", 0o644);
+            },
+            config: "plugin /usr/lib/auth.so\nlistener 1883\nlistener 8883\npsk_hint midge\npsk_file psk\n",
+            options: defaults,
+            expected: &["HIGH broker.conf:2 password-without-tls", "HIGH broker.conf:5 file-world-readable"],
+        },
+        Case {
+            name: "unknown options and unreadable values are informational; loopback by name and socket",
+            setup: |f| {
+                f.passwd("passwd", &[("alice", 10_000)], 0o600);
+            },
+            config:
+                "listener 1883 localhost\nlistener 0 /run/midge.sock\nfrobnicate 1\npassword_file passwd\n\
+                     allow_anonymous yes\nbridge_cafile x\n",
+            options: defaults,
+            expected: &[
+                "LOW broker.conf:1 password-without-tls",
+                "LOW broker.conf:2 password-without-tls",
+                "INFO broker.conf:3 unknown-option",
+                "INFO broker.conf:5 invalid-value",
+            ],
+        },
+        Case {
+            name: "include_dir: findings name the included file",
+            setup: |f| {
+                f.file("conf.d/10-net.conf", "listener 1883\nallow_anonymous true\n", 0o644);
+                f.file("conf.d/20-acl.conf", "acl_file acl\n", 0o644).file("acl", "", 0o600);
+            },
+            config: "max_keepalive 60\ninclude_dir conf.d\n",
+            options: defaults,
+            expected: &["HIGH conf.d/10-net.conf:1 anonymous-network"],
+        },
+    ]
+}
+
+/// A network listener with mutual TLS, and an ACL: certfile on line 3, cafile on line 5.
+const TLS_ACL: &str = "acl_file acl\nlistener 8883\ncertfile server.crt\nkeyfile server.key\ncafile ca.crt\n\
+                       crlfile crl.pem\nrequire_certificate true\n";
+
+#[test]
+fn table_of_configurations() {
+    let cases = cases();
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for case in cases {
+        let f = Fixture::new();
+        (case.setup)(&f);
+        let mut options = AuditOptions::default();
+        (case.options)(&mut options);
+        let found: Vec<String> = f.audit(case.config, &options).iter().map(|x| brief(x, f.path())).collect();
+        if found != case.expected {
+            failures.push(format!("{}:\n  expected {:?}\n  found    {:?}", case.name, case.expected, found));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_readme_example_message() {
+    let f = Fixture::new();
+    f.passwd("passwd", &[("alice", 10_000)], 0o600).file("acl", "", 0o600);
+    let found = f.audit(
+        "acl_file acl\npassword_file passwd\nlistener 1883\nlistener 1884 127.0.0.1\n",
+        &AuditOptions::default(),
+    );
+    let lines: Vec<String> =
+        found.iter().map(|x| x.to_string().replace(&format!("{}/", f.path().display()), "")).collect();
+    assert_eq!(
+        lines,
+        [
+            "HIGH broker.conf:3: passwords accepted on listener 1883 (0.0.0.0) without TLS: they cross the network in \
+             clear text; add certfile/keyfile, or bind it to 127.0.0.1",
+            "LOW broker.conf:4: passwords accepted on listener 1884 (127.0.0.1) without TLS; it is loopback-only, so \
+             only local users who can capture loopback traffic could read them; add certfile/keyfile to close that too",
+        ]
+    );
+}
+
+#[test]
+fn certificate_messages_name_subject_and_date() {
+    let f = Fixture::new();
+    f.cert("server", -400, -5).cert("ca", -1, 10).file("crl.pem", "", 0o644).file("acl", "", 0o600);
+    let found = f.audit(TLS_ACL, &AuditOptions::default());
+    assert_eq!(found.len(), 2);
+    let expired = &found[0];
+    assert_eq!((expired.severity, expired.kind), (Severity::High, Kind::CertificateExpired));
+    let date = (OffsetDateTime::now_utc() - Duration::days(5) + Duration::hours(1)).date().to_string();
+    assert!(
+        expired.message.contains(&format!("certificate 'CN=server.example' expired on {date} (")),
+        "{}",
+        expired.message
+    );
+    assert!(expired.message.contains("clients refuse to connect"), "{}", expired.message);
+    assert!(found[1].message.contains("in 10 days"), "{}", found[1].message);
+}
+
+#[test]
+fn an_unreadable_configuration_is_an_error() {
+    let f = Fixture::new();
+    assert!(audit_file(&f.path().join("none.conf"), &AuditOptions::default()).is_err());
+    f.file("broker.conf", "include_dir nowhere\n", 0o644);
+    let options = AuditOptions { base_dir: f.path().to_owned(), ..AuditOptions::default() };
+    let e = audit_file(&f.path().join("broker.conf"), &options).unwrap_err();
+    assert!(e.to_string().contains("broker.conf:1: cannot read include_dir"), "{e}");
+}

@@ -1,0 +1,126 @@
+//! `midge audit` as a user runs it: exit codes 0 / 1 / 2, text and --json output, and the
+//! README's secure configuration (made with `midge cert`) found clean.
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+
+fn midge(dir: &Path, args: &[&str]) -> Output {
+    Command::new(MIDGE).args(args).current_dir(dir).output().unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str, mode: u32) {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[test]
+fn exit_codes_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "acl", "user alice\ntopic alice/#\n", 0o600);
+    write(d, "clean.conf", "listener 1883 127.0.0.1\nallow_anonymous true\nacl_file acl\n", 0o644);
+    write(d, "weak.conf", "acl_file acl\nlistener 1883\nallow_anonymous true\nfrobnicate 1\n", 0o644);
+
+    let clean = midge(d, &["audit", "-c", "clean.conf"]);
+    assert_eq!(clean.status.code(), Some(0), "{clean:?}");
+    assert_eq!(stdout(&clean), "clean.conf: no weaknesses found\n");
+    let clean_json = midge(d, &["audit", "--json", "-c", "clean.conf"]);
+    assert_eq!((clean_json.status.code(), stdout(&clean_json).as_str()), (Some(0), "[]\n"));
+
+    let weak = midge(d, &["audit", "-c", "weak.conf"]);
+    assert_eq!(weak.status.code(), Some(1), "{weak:?}");
+    let text = stdout(&weak);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("HIGH weak.conf:2: anonymous clients accepted on listener 1883 (0.0.0.0)"));
+    assert!(lines[1].starts_with("INFO weak.conf:4: unknown option 'frobnicate'"));
+    assert_eq!(lines[2], "weak.conf: 1 weakness (1 high), 1 informational note");
+
+    let json = midge(d, &["audit", "-c", "weak.conf", "--json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["severity"], "high");
+    assert_eq!(items[0]["kind"], "anonymous-network");
+    assert_eq!(items[0]["file"], "weak.conf");
+    assert_eq!(items[0]["line"], 2);
+    assert_eq!(items[1]["severity"], "info");
+
+    // Only informational notes: exit 0.
+    write(d, "info.conf", "listener 1883 127.0.0.1\nfrobnicate 1\n", 0o644);
+    assert_eq!(midge(d, &["audit", "-c", "info.conf"]).status.code(), Some(0));
+
+    // --dir: relative paths taken from another directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let conf = d.join("weak.conf");
+    let o = midge(elsewhere.path(), &["audit", "-c", conf.to_str().unwrap(), "--dir", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stdout(&o).contains("acl_file"), "the ACL is found through --dir: {}", stdout(&o));
+    let o = midge(elsewhere.path(), &["audit", "-c", conf.to_str().unwrap()]);
+    assert!(stdout(&o).contains("MEDIUM ") && stdout(&o).contains("acl does not exist"), "{}", stdout(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = midge(dir.path(), &["audit", "-c", "none.conf"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.starts_with("midge audit: cannot read none.conf: "), "{err}");
+    assert!(missing.stdout.is_empty());
+    assert_eq!(midge(dir.path(), &["audit"]).status.code(), Some(2));
+    assert_eq!(midge(dir.path(), &["audit", "-c", "x", "--min-iterations", "many"]).status.code(), Some(2));
+    assert_eq!(midge(dir.path(), &["audit", "-c", "x", "--frobnicate"]).status.code(), Some(2));
+    assert_eq!(midge(dir.path(), &["audit", "-c", "."]).status.code(), Some(2));
+}
+
+/// The code blocks of the README's section "Security: a secure configuration in a few
+/// commands": the `midge cert` commands, broker.conf and acl.
+fn readme_secure_configuration() -> (Vec<String>, String, String) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("## Security: a secure configuration in a few commands").unwrap();
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let blocks: Vec<&str> = section.split("```").skip(1).step_by(2).collect();
+    let commands = blocks
+        .iter()
+        .flat_map(|b| b.lines())
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| l.starts_with("midge cert ") && !l.contains("revoke") && !l.contains("list"))
+        .map(str::to_owned)
+        .collect();
+    let block = |first: &str| {
+        blocks.iter().map(|b| b.trim_start()).find(|b| b.starts_with(first)).unwrap().to_owned()
+    };
+    (commands, block("listener "), block("user "))
+}
+
+#[test]
+fn the_readme_secure_configuration_is_clean() {
+    let (commands, conf, acl) = readme_secure_configuration();
+    assert!(commands.len() >= 3 && conf.contains("require_certificate true") && acl.contains("topic"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for c in &commands {
+        let args: Vec<&str> = c.split_whitespace().skip(1).collect();
+        let o = midge(d, &args);
+        assert!(o.status.success(), "{c}: {o:?}");
+    }
+    write(d, "broker.conf", &conf, 0o644);
+    // As an editor leaves it, with the usual umask.
+    write(d, "acl", &acl, 0o644);
+    let o = midge(d, &["audit", "-c", "broker.conf"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[..lines.len() - 1].iter().all(|l| l.starts_with("INFO ")), "{text}");
+    assert!(lines[lines.len() - 1].starts_with("broker.conf: no weaknesses found"), "{text}");
+}
