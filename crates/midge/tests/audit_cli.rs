@@ -115,8 +115,19 @@ fn the_readme_secure_configuration_is_clean() {
         assert!(o.status.success(), "{c}: {o:?}");
     }
     write(d, "broker.conf", &conf, 0o644);
-    // As an editor leaves it, with the usual umask.
+    // As an editor leaves it, with the usual umask: one low finding, which the README's
+    // `chmod 600 acl` cures.
     write(d, "acl", &acl, 0o644);
+    let o = midge(d, &["audit", "-c", "broker.conf"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("LOW broker.conf:") && lines[0].contains("acl_file acl is readable by every"),
+        "{text}"
+    );
+    std::fs::set_permissions(d.join("acl"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = midge(d, &["audit", "-c", "broker.conf"]);
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{text}");

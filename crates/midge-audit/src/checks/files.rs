@@ -112,8 +112,10 @@ fn check_file(cx: &Context<'_>, option: &str, s: &Setting<String>, role: Role, o
                  600 it unless the group is the broker's own"
             ),
         ),
+        // mosquitto 2.0 warns about a world-readable ACL file too: it maps every user to
+        // the topics it may use, which tells an attacker whose credentials are worth having.
         Role::Acl if mode & 0o004 != 0 => finding(
-            Severity::Info,
+            Severity::Low,
             Kind::FileWorldReadable,
             format!(
                 "{option} {shown} is readable by every local user (mode {mode:04o}): it names every user and \

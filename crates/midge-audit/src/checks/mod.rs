@@ -37,6 +37,7 @@ pub(crate) fn run(directives: &[Directive], model: &Model, options: &AuditOption
     files::check(&cx, &mut out);
     passwords::check(&cx, &mut out);
     certs::check(&cx, &mut out);
+    options::check_broker_starts(directives, &mut out);
     out.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then_with(|| a.at.file.cmp(&b.at.file)).then(a.at.line.cmp(&b.at.line))
     });

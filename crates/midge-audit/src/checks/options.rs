@@ -1,6 +1,6 @@
 //! Options nobody knows: a typo, or an option of another broker. Informational, since the
 //! broker refuses to start rather than running less secure.
-use midge_broker::config::{is_known_option, Directive};
+use midge_broker::config::{is_known_option, parse_directives, ConfigError, Directive};
 
 use crate::finding::{Finding, Kind, Location, Severity};
 
@@ -26,6 +26,22 @@ pub(super) fn check(directives: &[Directive], out: &mut Vec<Finding>) {
                 Kind::UnknownOption,
                 Location::new(d.file.clone(), d.line),
                 format!("unknown option '{}': mosquitto and midge refuse to start with it", d.name),
+            ));
+        }
+    }
+}
+
+/// The first line midge's broker refuses (an unreadable value, an option it does not
+/// support yet), unless a finding already names that line: audit reads what the broker
+/// refuses, but a configuration that does not start should not look clean.
+pub(super) fn check_broker_starts(directives: &[Directive], out: &mut Vec<Finding>) {
+    if let Err(ConfigError::Line { file, line, message }) = parse_directives(directives) {
+        if !out.iter().any(|f| f.at.file == file && f.at.line == line) {
+            out.push(Finding::new(
+                Severity::Info,
+                Kind::InvalidValue,
+                Location::new(file, line),
+                format!("midge broker refuses this line ({message}), and does not start"),
             ));
         }
     }
