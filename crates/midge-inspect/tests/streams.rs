@@ -356,7 +356,7 @@ fn text_output_masks_passwords_and_json_lines_parse() {
          retain=0 payload='21.5'"
     );
     assert!(!out.contains("s3cret"));
-    assert!(out.contains("Topics:\n  'sensors/kitchen'  1 message\n"), "{out}");
+    assert!(out.contains("Topics:\n  'sensors/kitchen'  1 PUBLISH packet\n"), "{out}");
 
     let mut verbose = TextPrinter::new(Vec::new(), Vec::new(), true, true, false);
     midge_inspect::inspect(std::io::Cursor::new(file.clone()), &config, &mut verbose).unwrap();

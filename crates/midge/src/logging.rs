@@ -33,8 +33,9 @@ where
 /// Logs to standard error: information and above, or every packet with `verbose`.
 /// `RUST_LOG` overrides the level.
 pub fn init(verbose: bool) {
-    // rustls narrates handshakes at debug level: keep its warnings only.
-    let default = if verbose { "debug,rustls=warn" } else { "info,rustls=warn" };
+    // rustls narrates handshakes at debug level, and warns about what clients send (an IP
+    // address as SNI, from mosquitto_pub -h 127.0.0.1): the broker logs TLS failures itself.
+    let default = if verbose { "debug,rustls=error" } else { "info,rustls=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -100,7 +100,7 @@ fn readme_secure_configuration() -> (Vec<String>, String, String) {
     let block = |first: &str| {
         blocks.iter().map(|b| b.trim_start()).find(|b| b.starts_with(first)).unwrap().to_owned()
     };
-    (commands, block("listener "), block("user "))
+    (commands, block("listener "), block("topic "))
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! Every error names the file, the line and what is wrong.
 use std::path::{Path, PathBuf};
 
-use super::lex::{lex_str, Directive};
+use super::lex::{lex_file_including, lex_str, Directive, LexError};
 use super::{Config, Listener, TlsVersion};
 
 /// A configuration that cannot be used.
@@ -60,12 +60,10 @@ const NOT_YET: &[&str] = &[
     "check_retain_source",
     "ciphers",
     "ciphers_tls1.3",
-    "clientid_prefixes",
     "connection",
     "connection_messages",
     "dhparamfile",
     "http_dir",
-    "include_dir",
     "log_dest",
     "log_facility",
     "log_timestamp",
@@ -74,15 +72,12 @@ const NOT_YET: &[&str] = &[
     "max_queued_bytes",
     "memory_limit",
     "message_size_limit",
-    "mount_point",
-    "per_listener_settings",
     "persistence",
     "persistence_file",
     "persistence_location",
     "persistent_client_expiration",
     "pid_file",
     "plugin_opt_",
-    "protocol",
     "psk_hint",
     "queue_qos0_messages",
     "retain_available",
@@ -94,7 +89,6 @@ const NOT_YET: &[&str] = &[
     "tls_keyform",
     "tls_version",
     "upgrade_outgoing_qos",
-    "use_username_as_clientid",
     "user",
     "websockets_headers_size",
     "websockets_log_level",
@@ -145,6 +139,11 @@ const IMPLEMENTED: &[&str] = &[
     "max_inflight_messages",
     "max_queued_messages",
     "max_connections",
+    "include_dir",
+    "per_listener_settings",
+    "use_username_as_clientid",
+    "clientid_prefixes",
+    "mount_point",
 ];
 
 /// True when `name` is an option midge knows: one it reads, one it refuses (a security
@@ -156,10 +155,23 @@ pub fn is_known_option(name: &str) -> bool {
 }
 
 /// Reads a configuration file.
+/// Reads a configuration file, with the files of its `include_dir` lines in their place
+/// (relative directories from the working directory, as mosquitto takes them).
 pub fn parse_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Read { path: path.to_owned(), message: e.to_string() })?;
-    let (mut config, warnings) = parse_str(&text, &path.display().to_string())?;
+    let directives = lex_file_including(path, Path::new("")).map_err(|e| match e {
+        LexError::Read { path, message } => ConfigError::Read { path, message },
+        LexError::IncludeDir { file, line, dir, message } => ConfigError::Line {
+            file,
+            line,
+            message: format!("cannot read include_dir {}: {message}", dir.display()),
+        },
+        LexError::TooDeep { file, line } => ConfigError::Line {
+            file,
+            line,
+            message: "include_dir nested more than 16 deep: does a directory include itself?".into(),
+        },
+    })?;
+    let (mut config, warnings) = parse_directives(&directives)?;
     config.source = Some(path.to_owned());
     Ok((config, warnings))
 }
@@ -328,6 +340,34 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                     }
                 };
             }
+            // Options that restrict who connects or what they see: ignoring them would run
+            // the broker less secure than its configuration says, so midge refuses to start.
+            "per_listener_settings" => {
+                if parse_bool(one("true or false")?).map_err(&err)? {
+                    return Err(err("per_listener_settings true is not supported by midge yet: its \
+                                    security options apply to every listener; refusing to start"
+                        .into()));
+                }
+            }
+            "use_username_as_clientid" => {
+                if parse_bool(one("true or false")?).map_err(&err)? {
+                    return Err(err(
+                        "use_username_as_clientid true is not supported by midge yet; refusing to start without it"
+                            .into(),
+                    ));
+                }
+            }
+            "clientid_prefixes" | "mount_point" => {
+                return Err(err(format!(
+                    "option '{name}' is not supported by midge yet; refusing to start without it"
+                )))
+            }
+            // parse_file puts the files of an include_dir in its place; text has no directory.
+            "include_dir" => {
+                return Err(err(
+                    "include_dir is read from a configuration file only (midge broker -c FILE)".into()
+                ))
+            }
             other if SECURITY_NOT_YET.contains(&other) => {
                 return Err(err(format!(
                     "option '{other}' is not supported by midge yet; refusing to start without it"
@@ -355,8 +395,18 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_num<T: std::str::FromStr>(name: &str, s: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("invalid value '{s}' for {name}: expected a number in range"))
+/// The unsigned integer types options are read into, with their range for messages.
+trait Unsigned: std::str::FromStr {
+    const MAX: u64;
+}
+
+macro_rules! unsigned {
+    ($($t:ty),*) => { $(impl Unsigned for $t { const MAX: u64 = <$t>::MAX as u64; })* };
+}
+unsigned!(u16, u32, u64, usize);
+
+fn parse_num<T: Unsigned>(name: &str, s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("invalid value '{s}' for {name}: expected a number from 0 to {}", T::MAX))
 }
 
 #[cfg(test)]
@@ -400,7 +450,16 @@ mod tests {
             ("allow_anonymous yes\n", "t.conf:1: invalid value 'yes': expected true or false"),
             (
                 "max_keepalive 70000\n",
-                "t.conf:1: invalid value '70000' for max_keepalive: expected a number in range",
+                "t.conf:1: invalid value '70000' for max_keepalive: expected a number from 0 to 65535",
+            ),
+            (
+                "per_listener_settings true\n",
+                "t.conf:1: per_listener_settings true is not supported by midge yet: its security options \
+                 apply to every listener; refusing to start",
+            ),
+            (
+                "mount_point a/\n",
+                "t.conf:1: option 'mount_point' is not supported by midge yet; refusing to start without it",
             ),
             ("max_keepalive\n", "t.conf:1: max_keepalive needs a value (seconds, 0-65535)"),
             ("frobnicate 1\n", "t.conf:1: unknown option 'frobnicate'"),
@@ -409,6 +468,38 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn options_that_would_loosen_security_are_refused_only_when_they_would() {
+        assert!(parse_str("per_listener_settings false\nuse_username_as_clientid false\n", "t").is_ok());
+        for text in [
+            "use_username_as_clientid true\n",
+            "clientid_prefixes sensor-\n",
+            "listener 1\nprotocol websockets\n",
+        ] {
+            assert!(parse_str(text, "t").is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn include_dir_files_are_read_in_place() {
+        let dir = std::env::temp_dir().join(format!("midge-parse-include-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(dir.join("conf.d/acl.conf"), "acl_file /etc/midge/acl\n").unwrap();
+        std::fs::write(dir.join("conf.d/bad.conf"), "\nmax_qos 7\n").unwrap();
+        let main = dir.join("main.conf");
+        let inc = format!("listener 1883\ninclude_dir {}\n", dir.join("conf.d").display());
+        std::fs::write(&main, &inc).unwrap();
+        let e = parse_file(&main).unwrap_err().to_string();
+        assert!(e.ends_with("bad.conf:2: invalid value '7' for max_qos: expected 0, 1 or 2"), "{e}");
+        std::fs::remove_file(dir.join("conf.d/bad.conf")).unwrap();
+        let (c, _) = parse_file(&main).unwrap();
+        assert_eq!(c.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+        std::fs::write(&main, "include_dir nowhere.d\n").unwrap();
+        let e = parse_file(&main).unwrap_err().to_string();
+        assert!(e.contains("main.conf:1: cannot read include_dir nowhere.d"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use midge_codec::{decode, ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use midge_codec::{decode, ConnAck, DecodeError, Packet, PacketType, ProtocolVersion, ReasonCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::{Authenticated, Broker, ConnInfo, EnhancedLogin, LoginStep, Opened, Opening, Refusal};
@@ -157,10 +157,14 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(auth)) => auth,
         Ok(Err(refusal)) => {
             // Never the password: the client id, the address and the user name.
+            let description = refusal.code.description();
+            let why = if refusal.why.eq_ignore_ascii_case(description) {
+                String::new()
+            } else {
+                format!(" ({})", refusal.why)
+            };
             tracing::info!(
-                "Client {shown_id} from {peer} refused: {} ({}){}.",
-                refusal.code.description(),
-                refusal.why,
+                "Client {shown_id} from {peer} refused: {description}{why}{}.",
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
             // Repeated failures from this address wait longer each time.
@@ -310,7 +314,14 @@ fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(
     e: &DecodeError,
     level: Option<u8>,
 ) {
-    tracing::info!("Bad CONNECT from {}: {e}, closing.", conn.peer);
+    // 0x16 is a TLS handshake record: a TLS client on a plain listener.
+    let hint = match e {
+        DecodeError::InvalidHeaderFlags { packet_type: PacketType::Connect, flags: 6 } => {
+            " (this looks like a TLS client on a listener without TLS)"
+        }
+        _ => "",
+    };
+    tracing::info!("Bad CONNECT from {}: {e}{hint}, closing.", conn.peer);
     let level = match e {
         DecodeError::UnsupportedProtocol { level, .. } => {
             let version = if *level == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
@@ -457,6 +468,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.after_read(n);
             }
             Wake::Io(Ok(IoEvent::Wrote)) => conn.after_write(),
+            // A TLS peer that closes without close_notify has closed its connection, as a
+            // plain one that sends FIN does: both are logged as mosquitto does.
+            Wake::Io(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                session.close(CloseReason::Closed)
+            }
             Wake::Io(Err(e)) => session.close(CloseReason::Io(e.to_string())),
         }
     }

@@ -114,7 +114,8 @@ impl<W: Write, E: Write> Sink for TextPrinter<W, E> {
         let width = s.topics.keys().map(|t| t.chars().count() + 2).max().unwrap_or(0);
         for (topic, n) in &s.topics {
             let quoted = format!("'{}'", escape(topic));
-            writeln!(o, "  {quoted:width$}  {}", plural(*n, "message"))?;
+            // Both directions: a message published once and delivered once is two PUBLISH.
+            writeln!(o, "  {quoted:width$}  {}", plural(*n, "PUBLISH packet"))?;
         }
         let counts: Vec<String> = s.packets.values().map(|(name, n)| format!("{name} {n}")).collect();
         writeln!(o, "Packets: {}", if counts.is_empty() { "none".to_string() } else { counts.join(", ") })?;

@@ -252,10 +252,10 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
         publishers.push(client);
     }
     let label = format!(
-        "{}: {} publishers, {} subscribers, QoS {}, {} B, {}, MQTT {}",
+        "{}: {}, {}, QoS {}, {} B, {}, MQTT {}",
         args.scenario,
-        publishers.len(),
-        subscribers.len(),
+        count(publishers.len(), "publisher"),
+        count(subscribers.len(), "subscriber"),
         args.qos,
         args.size,
         if args.rate == 0 {
@@ -318,4 +318,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
         let _ = c.disconnect().await;
     }
     Ok(())
+}
+
+/// "1 publisher", "4 publishers".
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
