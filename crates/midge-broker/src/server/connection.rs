@@ -135,18 +135,17 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(c)) => c,
     };
     let version = connect.protocol;
+    let shown_id =
+        if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(
-            "Received CONNECT from {}{}",
-            connect.client_id,
+            "Received CONNECT from {shown_id}{}",
             describe(&Packet::Connect(connect.clone()), version)
         );
     }
     let conn_id = broker.next_conn_id();
     let control = ControlSlot::new();
     let username = connect.username.clone();
-    let shown_id =
-        if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
     let login = async {
         match broker.begin_enhanced(&connect, &shown_id) {
             None => broker.authenticate_async(&connect, &info, Instant::now()).await,
