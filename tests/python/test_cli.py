@@ -1224,6 +1224,232 @@ def test_tls_certificate_required_like_mosquitto(tools, midge_broker):
     compare_runs("pub without a client certificate", r["midge"], r["mosquitto"])
 
 
+def test_unknown_host_like_mosquitto(tools, pki):
+    """A host name that does not resolve: libmosquitto's connect call fails at once
+    (MOSQ_ERR_EAI), and each tool says "Unable to connect (Lookup error.)." and exits 1."""
+    for kind in ("pub", "sub", "rr"):
+        for extra in ([], ["-d"], ["-V", "5", "--cafile", str(pki["ca"])]):
+            args = ["-h", "no-such-host.invalid", *REFUSED_ARGS[kind], *extra]
+            r = {tool: run([*tools.cmd(tool, kind), *args], timeout=30) for tool in TOOLS}
+            assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (1, b"Unable to connect (Lookup error.).\n"), r
+            compare_runs(f"{kind} {' '.join(args)}", r["midge"], r["mosquitto"])
+
+
+@pytest.mark.parametrize("version", ["311", "5"])
+@pytest.mark.parametrize("kind", ["pub", "sub", "rr"])
+def test_plain_client_to_midge_tls_listener_like_mosquitto(tools, midge_broker, kind, version):
+    """A client without TLS options on midge's TLS port: the listener answers the CONNECT
+    with a TLS alert, whose first byte (0x15) reads as an MQTT CONNECT. libmosquitto calls
+    it a protocol error: "Error: A network protocol error occurred when communicating with
+    the broker.", exit code 2; with -d its log line "Error: Unrecognised command 16" (and
+    an empty line: the line has a newline of its own) comes after "sending CONNECT"."""
+    b = midge_broker
+    for debug in ([], ["-d"]):
+        args = ["-h", HOST, "-p", str(b.tls_port), "-V", version, *REFUSED_ARGS[kind], *debug]
+        r = {tool: run([*tools.cmd(tool, kind), *args]) for tool in TOOLS}
+        assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (
+            2, b"Error: A network protocol error occurred when communicating with the broker.\n"), r["mosquitto"]
+        if debug:
+            assert r["mosquitto"].stdout.endswith(b" sending CONNECT\nError: Unrecognised command 16\n\n"), r
+        compare_runs(f"{kind} {' '.join(args)}", r["midge"], r["mosquitto"], normalise=norm_ids)
+
+
+@pytest.mark.parametrize("kind", ["pub", "rr"])
+def test_plain_client_to_mosquitto_tls_listener_like_mosquitto(tools, mosq_broker, kind):
+    """The same on mosquitto's TLS port: its listener (OpenSSL) closes the connection, and
+    pub and rr say "Error: The connection was lost." (exit 7). (mosquitto_sub is not
+    compared: it reconnects and tries again, forever; midge sub exits as pub does.)"""
+    args = ["-h", HOST, "-p", str(mosq_broker.tls_port), *REFUSED_ARGS[kind]]
+    r = {tool: run([*tools.cmd(tool, kind), *args]) for tool in TOOLS}
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (7, b"Error: The connection was lost.\n"), r["mosquitto"]
+    compare_runs(f"{kind} to mosquitto's TLS port without TLS", r["midge"], r["mosquitto"])
+
+
+@pytest.fixture(scope="module")
+def other_name_pki(tmp_path_factory) -> dict:
+    """A CA and a server certificate for other.example only (no IP address)."""
+    d = tmp_path_factory.mktemp("pki-other-name")
+    for args in (["init"], ["server", "--host", "other.example"]):
+        r = run([midge_bin(), "cert", "--dir", d, *args], timeout=30)
+        assert r.rc == 0, r
+    return {"ca": d / "ca.crt", "server_cert": d / "servers" / "other.example.crt",
+            "server_key": d / "servers" / "other.example.key"}
+
+
+@pytest.fixture(scope="module", params=["midge", "mosquitto"], ids=["midge-broker", "mosquitto-broker"])
+def other_name_broker(request, tmp_path_factory, other_name_pki):
+    b = _start_broker(request.param, tmp_path_factory.mktemp(f"other-name-{request.param}"), extra_config=[],
+                      pki=other_name_pki, name=f"other-name-{request.param}")
+    yield b
+    _stop_broker(b)
+
+
+# What mosquitto's tools print for a failed TLS handshake: pub "Error: A TLS error
+# occurred." (8) when the handshake fails in its network loop, "Unable to connect (A TLS
+# error occurred.)." (1) when it fails in the connect call; which one depends on timing.
+# midge gives the first for pub, the second for sub and rr.
+TLS_FAILURES = {(8, b"Error: A TLS error occurred.\n"), (1, b"Unable to connect (A TLS error occurred.).\n")}
+MIDGE_TLS_FAILURE = {"pub": (8, b"Error: A TLS error occurred.\n"),
+                     "sub": (1, b"Unable to connect (A TLS error occurred.).\n"),
+                     "rr": (1, b"Unable to connect (A TLS error occurred.).\n")}
+
+
+@pytest.mark.parametrize("kind", ["pub", "sub", "rr"])
+def test_tls_host_name_mismatch_like_mosquitto(tools, other_name_broker, kind):
+    """A server certificate for other.example, a client connecting to 127.0.0.1 (--cafile,
+    no --insecure). mosquitto's tools report it on standard error as any TLS failure; only
+    -d shows why, on standard output: libmosquitto's log line "Error: host name
+    verification failed.", which midge prints too. (libmosquitto's -d output goes on with
+    OpenSSL's own error line, "OpenSSL Error[0]: error:0A000086:SSL routines::certificate
+    verify failed", and, when the handshake fails in its loop, a "sending CONNECT" line
+    before; midge, on rustls, prints neither.) With --insecure both connect."""
+    b = other_name_broker
+    for debug in ([], ["-d"]):
+        args = ["-h", HOST, "-p", str(b.tls_port), "--cafile", b.pki["ca"], *REFUSED_ARGS[kind], *debug]
+        r = {tool: run([*tools.cmd(tool, kind), *args]) for tool in TOOLS}
+        assert (r["mosquitto"].rc, r["mosquitto"].stderr) in TLS_FAILURES, r["mosquitto"]
+        assert (r["midge"].rc, r["midge"].stderr) == MIDGE_TLS_FAILURE[kind], r["midge"]
+        if debug:
+            assert b"\nError: host name verification failed.\n" in b"\n" + r["mosquitto"].stdout, r["mosquitto"]
+            assert r["midge"].stdout == b"Error: host name verification failed.\n", r["midge"]
+        else:
+            assert r["mosquitto"].stdout == r["midge"].stdout == b"", r
+    if kind == "pub":
+        args = ["-h", HOST, "-p", str(b.tls_port), "--cafile", b.pki["ca"], "--insecure", "-t", "x", "-m", "y"]
+        r = {tool: run([*tools.cmd(tool, kind), *args]) for tool in TOOLS}
+        assert r["mosquitto"].rc == 0, r["mosquitto"]
+        compare_runs("pub --insecure to a certificate for another name", r["midge"], r["mosquitto"])
+
+
+def test_tls_unknown_ca_is_not_a_host_name_failure(tools, other_name_broker, pki):
+    """A certificate from another CA (and for another name): the chain fails first, and
+    neither mosquitto's tools nor midge's say "host name verification failed" with -d."""
+    b = other_name_broker
+    args = ["-h", HOST, "-p", str(b.tls_port), "--cafile", pki["ca"], "-t", "x", "-m", "y", "-d"]
+    r = {tool: run([*tools.cmd(tool, "pub"), *args]) for tool in TOOLS}
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) in TLS_FAILURES, r["mosquitto"]
+    assert (r["midge"].rc, r["midge"].stderr) == MIDGE_TLS_FAILURE["pub"], r["midge"]
+    assert b"host name" not in r["mosquitto"].stdout and r["midge"].stdout == b"", r
+
+
+# ---------------------------------------------------------------------------------------
+# ACL refusals: subscriptions and publishes the broker denies
+# ---------------------------------------------------------------------------------------
+
+def _acl_broker(kind: str, tmp_path_factory) -> CliBroker:
+    """Anonymous clients may use allowed/# only."""
+    d = tmp_path_factory.mktemp(f"acl-{kind}")
+    acl = d / "acl"
+    acl.write_text("topic readwrite allowed/#\n")
+    return _start_broker(kind, d, extra_config=[f"acl_file {acl}"], name=f"acl-{kind}")
+
+
+@pytest.fixture(scope="module")
+def midge_acl_broker(tmp_path_factory):
+    b = _acl_broker("midge", tmp_path_factory)
+    yield b
+    _stop_broker(b)
+
+
+@pytest.fixture(scope="module")
+def mosq_acl_broker(tmp_path_factory):
+    b = _acl_broker("mosquitto", tmp_path_factory)
+    yield b
+    _stop_broker(b)
+
+
+@pytest.fixture(scope="module", params=["midge_acl_broker", "mosq_acl_broker"],
+                ids=["midge-broker", "mosquitto-broker"])
+def acl_broker(request) -> CliBroker:
+    return request.getfixturevalue(request.param)
+
+
+def test_mosquitto_broker_grants_subscriptions_its_acl_denies(tools, mosq_acl_broker):
+    """Why the next tests use the midge broker: mosquitto 2.0.11 with an acl_file grants
+    every subscription (SUBACK 0) and applies the ACL when delivering, so mosquitto_sub
+    never meets a refused subscription there. midge refuses it (0x80 / 0x87)."""
+    r = run([*tools.cmd("mosquitto", "sub"), *conn(mosq_acl_broker), "-V", "5", "-t", "x/#", "-E", "-d"])
+    assert r.rc == 0 and b"Subscribed (mid: 1): 0\n" in r.stdout and r.stderr == b"", r
+
+
+SUB_DENIED_OPTIONS = [pytest.param([], id="plain"), pytest.param(["-E"], id="E"), pytest.param(["-d"], id="d"),
+                      pytest.param(["--quiet"], id="quiet"), pytest.param(["-C", "1", "-W", "5"], id="C-W")]
+
+
+@pytest.mark.parametrize("options", SUB_DENIED_OPTIONS)
+@pytest.mark.parametrize("version", ["31", "311", "5"])
+def test_sub_all_subscriptions_denied_like_mosquitto(tools, midge_acl_broker, version, options):
+    """Every filter refused in the SUBACK: mosquitto_sub says "All subscription requests
+    were denied." on standard error, disconnects and exits 0 (-d: "Subscribed (mid: 1):
+    128, 128" in 3.1/3.1.1, "135, 135" in 5.0, then DISCONNECT)."""
+    cid = unique_id("deny")
+    args = [*conn(midge_acl_broker), "-V", version, "-i", cid, "-t", "x/#", "-t", "y/+", *options]
+    r = {tool: run([*tools.cmd(tool, "sub"), *args]) for tool in TOOLS}
+    expected = b"" if "--quiet" in options else b"All subscription requests were denied.\n"
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (0, expected), r["mosquitto"]
+    compare_runs(f"sub {' '.join(args)}", r["midge"], r["mosquitto"])
+
+
+def test_sub_some_subscriptions_denied_keeps_running(tools, midge_acl_broker):
+    """One filter granted: no message, the subscriber stays (here until -W)."""
+    cid = unique_id("somedeny")
+    args = [*conn(midge_acl_broker), "-i", cid, "-t", "x/#", "-t", "allowed/x", "-W", "1", "-d"]
+    r = {tool: run([*tools.cmd(tool, "sub"), *args]) for tool in TOOLS}
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (27, b"Timed out\n"), r["mosquitto"]
+    compare_runs("sub with one of two filters denied", r["midge"], r["mosquitto"])
+
+
+@pytest.mark.parametrize("version,reason", [("31", b"Unspecified error"), ("311", b"Unspecified error"),
+                                            ("5", b"Not authorized")])
+def test_rr_response_subscription_denied_like_mosquitto_rr(tools, midge_acl_broker, version, reason):
+    """The response topic refused: mosquitto_rr prints the SUBACK code's reason string
+    (3.1.1's 0x80 is "Unspecified error"), sends no request, disconnects and exits 0."""
+    b = midge_acl_broker
+    cid = unique_id("rrdeny")
+    mark = b.mark()
+    args = [*conn(b), "-V", version, "-i", cid, "-t", "allowed/request", "-e", "x/response", "-m", "hi", "-d"]
+    r = {tool: run([*tools.cmd(tool, "rr"), *args]) for tool in TOOLS}
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (0, reason + b"\n"), r["mosquitto"]
+    compare_runs(f"rr -V {version}, response topic denied", r["midge"], r["mosquitto"])
+    # (mosquitto_rr -d says "sending DISCONNECT" but closes before the packet is out.)
+    wait_log_count(b, rf"Client {re.escape(cid)} (disconnected|closed its connection)", 2, mark)
+    assert not b.find_log(rf"Received PUBLISH from {re.escape(cid)}", since=mark), b.log()[mark:]
+
+
+@pytest.mark.parametrize("topic", ["x/#", "x/+/y", "#"])
+def test_rr_wildcard_response_topic_is_a_usage_error(tools, topic):
+    """mosquitto_rr checks -e as a topic to publish to (the responder publishes there)."""
+    args = ["-h", HOST, "-p", str(free_port()), "-t", "allowed/x", "-e", topic, "-m", "hi"]
+    r = {tool: run([*tools.cmd(tool, "rr"), *args]) for tool in ("link", "mosquitto")}
+    assert r["mosquitto"].rc == 1, r["mosquitto"]
+    compare_runs(f"rr -e {topic}", r["link"], r["mosquitto"])
+
+
+PUB_REFUSED = [
+    pytest.param(["-q", "1", "-m", "hi", "-d"], id="q1-d"),
+    pytest.param(["-q", "2", "-m", "hi", "-d"], id="q2-d"),
+    pytest.param(["-q", "2", "-m", "hi", "--repeat", "3", "-d"], id="q2-repeat-d"),
+    pytest.param(["-q", "1", "-l"], id="q1-lines"),
+    pytest.param(["-q", "2", "-l"], id="q2-lines"),
+    pytest.param(["-q", "1", "-m", "hi", "--quiet"], id="q1-quiet"),
+]
+
+
+@pytest.mark.parametrize("args", PUB_REFUSED)
+def test_pub_refused_publish_warns_like_mosquitto(tools, acl_broker, args):
+    """-V 5 to a topic the ACL denies: the broker answers PUBACK / PUBREC with 0x87, and
+    mosquitto_pub warns for each message, "Warning: Publish 1 failed: Not authorized." (the
+    message id, the reason string), and still exits 0."""
+    cid = unique_id("pubdeny")
+    full = [*conn(acl_broker), "-V", "5", "-i", cid, "-t", "x/denied", *args]
+    stdin = b"one\ntwo\nthree\n" if "-l" in args else None
+    r = {tool: run([*tools.cmd(tool, "pub"), *full], stdin=stdin) for tool in TOOLS}
+    count = 3 if ("-l" in args or "--repeat" in args) else 1
+    expected = b"".join(b"Warning: Publish %d failed: Not authorized.\n" % i for i in range(1, count + 1))
+    assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (0, b"" if "--quiet" in args else expected), r["mosquitto"]
+    compare_runs(f"pub {' '.join(full)} ({acl_broker.kind} broker)", r["midge"], r["mosquitto"])
+
+
 # =======================================================================================
 # 5. -d
 # =======================================================================================
@@ -1298,6 +1524,61 @@ def test_link_usage_error_names_the_link(tools):
     """A usage error through the link reads exactly as mosquitto_sub's."""
     r = {tool: run(tools.cmd(tool, "sub")) for tool in ("link", "mosquitto")}
     compare_runs("mosquitto_sub without a topic", r["link"], r["mosquitto"])
+
+
+def test_link_passwd_help_like_mosquitto_passwd(tools):
+    """mosquitto_passwd --help, or no argument: the usage on standard output, exit code 1.
+    Through a link named mosquitto_passwd, midge prints its usage in that name (the same
+    first line and layout); `midge passwd --help` in its own."""
+    for args in (["--help"], []):
+        r = {tool: run(tools.cmd(tool, "passwd") + args) for tool in ("link", "mosquitto")}
+        assert r["mosquitto"].rc == 1 and r["mosquitto"].stderr == b"", r["mosquitto"]
+        assert (r["link"].rc, r["link"].stderr) == (1, b""), r["link"]
+        assert first_line(r["link"].stdout) == first_line(r["mosquitto"].stdout), r
+        for out in (r["link"].stdout, r["mosquitto"].stdout):
+            lines = out.decode().splitlines()
+            assert lines[1] == "" and lines[2].startswith("Usage: mosquitto_passwd [-H "), out
+            assert "       mosquitto_passwd -U passwordfile" in lines, out
+            assert all(re.match(r" -[bcDHIU] : \S", l) for l in lines if l.startswith(" -")), out
+        assert b"midge passwd" not in r["link"].stdout, r["link"]
+    own = run(tools.cmd("midge", "passwd") + ["--help"])
+    assert own.rc == 1 and own.stdout.startswith(
+        b"midge passwd is a tool for managing password files for mosquitto.\n\nUsage: midge passwd "), own
+    assert b"mosquitto_passwd" not in own.stdout, own
+
+
+def _help_listing(out: bytes) -> list[str]:
+    """The option lines of a tool's --help: after the usage (which ends with a line
+    "NAME --help" and an empty line), up to the next empty line."""
+    text = out.decode()
+    start = text.index(" --help\n\n") + len(" --help\n\n")
+    return text[start:].split("\n\n", 1)[0].splitlines()
+
+
+@pytest.mark.parametrize("kind", ["pub", "sub", "rr"])
+def test_help_lists_options_in_mosquittos_layout(tools, kind):
+    """mosquitto's layout, checked on its own --help and on midge's: each option is
+    " -x : text" or " --name : text", its description goes on aligned under its first
+    character, the short options come first (in alphabetical order, for midge)."""
+    for tool in ("mosquitto", "link"):
+        out = run(tools.cmd(tool, kind) + ["--help"]).stdout
+        listing = _help_listing(out)
+        assert len(listing) > 20, out
+        indent, shorts, longs_started = None, [], False
+        for line in listing:
+            m = re.match(r" (-\w|--[\w-]+) : \S", line)
+            if m:
+                indent = len(m.group(0)) - 1
+                if m.group(1).startswith("--"):
+                    longs_started = True
+                else:
+                    assert not longs_started, f"{tool}: {line!r} after the long options"
+                    shorts.append(m.group(1)[1])
+            else:
+                assert indent is not None and re.match(r" {%d}\S" % indent, line), (
+                    f"{tool} {kind} --help: {line!r} is neither an option nor aligned under one")
+        if tool == "link":  # (mosquitto_pub lists -d before -c)
+            assert [c.lower() for c in shorts] == sorted(c.lower() for c in shorts), shorts
 
 
 def test_links_publish_subscribe_request(tools, midge_broker, responder):

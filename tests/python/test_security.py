@@ -455,6 +455,59 @@ def test_passwd_prompt_mismatch_fails(tmp_path):
     assert not pw.exists(), "nothing is written after a mismatch"
 
 
+# What mosquitto_passwd 2.0.11 does with a password on standard input that is not a
+# terminal (`printf 'pw\npw\n' | mosquitto_passwd -c FILE USER`): the prompts on standard
+# output, a line break after each answer, trailing CR/LF taken off; end of input or an empty
+# line is "Error: Empty password." (exit 1), two different lines "Error: Passwords do not
+# match." (exit 2), and no file is written then.
+PIPED_PASSWORDS = [
+    pytest.param(b"secret\nsecret\n", "secret", id="two-lines"),
+    pytest.param(b"secret\nsecret", "secret", id="no-final-newline"),
+    pytest.param(b"with space\r\nwith space\r\n", "with space", id="crlf"),
+    pytest.param(b"secret\nother\n", None, id="mismatch"),
+    pytest.param(b"secret\n", None, id="one-line"),
+    pytest.param(b"", None, id="nothing"),
+    pytest.param(b"\n\n", None, id="empty-line"),
+]
+
+
+@pytest.mark.parametrize("stdin,password", PIPED_PASSWORDS)
+def test_passwd_reads_piped_password_like_mosquitto_passwd(brokers, tmp_path, stdin, password):
+    """The same input through mosquitto_passwd and `midge passwd`: the same standard
+    output, standard error and exit code, a file written or not alike; midge's file holds
+    the password (checked in Python and by logging in to a midge broker with it)."""
+    mp = require_any("mosquitto_passwd", "apt-get install mosquitto")
+    runs = {}
+    for tool, cmd in (("mosquitto", [mp]), ("midge", [str(midge_bin()), "passwd", *FAST])):
+        pw = tmp_path / f"{tool}.passwd"
+        r = subprocess.run([*cmd, "-c", str(pw), "alice"], input=stdin, capture_output=True, timeout=30)
+        runs[tool] = (r.returncode, r.stdout, r.stderr, pw.exists())
+    assert runs["midge"] == runs["mosquitto"], f"midge: {runs['midge']}\nmosquitto: {runs['mosquitto']}"
+    if password is None:
+        assert runs["mosquitto"][0] != 0 and not runs["mosquitto"][3], runs["mosquitto"]
+        return
+    assert runs["mosquitto"][0] == 0, runs["mosquitto"]
+    pw = tmp_path / "midge.passwd"
+    assert hash_matches(parse_password_file(pw)["alice"], password), pw.read_text()
+    b = brokers(AUTH % ("false", pw))
+    r = mosq_pub(b.port, "-u", "alice", "-P", password, "-t", "t", "-m", "x")
+    assert r.returncode == 0 and connack_code(r) == 0, describe(r)
+    r = mosq_pub(b.port, "-u", "alice", "-P", password + "x", "-t", "t", "-m", "x")
+    assert connack_code(r) == BAD_LOGIN["311"], describe(r)
+
+
+def test_passwd_piped_password_updates_an_existing_file(tmp_path):
+    """Without -c, the file is read first (as mosquitto_passwd does), then the piped
+    password added; the other users stay."""
+    pw = make_passwd(tmp_path / "passwd", {"alice": "a"})
+    before = parse_password_file(pw)
+    r = subprocess.run([str(midge_bin()), "passwd", *FAST, str(pw), "bob"], input=b"bob-pw\nbob-pw\n",
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r
+    after = parse_password_file(pw)
+    assert after["alice"] == before["alice"] and hash_matches(after["bob"], "bob-pw"), pw.read_text()
+
+
 def test_passwd_write_is_atomic(tmp_path):
     """Each change writes a new file and renames it over the old one: a reader sees the
     old file or the new one, whole (never a half-written file), and no temporary file

@@ -186,6 +186,14 @@ async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Err
     connect.encode(version, &mut wbuf)?;
     let mut rbuf = BytesMut::with_capacity(1024);
     loop {
+        if let Some(&first) = rbuf.first() {
+            // CONNECT, SUBSCRIBE and UNSUBSCRIBE are packets no server sends: something
+            // else is talking (a TLS listener answering in TLS, say).
+            let command = first & 0xF0;
+            if matches!(command, 0x10 | 0x80 | 0xA0) {
+                return Err(Error::new(Kind::Unrecognised(command)));
+            }
+        }
         if let Some(p) = decode(&mut rbuf, version, usize::MAX)? {
             if let Some(hook) = &opts.on_packet {
                 hook(Direction::Received, &p);

@@ -24,6 +24,13 @@ pub(crate) enum Kind {
     Disconnected(Option<ReasonCode>),
     Closed,
     Tls(String),
+    /// The server's certificate is valid but not for the host connected to.
+    TlsHostName(String),
+    /// The host name did not resolve.
+    Lookup(std::io::Error),
+    /// The server sent, before CONNACK, a packet of a type no server sends (CONNECT,
+    /// SUBSCRIBE, UNSUBSCRIBE): the value is the type's byte (16, 128, 160).
+    Unrecognised(u8),
     /// The connection broke after it was opened, before CONNACK.
     Lost(std::io::Error),
 }
@@ -40,6 +47,11 @@ impl Error {
     /// A TLS set-up or handshake error.
     pub fn tls(what: impl Into<String>) -> Self {
         Error::new(Kind::Tls(what.into()))
+    }
+
+    /// A TLS handshake that failed because the server's certificate is not for the host.
+    pub fn tls_host_name(what: impl Into<String>) -> Self {
+        Error::new(Kind::TlsHostName(what.into()))
     }
 
     /// The server refused the connection; [`Error::refused_code`] says why.
@@ -80,7 +92,32 @@ impl Error {
 
     /// A TLS error.
     pub fn is_tls(&self) -> bool {
-        matches!(self.kind, Kind::Tls(_))
+        matches!(self.kind, Kind::Tls(_) | Kind::TlsHostName(_))
+    }
+
+    /// A TLS error where the server's certificate is not for the host name (or address)
+    /// connected to.
+    pub fn is_tls_host_name(&self) -> bool {
+        matches!(self.kind, Kind::TlsHostName(_))
+    }
+
+    /// The host name could not be resolved.
+    pub fn is_lookup(&self) -> bool {
+        matches!(self.kind, Kind::Lookup(_))
+    }
+
+    /// The server broke the protocol: a malformed packet, or one it should not send.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(_) | Kind::Decode(_) | Kind::Unrecognised(_))
+    }
+
+    /// For a packet of a type no server sends (see [`Error::is_protocol`]): the first
+    /// byte's packet type bits, as a number (16 for CONNECT).
+    pub fn unrecognised_command(&self) -> Option<u8> {
+        match self.kind {
+            Kind::Unrecognised(c) => Some(c),
+            _ => None,
+        }
     }
 
     /// The connection was opened and then lost before the server answered CONNECT (for
@@ -105,7 +142,11 @@ impl fmt::Display for Error {
             Kind::Disconnected(Some(code)) => write!(f, "disconnected by the server: {}", code.description()),
             Kind::Disconnected(None) => f.write_str("disconnected by the server"),
             Kind::Closed => f.write_str("the connection is closed"),
-            Kind::Tls(s) => write!(f, "TLS error: {s}"),
+            Kind::Tls(s) | Kind::TlsHostName(s) => write!(f, "TLS error: {s}"),
+            Kind::Lookup(e) => write!(f, "cannot resolve the host name: {e}"),
+            Kind::Unrecognised(c) => {
+                write!(f, "protocol error: a packet of type {} from the server", c >> 4)
+            }
             Kind::Lost(e) => write!(f, "the connection was lost: {e}"),
         }
     }
@@ -114,7 +155,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Io(e) | Kind::Lost(e) => Some(e),
+            Kind::Io(e) | Kind::Lost(e) | Kind::Lookup(e) => Some(e),
             Kind::Encode(e) => Some(e),
             Kind::Decode(e) => Some(e),
             _ => None,

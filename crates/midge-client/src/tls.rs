@@ -96,9 +96,22 @@ impl Connector for TlsConnector {
         let name = ServerName::try_from(host.to_owned());
         Box::pin(async move {
             let name = name.map_err(|e| Error::tls(format!("invalid server name: {e}")))?;
-            let stream = connector.connect(name, tcp).await.map_err(|e| Error::tls(e.to_string()))?;
+            let stream = connector.connect(name, tcp).await.map_err(|e| handshake_error(&e))?;
             Ok(Box::new(stream) as BoxStream)
         })
+    }
+}
+
+/// A failed handshake: a certificate for another name is told apart from other failures
+/// (mosquitto's clients say "host name verification failed" for it, with -d).
+fn handshake_error(e: &std::io::Error) -> Error {
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        )) => Error::tls_host_name(e.to_string()),
+        _ => Error::tls(e.to_string()),
     }
 }
 
@@ -144,5 +157,27 @@ impl ServerCertVerifier for AnyName {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn a_certificate_for_another_name_is_told_apart() {
+        let e = handshake_error(&io(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName,
+        )));
+        assert!(e.is_tls() && e.is_tls_host_name());
+        let e =
+            handshake_error(&io(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)));
+        assert!(e.is_tls() && !e.is_tls_host_name());
+        let e = handshake_error(&std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        assert!(e.is_tls() && !e.is_tls_host_name());
     }
 }

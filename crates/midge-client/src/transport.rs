@@ -5,7 +5,8 @@ use std::pin::Pin;
 pub use midge_net::{BoxStream, Stream};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::{Error, Options};
+use crate::error::{Error, Kind};
+use crate::Options;
 
 /// Wraps a connected TCP stream, for example in TLS.
 pub trait Connector: Send + Sync {
@@ -20,7 +21,9 @@ pub trait Connector: Send + Sync {
 /// Opens the TCP connection (binding the local address first when asked) and applies the
 /// connector.
 pub(crate) async fn open(opts: &Options) -> Result<BoxStream, Error> {
-    let addrs = tokio::net::lookup_host((opts.host.as_str(), opts.port)).await?;
+    let addrs = tokio::net::lookup_host((opts.host.as_str(), opts.port))
+        .await
+        .map_err(|e| Error::new(Kind::Lookup(e)))?;
     let mut last = None;
     for addr in addrs {
         let attempt = async {
@@ -41,9 +44,11 @@ pub(crate) async fn open(opts: &Options) -> Result<BoxStream, Error> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last
-        .unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "the host name does not resolve")
-        })
-        .into())
+    Err(match last {
+        Some(e) => e.into(),
+        None => Error::new(Kind::Lookup(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the host name does not resolve",
+        ))),
+    })
 }

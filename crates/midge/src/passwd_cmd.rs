@@ -1,6 +1,6 @@
 //! `midge passwd`: mosquitto_passwd. Hashes are PBKDF2-HMAC-SHA512 (`$7$`), readable by
 //! mosquitto; files are written atomically with mode 0600.
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use midge_broker::auth::password::{validate_username, Hash, PasswordFile, DEFAULT_ITERATIONS};
 
 /// Manage password files, as mosquitto_passwd.
+///
+/// `--help` (and no argument at all) prints mosquitto_passwd's usage, in the name midge
+/// was run by (`midge passwd`, or `mosquitto_passwd` through a link), and exits 1, as
+/// mosquitto_passwd does.
 #[derive(clap::Args, Debug)]
-#[command(override_usage = "midge passwd [-H sha512-pbkdf2] [-I ITERATIONS] [-c | -D] FILE USER\n       \
-                      midge passwd [-H sha512-pbkdf2] [-I ITERATIONS] [-c] -b FILE USER PASSWORD\n       \
-                      midge passwd -U FILE")]
+#[command(disable_help_flag = true)]
 pub struct PasswdArgs {
     /// Batch mode: the password is the last argument.
     #[arg(short = 'b')]
@@ -31,36 +33,82 @@ pub struct PasswdArgs {
     /// PBKDF2 iterations.
     #[arg(short = 'I', default_value_t = DEFAULT_ITERATIONS)]
     iterations: u32,
+    /// Print usage.
+    #[arg(short = 'h', long = "help")]
+    help: bool,
     /// FILE, then USER, then PASSWORD with -b.
-    #[arg(required = true)]
     args: Vec<String>,
 }
 
-struct Fail(String);
+/// A failure: the message (after "Error: ") and the exit code.
+struct Fail(String, u8);
+
+fn fail(message: impl Into<String>) -> Fail {
+    Fail(message.into(), 1)
+}
+
+/// The name to show in the usage: mosquitto_passwd when run through a link of that name.
+fn program_name() -> &'static str {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    match Path::new(&argv0).file_name().and_then(|n| n.to_str()) {
+        Some("mosquitto_passwd") => "mosquitto_passwd",
+        _ => "midge passwd",
+    }
+}
+
+/// mosquitto_passwd's usage, in its layout, with midge's options.
+fn usage(name: &str) -> String {
+    format!(
+        "{name} is a tool for managing password files for mosquitto.\n\n\
+         Usage: {name} [-H sha512-pbkdf2] [-I iterations] [-c | -D] passwordfile username\n\
+         {pad}{name} [-H sha512-pbkdf2] [-I iterations] [-c] -b passwordfile username password\n\
+         {pad}{name} -U passwordfile\n\
+         {options}",
+        pad = " ".repeat("Usage: ".len()),
+        options = [
+            " -b : run in batch mode to allow passing passwords on the command line.",
+            " -c : create a new password file. This will overwrite existing files.",
+            " -D : delete the username rather than adding/updating its password.",
+            " -H : specify the hashing algorithm: sha512-pbkdf2, the default and the only one",
+            "      midge writes (mosquitto 1.6's sha512 is refused).",
+            &format!(" -I : PBKDF2 iterations (default {DEFAULT_ITERATIONS})."),
+            " -U : update a plain text password file to use hashed passwords.",
+            "",
+            "Without -b, the password is asked for twice: on the terminal, without echo, or as two",
+            "lines of standard input when it is not a terminal.",
+            "",
+        ]
+        .join("\n"),
+    )
+}
 
 pub fn run(args: PasswdArgs) -> ExitCode {
+    if args.help || args.args.is_empty() {
+        print!("{}", usage(program_name()));
+        return ExitCode::from(1);
+    }
     match run_inner(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Fail(m)) => {
+        Err(Fail(m, code)) => {
             eprintln!("Error: {m}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }
 
 fn run_inner(a: PasswdArgs) -> Result<(), Fail> {
-    let iterations = NonZeroU32::new(a.iterations)
-        .ok_or_else(|| Fail("-I needs a positive number of iterations.".into()))?;
-    let make = |password: &str| -> Result<Hash, Fail> {
+    let iterations =
+        NonZeroU32::new(a.iterations).ok_or_else(|| fail("-I needs a positive number of iterations."))?;
+    let make = |password: &[u8]| -> Result<Hash, Fail> {
         match a.hash.as_str() {
-            "sha512-pbkdf2" => Ok(Hash::new_pbkdf2(password.as_bytes(), iterations)),
-            "sha512" => Err(Fail("-H sha512 makes weak hashes; midge writes sha512-pbkdf2 only.".into())),
-            other => Err(Fail(format!("Unknown hash type '{other}': use sha512-pbkdf2."))),
+            "sha512-pbkdf2" => Ok(Hash::new_pbkdf2(password, iterations)),
+            "sha512" => Err(fail("-H sha512 makes weak hashes; midge writes sha512-pbkdf2 only.")),
+            other => Err(fail(format!("Unknown hash type '{other}': use sha512-pbkdf2."))),
         }
     };
     if a.update {
         let [file] = a.args.as_slice() else {
-            return Err(Fail("-U takes one argument: the plain text file.".into()));
+            return Err(fail("-U takes one argument: the plain text file."));
         };
         let path = Path::new(file);
         let text = read(path)?;
@@ -70,48 +118,46 @@ fn run_inner(a: PasswdArgs) -> Result<(), Fail> {
                 continue;
             }
             let Some((user, password)) = line.split_once(':') else {
-                return Err(Fail(format!("{file}:{}: expected user:password.", i + 1)));
+                return Err(fail(format!("{file}:{}: expected user:password.", i + 1)));
             };
             if password.starts_with("$7$") || password.starts_with("$6$") {
-                return Err(Fail(format!(
+                return Err(fail(format!(
                     "{file}:{}: the password of '{user}' is already hashed; -U hashes plain text files only.",
                     i + 1
                 )));
             }
-            validate_username(user).map_err(Fail)?;
-            out.set(user, make(password)?);
+            validate_username(user).map_err(fail)?;
+            out.set(user, make(password.as_bytes())?);
         }
         return write_atomic(path, &out.render());
     }
     let (file, user, password) = match (a.batch, a.delete, a.args.as_slice()) {
-        (true, false, [f, u, p]) => (f, u, Some(p.clone())),
+        (true, false, [f, u, p]) => (f, u, Some(p.clone().into_bytes())),
         (false, _, [f, u]) => (f, u, None),
-        (true, true, _) => return Err(Fail("-b and -D cannot be used together.".into())),
-        (true, _, _) => return Err(Fail("-b needs a file, a user name and a password.".into())),
-        _ => return Err(Fail("expected a file and a user name.".into())),
+        (true, true, _) => return Err(fail("-b and -D cannot be used together.")),
+        (true, _, _) => return Err(fail("-b needs a file, a user name and a password.")),
+        _ => return Err(fail("expected a file and a user name.")),
     };
     if a.create && a.delete {
-        return Err(Fail("-c and -D cannot be used together.".into()));
+        return Err(fail("-c and -D cannot be used together."));
     }
-    validate_username(user).map_err(|e| Fail(format!("{}.", upper_first(&e))))?;
+    validate_username(user).map_err(|e| fail(format!("{}.", upper_first(&e))))?;
     let path = PathBuf::from(file);
     let mut pf = if a.create {
         PasswordFile::default()
     } else {
-        PasswordFile::parse(&read(&path)?, file).map_err(|e| Fail(e.to_string()))?
+        PasswordFile::parse(&read(&path)?, file).map_err(|e| fail(e.to_string()))?
     };
     if a.delete {
         if !pf.remove(user) {
-            return Err(Fail(format!("User {user} not found in password file.")));
+            return Err(fail(format!("User {user} not found in password file.")));
         }
     } else {
         let password = match password {
+            Some(p) if p.is_empty() => return Err(fail("Empty password.")),
             Some(p) => p,
-            None => prompt_twice()?,
+            None => read_password_twice()?,
         };
-        if password.is_empty() {
-            return Err(Fail("Empty password.".into()));
-        }
         pf.set(user, make(&password)?);
     }
     write_atomic(&path, &pf.render())
@@ -124,7 +170,7 @@ fn upper_first(s: &str) -> String {
 
 fn read(path: &Path) -> Result<String, Fail> {
     std::fs::read_to_string(path).map_err(|e| {
-        Fail(format!(
+        fail(format!(
             "Unable to open password file {}. {}.",
             path.display(),
             crate::clients::common::strip_os_error(&e.to_string())
@@ -132,14 +178,45 @@ fn read(path: &Path) -> Result<String, Fail> {
     })
 }
 
-fn prompt_twice() -> Result<String, Fail> {
-    let read = |prompt: &str| {
-        rpassword::prompt_password(prompt).map_err(|e| Fail(format!("cannot read the password: {e}.")))
+/// Asks for the password and again for its confirmation, as mosquitto_passwd does: an
+/// empty answer (or none: end of input) fails with exit code 1, two different ones with
+/// exit code 2. On a terminal the answers are typed without echo; otherwise they are two
+/// lines of standard input (`printf 'pw\npw\n' | midge passwd -c FILE USER`), the prompts
+/// on standard output, each followed by a line break once answered.
+fn read_password_twice() -> Result<Vec<u8>, Fail> {
+    let terminal = std::io::stdin().is_terminal();
+    let mut input = std::io::stdin().lock();
+    let mut ask = |prompt: &str| -> Result<Vec<u8>, Fail> {
+        let answer = if terminal {
+            match rpassword::prompt_password(prompt) {
+                Ok(p) => p.into_bytes(),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Vec::new(),
+                Err(e) => return Err(fail(format!("cannot read the password: {e}."))),
+            }
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(prompt.as_bytes()).and_then(|_| out.flush());
+            let mut line = Vec::new();
+            input
+                .read_until(b'\n', &mut line)
+                .map_err(|e| fail(format!("cannot read the password: {e}.")))?;
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            line
+        };
+        if answer.is_empty() {
+            return Err(fail("Empty password."));
+        }
+        if !terminal {
+            println!();
+        }
+        Ok(answer)
     };
-    let first = read("Password: ")?;
-    let second = read("Reenter password: ")?;
+    let first = ask("Password: ")?;
+    let second = ask("Reenter password: ")?;
     if first != second {
-        return Err(Fail("Passwords do not match.".into()));
+        return Err(Fail("Passwords do not match.".into(), 2));
     }
     Ok(first)
 }
@@ -151,7 +228,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let err = |e: std::io::Error| Fail(format!("Unable to write {}: {e}.", path.display()));
+    let err = |e: std::io::Error| fail(format!("Unable to write {}: {e}.", path.display()));
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
     let result = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());

@@ -313,9 +313,16 @@ impl CommonArgs {
     }
 }
 
-/// How a failed connection is reported: `Connection error: ...` for a refusal (exit code:
-/// the return or reason code), `Error: ...` for the rest (exit code 1).
-pub fn connect_failure(e: &midge_client::Error, version: ProtocolVersion, tool_is_pub: bool) -> Failure {
+/// How a failed connection is reported, in the words and exit codes of mosquitto's tools:
+/// `Connection error: ...` for a refusal (exit code: the return or reason code), `Error:
+/// ...` or `Unable to connect (...).` for the rest. With `debug` (-d), what libmosquitto
+/// logs about the failure goes to standard output first, as -d prints its log there.
+pub fn connect_failure(
+    e: &midge_client::Error,
+    version: ProtocolVersion,
+    tool_is_pub: bool,
+    debug: bool,
+) -> Failure {
     if let Some(code) = e.refused_code() {
         let (text, exit) = if version.is_v5() {
             (code.description().to_owned(), code.as_u8())
@@ -333,7 +340,14 @@ pub fn connect_failure(e: &midge_client::Error, version: ProtocolVersion, tool_i
         }
         return Failure { lines, code: exit };
     }
+    if e.is_lookup() {
+        // libmosquitto's connect call fails at once, with MOSQ_ERR_EAI.
+        return Failure::new("Unable to connect (Lookup error.).", 1);
+    }
     if e.is_tls() {
+        if debug && e.is_tls_host_name() {
+            println!("Error: host name verification failed.");
+        }
         // mosquitto_pub reports it as an error code of its own (8); sub and rr as a failure
         // to connect.
         return if tool_is_pub {
@@ -344,6 +358,19 @@ pub fn connect_failure(e: &midge_client::Error, version: ProtocolVersion, tool_i
     }
     if e.is_lost() {
         return Failure::new("Error: The connection was lost.", 7);
+    }
+    if e.is_protocol() {
+        // A malformed packet, or one out of place, where CONNACK was due (MOSQ_ERR_PROTOCOL).
+        if debug {
+            if let Some(command) = e.unrecognised_command() {
+                // libmosquitto's log line ends with a newline of its own.
+                println!("Error: Unrecognised command {command}\n");
+            }
+        }
+        return Failure::new(
+            "Error: A network protocol error occurred when communicating with the broker.",
+            2,
+        );
     }
     Failure::new(format!("Error: {}", strip_os_error(&e.to_string())), 1)
 }

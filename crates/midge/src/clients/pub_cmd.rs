@@ -2,10 +2,11 @@
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use midge_client::connect;
-use midge_codec::{Bytes, ProtocolVersion, Publish, QoS};
+use midge_client::{connect, Direction, PacketHook};
+use midge_codec::{Bytes, Packet, ProtocolVersion, Publish, QoS};
 
 use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
 
@@ -62,6 +63,25 @@ pub fn file_failure(f: &std::path::Path) -> Failure {
     }
 }
 
+/// A packet hook (after `debug`'s, if any) that warns of each publish the server refused,
+/// as mosquitto_pub does when a 5.0 PUBACK, PUBREC or PUBCOMP carries an error reason
+/// code: "Warning: Publish 1 failed: Not authorized." The exit code stays 0.
+fn warn_failed_publishes(debug: Option<PacketHook>) -> PacketHook {
+    Arc::new(move |dir: Direction, p: &Packet| {
+        if let Some(d) = &debug {
+            d(dir, p);
+        }
+        if dir != Direction::Received {
+            return;
+        }
+        if let Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubComp(a) = p {
+            if a.reason_code.is_error() {
+                eprintln!("Warning: Publish {} failed: {}.", a.packet_id, a.reason_code.description());
+            }
+        }
+    })
+}
+
 pub fn run(args: PubArgs, tool: Tool) -> ExitCode {
     let quiet = args.common.quiet;
     match run_inner(args, tool) {
@@ -112,9 +132,13 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     let qos = setup.qos;
     let properties = setup.properties.publish.clone();
     let disconnect_props = setup.properties.disconnect.clone();
+    let (debug, quiet) = (args.common.debug, args.common.quiet);
     let mut options = setup.options;
     options.event_capacity = 16;
     options.max_inflight = args.max_inflight;
+    if version.is_v5() && !quiet {
+        options.on_packet = Some(warn_failed_publishes(options.on_packet.take()));
+    }
     let make = move |payload: Bytes| {
         let mut p = Publish::new(topic.clone(), payload);
         p.qos = qos;
@@ -123,7 +147,8 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
         p
     };
     runtime()?.block_on(async move {
-        let (client, _events, _) = connect(options).await.map_err(|e| connect_failure(&e, version, true))?;
+        let (client, _events, _) =
+            connect(options).await.map_err(|e| connect_failure(&e, version, true, debug))?;
         let publish_error = |e: midge_client::Error| Failure::new(format!("Error: {e}"), 1);
         match source {
             Source::Once(payload) => {

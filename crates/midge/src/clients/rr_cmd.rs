@@ -63,6 +63,15 @@ pub fn run(args: RrArgs, tool: Tool) -> ExitCode {
 
 fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     let setup = args.common.setup(tool, ProtocolVersion::V5)?;
+    // mosquitto_rr checks both topics as it reads its options, before anything else.
+    for (what, t) in [("publish", &args.topic), ("response", &args.response_topic)] {
+        if let Some(t) = t.as_deref().filter(|t| midge_codec::validate_topic_name(t).is_err()) {
+            return Err(Failure::usage(
+                tool,
+                format!("Error: Invalid {what} topic '{t}', does it contain '+' or '#'?"),
+            ));
+        }
+    }
     let topic = args.topic.clone().or(setup.url_topic.clone());
     let (Some(topic), Some(response)) = (topic, args.response_topic.clone()) else {
         return Err(Failure::usage(
@@ -95,7 +104,7 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     let output = OutputOptions { verbose: args.verbose, eol: !args.no_eol, pretty: args.pretty, format };
     let version = setup.version;
     let qos = setup.qos;
-    let quiet = args.common.quiet;
+    let (debug, quiet) = (args.common.debug, args.common.quiet);
     let mut request = Publish::new(topic, payload);
     request.qos = qos;
     if version.is_v5() {
@@ -104,10 +113,17 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     }
     runtime()?.block_on(async move {
         let (client, mut events, _) =
-            connect(setup.options).await.map_err(|e| connect_failure(&e, version, false))?;
+            connect(setup.options).await.map_err(|e| connect_failure(&e, version, false, debug))?;
         let work = async {
             let sub = Subscribe::new(0, response.clone(), SubscriptionOptions::qos(qos));
-            client.subscribe(sub).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+            let ack = client.subscribe(sub).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+            if let Some(refused) = ack.reason_codes.first().filter(|c| c.is_error()) {
+                // As mosquitto_rr: the reason on standard error, no request, exit code 0.
+                if !quiet {
+                    eprintln!("{}", refused.description());
+                }
+                return Ok(());
+            }
             client.publish(request).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
             while let Some(ev) = events.recv().await {
                 match ev {

@@ -273,18 +273,25 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
     }
     let disconnect_props = setup.properties.disconnect.clone();
     let exit_after_subscribe = args.exit_after_subscribe;
+    let debug = args.common.debug;
     runtime()?.block_on(async move {
-        let (client, mut events, _) = connect(setup.options).await.map_err(|e| connect_failure(&e, version, false))?;
+        let (client, mut events, _) = connect(setup.options).await.map_err(|e| connect_failure(&e, version, false, debug))?;
         let work = async {
             let ack = client.start_subscribe(subscribe).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
             if let Some(u) = unsubscribe {
                 let _ = client.start_unsubscribe(u).await;
             }
             let ack = ack.await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+            if !ack.reason_codes.is_empty() && ack.reason_codes.iter().all(|c| c.is_error()) {
+                // As mosquitto_sub: nothing to wait for; it disconnects and exits 0.
+                if !quiet {
+                    eprintln!("All subscription requests were denied.");
+                }
+                return Ok(());
+            }
             if exit_after_subscribe {
                 return Ok(());
             }
-            let _ = ack;
             loop {
                 tokio::select! {
                     note = notes.recv() => match note {
