@@ -26,7 +26,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no broker on $1" >&2; exit 1; }
 
-start_broker() { # name port -> pid
+start_broker() { # name port; sets broker_pid (a child of this shell, so that wait works)
     local name=$1 port=$2
     case $name in
         midge)
@@ -41,7 +41,7 @@ start_broker() { # name port -> pid
             ulimit -n 20000 2>/dev/null || true
             rumqttd -q -c "$work/rumqttd.toml" >"$work/rumqttd.log" 2>&1 & ;;
     esac
-    echo $!
+    broker_pid=$!
 }
 
 json() { "$MIDGE" bench "$@" --json --quiet; }
@@ -51,7 +51,7 @@ command -v rumqttd >/dev/null 2>&1 && brokers+=(rumqttd)
 declare -A results
 for b in "${brokers[@]}"; do
     port=$(free_port)
-    pid=$(start_broker "$b" "$port"); pids+=("$pid")
+    start_broker "$b" "$port"; pid=$broker_pid; pids+=("$pid")
     wait_port "$port"
     echo "== $b (pid $pid, port $port)" >&2
     results[$b,pairs]=$(json pairs -p "$port" -n 4 -d "$DURATION" --inflight "$WINDOW")
@@ -64,10 +64,12 @@ for b in "${brokers[@]}"; do
     "$MIDGE" bench conn -p "$port" -n "$IDLE" --hold $((DURATION + 15)) --quiet --source 127.0.0.2,127.0.0.3 > "$work/idle.txt" 2>&1 &
     idle=$!
     for _ in $(seq 1 300); do grep -q "connections open" "$work/idle.txt" 2>/dev/null && break; sleep 0.1; done
-    results[$b,idle]=$(cat "$work/idle.txt" | head -1)
+    grep -q "connections open" "$work/idle.txt" || echo "warning: $b: the idle connections were not all open after 30 s" >&2
+    results[$b,idle]=$(grep -m1 "connections open" "$work/idle.txt" || true)
     results[$b,latency_idle]=$(json pairs -p "$port" -n 4 -r 5000 -d "$DURATION")
     kill "$idle" 2>/dev/null || true; wait "$idle" 2>/dev/null || true
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || echo "warning: $b had exited before the end of its runs" >&2
+    wait "$pid" 2>/dev/null || true
 done
 
 export RESULTS_JSON

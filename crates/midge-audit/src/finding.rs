@@ -45,10 +45,16 @@ pub enum Kind {
     AnonymousNetwork,
     /// No ACL, and clients can connect from the network.
     NoAcl,
+    /// The ACL grants by user name, and a listener lets clients name themselves.
+    UnverifiedUserNames,
     /// A secret file (or ACL) readable by every local user.
     FileWorldReadable,
     /// A secret file readable by its group.
     FileGroupReadable,
+    /// A file that decides who gets in, writable by every local user.
+    FileWorldWritable,
+    /// A file that decides who gets in, writable by its group.
+    FileGroupWritable,
     /// A file the configuration names does not exist.
     FileMissing,
     /// A file the configuration names cannot be read.
@@ -84,8 +90,11 @@ impl Kind {
             Kind::PasswordWithoutTls => "password-without-tls",
             Kind::AnonymousNetwork => "anonymous-network",
             Kind::NoAcl => "no-acl",
+            Kind::UnverifiedUserNames => "unverified-user-names",
             Kind::FileWorldReadable => "file-world-readable",
             Kind::FileGroupReadable => "file-group-readable",
+            Kind::FileWorldWritable => "file-world-writable",
+            Kind::FileGroupWritable => "file-group-writable",
             Kind::FileMissing => "file-missing",
             Kind::FileUnreadable => "file-unreadable",
             Kind::PasswordFileInvalid => "password-file-invalid",
@@ -148,6 +157,16 @@ impl Finding {
 /// `HIGH broker.conf:12: passwords accepted on ...`
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.severity.label(), self.at, self.message)
+        // Messages quote certificate subjects and user names from files: a control
+        // character there must not reach the terminal as one.
+        write!(f, "{} {}: ", self.severity.label(), self.at)?;
+        for c in self.message.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }

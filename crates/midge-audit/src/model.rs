@@ -54,6 +54,8 @@ pub struct Tls {
     pub crlfile: Option<Setting<String>>,
     /// `require_certificate`.
     pub require_certificate: Option<Setting<bool>>,
+    /// `use_identity_as_username` or `use_subject_as_username`: the certificate names the user.
+    pub identity_as_username: Option<Setting<bool>>,
     /// `tls_version`, as written.
     pub tls_version: Option<Setting<String>>,
     /// `psk_hint`: the listener speaks TLS-PSK.
@@ -69,6 +71,11 @@ impl Tls {
     /// True when clients must present a certificate.
     pub fn requires_certificate(&self) -> bool {
         self.require_certificate.as_ref().is_some_and(|s| s.value)
+    }
+
+    /// True when the user name of every client comes from its certificate.
+    pub fn names_users_by_certificate(&self) -> bool {
+        self.requires_certificate() && self.identity_as_username.as_ref().is_some_and(|s| s.value)
     }
 }
 
@@ -149,6 +156,8 @@ const LISTENER_OPTIONS: &[&str] = &[
     "capath",
     "crlfile",
     "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
     "tls_version",
     "psk_hint",
     "bind_interface",
@@ -293,6 +302,11 @@ fn set_listener_option(l: &mut Listener, d: &Directive) -> Option<String> {
         "capath" => path(d).map(|s| tls.capath = Some(s)),
         "crlfile" => path(d).map(|s| tls.crlfile = Some(s)),
         "require_certificate" => boolean(d).map(|s| tls.require_certificate = Some(s)),
+        "use_identity_as_username" | "use_subject_as_username" => boolean(d).map(|s| {
+            if s.value || tls.identity_as_username.is_none() {
+                tls.identity_as_username = Some(s)
+            }
+        }),
         "tls_version" => {
             tls.tls_version = Some(Setting { value: d.value.clone(), at: at(d) });
             Ok(())

@@ -98,7 +98,7 @@ fn cases() -> Vec<Case> {
                      cafile ca.crt\ncrlfile crl.pem\nrequire_certificate true\ntls_version tlsv1.2\n\
                      password_file passwd\nacl_file acl\n",
             options: defaults,
-            expected: &["LOW broker.conf:1 password-without-tls"],
+            expected: &["INFO broker.conf:1 password-without-tls"],
         },
         Case {
             name: "clean: mutual TLS only, no passwords",
@@ -110,6 +110,17 @@ fn cases() -> Vec<Case> {
                      use_identity_as_username true\nacl_file acl\n",
             options: defaults,
             expected: &[],
+        },
+        Case {
+            name: "anonymous allowed and an ACL by user name: user names claimed, except where certificates name them",
+            setup: |f| {
+                f.tls().file("acl", "topic read public/#\nuser sensor-1\ntopic write s/1/#\n", 0o600);
+            },
+            config: "listener 1883 127.0.0.1\nlistener 8883\ncertfile server.crt\nkeyfile server.key\n\
+                     cafile ca.crt\ncrlfile crl.pem\nrequire_certificate true\nuse_identity_as_username true\n\
+                     allow_anonymous true\nacl_file acl\n",
+            options: defaults,
+            expected: &["MEDIUM broker.conf:1 unverified-user-names"],
         },
         Case {
             name: "no listener: local only mode, anonymous is fine",
@@ -125,7 +136,7 @@ fn cases() -> Vec<Case> {
             },
             config: "\npassword_file passwd\n",
             options: defaults,
-            expected: &["LOW broker.conf:2 password-without-tls"],
+            expected: &["INFO broker.conf:2 password-without-tls"],
         },
         Case {
             name: "passwords on a plain network listener",
@@ -175,6 +186,19 @@ fn cases() -> Vec<Case> {
                 "HIGH broker.conf:1 file-world-readable",
                 "LOW broker.conf:2 file-world-readable",
                 "LOW broker.conf:5 file-group-readable",
+            ],
+        },
+        Case {
+            name: "writable files: a world-writable password file, a group-writable ACL",
+            setup: |f| {
+                f.passwd("passwd", &[("alice", 10_000)], 0o602).file("acl", "", 0o620);
+            },
+            config: "listener 1883 127.0.0.1\npassword_file passwd\nacl_file acl\n",
+            options: defaults,
+            expected: &[
+                "HIGH broker.conf:2 file-world-writable",
+                "MEDIUM broker.conf:3 file-group-writable",
+                "INFO broker.conf:1 password-without-tls",
             ],
         },
         Case {
@@ -350,8 +374,8 @@ fn cases() -> Vec<Case> {
                      allow_anonymous yes\nbridge_cafile x\n",
             options: defaults,
             expected: &[
-                "LOW broker.conf:1 password-without-tls",
-                "LOW broker.conf:2 password-without-tls",
+                "INFO broker.conf:1 password-without-tls",
+                "INFO broker.conf:2 password-without-tls",
                 "INFO broker.conf:3 unknown-option",
                 "INFO broker.conf:5 invalid-value",
             ],
@@ -406,8 +430,8 @@ fn the_readme_example_message() {
         [
             "HIGH broker.conf:3: passwords accepted on listener 1883 (0.0.0.0) without TLS: they cross the network in \
              clear text; add certfile/keyfile, or bind it to 127.0.0.1",
-            "LOW broker.conf:4: passwords accepted on listener 1884 (127.0.0.1) without TLS; it is loopback-only, so \
-             only local users who can capture loopback traffic could read them; add certfile/keyfile to close that too",
+            "INFO broker.conf:4: passwords accepted on listener 1884 (127.0.0.1) without TLS; it is loopback-only, \
+             and only root can capture loopback traffic",
         ]
     );
 }

@@ -187,8 +187,9 @@ async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Err
     let mut rbuf = BytesMut::with_capacity(1024);
     loop {
         if let Some(&first) = rbuf.first() {
-            // CONNECT, SUBSCRIBE and UNSUBSCRIBE are packets no server sends: something
-            // else is talking (a TLS listener answering in TLS, say).
+            // The server's first packet is CONNACK [MQTT-3.2.0-1]; CONNECT, SUBSCRIBE and
+            // UNSUBSCRIBE are packets no server sends: something else is talking (a TLS
+            // listener answering in TLS, say), reported as mosquitto's clients do.
             let command = first & 0xF0;
             if matches!(command, 0x10 | 0x80 | 0xA0) {
                 return Err(Error::new(Kind::Unrecognised(command)));

@@ -24,7 +24,7 @@ fn stdout(o: &Output) -> String {
 fn exit_codes_text_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "acl", "user alice\ntopic alice/#\n", 0o600);
+    write(d, "acl", "topic read public/#\n", 0o600);
     write(d, "clean.conf", "listener 1883 127.0.0.1\nallow_anonymous true\nacl_file acl\n", 0o644);
     write(d, "weak.conf", "acl_file acl\nlistener 1883\nallow_anonymous true\nfrobnicate 1\n", 0o644);
 
@@ -94,13 +94,16 @@ fn readme_secure_configuration() -> (Vec<String>, String, String) {
         .iter()
         .flat_map(|b| b.lines())
         .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| l.starts_with("midge cert ") && !l.contains("revoke") && !l.contains("list"))
+        .filter(|l| {
+            (l.starts_with("midge cert ") && !l.contains("revoke") && !l.contains("list"))
+                || l.starts_with("midge passwd ")
+        })
         .map(str::to_owned)
         .collect();
     let block = |first: &str| {
         blocks.iter().map(|b| b.trim_start()).find(|b| b.starts_with(first)).unwrap().to_owned()
     };
-    (commands, block("listener "), block("topic "))
+    (commands, block("listener "), block("user "))
 }
 
 #[test]
@@ -109,8 +112,14 @@ fn the_readme_secure_configuration_is_clean() {
     assert!(commands.len() >= 3 && conf.contains("require_certificate true") && acl.contains("topic"));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    assert!(commands.iter().any(|c| c.starts_with("midge passwd -c passwd ")), "{commands:?}");
     for c in &commands {
-        let args: Vec<&str> = c.split_whitespace().skip(1).collect();
+        let mut args: Vec<&str> = c.split_whitespace().skip(1).collect();
+        if args[0] == "passwd" {
+            // The README's prompt, answered on the command line: passwd -c -b FILE USER PASSWORD.
+            args.insert(2, "-b");
+            args.push("a-long-password");
+        }
         let o = midge(d, &args);
         assert!(o.status.success(), "{c}: {o:?}");
     }
@@ -122,11 +131,11 @@ fn the_readme_secure_configuration_is_clean() {
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
     assert!(
         lines[0].starts_with("LOW broker.conf:") && lines[0].contains("acl_file acl is readable by every"),
         "{text}"
     );
+    assert!(lines[1..lines.len() - 1].iter().all(|l| l.starts_with("INFO ")), "{text}");
     std::fs::set_permissions(d.join("acl"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = midge(d, &["audit", "-c", "broker.conf"]);
     let text = stdout(&o);

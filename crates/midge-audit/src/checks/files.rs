@@ -1,5 +1,6 @@
 //! The files the configuration names: that they exist and can be read, and that secrets
-//! (password file, private keys, pre-shared keys) are not readable by other users.
+//! (password file, private keys, pre-shared keys) are not readable by other users, and
+//! nothing that decides who gets in is writable by them.
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
@@ -95,6 +96,22 @@ fn check_file(cx: &Context<'_>, option: &str, s: &Setting<String>, role: Role, o
         );
     }
     let mode = meta.permissions().mode() & 0o777;
+    // Whoever can write a password file, ACL, key or certificate decides who gets in.
+    if !matches!(role, Role::Directory) && mode & 0o022 != 0 {
+        let (severity, kind, who) = if mode & 0o002 != 0 {
+            (Severity::High, Kind::FileWorldWritable, "every local user")
+        } else {
+            (Severity::Medium, Kind::FileGroupWritable, "its group")
+        };
+        finding(
+            severity,
+            kind,
+            format!(
+                "{option} {shown} is writable by {who} (mode {mode:04o}): whoever can write it decides who \
+                 gets in; chmod go-w it"
+            ),
+        );
+    }
     match role {
         Role::Secret { why } if mode & 0o004 != 0 => finding(
             Severity::High,

@@ -4,34 +4,38 @@
 //! listeners, `allow_anonymous` defaults to false.
 use super::Context;
 use crate::finding::{Finding, Kind, Severity};
+use crate::model::{Listener, Security};
 
 pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
     let m = cx.model;
+    // Passwords on loopback only: capturing loopback traffic takes root (or CAP_NET_RAW),
+    // which reads the password file and the broker's memory anyway, so it is a note.
     if m.local_only() {
         if let Some(at) = m.global.password_source() {
             out.push(Finding::new(
-                Severity::Low,
+                Severity::Info,
                 Kind::PasswordWithoutTls,
                 at.clone(),
                 "passwords accepted on the default listener 1883 (127.0.0.1, local only mode: no listener \
-                 is configured) without TLS: only local users who can capture loopback traffic could read \
-                 them; add a TLS listener for clients that send passwords",
+                 is configured) without TLS: only root can capture loopback traffic; add a TLS listener for \
+                 clients on other machines",
             ));
         }
         return;
     }
     for l in &m.listeners {
         let security = m.security_of(l);
+        unverified_user_names(cx, l, security, out);
         let local = l.is_local();
         if security.password_source().is_some() && !l.tls.enabled() {
             out.push(if local {
                 Finding::new(
-                    Severity::Low,
+                    Severity::Info,
                     Kind::PasswordWithoutTls,
                     l.at.clone(),
                     format!(
-                        "passwords accepted on {} without TLS; it is loopback-only, so only local users who \
-                         can capture loopback traffic could read them; add certfile/keyfile to close that too",
+                        "passwords accepted on {} without TLS; it is loopback-only, and only root can capture \
+                         loopback traffic",
                         l.name()
                     ),
                 )
@@ -81,4 +85,33 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
             ));
         }
     }
+}
+
+/// Anonymous clients allowed, no password check and no certificate names: a client's user
+/// name is whatever it says. When the ACL grants rights by user name, any client that can
+/// reach the listener (a local process too) takes those rights by claiming the name.
+fn unverified_user_names(cx: &Context<'_>, l: &Listener, security: &Security, out: &mut Vec<Finding>) {
+    let anonymous = security.allow_anonymous.as_ref().is_some_and(|a| a.value);
+    if !anonymous || security.password_source().is_some() || !security.plugins.is_empty() {
+        return;
+    }
+    if l.tls.names_users_by_certificate() {
+        return;
+    }
+    let Some(acl) = &security.acl_file else { return };
+    let Ok(text) = std::fs::read_to_string(cx.path(&acl.value)) else { return };
+    let mut users = text.lines().filter_map(|line| line.trim().strip_prefix("user ")).map(str::trim);
+    let Some(user) = users.next() else { return };
+    out.push(Finding::new(
+        Severity::Medium,
+        Kind::UnverifiedUserNames,
+        l.at.clone(),
+        format!(
+            "{} lets clients in without a password or a certificate, and the ACL ({}) grants rights by user \
+             name: a client that says it is '{user}' gets '{user}''s rights; add a password_file, or \
+             allow_anonymous false",
+            l.name(),
+            acl.at
+        ),
+    ));
 }

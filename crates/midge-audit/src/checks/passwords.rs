@@ -3,7 +3,7 @@
 //! broker's hash parser, so that every bad line is reported, not only the first.
 use std::collections::HashSet;
 
-use midge_broker::auth::password::{Hash, DEFAULT_ITERATIONS};
+use midge_broker::auth::password::{self, Hash, DEFAULT_ITERATIONS};
 
 use super::Context;
 use crate::finding::{Finding, Kind, Location, Severity};
@@ -33,13 +33,9 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
 }
 
 fn check_text(text: &str, file: &str, min_iterations: u32, out: &mut Vec<Finding>) {
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let at = Location::new(file, i + 1);
-        let Some((user, hash)) = line.split_once(':') else {
+    for l in password::lines(text) {
+        let at = Location::new(file, l.number);
+        let Some(user) = l.user else {
             out.push(Finding::new(
                 Severity::Medium,
                 Kind::PasswordFileInvalid,
@@ -48,7 +44,7 @@ fn check_text(text: &str, file: &str, min_iterations: u32, out: &mut Vec<Finding
             ));
             continue;
         };
-        match Hash::parse(hash) {
+        match l.hash {
             Err(why) => out.push(Finding::new(
                 Severity::Medium,
                 Kind::PasswordFileInvalid,

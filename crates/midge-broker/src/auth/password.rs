@@ -169,6 +169,35 @@ pub struct PasswordFile {
     pub entries: Vec<(String, Hash)>,
 }
 
+/// One entry line of a password file: its number (from 1), the user name (`None` when the
+/// line has no `:`) and the hash, or what is wrong with it.
+#[derive(Debug)]
+pub struct Line<'a> {
+    /// The line number, from 1.
+    pub number: usize,
+    /// The text before the first `:`.
+    pub user: Option<&'a str>,
+    /// The hash after it, or what is wrong with the line.
+    pub hash: Result<Hash, String>,
+}
+
+/// The entry lines of password file text, as mosquitto reads them: every line that is not
+/// blank or a `#` comment. [`PasswordFile::parse`] stops at the first bad one; `midge
+/// audit` reports each.
+pub fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
+    text.lines().enumerate().filter_map(|(i, raw)| {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let (user, hash) = match line.split_once(':') {
+            None => (None, Err("expected user:hash".to_owned())),
+            Some((user, hash)) => (Some(user), Hash::parse(hash)),
+        };
+        Some(Line { number: i + 1, user, hash })
+    })
+}
+
 impl PasswordFile {
     /// Reads and parses a file; every bad line is an error naming the line.
     pub fn load(path: &Path) -> Result<PasswordFile, PasswordFileError> {
@@ -182,17 +211,10 @@ impl PasswordFile {
     /// Parses password file text.
     pub fn parse(text: &str, path: &str) -> Result<PasswordFile, PasswordFileError> {
         let mut entries = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim_end_matches('\r');
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err =
-                |message: String| PasswordFileError::Line { path: path.to_owned(), line: i + 1, message };
-            let Some((user, hash)) = line.split_once(':') else {
-                return Err(err("expected user:hash".into()));
-            };
-            entries.push((user.to_owned(), Hash::parse(hash).map_err(err)?));
+        for l in lines(text) {
+            let err = |message| PasswordFileError::Line { path: path.to_owned(), line: l.number, message };
+            let hash = l.hash.map_err(err)?;
+            entries.push((l.user.unwrap_or_default().to_owned(), hash));
         }
         Ok(PasswordFile { entries })
     }

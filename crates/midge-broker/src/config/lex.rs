@@ -57,7 +57,7 @@ pub enum LexError {
         message: String,
     },
     /// `include_dir` nested deeper than [`MAX_INCLUDE_DEPTH`].
-    #[error("{file}:{line}: include_dir nested more than 16 deep: does a directory include itself?")]
+    #[error("{file}:{line}: include_dir nested more than {MAX_INCLUDE_DEPTH} deep: does a directory include itself?")]
     TooDeep {
         /// The file with the `include_dir` line.
         file: String,

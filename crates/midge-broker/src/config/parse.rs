@@ -1,6 +1,6 @@
 //! The mosquitto.conf format: one option per line, `#` comments, values after the name.
 //! Every error names the file, the line and what is wrong.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::lex::{lex_file_including, lex_str, Directive, LexError};
 use super::{Config, Listener, TlsVersion};
@@ -8,14 +8,9 @@ use super::{Config, Listener, TlsVersion};
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read {path}: {message}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        message: String,
-    },
+    /// The file, or a directory it includes, cannot be read.
+    #[error(transparent)]
+    Include(#[from] LexError),
     /// A line is wrong.
     #[error("{file}:{line}: {message}")]
     Line {
@@ -31,6 +26,10 @@ pub enum ConfigError {
 /// Security options midge does not implement yet: refused, because running without them
 /// would leave open what the user meant to close.
 const SECURITY_NOT_YET: &[&str] = &[
+    "accept_protocol_versions",
+    "bind_interface",
+    "clientid_prefixes",
+    "mount_point",
     "acl_file",
     "password_file",
     "psk_file",
@@ -46,18 +45,26 @@ const SECURITY_NOT_YET: &[&str] = &[
     "use_subject_as_username",
 ];
 
+/// Options that restrict who connects or what they see when set to one value (given here):
+/// midge does not have them yet, and ignoring them would run the broker less secure than
+/// its configuration says, so that value is refused. The other value is what midge does.
+const RESTRICTING_VALUE: &[(&str, bool)] = &[
+    // Security options per listener instead of for all (midge applies them to every listener).
+    ("per_listener_settings", true),
+    ("use_username_as_clientid", true),
+    ("allow_zero_length_clientid", false),
+    ("check_retain_source", true),
+];
+
 /// Options of mosquitto that midge knows of but does not implement yet: accepted with a
 /// warning, so a mosquitto configuration still starts.
 const NOT_YET: &[&str] = &[
     "allow_duplicate_messages",
-    "allow_zero_length_clientid",
     "auth_plugin",
     "auth_opt_",
     "auto_id_prefix",
     "autosave_interval",
     "autosave_on_changes",
-    "bind_interface",
-    "check_retain_source",
     "ciphers",
     "ciphers_tls1.3",
     "connection",
@@ -107,7 +114,6 @@ const NOT_YET: &[&str] = &[
     "idle_timeout",
     "local_",
     "max_topic_alias",
-    "accept_protocol_versions",
 ];
 
 /// The options [`parse_directives`] reads.
@@ -140,37 +146,21 @@ const IMPLEMENTED: &[&str] = &[
     "max_queued_messages",
     "max_connections",
     "include_dir",
-    "per_listener_settings",
-    "use_username_as_clientid",
-    "clientid_prefixes",
-    "mount_point",
 ];
 
 /// True when `name` is an option midge knows: one it reads, one it refuses (a security
 /// option it does not have), or a mosquitto option it accepts with a warning.
 pub fn is_known_option(name: &str) -> bool {
     IMPLEMENTED.contains(&name)
+        || RESTRICTING_VALUE.iter().any(|(o, _)| *o == name)
         || SECURITY_NOT_YET.contains(&name)
         || NOT_YET.iter().any(|k| name == *k || (k.ends_with('_') && name.starts_with(k)))
 }
 
-/// Reads a configuration file.
 /// Reads a configuration file, with the files of its `include_dir` lines in their place
 /// (relative directories from the working directory, as mosquitto takes them).
 pub fn parse_file(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
-    let directives = lex_file_including(path, Path::new("")).map_err(|e| match e {
-        LexError::Read { path, message } => ConfigError::Read { path, message },
-        LexError::IncludeDir { file, line, dir, message } => ConfigError::Line {
-            file,
-            line,
-            message: format!("cannot read include_dir {}: {message}", dir.display()),
-        },
-        LexError::TooDeep { file, line } => ConfigError::Line {
-            file,
-            line,
-            message: "include_dir nested more than 16 deep: does a directory include itself?".into(),
-        },
-    })?;
+    let directives = lex_file_including(path, Path::new(""))?;
     let (mut config, warnings) = parse_directives(&directives)?;
     config.source = Some(path.to_owned());
     Ok((config, warnings))
@@ -187,6 +177,11 @@ pub fn parse_str(text: &str, file: &str) -> Result<(Config, Vec<String>), Config
 pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>), ConfigError> {
     let mut config = Config::default();
     let mut warnings = Vec::new();
+    // As mosquitto: `port`, `bind_address` and listener options written before any
+    // `listener` line belong to one default listener (port 1883 unless `port` says);
+    // listener options after a `listener` line belong to that listener.
+    let mut default_listener: Option<usize> = None;
+    let mut current: Option<usize> = None;
     for d in directives {
         let (file, line, name) = (d.file.as_str(), d.line, d.name.as_str());
         let err = |message: String| ConfigError::Line { file: file.to_owned(), line, message };
@@ -213,12 +208,17 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                 let mut l = Listener::new(port, bind);
                 l.origin = Some(format!("{file}:{line}"));
                 config.listeners.push(l);
+                current = Some(config.listeners.len() - 1);
             }
             "port" => {
                 let port = parse_port(one("a port number")?).map_err(&err)?;
-                let mut l = Listener::new(port, None);
-                l.origin = Some(format!("{file}:{line}"));
-                config.listeners.push(l);
+                let i = *default_listener.get_or_insert_with(|| push_default(&mut config, file, line));
+                config.listeners[i].port = port;
+            }
+            "bind_address" => {
+                let addr = one("an address")?;
+                let i = *default_listener.get_or_insert_with(|| push_default(&mut config, file, line));
+                config.listeners[i].bind = Some(addr.to_owned());
             }
             "certfile"
             | "keyfile"
@@ -233,10 +233,11 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
             | "ciphers_tls1.3"
             | "protocol" => {
                 let value = one("a value")?;
-                let Some(l) = config.listeners.last_mut() else {
-                    return Err(err(format!("{name} must follow a listener line (listener PORT [ADDRESS])")));
+                let i = match current {
+                    Some(i) => i,
+                    None => *default_listener.get_or_insert_with(|| push_default(&mut config, file, line)),
                 };
-                let tls = &mut l.tls;
+                let tls = &mut config.listeners[i].tls;
                 match name {
                     "certfile" => tls.certfile = Some(value.into()),
                     "keyfile" => tls.keyfile = Some(value.into()),
@@ -306,13 +307,6 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                     })?;
                 config.auth_failure_delay_ms = (secs * 1000.0) as u64;
             }
-            "bind_address" => {
-                let addr = one("an address")?;
-                match config.listeners.last_mut() {
-                    Some(l) => l.bind = Some(addr.to_owned()),
-                    None => return Err(err("bind_address must follow port or listener".into())),
-                }
-            }
             "allow_anonymous" => {
                 config.allow_anonymous = Some(parse_bool(one("true or false")?).map_err(&err)?)
             }
@@ -342,25 +336,14 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
             }
             // Options that restrict who connects or what they see: ignoring them would run
             // the broker less secure than its configuration says, so midge refuses to start.
-            "per_listener_settings" => {
-                if parse_bool(one("true or false")?).map_err(&err)? {
-                    return Err(err("per_listener_settings true is not supported by midge yet: its \
-                                    security options apply to every listener; refusing to start"
-                        .into()));
+            other if RESTRICTING_VALUE.iter().any(|(o, _)| *o == other) => {
+                let restricting =
+                    RESTRICTING_VALUE.iter().find(|(o, _)| *o == other).is_some_and(|(_, v)| *v);
+                if parse_bool(one("true or false")?).map_err(&err)? == restricting {
+                    return Err(err(format!(
+                        "{other} {restricting} is not supported by midge yet; refusing to start without it"
+                    )));
                 }
-            }
-            "use_username_as_clientid" => {
-                if parse_bool(one("true or false")?).map_err(&err)? {
-                    return Err(err(
-                        "use_username_as_clientid true is not supported by midge yet; refusing to start without it"
-                            .into(),
-                    ));
-                }
-            }
-            "clientid_prefixes" | "mount_point" => {
-                return Err(err(format!(
-                    "option '{name}' is not supported by midge yet; refusing to start without it"
-                )))
             }
             // parse_file puts the files of an include_dir in its place; text has no directory.
             "include_dir" => {
@@ -393,6 +376,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "false" => Ok(false),
         _ => Err(format!("invalid value '{s}': expected true or false")),
     }
+}
+
+/// mosquitto's default listener: 1883 on every address until `port` / `bind_address` say.
+fn push_default(config: &mut Config, file: &str, line: usize) -> usize {
+    let mut l = Listener::new(1883, None);
+    l.origin = Some(format!("{file}:{line}"));
+    config.listeners.push(l);
+    config.listeners.len() - 1
 }
 
 /// The unsigned integer types options are read into, with their range for messages.
@@ -454,8 +445,7 @@ mod tests {
             ),
             (
                 "per_listener_settings true\n",
-                "t.conf:1: per_listener_settings true is not supported by midge yet: its security options \
-                 apply to every listener; refusing to start",
+                "t.conf:1: per_listener_settings true is not supported by midge yet; refusing to start without it",
             ),
             (
                 "mount_point a/\n",
@@ -463,7 +453,6 @@ mod tests {
             ),
             ("max_keepalive\n", "t.conf:1: max_keepalive needs a value (seconds, 0-65535)"),
             ("frobnicate 1\n", "t.conf:1: unknown option 'frobnicate'"),
-            ("bind_address 1.2.3.4\n", "t.conf:1: bind_address must follow port or listener"),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
@@ -515,10 +504,10 @@ mod tests {
         assert!(tls.enabled() && tls.require_certificate && tls.use_identity_as_username);
         assert_eq!(tls.min_version, Some(TlsVersion::V1_3));
         assert_eq!(tls.crlfile.as_deref(), Some(Path::new("crl.pem")));
-        assert_eq!(
-            parse_str("certfile x\n", "t").unwrap_err().to_string(),
-            "t:1: certfile must follow a listener line (listener PORT [ADDRESS])"
-        );
+        // Before any listener line: mosquitto's default listener, 1883 on every address.
+        let (c, _) = parse_str("certfile x\nkeyfile y\nlistener 1884 127.0.0.1\n", "t").unwrap();
+        assert_eq!((c.listeners[0].port, c.listeners[0].bind.as_deref()), (1883, None));
+        assert!(c.listeners[0].tls.enabled() && !c.listeners[1].tls.enabled());
         assert_eq!(
             parse_str("listener 1\ntls_version tlsv1.1\n", "t").unwrap_err().to_string(),
             "t:2: tls_version tlsv1.1 is not supported: versions below TLS 1.2 are insecure"
@@ -526,12 +515,30 @@ mod tests {
     }
 
     #[test]
+    fn port_and_bind_address_set_the_default_listener_wherever_they_are() {
+        // The review's example: bind_address after a listener line is still the default
+        // listener's, and a second `port` moves it rather than adding a listener.
+        let text =
+            "listener 8883 127.0.0.1\nbind_address 0.0.0.0\nport 1883\nport 1884\nbind_address 127.0.0.1\n";
+        let (c, _) = parse_str(text, "t").unwrap();
+        let got: Vec<_> = c.listeners.iter().map(|l| (l.port, l.bind.as_deref())).collect();
+        assert_eq!(got, [(8883, Some("127.0.0.1")), (1884, Some("127.0.0.1"))]);
+        assert!(c.listeners.iter().all(Listener::is_local));
+    }
+
+    #[test]
     fn every_implemented_option_is_read() {
         for name in IMPLEMENTED {
+            // Without its value, an option with a match arm of its own asks for the value;
+            // one that fell through to the refused or ignored lists would say so instead.
             let text = format!("listener 1\n{name}\n");
-            if let Err(e) = parse_str(&text, "t") {
-                assert!(!e.to_string().contains("unknown option"), "{name}: {e}");
-            }
+            let e = parse_str(&text, "t").map(|_| ()).unwrap_err().to_string();
+            assert!(
+                e.contains("needs a value")
+                    || (*name == "listener" && e.contains("listener needs a port"))
+                    || (*name == "include_dir" && e.contains("read from a configuration file")),
+                "{name}: {e}"
+            );
             assert!(is_known_option(name));
         }
         assert!(is_known_option("bridge_cafile") && is_known_option("psk_file"));

@@ -63,7 +63,7 @@ pub fn run(args: RrArgs, tool: Tool) -> ExitCode {
 
 fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     let setup = args.common.setup(tool, ProtocolVersion::V5)?;
-    // mosquitto_rr checks both topics as it reads its options, before anything else.
+    // mosquitto_rr checks both topics as it reads its options, before it connects.
     for (what, t) in [("publish", &args.topic), ("response", &args.response_topic)] {
         if let Some(t) = t.as_deref().filter(|t| midge_codec::validate_topic_name(t).is_err()) {
             return Err(Failure::usage(
