@@ -30,19 +30,9 @@ const SECURITY_NOT_YET: &[&str] = &[
     "bind_interface",
     "clientid_prefixes",
     "mount_point",
-    "acl_file",
-    "password_file",
     "psk_file",
     "auth_plugin",
     "plugin",
-    "certfile",
-    "keyfile",
-    "cafile",
-    "capath",
-    "crlfile",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
 ];
 
 /// Options that restrict who connects or what they see when set to one value (given here):
@@ -60,13 +50,10 @@ const RESTRICTING_VALUE: &[(&str, bool)] = &[
 /// warning, so a mosquitto configuration still starts.
 const NOT_YET: &[&str] = &[
     "allow_duplicate_messages",
-    "auth_plugin",
     "auth_opt_",
     "auto_id_prefix",
     "autosave_interval",
     "autosave_on_changes",
-    "ciphers",
-    "ciphers_tls1.3",
     "connection",
     "connection_messages",
     "dhparamfile",
@@ -87,14 +74,12 @@ const NOT_YET: &[&str] = &[
     "plugin_opt_",
     "psk_hint",
     "queue_qos0_messages",
-    "retain_available",
     "set_tcp_nodelay",
     "socket_domain",
     "sys_interval",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "tls_version",
     "upgrade_outgoing_qos",
     "user",
     "websockets_headers_size",
@@ -154,7 +139,13 @@ pub fn is_known_option(name: &str) -> bool {
     IMPLEMENTED.contains(&name)
         || RESTRICTING_VALUE.iter().any(|(o, _)| *o == name)
         || SECURITY_NOT_YET.contains(&name)
-        || NOT_YET.iter().any(|k| name == *k || (k.ends_with('_') && name.starts_with(k)))
+        || not_yet(name)
+}
+
+/// True for the options of [`NOT_YET`]; an entry ending in `_` stands for every option
+/// with that prefix (`bridge_`, `auth_opt_`).
+fn not_yet(name: &str) -> bool {
+    NOT_YET.iter().any(|k| name == *k || (k.ends_with('_') && name.starts_with(k)))
 }
 
 /// Reads a configuration file, with the files of its `include_dir` lines in their place
@@ -356,7 +347,7 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                     "option '{other}' is not supported by midge yet; refusing to start without it"
                 )))
             }
-            other if NOT_YET.iter().any(|k| other == *k || (k.ends_with('_') && other.starts_with(k))) => {
+            other if not_yet(other) => {
                 warnings
                     .push(format!("{file}:{line}: option '{other}' is not supported by midge yet; ignored"));
             }
