@@ -426,3 +426,45 @@ async fn enhanced_authentication_and_re_authentication() {
     );
     s.stop().await;
 }
+
+/// A listener without an address serves IPv4 and IPv6 on one port, as mosquitto's does (one
+/// socket per family); `socket_domain` keeps it to one family.
+#[tokio::test]
+async fn a_listener_without_address_serves_ipv4_and_ipv6_on_one_port() {
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let (config, _) = parse_str("listener 0\nallow_anonymous true\n", "e2e.conf").unwrap();
+    let server = Server::bind(config).await.unwrap();
+    let addrs = server.local_addrs();
+    let port = addrs[0].port();
+    assert!(addrs[0].is_ipv4(), "{addrs:?}");
+    if ipv6 {
+        assert_eq!(addrs.len(), 2, "{addrs:?}");
+        assert!(addrs[1].is_ipv6() && addrs[1].port() == port, "{addrs:?}");
+    } else {
+        assert_eq!(addrs.len(), 1, "this machine has no IPv6: {addrs:?}");
+    }
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    let running = Running { addr: addrs[0], stop: Some(tx), task };
+    let mut targets = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    if ipv6 {
+        targets.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+    }
+    for (n, addr) in targets.into_iter().enumerate() {
+        let mut c = Raw::connect(addr, ProtocolVersion::V3_1_1, &format!("family-{n}")).await;
+        c.send(&Packet::PingReq).await;
+        assert_eq!(c.recv().await, Some(Packet::PingResp), "over {addr}");
+    }
+    running.stop().await;
+
+    let (config, _) = parse_str("listener 0\nsocket_domain ipv4\n", "e2e.conf").unwrap();
+    let server = Server::bind(config).await.unwrap();
+    assert!(server.local_addrs().iter().all(SocketAddr::is_ipv4), "{:?}", server.local_addrs());
+    if ipv6 {
+        let (config, _) = parse_str("listener 0\nsocket_domain ipv6\n", "e2e.conf").unwrap();
+        let server = Server::bind(config).await.unwrap();
+        assert!(server.local_addrs().iter().all(SocketAddr::is_ipv6), "{:?}", server.local_addrs());
+    }
+}

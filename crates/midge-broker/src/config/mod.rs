@@ -53,8 +53,10 @@ impl TlsSettings {
 pub struct Listener {
     /// TCP port (0 picks a free one).
     pub port: u16,
-    /// The address to bind; `None` binds every interface, as mosquitto does.
+    /// The address to bind; `None` binds every interface, IPv4 and IPv6, as mosquitto does.
     pub bind: Option<String>,
+    /// `socket_domain`: only IPv4 or only IPv6 addresses (`None`: both).
+    pub domain: Option<IpDomain>,
     /// Where it was declared, for messages ("file:line"), if from a file.
     pub origin: Option<String>,
     /// TLS settings; TLS is on when [`TlsSettings::enabled`].
@@ -64,7 +66,13 @@ pub struct Listener {
 impl Listener {
     /// A listener on `address:port`.
     pub fn new(port: u16, bind: Option<&str>) -> Self {
-        Listener { port, bind: bind.map(str::to_owned), origin: None, tls: TlsSettings::default() }
+        Listener {
+            port,
+            bind: bind.map(str::to_owned),
+            domain: None,
+            origin: None,
+            tls: TlsSettings::default(),
+        }
     }
 
     /// True when bound to a loopback address only.
@@ -87,16 +95,42 @@ impl Listener {
         s
     }
 
-    /// The socket addresses to bind.
+    /// The socket addresses to bind: those `bind` resolves to, or without it the IPv4 and
+    /// the IPv6 wildcard addresses (as mosquitto binds them: one socket each), kept to the
+    /// `socket_domain` family when one is set.
     pub fn addresses(&self) -> Vec<SocketAddr> {
-        match &self.bind {
+        let all: Vec<SocketAddr> = match &self.bind {
             Some(host) => {
                 use std::net::ToSocketAddrs;
                 (host.as_str(), self.port).to_socket_addrs().map(Iterator::collect).unwrap_or_default()
             }
-            None => vec![SocketAddr::from(([0, 0, 0, 0], self.port))],
+            None => vec![
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, self.port)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, self.port)),
+            ],
+        };
+        let mut out: Vec<SocketAddr> = Vec::with_capacity(all.len());
+        for a in all {
+            let wanted = match self.domain {
+                Some(IpDomain::V4) => a.is_ipv4(),
+                Some(IpDomain::V6) => a.is_ipv6(),
+                None => true,
+            };
+            if wanted && !out.contains(&a) {
+                out.push(a);
+            }
         }
+        out
     }
+}
+
+/// An address family a listener is kept to (`socket_domain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpDomain {
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
 }
 
 /// Everything the broker needs to start.

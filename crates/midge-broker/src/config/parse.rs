@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::lex::{lex_file_including, lex_str, Directive, LexError};
-use super::{Config, Listener, TlsVersion};
+use super::{Config, IpDomain, Listener, TlsVersion};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +75,6 @@ const NOT_YET: &[&str] = &[
     "psk_hint",
     "queue_qos0_messages",
     "set_tcp_nodelay",
-    "socket_domain",
     "sys_interval",
     "tls_engine",
     "tls_engine_kpass_sha1",
@@ -106,6 +105,7 @@ const IMPLEMENTED: &[&str] = &[
     "listener",
     "port",
     "bind_address",
+    "socket_domain",
     "certfile",
     "keyfile",
     "cafile",
@@ -210,6 +210,21 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                 let addr = one("an address")?;
                 let i = *default_listener.get_or_insert_with(|| push_default(&mut config, file, line));
                 config.listeners[i].bind = Some(addr.to_owned());
+            }
+            "socket_domain" => {
+                let value = one("ipv4 or ipv6")?;
+                let domain = match value {
+                    "ipv4" => IpDomain::V4,
+                    "ipv6" => IpDomain::V6,
+                    other => {
+                        return Err(err(format!("invalid socket_domain '{other}': expected ipv4 or ipv6")))
+                    }
+                };
+                let i = match current {
+                    Some(i) => i,
+                    None => *default_listener.get_or_insert_with(|| push_default(&mut config, file, line)),
+                };
+                config.listeners[i].domain = Some(domain);
             }
             "certfile"
             | "keyfile"
@@ -515,6 +530,24 @@ mod tests {
         let got: Vec<_> = c.listeners.iter().map(|l| (l.port, l.bind.as_deref())).collect();
         assert_eq!(got, [(8883, Some("127.0.0.1")), (1884, Some("127.0.0.1"))]);
         assert!(c.listeners.iter().all(Listener::is_local));
+    }
+
+    #[test]
+    fn socket_domain_keeps_a_listener_to_one_family() {
+        let (c, _) = parse_str("listener 1883\nlistener 1884\nsocket_domain ipv4\n", "t").unwrap();
+        let v4 = std::net::Ipv4Addr::UNSPECIFIED;
+        let v6 = std::net::Ipv6Addr::UNSPECIFIED;
+        // Without an address, both wildcard addresses: one socket each, as mosquitto.
+        assert_eq!(c.listeners[0].addresses(), [(v4, 1883).into(), (v6, 1883).into()]);
+        assert_eq!(c.listeners[1].addresses(), [(v4, 1884).into()]);
+        let (c, _) = parse_str("socket_domain ipv6\n", "t").unwrap();
+        assert_eq!(c.listeners[0].addresses(), [(v6, 1883).into()]);
+        let (c, _) = parse_str("listener 1 127.0.0.1\nsocket_domain ipv6\n", "t").unwrap();
+        assert!(c.listeners[0].addresses().is_empty());
+        assert_eq!(
+            parse_str("listener 1\nsocket_domain inet\n", "t").unwrap_err().to_string(),
+            "t:2: invalid socket_domain 'inet': expected ipv4 or ipv6"
+        );
     }
 
     #[test]

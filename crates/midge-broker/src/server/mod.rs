@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -103,12 +103,7 @@ impl Server {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "address does not resolve"),
                 });
             }
-            for addr in addresses {
-                let listener =
-                    listen(addr).map_err(|source| ServerError::Bind { address: addr.to_string(), source })?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|source| ServerError::Bind { address: addr.to_string(), source })?;
+            for (listener, local) in listen_all(&addresses, l.bind.is_none())? {
                 tracing::info!(
                     "Opening ipv{} listen socket on port {}{}.",
                     if local.is_ipv4() { 4 } else { 6 },
@@ -164,13 +159,71 @@ impl Server {
     }
 }
 
+/// Opens one listening socket per address of a listener. When the port is 0, the port the
+/// first socket gets is used for the others, so that a listener is one port on IPv4 and IPv6
+/// alike (tried again a few times if another program holds it on the other family). For a
+/// listener on every interface (`wildcard`), an IPv6 socket the system cannot open (no IPv6)
+/// is skipped with a warning, as long as the IPv4 one opened.
+fn listen_all(
+    addresses: &[SocketAddr],
+    wildcard: bool,
+) -> Result<Vec<(TcpListener, SocketAddr)>, ServerError> {
+    let wants_free_port = addresses.first().is_some_and(|a| a.port() == 0);
+    let mut attempt = 0;
+    'again: loop {
+        attempt += 1;
+        let mut opened: Vec<(TcpListener, SocketAddr)> = Vec::new();
+        for &addr in addresses {
+            let mut addr = addr;
+            if let Some((_, first)) = opened.first() {
+                if wants_free_port {
+                    addr.set_port(first.port());
+                }
+            }
+            let bound = listen(addr).and_then(|l| {
+                let local = l.local_addr()?;
+                Ok((l, local))
+            });
+            match bound {
+                Ok(pair) => opened.push(pair),
+                Err(e) if wildcard && addr.is_ipv6() && !opened.is_empty() && ipv6_unavailable(&e) => {
+                    tracing::warn!("Not listening on IPv6 port {}: {e}.", addr.port());
+                }
+                Err(e)
+                    if wants_free_port
+                        && !opened.is_empty()
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && attempt < 5 =>
+                {
+                    continue 'again;
+                }
+                Err(source) => return Err(ServerError::Bind { address: addr.to_string(), source }),
+            }
+        }
+        return Ok(opened);
+    }
+}
+
+/// True when an IPv6 socket fails because the system has no IPv6.
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (no IPv6 in the kernel) and EADDRNOTAVAIL (IPv6 disabled).
+    matches!(e.raw_os_error(), Some(97) | Some(99))
+}
+
 /// Opens a listening socket with SO_REUSEADDR, as servers do, and a deep backlog for
-/// reconnect storms.
+/// reconnect storms. An IPv6 socket takes IPv6 only (IPV6_V6ONLY), as mosquitto's do: the
+/// IPv4 addresses have their own socket.
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
