@@ -38,7 +38,6 @@ def test_include_dir_files_are_read_and_their_acl_enforced(tmp_path, broker_fact
 @pytest.mark.parametrize(
     "line, why",
     [
-        ("per_listener_settings true", "per_listener_settings true is not supported by midge yet"),
         ("use_username_as_clientid true", "use_username_as_clientid true is not supported by midge yet"),
         ("clientid_prefixes sensor-", "option 'clientid_prefixes' is not supported by midge yet"),
         ("mount_point tenant-a/", "option 'mount_point' is not supported by midge yet"),

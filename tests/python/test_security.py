@@ -273,6 +273,35 @@ def test_users_log_in_when_anonymous_access_is_off(brokers, pahos, tmp_path):
     assert_secret_not_logged(b)
 
 
+@pytest.mark.parametrize("broker", ["midge", "mosquitto"])
+def test_per_listener_settings_give_each_listener_its_own_security(brokers, tmp_path, broker):
+    """`per_listener_settings true`: each listener has its own allow_anonymous, password
+    file and ACL. The same configuration runs in midge and in mosquitto, with the same
+    outcome: anonymous clients on one listener, alice under her ACL on the other."""
+    pw = make_passwd(tmp_path / "passwd", {"alice": SECRET})
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic readwrite alice/#\n")
+    b = brokers("per_listener_settings true\n"
+                "listener {open} 127.0.0.1\nallow_anonymous true\n"
+                f"listener {{locked}} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\n",
+                ports=("open", "locked"), mosquitto=broker == "mosquitto")
+    # The open listener (b.port): an anonymous subscriber to everything, under no ACL.
+    mark = b.mark()
+    sub = MosquittoSub(b, ["#"], "-v", wait=False)
+    b.wait_for_log(rf"Sending SUBACK to {re.escape(sub.client_id)}\b", since=mark)  # both brokers' line
+    locked = b.ports["locked"]
+    r = mosq_pub(locked, "-t", "alice/x", "-m", "anonymous")
+    assert r.returncode != 0 and connack_code(r) == NOT_AUTHORIZED["311"], describe(r) + "\nbroker log:\n" + b.log()[-2000:]
+    for topic in ("other/x", "alice/x"):
+        r = mosq_pub(locked, "-u", "alice", "-P", SECRET, "-t", topic, "-m", "from-alice")
+        assert r.returncode == 0 and connack_code(r) == 0, describe(r) + "\nbroker log:\n" + b.log()[-2000:]
+    r = mosq_pub(b.port, "-t", "other/y", "-m", "anonymous")
+    assert r.returncode == 0 and connack_code(r) == 0, describe(r) + "\nbroker log:\n" + b.log()[-2000:]
+    # other/x was published first: had alice's ACL not applied, it would be the first line.
+    assert sub.read_lines(2) == ["alice/x from-alice", "other/y anonymous"]
+    sub.stop()
+
+
 # =======================================================================================
 # midge passwd
 # =======================================================================================

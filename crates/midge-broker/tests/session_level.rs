@@ -13,8 +13,8 @@ use midge_codec::*;
 
 fn broker(conf: &str) -> Arc<Broker> {
     let (mut config, _) = parse_str(conf, "test.conf").unwrap();
-    if config.allow_anonymous.is_none() {
-        config.allow_anonymous = Some(true);
+    if config.security.allow_anonymous.is_none() {
+        config.security.allow_anonymous = Some(true);
     }
     Broker::new(config).unwrap()
 }

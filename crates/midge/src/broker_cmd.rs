@@ -43,8 +43,8 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         let bind = if local_only { Some("127.0.0.1") } else { None };
         config.listeners.push(Listener::new(*port, bind));
     }
-    if local_only && config.allow_anonymous.is_none() {
-        config.allow_anonymous = Some(true);
+    if local_only && config.security.allow_anonymous.is_none() {
+        config.security.allow_anonymous = Some(true);
     }
     // Servers raise their open-file limit to the hard limit: each client is a file.
     match rlimit::increase_nofile_limit(u64::MAX) {

@@ -16,7 +16,7 @@ pub use enhanced::{AuthExchange, AuthMethod, AuthStep, Enhanced};
 pub use limiter::FailureLimiter;
 pub use password::{Hash, PasswordFile, PasswordFileError};
 
-use crate::config::Config;
+use crate::config::SecuritySettings;
 
 /// Why the security files cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +51,8 @@ pub struct Security {
 }
 
 impl Security {
-    /// Reads the files the configuration names.
-    pub fn load(config: &Config) -> Result<Security, SecurityError> {
+    /// Reads the files the security settings name.
+    pub fn load(config: &SecuritySettings) -> Result<Security, SecurityError> {
         let passwords =
             config.password_file.as_deref().map(PasswordFile::load).transpose()?.map(|f| f.by_user());
         let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;

@@ -233,9 +233,9 @@ impl Broker {
             let r = Refusal::new(ReasonCode::BadAuthenticationMethod, "unsupported authentication method");
             return Opening::Refused(r.connack(), r.code);
         }
-        let access = self.security.load().acl().is_some().then(|| {
+        let access = auth.security.load().acl().is_some().then(|| {
             ClientAccess::new(
-                self.security.clone(),
+                auth.security.clone(),
                 auth.username.as_ref().map(|u| u.to_string()),
                 plan.client_id.to_string(),
             )

@@ -9,7 +9,7 @@ use bytestring::ByteString;
 use midge_codec::{Auth, Connect, Packet, Properties, Property, ReasonCode};
 
 use super::Broker;
-use crate::auth::{AuthExchange, AuthMethod, AuthStep, Enhanced, Login};
+use crate::auth::{AuthExchange, AuthMethod, AuthStep, Enhanced, Login, SharedSecurity};
 
 /// What the network side knows of a connection before its CONNECT.
 #[derive(Debug, Clone)]
@@ -24,12 +24,15 @@ pub struct ConnInfo {
     /// The listener takes user names from certificates: a client without one (or with no
     /// Common Name) is refused rather than let through to password login.
     pub cert_identity_required: bool,
+    /// The listener it came in on, by its index in `Config::effective_listeners` (which
+    /// security settings apply, with `per_listener_settings true`).
+    pub listener: usize,
 }
 
 impl ConnInfo {
     /// A plain TCP connection from `peer`.
     pub fn plain(peer: SocketAddr) -> Self {
-        ConnInfo { peer, tls: false, cert_username: None, cert_identity_required: false }
+        ConnInfo { peer, tls: false, cert_username: None, cert_identity_required: false, listener: 0 }
     }
 }
 
@@ -38,6 +41,8 @@ impl ConnInfo {
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub(crate) username: Option<ByteString>,
+    /// The password file and ACL of its listener.
+    pub(crate) security: SharedSecurity,
     /// The enhanced authentication method used, and its final data for CONNACK.
     pub(crate) enhanced: Option<(Enhanced, Option<Bytes>)>,
 }
@@ -79,9 +84,15 @@ impl Broker {
     /// Decides whether the client may connect, and as which user. May compute a PBKDF2
     /// hash: call [`Broker::authenticate_async`] from async code.
     pub fn authenticate(&self, c: &Connect, info: &ConnInfo, now: Instant) -> Result<Authenticated, Refusal> {
+        let scope = self.scope(info.listener);
+        let accepted = |username: Option<String>| Authenticated {
+            username: username.map(ByteString::from),
+            security: scope.security.clone(),
+            enhanced: None,
+        };
         // A certificate identity replaces the user name, and the password file is not used.
         if let Some(name) = &info.cert_username {
-            return Ok(Authenticated { username: Some(ByteString::from(name.clone())), enhanced: None });
+            return Ok(accepted(Some(name.clone())));
         }
         if info.cert_identity_required {
             return Err(Refusal::new(
@@ -89,10 +100,10 @@ impl Broker {
                 "this listener takes the user name from a client certificate, and none with a name was presented",
             ));
         }
-        let security = self.security.load();
+        let security = scope.security.load();
         let Some(user) = &c.username else {
-            return if self.config.anonymous_allowed() {
-                Ok(Authenticated { username: None, enhanced: None })
+            return if scope.anonymous_allowed {
+                Ok(accepted(None))
             } else {
                 // Anonymous access is off: 0x05 (3.1.1) / 0x87 (5.0) Not authorized.
                 Err(Refusal::new(ReasonCode::NotAuthorized, "anonymous access is not allowed"))
@@ -101,8 +112,8 @@ impl Broker {
         if !security.has_passwords() {
             // Without a password file a user name is only a label; it passes where
             // anonymous clients do.
-            return if self.config.anonymous_allowed() {
-                Ok(Authenticated { username: Some(ByteString::from(user.to_string())), enhanced: None })
+            return if scope.anonymous_allowed {
+                Ok(accepted(Some(user.to_string())))
             } else {
                 Err(Refusal::new(
                     ReasonCode::NotAuthorized,
@@ -114,7 +125,7 @@ impl Broker {
         match security.check_password(user, password) {
             Login::Accepted => {
                 self.limiter.succeeded(info.peer.ip());
-                Ok(Authenticated { username: Some(ByteString::from(user.to_string())), enhanced: None })
+                Ok(accepted(Some(user.to_string())))
             }
             Login::Refused => {
                 // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
@@ -135,8 +146,9 @@ impl Broker {
         info: &ConnInfo,
         now: Instant,
     ) -> Result<Authenticated, Refusal> {
-        let needs_hash =
-            info.cert_username.is_none() && c.username.is_some() && self.security.load().has_passwords();
+        let needs_hash = info.cert_username.is_none()
+            && c.username.is_some()
+            && self.scope(info.listener).security.load().has_passwords();
         if !needs_hash {
             return self.authenticate(c, info, now);
         }
@@ -151,6 +163,7 @@ impl Broker {
 /// An enhanced authentication (5.0 AUTH exchange) in progress at CONNECT.
 pub struct EnhancedLogin {
     method: Arc<dyn AuthMethod>,
+    security: SharedSecurity,
     exchange: Box<dyn AuthExchange>,
 }
 
@@ -183,6 +196,7 @@ impl EnhancedLogin {
             }
             AuthStep::Success { username, data } => LoginStep::Done(Authenticated {
                 username: username.map(ByteString::from),
+                security: self.security.clone(),
                 enhanced: Some((Enhanced { method: self.method.clone() }, data)),
             }),
             AuthStep::Failure(code) => LoginStep::Refuse(Refusal::new(code, "authentication failed")),
@@ -206,7 +220,12 @@ impl EnhancedLogin {
 impl Broker {
     /// Starts the enhanced authentication a 5.0 CONNECT asks for with Authentication Method;
     /// `None` when it asks for none. An unknown method is refused with 0x8C.
-    pub fn begin_enhanced(&self, c: &Connect, client_id: &str) -> Option<(Option<EnhancedLogin>, LoginStep)> {
+    pub fn begin_enhanced(
+        &self,
+        c: &Connect,
+        client_id: &str,
+        info: &ConnInfo,
+    ) -> Option<(Option<EnhancedLogin>, LoginStep)> {
         if !c.protocol.is_v5() {
             return None;
         }
@@ -221,7 +240,8 @@ impl Broker {
                 )),
             ));
         };
-        let mut login = EnhancedLogin { exchange: method.start(client_id), method };
+        let security = self.scope(info.listener).security.clone();
+        let mut login = EnhancedLogin { exchange: method.start(client_id), method, security };
         let step = login.step(c.properties.authentication_data().map(|d| &d[..]));
         Some((Some(login), step))
     }

@@ -15,7 +15,7 @@ pub(crate) use login::auth_packet;
 pub use login::{Authenticated, ConnInfo, EnhancedLogin, LoginStep, Refusal};
 
 use crate::auth::{AuthMethod, FailureLimiter, Security, SecurityError, SharedSecurity};
-use crate::config::Config;
+use crate::config::{Config, SecuritySettings};
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::session::{Message, SessionState};
@@ -33,6 +33,26 @@ impl std::fmt::Debug for AuthMethods {
     }
 }
 
+/// The security settings of some listeners, with their files as loaded.
+#[derive(Debug)]
+pub struct Scope {
+    settings: SecuritySettings,
+    /// Clients without a user name may connect.
+    pub anonymous_allowed: bool,
+    /// Password file and ACL, swapped whole on reload.
+    pub security: SharedSecurity,
+}
+
+impl Scope {
+    fn load(config: &Config, settings: &SecuritySettings) -> Result<Scope, SecurityError> {
+        Ok(Scope {
+            settings: settings.clone(),
+            anonymous_allowed: config.anonymous_allowed(settings),
+            security: Arc::new(ArcSwap::from_pointee(Security::load(settings)?)),
+        })
+    }
+}
+
 /// Everything the connections share.
 #[derive(Debug)]
 pub struct Broker {
@@ -42,8 +62,11 @@ pub struct Broker {
     pub router: Router,
     /// Sessions by client id.
     pub registry: Registry,
-    /// Password file and ACL, swapped whole on reload.
-    pub security: SharedSecurity,
+    /// Password files and ACLs: one scope for every listener, or with
+    /// `per_listener_settings true` one per listener.
+    scopes: Vec<Scope>,
+    /// The scope of each listener, by its index in [`Config::effective_listeners`].
+    listener_scope: Vec<usize>,
     limiter: FailureLimiter,
     auth_methods: AuthMethods,
     /// Keep-alive deadlines of every connection.
@@ -58,7 +81,19 @@ pub struct Broker {
 impl Broker {
     /// A broker with this configuration; reads the password and ACL files it names.
     pub fn new(config: Config) -> Result<Arc<Self>, SecurityError> {
-        let security = Arc::new(ArcSwap::from_pointee(Security::load(&config)?));
+        // Scope 0: the global settings; with per_listener_settings, one more per listener
+        // that has its own.
+        let mut scopes = vec![Scope::load(&config, &config.security)?];
+        let mut listener_scope = Vec::new();
+        for l in config.effective_listeners() {
+            match &l.security {
+                Some(own) if config.per_listener_settings => {
+                    scopes.push(Scope::load(&config, own)?);
+                    listener_scope.push(scopes.len() - 1);
+                }
+                _ => listener_scope.push(0),
+            }
+        }
         let id_seed = {
             use std::hash::{BuildHasher, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -72,7 +107,8 @@ impl Broker {
         let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
         Ok(Arc::new(Broker {
             config,
-            security,
+            scopes,
+            listener_scope,
             limiter,
             auth_methods: AuthMethods::default(),
             keepalive: Default::default(),
@@ -89,9 +125,18 @@ impl Broker {
     /// Reads the password and ACL files again (SIGHUP); connections stay up and use the new
     /// rules from their next action. On error the old rules stay in force.
     pub fn reload_security(&self) -> Result<(), SecurityError> {
-        let fresh = Security::load(&self.config)?;
-        self.security.store(Arc::new(fresh));
+        // Every file is read before any is swapped in: an error changes nothing.
+        let fresh = self.scopes.iter().map(|s| Security::load(&s.settings)).collect::<Result<Vec<_>, _>>()?;
+        for (scope, security) in self.scopes.iter().zip(fresh) {
+            scope.security.store(Arc::new(security));
+        }
         Ok(())
+    }
+
+    /// The security scope of a listener (by its index in [`Config::effective_listeners`]).
+    pub fn scope(&self, listener: usize) -> &Scope {
+        let i = self.listener_scope.get(listener).copied().unwrap_or(0);
+        &self.scopes[i]
     }
 
     /// Tells every connection to close (5.0 clients get DISCONNECT 0x8B), and those that

@@ -57,6 +57,12 @@ pub struct Listener {
     pub bind: Option<String>,
     /// `socket_domain`: only IPv4 or only IPv6 addresses (`None`: both).
     pub domain: Option<IpDomain>,
+    /// mosquitto's default listener, made by `port`, `bind_address` or listener options
+    /// before any `listener` line: it uses the security settings written before the first
+    /// `listener` line, even with `per_listener_settings true`.
+    pub default: bool,
+    /// Its own security settings (`per_listener_settings true`); `None`: the global ones.
+    pub security: Option<SecuritySettings>,
     /// Where it was declared, for messages ("file:line"), if from a file.
     pub origin: Option<String>,
     /// TLS settings; TLS is on when [`TlsSettings::enabled`].
@@ -70,6 +76,8 @@ impl Listener {
             port,
             bind: bind.map(str::to_owned),
             domain: None,
+            default: false,
+            security: None,
             origin: None,
             tls: TlsSettings::default(),
         }
@@ -133,14 +141,29 @@ pub enum IpDomain {
     V6,
 }
 
+/// Who may connect and what they may do: for every listener, or with
+/// `per_listener_settings true` for one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// `allow_anonymous`; when unset, anonymous clients are allowed only in local only mode,
+    /// as mosquitto 2.0 does.
+    pub allow_anonymous: Option<bool>,
+    /// `password_file`: users and their password hashes (mosquitto's format).
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`: who may publish and subscribe where (mosquitto's format).
+    pub acl_file: Option<PathBuf>,
+}
+
 /// Everything the broker needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Listeners; empty means the default: 127.0.0.1:1883 ("local only mode").
     pub listeners: Vec<Listener>,
-    /// `allow_anonymous`; when unset, anonymous clients are allowed only in local only mode,
-    /// as mosquitto 2.0 does.
-    pub allow_anonymous: Option<bool>,
+    /// The security settings of every listener, or with `per_listener_settings true` of
+    /// the default listener (those written before the first `listener` line).
+    pub security: SecuritySettings,
+    /// `per_listener_settings`: each listener has its own security settings.
+    pub per_listener_settings: bool,
     /// `max_keepalive`: the longest keep alive a client may ask for, in seconds.
     pub max_keepalive: u16,
     /// `max_packet_size`: the largest packet accepted, in bytes (0: the protocol's maximum).
@@ -160,10 +183,6 @@ pub struct Config {
     /// Information; the client id is appended ("responses/" gives "responses/CLIENT/").
     /// A midge option.
     pub response_information: Option<String>,
-    /// `password_file`: users and their password hashes (mosquitto's format).
-    pub password_file: Option<PathBuf>,
-    /// `acl_file`: who may publish and subscribe where (mosquitto's format).
-    pub acl_file: Option<PathBuf>,
     /// `auth_failure_delay`: the longest a refused login from one address is delayed, in
     /// seconds, as failures from it repeat (0 turns the slowdown off). A midge option.
     pub auth_failure_delay_ms: u64,
@@ -177,7 +196,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listeners: Vec::new(),
-            allow_anonymous: None,
+            security: SecuritySettings::default(),
+            per_listener_settings: false,
             max_keepalive: 65_535,
             max_packet_size: 0,
             max_inflight_messages: 20,
@@ -186,8 +206,6 @@ impl Default for Config {
             retain_available: true,
             max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
-            password_file: None,
-            acl_file: None,
             auth_failure_delay_ms: 5000,
             connect_timeout_secs: 10,
             source: None,
@@ -211,9 +229,18 @@ impl Config {
         }
     }
 
-    /// Whether clients without a user name may connect.
-    pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous.unwrap_or_else(|| self.local_only())
+    /// The security settings `listener` uses: its own with `per_listener_settings true`,
+    /// the global ones otherwise.
+    pub fn security_of<'a>(&'a self, listener: &'a Listener) -> &'a SecuritySettings {
+        match &listener.security {
+            Some(own) if self.per_listener_settings => own,
+            _ => &self.security,
+        }
+    }
+
+    /// Whether clients without a user name may connect with these security settings.
+    pub fn anonymous_allowed(&self, security: &SecuritySettings) -> bool {
+        security.allow_anonymous.unwrap_or_else(|| self.local_only())
     }
 
     /// The largest packet accepted, in bytes.

@@ -39,8 +39,6 @@ const SECURITY_NOT_YET: &[&str] = &[
 /// midge does not have them yet, and ignoring them would run the broker less secure than
 /// its configuration says, so that value is refused. The other value is what midge does.
 const RESTRICTING_VALUE: &[(&str, bool)] = &[
-    // Security options per listener instead of for all (midge applies them to every listener).
-    ("per_listener_settings", true),
     ("use_username_as_clientid", true),
     ("allow_zero_length_clientid", false),
     ("check_retain_source", true),
@@ -121,6 +119,7 @@ const IMPLEMENTED: &[&str] = &[
     "retain_available",
     "max_qos",
     "response_information",
+    "per_listener_settings",
     "password_file",
     "acl_file",
     "auth_failure_delay",
@@ -173,6 +172,8 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
     // listener options after a `listener` line belong to that listener.
     let mut default_listener: Option<usize> = None;
     let mut current: Option<usize> = None;
+    // A security option was read (per_listener_settings must come before them).
+    let mut security_set = false;
     for d in directives {
         let (file, line, name) = (d.file.as_str(), d.line, d.name.as_str());
         let err = |message: String| ConfigError::Line { file: file.to_owned(), line, message };
@@ -298,8 +299,32 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                     .ok_or_else(|| err(format!("invalid value '{v}' for max_qos: expected 0, 1 or 2")))?;
             }
             "response_information" => config.response_information = Some(one("a topic prefix")?.to_owned()),
-            "password_file" => config.password_file = Some(one("a file")?.into()),
-            "acl_file" => config.acl_file = Some(one("a file")?.into()),
+            "per_listener_settings" => {
+                let on = parse_bool(one("true or false")?).map_err(&err)?;
+                if on && security_set {
+                    // As mosquitto: the settings already read would belong to no listener.
+                    return Err(err(
+                        "per_listener_settings must be set before any other security settings".into()
+                    ));
+                }
+                config.per_listener_settings = on;
+            }
+            "password_file" | "acl_file" | "allow_anonymous" => {
+                security_set = true;
+                // With per_listener_settings, the listener of the last `listener` line;
+                // before any, the default listener (the global settings).
+                let scope = match current {
+                    Some(i) if config.per_listener_settings => {
+                        config.listeners[i].security.get_or_insert_with(Default::default)
+                    }
+                    _ => &mut config.security,
+                };
+                match name {
+                    "password_file" => scope.password_file = Some(one("a file")?.into()),
+                    "acl_file" => scope.acl_file = Some(one("a file")?.into()),
+                    _ => scope.allow_anonymous = Some(parse_bool(one("true or false")?).map_err(&err)?),
+                }
+            }
             "auth_failure_delay" => {
                 let v = one("seconds")?;
                 let secs = v
@@ -312,9 +337,6 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                         ))
                     })?;
                 config.auth_failure_delay_ms = (secs * 1000.0) as u64;
-            }
-            "allow_anonymous" => {
-                config.allow_anonymous = Some(parse_bool(one("true or false")?).map_err(&err)?)
             }
             "max_keepalive" => {
                 config.max_keepalive = parse_num(name, one("seconds, 0-65535")?).map_err(&err)?
@@ -369,6 +391,13 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
             other => return Err(err(format!("unknown option '{other}'"))),
         }
     }
+    if config.per_listener_settings {
+        // A listener without security options of its own has none: no password file, no
+        // ACL, and anonymous clients only as allow_anonymous's default says.
+        for l in config.listeners.iter_mut().filter(|l| !l.default) {
+            l.security.get_or_insert_with(Default::default);
+        }
+    }
     Ok((config, warnings))
 }
 
@@ -387,6 +416,7 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 /// mosquitto's default listener: 1883 on every address until `port` / `bind_address` say.
 fn push_default(config: &mut Config, file: &str, line: usize) -> usize {
     let mut l = Listener::new(1883, None);
+    l.default = true;
     l.origin = Some(format!("{file}:{line}"));
     config.listeners.push(l);
     config.listeners.len() - 1
@@ -409,6 +439,7 @@ fn parse_num<T: Unsigned>(name: &str, s: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SecuritySettings;
 
     #[test]
     fn reads_the_options_of_this_issue() {
@@ -420,7 +451,7 @@ mod tests {
         assert_eq!(c.listeners[0].port, 1884);
         assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
         assert_eq!(c.listeners[1].bind, None);
-        assert_eq!(c.allow_anonymous, Some(true));
+        assert_eq!(c.security.allow_anonymous, Some(true));
         assert_eq!(c.max_keepalive, 30);
         assert_eq!(c.max_packet_size, 1024);
         assert_eq!(c.max_inflight_messages, 5);
@@ -431,9 +462,9 @@ mod tests {
     #[test]
     fn anonymous_defaults_as_mosquitto_2() {
         let (none, _) = parse_str("", "t").unwrap();
-        assert!(none.local_only() && none.anonymous_allowed());
+        assert!(none.local_only() && none.anonymous_allowed(&none.security));
         let (l, _) = parse_str("listener 1883\n", "t").unwrap();
-        assert!(!l.anonymous_allowed());
+        assert!(!l.anonymous_allowed(&l.security));
     }
 
     #[test]
@@ -450,8 +481,8 @@ mod tests {
                 "t.conf:1: invalid value '70000' for max_keepalive: expected a number from 0 to 65535",
             ),
             (
-                "per_listener_settings true\n",
-                "t.conf:1: per_listener_settings true is not supported by midge yet; refusing to start without it",
+                "allow_anonymous true\nper_listener_settings true\n",
+                "t.conf:2: per_listener_settings must be set before any other security settings",
             ),
             (
                 "mount_point a/\n",
@@ -490,7 +521,7 @@ mod tests {
         assert!(e.ends_with("bad.conf:2: invalid value '7' for max_qos: expected 0, 1 or 2"), "{e}");
         std::fs::remove_file(dir.join("conf.d/bad.conf")).unwrap();
         let (c, _) = parse_file(&main).unwrap();
-        assert_eq!(c.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+        assert_eq!(c.security.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
         std::fs::write(&main, "include_dir nowhere.d\n").unwrap();
         let e = parse_file(&main).unwrap_err().to_string();
         assert!(e.contains("main.conf:1: cannot read include_dir nowhere.d"), "{e}");
@@ -503,8 +534,8 @@ mod tests {
                     listener 8883\ncertfile s.crt\nkeyfile s.key\ncafile ca.crt\nrequire_certificate true\n\
                     use_identity_as_username true\ncrlfile crl.pem\ntls_version tlsv1.3\n";
         let (c, _) = parse_str(text, "t").unwrap();
-        assert_eq!(c.password_file.as_deref(), Some(Path::new("/etc/midge/passwd")));
-        assert_eq!(c.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+        assert_eq!(c.security.password_file.as_deref(), Some(Path::new("/etc/midge/passwd")));
+        assert_eq!(c.security.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
         assert!(!c.listeners[0].tls.enabled());
         let tls = &c.listeners[1].tls;
         assert!(tls.enabled() && tls.require_certificate && tls.use_identity_as_username);
@@ -530,6 +561,35 @@ mod tests {
         let got: Vec<_> = c.listeners.iter().map(|l| (l.port, l.bind.as_deref())).collect();
         assert_eq!(got, [(8883, Some("127.0.0.1")), (1884, Some("127.0.0.1"))]);
         assert!(c.listeners.iter().all(Listener::is_local));
+    }
+
+    #[test]
+    fn per_listener_settings_give_each_listener_its_own_security() {
+        let text = "per_listener_settings true\nport 1883\nallow_anonymous true\nacl_file global.acl\n\
+                    listener 8883\npassword_file passwd\nlistener 1884 127.0.0.1\nallow_anonymous true\n";
+        let (c, _) = parse_str(text, "t").unwrap();
+        let [default, tls, local] = &c.listeners[..] else { panic!("{:?}", c.listeners) };
+        // The default listener takes what comes before the first `listener` line.
+        assert!(default.default);
+        let global = SecuritySettings {
+            allow_anonymous: Some(true),
+            acl_file: Some("global.acl".into()),
+            ..Default::default()
+        };
+        assert_eq!(c.security_of(default), &global);
+        let own = SecuritySettings { password_file: Some("passwd".into()), ..Default::default() };
+        assert_eq!(c.security_of(tls), &own);
+        assert!(
+            !c.anonymous_allowed(c.security_of(tls)),
+            "a listener without allow_anonymous: mosquitto 2.0's false"
+        );
+        let own = SecuritySettings { allow_anonymous: Some(true), ..Default::default() };
+        assert_eq!(c.security_of(local), &own, "nothing from the global settings or the listener before");
+        // Without per_listener_settings every listener has the global settings.
+        let (c, _) =
+            parse_str("listener 1\nallow_anonymous true\nlistener 2\npassword_file p\n", "t").unwrap();
+        assert!(c.listeners.iter().all(|l| l.security.is_none()));
+        assert_eq!(c.security.password_file.as_deref(), Some(Path::new("p")));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum ServerError {
 struct Bound {
     listener: TcpListener,
     local: SocketAddr,
+    /// Its index in `Config::effective_listeners` (one listener may have several sockets).
+    index: usize,
     tls: Option<Arc<TlsListener>>,
 }
 
@@ -81,13 +83,13 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let broker = Broker::new(config.clone())?;
         let mut listeners = Vec::new();
-        for l in config.effective_listeners() {
+        for (index, l) in config.effective_listeners().into_iter().enumerate() {
             let tls = if l.tls.enabled() {
                 let t = TlsListener::new(l.tls.clone())
                     .map_err(|source| ServerError::Tls { listener: l.describe(), source })?;
                 Some(Arc::new(t))
             } else {
-                if config.password_file.is_some() {
+                if config.security_of(&l).password_file.is_some() {
                     tracing::warn!(
                         "Listener on {} accepts passwords over plain TCP: they cross the network in clear text. \
                          Use a TLS listener (certfile and keyfile) for clients on the network.",
@@ -110,7 +112,7 @@ impl Server {
                     local.port(),
                     if tls.is_some() { " (TLS)" } else { "" }
                 );
-                listeners.push(Bound { listener, local, tls: tls.clone() });
+                listeners.push(Bound { listener, local, index, tls: tls.clone() });
             }
         }
         Ok(Server { broker, listeners })
@@ -227,7 +229,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let Bound { listener, local, tls } = bound;
+    let Bound { listener, local, index, tls } = bound;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -256,13 +258,14 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
         match tls.clone() {
             None => {
                 tokio::spawn(async move {
-                    connection::serve(broker.clone(), stream, ConnInfo::plain(peer)).await;
+                    let info = ConnInfo { listener: index, ..ConnInfo::plain(peer) };
+                    connection::serve(broker.clone(), stream, info).await;
                     broker.remove_connection();
                 });
             }
             Some(tls) => {
                 tokio::spawn(async move {
-                    Box::pin(serve_tls(&broker, tls, stream, peer)).await;
+                    Box::pin(serve_tls(&broker, tls, stream, peer, index)).await;
                     broker.remove_connection();
                 });
             }
@@ -276,6 +279,7 @@ async fn serve_tls(
     tls: Arc<TlsListener>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    listener: usize,
 ) {
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
     match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
@@ -284,7 +288,7 @@ async fn serve_tls(
             let settings = tls.settings();
             let cert_identity_required =
                 settings.use_identity_as_username || settings.use_subject_as_username;
-            let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required };
+            let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required, listener };
             connection::serve(broker.clone(), stream, info).await;
         }
         Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: TLS handshake: {e}."),
