@@ -4,7 +4,9 @@ have that would let more in than the configuration says stop the broker with the
 the line and why, instead of being ignored."""
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -61,3 +63,61 @@ def test_a_missing_include_dir_names_the_line(tmp_path):
     r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
     assert r.returncode == 3, r
     assert f"Error: {conf}:2: cannot read include_dir {tmp_path / 'nowhere'}" in r.stderr.decode(), r.stderr
+
+
+def test_log_dest_file_pid_file_and_log_rotation(tmp_path, broker_factory):
+    """Debian's mosquitto.conf logs to a file and writes a pid file; logrotate moves the log
+    away and sends SIGHUP. midge writes each line to every log_dest, reopens the file on
+    SIGHUP, and removes its pid file when it stops."""
+    log = tmp_path / "midge.log"
+    pid = tmp_path / "midge.pid"
+    b = broker_factory(f"log_dest file {log}", "log_dest stderr", f"pid_file {pid}", "log_timestamp false")
+    assert pid.read_text() == f"{b.proc.pid}\n"
+    cid = unique_id("logged")
+    mosquitto_pub(b, "-i", cid, "-t", "t", "-m", "x")
+    # Written to the file before stderr: once stderr has it, the file has it too.
+    stderr_line = b.wait_for_log(rf"^New client connected from 127\.0\.0\.1:\d+ as {cid} .*$").group(0)
+    assert stderr_line in log.read_text().splitlines(), "log_timestamp false: the same line, no time"
+    rotated = tmp_path / "midge.log.1"
+    log.rename(rotated)
+    mark = b.mark()
+    b.proc.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"Reloaded the password file", since=mark)
+    assert "Reloading config." in log.read_text(), "after SIGHUP the log goes to a new file of that name"
+    assert "Reloading config." not in rotated.read_text()
+    assert b.stop() == 0
+    assert not pid.exists(), "the pid file is removed at exit"
+
+
+def test_log_type_error_logs_no_connections(tmp_path):
+    log = tmp_path / "midge.log"
+    conf = tmp_path / "broker.conf"
+    port = free_port()
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_type error\nlog_dest file {log}\n"
+                    "log_dest stdout\n")
+    proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        # The broker is up once it answers: mosquitto_pub connects and publishes.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
+                               capture_output=True, timeout=TIMEOUT)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # poll interval: the listener is not open yet
+        assert r.returncode == 0, r
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
+    # Only errors: no start-up, connection or shutdown lines anywhere.
+    assert log.read_text() == "" and out == b"" and err == b"", (log.read_text(), out, err)
+
+
+def test_a_log_file_that_cannot_be_opened_stops_the_broker(tmp_path):
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"listener {free_port()} 127.0.0.1\nlog_dest file {tmp_path / 'no' / 'such' / 'dir.log'}\n")
+    r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 1, r
+    assert f"Error: Unable to open log file {tmp_path / 'no' / 'such' / 'dir.log'} for writing" in r.stderr.decode()

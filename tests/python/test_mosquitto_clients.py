@@ -37,7 +37,7 @@ def test_pub_sub_each_version_and_qos(broker, mosquitto_subs, version, qos):
     topic = f"qos/v{version}/q{qos}"
     sub = mosquitto_subs(broker, [topic], "-v", "-C", "3", version=version, qos=qos)
     broker.wait_for_log(
-        rf"New client connected from 127\.0\.0\.1 as {re.escape(sub.client_id)} \(p{LOG_PROTOCOL[version]}, c1, k60\)\."
+        rf"New client connected from 127\.0\.0\.1:\d+ as {re.escape(sub.client_id)} \(p{LOG_PROTOCOL[version]}, c1, k60\)\."
     )
     payloads = [f"message {i} v{version} q{qos}" for i in range(3)]
     for p in payloads:

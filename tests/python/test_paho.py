@@ -357,7 +357,7 @@ def test_max_keepalive_v5_gets_server_keep_alive(broker_factory, raw_clients, ke
     cid = unique_id("mk5")
     ack = c.connect(cid, keepalive=keepalive)
     assert ack.props.get("ServerKeepAlive") == 10, ack
-    b.wait_for_log(rf"New client connected from 127\.0\.0\.1 as {cid} \(p5, c1, k10\)\.")
+    b.wait_for_log(rf"New client connected from 127\.0\.0\.1:\d+ as {cid} \(p5, c1, k10\)\.")
     within = raw_clients(b.port, version=raw.V5)
     assert "ServerKeepAlive" not in within.connect(unique_id("mk5"), keepalive=5).props
 
@@ -389,7 +389,7 @@ def test_empty_client_id_v311_gets_an_id(broker, raw_clients):
     mark = broker.mark()
     c = raw_clients(broker.port, version=raw.V311)
     assert c.connect("", clean=True).reason == 0
-    m = broker.wait_for_log(r"New client connected from 127\.0\.0\.1 as (\S+) \(p2, c1, k60\)\.", since=mark)
+    m = broker.wait_for_log(r"New client connected from 127\.0\.0\.1:\d+ as (\S+) \(p2, c1, k60\)\.", since=mark)
     assert m.group(1)
     # It is a working session.
     c.subscribe(1, [("eid/t", 1)])
@@ -406,7 +406,7 @@ def test_empty_client_id_v5_gets_assigned_client_identifier(broker, raw_clients,
         ack = c.connect("", clean=True)
         assigned = ack.props.get("AssignedClientIdentifier")
         assert assigned, f"no Assigned Client Identifier in {ack}"
-        broker.wait_for_log(rf"New client connected from 127\.0\.0\.1 as {re.escape(assigned)} \(p5, c1, k60\)\.", since=mark)
+        broker.wait_for_log(rf"New client connected from 127\.0\.0\.1:\d+ as {re.escape(assigned)} \(p5, c1, k60\)\.", since=mark)
         ids.append(assigned)
     assert ids[0] != ids[1]
     p = paho_clients(broker, "", version="5")

@@ -198,7 +198,7 @@ def test_mosquitto_passwd_file_works_in_midge(brokers, pahos, tmp_path, hash_typ
         cid = unique_id(f"mp{v}")
         r = mosq_pub(b.port, "-i", cid, "-u", "alice", "-P", SECRET, "-t", "t", "-m", "x", version=v)
         assert r.returncode == 0 and connack_code(r) == 0, describe(r)
-        b.wait_for_log(rf"New client connected from 127\.0\.0\.1 as {cid} \(p{'5' if v == '5' else '2'}, c1, k60, u'alice'\)\.")
+        b.wait_for_log(rf"New client connected from 127\.0\.0\.1:\d+ as {cid} \(p{'5' if v == '5' else '2'}, c1, k60, u'alice'\)\.")
         p = pahos(b, version=v, username="bob", password="bob-" + SECRET)
         assert p.connect()["reason"] == 0
         r = mosq_pub(b.port, "-u", "alice", "-P", SECRET + "x", "-t", "t", "-m", "x", version=v)
@@ -968,7 +968,7 @@ def test_mutual_tls_cn_is_the_acl_user(brokers, pahos, subs, pki, tmp_path, vers
     alice = cert_paho(pahos, b, pki, "alice", version)
     alice.connect()
     cid = alice.client._client_id.decode()
-    b.wait_for_log(rf"New client connected from 127\.0\.0\.1 as {re.escape(cid)} \(p\d, c1, k60, u'alice'\)\.")
+    b.wait_for_log(rf"New client connected from 127\.0\.0\.1:\d+ as {re.escape(cid)} \(p\d, c1, k60, u'alice'\)\.")
     assert alice.subscribe("alice/#", qos=1) == [1]
     assert alice.subscribe("bob/#", qos=1) == [denied]
     bob = cert_paho(pahos, b, pki, "bob", version)
@@ -985,7 +985,7 @@ def test_mutual_tls_cn_is_the_acl_user(brokers, pahos, subs, pki, tmp_path, vers
     mark = b.mark()
     mosq_pub(b.port, *pki.client_args("bob"), "-u", "alice", "-P", "x", "-t", "alice/cli", "-m", "spoof",
              "-q", "1", version=version)
-    b.wait_for_log(r"New client connected from 127\.0\.0\.1 as \S+ \(p\d, c1, k60, u'bob'\)", since=mark)
+    b.wait_for_log(r"New client connected from 127\.0\.0\.1:\d+ as \S+ \(p\d, c1, k60, u'bob'\)", since=mark)
     alice.publish("alice/cli", "marker", qos=1)
     assert alice.next_message().payload == b"marker"
 
@@ -1095,7 +1095,7 @@ def test_use_subject_as_username(brokers, pahos, pki, tmp_path):
     c = cert_paho(pahos, b, pki, "alice", "5")
     c.connect()
     cid = c.client._client_id.decode()
-    b.wait_for_log(rf"New client connected from 127\.0\.0\.1 as {re.escape(cid)} \(p5, c1, k60, u'CN=alice'\)\.")
+    b.wait_for_log(rf"New client connected from 127\.0\.0\.1:\d+ as {re.escape(cid)} \(p5, c1, k60, u'CN=alice'\)\.")
     assert c.subscribe("subject/#", qos=1) == [1]
     assert c.subscribe("alice/#", qos=1) == [0x87], "the user is 'CN=alice', not 'alice'"
     r = mosq_pub(b.port, *pki.client_args("alice"), "-t", "subject/x", "-m", "by subject")

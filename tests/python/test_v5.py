@@ -783,7 +783,7 @@ def test_server_keep_alive_announced(broker_factory, v5):
     cid = unique_id("ska")
     c = v5(b, cid)
     assert prop(c.connect(keepalive=60)["properties"], "ServerKeepAlive") == 10
-    b.wait_for_log(rf"New client connected from 127\.0\.0\.1 as {cid} \(p5, c1, k10\)\.")
+    b.wait_for_log(rf"New client connected from 127\.0\.0\.1:\d+ as {cid} \(p5, c1, k10\)\.")
     within = v5(b)
     assert prop(within.connect(keepalive=5)["properties"], "ServerKeepAlive") is None
 

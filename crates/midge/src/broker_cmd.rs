@@ -1,9 +1,12 @@
 //! `midge broker`: mosquitto's command line, midge's broker.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use midge_broker::config::{parse_file, Config, Listener};
 use midge_broker::Server;
+
+use crate::logging::{LogFile, LogSettings};
 
 /// Run the MQTT broker.
 #[derive(clap::Args, Debug)]
@@ -21,21 +24,37 @@ pub struct BrokerArgs {
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
-    crate::logging::init(args.verbose);
-    let mut config = match &args.config {
+    let (mut config, warnings) = match &args.config {
         Some(path) => match parse_file(path) {
-            Ok((config, warnings)) => {
-                for w in warnings {
-                    tracing::warn!("{w}");
-                }
-                config
-            }
+            Ok(read) => read,
             Err(e) => {
                 eprintln!("Error: {e}");
                 return ExitCode::from(3);
             }
         },
-        None => Config::default(),
+        None => (Config::default(), Vec::new()),
+    };
+    let log_files = match crate::logging::init(&LogSettings {
+        verbose: args.verbose,
+        level: config.log_level,
+        dest: &config.log_dest,
+        timestamp: config.log_timestamp,
+    }) {
+        Ok(files) => files,
+        Err((path, e)) => {
+            eprintln!("Error: Unable to open log file {} for writing: {e}.", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let _pid_file = match config.pid_file.as_deref().map(PidFile::write).transpose() {
+        Ok(p) => p,
+        Err((path, e)) => {
+            eprintln!("Error: Unable to write pid file {}: {e}.", path.display());
+            return ExitCode::FAILURE;
+        }
     };
     let local_only = config.local_only();
     for port in &args.port {
@@ -73,7 +92,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             }
         };
         let reloader = server.reloader();
-        tokio::spawn(reload_on_sighup(reloader));
+        tokio::spawn(reload_on_sighup(reloader, log_files));
         server.run(shutdown_signal()).await;
         tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
         ExitCode::SUCCESS
@@ -81,18 +100,40 @@ pub fn run(args: BrokerArgs) -> ExitCode {
 }
 
 /// SIGHUP reloads the password file, the ACL file, certificates and CRLs; connections stay.
-async fn reload_on_sighup(reloader: midge_broker::server::Reloader) {
+async fn reload_on_sighup(reloader: midge_broker::server::Reloader, log_files: Vec<Arc<LogFile>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("Cannot listen for SIGHUP: reloading is off.");
         return;
     };
     while hup.recv().await.is_some() {
+        for f in &log_files {
+            // After log rotation: write to the new file of that name.
+            if let Err(e) = f.reopen() {
+                eprintln!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
+            }
+        }
         tracing::info!("Reloading config.");
         match reloader.reload() {
             Ok(()) => tracing::info!("Reloaded the password file, ACL file and TLS certificates."),
             Err(e) => tracing::error!("Reload failed, the previous settings stay in force: {e}"),
         }
+    }
+}
+
+/// The `pid_file`: the process id, written at start and removed when the broker exits.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> Result<PidFile, (PathBuf, std::io::Error)> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| (path.to_owned(), e))?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

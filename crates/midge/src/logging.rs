@@ -1,12 +1,23 @@
-//! Log lines as mosquitto writes them: `1700000000: New client connected from ...`.
+//! Log lines as mosquitto writes them: `1700000000: New client connected from ...`, to the
+//! destinations of `log_dest` (a log file is reopened on SIGHUP, for log rotation).
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use midge_broker::config::{LogDest, LogLevel};
+use parking_lot::Mutex;
+use tracing_subscriber::fmt::MakeWriter;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-struct UnixSecondsFormat;
+struct UnixSecondsFormat {
+    timestamp: bool,
+}
 
 impl<S, N> FormatEvent<S, N> for UnixSecondsFormat
 where
@@ -19,9 +30,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let secs =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        write!(writer, "{secs}: ")?;
+        if self.timestamp {
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            write!(writer, "{secs}: ")?;
+        }
         if *event.metadata().level() <= tracing::Level::WARN {
             write!(writer, "{}: ", event.metadata().level().as_str().to_lowercase())?;
         }
@@ -30,17 +43,121 @@ where
     }
 }
 
-/// Logs to standard error: information and above, or every packet with `verbose`.
-/// `RUST_LOG` overrides the level.
-pub fn init(verbose: bool) {
+/// A log file, appended to; reopened on SIGHUP so that a rotated log is let go.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LogFile {
+    fn open(path: &Path) -> io::Result<LogFile> {
+        Ok(LogFile { path: path.to_owned(), file: Mutex::new(open_append(path)?) })
+    }
+
+    /// Opens the file again by its name (after logrotate moved it away).
+    pub fn reopen(&self) -> io::Result<()> {
+        *self.file.lock() = open_append(&self.path)?;
+        Ok(())
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Stderr,
+    Stdout,
+    File(Arc<LogFile>),
+}
+
+/// Every destination of `log_dest`; a line is written whole to each (one write call).
+#[derive(Clone)]
+struct Tee(Arc<[Target]>);
+
+impl<'a> MakeWriter<'a> for Tee {
+    type Writer = Tee;
+
+    fn make_writer(&'a self) -> Tee {
+        self.clone()
+    }
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for t in self.0.iter() {
+            // A full disk or a closed terminal must not stop the broker: the line is lost.
+            let _ = match t {
+                Target::Stderr => io::stderr().write_all(buf),
+                Target::Stdout => io::stdout().write_all(buf),
+                Target::File(f) => f.file.lock().write_all(buf),
+            };
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The broker's logging: which lines, where, and with or without a timestamp.
+#[derive(Debug, Clone, Default)]
+pub struct LogSettings<'a> {
+    /// `-v`: every packet, whatever `log_type` says.
+    pub verbose: bool,
+    /// `log_type` (none: information).
+    pub level: Option<LogLevel>,
+    /// `log_dest` (empty: standard error).
+    pub dest: &'a [LogDest],
+    /// `log_timestamp`.
+    pub timestamp: bool,
+}
+
+/// Starts logging; `RUST_LOG` overrides the level. Returns the log files, to reopen on
+/// SIGHUP, or the file that cannot be opened.
+pub fn init(settings: &LogSettings<'_>) -> Result<Vec<Arc<LogFile>>, (PathBuf, io::Error)> {
+    let level =
+        if settings.verbose { LogLevel::Debug } else { settings.level.unwrap_or(LogLevel::Information) };
     // rustls narrates handshakes at debug level, and warns about what clients send (an IP
     // address as SNI, from mosquitto_pub -h 127.0.0.1): the broker logs TLS failures itself.
-    let default = if verbose { "debug,rustls=error" } else { "info,rustls=error" };
+    let default = match level {
+        LogLevel::Off => "off",
+        LogLevel::Error => "error",
+        LogLevel::Warning => "warn,rustls=error",
+        LogLevel::Information => "info,rustls=error",
+        LogLevel::Debug => "debug,rustls=error",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let mut targets = Vec::new();
+    let mut files = Vec::new();
+    for d in settings.dest {
+        match d {
+            LogDest::Stderr => targets.push(Target::Stderr),
+            LogDest::Stdout => targets.push(Target::Stdout),
+            LogDest::File(path) => {
+                let f = Arc::new(LogFile::open(path).map_err(|e| (path.clone(), e))?);
+                files.push(f.clone());
+                targets.push(Target::File(f));
+            }
+            LogDest::Nowhere => {}
+        }
+    }
+    if settings.dest.is_empty() {
+        targets.push(Target::Stderr);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(UnixSecondsFormat)
+        .with_writer(Tee(targets.into()))
+        .event_format(UnixSecondsFormat { timestamp: settings.timestamp })
         .init();
+    Ok(files)
 }

@@ -132,6 +132,35 @@ impl Listener {
     }
 }
 
+/// Where log lines go (`log_dest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    /// Standard error.
+    Stderr,
+    /// Standard output.
+    Stdout,
+    /// A file, appended to (reopened on SIGHUP, for log rotation).
+    File(PathBuf),
+    /// Nowhere (`log_dest none`).
+    Nowhere,
+}
+
+/// How much is logged (`log_type`), from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Nothing (`none`).
+    Off,
+    /// Errors (`error`).
+    Error,
+    /// And warnings (`warning`).
+    Warning,
+    /// And connections, disconnections and other events (`notice`, `information`,
+    /// `subscribe`, `unsubscribe`): mosquitto's default.
+    Information,
+    /// And every packet (`debug`, `all`), as `-v`.
+    Debug,
+}
+
 /// An address family a listener is kept to (`socket_domain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpDomain {
@@ -186,6 +215,14 @@ pub struct Config {
     /// `auth_failure_delay`: the longest a refused login from one address is delayed, in
     /// seconds, as failures from it repeat (0 turns the slowdown off). A midge option.
     pub auth_failure_delay_ms: u64,
+    /// `log_dest`: where log lines go (none given: standard error).
+    pub log_dest: Vec<LogDest>,
+    /// `log_type`: the most detailed kind of line logged (none given: information).
+    pub log_level: Option<LogLevel>,
+    /// `log_timestamp`: lines begin with the time in seconds since 1970.
+    pub log_timestamp: bool,
+    /// `pid_file`: written with the broker's process id at start, removed at exit.
+    pub pid_file: Option<PathBuf>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
     /// The file it was read from.
@@ -207,6 +244,10 @@ impl Default for Config {
             max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
             auth_failure_delay_ms: 5000,
+            log_dest: Vec::new(),
+            log_level: None,
+            log_timestamp: true,
+            pid_file: None,
             connect_timeout_secs: 10,
             source: None,
         }

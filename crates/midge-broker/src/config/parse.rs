@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::lex::{lex_file_including, lex_str, Directive, LexError};
-use super::{Config, IpDomain, Listener, TlsVersion};
+use super::{Config, IpDomain, Listener, LogDest, LogLevel, TlsVersion};
 
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,11 +56,8 @@ const NOT_YET: &[&str] = &[
     "connection_messages",
     "dhparamfile",
     "http_dir",
-    "log_dest",
     "log_facility",
-    "log_timestamp",
     "log_timestamp_format",
-    "log_type",
     "max_queued_bytes",
     "memory_limit",
     "message_size_limit",
@@ -68,7 +65,6 @@ const NOT_YET: &[&str] = &[
     "persistence_file",
     "persistence_location",
     "persistent_client_expiration",
-    "pid_file",
     "plugin_opt_",
     "psk_hint",
     "queue_qos0_messages",
@@ -130,6 +126,10 @@ const IMPLEMENTED: &[&str] = &[
     "max_queued_messages",
     "max_connections",
     "include_dir",
+    "log_dest",
+    "log_type",
+    "log_timestamp",
+    "pid_file",
 ];
 
 /// True when `name` is an option midge knows: one it reads, one it refuses (a security
@@ -298,6 +298,55 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                     .and_then(midge_codec::QoS::from_u8)
                     .ok_or_else(|| err(format!("invalid value '{v}' for max_qos: expected 0, 1 or 2")))?;
             }
+            "log_dest" => {
+                let dest = match args.as_slice() {
+                    ["stderr"] => LogDest::Stderr,
+                    ["stdout"] => LogDest::Stdout,
+                    ["none"] => LogDest::Nowhere,
+                    // The rest of the line, as mosquitto takes it: a path may have spaces.
+                    ["file", _, ..] => LogDest::File(d.value["file".len()..].trim().into()),
+                    [] => {
+                        return Err(err("log_dest needs a value (stderr, stdout, file PATH or none)".into()))
+                    }
+                    ["file"] => return Err(err("log_dest file needs a file: log_dest file PATH".into())),
+                    [other @ ("syslog" | "topic" | "dlt"), ..] => {
+                        warnings.push(format!(
+                            "{file}:{line}: log_dest {other} is not supported by midge yet; logging to stderr instead"
+                        ));
+                        LogDest::Stderr
+                    }
+                    _ => {
+                        return Err(err(format!(
+                            "invalid log_dest '{}': expected stderr, stdout, file PATH or none",
+                            args.join(" ")
+                        )))
+                    }
+                };
+                if !config.log_dest.contains(&dest) {
+                    config.log_dest.push(dest);
+                }
+            }
+            "log_type" => {
+                let level = match one("a kind of message")? {
+                    "none" => LogLevel::Off,
+                    "error" => LogLevel::Error,
+                    "warning" => LogLevel::Warning,
+                    "notice" | "information" | "subscribe" | "unsubscribe" | "websockets" => {
+                        LogLevel::Information
+                    }
+                    "debug" | "all" => LogLevel::Debug,
+                    other => {
+                        return Err(err(format!(
+                            "invalid log_type '{other}': expected none, error, warning, notice, information, \
+                             subscribe, unsubscribe, websockets, debug or all"
+                        )))
+                    }
+                };
+                // Several log_type lines: the most detailed one decides.
+                config.log_level = config.log_level.max(Some(level));
+            }
+            "log_timestamp" => config.log_timestamp = parse_bool(one("true or false")?).map_err(&err)?,
+            "pid_file" => config.pid_file = Some(one("a file")?.into()),
             "response_information" => config.response_information = Some(one("a topic prefix")?.to_owned()),
             "per_listener_settings" => {
                 let on = parse_bool(one("true or false")?).map_err(&err)?;
@@ -439,7 +488,7 @@ fn parse_num<T: Unsigned>(name: &str, s: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecuritySettings;
+    use crate::config::{LogDest, LogLevel, SecuritySettings};
 
     #[test]
     fn reads_the_options_of_this_issue() {
@@ -593,6 +642,29 @@ mod tests {
     }
 
     #[test]
+    fn logging_options() {
+        let text = "log_dest file /var/log/mosquitto/my log.txt\nlog_dest stdout\nlog_dest stdout\n\
+                    log_type error\nlog_type information\nlog_timestamp false\npid_file /run/m.pid\n";
+        let (c, w) = parse_str(text, "t").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.log_dest, [LogDest::File("/var/log/mosquitto/my log.txt".into()), LogDest::Stdout]);
+        assert_eq!(c.log_level, Some(LogLevel::Information), "the most detailed log_type decides");
+        assert!(!c.log_timestamp);
+        assert_eq!(c.pid_file.as_deref(), Some(Path::new("/run/m.pid")));
+        let (c, w) = parse_str("log_dest syslog\nlog_type all\n", "t").unwrap();
+        assert_eq!(c.log_dest, [LogDest::Stderr]);
+        assert_eq!(c.log_level, Some(LogLevel::Debug));
+        assert_eq!(w, ["t:1: log_dest syslog is not supported by midge yet; logging to stderr instead"]);
+        for (text, expected) in [
+            ("log_dest file\n", "t:1: log_dest file needs a file: log_dest file PATH"),
+            ("log_dest printer\n", "t:1: invalid log_dest 'printer': expected stderr, stdout, file PATH or none"),
+            ("log_type verbose\n", "t:1: invalid log_type 'verbose': expected none, error, warning, notice, information, subscribe, unsubscribe, websockets, debug or all"),
+        ] {
+            assert_eq!(parse_str(text, "t").unwrap_err().to_string(), expected);
+        }
+    }
+
+    #[test]
     fn socket_domain_keeps_a_listener_to_one_family() {
         let (c, _) = parse_str("listener 1883\nlistener 1884\nsocket_domain ipv4\n", "t").unwrap();
         let v4 = std::net::Ipv4Addr::UNSPECIFIED;
@@ -631,7 +703,7 @@ mod tests {
 
     #[test]
     fn known_mosquitto_options_warn() {
-        let (_, w) = parse_str("persistence true\nlog_type all\n", "m.conf").unwrap();
+        let (_, w) = parse_str("persistence true\nsys_interval 10\n", "m.conf").unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(w[0], "m.conf:1: option 'persistence' is not supported by midge yet; ignored");
         let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();

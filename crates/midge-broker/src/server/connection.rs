@@ -209,8 +209,10 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let Opened { session, connack, clean_start } = opened;
     let client_id = session.client_id.clone();
     tracing::info!(
-        "New client connected from {} as {} (p{}, c{}, k{}{}).",
+        // mosquitto's line: the address and the client's port.
+        "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
         peer.ip(),
+        peer.port(),
         client_id,
         mosquitto_protocol_number(version),
         u8::from(clean_start),
