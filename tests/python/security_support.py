@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from support import HOST, TIMEOUT, Broker, PahoClient, free_port, midge_bin, require_tool
+from support import HOST, RUN_AS, TIMEOUT, Broker, PahoClient, free_port, midge_bin, require_tool
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -61,7 +61,7 @@ class ConfiguredBroker(Broker):
         return rf"Opening ipv4 listen socket on port {port}\b"
 
     def config_text(self) -> str:
-        return self.template.format(**self.ports)
+        return "".join(f"{line}\n" for line in RUN_AS) + self.template.format(**self.ports)
 
     def start(self) -> "ConfiguredBroker":
         for attempt in range(2):
@@ -115,8 +115,6 @@ class MosquittoBroker(ConfiguredBroker):
 
     def config_text(self) -> str:
         head = ["log_dest stderr", "log_type all"]
-        if os.geteuid() == 0:
-            head.append("user root")
         return "\n".join(head) + "\n" + super().config_text()
 
     def _wait_ready(self, timeout: float = 10.0) -> bool:

@@ -64,6 +64,12 @@ def require_paho() -> None:
         )
 
 
+# Started as root, a broker (midge or mosquitto) runs as user mosquitto once its listeners
+# are open, and could no longer read the tests' files (in root's 0700 temporary directories):
+# configurations the tests write keep root with this line.
+RUN_AS = ["user root"] if os.geteuid() == 0 else []
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -92,7 +98,8 @@ class Broker:
         for attempt in range(2):
             self.port = free_port()
             self.conf_path.write_text(
-                "\n".join([f"listener {self.port} {HOST}", "allow_anonymous true", *self.extra_config]) + "\n"
+                "\n".join([*RUN_AS, f"listener {self.port} {HOST}", "allow_anonymous true", *self.extra_config])
+                + "\n"
             )
             args = [str(binary), "broker", "-c", str(self.conf_path)] + (["-v"] if self.verbose else [])
             with open(self.log_path, "wb") as log:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from support import HOST, TIMEOUT, Broker, free_port, midge_bin, require_paho, require_tool, unique_id
+from support import HOST, RUN_AS, TIMEOUT, Broker, free_port, midge_bin, require_paho, require_tool, unique_id
 
 TOOLS = ("midge", "mosquitto")
 MOSQUITTO_BROKER = "/usr/sbin/mosquitto"
@@ -92,9 +92,7 @@ class CliBroker(Broker):
         self.mtls_port = 0
 
     def _config(self) -> str:
-        lines = []
-        if self.kind == "mosquitto" and os.geteuid() == 0:
-            lines.append("user root")  # else mosquitto drops to user mosquitto and cannot read our files
+        lines = list(RUN_AS)
         lines += [f"listener {self.port} {HOST}", f"allow_anonymous {'true' if self.anonymous else 'false'}"]
         lines += self.extra_config
         if self.pki:

@@ -4,9 +4,13 @@ have that would let more in than the configuration says stop the broker with the
 the line and why, instead of being ignored."""
 from __future__ import annotations
 
+import os
+import pwd
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +125,79 @@ def test_a_log_file_that_cannot_be_opened_stops_the_broker(tmp_path):
     r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
     assert r.returncode == 1, r
     assert f"Error: Unable to open log file {tmp_path / 'no' / 'such' / 'dir.log'} for writing" in r.stderr.decode()
+
+
+def _status_ids(pid: int) -> tuple[list[int], list[int]]:
+    """The real, effective, saved and file-system user and group ids of a process."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return [int(x) for x in fields["Uid"].split()], [int(x) for x in fields["Gid"].split()]
+
+
+def test_started_as_root_the_broker_runs_as_user_mosquitto(tmp_path):
+    """As mosquitto: root opens the listeners and reads the files, then the broker runs as
+    `user` (default mosquitto). Not root, it keeps its user."""
+    port = free_port()
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # the start-up lines, up to the drop (or the listener)
+            lines.append(line)
+            if "Running as user" in line or (os.geteuid() != 0 and "listen socket" in line):
+                break
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("mosquitto")
+            assert lines[-1].endswith("Running as user 'mosquitto'.\n"), lines
+            uids, gids = _status_ids(proc.pid)
+            assert uids == [account.pw_uid] * 4 and gids == [account.pw_gid] * 4, (uids, gids)
+        else:
+            assert _status_ids(proc.pid)[0][1] == os.geteuid()
+        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
+                           capture_output=True, timeout=TIMEOUT)
+        assert r.returncode == 0, r
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
+
+
+def test_a_user_that_does_not_exist_stops_the_broker(tmp_path, broker_factory):
+    if os.geteuid() != 0:
+        # Not root: nothing to drop, so `user` is not looked at (as mosquitto).
+        b = broker_factory("user no-such-user-here")
+        assert b.alive()
+        return
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"listener {free_port()} 127.0.0.1\nuser no-such-user-here\n")
+    r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 1, r
+    assert "Unable to drop privileges to 'no-such-user-here' because this user does not exist." in r.stderr.decode()
+
+
+def test_a_port_from_the_command_line_is_closed_with_per_listener_settings(tmp_path):
+    """`-p` adds a listener; with per_listener_settings true it has no security settings of
+    its own, so anonymous clients are refused there (they are allowed on the configured one)."""
+    port, extra = free_port(), free_port()
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf), "-p", str(extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        opened = set()
+        for line in proc.stdout:
+            m = re.search(r"Opening ipv4 listen socket on port (\d+)\.", line)
+            if m:
+                opened.add(int(m.group(1)))
+            if opened == {port, extra}:
+                break
+        pub = ["mosquitto_pub", "-h", "127.0.0.1", "-t", "t", "-m", "x", "-p"]
+        ok = subprocess.run(pub + [str(port)], capture_output=True, timeout=TIMEOUT)
+        assert ok.returncode == 0, ok
+        refused = subprocess.run(pub + [str(extra)], capture_output=True, timeout=TIMEOUT)
+        assert refused.returncode != 0 and b"not authorised" in refused.stderr, refused
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0

@@ -31,6 +31,7 @@ import mqtt_raw as raw
 import support
 from support import (
     HOST,
+    RUN_AS,
     TIMEOUT,
     Broker,
     PahoClient,
@@ -921,7 +922,7 @@ class ListenerOnlyBroker(Broker):
 
     def start(self) -> "ListenerOnlyBroker":
         self.port = free_port()
-        self.conf_path.write_text(f"listener {self.port} {HOST}\n")
+        self.conf_path.write_text("".join(f"{line}\n" for line in RUN_AS) + f"listener {self.port} {HOST}\n")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(self.conf_path), "-v"],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log)

@@ -431,7 +431,8 @@ async fn enhanced_authentication_and_re_authentication() {
 /// socket per family); `socket_domain` keeps it to one family.
 #[tokio::test]
 async fn a_listener_without_address_serves_ipv4_and_ipv6_on_one_port() {
-    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    // What the broker binds: the IPv6 wildcard address (loopback is reached through it).
+    let ipv6 = std::net::TcpListener::bind("[::]:0").is_ok();
     let (config, _) = parse_str("listener 0\nallow_anonymous true\n", "e2e.conf").unwrap();
     let server = Server::bind(config).await.unwrap();
     let addrs = server.local_addrs();

@@ -60,7 +60,13 @@ pub fn run(args: BrokerArgs) -> ExitCode {
     for port in &args.port {
         // As mosquitto 2.0: -p adds a listener; without a configuration it stays on localhost.
         let bind = if local_only { Some("127.0.0.1") } else { None };
-        config.listeners.push(Listener::new(*port, bind));
+        let mut l = Listener::new(*port, bind);
+        if config.per_listener_settings {
+            // A listener of its own, with no security settings written for it: closed to
+            // anonymous clients, as any listener without allow_anonymous.
+            l.security = Some(Default::default());
+        }
+        config.listeners.push(l);
     }
     if local_only && config.security.allow_anonymous.is_none() {
         config.security.allow_anonymous = Some(true);
@@ -84,6 +90,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         } else {
             tracing::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
         }
+        let user = config.user.clone();
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -91,6 +98,15 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Listeners open, files read: root is no longer needed.
+        match crate::privileges::drop_privileges(user.as_deref()) {
+            Ok(Some(name)) => tracing::info!("Running as user '{name}'."),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("Error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         let reloader = server.reloader();
         tokio::spawn(reload_on_sighup(reloader, log_files));
         server.run(shutdown_signal()).await;

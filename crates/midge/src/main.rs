@@ -9,6 +9,7 @@ mod clients;
 mod inspect_cmd;
 mod logging;
 mod passwd_cmd;
+mod privileges;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

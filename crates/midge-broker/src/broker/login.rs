@@ -11,6 +11,11 @@ use midge_codec::{Auth, Connect, Packet, Properties, Property, ReasonCode};
 use super::Broker;
 use crate::auth::{AuthExchange, AuthMethod, AuthStep, Enhanced, Login, SharedSecurity};
 
+/// Why a client without a certificate identity is refused on a listener that takes user
+/// names from certificates.
+const CERT_IDENTITY_MISSING: &str =
+    "this listener takes the user name from a client certificate, and none with a name was presented";
+
 /// What the network side knows of a connection before its CONNECT.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -95,10 +100,7 @@ impl Broker {
             return Ok(accepted(Some(name.clone())));
         }
         if info.cert_identity_required {
-            return Err(Refusal::new(
-                ReasonCode::NotAuthorized,
-                "this listener takes the user name from a client certificate, and none with a name was presented",
-            ));
+            return Err(Refusal::new(ReasonCode::NotAuthorized, CERT_IDENTITY_MISSING));
         }
         let security = scope.security.load();
         let Some(user) = &c.username else {
@@ -230,6 +232,14 @@ impl Broker {
             return None;
         }
         let name = c.properties.authentication_method()?;
+        if info.cert_identity_required && info.cert_username.is_none() {
+            // The listener's identities come from certificates: an AUTH method does not
+            // stand in for one.
+            return Some((
+                None,
+                LoginStep::Refuse(Refusal::new(ReasonCode::NotAuthorized, CERT_IDENTITY_MISSING)),
+            ));
+        }
         let Some(method) = self.auth_method(name) else {
             // [MQTT-4.12.0-1]: an unsupported method gets 0x8C Bad authentication method.
             return Some((

@@ -67,6 +67,8 @@ pub struct Broker {
     scopes: Vec<Scope>,
     /// The scope of each listener, by its index in [`Config::effective_listeners`].
     listener_scope: Vec<usize>,
+    /// No password file, no anonymous clients: for a listener index that has no scope.
+    closed: Scope,
     limiter: FailureLimiter,
     auth_methods: AuthMethods,
     /// Keep-alive deadlines of every connection.
@@ -109,6 +111,11 @@ impl Broker {
             config,
             scopes,
             listener_scope,
+            closed: Scope {
+                settings: SecuritySettings::default(),
+                anonymous_allowed: false,
+                security: Arc::new(ArcSwap::from_pointee(Security::load(&SecuritySettings::default())?)),
+            },
             limiter,
             auth_methods: AuthMethods::default(),
             keepalive: Default::default(),
@@ -134,9 +141,12 @@ impl Broker {
     }
 
     /// The security scope of a listener (by its index in [`Config::effective_listeners`]).
+    /// An index of no listener gets a scope that lets no one in.
     pub fn scope(&self, listener: usize) -> &Scope {
-        let i = self.listener_scope.get(listener).copied().unwrap_or(0);
-        &self.scopes[i]
+        match self.listener_scope.get(listener) {
+            Some(&i) => &self.scopes[i],
+            None => &self.closed,
+        }
     }
 
     /// Tells every connection to close (5.0 clients get DISCONNECT 0x8B), and those that

@@ -223,6 +223,9 @@ pub struct Config {
     pub log_timestamp: bool,
     /// `pid_file`: written with the broker's process id at start, removed at exit.
     pub pid_file: Option<PathBuf>,
+    /// `user`: started as root, the broker runs as this user once its listeners are open
+    /// and its files read (none given: `mosquitto`, or `nobody` when there is no such user).
+    pub user: Option<String>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
     /// The file it was read from.
@@ -248,6 +251,7 @@ impl Default for Config {
             log_level: None,
             log_timestamp: true,
             pid_file: None,
+            user: None,
             connect_timeout_secs: 10,
             source: None,
         }

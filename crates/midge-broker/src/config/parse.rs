@@ -23,6 +23,20 @@ pub enum ConfigError {
     },
 }
 
+/// mosquitto's security options, per listener with `per_listener_settings true` (which must
+/// come before any of them).
+const SECURITY_OPTIONS: &[&str] = &[
+    "allow_anonymous",
+    "allow_zero_length_clientid",
+    "acl_file",
+    "auth_plugin",
+    "auto_id_prefix",
+    "password_file",
+    "plugin",
+    "psk_file",
+    "use_username_as_clientid",
+];
+
 /// Security options midge does not implement yet: refused, because running without them
 /// would leave open what the user meant to close.
 const SECURITY_NOT_YET: &[&str] = &[
@@ -74,7 +88,6 @@ const NOT_YET: &[&str] = &[
     "tls_engine_kpass_sha1",
     "tls_keyform",
     "upgrade_outgoing_qos",
-    "user",
     "websockets_headers_size",
     "websockets_log_level",
     "address",
@@ -130,6 +143,7 @@ const IMPLEMENTED: &[&str] = &[
     "log_type",
     "log_timestamp",
     "pid_file",
+    "user",
 ];
 
 /// True when `name` is an option midge knows: one it reads, one it refuses (a security
@@ -185,6 +199,9 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                 _ => Err(err(format!("{name} takes one value ({what}), found {}", args.len()))),
             }
         };
+        if SECURITY_OPTIONS.contains(&name) {
+            security_set = true;
+        }
         match name {
             "listener" => {
                 let (port, bind) = match args.as_slice() {
@@ -347,6 +364,7 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
             }
             "log_timestamp" => config.log_timestamp = parse_bool(one("true or false")?).map_err(&err)?,
             "pid_file" => config.pid_file = Some(one("a file")?.into()),
+            "user" => config.user = Some(one("a user name")?.to_owned()),
             "response_information" => config.response_information = Some(one("a topic prefix")?.to_owned()),
             "per_listener_settings" => {
                 let on = parse_bool(one("true or false")?).map_err(&err)?;
@@ -359,7 +377,6 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                 config.per_listener_settings = on;
             }
             "password_file" | "acl_file" | "allow_anonymous" => {
-                security_set = true;
                 // With per_listener_settings, the listener of the last `listener` line;
                 // before any, the default listener (the global settings).
                 let scope = match current {
