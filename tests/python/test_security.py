@@ -48,7 +48,7 @@ from security_support import (
     run_tool,
     wait_until_expired,
 )
-from support import HOST, TIMEOUT, MosquittoSub, midge_bin, require_paho, require_tool, unique_id
+from support import HOST, RUN_AS, TIMEOUT, MosquittoSub, midge_bin, require_paho, require_tool, unique_id
 
 VERSIONS = ["311", "5"]
 RAW_VERSION = {"311": raw.V311, "5": raw.V5}
@@ -1134,7 +1134,7 @@ def test_plain_listener_with_passwords_warns(brokers, pki, tmp_path):
                 ports=("port", "tls"))
     lines = [x for x in b.log().splitlines() if re.search(WARNING, x)]
     assert len(lines) == 1, b.log()
-    assert re.search(rf"warn: Listener on port {b.port} on 127\.0\.0\.1 \(\S+:1\) {WARNING}", lines[0]), lines[0]
+    assert re.search(rf"warn: Listener on port {b.port} on 127\.0\.0\.1 \(\S+:{1 + len(RUN_AS)}\) {WARNING}", lines[0]), lines[0]
     assert str(b.ports["tls"]) not in lines[0]
 
 
