@@ -77,6 +77,8 @@ pub enum Kind {
     CertificateInvalid,
     /// `require_certificate` without a `crlfile`: certificates cannot be revoked.
     NoCrl,
+    /// `user root`: the broker keeps root privileges.
+    RunsAsRoot,
     /// An option neither mosquitto nor midge knows.
     UnknownOption,
     /// A value the audit (and the broker) cannot read.
@@ -106,6 +108,7 @@ impl Kind {
             Kind::CertificateNotYetValid => "certificate-not-yet-valid",
             Kind::CertificateInvalid => "certificate-invalid",
             Kind::NoCrl => "no-crl",
+            Kind::RunsAsRoot => "runs-as-root",
             Kind::UnknownOption => "unknown-option",
             Kind::InvalidValue => "invalid-value",
         }

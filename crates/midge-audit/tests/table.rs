@@ -123,6 +123,20 @@ fn cases() -> Vec<Case> {
             expected: &["MEDIUM broker.conf:1 unverified-user-names"],
         },
         Case {
+            name: "user root keeps root privileges; the last user line decides",
+            setup: |_| {},
+            config: "user root\nmax_keepalive 60\n",
+            options: defaults,
+            expected: &["MEDIUM broker.conf:1 runs-as-root"],
+        },
+        Case {
+            name: "user mosquitto after user root",
+            setup: |_| {},
+            config: "user root\nuser mosquitto\n",
+            options: defaults,
+            expected: &[],
+        },
+        Case {
             name: "no listener: local only mode, anonymous is fine",
             setup: |_| {},
             config: "allow_anonymous true\nmax_keepalive 60\n",

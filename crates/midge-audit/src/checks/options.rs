@@ -19,6 +19,19 @@ const ALSO_KNOWN: &[&str] = &[
 ];
 
 pub(super) fn check(directives: &[Directive], out: &mut Vec<Finding>) {
+    // The last `user` line is the one in force.
+    if let Some(d) = directives.iter().rev().find(|d| d.name == "user") {
+        if d.value == "root" {
+            out.push(Finding::new(
+                Severity::Medium,
+                Kind::RunsAsRoot,
+                Location::new(d.file.clone(), d.line),
+                "user root: started as root, the broker keeps root privileges, so a flaw in it gives root; \
+                 remove the line (it then runs as user mosquitto) or name an unprivileged user"
+                    .to_owned(),
+            ));
+        }
+    }
     for d in directives {
         if !is_known_option(&d.name) && !ALSO_KNOWN.contains(&d.name.as_str()) {
             out.push(Finding::new(
