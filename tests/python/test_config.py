@@ -9,6 +9,7 @@ import pwd
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -133,34 +134,52 @@ def _status_ids(pid: int) -> tuple[list[int], list[int]]:
     return [int(x) for x in fields["Uid"].split()], [int(x) for x in fields["Gid"].split()]
 
 
-def test_started_as_root_the_broker_runs_as_user_mosquitto(tmp_path):
-    """As mosquitto: root opens the listeners and reads the files, then the broker runs as
-    `user` (default mosquitto). Not root, it keeps its user."""
+def test_started_as_root_the_broker_runs_as_user_mosquitto():
+    """As mosquitto: root opens the listeners, the files and the log file, then the broker
+    runs as `user` (default mosquitto), which owns the log file so that it can reopen it
+    after rotation. Not root, it keeps its user."""
+    root = os.geteuid() == 0
     port = free_port()
-    conf = tmp_path / "broker.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        lines = []
-        for line in proc.stdout:  # the start-up lines, up to the drop (or the listener)
-            lines.append(line)
-            if "Running as user" in line or (os.geteuid() != 0 and "listen socket" in line):
-                break
-        if os.geteuid() == 0:
-            account = pwd.getpwnam("mosquitto")
-            assert lines[-1].endswith("Running as user 'mosquitto'.\n"), lines
-            uids, gids = _status_ids(proc.pid)
-            assert uids == [account.pw_uid] * 4 and gids == [account.pw_gid] * 4, (uids, gids)
-        else:
-            assert _status_ids(proc.pid)[0][1] == os.geteuid()
-        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
-                           capture_output=True, timeout=TIMEOUT)
-        assert r.returncode == 0, r
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 0
+    # A directory the dropped user owns, as Debian's /var/log/mosquitto (pytest's are root's,
+    # mode 0700).
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        d.chmod(0o755)
+        if root:
+            os.chown(d, pwd.getpwnam("mosquitto").pw_uid, -1)
+        log = d / "midge.log"
+        conf = d / "broker.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest file {log}\nlog_dest stdout\n")
+        proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = []
+            for line in proc.stdout:  # the start-up lines, up to the drop (or the listener)
+                lines.append(line)
+                if "Running as user" in line or (not root and "listen socket" in line):
+                    break
+            if root:
+                account = pwd.getpwnam("mosquitto")
+                assert lines[-1].endswith("Running as user 'mosquitto'.\n"), lines
+                uids, gids = _status_ids(proc.pid)
+                assert uids == [account.pw_uid] * 4 and gids == [account.pw_gid] * 4, (uids, gids)
+                assert log.stat().st_uid == account.pw_uid, "the log file is handed to the user"
+            else:
+                assert _status_ids(proc.pid)[0][1] == os.geteuid()
+            r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
+                               capture_output=True, timeout=TIMEOUT)
+            assert r.returncode == 0, r
+            # Log rotation after the drop: the new file is created by the broker's user.
+            log.rename(d / "midge.log.1")
+            proc.send_signal(signal.SIGHUP)
+            for line in proc.stdout:
+                if "Reloaded the password file" in line:
+                    break
+            assert "Reloading config." in log.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0
 
 
 def test_a_user_that_does_not_exist_stops_the_broker(tmp_path, broker_factory):

@@ -137,7 +137,7 @@ impl Listener {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
     /// Listeners, mosquitto's default listener first if there is one. Empty: local only mode
-    /// (127.0.0.1:1883, anonymous allowed).
+    /// (localhost:1883, anonymous allowed).
     pub listeners: Vec<Listener>,
     /// The global security settings (with `per_listener_settings`, those before the first
     /// `listener` line, which the default listener takes).

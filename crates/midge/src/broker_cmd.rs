@@ -15,7 +15,7 @@ pub struct BrokerArgs {
     #[arg(short = 'c', long = "config-file", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on PORT (in addition to the listeners of the configuration file). Without a
-    /// configuration, midge listens on 127.0.0.1 only and allows anonymous clients.
+    /// configuration, midge listens on localhost only and allows anonymous clients.
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     port: Vec<u16>,
     /// Log every packet (type, client and key fields).
@@ -59,7 +59,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
     let local_only = config.local_only();
     for port in &args.port {
         // As mosquitto 2.0: -p adds a listener; without a configuration it stays on localhost.
-        let bind = if local_only { Some("127.0.0.1") } else { None };
+        let bind = if local_only { Some("localhost") } else { None };
         let mut l = Listener::new(*port, bind);
         if config.per_listener_settings {
             // A listener of its own, with no security settings written for it: closed to
@@ -99,7 +99,8 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             }
         };
         // Listeners open, files read: root is no longer needed.
-        match crate::privileges::drop_privileges(user.as_deref()) {
+        let log_paths: Vec<&Path> = log_files.iter().map(|f| f.path()).collect();
+        match crate::privileges::drop_privileges(user.as_deref(), &log_paths) {
             Ok(Some(name)) => tracing::info!("Running as user '{name}'."),
             Ok(None) => {}
             Err(e) => {

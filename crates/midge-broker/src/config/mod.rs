@@ -83,6 +83,12 @@ impl Listener {
         }
     }
 
+    /// True when its IPv6 address comes with an IPv4 one and may be left out on a system
+    /// without IPv6: every address, or `localhost`.
+    pub fn ipv6_optional(&self) -> bool {
+        matches!(self.bind.as_deref(), None | Some("localhost"))
+    }
+
     /// True when bound to a loopback address only.
     pub fn is_local(&self) -> bool {
         match &self.bind {
@@ -103,11 +109,15 @@ impl Listener {
         s
     }
 
-    /// The socket addresses to bind: those `bind` resolves to, or without it the IPv4 and
-    /// the IPv6 wildcard addresses (as mosquitto binds them: one socket each), kept to the
-    /// `socket_domain` family when one is set.
+    /// The socket addresses to bind: those `bind` resolves to (`localhost`: 127.0.0.1 and
+    /// ::1), or without it the IPv4 and the IPv6 wildcard addresses (as mosquitto binds them:
+    /// one socket each), kept to the `socket_domain` family when one is set.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         let all: Vec<SocketAddr> = match &self.bind {
+            Some(host) if host == "localhost" => vec![
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.port)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, self.port)),
+            ],
             Some(host) => {
                 use std::net::ToSocketAddrs;
                 (host.as_str(), self.port).to_socket_addrs().map(Iterator::collect).unwrap_or_default()
@@ -186,7 +196,7 @@ pub struct SecuritySettings {
 /// Everything the broker needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Listeners; empty means the default: 127.0.0.1:1883 ("local only mode").
+    /// Listeners; empty means the default: localhost:1883, IPv4 and IPv6 ("local only mode").
     pub listeners: Vec<Listener>,
     /// The security settings of every listener, or with `per_listener_settings true` of
     /// the default listener (those written before the first `listener` line).
@@ -268,7 +278,7 @@ impl Config {
     /// The listeners to open.
     pub fn effective_listeners(&self) -> Vec<Listener> {
         if self.listeners.is_empty() {
-            vec![Listener::new(1883, Some("127.0.0.1"))]
+            vec![Listener::new(1883, Some("localhost"))]
         } else {
             self.listeners.clone()
         }

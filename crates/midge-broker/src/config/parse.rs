@@ -506,6 +506,7 @@ fn parse_num<T: Unsigned>(name: &str, s: &str) -> Result<T, String> {
 mod tests {
     use super::*;
     use crate::config::{LogDest, LogLevel, SecuritySettings};
+    use std::net::SocketAddr;
 
     #[test]
     fn reads_the_options_of_this_issue() {
@@ -691,6 +692,13 @@ mod tests {
         assert_eq!(c.listeners[1].addresses(), [(v4, 1884).into()]);
         let (c, _) = parse_str("socket_domain ipv6\n", "t").unwrap();
         assert_eq!(c.listeners[0].addresses(), [(v6, 1883).into()]);
+        // localhost is both loopback addresses, without a resolver (local only mode's listener).
+        let (c, _) = parse_str("listener 1884 localhost\n", "t").unwrap();
+        let local: [SocketAddr; 2] =
+            [(std::net::Ipv4Addr::LOCALHOST, 1884).into(), (std::net::Ipv6Addr::LOCALHOST, 1884).into()];
+        assert_eq!(c.listeners[0].addresses(), local);
+        assert!(c.listeners[0].is_local() && c.listeners[0].ipv6_optional());
+        assert_eq!(Config::default().effective_listeners()[0].bind.as_deref(), Some("localhost"));
         let (c, _) = parse_str("listener 1 127.0.0.1\nsocket_domain ipv6\n", "t").unwrap();
         assert!(c.listeners[0].addresses().is_empty());
         assert_eq!(

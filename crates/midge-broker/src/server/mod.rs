@@ -105,7 +105,7 @@ impl Server {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "address does not resolve"),
                 });
             }
-            for (listener, local) in listen_all(&addresses, l.bind.is_none())? {
+            for (listener, local) in listen_all(&addresses, l.ipv6_optional())? {
                 tracing::info!(
                     "Opening ipv{} listen socket on port {}{}.",
                     if local.is_ipv4() { 4 } else { 6 },
@@ -164,11 +164,11 @@ impl Server {
 /// Opens one listening socket per address of a listener. When the port is 0, the port the
 /// first socket gets is used for the others, so that a listener is one port on IPv4 and IPv6
 /// alike (tried again a few times if another program holds it on the other family). For a
-/// listener on every interface (`wildcard`), an IPv6 socket the system cannot open (no IPv6)
+/// listener on every address or on localhost (`ipv6_optional`), an IPv6 socket the system cannot open (no IPv6)
 /// is skipped with a warning, as long as the IPv4 one opened.
 fn listen_all(
     addresses: &[SocketAddr],
-    wildcard: bool,
+    ipv6_optional: bool,
 ) -> Result<Vec<(TcpListener, SocketAddr)>, ServerError> {
     let wants_free_port = addresses.first().is_some_and(|a| a.port() == 0);
     let mut attempt = 0;
@@ -188,7 +188,7 @@ fn listen_all(
             });
             match bound {
                 Ok(pair) => opened.push(pair),
-                Err(e) if wildcard && addr.is_ipv6() && !opened.is_empty() && ipv6_unavailable(&e) => {
+                Err(e) if ipv6_optional && addr.is_ipv6() && !opened.is_empty() && ipv6_unavailable(&e) => {
                     tracing::warn!("Not listening on IPv6 port {}: {e}.", addr.port());
                 }
                 Err(e)
@@ -208,7 +208,7 @@ fn listen_all(
 
 /// True when an IPv6 socket fails because the system has no IPv6.
 fn ipv6_unavailable(e: &std::io::Error) -> bool {
-    // EAFNOSUPPORT (no IPv6 in the kernel) and EADDRNOTAVAIL (IPv6 disabled).
+    // EAFNOSUPPORT (no IPv6 in the kernel) and EADDRNOTAVAIL (::1 where IPv6 is disabled).
     matches!(e.raw_os_error(), Some(97) | Some(99))
 }
 
