@@ -115,10 +115,10 @@ impl Router {
     pub fn route(&self, message: &Arc<Message>) -> RouteOutcome {
         let topic: &str = &message.topic;
         let dollar = topic.starts_with('$');
-        let levels: Vec<&str> = topic.split('/').collect();
+        let first = tree::split_level(topic).0;
         // The guards live until the deliveries are queued, so targets borrow the subscribers
         // instead of cloning an Arc per subscriber.
-        let shard = self.shard_of(levels[0]).read();
+        let shard = self.shard_of(first).read();
         let wild = (!dollar).then(|| self.wildcard.read());
         let mut targets: Vec<Target<'_>> = Vec::new();
         let mut lists = 0usize;
@@ -140,9 +140,9 @@ impl Router {
                     }
                 }
             });
-            shard.walk(&levels, dollar, &mut visit);
+            shard.walk(Some(topic), dollar, &mut visit);
             if let Some(w) = &wild {
-                w.walk(&levels, dollar, &mut visit);
+                w.walk(Some(topic), dollar, &mut visit);
             }
         }
         if lists > 1 {

@@ -181,19 +181,22 @@ impl Node {
         }
     }
 
-    /// Calls `f` with the subscribers of every filter that matches the topic `levels`
-    /// (section 4.7). `dollar` is true for topics starting with `$`, which filters starting
-    /// with a wildcard do not match [MQTT-4.7.2-1]; it only applies at the first level.
-    pub(crate) fn walk<'a>(&'a self, levels: &[&str], dollar: bool, f: &mut impl FnMut(&'a Subscribers)) {
+    /// Calls `f` with the subscribers of every filter that matches the topic levels `rest`
+    /// (section 4.7): `None` when the topic ends at this node, else the remaining levels
+    /// ("a/b", or "" for one empty level), split as the walk goes, without allocating.
+    /// `dollar` is true for topics starting with `$`, which filters starting with a wildcard
+    /// do not match [MQTT-4.7.2-1]; it only applies at the first level.
+    pub(crate) fn walk<'a>(&'a self, rest: Option<&str>, dollar: bool, f: &mut impl FnMut(&'a Subscribers)) {
         if !dollar {
             // '#' matches the remaining levels, and the parent level itself ("a/#" matches "a").
             f(&self.hash);
         }
-        let Some((first, rest)) = levels.split_first() else {
+        let Some(levels) = rest else {
             f(&self.here);
             return;
         };
-        if let Some(child) = self.children.get(*first) {
+        let (first, rest) = split_level(levels);
+        if let Some(child) = self.children.get(first) {
             child.walk(rest, false, f);
         }
         if !dollar {
@@ -201,5 +204,15 @@ impl Node {
                 plus.walk(rest, false, f);
             }
         }
+    }
+}
+
+/// The first level of `levels` and the rest, if there is more: a byte scan, quicker than a
+/// `str` pattern search for the few bytes of a topic level.
+pub(crate) fn split_level(levels: &str) -> (&str, Option<&str>) {
+    match levels.bytes().position(|b| b == b'/') {
+        // '/' is ASCII: both sides are on character boundaries.
+        Some(i) => (&levels[..i], Some(&levels[i + 1..])),
+        None => (levels, None),
     }
 }
