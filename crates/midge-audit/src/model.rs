@@ -4,7 +4,7 @@
 //!
 //! Unlike the broker's strict parser this never fails: a value it cannot read becomes an
 //! informational finding and is left out; options it does not need are skipped.
-use midge_broker::config::{Directive, Listener as BrokerListener};
+use midge_broker::config::{makes_default_listener, Directive, Listener as BrokerListener};
 
 use crate::finding::{Finding, Kind, Location, Severity};
 
@@ -129,7 +129,11 @@ impl Listener {
             (None, Some(i)) => format!("interface {i}"),
             (None, None) => "0.0.0.0".to_owned(),
         };
-        format!("listener {} ({address})", self.port)
+        if self.default {
+            format!("listener {} ({address}, mosquitto's default listener)", self.port)
+        } else {
+            format!("listener {} ({address})", self.port)
+        }
     }
 }
 
@@ -183,8 +187,20 @@ impl Model {
             ..Model::default()
         };
         let mut default: Option<Listener> = None;
+        // Whether mosquitto opens its default listener (settings written before any
+        // `listener` line may only be kept for it).
+        let mut default_opened = false;
         for d in directives {
             let name = d.name.as_str();
+            let before_listeners = m.listeners.is_empty() || name == "port" || name == "bind_address";
+            if before_listeners
+                && !default_opened
+                && makes_default_listener(name, &d.value, m.per_listener_settings)
+            {
+                // Named by the line that opens it.
+                default_opened = true;
+                default.get_or_insert_with(|| Listener::new("1883", None, at(d), true)).at = at(d);
+            }
             match name {
                 "listener" => match d.args.first() {
                     Some(port) => {
@@ -231,7 +247,7 @@ impl Model {
                 _ => {}
             }
         }
-        if let Some(l) = default {
+        if let Some(l) = default.filter(|_| default_opened) {
             m.listeners.insert(0, l);
         }
         m

@@ -123,6 +123,20 @@ fn cases() -> Vec<Case> {
             expected: &["MEDIUM broker.conf:1 unverified-user-names"],
         },
         Case {
+            name: "socket_domain before any listener opens mosquitto's default listener on the network",
+            setup: |_| {},
+            config: "socket_domain ipv4\nlistener 17001 127.0.0.1\nallow_anonymous true\n",
+            options: defaults,
+            expected: &["HIGH broker.conf:1 anonymous-network", "MEDIUM broker.conf:1 no-acl"],
+        },
+        Case {
+            name: "tls_version before any listener does not open it",
+            setup: |_| {},
+            config: "tls_version tlsv1.2\nlistener 17001 127.0.0.1\nallow_anonymous true\n",
+            options: defaults,
+            expected: &[],
+        },
+        Case {
             name: "user root keeps root privileges; the last user line decides",
             setup: |_| {},
             config: "user root\nmax_keepalive 60\n",

@@ -23,7 +23,9 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
                     None
                 }
             };
-            if let Some(versions) = old {
+            // On a listener without TLS the setting does nothing (the plain listener is
+            // reported for what it is by the network checks).
+            if let Some(versions) = old.filter(|_| l.tls.enabled()) {
                 out.push(Finding::new(
                     Severity::Medium,
                     Kind::OldTlsVersion,

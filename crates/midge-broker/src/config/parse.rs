@@ -182,9 +182,11 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
     let mut config = Config::default();
     let mut warnings = Vec::new();
     // As mosquitto: `port`, `bind_address` and listener options written before any
-    // `listener` line belong to one default listener (port 1883 unless `port` says);
-    // listener options after a `listener` line belong to that listener.
-    let mut default_listener: Option<usize> = None;
+    // `listener` line belong to one default listener (port 1883 unless `port` says), which
+    // is opened when one of them makes it (see `makes_default_listener`); listener options
+    // after a `listener` line belong to that listener.
+    let mut default = Listener::new(1883, None);
+    default.default = true;
     let mut current: Option<usize> = None;
     // A security option was read (per_listener_settings must come before them).
     let mut security_set = false;
@@ -201,6 +203,13 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
         };
         if SECURITY_OPTIONS.contains(&name) {
             security_set = true;
+        }
+        let before_listeners = current.is_none() || name == "port" || name == "bind_address";
+        if before_listeners
+            && default.origin.is_none()
+            && makes_default_listener(name, &d.value, config.per_listener_settings)
+        {
+            default.origin = Some(format!("{file}:{line}"));
         }
         match name {
             "listener" => {
@@ -220,14 +229,10 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                 current = Some(config.listeners.len() - 1);
             }
             "port" => {
-                let port = parse_port(one("a port number")?).map_err(&err)?;
-                let i = *default_listener.get_or_insert_with(|| push_default(&mut config, file, line));
-                config.listeners[i].port = port;
+                default.port = parse_port(one("a port number")?).map_err(&err)?;
             }
             "bind_address" => {
-                let addr = one("an address")?;
-                let i = *default_listener.get_or_insert_with(|| push_default(&mut config, file, line));
-                config.listeners[i].bind = Some(addr.to_owned());
+                default.bind = Some(one("an address")?.to_owned());
             }
             "socket_domain" => {
                 let value = one("ipv4 or ipv6")?;
@@ -238,11 +243,10 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
                         return Err(err(format!("invalid socket_domain '{other}': expected ipv4 or ipv6")))
                     }
                 };
-                let i = match current {
-                    Some(i) => i,
-                    None => *default_listener.get_or_insert_with(|| push_default(&mut config, file, line)),
-                };
-                config.listeners[i].domain = Some(domain);
+                match current {
+                    Some(i) => config.listeners[i].domain = Some(domain),
+                    None => default.domain = Some(domain),
+                }
             }
             "certfile"
             | "keyfile"
@@ -257,11 +261,10 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
             | "ciphers_tls1.3"
             | "protocol" => {
                 let value = one("a value")?;
-                let i = match current {
-                    Some(i) => i,
-                    None => *default_listener.get_or_insert_with(|| push_default(&mut config, file, line)),
+                let tls = match current {
+                    Some(i) => &mut config.listeners[i].tls,
+                    None => &mut default.tls,
                 };
-                let tls = &mut config.listeners[i].tls;
                 match name {
                     "certfile" => tls.certfile = Some(value.into()),
                     "keyfile" => tls.keyfile = Some(value.into()),
@@ -457,6 +460,9 @@ pub fn parse_directives(directives: &[Directive]) -> Result<(Config, Vec<String>
             other => return Err(err(format!("unknown option '{other}'"))),
         }
     }
+    if default.origin.is_some() {
+        config.listeners.insert(0, default);
+    }
     if config.per_listener_settings {
         // A listener without security options of its own has none: no password file, no
         // ACL, and anonymous clients only as allow_anonymous's default says.
@@ -472,20 +478,35 @@ fn parse_port(s: &str) -> Result<u16, String> {
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
+    // mosquitto takes 1 and 0 too.
     match s {
-        "true" => Ok(true),
-        "false" => Ok(false),
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
         _ => Err(format!("invalid value '{s}': expected true or false")),
     }
 }
 
-/// mosquitto's default listener: 1883 on every address until `port` / `bind_address` say.
-fn push_default(config: &mut Config, file: &str, line: usize) -> usize {
-    let mut l = Listener::new(1883, None);
-    l.default = true;
-    l.origin = Some(format!("{file}:{line}"));
-    config.listeners.push(l);
-    config.listeners.len() - 1
+/// True when `name value`, written before any `listener` line (`port` and `bind_address`:
+/// anywhere), makes mosquitto open its default listener: port 1883 on every address unless
+/// `port` and `bind_address` say otherwise. As mosquitto 2.0.11 does (each case tried): a
+/// listener setting with a value other than its default does; `tls_version`, `mount_point`,
+/// `allow_anonymous` and `acl_file` do not; `password_file` and `psk_file` do with
+/// `per_listener_settings true`.
+pub fn makes_default_listener(name: &str, value: &str, per_listener_settings: bool) -> bool {
+    let on = matches!(value, "true" | "1");
+    match name {
+        "port" | "bind_address" | "bind_interface" | "socket_domain" | "certfile" | "keyfile" | "cafile"
+        | "capath" | "crlfile" | "ciphers" | "ciphers_tls1.3" | "psk_hint" => true,
+        "require_certificate"
+        | "use_identity_as_username"
+        | "use_subject_as_username"
+        | "use_username_as_clientid" => on,
+        "max_qos" => value != "2",
+        "max_connections" => !value.starts_with('-'),
+        "protocol" => value != "mqtt",
+        "password_file" | "psk_file" | "auth_plugin" | "plugin" => per_listener_settings,
+        _ => false,
+    }
 }
 
 /// The unsigned integer types options are read into, with their range for messages.
@@ -626,8 +647,47 @@ mod tests {
             "listener 8883 127.0.0.1\nbind_address 0.0.0.0\nport 1883\nport 1884\nbind_address 127.0.0.1\n";
         let (c, _) = parse_str(text, "t").unwrap();
         let got: Vec<_> = c.listeners.iter().map(|l| (l.port, l.bind.as_deref())).collect();
-        assert_eq!(got, [(8883, Some("127.0.0.1")), (1884, Some("127.0.0.1"))]);
+        assert_eq!(got, [(1884, Some("127.0.0.1")), (8883, Some("127.0.0.1"))]);
         assert!(c.listeners.iter().all(Listener::is_local));
+    }
+
+    #[test]
+    fn what_opens_mosquittos_default_listener() {
+        // Each line before `listener 17001 127.0.0.1`, and whether mosquitto 2.0.11 then also
+        // listened on port 1883 (tried one by one).
+        let cases = [
+            ("allow_anonymous true", false),
+            ("per_listener_settings true\nallow_anonymous true", false),
+            ("per_listener_settings true\nacl_file acl", false),
+            ("per_listener_settings true\npassword_file passwd", true),
+            ("password_file passwd", false),
+            ("max_qos 1", true),
+            ("max_qos 2", false),
+            ("max_connections 10", true),
+            ("max_connections -1", false),
+            ("socket_domain ipv4", true),
+            ("protocol mqtt", false),
+            ("max_keepalive 10", false),
+            ("cafile ca.crt", true),
+            ("require_certificate true", true),
+            ("require_certificate false", false),
+            ("use_identity_as_username true", true),
+            ("tls_version tlsv1.2", false),
+            ("ciphers_tls1.3 TLS_AES_128_GCM_SHA256", true),
+        ];
+        for (lines, opens) in cases {
+            let text = format!("{lines}\nlistener 17001 127.0.0.1\n");
+            let (c, _) = parse_str(&text, "t").unwrap();
+            let ports: Vec<u16> = c.listeners.iter().map(|l| l.port).collect();
+            let expected: &[u16] = if opens { &[1883, 17001] } else { &[17001] };
+            assert_eq!(ports, expected, "{lines:?}");
+        }
+        // Its settings are kept even when another line opens it.
+        let (c, _) = parse_str("tls_version tlsv1.3\ncertfile c\nkeyfile k\nlistener 1\n", "t").unwrap();
+        assert_eq!(c.listeners[0].tls.min_version, Some(TlsVersion::V1_3));
+        assert_eq!(c.listeners[0].origin.as_deref(), Some("t:2"), "named by the line that opens it");
+        let (c, _) = parse_str("allow_anonymous 1\nretain_available 0\n", "t").unwrap();
+        assert!(c.security.allow_anonymous == Some(true) && !c.retain_available, "mosquitto's 1 and 0");
     }
 
     #[test]

@@ -89,7 +89,8 @@ impl Server {
                     .map_err(|source| ServerError::Tls { listener: l.describe(), source })?;
                 Some(Arc::new(t))
             } else {
-                if config.security_of(&l).password_file.is_some() {
+                // Not on loopback: capturing loopback traffic takes root.
+                if config.security_of(&l).password_file.is_some() && !l.is_local() {
                     tracing::warn!(
                         "Listener on {} accepts passwords over plain TCP: they cross the network in clear text. \
                          Use a TLS listener (certfile and keyfile) for clients on the network.",
