@@ -4,7 +4,7 @@
 //!
 //! Unlike the broker's strict parser this never fails: a value it cannot read becomes an
 //! informational finding and is left out; options it does not need are skipped.
-use midge_broker::config::{makes_default_listener, Directive, Listener as BrokerListener};
+use midge_broker::config::{makes_default_listener, parse_bool, Directive, Listener as BrokerListener};
 
 use crate::finding::{Finding, Kind, Location, Severity};
 
@@ -183,7 +183,7 @@ impl Model {
                 .iter()
                 .rev()
                 .find(|d| d.name == "per_listener_settings")
-                .is_some_and(|d| d.value == "true"),
+                .is_some_and(|d| parse_bool(&d.value) == Ok(true)),
             ..Model::default()
         };
         let mut default: Option<Listener> = None;
@@ -301,11 +301,9 @@ fn path(d: &Directive) -> Result<Setting<String>, String> {
 }
 
 fn boolean(d: &Directive) -> Result<Setting<bool>, String> {
-    match d.value.as_str() {
-        "true" => Ok(Setting { value: true, at: at(d) }),
-        "false" => Ok(Setting { value: false, at: at(d) }),
-        v => Err(format!("invalid value '{v}' for {}: expected true or false", d.name)),
-    }
+    parse_bool(&d.value)
+        .map(|value| Setting { value, at: at(d) })
+        .map_err(|_| format!("invalid value '{}' for {}: expected true or false", d.value, d.name))
 }
 
 /// Sets a listener option; `Some(problem)` when its value cannot be read.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 pub use lex::{lex_file, lex_file_including, lex_str, Directive, LexError};
 pub use parse::{
-    is_known_option, makes_default_listener, parse_directives, parse_file, parse_str, ConfigError,
+    is_known_option, makes_default_listener, parse_bool, parse_directives, parse_file, parse_str, ConfigError,
 };
 
 /// The lowest TLS version a listener accepts.

@@ -477,8 +477,8 @@ fn parse_port(s: &str) -> Result<u16, String> {
     s.parse().map_err(|_| format!("invalid port '{s}': expected a number 0-65535"))
 }
 
-fn parse_bool(s: &str) -> Result<bool, String> {
-    // mosquitto takes 1 and 0 too.
+/// A boolean option's value: `true` or `false` (mosquitto takes `1` and `0` too).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
@@ -493,7 +493,7 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 /// `allow_anonymous` and `acl_file` do not; `password_file` and `psk_file` do with
 /// `per_listener_settings true`.
 pub fn makes_default_listener(name: &str, value: &str, per_listener_settings: bool) -> bool {
-    let on = matches!(value, "true" | "1");
+    let on = parse_bool(value) == Ok(true);
     match name {
         "port" | "bind_address" | "bind_interface" | "socket_domain" | "certfile" | "keyfile" | "cafile"
         | "capath" | "crlfile" | "ciphers" | "ciphers_tls1.3" | "psk_hint" => true,
