@@ -19,6 +19,7 @@ import pty
 import re
 import secrets
 import select
+import signal
 import ssl
 import stat
 import subprocess
@@ -652,6 +653,43 @@ def test_credential_cache_one_hash_for_50_reconnects(brokers, tmp_path):
     ack, _, _ = raw_login(b.port, "311", unique_id("again"), "alice", SECRET)
     assert ack.reason == 0 and b.count(HASHING) == 2, "the right password is still cached"
     assert_secret_not_logged(b)
+
+
+def test_sighup_reads_the_configuration_again(brokers, tmp_path):
+    """As mosquitto: SIGHUP applies a changed allow_anonymous and password_file (and
+    acl_file) from the configuration file; a changed listener needs a restart and changes
+    nothing; other options are said to need one."""
+    pw1 = make_passwd(tmp_path / "passwd1", {"alice": SECRET})
+    pw2 = make_passwd(tmp_path / "passwd2", {"bob": SECRET})
+    b = brokers(f"listener {{port}} 127.0.0.1\nallow_anonymous true\npassword_file {pw1}\n")
+
+    def codes() -> tuple:
+        anon = mosq_pub(b.port, "-t", "t", "-m", "x")
+        alice = mosq_pub(b.port, "-u", "alice", "-P", SECRET, "-t", "t", "-m", "x")
+        bob = mosq_pub(b.port, "-u", "bob", "-P", SECRET, "-t", "t", "-m", "x")
+        return connack_code(anon), connack_code(alice), connack_code(bob)
+
+    assert codes() == (0, 0, BAD_LOGIN["311"])
+    original = b.conf_path.read_text()
+    tightened = original.replace("allow_anonymous true", "allow_anonymous false").replace(str(pw1), str(pw2))
+    b.conf_path.write_text(tightened)
+    b.reload()
+    assert codes() == (NOT_AUTHORIZED["311"], BAD_LOGIN["311"], 0)
+
+    # A new listener cannot be opened by a reload: nothing changes, and the log says why.
+    mark = b.mark()
+    b.conf_path.write_text(tightened.replace("allow_anonymous false", "allow_anonymous true")
+                           + "listener 0 127.0.0.1\n")
+    b.proc.send_signal(signal.SIGHUP)
+    b.wait_for_log(r"Reload failed, the previous settings stay in force: the listeners or their TLS settings "
+                   r"changed: restart midge to apply the new configuration", since=mark)
+    assert codes() == (NOT_AUTHORIZED["311"], BAD_LOGIN["311"], 0)
+
+    # Options a reload does not apply are named.
+    mark = b.mark()
+    b.conf_path.write_text(tightened + "max_keepalive 30\n")
+    b.reload()
+    b.wait_for_log(r"warn: Changes to max_keepalive take effect when midge restarts\.", since=mark)
 
 
 def test_sighup_drops_the_cache_and_keeps_connections(brokers, pahos, tmp_path):

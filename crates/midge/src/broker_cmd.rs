@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use midge_broker::config::{parse_file, Config, Listener};
+use midge_broker::config::{parse_file, Config, ConfigError, Listener};
 use midge_broker::Server;
 
 use crate::logging::{LogFile, LogSettings};
@@ -23,16 +23,37 @@ pub struct BrokerArgs {
     verbose: bool,
 }
 
-pub fn run(args: BrokerArgs) -> ExitCode {
+/// The configuration: the file of `-c` (or none), with the listeners of `-p`.
+fn read_config(args: &BrokerArgs) -> Result<(Config, Vec<String>), ConfigError> {
     let (mut config, warnings) = match &args.config {
-        Some(path) => match parse_file(path) {
-            Ok(read) => read,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return ExitCode::from(3);
-            }
-        },
+        Some(path) => parse_file(path)?,
         None => (Config::default(), Vec::new()),
+    };
+    let local_only = config.local_only();
+    for port in &args.port {
+        // As mosquitto 2.0: -p adds a listener; without a configuration it stays on localhost.
+        let bind = if local_only { Some("localhost") } else { None };
+        let mut l = Listener::new(*port, bind);
+        if config.per_listener_settings {
+            // A listener of its own, with no security settings written for it: closed to
+            // anonymous clients, as any listener without allow_anonymous.
+            l.security = Some(Default::default());
+        }
+        config.listeners.push(l);
+    }
+    if local_only && config.security.allow_anonymous.is_none() {
+        config.security.allow_anonymous = Some(true);
+    }
+    Ok((config, warnings))
+}
+
+pub fn run(args: BrokerArgs) -> ExitCode {
+    let (config, warnings) = match read_config(&args) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(3);
+        }
     };
     let log_files = match crate::logging::init(&LogSettings {
         verbose: args.verbose,
@@ -56,21 +77,6 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let local_only = config.local_only();
-    for port in &args.port {
-        // As mosquitto 2.0: -p adds a listener; without a configuration it stays on localhost.
-        let bind = if local_only { Some("localhost") } else { None };
-        let mut l = Listener::new(*port, bind);
-        if config.per_listener_settings {
-            // A listener of its own, with no security settings written for it: closed to
-            // anonymous clients, as any listener without allow_anonymous.
-            l.security = Some(Default::default());
-        }
-        config.listeners.push(l);
-    }
-    if local_only && config.security.allow_anonymous.is_none() {
-        config.security.allow_anonymous = Some(true);
-    }
     // Servers raise their open-file limit to the hard limit: each client is a file.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!("Open file limit: {n}."),
@@ -100,24 +106,42 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         };
         // Listeners open, files read: root is no longer needed.
         let log_paths: Vec<&Path> = log_files.iter().map(|f| f.path()).collect();
-        match crate::privileges::drop_privileges(user.as_deref(), &log_paths) {
-            Ok(Some(name)) => tracing::info!("Running as user '{name}'."),
-            Ok(None) => {}
+        let dropped_to = match crate::privileges::drop_privileges(user.as_deref(), &log_paths) {
+            Ok(Some(name)) => {
+                tracing::info!("Running as user '{name}'.");
+                Some(name)
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!("Error: {e}");
                 return ExitCode::FAILURE;
             }
-        }
+        };
         let reloader = server.reloader();
-        tokio::spawn(reload_on_sighup(reloader, log_files));
+        tokio::spawn(reload_on_sighup(reloader, log_files, args, dropped_to));
         server.run(shutdown_signal()).await;
         tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
         ExitCode::SUCCESS
     })
 }
 
-/// SIGHUP reloads the password file, the ACL file, certificates and CRLs; connections stay.
-async fn reload_on_sighup(reloader: midge_broker::server::Reloader, log_files: Vec<Arc<LogFile>>) {
+/// SIGHUP reads the configuration file again and applies its security settings, reloads the
+/// password file, the ACL file, certificates and CRLs, and reopens log files; connections
+/// stay.
+async fn reload_on_sighup(
+    reloader: midge_broker::server::Reloader,
+    log_files: Vec<Arc<LogFile>>,
+    args: BrokerArgs,
+    dropped_to: Option<String>,
+) {
+    // After dropping root, files only root may read can no longer be reloaded: say so.
+    let hint = |e: &dyn std::fmt::Display| match &dropped_to {
+        Some(user) if e.to_string().contains("os error 13") => format!(
+            " (midge runs as user '{user}' since it started: that user must be able to read the file, \
+             for example chown {user} FILE; or run with `user root`)"
+        ),
+        _ => String::new(),
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("Cannot listen for SIGHUP: reloading is off.");
@@ -131,9 +155,21 @@ async fn reload_on_sighup(reloader: midge_broker::server::Reloader, log_files: V
             }
         }
         tracing::info!("Reloading config.");
-        match reloader.reload() {
-            Ok(()) => tracing::info!("Reloaded the password file, ACL file and TLS certificates."),
-            Err(e) => tracing::error!("Reload failed, the previous settings stay in force: {e}"),
+        let fresh = match read_config(&args) {
+            Ok((config, _)) => config,
+            Err(e) => {
+                tracing::error!("Reload failed, the previous settings stay in force: {e}{}", hint(&e));
+                continue;
+            }
+        };
+        match reloader.reload(args.config.is_some().then_some(&fresh)) {
+            Ok(unapplied) => {
+                tracing::info!("Reloaded the password file, ACL file and TLS certificates.");
+                if !unapplied.is_empty() {
+                    tracing::warn!("Changes to {} take effect when midge restarts.", unapplied.join(", "));
+                }
+            }
+            Err(e) => tracing::error!("Reload failed, the previous settings stay in force: {e}{}", hint(&e)),
         }
     }
 }

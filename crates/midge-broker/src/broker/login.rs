@@ -104,7 +104,7 @@ impl Broker {
         }
         let security = scope.security.load();
         let Some(user) = &c.username else {
-            return if scope.anonymous_allowed {
+            return if scope.anonymous_allowed() {
                 Ok(accepted(None))
             } else {
                 // Anonymous access is off: 0x05 (3.1.1) / 0x87 (5.0) Not authorized.
@@ -114,7 +114,7 @@ impl Broker {
         if !security.has_passwords() {
             // Without a password file a user name is only a label; it passes where
             // anonymous clients do.
-            return if scope.anonymous_allowed {
+            return if scope.anonymous_allowed() {
                 Ok(accepted(Some(user.to_string())))
             } else {
                 Err(Refusal::new(

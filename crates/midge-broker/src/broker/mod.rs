@@ -33,24 +33,51 @@ impl std::fmt::Debug for AuthMethods {
     }
 }
 
-/// The security settings of some listeners, with their files as loaded.
+/// The security settings of some listeners, with their files as loaded. Both are swapped
+/// on reload (SIGHUP); connections keep the scope and see the new rules.
 #[derive(Debug)]
 pub struct Scope {
-    settings: SecuritySettings,
-    /// Clients without a user name may connect.
-    pub anonymous_allowed: bool,
+    configured: ArcSwap<Configured>,
     /// Password file and ACL, swapped whole on reload.
     pub security: SharedSecurity,
+}
+
+/// A scope's settings as the configuration writes them.
+#[derive(Debug)]
+struct Configured {
+    settings: SecuritySettings,
+    anonymous_allowed: bool,
+}
+
+impl Configured {
+    fn new(config: &Config, settings: &SecuritySettings) -> Configured {
+        Configured { settings: settings.clone(), anonymous_allowed: config.anonymous_allowed(settings) }
+    }
 }
 
 impl Scope {
     fn load(config: &Config, settings: &SecuritySettings) -> Result<Scope, SecurityError> {
         Ok(Scope {
-            settings: settings.clone(),
-            anonymous_allowed: config.anonymous_allowed(settings),
+            configured: ArcSwap::from_pointee(Configured::new(config, settings)),
             security: Arc::new(ArcSwap::from_pointee(Security::load(settings)?)),
         })
     }
+
+    /// Clients without a user name may connect.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.configured.load().anonymous_allowed
+    }
+}
+
+/// Why a reload was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// A password or ACL file cannot be read.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// The configuration changed what only a restart can change.
+    #[error("{0} changed: restart midge to apply the new configuration")]
+    NeedsRestart(String),
 }
 
 /// Everything the connections share.
@@ -112,8 +139,10 @@ impl Broker {
             scopes,
             listener_scope,
             closed: Scope {
-                settings: SecuritySettings::default(),
-                anonymous_allowed: false,
+                configured: ArcSwap::from_pointee(Configured {
+                    settings: SecuritySettings::default(),
+                    anonymous_allowed: false,
+                }),
                 security: Arc::new(ArcSwap::from_pointee(Security::load(&SecuritySettings::default())?)),
             },
             limiter,
@@ -129,15 +158,47 @@ impl Broker {
         }))
     }
 
-    /// Reads the password and ACL files again (SIGHUP); connections stay up and use the new
-    /// rules from their next action. On error the old rules stay in force.
-    pub fn reload_security(&self) -> Result<(), SecurityError> {
+    /// Reads the password and ACL files again (SIGHUP), with the security settings of
+    /// `fresh` (the configuration file read again) when given: allow_anonymous,
+    /// password_file and acl_file, globally or per listener. Connections stay up and use the
+    /// new rules from their next action. On error nothing changes. Returns the other
+    /// options that changed, which take effect at the next start.
+    pub fn reload_security(&self, fresh: Option<&Config>) -> Result<Vec<&'static str>, ReloadError> {
+        let (settings, unapplied) = match fresh {
+            Some(new) => (self.scope_settings(new)?, self.config.restart_only_changes(new)),
+            None => (self.scopes.iter().map(|s| s.configured.load().settings.clone()).collect(), Vec::new()),
+        };
         // Every file is read before any is swapped in: an error changes nothing.
-        let fresh = self.scopes.iter().map(|s| Security::load(&s.settings)).collect::<Result<Vec<_>, _>>()?;
-        for (scope, security) in self.scopes.iter().zip(fresh) {
+        let loaded = settings.iter().map(Security::load).collect::<Result<Vec<_>, _>>()?;
+        let config = fresh.unwrap_or(&self.config);
+        for ((scope, security), settings) in self.scopes.iter().zip(loaded).zip(&settings) {
+            scope.configured.store(Arc::new(Configured::new(config, settings)));
             scope.security.store(Arc::new(security));
         }
-        Ok(())
+        Ok(unapplied)
+    }
+
+    /// The security settings of each scope in a configuration read again, which must have
+    /// the same listeners (and per_listener_settings) as the running one.
+    fn scope_settings(&self, new: &Config) -> Result<Vec<SecuritySettings>, ReloadError> {
+        if new.per_listener_settings != self.config.per_listener_settings {
+            return Err(ReloadError::NeedsRestart("per_listener_settings".into()));
+        }
+        let (old_listeners, new_listeners) = (self.config.effective_listeners(), new.effective_listeners());
+        let same = |a: &crate::config::Listener, b: &crate::config::Listener| {
+            (a.port, &a.bind, a.domain, &a.tls, a.security.is_some())
+                == (b.port, &b.bind, b.domain, &b.tls, b.security.is_some())
+        };
+        if old_listeners.len() != new_listeners.len()
+            || old_listeners.iter().zip(&new_listeners).any(|(a, b)| !same(a, b))
+        {
+            return Err(ReloadError::NeedsRestart("the listeners or their TLS settings".into()));
+        }
+        let mut settings = vec![new.security.clone(); self.scopes.len()];
+        for (l, &scope) in new_listeners.iter().zip(&self.listener_scope) {
+            settings[scope] = new.security_of(l).clone();
+        }
+        Ok(settings)
     }
 
     /// The security scope of a listener (by its index in [`Config::effective_listeners`]).

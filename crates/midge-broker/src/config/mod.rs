@@ -300,6 +300,32 @@ impl Config {
         security.allow_anonymous.unwrap_or_else(|| self.local_only())
     }
 
+    /// The options of `new` that differ from these and take effect only when the broker
+    /// starts (a reload applies the security settings only).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name: &'static str, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("max_keepalive", self.max_keepalive != new.max_keepalive);
+        check("max_packet_size", self.max_packet_size != new.max_packet_size);
+        check("max_inflight_messages", self.max_inflight_messages != new.max_inflight_messages);
+        check("max_queued_messages", self.max_queued_messages != new.max_queued_messages);
+        check("max_connections", self.max_connections != new.max_connections);
+        check("retain_available", self.retain_available != new.retain_available);
+        check("max_qos", self.max_qos != new.max_qos);
+        check("response_information", self.response_information != new.response_information);
+        check("auth_failure_delay", self.auth_failure_delay_ms != new.auth_failure_delay_ms);
+        check("log_dest", self.log_dest != new.log_dest);
+        check("log_type", self.log_level != new.log_level);
+        check("log_timestamp", self.log_timestamp != new.log_timestamp);
+        check("pid_file", self.pid_file != new.pid_file);
+        check("user", self.user != new.user);
+        changed
+    }
+
     /// The largest packet accepted, in bytes.
     pub fn max_packet_bytes(&self) -> usize {
         match self.max_packet_size {

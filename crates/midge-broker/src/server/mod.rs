@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::SecurityError;
-use crate::broker::{Broker, ConnInfo};
+use crate::broker::{Broker, ConnInfo, ReloadError};
 use crate::config::Config;
 use tls::{TlsListener, TlsSetupError};
 
@@ -26,6 +26,9 @@ pub enum ServerError {
     /// The password or ACL file.
     #[error(transparent)]
     Security(#[from] SecurityError),
+    /// A reload that cannot be applied.
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
     /// A TLS listener's files or settings.
     #[error("listener {listener}: {source}")]
     Tls {
@@ -58,8 +61,9 @@ pub struct Server {
     listeners: Vec<Bound>,
 }
 
-/// Reloads what SIGHUP reloads: the password file, the ACL file, and every TLS listener's
-/// certificate, key, CAs and CRL. Connections stay up.
+/// Reloads what SIGHUP reloads: the security settings of the configuration file read again
+/// (allow_anonymous, password_file, acl_file), the password and ACL files, and every TLS
+/// listener's certificate, key, CAs and CRL. Connections stay up.
 #[derive(Clone)]
 pub struct Reloader {
     broker: Arc<Broker>,
@@ -67,14 +71,15 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Reloads everything; on the first error nothing more is changed and the error is
-    /// returned (what was already reloaded stays reloaded).
-    pub fn reload(&self) -> Result<(), ServerError> {
-        self.broker.reload_security()?;
+    /// Reloads everything, with the configuration `fresh` read again from its file when
+    /// given; on the first error nothing more is changed and the error is returned (what was
+    /// already reloaded stays reloaded). Returns the changed options that need a restart.
+    pub fn reload(&self, fresh: Option<&Config>) -> Result<Vec<&'static str>, ServerError> {
+        let unapplied = self.broker.reload_security(fresh)?;
         for t in &self.tls {
             t.reload().map_err(|source| ServerError::Tls { listener: "(reload)".into(), source })?;
         }
-        Ok(())
+        Ok(unapplied)
     }
 }
 
