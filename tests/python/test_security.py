@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pty
+import pwd
 import re
 import secrets
 import select
@@ -353,7 +354,8 @@ def test_passwd_update_hashes_a_plain_file_once(tmp_path):
     assert hash_matches(users["bob"], "b:with:colons")
     assert hash_matches(users["carol"], SECRET)
     assert SECRET not in pw.read_text()
-    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+    # The file's mode is kept (group may read), but not for other users.
+    assert stat.S_IMODE(pw.stat().st_mode) == 0o644 & 0o770
     # Hashing twice would make the hashes the passwords: refused, file untouched.
     text = pw.read_text()
     r = midge_passwd("-U", *FAST, str(pw), check=False)
@@ -536,6 +538,22 @@ def test_passwd_piped_password_updates_an_existing_file(tmp_path):
     assert r.returncode == 0, r
     after = parse_password_file(pw)
     assert after["alice"] == before["alice"] and hash_matches(after["bob"], "bob-pw"), pw.read_text()
+
+
+def test_passwd_keeps_the_mode_and_owner_of_an_existing_file(tmp_path):
+    """As mosquitto_passwd: updating a file the broker's user owns (0640 mosquitto) keeps it
+    so; a rewrite as root's 0600 would stop the broker from reloading it."""
+    pw = tmp_path / "passwd"
+    midge_passwd("-c", "-b", str(pw), "alice", SECRET)
+    pw.chmod(0o640)
+    owner = (pwd.getpwnam("mosquitto").pw_uid, pwd.getpwnam("mosquitto").pw_gid) if os.geteuid() == 0 \
+        else (os.getuid(), os.getgid())
+    os.chown(pw, *owner)
+    midge_passwd("-b", str(pw), "bob", SECRET)
+    midge_passwd("-D", str(pw), "alice")
+    st = pw.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, *owner)
+    assert list(parse_password_file(pw)) == ["bob"]
 
 
 def test_passwd_write_is_atomic(tmp_path):

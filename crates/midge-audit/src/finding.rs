@@ -79,6 +79,8 @@ pub enum Kind {
     NoCrl,
     /// `user root`: the broker keeps root privileges.
     RunsAsRoot,
+    /// A file the broker re-reads on SIGHUP that its user (after dropping root) cannot read.
+    UnreadableByBrokerUser,
     /// An option neither mosquitto nor midge knows.
     UnknownOption,
     /// A value the audit (and the broker) cannot read.
@@ -109,6 +111,7 @@ impl Kind {
             Kind::CertificateInvalid => "certificate-invalid",
             Kind::NoCrl => "no-crl",
             Kind::RunsAsRoot => "runs-as-root",
+            Kind::UnreadableByBrokerUser => "unreadable-by-broker-user",
             Kind::UnknownOption => "unknown-option",
             Kind::InvalidValue => "invalid-value",
         }

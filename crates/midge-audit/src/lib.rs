@@ -34,6 +34,10 @@ pub struct AuditOptions {
     /// Relative paths of the configuration (files, `include_dir`) are taken from here: the
     /// broker's working directory. Empty: the current directory.
     pub base_dir: PathBuf,
+    /// The broker is started as root, so it runs as its `user` (default mosquitto) once its
+    /// files are read: those it re-reads on SIGHUP must be that user's to read. Default:
+    /// when the audit runs as root (`--started-as-root true|false`).
+    pub started_as_root: bool,
 }
 
 impl Default for AuditOptions {
@@ -44,6 +48,7 @@ impl Default for AuditOptions {
             expiry_days: 30,
             now: i64::try_from(now).unwrap_or(i64::MAX),
             base_dir: PathBuf::new(),
+            started_as_root: nix::unistd::geteuid().is_root(),
         }
     }
 }

@@ -148,6 +148,8 @@ pub struct Model {
     pub global: Security,
     /// `per_listener_settings true`.
     pub per_listener_settings: bool,
+    /// `user` (the last line): who the broker runs as once started as root.
+    pub user: Option<Setting<String>>,
     /// Values that could not be read.
     pub findings: Vec<Finding>,
 }
@@ -225,6 +227,7 @@ impl Model {
                         Some(d.value.clone());
                 }
                 "global_plugin" => m.global.plugins.push(at(d)),
+                "user" => m.user = Some(Setting { value: d.value.clone(), at: at(d) }),
                 _ if LISTENER_OPTIONS.contains(&name) => {
                     let l = match m.listeners.last_mut() {
                         Some(l) => l,

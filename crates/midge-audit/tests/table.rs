@@ -137,6 +137,20 @@ fn cases() -> Vec<Case> {
             expected: &[],
         },
         Case {
+            name: "started as root, the broker's user must be able to re-read its files",
+            setup: |f| {
+                f.passwd("passwd", &[("alice", 10_000)], 0o600).file("acl", "", 0o640);
+            },
+            config: "user nobody\npassword_file passwd\nacl_file acl\nlistener 8883 127.0.0.1\n",
+            options: |o| o.started_as_root = true,
+            // Owned by the test's user: nobody reads neither.
+            expected: &[
+                "MEDIUM broker.conf:2 unreadable-by-broker-user",
+                "MEDIUM broker.conf:3 unreadable-by-broker-user",
+                "INFO broker.conf:4 password-without-tls",
+            ],
+        },
+        Case {
             name: "user root keeps root privileges; the last user line decides",
             setup: |_| {},
             config: "user root\nmax_keepalive 60\n",
@@ -431,7 +445,8 @@ fn table_of_configurations() {
     for case in cases {
         let f = Fixture::new();
         (case.setup)(&f);
-        let mut options = AuditOptions::default();
+        // As a broker started by its own user, unless a case says otherwise.
+        let mut options = AuditOptions { started_as_root: false, ..AuditOptions::default() };
         (case.options)(&mut options);
         let found: Vec<String> = f.audit(case.config, &options).iter().map(|x| brief(x, f.path())).collect();
         if found != case.expected {
@@ -447,7 +462,7 @@ fn the_readme_example_message() {
     f.passwd("passwd", &[("alice", 10_000)], 0o600).file("acl", "", 0o600);
     let found = f.audit(
         "acl_file acl\npassword_file passwd\nlistener 1883\nlistener 1884 127.0.0.1\n",
-        &AuditOptions::default(),
+        &AuditOptions { started_as_root: false, ..AuditOptions::default() },
     );
     let lines: Vec<String> =
         found.iter().map(|x| x.to_string().replace(&format!("{}/", f.path().display()), "")).collect();
@@ -466,7 +481,7 @@ fn the_readme_example_message() {
 fn certificate_messages_name_subject_and_date() {
     let f = Fixture::new();
     f.cert("server", -400, -5).cert("ca", -1, 10).file("crl.pem", "", 0o644).file("acl", "", 0o600);
-    let found = f.audit(TLS_ACL, &AuditOptions::default());
+    let found = f.audit(TLS_ACL, &AuditOptions { started_as_root: false, ..AuditOptions::default() });
     assert_eq!(found.len(), 2);
     let expired = &found[0];
     assert_eq!((expired.severity, expired.kind), (Severity::High, Kind::CertificateExpired));
@@ -485,7 +500,8 @@ fn an_unreadable_configuration_is_an_error() {
     let f = Fixture::new();
     assert!(audit_file(&f.path().join("none.conf"), &AuditOptions::default()).is_err());
     f.file("broker.conf", "include_dir nowhere\n", 0o644);
-    let options = AuditOptions { base_dir: f.path().to_owned(), ..AuditOptions::default() };
+    let options =
+        AuditOptions { base_dir: f.path().to_owned(), started_as_root: false, ..AuditOptions::default() };
     let e = audit_file(&f.path().join("broker.conf"), &options).unwrap_err();
     assert!(e.to_string().contains("broker.conf:1: cannot read include_dir"), "{e}");
 }

@@ -26,6 +26,11 @@ pub struct AuditArgs {
     /// directory; default: the current one).
     #[arg(short = 'd', long = "dir", value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Whether the broker is started as root (it then runs as its `user`, mosquitto by
+    /// default, and must be able to re-read its files as that user). Default: true when
+    /// audited as root.
+    #[arg(long, value_name = "BOOL")]
+    started_as_root: Option<bool>,
 }
 
 pub fn run(args: AuditArgs) -> ExitCode {
@@ -35,6 +40,8 @@ pub fn run(args: AuditArgs) -> ExitCode {
         base_dir: args.dir.clone().unwrap_or_default(),
         ..AuditOptions::default()
     };
+    let options =
+        AuditOptions { started_as_root: args.started_as_root.unwrap_or(options.started_as_root), ..options };
     let findings = match audit_file(&args.config, &options) {
         Ok(f) => f,
         Err(e) => {

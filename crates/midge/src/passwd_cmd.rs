@@ -222,17 +222,32 @@ fn read_password_twice() -> Result<Vec<u8>, Fail> {
 }
 
 /// Writes `text` to a temporary file beside `path` with mode 0600, then renames it over
-/// `path`: readers see the old file or the new one, never half of one.
+/// `path`: readers see the old file or the new one, never half of one. A file that exists
+/// keeps its owner, group and mode (as mosquitto_passwd's does, less the permissions of
+/// other users), so a broker that runs as another user can still read it.
 fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let err = |e: std::io::Error| fail(format!("Unable to write {}: {e}.", path.display()));
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
-    let result = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
+    let mut result = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
     drop(f);
+    if let Ok(old) = std::fs::metadata(path) {
+        result = result.and_then(|_| {
+            // Not readable by every user, though: the hashes are secrets.
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(old.mode() & 0o770))?;
+            let theirs = (old.uid(), old.gid());
+            match std::fs::metadata(&tmp) {
+                Ok(new) if (new.uid(), new.gid()) != theirs => {
+                    std::os::unix::fs::chown(&tmp, Some(theirs.0), Some(theirs.1))
+                }
+                _ => Ok(()),
+            }
+        });
+    }
     if let Err(e) = result.and_then(|_| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(err(e));

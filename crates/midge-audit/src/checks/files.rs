@@ -44,8 +44,74 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
         files.extend(t.crlfile.as_ref().map(|f| ("crlfile", f, Role::Public)));
         files.extend(t.capath.as_ref().map(|f| ("capath", f, Role::Directory)));
     }
+    let user = broker_user(cx);
     for (option, setting, role) in files {
         check_file(cx, option, setting, role, out);
+        if let (Some(u), false) = (&user, matches!(role, Role::Directory)) {
+            check_broker_user_reads(cx, option, setting, u, out);
+        }
+    }
+}
+
+/// The user the broker runs as once started, when it drops root: started as root, the
+/// broker runs as `user` (default mosquitto, else nobody), as mosquitto does.
+fn broker_user(cx: &Context<'_>) -> Option<(nix::unistd::User, Vec<nix::unistd::Gid>)> {
+    if !cx.options.started_as_root {
+        return None;
+    }
+    let named = cx.model.user.as_ref().map(|s| s.value.as_str());
+    let name = named.unwrap_or("mosquitto");
+    if name == "root" {
+        return None;
+    }
+    let lookup = |n: &str| nix::unistd::User::from_name(n).ok().flatten();
+    let user = lookup(name).or_else(|| if named.is_none() { lookup("nobody") } else { None })?;
+    let cname = std::ffi::CString::new(user.name.clone()).ok()?;
+    let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
+    Some((user, groups))
+}
+
+/// Whether `uid` with `groups` has `bit` (4 read, 1 search) on a file of this metadata.
+fn allows(meta: &std::fs::Metadata, uid: u32, groups: &[nix::unistd::Gid], bit: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if meta.uid() == uid {
+        mode >> 6 & bit != 0
+    } else if groups.iter().any(|g| g.as_raw() == meta.gid()) {
+        mode >> 3 & bit != 0
+    } else {
+        mode & bit != 0
+    }
+}
+
+/// A file the broker reads again on SIGHUP must be readable by the user it runs as then.
+fn check_broker_user_reads(
+    cx: &Context<'_>,
+    option: &str,
+    s: &Setting<String>,
+    (user, groups): &(nix::unistd::User, Vec<nix::unistd::Gid>),
+    out: &mut Vec<Finding>,
+) {
+    let Ok(path) = std::fs::canonicalize(cx.path(&s.value)) else { return };
+    let uid = user.uid.as_raw();
+    let readable = std::fs::metadata(&path).is_ok_and(|m| allows(&m, uid, groups, 0o4))
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| allows(&m, uid, groups, 0o1)));
+    if !readable {
+        out.push(Finding::new(
+            Severity::Medium,
+            Kind::UnreadableByBrokerUser,
+            s.at.clone(),
+            format!(
+                "{option} {} cannot be read by user '{name}', which the broker runs as once started as root: \
+                 it starts (root reads the file first) but SIGHUP cannot reload it; chown {name} it (or set \
+                 `user` to the user that owns it)",
+                cx.path(&s.value).display(),
+                name = user.name
+            ),
+        ));
     }
 }
 
