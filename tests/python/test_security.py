@@ -1208,6 +1208,24 @@ def test_tls_only_or_passwordless_config_does_not_warn(brokers, pki, tmp_path):
 # mosquitto reads midge cert's files
 # =======================================================================================
 
+def test_ed25519_files_work_in_openssl_and_mosquitto(brokers, tmp_path):
+    """`midge cert --key-type ed25519`: OpenSSL reads the keys (PKCS#8 v1, RFC 8410), and
+    mosquitto serves and connects with them."""
+    mosquitto_binary()
+    p = Pki(tmp_path / "ed")
+    midge_cert(p.dir, "init", "--key-type", "ed25519")
+    midge_cert(p.dir, "server", "--host", "localhost", "--ip", "127.0.0.1", "--key-type", "ed25519")
+    midge_cert(p.dir, "client", "bob", "--key-type", "ed25519")
+    for key in (p.dir / "ca.key", p.server()[1], p.client("bob")[1]):
+        r = run_tool(["openssl", "pkey", "-in", str(key), "-noout", "-text"])
+        assert r.returncode == 0 and "ED25519 Private-Key" in r.stdout, describe(r)
+    crt, key = p.server()
+    m = brokers(f"listener {{port}} 127.0.0.1\ncertfile {crt}\nkeyfile {key}\ncafile {p.ca}\n"
+                "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n", mosquitto=True)
+    r = mosq_pub(m.port, *p.client_args("bob"), "-t", "ed/x", "-m", "x")
+    assert r.returncode == 0 and connack_code(r) == 0, describe(r) + "\nmosquitto log:\n" + m.log()
+
+
 def test_mosquitto_accepts_midge_cert_files(brokers, pki):
     mosquitto_binary()
     crt, key = pki.server()

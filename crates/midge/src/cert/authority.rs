@@ -108,6 +108,46 @@ fn new_key(kt: KeyType) -> Result<KeyPair, CertError> {
     })
 }
 
+/// The private key in PEM. Ed25519 keys are written as PKCS#8 version 1 (RFC 8410: the
+/// private key only), which OpenSSL 3.0 (mosquitto, openssl pkey) reads; ring makes version
+/// 2 (with the public key), which it does not.
+fn key_pem(key: &KeyPair) -> String {
+    if key.algorithm() == &rcgen::PKCS_ED25519 {
+        if let Some(v1) = ed25519_pkcs8_v1(&key.serialize_der()) {
+            return pem("PRIVATE KEY", &v1);
+        }
+    }
+    key.serialize_pem()
+}
+
+/// The DER prefix of an Ed25519 PKCS#8 v1 key (RFC 8410 section 7): SEQUENCE, version 0,
+/// algorithm id-Ed25519 (1.3.101.112), OCTET STRING holding the 32-byte private key.
+const ED25519_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+/// An Ed25519 PKCS#8 key (version 1 or 2) as version 1.
+fn ed25519_pkcs8_v1(der: &[u8]) -> Option<Vec<u8>> {
+    // Both versions carry the algorithm and then the private key as in the v1 prefix.
+    let algorithm_and_key = &ED25519_V1_PREFIX[5..];
+    let at =
+        der.windows(algorithm_and_key.len()).position(|w| w == algorithm_and_key)? + algorithm_and_key.len();
+    let seed = der.get(at..at + 32)?;
+    Some([&ED25519_V1_PREFIX[..], seed].concat())
+}
+
+/// PEM text: the base64 of `der` in lines of 64, between BEGIN and END lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// A random positive 128-bit serial number.
 fn serial() -> SerialNumber {
     let mut b = [0u8; 16];
@@ -200,7 +240,7 @@ impl Authority {
         params.key_identifier_method = KeyIdMethod::Sha256;
         validity(&mut params, days);
         let cert = params.self_signed(&key)?;
-        write(&key_path, &key.serialize_pem(), true)?;
+        write(&key_path, &key_pem(&key), true)?;
         write(&dir.join("ca.crt"), &cert.pem(), false)?;
         let ca = Authority { dir: dir.to_owned(), issuer: Issuer::new(params, key) };
         ca.write_crl(None)?;
@@ -250,7 +290,7 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, days);
         let cert = params.signed_by(&key, &self.issuer)?;
-        write(&key_path, &key.serialize_pem(), true)?;
+        write(&key_path, &key_pem(&key), true)?;
         write(&cert_path, &cert.pem(), false)?;
         Ok((cert_path, key_path))
     }
