@@ -186,7 +186,13 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                // Typically: its directory is root's, and the broker runs as its `user`.
+                tracing::warn!("Cannot remove the pid file {}: {e}.", self.0.display());
+            }
+            _ => {}
+        }
     }
 }
 

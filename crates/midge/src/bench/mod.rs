@@ -111,6 +111,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let result = rt.block_on(async {
         match args.scenario.as_str() {
+            "conn" if args.plot.is_some() => {
+                Err("--plot draws messages over time: pairs, fan-in, fan-out or shared, not conn".into())
+            }
             "conn" => conn::run(&args).await,
             "pairs" | "fan-in" | "fan-out" | "shared" => load::run(&args).await,
             other => Err(format!("unknown scenario '{other}': conn, pairs, fan-in, fan-out or shared")),
