@@ -2,8 +2,7 @@
 //! memory per connection from /proc.
 use std::time::{Duration, Instant};
 
-use midge_client::{connect, Options};
-use midge_codec::Connect;
+use midge_client::connect;
 
 use super::BenchArgs;
 
@@ -31,12 +30,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
             let due = started + Duration::from_secs_f64(i as f64 / args.conn_rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        let mut c = Connect::new(version, format!("bench-conn-{}-{i}", std::process::id()));
-        c.keep_alive = 300;
-        let mut o = Options::new(args.host.clone(), args.port, c);
-        if !args.source.is_empty() {
-            o.bind_address = Some(args.source[i % args.source.len()]);
-        }
+        let mut o = args.client_options(version, format!("bench-conn-{}-{i}", std::process::id()), i, 300)?;
         o.event_capacity = 1;
         match connect(o).await {
             Ok((client, events, _)) => clients.push((client, events)),

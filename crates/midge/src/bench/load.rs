@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use midge_client::{connect, Client, Event, Events, Options, TlsOptions};
-use midge_codec::{Connect, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
+use midge_client::{connect, Client, Event, Events, Options};
+use midge_codec::{ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
 
 use super::stats::{histogram, sample, Recorder, Stats};
 use super::BenchArgs;
@@ -40,16 +40,7 @@ fn plan(args: &BenchArgs, run: &str) -> Result<Plan, String> {
 }
 
 fn options(args: &BenchArgs, version: ProtocolVersion, id: String, index: usize) -> Result<Options, String> {
-    let mut c = Connect::new(version, id);
-    c.keep_alive = 60;
-    let mut o = Options::new(args.host.clone(), args.port, c);
-    if !args.source.is_empty() {
-        o.bind_address = Some(args.source[index % args.source.len()]);
-    }
-    if let Some(ca) = &args.cafile {
-        let tls = TlsOptions { cafile: Some(ca.clone()), insecure: args.insecure, ..TlsOptions::default() };
-        o.connector = Some(tls.connector().map_err(|e| e.to_string())?);
-    }
+    let mut o = args.client_options(version, id, index, 60)?;
     o.event_capacity = 4096;
     o.max_inflight = u16::try_from(args.inflight.max(1)).unwrap_or(u16::MAX);
     Ok(o)

@@ -71,6 +71,18 @@ pub struct BenchArgs {
     /// TLS: do not check the certificate's host name.
     #[arg(long)]
     pub insecure: bool,
+    /// TLS: client certificate (PEM), for brokers that require one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS: its private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// User name of every connection.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password of every connection.
+    #[arg(short = 'P', long = "pw")]
+    pub password: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +98,35 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// The options of connection `index` (its source address, TLS, credentials).
+    fn client_options(
+        &self,
+        version: ProtocolVersion,
+        id: String,
+        index: usize,
+        keep_alive: u16,
+    ) -> Result<midge_client::Options, String> {
+        let mut c = midge_codec::Connect::new(version, id);
+        c.keep_alive = keep_alive;
+        c.username = self.username.as_deref().map(Into::into);
+        c.password = self.password.as_ref().map(|p| bytes::Bytes::from(p.clone().into_bytes()));
+        let mut o = midge_client::Options::new(self.host.clone(), self.port, c);
+        if !self.source.is_empty() {
+            o.bind_address = Some(self.source[index % self.source.len()]);
+        }
+        if self.cafile.is_some() || self.cert.is_some() {
+            let tls = midge_client::TlsOptions {
+                cafile: self.cafile.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                insecure: self.insecure,
+                ..Default::default()
+            };
+            o.connector = Some(tls.connector().map_err(|e| e.to_string())?);
+        }
+        Ok(o)
+    }
+
     fn mqtt_version(&self) -> Result<ProtocolVersion, String> {
         match self.version.as_str() {
             "311" | "3.1.1" | "4" => Ok(ProtocolVersion::V3_1_1),
