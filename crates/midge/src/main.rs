@@ -48,7 +48,7 @@ enum Command {
     /// Check a broker configuration for weaknesses.
     Audit(audit_cmd::AuditArgs),
     /// Measure a broker's throughput, latency and memory per connection.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Arguments of a client tool (pub, sub, rr), which its own parser reads again: accepted here.
@@ -140,6 +140,6 @@ fn main() -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
