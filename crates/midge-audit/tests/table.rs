@@ -472,7 +472,7 @@ fn the_readme_example_message() {
             "HIGH broker.conf:3: passwords accepted on listener 1883 (0.0.0.0) without TLS: they cross the network in \
              clear text; add certfile/keyfile, or bind it to 127.0.0.1",
             "INFO broker.conf:4: passwords accepted on listener 1884 (127.0.0.1) without TLS; it is loopback-only, \
-             and only root can capture loopback traffic",
+             and capturing loopback traffic takes root (or a capture program given CAP_NET_RAW)",
         ]
     );
 }

@@ -23,7 +23,7 @@ enum Role {
 }
 
 const PASSWORDS: Role =
-    Role::Secret { why: "anyone who can read it can copy the hashes and guess the passwords offline" };
+    Role::Secret { why: "anyone who can read it can copy the password hashes (or passwords not hashed yet) and guess them offline" };
 const KEY: Role = Role::Secret {
     why: "anyone who can read it can copy the server's private key and impersonate the broker",
 };

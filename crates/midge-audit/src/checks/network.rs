@@ -16,9 +16,9 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
                 Severity::Info,
                 Kind::PasswordWithoutTls,
                 at.clone(),
-                "passwords accepted on the default listener 1883 (127.0.0.1, local only mode: no listener \
-                 is configured) without TLS: only root can capture loopback traffic; add a TLS listener for \
-                 clients on other machines",
+                "passwords accepted on the default listener 1883 (localhost, local only mode: no listener \
+                 is configured) without TLS: capturing loopback traffic takes root (or a capture program given \
+                 CAP_NET_RAW); add a TLS listener for clients on other machines",
             ));
         }
         return;
@@ -34,8 +34,8 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
                     Kind::PasswordWithoutTls,
                     l.at.clone(),
                     format!(
-                        "passwords accepted on {} without TLS; it is loopback-only, and only root can capture \
-                         loopback traffic",
+                        "passwords accepted on {} without TLS; it is loopback-only, and capturing loopback \
+                         traffic takes root (or a capture program given CAP_NET_RAW)",
                         l.name()
                     ),
                 )
