@@ -80,6 +80,13 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
                 a / 1024,
                 p
             );
+            if a <= b {
+                // Resident memory only grows: freed memory is kept and used again.
+                println!(
+                    "(the broker did not grow: it reused memory of earlier connections; measure on a broker \
+                     started afresh)"
+                );
+            }
         }
     }
     if args.hold > 0 {
