@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// sent and not yet received (end to end) per publisher.
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
-    /// Seconds of load.
+    /// Seconds of load (conn opens its connections and measures; --hold keeps them open).
     #[arg(short, long, default_value_t = 10)]
     pub duration: u64,
     /// MQTT version: 311 or 5.
