@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use midge_client::{connect, Client, Event, Events, Options};
 use midge_codec::{ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
 
-use super::stats::{histogram, sample, Recorder, Stats};
+use super::stats::{histogram, sample, Recorder, Sample, Stats};
 use super::BenchArgs;
 
 /// Who publishes where, who subscribes to what, and how many copies each message makes.
@@ -196,24 +196,35 @@ impl Summary {
         )
     }
 
-    pub fn json(&self) -> String {
+    /// One JSON object: the summary, the run's parameters and the per-second series.
+    pub fn json(&self, parameters: serde_json::Value, samples: &[Sample]) -> String {
         let q = |p: f64| self.latency.value_at_quantile(p);
-        format!(
-            "{{\"scenario\":{:?},\"seconds\":{:.3},\"sent\":{},\"expected\":{},\"received\":{},\"lost\":{},\"sent_per_sec\":{:.1},\"received_per_sec\":{:.1},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p99_9\":{},\"max\":{}}}}}",
-            self.label,
-            self.seconds,
-            self.sent,
-            self.expected,
-            self.received,
-            self.lost(),
-            self.sent as f64 / self.seconds,
-            self.received as f64 / self.seconds,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            self.latency.max()
-        )
+        let series: Vec<_> = samples
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "t": s.t,
+                    "sent_per_sec": s.sent_per_sec,
+                    "received_per_sec": s.received_per_sec,
+                    "p50_us": s.p50_us,
+                    "p99_us": s.p99_us,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "scenario": self.label,
+            "parameters": parameters,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "sent": self.sent,
+            "expected": self.expected,
+            "received": self.received,
+            "lost": self.lost(),
+            "sent_per_sec": (self.sent as f64 / self.seconds * 10.0).round() / 10.0,
+            "received_per_sec": (self.received as f64 / self.seconds * 10.0).round() / 10.0,
+            "latency_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p99_9": q(0.999), "max": self.latency.max()},
+            "series": series,
+        })
+        .to_string()
     }
 }
 
@@ -297,7 +308,19 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     stats.drain(&mut total);
     let summary = Summary { label: label.clone(), seconds, sent, expected, received: last, latency: total };
     if args.json {
-        println!("{}", summary.json());
+        let parameters = serde_json::json!({
+            "scenario": args.scenario,
+            "publishers": publishers.len(),
+            "subscribers": subscribers.len(),
+            "qos": args.qos,
+            "size": args.size,
+            "rate": args.rate,
+            "inflight": args.inflight,
+            "duration": args.duration,
+            "mqtt_version": version.to_string(),
+            "tls": args.cafile.is_some() || args.cert.is_some(),
+        });
+        println!("{}", summary.json(parameters, &samples));
     } else {
         print!("{}", summary.text());
     }
