@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import TIMEOUT, free_port, midge_bin, mosquitto_pub, MosquittoSub, unique_id
+from support import RUN_AS, TIMEOUT, free_port, midge_bin, mosquitto_pub, MosquittoSub, unique_id
 
 
 def test_include_dir_files_are_read_and_their_acl_enforced(tmp_path, broker_factory):
@@ -98,7 +98,8 @@ def test_log_type_error_logs_no_connections(tmp_path):
     log = tmp_path / "midge.log"
     conf = tmp_path / "broker.conf"
     port = free_port()
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_type error\nlog_dest file {log}\n"
+    conf.write_text("".join(f"{line}\n" for line in RUN_AS)
+                    + f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_type error\nlog_dest file {log}\n"
                     "log_dest stdout\n")
     proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -128,10 +129,12 @@ def test_a_log_file_that_cannot_be_opened_stops_the_broker(tmp_path):
     assert f"Error: Unable to open log file {tmp_path / 'no' / 'such' / 'dir.log'} for writing" in r.stderr.decode()
 
 
-def _status_ids(pid: int) -> tuple[list[int], list[int]]:
-    """The real, effective, saved and file-system user and group ids of a process."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return [int(x) for x in fields["Uid"].split()], [int(x) for x in fields["Gid"].split()]
+def _status_ids(status: Path) -> tuple[list[int], list[int], list[int]]:
+    """The real, effective, saved and file-system user and group ids, and the
+    supplementary groups, from a /proc status file."""
+    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+    return ([int(x) for x in fields["Uid"].split()], [int(x) for x in fields["Gid"].split()],
+            [int(x) for x in fields["Groups"].split()])
 
 
 def test_started_as_root_the_broker_runs_as_user_mosquitto():
@@ -161,11 +164,15 @@ def test_started_as_root_the_broker_runs_as_user_mosquitto():
             if root:
                 account = pwd.getpwnam("mosquitto")
                 assert lines[-1].endswith("Running as user 'mosquitto'.\n"), lines
-                uids, gids = _status_ids(proc.pid)
-                assert uids == [account.pw_uid] * 4 and gids == [account.pw_gid] * 4, (uids, gids)
-                assert log.stat().st_uid == account.pw_uid, "the log file is handed to the user"
+                # Every thread, with mosquitto's groups only.
+                groups = sorted(os.getgrouplist("mosquitto", account.pw_gid))
+                for status in Path(f"/proc/{proc.pid}/task").glob("*/status"):
+                    uids, gids, supplementary = _status_ids(status)
+                    assert uids == [account.pw_uid] * 4 and gids == [account.pw_gid] * 4, (status, uids, gids)
+                    assert sorted(supplementary) == groups, (status, supplementary)
+                assert log.stat().st_uid == account.pw_uid, "the log file is created by the user, not root"
             else:
-                assert _status_ids(proc.pid)[0][1] == os.geteuid()
+                assert _status_ids(Path(f"/proc/{proc.pid}/status"))[0][1] == os.geteuid()
             r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
                                capture_output=True, timeout=TIMEOUT)
             assert r.returncode == 0, r
@@ -220,3 +227,31 @@ def test_a_port_from_the_command_line_is_closed_with_per_listener_settings(tmp_p
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0
+
+
+def test_root_never_writes_through_a_link_the_brokers_user_planted():
+    """The log and pid files are opened as the user the broker runs as: a link the user
+    planted in its own log directory cannot make root write to (or give away) a root file."""
+    if os.geteuid() != 0:
+        # Nothing to drop: the broker writes as the user who started it, as any program.
+        return
+    account = pwd.getpwnam("mosquitto")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        d.chmod(0o755)
+        secret = d / "root-only"
+        secret.write_text("root's\n")
+        secret.chmod(0o600)
+        logs = d / "logs"
+        logs.mkdir()
+        os.chown(logs, account.pw_uid, account.pw_gid)
+        (logs / "midge.log").symlink_to(secret)
+        (logs / "midge.pid").symlink_to(secret)
+        conf = d / "broker.conf"
+        conf.write_text(f"listener {free_port()} 127.0.0.1\nlog_dest file {logs / 'midge.log'}\n")
+        r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
+        assert r.returncode == 1 and b"Unable to open log file" in r.stderr, r
+        conf.write_text(f"listener {free_port()} 127.0.0.1\npid_file {logs / 'midge.pid'}\n")
+        r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
+        assert r.returncode == 1 and b"Unable to write pid file" in r.stderr, r
+        assert secret.read_text() == "root's\n" and secret.stat().st_uid == 0

@@ -673,13 +673,18 @@ def test_credential_cache_one_hash_for_50_reconnects(brokers, tmp_path):
     assert_secret_not_logged(b)
 
 
-def test_sighup_reads_the_configuration_again(brokers, tmp_path):
+def test_sighup_reads_the_configuration_again(brokers, pahos, tmp_path):
     """As mosquitto: SIGHUP applies a changed allow_anonymous and password_file (and
-    acl_file) from the configuration file; a changed listener needs a restart and changes
-    nothing; other options are said to need one."""
+    acl_file) from the configuration file, and disconnects the connected clients they no
+    longer let in; a changed listener needs a restart and changes nothing; other options are
+    said to need one."""
     pw1 = make_passwd(tmp_path / "passwd1", {"alice": SECRET})
     pw2 = make_passwd(tmp_path / "passwd2", {"bob": SECRET})
     b = brokers(f"listener {{port}} 127.0.0.1\nallow_anonymous true\npassword_file {pw1}\n")
+    anonymous = pahos(b, version="5")
+    anonymous.connect()
+    alice = pahos(b, version="5", username="alice", password=SECRET)
+    alice.connect()
 
     def codes() -> tuple:
         anon = mosq_pub(b.port, "-t", "t", "-m", "x")
@@ -692,14 +697,18 @@ def test_sighup_reads_the_configuration_again(brokers, tmp_path):
     tightened = original.replace("allow_anonymous true", "allow_anonymous false").replace(str(pw1), str(pw2))
     b.conf_path.write_text(tightened)
     b.reload()
+    # Both are told why (5.0 DISCONNECT 0x87) and closed.
+    assert anonymous.wait_disconnected() == 0x87 and alice.wait_disconnected() == 0x87
     assert codes() == (NOT_AUTHORIZED["311"], BAD_LOGIN["311"], 0)
+    bob = pahos(b, version="5", username="bob", password=SECRET)
+    bob.connect()
 
     # A new listener cannot be opened by a reload: nothing changes, and the log says why.
     mark = b.mark()
     b.conf_path.write_text(tightened.replace("allow_anonymous false", "allow_anonymous true")
                            + "listener 0 127.0.0.1\n")
     b.proc.send_signal(signal.SIGHUP)
-    b.wait_for_log(r"Reload failed, the previous settings stay in force: the listeners or their TLS settings "
+    b.wait_for_log(r"Reload failed: the listeners or their TLS settings "
                    r"changed: restart midge to apply the new configuration", since=mark)
     assert codes() == (NOT_AUTHORIZED["311"], BAD_LOGIN["311"], 0)
 
@@ -708,9 +717,13 @@ def test_sighup_reads_the_configuration_again(brokers, tmp_path):
     b.conf_path.write_text(tightened + "max_keepalive 30\n")
     b.reload()
     b.wait_for_log(r"warn: Changes to max_keepalive take effect when midge restarts\.", since=mark)
+    assert bob.is_connected(), "a reload that still lets a client in keeps it"
 
 
-def test_sighup_drops_the_cache_and_keeps_connections(brokers, pahos, tmp_path):
+def test_sighup_drops_the_cache_and_closes_connections_of_a_changed_password(brokers, pahos, tmp_path):
+    """A reload drops the credential cache; connections made with a password whose hash has
+    changed are closed (mosquitto checks connected clients' passwords again on reload);
+    others stay up."""
     pw = make_passwd(tmp_path / "passwd", {"alice": SECRET})
     b = brokers(AUTH % ("true", pw))
     a = pahos(b, unique_id("a311"), version="311", username="alice", password=SECRET)
@@ -734,7 +747,16 @@ def test_sighup_drops_the_cache_and_keeps_connections(brokers, pahos, tmp_path):
         assert ack.reason == BAD_LOGIN[v], f"old password still accepted after SIGHUP: {ack!r}"
         r = mosq_pub(b.port, "-u", "alice", "-P", SECRET, "-t", "t", "-m", "x", version=v)
         assert connack_code(r) == BAD_LOGIN[v], describe(r)
-    # The connections made with the old password are still up and working.
+    # The connections made with the old password are closed (5.0 is told: 0x87).
+    a.wait_disconnected()
+    assert c.wait_disconnected() == 0x87
+    # Those made with the new one stay up through another reload, and work.
+    a = pahos(b, unique_id("a311"), version="311", username="alice", password=new)
+    a.connect()
+    assert a.subscribe("alice/#", qos=1) == [1]
+    c = pahos(b, unique_id("a5"), version="5", username="alice", password=new)
+    c.connect()
+    b.reload()
     r = mosq_pub(b.port, "-u", "alice", "-P", new, "-t", "alice/after", "-m", "still here", "-q", "1")
     assert r.returncode == 0, describe(r)
     assert a.next_message().payload == b"still here"

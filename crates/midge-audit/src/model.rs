@@ -150,6 +150,8 @@ pub struct Model {
     pub per_listener_settings: bool,
     /// `user` (the last line): who the broker runs as once started as root.
     pub user: Option<Setting<String>>,
+    /// The configuration's files (the main one and those of `include_dir`), in order.
+    pub config_files: Vec<String>,
     /// Values that could not be read.
     pub findings: Vec<Finding>,
 }
@@ -188,6 +190,11 @@ impl Model {
                 .is_some_and(|d| parse_bool(&d.value) == Ok(true)),
             ..Model::default()
         };
+        for d in directives {
+            if !m.config_files.contains(&d.file) {
+                m.config_files.push(d.file.clone());
+            }
+        }
         let mut default: Option<Listener> = None;
         // Whether mosquitto opens its default listener (settings written before any
         // `listener` line may only be kept for it).

@@ -151,6 +151,22 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "started as root: files the broker's user can read are fine",
+            setup: |f| {
+                f.file("acl", "topic read x\n", 0o644);
+            },
+            config: "user nobody\nallow_anonymous true\nacl_file acl\nlistener 1883 127.0.0.1\n",
+            options: |o| o.started_as_root = true,
+            expected: &["LOW broker.conf:3 file-world-readable"],
+        },
+        Case {
+            name: "started as root with a user that does not exist",
+            setup: |_| {},
+            config: "user no-such-user-here\nlistener 1883 127.0.0.1\n",
+            options: |o| o.started_as_root = true,
+            expected: &["INFO broker.conf:1 invalid-value"],
+        },
+        Case {
             name: "user root keeps root privileges; the last user line decides",
             setup: |_| {},
             config: "user root\nmax_keepalive 60\n",

@@ -46,6 +46,8 @@ pub enum Control {
     KeepAliveTimeout,
     /// The broker is stopping.
     Shutdown,
+    /// The security settings were reloaded: check the client's credentials again.
+    Recheck,
 }
 
 /// Where a connection is told to give its session up: one slot and a wake-up, lighter than
@@ -66,10 +68,16 @@ impl ControlSlot {
         std::sync::Arc::new(ControlSlot::default())
     }
 
-    /// Leaves a message for the connection; a takeover is not replaced by a lesser one.
+    /// Leaves a message for the connection; a takeover is not replaced by a lesser one, and
+    /// a recheck replaces nothing (the others close the connection anyway).
     pub fn send(&self, c: Control) {
         let mut m = self.message.lock();
-        if !matches!(*m, Some(Control::TakeOver(_))) {
+        let keep = match &*m {
+            Some(Control::TakeOver(_)) => true,
+            Some(_) => matches!(c, Control::Recheck),
+            None => false,
+        };
+        if !keep {
             *m = Some(c);
         }
         drop(m);

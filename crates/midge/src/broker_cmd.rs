@@ -55,28 +55,15 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let log_files = match crate::logging::init(&LogSettings {
+    let log_files = crate::logging::init(&LogSettings {
         verbose: args.verbose,
         level: config.log_level,
         dest: &config.log_dest,
         timestamp: config.log_timestamp,
-    }) {
-        Ok(files) => files,
-        Err((path, e)) => {
-            eprintln!("Error: Unable to open log file {} for writing: {e}.", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    });
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let _pid_file = match config.pid_file.as_deref().map(PidFile::write).transpose() {
-        Ok(p) => p,
-        Err((path, e)) => {
-            eprintln!("Error: Unable to write pid file {}: {e}.", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
     // Servers raise their open-file limit to the hard limit: each client is a file.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!("Open file limit: {n}."),
@@ -90,6 +77,8 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // SIGHUP's default action ends the process: listen for it from the start.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tracing::info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
         if let Some(path) = &config.source {
             tracing::info!("Config loaded from {}.", path.display());
@@ -97,6 +86,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             tracing::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
         }
         let user = config.user.clone();
+        let config_pid_file = config.pid_file.clone();
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -105,8 +95,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             }
         };
         // Listeners open, files read: root is no longer needed.
-        let log_paths: Vec<&Path> = log_files.iter().map(|f| f.path()).collect();
-        let dropped_to = match crate::privileges::drop_privileges(user.as_deref(), &log_paths) {
+        let dropped_to = match crate::privileges::drop_privileges(user.as_deref()) {
             Ok(Some(name)) => {
                 tracing::info!("Running as user '{name}'.");
                 Some(name)
@@ -117,8 +106,24 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // As mosquitto, the log files and the pid file are opened as the user the broker runs
+        // as: root never writes to a path that user controls.
+        for f in &log_files {
+            if let Err(e) = f.open() {
+                tracing::error!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
+                eprintln!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
+                return ExitCode::FAILURE;
+            }
+        }
+        let _pid_file = match config_pid_file.as_deref().map(PidFile::write).transpose() {
+            Ok(p) => p,
+            Err((path, e)) => {
+                tracing::error!("Error: Unable to write pid file {}: {e}.", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
         let reloader = server.reloader();
-        tokio::spawn(reload_on_sighup(reloader, log_files, args, dropped_to));
+        tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
         server.run(shutdown_signal()).await;
         tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
         ExitCode::SUCCESS
@@ -127,25 +132,28 @@ pub fn run(args: BrokerArgs) -> ExitCode {
 
 /// SIGHUP reads the configuration file again and applies its security settings, reloads the
 /// password file, the ACL file, certificates and CRLs, and reopens log files; connections
-/// stay.
+/// stay, but those the new security settings would not let in are closed (as mosquitto).
 async fn reload_on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
     reloader: midge_broker::server::Reloader,
     log_files: Vec<Arc<LogFile>>,
     args: BrokerArgs,
     dropped_to: Option<String>,
 ) {
     // After dropping root, files only root may read can no longer be reloaded: say so.
-    let hint = |e: &dyn std::fmt::Display| match &dropped_to {
-        Some(user) if e.to_string().contains("os error 13") => format!(
+    let hint = |e: &str| match &dropped_to {
+        Some(user) if e.contains("os error 13") => format!(
             " (midge runs as user '{user}' since it started: that user must be able to read the file, \
              for example chown {user} FILE; or run with `user root`)"
         ),
         _ => String::new(),
     };
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("Cannot listen for SIGHUP: reloading is off.");
-        return;
+    let mut hup = match hup {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("Cannot listen for SIGHUP ({e}): reloading is off.");
+            return;
+        }
     };
     while hup.recv().await.is_some() {
         for f in &log_files {
@@ -155,21 +163,30 @@ async fn reload_on_sighup(
             }
         }
         tracing::info!("Reloading config.");
-        let fresh = match read_config(&args) {
-            Ok((config, _)) => config,
-            Err(e) => {
-                tracing::error!("Reload failed, the previous settings stay in force: {e}{}", hint(&e));
-                continue;
+        // The configuration file again; if it cannot be read, the files are still reloaded
+        // under the settings in force.
+        let fresh = match args.config.as_ref().map(|_| read_config(&args)) {
+            Some(Ok((config, _))) => Some(config),
+            Some(Err(e)) => {
+                let e = e.to_string();
+                tracing::error!(
+                    "Reload failed: cannot read the configuration again: {e}{}; its settings in force stay, \
+                     with their password and ACL files and certificates reloaded",
+                    hint(&e)
+                );
+                None
             }
+            None => None,
         };
-        match reloader.reload(args.config.is_some().then_some(&fresh)) {
-            Ok(unapplied) => {
-                tracing::info!("Reloaded the password file, ACL file and TLS certificates.");
-                if !unapplied.is_empty() {
-                    tracing::warn!("Changes to {} take effect when midge restarts.", unapplied.join(", "));
-                }
-            }
-            Err(e) => tracing::error!("Reload failed, the previous settings stay in force: {e}{}", hint(&e)),
+        let report = reloader.reload(fresh.as_ref());
+        for p in &report.problems {
+            tracing::error!("Reload failed: {p}{}", hint(p));
+        }
+        if report.problems.is_empty() {
+            tracing::info!("Reloaded the password file, ACL file and TLS certificates.");
+        }
+        if !report.unapplied.is_empty() {
+            tracing::warn!("Changes to {} take effect when midge restarts.", report.unapplied.join(", "));
         }
     }
 }

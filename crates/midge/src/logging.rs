@@ -43,26 +43,64 @@ where
     }
 }
 
-/// A log file, appended to; reopened on SIGHUP so that a rotated log is let go.
+/// A log file, appended to; reopened on SIGHUP so that a rotated log is let go. It is
+/// opened by [`LogFile::open`] once the broker runs as its `user` (as mosquitto does: root
+/// never opens a path the broker's user controls); lines logged before wait in memory.
 #[derive(Debug)]
 pub struct LogFile {
     path: PathBuf,
-    file: Mutex<File>,
+    sink: Mutex<Sink>,
 }
 
+#[derive(Debug)]
+enum Sink {
+    /// Not opened yet: the lines so far (up to [`PENDING_MAX`] bytes).
+    Pending(Vec<u8>),
+    Open(File),
+}
+
+/// Start-up lines kept for a log file not opened yet.
+const PENDING_MAX: usize = 1 << 20;
+
 fn open_append(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    // Created readable by the broker's user only, as mosquitto creates its log.
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 impl LogFile {
-    fn open(path: &Path) -> io::Result<LogFile> {
-        Ok(LogFile { path: path.to_owned(), file: Mutex::new(open_append(path)?) })
+    fn new(path: &Path) -> LogFile {
+        LogFile { path: path.to_owned(), sink: Mutex::new(Sink::Pending(Vec::new())) }
+    }
+
+    /// Opens the file (as the user the broker runs as) and writes the lines logged so far.
+    pub fn open(&self) -> io::Result<()> {
+        let mut file = open_append(&self.path)?;
+        let mut sink = self.sink.lock();
+        if let Sink::Pending(lines) = &*sink {
+            file.write_all(lines)?;
+        }
+        *sink = Sink::Open(file);
+        Ok(())
     }
 
     /// Opens the file again by its name (after logrotate moved it away).
     pub fn reopen(&self) -> io::Result<()> {
-        *self.file.lock() = open_append(&self.path)?;
+        let file = open_append(&self.path)?;
+        *self.sink.lock() = Sink::Open(file);
         Ok(())
+    }
+
+    fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        match &mut *self.sink.lock() {
+            Sink::Open(f) => f.write_all(line),
+            Sink::Pending(lines) => {
+                if lines.len() + line.len() <= PENDING_MAX {
+                    lines.extend_from_slice(line);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Its path.
@@ -97,7 +135,7 @@ impl Write for Tee {
             let _ = match t {
                 Target::Stderr => io::stderr().write_all(buf),
                 Target::Stdout => io::stdout().write_all(buf),
-                Target::File(f) => f.file.lock().write_all(buf),
+                Target::File(f) => f.write_line(buf),
             };
         }
         Ok(buf.len())
@@ -121,9 +159,9 @@ pub struct LogSettings<'a> {
     pub timestamp: bool,
 }
 
-/// Starts logging; `RUST_LOG` overrides the level. Returns the log files, to reopen on
-/// SIGHUP, or the file that cannot be opened.
-pub fn init(settings: &LogSettings<'_>) -> Result<Vec<Arc<LogFile>>, (PathBuf, io::Error)> {
+/// Starts logging; `RUST_LOG` overrides the level. Returns the log files, to open once the
+/// broker runs as its user ([`LogFile::open`]) and to reopen on SIGHUP.
+pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
     let level =
         if settings.verbose { LogLevel::Debug } else { settings.level.unwrap_or(LogLevel::Information) };
     // rustls narrates handshakes at debug level, and warns about what clients send (an IP
@@ -144,7 +182,7 @@ pub fn init(settings: &LogSettings<'_>) -> Result<Vec<Arc<LogFile>>, (PathBuf, i
             LogDest::Stderr => targets.push(Target::Stderr),
             LogDest::Stdout => targets.push(Target::Stdout),
             LogDest::File(path) => {
-                let f = Arc::new(LogFile::open(path).map_err(|e| (path.clone(), e))?);
+                let f = Arc::new(LogFile::new(path));
                 files.push(f.clone());
                 targets.push(Target::File(f));
             }
@@ -159,5 +197,5 @@ pub fn init(settings: &LogSettings<'_>) -> Result<Vec<Arc<LogFile>>, (PathBuf, i
         .with_writer(Tee(targets.into()))
         .event_format(UnixSecondsFormat { timestamp: settings.timestamp })
         .init();
-    Ok(files)
+    files
 }

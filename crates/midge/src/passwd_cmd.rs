@@ -227,27 +227,34 @@ fn read_password_twice() -> Result<Vec<u8>, Fail> {
 /// other users), so a broker that runs as another user can still read it.
 fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| fail(format!("Unable to write {}: {e}.", path.display()));
+    // A symbolic link is followed, as mosquitto_passwd does: the file it names is replaced.
+    let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let err = |e: std::io::Error| fail(format!("Unable to write {}: {e}.", path.display()));
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
-    let mut result = f.write_all(text.as_bytes()).and_then(|_| f.sync_all());
-    drop(f);
+    let mut result = f.write_all(text.as_bytes());
     if let Ok(old) = std::fs::metadata(path) {
+        // Mode and owner are set on the open file, never through a path someone could swap.
         result = result.and_then(|_| {
             // Not readable by every user, though: the hashes are secrets.
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(old.mode() & 0o770))?;
+            f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o770))?;
+            // Only root can give a file away; another user keeps its group when a member of
+            // it (so a broker that reads it through its group still can).
+            let mine = f.metadata()?;
             let theirs = (old.uid(), old.gid());
-            match std::fs::metadata(&tmp) {
-                Ok(new) if (new.uid(), new.gid()) != theirs => {
-                    std::os::unix::fs::chown(&tmp, Some(theirs.0), Some(theirs.1))
-                }
-                _ => Ok(()),
+            if nix::unistd::geteuid().is_root() && (mine.uid(), mine.gid()) != theirs {
+                std::os::unix::fs::fchown(&f, Some(theirs.0), Some(theirs.1))?;
+            } else if mine.gid() != theirs.1 {
+                let _ = std::os::unix::fs::fchown(&f, None, Some(theirs.1));
             }
+            Ok(())
         });
     }
+    result = result.and_then(|_| f.sync_all());
+    drop(f);
     if let Err(e) = result.and_then(|_| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(err(e));

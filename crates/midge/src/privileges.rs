@@ -1,8 +1,6 @@
 //! Started as root, the broker gives root up once its listeners are open and its files read,
 //! as mosquitto does: it runs as the `user` of the configuration, by default `mosquitto`
 //! (or `nobody` when there is no such user). `user root` keeps root.
-use std::path::Path;
-
 use nix::unistd::{getegid, geteuid, initgroups, setgid, setuid, User};
 
 /// Why the privileges could not be dropped.
@@ -30,10 +28,8 @@ pub enum DropError {
 const DEFAULT_USER: &str = "mosquitto";
 
 /// Drops root privileges to `user` (`None`: the default). Does nothing when not root.
-/// `log_files` that root owns (created at start) are given to the user first, so that it
-/// can reopen them after log rotation. Returns the user now running the broker, if it
-/// changed.
-pub fn drop_privileges(user: Option<&str>, log_files: &[&Path]) -> Result<Option<String>, DropError> {
+/// Returns the user now running the broker, if it changed.
+pub fn drop_privileges(user: Option<&str>) -> Result<Option<String>, DropError> {
     if !geteuid().is_root() {
         return Ok(None);
     }
@@ -45,7 +41,8 @@ pub fn drop_privileges(user: Option<&str>, log_files: &[&Path]) -> Result<Option
     let lookup = |name: &str| User::from_name(name).ok().flatten();
     let account = match lookup(wanted) {
         Some(u) => u,
-        None if user.is_some() => return Err(DropError::NoSuchUser(wanted.to_owned())),
+        // As mosquitto: only the default user falls back to nobody.
+        None if wanted != DEFAULT_USER => return Err(DropError::NoSuchUser(wanted.to_owned())),
         None => {
             tracing::warn!(
                 "Unable to drop privileges to '{wanted}' because this user does not exist. Trying 'nobody' instead."
@@ -59,20 +56,6 @@ pub fn drop_privileges(user: Option<&str>, log_files: &[&Path]) -> Result<Option
     };
     let name = std::ffi::CString::new(account.name.clone())
         .map_err(|_| DropError::NoSuchUser(account.name.clone()))?;
-    for path in log_files {
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::metadata(path).is_ok_and(|m| m.uid() == 0) {
-            if let Err(e) =
-                std::os::unix::fs::chown(path, Some(account.uid.as_raw()), Some(account.gid.as_raw()))
-            {
-                tracing::warn!(
-                    "Cannot give the log file {} to user '{}': {e}.",
-                    path.display(),
-                    account.name
-                );
-            }
-        }
-    }
     // Groups first: once the user id is not root, they can no longer be changed.
     initgroups(&name, account.gid).map_err(fail("initgroups"))?;
     setgid(account.gid).map_err(fail("setgid"))?;

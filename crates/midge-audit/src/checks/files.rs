@@ -44,28 +44,49 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
         files.extend(t.crlfile.as_ref().map(|f| ("crlfile", f, Role::Public)));
         files.extend(t.capath.as_ref().map(|f| ("capath", f, Role::Directory)));
     }
-    let user = broker_user(cx);
+    let user = broker_user(cx, out);
     for (option, setting, role) in files {
         check_file(cx, option, setting, role, out);
         if let (Some(u), false) = (&user, matches!(role, Role::Directory)) {
-            check_broker_user_reads(cx, option, setting, u, out);
+            check_broker_user_reads(option, &cx.path(&setting.value), &setting.at, u, out);
+        }
+    }
+    // SIGHUP reads the configuration again too.
+    if let Some(u) = &user {
+        for file in &cx.model.config_files {
+            let at = crate::finding::Location::new(file.clone(), 1);
+            check_broker_user_reads("the configuration file", std::path::Path::new(file), &at, u, out);
         }
     }
 }
 
 /// The user the broker runs as once started, when it drops root: started as root, the
 /// broker runs as `user` (default mosquitto, else nobody), as mosquitto does.
-fn broker_user(cx: &Context<'_>) -> Option<(nix::unistd::User, Vec<nix::unistd::Gid>)> {
+fn broker_user(
+    cx: &Context<'_>,
+    out: &mut Vec<Finding>,
+) -> Option<(nix::unistd::User, Vec<nix::unistd::Gid>)> {
     if !cx.options.started_as_root {
         return None;
     }
-    let named = cx.model.user.as_ref().map(|s| s.value.as_str());
-    let name = named.unwrap_or("mosquitto");
+    let name = cx.model.user.as_ref().map_or("mosquitto", |s| s.value.as_str());
     if name == "root" {
         return None;
     }
     let lookup = |n: &str| nix::unistd::User::from_name(n).ok().flatten();
-    let user = lookup(name).or_else(|| if named.is_none() { lookup("nobody") } else { None })?;
+    // As the broker: only the default user falls back to nobody.
+    let found = lookup(name).or_else(|| if name == "mosquitto" { lookup("nobody") } else { None });
+    let Some(user) = found else {
+        if let Some(s) = &cx.model.user {
+            out.push(Finding::new(
+                Severity::Info,
+                Kind::InvalidValue,
+                s.at.clone(),
+                format!("user {name} does not exist: started as root, the broker refuses to start"),
+            ));
+        }
+        return None;
+    };
     let cname = std::ffi::CString::new(user.name.clone()).ok()?;
     let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
     Some((user, groups))
@@ -86,13 +107,13 @@ fn allows(meta: &std::fs::Metadata, uid: u32, groups: &[nix::unistd::Gid], bit: 
 
 /// A file the broker reads again on SIGHUP must be readable by the user it runs as then.
 fn check_broker_user_reads(
-    cx: &Context<'_>,
     option: &str,
-    s: &Setting<String>,
+    written: &std::path::Path,
+    at: &crate::finding::Location,
     (user, groups): &(nix::unistd::User, Vec<nix::unistd::Gid>),
     out: &mut Vec<Finding>,
 ) {
-    let Ok(path) = std::fs::canonicalize(cx.path(&s.value)) else { return };
+    let Ok(path) = std::fs::canonicalize(written) else { return };
     let uid = user.uid.as_raw();
     let readable = std::fs::metadata(&path).is_ok_and(|m| allows(&m, uid, groups, 0o4))
         && path
@@ -103,12 +124,12 @@ fn check_broker_user_reads(
         out.push(Finding::new(
             Severity::Medium,
             Kind::UnreadableByBrokerUser,
-            s.at.clone(),
+            at.clone(),
             format!(
                 "{option} {} cannot be read by user '{name}', which the broker runs as once started as root: \
                  it starts (root reads the file first) but SIGHUP cannot reload it; chown {name} it (or set \
                  `user` to the user that owns it)",
-                cx.path(&s.value).display(),
+                written.display(),
                 name = user.name
             ),
         ));

@@ -48,6 +48,18 @@ pub struct Security {
     /// dropped with this object when the file is reloaded.
     verified: Mutex<HashMap<String, ring::hmac::Tag>>,
     cache_key: ring::hmac::Key,
+    fingerprint_key: FingerprintKey,
+}
+
+/// The process's key for [`Security::hash_fingerprint`]: the same across reloads.
+#[derive(Debug, Clone)]
+struct FingerprintKey(std::hash::RandomState);
+
+impl FingerprintKey {
+    fn get() -> FingerprintKey {
+        static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        FingerprintKey(KEY.get_or_init(std::hash::RandomState::new).clone())
+    }
 }
 
 impl Security {
@@ -60,12 +72,27 @@ impl Security {
         // The system RNG only fails when the OS has none.
         let cache_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random number generator");
-        Ok(Security { passwords, acl, verified: Mutex::new(HashMap::new()), cache_key })
+        Ok(Security {
+            passwords,
+            acl,
+            verified: Mutex::new(HashMap::new()),
+            cache_key,
+            fingerprint_key: FingerprintKey::get(),
+        })
     }
 
     /// True when a password file is configured.
     pub fn has_passwords(&self) -> bool {
         self.passwords.is_some()
+    }
+
+    /// A fingerprint of the hash `user` has in the password file, if any: a client that
+    /// logged in against one fingerprint is let stay after a reload while it is the same.
+    pub fn hash_fingerprint(&self, user: &str) -> Option<u64> {
+        use std::hash::BuildHasher;
+        let hash = self.passwords.as_ref()?.get(user)?;
+        // Keyed per process, like the cache: not a value anyone outside can compute.
+        Some(self.fingerprint_key.0.hash_one(hash))
     }
 
     /// The ACL, if one is configured.

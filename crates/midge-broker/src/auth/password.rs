@@ -15,7 +15,7 @@ const SALT_LEN: usize = 12;
 const HASH_LEN: usize = 64;
 
 /// A password hash as stored in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Hash {
     /// `$7$`: PBKDF2-HMAC-SHA512.
     Pbkdf2 {

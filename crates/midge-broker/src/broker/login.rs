@@ -41,11 +41,37 @@ impl ConnInfo {
     }
 }
 
+/// How a client proved who it is: checked again when the security settings are reloaded
+/// ([`Broker::still_allowed`]), as mosquitto does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// No user name.
+    Anonymous,
+    /// A user name without a password file to check it against: a label.
+    Label,
+    /// A password that matched the hash of this fingerprint.
+    Password(u64),
+    /// A certificate identity or an enhanced authentication: not checked again.
+    Verified,
+}
+
+/// What is checked again after a reload, with the session's user name: the listener and
+/// the credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct Recheck {
+    /// The listener (index in `Config::effective_listeners`).
+    pub listener: usize,
+    /// How the client proved who it is.
+    pub credentials: Credentials,
+}
+
 /// A client that passed authentication. Only [`Broker::authenticate`] makes one, so a
 /// session cannot be opened without it.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub(crate) username: Option<ByteString>,
+    /// How it proved it, for [`Recheck`].
+    pub(crate) credentials: Credentials,
     /// The password file and ACL of its listener.
     pub(crate) security: SharedSecurity,
     /// The enhanced authentication method used, and its final data for CONNACK.
@@ -56,6 +82,11 @@ impl Authenticated {
     /// The user name the client is known by (for ACLs and logs).
     pub fn username(&self) -> Option<&ByteString> {
         self.username.as_ref()
+    }
+
+    /// What a reload checks again, for a client that came in on `listener`.
+    pub fn recheck(&self, listener: usize) -> Recheck {
+        Recheck { listener, credentials: self.credentials }
     }
 }
 
@@ -86,18 +117,35 @@ impl Refusal {
 }
 
 impl Broker {
+    /// Whether a connected client would still be let in under the security settings in
+    /// force (after a reload): an anonymous client while its listener allows anonymous
+    /// clients, a password while the user's hash is the one it matched. Certificates and
+    /// enhanced authentication are not checked again.
+    pub fn still_allowed(&self, r: &Recheck, username: Option<&str>) -> bool {
+        let scope = self.scope(r.listener);
+        match r.credentials {
+            Credentials::Verified => true,
+            Credentials::Anonymous => scope.anonymous_allowed(),
+            Credentials::Label => scope.anonymous_allowed() && !scope.security.load().has_passwords(),
+            Credentials::Password(fingerprint) => {
+                username.is_some_and(|u| scope.security.load().hash_fingerprint(u) == Some(fingerprint))
+            }
+        }
+    }
+
     /// Decides whether the client may connect, and as which user. May compute a PBKDF2
     /// hash: call [`Broker::authenticate_async`] from async code.
     pub fn authenticate(&self, c: &Connect, info: &ConnInfo, now: Instant) -> Result<Authenticated, Refusal> {
         let scope = self.scope(info.listener);
-        let accepted = |username: Option<String>| Authenticated {
+        let accepted = |username: Option<String>, credentials| Authenticated {
             username: username.map(ByteString::from),
+            credentials,
             security: scope.security.clone(),
             enhanced: None,
         };
         // A certificate identity replaces the user name, and the password file is not used.
         if let Some(name) = &info.cert_username {
-            return Ok(accepted(Some(name.clone())));
+            return Ok(accepted(Some(name.clone()), Credentials::Verified));
         }
         if info.cert_identity_required {
             return Err(Refusal::new(ReasonCode::NotAuthorized, CERT_IDENTITY_MISSING));
@@ -105,7 +153,7 @@ impl Broker {
         let security = scope.security.load();
         let Some(user) = &c.username else {
             return if scope.anonymous_allowed() {
-                Ok(accepted(None))
+                Ok(accepted(None, Credentials::Anonymous))
             } else {
                 // Anonymous access is off: 0x05 (3.1.1) / 0x87 (5.0) Not authorized.
                 Err(Refusal::new(ReasonCode::NotAuthorized, "anonymous access is not allowed"))
@@ -115,7 +163,7 @@ impl Broker {
             // Without a password file a user name is only a label; it passes where
             // anonymous clients do.
             return if scope.anonymous_allowed() {
-                Ok(accepted(Some(user.to_string())))
+                Ok(accepted(Some(user.to_string()), Credentials::Label))
             } else {
                 Err(Refusal::new(
                     ReasonCode::NotAuthorized,
@@ -127,7 +175,8 @@ impl Broker {
         match security.check_password(user, password) {
             Login::Accepted => {
                 self.limiter.succeeded(info.peer.ip());
-                Ok(accepted(Some(user.to_string())))
+                let fingerprint = security.hash_fingerprint(user).unwrap_or_default();
+                Ok(accepted(Some(user.to_string()), Credentials::Password(fingerprint)))
             }
             Login::Refused => {
                 // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
@@ -198,6 +247,7 @@ impl EnhancedLogin {
             }
             AuthStep::Success { username, data } => LoginStep::Done(Authenticated {
                 username: username.map(ByteString::from),
+                credentials: Credentials::Verified,
                 security: self.security.clone(),
                 enhanced: Some((Enhanced { method: self.method.clone() }, data)),
             }),

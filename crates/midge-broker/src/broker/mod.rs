@@ -12,7 +12,7 @@ use midge_codec::Will;
 
 pub use connect::{ConnectPlan, Opened, Opening, PendingOpen};
 pub(crate) use login::auth_packet;
-pub use login::{Authenticated, ConnInfo, EnhancedLogin, LoginStep, Refusal};
+pub use login::{Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginStep, Recheck, Refusal};
 
 use crate::auth::{AuthMethod, FailureLimiter, Security, SecurityError, SharedSecurity};
 use crate::config::{Config, SecuritySettings};
@@ -174,6 +174,11 @@ impl Broker {
         for ((scope, security), settings) in self.scopes.iter().zip(loaded).zip(&settings) {
             scope.configured.store(Arc::new(Configured::new(config, settings)));
             scope.security.store(Arc::new(security));
+        }
+        // Connected clients the new settings would not let in are disconnected, as mosquitto
+        // does: each connection checks its own credentials.
+        for slot in self.registry.online_slots() {
+            slot.send(crate::registry::Control::Recheck);
         }
         Ok(unapplied)
     }

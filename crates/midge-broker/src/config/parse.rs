@@ -501,8 +501,9 @@ pub fn makes_default_listener(name: &str, value: &str, per_listener_settings: bo
         | "use_identity_as_username"
         | "use_subject_as_username"
         | "use_username_as_clientid" => on,
-        "max_qos" => value != "2",
-        "max_connections" => !value.starts_with('-'),
+        // As numbers: `max_qos 02` is 2.
+        "max_qos" => value.parse::<i64>() != Ok(2),
+        "max_connections" => !value.parse::<i64>().is_ok_and(|n| n < 0),
         "protocol" => value != "mqtt",
         "password_file" | "psk_file" | "auth_plugin" | "plugin" => per_listener_settings,
         _ => false,

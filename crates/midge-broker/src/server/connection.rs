@@ -8,7 +8,9 @@ use bytes::BytesMut;
 use midge_codec::{decode, ConnAck, DecodeError, Packet, PacketType, ProtocolVersion, ReasonCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::broker::{Authenticated, Broker, ConnInfo, EnhancedLogin, LoginStep, Opened, Opening, Refusal};
+use crate::broker::{
+    Authenticated, Broker, ConnInfo, EnhancedLogin, LoginStep, Opened, Opening, Recheck, Refusal,
+};
 use crate::logging::describe;
 use crate::registry::{Control, ControlSlot};
 use crate::session::{CloseReason, Session, SessionState};
@@ -85,7 +87,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(broker: Arc<Broker>
     let max_packet = broker.config.max_packet_bytes();
     // The CONNECT phase runs in a box of its own, freed when it ends: the task keeps only
     // what a connected client needs, which is what an idle connection costs.
-    let Some(Established { mut session, control, conn_id }) =
+    let Some(Established { mut session, control, conn_id, recheck }) =
         Box::pin(establish(&broker, &mut conn, info, max_packet)).await
     else {
         return;
@@ -98,7 +100,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(broker: Arc<Broker>
     if broker.is_shutting_down() {
         control.send(Control::Shutdown);
     }
-    let reason = run(&broker, &mut conn, &mut session, &control, max_packet).await;
+    let reason = run(&broker, &mut conn, &mut session, &control, &recheck, max_packet).await;
     let handover = match reason {
         Ended::TakenOver(reply) => Some(reply),
         Ended::Closed => None,
@@ -111,6 +113,8 @@ struct Established {
     session: Session,
     control: Arc<ControlSlot>,
     conn_id: u64,
+    /// Its credentials, checked again when the security settings are reloaded.
+    recheck: Recheck,
 }
 
 /// CONNECT, authentication, the session (new, resumed or taken over) and CONNACK. `None`
@@ -178,6 +182,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
+    let recheck = auth.recheck(info.listener);
     let opened = match broker.open(*connect, auth, conn_id, control.clone(), Instant::now()) {
         Opening::Ready(opened) => *opened,
         Opening::Refused(connack, code) => {
@@ -220,7 +225,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         session.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
     conn.encode(&connack, version, &client_id);
-    Some(Established { session, control, conn_id })
+    Some(Established { session, control, conn_id, recheck })
 }
 
 /// mosquitto's protocol numbers in its log: 1 for 3.1, 2 for 3.1.1, 5 for 5.0.
@@ -363,6 +368,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     session: &mut Session,
     control: &ControlSlot,
+    recheck: &Recheck,
     max_packet: usize,
 ) -> Ended {
     let handle = session.state.handle.clone();
@@ -377,6 +383,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             // The keep alive is watched for all connections at once (crate::keepalive).
             Some(Control::KeepAliveTimeout) => session.close(CloseReason::KeepAliveTimeout),
             Some(Control::Shutdown) => session.close(CloseReason::Shutdown),
+            Some(Control::Recheck) if !broker.still_allowed(recheck, session.username.as_deref()) => {
+                session.close(CloseReason::NotAuthorized)
+            }
+            Some(Control::Recheck) => {}
             None => {}
         }
         if session.has_held_acks() {

@@ -59,6 +59,8 @@ struct Bound {
 pub struct Server {
     broker: Arc<Broker>,
     listeners: Vec<Bound>,
+    /// The TLS listeners, by name (one listener may have several sockets).
+    tls: Vec<(String, Arc<TlsListener>)>,
 }
 
 /// Reloads what SIGHUP reloads: the security settings of the configuration file read again
@@ -67,19 +69,47 @@ pub struct Server {
 #[derive(Clone)]
 pub struct Reloader {
     broker: Arc<Broker>,
-    tls: Vec<Arc<TlsListener>>,
+    /// Each TLS listener, with its name for messages.
+    tls: Vec<(String, Arc<TlsListener>)>,
+}
+
+/// What a reload did not do.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Changed options that take effect at the next start.
+    pub unapplied: Vec<&'static str>,
+    /// What could not be reloaded, each with what stays in force instead.
+    pub problems: Vec<String>,
 }
 
 impl Reloader {
     /// Reloads everything, with the configuration `fresh` read again from its file when
-    /// given; on the first error nothing more is changed and the error is returned (what was
-    /// already reloaded stays reloaded). Returns the changed options that need a restart.
-    pub fn reload(&self, fresh: Option<&Config>) -> Result<Vec<&'static str>, ServerError> {
-        let unapplied = self.broker.reload_security(fresh)?;
-        for t in &self.tls {
-            t.reload().map_err(|source| ServerError::Tls { listener: "(reload)".into(), source })?;
+    /// given. Each part goes on its own: the security settings with their password and ACL
+    /// files (all or nothing), then each TLS listener; what fails keeps its previous state
+    /// and is reported. Clients the new security settings no longer let in are disconnected.
+    pub fn reload(&self, fresh: Option<&Config>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        match self.broker.reload_security(fresh) {
+            Ok(unapplied) => report.unapplied = unapplied,
+            Err(ReloadError::NeedsRestart(what)) => {
+                report.problems.push(format!(
+                    "{what} changed: restart midge to apply the new configuration; until then the \
+                     settings in force stay, with their password and ACL files reloaded"
+                ));
+                if let Err(e) = self.broker.reload_security(None) {
+                    report.problems.push(format!("{e}; the previous password and ACL rules stay in force"));
+                }
+            }
+            Err(e) => report.problems.push(format!("{e}; the previous security settings stay in force")),
         }
-        Ok(unapplied)
+        for (name, t) in &self.tls {
+            if let Err(e) = t.reload() {
+                report
+                    .problems
+                    .push(format!("listener {name}: {e}; its previous certificates stay in force"));
+            }
+        }
+        report
     }
 }
 
@@ -88,11 +118,14 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let broker = Broker::new(config.clone())?;
         let mut listeners = Vec::new();
+        let mut tls_names = Vec::new();
         for (index, l) in config.effective_listeners().into_iter().enumerate() {
             let tls = if l.tls.enabled() {
                 let t = TlsListener::new(l.tls.clone())
                     .map_err(|source| ServerError::Tls { listener: l.describe(), source })?;
-                Some(Arc::new(t))
+                let t = Arc::new(t);
+                tls_names.push((l.describe(), t.clone()));
+                Some(t)
             } else {
                 // Not on loopback: capturing loopback traffic takes root.
                 if config.security_of(&l).password_file.is_some() && !l.is_local() {
@@ -121,7 +154,7 @@ impl Server {
                 listeners.push(Bound { listener, local, index, tls: tls.clone() });
             }
         }
-        Ok(Server { broker, listeners })
+        Ok(Server { broker, listeners, tls: tls_names })
     }
 
     /// The addresses the listeners are bound to (with the ports chosen for port 0).
@@ -131,10 +164,7 @@ impl Server {
 
     /// A handle that reloads the security files and TLS certificates (for SIGHUP).
     pub fn reloader(&self) -> Reloader {
-        Reloader {
-            broker: self.broker.clone(),
-            tls: self.listeners.iter().filter_map(|b| b.tls.clone()).collect(),
-        }
+        Reloader { broker: self.broker.clone(), tls: self.tls.clone() }
     }
 
     /// The shared broker state.

@@ -80,6 +80,8 @@ pub enum CloseReason {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+    /// A reload of the security settings no longer lets the client in.
+    NotAuthorized,
 }
 
 impl CloseReason {
@@ -96,6 +98,7 @@ impl CloseReason {
             CloseReason::ProtocolError { reason, .. } => Some(*reason),
             CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
             CloseReason::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            CloseReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
             _ => None,
         }
     }
@@ -123,6 +126,9 @@ impl CloseReason {
                 format!("Client {client_id} already connected, closing old connection.")
             }
             CloseReason::Shutdown => format!("Client {client_id} disconnected: broker shutting down."),
+            CloseReason::NotAuthorized => {
+                format!("Client {client_id} disconnected: not authorised by the reloaded security settings.")
+            }
         }
     }
 }
