@@ -102,7 +102,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::error!("Error: {e}");
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -110,7 +110,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         // as: root never writes to a path that user controls.
         for f in &log_files {
             if let Err(e) = f.open() {
-                tracing::error!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
+                // On standard error: the log file is what failed.
                 eprintln!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
                 return ExitCode::FAILURE;
             }
@@ -118,7 +118,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         let _pid_file = match config_pid_file.as_deref().map(PidFile::write).transpose() {
             Ok(p) => p,
             Err((path, e)) => {
-                tracing::error!("Error: Unable to write pid file {}: {e}.", path.display());
+                tracing::error!("Unable to write pid file {}: {e}.", path.display());
                 return ExitCode::FAILURE;
             }
         };
