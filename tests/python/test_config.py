@@ -77,11 +77,13 @@ def test_log_dest_file_pid_file_and_log_rotation(tmp_path, broker_factory):
     log = tmp_path / "midge.log"
     pid = tmp_path / "midge.pid"
     b = broker_factory(f"log_dest file {log}", "log_dest stderr", f"pid_file {pid}", "log_timestamp false")
-    assert pid.read_text() == f"{b.proc.pid}\n"
     cid = unique_id("logged")
     mosquitto_pub(b, "-i", cid, "-t", "t", "-m", "x")
     # Written to the file before stderr: once stderr has it, the file has it too.
     stderr_line = b.wait_for_log(rf"^New client connected from 127\.0\.0\.1:\d+ as {cid} .*$").group(0)
+    # Serving, so past writing its pid file (the log and pid files are written as the
+    # broker's user, once its listeners are open).
+    assert pid.read_text() == f"{b.proc.pid}\n"
     assert stderr_line in log.read_text().splitlines(), "log_timestamp false: the same line, no time"
     rotated = tmp_path / "midge.log.1"
     log.rename(rotated)
@@ -170,12 +172,14 @@ def test_started_as_root_the_broker_runs_as_user_mosquitto():
                     uids, gids, supplementary = _status_ids(status)
                     assert uids == [account.pw_uid] * 4 and gids == [account.pw_gid] * 4, (status, uids, gids)
                     assert sorted(supplementary) == groups, (status, supplementary)
-                assert log.stat().st_uid == account.pw_uid, "the log file is created by the user, not root"
             else:
                 assert _status_ids(Path(f"/proc/{proc.pid}/status"))[0][1] == os.geteuid()
+            # Answered once the broker serves: its log file is open by then.
             r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
                                capture_output=True, timeout=TIMEOUT)
             assert r.returncode == 0, r
+            if root:
+                assert log.stat().st_uid == pwd.getpwnam("mosquitto").pw_uid, "created by the user, not root"
             # Log rotation after the drop: the new file is created by the broker's user.
             log.rename(d / "midge.log.1")
             proc.send_signal(signal.SIGHUP)
@@ -255,3 +259,23 @@ def test_root_never_writes_through_a_link_the_brokers_user_planted():
         r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
         assert r.returncode == 1 and b"Unable to write pid file" in r.stderr, r
         assert secret.read_text() == "root's\n" and secret.stat().st_uid == 0
+
+
+def test_a_start_up_error_reaches_stderr_when_the_log_is_a_file(tmp_path):
+    """With `log_dest file` only, the log file is opened once the broker runs as its user:
+    an error before that (here, a port another program holds) is written to stderr instead
+    of being lost."""
+    import socket
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    conf = tmp_path / "broker.conf"
+    conf.write_text("".join(f"{line}\n" for line in RUN_AS)
+                    + f"listener {port} 127.0.0.1\nlog_dest file {tmp_path / 'midge.log'}\n")
+    try:
+        r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
+    finally:
+        held.close()
+    assert r.returncode == 1, r
+    assert re.search(rb"cannot listen on 127\.0\.0\.1:\d+: Address already in use", r.stderr), r.stderr

@@ -48,6 +48,16 @@ fn read_config(args: &BrokerArgs) -> Result<(Config, Vec<String>), ConfigError> 
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // SIGHUP's default action ends the process: listen for it from the start.
+    let hup =
+        runtime.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) });
     let (config, warnings) = match read_config(&args) {
         Ok(read) => read,
         Err(e) => {
@@ -69,16 +79,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         Ok(n) => tracing::debug!("Open file limit: {n}."),
         Err(e) => tracing::warn!("Cannot raise the open file limit: {e}."),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("Error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(async move {
-        // SIGHUP's default action ends the process: listen for it from the start.
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tracing::info!("midge version {} starting", env!("CARGO_PKG_VERSION"));
         if let Some(path) = &config.source {
             tracing::info!("Config loaded from {}.", path.display());
@@ -91,7 +92,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return crate::logging::failed_before_open(&log_files);
             }
         };
         // Listeners open, files read: root is no longer needed.
@@ -103,7 +104,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             Ok(None) => None,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return crate::logging::failed_before_open(&log_files);
             }
         };
         // As mosquitto, the log files and the pid file are opened as the user the broker runs
@@ -112,7 +113,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             if let Err(e) = f.open() {
                 // On standard error: the log file is what failed.
                 eprintln!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
-                return ExitCode::FAILURE;
+                return crate::logging::failed_before_open(&log_files);
             }
         }
         let _pid_file = match config_pid_file.as_deref().map(PidFile::write).transpose() {
@@ -170,8 +171,7 @@ async fn reload_on_sighup(
             Some(Err(e)) => {
                 let e = e.to_string();
                 tracing::error!(
-                    "Reload failed: cannot read the configuration again: {e}{}; its settings in force stay, \
-                     with their password and ACL files and certificates reloaded",
+                    "Reload failed: cannot read the configuration again: {e}{}; the settings in force stay",
                     hint(&e)
                 );
                 None
@@ -182,8 +182,10 @@ async fn reload_on_sighup(
         for p in &report.problems {
             tracing::error!("Reload failed: {p}{}", hint(p));
         }
-        if report.problems.is_empty() {
+        if report.problems.is_empty() && fresh.is_some() == args.config.is_some() {
             tracing::info!("Reloaded the password file, ACL file and TLS certificates.");
+        } else {
+            tracing::info!("Reloaded the rest: what failed is named above.");
         }
         if !report.unapplied.is_empty() {
             tracing::warn!("Changes to {} take effect when midge restarts.", report.unapplied.join(", "));

@@ -91,6 +91,14 @@ impl LogFile {
         Ok(())
     }
 
+    /// The lines logged while the file was not open yet (empty once it is).
+    fn take_pending(&self) -> Vec<u8> {
+        match &mut *self.sink.lock() {
+            Sink::Pending(lines) => std::mem::take(lines),
+            Sink::Open(_) => Vec::new(),
+        }
+    }
+
     fn write_line(&self, line: &[u8]) -> io::Result<()> {
         match &mut *self.sink.lock() {
             Sink::Open(f) => f.write_all(line),
@@ -192,6 +200,8 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
     if settings.dest.is_empty() {
         targets.push(Target::Stderr);
     }
+    STDERR_IS_DEST
+        .store(targets.iter().any(|t| matches!(t, Target::Stderr)), std::sync::atomic::Ordering::Relaxed);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Tee(targets.into()))
@@ -199,3 +209,19 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
         .init();
     files
 }
+
+/// The broker stops before its log files could be opened: what it logged for them goes to
+/// standard error instead (unless it went there already), so the reason is not lost.
+pub fn failed_before_open(files: &[Arc<LogFile>]) -> std::process::ExitCode {
+    let to_stderr = !STDERR_IS_DEST.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(first) = files.first() {
+        let lines = first.take_pending();
+        if to_stderr {
+            let _ = io::stderr().write_all(&lines);
+        }
+    }
+    std::process::ExitCode::FAILURE
+}
+
+/// Whether standard error is one of the log's destinations.
+static STDERR_IS_DEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

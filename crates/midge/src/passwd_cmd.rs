@@ -240,6 +240,14 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
         // Mode and owner are set on the open file, never through a path someone could swap.
         result = result.and_then(|_| {
             // Not readable by every user, though: the hashes are secrets.
+            if old.mode() & 0o007 != 0 {
+                eprintln!(
+                    "Warning: {} was readable by every user; it is not any more (mode {:04o}). A broker that \
+                     read it as another user needs it in its group or owned by it.",
+                    path.display(),
+                    old.mode() & 0o770
+                );
+            }
             f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o770))?;
             // Only root can give a file away; another user keeps its group when a member of
             // it (so a broker that reads it through its group still can).
@@ -248,7 +256,13 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
             if nix::unistd::geteuid().is_root() && (mine.uid(), mine.gid()) != theirs {
                 std::os::unix::fs::fchown(&f, Some(theirs.0), Some(theirs.1))?;
             } else if mine.gid() != theirs.1 {
-                let _ = std::os::unix::fs::fchown(&f, None, Some(theirs.1));
+                if let Err(e) = std::os::unix::fs::fchown(&f, None, Some(theirs.1)) {
+                    eprintln!(
+                        "Warning: {} keeps its mode but not its group (gid {}): {e}.",
+                        path.display(),
+                        theirs.1
+                    );
+                }
             }
             Ok(())
         });

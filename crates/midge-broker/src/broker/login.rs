@@ -128,7 +128,13 @@ impl Broker {
             Credentials::Anonymous => scope.anonymous_allowed(),
             Credentials::Label => scope.anonymous_allowed() && !scope.security.load().has_passwords(),
             Credentials::Password(fingerprint) => {
-                username.is_some_and(|u| scope.security.load().hash_fingerprint(u) == Some(fingerprint))
+                let security = scope.security.load();
+                if security.has_passwords() {
+                    username.is_some_and(|u| security.hash_fingerprint(u) == Some(fingerprint))
+                } else {
+                    // No password file any more: a user name passes where anonymous clients do.
+                    scope.anonymous_allowed()
+                }
             }
         }
     }

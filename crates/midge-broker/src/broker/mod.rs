@@ -101,6 +101,9 @@ pub struct Broker {
     /// Keep-alive deadlines of every connection.
     pub keepalive: crate::keepalive::KeepAlive,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Counts reloads of the security settings: a client authenticated under older ones is
+    /// checked again ([`Broker::security_generation`]).
+    security_generation: AtomicU64,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
@@ -149,6 +152,7 @@ impl Broker {
             auth_methods: AuthMethods::default(),
             keepalive: Default::default(),
             shutting_down: Default::default(),
+            security_generation: AtomicU64::new(0),
             router: Router::new(),
             registry: Registry::default(),
             connections: AtomicUsize::new(0),
@@ -176,7 +180,9 @@ impl Broker {
             scope.security.store(Arc::new(security));
         }
         // Connected clients the new settings would not let in are disconnected, as mosquitto
-        // does: each connection checks its own credentials.
+        // does: each connection checks its own credentials. One authenticated before this
+        // and registered after sees the new generation (Broker::security_generation).
+        self.security_generation.fetch_add(1, Ordering::SeqCst);
         for slot in self.registry.online_slots() {
             slot.send(crate::registry::Control::Recheck);
         }
@@ -204,6 +210,13 @@ impl Broker {
             settings[scope] = new.security_of(l).clone();
         }
         Ok(settings)
+    }
+
+    /// How many times the security settings were reloaded. A connection reads it before it
+    /// authenticates and again once its session is registered: if it changed, its
+    /// credentials are checked again (a reload in between did not see it).
+    pub fn security_generation(&self) -> u64 {
+        self.security_generation.load(Ordering::SeqCst)
     }
 
     /// The security scope of a listener (by its index in [`Config::effective_listeners`]).

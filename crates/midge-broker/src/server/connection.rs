@@ -149,6 +149,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let conn_id = broker.next_conn_id();
     let control = ControlSlot::new();
+    let generation = broker.security_generation();
     let username = connect.username.clone();
     let login = async {
         match broker.begin_enhanced(&connect, &shown_id, &info) {
@@ -225,6 +226,10 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         session.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
     conn.encode(&connack, version, &client_id);
+    if broker.security_generation() != generation {
+        // Reloaded while this client was being authenticated: check it again.
+        control.send(Control::Recheck);
+    }
     Some(Established { session, control, conn_id, recheck })
 }
 

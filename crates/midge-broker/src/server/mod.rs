@@ -94,7 +94,7 @@ impl Reloader {
             Err(ReloadError::NeedsRestart(what)) => {
                 report.problems.push(format!(
                     "{what} changed: restart midge to apply the new configuration; until then the \
-                     settings in force stay, with their password and ACL files reloaded"
+                     settings in force stay"
                 ));
                 if let Err(e) = self.broker.reload_security(None) {
                     report.problems.push(format!("{e}; the previous password and ACL rules stay in force"));
