@@ -717,6 +717,11 @@ def test_sighup_reads_the_configuration_again(brokers, pahos, tmp_path):
     b.conf_path.write_text(tightened + "max_keepalive 30\n")
     b.reload()
     b.wait_for_log(r"warn: Changes to max_keepalive take effect when midge restarts\.", since=mark)
+    # A round trip through the broker after the reload: bob is still served.
+    assert bob.subscribe("bob/check", qos=1) == [1]
+    r = mosq_pub(b.port, "-u", "bob", "-P", SECRET, "-t", "bob/check", "-m", "still here", "-q", "1")
+    assert r.returncode == 0, describe(r)
+    assert bob.next_message().payload == b"still here"
     assert bob.is_connected(), "a reload that still lets a client in keeps it"
 
 

@@ -112,7 +112,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         for f in &log_files {
             if let Err(e) = f.open() {
                 // On standard error: the log file is what failed.
-                eprintln!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
+                eprintln!("{}", crate::logging::open_error(f, &e));
                 return crate::logging::failed_before_open(&log_files);
             }
         }
@@ -160,15 +160,22 @@ async fn reload_on_sighup(
         for f in &log_files {
             // After log rotation: write to the new file of that name.
             if let Err(e) = f.reopen() {
-                eprintln!("Error: Unable to open log file {} for writing: {e}.", f.path().display());
+                eprintln!("{}", crate::logging::open_error(f, &e));
             }
         }
         tracing::info!("Reloading config.");
         // The configuration file again; if it cannot be read, the files are still reloaded
         // under the settings in force.
+        let mut unreadable = false;
         let fresh = match args.config.as_ref().map(|_| read_config(&args)) {
-            Some(Ok((config, _))) => Some(config),
+            Some(Ok((config, warnings))) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                Some(config)
+            }
             Some(Err(e)) => {
+                unreadable = true;
                 let e = e.to_string();
                 tracing::error!(
                     "Reload failed: cannot read the configuration again: {e}{}; the settings in force stay",
@@ -182,7 +189,7 @@ async fn reload_on_sighup(
         for p in &report.problems {
             tracing::error!("Reload failed: {p}{}", hint(p));
         }
-        if report.problems.is_empty() && fresh.is_some() == args.config.is_some() {
+        if report.problems.is_empty() && !unreadable {
             tracing::info!("Reloaded the password file, ACL file and TLS certificates.");
         } else {
             tracing::info!("Reloaded the rest: what failed is named above.");

@@ -210,6 +210,11 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
     files
 }
 
+/// The message for a log file that cannot be opened.
+pub fn open_error(f: &LogFile, e: &io::Error) -> String {
+    format!("Error: Unable to open log file {} for writing: {e}.", f.path().display())
+}
+
 /// The broker stops before its log files could be opened: what it logged for them goes to
 /// standard error instead (unless it went there already), so the reason is not lost.
 pub fn failed_before_open(files: &[Arc<LogFile>]) -> std::process::ExitCode {

@@ -1,5 +1,6 @@
 //! `midge passwd`: mosquitto_passwd. Hashes are PBKDF2-HMAC-SHA512 (`$7$`), readable by
-//! mosquitto; files are written atomically with mode 0600.
+//! mosquitto; files are written atomically, new ones with mode 0600, existing ones keeping
+//! their owner, group and mode (less other users' bits).
 use std::io::{BufRead, IsTerminal, Write};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -240,7 +241,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
         // Mode and owner are set on the open file, never through a path someone could swap.
         result = result.and_then(|_| {
             // Not readable by every user, though: the hashes are secrets.
-            if old.mode() & 0o007 != 0 {
+            if old.mode() & 0o004 != 0 {
                 eprintln!(
                     "Warning: {} was readable by every user; it is not any more (mode {:04o}). A broker that \
                      read it as another user needs it in its group or owned by it.",

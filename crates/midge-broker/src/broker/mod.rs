@@ -164,9 +164,10 @@ impl Broker {
 
     /// Reads the password and ACL files again (SIGHUP), with the security settings of
     /// `fresh` (the configuration file read again) when given: allow_anonymous,
-    /// password_file and acl_file, globally or per listener. Connections stay up and use the
-    /// new rules from their next action. On error nothing changes. Returns the other
-    /// options that changed, which take effect at the next start.
+    /// password_file and acl_file, globally or per listener. Connections use the new rules
+    /// from their next action; those the new settings no longer let in are closed. On error
+    /// nothing changes. Returns the other options that changed, which take effect at the
+    /// next start.
     pub fn reload_security(&self, fresh: Option<&Config>) -> Result<Vec<&'static str>, ReloadError> {
         let (settings, unapplied) = match fresh {
             Some(new) => (self.scope_settings(new)?, self.config.restart_only_changes(new)),

@@ -20,15 +20,12 @@ use crate::broker::{Broker, ConnInfo, ReloadError};
 use crate::config::Config;
 use tls::{TlsListener, TlsSetupError};
 
-/// Why the server cannot start, or reload.
+/// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The password or ACL file.
     #[error(transparent)]
     Security(#[from] SecurityError),
-    /// A reload that cannot be applied.
-    #[error(transparent)]
-    Reload(#[from] ReloadError),
     /// A TLS listener's files or settings.
     #[error("listener {listener}: {source}")]
     Tls {
@@ -65,7 +62,8 @@ pub struct Server {
 
 /// Reloads what SIGHUP reloads: the security settings of the configuration file read again
 /// (allow_anonymous, password_file, acl_file), the password and ACL files, and every TLS
-/// listener's certificate, key, CAs and CRL. Connections stay up.
+/// listener's certificate, key, CAs and CRL. Connections stay up, except those the new
+/// security settings no longer let in.
 #[derive(Clone)]
 pub struct Reloader {
     broker: Arc<Broker>,
@@ -244,8 +242,9 @@ fn listen_all(
 
 /// True when an IPv6 socket fails because the system has no IPv6.
 fn ipv6_unavailable(e: &std::io::Error) -> bool {
-    // EAFNOSUPPORT (no IPv6 in the kernel) and EADDRNOTAVAIL (::1 where IPv6 is disabled).
-    matches!(e.raw_os_error(), Some(97) | Some(99))
+    // No IPv6 in the kernel (EAFNOSUPPORT), or ::1 where IPv6 is disabled (EADDRNOTAVAIL).
+    const EAFNOSUPPORT: i32 = 97;
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
 }
 
 /// Opens a listening socket with SO_REUSEADDR, as servers do, and a deep backlog for

@@ -21,6 +21,7 @@ fn rss(pid: u32) -> Result<u64, String> {
 pub async fn run(args: &BenchArgs) -> Result<(), String> {
     let version = args.mqtt_version()?;
     let before = args.pid.map(rss).transpose()?;
+    let tls = args.tls()?;
     let started = Instant::now();
     let mut clients = Vec::with_capacity(args.clients);
     let mut failed = 0usize;
@@ -30,7 +31,8 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
             let due = started + Duration::from_secs_f64(i as f64 / args.conn_rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        let mut o = args.client_options(version, format!("bench-conn-{}-{i}", std::process::id()), i, 300)?;
+        let mut o =
+            args.client_options(&tls, version, format!("bench-conn-{}-{i}", std::process::id()), i, 300);
         o.event_capacity = 1;
         match connect(o).await {
             Ok((client, events, _)) => clients.push((client, events)),
@@ -59,14 +61,23 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
         _ => None,
     };
     if args.json {
-        println!(
-            "{{\"scenario\":\"conn\",\"connections\":{},\"failed\":{failed},\"seconds\":{took:.3},\"per_second\":{:.1},\"broker_rss_before\":{},\"broker_rss_after\":{},\"bytes_per_connection\":{}}}",
-            clients.len(),
-            clients.len() as f64 / took,
-            before.map_or("null".into(), |v| v.to_string()),
-            after.map_or("null".into(), |v| v.to_string()),
-            per_conn.map_or("null".into(), |v| format!("{v:.0}"))
-        );
+        let out = serde_json::json!({
+            "scenario": "conn",
+            "parameters": {
+                "clients": args.clients,
+                "conn_rate": args.conn_rate,
+                "mqtt_version": version.to_string(),
+                "tls": args.cafile.is_some() || args.cert.is_some(),
+            },
+            "connections": clients.len(),
+            "failed": failed,
+            "seconds": (took * 1000.0).round() / 1000.0,
+            "per_second": (clients.len() as f64 / took * 10.0).round() / 10.0,
+            "broker_rss_before": before,
+            "broker_rss_after": after,
+            "bytes_per_connection": per_conn.map(|v| v.round()),
+        });
+        println!("{out}");
     } else {
         println!(
             "conn: {} connections open, {failed} failed, in {took:.2} s ({:.0}/s)",

@@ -39,11 +39,17 @@ fn plan(args: &BenchArgs, run: &str) -> Result<Plan, String> {
     })
 }
 
-fn options(args: &BenchArgs, version: ProtocolVersion, id: String, index: usize) -> Result<Options, String> {
-    let mut o = args.client_options(version, id, index, 60)?;
+fn options(
+    args: &BenchArgs,
+    tls: &Option<super::Tls>,
+    version: ProtocolVersion,
+    id: String,
+    index: usize,
+) -> Options {
+    let mut o = args.client_options(tls, version, id, index, 60);
     o.event_capacity = 4096;
     o.max_inflight = u16::try_from(args.inflight.max(1)).unwrap_or(u16::MAX);
-    Ok(o)
+    o
 }
 
 /// The payload: the send time (ns since the run started), the publisher's number, its
@@ -235,12 +241,13 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     }
     let run = format!("{:x}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
     let plan = plan(args, &run)?;
+    let tls = args.tls()?;
     let stats = Stats::new();
     let delivered: Arc<Vec<AtomicU64>> =
         Arc::new((0..plan.publish_topics.len()).map(|_| AtomicU64::new(0)).collect());
     let mut subscribers = Vec::new();
     for (i, filter) in plan.filters.iter().enumerate() {
-        let o = options(args, version, format!("bench-sub-{run}-{i}"), i)?;
+        let o = options(args, &tls, version, format!("bench-sub-{run}-{i}"), i);
         let (client, events, _) = connect(o).await.map_err(|e| format!("subscriber {i}: {e}"))?;
         let sub = Subscribe::new(0, filter.clone(), SubscriptionOptions::qos(args.qos()));
         client.subscribe(sub).await.map_err(|e| format!("subscribe {filter}: {e}"))?;
@@ -249,7 +256,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     }
     let mut publishers = Vec::new();
     for (i, _) in plan.publish_topics.iter().enumerate() {
-        let o = options(args, version, format!("bench-pub-{run}-{i}"), plan.filters.len() + i)?;
+        let o = options(args, &tls, version, format!("bench-pub-{run}-{i}"), plan.filters.len() + i);
         let (client, _events, _) = connect(o).await.map_err(|e| format!("publisher {i}: {e}"))?;
         publishers.push(client);
     }

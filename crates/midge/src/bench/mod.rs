@@ -16,6 +16,9 @@ use std::process::ExitCode;
 
 use midge_codec::{ProtocolVersion, QoS};
 
+/// A TLS connector, shared by every connection of a run.
+type Tls = std::sync::Arc<dyn midge_client::Connector>;
+
 /// Measure a broker's throughput, latency and memory.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -98,14 +101,30 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// The options of connection `index` (its source address, TLS, credentials).
+    /// The TLS connector of every connection (its files read once), if TLS is asked for.
+    fn tls(&self) -> Result<Option<Tls>, String> {
+        if self.cafile.is_none() && self.cert.is_none() {
+            return Ok(None);
+        }
+        let tls = midge_client::TlsOptions {
+            cafile: self.cafile.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            insecure: self.insecure,
+            ..Default::default()
+        };
+        tls.connector().map(Some).map_err(|e| e.to_string())
+    }
+
+    /// The options of connection `index`: its source address, TLS, credentials.
     fn client_options(
         &self,
+        tls: &Option<Tls>,
         version: ProtocolVersion,
         id: String,
         index: usize,
         keep_alive: u16,
-    ) -> Result<midge_client::Options, String> {
+    ) -> midge_client::Options {
         let mut c = midge_codec::Connect::new(version, id);
         c.keep_alive = keep_alive;
         c.username = self.username.as_deref().map(Into::into);
@@ -114,17 +133,8 @@ impl BenchArgs {
         if !self.source.is_empty() {
             o.bind_address = Some(self.source[index % self.source.len()]);
         }
-        if self.cafile.is_some() || self.cert.is_some() {
-            let tls = midge_client::TlsOptions {
-                cafile: self.cafile.clone(),
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-                insecure: self.insecure,
-                ..Default::default()
-            };
-            o.connector = Some(tls.connector().map_err(|e| e.to_string())?);
-        }
-        Ok(o)
+        o.connector = tls.clone();
+        o
     }
 
     fn mqtt_version(&self) -> Result<ProtocolVersion, String> {

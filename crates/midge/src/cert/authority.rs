@@ -113,8 +113,11 @@ fn new_key(kt: KeyType) -> Result<KeyPair, CertError> {
 /// 2 (with the public key), which it does not.
 fn key_pem(key: &KeyPair) -> String {
     if key.algorithm() == &rcgen::PKCS_ED25519 {
-        if let Some(v1) = ed25519_pkcs8_v1(&key.serialize_der()) {
-            return pem("PRIVATE KEY", &v1);
+        match ed25519_pkcs8_v1(&key.serialize_der()) {
+            Some(v1) => return pem("PRIVATE KEY", &v1),
+            None => {
+                eprintln!("Warning: this Ed25519 key is written as PKCS#8 v2, which OpenSSL 3.0 cannot read.")
+            }
         }
     }
     key.serialize_pem()
