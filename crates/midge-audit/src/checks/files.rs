@@ -69,23 +69,21 @@ fn broker_user(
     if !cx.options.started_as_root {
         return None;
     }
-    let name = cx.model.user.as_ref().map_or("mosquitto", |s| s.value.as_str());
-    if name == "root" {
-        return None;
-    }
-    let lookup = |n: &str| nix::unistd::User::from_name(n).ok().flatten();
-    // As the broker: only the default user falls back to nobody.
-    let found = lookup(name).or_else(|| if name == "mosquitto" { lookup("nobody") } else { None });
-    let Some(user) = found else {
-        if let Some(s) = &cx.model.user {
-            out.push(Finding::new(
-                Severity::Info,
-                Kind::InvalidValue,
-                s.at.clone(),
-                format!("user {name} does not exist: started as root, the broker refuses to start"),
-            ));
+    let configured = cx.model.user.as_ref().map(|s| s.value.as_str());
+    let user = match midge_broker::config::run_as(configured) {
+        Ok(midge_broker::config::RunAs::User { account, .. }) => account,
+        Ok(midge_broker::config::RunAs::Root) => return None,
+        Err(e) => {
+            if let Some(s) = &cx.model.user {
+                out.push(Finding::new(
+                    Severity::Info,
+                    Kind::InvalidValue,
+                    s.at.clone(),
+                    format!("started as root, the broker refuses to start: {e}"),
+                ));
+            }
+            return None;
         }
-        return None;
     };
     let cname = std::ffi::CString::new(user.name.clone()).ok()?;
     let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);

@@ -2,6 +2,7 @@
 //! layers: [`lex`] turns lines into directives, [`parse_directives`] reads them strictly.
 pub mod lex;
 mod parse;
+mod run_as;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ pub use lex::{lex_file, lex_file_including, lex_str, Directive, LexError};
 pub use parse::{
     is_known_option, makes_default_listener, parse_bool, parse_directives, parse_file, parse_str, ConfigError,
 };
+pub use run_as::{run_as, RunAs, RunAsError, DEFAULT_USER};
 
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

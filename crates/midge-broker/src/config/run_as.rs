@@ -1,0 +1,50 @@
+//! Who the broker runs as once started as root (`user`), as mosquitto decides it: the
+//! configured user, by default `mosquitto`, and `nobody` when there is no user mosquitto
+//! (only then); `user root` keeps root. One answer for the broker that drops to it and for
+//! `midge audit`, which checks that this user can read what the broker reloads.
+use nix::unistd::User;
+
+/// The default `user`.
+pub const DEFAULT_USER: &str = "mosquitto";
+
+/// Who the broker runs as after starting as root.
+#[derive(Debug, Clone)]
+pub enum RunAs {
+    /// `user root`: it keeps root.
+    Root,
+    /// This account; `fell_back` when it is nobody because there is no user mosquitto.
+    User {
+        /// The account.
+        account: User,
+        /// The default user does not exist, so this is nobody.
+        fell_back: bool,
+    },
+}
+
+/// Why the broker cannot run as its `user`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunAsError {
+    /// The user named by `user` does not exist.
+    #[error("Unable to drop privileges to '{0}' because this user does not exist.")]
+    NoSuchUser(String),
+    /// Neither `mosquitto` nor `nobody` exists.
+    #[error("Unable to drop privileges to 'nobody' (no user 'mosquitto' and no user 'nobody').")]
+    NoFallback,
+}
+
+/// The account for `user` (`None`: the default).
+pub fn run_as(user: Option<&str>) -> Result<RunAs, RunAsError> {
+    let wanted = user.unwrap_or(DEFAULT_USER);
+    if wanted == "root" {
+        return Ok(RunAs::Root);
+    }
+    let lookup = |name: &str| User::from_name(name).ok().flatten();
+    match lookup(wanted) {
+        Some(account) => Ok(RunAs::User { account, fell_back: false }),
+        // As mosquitto: only the default user falls back to nobody.
+        None if wanted != DEFAULT_USER => Err(RunAsError::NoSuchUser(wanted.to_owned())),
+        None => lookup("nobody")
+            .map(|account| RunAs::User { account, fell_back: true })
+            .ok_or(RunAsError::NoFallback),
+    }
+}
