@@ -86,49 +86,58 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         } else {
             tracing::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
         }
-        let user = config.user.clone();
-        let config_pid_file = config.pid_file.clone();
-        let server = match Server::bind(config).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{e}");
-                return crate::logging::failed_before_open(&log_files);
-            }
-        };
-        // Listeners open, files read: root is no longer needed.
-        let dropped_to = match crate::privileges::drop_privileges(user.as_deref()) {
-            Ok(Some(name)) => {
-                tracing::info!("Running as user '{name}'.");
-                Some(name)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!("{e}");
-                return crate::logging::failed_before_open(&log_files);
-            }
-        };
-        // As mosquitto, the log files and the pid file are opened as the user the broker runs
-        // as: root never writes to a path that user controls.
-        for f in &log_files {
-            if let Err(e) = f.open() {
-                // On standard error: the log file is what failed.
-                eprintln!("{}", crate::logging::open_error(f, &e));
-                return crate::logging::failed_before_open(&log_files);
-            }
-        }
-        let _pid_file = match config_pid_file.as_deref().map(PidFile::write).transpose() {
-            Ok(p) => p,
-            Err((path, e)) => {
-                tracing::error!("Unable to write pid file {}: {e}.", path.display());
-                return ExitCode::FAILURE;
-            }
+        let Started { server, dropped_to, pid_file } = match start(config, &log_files).await {
+            Ok(started) => started,
+            Err(code) => return code,
         };
         let reloader = server.reloader();
         tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
         server.run(shutdown_signal()).await;
+        drop(pid_file);
         tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
         ExitCode::SUCCESS
     })
+}
+
+/// A broker ready to serve.
+struct Started {
+    server: Server,
+    /// The user it runs as, if it gave root up.
+    dropped_to: Option<String>,
+    /// Removed when dropped.
+    pid_file: Option<PidFile>,
+}
+
+/// Opens the listeners and reads the files (as root, if started so), gives root up, then
+/// opens the log and pid files as the user the broker runs as, as mosquitto does: root
+/// never writes to a path that user controls. On failure the reason is logged (on standard
+/// error too if the log file never opened) and the exit code returned.
+async fn start(config: Config, log_files: &[Arc<LogFile>]) -> Result<Started, ExitCode> {
+    let user = config.user.clone();
+    let pid_path = config.pid_file.clone();
+    let server = Server::bind(config).await.map_err(|e| {
+        tracing::error!("{e}");
+        crate::logging::failed_before_open(log_files)
+    })?;
+    let dropped_to = crate::privileges::drop_privileges(user.as_deref()).map_err(|e| {
+        tracing::error!("{e}");
+        crate::logging::failed_before_open(log_files)
+    })?;
+    if let Some(name) = &dropped_to {
+        tracing::info!("Running as user '{name}'.");
+    }
+    for f in log_files {
+        f.open().map_err(|e| {
+            // On standard error: the log file is what failed.
+            eprintln!("{}", crate::logging::open_error(f, &e));
+            crate::logging::failed_before_open(log_files)
+        })?;
+    }
+    let pid_file = pid_path.as_deref().map(PidFile::write).transpose().map_err(|(path, e)| {
+        tracing::error!("Unable to write pid file {}: {e}.", path.display());
+        ExitCode::FAILURE
+    })?;
+    Ok(Started { server, dropped_to, pid_file })
 }
 
 /// SIGHUP reads the configuration file again and applies its security settings, reloads the
