@@ -150,7 +150,8 @@ async fn reload_on_sighup(
     args: BrokerArgs,
     dropped_to: Option<String>,
 ) {
-    // After dropping root, files only root may read can no longer be reloaded: say so.
+    // After dropping root, files only root may read can no longer be reloaded: say so. The
+    // errors carry the OS's message (they are Clone + Eq), where EACCES reads "os error 13".
     let hint = |e: &str| match &dropped_to {
         Some(user) if e.contains("os error 13") => format!(
             " (midge runs as user '{user}' since it started: that user must be able to read the file, \
