@@ -20,23 +20,18 @@ from typing import Any
 
 import pytest
 
-from support import HOST, RUN_AS, TIMEOUT, Broker, PahoClient, free_port, midge_bin, require_tool
-
-MOSQUITTO = "/usr/sbin/mosquitto"
-
-
-def require_any(path_or_name: str, hint: str) -> str:
-    """A program by absolute path or on PATH; a missing one fails the test (never skips)."""
-    found = path_or_name if os.path.isabs(path_or_name) and os.access(path_or_name, os.X_OK) else shutil.which(path_or_name)
-    if not found:
-        pytest.fail(f"{path_or_name} is not installed ({hint}); these tests need it", pytrace=False)
-    return found
-
-
-def mosquitto_binary() -> str:
-    return require_any(MOSQUITTO if os.path.exists(MOSQUITTO) else "mosquitto",
-                       "on Debian/Ubuntu: apt-get install mosquitto")
-
+from support import (
+    HOST,
+    RUN_AS,
+    TIMEOUT,
+    Broker,
+    PahoClient,
+    free_port,
+    midge_bin,
+    mosquitto_broker_binary,
+    require_program,
+    require_tool,
+)
 
 # ---------------------------------------------------------------------------------------
 # Brokers
@@ -111,7 +106,7 @@ class MosquittoBroker(ConfiguredBroker):
     root it needs `user root` or it drops privileges and cannot read root's files."""
 
     def _argv(self) -> list[str]:
-        return [mosquitto_binary(), "-c", str(self.conf_path)]
+        return [mosquitto_broker_binary(), "-c", str(self.conf_path)]
 
     def config_text(self) -> str:
         head = ["log_dest stderr", "log_type all"]
@@ -261,7 +256,7 @@ class Pki:
 
 def not_after(cert: Path) -> float:
     """A certificate's notAfter as a Unix time (openssl x509 -enddate)."""
-    r = run_tool([require_any("openssl", "apt-get install openssl"), "x509", "-in", str(cert), "-noout",
+    r = run_tool([require_program("openssl", "apt-get install openssl"), "x509", "-in", str(cert), "-noout",
                   "-enddate", "-dateopt", "iso_8601"])
     assert r.returncode == 0, describe(r)
     value = r.stdout.strip().split("=", 1)[1]

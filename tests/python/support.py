@@ -44,15 +44,27 @@ def midge_bin() -> Path:
     return path
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
+def require_program(path_or_name: str, hint: str) -> str:
+    """A program by absolute path or on PATH; a missing one fails the test, never skips it.
+    `hint` says how to install it."""
+    path = shutil.which(path_or_name)
     if path is None:
-        pytest.fail(
-            f"{name} is not installed (on Debian/Ubuntu: apt-get install mosquitto-clients); "
-            f"these tests need it",
-            pytrace=False,
-        )
+        pytest.fail(f"{path_or_name} is not installed ({hint}); these tests need it", pytrace=False)
     return path
+
+
+def require_tool(name: str) -> str:
+    """One of mosquitto's client tools."""
+    return require_program(name, "on Debian/Ubuntu: apt-get install mosquitto-clients")
+
+
+MOSQUITTO_BROKER = "/usr/sbin/mosquitto"
+
+
+def mosquitto_broker_binary() -> str:
+    """The mosquitto broker, the reference peer (Debian's, or one on PATH)."""
+    return require_program(MOSQUITTO_BROKER if os.path.exists(MOSQUITTO_BROKER) else "mosquitto",
+                           "on Debian/Ubuntu: apt-get install mosquitto")
 
 
 def require_paho() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,26 +37,25 @@ from pathlib import Path
 
 import pytest
 
-from support import HOST, RUN_AS, TIMEOUT, Broker, free_port, midge_bin, require_paho, require_tool, unique_id
+from support import (
+    HOST,
+    RUN_AS,
+    TIMEOUT,
+    Broker,
+    free_port,
+    midge_bin,
+    mosquitto_broker_binary,
+    require_paho,
+    require_tool,
+    unique_id,
+)
 
 TOOLS = ("midge", "mosquitto")
-MOSQUITTO_BROKER = "/usr/sbin/mosquitto"
 
 
 # =======================================================================================
 # Peers: the mosquitto broker, mosquitto's tools
 # =======================================================================================
-
-def require_mosquitto_broker() -> str:
-    path = MOSQUITTO_BROKER if os.access(MOSQUITTO_BROKER, os.X_OK) else shutil.which("mosquitto")
-    if path is None:
-        pytest.fail(
-            f"the mosquitto broker is not installed ({MOSQUITTO_BROKER}; on Debian/Ubuntu: "
-            f"apt-get install mosquitto); these tests compare midge's tools against it",
-            pytrace=False,
-        )
-    return path
-
 
 @pytest.fixture(autouse=True)
 def _peers():
@@ -112,7 +110,7 @@ class CliBroker(Broker):
             if self.kind == "midge":
                 args = [str(midge_bin()), "broker", "-c", str(self.conf_path), "-v"]
             else:
-                args = [require_mosquitto_broker(), "-c", str(self.conf_path), "-v"]
+                args = [mosquitto_broker_binary(), "-c", str(self.conf_path), "-v"]
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             wanted = [self.port] + ([self.tls_port, self.mtls_port] if self.pki else [])

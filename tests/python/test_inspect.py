@@ -27,9 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from support import HOST, free_port, midge_bin, require_tool
+from support import HOST, free_port, midge_bin, mosquitto_broker_binary, require_program, require_tool
 
-MOSQUITTO_BROKER = "/usr/sbin/mosquitto"
 TYPES = {
     "CONNECT": 1, "CONNACK": 2, "PUBLISH": 3, "PUBACK": 4, "PUBREC": 5, "PUBREL": 6, "PUBCOMP": 7,
     "SUBSCRIBE": 8, "SUBACK": 9, "UNSUBSCRIBE": 10, "UNSUBACK": 11, "PINGREQ": 12, "PINGRESP": 13,
@@ -40,14 +39,8 @@ PASSWORDS = {"alice": "s3cret-alice", "bob": "hunter2-bob"}
 
 
 def require_capture_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} is not installed: these tests capture traffic with tcpdump and compare midge "
-            f"inspect with tshark's dissector (Debian/Ubuntu: apt-get install {name})",
-            pytrace=False,
-        )
-    return path
+    return require_program(name, "these tests capture traffic with tcpdump and compare midge inspect with "
+                                 f"tshark's dissector; Debian/Ubuntu: apt-get install {name}")
 
 
 @pytest.fixture(autouse=True)
@@ -144,9 +137,7 @@ def mosquitto_broker(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start() -> int:
-        if not os.access(MOSQUITTO_BROKER, os.X_OK):
-            pytest.fail(f"the mosquitto broker is not installed ({MOSQUITTO_BROKER}; apt-get install mosquitto)",
-                        pytrace=False)
+        broker = mosquitto_broker_binary()
         port = free_port()
         conf = tmp_path / f"mosquitto-{port}.conf"
         lines = [f"listener {port} {HOST}", "allow_anonymous true"]
@@ -154,7 +145,7 @@ def mosquitto_broker(tmp_path):
             lines.append("user root")
         conf.write_text("\n".join(lines) + "\n")
         log = open(tmp_path / f"mosquitto-{port}.log", "wb")
-        proc = subprocess.Popen([MOSQUITTO_BROKER, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = subprocess.Popen([broker, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         procs.append(proc)
         wait_accepting(port, proc, "mosquitto")
         return port

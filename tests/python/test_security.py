@@ -44,13 +44,22 @@ from security_support import (
     midge_cert,
     midge_passwd,
     mosq_pub,
-    mosquitto_binary,
     parse_password_file,
-    require_any,
     run_tool,
     wait_until_expired,
 )
-from support import HOST, RUN_AS, TIMEOUT, MosquittoSub, midge_bin, require_paho, require_tool, unique_id
+from support import (
+    HOST,
+    RUN_AS,
+    TIMEOUT,
+    MosquittoSub,
+    midge_bin,
+    mosquitto_broker_binary,
+    require_paho,
+    require_program,
+    require_tool,
+    unique_id,
+)
 
 VERSIONS = ["311", "5"]
 RAW_VERSION = {"311": raw.V311, "5": raw.V5}
@@ -187,7 +196,7 @@ auth_failure_delay 0
 
 @pytest.mark.parametrize("hash_type,prefix", [("sha512-pbkdf2", "$7$"), ("sha512", "$6$")])
 def test_mosquitto_passwd_file_works_in_midge(brokers, pahos, tmp_path, hash_type, prefix):
-    mp = require_any("mosquitto_passwd", "apt-get install mosquitto")
+    mp = require_program("mosquitto_passwd", "apt-get install mosquitto")
     pw = tmp_path / "passwd"
     r = run_tool([mp, "-H", hash_type, "-c", "-b", str(pw), "alice", SECRET])
     assert r.returncode == 0, describe(r)
@@ -508,7 +517,7 @@ def test_passwd_reads_piped_password_like_mosquitto_passwd(brokers, tmp_path, st
     """The same input through mosquitto_passwd and `midge passwd`: the same standard
     output, standard error and exit code, a file written or not alike; midge's file holds
     the password (checked in Python and by logging in to a midge broker with it)."""
-    mp = require_any("mosquitto_passwd", "apt-get install mosquitto")
+    mp = require_program("mosquitto_passwd", "apt-get install mosquitto")
     runs = {}
     for tool, cmd in (("mosquitto", [mp]), ("midge", [str(midge_bin()), "passwd", *FAST])):
         pw = tmp_path / f"{tool}.passwd"
@@ -1148,7 +1157,7 @@ def test_revocation_on_sighup(brokers, pahos, subs, pki, tmp_path):
 
 
 def s_client(port: int, *args: str) -> subprocess.CompletedProcess:
-    openssl = require_any("openssl", "apt-get install openssl")
+    openssl = require_program("openssl", "apt-get install openssl")
     return run_tool([openssl, "s_client", "-connect", f"127.0.0.1:{port}", *args])
 
 
@@ -1238,7 +1247,7 @@ def test_tls_only_or_passwordless_config_does_not_warn(brokers, pki, tmp_path):
 def test_ed25519_files_work_in_openssl_and_mosquitto(brokers, tmp_path):
     """`midge cert --key-type ed25519`: OpenSSL reads the keys (PKCS#8 v1, RFC 8410), and
     mosquitto serves and connects with them."""
-    mosquitto_binary()
+    mosquitto_broker_binary()
     p = Pki(tmp_path / "ed")
     midge_cert(p.dir, "init", "--key-type", "ed25519")
     midge_cert(p.dir, "server", "--host", "localhost", "--ip", "127.0.0.1", "--key-type", "ed25519")
@@ -1254,7 +1263,7 @@ def test_ed25519_files_work_in_openssl_and_mosquitto(brokers, tmp_path):
 
 
 def test_mosquitto_accepts_midge_cert_files(brokers, pki):
-    mosquitto_binary()
+    mosquitto_broker_binary()
     crt, key = pki.server()
     m = brokers(f"listener {{port}} 127.0.0.1\ncertfile {crt}\nkeyfile {key}\ncafile {pki.ca}\n"
                 f"require_certificate true\nuse_identity_as_username true\ncrlfile {pki.crl}\nallow_anonymous false\n",
