@@ -6,8 +6,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use bytestring::ByteString;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use midge_broker::mailbox::SessionHandle;
 use midge_broker::router::Router;
-use midge_broker::session::{Message, SessionHandle};
+use midge_broker::session::Message;
 use midge_codec::{Properties, QoS, SubscriptionOptions};
 
 fn handle(id: String) -> Arc<SessionHandle> {

@@ -7,12 +7,14 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
-pub mod keepalive;
+pub mod control;
 pub mod logging;
+pub mod mailbox;
 pub mod registry;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod timers;
 
 pub use broker::Broker;
 pub use config::Config;

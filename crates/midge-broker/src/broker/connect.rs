@@ -1,38 +1,38 @@
 //! A client connects and leaves: the CONNECT decisions, the CONNACK, and the session's
 //! life across connections (new, resumed, taken over, parked, discarded).
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
 use tokio::sync::oneshot;
 
-use super::login::{Authenticated, Refusal};
-use super::{Broker, TOPIC_ALIAS_MAXIMUM};
+use super::login::{Authenticated, Recheck, Refusal};
+use super::{Broker, Link, Owned, TOPIC_ALIAS_MAXIMUM};
 use crate::auth::{ClientAccess, Enhanced};
-use crate::registry::{Attach, Control, ControlSlot, Detached, PendingWill};
-use crate::session::{CloseReason, ConnectionLimits, Session, SessionHandle, SessionState};
+use crate::control::{Control, ControlSlot};
+use crate::mailbox::SessionHandle;
+use crate::registry::{Attach, Detached, PendingWill};
+use crate::router::too_deep;
+use crate::session::{ConnectionLimits, Ending, Session, SessionState, Start, WillPlan};
 
 /// The outcome of [`Broker::open`].
 #[derive(Debug)]
 pub enum Opening {
-    /// Connected: send the CONNACK, then serve the session.
-    Ready(Box<Opened>),
+    /// Connected: send the CONNACK first, then serve the link.
+    Ready {
+        /// The session, linked to the broker, with anything to resend already queued.
+        link: Box<Link>,
+        /// The CONNACK.
+        connack: Packet,
+        /// The client's clean start flag (for the log).
+        clean_start: bool,
+    },
     /// Refused: send the CONNACK (it carries the reason) and close.
     Refused(ConnAck, ReasonCode),
     /// Another connection holds the client id and has been told to hand the session over.
     TakeOver(Box<PendingOpen>),
-}
-
-/// A connection accepted: its session and the CONNACK to send first.
-#[derive(Debug)]
-pub struct Opened {
-    /// The session, with anything to resend already queued.
-    pub session: Session,
-    /// The CONNACK.
-    pub connack: Packet,
-    /// The client's clean start flag (for the log).
-    pub clean_start: bool,
 }
 
 /// What a session starts from once its client id is free.
@@ -43,6 +43,9 @@ struct StartParams {
     username: Option<ByteString>,
     access: Option<ClientAccess>,
     enhanced: Option<(Enhanced, Option<Bytes>)>,
+    recheck: Recheck,
+    conn_id: u64,
+    control: Arc<ControlSlot>,
 }
 
 /// A CONNECT waiting for the old connection of its client id to hand the session over.
@@ -50,7 +53,7 @@ struct StartParams {
 pub struct PendingOpen {
     start: StartParams,
     /// Resolves with the old session.
-    pub old: oneshot::Receiver<SessionState>,
+    pub old: oneshot::Receiver<Owned>,
 }
 
 impl PendingOpen {
@@ -106,6 +109,14 @@ impl Broker {
             (ByteString::from(c.client_id.to_string()), false)
         };
         if let Some(w) = &c.will {
+            if too_deep(&w.topic) {
+                // More levels than the broker walks: 0x90 Topic Name invalid (3.1.1 clients
+                // get the nearest code they know, server unavailable).
+                return Err(Refusal::new(
+                    ReasonCode::TopicNameInvalid,
+                    "will topic with more than 200 levels",
+                ));
+            }
             // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
             // [MQTT-3.2.2-13] (retain, 0x9A). 3.1.1 has no code for it: connect() downgrades such a will.
             if v5 && w.qos > self.config.max_qos {
@@ -154,7 +165,6 @@ impl Broker {
             client_topic_alias_maximum: if v5 { props.topic_alias_maximum().unwrap_or(0) } else { 0 },
             max_qos: self.config.max_qos,
             retain_available: self.config.retain_available,
-            ..ConnectionLimits::default()
         };
         // Request / response (4.10): a client that asks gets a topic prefix of its own.
         let response_information = (v5 && props.request_response_information() == Some(1))
@@ -208,16 +218,16 @@ impl Broker {
         ConnAck { session_present, reason_code: ReasonCode::Success, properties }
     }
 
-    /// Opens a session for an accepted or refused CONNECT. `control` is the channel on which
-    /// this connection will be told to give its session up. When another connection holds
-    /// the client id, the result is [`Opening::TakeOver`]: await the old session, then call
-    /// [`Broker::finish_takeover`].
+    /// Opens a session for an accepted or refused CONNECT. `control` is the slot through
+    /// which this connection will be told to give its session up. When another connection
+    /// holds the client id, the result is [`Opening::TakeOver`]: await the old session, then
+    /// call [`Broker::finish_takeover`].
     pub fn open(
-        &self,
+        self: &Arc<Self>,
         connect: Connect,
         auth: Authenticated,
         conn_id: u64,
-        control: std::sync::Arc<ControlSlot>,
+        control: Arc<ControlSlot>,
         now: Instant,
     ) -> Opening {
         let plan = match self.plan_connect(&connect) {
@@ -247,41 +257,57 @@ impl Broker {
                 return Opening::Refused(r.connack(), r.code);
             }
         }
-        let start = StartParams { connect, plan, username: auth.username, access, enhanced: auth.enhanced };
-        match self.registry.attach(&start.plan.client_id, conn_id, control) {
-            Attach::Fresh => Opening::Ready(Box::new(self.start(start, None, now))),
-            Attach::Parked(state) => Opening::Ready(Box::new(self.start(start, Some(*state), now))),
+        let recheck = auth.recheck();
+        let start = StartParams {
+            connect,
+            plan,
+            username: auth.username,
+            access,
+            enhanced: auth.enhanced,
+            recheck,
+            conn_id,
+            control,
+        };
+        match self.registry.attach(&start.plan.client_id, conn_id, &start.control) {
+            Attach::Fresh => self.start(start, None, now),
+            Attach::Parked(owned) => self.start(start, Some(*owned), now),
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx })),
         }
     }
 
     /// Completes an [`Opening::TakeOver`] once the old connection has handed its session
     /// over (`None` if it never did).
-    pub fn finish_takeover(&self, pending: PendingOpen, old: Option<SessionState>, now: Instant) -> Opened {
+    pub fn finish_takeover(
+        self: &Arc<Self>,
+        pending: PendingOpen,
+        old: Option<Owned>,
+        now: Instant,
+    ) -> Opening {
         self.start(pending.start, old, now)
     }
 
-    fn start(&self, params: StartParams, found: Option<SessionState>, now: Instant) -> Opened {
-        let StartParams { mut connect, plan, username, access, enhanced } = params;
+    fn start(self: &Arc<Self>, params: StartParams, found: Option<Owned>, now: Instant) -> Opening {
+        let StartParams { mut connect, plan, username, access, enhanced, recheck, conn_id, control } = params;
         if let Some(w) = &mut connect.will {
             // 3.1.1 cannot be told a will QoS or retain is unsupported (5.0 was refused in
             // plan_connect): the will is kept at what the broker supports.
             w.qos = w.qos.min(self.config.max_qos);
             w.retain &= self.config.retain_available;
         }
-        let (mut state, session_present) = match found {
+        let (owned, session_present) = match found {
             // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
             // A session taken over from a connection whose session ends with it (clean
             // session, or expiry 0) is not resumed either: it ended with that connection.
-            Some(old) if connect.clean_start || old.expiry_interval == 0 => {
+            Some(old) if connect.clean_start || old.state.expiry_interval == 0 => {
                 self.discard(old);
-                (self.new_state(&plan.client_id), false)
+                (self.new_session(&plan.client_id), false)
             }
             Some(old) => (old, true),
-            None => (self.new_state(&plan.client_id), false),
+            None => (self.new_session(&plan.client_id), false),
         };
+        let Owned { mut state, handle } = owned;
         state.expiry_interval = plan.expiry_interval;
-        state.handle.set_online(true);
+        handle.set_online(true);
         let mut connack = self.connack(connect.protocol, &plan, session_present);
         if let Some((e, data)) = &enhanced {
             // The method, and its last data, in CONNACK (section 4.12).
@@ -290,87 +316,93 @@ impl Broker {
                 connack.properties.push(Property::AuthenticationData(d.clone()));
             }
         }
-        let mut session =
-            Session::new(state, connect.protocol, plan.keep_alive, connect.will, username, plan.limits, now);
+        let start = Start {
+            client_id: plan.client_id,
+            version: connect.protocol,
+            keep_alive: plan.keep_alive,
+            will: connect.will,
+            username,
+            limits: plan.limits,
+        };
+        let mut session = Session::new(state, start, now);
         session.set_access(access);
         session.set_enhanced(enhanced.map(|(e, _)| e));
-        session.resume(now);
-        Opened { session, connack: Packet::ConnAck(connack), clean_start: connect.clean_start }
+        let link = Link::new(self.clone(), session, handle, control, conn_id, recheck);
+        link.watch_timers();
+        Opening::Ready {
+            link: Box::new(link),
+            connack: Packet::ConnAck(connack),
+            clean_start: connect.clean_start,
+        }
     }
 
-    pub(crate) fn new_state(&self, client_id: &ByteString) -> SessionState {
-        SessionState::new(SessionHandle::new(client_id.clone(), self.config.max_queued_messages))
+    fn new_session(&self, client_id: &ByteString) -> Owned {
+        Owned {
+            state: SessionState::new(),
+            handle: SessionHandle::new(client_id.clone(), self.config.max_queued_messages),
+        }
     }
 
-    /// Ends a connection's hold on its session. The will is published now, after its delay
-    /// (5.0 Will Delay Interval, while the session is parked), or not at all when the client
+    /// Ends a connection's hold on its session ([`Link::finish`]). The will is published
+    /// now, after its delay (while the session is parked), or not at all when the client
     /// reconnects first. The session is parked (persistent), handed to the connection that
     /// took the client id over (`handover`, or a request found in `control`), or discarded.
-    pub fn close(
+    pub(crate) fn end_connection(
         &self,
-        mut session: Session,
+        ending: Ending,
+        handle: Arc<SessionHandle>,
         conn_id: u64,
-        mut handover: Option<oneshot::Sender<SessionState>>,
+        mut handover: Option<oneshot::Sender<Owned>>,
         control: &ControlSlot,
         now: Instant,
     ) {
-        let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
-        let will = if reason.publishes_will() { session.will.take().map(|w| *w) } else { None };
-        let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
-        let client_id = session.client_id.clone();
-        let mut state = session.state;
-        state.handle.set_online(false);
-        let mut will_now = None;
+        let Ending { client_id, state, will, .. } = ending;
+        let mut owned = Owned { state, handle };
+        let (pending, will_now) = match will {
+            WillPlan::None => (None, None),
+            WillPlan::Now(w) => (None, Some(w)),
+            WillPlan::Delayed { will, due } => (Some(PendingWill { will, due }), None),
+        };
         if handover.is_none() {
-            self.redistribute_shared(&mut state);
-            let pending = if delay > 0 && state.expiry_interval > 0 {
-                // [MQTT-3.1.3-9]: after the delay, or at the end of the session if sooner.
-                let wait = delay.min(state.expiry_interval);
-                will.map(|w| PendingWill {
-                    will: w,
-                    client_id: client_id.clone(),
-                    due: now + Duration::from_secs(u64::from(wait)),
-                })
-            } else {
-                will_now = will;
-                None
-            };
-            match self.registry.detach(&client_id, conn_id, state, pending, now) {
-                Detached::Parked => {
+            self.redistribute_shared(&mut owned);
+            match self.registry.detach(&client_id, conn_id, owned, pending, now) {
+                Detached::Parked(wake) => {
+                    for at in wake {
+                        self.timers.park(client_id.clone(), at);
+                    }
                     if let Some(w) = will_now {
                         self.publish_will(w, &client_id, now);
                     }
                     return;
                 }
-                Detached::Ended(s) => {
+                Detached::Ended(o) => {
                     if let Some(w) = will_now {
                         self.publish_will(w, &client_id, now);
                     }
-                    self.discard(s);
+                    self.discard(o);
                     return;
                 }
-                Detached::NotHolder(s) => state = s,
+                // Taken over meanwhile: the client is back, so a delayed will is dropped
+                // [MQTT-3.1.3-9]. The new connection's request is already in the control
+                // slot (sent under the registry lock).
+                Detached::NotHolder(o) => owned = o,
             }
-            // Another connection took the id over meanwhile: its request is already in the
-            // control channel (sent under the registry lock).
             if let Some(Control::TakeOver(reply)) = control.try_recv() {
                 handover = Some(reply);
             }
-        } else if delay == 0 {
-            will_now = will;
         }
-        // Taken over: the client is back, so a delayed will is dropped [MQTT-3.1.3-9]; an
-        // immediate one goes out, as the connection was lost without DISCONNECT.
+        // An immediate will goes out even when taken over: the connection was lost without
+        // DISCONNECT.
         if let Some(w) = will_now {
             self.publish_will(w, &client_id, now);
         }
         match handover {
             Some(reply) => {
-                if let Err(state) = reply.send(state) {
-                    self.discard(state);
+                if let Err(owned) = reply.send(owned) {
+                    self.discard(owned);
                 }
             }
-            None => self.discard(state),
+            None => self.discard(owned),
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct Authenticated {
     pub(crate) security: SharedSecurity,
     /// The enhanced authentication method used, and its final data for CONNACK.
     pub(crate) enhanced: Option<(Enhanced, Option<Bytes>)>,
+    /// The listener it came in on.
+    pub(crate) listener: usize,
 }
 
 impl Authenticated {
@@ -84,9 +86,9 @@ impl Authenticated {
         self.username.as_ref()
     }
 
-    /// What a reload checks again, for a client that came in on `listener`.
-    pub fn recheck(&self, listener: usize) -> Recheck {
-        Recheck { listener, credentials: self.credentials }
+    /// What a reload checks again.
+    pub fn recheck(&self) -> Recheck {
+        Recheck { listener: self.listener, credentials: self.credentials }
     }
 }
 
@@ -148,6 +150,7 @@ impl Broker {
             credentials,
             security: scope.security.clone(),
             enhanced: None,
+            listener: info.listener,
         };
         // A certificate identity replaces the user name, and the password file is not used.
         if let Some(name) = &info.cert_username {
@@ -221,6 +224,7 @@ impl Broker {
 pub struct EnhancedLogin {
     method: Arc<dyn AuthMethod>,
     security: SharedSecurity,
+    listener: usize,
     exchange: Box<dyn AuthExchange>,
 }
 
@@ -256,6 +260,7 @@ impl EnhancedLogin {
                 credentials: Credentials::Verified,
                 security: self.security.clone(),
                 enhanced: Some((Enhanced { method: self.method.clone() }, data)),
+                listener: self.listener,
             }),
             AuthStep::Failure(code) => LoginStep::Refuse(Refusal::new(code, "authentication failed")),
         }
@@ -307,7 +312,8 @@ impl Broker {
             ));
         };
         let security = self.scope(info.listener).security.clone();
-        let mut login = EnhancedLogin { exchange: method.start(client_id), method, security };
+        let mut login =
+            EnhancedLogin { exchange: method.start(client_id), method, security, listener: info.listener };
         let step = login.step(c.properties.authentication_data().map(|d| &d[..]));
         Some((Some(login), step))
     }

@@ -1,5 +1,6 @@
 //! The broker's shared state, and the decisions made when a client connects and leaves.
 mod connect;
+mod link;
 mod login;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,15 +11,28 @@ use arc_swap::ArcSwap;
 use bytestring::ByteString;
 use midge_codec::Will;
 
-pub use connect::{ConnectPlan, Opened, Opening, PendingOpen};
+pub use connect::{ConnectPlan, Opening, PendingOpen};
+pub use link::{Link, DEFER_LIMIT};
 pub(crate) use login::auth_packet;
 pub use login::{Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginStep, Recheck, Refusal};
 
 use crate::auth::{AuthMethod, FailureLimiter, Security, SecurityError, SharedSecurity};
 use crate::config::{Config, SecuritySettings};
+use crate::mailbox::SessionHandle;
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::session::{Message, SessionState};
+use crate::timers::Timers;
+
+/// A session and its mailbox, as one owner holds them: a connection, the registry while it
+/// is parked, or a takeover in transit.
+#[derive(Debug)]
+pub struct Owned {
+    /// The state that outlives connections.
+    pub state: SessionState,
+    /// Its identity and mailbox, as the router knows them.
+    pub handle: Arc<SessionHandle>,
+}
 
 /// The Topic Alias Maximum announced to 5.0 clients.
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
@@ -98,8 +112,8 @@ pub struct Broker {
     closed: Scope,
     limiter: FailureLimiter,
     auth_methods: AuthMethods,
-    /// Keep-alive deadlines of every connection.
-    pub keepalive: crate::keepalive::KeepAlive,
+    /// The deadlines of every session: keep alive, held acknowledgements, expiry, wills.
+    pub timers: Timers,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Counts reloads of the security settings: a client authenticated under older ones is
     /// checked again ([`Broker::security_generation`]).
@@ -150,7 +164,7 @@ impl Broker {
             },
             limiter,
             auth_methods: AuthMethods::default(),
-            keepalive: Default::default(),
+            timers: Timers::default(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
             router: Router::new(),
@@ -185,7 +199,7 @@ impl Broker {
         // and registered after sees the new generation (Broker::security_generation).
         self.security_generation.fetch_add(1, Ordering::SeqCst);
         for slot in self.registry.online_slots() {
-            slot.send(crate::registry::Control::Recheck);
+            slot.send(crate::control::Control::Recheck);
         }
         Ok(unapplied)
     }
@@ -234,7 +248,7 @@ impl Broker {
     pub fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
         for slot in self.registry.online_slots() {
-            slot.send(crate::registry::Control::Shutdown);
+            slot.send(crate::control::Control::Shutdown);
         }
     }
 
@@ -284,14 +298,15 @@ impl Broker {
     }
 
     /// Ends a session: its subscriptions leave the router and its queue is emptied.
-    pub fn discard(&self, mut state: SessionState) {
+    pub fn discard(&self, owned: Owned) {
+        let Owned { mut state, handle } = owned;
         for filter in state.subscriptions.keys() {
-            self.router.unsubscribe(&state.handle, filter);
+            self.router.unsubscribe(&handle, filter);
         }
         state.subscriptions.clear();
         state.outgoing.clear();
-        state.handle.mailbox.clear();
-        state.handle.set_online(false);
+        handle.mailbox.clear();
+        handle.set_online(false);
     }
 
     /// Publishes a will message on behalf of a client that is gone.
@@ -311,40 +326,40 @@ impl Broker {
         self.router.route(&message);
     }
 
-    /// Publishes the delayed wills that are due, and removes the parked sessions whose
-    /// expiry has passed (publishing their wills, since the session ended). Returns how many
-    /// sessions expired.
-    pub fn expire_sessions(&self, now: Instant) -> usize {
-        for w in self.registry.due_wills(now) {
-            self.publish_will(w.will, &w.client_id, now);
-        }
-        let expired = self.registry.expire(now);
-        let n = expired.len();
-        for (state, will) in expired {
-            tracing::info!("Expiring client {} due to timeout.", state.handle.client_id);
-            if let Some(w) = will {
-                self.publish_will(w.will, &w.client_id, now);
+    /// Runs what the timers say is due (a few times a second, from the server): connections
+    /// past their deadline are told, delayed wills are published, and parked sessions whose
+    /// expiry has passed end (publishing their wills). Returns how many sessions expired.
+    pub fn run_timers(&self, now: Instant) -> usize {
+        let mut expired = 0;
+        for client_id in self.timers.fire(now) {
+            let due = self.registry.parked_due(&client_id, now);
+            if let Some(will) = due.will {
+                self.publish_will(will, &client_id, now);
             }
-            self.discard(state);
+            if let Some(owned) = due.expired {
+                tracing::info!("Expiring client {client_id} due to timeout.");
+                self.discard(owned);
+                expired += 1;
+            }
         }
-        n
+        expired
     }
 
     /// A session goes away: what it holds from shared subscriptions and has not delivered
     /// goes to another member of each group (5.0 section 4.8.2); what no member can take
     /// stays.
-    pub(crate) fn redistribute_shared(&self, state: &mut SessionState) {
-        let mut taken = state.outgoing.take_shared();
-        taken.extend(state.handle.mailbox.take_shared());
+    pub(crate) fn redistribute_shared(&self, owned: &mut Owned) {
+        let mut taken = owned.state.outgoing.take_shared();
+        taken.extend(owned.handle.mailbox.take_shared());
         if taken.is_empty() {
             return;
         }
         let mut kept = Vec::new();
         for d in taken {
-            if let Err(d) = self.router.reroute_shared(d, state.handle.id) {
+            if let Err(d) = self.router.reroute_shared(d, owned.handle.id) {
                 kept.push(d);
             }
         }
-        state.outgoing.restore(kept);
+        owned.state.outgoing.restore(kept);
     }
 }

@@ -2,22 +2,34 @@
 //!
 //! The tree is read on every PUBLISH and written only on SUBSCRIBE and UNSUBSCRIBE, so it is
 //! split into shards by the first topic level, each behind its own read-write lock, plus one
-//! shard for filters that start with a wildcard. A PUBLISH read-locks two shards at most;
-//! there is no global lock on the publish path.
+//! shard for filters that start with a wildcard (read only while it holds any). A PUBLISH
+//! read-locks two shards at most; there is no global lock on the publish path.
 mod retained;
 mod tree;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use midge_codec::{parse_shared, QoS, SubscriptionOptions};
 use parking_lot::RwLock;
 
+pub use retained::{RetainedCursor, RetainedPage, RetainedStore};
 pub use tree::Subscription;
 
-use crate::session::{Delivery, Message, Push, SessionHandle};
-use retained::RetainedNode;
+use crate::mailbox::{Push, SessionHandle};
+use crate::session::{Delivery, Message};
 use tree::{Node, Subscribers};
+
+/// The most `/` separators a topic name or filter may have (201 levels), as mosquitto's
+/// TOPIC_HIERARCHY_LIMIT: deeper ones are refused where they arrive, so no part of the broker
+/// ever walks a deeper path.
+pub const TOPIC_HIERARCHY_LIMIT: usize = 200;
+
+/// True when `topic` (a name or a filter) has more levels than the broker accepts.
+pub fn too_deep(topic: &str) -> bool {
+    topic.bytes().filter(|&b| b == b'/').nth(TOPIC_HIERARCHY_LIMIT).is_some()
+}
 
 const SHARDS: usize = 16;
 
@@ -40,7 +52,9 @@ pub struct RouteOutcome {
 pub struct Router {
     shards: Box<[RwLock<Node>]>,
     wildcard: RwLock<Node>,
-    retained: RwLock<RetainedNode>,
+    /// Subscriptions in the wildcard shard: a publish skips its lock while there are none.
+    wildcard_count: AtomicUsize,
+    retained: RetainedStore,
     hasher: ahash::RandomState,
 }
 
@@ -68,7 +82,8 @@ impl Router {
         Router {
             shards: (0..SHARDS).map(|_| RwLock::new(Node::default())).collect(),
             wildcard: RwLock::new(Node::default()),
-            retained: RwLock::new(RetainedNode::default()),
+            wildcard_count: AtomicUsize::new(0),
+            retained: RetainedStore::default(),
             hasher: ahash::RandomState::new(),
         }
     }
@@ -77,13 +92,16 @@ impl Router {
         &self.shards[(self.hasher.hash_one(first_level) as usize) % SHARDS]
     }
 
+    fn is_wildcard_shard(filter: &str) -> bool {
+        filter.starts_with(['+', '#'])
+    }
+
     /// The shard holding `filter` (already stripped of any `$share/GROUP/`).
     fn shard_for_filter(&self, filter: &str) -> &RwLock<Node> {
-        let first = filter.split('/').next().unwrap_or("");
-        if first == "+" || first == "#" {
+        if Self::is_wildcard_shard(filter) {
             &self.wildcard
         } else {
-            self.shard_of(first)
+            self.shard_of(tree::split_level(filter).0)
         }
     }
 
@@ -97,16 +115,22 @@ impl Router {
         id: Option<u32>,
     ) -> bool {
         let (group, plain) = split_shared(filter);
-        let levels: Vec<&str> = plain.split('/').collect();
         let sub = Subscription { handle: handle.clone(), options, id };
-        self.shard_for_filter(plain).write().insert(&levels, group.map(|g| (g, filter)), sub)
+        let existed = self.shard_for_filter(plain).write().insert(plain, group.map(|g| (g, filter)), sub);
+        if !existed && Self::is_wildcard_shard(plain) {
+            self.wildcard_count.fetch_add(1, Ordering::Relaxed);
+        }
+        existed
     }
 
     /// Removes a subscription; true when it existed.
     pub fn unsubscribe(&self, handle: &SessionHandle, filter: &str) -> bool {
         let (group, plain) = split_shared(filter);
-        let levels: Vec<&str> = plain.split('/').collect();
-        self.shard_for_filter(plain).write().remove(&levels, group, handle.id)
+        let removed = self.shard_for_filter(plain).write().remove(plain, group, handle.id);
+        if removed && Self::is_wildcard_shard(plain) {
+            self.wildcard_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
     }
 
     /// Queues `message` for every session with a matching subscription: once per session,
@@ -119,12 +143,12 @@ impl Router {
         // The guards live until the deliveries are queued, so targets borrow the subscribers
         // instead of cloning an Arc per subscriber.
         let shard = self.shard_of(first).read();
-        let wild = (!dollar).then(|| self.wildcard.read());
+        let wild = (!dollar && self.wildcard_count.load(Ordering::Relaxed) > 0).then(|| self.wildcard.read());
         let mut targets: Vec<Target<'_>> = Vec::new();
         let mut lists = 0usize;
         {
             let mut visit = visitor(|subs| {
-                if subs.direct.is_empty() && subs.shared.is_empty() {
+                if subs.is_empty() {
                     return;
                 }
                 lists += 1;
@@ -140,9 +164,9 @@ impl Router {
                     }
                 }
             });
-            shard.walk(Some(topic), dollar, &mut visit);
+            shard.walk(topic, dollar, &mut visit);
             if let Some(w) = &wild {
-                w.walk(Some(topic), dollar, &mut visit);
+                w.walk(topic, dollar, &mut visit);
             }
         }
         if lists > 1 {
@@ -174,10 +198,9 @@ impl Router {
     pub fn reroute_shared(&self, mut delivery: Delivery, exclude: u64) -> Result<(), Delivery> {
         let Some(key) = delivery.share.clone() else { return Err(delivery) };
         let (Some(group), plain) = split_shared(&key) else { return Err(delivery) };
-        let levels: Vec<&str> = plain.split('/').collect();
         let shard = self.shard_for_filter(plain).read();
         let Some(member) =
-            shard.find(&levels).and_then(|s| s.shared.get(group)).and_then(|g| g.pick_other(exclude))
+            shard.find(plain).and_then(|s| s.shared.get(group)).and_then(|g| g.pick_other(exclude))
         else {
             return Err(delivery);
         };
@@ -187,36 +210,41 @@ impl Router {
         Ok(())
     }
 
-    /// Queues a delivery prepared elsewhere (retained messages, wills) for one session.
-    pub fn deliver_to(handle: &Arc<SessionHandle>, delivery: Delivery) -> RouteOutcome {
-        let mut outcome = RouteOutcome::default();
-        deliver(handle, delivery, &mut outcome);
-        outcome
-    }
-
     /// Stores or clears the retained message of a topic: an empty payload clears it
     /// [MQTT-3.3.1-6], [MQTT-3.3.1-7] (3.1.1: [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
     pub fn retain(&self, message: &Arc<Message>) {
-        let levels: Vec<&str> = message.topic.split('/').collect();
-        let mut store = self.retained.write();
-        if message.payload.is_empty() {
-            store.remove(&levels);
-        } else {
-            store.set(&levels, message.clone());
-        }
+        self.retained.set(message);
     }
 
-    /// The retained messages matching a (non-shared) filter.
+    /// The next page of retained messages matching a (non-shared) filter, from `cursor`
+    /// (see [`RetainedStore::page`]).
+    pub fn retained_page(
+        &self,
+        filter: &str,
+        cursor: Option<&RetainedCursor>,
+        max: usize,
+        now: Instant,
+    ) -> RetainedPage {
+        self.retained.page(filter, cursor, max, now)
+    }
+
+    /// Every retained message matching a (non-shared) filter, read page by page.
     pub fn retained_for(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        let levels: Vec<&str> = filter.split('/').collect();
         let mut out = Vec::new();
-        self.retained.read().collect(&levels, true, now, &mut out);
-        out
+        let mut cursor = None;
+        loop {
+            let page = self.retained.page(filter, cursor.as_ref(), 1024, now);
+            out.extend(page.messages);
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => return out,
+            }
+        }
     }
 
     /// How many topics have a retained message.
     pub fn retained_count(&self) -> usize {
-        self.retained.read().count()
+        self.retained.len()
     }
 }
 

@@ -1,98 +1,238 @@
-//! Retained messages: at most one per topic, in a tree of topic levels so that a new
-//! subscription finds the ones its filter matches without scanning them all.
+//! Retained messages: at most one per topic, kept in sorted maps so that a new subscription
+//! reads the ones its filter matches a page at a time, through a [`RetainedCursor`], as its
+//! client takes them: nothing is copied up front, however many are stored.
+//!
+//! The store is split into shards by the topic's first level, each behind its own lock, so
+//! that retained publishes to different roots do not wait for each other. A filter with a
+//! literal first level reads one shard; one starting with a wildcard reads them in turn.
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::AHashMap;
+use bytestring::ByteString;
+use midge_codec::topic_matches;
+use parking_lot::RwLock;
 
+use super::tree::split_level;
 use crate::session::Message;
 
-#[derive(Debug, Default)]
-pub(crate) struct RetainedNode {
-    children: AHashMap<Box<str>, RetainedNode>,
-    message: Option<Arc<Message>>,
+const SHARDS: usize = 16;
+
+/// How many stored topics one page may look at, per message it returns: a page ends early
+/// rather than scan a whole shard for a filter that matches little.
+const SCAN_PER_MESSAGE: usize = 16;
+
+/// Where a replay of retained messages stands: the shard, and the last topic returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetainedCursor {
+    shard: usize,
+    after: Option<ByteString>,
 }
 
-impl RetainedNode {
-    fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.message.is_none()
+/// One page of a replay.
+#[derive(Debug, Default)]
+pub struct RetainedPage {
+    /// The unexpired messages found, in topic order.
+    pub messages: Vec<Arc<Message>>,
+    /// Where to go on from, or `None` once every match was returned.
+    pub next: Option<RetainedCursor>,
+}
+
+/// One shard: topics in order, each with its message.
+type Shard = RwLock<BTreeMap<ByteString, Arc<Message>>>;
+
+/// The retained messages, by topic.
+#[derive(Debug)]
+pub struct RetainedStore {
+    shards: Box<[Shard]>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for RetainedStore {
+    fn default() -> Self {
+        RetainedStore {
+            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+/// The literal part of a filter before its first wildcard level, without the `/` that ends
+/// it: every topic the filter matches starts with it. `None` when the first level is a
+/// wildcard.
+fn literal_prefix(filter: &str) -> Option<&str> {
+    let mut end = 0;
+    let mut rest = Some(filter);
+    while let Some(levels) = rest {
+        let (level, next) = split_level(levels);
+        if level == "+" || level == "#" {
+            break;
+        }
+        end = filter.len() - levels.len() + level.len();
+        rest = next;
+    }
+    (end > 0 || !filter.starts_with(['+', '#'])).then(|| &filter[..end])
+}
+
+impl RetainedStore {
+    fn shard_index(&self, topic: &str) -> usize {
+        (self.hasher.hash_one(split_level(topic).0) as usize) % SHARDS
     }
 
-    /// Stores `message` for the topic `levels`, replacing the one there; returns true when
-    /// the topic had none before.
-    pub(crate) fn set(&mut self, levels: &[&str], message: Arc<Message>) -> bool {
-        match levels.split_first() {
-            None => self.message.replace(message).is_none(),
-            Some((first, rest)) => self.children.entry((*first).into()).or_default().set(rest, message),
+    /// Stores `message` as its topic's retained message, or clears the topic when the payload
+    /// is empty [MQTT-3.3.1-6], [MQTT-3.3.1-7] (3.1.1: [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
+    pub fn set(&self, message: &Arc<Message>) {
+        let mut shard = self.shards[self.shard_index(&message.topic)].write();
+        if message.payload.is_empty() {
+            shard.remove(&message.topic);
+        } else {
+            shard.insert(message.topic.clone(), message.clone());
         }
     }
 
-    /// Removes the message of the topic `levels`; prunes empty nodes. True when one existed.
-    pub(crate) fn remove(&mut self, levels: &[&str]) -> bool {
-        match levels.split_first() {
-            None => self.message.take().is_some(),
-            Some((first, rest)) => {
-                let Some(child) = self.children.get_mut(*first) else {
-                    return false;
-                };
-                let removed = child.remove(rest);
-                if child.is_empty() {
-                    self.children.remove(*first);
-                }
-                removed
+    /// The next page of at most `max` messages matching a (non-shared, valid) filter, from
+    /// `cursor` (the start when `None`).
+    pub fn page(
+        &self,
+        filter: &str,
+        cursor: Option<&RetainedCursor>,
+        max: usize,
+        now: Instant,
+    ) -> RetainedPage {
+        let mut page = RetainedPage::default();
+        let max = max.max(1);
+        let prefix = literal_prefix(filter);
+        if let Some(exact) = prefix.filter(|p| p.len() == filter.len()) {
+            // No wildcard: one lookup.
+            let shard = self.shards[self.shard_index(exact)].read();
+            if cursor.is_none() {
+                page.messages.extend(shard.get(exact).filter(|m| !m.is_expired(now)).cloned());
             }
+            return page;
         }
-    }
-
-    /// Collects the unexpired messages whose topics match the filter `levels`. At the first
-    /// level, wildcards do not match topics starting with `$` [MQTT-4.7.2-1].
-    pub(crate) fn collect(&self, levels: &[&str], first: bool, now: Instant, out: &mut Vec<Arc<Message>>) {
-        let Some((level, rest)) = levels.split_first() else {
-            self.push(now, out);
-            return;
+        let (mut shard_ix, mut after) = match cursor {
+            Some(c) => (c.shard, c.after.clone()),
+            None => (prefix.map_or(0, |p| self.shard_index(p)), None),
         };
-        match *level {
-            "#" => {
-                // The parent level matches too.
-                self.push(now, out);
-                for (name, child) in &self.children {
-                    if !(first && name.starts_with('$')) {
-                        child.collect_all(now, out);
-                    }
+        let mut budget = max * SCAN_PER_MESSAGE;
+        loop {
+            let shard = self.shards[shard_ix].read();
+            let start = match (&after, prefix) {
+                (Some(a), _) => Bound::Excluded(a.clone()),
+                (None, Some(p)) => Bound::Included(ByteString::from(p)),
+                (None, None) => Bound::Unbounded,
+            };
+            let mut finished_shard = true;
+            for (topic, m) in shard.range((start, Bound::Unbounded)) {
+                if prefix.is_some_and(|p| !topic.starts_with(p)) {
+                    break;
+                }
+                if budget == 0 || page.messages.len() == max {
+                    finished_shard = false;
+                    break;
+                }
+                budget -= 1;
+                after = Some(topic.clone());
+                if topic_matches(filter, topic) && !m.is_expired(now) {
+                    page.messages.push(m.clone());
                 }
             }
-            "+" => {
-                for (name, child) in &self.children {
-                    if !(first && name.starts_with('$')) {
-                        child.collect(rest, false, now, out);
-                    }
-                }
+            drop(shard);
+            if !finished_shard {
+                page.next = Some(RetainedCursor { shard: shard_ix, after });
+                return page;
             }
-            literal => {
-                if let Some(child) = self.children.get(literal) {
-                    child.collect(rest, false, now, out);
-                }
+            // A literal first level lives in one shard; a wildcard one reads them all.
+            if prefix.is_some() || shard_ix + 1 == SHARDS {
+                return page;
+            }
+            shard_ix += 1;
+            after = None;
+            if budget == 0 || page.messages.len() == max {
+                page.next = Some(RetainedCursor { shard: shard_ix, after: None });
+                return page;
             }
         }
     }
 
-    fn collect_all(&self, now: Instant, out: &mut Vec<Arc<Message>>) {
-        self.push(now, out);
-        for child in self.children.values() {
-            child.collect_all(now, out);
-        }
+    /// How many topics have a retained message.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
     }
 
-    fn push(&self, now: Instant, out: &mut Vec<Arc<Message>>) {
-        if let Some(m) = &self.message {
-            if !m.is_expired(now) {
-                out.push(m.clone());
+    /// True when no message is retained.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(topic: &str) -> Arc<Message> {
+        Arc::new(Message::from_publish(
+            topic.into(),
+            Bytes::from_static(b"x"),
+            midge_codec::QoS::AtMostOnce,
+            true,
+            Default::default(),
+            "p".into(),
+            Instant::now(),
+        ))
+    }
+
+    fn all(store: &RetainedStore, filter: &str, page_size: usize) -> Vec<String> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.page(filter, cursor.as_ref(), page_size, now);
+            out.extend(page.messages.iter().map(|m| m.topic.to_string()));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
         }
+        out.sort();
+        out
     }
 
-    /// How many messages are retained.
-    pub(crate) fn count(&self) -> usize {
-        usize::from(self.message.is_some()) + self.children.values().map(RetainedNode::count).sum::<usize>()
+    #[test]
+    fn prefixes() {
+        assert_eq!(literal_prefix("a/b"), Some("a/b"));
+        assert_eq!(literal_prefix("a/b/#"), Some("a/b"));
+        assert_eq!(literal_prefix("a/+/c"), Some("a"));
+        assert_eq!(literal_prefix("+/c"), None);
+        assert_eq!(literal_prefix("#"), None);
+        assert_eq!(literal_prefix("/+"), Some(""));
+    }
+
+    #[test]
+    fn pages_return_every_match_once_whatever_their_size() {
+        let s = RetainedStore::default();
+        let mut topics = Vec::new();
+        for i in 0..50 {
+            for root in ["a", "b", "$SYS"] {
+                let t = format!("{root}/{i}/x");
+                s.set(&msg(&t));
+                topics.push(t);
+            }
+        }
+        s.set(&msg("a"));
+        for size in [1, 3, 7, 100, 1000] {
+            let got = all(&s, "#", size);
+            assert_eq!(got.len(), 101, "page size {size}: '#' matches every topic but $SYS ones");
+            assert!(got.iter().all(|t| !t.starts_with('$')));
+            assert_eq!(all(&s, "a/#", size).len(), 51, "a and a/i/x");
+            assert_eq!(all(&s, "+/7/x", size), vec!["a/7/x", "b/7/x"]);
+            assert_eq!(all(&s, "$SYS/+/x", size).len(), 50);
+            assert_eq!(all(&s, "a/1/x", size), vec!["a/1/x"]);
+        }
+        s.set(&Arc::new(Message { payload: Bytes::new(), ..(*msg("a/1/x")).clone() }));
+        assert!(all(&s, "a/1/x", 10).is_empty(), "an empty payload clears the topic");
+        assert_eq!(s.len(), 150);
     }
 }

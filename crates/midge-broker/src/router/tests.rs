@@ -7,7 +7,7 @@ use bytestring::ByteString;
 use midge_codec::{Properties, QoS, SubscriptionOptions};
 
 use super::*;
-use crate::session::SessionHandle;
+use crate::mailbox::SessionHandle;
 
 fn handle(id: &str) -> Arc<SessionHandle> {
     let h = SessionHandle::new(ByteString::from(id), 100);
@@ -167,21 +167,27 @@ fn offline_sessions_get_qos_1_and_2_but_not_qos_0() {
 }
 
 #[test]
-fn a_full_mailbox_drops_and_counts_without_blocking() {
+fn a_full_mailbox_congests_online_and_drops_offline() {
     let r = Router::new();
-    let slow = SessionHandle::new("slow".into(), 3);
-    slow.set_online(true);
+    let busy = SessionHandle::new("busy".into(), 3);
+    busy.set_online(true);
+    let away = SessionHandle::new("away".into(), 3);
     let fast = handle("fast");
-    r.subscribe(&slow, "t", SubscriptionOptions::default(), None);
-    r.subscribe(&fast, "t", SubscriptionOptions::default(), None);
-    let mut dropped = 0;
+    r.subscribe(&busy, "t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+    r.subscribe(&away, "t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+    r.subscribe(&fast, "t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+    let (mut dropped, mut congested) = (0, 0);
     for _ in 0..10 {
-        dropped += r.route(&msg("t", QoS::AtMostOnce, false, "p")).dropped;
+        let o = r.route(&msg("t", QoS::AtLeastOnce, false, "p"));
+        dropped += o.dropped;
+        congested += o.congested.len();
+        assert!(o.congested.iter().all(|h| h.id == busy.id), "only the connected one slows publishers");
     }
-    assert_eq!(dropped, 7);
-    assert_eq!(slow.mailbox.dropped(), 7);
-    assert_eq!(drain(&slow).len(), 3);
-    assert_eq!(drain(&fast).len(), 10, "the slow subscriber does not hold the others back");
+    assert_eq!(congested, 7, "past its capacity, the publisher is told to wait");
+    assert_eq!(dropped, 7, "an offline session's queue is a hard limit");
+    assert_eq!(away.mailbox.dropped(), 7);
+    assert_eq!(drain(&busy).len(), 10, "nothing lost for a subscriber that reads");
+    assert_eq!(drain(&fast).len(), 10, "the others are not held back");
 }
 
 #[test]

@@ -1,11 +1,17 @@
 //! The subscription tree: one node per topic level, `+` and `#` as their own edges.
+//!
+//! Every walk is a loop or uses an explicit stack, and a node drops its children without
+//! recursing: the depth of the tree is the number of levels of the filters clients send,
+//! which the broker bounds ([`super::TOPIC_HIERARCHY_LIMIT`]) but which must never decide how
+//! deep the broker's own stack goes.
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
 use midge_codec::SubscriptionOptions;
+use smallvec::SmallVec;
 
-use crate::session::SessionHandle;
+use crate::mailbox::SessionHandle;
 
 /// One subscription of one session.
 #[derive(Debug, Clone)]
@@ -60,7 +66,7 @@ pub(crate) struct Subscribers {
 }
 
 impl Subscribers {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.direct.is_empty() && self.shared.is_empty()
     }
 
@@ -119,90 +125,202 @@ pub(crate) struct Node {
     pub(crate) hash: Subscribers,
 }
 
+/// Where a filter's levels lead from a node: its subscribers, or a child edge.
+enum Step<'f> {
+    /// The filter ends at this node.
+    Here,
+    /// The filter's last level is `#`.
+    Hash,
+    /// A `+` level, then the rest.
+    Plus(Option<&'f str>),
+    /// A literal level, then the rest.
+    Child(&'f str, Option<&'f str>),
+}
+
+fn step(rest: Option<&str>) -> Step<'_> {
+    match rest {
+        None => Step::Here,
+        Some(levels) => match split_level(levels) {
+            ("#", None) => Step::Hash,
+            ("+", next) => Step::Plus(next),
+            (level, next) => Step::Child(level, next),
+        },
+    }
+}
+
 impl Node {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.plus.is_none() && self.here.is_empty() && self.hash.is_empty()
     }
 
-    /// Adds a subscription for the filter split into `levels`.
-    pub(crate) fn insert(&mut self, levels: &[&str], group: Option<(&str, &str)>, sub: Subscription) -> bool {
-        match levels {
-            [] => self.here.insert(group, sub),
-            ["#"] => self.hash.insert(group, sub),
-            [first, rest @ ..] => {
-                let child = if *first == "+" {
-                    self.plus.get_or_insert_with(Default::default)
-                } else {
-                    self.children.entry((*first).into()).or_default()
-                };
-                child.insert(rest, group, sub)
+    /// True when the node holds nothing but the one edge a removal walks through: if what
+    /// lies below that edge empties, this node can go too.
+    fn only_passes_through(&self) -> bool {
+        self.here.is_empty()
+            && self.hash.is_empty()
+            && self.children.len() + usize::from(self.plus.is_some()) == 1
+    }
+
+    /// Adds a subscription for `filter` (valid, not shared). Returns true when the session
+    /// was already subscribed to it.
+    pub(crate) fn insert(&mut self, filter: &str, group: Option<(&str, &str)>, sub: Subscription) -> bool {
+        let mut node = self;
+        let mut rest = Some(filter);
+        loop {
+            node = match step(rest) {
+                Step::Here => return node.here.insert(group, sub),
+                Step::Hash => return node.hash.insert(group, sub),
+                Step::Plus(next) => {
+                    rest = next;
+                    node.plus.get_or_insert_with(Default::default)
+                }
+                Step::Child(level, next) => {
+                    rest = next;
+                    node.children.entry(level.into()).or_default()
+                }
+            };
+        }
+    }
+
+    /// Removes a subscription, and the nodes it leaves empty. Returns true when it existed.
+    pub(crate) fn remove(&mut self, filter: &str, group: Option<&str>, key: u64) -> bool {
+        // The deepest node that stays whatever happens below it, and the number of edges from
+        // the root to it: if the subscription's node empties, the edge leaving it goes.
+        let mut keep_depth = 0usize;
+        let mut depth = 0usize;
+        let mut node = &mut *self;
+        let mut rest = Some(filter);
+        let emptied = loop {
+            let step = step(rest);
+            if depth > 0 && matches!(step, Step::Plus(_) | Step::Child(..)) && !node.only_passes_through() {
+                keep_depth = depth;
+            }
+            let next = match step {
+                Step::Here => {
+                    let removed = node.here.remove(group, key);
+                    break removed.then(|| node.is_empty());
+                }
+                Step::Hash => {
+                    let removed = node.hash.remove(group, key);
+                    break removed.then(|| node.is_empty());
+                }
+                Step::Plus(next) => {
+                    rest = next;
+                    node.plus.as_deref_mut()
+                }
+                Step::Child(level, next) => {
+                    rest = next;
+                    node.children.get_mut(level)
+                }
+            };
+            let Some(next) = next else { return false };
+            node = next;
+            depth += 1;
+        };
+        match emptied {
+            None => false,
+            Some(false) => true,
+            Some(true) => {
+                if depth > 0 {
+                    self.cut(filter, keep_depth);
+                }
+                true
             }
         }
     }
 
-    /// Removes a subscription; prunes nodes left empty. Returns true when it existed.
-    pub(crate) fn remove(&mut self, levels: &[&str], group: Option<&str>, key: u64) -> bool {
-        match levels {
-            [] => self.here.remove(group, key),
-            ["#"] => self.hash.remove(group, key),
-            [first, rest @ ..] => {
-                if *first == "+" {
-                    let Some(child) = self.plus.as_mut() else {
-                        return false;
-                    };
-                    let removed = child.remove(rest, group, key);
-                    if child.is_empty() {
-                        self.plus = None;
-                    }
-                    removed
-                } else {
-                    let Some(child) = self.children.get_mut(*first) else {
-                        return false;
-                    };
-                    let removed = child.remove(rest, group, key);
-                    if child.is_empty() {
-                        self.children.remove(*first);
-                    }
-                    removed
+    /// Removes the edge that leaves the node `depth` edges down `filter`'s path, with all
+    /// below it (a chain the caller found empty).
+    fn cut(&mut self, filter: &str, depth: usize) {
+        let mut node = self;
+        let mut rest = Some(filter);
+        for _ in 0..depth {
+            let next = match step(rest) {
+                Step::Plus(next) => {
+                    rest = next;
+                    node.plus.as_deref_mut()
+                }
+                Step::Child(level, next) => {
+                    rest = next;
+                    node.children.get_mut(level)
+                }
+                Step::Here | Step::Hash => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => return,
+            }
+        }
+        match step(rest) {
+            Step::Plus(_) => node.plus = None,
+            Step::Child(level, _) => {
+                node.children.remove(level);
+            }
+            Step::Here | Step::Hash => {}
+        }
+    }
+
+    /// The subscribers of exactly `filter` (no matching), if any.
+    pub(crate) fn find(&self, filter: &str) -> Option<&Subscribers> {
+        let mut node = self;
+        let mut rest = Some(filter);
+        loop {
+            node = match step(rest) {
+                Step::Here => return Some(&node.here),
+                Step::Hash => return Some(&node.hash),
+                Step::Plus(next) => {
+                    rest = next;
+                    node.plus.as_deref()?
+                }
+                Step::Child(level, next) => {
+                    rest = next;
+                    node.children.get(level)?
+                }
+            };
+        }
+    }
+
+    /// Calls `f` with the subscribers of every filter that matches `topic` (section 4.7).
+    /// `dollar` is true for topics starting with `$`, which filters starting with a wildcard
+    /// do not match [MQTT-4.7.2-1]: it applies at the first level only. Levels are split as
+    /// the walk goes, without allocating for topics of up to 16 levels.
+    pub(crate) fn walk<'a>(&'a self, topic: &str, dollar: bool, f: &mut impl FnMut(&'a Subscribers)) {
+        let mut stack: SmallVec<[(&'a Node, Option<&str>, bool); 16]> = SmallVec::new();
+        stack.push((self, Some(topic), dollar));
+        while let Some((node, rest, dollar)) = stack.pop() {
+            if !dollar {
+                // '#' matches the remaining levels, and the parent level itself ("a/#" matches "a").
+                f(&node.hash);
+            }
+            let Some(levels) = rest else {
+                f(&node.here);
+                continue;
+            };
+            let (first, rest) = split_level(levels);
+            if !dollar {
+                if let Some(plus) = &node.plus {
+                    stack.push((plus, rest, false));
                 }
             }
-        }
-    }
-
-    /// The subscribers of exactly the filter `levels` (no matching), if any.
-    pub(crate) fn find(&self, levels: &[&str]) -> Option<&Subscribers> {
-        match levels {
-            [] => Some(&self.here),
-            ["#"] => Some(&self.hash),
-            [first, rest @ ..] => {
-                let child = if *first == "+" { self.plus.as_deref()? } else { self.children.get(*first)? };
-                child.find(rest)
+            if let Some(child) = node.children.get(first) {
+                stack.push((child, rest, false));
             }
         }
     }
+}
 
-    /// Calls `f` with the subscribers of every filter that matches the topic levels `rest`
-    /// (section 4.7): `None` when the topic ends at this node, else the remaining levels
-    /// ("a/b", or "" for one empty level), split as the walk goes, without allocating.
-    /// `dollar` is true for topics starting with `$`, which filters starting with a wildcard
-    /// do not match [MQTT-4.7.2-1]; it only applies at the first level.
-    pub(crate) fn walk<'a>(&'a self, rest: Option<&str>, dollar: bool, f: &mut impl FnMut(&'a Subscribers)) {
-        if !dollar {
-            // '#' matches the remaining levels, and the parent level itself ("a/#" matches "a").
-            f(&self.hash);
-        }
-        let Some(levels) = rest else {
-            f(&self.here);
+impl Drop for Node {
+    /// Drops the subtree with an explicit stack: a chain of levels as deep as a filter is long
+    /// would otherwise be dropped by as many nested calls.
+    fn drop(&mut self) {
+        if self.children.is_empty() && self.plus.is_none() {
             return;
-        };
-        let (first, rest) = split_level(levels);
-        if let Some(child) = self.children.get(first) {
-            child.walk(rest, false, f);
         }
-        if !dollar {
-            if let Some(plus) = &self.plus {
-                plus.walk(rest, false, f);
-            }
+        let mut stack: Vec<Node> = self.children.drain().map(|(_, n)| n).collect();
+        stack.extend(self.plus.take().map(|b| *b));
+        while let Some(mut n) = stack.pop() {
+            stack.extend(n.children.drain().map(|(_, c)| c));
+            stack.extend(n.plus.take().map(|b| *b));
         }
     }
 }

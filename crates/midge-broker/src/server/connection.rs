@@ -1,31 +1,40 @@
-//! One client connection: CONNECT, then a loop over the socket, the session's mailbox, its
-//! keep alive timer and control messages, until the session says to close.
+//! One client connection: CONNECT, then a loop over the socket, the session's mailbox and
+//! control messages, until the session says to close. Everything between the socket and the
+//! shared state is the [`Link`]'s: this task reads, decodes, encodes and writes.
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use midge_codec::{decode, ConnAck, DecodeError, Packet, PacketType, ProtocolVersion, ReasonCode};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::{
-    Authenticated, Broker, ConnInfo, EnhancedLogin, LoginStep, Opened, Opening, Recheck, Refusal,
+    Authenticated, Broker, ConnInfo, EnhancedLogin, Link, LoginStep, Opening, Owned, Refusal,
 };
+use crate::control::{Control, ControlSlot};
 use crate::logging::describe;
-use crate::registry::{Control, ControlSlot};
-use crate::session::{CloseReason, Session, SessionState};
-use std::future::Future;
-use std::task::Poll;
+use crate::session::CloseReason;
 
 use midge_net::{flush, poll_io, ready, IoEvent};
 
-/// Stop turning deliveries into packets while this much waits to be written: the socket is
-/// slow, and the session's bounded mailbox absorbs the rest.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// How long a closing connection may take to write its last bytes.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often held acknowledgements are looked at again when no room was signalled.
-const HELD_RECHECK: Duration = Duration::from_millis(50);
+/// While this much waits to be written, the connection neither turns deliveries into packets
+/// nor reads the client: a client that does not read is not read either, and what the broker
+/// holds for it stays bounded (its mailbox absorbs the deliveries).
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Packets decoded per round before the connection lets other tasks run.
+const PACKETS_PER_ROUND: usize = 128;
+/// PUBLISH packets produced per round.
+const DELIVERIES_PER_ROUND: usize = 1024;
+/// How long a closing connection may take to write its last bytes, and then how long it
+/// reads (and discards) what the client still sends before closing, so that the client reads
+/// the reason instead of a reset.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How often a publisher waiting for a congested subscriber looks again without a signal
+/// (the subscriber may have become a slow consumer, which holds no one up).
+const ROOM_RECHECK: Duration = Duration::from_millis(50);
 /// How long a takeover waits for the old connection to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -74,9 +83,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Closes gracefully: writes what is left, shuts the write side down, then reads and
+    /// discards what the client still sends until it closes too (at most [`CLOSE_LINGER`]):
+    /// closing with unread data would send a reset, and the client could lose the packet
+    /// that tells it why.
     async fn close(&mut self) {
-        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush(&mut self.stream, &mut self.wbuf)).await;
-        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, self.stream.shutdown()).await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, flush(&mut self.stream, &mut self.wbuf)).await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, self.stream.shutdown()).await;
+        self.rbuf = BytesMut::new();
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            let mut sink = [0u8; 4096];
+            while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 
@@ -87,34 +106,18 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(broker: Arc<Broker>
     let max_packet = broker.config.max_packet_bytes();
     // The CONNECT phase runs in a box of its own, freed when it ends: the task keeps only
     // what a connected client needs, which is what an idle connection costs.
-    let Some(Established { mut session, control, conn_id, recheck }) =
-        Box::pin(establish(&broker, &mut conn, info, max_packet)).await
-    else {
+    let Some(mut link) = Box::pin(establish(&broker, &mut conn, info, max_packet)).await else {
         return;
     };
     // The CONNECT is decoded: its bytes (and the buffer under them) are not kept.
     if conn.rbuf.is_empty() {
         conn.rbuf = BytesMut::new();
     }
-    broker.keepalive.watch(&control, session.keep_alive, Instant::now());
     if broker.is_shutting_down() {
-        control.send(Control::Shutdown);
+        link.control().send(Control::Shutdown);
     }
-    let reason = run(&broker, &mut conn, &mut session, &control, &recheck, max_packet).await;
-    let handover = match reason {
-        Ended::TakenOver(reply) => Some(reply),
-        Ended::Closed => None,
-    };
-    Box::pin(finish(&broker, conn, session, conn_id, handover, &control)).await;
-}
-
-/// A client past CONNECT.
-struct Established {
-    session: Session,
-    control: Arc<ControlSlot>,
-    conn_id: u64,
-    /// Its credentials, checked again when the security settings are reloaded.
-    recheck: Recheck,
+    let handover = run(&mut conn, &mut link, max_packet).await;
+    Box::pin(finish(conn, link, handover)).await;
 }
 
 /// CONNECT, authentication, the session (new, resumed or taken over) and CONNACK. `None`
@@ -124,7 +127,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     info: ConnInfo,
     max_packet: usize,
-) -> Option<Established> {
+) -> Option<Box<Link>> {
     let peer = info.peer;
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
     let connect = match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet)).await {
@@ -183,9 +186,23 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    let recheck = auth.recheck(info.listener);
-    let opened = match broker.open(*connect, auth, conn_id, control.clone(), Instant::now()) {
-        Opening::Ready(opened) => *opened,
+    let mut opening = broker.open(*connect, auth, conn_id, control.clone(), Instant::now());
+    if let Opening::TakeOver(pending) = opening {
+        let mut pending = *pending;
+        let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
+            Ok(Ok(owned)) => Some(owned),
+            _ => {
+                tracing::warn!(
+                    "Client {}: the previous connection did not hand its session over.",
+                    pending.client_id()
+                );
+                None
+            }
+        };
+        opening = broker.finish_takeover(pending, old, Instant::now());
+    }
+    let (link, connack, clean_start) = match opening {
+        Opening::Ready { link, connack, clean_start } => (link, connack, clean_start),
         Opening::Refused(connack, code) => {
             tracing::info!(
                 "Client {shown_id} from {} refused: {}{}.",
@@ -197,40 +214,26 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             conn.close().await;
             return None;
         }
-        Opening::TakeOver(pending) => {
-            let mut pending = *pending;
-            let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
-                Ok(Ok(state)) => Some(state),
-                _ => {
-                    tracing::warn!(
-                        "Client {}: the previous connection did not hand its session over.",
-                        pending.client_id()
-                    );
-                    None
-                }
-            };
-            broker.finish_takeover(pending, old, Instant::now())
-        }
+        Opening::TakeOver(_) => return None,
     };
-    let Opened { session, connack, clean_start } = opened;
-    let client_id = session.client_id.clone();
+    let session = link.session();
     tracing::info!(
         // mosquitto's line: the address and the client's port.
         "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
         peer.ip(),
         peer.port(),
-        client_id,
+        session.client_id,
         mosquitto_protocol_number(version),
         u8::from(clean_start),
         session.keep_alive,
         session.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
-    conn.encode(&connack, version, &client_id);
+    conn.encode(&connack, version, &session.client_id);
     if broker.security_generation() != generation {
         // Reloaded while this client was being authenticated: check it again.
         control.send(Control::Recheck);
     }
-    Some(Established { session, control, conn_id, recheck })
+    Some(link)
 }
 
 /// mosquitto's protocol numbers in its log: 1 for 3.1, 2 for 3.1.1, 5 for 5.0.
@@ -360,80 +363,98 @@ enum Wake {
     Control,
     Mail,
     Room,
+    /// Complete packets are still in the read buffer (the last round stopped at its budget).
+    More,
     Io(std::io::Result<IoEvent>),
 }
 
-enum Ended {
-    Closed,
-    TakenOver(tokio::sync::oneshot::Sender<SessionState>),
+/// Decodes and handles up to [`PACKETS_PER_ROUND`] packets from the read buffer. Returns true
+/// when it stopped at that budget with more to read.
+fn handle_input<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    link: &mut Link,
+    version: ProtocolVersion,
+    max_packet: usize,
+    now: Instant,
+) -> bool {
+    for _ in 0..PACKETS_PER_ROUND {
+        if !link.wants_input() || conn.wbuf.len() >= WRITE_HIGH_WATER {
+            return false;
+        }
+        match decode(&mut conn.rbuf, version, max_packet) {
+            Ok(Some(packet)) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(
+                        "Received {} from {}{}",
+                        packet.packet_type(),
+                        link.client_id(),
+                        describe(&packet, version)
+                    );
+                }
+                link.handle_packet(packet, now);
+            }
+            Ok(None) => return false,
+            Err(e) => {
+                // A malformed packet closes this connection only, with the reason code the
+                // codec determined (5.0 gets DISCONNECT).
+                link.close(CloseReason::ProtocolError { reason: e.reason_code(), detail: e.to_string() });
+                return false;
+            }
+        }
+    }
+    !conn.rbuf.is_empty()
 }
 
+/// Serves a connected client until its session closes. Returns where to hand the session
+/// when another connection took the client id over.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    broker: &Broker,
     conn: &mut Conn<S>,
-    session: &mut Session,
-    control: &ControlSlot,
-    recheck: &Recheck,
+    link: &mut Link,
     max_packet: usize,
-) -> Ended {
-    let handle = session.state.handle.clone();
-    let budget = 1024;
-    let version = session.version;
+) -> Option<tokio::sync::oneshot::Sender<Owned>> {
+    let version = link.session().version;
+    let control = link.control().clone();
+    let handle = link.handle().clone();
+    let mut more = !conn.rbuf.is_empty();
     loop {
-        match control.try_recv() {
-            Some(Control::TakeOver(reply)) => {
-                session.close(CloseReason::TakenOver);
-                return Ended::TakenOver(reply);
-            }
-            // The keep alive is watched for all connections at once (crate::keepalive).
-            Some(Control::KeepAliveTimeout) => session.close(CloseReason::KeepAliveTimeout),
-            Some(Control::Shutdown) => session.close(CloseReason::Shutdown),
-            Some(Control::Recheck) if !broker.still_allowed(recheck, session.username.as_deref()) => {
-                session.close(CloseReason::NotAuthorized)
-            }
-            Some(Control::Recheck) => {}
-            None => {}
-        }
-        if session.has_held_acks() {
-            session.release_held_acks(Instant::now());
-        }
-        if conn.wbuf.len() < WRITE_HIGH_WATER {
-            session.pump(Instant::now(), budget);
-        }
-        if session.has_output() {
-            let id = session.client_id.clone();
-            for p in session.drain_output() {
-                conn.encode(&p, version, &id);
+        let now = Instant::now();
+        if let Some(c) = control.try_recv() {
+            if let Some(reply) = link.on_control(c, now) {
+                return Some(reply);
             }
         }
-        if session.close_reason().is_some() {
-            return Ended::Closed;
+        if more {
+            more = handle_input(conn, link, version, max_packet, now);
         }
-        let want_mail = session.wants_deliveries() && conn.wbuf.len() < WRITE_HIGH_WATER;
-        // Only while acknowledgements are held, and boxed: an idle connection's task stays
-        // small. No waiter while some are held means the queues have room since the release
-        // above, so the loop goes round again at once.
-        let room: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
-            session.has_held_acks().then(|| {
-                let waiter = session.held_waiter();
-                Box::pin(async move {
-                    if let Some(h) = waiter {
-                        h.mailbox.room(HELD_RECHECK).await;
-                    }
-                }) as _
-            });
-        let session_has_held = room.is_some();
+        let budget = if conn.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
+        link.poll(now, budget);
+        let id = link.client_id().clone();
+        for p in link.drain_output() {
+            conn.encode(&p, version, &id);
+        }
+        link.watch_timers();
+        if link.close_reason().is_some() {
+            return None;
+        }
+        let writable = conn.wbuf.len() < WRITE_HIGH_WATER;
+        let want_mail = writable && link.wants_deliveries();
+        let reading = writable && link.wants_input();
+        more &= reading;
+        // Boxed, and only while blocked: an idle connection's task stays small.
+        let room: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> =
+            link.blocked_on(now).map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _);
+        let has_room_wait = room.is_some();
         let room = async {
             match room {
                 Some(r) => r.await,
                 None => std::future::pending().await,
             }
         };
-        // One poll for everything the connection waits on: control messages, deliveries,
-        // room for held acknowledgements, and the socket. Wake-ups register in the session's
-        // mailbox and control slot, so the task keeps no waiting futures of its own.
-        let read = session.wants_input().then_some(conn.read_size);
         tokio::pin!(room);
+        // One poll for everything the connection waits on: control messages, deliveries,
+        // room in a congested subscriber's queue, and the socket. Wake-ups register in the
+        // session's mailbox and control slot, so the task keeps no waiting futures of its own.
+        let read = (reading && !more).then_some(conn.read_size);
         let event = std::future::poll_fn(|cx| {
             if control.poll_message(cx).is_ready() {
                 return Poll::Ready(Wake::Control);
@@ -441,77 +462,53 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             if want_mail && handle.mailbox.poll_mail(cx).is_ready() {
                 return Poll::Ready(Wake::Mail);
             }
-            if session_has_held && room.as_mut().poll(cx).is_ready() {
+            if has_room_wait && room.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Room);
             }
-            poll_io(cx, &mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, read).map(Wake::Io)
+            match poll_io(cx, &mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, read) {
+                Poll::Ready(r) => Poll::Ready(Wake::Io(r)),
+                Poll::Pending if more => Poll::Ready(Wake::More),
+                Poll::Pending => Poll::Pending,
+            }
         })
         .await;
         match event {
             Wake::Control | Wake::Mail | Wake::Room => {}
-            Wake::Io(Ok(IoEvent::Read(0))) => session.close(CloseReason::Closed),
+            // Fair to the other connections: a busy one yields between rounds.
+            Wake::More => tokio::task::consume_budget().await,
+            Wake::Io(Ok(IoEvent::Read(0))) => link.close(CloseReason::Closed),
             Wake::Io(Ok(IoEvent::Read(n))) => {
-                let now = Instant::now();
-                control.touch(broker.keepalive.ms(now));
-                loop {
-                    match decode(&mut conn.rbuf, version, max_packet) {
-                        Ok(Some(packet)) => {
-                            if tracing::enabled!(tracing::Level::DEBUG) {
-                                tracing::debug!(
-                                    "Received {} from {}{}",
-                                    packet.packet_type(),
-                                    session.client_id,
-                                    describe(&packet, version)
-                                );
-                            }
-                            session.handle_packet(packet, now, &broker.router);
-                            if session.close_reason().is_some() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            // A malformed packet closes this connection only, with the
-                            // reason code the codec determined (5.0 gets DISCONNECT).
-                            session.close(CloseReason::ProtocolError {
-                                reason: e.reason_code(),
-                                detail: e.to_string(),
-                            });
-                            break;
-                        }
-                    }
-                }
+                more = handle_input(conn, link, version, max_packet, Instant::now());
                 conn.after_read(n);
             }
             Wake::Io(Ok(IoEvent::Wrote)) => conn.after_write(),
             // A TLS peer that closes without close_notify has closed its connection, as a
             // plain one that sends FIN does: both are logged as mosquitto does.
             Wake::Io(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                session.close(CloseReason::Closed)
+                link.close(CloseReason::Closed)
             }
-            Wake::Io(Err(e)) => session.close(CloseReason::Io(e.to_string())),
+            Wake::Io(Err(e)) => link.close(CloseReason::Io(e.to_string())),
         }
     }
 }
 
-/// Closes the connection: the last DISCONNECT for 5.0, then the broker decides about the
-/// will and the session.
+/// Closes the connection: the session is handed on first (parked, discarded, or given to the
+/// connection that took it over, which should not wait for this socket), then the last
+/// DISCONNECT for 5.0 and a graceful close.
 async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
-    broker: &Broker,
     mut conn: Conn<S>,
-    session: Session,
-    conn_id: u64,
-    handover: Option<tokio::sync::oneshot::Sender<SessionState>>,
-    control: &ControlSlot,
+    link: Box<Link>,
+    handover: Option<tokio::sync::oneshot::Sender<Owned>>,
 ) {
-    let reason = session.close_reason().cloned().unwrap_or(CloseReason::Closed);
-    tracing::info!("{}", reason.log_line(&session.client_id));
-    if let Some(p) = session.disconnect_packet() {
+    let reason = link.close_reason().cloned().unwrap_or(CloseReason::Closed);
+    tracing::info!("{}", reason.log_line(link.client_id()));
+    let version = link.session().version;
+    if let Some(p) = link.disconnect_packet() {
         // 5.0 clients are told why before the server closes (section 4.13.1).
-        conn.encode(&p, session.version, &session.client_id);
+        conn.encode(&p, version, link.client_id());
     }
+    Link::finish(*link, handover, Instant::now());
     conn.close().await;
-    broker.close(session, conn_id, handover, control, Instant::now());
 }
 
 #[cfg(test)]
@@ -527,6 +524,6 @@ mod tests {
         let task = super::serve(broker, stream, info);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the connection task grew to {size} bytes");
-        assert!(std::mem::size_of::<crate::session::Session>() <= 400);
+        assert!(std::mem::size_of::<crate::broker::Link>() <= 544);
     }
 }

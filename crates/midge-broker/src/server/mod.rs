@@ -331,21 +331,15 @@ async fn serve_tls(
     }
 }
 
-/// Keep alive four times a second; session expiry and delayed wills once a second.
+/// Every session's timers, from one place, four times a second (keep alive, held
+/// acknowledgements, session expiry, delayed wills).
 async fn timer_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut n = 0u64;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
-                let now = Instant::now();
-                broker.keepalive.sweep(now);
-                n += 1;
-                if n == 4 {
-                    n = 0;
-                    broker.expire_sessions(now);
-                }
+                broker.run_timers(Instant::now());
             }
         }
     }

@@ -59,6 +59,7 @@ impl Message {
                 )
             });
         }
+        let (topic, payload) = own_copy(topic, payload);
         Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now }
     }
 
@@ -88,6 +89,27 @@ impl Message {
         }
         props
     }
+}
+
+/// Payloads up to this size are copied out of the read buffer they arrived in.
+const COPY_UP_TO: usize = 4096;
+
+/// The topic and payload in an allocation of their own when they are small: a slice of the
+/// connection's read buffer would keep the whole buffer (up to 64 KiB) alive for as long as
+/// the message is queued or retained. One allocation holds both; large payloads stay where
+/// they are (they fill their buffer anyway), so they are never copied.
+fn own_copy(topic: ByteString, payload: Bytes) -> (ByteString, Bytes) {
+    if payload.len() > COPY_UP_TO {
+        return (topic, payload);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(topic.len() + payload.len());
+    buf.extend_from_slice(topic.as_bytes());
+    buf.extend_from_slice(&payload);
+    let buf = buf.freeze();
+    let payload = buf.slice(topic.len()..);
+    // The bytes of a valid string: this cannot fail.
+    let topic = ByteString::try_from(buf.slice(..topic.len())).unwrap_or(topic);
+    (topic, payload)
 }
 
 /// One message on its way to one session: the shared message and what this subscriber's

@@ -1,102 +1,292 @@
-//! Per-client protocol state, kept apart from I/O: a [`Session`] takes decoded packets,
-//! deliveries and the current time, and produces packets to send and a reason to close.
-//! Nothing here reads a clock or touches a socket, so tests drive it directly.
-mod mailbox;
+//! Per-client protocol state, pure: a [`Session`] takes decoded packets, deliveries and the
+//! current time, and gives back packets to send and [`Effect`]s for the broker to apply
+//! (route this message, add or remove this subscription). It reads no clock, takes no lock
+//! and touches no socket, so tests drive it directly, and what it decides is applied the
+//! same way to the router, a store or a cluster.
+mod close;
+mod effect;
+mod inbound;
 mod message;
+mod outbound;
 mod outgoing;
-mod protocol;
+mod reauth;
+mod state;
+mod subscriptions;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
+use ahash::AHashMap;
 use bytestring::ByteString;
-use midge_codec::SubscriptionOptions;
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasherDefault;
+use midge_codec::{Packet, ProtocolVersion, QoS, ReasonCode, Will};
 
-pub use mailbox::{Mailbox, Push};
+pub use close::CloseReason;
+pub use effect::{Effect, Ending, PendingAck, WillPlan};
 pub use message::{Delivery, Message};
-pub use outgoing::Outgoing;
-pub use protocol::{CloseReason, ConnectionLimits, Session};
+pub use outgoing::{Awaiting, InFlight, Outgoing};
+pub use state::{Replay, SessionHasher, SessionState, SubscriptionRecord};
 
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+use crate::auth::ClientAccess;
+use reauth::EnhancedState;
 
-/// The hasher of a session's own maps: zero-sized, so an idle session's empty maps cost
-/// nothing. Its keys are the client's own (filters, packet ids): a client that collides them
-/// only slows itself.
-pub type SessionHasher = BuildHasherDefault<ahash::AHasher>;
+/// How long an acknowledgement may be held for a congested subscriber: as long as a
+/// subscriber may slow its publishers before it counts as a slow consumer.
+pub const HOLD_LIMIT: Duration = crate::mailbox::SLOW_AFTER;
 
-/// What the rest of the broker holds of a session: its identity and its mailbox. The router
-/// keeps one per subscription; publishers push into the mailbox from any thread.
-#[derive(Debug)]
-pub struct SessionHandle {
-    /// Unique for the life of the process (a new session for the same client id gets a new one).
-    pub id: u64,
-    /// The client identifier.
-    pub client_id: ByteString,
-    /// Deliveries waiting for the session.
-    pub mailbox: Mailbox,
-    online: AtomicBool,
-}
-
-impl SessionHandle {
-    /// A new session's handle with a mailbox of `capacity` deliveries.
-    pub fn new(client_id: ByteString, capacity: usize) -> Arc<Self> {
-        Arc::new(SessionHandle {
-            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
-            client_id,
-            mailbox: Mailbox::new(capacity),
-            online: AtomicBool::new(false),
-        })
-    }
-
-    /// Whether a network connection is attached.
-    pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Relaxed)
-    }
-
-    /// Marks the session as attached to a connection, or not.
-    pub fn set_online(&self, online: bool) {
-        self.online.store(online, Ordering::Relaxed);
-    }
-}
-
-/// A subscription as the session remembers it (the router holds the routing copy).
+/// Limits that apply to one connection, from the configuration and what the client announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubscriptionRecord {
-    /// The options granted.
-    pub options: SubscriptionOptions,
-    /// The Subscription Identifier (5.0).
-    pub id: Option<u32>,
+pub struct ConnectionLimits {
+    /// Outgoing QoS 1 and 2 messages in flight at once: the lower of max_inflight_messages
+    /// and the client's Receive Maximum [MQTT-3.3.4-7].
+    pub max_inflight: usize,
+    /// Incoming QoS 2 messages not yet released that we accept (our Receive Maximum).
+    pub receive_maximum: usize,
+    /// The largest packet the client accepts (5.0 Maximum Packet Size); larger ones are not
+    /// sent [MQTT-3.1.2-24].
+    pub client_max_packet_size: usize,
+    /// Our Topic Alias Maximum (5.0): aliases above it are a protocol error.
+    pub topic_alias_maximum: u16,
+    /// The client's Topic Alias Maximum (5.0): how many aliases we may use towards it.
+    pub client_topic_alias_maximum: u16,
+    /// The highest QoS the broker supports (`max_qos`).
+    pub max_qos: QoS,
+    /// Whether retained messages are supported (`retain_available`).
+    pub retain_available: bool,
 }
 
-/// The part of a session that outlives a network connection (section 4.1): subscriptions,
-/// messages in flight and queued, and the QoS 2 packet identifiers received but not released.
-#[derive(Debug)]
-pub struct SessionState {
-    /// The handle shared with the router.
-    pub handle: Arc<SessionHandle>,
-    /// The session's subscriptions, by filter.
-    pub subscriptions: HashMap<ByteString, SubscriptionRecord, SessionHasher>,
-    /// Messages to the client: in flight, and waiting for a slot.
-    pub outgoing: Outgoing,
-    /// QoS 2 packet identifiers received and not yet released by PUBREL: a PUBLISH resent with
-    /// one of them is not delivered again (section 4.3.3, exactly once).
-    pub incoming_qos2: HashSet<u16, SessionHasher>,
-    /// Session Expiry Interval in seconds: 0 ends the session with the connection,
-    /// `u32::MAX` never expires (a 3.1.1 session without clean session).
-    pub expiry_interval: u32,
-}
-
-impl SessionState {
-    /// A fresh, empty session.
-    pub fn new(handle: Arc<SessionHandle>) -> Self {
-        SessionState {
-            handle,
-            subscriptions: HashMap::default(),
-            outgoing: Outgoing::default(),
-            incoming_qos2: HashSet::default(),
-            expiry_interval: 0,
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_inflight: 20,
+            receive_maximum: 65_535,
+            client_max_packet_size: usize::MAX,
+            topic_alias_maximum: 0,
+            client_topic_alias_maximum: 0,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
         }
     }
+}
+
+/// One connected client: its session and the state of this network connection.
+#[derive(Debug)]
+pub struct Session {
+    /// The session, which outlives the connection when it is persistent.
+    pub state: SessionState,
+    /// The protocol version of the connection.
+    pub version: ProtocolVersion,
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// The user name it authenticated as.
+    pub username: Option<ByteString>,
+    /// The keep alive in force, in seconds (0: none).
+    pub keep_alive: u16,
+    /// The will, until it is published or discarded (boxed: most clients have none).
+    will: Option<Box<Will>>,
+    limits: ConnectionLimits,
+    last_received: Instant,
+    /// Topic aliases, allocated on first use (most clients never use them).
+    aliases: Option<Box<Aliases>>,
+    out: VecDeque<Packet>,
+    effects: VecDeque<Effect>,
+    close: Option<Box<CloseReason>>,
+    oversized_dropped: u64,
+    access: Option<Box<ClientAccess>>,
+    /// The enhanced authentication method, and a re-authentication in progress.
+    enhanced: Option<Box<EnhancedState>>,
+    /// Acknowledgements held while subscribers' queues are congested, in order.
+    held: VecDeque<Held>,
+}
+
+/// The topic aliases of a connection, both ways (5.0 section 3.3.2.3.4).
+#[derive(Debug, Default)]
+struct Aliases {
+    incoming: AHashMap<u16, ByteString>,
+    outgoing: AHashMap<ByteString, u16>,
+}
+
+/// A PUBACK / PUBREC waiting for room in the queues its message went into.
+#[derive(Debug)]
+struct Held {
+    ack: Packet,
+    since: Instant,
+}
+
+/// How a connection starts: what CONNECT and the broker settled.
+#[derive(Debug)]
+pub struct Start {
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// The protocol version.
+    pub version: ProtocolVersion,
+    /// The keep alive in force.
+    pub keep_alive: u16,
+    /// The will, if any.
+    pub will: Option<Will>,
+    /// The user name it authenticated as.
+    pub username: Option<ByteString>,
+    /// The connection's limits.
+    pub limits: ConnectionLimits,
+}
+
+impl Session {
+    /// A session attached to a new connection; what was in flight when the previous
+    /// connection ended is queued to be sent again ([`Session::resume`]).
+    pub fn new(state: SessionState, start: Start, now: Instant) -> Self {
+        let mut s = Session {
+            state,
+            version: start.version,
+            client_id: start.client_id,
+            username: start.username,
+            keep_alive: start.keep_alive,
+            will: start.will.map(Box::new),
+            limits: start.limits,
+            last_received: now,
+            aliases: None,
+            out: VecDeque::new(),
+            effects: VecDeque::new(),
+            close: None,
+            oversized_dropped: 0,
+            access: None,
+            enhanced: None,
+            held: VecDeque::new(),
+        };
+        s.resume(now);
+        s
+    }
+
+    /// Sets what the client may publish, subscribe to and receive (`None`: everything).
+    pub fn set_access(&mut self, access: Option<ClientAccess>) {
+        self.access = access.map(Box::new);
+    }
+
+    /// The connection's limits.
+    pub fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    /// Handles one packet from the client. Its effects wait in [`Session::poll_effect`].
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        if self.close.is_some() {
+            return;
+        }
+        self.last_received = now;
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, now),
+            Packet::PubAck(a) => self.on_puback(a.packet_id),
+            Packet::PubRec(a) => self.on_pubrec(a.packet_id, a.reason_code),
+            Packet::PubComp(a) => self.on_pubcomp(a.packet_id),
+            Packet::PubRel(a) => self.on_pubrel(a.packet_id),
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            // [MQTT-3.12.4-1] the Server MUST send a PINGRESP in response to a PINGREQ.
+            Packet::PingReq => self.out.push_back(Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            // [MQTT-3.1.0-2] a second CONNECT is a Protocol Error.
+            Packet::Connect(_) => {
+                self.close(CloseReason::protocol(ReasonCode::ProtocolError, "second CONNECT"))
+            }
+            Packet::Auth(a) => self.on_auth(a),
+            other @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => self
+                .close(CloseReason::protocol(
+                    ReasonCode::ProtocolError,
+                    format!("{} is sent by servers only", other.packet_type()),
+                )),
+        }
+    }
+
+    /// The next effect for the broker to apply, in order.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The packets to send, in order.
+    pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
+        self.out.drain(..)
+    }
+
+    /// True when packets wait to be sent.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Why the connection must close, once it must.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close.as_deref()
+    }
+
+    /// Ends the connection for a reason found outside the session (socket closed, takeover,
+    /// shutdown, an undecodable packet). The first reason stays.
+    pub fn close(&mut self, reason: CloseReason) {
+        if self.close.is_none() {
+            self.close = Some(Box::new(reason));
+        }
+    }
+
+    /// When the session next needs the time: the keep alive running out, or the oldest held
+    /// acknowledgement reaching [`HOLD_LIMIT`]. One place in the server watches every
+    /// session's deadline and calls [`Session::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keep_alive =
+            (self.keep_alive > 0).then(|| self.last_received + keep_alive_grace(self.keep_alive));
+        let held = self.held.front().map(|h| h.since + HOLD_LIMIT);
+        match (keep_alive, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The time has come for something [`Session::poll_timeout`] announced: the keep alive
+    /// closes the connection after 1.5 times its value without a packet [MQTT-3.1.2-22]
+    /// (3.1.1: [MQTT-3.1.2-24]); acknowledgements held too long go.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.keep_alive > 0 && now >= self.last_received + keep_alive_grace(self.keep_alive) {
+            self.close(CloseReason::KeepAliveTimeout);
+        }
+        self.release_held(now, false);
+    }
+
+    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one.
+    pub fn disconnect_packet(&self) -> Option<Packet> {
+        if !self.version.is_v5() {
+            return None;
+        }
+        let reason = self.close.as_ref()?.server_disconnect()?;
+        let mut properties = midge_codec::Properties::new();
+        if let Some(CloseReason::ProtocolError { detail, .. }) = self.close.as_deref() {
+            properties.push(midge_codec::Property::ReasonString(detail.as_str().into()));
+        }
+        Some(Packet::Disconnect(midge_codec::Disconnect { reason_code: reason, properties }))
+    }
+
+    /// How many messages were not sent because they exceeded the client's Maximum Packet Size.
+    pub fn oversized_dropped(&self) -> u64 {
+        self.oversized_dropped
+    }
+
+    /// Ends the connection: the state that persists, and what becomes of the will. The will
+    /// goes on every loss but a normal DISCONNECT [MQTT-3.1.2-8] (3.1.1: [MQTT-3.1.2-10]);
+    /// a delayed one waits while the session lives [MQTT-3.1.3-9]. `taken_over`: another
+    /// connection has the client id now, so the client is back and a delayed will is dropped,
+    /// while an immediate one still goes (the connection was lost without DISCONNECT).
+    pub fn end(mut self, taken_over: bool, now: Instant) -> Ending {
+        let reason = self.close.take().map_or(CloseReason::Closed, |r| *r);
+        let will = if reason.publishes_will() { self.will.take().map(|w| *w) } else { None };
+        let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
+        let will = match will {
+            None => WillPlan::None,
+            Some(_) if taken_over && delay > 0 => WillPlan::None,
+            Some(will) if delay > 0 && self.state.expiry_interval > 0 && !taken_over => {
+                let wait = delay.min(self.state.expiry_interval);
+                WillPlan::Delayed { will, due: now + Duration::from_secs(u64::from(wait)) }
+            }
+            Some(will) => WillPlan::Now(will),
+        };
+        Ending { client_id: self.client_id, reason, state: self.state, will }
+    }
+}
+
+/// One and a half times the keep alive.
+pub fn keep_alive_grace(keep_alive: u16) -> Duration {
+    Duration::from_millis(u64::from(keep_alive) * 1500)
 }

@@ -1,0 +1,254 @@
+//! A session linked to the broker: what a connection task runs between its socket and the
+//! shared state, without I/O of its own, so tests drive exactly this code without sockets.
+//!
+//! The [`Link`] feeds the client's packets to its [`Session`] and applies the effects the
+//! session returns (route, subscribe, unsubscribe) to the router; it feeds the session its
+//! deliveries (the mailbox, and retained messages page by page through the session's replay
+//! cursors); and it applies backpressure: while a subscriber that a message went to is
+//! congested, the client's publishes wait (the packets read meanwhile are deferred, and the
+//! connection stops reading), so TCP slows the publisher instead of the broker dropping what
+//! it cannot deliver.
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use midge_codec::Packet;
+use tokio::sync::oneshot;
+
+use super::{Broker, Owned, Recheck};
+use crate::control::{Control, ControlSlot};
+use crate::mailbox::SessionHandle;
+use crate::session::{CloseReason, Effect, Session};
+
+/// Deliveries taken from the mailbox, or retained messages from the store, at a time.
+const BATCH: usize = 256;
+
+/// How much a blocked client may send before its connection stops reading: what it sends
+/// after the publish that found a subscriber congested waits here, except acknowledgements of
+/// its own deliveries, which are handled at once so that its own queue keeps draining.
+pub const DEFER_LIMIT: usize = 64 * 1024;
+
+/// A connection's session, linked to the broker.
+#[derive(Debug)]
+pub struct Link {
+    broker: Arc<Broker>,
+    session: Session,
+    handle: Arc<SessionHandle>,
+    control: Arc<ControlSlot>,
+    conn_id: u64,
+    recheck: Recheck,
+    /// Subscribers this client's publishes wait for.
+    blocked: Vec<Arc<SessionHandle>>,
+    /// Packets read while blocked, in order (boxed: most connections never defer).
+    deferred: Option<Box<Deferred>>,
+}
+
+#[derive(Debug, Default)]
+struct Deferred {
+    packets: VecDeque<Packet>,
+    bytes: usize,
+}
+
+/// Packets handled even while the client's publishes wait: acknowledgements of what the
+/// broker sent it (their order against its publishes does not matter, and they free its own
+/// inflight window) and PINGREQ.
+fn handled_while_blocked(p: &Packet) -> bool {
+    matches!(p, Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PingReq)
+}
+
+/// Roughly what a deferred packet holds in memory.
+fn weight(p: &Packet) -> usize {
+    match p {
+        Packet::Publish(p) => 64 + p.topic.len() + p.payload.len(),
+        _ => 64,
+    }
+}
+
+impl Link {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        session: Session,
+        handle: Arc<SessionHandle>,
+        control: Arc<ControlSlot>,
+        conn_id: u64,
+        recheck: Recheck,
+    ) -> Link {
+        Link { broker, session, handle, control, conn_id, recheck, blocked: Vec::new(), deferred: None }
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ByteString {
+        &self.session.client_id
+    }
+
+    /// The slot the rest of the broker reaches this connection through.
+    pub fn control(&self) -> &Arc<ControlSlot> {
+        &self.control
+    }
+
+    /// The session's mailbox.
+    pub fn handle(&self) -> &Arc<SessionHandle> {
+        &self.handle
+    }
+
+    /// Handles one packet from the client, and applies its effects.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        if !self.blocked.is_empty() && !handled_while_blocked(&packet) {
+            let d = self.deferred.get_or_insert_with(Default::default);
+            d.bytes += weight(&packet);
+            d.packets.push_back(packet);
+            return;
+        }
+        self.session.handle_packet(packet, now);
+        self.apply_effects(now);
+    }
+
+    fn apply_effects(&mut self, now: Instant) {
+        while let Some(effect) = self.session.poll_effect() {
+            match effect {
+                Effect::Publish { message, ack } => {
+                    let router = &self.broker.router;
+                    if message.retain {
+                        router.retain(&message);
+                    }
+                    let outcome = router.route(&message);
+                    for h in outcome.congested {
+                        if !self.blocked.iter().any(|b| b.id == h.id) {
+                            self.blocked.push(h);
+                        }
+                    }
+                    if let Some(ack) = ack {
+                        let matched = outcome.delivered + outcome.dropped > 0;
+                        self.session.acknowledge(ack, matched, !self.blocked.is_empty(), now);
+                    }
+                }
+                Effect::Subscribe { filter, options, id } => {
+                    self.broker.router.subscribe(&self.handle, &filter, options, id);
+                }
+                Effect::Unsubscribe { filter } => {
+                    self.broker.router.unsubscribe(&self.handle, &filter);
+                }
+            }
+        }
+    }
+
+    /// Moves things along: the subscribers this client waited for that have room let it go
+    /// on (its held acknowledgements and deferred packets first), then deliveries become
+    /// PUBLISH packets: retained messages of new subscriptions and the mailbox, as far as the
+    /// inflight window allows and at most `budget` of them. Returns how many were produced.
+    pub fn poll(&mut self, now: Instant, budget: usize) -> usize {
+        if !self.blocked.is_empty() {
+            self.blocked.retain(|h| !h.mailbox.has_room(now));
+        }
+        self.session.release_held(now, self.blocked.is_empty());
+        while self.blocked.is_empty() {
+            let Some(packet) = self.deferred.as_mut().and_then(|d| d.packets.pop_front()) else {
+                self.deferred = None;
+                break;
+            };
+            if let Some(d) = self.deferred.as_mut() {
+                d.bytes = d.bytes.saturating_sub(weight(&packet));
+            }
+            self.session.handle_packet(packet, now);
+            self.apply_effects(now);
+        }
+        let mut sent = 0;
+        loop {
+            sent += self.session.pump(now, budget - sent);
+            if sent >= budget || !self.session.wants_deliveries() {
+                return sent;
+            }
+            let mut fed = false;
+            if let Some(r) = self.session.next_replay() {
+                let page = self.broker.router.retained_page(&r.filter, r.cursor.as_ref(), BATCH, now);
+                self.session.replayed(page);
+                fed = true;
+            }
+            fed |= self.handle.mailbox.drain_into(self.session.pending_mut(), BATCH) > 0;
+            if !fed {
+                return sent;
+            }
+        }
+    }
+
+    /// True while the connection should read from the client: not while its publishes wait
+    /// for congested subscribers and it has already sent [`DEFER_LIMIT`] bytes more.
+    pub fn wants_input(&self) -> bool {
+        self.session.close_reason().is_none()
+            && (self.blocked.is_empty() || self.deferred.as_ref().map_or(0, |d| d.bytes) < DEFER_LIMIT)
+    }
+
+    /// True when the session can take deliveries now (the connection then listens for mail).
+    pub fn wants_deliveries(&self) -> bool {
+        self.session.wants_deliveries()
+    }
+
+    /// A subscriber this client waits for, that has no room yet.
+    pub fn blocked_on(&self, now: Instant) -> Option<Arc<SessionHandle>> {
+        self.blocked.iter().find(|h| !h.mailbox.has_room(now)).cloned()
+    }
+
+    /// True while the client's publishes wait for congested subscribers.
+    pub fn is_blocked(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+
+    /// The packets to send, in order.
+    pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
+        self.session.drain_output()
+    }
+
+    /// Why the connection must close, once it must.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.session.close_reason()
+    }
+
+    /// Ends the connection for a reason found outside the session.
+    pub fn close(&mut self, reason: CloseReason) {
+        self.session.close(reason);
+    }
+
+    /// A message from the rest of the broker. A takeover returns where to send the session.
+    pub fn on_control(&mut self, c: Control, now: Instant) -> Option<oneshot::Sender<Owned>> {
+        match c {
+            Control::TakeOver(reply) => {
+                self.session.close(CloseReason::TakenOver);
+                return Some(reply);
+            }
+            Control::Timeout => self.session.handle_timeout(now),
+            Control::Shutdown => self.session.close(CloseReason::Shutdown),
+            Control::Recheck => {
+                if !self.broker.still_allowed(&self.recheck, self.session.username.as_deref()) {
+                    self.session.close(CloseReason::NotAuthorized);
+                }
+            }
+        }
+        None
+    }
+
+    /// Tells the broker's timers when the session next needs the time.
+    pub fn watch_timers(&self) {
+        self.broker.timers.watch(&self.control, self.session.poll_timeout());
+    }
+
+    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one.
+    pub fn disconnect_packet(&self) -> Option<Packet> {
+        self.session.disconnect_packet()
+    }
+
+    /// Ends the connection's hold on its session: the will is published now, after its
+    /// delay, or not at all; the session is parked, handed to the connection that took the
+    /// client id over (`handover`), or discarded.
+    pub fn finish(self, handover: Option<oneshot::Sender<Owned>>, now: Instant) {
+        let Link { broker, session, handle, control, conn_id, .. } = self;
+        handle.set_online(false);
+        let ending = session.end(handover.is_some(), now);
+        broker.end_connection(ending, handle, conn_id, handover, &control, now);
+    }
+}

@@ -1,0 +1,310 @@
+//! Where deliveries wait for a session: its [`SessionHandle`] (the address the router keeps
+//! for each subscription) and the bounded [`Mailbox`] behind it.
+//!
+//! Publishers push from any thread and never wait. A mailbox under its capacity takes every
+//! delivery. One that is full and whose session is connected and reading is *congested*: the
+//! delivery still goes in, and the push says so, so that the publisher's connection stops
+//! reading its client (and holds its acknowledgements) until the mailbox has drained to half
+//! its capacity. TCP then slows the publisher: nothing is lost while the subscriber keeps up
+//! on average (backpressure, at every QoS). A mailbox that stays congested longer than
+//! [`SLOW_AFTER`] belongs to a slow consumer: from then on what does not fit is dropped and
+//! counted, so that one slow subscriber never holds its publishers up for long. An offline
+//! session's mailbox never holds anyone up either: beyond its capacity it drops, as mosquitto
+//! does. An empty mailbox holds no allocation, which keeps idle connections small.
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atomic_waker::AtomicWaker;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::session::Delivery;
+
+/// How long a mailbox may stay congested and still slow its publishers.
+pub const SLOW_AFTER: Duration = Duration::from_secs(2);
+
+/// How far past its capacity a congested mailbox may go: each publisher stops after the
+/// delivery that found it full, so this is reached only with this many publishers feeding
+/// one subscriber at once. Beyond it, deliveries are dropped (a bound on memory, whatever
+/// the clients do).
+const CONGESTION_SLACK: usize = 4_096;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What the rest of the broker holds of a session: its identity and its mailbox. The router
+/// keeps one per subscription; publishers push into the mailbox from any thread.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Unique for the life of the process (a new session for the same client id gets a new one).
+    pub id: u64,
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// Deliveries waiting for the session.
+    pub mailbox: Mailbox,
+    online: AtomicBool,
+}
+
+impl SessionHandle {
+    /// A new session's handle with a mailbox of `capacity` deliveries (0: no limit).
+    pub fn new(client_id: ByteString, capacity: usize) -> Arc<Self> {
+        Arc::new(SessionHandle {
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            client_id,
+            mailbox: Mailbox::new(capacity),
+            online: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether a network connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as attached to a connection, or not.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}
+
+/// A session's queue of deliveries.
+#[derive(Debug)]
+pub struct Mailbox {
+    inner: Mutex<Inner>,
+    /// The session's connection, woken by each push.
+    waker: AtomicWaker,
+    /// Publishers waiting for this mailbox to drain.
+    space: Notify,
+    capacity: usize,
+    dropped: AtomicU64,
+    warned: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Delivery>,
+    /// When the mailbox last went over capacity without draining to half of it since (by the
+    /// clock of the deliveries that took it there).
+    congested_since: Option<Instant>,
+}
+
+/// What happened to a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// Queued past the capacity: the publisher should wait for room.
+    Congested,
+    /// Not queued: the mailbox is full and its session is offline or a slow consumer.
+    /// `first` is true for the first drop since the mailbox last had room, so the caller logs
+    /// once per episode, not once per message.
+    Dropped {
+        /// The first drop of this episode.
+        first: bool,
+    },
+}
+
+impl Mailbox {
+    /// A mailbox holding `capacity` deliveries (0: no limit).
+    pub fn new(capacity: usize) -> Self {
+        Mailbox {
+            inner: Mutex::new(Inner::default()),
+            waker: AtomicWaker::new(),
+            space: Notify::new(),
+            capacity: if capacity == 0 { usize::MAX / 2 } else { capacity },
+            dropped: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    fn drop_one(&self) -> Push {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let first = !self.warned.swap(true, Ordering::Relaxed);
+        Push::Dropped { first }
+    }
+
+    /// The length at or under which a congested mailbox has room again: half the capacity,
+    /// so that a publisher let go has room for many messages, not one.
+    fn low_water(&self) -> usize {
+        self.capacity / 2
+    }
+
+    /// Queues a delivery and wakes the session's connection; `online` says whether a
+    /// connection is there to drain it (an offline session's queue is a hard limit).
+    pub fn push(&self, d: Delivery, online: bool) -> Push {
+        let outcome = {
+            let mut inner = self.inner.lock();
+            let len = inner.queue.len();
+            if len < self.capacity {
+                inner.queue.push_back(d);
+                Push::Queued
+            } else if !online || len >= self.capacity.saturating_add(CONGESTION_SLACK) {
+                drop(inner);
+                return self.drop_one();
+            } else {
+                let now = d.message.received_at;
+                let since = *inner.congested_since.get_or_insert(now);
+                if now.saturating_duration_since(since) > SLOW_AFTER {
+                    // A slow consumer: it stops slowing its publishers and loses instead.
+                    drop(inner);
+                    return self.drop_one();
+                }
+                inner.queue.push_back(d);
+                Push::Congested
+            }
+        };
+        self.waker.wake();
+        outcome
+    }
+
+    /// True unless the mailbox is congested (over capacity and not yet drained to half of it)
+    /// and still slowing its publishers: a publisher waiting on it may go on.
+    pub fn has_room(&self, now: Instant) -> bool {
+        let inner = self.inner.lock();
+        match inner.congested_since {
+            None => true,
+            Some(since) => {
+                inner.queue.len() <= self.low_water() || now.saturating_duration_since(since) > SLOW_AFTER
+            }
+        }
+    }
+
+    /// Moves up to `max` deliveries into `out`, oldest first.
+    pub fn drain_into(&self, out: &mut VecDeque<Delivery>, max: usize) -> usize {
+        let mut inner = self.inner.lock();
+        let n = inner.queue.len().min(max);
+        out.extend(inner.queue.drain(..n));
+        let relieved = inner.queue.len() <= self.low_water() && inner.congested_since.take().is_some();
+        if inner.queue.is_empty() {
+            // Give back the memory of a burst, so an idle session stays small.
+            if inner.queue.capacity() > 64 {
+                inner.queue = VecDeque::new();
+            }
+            self.warned.store(false, Ordering::Relaxed);
+        }
+        drop(inner);
+        if relieved {
+            self.space.notify_waiters();
+        }
+        n
+    }
+
+    /// Takes out the deliveries that came through a shared subscription.
+    pub fn take_shared(&self) -> Vec<Delivery> {
+        let mut inner = self.inner.lock();
+        if !inner.queue.iter().any(|d| d.share.is_some()) {
+            return Vec::new();
+        }
+        let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
+            inner.queue.drain(..).partition(|d| d.share.is_some());
+        inner.queue = rest;
+        shared.into()
+    }
+
+    /// How many deliveries are waiting.
+    pub fn len(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes everything (a clean start discards the old session's queue).
+    pub fn clear(&self) {
+        *self.inner.lock() = Inner::default();
+        self.space.notify_waiters();
+    }
+
+    /// Deliveries dropped because the mailbox was full, since it was created.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ready when deliveries wait; otherwise the task is woken by the next push.
+    pub fn poll_mail(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.is_empty() {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
+
+    /// Resolves when there is room again, or after `limit` (the caller looks again: the
+    /// mailbox may have become a slow consumer's meanwhile).
+    pub async fn room(&self, limit: Duration) {
+        let notified = self.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.has_room(Instant::now()) {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, notified).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Message;
+    use bytes::Bytes;
+    use midge_codec::QoS;
+
+    fn delivery(qos: QoS, at: Instant) -> Delivery {
+        let m = Message::from_publish(
+            "t".into(),
+            Bytes::from_static(b"x"),
+            qos,
+            false,
+            Default::default(),
+            "p".into(),
+            at,
+        );
+        Delivery { message: Arc::new(m), qos, retain: false, sub_ids: Vec::new(), share: None }
+    }
+
+    #[test]
+    fn a_full_mailbox_congests_at_every_qos_until_half_drained() {
+        let t = Instant::now();
+        let m = Mailbox::new(4);
+        for _ in 0..4 {
+            assert_eq!(m.push(delivery(QoS::AtMostOnce, t), true), Push::Queued);
+        }
+        assert_eq!(m.push(delivery(QoS::AtMostOnce, t), true), Push::Congested);
+        assert_eq!(m.push(delivery(QoS::AtLeastOnce, t), true), Push::Congested);
+        assert!(!m.has_room(t));
+        let mut out = VecDeque::new();
+        m.drain_into(&mut out, 3);
+        assert!(!m.has_room(t), "3 left, more than half of 4");
+        m.drain_into(&mut out, 1);
+        assert!(m.has_room(t), "half drained");
+        assert_eq!(m.dropped(), 0);
+    }
+
+    #[test]
+    fn an_offline_mailbox_drops_beyond_its_capacity() {
+        let t = Instant::now();
+        let m = Mailbox::new(2);
+        m.push(delivery(QoS::AtLeastOnce, t), false);
+        m.push(delivery(QoS::AtLeastOnce, t), false);
+        assert_eq!(m.push(delivery(QoS::ExactlyOnce, t), false), Push::Dropped { first: true });
+        assert_eq!(m.push(delivery(QoS::ExactlyOnce, t), false), Push::Dropped { first: false });
+        assert!(m.has_room(t), "an offline mailbox never holds a publisher");
+        assert_eq!(m.dropped(), 2);
+    }
+
+    #[test]
+    fn a_slow_consumer_drops_instead_of_holding_publishers() {
+        let t = Instant::now();
+        let m = Mailbox::new(1);
+        m.push(delivery(QoS::AtLeastOnce, t), true);
+        assert_eq!(m.push(delivery(QoS::AtLeastOnce, t), true), Push::Congested);
+        let later = t + SLOW_AFTER + Duration::from_millis(1);
+        assert!(m.has_room(later), "no longer slows its publishers");
+        assert!(matches!(m.push(delivery(QoS::AtLeastOnce, later), true), Push::Dropped { .. }));
+    }
+}

@@ -1,0 +1,77 @@
+//! What a session asks the broker to do: the effects of the client's packets on the shared
+//! state. The session decides and the broker applies, to the router and the registry today,
+//! to a store and to a cluster next, so the session never reaches into any of them.
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use midge_codec::{QoS, SubscriptionOptions, Will};
+
+use super::close::CloseReason;
+use super::message::Message;
+use super::state::SessionState;
+
+/// One effect, in the order the client's packets caused them.
+#[derive(Debug)]
+pub enum Effect {
+    /// Route a message the client published, storing it first when it is retained. When
+    /// `ack` is set, tell the session how routing went with [`super::Session::acknowledge`].
+    Publish {
+        /// The message.
+        message: Arc<Message>,
+        /// The acknowledgement waiting for the outcome (QoS 1 and 2).
+        ack: Option<PendingAck>,
+    },
+    /// Add or replace a subscription.
+    Subscribe {
+        /// The filter, `$share/GROUP/` included.
+        filter: ByteString,
+        /// The options granted.
+        options: SubscriptionOptions,
+        /// Its Subscription Identifier (5.0).
+        id: Option<u32>,
+    },
+    /// Remove a subscription.
+    Unsubscribe {
+        /// The filter.
+        filter: ByteString,
+    },
+}
+
+/// The PUBACK or PUBREC a routed message waits for: the session's to send, once the broker
+/// says how routing went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingAck {
+    pub(super) packet_id: u16,
+    pub(super) qos: QoS,
+}
+
+/// What becomes of the will when a connection ends.
+#[derive(Debug)]
+pub enum WillPlan {
+    /// No will is published.
+    None,
+    /// Publish it now.
+    Now(Will),
+    /// Publish it at `due` unless the client is back first (5.0 Will Delay Interval):
+    /// after the delay, or when the session ends if that is sooner [MQTT-3.1.3-9].
+    Delayed {
+        /// The will.
+        will: Will,
+        /// When.
+        due: Instant,
+    },
+}
+
+/// A session at the end of its connection: what the broker parks, hands over or discards.
+#[derive(Debug)]
+pub struct Ending {
+    /// The client identifier.
+    pub client_id: ByteString,
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// The state that persists (when its expiry interval is above 0).
+    pub state: SessionState,
+    /// The will.
+    pub will: WillPlan,
+}

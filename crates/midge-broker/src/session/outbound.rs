@@ -1,0 +1,196 @@
+//! Messages to the client: deliveries turned into PUBLISH within the inflight window, the
+//! client's acknowledgements of them, retained messages for new subscriptions, topic aliases
+//! towards the client, and the resend of what was in flight when a session resumes.
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use midge_codec::{Packet, Properties, Property, Publish, PublishAck, QoS, ReasonCode};
+
+use super::message::Delivery;
+use super::outgoing::{Awaiting, PubRecOutcome};
+use super::state::Replay;
+use super::Session;
+use crate::router::RetainedPage;
+
+impl Session {
+    /// True when the session can take more deliveries now: nothing is waiting for a slot in
+    /// the inflight window, which has room.
+    pub fn wants_deliveries(&self) -> bool {
+        self.close.is_none()
+            && self.state.outgoing.pending.is_empty()
+            && self.state.outgoing.inflight_len() < self.limits.max_inflight
+    }
+
+    /// Where deliveries wait for a slot: the broker moves those from the session's mailbox
+    /// here, then calls [`Session::pump`].
+    pub fn pending_mut(&mut self) -> &mut VecDeque<Delivery> {
+        &mut self.state.outgoing.pending
+    }
+
+    /// The retained messages the session is to send next, if a replay is under way: the
+    /// broker reads the next page of the store from the replay's cursor and hands it to
+    /// [`Session::replayed`].
+    pub fn next_replay(&self) -> Option<&Replay> {
+        if self.close.is_some() {
+            return None;
+        }
+        self.state.replays.front()
+    }
+
+    /// A page of retained messages for the replay [`Session::next_replay`] returned: queued
+    /// with RETAIN set [MQTT-3.3.1-8] and the subscription's QoS and identifier.
+    pub fn replayed(&mut self, page: RetainedPage) {
+        let Some(replay) = self.state.replays.front_mut() else { return };
+        for message in page.messages {
+            self.state.outgoing.pending.push_back(Delivery {
+                qos: message.qos.min(replay.qos),
+                retain: true,
+                sub_ids: replay.sub_id.into_iter().collect(),
+                message,
+                share: None,
+            });
+        }
+        match page.next {
+            Some(cursor) => replay.cursor = Some(cursor),
+            None => {
+                self.state.replays.pop_front();
+            }
+        }
+    }
+
+    /// Turns pending deliveries into PUBLISH packets, as far as the inflight window allows
+    /// and at most `budget` of them. Returns how many were produced. The caller decides when
+    /// (it stops while its socket is slow, so the mailbox, which is bounded, absorbs the
+    /// backlog).
+    pub fn pump(&mut self, now: Instant, budget: usize) -> usize {
+        let mut sent = 0;
+        while sent < budget && self.close.is_none() {
+            let Some(d) = self.state.outgoing.pending.pop_front() else { break };
+            if d.message.is_expired(now) {
+                // [MQTT-3.3.2-5] an expired message is not delivered.
+                continue;
+            }
+            if self.access.as_ref().is_some_and(|a| !a.can_read(&d.message.topic)) {
+                // The ACL is checked on delivery too: a client never receives what it may
+                // not read, whatever its subscription matched.
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                let p = self.publish_packet(&d, 0, false, now);
+                self.send_publish(p);
+                sent += 1;
+                continue;
+            }
+            if self.state.outgoing.inflight_len() >= self.limits.max_inflight {
+                self.state.outgoing.pending.push_front(d);
+                break;
+            }
+            let p = self.publish_packet(&d, 0, false, now);
+            let id = self.state.outgoing.start(d);
+            self.send_publish(Publish { packet_id: id, ..p });
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
+    /// messages not yet acknowledged, PUBREL for those received, in the original order
+    /// [MQTT-4.4.0-1], [MQTT-4.6.0-1].
+    pub(super) fn resume(&mut self, now: Instant) {
+        let resend: Vec<_> = self.state.outgoing.inflight().cloned().collect();
+        for f in resend {
+            match f.state {
+                Awaiting::PubComp => self.out.push_back(Packet::PubRel(PublishAck::new(f.packet_id))),
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    let p = self.publish_packet(&f.delivery, f.packet_id, true, now);
+                    self.send_publish(p);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_puback(&mut self, packet_id: u16) {
+        if !self.state.outgoing.puback(packet_id) {
+            tracing::debug!("Client {} sent PUBACK for unknown id {packet_id}.", self.client_id);
+        }
+    }
+
+    pub(super) fn on_pubrec(&mut self, packet_id: u16, reason: ReasonCode) {
+        let refused = self.version.is_v5() && reason.is_error();
+        match self.state.outgoing.pubrec(packet_id, refused) {
+            PubRecOutcome::Release => self.out.push_back(Packet::PubRel(PublishAck::new(packet_id))),
+            PubRecOutcome::Refused => {}
+            PubRecOutcome::Unknown => self.out.push_back(Packet::PubRel(PublishAck::with_reason(
+                packet_id,
+                ReasonCode::PacketIdentifierNotFound,
+            ))),
+        }
+    }
+
+    pub(super) fn on_pubcomp(&mut self, packet_id: u16) {
+        if !self.state.outgoing.pubcomp(packet_id) {
+            tracing::debug!("Client {} sent PUBCOMP for unknown id {packet_id}.", self.client_id);
+        }
+    }
+
+    fn publish_packet(&self, d: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let m = &d.message;
+        let properties =
+            if self.version.is_v5() { m.outgoing_properties(&d.sub_ids, now) } else { Properties::new() };
+        Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.clone(),
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        }
+    }
+
+    fn send_publish(&mut self, mut p: Publish) {
+        self.apply_alias(&mut p);
+        let packet = Packet::Publish(p);
+        if self.limits.client_max_packet_size != usize::MAX
+            && packet.encoded_len(self.version) > self.limits.client_max_packet_size
+        {
+            // [MQTT-3.1.2-24] not sent to a client whose Maximum Packet Size it exceeds;
+            // [MQTT-3.1.2-25] discarded as if it had been sent. A message in flight is
+            // completed here, since the client will never acknowledge it.
+            if let Packet::Publish(p) = &packet {
+                if p.qos == QoS::AtLeastOnce {
+                    self.state.outgoing.puback(p.packet_id);
+                } else if p.qos == QoS::ExactlyOnce {
+                    self.state.outgoing.pubrec(p.packet_id, true);
+                }
+            }
+            self.oversized_dropped += 1;
+            tracing::debug!("Dropped a message too large for client {}.", self.client_id);
+            return;
+        }
+        self.out.push_back(packet);
+    }
+
+    /// Topic aliases towards a 5.0 client that announced a Topic Alias Maximum: the first
+    /// PUBLISH of a topic carries the topic and a new alias, later ones the alias alone
+    /// (section 3.3.2.3.4). Once every alias is taken, other topics go in full.
+    fn apply_alias(&mut self, p: &mut Publish) {
+        let max = self.limits.client_topic_alias_maximum;
+        if max == 0 || !self.version.is_v5() {
+            return;
+        }
+        let aliases = self.aliases.get_or_insert_with(Default::default);
+        if let Some(&alias) = aliases.outgoing.get(&p.topic) {
+            p.properties.push(Property::TopicAlias(alias));
+            p.topic = ByteString::new();
+            return;
+        }
+        let next = aliases.outgoing.len() + 1;
+        if next <= usize::from(max) {
+            let alias = next as u16;
+            aliases.outgoing.insert(p.topic.clone(), alias);
+            p.properties.push(Property::TopicAlias(alias));
+        }
+    }
+}

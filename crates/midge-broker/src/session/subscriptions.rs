@@ -1,0 +1,103 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the access check, the options granted, the effects on the
+//! router, and the retained messages a new subscription is to receive.
+use midge_codec::ReasonCode;
+use midge_codec::{
+    parse_shared, Packet, Properties, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
+};
+
+use super::close::CloseReason;
+use super::effect::Effect;
+use super::state::{Replay, SubscriptionRecord};
+use super::Session;
+use crate::router::too_deep;
+
+impl Session {
+    pub(super) fn on_subscribe(&mut self, s: Subscribe) {
+        let sub_id = s.properties.subscription_identifiers().next();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        for (filter, requested) in s.filters {
+            if too_deep(&filter) {
+                // More levels than the broker walks: 5.0 says 0x8F Topic Filter invalid for
+                // this filter; 3.1.1 has no such code, and the connection closes, as mosquitto
+                // closes it.
+                if !self.version.is_v5() {
+                    return self.close(CloseReason::protocol(
+                        ReasonCode::TopicFilterInvalid,
+                        "topic filter with more than 200 levels",
+                    ));
+                }
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if self.access.as_ref().is_some_and(|a| !a.can_subscribe(&filter)) {
+                // Denied by the ACL: 0x80 in 3.1.1, 0x87 in 5.0.
+                tracing::info!("Denied SUBSCRIBE from {} to '{}' (ACL).", self.client_id, filter);
+                codes.push(if self.version.is_v5() {
+                    ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            // Granted as requested, up to max_qos; any requested QoS is accepted [MQTT-3.2.2-10].
+            let options = SubscriptionOptions { qos: requested.qos.min(self.limits.max_qos), ..requested };
+            let existed = self
+                .state
+                .subscriptions
+                .insert(filter.clone(), SubscriptionRecord { options, id: sub_id })
+                .is_some();
+            let shared = matches!(parse_shared(&filter), Ok(Some(_)));
+            // Retained messages for the new subscription [MQTT-3.8.4-4]; per Retain Handling in
+            // 5.0 [MQTT-3.3.1-9] to [MQTT-3.3.1-11]; none for shared subscriptions (4.8.2).
+            let send_retained = !shared
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                self.state.replay(Replay { filter: filter.clone(), qos: options.qos, sub_id, cursor: None });
+            }
+            self.effects.push_back(Effect::Subscribe { filter, options, id: sub_id });
+            codes.push(ReasonCode::granted(options.qos));
+        }
+        // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter in order
+        // [MQTT-3.8.4-5], [MQTT-3.8.4-6]; the retained messages follow it.
+        self.out.push_back(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Properties::new(),
+            reason_codes: codes,
+        }));
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in u.filters {
+            if too_deep(&filter) {
+                // As for SUBSCRIBE: 0x8F for 5.0, the connection closed for 3.1.1.
+                if !self.version.is_v5() {
+                    return self.close(CloseReason::protocol(
+                        ReasonCode::TopicFilterInvalid,
+                        "topic filter with more than 200 levels",
+                    ));
+                }
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            let existed = self.state.subscriptions.remove(&filter).is_some();
+            self.state.replays.retain(|r| r.filter != filter);
+            if existed {
+                self.effects.push_back(Effect::Unsubscribe { filter });
+            }
+            codes.push(if existed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted });
+        }
+        // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier (5.0: a code per filter).
+        let codes = if self.version.is_v5() { codes } else { Vec::new() };
+        self.out.push_back(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::new(),
+            reason_codes: codes,
+        }));
+    }
+}
