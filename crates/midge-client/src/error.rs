@@ -1,38 +1,64 @@
 //! One opaque error type with predicates, as hyper does: callers ask what went wrong
 //! (`is_refused`, `is_timeout`, ...) instead of matching on internals that will grow.
-use std::fmt;
-
 use midge_codec::{ConnectReturnCode, ProtocolVersion, ReasonCode};
+use thiserror::Error;
 
 /// An error of the MQTT client.
-#[derive(Debug)]
+#[derive(Debug, Error)]
+#[error(transparent)]
 pub struct Error {
     kind: Kind,
 }
 
-#[derive(Debug)]
+/// The wrapped errors are both in the message and the `source()`: callers print the message
+/// alone (the CLI does), and the chain is there for those who walk it.
+#[derive(Debug, Error)]
 pub(crate) enum Kind {
-    Io(std::io::Error),
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    #[error("timed out waiting for {0}")]
     Timeout(&'static str),
-    Refused {
-        code: ReasonCode,
-        version: ProtocolVersion,
-    },
+    #[error("{}", refused(*.code, *.version))]
+    Refused { code: ReasonCode, version: ProtocolVersion },
+    #[error("protocol error: {0}")]
     Protocol(String),
-    Encode(midge_codec::EncodeError),
-    Decode(midge_codec::DecodeError),
+    #[error("{0}")]
+    Encode(#[source] midge_codec::EncodeError),
+    #[error("malformed packet from the server: {0}")]
+    Decode(#[source] midge_codec::DecodeError),
+    #[error("disconnected by the server{}", reason_suffix(*.0))]
     Disconnected(Option<ReasonCode>),
+    #[error("the connection is closed")]
     Closed,
+    #[error("TLS error: {0}")]
     Tls(String),
     /// The server's certificate is valid but not for the host connected to.
+    #[error("TLS error: {0}")]
     TlsHostName(String),
     /// The host name did not resolve.
-    Lookup(std::io::Error),
+    #[error("cannot resolve the host name: {0}")]
+    Lookup(#[source] std::io::Error),
     /// The server sent, before CONNACK, a packet of a type no server sends (CONNECT,
     /// SUBSCRIBE, UNSUBSCRIBE): the value is the type's byte (16, 128, 160).
+    #[error("protocol error: a packet of type {} from the server", .0 >> 4)]
     Unrecognised(u8),
     /// The connection broke after it was opened, before CONNACK.
-    Lost(std::io::Error),
+    #[error("the connection was lost: {0}")]
+    Lost(#[source] std::io::Error),
+}
+
+/// ": reason" after "disconnected by the server", when the server gave one (5.0).
+fn reason_suffix(code: Option<ReasonCode>) -> String {
+    code.map(|c| format!(": {}", c.description())).unwrap_or_default()
+}
+
+/// A refusal in the words of the protocol version spoken: 3.1.1 has return codes.
+fn refused(code: ReasonCode, version: ProtocolVersion) -> &'static str {
+    if version.is_v5() {
+        code.description()
+    } else {
+        ConnectReturnCode::from_reason(code).description()
+    }
 }
 
 impl Error {
@@ -127,42 +153,6 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Io(e) => write!(f, "{e}"),
-            Kind::Timeout(what) => write!(f, "timed out waiting for {what}"),
-            Kind::Refused { code, version } if !version.is_v5() => {
-                f.write_str(ConnectReturnCode::from_reason(*code).description())
-            }
-            Kind::Refused { code, .. } => write!(f, "{}", code.description()),
-            Kind::Protocol(s) => write!(f, "protocol error: {s}"),
-            Kind::Encode(e) => write!(f, "{e}"),
-            Kind::Decode(e) => write!(f, "malformed packet from the server: {e}"),
-            Kind::Disconnected(Some(code)) => write!(f, "disconnected by the server: {}", code.description()),
-            Kind::Disconnected(None) => f.write_str("disconnected by the server"),
-            Kind::Closed => f.write_str("the connection is closed"),
-            Kind::Tls(s) | Kind::TlsHostName(s) => write!(f, "TLS error: {s}"),
-            Kind::Lookup(e) => write!(f, "cannot resolve the host name: {e}"),
-            Kind::Unrecognised(c) => {
-                write!(f, "protocol error: a packet of type {} from the server", c >> 4)
-            }
-            Kind::Lost(e) => write!(f, "the connection was lost: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            Kind::Io(e) | Kind::Lost(e) | Kind::Lookup(e) => Some(e),
-            Kind::Encode(e) => Some(e),
-            Kind::Decode(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::new(Kind::Io(e))
@@ -178,5 +168,58 @@ impl From<midge_codec::EncodeError> for Error {
 impl From<midge_codec::DecodeError> for Error {
     fn from(e: midge_codec::DecodeError) -> Self {
         Error::new(Kind::Decode(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+
+    use super::*;
+
+    /// The messages are what the hand-written Display printed before thiserror did it: the
+    /// command-line tools print some of them as they are.
+    #[test]
+    fn messages_and_sources() {
+        let io = || io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let cases: Vec<(Kind, &str, bool)> = vec![
+            (Kind::Io(io()), "refused", true),
+            (Kind::Timeout("CONNACK"), "timed out waiting for CONNACK", false),
+            (
+                Kind::Refused { code: ReasonCode::NotAuthorized, version: ProtocolVersion::V3_1_1 },
+                "Connection Refused: not authorised.",
+                false,
+            ),
+            (
+                Kind::Refused { code: ReasonCode::NotAuthorized, version: ProtocolVersion::V5 },
+                "Not authorized",
+                false,
+            ),
+            (Kind::Protocol("x".into()), "protocol error: x", false),
+            (Kind::Encode(midge_codec::EncodeError::Invalid("y")), "cannot encode: y", true),
+            (
+                Kind::Decode(midge_codec::DecodeError::InvalidQoS),
+                "malformed packet from the server: QoS 3 is not a valid quality of service",
+                true,
+            ),
+            (
+                Kind::Disconnected(Some(ReasonCode::ServerBusy)),
+                "disconnected by the server: Server busy",
+                false,
+            ),
+            (Kind::Disconnected(None), "disconnected by the server", false),
+            (Kind::Closed, "the connection is closed", false),
+            (Kind::Tls("bad".into()), "TLS error: bad", false),
+            (Kind::TlsHostName("name".into()), "TLS error: name", false),
+            (Kind::Lookup(io()), "cannot resolve the host name: refused", true),
+            (Kind::Unrecognised(0x80), "protocol error: a packet of type 8 from the server", false),
+            (Kind::Lost(io()), "the connection was lost: refused", true),
+        ];
+        for (kind, message, has_source) in cases {
+            let e = Error::new(kind);
+            assert_eq!(e.to_string(), message);
+            assert_eq!(e.source().is_some(), has_source, "{message}");
+        }
     }
 }

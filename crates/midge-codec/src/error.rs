@@ -6,7 +6,10 @@ use crate::{PacketType, PropertyId, ReasonCode, TopicError};
 ///
 /// [`DecodeError::reason_code`] gives the MQTT 5.0 reason code for the CONNACK or DISCONNECT
 /// a server sends before it closes the connection (3.1.1 servers just close it).
+///
+/// Non-exhaustive: each new check the decoder learns is a new variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The remaining length field runs past four bytes (sections 1.5.5 and 2.1.4).
     #[error("malformed remaining length: more than 4 bytes")]
@@ -202,7 +205,10 @@ impl DecodeError {
 }
 
 /// Why a packet cannot be encoded.
+///
+/// Non-exhaustive, as [`DecodeError`] is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The packet needs a remaining length above 268,435,455 bytes.
     #[error("packet too large to encode: remaining length {0}")]

@@ -7,8 +7,12 @@ macro_rules! reason_codes {
         ///
         /// Some values have several names in the specification, depending on the packet:
         /// 0x00 is Success, Normal disconnection and Granted QoS 0 (see the associated constants).
+        ///
+        /// Non-exhaustive: a later MQTT version may define more codes, and matching them
+        /// elsewhere should not break when it does.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u8)]
+        #[non_exhaustive]
         pub enum ReasonCode {
             $( $(#[$doc])* $name = $value, )*
         }
@@ -297,13 +301,50 @@ impl ConnectReturnCode {
     /// and a 3.1.1 client is told the nearest thing its protocol can say.
     pub fn from_reason(code: ReasonCode) -> Self {
         use ConnectReturnCode::*;
+        use ReasonCode as R;
+        // Every code by name, no wildcard: a code added to ReasonCode must be placed here.
         match code {
-            ReasonCode::Success => Accepted,
-            ReasonCode::UnsupportedProtocolVersion => UnacceptableProtocolVersion,
-            ReasonCode::ClientIdentifierNotValid => IdentifierRejected,
-            ReasonCode::BadUserNameOrPassword | ReasonCode::BadAuthenticationMethod => BadUserNameOrPassword,
-            ReasonCode::NotAuthorized | ReasonCode::Banned => NotAuthorized,
-            _ => ServerUnavailable,
+            R::Success => Accepted,
+            R::UnsupportedProtocolVersion => UnacceptableProtocolVersion,
+            R::ClientIdentifierNotValid => IdentifierRejected,
+            R::BadUserNameOrPassword | R::BadAuthenticationMethod => BadUserNameOrPassword,
+            R::NotAuthorized | R::Banned => NotAuthorized,
+            R::GrantedQoS1
+            | R::GrantedQoS2
+            | R::DisconnectWithWill
+            | R::NoMatchingSubscribers
+            | R::NoSubscriptionExisted
+            | R::ContinueAuthentication
+            | R::ReAuthenticate
+            | R::UnspecifiedError
+            | R::MalformedPacket
+            | R::ProtocolError
+            | R::ImplementationSpecificError
+            | R::ServerUnavailable
+            | R::ServerBusy
+            | R::ServerShuttingDown
+            | R::KeepAliveTimeout
+            | R::SessionTakenOver
+            | R::TopicFilterInvalid
+            | R::TopicNameInvalid
+            | R::PacketIdentifierInUse
+            | R::PacketIdentifierNotFound
+            | R::ReceiveMaximumExceeded
+            | R::TopicAliasInvalid
+            | R::PacketTooLarge
+            | R::MessageRateTooHigh
+            | R::QuotaExceeded
+            | R::AdministrativeAction
+            | R::PayloadFormatInvalid
+            | R::RetainNotSupported
+            | R::QoSNotSupported
+            | R::UseAnotherServer
+            | R::ServerMoved
+            | R::SharedSubscriptionsNotSupported
+            | R::ConnectionRateExceeded
+            | R::MaximumConnectTime
+            | R::SubscriptionIdentifiersNotSupported
+            | R::WildcardSubscriptionsNotSupported => ServerUnavailable,
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rustix::process::{kill_process, Pid, Signal};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::InspectError;
 
@@ -34,14 +35,18 @@ pub struct LiveCapture {
 /// Stops a capture from another thread (a signal handler's).
 #[derive(Debug, Clone, Copy)]
 pub struct Stopper {
-    pid: Pid,
+    /// None if std's u32 process id does not fit a pid_t: a negative one would signal a
+    /// process group.
+    pid: Option<Pid>,
 }
 
 impl Stopper {
     /// Asks tcpdump to stop (SIGINT): it writes what it has, and the pipe ends.
     pub fn stop(&self) {
         // It may have exited already: nothing to do then.
-        let _ = kill_process(self.pid, Signal::INT);
+        if let Some(pid) = self.pid {
+            let _ = kill(pid, Signal::SIGINT);
+        }
     }
 }
 
@@ -91,7 +96,7 @@ impl LiveCapture {
 
     /// A handle that stops the capture.
     pub fn stopper(&self) -> Stopper {
-        Stopper { pid: Pid::from_child(&self.child) }
+        Stopper { pid: i32::try_from(self.child.id()).ok().map(Pid::from_raw) }
     }
 
     /// Waits until tcpdump says it is listening; fails with what tcpdump said when it

@@ -4,21 +4,21 @@ use std::time::{Duration, Instant};
 
 use midge_client::connect;
 
-use super::BenchArgs;
+use super::{BenchArgs, BenchError};
 
 /// The resident memory of a process, in bytes.
-fn rss(pid: u32) -> Result<u64, String> {
+fn rss(pid: u32) -> Result<u64, BenchError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        .map_err(|source| BenchError::ProcStatus { pid, source })?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
+        .ok_or(BenchError::NoRss { pid })
 }
 
-pub async fn run(args: &BenchArgs) -> Result<(), String> {
+pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let version = args.mqtt_version()?;
     let before = args.pid.map(rss).transpose()?;
     let tls = args.tls()?;

@@ -9,7 +9,7 @@ use midge_client::{connect, Client, Event, Events, Options};
 use midge_codec::{ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
 
 use super::stats::{histogram, sample, Recorder, Sample, Stats};
-use super::BenchArgs;
+use super::{BenchArgs, BenchError};
 
 /// Who publishes where, who subscribes to what, and how many copies each message makes.
 struct Plan {
@@ -18,7 +18,7 @@ struct Plan {
     copies: u64,
 }
 
-fn plan(args: &BenchArgs, run: &str) -> Result<Plan, String> {
+fn plan(args: &BenchArgs, run: &str) -> Result<Plan, BenchError> {
     let base = format!("{}/{run}", args.prefix);
     let n = args.clients.max(1);
     let topics = |k: usize| (0..k).map(|i| format!("{base}/p/{i}")).collect::<Vec<_>>();
@@ -35,7 +35,7 @@ fn plan(args: &BenchArgs, run: &str) -> Result<Plan, String> {
             filters: vec![format!("$share/bench/{base}/p/+"); args.members.max(1)],
             copies: 1,
         },
-        other => return Err(format!("unknown scenario {other}")),
+        other => return Err(BenchError::UnknownScenario(other.to_owned())),
     })
 }
 
@@ -234,10 +234,10 @@ impl Summary {
     }
 }
 
-pub async fn run(args: &BenchArgs) -> Result<(), String> {
+pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let version = args.mqtt_version()?;
     if args.size < 16 {
-        return Err("the payload must be at least 16 bytes (a timestamp and a sequence number)".into());
+        return Err(BenchError::PayloadTooSmall);
     }
     let run = format!("{:x}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos()));
     let plan = plan(args, &run)?;
@@ -248,16 +248,24 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     let mut subscribers = Vec::new();
     for (i, filter) in plan.filters.iter().enumerate() {
         let o = options(args, &tls, version, format!("bench-sub-{run}-{i}"), i);
-        let (client, events, _) = connect(o).await.map_err(|e| format!("subscriber {i}: {e}"))?;
+        let (client, events, _) = connect(o).await.map_err(|source| BenchError::Connect {
+            role: "subscriber",
+            index: i,
+            source,
+        })?;
         let sub = Subscribe::new(0, filter.clone(), SubscriptionOptions::qos(args.qos()));
-        client.subscribe(sub).await.map_err(|e| format!("subscribe {filter}: {e}"))?;
+        client
+            .subscribe(sub)
+            .await
+            .map_err(|source| BenchError::Subscribe { filter: filter.clone(), source })?;
         tokio::spawn(subscriber(events, stats.clone(), stats.recorder(), delivered.clone()));
         subscribers.push(client);
     }
     let mut publishers = Vec::new();
     for (i, _) in plan.publish_topics.iter().enumerate() {
         let o = options(args, &tls, version, format!("bench-pub-{run}-{i}"), plan.filters.len() + i);
-        let (client, _events, _) = connect(o).await.map_err(|e| format!("publisher {i}: {e}"))?;
+        let (client, _events, _) =
+            connect(o).await.map_err(|source| BenchError::Connect { role: "publisher", index: i, source })?;
         publishers.push(client);
     }
     let label = format!(
@@ -333,7 +341,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), String> {
     }
     if let Some(path) = &args.plot {
         std::fs::write(path, super::plot::svg(&label, &samples))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|source| BenchError::Plot { path: path.clone(), source })?;
     }
     for c in publishers.iter().chain(subscribers.iter()) {
         let _ = c.disconnect().await;

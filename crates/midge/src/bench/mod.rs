@@ -15,9 +15,37 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use midge_codec::{ProtocolVersion, QoS};
+use thiserror::Error;
 
 /// A TLS connector, shared by every connection of a run.
 type Tls = std::sync::Arc<dyn midge_client::Connector>;
+
+/// Why a run stops, printed after `Error: `.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("unknown scenario '{0}': conn, pairs, fan-in, fan-out or shared")]
+    UnknownScenario(String),
+    #[error("--plot draws messages over time: pairs, fan-in, fan-out or shared, not conn")]
+    PlotOfConn,
+    #[error("unknown MQTT version '{0}': 311 or 5")]
+    Version(String),
+    #[error("the payload must be at least 16 bytes (a timestamp and a sequence number)")]
+    PayloadTooSmall,
+    #[error("{0}")]
+    Tls(#[source] midge_client::Error),
+    /// A subscriber or publisher could not connect (`role` says which; `index` counts from 0).
+    #[error("{role} {index}: {source}")]
+    Connect { role: &'static str, index: usize, source: midge_client::Error },
+    #[error("subscribe {filter}: {source}")]
+    Subscribe { filter: String, source: midge_client::Error },
+    /// The broker's memory, for `conn --pid`.
+    #[error("/proc/{pid}/status: {source}")]
+    ProcStatus { pid: u32, source: std::io::Error },
+    #[error("no VmRSS in /proc/{pid}/status")]
+    NoRss { pid: u32 },
+    #[error("{}: {source}", path.display())]
+    Plot { path: PathBuf, source: std::io::Error },
+}
 
 /// Measure a broker's throughput, latency and memory.
 #[derive(clap::Args, Debug, Clone)]
@@ -102,7 +130,7 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     /// The TLS connector of every connection (its files read once), if TLS is asked for.
-    fn tls(&self) -> Result<Option<Tls>, String> {
+    fn tls(&self) -> Result<Option<Tls>, BenchError> {
         if self.cafile.is_none() && self.cert.is_none() {
             return Ok(None);
         }
@@ -113,7 +141,7 @@ impl BenchArgs {
             insecure: self.insecure,
             ..Default::default()
         };
-        tls.connector().map(Some).map_err(|e| e.to_string())
+        tls.connector().map(Some).map_err(BenchError::Tls)
     }
 
     /// The options of connection `index`: its source address, TLS, credentials.
@@ -137,11 +165,11 @@ impl BenchArgs {
         o
     }
 
-    fn mqtt_version(&self) -> Result<ProtocolVersion, String> {
+    fn mqtt_version(&self) -> Result<ProtocolVersion, BenchError> {
         match self.version.as_str() {
             "311" | "3.1.1" | "4" => Ok(ProtocolVersion::V3_1_1),
             "5" | "5.0" => Ok(ProtocolVersion::V5),
-            other => Err(format!("unknown MQTT version '{other}': 311 or 5")),
+            other => Err(BenchError::Version(other.to_owned())),
         }
     }
 
@@ -162,12 +190,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let result = rt.block_on(async {
         match args.scenario.as_str() {
-            "conn" if args.plot.is_some() => {
-                Err("--plot draws messages over time: pairs, fan-in, fan-out or shared, not conn".into())
-            }
+            "conn" if args.plot.is_some() => Err(BenchError::PlotOfConn),
             "conn" => conn::run(&args).await,
             "pairs" | "fan-in" | "fan-out" | "shared" => load::run(&args).await,
-            other => Err(format!("unknown scenario '{other}': conn, pairs, fan-in, fan-out or shared")),
+            other => Err(BenchError::UnknownScenario(other.to_owned())),
         }
     });
     match result {

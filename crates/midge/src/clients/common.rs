@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::ArgAction;
 use midge_client::Options;
-use midge_codec::{Bytes, Connect, Property, ProtocolVersion, QoS, Will};
+use midge_codec::{Bytes, Connect, Property, PropertyContext, ProtocolVersion, QoS, Will};
+use thiserror::Error;
 
-use super::properties::PropertyArgs;
+use super::properties::{PropertyArgs, PropertyError};
 use super::tls::TlsArgs;
 
 /// Options every client tool takes, as mosquitto's clients spell them.
@@ -129,22 +130,40 @@ impl Failure {
     }
 }
 
-pub fn parse_version(s: Option<&str>, default: ProtocolVersion) -> Result<ProtocolVersion, String> {
+/// An option value mosquitto's clients refuse, in their words: each is printed as it is,
+/// followed by the usage hint.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ArgError {
+    #[error("Error: Invalid protocol version argument given.")]
+    Version,
+    #[error("Error: Invalid QoS given: {0}")]
+    Qos(String),
+    #[error("Error: Invalid will QoS {0}.")]
+    WillQos(String),
+    #[error("Error: unsupported URL scheme.")]
+    Url,
+    #[error("Error: Invalid session-expiry-interval '{0}'.")]
+    SessionExpiry(String),
+    #[error(transparent)]
+    Property(#[from] PropertyError),
+}
+
+pub fn parse_version(s: Option<&str>, default: ProtocolVersion) -> Result<ProtocolVersion, ArgError> {
     match s {
         None => Ok(default),
         Some("mqttv5" | "5") => Ok(ProtocolVersion::V5),
         Some("mqttv311" | "311") => Ok(ProtocolVersion::V3_1_1),
         Some("mqttv31" | "31") => Ok(ProtocolVersion::V3_1),
-        Some(_) => Err("Error: Invalid protocol version argument given.".into()),
+        Some(_) => Err(ArgError::Version),
     }
 }
 
-/// A QoS argument, with mosquitto's message for a bad one (`what` is "QoS given:" or
-/// "will QoS").
-pub fn parse_qos(v: Option<&str>, bad: impl Fn(&str) -> String) -> Result<QoS, String> {
+/// A QoS argument; `bad` is mosquitto's message for a bad one, which differs between `-q`
+/// ([`ArgError::Qos`]) and `--will-qos` ([`ArgError::WillQos`]).
+pub fn parse_qos(v: Option<&str>, bad: impl Fn(String) -> ArgError) -> Result<QoS, ArgError> {
     match v {
         None => Ok(QoS::AtMostOnce),
-        Some(s) => s.parse::<u8>().ok().and_then(QoS::from_u8).ok_or_else(|| bad(s)),
+        Some(s) => s.parse::<u8>().ok().and_then(QoS::from_u8).ok_or_else(|| bad(s.to_owned())),
     }
 }
 
@@ -162,8 +181,8 @@ struct Url {
     topic: String,
 }
 
-fn parse_url(s: &str) -> Result<Url, String> {
-    let bad = || "Error: unsupported URL scheme.".to_owned();
+fn parse_url(s: &str) -> Result<Url, ArgError> {
+    let bad = || ArgError::Url;
     let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = s.strip_prefix("mqtt://") {
@@ -207,10 +226,10 @@ fn random_client_id() -> String {
     id
 }
 
-fn parse_expiry(s: &str) -> Result<u32, String> {
+fn parse_expiry(s: &str) -> Result<u32, ArgError> {
     match s {
         "-1" | "∞" => Ok(u32::MAX),
-        n => n.parse().map_err(|_| format!("Error: Invalid session-expiry-interval '{n}'.")),
+        n => n.parse().map_err(|_| ArgError::SessionExpiry(n.to_owned())),
     }
 }
 
@@ -218,11 +237,10 @@ impl CommonArgs {
     /// Builds the connection: CONNECT, address, TLS, debug hook.
     pub fn setup(&self, tool: Tool, default_version: ProtocolVersion) -> Result<Setup, Failure> {
         let usage = |m: String| Failure::usage(tool, m);
-        let version = parse_version(self.version.as_deref(), default_version).map_err(usage)?;
-        let qos =
-            parse_qos(self.qos.as_deref(), |s| format!("Error: Invalid QoS given: {s}")).map_err(usage)?;
-        let will_qos = parse_qos(self.will_qos.as_deref(), |s| format!("Error: Invalid will QoS {s}."))
-            .map_err(usage)?;
+        let bad = |e: ArgError| usage(e.to_string());
+        let version = parse_version(self.version.as_deref(), default_version).map_err(bad)?;
+        let qos = parse_qos(self.qos.as_deref(), ArgError::Qos).map_err(bad)?;
+        let will_qos = parse_qos(self.will_qos.as_deref(), ArgError::WillQos).map_err(bad)?;
         let keepalive = match &self.keepalive {
             None => 60,
             Some(k) => k.parse::<u16>().ok().filter(|k| *k >= 5).ok_or_else(|| {
@@ -238,8 +256,8 @@ impl CommonArgs {
                     .ok_or_else(|| usage(format!("Error: Invalid port given: {p}")))?,
             ),
         };
-        let mut properties = PropertyArgs::parse(&self.properties).map_err(usage)?;
-        let url = self.url.as_deref().map(parse_url).transpose().map_err(usage)?;
+        let mut properties = PropertyArgs::parse(&self.properties).map_err(|e| bad(e.into()))?;
+        let url = self.url.as_deref().map(parse_url).transpose().map_err(bad)?;
         let tls_wanted = self.tls.wanted() || url.as_ref().is_some_and(|u| u.tls);
         let host = url
             .as_ref()
@@ -286,15 +304,13 @@ impl CommonArgs {
         if version.is_v5() {
             c.properties = std::mem::take(&mut properties.connect);
             let expiry = match &self.session_expiry {
-                Some(x) => Some(parse_expiry(x).map_err(usage)?),
+                Some(x) => Some(parse_expiry(x).map_err(bad)?),
                 None if self.persistent => Some(u32::MAX),
                 None => None,
             };
             if let Some(e) = expiry {
                 if c.properties.session_expiry_interval().is_some() {
-                    return Err(usage(
-                        "Error in CONNECT properties: Duplicate property in property list".into(),
-                    ));
+                    return Err(bad(PropertyError::Duplicate(PropertyContext::Connect).into()));
                 }
                 c.properties.push(Property::SessionExpiryInterval(e));
             }

@@ -1,5 +1,6 @@
 //! `-D command identifier value`: MQTT 5.0 properties by mosquitto's names.
 use midge_codec::{Bytes, Properties, Property, PropertyContext, PropertyId};
+use thiserror::Error;
 
 /// Properties given with `-D`, by packet.
 #[derive(Debug, Default, Clone)]
@@ -10,6 +11,25 @@ pub struct PropertyArgs {
     pub unsubscribe: Properties,
     pub disconnect: Properties,
     pub will: Properties,
+}
+
+/// Why a `-D` is refused, in mosquitto's words (its clients print them as they are).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PropertyError {
+    #[error("Error: --property argument given but not enough arguments specified.")]
+    NotEnoughArguments,
+    #[error("Error: Invalid command given in --property argument.")]
+    InvalidCommand,
+    #[error("Error: Invalid property name given in --property argument.")]
+    InvalidName,
+    #[error("Error: {name} property not allowed for {command} in --property argument.")]
+    NotAllowed { name: String, command: String },
+    #[error("Error: Invalid property value given in --property argument.")]
+    InvalidValue,
+    /// Also what mosquitto says when `-x` or `-c` adds a Session Expiry Interval that
+    /// `-D connect` already gave.
+    #[error("Error in {0} properties: Duplicate property in property list")]
+    Duplicate(PropertyContext),
 }
 
 const NAMES: &[(&str, PropertyId)] = &[
@@ -45,13 +65,13 @@ const NAMES: &[(&str, PropertyId)] = &[
 impl PropertyArgs {
     /// Parses every `-D` occurrence, given as one list of words: each is a command, an
     /// identifier and one value (two for user-property).
-    pub fn parse(all: &[String]) -> Result<PropertyArgs, String> {
+    pub fn parse(all: &[String]) -> Result<PropertyArgs, PropertyError> {
         let mut out = PropertyArgs::default();
         let mut words = all;
         while !words.is_empty() {
             let arity = if words.get(1).map(String::as_str) == Some("user-property") { 4 } else { 3 };
             if words.len() < arity {
-                return Err("Error: --property argument given but not enough arguments specified.".into());
+                return Err(PropertyError::NotEnoughArguments);
             }
             let (this, rest) = words.split_at(arity);
             words = rest;
@@ -63,21 +83,19 @@ impl PropertyArgs {
                 "unsubscribe" => (PropertyContext::Unsubscribe, &mut out.unsubscribe),
                 "disconnect" => (PropertyContext::Disconnect, &mut out.disconnect),
                 "will" => (PropertyContext::Will, &mut out.will),
-                _ => return Err("Error: Invalid command given in --property argument.".into()),
+                _ => return Err(PropertyError::InvalidCommand),
             };
             let id = NAMES
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, id)| *id)
-                .ok_or_else(|| "Error: Invalid property name given in --property argument.".to_owned())?;
+                .ok_or(PropertyError::InvalidName)?;
             if !id.allowed_in(ctx) {
-                return Err(format!(
-                    "Error: {name} property not allowed for {command} in --property argument."
-                ));
+                return Err(PropertyError::NotAllowed { name: name.to_owned(), command: command.to_owned() });
             }
             let p = value(id, values)?;
             if target.get(id).is_some() && !id.repeatable_in(ctx) {
-                return Err(format!("Error in {} properties: Duplicate property in property list", ctx));
+                return Err(PropertyError::Duplicate(ctx));
             }
             target.push(p);
         }
@@ -85,10 +103,10 @@ impl PropertyArgs {
     }
 }
 
-fn value(id: PropertyId, values: &[String]) -> Result<Property, String> {
+fn value(id: PropertyId, values: &[String]) -> Result<Property, PropertyError> {
     use Property as P;
     use PropertyId as I;
-    let bad = || "Error: Invalid property value given in --property argument.".to_owned();
+    let bad = || PropertyError::InvalidValue;
     let one = || match values {
         [v] => Ok(v.as_str()),
         _ => Err(bad()),
@@ -163,6 +181,9 @@ mod tests {
         assert!(PropertyArgs::parse(&words("bogus content-type x")).is_err());
         assert!(PropertyArgs::parse(&words("publish no-such-thing x")).is_err());
         let dup = PropertyArgs::parse(&all(&["publish content-type a", "publish content-type b"]));
-        assert_eq!(dup.unwrap_err(), "Error in PUBLISH properties: Duplicate property in property list");
+        assert_eq!(
+            dup.unwrap_err().to_string(),
+            "Error in PUBLISH properties: Duplicate property in property list"
+        );
     }
 }
