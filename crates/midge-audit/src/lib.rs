@@ -1,10 +1,11 @@
 //! `midge audit`: a mosquitto.conf read as mosquitto 2.0 reads it, and checked for
 //! weaknesses, each reported with a severity and the line to change.
 //!
-//! The configuration is read with the broker's lexical layer
-//! ([`midge_broker::config::lex`]), not its strict parser: the audit must read what the
-//! broker refuses (`tls_version tlsv1.1`, `psk_file`, options it does not know). It applies
-//! listener scoping itself ([`model`]), then runs the checks (one file each in `checks/`).
+//! The configuration is read by the broker's own parser in its lenient mode
+//! ([`midge_broker::config::parse_lenient`]), which goes on past the lines the broker
+//! refuses and keeps those that say what the user meant (`tls_version tlsv1.1`, `psk_file`,
+//! `plugin`), so that audit and broker cannot read a configuration differently ([`model`]);
+//! then the checks run (one file each in `checks/`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -69,6 +70,6 @@ pub fn audit_file(config: &Path, options: &AuditOptions) -> Result<Vec<Finding>,
 
 /// Audits directives; findings sorted by severity (highest first), then file and line.
 pub fn audit_directives(directives: &[Directive], options: &AuditOptions) -> Vec<Finding> {
-    let model = Model::build(directives);
+    let model = Model::read(directives);
     checks::run(directives, &model, options)
 }

@@ -1,396 +1,237 @@
-//! The configuration as mosquitto 2.0 reads it, for the checks: listeners with their TLS
-//! settings, and the security settings (global, or per listener with
-//! `per_listener_settings true`), each value with the line it came from.
-//!
-//! Unlike the broker's strict parser this never fails: a value it cannot read becomes an
-//! informational finding and is left out; options it does not need are skipped.
-use midge_broker::config::{makes_default_listener, parse_bool, Directive, Listener as BrokerListener};
+//! The configuration as the broker reads it, for the checks: the broker's own parser in its
+//! lenient mode ([`parse_lenient`]), so listener scoping, mosquitto's default listener and
+//! `per_listener_settings` are decided once, by the code the broker runs with. The checks
+//! read its [`Config`]; this module adds only what audit asks of it and the broker does not:
+//! the line each value came from ([`Sources`]), the lines the broker refuses or ignores but
+//! that say what the user meant (`psk_file`, `plugin`, `bind_interface`, `psk_hint`,
+//! `tls_version tlsv1.1`), and the configuration's files.
+use std::path::PathBuf;
 
-use crate::finding::{Finding, Kind, Location, Severity};
+use midge_broker::config::{
+    parse_lenient, Config, ConfigError, Directive, Listener as BrokerListener, Parsed, Section,
+    SecuritySettings, Sources,
+};
 
-/// A value and the line that set it.
+use crate::finding::Location;
+
+/// A file the configuration names, and the line that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting<T> {
-    /// The value (paths as written).
-    pub value: T,
+pub struct FileSetting {
+    /// The option (`password_file`, `keyfile`, ...).
+    pub option: &'static str,
+    /// The path as written.
+    pub path: PathBuf,
     /// Its line.
     pub at: Location,
 }
 
-/// Who may connect and what they may do.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Security {
-    /// `allow_anonymous`.
-    pub allow_anonymous: Option<Setting<bool>>,
-    /// `password_file`.
-    pub password_file: Option<Setting<String>>,
-    /// `acl_file`.
-    pub acl_file: Option<Setting<String>>,
-    /// `psk_file`.
-    pub psk_file: Option<Setting<String>>,
-    /// `plugin` / `auth_plugin` lines: authentication and access control done elsewhere.
-    pub plugins: Vec<Location>,
-}
-
-impl Security {
-    /// Where passwords are checked (a password file or a plugin), if anywhere.
-    pub fn password_source(&self) -> Option<&Location> {
-        self.password_file.as_ref().map(|s| &s.at).or(self.plugins.first())
-    }
-}
-
-/// A listener's TLS settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tls {
-    /// `certfile`.
-    pub certfile: Option<Setting<String>>,
-    /// `keyfile`.
-    pub keyfile: Option<Setting<String>>,
-    /// `cafile`.
-    pub cafile: Option<Setting<String>>,
-    /// `capath`.
-    pub capath: Option<Setting<String>>,
-    /// `crlfile`.
-    pub crlfile: Option<Setting<String>>,
-    /// `require_certificate`.
-    pub require_certificate: Option<Setting<bool>>,
-    /// `use_identity_as_username` or `use_subject_as_username`: the certificate names the user.
-    pub identity_as_username: Option<Setting<bool>>,
-    /// `tls_version`, as written.
-    pub tls_version: Option<Setting<String>>,
-    /// `psk_hint`: the listener speaks TLS-PSK.
-    pub psk_hint: Option<Setting<String>>,
-}
-
-impl Tls {
-    /// True when the listener speaks TLS (a certificate, or pre-shared keys).
-    pub fn enabled(&self) -> bool {
-        self.certfile.is_some() || self.keyfile.is_some() || self.psk_hint.is_some()
-    }
-
-    /// True when clients must present a certificate.
-    pub fn requires_certificate(&self) -> bool {
-        self.require_certificate.as_ref().is_some_and(|s| s.value)
-    }
-
-    /// True when the user name of every client comes from its certificate.
-    pub fn names_users_by_certificate(&self) -> bool {
-        self.requires_certificate() && self.identity_as_username.as_ref().is_some_and(|s| s.value)
-    }
-}
-
-/// A listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    /// The port, as written.
-    pub port: String,
-    /// The address bound; `None`: every interface.
-    pub bind: Option<String>,
-    /// `bind_interface`.
-    pub bind_interface: Option<String>,
-    /// The `listener` (or `port`) line.
-    pub at: Location,
-    /// TLS.
-    pub tls: Tls,
-    /// Its own security settings, used with `per_listener_settings true`.
-    pub security: Security,
-    /// mosquitto's default listener: made by `port`, `bind_address` or listener options
-    /// before any `listener` line; it takes the security settings before the first listener.
-    pub default: bool,
-}
-
-impl Listener {
-    fn new(port: &str, bind: Option<&str>, at: Location, default: bool) -> Self {
-        Listener {
-            port: port.to_owned(),
-            bind: bind.map(str::to_owned),
-            bind_interface: None,
-            at,
-            tls: Tls::default(),
-            security: Security::default(),
-            default,
-        }
-    }
-
-    /// True when only this host can reach it: a loopback address, a Unix socket, or the
-    /// loopback interface.
-    pub fn is_local(&self) -> bool {
-        let bound_local = self
-            .bind
-            .as_deref()
-            .is_some_and(|b| b.starts_with('/') || BrokerListener::new(0, Some(b)).is_local());
-        bound_local || self.bind_interface.as_deref() == Some("lo")
-    }
-
-    /// "listener 1883 (0.0.0.0)", for messages.
-    pub fn name(&self) -> String {
-        let address = match (&self.bind, &self.bind_interface) {
-            (Some(b), _) => b.clone(),
-            (None, Some(i)) => format!("interface {i}"),
-            (None, None) => "0.0.0.0".to_owned(),
-        };
-        if self.default {
-            format!("listener {} ({address}, mosquitto's default listener)", self.port)
-        } else {
-            format!("listener {} ({address})", self.port)
-        }
-    }
-}
-
-/// The configuration, as far as the checks need it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The configuration, as the broker reads it, with what only audit needs.
+#[derive(Debug, Clone)]
 pub struct Model {
-    /// Listeners, mosquitto's default listener first if there is one. Empty: local only mode
-    /// (localhost:1883, anonymous allowed).
-    pub listeners: Vec<Listener>,
-    /// The global security settings (with `per_listener_settings`, those before the first
-    /// `listener` line, which the default listener takes).
-    pub global: Security,
-    /// `per_listener_settings true`.
-    pub per_listener_settings: bool,
-    /// `user` (the last line): who the broker runs as once started as root.
-    pub user: Option<Setting<String>>,
+    /// The broker's reading; the lines it refuses set nothing.
+    pub config: Config,
+    /// Where each value came from, and the lines the broker refuses for lacking what they ask.
+    pub sources: Sources,
+    /// The lines the broker refuses, in file order.
+    pub errors: Vec<ConfigError>,
     /// The configuration's files (the main one and those of `include_dir`), in order.
     pub config_files: Vec<String>,
-    /// Values that could not be read.
-    pub findings: Vec<Finding>,
 }
-
-/// Options that belong to the listener above them.
-const LISTENER_OPTIONS: &[&str] = &[
-    "certfile",
-    "keyfile",
-    "cafile",
-    "capath",
-    "crlfile",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-    "tls_version",
-    "psk_hint",
-    "bind_interface",
-];
-
-/// Security options: per listener with `per_listener_settings true`, global otherwise.
-const SECURITY_OPTIONS: &[&str] =
-    &["allow_anonymous", "password_file", "acl_file", "psk_file", "auth_plugin", "plugin"];
 
 fn at(d: &Directive) -> Location {
     Location::new(d.file.clone(), d.line)
 }
 
 impl Model {
-    /// Reads the directives as mosquitto 2.0 does.
-    pub fn build(directives: &[Directive]) -> Model {
-        let mut m = Model {
-            per_listener_settings: directives
-                .iter()
-                .rev()
-                .find(|d| d.name == "per_listener_settings")
-                .is_some_and(|d| parse_bool(&d.value) == Ok(true)),
-            ..Model::default()
-        };
+    /// Reads the directives with the broker's parser, past the lines it refuses.
+    pub fn read(directives: &[Directive]) -> Model {
+        let Parsed { config, sources, errors, .. } = parse_lenient(directives);
+        let mut config_files: Vec<String> = Vec::new();
         for d in directives {
-            if !m.config_files.contains(&d.file) {
-                m.config_files.push(d.file.clone());
+            if !config_files.contains(&d.file) {
+                config_files.push(d.file.clone());
             }
         }
-        let mut default: Option<Listener> = None;
-        // Whether mosquitto opens its default listener (settings written before any
-        // `listener` line may only be kept for it).
-        let mut default_opened = false;
-        for d in directives {
-            let name = d.name.as_str();
-            let before_listeners = m.listeners.is_empty() || name == "port" || name == "bind_address";
-            if before_listeners
-                && !default_opened
-                && makes_default_listener(name, &d.value, m.per_listener_settings)
-            {
-                // Named by the line that opens it.
-                default_opened = true;
-                default.get_or_insert_with(|| Listener::new("1883", None, at(d), true)).at = at(d);
-            }
-            match name {
-                "listener" => match d.args.first() {
-                    Some(port) => {
-                        m.check_port(d, port);
-                        m.listeners.push(Listener::new(
-                            port,
-                            d.args.get(1).map(String::as_str),
-                            at(d),
-                            false,
-                        ));
-                    }
-                    None => m.invalid(d, "listener needs a port: listener PORT [ADDRESS]"),
-                },
-                "port" => {
-                    m.check_port(d, &d.value);
-                    let l = default.get_or_insert_with(|| Listener::new("1883", None, at(d), true));
-                    l.port = d.value.clone();
-                    l.at = at(d);
-                }
-                "bind_address" => {
-                    default.get_or_insert_with(|| Listener::new("1883", None, at(d), true)).bind =
-                        Some(d.value.clone());
-                }
-                "global_plugin" => m.global.plugins.push(at(d)),
-                "user" => m.user = Some(Setting { value: d.value.clone(), at: at(d) }),
-                _ if LISTENER_OPTIONS.contains(&name) => {
-                    let l = match m.listeners.last_mut() {
-                        Some(l) => l,
-                        None => default.get_or_insert_with(|| Listener::new("1883", None, at(d), true)),
-                    };
-                    let problem = set_listener_option(l, d);
-                    if let Some(p) = problem {
-                        m.invalid(d, &p);
-                    }
-                }
-                _ if SECURITY_OPTIONS.contains(&name) => {
-                    let scope = match m.listeners.last_mut() {
-                        Some(l) if m.per_listener_settings => &mut l.security,
-                        _ => &mut m.global,
-                    };
-                    if let Some(p) = set_security_option(scope, d) {
-                        m.invalid(d, &p);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(l) = default.filter(|_| default_opened) {
-            m.listeners.insert(0, l);
-        }
-        m
+        Model { config, sources, errors, config_files }
     }
 
-    /// The security settings a listener uses.
-    pub fn security_of<'a>(&'a self, l: &'a Listener) -> &'a Security {
-        if self.per_listener_settings && !l.default {
-            &l.security
-        } else {
-            &self.global
-        }
+    /// No listener: mosquitto's local only mode (localhost:1883, anonymous allowed).
+    pub fn local_only(&self) -> bool {
+        self.config.local_only()
+    }
+
+    /// The listeners, mosquitto's default listener first if there is one.
+    pub fn listeners(&self) -> impl Iterator<Item = ListenerView<'_>> {
+        self.config.listeners.iter().enumerate().map(|(index, listener)| ListenerView {
+            model: self,
+            index,
+            listener,
+        })
+    }
+
+    /// The global security settings (with `per_listener_settings`, those before the first
+    /// `listener` line, which the default listener takes).
+    pub fn global(&self) -> Security<'_> {
+        Security { model: self, section: Section::General, settings: &self.config.security }
     }
 
     /// Every set of security settings in use: the global one, and each listener's own with
     /// `per_listener_settings`.
-    pub fn scopes(&self) -> Vec<&Security> {
-        let mut out = vec![&self.global];
-        if self.per_listener_settings {
-            out.extend(self.listeners.iter().filter(|l| !l.default).map(|l| &l.security));
-        }
+    pub fn scopes(&self) -> Vec<Security<'_>> {
+        let mut out = vec![self.global()];
+        out.extend(self.listeners().map(|l| l.security()).filter(|s| s.section != Section::General));
         out
     }
 
-    /// No listener: mosquitto's local only mode.
-    pub fn local_only(&self) -> bool {
-        self.listeners.is_empty()
-    }
-
-    fn invalid(&mut self, d: &Directive, why: &str) {
-        self.findings.push(Finding::new(
-            Severity::Info,
-            Kind::InvalidValue,
-            at(d),
-            format!("{why}; the broker refuses to start with this line"),
-        ));
-    }
-
-    fn check_port(&mut self, d: &Directive, port: &str) {
-        if port.parse::<u16>().is_err() {
-            self.invalid(d, &format!("invalid port '{port}': expected a number 0-65535"));
-        }
+    /// `user` (the last line) and where it is: who the broker runs as once started as root.
+    pub fn user(&self) -> Option<(&str, Location)> {
+        let line = self.sources.last(Section::General, "user")?;
+        Some((self.config.user.as_deref()?, at(line)))
     }
 }
 
-fn path(d: &Directive) -> Result<Setting<String>, String> {
-    if d.value.is_empty() {
-        return Err(format!("{} needs a file", d.name));
+/// A listener of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerView<'a> {
+    model: &'a Model,
+    index: usize,
+    /// The broker's listener.
+    pub listener: &'a BrokerListener,
+}
+
+impl<'a> ListenerView<'a> {
+    /// The line that opened it (the parser records one for every listener it opens).
+    pub fn at(&self) -> Location {
+        self.model.sources.listener(self.index).map_or_else(|| Location::new("", 0), at)
     }
-    Ok(Setting { value: d.value.clone(), at: at(d) })
+
+    /// Its last `option` line: the one in force.
+    pub fn line(&self, option: &str) -> Option<&'a Directive> {
+        self.model.sources.last(Section::Listener(self.index), option)
+    }
+
+    /// Where its `option` was set.
+    pub fn setting(&self, option: &str) -> Option<Location> {
+        self.line(option).map(at)
+    }
+
+    /// True when it speaks TLS: a certificate, or pre-shared keys (`psk_hint`, which midge
+    /// does not have: it refuses the `psk_file` that goes with it).
+    pub fn tls_enabled(&self) -> bool {
+        self.listener.tls.enabled() || self.line("psk_hint").is_some()
+    }
+
+    /// True when clients must present a certificate.
+    pub fn requires_certificate(&self) -> bool {
+        self.listener.tls.require_certificate
+    }
+
+    /// True when the user name of every client comes from its certificate.
+    pub fn names_users_by_certificate(&self) -> bool {
+        let tls = &self.listener.tls;
+        self.requires_certificate() && (tls.use_identity_as_username || tls.use_subject_as_username)
+    }
+
+    /// True when only this host can reach it: a loopback address, or what midge does not
+    /// have but mosquitto does: a Unix socket, or the loopback interface (`bind_interface`).
+    pub fn is_local(&self) -> bool {
+        self.listener.is_local()
+            || self.listener.bind.as_deref().is_some_and(|b| b.starts_with('/'))
+            || self.line("bind_interface").is_some_and(|d| d.value == "lo")
+    }
+
+    /// "listener 1883 (0.0.0.0)", for messages; the port as written.
+    pub fn name(&self) -> String {
+        let address = match (&self.listener.bind, self.line("bind_interface")) {
+            (Some(b), _) => b.clone(),
+            (None, Some(i)) => format!("interface {}", i.value),
+            (None, None) => "0.0.0.0".to_owned(),
+        };
+        let opener = self.model.sources.listener(self.index).filter(|d| d.name == "listener");
+        let port =
+            opener.and_then(|d| d.args.first()).cloned().unwrap_or_else(|| self.listener.port.to_string());
+        if self.listener.default {
+            format!("listener {port} ({address}, mosquitto's default listener)")
+        } else {
+            format!("listener {port} ({address})")
+        }
+    }
+
+    /// The security settings it uses.
+    pub fn security(&self) -> Security<'a> {
+        let section = self.model.config.security_section(self.index);
+        Security { model: self.model, section, settings: self.model.config.security_of(self.listener) }
+    }
+
+    /// Its TLS files: key, certificate, CA, CRL and CA directory.
+    pub fn tls_files(&self) -> Vec<FileSetting> {
+        let tls = &self.listener.tls;
+        [
+            ("keyfile", &tls.keyfile),
+            ("certfile", &tls.certfile),
+            ("cafile", &tls.cafile),
+            ("crlfile", &tls.crlfile),
+            ("capath", &tls.capath),
+        ]
+        .into_iter()
+        .filter_map(|(option, path)| file(option, path.as_ref(), self.setting(option)))
+        .collect()
+    }
 }
 
-fn boolean(d: &Directive) -> Result<Setting<bool>, String> {
-    parse_bool(&d.value)
-        .map(|value| Setting { value, at: at(d) })
-        .map_err(|_| format!("invalid value '{}' for {}: expected true or false", d.value, d.name))
+/// One set of security settings: the global one, or a listener's own.
+#[derive(Debug, Clone, Copy)]
+pub struct Security<'a> {
+    model: &'a Model,
+    section: Section,
+    /// The broker's settings.
+    pub settings: &'a SecuritySettings,
 }
 
-/// Sets a listener option; `Some(problem)` when its value cannot be read.
-fn set_listener_option(l: &mut Listener, d: &Directive) -> Option<String> {
-    let tls = &mut l.tls;
-    let r = match d.name.as_str() {
-        "certfile" => path(d).map(|s| tls.certfile = Some(s)),
-        "keyfile" => path(d).map(|s| tls.keyfile = Some(s)),
-        "cafile" => path(d).map(|s| tls.cafile = Some(s)),
-        "capath" => path(d).map(|s| tls.capath = Some(s)),
-        "crlfile" => path(d).map(|s| tls.crlfile = Some(s)),
-        "require_certificate" => boolean(d).map(|s| tls.require_certificate = Some(s)),
-        "use_identity_as_username" | "use_subject_as_username" => boolean(d).map(|s| {
-            if s.value || tls.identity_as_username.is_none() {
-                tls.identity_as_username = Some(s)
-            }
-        }),
-        "tls_version" => {
-            tls.tls_version = Some(Setting { value: d.value.clone(), at: at(d) });
-            Ok(())
-        }
-        "psk_hint" => {
-            tls.psk_hint = Some(Setting { value: d.value.clone(), at: at(d) });
-            Ok(())
-        }
-        _ => {
-            l.bind_interface = Some(d.value.clone());
-            Ok(())
-        }
-    };
-    r.err()
+impl Security<'_> {
+    fn setting(&self, option: &str) -> Option<Location> {
+        self.model.sources.last(self.section, option).map(at)
+    }
+
+    /// Where `allow_anonymous true` is, when anonymous clients are allowed explicitly.
+    pub fn anonymous(&self) -> Option<Location> {
+        self.settings.allow_anonymous.filter(|allowed| *allowed).and_then(|_| self.setting("allow_anonymous"))
+    }
+
+    /// The `plugin` and `auth_plugin` lines (and for the global settings `global_plugin`):
+    /// authentication and access control done elsewhere. midge refuses them.
+    pub fn plugins(&self) -> Vec<Location> {
+        let plugin = |d: &Directive| matches!(d.name.as_str(), "plugin" | "auth_plugin" | "global_plugin");
+        self.model
+            .sources
+            .iter()
+            .filter(|(s, d)| *s == self.section && plugin(d))
+            .map(|(_, d)| at(d))
+            .collect()
+    }
+
+    /// Where passwords are checked (a password file or a plugin), if anywhere.
+    pub fn password_source(&self) -> Option<Location> {
+        self.file("password_file").map(|f| f.at).or_else(|| self.plugins().into_iter().next())
+    }
+
+    /// `password_file`, `acl_file` or `psk_file` (which midge refuses, but names a file of
+    /// secrets all the same).
+    pub fn file(&self, option: &'static str) -> Option<FileSetting> {
+        let path = match option {
+            "password_file" => self.settings.password_file.clone(),
+            "acl_file" => self.settings.acl_file.clone(),
+            // Refused by the broker, so only its line has it.
+            "psk_file" => self.model.sources.last(self.section, option).map(|d| PathBuf::from(&d.value)),
+            _ => None,
+        };
+        file(option, path.as_ref(), self.setting(option))
+    }
 }
 
-/// Sets a security option; `Some(problem)` when its value cannot be read.
-fn set_security_option(s: &mut Security, d: &Directive) -> Option<String> {
-    let r = match d.name.as_str() {
-        "allow_anonymous" => boolean(d).map(|v| s.allow_anonymous = Some(v)),
-        "password_file" => path(d).map(|v| s.password_file = Some(v)),
-        "acl_file" => path(d).map(|v| s.acl_file = Some(v)),
-        "psk_file" => path(d).map(|v| s.psk_file = Some(v)),
-        _ => {
-            s.plugins.push(at(d));
-            Ok(())
-        }
-    };
-    r.err()
+fn file(option: &'static str, path: Option<&PathBuf>, at: Option<Location>) -> Option<FileSetting> {
+    Some(FileSetting { option, path: path?.clone(), at: at? })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use midge_broker::config::lex_str;
-
-    #[test]
-    fn listener_scoping() {
-        let text = "password_file pw\ncertfile early.crt\nport 1884\nlistener 8883\ncertfile s.crt\n\
-                    allow_anonymous true\nlistener 1883 127.0.0.1\nrequire_certificate maybe\n";
-        let m = Model::build(&lex_str(text, "c"));
-        assert_eq!(m.listeners.len(), 3);
-        let d = &m.listeners[0];
-        assert!(d.default && d.port == "1884" && d.at == Location::new("c", 3));
-        assert_eq!(d.tls.certfile.as_ref().map(|s| s.value.as_str()), Some("early.crt"));
-        assert_eq!(m.listeners[1].tls.certfile.as_ref().map(|s| s.at.line), Some(5));
-        assert!(m.listeners[2].is_local() && !m.listeners[1].is_local());
-        assert_eq!(m.global.allow_anonymous.as_ref().map(|s| s.value), Some(true));
-        assert_eq!(m.findings.len(), 1);
-        assert_eq!(m.findings[0].at.line, 8);
-    }
-
-    #[test]
-    fn per_listener_settings() {
-        let text = "per_listener_settings true\nlistener 1883 127.0.0.1\nallow_anonymous true\n\
-                    listener 8883\npassword_file pw\n";
-        let m = Model::build(&lex_str(text, "c"));
-        assert!(m.global.allow_anonymous.is_none());
-        assert!(m.security_of(&m.listeners[0]).allow_anonymous.is_some());
-        assert!(m.security_of(&m.listeners[1]).password_file.is_some());
-        assert_eq!(m.scopes().len(), 3);
-    }
-}
+mod tests;

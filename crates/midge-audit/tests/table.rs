@@ -2,80 +2,18 @@
 //! (password files with `$7$` hashes made by the broker's code and `$6$` lines by hand,
 //! certificates made with rcgen with chosen validity, files with chosen modes), and the
 //! exact findings each gives: severity, file:line and kind.
+mod support;
+
 use std::num::NonZeroU32;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use midge_audit::{audit_file, AuditOptions, Finding, Kind, Severity};
+use midge_audit::{audit_file, AuditOptions, Kind, Severity};
 use midge_broker::auth::password::Hash;
+use support::{brief, Fixture};
 use time::{Duration, OffsetDateTime};
 
 /// mosquitto_passwd -H sha512 (carol, "x").
 const SHA512_LINE: &str = "carol:$6$aoM5FnGlGplekuDU$zUlOO/tiPdmtjOAjhVjlygN1DuSyT79zikfVzxtgHHL6zIXnuL0vYCkwGxOhcujR5T0uVP6TwVMKTd4VrwECxw==";
-
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        Fixture { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn file(&self, name: &str, text: &str, mode: u32) -> &Self {
-        let p = self.path().join(name);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&p, text).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        self
-    }
-
-    /// A password file of `$7$` hashes with these iteration counts.
-    fn passwd(&self, name: &str, users: &[(&str, u32)], mode: u32) -> &Self {
-        let text: String = users
-            .iter()
-            .map(|(u, n)| format!("{u}:{}\n", Hash::new_pbkdf2(b"secret", NonZeroU32::new(*n).unwrap())))
-            .collect();
-        self.file(name, &text, mode)
-    }
-
-    /// A self-signed certificate `NAME.crt` (0644) valid from `from` to `until` days from
-    /// now, and its key `NAME.key` (0600).
-    fn cert(&self, name: &str, from: i64, until: i64) -> &Self {
-        let mut params = rcgen::CertificateParams::new(vec![format!("{name}.example")]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name}.example"));
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now + Duration::days(from);
-        params.not_after = now + Duration::days(until) + Duration::hours(1);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        self.file(&format!("{name}.crt"), &cert.pem(), 0o644);
-        self.file(&format!("{name}.key"), &key.serialize_pem(), 0o600)
-    }
-
-    /// A good server certificate and key, a CA and a CRL.
-    fn tls(&self) -> &Self {
-        self.cert("server", -1, 365).cert("ca", -1, 3650).file("crl.pem", "", 0o644)
-    }
-
-    fn audit(&self, config: &str, options: &AuditOptions) -> Vec<Finding> {
-        self.file("broker.conf", config, 0o644);
-        let options = AuditOptions { base_dir: self.path().to_owned(), ..options.clone() };
-        audit_file(&self.path().join("broker.conf"), &options).unwrap()
-    }
-}
-
-/// "HIGH broker.conf:3 password-without-tls", file names relative to the fixture.
-fn brief(f: &Finding, dir: &Path) -> String {
-    let file = f.at.file.strip_prefix(&format!("{}/", dir.display())).unwrap_or(&f.at.file);
-    format!("{} {}:{} {}", f.severity.label(), file, f.at.line, f.kind.as_str())
-}
 
 struct Case {
     name: &'static str,

@@ -127,7 +127,7 @@ fn run_inner(a: PasswdArgs) -> Result<(), Fail> {
                     i + 1
                 )));
             }
-            validate_username(user).map_err(fail)?;
+            validate_username(user).map_err(|e| fail(e.to_string()))?;
             out.set(user, make(password.as_bytes())?);
         }
         return write_atomic(path, &out.render());
@@ -142,7 +142,7 @@ fn run_inner(a: PasswdArgs) -> Result<(), Fail> {
     if a.create && a.delete {
         return Err(fail("-c and -D cannot be used together."));
     }
-    validate_username(user).map_err(|e| fail(format!("{}.", upper_first(&e))))?;
+    validate_username(user).map_err(|e| fail(format!("{}.", upper_first(&e.to_string()))))?;
     let path = PathBuf::from(file);
     let mut pf = if a.create {
         PasswordFile::default()

@@ -6,23 +6,25 @@ use x509_parser::time::ASN1Time;
 
 use super::Context;
 use crate::finding::{Finding, Kind, Severity};
-use crate::model::Setting;
+use crate::model::FileSetting;
 
 const DAY: i64 = 86_400;
 
 pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
-    for l in &cx.model.listeners {
-        if let Some(f) = &l.tls.certfile {
-            check_file(cx, "certfile", f, "clients refuse to connect", out);
-        }
-        if let Some(f) = &l.tls.cafile {
-            check_file(cx, "cafile", f, "client certificates issued under it are refused", out);
+    for l in cx.model.listeners() {
+        for f in l.tls_files() {
+            match f.option {
+                "certfile" => check_file(cx, &f, "clients refuse to connect", out),
+                "cafile" => check_file(cx, &f, "client certificates issued under it are refused", out),
+                _ => {}
+            }
         }
     }
 }
 
-fn check_file(cx: &Context<'_>, option: &str, s: &Setting<String>, effect: &str, out: &mut Vec<Finding>) {
-    let path = cx.path(&s.value);
+fn check_file(cx: &Context<'_>, s: &FileSetting, effect: &str, out: &mut Vec<Finding>) {
+    let option = s.option;
+    let path = cx.path(&s.path);
     if !path.is_file() || std::fs::File::open(&path).is_err() {
         // Missing or unreadable: the file check says so.
         return;

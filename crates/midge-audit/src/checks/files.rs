@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::Context;
 use crate::finding::{Finding, Kind, Severity};
-use crate::model::Setting;
+use crate::model::FileSetting;
 
 /// What a file holds, which decides how open it may be.
 #[derive(Debug, Clone, Copy)]
@@ -30,25 +30,27 @@ const KEY: Role = Role::Secret {
 const PSK: Role = Role::Secret { why: "it holds the pre-shared keys in clear text" };
 
 pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
-    let mut files: Vec<(&str, &Setting<String>, Role)> = Vec::new();
+    let mut files: Vec<(FileSetting, Role)> = Vec::new();
     for s in cx.model.scopes() {
-        files.extend(s.password_file.as_ref().map(|f| ("password_file", f, PASSWORDS)));
-        files.extend(s.psk_file.as_ref().map(|f| ("psk_file", f, PSK)));
-        files.extend(s.acl_file.as_ref().map(|f| ("acl_file", f, Role::Acl)));
+        files.extend(s.file("password_file").map(|f| (f, PASSWORDS)));
+        files.extend(s.file("psk_file").map(|f| (f, PSK)));
+        files.extend(s.file("acl_file").map(|f| (f, Role::Acl)));
     }
-    for l in &cx.model.listeners {
-        let t = &l.tls;
-        files.extend(t.keyfile.as_ref().map(|f| ("keyfile", f, KEY)));
-        files.extend(t.certfile.as_ref().map(|f| ("certfile", f, Role::Public)));
-        files.extend(t.cafile.as_ref().map(|f| ("cafile", f, Role::Public)));
-        files.extend(t.crlfile.as_ref().map(|f| ("crlfile", f, Role::Public)));
-        files.extend(t.capath.as_ref().map(|f| ("capath", f, Role::Directory)));
+    for l in cx.model.listeners() {
+        files.extend(l.tls_files().into_iter().map(|f| {
+            let role = match f.option {
+                "keyfile" => KEY,
+                "capath" => Role::Directory,
+                _ => Role::Public,
+            };
+            (f, role)
+        }));
     }
     let user = broker_user(cx, out);
-    for (option, setting, role) in files {
-        check_file(cx, option, setting, role, out);
+    for (setting, role) in &files {
+        check_file(cx, setting, *role, out);
         if let (Some(u), false) = (&user, matches!(role, Role::Directory)) {
-            check_broker_user_reads(option, &cx.path(&setting.value), &setting.at, u, out);
+            check_broker_user_reads(setting.option, &cx.path(&setting.path), &setting.at, u, out);
         }
     }
     // SIGHUP reads the configuration again too.
@@ -69,16 +71,16 @@ fn broker_user(
     if !cx.options.started_as_root {
         return None;
     }
-    let configured = cx.model.user.as_ref().map(|s| s.value.as_str());
-    let user = match midge_broker::config::run_as(configured) {
+    let configured = cx.model.user();
+    let user = match midge_broker::config::run_as(configured.as_ref().map(|(name, _)| *name)) {
         Ok(midge_broker::config::RunAs::User { account, .. }) => account,
         Ok(midge_broker::config::RunAs::Root) => return None,
         Err(e) => {
-            if let Some(s) = &cx.model.user {
+            if let Some((_, at)) = configured {
                 out.push(Finding::new(
                     Severity::Info,
                     Kind::InvalidValue,
-                    s.at.clone(),
+                    at,
                     format!("started as root, the broker refuses to start: {e}"),
                 ));
             }
@@ -134,8 +136,9 @@ fn check_broker_user_reads(
     }
 }
 
-fn check_file(cx: &Context<'_>, option: &str, s: &Setting<String>, role: Role, out: &mut Vec<Finding>) {
-    let path = cx.path(&s.value);
+fn check_file(cx: &Context<'_>, s: &FileSetting, role: Role, out: &mut Vec<Finding>) {
+    let option = s.option;
+    let path = cx.path(&s.path);
     let shown = path.display();
     let mut finding = |severity, kind, message: String| {
         out.push(Finding::new(severity, kind, s.at.clone(), message));

@@ -6,7 +6,7 @@ mod options;
 mod passwords;
 mod tls;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use midge_broker::config::Directive;
 
@@ -22,7 +22,7 @@ pub(crate) struct Context<'a> {
 
 impl Context<'_> {
     /// A path of the configuration, taken from the base directory if relative.
-    pub fn path(&self, written: &str) -> PathBuf {
+    pub fn path(&self, written: &Path) -> PathBuf {
         self.options.base_dir.join(written)
     }
 }
@@ -30,14 +30,15 @@ impl Context<'_> {
 /// Every check, findings sorted by severity (highest first), then file and line.
 pub(crate) fn run(directives: &[Directive], model: &Model, options: &AuditOptions) -> Vec<Finding> {
     let cx = Context { model, options };
-    let mut out = model.findings.clone();
-    options::check(directives, &mut out);
+    let mut out = Vec::new();
+    options::unreadable(model, &mut out);
+    options::check(directives, model, &mut out);
     network::check(&cx, &mut out);
     tls::check(&cx, &mut out);
     files::check(&cx, &mut out);
     passwords::check(&cx, &mut out);
     certs::check(&cx, &mut out);
-    options::check_broker_starts(directives, &mut out);
+    options::refused(model, &mut out);
     out.sort_by(|a, b| {
         b.severity.cmp(&a.severity).then_with(|| a.at.file.cmp(&b.at.file)).then(a.at.line.cmp(&b.at.line))
     });

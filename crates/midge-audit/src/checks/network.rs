@@ -4,18 +4,18 @@
 //! listeners, `allow_anonymous` defaults to false.
 use super::Context;
 use crate::finding::{Finding, Kind, Severity};
-use crate::model::{Listener, Security};
+use crate::model::{ListenerView, Security};
 
 pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
     let m = cx.model;
     // Passwords on loopback only: capturing loopback traffic takes root (or CAP_NET_RAW),
     // which reads the password file and the broker's memory anyway, so it is a note.
     if m.local_only() {
-        if let Some(at) = m.global.password_source() {
+        if let Some(at) = m.global().password_source() {
             out.push(Finding::new(
                 Severity::Info,
                 Kind::PasswordWithoutTls,
-                at.clone(),
+                at,
                 "passwords accepted on the default listener 1883 (localhost, local only mode: no listener \
                  is configured) without TLS: capturing loopback traffic takes root (or a capture program given \
                  CAP_NET_RAW); add a TLS listener for clients on other machines",
@@ -23,16 +23,16 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
         }
         return;
     }
-    for l in &m.listeners {
-        let security = m.security_of(l);
-        unverified_user_names(cx, l, security, out);
+    for l in m.listeners() {
+        let security = l.security();
+        unverified_user_names(cx, &l, &security, out);
         let local = l.is_local();
-        if security.password_source().is_some() && !l.tls.enabled() {
+        if security.password_source().is_some() && !l.tls_enabled() {
             out.push(if local {
                 Finding::new(
                     Severity::Info,
                     Kind::PasswordWithoutTls,
-                    l.at.clone(),
+                    l.at(),
                     format!(
                         "passwords accepted on {} without TLS; it is loopback-only, and capturing loopback \
                          traffic takes root (or a capture program given CAP_NET_RAW)",
@@ -43,7 +43,7 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
                 Finding::new(
                     Severity::High,
                     Kind::PasswordWithoutTls,
-                    l.at.clone(),
+                    l.at(),
                     format!(
                         "passwords accepted on {} without TLS: they cross the network in clear text; add \
                          certfile/keyfile, or bind it to 127.0.0.1",
@@ -56,27 +56,27 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
             continue;
         }
         // A required client certificate authenticates the client even when MQTT does not.
-        if let Some(anon) = security.allow_anonymous.as_ref().filter(|a| a.value) {
-            if !l.tls.requires_certificate() {
+        if let Some(anon) = security.anonymous() {
+            if !l.requires_certificate() {
                 out.push(Finding::new(
                     Severity::High,
                     Kind::AnonymousNetwork,
-                    l.at.clone(),
+                    l.at(),
                     format!(
                         "anonymous clients accepted on {} from the network (allow_anonymous true at {}): anyone \
                          who reaches the port can publish and subscribe; set allow_anonymous false and give \
                          clients passwords or certificates",
                         l.name(),
-                        anon.at
+                        anon
                     ),
                 ));
             }
         }
-        if security.acl_file.is_none() && security.plugins.is_empty() {
+        if security.settings.acl_file.is_none() && security.plugins().is_empty() {
             out.push(Finding::new(
                 Severity::Medium,
                 Kind::NoAcl,
-                l.at.clone(),
+                l.at(),
                 format!(
                     "no acl_file: every client that connects on {} from the network may publish and subscribe \
                      to every topic; add an acl_file that gives each user its own topics",
@@ -90,22 +90,27 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
 /// Anonymous clients allowed, no password check and no certificate names: a client's user
 /// name is whatever it says. When the ACL grants rights by user name, any client that can
 /// reach the listener (a local process too) takes those rights by claiming the name.
-fn unverified_user_names(cx: &Context<'_>, l: &Listener, security: &Security, out: &mut Vec<Finding>) {
-    let anonymous = security.allow_anonymous.as_ref().is_some_and(|a| a.value);
-    if !anonymous || security.password_source().is_some() || !security.plugins.is_empty() {
+fn unverified_user_names(
+    cx: &Context<'_>,
+    l: &ListenerView<'_>,
+    security: &Security<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let anonymous = security.settings.allow_anonymous == Some(true);
+    if !anonymous || security.password_source().is_some() || !security.plugins().is_empty() {
         return;
     }
-    if l.tls.names_users_by_certificate() {
+    if l.names_users_by_certificate() {
         return;
     }
-    let Some(acl) = &security.acl_file else { return };
-    let Ok(text) = std::fs::read_to_string(cx.path(&acl.value)) else { return };
+    let Some(acl) = security.file("acl_file") else { return };
+    let Ok(text) = std::fs::read_to_string(cx.path(&acl.path)) else { return };
     let mut users = text.lines().filter_map(|line| line.trim().strip_prefix("user ")).map(str::trim);
     let Some(user) = users.next() else { return };
     out.push(Finding::new(
         Severity::Medium,
         Kind::UnverifiedUserNames,
-        l.at.clone(),
+        l.at(),
         format!(
             "{} lets clients in without a password or a certificate, and the ACL ({}) grants rights by user \
              name: a client that says it is '{user}' gets '{user}''s rights; add a password_file, or \

@@ -11,8 +11,8 @@ use crate::finding::{Finding, Kind, Location, Severity};
 pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
     let mut seen = HashSet::new();
     for scope in cx.model.scopes() {
-        let Some(setting) = &scope.password_file else { continue };
-        let path = cx.path(&setting.value);
+        let Some(setting) = scope.file("password_file") else { continue };
+        let path = cx.path(&setting.path);
         if !seen.insert(path.clone()) || !path.is_file() {
             // Checked already, or missing (the file check says so).
             continue;

@@ -35,8 +35,9 @@ pub enum Hash {
     },
 }
 
-/// A line of a password file that cannot be used.
+/// A password file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PasswordFileError {
     /// The file cannot be read.
     #[error("cannot read password file {path}: {message}")]
@@ -47,49 +48,107 @@ pub enum PasswordFileError {
         message: String,
     },
     /// A line is wrong.
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{line}: {problem}")]
     Line {
         /// The file.
         path: String,
         /// The line, from 1.
         line: usize,
         /// What is wrong.
-        message: String,
+        problem: EntryError,
     },
+}
+
+/// What is wrong with one entry line of a password file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// The line has no `:` between the user and the hash.
+    #[error("expected user:hash")]
+    NoSeparator,
+    /// The hash after the `:`.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+}
+
+/// A hash (the part after `user:`) that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// `$7$` without its three parts.
+    #[error("a $7$ hash needs $7$ITERATIONS$SALT$HASH")]
+    Pbkdf2Parts,
+    /// `$6$` without its two parts.
+    #[error("a $6$ hash needs $6$SALT$HASH")]
+    Sha512Parts,
+    /// An iteration count that is not a number from 1 to 2^32-1.
+    #[error("invalid iteration count '{0}'")]
+    Iterations(String),
+    /// The salt or the hash is not standard base64.
+    #[error("invalid base64 in the {part}: {error}")]
+    Base64 {
+        /// "salt" or "hash".
+        part: &'static str,
+        /// What the decoder found.
+        error: base64::DecodeError,
+    },
+    /// A hash of another length than SHA-512's 64 bytes.
+    #[error("the hash is {0} bytes, not 64")]
+    HashLength(usize),
+    /// Neither `$7$` nor `$6$`: a password in plain text, most likely.
+    #[error(
+        "not a password hash (expected $7$ or $6$): a plain text file can be hashed with midge passwd -U"
+    )]
+    NotAHash,
+}
+
+/// A user name that cannot be written to a password file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserNameError {
+    /// The empty name.
+    #[error("the user name is empty")]
+    Empty,
+    /// A name with ':', the file's separator.
+    #[error("invalid user name '{0}': it may not contain ':'")]
+    Colon(String),
+    /// A name with control characters, which would break the line or the terminal.
+    #[error("invalid user name {0:?}: it may not contain control characters")]
+    ControlCharacter(String),
 }
 
 impl Hash {
     /// Parses the part after `user:`.
-    pub fn parse(s: &str) -> Result<Hash, String> {
-        let b64 = |what: &str, v: &str| {
-            STANDARD.decode(v).map_err(|e| format!("invalid base64 in the {what}: {e}"))
+    pub fn parse(s: &str) -> Result<Hash, HashError> {
+        let b64 = |part: &'static str, v: &str| {
+            STANDARD.decode(v).map_err(|error| HashError::Base64 { part, error })
         };
         if let Some(rest) = s.strip_prefix("$7$") {
             let mut parts = rest.splitn(3, '$');
             let (Some(iter), Some(salt), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err("a $7$ hash needs $7$ITERATIONS$SALT$HASH".into());
+                return Err(HashError::Pbkdf2Parts);
             };
             let iterations = iter
                 .parse::<u32>()
                 .ok()
                 .and_then(NonZeroU32::new)
-                .ok_or_else(|| format!("invalid iteration count '{iter}'"))?;
+                .ok_or_else(|| HashError::Iterations(iter.to_owned()))?;
             let hash = b64("hash", hash)?;
             if hash.len() != HASH_LEN {
-                return Err(format!("the hash is {} bytes, not 64", hash.len()));
+                return Err(HashError::HashLength(hash.len()));
             }
             Ok(Hash::Pbkdf2 { iterations, salt: b64("salt", salt)?, hash })
         } else if let Some(rest) = s.strip_prefix("$6$") {
             let Some((salt, hash)) = rest.split_once('$') else {
-                return Err("a $6$ hash needs $6$SALT$HASH".into());
+                return Err(HashError::Sha512Parts);
             };
             let hash = b64("hash", hash)?;
             if hash.len() != HASH_LEN {
-                return Err(format!("the hash is {} bytes, not 64", hash.len()));
+                return Err(HashError::HashLength(hash.len()));
             }
             Ok(Hash::Sha512 { salt: b64("salt", salt)?, hash })
         } else {
-            Err("not a password hash (expected $7$ or $6$): a plain text file can be hashed with midge passwd -U".into())
+            Err(HashError::NotAHash)
         }
     }
 
@@ -149,15 +208,15 @@ impl std::fmt::Display for Hash {
 }
 
 /// Checks a user name for a password file: no ':' (the separator) and no control characters.
-pub fn validate_username(name: &str) -> Result<(), String> {
+pub fn validate_username(name: &str) -> Result<(), UserNameError> {
     if name.is_empty() {
-        return Err("the user name is empty".into());
+        return Err(UserNameError::Empty);
     }
     if name.contains(':') {
-        return Err(format!("invalid user name '{name}': it may not contain ':'"));
+        return Err(UserNameError::Colon(name.to_owned()));
     }
     if name.chars().any(char::is_control) {
-        return Err(format!("invalid user name {name:?}: it may not contain control characters"));
+        return Err(UserNameError::ControlCharacter(name.to_owned()));
     }
     Ok(())
 }
@@ -178,7 +237,7 @@ pub struct Line<'a> {
     /// The text before the first `:`.
     pub user: Option<&'a str>,
     /// The hash after it, or what is wrong with the line.
-    pub hash: Result<Hash, String>,
+    pub hash: Result<Hash, EntryError>,
 }
 
 /// The entry lines of password file text, as mosquitto reads them: every line that is not
@@ -191,8 +250,8 @@ pub fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
             return None;
         }
         let (user, hash) = match line.split_once(':') {
-            None => (None, Err("expected user:hash".to_owned())),
-            Some((user, hash)) => (Some(user), Hash::parse(hash)),
+            None => (None, Err(EntryError::NoSeparator)),
+            Some((user, hash)) => (Some(user), Hash::parse(hash).map_err(EntryError::from)),
         };
         Some(Line { number: i + 1, user, hash })
     })
@@ -212,7 +271,7 @@ impl PasswordFile {
     pub fn parse(text: &str, path: &str) -> Result<PasswordFile, PasswordFileError> {
         let mut entries = Vec::new();
         for l in lines(text) {
-            let err = |message| PasswordFileError::Line { path: path.to_owned(), line: l.number, message };
+            let err = |problem| PasswordFileError::Line { path: path.to_owned(), line: l.number, problem };
             let hash = l.hash.map_err(err)?;
             entries.push((l.user.unwrap_or_default().to_owned(), hash));
         }
@@ -289,8 +348,41 @@ mod tests {
     #[test]
     fn user_names() {
         assert!(validate_username("alice").is_ok());
-        assert!(validate_username("a:b").is_err());
-        assert!(validate_username("a\u{7}b").is_err());
-        assert!(validate_username("").is_err());
+        assert_eq!(
+            validate_username("a:b").unwrap_err().to_string(),
+            "invalid user name 'a:b': it may not contain ':'"
+        );
+        assert_eq!(
+            validate_username("a\u{7}b").unwrap_err().to_string(),
+            "invalid user name \"a\\u{7}b\": it may not contain control characters"
+        );
+        assert_eq!(validate_username(""), Err(UserNameError::Empty));
+    }
+
+    #[test]
+    fn hash_errors_are_typed_with_the_messages_users_see() {
+        let cases = [
+            ("$7$101$abc", HashError::Pbkdf2Parts, "a $7$ hash needs $7$ITERATIONS$SALT$HASH"),
+            ("$7$0$abc$def", HashError::Iterations("0".into()), "invalid iteration count '0'"),
+            ("$7$10$AAAA$AAAA", HashError::HashLength(3), "the hash is 3 bytes, not 64"),
+            ("$6$salt", HashError::Sha512Parts, "a $6$ hash needs $6$SALT$HASH"),
+            (
+                "secret",
+                HashError::NotAHash,
+                "not a password hash (expected $7$ or $6$): a plain text file can be hashed with midge passwd -U",
+            ),
+        ];
+        for (text, error, message) in cases {
+            let e = Hash::parse(text).unwrap_err();
+            assert_eq!((&e, e.to_string().as_str()), (&error, message), "{text}");
+        }
+        let e = Hash::parse("$6$AAAA$!").unwrap_err();
+        assert!(matches!(e, HashError::Base64 { part: "hash", .. }), "{e:?}");
+        assert!(e.to_string().starts_with("invalid base64 in the hash: "), "{e}");
+        let e = PasswordFile::parse("a:b:c\nnocolon\n", "pw").unwrap_err();
+        assert!(matches!(
+            &e,
+            PasswordFileError::Line { line: 1, problem: EntryError::Hash(HashError::NotAHash), .. }
+        ));
     }
 }

@@ -1,17 +1,27 @@
 //! Broker configuration: a mosquitto.conf-style file read into a typed [`Config`], in two
-//! layers: [`lex`] turns lines into directives, [`parse_directives`] reads them strictly.
+//! layers: [`lex`] turns lines into directives, [`parse_directives`] reads them strictly
+//! (the broker) and [`parse_lenient`] reads them past wrong lines (`midge audit`), both
+//! with the same scoping, recording where each value came from in [`Sources`].
+mod error;
 pub mod lex;
+mod options;
 mod parse;
 mod run_as;
+mod sources;
+#[cfg(test)]
+mod tests;
+mod values;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use error::{ConfigError, LineError};
 pub use lex::{lex_file, lex_file_including, lex_str, Directive, LexError};
-pub use parse::{
-    is_known_option, makes_default_listener, parse_bool, parse_directives, parse_file, parse_str, ConfigError,
-};
+pub use options::{is_known_option, makes_default_listener};
+pub use parse::{parse_directives, parse_file, parse_lenient, parse_str, Parsed};
 pub use run_as::{run_as, RunAs, RunAsError, DEFAULT_USER};
+pub use sources::{Section, Sources};
+pub use values::parse_bool;
 
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,0 +1,371 @@
+//! The parser's tests: what each option sets, the errors users see, mosquitto's default
+//! listener and per_listener_settings, and what the lenient reading keeps for audit.
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::options::IMPLEMENTED;
+use super::*;
+
+#[test]
+fn reads_the_options_of_this_issue() {
+    let text =
+        "# a comment\n\nlistener 1884 127.0.0.1\nlistener 1885\nallow_anonymous true\nmax_keepalive 30\n\
+                max_packet_size 1024\nmax_inflight_messages 5\nmax_queued_messages 7\nmax_connections 3\n";
+    let (c, w) = parse_str(text, "t.conf").unwrap();
+    assert!(w.is_empty());
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[0].port, 1884);
+    assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
+    assert_eq!(c.listeners[1].bind, None);
+    assert_eq!(c.security.allow_anonymous, Some(true));
+    assert_eq!(c.max_keepalive, 30);
+    assert_eq!(c.max_packet_size, 1024);
+    assert_eq!(c.max_inflight_messages, 5);
+    assert_eq!(c.max_queued_messages, 7);
+    assert_eq!(c.max_connections, Some(3));
+}
+
+#[test]
+fn anonymous_defaults_as_mosquitto_2() {
+    let (none, _) = parse_str("", "t").unwrap();
+    assert!(none.local_only() && none.anonymous_allowed(&none.security));
+    let (l, _) = parse_str("listener 1883\n", "t").unwrap();
+    assert!(!l.anonymous_allowed(&l.security));
+}
+
+#[test]
+fn errors_name_file_line_and_problem() {
+    let cases = [
+        ("listener\n", "t.conf:1: listener needs a port and optionally an address: listener PORT [ADDRESS]"),
+        ("\nlistener abc\n", "t.conf:2: invalid port 'abc': expected a number 0-65535"),
+        ("allow_anonymous yes\n", "t.conf:1: invalid value 'yes': expected true or false"),
+        (
+            "max_keepalive 70000\n",
+            "t.conf:1: invalid value '70000' for max_keepalive: expected a number from 0 to 65535",
+        ),
+        (
+            "allow_anonymous true\nper_listener_settings true\n",
+            "t.conf:2: per_listener_settings must be set before any other security settings",
+        ),
+        (
+            "mount_point a/\n",
+            "t.conf:1: option 'mount_point' is not supported by midge yet; refusing to start without it",
+        ),
+        ("max_keepalive\n", "t.conf:1: max_keepalive needs a value (seconds, 0-65535)"),
+        ("frobnicate 1\n", "t.conf:1: unknown option 'frobnicate'"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn options_that_would_loosen_security_are_refused_only_when_they_would() {
+    assert!(parse_str("per_listener_settings false\nuse_username_as_clientid false\n", "t").is_ok());
+    for text in [
+        "use_username_as_clientid true\n",
+        "clientid_prefixes sensor-\n",
+        "listener 1\nprotocol websockets\n",
+    ] {
+        assert!(parse_str(text, "t").is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn include_dir_files_are_read_in_place() {
+    let dir = std::env::temp_dir().join(format!("midge-parse-include-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    std::fs::write(dir.join("conf.d/acl.conf"), "acl_file /etc/midge/acl\n").unwrap();
+    std::fs::write(dir.join("conf.d/bad.conf"), "\nmax_qos 7\n").unwrap();
+    let main = dir.join("main.conf");
+    let inc = format!("listener 1883\ninclude_dir {}\n", dir.join("conf.d").display());
+    std::fs::write(&main, &inc).unwrap();
+    let e = parse_file(&main).unwrap_err().to_string();
+    assert!(e.ends_with("bad.conf:2: invalid value '7' for max_qos: expected 0, 1 or 2"), "{e}");
+    std::fs::remove_file(dir.join("conf.d/bad.conf")).unwrap();
+    let (c, _) = parse_file(&main).unwrap();
+    assert_eq!(c.security.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+    std::fs::write(&main, "include_dir nowhere.d\n").unwrap();
+    let e = parse_file(&main).unwrap_err().to_string();
+    assert!(e.contains("main.conf:1: cannot read include_dir nowhere.d"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tls_options_belong_to_the_last_listener() {
+    let text = "password_file /etc/midge/passwd\nacl_file /etc/midge/acl\nlistener 1883 127.0.0.1\n\
+                listener 8883\ncertfile s.crt\nkeyfile s.key\ncafile ca.crt\nrequire_certificate true\n\
+                use_identity_as_username true\ncrlfile crl.pem\ntls_version tlsv1.3\n";
+    let (c, _) = parse_str(text, "t").unwrap();
+    assert_eq!(c.security.password_file.as_deref(), Some(Path::new("/etc/midge/passwd")));
+    assert_eq!(c.security.acl_file.as_deref(), Some(Path::new("/etc/midge/acl")));
+    assert!(!c.listeners[0].tls.enabled());
+    let tls = &c.listeners[1].tls;
+    assert!(tls.enabled() && tls.require_certificate && tls.use_identity_as_username);
+    assert_eq!(tls.min_version, Some(TlsVersion::V1_3));
+    assert_eq!(tls.crlfile.as_deref(), Some(Path::new("crl.pem")));
+    // Before any listener line: mosquitto's default listener, 1883 on every address.
+    let (c, _) = parse_str("certfile x\nkeyfile y\nlistener 1884 127.0.0.1\n", "t").unwrap();
+    assert_eq!((c.listeners[0].port, c.listeners[0].bind.as_deref()), (1883, None));
+    assert!(c.listeners[0].tls.enabled() && !c.listeners[1].tls.enabled());
+    assert_eq!(
+        parse_str("listener 1\ntls_version tlsv1.1\n", "t").unwrap_err().to_string(),
+        "t:2: tls_version tlsv1.1 is not supported: versions below TLS 1.2 are insecure"
+    );
+}
+
+#[test]
+fn port_and_bind_address_set_the_default_listener_wherever_they_are() {
+    // The review's example: bind_address after a listener line is still the default
+    // listener's, and a second `port` moves it rather than adding a listener.
+    let text =
+        "listener 8883 127.0.0.1\nbind_address 0.0.0.0\nport 1883\nport 1884\nbind_address 127.0.0.1\n";
+    let (c, _) = parse_str(text, "t").unwrap();
+    let got: Vec<_> = c.listeners.iter().map(|l| (l.port, l.bind.as_deref())).collect();
+    assert_eq!(got, [(1884, Some("127.0.0.1")), (8883, Some("127.0.0.1"))]);
+    assert!(c.listeners.iter().all(Listener::is_local));
+}
+
+#[test]
+fn what_opens_mosquittos_default_listener() {
+    // Each line before `listener 17001 127.0.0.1`, and whether mosquitto 2.0.11 then also
+    // listened on port 1883 (tried one by one).
+    let cases = [
+        ("allow_anonymous true", false),
+        ("per_listener_settings true\nallow_anonymous true", false),
+        ("per_listener_settings true\nacl_file acl", false),
+        ("per_listener_settings true\npassword_file passwd", true),
+        ("password_file passwd", false),
+        ("max_qos 1", true),
+        ("max_qos 2", false),
+        ("max_connections 10", true),
+        ("max_connections -1", false),
+        ("socket_domain ipv4", true),
+        ("protocol mqtt", false),
+        ("max_keepalive 10", false),
+        ("cafile ca.crt", true),
+        ("require_certificate true", true),
+        ("require_certificate false", false),
+        ("use_identity_as_username true", true),
+        ("tls_version tlsv1.2", false),
+        ("ciphers_tls1.3 TLS_AES_128_GCM_SHA256", true),
+    ];
+    for (lines, opens) in cases {
+        let text = format!("{lines}\nlistener 17001 127.0.0.1\n");
+        let (c, _) = parse_str(&text, "t").unwrap();
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.port).collect();
+        let expected: &[u16] = if opens { &[1883, 17001] } else { &[17001] };
+        assert_eq!(ports, expected, "{lines:?}");
+    }
+    // Its settings are kept even when another line opens it.
+    let (c, _) = parse_str("tls_version tlsv1.3\ncertfile c\nkeyfile k\nlistener 1\n", "t").unwrap();
+    assert_eq!(c.listeners[0].tls.min_version, Some(TlsVersion::V1_3));
+    assert_eq!(c.listeners[0].origin.as_deref(), Some("t:2"), "named by the line that opens it");
+    let (c, _) = parse_str("allow_anonymous 1\nretain_available 0\n", "t").unwrap();
+    assert!(c.security.allow_anonymous == Some(true) && !c.retain_available, "mosquitto's 1 and 0");
+}
+
+#[test]
+fn per_listener_settings_give_each_listener_its_own_security() {
+    let text = "per_listener_settings true\nport 1883\nallow_anonymous true\nacl_file global.acl\n\
+                listener 8883\npassword_file passwd\nlistener 1884 127.0.0.1\nallow_anonymous true\n";
+    let (c, _) = parse_str(text, "t").unwrap();
+    let [default, tls, local] = &c.listeners[..] else { panic!("{:?}", c.listeners) };
+    // The default listener takes what comes before the first `listener` line.
+    assert!(default.default);
+    let global = SecuritySettings {
+        allow_anonymous: Some(true),
+        acl_file: Some("global.acl".into()),
+        ..Default::default()
+    };
+    assert_eq!(c.security_of(default), &global);
+    let own = SecuritySettings { password_file: Some("passwd".into()), ..Default::default() };
+    assert_eq!(c.security_of(tls), &own);
+    assert!(
+        !c.anonymous_allowed(c.security_of(tls)),
+        "a listener without allow_anonymous: mosquitto 2.0's false"
+    );
+    let own = SecuritySettings { allow_anonymous: Some(true), ..Default::default() };
+    assert_eq!(c.security_of(local), &own, "nothing from the global settings or the listener before");
+    // Without per_listener_settings every listener has the global settings.
+    let (c, _) = parse_str("listener 1\nallow_anonymous true\nlistener 2\npassword_file p\n", "t").unwrap();
+    assert!(c.listeners.iter().all(|l| l.security.is_none()));
+    assert_eq!(c.security.password_file.as_deref(), Some(Path::new("p")));
+}
+
+#[test]
+fn logging_options() {
+    let text = "log_dest file /var/log/mosquitto/my log.txt\nlog_dest stdout\nlog_dest stdout\n\
+                log_type error\nlog_type information\nlog_timestamp false\npid_file /run/m.pid\n";
+    let (c, w) = parse_str(text, "t").unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.log_dest, [LogDest::File("/var/log/mosquitto/my log.txt".into()), LogDest::Stdout]);
+    assert_eq!(c.log_level, Some(LogLevel::Information), "the most detailed log_type decides");
+    assert!(!c.log_timestamp);
+    assert_eq!(c.pid_file.as_deref(), Some(Path::new("/run/m.pid")));
+    let (c, w) = parse_str("log_dest syslog\nlog_type all\n", "t").unwrap();
+    assert_eq!(c.log_dest, [LogDest::Stderr]);
+    assert_eq!(c.log_level, Some(LogLevel::Debug));
+    assert_eq!(w, ["t:1: log_dest syslog is not supported by midge yet; logging to stderr instead"]);
+    for (text, expected) in [
+        ("log_dest file\n", "t:1: log_dest file needs a file: log_dest file PATH"),
+        ("log_dest printer\n", "t:1: invalid log_dest 'printer': expected stderr, stdout, file PATH or none"),
+        ("log_type verbose\n", "t:1: invalid log_type 'verbose': expected none, error, warning, notice, information, subscribe, unsubscribe, websockets, debug or all"),
+    ] {
+        assert_eq!(parse_str(text, "t").unwrap_err().to_string(), expected);
+    }
+}
+
+#[test]
+fn socket_domain_keeps_a_listener_to_one_family() {
+    let (c, _) = parse_str("listener 1883\nlistener 1884\nsocket_domain ipv4\n", "t").unwrap();
+    let v4 = std::net::Ipv4Addr::UNSPECIFIED;
+    let v6 = std::net::Ipv6Addr::UNSPECIFIED;
+    // Without an address, both wildcard addresses: one socket each, as mosquitto.
+    assert_eq!(c.listeners[0].addresses(), [(v4, 1883).into(), (v6, 1883).into()]);
+    assert_eq!(c.listeners[1].addresses(), [(v4, 1884).into()]);
+    let (c, _) = parse_str("socket_domain ipv6\n", "t").unwrap();
+    assert_eq!(c.listeners[0].addresses(), [(v6, 1883).into()]);
+    // localhost is both loopback addresses, without a resolver (local only mode's listener).
+    let (c, _) = parse_str("listener 1884 localhost\n", "t").unwrap();
+    let local: [SocketAddr; 2] =
+        [(std::net::Ipv4Addr::LOCALHOST, 1884).into(), (std::net::Ipv6Addr::LOCALHOST, 1884).into()];
+    assert_eq!(c.listeners[0].addresses(), local);
+    assert!(c.listeners[0].is_local() && c.listeners[0].ipv6_optional());
+    assert_eq!(Config::default().effective_listeners()[0].bind.as_deref(), Some("localhost"));
+    let (c, _) = parse_str("listener 1 127.0.0.1\nsocket_domain ipv6\n", "t").unwrap();
+    assert!(c.listeners[0].addresses().is_empty());
+    assert_eq!(
+        parse_str("listener 1\nsocket_domain inet\n", "t").unwrap_err().to_string(),
+        "t:2: invalid socket_domain 'inet': expected ipv4 or ipv6"
+    );
+}
+
+#[test]
+fn every_implemented_option_is_read() {
+    for name in IMPLEMENTED {
+        // Without its value, an option with a match arm of its own asks for the value;
+        // one that fell through to the refused or ignored lists would say so instead.
+        let text = format!("listener 1\n{name}\n");
+        let e = parse_str(&text, "t").map(|_| ()).unwrap_err().to_string();
+        assert!(
+            e.contains("needs a value")
+                || (*name == "listener" && e.contains("listener needs a port"))
+                || (*name == "include_dir" && e.contains("read from a configuration file")),
+            "{name}: {e}"
+        );
+        assert!(is_known_option(name));
+    }
+    assert!(is_known_option("bridge_cafile") && is_known_option("psk_file"));
+    assert!(!is_known_option("frobnicate"));
+}
+
+#[test]
+fn known_mosquitto_options_warn() {
+    let (_, w) = parse_str("persistence true\nsys_interval 10\n", "m.conf").unwrap();
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[0], "m.conf:1: option 'persistence' is not supported by midge yet; ignored");
+    let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "m.conf:2: option 'psk_file' is not supported by midge yet; refusing to start without it"
+    );
+    // mosquitto 2.1's plugin for every listener: refused as the others (was "unknown option").
+    let e = parse_str("global_plugin /usr/lib/auth.so\n", "m.conf").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "m.conf:1: option 'global_plugin' is not supported by midge yet; refusing to start without it"
+    );
+}
+
+#[test]
+fn errors_are_typed() {
+    let problem = |text: &str| match parse_str(text, "t").unwrap_err() {
+        ConfigError::Line { problem, .. } => problem,
+        other => panic!("{other}"),
+    };
+    assert_eq!(problem("allow_anonymous yes\n"), LineError::Bool("yes".into()));
+    assert_eq!(
+        problem("max_packet_size -1\n"),
+        LineError::Number { option: "max_packet_size".into(), value: "-1".into(), max: u32::MAX.into() }
+    );
+    assert_eq!(problem("listener 1\ntls_version tlsv1\n"), LineError::OldTlsVersion("tlsv1".into()));
+    assert_eq!(problem("global_plugin /x.so\n"), LineError::Unsupported("global_plugin".into()));
+    assert!(
+        problem("psk_file p\n").is_unsupported() && problem("use_username_as_clientid 1\n").is_unsupported()
+    );
+    assert!(!problem("frobnicate 1\n").is_unsupported() && !problem("max_qos 3\n").is_unsupported());
+}
+
+#[test]
+fn lenient_reading_collects_every_wrong_line_and_sets_nothing_with_them() {
+    let text =
+        "max_qos 1\nmax_qos 7\nlistener 1883\nallow_anonymous maybe\npsk_file /etc/psk\nmax_keepalive 60\n";
+    let strict = parse_str(text, "t").unwrap_err();
+    let parsed = parse_lenient(&lex::lex_str(text, "t"));
+    let errors: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "t:2: invalid value '7' for max_qos: expected 0, 1 or 2",
+            "t:4: invalid value 'maybe': expected true or false",
+            "t:5: option 'psk_file' is not supported by midge yet; refusing to start without it",
+        ]
+    );
+    assert_eq!(parsed.errors[0], strict, "the first is the broker's error");
+    let c = &parsed.config;
+    assert_eq!((c.max_qos, c.max_keepalive), (midge_codec::QoS::AtLeastOnce, 60), "read on past them");
+    assert_eq!(c.security, SecuritySettings::default());
+    // A wrong `listener` line still opens its listener, so the lines below stay its own.
+    let parsed = parse_lenient(&lex::lex_str("listener 1 127.0.0.1\nlistener x\ncertfile c\n", "t"));
+    assert_eq!(parsed.config.listeners.len(), 2);
+    assert!(
+        parsed.config.listeners[1].tls.certfile.is_some()
+            && parsed.config.listeners[0].tls.certfile.is_none()
+    );
+}
+
+#[test]
+fn sources_record_each_line_where_the_broker_applies_it() {
+    let text = "tls_version tlsv1.2\nuser midge\ncertfile early.crt\nlistener 8883\npsk_hint hint\n\
+                tls_version tlsv1.1\nrequire_certificate maybe\nbind_interface eth0\nplugin /p.so\n";
+    let parsed = parse_lenient(&lex::lex_str(text, "t"));
+    let (c, s) = (&parsed.config, &parsed.sources);
+    let line = |section, option| s.last(section, option).map(|d| d.line);
+    // certfile opened the default listener, put first: its lines are listener 0's.
+    assert_eq!(s.listener(0).map(|d| d.line), Some(3));
+    assert_eq!(s.listener(1).map(|d| d.line), Some(4));
+    assert_eq!(c.listeners[0].origin.as_deref(), Some("t:3"));
+    assert_eq!(line(Section::Listener(0), "tls_version"), Some(1));
+    assert_eq!(line(Section::General, "user"), Some(2));
+    // Refused for what midge lacks: kept, with the value as written.
+    assert_eq!(s.last(Section::Listener(1), "tls_version").map(|d| d.value.as_str()), Some("tlsv1.1"));
+    assert_eq!(c.listeners[1].tls.min_version, None, "but sets nothing");
+    assert_eq!(line(Section::Listener(1), "bind_interface"), Some(8));
+    assert_eq!(line(Section::Listener(1), "psk_hint"), Some(5), "ignored with a warning, and kept");
+    assert_eq!(line(Section::General, "plugin"), Some(9), "security: general without per_listener_settings");
+    // A value that cannot be read is not a source of anything.
+    assert_eq!(line(Section::Listener(1), "require_certificate"), None);
+    // The lines of a default listener that was never opened belong to nothing.
+    let parsed = parse_lenient(&lex::lex_str("tls_version tlsv1.3\nlistener 1\n", "t"));
+    assert_eq!(parsed.sources.iter().count(), 0);
+}
+
+#[test]
+fn with_per_listener_settings_security_lines_are_the_listeners_own() {
+    let text = "per_listener_settings true\npassword_file global\nlistener 1 127.0.0.1\nacl_file a\n\
+                listener 2\npsk_file p\n";
+    let parsed = parse_lenient(&lex::lex_str(text, "t"));
+    let (c, s) = (&parsed.config, &parsed.sources);
+    // password_file before the first listener opened the default listener (per listener).
+    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.security_section(0), Section::General);
+    assert_eq!(c.security_section(1), Section::Listener(1));
+    assert_eq!(s.last(Section::General, "password_file").map(|d| d.line), Some(2));
+    assert_eq!(s.last(Section::Listener(1), "acl_file").map(|d| d.line), Some(4));
+    assert_eq!(s.last(Section::Listener(2), "psk_file").map(|d| d.line), Some(6));
+    assert_eq!(c.security_of(&c.listeners[1]).acl_file.as_deref(), Some(Path::new("a")));
+    // Without it every listener reads the general section.
+    let (c, _) = parse_str("listener 1\nallow_anonymous true\n", "t").unwrap();
+    assert_eq!(c.security_section(0), Section::General);
+}
