@@ -24,7 +24,16 @@ pub(super) fn compact(dir: &Path, state: &SharedState) -> Result<(), StoreError>
     };
     let started = std::time::Instant::now();
     let path = dir.join(log::segment_name(new_id));
-    let mut file = std::fs::File::create(&path).map_err(io(&path))?;
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::File::options()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?
+    };
     let mut out = log::SEGMENT_MAGIC.to_vec();
     let mut written = 0u64;
     let mut kept = 0u64;

@@ -244,7 +244,11 @@ impl Store {
     pub fn open(options: StoreOptions) -> Result<(Store, Records, LoadReport), StoreError> {
         let started = Instant::now();
         let dir = options.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // The store holds every message it keeps: its owner's alone (as mosquitto.db, 0600).
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
+        }
         let lock_path = dir.join("LOCK");
         let lock = File::options()
             .create(true)
@@ -452,8 +456,15 @@ fn remove_unlisted(dir: &Path, segments: &[u64]) {
 }
 
 fn start_segment(dir: &Path, id: u64) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(log::segment_name(id));
-    let mut f = File::options().create(true).truncate(true).write(true).open(&path).map_err(io_err(&path))?;
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
     f.write_all(log::SEGMENT_MAGIC).map_err(io_err(&path))?;
     f.sync_all().map_err(io_err(&path))?;
     log::sync_dir(dir).map_err(io_err(dir))?;

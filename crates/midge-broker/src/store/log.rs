@@ -169,7 +169,10 @@ pub(crate) fn write_manifest(dir: &Path, segments: &[u64]) -> std::io::Result<()
     let crc = crc32fast::hash(text.as_bytes());
     text.push_str(&format!("crc {crc:08x}\n"));
     let tmp = dir.join(format!("{MANIFEST}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::File::options().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?
+    };
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(MANIFEST))?;

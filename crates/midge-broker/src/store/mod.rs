@@ -7,7 +7,9 @@
 //! business; a cluster could keep the same records elsewhere.
 mod compact;
 mod engine;
+pub mod import;
 mod log;
+pub mod records;
 
 pub use engine::{DurableWaiter, LoadReport, Op, Records, Store, StoreError, StoreOptions, SyncPolicy};
 pub use log::{Damage, ManifestError};
