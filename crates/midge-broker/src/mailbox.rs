@@ -89,8 +89,6 @@ pub struct Mailbox {
     inner: Mutex<Inner>,
     /// The session's connection, woken by each push.
     waker: AtomicWaker,
-    /// Publishers waiting for this mailbox to drain.
-    space: Notify,
     capacity: usize,
     dropped: AtomicU64,
     warned: AtomicBool,
@@ -102,6 +100,9 @@ struct Inner {
     /// When the mailbox last went over capacity without draining to half of it since (by the
     /// clock of the deliveries that took it there).
     congested_since: Option<Instant>,
+    /// Publishers waiting for this mailbox to drain (made when the first one waits: an idle
+    /// mailbox has none).
+    space: Option<Arc<Notify>>,
 }
 
 /// What happened to a pushed delivery.
@@ -126,7 +127,6 @@ impl Mailbox {
         Mailbox {
             inner: Mutex::new(Inner::default()),
             waker: AtomicWaker::new(),
-            space: Notify::new(),
             capacity: if capacity == 0 { usize::MAX / 2 } else { capacity },
             dropped: AtomicU64::new(0),
             warned: AtomicBool::new(false),
@@ -199,7 +199,9 @@ impl Mailbox {
         let mut inner = self.inner.lock();
         let n = inner.queue.len().min(max);
         out.extend(inner.queue.drain(..n));
-        let relieved = inner.queue.len() <= self.low_water() && inner.congested_since.take().is_some();
+        let relieved = (inner.queue.len() <= self.low_water() && inner.congested_since.take().is_some())
+            .then(|| inner.space.take())
+            .flatten();
         if inner.queue.is_empty() {
             // Give back the memory of a burst, so an idle session stays small.
             if inner.queue.capacity() > 64 {
@@ -208,8 +210,8 @@ impl Mailbox {
             self.warned.store(false, Ordering::Relaxed);
         }
         drop(inner);
-        if relieved {
-            self.space.notify_waiters();
+        if let Some(space) = relieved {
+            space.notify_waiters();
         }
         n
     }
@@ -238,8 +240,10 @@ impl Mailbox {
 
     /// Removes everything (a clean start discards the old session's queue); returns it.
     pub fn clear(&self) -> VecDeque<Delivery> {
-        let queue = std::mem::take(&mut *self.inner.lock()).queue;
-        self.space.notify_waiters();
+        let Inner { queue, space, .. } = std::mem::take(&mut *self.inner.lock());
+        if let Some(space) = space {
+            space.notify_waiters();
+        }
         queue
     }
 
@@ -261,7 +265,8 @@ impl Mailbox {
     /// Resolves when there is room again, or after `limit` (the caller looks again: the
     /// mailbox may have become a slow consumer's meanwhile).
     pub async fn room(&self, limit: Duration) {
-        let notified = self.space.notified();
+        let space = self.inner.lock().space.get_or_insert_with(Default::default).clone();
+        let notified = space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if self.has_room(Instant::now()) {

@@ -22,7 +22,8 @@ use crate::control::{Control, ControlSlot};
 #[derive(Debug)]
 enum Target {
     Connection(Weak<ControlSlot>),
-    Parked(ByteString),
+    /// Boxed: the heap holds one entry per connection, which stays small.
+    Parked(Box<ByteString>),
 }
 
 #[derive(Debug)]
@@ -101,7 +102,7 @@ impl Timers {
     /// A parked session has something due at `at`: its expiry or its delayed will.
     pub fn park(&self, client_id: ByteString, at: Instant) {
         let ms = self.ms(at);
-        self.heap.lock().push(ms, Target::Parked(client_id));
+        self.heap.lock().push(ms, Target::Parked(Box::new(client_id)));
     }
 
     /// Tells every connection whose deadline has passed ([`Control::Timeout`]); returns the
@@ -113,7 +114,7 @@ impl Timers {
         while heap.entries.peek().is_some_and(|Reverse(d)| d.at_ms <= now_ms) {
             let Some(Reverse(due)) = heap.entries.pop() else { break };
             match due.target {
-                Target::Parked(id) => parked.push(id),
+                Target::Parked(id) => parked.push(*id),
                 Target::Connection(weak) => {
                     let Some(slot) = weak.upgrade() else { continue };
                     let deadline = slot.deadline_ms();

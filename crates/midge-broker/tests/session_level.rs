@@ -560,6 +560,14 @@ fn receive_maximum_exceeded_is_0x93() {
         matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ReceiveMaximumExceeded),
         "{got:?}"
     );
+    // A 3.1.1 client was told no Receive Maximum: it is bounded by its packet identifiers
+    // (mosquitto holds its PUBRECs back instead; midge sends them).
+    let (mut p, _) = connect(&b, conn(V3_1_1, "p3"), t);
+    for id in 1..=30 {
+        p.publish("t", "x", QoS::ExactlyOnce, false, id, t);
+    }
+    assert_eq!(p.recv(t).len(), 30, "30 PUBRECs");
+    assert!(p.is_open());
 }
 
 #[test]

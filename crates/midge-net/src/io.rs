@@ -54,7 +54,9 @@ impl WriteBuf for BytesMut {
 /// vectored write.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    chunks: VecDeque<Bytes>,
+    /// Boxed: most connections never write a large payload, and an idle one holds no queue.
+    #[allow(clippy::box_collection)]
+    chunks: Option<Box<VecDeque<Bytes>>>,
     /// Bytes in `chunks`.
     queued: usize,
     tail: BytesMut,
@@ -68,13 +70,14 @@ impl OutQueue {
 
     /// Queues `b` after what is there, without copying it.
     pub fn push_shared(&mut self, b: Bytes) {
+        let chunks = self.chunks.get_or_insert_with(Default::default);
         if !self.tail.is_empty() {
             let t = self.tail.split().freeze();
             self.queued += t.len();
-            self.chunks.push_back(t);
+            chunks.push_back(t);
         }
         self.queued += b.len();
-        self.chunks.push_back(b);
+        chunks.push_back(b);
     }
 
     /// Bytes waiting.
@@ -92,7 +95,7 @@ impl OutQueue {
         self.tail.capacity()
     }
 
-    /// Gives back a large empty encoding buffer.
+    /// Gives back the encoding buffer when it is empty and holds more than `above` bytes.
     pub fn shrink(&mut self, above: usize) {
         if self.tail.is_empty() && self.tail.capacity() > above {
             self.tail = BytesMut::new();
@@ -101,21 +104,24 @@ impl OutQueue {
 
     fn consume(&mut self, mut n: usize) {
         while n > 0 {
-            match self.chunks.front_mut() {
+            match self.chunks.as_mut().and_then(|c| c.front_mut()) {
                 Some(c) => {
                     let k = n.min(c.len());
                     c.advance(k);
                     self.queued -= k;
                     n -= k;
                     if c.is_empty() {
-                        self.chunks.pop_front();
+                        self.chunks.as_mut().map(|c| c.pop_front());
                     }
                 }
                 None => {
                     self.tail.advance(n);
-                    return;
+                    break;
                 }
             }
+        }
+        if self.chunks.as_ref().is_some_and(|c| c.is_empty()) {
+            self.chunks = None;
         }
     }
 }
@@ -130,12 +136,12 @@ impl WriteBuf for OutQueue {
         cx: &mut Context<'_>,
         stream: &mut S,
     ) -> Poll<io::Result<usize>> {
-        if self.chunks.is_empty() {
+        let Some(chunks) = self.chunks.as_ref() else {
             return self.tail.poll_write_to(cx, stream);
-        }
+        };
         let mut slices: [IoSlice<'_>; 16] = std::array::from_fn(|_| IoSlice::new(&[]));
         let mut count = 0;
-        for c in self.chunks.iter().take(15) {
+        for c in chunks.iter().take(15) {
             slices[count] = IoSlice::new(c);
             count += 1;
         }

@@ -42,21 +42,25 @@ pub struct Link {
     control: Arc<ControlSlot>,
     conn_id: u64,
     recheck: Recheck,
-    /// Subscribers this client's publishes wait for.
-    blocked: Vec<Arc<SessionHandle>>,
-    /// Packets read while blocked, in order (boxed: most connections never defer).
-    deferred: Option<Box<Deferred>>,
+    /// While this client's publishes wait for congested subscribers: those subscribers, and
+    /// the packets read meanwhile (boxed: most connections are never held back).
+    blocked: Option<Box<Blocked>>,
     /// The store record the next packet to the client waits for: what it tells the client
     /// (an acknowledgement, a QoS 2 step) must be durable first.
     gate: u64,
     /// Packets waiting for the store, with the record each waits for (none without
-    /// persistence).
-    awaiting: Option<VecDeque<(u64, Packet)>>,
+    /// persistence; boxed, as an idle connection has none).
+    #[allow(clippy::box_collection)]
+    awaiting: Option<Box<VecDeque<(u64, Packet)>>>,
 }
 
 #[derive(Debug, Default)]
-struct Deferred {
-    packets: VecDeque<Packet>,
+struct Blocked {
+    /// The congested subscribers.
+    on: Vec<Arc<SessionHandle>>,
+    /// Packets read meanwhile, in order.
+    deferred: VecDeque<Packet>,
+    /// Roughly what they hold.
     bytes: usize,
 }
 
@@ -84,18 +88,7 @@ impl Link {
         conn_id: u64,
         recheck: Recheck,
     ) -> Link {
-        Link {
-            broker,
-            session,
-            handle,
-            control,
-            conn_id,
-            recheck,
-            blocked: Vec::new(),
-            deferred: None,
-            gate: 0,
-            awaiting: None,
-        }
+        Link { broker, session, handle, control, conn_id, recheck, blocked: None, gate: 0, awaiting: None }
     }
 
     /// The session.
@@ -120,10 +113,9 @@ impl Link {
 
     /// Handles one packet from the client, and applies its effects.
     pub fn handle_packet(&mut self, packet: Packet, now: Instant) {
-        if !self.blocked.is_empty() && !handled_while_blocked(&packet) {
-            let d = self.deferred.get_or_insert_with(Default::default);
-            d.bytes += weight(&packet);
-            d.packets.push_back(packet);
+        if let Some(b) = self.blocked.as_mut().filter(|_| !handled_while_blocked(&packet)) {
+            b.bytes += weight(&packet);
+            b.deferred.push_back(packet);
             return;
         }
         self.session.handle_packet(packet, now);
@@ -147,14 +139,17 @@ impl Link {
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }
-                    for h in outcome.congested {
-                        if !self.blocked.iter().any(|b| b.id == h.id) {
-                            self.blocked.push(h);
+                    if !outcome.congested.is_empty() {
+                        let b = self.blocked.get_or_insert_with(Default::default);
+                        for h in outcome.congested {
+                            if !b.on.iter().any(|x| x.id == h.id) {
+                                b.on.push(h);
+                            }
                         }
                     }
                     if let Some(ack) = ack {
                         let matched = outcome.delivered + outcome.dropped > 0;
-                        self.session.acknowledge(ack, matched, !self.blocked.is_empty(), now);
+                        self.session.acknowledge(ack, matched, self.blocked.is_some(), now);
                     }
                     ticket
                 }
@@ -193,25 +188,32 @@ impl Link {
     /// PUBLISH packets: retained messages of new subscriptions and the mailbox, as far as the
     /// inflight window allows and at most `budget` of them. Returns how many were produced.
     pub fn poll(&mut self, now: Instant, budget: usize) -> usize {
-        if !self.blocked.is_empty() {
-            self.blocked.retain(|h| !h.mailbox.has_room(now));
+        if let Some(b) = self.blocked.as_mut() {
+            b.on.retain(|h| !h.mailbox.has_room(now));
         }
-        self.session.release_held(now, self.blocked.is_empty());
-        while self.blocked.is_empty() {
-            let Some(packet) = self.deferred.as_mut().and_then(|d| d.packets.pop_front()) else {
-                self.deferred = None;
-                break;
-            };
-            if let Some(d) = self.deferred.as_mut() {
-                d.bytes = d.bytes.saturating_sub(weight(&packet));
+        let unblocked = self.blocked.as_ref().is_none_or(|b| b.on.is_empty());
+        self.session.release_held(now, unblocked);
+        if unblocked {
+            // Handled in order; one may find a subscriber congested again, and the rest wait.
+            if let Some(mut b) = self.blocked.take() {
+                while let Some(packet) = b.deferred.pop_front() {
+                    if self.blocked.is_some() {
+                        b.deferred.push_front(packet);
+                        let again = self.blocked.get_or_insert_with(Default::default);
+                        again.bytes = b.deferred.iter().map(weight).sum();
+                        again.deferred = std::mem::take(&mut b.deferred);
+                        break;
+                    }
+                    self.session.handle_packet(packet, now);
+                    self.apply_effects(now);
+                }
             }
-            self.session.handle_packet(packet, now);
-            self.apply_effects(now);
         }
         let mut sent = 0;
         loop {
             sent += self.session.pump(now, budget - sent);
             if sent >= budget || !self.session.wants_deliveries() {
+                self.session.shrink();
                 return sent;
             }
             let mut fed = false;
@@ -222,6 +224,7 @@ impl Link {
             }
             fed |= self.handle.mailbox.drain_into(self.session.pending_mut(), BATCH) > 0;
             if !fed {
+                self.session.shrink();
                 return sent;
             }
         }
@@ -232,7 +235,7 @@ impl Link {
     /// while many answers wait for the store.
     pub fn wants_input(&self) -> bool {
         self.session.close_reason().is_none()
-            && (self.blocked.is_empty() || self.deferred.as_ref().map_or(0, |d| d.bytes) < DEFER_LIMIT)
+            && self.blocked.as_ref().is_none_or(|b| b.bytes < DEFER_LIMIT)
             && self.awaiting.as_ref().is_none_or(|a| a.len() < AWAITING_LIMIT)
     }
 
@@ -243,12 +246,12 @@ impl Link {
 
     /// A subscriber this client waits for, that has no room yet.
     pub fn blocked_on(&self, now: Instant) -> Option<Arc<SessionHandle>> {
-        self.blocked.iter().find(|h| !h.mailbox.has_room(now)).cloned()
+        self.blocked.as_ref()?.on.iter().find(|h| !h.mailbox.has_room(now)).cloned()
     }
 
     /// True while the client's publishes wait for congested subscribers.
     pub fn is_blocked(&self) -> bool {
-        !self.blocked.is_empty()
+        self.blocked.is_some()
     }
 
     /// Hands the packets that may be sent now to `send`, in order: what depends on records
@@ -256,10 +259,17 @@ impl Link {
     pub fn drain_output(&mut self, mut send: impl FnMut(Packet)) {
         let durable = |t: u64| self.broker.journal().is_none_or(|j| j.store().is_durable(t));
         if self.awaiting.is_none() && durable(self.gate) {
-            self.session.drain_output().for_each(send);
+            if self.session.has_output() {
+                self.session.drain_output().for_each(send);
+            }
+            self.session.shrink();
             return;
         }
         let awaiting = self.awaiting.get_or_insert_with(Default::default);
+        if !self.session.has_output() && awaiting.is_empty() {
+            self.awaiting = None;
+            return;
+        }
         awaiting.extend(self.session.drain_output().map(|p| (self.gate, p)));
         while let Some((t, _)) = awaiting.front() {
             if !durable(*t) {
@@ -270,6 +280,7 @@ impl Link {
             }
         }
         self.awaiting = None;
+        self.session.shrink();
     }
 
     /// While packets wait for the store: a waiter, and the record they wait for.
@@ -298,7 +309,7 @@ impl Link {
             Control::Timeout => self.session.handle_timeout(now),
             Control::Shutdown => self.session.close(CloseReason::Shutdown),
             Control::Recheck => {
-                if !self.broker.still_allowed(&self.recheck, self.session.username.as_deref()) {
+                if !self.broker.still_allowed(&self.recheck, self.session.username().map(|u| &**u)) {
                     self.session.close(CloseReason::NotAuthorized);
                 }
             }

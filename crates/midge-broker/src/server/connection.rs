@@ -103,26 +103,104 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-/// Serves one client until it leaves, breaks the protocol or the broker stops.
-pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(broker: Arc<Broker>, stream: S, info: ConnInfo) {
+/// A future of the task that serves one connection.
+type Phase<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// One client connection's task, from CONNECT to close. Its phases are futures of their
+/// own: the CONNECT phase and the close are boxed and freed when they end, so the task
+/// holds, for the life of the connection, only what [`Serving`] needs: what an idle
+/// connection costs.
+pub(crate) struct ConnTask<S> {
+    phase: TaskPhase<S>,
+    /// Uncounts the connection when the task ends (`max_connections`), when it counted it.
+    counted: Option<Arc<Broker>>,
+}
+
+enum TaskPhase<S> {
+    Establishing(Phase<Option<(Conn<S>, Box<Link>, usize)>>),
+    Serving(Serving<S>),
+    Finishing(Phase<()>),
+    Done,
+}
+
+impl<S> Drop for ConnTask<S> {
+    fn drop(&mut self) {
+        if let Some(b) = self.counted.take() {
+            b.remove_connection();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for ConnTask<S> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        loop {
+            let next = match &mut self.phase {
+                TaskPhase::Establishing(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => TaskPhase::Done,
+                    Poll::Ready(Some((conn, link, max_packet))) => {
+                        let more = !conn.rbuf.is_empty();
+                        TaskPhase::Serving(Serving {
+                            conn: Some(conn),
+                            link: Some(link),
+                            max_packet,
+                            more,
+                            room: None,
+                        })
+                    }
+                },
+                TaskPhase::Serving(s) => match std::pin::Pin::new(s).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready((conn, link, handover)) => {
+                        TaskPhase::Finishing(Box::pin(finish(conn, link, handover)))
+                    }
+                },
+                TaskPhase::Finishing(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => TaskPhase::Done,
+                },
+                TaskPhase::Done => return Poll::Ready(()),
+            };
+            self.phase = next;
+        }
+    }
+}
+
+/// Serves one client until it leaves, breaks the protocol or the broker stops. `counted`:
+/// the task uncounts the connection when it ends.
+pub(crate) fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    broker: Arc<Broker>,
+    stream: S,
+    info: ConnInfo,
+    counted: bool,
+) -> ConnTask<S> {
+    let counted = counted.then(|| broker.clone());
+    ConnTask { phase: TaskPhase::Establishing(Box::pin(open(broker, stream, info))), counted }
+}
+
+/// The CONNECT phase: a connection with its session, or `None` when the client was refused
+/// or went away.
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    broker: Arc<Broker>,
+    stream: S,
+    info: ConnInfo,
+) -> Option<(Conn<S>, Box<Link>, usize)> {
     let peer = info.peer;
     let mut conn =
         Conn { stream, rbuf: BytesMut::new(), wbuf: OutQueue::default(), peer, read_size: MIN_READ };
     let max_packet = broker.config.max_packet_bytes();
-    // The CONNECT phase runs in a box of its own, freed when it ends: the task keeps only
-    // what a connected client needs, which is what an idle connection costs.
-    let Some(mut link) = Box::pin(establish(&broker, &mut conn, info, max_packet)).await else {
-        return;
-    };
+    let link = establish(&broker, &mut conn, info, max_packet).await?;
     // The CONNECT is decoded: its bytes (and the buffer under them) are not kept.
     if conn.rbuf.is_empty() {
         conn.rbuf = BytesMut::new();
     }
+    // An idle connection holds no write buffer either: the CONNACK is written as it goes.
     if broker.is_shutting_down() {
         link.control().send(Control::Shutdown);
     }
-    let handover = run(&mut conn, &mut link, max_packet).await;
-    Box::pin(finish(conn, link, handover)).await;
+    Some((conn, link, max_packet))
 }
 
 /// CONNECT, authentication, the session (new, resumed or taken over) and CONNACK. `None`
@@ -227,7 +305,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         mosquitto_protocol_number(version),
         u8::from(clean_start),
         session.keep_alive,
-        session.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default()
+        session.username().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
     conn.encode(&connack, version, &session.client_id);
     if broker.security_generation() != generation {
@@ -369,16 +447,6 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
     body.get(2 + name_len).copied()
 }
 
-/// What woke a connection.
-enum Wake {
-    Control,
-    Mail,
-    Room,
-    /// Complete packets are still in the read buffer (the last round stopped at its budget).
-    More,
-    Io(std::io::Result<IoEvent>),
-}
-
 /// Decodes and handles up to [`PACKETS_PER_ROUND`] packets from the read buffer. Returns true
 /// when it stopped at that budget with more to read.
 fn handle_input<S: AsyncRead + AsyncWrite + Unpin>(
@@ -416,92 +484,124 @@ fn handle_input<S: AsyncRead + AsyncWrite + Unpin>(
     !conn.rbuf.is_empty()
 }
 
-/// Serves a connected client until its session closes. Returns where to hand the session
-/// when another connection took the client id over.
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<S>,
-    link: &mut Link,
+/// Rounds of work per poll before a busy connection lets other tasks run.
+const ROUNDS_PER_POLL: usize = 8;
+
+/// A connected client being served: the connection's loop as a future of its own, so that
+/// an idle connection's task holds these fields and nothing else (an `async fn` would also
+/// keep the locals of every round alive).
+struct Serving<S> {
+    conn: Option<Conn<S>>,
+    link: Option<Box<Link>>,
     max_packet: usize,
-) -> Option<tokio::sync::oneshot::Sender<Owned>> {
-    let version = link.session().version;
-    let control = link.control().clone();
-    let handle = link.handle().clone();
-    let mut more = !conn.rbuf.is_empty();
-    loop {
-        let now = Instant::now();
-        if let Some(c) = control.try_recv() {
-            if let Some(reply) = link.on_control(c, now) {
-                return Some(reply);
-            }
-        }
-        if more {
-            more = handle_input(conn, link, version, max_packet, now);
-        }
-        let budget = if conn.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
-        link.poll(now, budget);
-        let id = link.client_id().clone();
-        link.drain_output(|p| conn.encode(&p, version, &id));
-        link.watch_timers();
-        if link.close_reason().is_some() {
-            return None;
-        }
-        let writable = conn.wbuf.len() < WRITE_HIGH_WATER;
-        let want_mail = writable && link.wants_deliveries();
-        let reading = writable && link.wants_input();
-        more &= reading;
-        // Boxed, and only while blocked or waiting for the store: an idle connection's task
-        // stays small.
-        let room: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = match link.awaiting_store() {
-            Some((waiter, ticket)) => Some(Box::pin(waiter.wait(ticket))),
-            None => {
-                link.blocked_on(now).map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _)
-            }
+    /// Complete packets are still in the read buffer (the last round stopped at its budget).
+    more: bool,
+    /// While the client's publishes wait for a congested subscriber or its answers for the
+    /// store: what wakes it (boxed, and only then).
+    room: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+/// What serving ends with: the connection, the session, and where to hand the session when
+/// another connection took the client id over.
+type Served<S> = (Conn<S>, Box<Link>, Option<tokio::sync::oneshot::Sender<Owned>>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
+    type Output = Served<S>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Served<S>> {
+        let this = &mut *self;
+        let (Some(conn), Some(link)) = (this.conn.as_mut(), this.link.as_mut()) else {
+            return Poll::Pending;
         };
-        let has_room_wait = room.is_some();
-        let room = async {
-            match room {
-                Some(r) => r.await,
-                None => std::future::pending().await,
+        let version = link.session().version;
+        for _ in 0..ROUNDS_PER_POLL {
+            let now = Instant::now();
+            let control = link.control().clone();
+            if let Some(c) = control.try_recv() {
+                if let Some(reply) = link.on_control(c, now) {
+                    return Poll::Ready(this.end(Some(reply)));
+                }
             }
-        };
-        tokio::pin!(room);
-        // One poll for everything the connection waits on: control messages, deliveries,
-        // room in a congested subscriber's queue, and the socket. Wake-ups register in the
-        // session's mailbox and control slot, so the task keeps no waiting futures of its own.
-        let read = (reading && !more).then_some(conn.read_size);
-        let event = std::future::poll_fn(|cx| {
-            if control.poll_message(cx).is_ready() {
-                return Poll::Ready(Wake::Control);
+            if this.more {
+                this.more = handle_input(conn, link, version, this.max_packet, now);
             }
-            if want_mail && handle.mailbox.poll_mail(cx).is_ready() {
-                return Poll::Ready(Wake::Mail);
+            let budget = if conn.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
+            link.poll(now, budget);
+            {
+                let id = link.client_id().clone();
+                link.drain_output(|p| conn.encode(&p, version, &id));
             }
-            if has_room_wait && room.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Room);
+            link.watch_timers();
+            if link.close_reason().is_some() {
+                return Poll::Ready(this.end(None));
             }
+            let writable = conn.wbuf.len() < WRITE_HIGH_WATER;
+            let want_mail = writable && link.wants_deliveries();
+            let reading = writable && link.wants_input();
+            this.more &= reading;
+            // What wakes a client that waits: the store, or room in a congested subscriber's
+            // queue. A subscriber with room already means another round at once.
+            let mut progressed = this.more;
+            if this.room.is_none() {
+                this.room = match link.awaiting_store() {
+                    Some((waiter, ticket)) => Some(Box::pin(waiter.wait(ticket))),
+                    None => link
+                        .blocked_on(now)
+                        .map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _),
+                };
+                progressed |= this.room.is_none() && link.is_blocked();
+            }
+            // Every source is polled, so that each has the waker when nothing is ready.
+            progressed |= control.poll_message(cx).is_ready();
+            progressed |= want_mail && link.handle().mailbox.poll_mail(cx).is_ready();
+            if let Some(r) = this.room.as_mut() {
+                if r.as_mut().poll(cx).is_ready() {
+                    this.room = None;
+                    progressed = true;
+                }
+            }
+            let read = (reading && !this.more).then_some(conn.read_size);
             match poll_io(cx, &mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, read) {
-                Poll::Ready(r) => Poll::Ready(Wake::Io(r)),
-                Poll::Pending if more => Poll::Ready(Wake::More),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {}
+                Poll::Ready(event) => {
+                    progressed = true;
+                    match event {
+                        Ok(IoEvent::Read(0)) => link.close(CloseReason::Closed),
+                        Ok(IoEvent::Read(n)) => {
+                            this.more = handle_input(conn, link, version, this.max_packet, Instant::now());
+                            conn.after_read(n);
+                        }
+                        Ok(IoEvent::Wrote) => conn.after_write(),
+                        // A TLS peer that closes without close_notify has closed its
+                        // connection, as a plain one that sends FIN does: both are logged as
+                        // mosquitto does.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            link.close(CloseReason::Closed)
+                        }
+                        Err(e) => link.close(CloseReason::Io(e.to_string())),
+                    }
+                }
             }
-        })
-        .await;
-        match event {
-            Wake::Control | Wake::Mail | Wake::Room => {}
-            // Fair to the other connections: a busy one yields between rounds.
-            Wake::More => tokio::task::consume_budget().await,
-            Wake::Io(Ok(IoEvent::Read(0))) => link.close(CloseReason::Closed),
-            Wake::Io(Ok(IoEvent::Read(n))) => {
-                more = handle_input(conn, link, version, max_packet, Instant::now());
-                conn.after_read(n);
+            if !progressed {
+                // Waiting: a small empty write buffer goes (an idle connection holds none); a
+                // large one stays for the busy connection it belongs to.
+                if conn.wbuf.capacity() <= 16 * 1024 {
+                    conn.wbuf.shrink(0);
+                }
+                return Poll::Pending;
             }
-            Wake::Io(Ok(IoEvent::Wrote)) => conn.after_write(),
-            // A TLS peer that closes without close_notify has closed its connection, as a
-            // plain one that sends FIN does: both are logged as mosquitto does.
-            Wake::Io(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                link.close(CloseReason::Closed)
-            }
-            Wake::Io(Err(e)) => link.close(CloseReason::Io(e.to_string())),
+        }
+        // Busy: let the other connections run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S> Serving<S> {
+    fn end(&mut self, handover: Option<tokio::sync::oneshot::Sender<Owned>>) -> Served<S> {
+        match (self.conn.take(), self.link.take()) {
+            (Some(conn), Some(link)) => (conn, link, handover),
+            _ => unreachable!("a Serving future is polled after it ended"),
         }
     }
 }
@@ -535,9 +635,10 @@ mod tests {
         let info = crate::broker::ConnInfo::plain("127.0.0.1:1".parse().unwrap());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let task = super::serve(broker, stream, info);
+        let task = super::serve(broker, stream, info, false);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 1024, "the connection task grew to {size} bytes");
-        assert!(std::mem::size_of::<crate::broker::Link>() <= 576);
+        assert!(size <= 256, "the connection task grew to {size} bytes");
+        let link = std::mem::size_of::<crate::broker::Link>();
+        assert!(link <= 384, "the link grew to {link} bytes");
     }
 }

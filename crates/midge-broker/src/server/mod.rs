@@ -398,11 +398,8 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
         // machinery in its (long-lived) task.
         match tls.clone() {
             None => {
-                tokio::spawn(async move {
-                    let info = ConnInfo { listener: index, ..ConnInfo::plain(peer) };
-                    connection::serve(broker.clone(), stream, info).await;
-                    broker.remove_connection();
-                });
+                let info = ConnInfo { listener: index, ..ConnInfo::plain(peer) };
+                tokio::spawn(connection::serve(broker, stream, info, true));
             }
             Some(tls) => {
                 tokio::spawn(async move {
@@ -430,7 +427,7 @@ async fn serve_tls(
             let cert_identity_required =
                 settings.use_identity_as_username || settings.use_subject_as_username;
             let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required, listener };
-            connection::serve(broker.clone(), stream, info).await;
+            connection::serve(broker.clone(), stream, info, false).await;
         }
         Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: TLS handshake: {e}."),
         Err(_) => tracing::info!("Client connection from {peer} failed: TLS handshake timed out."),

@@ -71,8 +71,9 @@ impl Session {
                 // A resend before PUBREL: acknowledged again, not delivered twice (4.3.3).
                 return self.send_ack(Packet::PubRec(PublishAck::new(packet_id)));
             }
-            if self.state.incoming_qos2.len() >= self.limits.receive_maximum {
-                // [MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISH than our Receive Maximum.
+            if self.version.is_v5() && self.state.incoming_qos2.len() >= self.limits.receive_maximum {
+                // [MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISH than our Receive Maximum
+                // (5.0; a 3.1.1 client was told none: it is bounded by its packet identifiers).
                 return self.close(CloseReason::protocol(
                     ReasonCode::ReceiveMaximumExceeded,
                     "receive maximum exceeded",
@@ -80,12 +81,12 @@ impl Session {
             }
             // [MQTT-4.3.3-9]: the identifier stays until PUBREL.
             self.state.incoming_qos2.insert(packet_id);
-            self.effects.push_back(Effect::Qos2Received(packet_id));
+            self.busy().effects.push_back(Effect::Qos2Received(packet_id));
         }
         let message =
             Message::from_publish(topic, p.payload, qos, p.retain, p.properties, self.client_id.clone(), now);
         let ack = (qos != QoS::AtMostOnce).then_some(PendingAck { packet_id, qos });
-        self.effects.push_back(Effect::Publish { message: Arc::new(message), ack });
+        self.busy().effects.push_back(Effect::Publish { message: Arc::new(message), ack });
     }
 
     /// The broker routed a message that waits for its acknowledgement: `matched` when some
@@ -107,48 +108,50 @@ impl Session {
                 Packet::PubRec(PublishAck::with_reason(ack.packet_id, code))
             }
         };
-        if !hold && self.held.is_empty() {
-            return self.out.push_back(packet);
+        if !hold && !self.has_held_acks() {
+            return self.busy().out.push_back(packet);
         }
         // A 5.0 client may not have more unacknowledged than our Receive Maximum
         // [MQTT-3.3.4-9]; a 3.1.1 client is bounded by its packet identifiers.
         let limit = if self.version.is_v5() { self.limits.receive_maximum } else { usize::from(u16::MAX) };
-        if self.held.len() >= limit {
+        if self.busy().held.len() >= limit {
             return self.close(CloseReason::protocol(
                 ReasonCode::ReceiveMaximumExceeded,
                 "receive maximum exceeded",
             ));
         }
-        self.held.push_back(Held { ack: packet, since: now });
+        self.busy().held.push_back(Held { ack: packet, since: now });
     }
 
     /// An acknowledgement that is not held for routing (ACL refusals, duplicates): it still
     /// waits behind those held, keeping their order ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
     fn send_ack(&mut self, packet: Packet) {
-        match self.held.back() {
+        let busy = self.busy();
+        match busy.held.back() {
             Some(last) => {
                 let since = last.since;
-                self.held.push_back(Held { ack: packet, since });
+                busy.held.push_back(Held { ack: packet, since });
             }
-            None => self.out.push_back(packet),
+            None => busy.out.push_back(packet),
         }
     }
 
     /// True while acknowledgements are held for congested subscribers.
     pub fn has_held_acks(&self) -> bool {
-        !self.held.is_empty()
+        self.busy.as_ref().is_some_and(|b| !b.held.is_empty())
     }
 
     /// Sends the held acknowledgements, in order: all of them when the subscribers they
     /// waited for have `room`, else those held longer than [`HOLD_LIMIT`] (a subscriber
     /// congested that long is a slow consumer and holds no one up any more).
     pub fn release_held(&mut self, now: Instant, room: bool) {
-        while let Some(front) = self.held.front() {
+        let Some(busy) = self.busy.as_mut() else { return };
+        while let Some(front) = busy.held.front() {
             if !room && now < front.since + HOLD_LIMIT {
                 return;
             }
-            if let Some(h) = self.held.pop_front() {
-                self.out.push_back(h.ack);
+            if let Some(h) = busy.held.pop_front() {
+                busy.out.push_back(h.ack);
             }
         }
     }
@@ -166,7 +169,7 @@ impl Session {
             ));
             return None;
         }
-        let aliases = self.aliases.get_or_insert_with(Default::default);
+        let aliases = &mut self.extra().aliases;
         if p.topic.is_empty() {
             match aliases.incoming.get(&alias) {
                 Some(t) => Some(t.clone()),
@@ -192,10 +195,10 @@ impl Session {
     pub(super) fn on_pubrel(&mut self, packet_id: u16) {
         let known = self.state.incoming_qos2.remove(&packet_id);
         if known {
-            self.effects.push_back(Effect::Qos2Released(packet_id));
+            self.busy().effects.push_back(Effect::Qos2Released(packet_id));
         }
         let code = if known { ReasonCode::Success } else { ReasonCode::PacketIdentifierNotFound };
-        self.out.push_back(Packet::PubComp(PublishAck::with_reason(packet_id, code)));
+        self.busy().out.push_back(Packet::PubComp(PublishAck::with_reason(packet_id, code)));
     }
 
     pub(super) fn on_disconnect(&mut self, d: Disconnect) {
@@ -212,7 +215,9 @@ impl Session {
         let with_will = d.reason_code == ReasonCode::DisconnectWithWill;
         if !with_will {
             // [MQTT-3.14.4-3] (3.1.1: [MQTT-3.14.4-3]): a normal DISCONNECT discards the will.
-            self.will = None;
+            if let Some(e) = self.extra.as_mut() {
+                e.will = None;
+            }
         }
         self.close(CloseReason::Disconnect { with_will });
     }

@@ -77,25 +77,38 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// The client identifier.
     pub client_id: ByteString,
-    /// The user name it authenticated as.
-    pub username: Option<ByteString>,
     /// The keep alive in force, in seconds (0: none).
     pub keep_alive: u16,
-    /// The will, until it is published or discarded (boxed: most clients have none).
-    will: Option<Box<Will>>,
     limits: ConnectionLimits,
     last_received: Instant,
-    /// Topic aliases, allocated on first use (most clients never use them).
-    aliases: Option<Box<Aliases>>,
-    out: VecDeque<Packet>,
-    effects: VecDeque<Effect>,
+    /// The queues that fill and empty as packets come and go: allocated while in use, so
+    /// that an idle connection holds none.
+    busy: Option<Box<Busy>>,
     close: Option<Box<CloseReason>>,
-    oversized_dropped: u64,
     access: Option<Box<ClientAccess>>,
-    /// The enhanced authentication method, and a re-authentication in progress.
-    enhanced: Option<Box<EnhancedState>>,
+    /// What only some clients have.
+    extra: Option<Box<Extra>>,
+}
+
+/// A session's queues of the moment.
+#[derive(Debug, Default)]
+struct Busy {
+    /// Packets to send.
+    out: VecDeque<Packet>,
+    /// Effects for the broker to apply.
+    effects: VecDeque<Effect>,
     /// Acknowledgements held while subscribers' queues are congested, in order.
     held: VecDeque<Held>,
+}
+
+/// What only some clients have: a user name, a will, topic aliases, enhanced authentication.
+#[derive(Debug, Default)]
+struct Extra {
+    username: Option<ByteString>,
+    will: Option<Will>,
+    aliases: Aliases,
+    enhanced: Option<EnhancedState>,
+    oversized_dropped: u64,
 }
 
 /// The topic aliases of a connection, both ways (5.0 section 3.3.2.3.4).
@@ -133,26 +146,43 @@ impl Session {
     /// A session attached to a new connection; what was in flight when the previous
     /// connection ended is queued to be sent again ([`Session::resume`]).
     pub fn new(state: SessionState, start: Start, now: Instant) -> Self {
+        let extra = (start.username.is_some() || start.will.is_some())
+            .then(|| Box::new(Extra { username: start.username, will: start.will, ..Extra::default() }));
         let mut s = Session {
             state,
             version: start.version,
             client_id: start.client_id,
-            username: start.username,
             keep_alive: start.keep_alive,
-            will: start.will.map(Box::new),
             limits: start.limits,
             last_received: now,
-            aliases: None,
-            out: VecDeque::new(),
-            effects: VecDeque::new(),
+            busy: None,
             close: None,
-            oversized_dropped: 0,
             access: None,
-            enhanced: None,
-            held: VecDeque::new(),
+            extra,
         };
         s.resume(now);
         s
+    }
+
+    fn busy(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Default::default)
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Gives back the memory of queues that are empty again (the broker calls it when a
+    /// round of work is done), so that an idle connection holds none.
+    pub fn shrink(&mut self) {
+        if self.busy.as_ref().is_some_and(|b| b.out.is_empty() && b.effects.is_empty() && b.held.is_empty()) {
+            self.busy = None;
+        }
+    }
+
+    /// The user name the client authenticated as.
+    pub fn username(&self) -> Option<&ByteString> {
+        self.extra.as_ref()?.username.as_ref()
     }
 
     /// Sets what the client may publish, subscribe to and receive (`None`: everything).
@@ -180,7 +210,7 @@ impl Session {
             Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             // [MQTT-3.12.4-1] the Server MUST send a PINGRESP in response to a PINGREQ.
-            Packet::PingReq => self.out.push_back(Packet::PingResp),
+            Packet::PingReq => self.busy().out.push_back(Packet::PingResp),
             Packet::Disconnect(d) => self.on_disconnect(d),
             // [MQTT-3.1.0-2] a second CONNECT is a Protocol Error.
             Packet::Connect(_) => {
@@ -197,17 +227,17 @@ impl Session {
 
     /// The next effect for the broker to apply, in order.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        self.effects.pop_front()
+        self.busy.as_mut()?.effects.pop_front()
     }
 
     /// The packets to send, in order.
     pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
-        self.out.drain(..)
+        self.busy().out.drain(..)
     }
 
     /// True when packets wait to be sent.
     pub fn has_output(&self) -> bool {
-        !self.out.is_empty()
+        self.busy.as_ref().is_some_and(|b| !b.out.is_empty())
     }
 
     /// Why the connection must close, once it must.
@@ -229,7 +259,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keep_alive =
             (self.keep_alive > 0).then(|| self.last_received + keep_alive_grace(self.keep_alive));
-        let held = self.held.front().map(|h| h.since + HOLD_LIMIT);
+        let held = self.busy.as_ref().and_then(|b| b.held.front()).map(|h| h.since + HOLD_LIMIT);
         match (keep_alive, held) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -261,7 +291,7 @@ impl Session {
 
     /// How many messages were not sent because they exceeded the client's Maximum Packet Size.
     pub fn oversized_dropped(&self) -> u64 {
-        self.oversized_dropped
+        self.extra.as_ref().map_or(0, |e| e.oversized_dropped)
     }
 
     /// Ends the connection: the state that persists, and what becomes of the will. The will
@@ -271,7 +301,8 @@ impl Session {
     /// while an immediate one still goes (the connection was lost without DISCONNECT).
     pub fn end(mut self, taken_over: bool, now: Instant) -> Ending {
         let reason = self.close.take().map_or(CloseReason::Closed, |r| *r);
-        let will = if reason.publishes_will() { self.will.take().map(|w| *w) } else { None };
+        let will =
+            if reason.publishes_will() { self.extra.as_mut().and_then(|e| e.will.take()) } else { None };
         let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
         let will = match will {
             None => WillPlan::None,

@@ -92,7 +92,7 @@ impl Session {
             let (qos, entry) = (d.qos, d.entry);
             let id = self.state.outgoing.start(d);
             if let (QoS::ExactlyOnce, Some(entry)) = (qos, entry) {
-                self.effects.push_back(Effect::Delivery(DeliveryEvent::Sent { entry, packet_id: id }));
+                self.busy().effects.push_back(Effect::Delivery(DeliveryEvent::Sent { entry, packet_id: id }));
             }
             self.send_publish(Publish { packet_id: id, ..p });
             sent += 1;
@@ -107,7 +107,7 @@ impl Session {
         let resend: Vec<_> = self.state.outgoing.inflight().cloned().collect();
         for f in resend {
             match f.state {
-                Awaiting::PubComp => self.out.push_back(Packet::PubRel(PublishAck::new(f.packet_id))),
+                Awaiting::PubComp => self.busy().out.push_back(Packet::PubRel(PublishAck::new(f.packet_id))),
                 Awaiting::PubAck | Awaiting::PubRec => {
                     let p = self.publish_packet(&f.delivery, f.packet_id, true, now);
                     self.send_publish(p);
@@ -119,7 +119,7 @@ impl Session {
     /// A delivery recorded in the store is done with.
     fn delivered(&mut self, entry: Option<u64>) {
         if let Some(entry) = entry {
-            self.effects.push_back(Effect::Delivery(DeliveryEvent::Done { entry }));
+            self.busy().effects.push_back(Effect::Delivery(DeliveryEvent::Done { entry }));
         }
     }
 
@@ -135,12 +135,14 @@ impl Session {
         match self.state.outgoing.pubrec(packet_id, refused) {
             PubRecOutcome::Release { first, entry } => {
                 if let (true, Some(entry)) = (first, entry) {
-                    self.effects.push_back(Effect::Delivery(DeliveryEvent::Released { entry, packet_id }));
+                    self.busy()
+                        .effects
+                        .push_back(Effect::Delivery(DeliveryEvent::Released { entry, packet_id }));
                 }
-                self.out.push_back(Packet::PubRel(PublishAck::new(packet_id)))
+                self.busy().out.push_back(Packet::PubRel(PublishAck::new(packet_id)))
             }
             PubRecOutcome::Refused(entry) => self.delivered(entry),
-            PubRecOutcome::Unknown => self.out.push_back(Packet::PubRel(PublishAck::with_reason(
+            PubRecOutcome::Unknown => self.busy().out.push_back(Packet::PubRel(PublishAck::with_reason(
                 packet_id,
                 ReasonCode::PacketIdentifierNotFound,
             ))),
@@ -191,11 +193,11 @@ impl Session {
                 };
                 self.delivered(entry);
             }
-            self.oversized_dropped += 1;
+            self.extra().oversized_dropped += 1;
             tracing::debug!("Dropped a message too large for client {}.", self.client_id);
             return;
         }
-        self.out.push_back(packet);
+        self.busy().out.push_back(packet);
     }
 
     /// Topic aliases towards a 5.0 client that announced a Topic Alias Maximum: the first
@@ -206,7 +208,7 @@ impl Session {
         if max == 0 || !self.version.is_v5() {
             return;
         }
-        let aliases = self.aliases.get_or_insert_with(Default::default);
+        let aliases = &mut self.extra().aliases;
         if let Some(&alias) = aliases.outgoing.get(&p.topic) {
             p.properties.push(Property::TopicAlias(alias));
             p.topic = ByteString::new();

@@ -59,12 +59,12 @@ impl Session {
             if send_retained {
                 self.state.replay(Replay { filter: filter.clone(), qos: options.qos, sub_id, cursor: None });
             }
-            self.effects.push_back(Effect::Subscribe { filter, options, id: sub_id });
+            self.busy().effects.push_back(Effect::Subscribe { filter, options, id: sub_id });
             codes.push(ReasonCode::granted(options.qos));
         }
         // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter in order
         // [MQTT-3.8.4-5], [MQTT-3.8.4-6]; the retained messages follow it.
-        self.out.push_back(Packet::SubAck(SubAck {
+        self.busy().out.push_back(Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             properties: Properties::new(),
             reason_codes: codes,
@@ -88,13 +88,13 @@ impl Session {
             let existed = self.state.subscriptions.remove(&filter).is_some();
             self.state.replays.retain(|r| r.filter != filter);
             if existed {
-                self.effects.push_back(Effect::Unsubscribe { filter });
+                self.busy().effects.push_back(Effect::Unsubscribe { filter });
             }
             codes.push(if existed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted });
         }
         // [MQTT-3.10.4-4] UNSUBACK with the same packet identifier (5.0: a code per filter).
         let codes = if self.version.is_v5() { codes } else { Vec::new() };
-        self.out.push_back(Packet::UnsubAck(UnsubAck {
+        self.busy().out.push_back(Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Properties::new(),
             reason_codes: codes,
