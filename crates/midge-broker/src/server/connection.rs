@@ -156,7 +156,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let username = connect.username.clone();
     let login = async {
         match broker.begin_enhanced(&connect, &shown_id, &info) {
-            None => broker.authenticate_async(&connect, &info, Instant::now()).await,
+            None => broker.authenticate_async(&connect, &info).await,
             Some((login, step)) => enhanced_login(conn, login, step, max_packet).await,
         }
     };
