@@ -50,7 +50,7 @@ fn bench_route(
                 }
                 scratch.clear();
             },
-            |()| black_box(router.route(black_box(&m))),
+            |()| black_box(router.route(black_box(&m), None)),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod timers;
 
 pub use broker::Broker;

@@ -45,6 +45,9 @@ pub struct SessionHandle {
     /// Deliveries waiting for the session.
     pub mailbox: Mailbox,
     online: AtomicBool,
+    /// The session outlives its connection (expiry interval above 0): what is queued for it
+    /// is written to the store.
+    persistent: AtomicBool,
 }
 
 impl SessionHandle {
@@ -55,6 +58,7 @@ impl SessionHandle {
             client_id,
             mailbox: Mailbox::new(capacity),
             online: AtomicBool::new(false),
+            persistent: AtomicBool::new(false),
         })
     }
 
@@ -66,6 +70,16 @@ impl SessionHandle {
     /// Marks the session as attached to a connection, or not.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as outliving its connection, or not.
+    pub fn set_persistent(&self, persistent: bool) {
+        self.persistent.store(persistent, Ordering::Relaxed);
     }
 }
 
@@ -134,10 +148,18 @@ impl Mailbox {
     /// Queues a delivery and wakes the session's connection; `online` says whether a
     /// connection is there to drain it (an offline session's queue is a hard limit).
     pub fn push(&self, d: Delivery, online: bool) -> Push {
+        self.push_with(d, online, |_| {})
+    }
+
+    /// [`Mailbox::push`], calling `queuing` on the delivery when it is queued, before anyone
+    /// can take it (the store records it there: its record always comes before the record
+    /// of its acknowledgement).
+    pub fn push_with(&self, mut d: Delivery, online: bool, queuing: impl FnOnce(&mut Delivery)) -> Push {
         let outcome = {
             let mut inner = self.inner.lock();
             let len = inner.queue.len();
             if len < self.capacity {
+                queuing(&mut d);
                 inner.queue.push_back(d);
                 Push::Queued
             } else if !online || len >= self.capacity.saturating_add(CONGESTION_SLACK) {
@@ -151,6 +173,7 @@ impl Mailbox {
                     drop(inner);
                     return self.drop_one();
                 }
+                queuing(&mut d);
                 inner.queue.push_back(d);
                 Push::Congested
             }
@@ -213,10 +236,11 @@ impl Mailbox {
         self.len() == 0
     }
 
-    /// Removes everything (a clean start discards the old session's queue).
-    pub fn clear(&self) {
-        *self.inner.lock() = Inner::default();
+    /// Removes everything (a clean start discards the old session's queue); returns it.
+    pub fn clear(&self) -> VecDeque<Delivery> {
+        let queue = std::mem::take(&mut *self.inner.lock()).queue;
         self.space.notify_waiters();
+        queue
     }
 
     /// Deliveries dropped because the mailbox was full, since it was created.
@@ -264,7 +288,7 @@ mod tests {
             "p".into(),
             at,
         );
-        Delivery { message: Arc::new(m), qos, retain: false, sub_ids: Vec::new(), share: None }
+        Delivery { message: Arc::new(m), qos, retain: false, sub_ids: Vec::new(), share: None, entry: None }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! connection arrives with a client id in use, it takes the session over: the old connection
 //! is told to close and hands the session over through a channel [MQTT-3.1.4-3].
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ahash::AHashMap;
 use bytestring::ByteString;
@@ -45,6 +45,8 @@ pub struct ParkedDue {
     pub will: Option<Will>,
     /// The session itself, expired: to discard.
     pub expired: Option<Owned>,
+    /// When the will went and the session stays parked: its expiry interval and end.
+    pub still_parked: Option<(u32, Option<Instant>)>,
 }
 
 #[derive(Debug)]
@@ -107,14 +109,15 @@ impl Registry {
     }
 
     /// A connection ends. Parks the session when it persists (expiry interval above 0) and
-    /// the connection still holds the id, with `will` waiting for its delay.
+    /// the connection still holds the id, until `expires_at` (none: never), with `will`
+    /// waiting for its delay.
     pub fn detach(
         &self,
         client_id: &ByteString,
         conn_id: u64,
         owned: Owned,
         will: Option<PendingWill>,
-        now: Instant,
+        expires_at: Option<Instant>,
     ) -> Detached {
         let mut clients = self.clients.lock();
         match clients.get(client_id) {
@@ -124,7 +127,6 @@ impl Registry {
                     clients.remove(client_id);
                     return Detached::Ended(owned);
                 }
-                let expires_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(expiry)));
                 let wake = expires_at.into_iter().chain(will.as_ref().map(|w| w.due)).collect();
                 clients
                     .insert(client_id.clone(), Entry::Offline(Box::new(Parked { owned, expires_at, will })));
@@ -132,6 +134,17 @@ impl Registry {
             }
             _ => Detached::NotHolder(owned),
         }
+    }
+
+    /// Parks a session read back from the store.
+    pub fn restore(
+        &self,
+        client_id: ByteString,
+        owned: Owned,
+        expires_at: Option<Instant>,
+        will: Option<PendingWill>,
+    ) {
+        self.clients.lock().insert(client_id, Entry::Offline(Box::new(Parked { owned, expires_at, will })));
     }
 
     /// What is due for the parked session of `client_id` at `now`: its delayed will, and its
@@ -152,6 +165,7 @@ impl Registry {
         }
         if parked.will.as_ref().is_some_and(|w| w.due <= now) {
             due.will = parked.will.take().map(|w| w.will);
+            due.still_parked = Some((parked.owned.state.expiry_interval, parked.expires_at));
         }
         due
     }

@@ -100,7 +100,7 @@ impl Client {
         let Some(link) = self.link.as_mut() else { return };
         if let Some(c) = self.control.try_recv() {
             if let Some(reply) = link.on_control(c, now) {
-                self.inbox.extend(link.drain_output());
+                link.drain_output(|p| self.inbox.push(p));
                 self.inbox.extend(link.disconnect_packet());
                 let link = self.link.take().unwrap();
                 Link::finish(*link, Some(reply), now);
@@ -108,7 +108,7 @@ impl Client {
             }
         }
         link.poll(now, usize::MAX);
-        self.inbox.extend(link.drain_output());
+        link.drain_output(|p| self.inbox.push(p));
         link.watch_timers();
         if link.close_reason().is_some() {
             self.inbox.extend(link.disconnect_packet());

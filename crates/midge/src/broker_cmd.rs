@@ -21,6 +21,11 @@ pub struct BrokerArgs {
     /// Log every packet (type, client and key fields).
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// With persistence on, a store that cannot be read at all (a damaged manifest, a missing
+    /// or foreign segment) is moved aside (renamed with `.bad-TIME`) and the broker starts
+    /// with an empty one, instead of refusing to start.
+    #[arg(long = "set-aside-bad-store")]
+    set_aside_bad_store: bool,
 }
 
 /// The configuration: the file of `-c` (or none), with the listeners of `-p`.
@@ -86,11 +91,13 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         } else {
             tracing::info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
         }
-        let Started { server, dropped_to, pid_file } = match start(config, &log_files).await {
-            Ok(started) => started,
-            Err(code) => return code,
-        };
+        let Started { server, dropped_to, pid_file } =
+            match start(config, &log_files, args.set_aside_bad_store).await {
+                Ok(started) => started,
+                Err(code) => return code,
+            };
         let reloader = server.reloader();
+        tokio::spawn(save_on_sigusr1(reloader.clone()));
         tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
         server.run(shutdown_signal()).await;
         drop(pid_file);
@@ -112,7 +119,11 @@ struct Started {
 /// opens the log and pid files as the user the broker runs as, as mosquitto does: root
 /// never writes to a path that user controls. On failure the reason is logged (on standard
 /// error too if the log file never opened) and the exit code returned.
-async fn start(config: Config, log_files: &[Arc<LogFile>]) -> Result<Started, ExitCode> {
+async fn start(
+    config: Config,
+    log_files: &[Arc<LogFile>],
+    set_aside_bad_store: bool,
+) -> Result<Started, ExitCode> {
     let user = config.user.clone();
     let pid_path = config.pid_file.clone();
     let server = Server::bind(config).await.map_err(|e| {
@@ -137,7 +148,42 @@ async fn start(config: Config, log_files: &[Arc<LogFile>]) -> Result<Started, Ex
         tracing::error!("Unable to write pid file {}: {e}.", path.display());
         ExitCode::FAILURE
     })?;
+    // The store is the broker's user's: opened (and created) after root is given up, as the
+    // log files are, so that its new segments can be written by that user.
+    server.restore(set_aside_bad_store).map_err(|e| {
+        use midge_broker::store::StoreError;
+        tracing::error!("{e}");
+        match &e {
+            midge_broker::ServerError::Store(StoreError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                if let Some(user) = &dropped_to {
+                    tracing::error!(
+                        "midge runs as user '{user}': that user must be able to write persistence_location \
+                         (for example chown {user} DIRECTORY), or run with `user root`."
+                    );
+                }
+            }
+            midge_broker::ServerError::Store(
+                StoreError::Manifest(_) | StoreError::MissingSegment { .. } | StoreError::NotASegment { .. },
+            ) => tracing::error!(
+                "The broker does not start over a store it cannot read. To start anyway with an empty \
+                 store, keeping the unreadable one aside for inspection: midge broker --set-aside-bad-store"
+            ),
+            _ => {}
+        }
+        ExitCode::FAILURE
+    })?;
     Ok(Started { server, dropped_to, pid_file })
+}
+
+/// SIGUSR1 writes what is pending to the store now, as mosquitto saves its database then.
+async fn save_on_sigusr1(reloader: midge_broker::server::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
+    while usr1.recv().await.is_some() {
+        reloader.save_now();
+    }
 }
 
 /// SIGHUP reads the configuration file again and applies its security settings, reloads the

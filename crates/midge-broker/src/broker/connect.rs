@@ -308,6 +308,20 @@ impl Broker {
         let Owned { mut state, handle } = owned;
         state.expiry_interval = plan.expiry_interval;
         handle.set_online(true);
+        let was_persistent = handle.is_persistent();
+        handle.set_persistent(state.expiry_interval > 0);
+        if state.expiry_interval > 0 {
+            self.persist_session(&plan.client_id, &state, was_persistent);
+        } else if let Some(j) = self.journal().filter(|_| was_persistent) {
+            // Resumed, but to end with this connection (5.0 expiry 0): its records go now.
+            let held: Vec<_> = state.outgoing.inflight().map(|f| f.delivery.clone()).collect();
+            let mut all = held;
+            all.extend(state.outgoing.pending.iter().cloned());
+            j.forget(&plan.client_id, &state, &all);
+            for d in state.outgoing.pending.iter_mut() {
+                d.entry = None;
+            }
+        }
         let mut connack = self.connack(connect.protocol, &plan, session_present);
         if let Some((e, data)) = &enhanced {
             // The method, and its last data, in CONNACK (section 4.12).
@@ -365,7 +379,14 @@ impl Broker {
         };
         if handover.is_none() {
             self.redistribute_shared(&mut owned);
-            match self.registry.detach(&client_id, conn_id, owned, pending, now) {
+            let expiry = owned.state.expiry_interval;
+            let expires_at = self.expiry_from(now, expiry);
+            if expiry > 0 {
+                if let Some(j) = self.journal() {
+                    j.session(&client_id, expiry, Some((expires_at, pending.as_ref())));
+                }
+            }
+            match self.registry.detach(&client_id, conn_id, owned, pending, expires_at) {
                 Detached::Parked(wake) => {
                     for at in wake {
                         self.timers.park(client_id.clone(), at);

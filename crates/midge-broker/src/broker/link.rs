@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 use super::{Broker, Owned, Recheck};
 use crate::control::{Control, ControlSlot};
 use crate::mailbox::SessionHandle;
-use crate::session::{CloseReason, Effect, Session};
+use crate::session::{CloseReason, DeliveryEvent, Effect, Session};
+use crate::store::DurableWaiter;
 
 /// Deliveries taken from the mailbox, or retained messages from the store, at a time.
 const BATCH: usize = 256;
@@ -28,6 +29,9 @@ const BATCH: usize = 256;
 /// after the publish that found a subscriber congested waits here, except acknowledgements of
 /// its own deliveries, which are handled at once so that its own queue keeps draining.
 pub const DEFER_LIMIT: usize = 64 * 1024;
+
+/// Packets waiting for the store before the connection stops reading its client.
+const AWAITING_LIMIT: usize = 1024;
 
 /// A connection's session, linked to the broker.
 #[derive(Debug)]
@@ -42,6 +46,12 @@ pub struct Link {
     blocked: Vec<Arc<SessionHandle>>,
     /// Packets read while blocked, in order (boxed: most connections never defer).
     deferred: Option<Box<Deferred>>,
+    /// The store record the next packet to the client waits for: what it tells the client
+    /// (an acknowledgement, a QoS 2 step) must be durable first.
+    gate: u64,
+    /// Packets waiting for the store, with the record each waits for (none without
+    /// persistence).
+    awaiting: Option<VecDeque<(u64, Packet)>>,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +84,18 @@ impl Link {
         conn_id: u64,
         recheck: Recheck,
     ) -> Link {
-        Link { broker, session, handle, control, conn_id, recheck, blocked: Vec::new(), deferred: None }
+        Link {
+            broker,
+            session,
+            handle,
+            control,
+            conn_id,
+            recheck,
+            blocked: Vec::new(),
+            deferred: None,
+            gate: 0,
+            awaiting: None,
+        }
     }
 
     /// The session.
@@ -110,14 +131,22 @@ impl Link {
     }
 
     fn apply_effects(&mut self, now: Instant) {
+        let broker = &*self.broker;
+        let journal = broker.journal();
+        let persistent = journal.is_some() && self.handle.is_persistent();
         while let Some(effect) = self.session.poll_effect() {
-            match effect {
+            let ticket = match effect {
                 Effect::Publish { message, ack } => {
-                    let router = &self.broker.router;
+                    let router = &broker.router;
+                    let mut ticket = None;
                     if message.retain {
                         router.retain(&message);
+                        ticket = journal.map(|j| j.retain(&message));
                     }
-                    let outcome = router.route(&message);
+                    let outcome = router.route(&message, broker.queue_hook());
+                    if outcome.recorded > 0 {
+                        ticket = journal.map(|j| j.appended());
+                    }
                     for h in outcome.congested {
                         if !self.blocked.iter().any(|b| b.id == h.id) {
                             self.blocked.push(h);
@@ -127,13 +156,34 @@ impl Link {
                         let matched = outcome.delivered + outcome.dropped > 0;
                         self.session.acknowledge(ack, matched, !self.blocked.is_empty(), now);
                     }
+                    ticket
                 }
                 Effect::Subscribe { filter, options, id } => {
-                    self.broker.router.subscribe(&self.handle, &filter, options, id);
+                    broker.router.subscribe(&self.handle, &filter, options, id);
+                    broker.journal_subscription(&self.handle, &filter, Some((options, id)))
                 }
                 Effect::Unsubscribe { filter } => {
-                    self.broker.router.unsubscribe(&self.handle, &filter);
+                    broker.router.unsubscribe(&self.handle, &filter);
+                    broker.journal_subscription(&self.handle, &filter, None)
                 }
+                Effect::Delivery(event) => match (journal, event) {
+                    // A QoS 1 completion need not be durable before anything: lost, the
+                    // message is sent again after a restart, as QoS 1 allows.
+                    (Some(j), DeliveryEvent::Done { .. }) => {
+                        j.delivery(event);
+                        None
+                    }
+                    (Some(j), _) => Some(j.delivery(event)),
+                    (None, _) => None,
+                },
+                Effect::Qos2Received(id) | Effect::Qos2Released(id) if persistent => {
+                    let held = matches!(effect, Effect::Qos2Received(_));
+                    journal.map(|j| j.incoming(&self.handle.client_id, id, held))
+                }
+                Effect::Qos2Received(_) | Effect::Qos2Released(_) => None,
+            };
+            if let Some(t) = ticket {
+                self.gate = self.gate.max(t);
             }
         }
     }
@@ -178,10 +228,12 @@ impl Link {
     }
 
     /// True while the connection should read from the client: not while its publishes wait
-    /// for congested subscribers and it has already sent [`DEFER_LIMIT`] bytes more.
+    /// for congested subscribers and it has already sent [`DEFER_LIMIT`] bytes more, nor
+    /// while many answers wait for the store.
     pub fn wants_input(&self) -> bool {
         self.session.close_reason().is_none()
             && (self.blocked.is_empty() || self.deferred.as_ref().map_or(0, |d| d.bytes) < DEFER_LIMIT)
+            && self.awaiting.as_ref().is_none_or(|a| a.len() < AWAITING_LIMIT)
     }
 
     /// True when the session can take deliveries now (the connection then listens for mail).
@@ -199,9 +251,31 @@ impl Link {
         !self.blocked.is_empty()
     }
 
-    /// The packets to send, in order.
-    pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
-        self.session.drain_output()
+    /// Hands the packets that may be sent now to `send`, in order: what depends on records
+    /// not yet durable waits for them (and everything after it, keeping the order).
+    pub fn drain_output(&mut self, mut send: impl FnMut(Packet)) {
+        let durable = |t: u64| self.broker.journal().is_none_or(|j| j.store().is_durable(t));
+        if self.awaiting.is_none() && durable(self.gate) {
+            self.session.drain_output().for_each(send);
+            return;
+        }
+        let awaiting = self.awaiting.get_or_insert_with(Default::default);
+        awaiting.extend(self.session.drain_output().map(|p| (self.gate, p)));
+        while let Some((t, _)) = awaiting.front() {
+            if !durable(*t) {
+                return;
+            }
+            if let Some((_, p)) = awaiting.pop_front() {
+                send(p);
+            }
+        }
+        self.awaiting = None;
+    }
+
+    /// While packets wait for the store: a waiter, and the record they wait for.
+    pub fn awaiting_store(&self) -> Option<(DurableWaiter, u64)> {
+        let (t, _) = self.awaiting.as_ref()?.front()?;
+        Some((self.broker.journal()?.store().waiter(), *t))
     }
 
     /// Why the connection must close, once it must.

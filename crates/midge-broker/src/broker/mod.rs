@@ -2,6 +2,7 @@
 mod connect;
 mod link;
 mod login;
+mod persist;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub(crate) use login::auth_packet;
 pub use login::{
     Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginStep, Recheck, Refusal, Withdrawn,
 };
+pub use persist::{Journal, Restored};
 
 use crate::auth::{AuthMethod, FailureLimiter, HashPool, Security, SecurityError, SharedSecurity, Turns};
 use crate::config::{Config, SecuritySettings};
@@ -120,6 +122,8 @@ pub struct Broker {
     auth_methods: AuthMethods,
     /// The deadlines of every session: keep alive, held acknowledgements, expiry, wills.
     pub timers: Timers,
+    /// The store, once restored (persistence on).
+    journal: std::sync::OnceLock<Journal>,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Counts reloads of the security settings: a client authenticated under older ones is
     /// checked again ([`Broker::security_generation`]).
@@ -173,6 +177,7 @@ impl Broker {
             login_turns: Turns::default(),
             auth_methods: AuthMethods::default(),
             timers: Timers::default(),
+            journal: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
             router: Router::new(),
@@ -312,16 +317,21 @@ impl Broker {
         ByteString::from(format!("auto-{:016X}-{n}", mix))
     }
 
-    /// Ends a session: its subscriptions leave the router and its queue is emptied.
+    /// Ends a session: its subscriptions leave the router, its queue is emptied, and its
+    /// records leave the store.
     pub fn discard(&self, owned: Owned) {
         let Owned { mut state, handle } = owned;
         for filter in state.subscriptions.keys() {
             self.router.unsubscribe(&handle, filter);
         }
+        let mut queued = state.outgoing.drain_all();
+        queued.extend(handle.mailbox.clear());
+        if let Some(j) = self.journal().filter(|_| handle.is_persistent()) {
+            j.forget(&handle.client_id, &state, &queued);
+        }
         state.subscriptions.clear();
-        state.outgoing.clear();
-        handle.mailbox.clear();
         handle.set_online(false);
+        handle.set_persistent(false);
     }
 
     /// Publishes a will message on behalf of a client that is gone.
@@ -337,8 +347,11 @@ impl Broker {
         ));
         if message.retain {
             self.router.retain(&message);
+            if let Some(j) = self.journal() {
+                j.retain(&message);
+            }
         }
-        self.router.route(&message);
+        self.router.route(&message, self.queue_hook());
     }
 
     /// Runs what the timers say is due (a few times a second, from the server): connections
@@ -350,6 +363,10 @@ impl Broker {
             let due = self.registry.parked_due(&client_id, now);
             if let Some(will) = due.will {
                 self.publish_will(will, &client_id, now);
+                if let (Some(j), Some(expiry)) = (self.journal(), due.still_parked) {
+                    // The session stays parked without its will.
+                    j.session(&client_id, expiry.0, Some((expiry.1, None)));
+                }
             }
             if let Some(owned) = due.expired {
                 tracing::info!("Expiring client {client_id} due to timeout.");
@@ -371,10 +388,17 @@ impl Broker {
         }
         let mut kept = Vec::new();
         for d in taken {
-            if let Err(d) = self.router.reroute_shared(d, owned.handle.id) {
-                kept.push(d);
+            let entry = d.entry;
+            match self.router.reroute_shared(d, owned.handle.id, self.queue_hook()) {
+                // Another member has it now (recorded anew if its session is persistent).
+                Ok(()) => {
+                    if let (Some(j), Some(entry)) = (self.journal(), entry) {
+                        j.delivery(crate::session::DeliveryEvent::Done { entry });
+                    }
+                }
+                Err(d) => kept.push(d),
             }
         }
-        owned.state.outgoing.restore(kept);
+        owned.state.outgoing.keep(kept);
     }
 }

@@ -207,6 +207,55 @@ pub struct SecuritySettings {
     pub acl_file: Option<PathBuf>,
 }
 
+/// Where and how the broker keeps its state on disk (mosquitto's `persistence` options, and
+/// midge's `persistence_sync_interval`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    /// `persistence`: keep retained messages, persistent sessions and their queued messages
+    /// across restarts.
+    pub enabled: bool,
+    /// `persistence_location`: the directory (none: the working directory).
+    pub location: Option<PathBuf>,
+    /// `persistence_file`: mosquitto's database file name (default `mosquitto.db`); midge
+    /// imports it at first start, and keeps its own store beside it in the directory of that
+    /// name with `.midge` appended.
+    pub file: String,
+    /// `autosave_interval`: seconds between compactions of the store (0: only at SIGUSR1).
+    /// With `autosave_on_changes`, a count of changes instead.
+    pub autosave_interval: u64,
+    /// `autosave_on_changes`.
+    pub autosave_on_changes: bool,
+    /// `persistence_sync_interval`: milliseconds between syncs to disk, with
+    /// acknowledgements not waiting for them (0, the default: every acknowledgement waits
+    /// for its sync). A midge option.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            enabled: false,
+            location: None,
+            file: "mosquitto.db".to_owned(),
+            autosave_interval: 1800,
+            autosave_on_changes: false,
+            sync_interval_ms: 0,
+        }
+    }
+}
+
+impl Persistence {
+    /// mosquitto's database file (imported at first start).
+    pub fn mosquitto_file(&self) -> PathBuf {
+        self.location.clone().unwrap_or_default().join(&self.file)
+    }
+
+    /// midge's store directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.location.clone().unwrap_or_default().join(format!("{}.midge", self.file))
+    }
+}
+
 /// Everything the broker needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -252,6 +301,11 @@ pub struct Config {
     pub user: Option<String>,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// Persistence to disk.
+    pub persistence: Persistence,
+    /// `persistent_client_expiration`: sessions that never expire by themselves (3.1.1
+    /// clean session off, 5.0 expiry 0xFFFFFFFF) end after this long offline.
+    pub persistent_client_expiration: Option<std::time::Duration>,
     /// The file it was read from.
     pub source: Option<PathBuf>,
 }
@@ -277,6 +331,8 @@ impl Default for Config {
             pid_file: None,
             user: None,
             connect_timeout_secs: 10,
+            persistence: Persistence::default(),
+            persistent_client_expiration: None,
             source: None,
         }
     }
@@ -335,6 +391,11 @@ impl Config {
         check("log_timestamp", self.log_timestamp != new.log_timestamp);
         check("pid_file", self.pid_file != new.pid_file);
         check("user", self.user != new.user);
+        check("persistence", self.persistence != new.persistence);
+        check(
+            "persistent_client_expiration",
+            self.persistent_client_expiration != new.persistent_client_expiration,
+        );
         changed
     }
 

@@ -46,8 +46,6 @@ const NOT_YET: &[&str] = &[
     "allow_duplicate_messages",
     "auth_opt_",
     "auto_id_prefix",
-    "autosave_interval",
-    "autosave_on_changes",
     "connection",
     "connection_messages",
     "dhparamfile",
@@ -57,10 +55,6 @@ const NOT_YET: &[&str] = &[
     "max_queued_bytes",
     "memory_limit",
     "message_size_limit",
-    "persistence",
-    "persistence_file",
-    "persistence_location",
-    "persistent_client_expiration",
     "plugin_opt_",
     "psk_hint",
     "queue_qos0_messages",
@@ -126,6 +120,13 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "log_timestamp",
     "pid_file",
     "user",
+    "persistence",
+    "persistence_location",
+    "persistence_file",
+    "persistence_sync_interval",
+    "autosave_interval",
+    "autosave_on_changes",
+    "persistent_client_expiration",
 ];
 
 /// True when `name` is an option midge knows: one it reads, one it refuses (a security

@@ -226,6 +226,25 @@ impl Reader {
             "log_timestamp" => config.log_timestamp = parse_bool(one(d, "true or false")?)?,
             "pid_file" => config.pid_file = Some(one(d, "a file")?.into()),
             "user" => config.user = Some(one(d, "a user name")?.to_owned()),
+            "persistence" => config.persistence.enabled = parse_bool(one(d, "true or false")?)?,
+            "persistence_location" => config.persistence.location = Some(one(d, "a directory")?.into()),
+            "persistence_file" => config.persistence.file = one(d, "a file name")?.to_owned(),
+            "persistence_sync_interval" => {
+                config.persistence.sync_interval_ms = parse_num(name, one(d, "milliseconds")?)?
+            }
+            "autosave_interval" => {
+                config.persistence.autosave_interval = parse_num(name, one(d, "seconds")?)?
+            }
+            "autosave_on_changes" => {
+                config.persistence.autosave_on_changes = parse_bool(one(d, "true or false")?)?
+            }
+            "persistent_client_expiration" => {
+                let v = one(d, "a duration such as 14d")?;
+                config.persistent_client_expiration =
+                    Some(parse_expiration(v).ok_or_else(|| {
+                        invalid_value(name, v, "a number followed by h, d, w, m or y (14d)")
+                    })?);
+            }
             "response_information" => {
                 config.response_information = Some(one(d, "a topic prefix")?.to_owned())
             }
@@ -400,6 +419,21 @@ impl Reader {
             .collect();
         Parsed { config, sources: Sources { listeners: openers, lines }, warnings, errors }
     }
+}
+
+/// mosquitto's expiration periods: a number and a unit, `h` (hour), `d` (day), `w` (week),
+/// `m` (month: 30 days) or `y` (year: 365 days).
+fn parse_expiration(v: &str) -> Option<std::time::Duration> {
+    let unit = match v.chars().last()? {
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        'm' => 30 * 86_400,
+        'y' => 365 * 86_400,
+        _ => return None,
+    };
+    let n: u64 = v[..v.len() - 1].parse().ok().filter(|n| *n > 0)?;
+    Some(std::time::Duration::from_secs(n.checked_mul(unit)?))
 }
 
 /// The value of an option of one value.

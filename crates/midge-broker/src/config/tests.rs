@@ -262,9 +262,9 @@ fn every_implemented_option_is_read() {
 
 #[test]
 fn known_mosquitto_options_warn() {
-    let (_, w) = parse_str("persistence true\nsys_interval 10\n", "m.conf").unwrap();
+    let (_, w) = parse_str("queue_qos0_messages true\nsys_interval 10\n", "m.conf").unwrap();
     assert_eq!(w.len(), 2);
-    assert_eq!(w[0], "m.conf:1: option 'persistence' is not supported by midge yet; ignored");
+    assert_eq!(w[0], "m.conf:1: option 'queue_qos0_messages' is not supported by midge yet; ignored");
     let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -368,4 +368,25 @@ fn with_per_listener_settings_security_lines_are_the_listeners_own() {
     // Without it every listener reads the general section.
     let (c, _) = parse_str("listener 1\nallow_anonymous true\n", "t").unwrap();
     assert_eq!(c.security_section(0), Section::General);
+}
+
+#[test]
+fn persistence_options_are_read_as_mosquitto_writes_them() {
+    let (c, w) = parse_str(
+        "persistence true\npersistence_location /var/lib/mosquitto/\nautosave_interval 60\n\
+         autosave_on_changes true\npersistent_client_expiration 2w\npersistence_sync_interval 50\n",
+        "p.conf",
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let p = &c.persistence;
+    assert!(p.enabled && p.autosave_on_changes);
+    assert_eq!((p.autosave_interval, p.sync_interval_ms), (60, 50));
+    assert_eq!(p.mosquitto_file(), std::path::Path::new("/var/lib/mosquitto/mosquitto.db"));
+    assert_eq!(p.store_dir(), std::path::Path::new("/var/lib/mosquitto/mosquitto.db.midge"));
+    assert_eq!(c.persistent_client_expiration, Some(std::time::Duration::from_secs(14 * 86_400)));
+    for bad in ["2x", "d", "0d", "-1h"] {
+        let e = parse_str(&format!("persistent_client_expiration {bad}\n"), "p.conf").unwrap_err();
+        assert!(e.to_string().starts_with("p.conf:1: invalid value"), "{bad}: {e}");
+    }
 }

@@ -33,9 +33,18 @@ pub fn too_deep(topic: &str) -> bool {
 
 const SHARDS: usize = 16;
 
+/// Told of each delivery queued for a persistent session, before anyone can take it from the
+/// mailbox (the store records it).
+pub trait QueueHook: Sync {
+    /// `d` is being queued for `client_id`; the hook may set its `entry`.
+    fn queued(&self, client_id: &str, d: &mut Delivery);
+}
+
 /// What happened to a routed message.
 #[derive(Debug, Default, Clone)]
 pub struct RouteOutcome {
+    /// Deliveries that went to the hook (to be durable before the publisher is acknowledged).
+    pub recorded: usize,
     /// Sessions the message was queued for.
     pub delivered: usize,
     /// Sessions whose mailbox was full, so the message was dropped for them.
@@ -136,7 +145,7 @@ impl Router {
     /// Queues `message` for every session with a matching subscription: once per session,
     /// with the highest QoS of its matching subscriptions and all their identifiers
     /// ([MQTT-3.3.4-2], [MQTT-3.3.4-3]; 3.1.1: [MQTT-3.3.5-1]), and once per shared group.
-    pub fn route(&self, message: &Arc<Message>) -> RouteOutcome {
+    pub fn route(&self, message: &Arc<Message>, hook: Option<&dyn QueueHook>) -> RouteOutcome {
         let topic: &str = &message.topic;
         let dollar = topic.starts_with('$');
         let first = tree::split_level(topic).0;
@@ -186,8 +195,9 @@ impl Router {
                 retain: t.retain_as_published && message.retain,
                 sub_ids,
                 share: t.share.cloned(),
+                entry: None,
             };
-            deliver(t.handle, delivery, &mut outcome);
+            deliver(t.handle, delivery, &mut outcome, hook);
         }
         outcome
     }
@@ -195,7 +205,12 @@ impl Router {
     /// Gives a delivery that came through a shared subscription to another online member of
     /// its group, when the member it went to has gone away without acknowledging it. Returns
     /// the delivery when no other member is online.
-    pub fn reroute_shared(&self, mut delivery: Delivery, exclude: u64) -> Result<(), Delivery> {
+    pub fn reroute_shared(
+        &self,
+        mut delivery: Delivery,
+        exclude: u64,
+        hook: Option<&dyn QueueHook>,
+    ) -> Result<(), Delivery> {
         let Some(key) = delivery.share.clone() else { return Err(delivery) };
         let (Some(group), plain) = split_shared(&key) else { return Err(delivery) };
         let shard = self.shard_for_filter(plain).read();
@@ -206,7 +221,8 @@ impl Router {
         };
         delivery.qos = member.options.qos.min(delivery.message.qos);
         delivery.sub_ids = member.id.into_iter().collect();
-        deliver(&member.handle, delivery, &mut RouteOutcome::default());
+        delivery.entry = None;
+        deliver(&member.handle, delivery, &mut RouteOutcome::default(), hook);
         Ok(())
     }
 
@@ -284,14 +300,28 @@ fn merge_duplicates(targets: &mut Vec<Target<'_>>) {
     });
 }
 
-fn deliver(handle: &Arc<SessionHandle>, delivery: Delivery, outcome: &mut RouteOutcome) {
+fn deliver(
+    handle: &Arc<SessionHandle>,
+    delivery: Delivery,
+    outcome: &mut RouteOutcome,
+    hook: Option<&dyn QueueHook>,
+) {
     // QoS 0 messages are not queued for a session that is offline (3.1.1 section 3.1.2.4:
     // they MAY be stored; mosquitto does not by default).
     let online = handle.is_online();
     if delivery.qos == QoS::AtMostOnce && !online {
         return;
     }
-    match handle.mailbox.push(delivery, online) {
+    let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());
+    let mut recorded = false;
+    let push = handle.mailbox.push_with(delivery, online, |d| {
+        if let Some(h) = hook {
+            h.queued(&handle.client_id, d);
+            recorded = true;
+        }
+    });
+    outcome.recorded += usize::from(recorded);
+    match push {
         Push::Queued => outcome.delivered += 1,
         Push::Congested => {
             outcome.delivered += 1;

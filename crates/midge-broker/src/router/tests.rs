@@ -36,7 +36,7 @@ fn drain(h: &SessionHandle) -> Vec<Delivery> {
 fn received(router: &Router, filter: &str, topic: &str) -> bool {
     let h = handle("s");
     router.subscribe(&h, filter, SubscriptionOptions::qos(QoS::AtMostOnce), None);
-    router.route(&msg(topic, QoS::AtMostOnce, false, "p"));
+    router.route(&msg(topic, QoS::AtMostOnce, false, "p"), None);
     router.unsubscribe(&h, filter);
     !drain(&h).is_empty()
 }
@@ -79,7 +79,7 @@ fn overlapping_subscriptions_deliver_once_with_the_highest_qos_and_every_identif
     r.subscribe(&h, "a/#", SubscriptionOptions::qos(QoS::AtMostOnce), Some(1));
     r.subscribe(&h, "a/+", SubscriptionOptions::qos(QoS::ExactlyOnce), Some(2));
     r.subscribe(&h, "a/b", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
-    let out = r.route(&msg("a/b", QoS::ExactlyOnce, false, "p"));
+    let out = r.route(&msg("a/b", QoS::ExactlyOnce, false, "p"), None);
     assert_eq!(out.delivered, 1);
     let d = drain(&h);
     assert_eq!(d.len(), 1);
@@ -94,8 +94,8 @@ fn delivered_qos_is_the_lower_of_published_and_granted() {
     let r = Router::new();
     let h = handle("c");
     r.subscribe(&h, "t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
-    r.route(&msg("t", QoS::ExactlyOnce, false, "p"));
-    r.route(&msg("t", QoS::AtMostOnce, false, "p"));
+    r.route(&msg("t", QoS::ExactlyOnce, false, "p"), None);
+    r.route(&msg("t", QoS::AtMostOnce, false, "p"), None);
     let qos: Vec<QoS> = drain(&h).iter().map(|d| d.qos).collect();
     assert_eq!(qos, vec![QoS::AtLeastOnce, QoS::AtMostOnce]);
 }
@@ -108,7 +108,7 @@ fn retain_flag_is_cleared_unless_retain_as_published() {
     r.subscribe(&plain, "t", SubscriptionOptions::qos(QoS::AtMostOnce), None);
     let opts = SubscriptionOptions { retain_as_published: true, ..SubscriptionOptions::qos(QoS::AtMostOnce) };
     r.subscribe(&rap, "t", opts, None);
-    r.route(&msg("t", QoS::AtMostOnce, true, "p"));
+    r.route(&msg("t", QoS::AtMostOnce, true, "p"), None);
     assert!(!drain(&plain)[0].retain);
     assert!(drain(&rap)[0].retain);
 }
@@ -119,9 +119,9 @@ fn no_local_skips_the_publisher() {
     let me = handle("me");
     let opts = SubscriptionOptions { no_local: true, ..SubscriptionOptions::qos(QoS::AtMostOnce) };
     r.subscribe(&me, "t", opts, None);
-    r.route(&msg("t", QoS::AtMostOnce, false, "me"));
+    r.route(&msg("t", QoS::AtMostOnce, false, "me"), None);
     assert!(drain(&me).is_empty());
-    r.route(&msg("t", QoS::AtMostOnce, false, "other"));
+    r.route(&msg("t", QoS::AtMostOnce, false, "other"), None);
     assert_eq!(drain(&me).len(), 1);
 }
 
@@ -133,7 +133,7 @@ fn unsubscribe_removes_and_reports() {
     assert!(r.subscribe(&h, "a/+/c", SubscriptionOptions::default(), None), "second subscribe replaces");
     assert!(r.unsubscribe(&h, "a/+/c"));
     assert!(!r.unsubscribe(&h, "a/+/c"));
-    r.route(&msg("a/b/c", QoS::AtMostOnce, false, "p"));
+    r.route(&msg("a/b/c", QoS::AtMostOnce, false, "p"), None);
     assert!(drain(&h).is_empty());
 }
 
@@ -147,7 +147,7 @@ fn shared_group_gets_one_copy_spread_over_members() {
     r.subscribe(&b, "$share/g/t/+", SubscriptionOptions::default(), None);
     r.subscribe(&plain, "t/+", SubscriptionOptions::default(), None);
     for _ in 0..10 {
-        r.route(&msg("t/x", QoS::AtMostOnce, false, "p"));
+        r.route(&msg("t/x", QoS::AtMostOnce, false, "p"), None);
     }
     let (na, nb) = (drain(&a).len(), drain(&b).len());
     assert_eq!(na + nb, 10, "one delivery per message to the group");
@@ -161,8 +161,8 @@ fn offline_sessions_get_qos_1_and_2_but_not_qos_0() {
     let h = handle("c");
     h.set_online(false);
     r.subscribe(&h, "t", SubscriptionOptions::qos(QoS::ExactlyOnce), None);
-    r.route(&msg("t", QoS::AtMostOnce, false, "p"));
-    r.route(&msg("t", QoS::AtLeastOnce, false, "p"));
+    r.route(&msg("t", QoS::AtMostOnce, false, "p"), None);
+    r.route(&msg("t", QoS::AtLeastOnce, false, "p"), None);
     assert_eq!(drain(&h).len(), 1);
 }
 
@@ -178,7 +178,7 @@ fn a_full_mailbox_congests_online_and_drops_offline() {
     r.subscribe(&fast, "t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
     let (mut dropped, mut congested) = (0, 0);
     for _ in 0..10 {
-        let o = r.route(&msg("t", QoS::AtLeastOnce, false, "p"));
+        let o = r.route(&msg("t", QoS::AtLeastOnce, false, "p"), None);
         dropped += o.dropped;
         congested += o.congested.len();
         assert!(o.congested.iter().all(|h| h.id == busy.id), "only the connected one slows publishers");
@@ -198,7 +198,7 @@ fn the_payload_is_shared_not_copied() {
         r.subscribe(s, "t", SubscriptionOptions::default(), None);
     }
     let m = msg("t", QoS::AtMostOnce, false, "p");
-    r.route(&m);
+    r.route(&m, None);
     for s in &subs {
         let d = drain(s);
         assert!(Arc::ptr_eq(&d[0].message, &m));
@@ -252,6 +252,6 @@ fn matching_a_topic_in_a_large_tree_touches_only_its_branches() {
     for i in 0..10_000 {
         r.subscribe(&hs[i % 100], &format!("dev/{i}/+"), SubscriptionOptions::default(), None);
     }
-    let out = r.route(&msg("dev/42/temp", QoS::AtMostOnce, false, "p"));
+    let out = r.route(&msg("dev/42/temp", QoS::AtMostOnce, false, "p"), None);
     assert_eq!(out.delivered, 1);
 }

@@ -429,9 +429,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let budget = if conn.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
         link.poll(now, budget);
         let id = link.client_id().clone();
-        for p in link.drain_output() {
-            conn.encode(&p, version, &id);
-        }
+        link.drain_output(|p| conn.encode(&p, version, &id));
         link.watch_timers();
         if link.close_reason().is_some() {
             return None;
@@ -440,9 +438,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let want_mail = writable && link.wants_deliveries();
         let reading = writable && link.wants_input();
         more &= reading;
-        // Boxed, and only while blocked: an idle connection's task stays small.
-        let room: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> =
-            link.blocked_on(now).map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _);
+        // Boxed, and only while blocked or waiting for the store: an idle connection's task
+        // stays small.
+        let room: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = match link.awaiting_store() {
+            Some((waiter, ticket)) => Some(Box::pin(waiter.wait(ticket))),
+            None => {
+                link.blocked_on(now).map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _)
+            }
+        };
         let has_room_wait = room.is_some();
         let room = async {
             match room {

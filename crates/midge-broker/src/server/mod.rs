@@ -42,6 +42,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The store cannot be opened or read (persistence on).
+    #[error("persistence: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 struct Bound {
@@ -83,6 +86,19 @@ pub struct ReloadReport {
 }
 
 impl Reloader {
+    /// Writes what is pending to the store now and compacts it (SIGUSR1, as mosquitto saves
+    /// its database then).
+    pub fn save_now(&self) {
+        match self.broker.journal() {
+            Some(j) => {
+                j.store().sync_now();
+                j.store().compact();
+                tracing::info!("Saving the store (SIGUSR1).");
+            }
+            None => tracing::info!("SIGUSR1: persistence is off, nothing to save."),
+        }
+    }
+
     /// Reloads everything, with the configuration `fresh` read again from its file when
     /// given. Each part goes on its own: each TLS listener's certificate and key, CAs and
     /// CRL, then the security settings with their password and ACL files (all or nothing);
@@ -176,6 +192,58 @@ impl Server {
         Ok(Server { broker, listeners, tls: tls_names })
     }
 
+    /// With `persistence true`: opens the store (importing mosquitto's database at first
+    /// start), reports what it found, and puts back what it holds. Call once before
+    /// [`Server::run`], as the user the broker runs as (the store's files are that user's).
+    /// `set_aside_unreadable`: a store that cannot be read at all is moved aside and a new one
+    /// started, instead of refusing to start.
+    pub fn restore(&self, set_aside_unreadable: bool) -> Result<(), ServerError> {
+        let p = &self.broker.config.persistence;
+        if !p.enabled {
+            return Ok(());
+        }
+        let dir = p.store_dir();
+        let options = crate::store::StoreOptions {
+            dir: dir.clone(),
+            sync: match p.sync_interval_ms {
+                0 => crate::store::SyncPolicy::EveryAck,
+                ms => crate::store::SyncPolicy::Interval(Duration::from_millis(ms)),
+            },
+            set_aside_unreadable,
+        };
+        let first_start = !dir.join("MANIFEST").exists();
+        let (store, mut records, report) = crate::store::Store::open(options)?;
+        if let Some((aside, why)) = &report.set_aside {
+            tracing::warn!(
+                "The store {} could not be read ({why}): moved to {}; starting with an empty store.",
+                dir.display(),
+                aside.display()
+            );
+        }
+        for (path, damage) in &report.damage {
+            tracing::warn!("Store {}: {}", path.display(), describe_damage(damage));
+        }
+        if first_start {
+            crate::store::import::import_into(&p.mosquitto_file(), &store, &mut records);
+        }
+        let started = Instant::now();
+        let restored = self.broker.restore(store, records);
+        tracing::info!(
+            "Restored {}, {} and {} from {} in {:.2} s{}.",
+            count(restored.sessions, "session"),
+            count(restored.retained, "retained message"),
+            count(restored.queued, "queued message"),
+            dir.display(),
+            (report.elapsed + started.elapsed()).as_secs_f64(),
+            if restored.unreadable > 0 {
+                format!(" ({} unreadable records skipped)", restored.unreadable)
+            } else {
+                String::new()
+            }
+        );
+        Ok(())
+    }
+
     /// The addresses the listeners are bound to (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|b| b.local).collect()
@@ -213,7 +281,45 @@ impl Server {
         while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(j) = self.broker.journal() {
+            // What the sessions wrote as they closed, synced before the process ends.
+            j.store().close();
+        }
     }
+}
+
+/// What a kind of damage to the store means, for the log.
+fn describe_damage(d: &crate::store::Damage) -> String {
+    use crate::store::Damage;
+    match d {
+        Damage::NotASegment => "not a store segment".to_owned(),
+        Damage::Corrupted { offset, bytes } => format!(
+            "{bytes} bytes at offset {offset} are damaged and could not be read: the records in them are lost, \
+             those around them kept"
+        ),
+        Damage::TornTail { offset, bytes } => format!(
+            "the last write was cut short ({bytes} bytes at offset {offset}, as when the broker is killed or the \
+             power fails while writing): the incomplete record is dropped, nothing acknowledged was in it"
+        ),
+    }
+}
+
+/// "1 session", "12,345 sessions".
+fn count(n: usize, what: &str) -> String {
+    format!("{} {what}{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
+/// 12345 as "12,345".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Opens one listening socket per address of a listener. When the port is 0, the port the
@@ -355,14 +461,28 @@ async fn serve_tls(
 }
 
 /// Every session's timers, from one place, four times a second (keep alive, held
-/// acknowledgements, session expiry, delayed wills).
+/// acknowledgements, session expiry, delayed wills); and the store's compaction every
+/// `autosave_interval` seconds (or changes, with `autosave_on_changes`).
 async fn timer_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let p = broker.config.persistence.clone();
+    let mut last_save = (Instant::now(), broker.journal().map_or(0, |j| j.appended()));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
-                broker.run_timers(Instant::now());
+                let now = Instant::now();
+                broker.run_timers(now);
+                let Some(j) = broker.journal().filter(|_| p.autosave_interval > 0) else { continue };
+                let due = if p.autosave_on_changes {
+                    j.appended().saturating_sub(last_save.1) >= p.autosave_interval
+                } else {
+                    now.duration_since(last_save.0).as_secs() >= p.autosave_interval
+                };
+                if due {
+                    j.store().compact();
+                    last_save = (now, j.appended());
+                }
             }
         }
     }

@@ -36,6 +36,38 @@ pub enum Effect {
         /// The filter.
         filter: ByteString,
     },
+    /// A message recorded in the store for this (persistent) session moved on.
+    Delivery(DeliveryEvent),
+    /// A QoS 2 message was received: its packet identifier is held until PUBREL (exactly
+    /// once, section 4.3.3).
+    Qos2Received(u16),
+    /// PUBREL released a QoS 2 packet identifier.
+    Qos2Released(u16),
+}
+
+/// Where a message recorded in the store (its `entry`) stands for its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryEvent {
+    /// Sent at QoS 2 with this packet identifier: a resend after a restart must use the same
+    /// one, or the client could take it for a new message.
+    Sent {
+        /// The store entry.
+        entry: u64,
+        /// The packet identifier.
+        packet_id: u16,
+    },
+    /// PUBREC received: PUBREL goes next, and after a restart PUBREL again, never the PUBLISH.
+    Released {
+        /// The store entry.
+        entry: u64,
+        /// The packet identifier.
+        packet_id: u16,
+    },
+    /// Delivered (acknowledged, refused, expired or not allowed): the entry goes.
+    Done {
+        /// The store entry.
+        entry: u64,
+    },
 }
 
 /// The PUBACK or PUBREC a routed message waits for: the session's to send, once the broker

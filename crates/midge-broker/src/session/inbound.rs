@@ -80,6 +80,7 @@ impl Session {
             }
             // [MQTT-4.3.3-9]: the identifier stays until PUBREL.
             self.state.incoming_qos2.insert(packet_id);
+            self.effects.push_back(Effect::Qos2Received(packet_id));
         }
         let message =
             Message::from_publish(topic, p.payload, qos, p.retain, p.properties, self.client_id.clone(), now);
@@ -190,6 +191,9 @@ impl Session {
     /// and answer PUBCOMP; 5.0 says 0x92 for an unknown one (section 4.3.3).
     pub(super) fn on_pubrel(&mut self, packet_id: u16) {
         let known = self.state.incoming_qos2.remove(&packet_id);
+        if known {
+            self.effects.push_back(Effect::Qos2Released(packet_id));
+        }
         let code = if known { ReasonCode::Success } else { ReasonCode::PacketIdentifierNotFound };
         self.out.push_back(Packet::PubComp(PublishAck::with_reason(packet_id, code)));
     }

@@ -127,4 +127,6 @@ pub struct Delivery {
     /// The shared subscription (`$share/GROUP/filter`) it came through, if any: when this
     /// session goes away before acknowledging it, another member of the group gets it.
     pub share: Option<Arc<str>>,
+    /// Its record in the store, when it was queued for a persistent session.
+    pub entry: Option<u64>,
 }

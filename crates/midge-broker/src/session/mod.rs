@@ -21,7 +21,7 @@ use bytestring::ByteString;
 use midge_codec::{Packet, ProtocolVersion, QoS, ReasonCode, Will};
 
 pub use close::CloseReason;
-pub use effect::{Effect, Ending, PendingAck, WillPlan};
+pub use effect::{DeliveryEvent, Effect, Ending, PendingAck, WillPlan};
 pub use message::{Delivery, Message};
 pub use outgoing::{Awaiting, InFlight, Outgoing};
 pub use state::{Replay, SessionHasher, SessionState, SubscriptionRecord};

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use midge_codec::{Packet, Properties, Property, Publish, PublishAck, QoS, ReasonCode};
 
+use super::effect::{DeliveryEvent, Effect};
 use super::message::Delivery;
 use super::outgoing::{Awaiting, PubRecOutcome};
 use super::state::Replay;
@@ -49,6 +50,7 @@ impl Session {
                 sub_ids: replay.sub_id.into_iter().collect(),
                 message,
                 share: None,
+                entry: None,
             });
         }
         match page.next {
@@ -67,13 +69,13 @@ impl Session {
         let mut sent = 0;
         while sent < budget && self.close.is_none() {
             let Some(d) = self.state.outgoing.pending.pop_front() else { break };
-            if d.message.is_expired(now) {
-                // [MQTT-3.3.2-5] an expired message is not delivered.
-                continue;
-            }
-            if self.access.as_ref().is_some_and(|a| !a.can_read(&d.message.topic)) {
-                // The ACL is checked on delivery too: a client never receives what it may
-                // not read, whatever its subscription matched.
+            // [MQTT-3.3.2-5] an expired message is not delivered. The ACL is checked on
+            // delivery too: a client never receives what it may not read, whatever its
+            // subscription matched.
+            if d.message.is_expired(now)
+                || self.access.as_ref().is_some_and(|a| !a.can_read(&d.message.topic))
+            {
+                self.delivered(d.entry);
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
@@ -87,7 +89,11 @@ impl Session {
                 break;
             }
             let p = self.publish_packet(&d, 0, false, now);
+            let (qos, entry) = (d.qos, d.entry);
             let id = self.state.outgoing.start(d);
+            if let (QoS::ExactlyOnce, Some(entry)) = (qos, entry) {
+                self.effects.push_back(Effect::Delivery(DeliveryEvent::Sent { entry, packet_id: id }));
+            }
             self.send_publish(Publish { packet_id: id, ..p });
             sent += 1;
         }
@@ -110,17 +116,30 @@ impl Session {
         }
     }
 
+    /// A delivery recorded in the store is done with.
+    fn delivered(&mut self, entry: Option<u64>) {
+        if let Some(entry) = entry {
+            self.effects.push_back(Effect::Delivery(DeliveryEvent::Done { entry }));
+        }
+    }
+
     pub(super) fn on_puback(&mut self, packet_id: u16) {
-        if !self.state.outgoing.puback(packet_id) {
-            tracing::debug!("Client {} sent PUBACK for unknown id {packet_id}.", self.client_id);
+        match self.state.outgoing.puback(packet_id) {
+            Some(f) => self.delivered(f.delivery.entry),
+            None => tracing::debug!("Client {} sent PUBACK for unknown id {packet_id}.", self.client_id),
         }
     }
 
     pub(super) fn on_pubrec(&mut self, packet_id: u16, reason: ReasonCode) {
         let refused = self.version.is_v5() && reason.is_error();
         match self.state.outgoing.pubrec(packet_id, refused) {
-            PubRecOutcome::Release => self.out.push_back(Packet::PubRel(PublishAck::new(packet_id))),
-            PubRecOutcome::Refused => {}
+            PubRecOutcome::Release { first, entry } => {
+                if let (true, Some(entry)) = (first, entry) {
+                    self.effects.push_back(Effect::Delivery(DeliveryEvent::Released { entry, packet_id }));
+                }
+                self.out.push_back(Packet::PubRel(PublishAck::new(packet_id)))
+            }
+            PubRecOutcome::Refused(entry) => self.delivered(entry),
             PubRecOutcome::Unknown => self.out.push_back(Packet::PubRel(PublishAck::with_reason(
                 packet_id,
                 ReasonCode::PacketIdentifierNotFound,
@@ -129,8 +148,9 @@ impl Session {
     }
 
     pub(super) fn on_pubcomp(&mut self, packet_id: u16) {
-        if !self.state.outgoing.pubcomp(packet_id) {
-            tracing::debug!("Client {} sent PUBCOMP for unknown id {packet_id}.", self.client_id);
+        match self.state.outgoing.pubcomp(packet_id) {
+            Some(f) => self.delivered(f.delivery.entry),
+            None => tracing::debug!("Client {} sent PUBCOMP for unknown id {packet_id}.", self.client_id),
         }
     }
 
@@ -159,11 +179,17 @@ impl Session {
             // [MQTT-3.1.2-25] discarded as if it had been sent. A message in flight is
             // completed here, since the client will never acknowledge it.
             if let Packet::Publish(p) = &packet {
-                if p.qos == QoS::AtLeastOnce {
-                    self.state.outgoing.puback(p.packet_id);
-                } else if p.qos == QoS::ExactlyOnce {
-                    self.state.outgoing.pubrec(p.packet_id, true);
-                }
+                let entry = match p.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => {
+                        self.state.outgoing.puback(p.packet_id).and_then(|f| f.delivery.entry)
+                    }
+                    QoS::ExactlyOnce => match self.state.outgoing.pubrec(p.packet_id, true) {
+                        PubRecOutcome::Refused(entry) => entry,
+                        _ => None,
+                    },
+                };
+                self.delivered(entry);
             }
             self.oversized_dropped += 1;
             tracing::debug!("Dropped a message too large for client {}.", self.client_id);

@@ -32,10 +32,16 @@ pub struct InFlight {
 /// What a PUBREC means for the message it acknowledges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PubRecOutcome {
-    /// Send PUBREL (also for a repeated PUBREC of a message already released).
-    Release,
+    /// Send PUBREL; `first` unless a repeated PUBREC of a message already released. The
+    /// message's store entry comes along.
+    Release {
+        /// The first PUBREC for it.
+        first: bool,
+        /// Its store entry.
+        entry: Option<u64>,
+    },
     /// The client refused the message (5.0 reason code of 0x80 or more): it is done.
-    Refused,
+    Refused(Option<u64>),
     /// No such packet identifier in flight.
     Unknown,
 }
@@ -87,30 +93,44 @@ impl Outgoing {
         self.inflight.iter().position(|f| f.packet_id == packet_id && f.state == state)
     }
 
-    /// PUBACK received: the QoS 1 message is done. False for an unknown identifier.
-    pub fn puback(&mut self, packet_id: u16) -> bool {
-        self.position(packet_id, Awaiting::PubAck).and_then(|i| self.inflight.remove(i)).is_some()
+    /// PUBACK received: the QoS 1 message is done. `None` for an unknown identifier.
+    pub fn puback(&mut self, packet_id: u16) -> Option<InFlight> {
+        self.position(packet_id, Awaiting::PubAck).and_then(|i| self.inflight.remove(i))
     }
 
     /// PUBREC received.
     pub fn pubrec(&mut self, packet_id: u16, refused: bool) -> PubRecOutcome {
         if let Some(i) = self.position(packet_id, Awaiting::PubRec) {
             if refused {
-                self.inflight.remove(i);
-                return PubRecOutcome::Refused;
+                let entry = self.inflight.remove(i).and_then(|f| f.delivery.entry);
+                return PubRecOutcome::Refused(entry);
             }
             self.inflight[i].state = Awaiting::PubComp;
-            return PubRecOutcome::Release;
+            return PubRecOutcome::Release { first: true, entry: self.inflight[i].delivery.entry };
         }
-        if self.position(packet_id, Awaiting::PubComp).is_some() {
-            return PubRecOutcome::Release;
+        if let Some(i) = self.position(packet_id, Awaiting::PubComp) {
+            return PubRecOutcome::Release { first: false, entry: self.inflight[i].delivery.entry };
         }
         PubRecOutcome::Unknown
     }
 
-    /// PUBCOMP received: the QoS 2 message is done. False for an unknown identifier.
-    pub fn pubcomp(&mut self, packet_id: u16) -> bool {
-        self.position(packet_id, Awaiting::PubComp).and_then(|i| self.inflight.remove(i)).is_some()
+    /// PUBCOMP received: the QoS 2 message is done. `None` for an unknown identifier.
+    pub fn pubcomp(&mut self, packet_id: u16) -> Option<InFlight> {
+        self.position(packet_id, Awaiting::PubComp).and_then(|i| self.inflight.remove(i))
+    }
+
+    /// Puts back a message that was in flight when the session was stored (read back from
+    /// the store at start), with its packet identifier and state.
+    pub fn restore(&mut self, packet_id: u16, state: Awaiting, delivery: Delivery) {
+        self.last_id = self.last_id.max(packet_id);
+        self.inflight.push_back(InFlight { packet_id, state, delivery });
+    }
+
+    /// Drops everything (the session ends) and returns what was in flight and pending.
+    pub fn drain_all(&mut self) -> Vec<Delivery> {
+        let mut all: Vec<Delivery> = self.inflight.drain(..).map(|f| f.delivery).collect();
+        all.extend(self.pending.drain(..));
+        all
     }
 
     /// Takes out the messages that came through a shared subscription and that the client
@@ -134,7 +154,7 @@ impl Outgoing {
     }
 
     /// Puts back deliveries no other member could take: they wait here.
-    pub fn restore(&mut self, deliveries: Vec<Delivery>) {
+    pub fn keep(&mut self, deliveries: Vec<Delivery>) {
         self.pending.extend(deliveries);
     }
 
