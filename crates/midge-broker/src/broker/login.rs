@@ -25,6 +25,10 @@ use crate::auth::{
 const CERT_IDENTITY_MISSING: &str =
     "this listener takes the user name from a client certificate, and none with a name was presented";
 
+/// Why a login is refused without its password being checked: its address has too many
+/// logins waiting (one is checked at a time, after the failure delay).
+const LOGINS_QUEUED: &str = "too many logins from this address at once: try again later";
+
 /// Why a client whose certificate was revoked between its TLS handshake and its CONNECT is
 /// refused (a CRL reloaded meanwhile).
 const CERT_REVOKED: &str = "the client certificate was revoked by the CRL reloaded since the TLS handshake";
@@ -331,15 +335,29 @@ impl Broker {
     /// Decides whether the client may connect, and as which user. A password is checked in
     /// its address's turn, after the address's failure delay, against the cache and then on
     /// the hashing pool (see the module's documentation); the wait is over when this
-    /// returns, so a refusal's [`Refusal::delay`] is zero.
+    /// returns, so a refusal's [`Refusal::delay`] is zero. A login that cannot be checked in
+    /// time is refused with 0x89 Server busy.
     pub async fn authenticate_async(&self, c: &Connect, info: &ConnInfo) -> Result<Authenticated, Refusal> {
         let mut login = match self.begin_login(c, info) {
             LoginStart::Decided(r) => return r,
             LoginStart::Password(login) => login,
         };
         let ip = info.peer.ip();
-        let _turn = self.login_turns.take(ip).await;
-        let delay = self.limiter.delay(ip, Instant::now());
+        // The check must start soon enough to end within the time a client has for its
+        // CONNECT (Config::connect_timeout_secs): a login whose address's turn, or whose
+        // failure delay, would not let it is answered "Server busy" (3.1.1: server
+        // unavailable), one of the codes a CONNACK may carry [MQTT-3.2.2-8], rather than
+        // left to time out unanswered. The failure delay itself is capped at half that time,
+        // so that a lone login from a failing address is always checked.
+        let timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        let deadline = tokio::time::Instant::now() + timeout * 3 / 4;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.login_turns.take(ip)).await else {
+            return Err(Refusal::new(ReasonCode::ServerBusy, LOGINS_QUEUED));
+        };
+        let delay = self.limiter.delay(ip, Instant::now()).min(timeout / 2);
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(Refusal::new(ReasonCode::ServerBusy, LOGINS_QUEUED));
+        }
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
