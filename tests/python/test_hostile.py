@@ -131,17 +131,10 @@ def midge_expects(version: int, kind: str, accepted: bool) -> list:
 
 
 DEEP_KINDS = ["publish", "publish-retained", "subscribe", "unsubscribe", "will"]
-WILL_V311_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="a 3.1.1 will topic of more than 200 levels gets CONNACK 0x03 (server unavailable) "
-    "before the close; mosquitto 2.0.11 closes without CONNACK",
-)
-
-
 @pytest.mark.parametrize(
     "version,kind",
     [
-        pytest.param(v, k, id=f"{version_id(v)}-{k}", marks=[WILL_V311_XFAIL] if (v, k) == (V311, "will") else [])
+        pytest.param(v, k, id=f"{version_id(v)}-{k}")
         for v in (V311, V5)
         for k in DEEP_KINDS
     ],
@@ -775,16 +768,8 @@ def rss_settles(pid: int, target: int, timeout: float = 5.0) -> int:
         time.sleep(0.05)  # poll interval: memory is given back by the allocator, no event to wait for
 
 
-COPY_PER_SUBSCRIBER = pytest.mark.xfail(
-    strict=True,
-    reason="each subscriber's write buffer gets its own copy of the 100 MB payload: with two "
-    "subscribers that do not read, the peak is 4 copies (~397 MiB), over the bound of one packet "
-    "read + one shared message (~225 MiB)",
-)
-
-
 @pytest.mark.parametrize("idle_subscribers", [pytest.param(0, id="one-reader"),
-                                              pytest.param(2, id="two-never-read", marks=COPY_PER_SUBSCRIBER)])
+                                              pytest.param(2, id="two-never-read")])
 def test_payload_of_100_mb(broker_factory, idle_subscribers):
     """A 100 MB QoS 1 PUBLISH (5.0 publisher) with the default max_packet_size reaches a
     3.1.1 subscriber intact and is acknowledged, while `idle_subscribers` more (3.1.1 and 5.0)

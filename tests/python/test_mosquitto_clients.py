@@ -276,4 +276,5 @@ def test_sub_refused_connection_exit_code(broker_factory, mosquitto_subs):
     rc = sub.wait_exit()
     assert rc != 0
     assert "identifier rejected" in sub.stderr()
-    b.wait_for_log(rf"Client {sub.client_id} from 127\.0\.0\.1:\d+ refused: Client Identifier not valid\.")
+    b.wait_for_log(rf"Client {sub.client_id} from 127\.0\.0\.1:\d+ refused: Client Identifier not valid "
+                   rf"\(the keep alive is above max_keepalive\)\.")

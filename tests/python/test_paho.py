@@ -344,7 +344,8 @@ def test_max_keepalive_v311_longer_keepalive_refused(broker_factory, raw_clients
     ack = c.connect(cid, keepalive=20, expect_reason=None)
     assert (ack.session_present, ack.reason) == (False, 0x02), "CONNACK 0x02 identifier rejected"
     assert c.wait_closed() == []
-    b.wait_for_log(rf"Client {cid} from 127\.0\.0\.1:\d+ refused: Client Identifier not valid\.")
+    b.wait_for_log(rf"Client {cid} from 127\.0\.0\.1:\d+ refused: Client Identifier not valid "
+        rf"\(the keep alive is above max_keepalive\)\.")
     for ka in (10, 5):
         ok = raw_clients(b.port, version=raw.V311)
         assert ok.connect(unique_id("mk"), keepalive=ka).reason == 0
@@ -420,7 +421,8 @@ def test_empty_client_id_without_clean_session_is_refused(broker, raw_clients, v
     ack = c.connect("", clean=(version == "31"), expect_reason=None)
     assert (ack.session_present, ack.reason) == (False, code)
     assert c.wait_closed() == []
-    broker.wait_for_log(r"Client <unknown> from 127\.0\.0\.1:\d+ refused: Client Identifier not valid\.")
+    broker.wait_for_log(r"Client <unknown> from 127\.0\.0\.1:\d+ refused: Client Identifier not valid "
+                        r"\(an empty client id needs clean start\)\.")
 
 
 @pytest.mark.parametrize("level", [6, 2])

@@ -47,7 +47,7 @@ fn ready(opening: Opening, control: Arc<ControlSlot>, now: Instant) -> Connected
             cl.flush(now);
             Connected::Ok(cl, ack)
         }
-        Opening::Refused(ack, _) => Connected::Refused(ack),
+        Opening::Refused(r) => Connected::Refused(r.connack()),
         Opening::TakeOver(p) => Connected::TakeOver(client(None), p),
     }
 }

@@ -5,7 +5,7 @@
 mod io;
 pub mod tls;
 
-pub use io::{flush, poll_io, ready, IoEvent, SMALL_READ};
+pub use io::{flush, poll_io, ready, IoEvent, OutQueue, WriteBuf, SMALL_READ};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

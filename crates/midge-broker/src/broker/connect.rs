@@ -30,7 +30,7 @@ pub enum Opening {
         clean_start: bool,
     },
     /// Refused: send the CONNACK (it carries the reason) and close.
-    Refused(ConnAck, ReasonCode),
+    Refused(Refusal),
     /// Another connection holds the client id and has been told to hand the session over.
     TakeOver(Box<PendingOpen>),
 }
@@ -233,15 +233,17 @@ impl Broker {
         let plan = match self.plan_connect(&connect) {
             Ok(plan) => plan,
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
-            Err(r) => return Opening::Refused(r.connack(), r.code),
+            Err(r) => return Opening::Refused(r),
         };
         if connect.protocol.is_v5()
             && connect.properties.authentication_method().is_some()
             && auth.enhanced.is_none()
         {
             // A method asked for but not gone through (Broker::begin_enhanced).
-            let r = Refusal::new(ReasonCode::BadAuthenticationMethod, "unsupported authentication method");
-            return Opening::Refused(r.connack(), r.code);
+            return Opening::Refused(Refusal::new(
+                ReasonCode::BadAuthenticationMethod,
+                "unsupported authentication method",
+            ));
         }
         let access = auth.security.load().acl().is_some().then(|| {
             ClientAccess::new(
@@ -253,8 +255,10 @@ impl Broker {
         if let (Some(access), Some(will)) = (&access, &connect.will) {
             if !access.can_publish(&will.topic) {
                 // As mosquitto: a will the client could not publish itself is refused at once.
-                let r = Refusal::new(ReasonCode::NotAuthorized, "not allowed to publish to the will topic");
-                return Opening::Refused(r.connack(), r.code);
+                return Opening::Refused(Refusal::new(
+                    ReasonCode::NotAuthorized,
+                    "not allowed to publish to the will topic",
+                ));
             }
         }
         let recheck = auth.recheck();

@@ -180,6 +180,14 @@ impl Refusal {
         Refusal { code, delay: Duration::ZERO, why }
     }
 
+    /// The CONNACK that tells a client of `version`, if it gets one: the reason code, and for
+    /// 5.0 a Reason String (3.1.1 encodes the nearest return code and no properties). A
+    /// 3.1.1 client whose will topic is refused gets none: its protocol has no code for
+    /// it, and mosquitto closes the connection.
+    pub fn connack_for(&self, version: midge_codec::ProtocolVersion) -> Option<midge_codec::ConnAck> {
+        (version.is_v5() || self.code != ReasonCode::TopicNameInvalid).then(|| self.connack())
+    }
+
     /// The CONNACK that tells the client: the reason code, and for 5.0 a Reason String
     /// (3.1.1 encodes the nearest return code and no properties).
     pub fn connack(&self) -> midge_codec::ConnAck {

@@ -18,7 +18,11 @@ use crate::control::{Control, ControlSlot};
 use crate::logging::describe;
 use crate::session::CloseReason;
 
-use midge_net::{flush, poll_io, ready, IoEvent};
+use midge_net::{flush, poll_io, ready, IoEvent, OutQueue};
+
+/// Payloads larger than this are written from the message itself, shared between
+/// subscribers, instead of being copied into each connection's buffer.
+const SHARE_PAYLOADS_ABOVE: usize = 16 * 1024;
 
 /// While this much waits to be written, the connection neither turns deliveries into packets
 /// nor reads the client: a client that does not read is not read either, and what the broker
@@ -45,7 +49,7 @@ const MAX_READ: usize = 64 * 1024;
 struct Conn<S> {
     stream: S,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    wbuf: OutQueue,
     peer: SocketAddr,
     /// Room made for the next read; doubles when a read fills it, halves when reads are small.
     read_size: usize,
@@ -56,9 +60,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!("Sending {} to {client_id}{}", packet.packet_type(), describe(packet, version));
         }
-        if let Err(e) = packet.encode(version, &mut self.wbuf) {
+        match packet.encode_sharing(version, self.wbuf.tail(), SHARE_PAYLOADS_ABOVE) {
+            Ok(Some(payload)) => self.wbuf.push_shared(payload),
+            Ok(None) => {}
             // Only a broker bug can get here (every packet is built from validated parts).
-            tracing::error!("Cannot encode {} for {client_id}: {e}", packet.packet_type());
+            Err(e) => tracing::error!("Cannot encode {} for {client_id}: {e}", packet.packet_type()),
         }
     }
 
@@ -78,9 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// After a write: an emptied large write buffer is given back.
     fn after_write(&mut self) {
-        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * MAX_READ {
-            self.wbuf = BytesMut::new();
-        }
+        self.wbuf.shrink(4 * MAX_READ);
     }
 
     /// Closes gracefully: writes what is left, shuts the write side down, then reads and
@@ -102,7 +106,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 /// Serves one client until it leaves, breaks the protocol or the broker stops.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(broker: Arc<Broker>, stream: S, info: ConnInfo) {
     let peer = info.peer;
-    let mut conn = Conn { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), peer, read_size: MIN_READ };
+    let mut conn =
+        Conn { stream, rbuf: BytesMut::new(), wbuf: OutQueue::default(), peer, read_size: MIN_READ };
     let max_packet = broker.config.max_packet_bytes();
     // The CONNECT phase runs in a box of its own, freed when it ends: the task keeps only
     // what a connected client needs, which is what an idle connection costs.
@@ -164,14 +169,9 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(auth)) => auth,
         Ok(Err(refusal)) => {
             // Never the password: the client id, the address and the user name.
-            let description = refusal.code.description();
-            let why = if refusal.why.eq_ignore_ascii_case(description) {
-                String::new()
-            } else {
-                format!(" ({})", refusal.why)
-            };
             tracing::info!(
-                "Client {shown_id} from {peer} refused: {description}{why}{}.",
+                "Client {shown_id} from {peer} refused: {}{}.",
+                refusal_reason(&refusal),
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
             // Repeated failures from this address wait longer each time.
@@ -203,14 +203,15 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let (link, connack, clean_start) = match opening {
         Opening::Ready { link, connack, clean_start } => (link, connack, clean_start),
-        Opening::Refused(connack, code) => {
+        Opening::Refused(refusal) => {
             tracing::info!(
-                "Client {shown_id} from {} refused: {}{}.",
-                peer,
-                code.description(),
+                "Client {shown_id} from {peer} refused: {}{}.",
+                refusal_reason(&refusal),
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
-            conn.encode(&Packet::ConnAck(connack), version, &shown_id);
+            if let Some(connack) = refusal.connack_for(version) {
+                conn.encode(&Packet::ConnAck(connack), version, &shown_id);
+            }
             conn.close().await;
             return None;
         }
@@ -234,6 +235,16 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         control.send(Control::Recheck);
     }
     Some(link)
+}
+
+/// A refusal for the log: the reason code's description, and why when it says more.
+fn refusal_reason(r: &Refusal) -> String {
+    let description = r.code.description();
+    if r.why.eq_ignore_ascii_case(description) {
+        description.to_owned()
+    } else {
+        format!("{description} ({})", r.why)
+    }
 }
 
 /// mosquitto's protocol numbers in its log: 1 for 3.1, 2 for 3.1.1, 5 for 5.0.
@@ -527,6 +538,6 @@ mod tests {
         let task = super::serve(broker, stream, info);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1024, "the connection task grew to {size} bytes");
-        assert!(std::mem::size_of::<crate::broker::Link>() <= 544);
+        assert!(std::mem::size_of::<crate::broker::Link>() <= 576);
     }
 }

@@ -383,6 +383,35 @@ impl Packet {
         }
     }
 
+    /// Appends the packet to `out`, like [`Packet::encode`], except the payload of a PUBLISH
+    /// longer than `inline_up_to` bytes: that is returned, to be written right after what
+    /// `out` holds, so that a large payload is shared instead of copied into every
+    /// subscriber's buffer. On error, `out` is left as it was.
+    pub fn encode_sharing(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+        inline_up_to: usize,
+    ) -> Result<Option<Bytes>, EncodeError> {
+        let Packet::Publish(p) = self else {
+            return self.encode(version, out).map(|()| None);
+        };
+        if p.payload.len() <= inline_up_to {
+            return self.encode(version, out).map(|()| None);
+        }
+        let body = self.body_len(version);
+        if body > MAX_REMAINING_LENGTH {
+            return Err(EncodeError::PacketTooLarge(body));
+        }
+        let start = out.len();
+        out.put_u8(self.first_byte());
+        let result = put_varint(out, body).and_then(|()| p.encode_head(version, out));
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result.map(|()| Some(p.payload.clone()))
+    }
+
     /// The packet encoded into a new buffer.
     pub fn to_bytes(&self, version: ProtocolVersion) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::with_capacity(self.encoded_len(version));

@@ -92,6 +92,17 @@ impl Publish {
     }
 
     pub(crate) fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_head(version, out)?;
+        out.put_slice(&self.payload);
+        Ok(())
+    }
+
+    /// Everything of the body but the payload.
+    pub(crate) fn encode_head(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         if self.qos == QoS::AtMostOnce && self.dup {
             return Err(EncodeError::Invalid("DUP on a QoS 0 PUBLISH"));
         }
@@ -103,7 +114,6 @@ impl Publish {
         if version.is_v5() {
             self.properties.encode(out, PropertyContext::Publish)?;
         }
-        out.put_slice(&self.payload);
         Ok(())
     }
 }
