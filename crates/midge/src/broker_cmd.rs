@@ -242,6 +242,12 @@ async fn reload_on_sighup(
             None => None,
         };
         let report = reloader.reload(fresh.as_ref());
+        for r in &report.reloaded {
+            // Capitalised as a log line: "Listener port 8883 on ...: reloaded the CRL (...)."
+            let mut line = r.clone();
+            line[..1].make_ascii_uppercase();
+            tracing::info!("{line}.");
+        }
         for p in &report.problems {
             tracing::error!("Reload failed: {p}{}", hint(p));
         }

@@ -64,10 +64,7 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
 
 /// The user the broker runs as once started, when it drops root: started as root, the
 /// broker runs as `user` (default mosquitto, else nobody), as mosquitto does.
-fn broker_user(
-    cx: &Context<'_>,
-    out: &mut Vec<Finding>,
-) -> Option<(nix::unistd::User, Vec<nix::unistd::Gid>)> {
+fn broker_user(cx: &Context<'_>, out: &mut Vec<Finding>) -> Option<nix::unistd::User> {
     if !cx.options.started_as_root {
         return None;
     }
@@ -87,22 +84,7 @@ fn broker_user(
             return None;
         }
     };
-    let cname = std::ffi::CString::new(user.name.clone()).ok()?;
-    let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
-    Some((user, groups))
-}
-
-/// Whether `uid` with `groups` has `bit` (4 read, 1 search) on a file of this metadata.
-fn allows(meta: &std::fs::Metadata, uid: u32, groups: &[nix::unistd::Gid], bit: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let mode = meta.mode();
-    if meta.uid() == uid {
-        mode >> 6 & bit != 0
-    } else if groups.iter().any(|g| g.as_raw() == meta.gid()) {
-        mode >> 3 & bit != 0
-    } else {
-        mode & bit != 0
-    }
+    Some(user)
 }
 
 /// A file the broker reads again on SIGHUP must be readable by the user it runs as then.
@@ -110,17 +92,13 @@ fn check_broker_user_reads(
     option: &str,
     written: &std::path::Path,
     at: &crate::finding::Location,
-    (user, groups): &(nix::unistd::User, Vec<nix::unistd::Gid>),
+    user: &nix::unistd::User,
     out: &mut Vec<Finding>,
 ) {
-    let Ok(path) = std::fs::canonicalize(written) else { return };
-    let uid = user.uid.as_raw();
-    let readable = std::fs::metadata(&path).is_ok_and(|m| allows(&m, uid, groups, 0o4))
-        && path
-            .ancestors()
-            .skip(1)
-            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| allows(&m, uid, groups, 0o1)));
-    if !readable {
+    if std::fs::canonicalize(written).is_err() {
+        return;
+    }
+    if !midge_broker::config::can_read(user, written) {
         out.push(Finding::new(
             Severity::Medium,
             Kind::UnreadableByBrokerUser,

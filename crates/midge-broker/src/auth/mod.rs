@@ -1,9 +1,17 @@
 //! Who may connect, and what they may do: the password file, the ACL file, certificate
 //! identities, and the slowdown of repeated failures. Reloaded as a whole on SIGHUP.
+//!
+//! Password checks are where a hostile client can make the broker work: each costs a PBKDF2
+//! computation. They run on a bounded pool ([`pool`]), one login per source address at a
+//! time ([`turns`]), after the address's failure delay ([`FailureLimiter`]), and an unknown
+//! user costs what a known one does ([`password::decoy_for`]).
 pub mod acl;
+pub mod certificate;
 pub mod enhanced;
 mod limiter;
 pub mod password;
+pub mod pool;
+pub mod turns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +20,12 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 pub use acl::{Acl, AclError};
+pub use certificate::{ClientCertificate, Revocations, SharedRevocations};
 pub use enhanced::{AuthExchange, AuthMethod, AuthStep, Enhanced};
 pub use limiter::FailureLimiter;
 pub use password::{Hash, PasswordFile, PasswordFileError};
+pub use pool::{HashPool, PoolError};
+pub use turns::Turns;
 
 use crate::config::SecuritySettings;
 
@@ -42,6 +53,8 @@ pub enum Login {
 #[derive(Debug)]
 pub struct Security {
     passwords: Option<HashMap<String, Hash>>,
+    /// What an unknown user's password is checked against ([`password::decoy_for`]).
+    decoy: Hash,
     acl: Option<Acl>,
     /// user -> HMAC of the last password verified for it: a reconnect storm of the same
     /// credentials costs one PBKDF2 each, not one per connection. Keyed per process, and
@@ -68,12 +81,14 @@ impl Security {
         let passwords =
             config.password_file.as_deref().map(PasswordFile::load).transpose()?.map(|f| f.by_user());
         let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
+        let decoy = password::decoy_for(passwords.iter().flat_map(|p| p.values()));
         let rng = ring::rand::SystemRandom::new();
         // The system RNG only fails when the OS has none.
         let cache_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("system random number generator");
         Ok(Security {
             passwords,
+            decoy,
             acl,
             verified: Mutex::new(HashMap::new()),
             cache_key,
@@ -100,25 +115,47 @@ impl Security {
         self.acl.as_ref()
     }
 
-    /// Checks a user name and password against the password file. CPU-heavy on a cache
-    /// miss (PBKDF2): call it off the async threads.
+    /// Checks a user name and password against the password file: [`Security::is_cached`],
+    /// else [`Security::verify_password`]. CPU-heavy on a cache miss (PBKDF2): call it off
+    /// the async threads.
     pub fn check_password(&self, user: &str, password: &[u8]) -> Login {
-        let Some(hash) = self.passwords.as_ref().and_then(|p| p.get(user)) else {
+        if self.is_cached(user, password) {
+            return Login::Accepted;
+        }
+        self.verify_password(user, password)
+    }
+
+    /// True when this password was verified for `user` since the file was loaded: a keyed
+    /// HMAC, microseconds. Only a right password is ever cached, so a miss tells nothing
+    /// until the hash is computed; the caller must still apply the failure delay before
+    /// asking, or a client could try guesses against the cache at full speed.
+    pub fn is_cached(&self, user: &str, password: &[u8]) -> bool {
+        self.verified
+            .lock()
+            .get(user)
+            .is_some_and(|known| ring::hmac::verify(&self.cache_key, password, known.as_ref()).is_ok())
+    }
+
+    /// Computes the password's hash and compares it with the user's (then caches it when it
+    /// matches). An unknown user's password is checked against the decoy hash, at the same
+    /// cost, so the time of a refusal does not tell whether the user exists.
+    pub fn verify_password(&self, user: &str, password: &[u8]) -> Login {
+        let Some(passwords) = &self.passwords else {
             return Login::Refused;
         };
-        let tag = ring::hmac::sign(&self.cache_key, password);
-        if let Some(known) = self.verified.lock().get(user) {
-            if ring::hmac::verify(&self.cache_key, password, known.as_ref()).is_ok() {
-                return Login::Accepted;
-            }
-        }
-        // A cache miss: the full hash computation (logged, so its cost can be seen).
+        // The full hash computation (logged, so its cost can be seen).
         tracing::debug!("Computing the password hash of user '{user}' (not in the cache).");
-        if hash.verify(password) {
-            self.verified.lock().insert(user.to_owned(), tag);
-            Login::Accepted
-        } else {
-            Login::Refused
+        match passwords.get(user) {
+            Some(hash) if hash.verify(password) => {
+                let tag = ring::hmac::sign(&self.cache_key, password);
+                self.verified.lock().insert(user.to_owned(), tag);
+                Login::Accepted
+            }
+            Some(_) => Login::Refused,
+            None => {
+                let _ = self.decoy.verify(password);
+                Login::Refused
+            }
         }
     }
 }

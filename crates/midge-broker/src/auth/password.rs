@@ -181,12 +181,56 @@ impl Hash {
         }
     }
 
+    /// A hash of the same kind, iteration count and salt length, with a random salt and
+    /// digest: checking a password against it costs what checking against `self` costs, and
+    /// no password matches it (but with odds of 2^-512).
+    pub fn decoy(&self) -> Hash {
+        let random = |n: usize| {
+            let mut b = vec![0u8; n];
+            // As in new_pbkdf2: no safe fallback without the OS's generator.
+            ring::rand::SystemRandom::new()
+                .fill(&mut b)
+                .expect("the operating system's random number generator");
+            b
+        };
+        match self {
+            Hash::Pbkdf2 { iterations, salt, .. } => {
+                Hash::Pbkdf2 { iterations: *iterations, salt: random(salt.len()), hash: random(HASH_LEN) }
+            }
+            Hash::Sha512 { salt, .. } => Hash::Sha512 { salt: random(salt.len()), hash: random(HASH_LEN) },
+        }
+    }
+
     /// The iteration count of a PBKDF2 hash (`None` for `$6$`).
     pub fn iterations(&self) -> Option<u32> {
         match self {
             Hash::Pbkdf2 { iterations, .. } => Some(iterations.get()),
             Hash::Sha512 { .. } => None,
         }
+    }
+}
+
+/// What an unknown user's password is checked against, so that a login as an unknown user
+/// takes as long as one as a known user with a wrong password, and the time of a refusal does
+/// not tell which user names exist: a [`Hash::decoy`] of the kind of hash most of `hashes`
+/// have (the costlier one on a tie), or of `midge passwd`'s default when there are none.
+pub fn decoy_for<'a>(hashes: impl IntoIterator<Item = &'a Hash>) -> Hash {
+    let mut kinds: HashMap<(Option<u32>, usize), (usize, &Hash)> = HashMap::new();
+    for h in hashes {
+        let salt_len = match h {
+            Hash::Pbkdf2 { salt, .. } | Hash::Sha512 { salt, .. } => salt.len(),
+        };
+        kinds.entry((h.iterations(), salt_len)).or_insert((0, h)).0 += 1;
+    }
+    let most = kinds.into_iter().max_by_key(|((iterations, _), (count, _))| (*count, *iterations));
+    match most {
+        Some((_, (_, h))) => h.decoy(),
+        None => Hash::Pbkdf2 {
+            iterations: NonZeroU32::new(DEFAULT_ITERATIONS).expect("not zero"),
+            salt: vec![0; SALT_LEN],
+            hash: vec![0; HASH_LEN],
+        }
+        .decoy(),
     }
 }
 
@@ -322,6 +366,25 @@ mod tests {
         assert!(users["carol"].verify(b"x"));
         assert!(!users["carol"].verify(b"y"));
         assert_eq!(users["alice"].iterations(), Some(101));
+    }
+
+    #[test]
+    fn the_decoy_costs_what_most_of_the_file_costs_and_matches_nothing() {
+        let f = PasswordFile::parse(MOSQUITTO, "pw").unwrap();
+        let pbkdf2 = &f.entries[0].1;
+        let decoy = pbkdf2.decoy();
+        assert_eq!(decoy.iterations(), Some(101));
+        assert!(!decoy.verify(b"secret") && !decoy.verify(b""));
+        assert_ne!(decoy, pbkdf2.decoy(), "a fresh salt each time");
+        // Two $7$ 1000 and one $6$: the decoy is $7$ 1000.
+        let a = Hash::new_pbkdf2(b"a", NonZeroU32::new(1000).unwrap());
+        let b = Hash::new_pbkdf2(b"b", NonZeroU32::new(1000).unwrap());
+        let sha = &f.entries[1].1;
+        assert_eq!(decoy_for([sha, &a, &b]).iterations(), Some(1000));
+        // A tie goes to the costlier: one $7$ 101, one $6$.
+        assert_eq!(decoy_for([sha, pbkdf2]).iterations(), Some(101));
+        assert!(matches!(decoy_for([sha]), Hash::Sha512 { .. }));
+        assert_eq!(decoy_for([]).iterations(), Some(DEFAULT_ITERATIONS));
     }
 
     #[test]

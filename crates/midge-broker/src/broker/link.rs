@@ -309,7 +309,10 @@ impl Link {
             Control::Timeout => self.session.handle_timeout(now),
             Control::Shutdown => self.session.close(CloseReason::Shutdown),
             Control::Recheck => {
-                if !self.broker.still_allowed(&self.recheck, self.session.username().map(|u| &**u)) {
+                if let Err(why) =
+                    self.broker.still_allowed(&self.recheck, self.session.username().map(|u| &**u))
+                {
+                    tracing::info!("Client {} is no longer allowed: {why}.", self.session.client_id);
                     self.session.close(CloseReason::NotAuthorized);
                 }
             }

@@ -15,10 +15,12 @@ use midge_codec::Will;
 pub use connect::{ConnectPlan, Opening, PendingOpen};
 pub use link::{Link, DEFER_LIMIT};
 pub(crate) use login::auth_packet;
-pub use login::{Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginStep, Recheck, Refusal};
+pub use login::{
+    Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginStep, Recheck, Refusal, Withdrawn,
+};
 pub use persist::{Journal, Restored};
 
-use crate::auth::{AuthMethod, FailureLimiter, Security, SecurityError, SharedSecurity};
+use crate::auth::{AuthMethod, FailureLimiter, HashPool, Security, SecurityError, SharedSecurity, Turns};
 use crate::config::{Config, SecuritySettings};
 use crate::mailbox::SessionHandle;
 use crate::registry::Registry;
@@ -113,6 +115,10 @@ pub struct Broker {
     /// No password file, no anonymous clients: for a listener index that has no scope.
     closed: Scope,
     limiter: FailureLimiter,
+    /// The threads that compute password hashes (one per core, a bounded queue).
+    hash_pool: HashPool,
+    /// One password check per source address at a time.
+    login_turns: Turns,
     auth_methods: AuthMethods,
     /// The deadlines of every session: keep alive, held acknowledgements, expiry, wills.
     pub timers: Timers,
@@ -167,6 +173,8 @@ impl Broker {
                 security: Arc::new(ArcSwap::from_pointee(Security::load(&SecuritySettings::default())?)),
             },
             limiter,
+            hash_pool: HashPool::per_core(),
+            login_turns: Turns::default(),
             auth_methods: AuthMethods::default(),
             timers: Timers::default(),
             journal: std::sync::OnceLock::new(),
@@ -200,13 +208,20 @@ impl Broker {
             scope.security.store(Arc::new(security));
         }
         // Connected clients the new settings would not let in are disconnected, as mosquitto
-        // does: each connection checks its own credentials. One authenticated before this
-        // and registered after sees the new generation (Broker::security_generation).
+        // does.
+        self.recheck_connections();
+        Ok(unapplied)
+    }
+
+    /// Tells every connection to check its credentials and client certificate again
+    /// ([`Broker::still_allowed`]), after the security settings or a listener's CRL were
+    /// reloaded: each connection checks its own. One authenticated before this and
+    /// registered after sees the new generation ([`Broker::security_generation`]).
+    pub fn recheck_connections(&self) {
         self.security_generation.fetch_add(1, Ordering::SeqCst);
         for slot in self.registry.online_slots() {
             slot.send(crate::control::Control::Recheck);
         }
-        Ok(unapplied)
     }
 
     /// The security settings of each scope in a configuration read again, which must have

@@ -48,3 +48,32 @@ pub fn run_as(user: Option<&str>) -> Result<RunAs, RunAsError> {
             .ok_or(RunAsError::NoFallback),
     }
 }
+
+/// Whether `account` can read the file at `path` by its mode bits: the file readable, and
+/// every directory above it searchable, as owner, group member or other. What the broker
+/// needs of the files it reads again on SIGHUP once it runs as that user (`midge audit`
+/// checks it, `midge cert` arranges it). Access control lists are not looked at.
+pub fn can_read(account: &User, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::fs::canonicalize(path) else { return false };
+    let groups = std::ffi::CString::new(account.name.clone())
+        .ok()
+        .and_then(|name| nix::unistd::getgrouplist(&name, account.gid).ok())
+        .unwrap_or_else(|| vec![account.gid]);
+    let uid = account.uid.as_raw();
+    // `bit`: 4 read, 1 search; the owner's, the group's or the others' bits apply.
+    let allows = |meta: &std::fs::Metadata, bit: u32| {
+        let mode = meta.mode();
+        if uid == 0 {
+            true
+        } else if meta.uid() == uid {
+            mode >> 6 & bit != 0
+        } else if groups.iter().any(|g| g.as_raw() == meta.gid()) {
+            mode >> 3 & bit != 0
+        } else {
+            mode & bit != 0
+        }
+    };
+    std::fs::metadata(&path).is_ok_and(|m| allows(&m, 0o4))
+        && path.ancestors().skip(1).all(|dir| std::fs::metadata(dir).is_ok_and(|m| allows(&m, 0o1)))
+}

@@ -116,8 +116,11 @@ pub(crate) struct ConnTask<S> {
     counted: Option<Arc<Broker>>,
 }
 
+/// A connection with its session, and its largest packet.
+type Opened<S> = (Conn<S>, Box<Link>, usize);
+
 enum TaskPhase<S> {
-    Establishing(Phase<Option<(Conn<S>, Box<Link>, usize)>>),
+    Establishing(Phase<Option<Opened<S>>>),
     Serving(Serving<S>),
     Finishing(Phase<()>),
     Done,
@@ -186,7 +189,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
     stream: S,
     info: ConnInfo,
-) -> Option<(Conn<S>, Box<Link>, usize)> {
+) -> Option<Opened<S>> {
     let peer = info.peer;
     let mut conn =
         Conn { stream, rbuf: BytesMut::new(), wbuf: OutQueue::default(), peer, read_size: MIN_READ };
@@ -239,7 +242,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let username = connect.username.clone();
     let login = async {
         match broker.begin_enhanced(&connect, &shown_id, &info) {
-            None => broker.authenticate_async(&connect, &info, Instant::now()).await,
+            None => broker.authenticate_async(&connect, &info).await,
             Some((login, step)) => enhanced_login(conn, login, step, max_packet).await,
         }
     };

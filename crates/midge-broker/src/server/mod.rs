@@ -66,7 +66,7 @@ pub struct Server {
 /// Reloads what SIGHUP reloads: the security settings of the configuration file read again
 /// (allow_anonymous, password_file, acl_file), the password and ACL files, and every TLS
 /// listener's certificate, key, CAs and CRL. Connections stay up, except those the new
-/// security settings no longer let in.
+/// security settings no longer let in and those whose client certificate the new CRL revokes.
 #[derive(Clone)]
 pub struct Reloader {
     broker: Arc<Broker>,
@@ -74,9 +74,11 @@ pub struct Reloader {
     tls: Vec<(String, Arc<TlsListener>)>,
 }
 
-/// What a reload did not do.
+/// What a reload did and did not do.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
+    /// What was reloaded beyond the security settings (each TLS listener's parts), for the log.
+    pub reloaded: Vec<String>,
     /// Changed options that take effect at the next start.
     pub unapplied: Vec<&'static str>,
     /// What could not be reloaded, each with what stays in force instead.
@@ -98,30 +100,49 @@ impl Reloader {
     }
 
     /// Reloads everything, with the configuration `fresh` read again from its file when
-    /// given. Each part goes on its own: the security settings with their password and ACL
-    /// files (all or nothing), then each TLS listener; what fails keeps its previous state
-    /// and is reported. Clients the new security settings no longer let in are disconnected.
+    /// given. Each part goes on its own: each TLS listener's certificate and key, CAs and
+    /// CRL, then the security settings with their password and ACL files (all or nothing);
+    /// what fails keeps its previous state and is reported. Then every connection checks
+    /// itself against what is now in force: clients the new security settings no longer let
+    /// in, or whose certificate the new CRL revokes, are disconnected.
     pub fn reload(&self, fresh: Option<&Config>) -> ReloadReport {
         let mut report = ReloadReport::default();
-        match self.broker.reload_security(fresh) {
-            Ok(unapplied) => report.unapplied = unapplied,
+        // TLS first: the recheck the security reload sends out must find the new CRLs.
+        for (name, t) in &self.tls {
+            let r = t.reload();
+            if !r.reloaded.is_empty() {
+                report.reloaded.push(format!("listener {name}: reloaded {}", r.reloaded.join(", ")));
+            }
+            report.problems.extend(r.failed.into_iter().map(|f| format!("listener {name}: {f}")));
+        }
+        let rechecked = match self.broker.reload_security(fresh) {
+            Ok(unapplied) => {
+                report.unapplied = unapplied;
+                true
+            }
             Err(ReloadError::NeedsRestart(what)) => {
                 report.problems.push(format!(
                     "{what} changed: restart midge to apply the new configuration; until then the \
                      settings in force stay"
                 ));
-                if let Err(e) = self.broker.reload_security(None) {
-                    report.problems.push(format!("{e}; the previous password and ACL rules stay in force"));
+                match self.broker.reload_security(None) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        report
+                            .problems
+                            .push(format!("{e}; the previous password and ACL rules stay in force"));
+                        false
+                    }
                 }
             }
-            Err(e) => report.problems.push(format!("{e}; the previous security settings stay in force")),
-        }
-        for (name, t) in &self.tls {
-            if let Err(e) = t.reload() {
-                report
-                    .problems
-                    .push(format!("listener {name}: {e}; its previous certificates stay in force"));
+            Err(e) => {
+                report.problems.push(format!("{e}; the previous security settings stay in force"));
+                false
             }
+        };
+        if !rechecked && !self.tls.is_empty() {
+            // The security settings stay, but a CRL may have changed.
+            self.broker.recheck_connections();
         }
         report
     }
@@ -423,10 +444,12 @@ async fn serve_tls(
     match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => {
             let cert_username = tls::certificate_username(tls.settings(), stream.get_ref().1);
+            let certificate = tls.client_certificate(stream.get_ref().1);
             let settings = tls.settings();
             let cert_identity_required =
                 settings.use_identity_as_username || settings.use_subject_as_username;
-            let info = ConnInfo { peer, tls: true, cert_username, cert_identity_required, listener };
+            let info =
+                ConnInfo { peer, tls: true, cert_username, cert_identity_required, listener, certificate };
             connection::serve(broker.clone(), stream, info, false).await;
         }
         Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: TLS handshake: {e}."),

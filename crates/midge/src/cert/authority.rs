@@ -88,6 +88,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     move |source| CertError::Io { path: path.to_owned(), source }
 }
 
+/// How a certificate is issued: its validity in days, its key type, whether it replaces
+/// files of its name, and who owns its key (`None`: whoever runs midge cert).
+struct Terms<'a> {
+    days: u32,
+    kt: KeyType,
+    force: bool,
+    key_owner: Option<&'a nix::unistd::User>,
+}
+
 /// A certificate just issued.
 pub struct Issued {
     pub cert: PathBuf,
@@ -167,20 +176,42 @@ fn validity(params: &mut CertificateParams, days: u32) {
     params.not_after = now + Duration::days(i64::from(days));
 }
 
-/// Writes a file; keys get mode 0600 from creation on, so they are never readable by others.
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
+/// Creates `dir` and the directories above it that are missing, with mode 0755 whatever the
+/// umask: certificates and the CRL below must stay reachable by the broker's user once it has
+/// dropped root (the keys are protected by their own mode).
+fn create_dirs(dir: &Path) -> Result<(), CertError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let missing: Vec<&Path> =
+        dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io(dir))?;
+    for d in missing {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(io(d))?;
     }
+    Ok(())
+}
+
+/// Writes a file atomically (a temporary file renamed over it). Keys get mode 0600 from
+/// creation on, so they are never readable by others, and `owner` when given (the broker's
+/// user, when run as root: the broker reads the key again on SIGHUP after dropping root);
+/// certificates and CRLs get 0644. The modes are set explicitly, whatever the umask.
+fn write(path: &Path, text: &str, secret: bool, owner: Option<&nix::unistd::User>) -> Result<(), CertError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(parent) = path.parent() {
+        create_dirs(parent)?;
+    }
+    let mode = if secret { 0o600 } else { 0o644 };
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
+        .mode(mode)
         .open(&tmp)
         .map_err(io(&tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+    if let Some(u) = owner {
+        std::os::unix::fs::fchown(&f, Some(u.uid.as_raw()), Some(u.gid.as_raw())).map_err(io(&tmp))?;
+    }
     f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
@@ -243,8 +274,8 @@ impl Authority {
         params.key_identifier_method = KeyIdMethod::Sha256;
         validity(&mut params, days);
         let cert = params.self_signed(&key)?;
-        write(&key_path, &key_pem(&key), true)?;
-        write(&dir.join("ca.crt"), &cert.pem(), false)?;
+        write(&key_path, &key_pem(&key), true, None)?;
+        write(&dir.join("ca.crt"), &cert.pem(), false, None)?;
         let ca = Authority { dir: dir.to_owned(), issuer: Issuer::new(params, key) };
         ca.write_crl(None)?;
         Ok(ca)
@@ -275,10 +306,9 @@ impl Authority {
         kind: Kind,
         file_name: &str,
         mut params: CertificateParams,
-        days: u32,
-        kt: KeyType,
-        force: bool,
+        terms: Terms<'_>,
     ) -> Result<(PathBuf, PathBuf), CertError> {
+        let Terms { days, kt, force, key_owner } = terms;
         check_name(file_name)?;
         let base = self.dir.join(kind.dir());
         let cert_path = base.join(format!("{file_name}.crt"));
@@ -293,12 +323,13 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, days);
         let cert = params.signed_by(&key, &self.issuer)?;
-        write(&key_path, &key_pem(&key), true)?;
-        write(&cert_path, &cert.pem(), false)?;
+        write(&key_path, &key_pem(&key), true, key_owner)?;
+        write(&cert_path, &cert.pem(), false, None)?;
         Ok((cert_path, key_path))
     }
 
-    /// A server certificate for these DNS names and addresses.
+    /// A server certificate for these DNS names and addresses; its key belongs to
+    /// `key_owner` when given (the broker's user).
     pub fn issue_server(
         &self,
         hosts: &[String],
@@ -306,6 +337,7 @@ impl Authority {
         days: u32,
         kt: KeyType,
         force: bool,
+        key_owner: Option<&nix::unistd::User>,
     ) -> Result<Issued, CertError> {
         let mut names: Vec<String> = hosts.to_vec();
         names.extend(ips.iter().map(IpAddr::to_string));
@@ -319,7 +351,8 @@ impl Authority {
         }
         params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let (cert, key) = self.issue(Kind::Server, &names[0], params, days, kt, force)?;
+        let (cert, key) =
+            self.issue(Kind::Server, &names[0], params, Terms { days, kt, force, key_owner })?;
         Ok(Issued { cert, key, names })
     }
 
@@ -329,7 +362,8 @@ impl Authority {
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let (cert, key) = self.issue(Kind::Client, name, params, days, kt, force)?;
+        let (cert, key) =
+            self.issue(Kind::Client, name, params, Terms { days, kt, force, key_owner: None })?;
         Ok(Issued { cert, key, names: vec![name.to_owned()] })
     }
 
@@ -383,7 +417,7 @@ impl Authority {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         let crl = params.signed_by(&self.issuer)?;
-        write(&self.crl_path(), &crl.pem()?, false)
+        write(&self.crl_path(), &crl.pem()?, false, None)
     }
 
     fn read_cert(path: &Path, kind: Kind) -> Result<CertInfo, CertError> {
@@ -508,6 +542,7 @@ mod tests {
                 10,
                 KeyType::EcdsaP256,
                 false,
+                None,
             )
             .unwrap();
         assert_eq!(s.cert, dir.join("servers/localhost.crt"));
