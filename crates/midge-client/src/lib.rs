@@ -32,4 +32,4 @@ pub use client::{connect, AckFuture, Client, Event, Events};
 pub use error::Error;
 pub use options::{Direction, MessageHook, Options, PacketHook};
 pub use tls::{TlsOptions, TlsVersion};
-pub use transport::{BoxStream, Connector, Stream};
+pub use transport::{open, BoxStream, Connector, Stream};

@@ -18,9 +18,10 @@ pub trait Connector: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<BoxStream, Error>> + Send>>;
 }
 
-/// Opens the TCP connection (binding the local address first when asked) and applies the
-/// connector.
-pub(crate) async fn open(opts: &Options) -> Result<BoxStream, Error> {
+/// Opens the TCP connection (binding the local address first when asked, `TCP_NODELAY` on)
+/// and applies the connector, without speaking MQTT: [`crate::connect`] sends CONNECT on it;
+/// `midge bench --flat-out` drives the stream itself.
+pub async fn open(opts: &Options) -> Result<BoxStream, Error> {
     let addrs = tokio::net::lookup_host((opts.host.as_str(), opts.port))
         .await
         .map_err(|e| Error::new(Kind::Lookup(e)))?;

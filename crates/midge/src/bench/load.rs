@@ -12,13 +12,13 @@ use super::stats::{histogram, sample, Recorder, Sample, Stats};
 use super::{BenchArgs, BenchError};
 
 /// Who publishes where, who subscribes to what, and how many copies each message makes.
-struct Plan {
-    publish_topics: Vec<String>,
-    filters: Vec<String>,
-    copies: u64,
+pub(super) struct Plan {
+    pub publish_topics: Vec<String>,
+    pub filters: Vec<String>,
+    pub copies: u64,
 }
 
-fn plan(args: &BenchArgs, run: &str) -> Result<Plan, BenchError> {
+pub(super) fn plan(args: &BenchArgs, run: &str) -> Result<Plan, BenchError> {
     let base = format!("{}/{run}", args.prefix);
     let n = args.clients.max(1);
     let topics = |k: usize| (0..k).map(|i| format!("{base}/p/{i}")).collect::<Vec<_>>();
@@ -350,6 +350,6 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
 }
 
 /// "1 publisher", "4 publishers".
-fn count(n: usize, what: &str) -> String {
+pub(super) fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }

@@ -4,8 +4,11 @@
 //! `pairs` (N publishers, each to its own subscriber), `fan-in` (N publishers, one wildcard
 //! subscriber), `fan-out` (one publisher, N subscribers), `shared` (N publishers, a $share
 //! group of M). A progress line each second, a summary at the end (throughput, loss, latency
-//! percentiles from an HdrHistogram), `--json`, and `--plot FILE.svg`.
+//! percentiles from an HdrHistogram), `--json`, and `--plot FILE.svg`. With `--flat-out` the
+//! message scenarios run without a window: publishers write as fast as their sockets take it,
+//! and the run counts the delivered rate and exactly what was lost (see `flat`).
 mod conn;
+mod flat;
 mod load;
 mod plot;
 mod stats;
@@ -45,6 +48,19 @@ pub enum BenchError {
     NoRss { pid: u32 },
     #[error("{}: {source}", path.display())]
     Plot { path: PathBuf, source: std::io::Error },
+    #[error("--flat-out publishes as fast as the broker takes it: not with --rate")]
+    FlatOutRate,
+    #[error("--flat-out runs pairs, fan-in, fan-out or shared, not conn")]
+    FlatOutConn,
+    /// The flat-out mode's own CONNECT / CONNACK failed.
+    #[error("{role} {index}: {reason}")]
+    Handshake { role: &'static str, index: usize, reason: String },
+    #[error("subscribe {filter}: {reason}")]
+    Refused { filter: String, reason: String },
+    #[error("cannot encode the PUBLISH: {0}")]
+    Encode(#[source] midge_codec::EncodeError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// Measure a broker's throughput, latency and memory.
@@ -70,13 +86,20 @@ pub struct BenchArgs {
     /// Payload size in bytes (at least 16: a timestamp, the publisher and a sequence number).
     #[arg(short, long, default_value_t = 64)]
     pub size: usize,
-    /// Messages per second per publisher (open loop); 0 sends flat out.
+    /// Messages per second per publisher (open loop); 0 sends as fast as the --inflight window
+    /// allows (see also --flat-out).
     #[arg(short, long, default_value_t = 0)]
     pub rate: u64,
     /// Flat out: QoS 1 / 2 messages awaiting acknowledgement per publisher; QoS 0 messages
-    /// sent and not yet received (end to end) per publisher.
+    /// sent and not yet received (end to end) per publisher. With --flat-out: QoS 1 / 2 only
+    /// (also bounded by the broker's Receive Maximum).
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
+    /// No window: publishers write as fast as their sockets take it, subscribers read as fast
+    /// as they can, on one thread; reports the delivered and published rates and the exact
+    /// loss (publishers stop, subscribers drain until nothing arrives for a second).
+    #[arg(long = "flat-out")]
+    pub flat_out: bool,
     /// Seconds of load (conn opens its connections and measures; --hold keeps them open).
     #[arg(short, long, default_value_t = 10)]
     pub duration: u64,
@@ -179,6 +202,21 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
+    if args.flat_out {
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        let result = match args.scenario.as_str() {
+            "pairs" | "fan-in" | "fan-out" | "shared" => flat::run(&args),
+            "conn" => Err(BenchError::FlatOutConn),
+            other => Err(BenchError::UnknownScenario(other.to_owned())),
+        };
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
         Ok(rt) => rt,

@@ -64,13 +64,16 @@ pub fn svg(title: &str, samples: &[Sample]) -> String {
         &[("sent", "#1f77b4", thr(|s| s.sent_per_sec)), ("received", "#d62728", thr(|s| s.received_per_sec))],
         "msg/s",
     );
-    chart(
-        &mut out,
-        25.0 + H,
-        "latency",
-        &[("p50", "#2ca02c", thr(|s| s.p50_us as f64)), ("p99", "#ff7f0e", thr(|s| s.p99_us as f64))],
-        "µs",
-    );
+    // Flat-out runs measure no latency: no empty chart for them.
+    if samples.iter().any(|s| s.p50_us > 0 || s.p99_us > 0) {
+        chart(
+            &mut out,
+            25.0 + H,
+            "latency",
+            &[("p50", "#2ca02c", thr(|s| s.p50_us as f64)), ("p99", "#ff7f0e", thr(|s| s.p99_us as f64))],
+            "µs",
+        );
+    }
     out.push_str("</svg>\n");
     out
 }
