@@ -187,11 +187,21 @@ pub fn poll_io<S: AsyncRead + AsyncWrite + Unpin, W: WriteBuf>(
                 return Poll::Ready(Ok(IoEvent::Read(n)));
             }
         } else {
-            if rbuf.capacity() - rbuf.len() < want {
-                rbuf.reserve(want);
-            }
-            if let Poll::Ready(r) = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, rbuf) {
-                return Poll::Ready(r.map(IoEvent::Read));
+            // At most `want` bytes: the read buffer grows by what the caller asked for, never
+            // by whatever capacity it happens to have (a connection that is not decoding, while
+            // its client is held back, must not read on). The bytes are zeroed first: the
+            // price of reading into a slice without unsafe code, small next to the read.
+            let start = rbuf.len();
+            rbuf.resize(start + want, 0);
+            let mut rb = tokio::io::ReadBuf::new(&mut rbuf[start..]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                Poll::Ready(r) => {
+                    let n = rb.filled().len();
+                    rbuf.truncate(start + n);
+                    r?;
+                    return Poll::Ready(Ok(IoEvent::Read(n)));
+                }
+                Poll::Pending => rbuf.truncate(start),
             }
         }
     }

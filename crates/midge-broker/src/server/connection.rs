@@ -525,7 +525,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
                     return Poll::Ready(this.end(Some(reply)));
                 }
             }
-            if this.more {
+            // What was read and not decoded yet (a round's budget, or a client held back while
+            // a subscriber was congested): decoded first, before reading more.
+            if !conn.rbuf.is_empty() {
                 this.more = handle_input(conn, link, version, this.max_packet, now);
             }
             let budget = if conn.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
