@@ -326,6 +326,7 @@ class LoadPublisher(LoadClient):
         self.abandoned = 0  # unacknowledged when a clean publisher's connection was lost
         self.resent = 0
         self.unknown_pubrel = 0  # PUBREL resent after a restart, answered 0x92 (already complete)
+        self.just_sent = threading.Event()  # set whenever new messages were written to the socket
         # message id -> [(connection number, what happened)], for the report of a lost message.
         self.trace: dict[str, list[tuple[int, str]]] = {}
 
@@ -377,6 +378,8 @@ class LoadPublisher(LoadClient):
                     new.append((pid, mid))
             for pid, mid in new:
                 c.send(raw.publish(self.topic, mid, qos=self.qos, packet_id=pid, version=v))
+            if new:
+                self.just_sent.set()
             try:
                 p = c.recv(timeout=0.05)
             except TimeoutError:
@@ -741,3 +744,28 @@ def messages_until(c: RawClient, marker: bytes, timeout: float = TIMEOUT) -> lis
             got.append(p)
             if p.payload == marker:
                 return got
+
+
+def connect(port: int, client_id: str, version: int, clean: bool = False, expiry: int | None = 300,
+            timeout: float = TIMEOUT, **kw: Any) -> tuple[RawClient, raw.Packet]:
+    """A raw client connected with clean session/start `clean` (5.0: session expiry
+    `expiry` seconds); returns it with its CONNACK. Close it (or use `with`)."""
+    c = RawClient(port, version=version, timeout=timeout)
+    props = dict(kw.pop("props", None) or {})
+    if version == V5 and expiry is not None:
+        props["SessionExpiryInterval"] = expiry
+    ack = c.connect(client_id, clean=clean, props=props or None, **kw)
+    return c, ack
+
+
+def park(c: RawClient) -> None:
+    """Sends DISCONNECT and waits until the broker has closed the connection: the session is
+    parked."""
+    c.send(raw.disconnect(c.version))
+    c.wait_closed()
+    c.close()
+
+
+def nothing_more(c: RawClient, quiet: float = 0.5) -> list[raw.Packet]:
+    """What arrives within `quiet` seconds (acknowledged as a client does): usually []."""
+    return collect(c, quiet)
