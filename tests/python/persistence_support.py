@@ -22,12 +22,10 @@ The load clients are what a careful application does:
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
-import queue
-import re
 import signal
-import socket
 import struct
 import subprocess
 import threading
@@ -51,7 +49,8 @@ except ImportError:  # pragma: no cover - require_paho fails the test that needs
     mqtt = None
 
 # libfaketime (Debian package libfaketime): the broker started "two hours later".
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+FAKETIME_LIB = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))),
+                    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 RESTORED = (r"Restored (?P<sessions>[\d,]+) sessions?, (?P<retained>[\d,]+) retained messages? and "
             r"(?P<queued>[\d,]+) queued messages? from (?P<dir>\S+) in (?P<secs>[\d.]+) s")
