@@ -1,7 +1,7 @@
 """Helpers for test_persistence.py: a midge broker with `persistence true` that is killed and
 started again on the same port with the same configuration, a reader of midge's store
 files (written from the format described in crates/midge-broker/src/store/log.rs, not from
-its code), and load clients on raw sockets that count every acknowledgement and every
+its code), and load clients (raw sockets, and paho-mqtt) that count every acknowledgement and every
 delivery across broker restarts.
 
 The load clients are what a careful application does:
