@@ -91,7 +91,7 @@ class LoopRun:
     # Promise 1: every acknowledged message reached every persistent subscription.
     lost: list[str]
     # ... the same, for messages whose first acknowledgement answered a resend after a
-    # restart (QOS2_RESEND_NOT_ROUTED).
+    # restart.
     lost_after_resend: list[str]
     # Promise 2: no QoS 2 message twice, no packet identifier reused in the middle of a flow.
     twice: list[str]
@@ -230,36 +230,19 @@ def acknowledged_after_resend(p: LoadPublisher, mid: str) -> bool:
 # When a persistent QoS 2 publisher's PUBLISH is resent after a restart, the broker answers
 # PUBREC from the stored QoS 2 packet id alone: if it was killed after storing that id and
 # before storing the message for every subscriber, the message is acknowledged and lost.
-QOS2_RESEND_NOT_ROUTED = (
-    "midge stores an incoming QoS 2 packet id before the copies of the message queued for each "
-    "subscriber, in separate writes: killed between them, it answers the publisher's resend "
-    "(PUBLISH with DUP) with PUBREC from the packet id alone, and the subscribers whose copy was "
-    "not written never get the message")
+
 
 
 def test_loop_every_acknowledged_message_reaches_every_persistent_subscriber(loop_run):
     """Every message a publisher had PUBACK or PUBREC for was delivered to each of the four
     persistent subscribers (online or offline during the restarts, 3.1.1 and 5.0, raw and
-    paho), at least once; nothing was refused; each found its session at every reconnection.
-    Losses of the known kind (QOS2_RESEND_NOT_ROUTED, which depends on where a SIGKILL lands,
-    and which test_qos2_resent_after_sigkill_reaches_every_subscriber reproduces) mark this
-    test xfailed with their details, any other loss fails it."""
-    assert not loop_run.lost, "\n".join(loop_run.lost + loop_run.lost_after_resend) + "\n" + loop_run.summary
-    if loop_run.lost_after_resend:
-        pytest.xfail(f"{QOS2_RESEND_NOT_ROUTED}:\n" + "\n".join(loop_run.lost_after_resend))
+    paho), at least once; nothing was refused; each found its session at every reconnection,
+    including a QoS 2 message its publisher resent after a SIGKILL that landed while its copies
+    were being written (test_qos2_resent_after_sigkill_reaches_every_subscriber aims at that)."""
+    lost = loop_run.lost + loop_run.lost_after_resend
+    assert not lost, "\n".join(lost) + "\n" + loop_run.summary
 
 
-# The broker writes that it sent a QoS 2 PUBLISH (the delivery's packet id) only when the
-# client next sends it something: killed or stopped before, it has forgotten the packet id.
-QOS2_SENT_NOT_RECORDED = (
-    "midge sends a QoS 2 PUBLISH before recording its packet id in the store (the record is "
-    "appended when the client's next packet is handled): stopped before (SIGKILL or SIGTERM), it "
-    "sends the message again after the restart as a new one, DUP 0 and often another packet id, "
-    "so a client gets it twice, and it reuses the first packet id for another message while the "
-    "client still holds it for PUBREL")
-
-
-@pytest.mark.xfail(strict=True, reason=QOS2_SENT_NOT_RECORDED)
 def test_loop_qos2_messages_are_never_delivered_twice(loop_run):
     """No subscriber received a QoS 2 message twice (a resent PUBLISH comes with the packet id
     the client holds and DUP, so the client knows it), every QoS 2 flow the broker started
@@ -566,7 +549,6 @@ def test_outgoing_qos2_released_before_sigkill_gets_pubrel_not_the_message_again
     assert [x.payload for x in got] == [b"after"], got
 
 
-@pytest.mark.xfail(strict=True, reason=QOS2_SENT_NOT_RECORDED)
 @pytest.mark.parametrize("how", ["kill", "term"])
 @pytest.mark.parametrize("version", VERSIONS)
 def test_outgoing_qos2_unanswered_at_a_restart_is_resent_with_its_packet_id_and_dup(store_brokers, version, how):
@@ -611,7 +593,6 @@ def test_outgoing_qos2_unanswered_at_a_restart_is_resent_with_its_packet_id_and_
 RESEND_ROUNDS = int(os.environ.get("PERSIST_RESEND_ROUNDS", "40"))
 
 
-@pytest.mark.xfail(strict=True, reason=QOS2_RESEND_NOT_ROUTED)
 def test_qos2_resent_after_sigkill_reaches_every_subscriber(store_brokers, request):
     """One persistent QoS 2 publisher, one message in flight at a time, eight offline
     persistent subscribers; the broker is SIGKILLed RESEND_ROUNDS times, each time at a

@@ -134,6 +134,7 @@ fn connect(version: ProtocolVersion) -> BoxedStrategy<Packet> {
                 will,
                 username,
                 password,
+                bridge: false,
             }))
         })
         .boxed()

@@ -85,6 +85,7 @@ fn connect(protocol: ProtocolVersion, client_id: &'static str) -> Connect {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

@@ -45,13 +45,21 @@ pub struct Link {
     /// While this client's publishes wait for congested subscribers: those subscribers, and
     /// the packets read meanwhile (boxed: most connections are never held back).
     blocked: Option<Box<Blocked>>,
-    /// The store record the next packet to the client waits for: what it tells the client
-    /// (an acknowledgement, a QoS 2 step) must be durable first.
+    /// What the connection's output waits for in the store (boxed: only with persistence).
+    durability: Option<Box<Durability>>,
+}
+
+/// The store records a connection's output waits for.
+#[derive(Debug, Default)]
+struct Durability {
+    /// The record the next packet to the client waits for: what it tells the client (an
+    /// acknowledgement, a QoS 2 step) must be durable first.
     gate: u64,
-    /// Packets waiting for the store, with the record each waits for (none without
-    /// persistence; boxed, as an idle connection has none).
-    #[allow(clippy::box_collection)]
-    awaiting: Option<Box<VecDeque<(u64, Packet)>>>,
+    /// The commit of the incoming QoS 2 message routed last, for its packet identifier's
+    /// record, which comes next (0: none).
+    commit: u64,
+    /// Packets waiting for the store, with the record each waits for.
+    awaiting: VecDeque<(u64, Packet)>,
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +96,7 @@ impl Link {
         conn_id: u64,
         recheck: Recheck,
     ) -> Link {
-        Link { broker, session, handle, control, conn_id, recheck, blocked: None, gate: 0, awaiting: None }
+        Link { broker, session, handle, control, conn_id, recheck, blocked: None, durability: None }
     }
 
     /// The session.
@@ -135,7 +143,18 @@ impl Link {
                         router.retain(&message);
                         ticket = journal.map(|j| j.retain(&message));
                     }
-                    let outcome = router.route(&message, broker.queue_hook());
+                    // The copies of a QoS 2 message are tied to a commit (see persist.rs).
+                    let committing = journal
+                        .filter(|_| message.qos == midge_codec::QoS::ExactlyOnce)
+                        .map(|j| super::persist::Committing { journal: j, commit: j.next_commit() });
+                    if let Some(c) = &committing {
+                        self.durability.get_or_insert_with(Default::default).commit = c.commit;
+                    }
+                    let hook: Option<&dyn crate::router::QueueHook> = match &committing {
+                        Some(c) => Some(c),
+                        None => broker.queue_hook(),
+                    };
+                    let outcome = router.route(&message, hook);
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }
@@ -171,14 +190,18 @@ impl Link {
                     (Some(j), _) => Some(j.delivery(event)),
                     (None, _) => None,
                 },
-                Effect::Qos2Received(id) | Effect::Qos2Released(id) if persistent => {
-                    let held = matches!(effect, Effect::Qos2Received(_));
-                    journal.map(|j| j.incoming(&self.handle.client_id, id, held))
+                Effect::Qos2Received(id) => journal.and_then(|j| {
+                    let commit = self.durability.as_mut().map_or(0, |d| std::mem::take(&mut d.commit));
+                    j.commit_incoming(persistent.then_some(&self.handle.client_id), id, commit)
+                }),
+                Effect::Qos2Released(id) if persistent => {
+                    journal.map(|j| j.release_incoming(&self.handle.client_id, id))
                 }
-                Effect::Qos2Received(_) | Effect::Qos2Released(_) => None,
+                Effect::Qos2Released(_) => None,
             };
             if let Some(t) = ticket {
-                self.gate = self.gate.max(t);
+                let d = self.durability.get_or_insert_with(Default::default);
+                d.gate = d.gate.max(t);
             }
         }
     }
@@ -212,6 +235,9 @@ impl Link {
         let mut sent = 0;
         loop {
             sent += self.session.pump(now, budget - sent);
+            // What sending did to the store (a QoS 2 packet identifier must be durable before
+            // its PUBLISH goes) is applied before the output is taken.
+            self.apply_effects(now);
             if sent >= budget || !self.session.wants_deliveries() {
                 self.session.shrink();
                 return sent;
@@ -236,7 +262,7 @@ impl Link {
     pub fn wants_input(&self) -> bool {
         self.session.close_reason().is_none()
             && self.blocked.as_ref().is_none_or(|b| b.bytes < DEFER_LIMIT)
-            && self.awaiting.as_ref().is_none_or(|a| a.len() < AWAITING_LIMIT)
+            && self.durability.as_ref().is_none_or(|d| d.awaiting.len() < AWAITING_LIMIT)
     }
 
     /// True when the session can take deliveries now (the connection then listens for mail).
@@ -257,35 +283,38 @@ impl Link {
     /// Hands the packets that may be sent now to `send`, in order: what depends on records
     /// not yet durable waits for them (and everything after it, keeping the order).
     pub fn drain_output(&mut self, mut send: impl FnMut(Packet)) {
-        let durable = |t: u64| self.broker.journal().is_none_or(|j| j.store().is_durable(t));
-        if self.awaiting.is_none() && durable(self.gate) {
+        let journal = self.broker.journal();
+        let durable = |t: u64| journal.is_none_or(|j| j.store().is_durable(t));
+        let Some(d) = self.durability.as_mut() else {
             if self.session.has_output() {
                 self.session.drain_output().for_each(send);
             }
             self.session.shrink();
             return;
-        }
-        let awaiting = self.awaiting.get_or_insert_with(Default::default);
-        if !self.session.has_output() && awaiting.is_empty() {
-            self.awaiting = None;
-            return;
-        }
-        awaiting.extend(self.session.drain_output().map(|p| (self.gate, p)));
-        while let Some((t, _)) = awaiting.front() {
-            if !durable(*t) {
-                return;
+        };
+        if d.awaiting.is_empty() && durable(d.gate) {
+            if self.session.has_output() {
+                self.session.drain_output().for_each(send);
             }
-            if let Some((_, p)) = awaiting.pop_front() {
-                send(p);
+        } else {
+            let gate = d.gate;
+            d.awaiting.extend(self.session.drain_output().map(|p| (gate, p)));
+            while d.awaiting.front().is_some_and(|(t, _)| durable(*t)) {
+                if let Some((_, p)) = d.awaiting.pop_front() {
+                    send(p);
+                }
             }
         }
-        self.awaiting = None;
+        if d.awaiting.is_empty() && d.commit == 0 && durable(d.gate) {
+            // Nothing waits: an idle connection keeps nothing of this.
+            self.durability = None;
+        }
         self.session.shrink();
     }
 
     /// While packets wait for the store: a waiter, and the record they wait for.
     pub fn awaiting_store(&self) -> Option<(DurableWaiter, u64)> {
-        let (t, _) = self.awaiting.as_ref()?.front()?;
+        let (t, _) = self.durability.as_ref()?.awaiting.front()?;
         Some((self.broker.journal()?.store().waiter(), *t))
     }
 

@@ -9,6 +9,8 @@
 //! even if the broker is killed the next instant.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,23 +21,51 @@ use super::{Broker, Owned};
 use crate::mailbox::SessionHandle;
 use crate::registry::PendingWill;
 use crate::router::QueueHook;
-use crate::session::{Awaiting, Delivery, DeliveryEvent, SessionState, SubscriptionRecord};
+use crate::session::{Awaiting, Delivery, DeliveryEvent, SessionState, StoreEntry, SubscriptionRecord};
 use crate::store::records::{self, prefix, Clock, Progress, SessionRecord};
 use crate::store::{Op, Records, Store};
 
 /// The broker's side of the store.
+///
+/// The copies of an incoming QoS 2 message are written one by one as it is routed (each
+/// before its subscriber can see it), so a crash can leave some written and not others.
+/// They are tied to a *commit*, written after them: the record of the publisher's packet
+/// identifier (a persistent publisher, whose resend it also recognises), or a record of its
+/// own. At start, copies whose commit is not there are dropped: the publisher got no PUBREC
+/// for them, and sends the message again. Exactly once holds across a crash.
 #[derive(Debug)]
 pub struct Journal {
     store: Store,
     next_entry: AtomicU64,
+    /// Commits with copies still queued: how many, and whether the commit has a record of
+    /// its own (once the packet identifier's record is gone, or for a publisher whose session
+    /// is not persistent).
+    commits: Mutex<HashMap<u64, Commit>>,
+    /// The commit of each open incoming QoS 2 flow of persistent publishers.
+    open: Mutex<HashMap<(ByteString, u16), u64>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Commit {
+    copies: usize,
+    record: bool,
 }
 
 impl QueueHook for Journal {
     fn queued(&self, client_id: &str, d: &mut Delivery) {
-        let entry = self.next_entry.fetch_add(1, Ordering::Relaxed);
-        d.entry = Some(entry);
-        let value = records::queued_value(client_id, d.qos, d.retain, &d.sub_ids, &d.message, &Clock::now());
-        self.store.append([Op::Put(records::queue_key(entry), value)]);
+        self.queue(client_id, d, 0);
+    }
+}
+
+/// The hook for routing an incoming QoS 2 message: its copies belong to `commit`.
+pub(crate) struct Committing<'a> {
+    pub(crate) journal: &'a Journal,
+    pub(crate) commit: u64,
+}
+
+impl QueueHook for Committing<'_> {
+    fn queued(&self, client_id: &str, d: &mut Delivery) {
+        self.journal.queue(client_id, d, self.commit);
     }
 }
 
@@ -43,6 +73,90 @@ impl Journal {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    fn queue(&self, client_id: &str, d: &mut Delivery, commit: u64) {
+        let id = self.next_entry.fetch_add(1, Ordering::Relaxed);
+        d.entry = Some(StoreEntry { id, commit });
+        if commit != 0 {
+            self.commits.lock().entry(commit).or_default().copies += 1;
+        }
+        let value =
+            records::queued_value(client_id, commit, d.qos, d.retain, &d.sub_ids, &d.message, &Clock::now());
+        self.store.append([Op::Put(records::queue_key(id), value)]);
+    }
+
+    /// A commit for the copies of the next incoming QoS 2 message.
+    pub fn next_commit(&self) -> u64 {
+        self.next_entry.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The copies of an incoming QoS 2 message are all queued: their commit is written. For
+    /// a persistent publisher (`client_id`), the record of its packet identifier is the commit
+    /// and recognises a resend; otherwise a record of its own, when there are copies.
+    pub fn commit_incoming(
+        &self,
+        client_id: Option<&ByteString>,
+        packet_id: u16,
+        commit: u64,
+    ) -> Option<u64> {
+        match client_id {
+            Some(c) => {
+                self.open.lock().insert((c.clone(), packet_id), commit);
+                let key = records::incoming_key(c, packet_id);
+                Some(self.store.append([Op::Put(key, commit.to_le_bytes().to_vec())]))
+            }
+            None => {
+                let mut commits = self.commits.lock();
+                let c = commits.get_mut(&commit)?;
+                c.record = true;
+                drop(commits);
+                Some(self.store.append([Op::Put(records::commit_key(commit), Vec::new())]))
+            }
+        }
+    }
+
+    /// PUBREL released a persistent publisher's packet identifier: its commit moves to a
+    /// record of its own while copies remain.
+    pub fn release_incoming(&self, client_id: &ByteString, packet_id: u16) -> u64 {
+        let mut ops = self.release_ops(client_id, packet_id);
+        ops.push(Op::Delete(records::incoming_key(client_id, packet_id)));
+        self.store.append(ops)
+    }
+
+    fn release_ops(&self, client_id: &ByteString, packet_id: u16) -> Vec<Op> {
+        let Some(commit) = self.open.lock().remove(&(client_id.clone(), packet_id)) else {
+            return Vec::new();
+        };
+        let mut commits = self.commits.lock();
+        match commits.get_mut(&commit) {
+            Some(c) if !c.record => {
+                c.record = true;
+                vec![Op::Put(records::commit_key(commit), Vec::new())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The records that end a delivery's entry: the entry, its progress, and its commit once
+    /// no copy is left.
+    fn done_ops(&self, entry: StoreEntry) -> Vec<Op> {
+        let mut ops =
+            vec![Op::Delete(records::queue_key(entry.id)), Op::Delete(records::progress_key(entry.id))];
+        if entry.commit != 0 {
+            let mut commits = self.commits.lock();
+            if let Some(c) = commits.get_mut(&entry.commit) {
+                c.copies = c.copies.saturating_sub(1);
+                if c.copies == 0 {
+                    let record = c.record;
+                    commits.remove(&entry.commit);
+                    if record {
+                        ops.push(Op::Delete(records::commit_key(entry.commit)));
+                    }
+                }
+            }
+        }
+        ops
     }
 
     /// The last record appended: what an acknowledgement that depends on records appended
@@ -101,31 +215,29 @@ impl Journal {
     pub fn delivery(&self, event: DeliveryEvent) -> u64 {
         match event {
             DeliveryEvent::Sent { entry, packet_id } => self.store.append([Op::Put(
-                records::progress_key(entry),
+                records::progress_key(entry.id),
                 records::progress_value(Progress::Sent(packet_id)),
             )]),
             DeliveryEvent::Released { entry, packet_id } => self.store.append([Op::Put(
-                records::progress_key(entry),
+                records::progress_key(entry.id),
                 records::progress_value(Progress::Released(packet_id)),
             )]),
-            DeliveryEvent::Done { entry } => self.store.append(done(entry)),
+            DeliveryEvent::Done { entry } => self.store.append(self.done_ops(entry)),
         }
     }
 
-    /// A QoS 2 packet identifier is held (`true`) or released.
-    pub fn incoming(&self, client_id: &str, packet_id: u16, held: bool) -> u64 {
-        let key = records::incoming_key(client_id, packet_id);
-        self.store.append([if held { Op::Put(key, Vec::new()) } else { Op::Delete(key) }])
-    }
-
     /// A session ended: every record of it goes. `queued` are the deliveries it still held.
-    pub fn forget(&self, client_id: &str, state: &SessionState, queued: &[Delivery]) -> u64 {
+    pub fn forget(&self, client_id: &ByteString, state: &SessionState, queued: &[Delivery]) -> u64 {
         let mut ops = vec![Op::Delete(records::session_key(client_id))];
         ops.extend(state.subscriptions.keys().map(|f| Op::Delete(records::subscription_key(client_id, f))));
-        ops.extend(state.incoming_qos2.iter().map(|id| Op::Delete(records::incoming_key(client_id, *id))));
+        for id in &state.incoming_qos2 {
+            // The copies of what it published outlive its session: their commit stays.
+            ops.extend(self.release_ops(client_id, *id));
+            ops.push(Op::Delete(records::incoming_key(client_id, *id)));
+        }
         for d in queued {
             if let Some(entry) = d.entry {
-                ops.extend(done(entry));
+                ops.extend(self.done_ops(entry));
             }
         }
         self.store.append(ops)
@@ -196,6 +308,10 @@ impl Broker {
         let mut max_entry = 0;
         let mut stale = Vec::new();
         let mut forward = Vec::new();
+        // Commits found (keys sort 'i' and 'n' before 'q': known before the copies), and the
+        // open flows of persistent publishers.
+        let mut committed: HashMap<u64, Commit> = HashMap::new();
+        let mut open: HashMap<(ByteString, u16), u64> = HashMap::new();
         for (key, value) in &records {
             let Some((&kind, rest)) = key.split_first() else { continue };
             let ok = match kind {
@@ -227,15 +343,24 @@ impl Broker {
                 },
                 prefix::INCOMING => match records::split_client(rest) {
                     Some((id, &[a, b])) => {
-                        sessions
-                            .entry(id)
-                            .or_default()
-                            .state
-                            .incoming_qos2
-                            .insert(u16::from_be_bytes([a, b]));
+                        let packet_id = u16::from_be_bytes([a, b]);
+                        if let Ok(commit) = <[u8; 8]>::try_from(&value[..]).map(u64::from_le_bytes) {
+                            max_entry = max_entry.max(commit);
+                            committed.entry(commit).or_default();
+                            open.insert((id.clone(), packet_id), commit);
+                        }
+                        sessions.entry(id).or_default().state.incoming_qos2.insert(packet_id);
                         Ok(())
                     }
                     _ => Err(records::RecordError { what: "QoS 2 identifier" }),
+                },
+                prefix::COMMIT => match <[u8; 8]>::try_from(rest).map(u64::from_be_bytes) {
+                    Ok(commit) => {
+                        max_entry = max_entry.max(commit);
+                        committed.entry(commit).or_default().record = true;
+                        Ok(())
+                    }
+                    Err(_) => Err(records::RecordError { what: "commit" }),
                 },
                 prefix::QUEUED | prefix::PROGRESS => {
                     let entry = rest.try_into().map(u64::from_be_bytes).unwrap_or(0);
@@ -246,13 +371,22 @@ impl Broker {
                         })
                     } else {
                         records::read_queued(value, &clock).map(|q| {
+                            if q.commit != 0 && !committed.contains_key(&q.commit) {
+                                // A copy of a QoS 2 message whose commit never made it: its
+                                // publisher got no PUBREC, and sends it again.
+                                stale.extend(done(entry));
+                                return;
+                            }
+                            if let Some(c) = committed.get_mut(&q.commit) {
+                                c.copies += 1;
+                            }
                             let d = Delivery {
                                 message: Arc::new(q.message),
                                 qos: q.qos,
                                 retain: q.retain,
                                 sub_ids: q.sub_ids,
                                 share: None,
-                                entry: Some(entry),
+                                entry: Some(StoreEntry { id: entry, commit: q.commit }),
                             };
                             sessions.entry(q.client_id).or_default().queued.push((entry, d, None));
                         })
@@ -273,8 +407,21 @@ impl Broker {
         for (client_id, mut b) in sessions {
             let Some(record) = b.record.take() else {
                 // Parts of a session whose session record is gone (it ended): remove them.
-                for (entry, ..) in &b.queued {
+                for (entry, d, _) in &b.queued {
                     stale.extend(done(*entry));
+                    if let Some(c) = d.entry.and_then(|e| committed.get_mut(&e.commit)) {
+                        c.copies = c.copies.saturating_sub(1);
+                    }
+                }
+                for i in &b.state.incoming_qos2 {
+                    // Its commit outlives its packet identifier's record while copies remain.
+                    let commit = open.remove(&(client_id.clone(), *i));
+                    if let Some(c) = commit.and_then(|n| committed.get_mut(&n).map(|c| (n, c))) {
+                        if c.1.copies > 0 && !c.1.record {
+                            c.1.record = true;
+                            stale.push(Op::Put(records::commit_key(c.0), Vec::new()));
+                        }
+                    }
                 }
                 stale.extend(
                     b.state
@@ -290,10 +437,22 @@ impl Broker {
             self.restore_session(&client_id, record, b, &progress, &clock, &mut restored);
             restored.sessions += 1;
         }
+        // Commit records without copies left are done with.
+        committed.retain(|commit, c| {
+            if c.copies == 0 && c.record {
+                stale.push(Op::Delete(records::commit_key(*commit)));
+            }
+            c.copies > 0
+        });
         if !stale.is_empty() {
-            store.append(stale);
+            store.append(std::mem::take(&mut stale));
         }
-        let journal = Journal { store, next_entry: AtomicU64::new(max_entry + 1) };
+        let journal = Journal {
+            store,
+            next_entry: AtomicU64::new(max_entry + 1),
+            commits: Mutex::new(committed),
+            open: Mutex::new(open),
+        };
         if self.journal.set(journal).is_err() {
             tracing::error!("The store was restored twice: the second is ignored.");
         }
@@ -321,6 +480,9 @@ impl Broker {
         for (entry, d, _) in b.queued {
             restored.queued += 1;
             match progress.get(&entry) {
+                Some(Progress::Sent(id)) if d.qos == midge_codec::QoS::AtLeastOnce => {
+                    b.state.outgoing.restore(*id, Awaiting::PubAck, d)
+                }
                 Some(Progress::Sent(id)) => b.state.outgoing.restore(*id, Awaiting::PubRec, d),
                 Some(Progress::Released(id)) => b.state.outgoing.restore(*id, Awaiting::PubComp, d),
                 None => b.state.outgoing.pending.push_back(d),

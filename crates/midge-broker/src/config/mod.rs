@@ -2,6 +2,7 @@
 //! layers: [`lex`] turns lines into directives, [`parse_directives`] reads them strictly
 //! (the broker) and [`parse_lenient`] reads them past wrong lines (`midge audit`), both
 //! with the same scoping, recording where each value came from in [`Sources`].
+pub mod bridge;
 mod error;
 pub mod lex;
 mod options;
@@ -306,6 +307,8 @@ pub struct Config {
     /// `persistent_client_expiration`: sessions that never expire by themselves (3.1.1
     /// clean session off, 5.0 expiry 0xFFFFFFFF) end after this long offline.
     pub persistent_client_expiration: Option<std::time::Duration>,
+    /// Bridges to other brokers (`connection` blocks).
+    pub bridges: Vec<bridge::Bridge>,
     /// The file it was read from.
     pub source: Option<PathBuf>,
 }
@@ -333,6 +336,7 @@ impl Default for Config {
             connect_timeout_secs: 10,
             persistence: Persistence::default(),
             persistent_client_expiration: None,
+            bridges: Vec::new(),
             source: None,
         }
     }
@@ -392,6 +396,7 @@ impl Config {
         check("pid_file", self.pid_file != new.pid_file);
         check("user", self.user != new.user);
         check("persistence", self.persistence != new.persistence);
+        check("connection (bridges)", self.bridges != new.bridges);
         check(
             "persistent_client_expiration",
             self.persistent_client_expiration != new.persistent_client_expiration,

@@ -29,6 +29,9 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
     "psk_file",
     "auth_plugin",
     "plugin",
+    // TLS-PSK towards a bridge's remote.
+    "bridge_identity",
+    "bridge_psk",
 ];
 
 /// Options that restrict who connects or what they see when set to one value (given here):
@@ -46,7 +49,6 @@ const NOT_YET: &[&str] = &[
     "allow_duplicate_messages",
     "auth_opt_",
     "auto_id_prefix",
-    "connection",
     "connection_messages",
     "dhparamfile",
     "http_dir",
@@ -66,20 +68,6 @@ const NOT_YET: &[&str] = &[
     "upgrade_outgoing_qos",
     "websockets_headers_size",
     "websockets_log_level",
-    "address",
-    "bridge_",
-    "cleansession",
-    "keepalive_interval",
-    "notifications",
-    "remote_",
-    "restart_timeout",
-    "round_robin",
-    "start_type",
-    "threshold",
-    "topic",
-    "try_private",
-    "idle_timeout",
-    "local_",
     "max_topic_alias",
 ];
 
@@ -133,6 +121,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
 /// option it does not have), or a mosquitto option it accepts with a warning.
 pub fn is_known_option(name: &str) -> bool {
     IMPLEMENTED.contains(&name)
+        || name == "connection"
+        || super::bridge::BRIDGE_OPTIONS.contains(&name)
         || RESTRICTING_VALUE.iter().any(|(o, _)| *o == name)
         || SECURITY_NOT_YET.contains(&name)
         || not_yet(name)

@@ -168,6 +168,22 @@ impl Reader {
 
     fn apply(&mut self, d: &Directive, at: At) -> Result<(), LineError> {
         let name = d.name.as_str();
+        if name == "connection" {
+            let b = super::bridge::connection(d, &self.config.bridges)?;
+            self.config.bridges.push(b);
+            return Ok(());
+        }
+        if super::bridge::BRIDGE_OPTIONS.contains(&name) {
+            // As mosquitto: a bridge option belongs to the bridge of the last `connection`.
+            let Some(b) = self.config.bridges.last_mut() else {
+                return Err(LineError::InvalidValue {
+                    option: d.name.clone(),
+                    value: d.value.clone(),
+                    expected: "a bridge option, after a `connection NAME` line",
+                });
+            };
+            return super::bridge::option(d, b);
+        }
         let config = &mut self.config;
         match name {
             "listener" => self.listener(d)?,
@@ -390,8 +406,22 @@ impl Reader {
 
     /// The configuration, mosquitto's default listener first if it was opened, and the
     /// lines by their final sections.
-    fn finish(self, errors: Vec<ConfigError>) -> Parsed {
+    fn finish(self, mut errors: Vec<ConfigError>) -> Parsed {
         let Reader { mut config, warnings, default, default_opener, mut openers, lines, .. } = self;
+        for b in &config.bridges {
+            if b.addresses.is_empty() {
+                // Named at its `connection` line, as mosquitto ("bridge has no address").
+                let (file, line) = b.origin.rsplit_once(':').unwrap_or((&b.origin, "0"));
+                errors.push(ConfigError::Line {
+                    file: file.to_owned(),
+                    line: line.parse().unwrap_or(0),
+                    problem: LineError::MissingValue {
+                        option: format!("address (bridge {})", b.name),
+                        expected: "HOST[:PORT]",
+                    },
+                });
+            }
+        }
         let opened = match (default, default_opener) {
             (Some(l), Some(opener)) => {
                 config.listeners.insert(0, l);

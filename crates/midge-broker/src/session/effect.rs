@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use midge_codec::{QoS, SubscriptionOptions, Will};
 
 use super::close::CloseReason;
-use super::message::Message;
+use super::message::{Message, StoreEntry};
 use super::state::SessionState;
 
 /// One effect, in the order the client's packets caused them.
@@ -48,25 +48,25 @@ pub enum Effect {
 /// Where a message recorded in the store (its `entry`) stands for its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryEvent {
-    /// Sent at QoS 2 with this packet identifier: a resend after a restart must use the same
-    /// one, or the client could take it for a new message.
+    /// Sent (QoS 1 or 2) with this packet identifier: a resend after a restart uses the same
+    /// one (at QoS 2 it must, or the client could take it for a new message).
     Sent {
         /// The store entry.
-        entry: u64,
+        entry: StoreEntry,
         /// The packet identifier.
         packet_id: u16,
     },
     /// PUBREC received: PUBREL goes next, and after a restart PUBREL again, never the PUBLISH.
     Released {
         /// The store entry.
-        entry: u64,
+        entry: StoreEntry,
         /// The packet identifier.
         packet_id: u16,
     },
     /// Delivered (acknowledged, refused, expired or not allowed): the entry goes.
     Done {
         /// The store entry.
-        entry: u64,
+        entry: StoreEntry,
     },
 }
 

@@ -81,12 +81,15 @@ impl Session {
             }
             // [MQTT-4.3.3-9]: the identifier stays until PUBREL.
             self.state.incoming_qos2.insert(packet_id);
-            self.busy().effects.push_back(Effect::Qos2Received(packet_id));
         }
         let message =
             Message::from_publish(topic, p.payload, qos, p.retain, p.properties, self.client_id.clone(), now);
         let ack = (qos != QoS::AtMostOnce).then_some(PendingAck { packet_id, qos });
         self.busy().effects.push_back(Effect::Publish { message: Arc::new(message), ack });
+        if qos == QoS::ExactlyOnce {
+            // After the message's effect: its identifier's record commits its copies.
+            self.busy().effects.push_back(Effect::Qos2Received(packet_id));
+        }
     }
 
     /// The broker routed a message that waits for its acknowledgement: `matched` when some

@@ -128,5 +128,17 @@ pub struct Delivery {
     /// session goes away before acknowledging it, another member of the group gets it.
     pub share: Option<Arc<str>>,
     /// Its record in the store, when it was queued for a persistent session.
-    pub entry: Option<u64>,
+    pub entry: Option<StoreEntry>,
+}
+
+/// A delivery's record in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreEntry {
+    /// The record's id.
+    pub id: u64,
+    /// The commit it belongs to (0: none): the copies of one incoming QoS 2 message are kept
+    /// after a restart only if its commit record made it to disk, so that a message half
+    /// written when the broker died is not delivered to some subscribers and then, resent
+    /// by its publisher, again to the same ones.
+    pub commit: u64,
 }

@@ -22,7 +22,7 @@ use midge_codec::{Packet, ProtocolVersion, QoS, ReasonCode, Will};
 
 pub use close::CloseReason;
 pub use effect::{DeliveryEvent, Effect, Ending, PendingAck, WillPlan};
-pub use message::{Delivery, Message};
+pub use message::{Delivery, Message, StoreEntry};
 pub use outgoing::{Awaiting, InFlight, Outgoing};
 pub use state::{Replay, SessionHasher, SessionState, SubscriptionRecord};
 

@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use midge_codec::{Packet, Properties, Property, Publish, PublishAck, QoS, ReasonCode};
 
 use super::effect::{DeliveryEvent, Effect};
-use super::message::Delivery;
+use super::message::{Delivery, StoreEntry};
 use super::outgoing::{Awaiting, PubRecOutcome};
 use super::state::Replay;
 use super::Session;
@@ -91,7 +91,7 @@ impl Session {
             let p = self.publish_packet(&d, 0, false, now);
             let (qos, entry) = (d.qos, d.entry);
             let id = self.state.outgoing.start(d);
-            if let (QoS::ExactlyOnce, Some(entry)) = (qos, entry) {
+            if let Some(entry) = entry.filter(|_| qos != QoS::AtMostOnce) {
                 self.busy().effects.push_back(Effect::Delivery(DeliveryEvent::Sent { entry, packet_id: id }));
             }
             self.send_publish(Publish { packet_id: id, ..p });
@@ -117,7 +117,7 @@ impl Session {
     }
 
     /// A delivery recorded in the store is done with.
-    fn delivered(&mut self, entry: Option<u64>) {
+    fn delivered(&mut self, entry: Option<StoreEntry>) {
         if let Some(entry) = entry {
             self.busy().effects.push_back(Effect::Delivery(DeliveryEvent::Done { entry }));
         }

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use midge_codec::QoS;
 
-use super::message::Delivery;
+use super::message::{Delivery, StoreEntry};
 
 /// Where a QoS 1 or 2 message sent to the client stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +38,10 @@ pub enum PubRecOutcome {
         /// The first PUBREC for it.
         first: bool,
         /// Its store entry.
-        entry: Option<u64>,
+        entry: Option<StoreEntry>,
     },
     /// The client refused the message (5.0 reason code of 0x80 or more): it is done.
-    Refused(Option<u64>),
+    Refused(Option<StoreEntry>),
     /// No such packet identifier in flight.
     Unknown,
 }

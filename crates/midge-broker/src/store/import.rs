@@ -259,7 +259,7 @@ pub fn read(data: &[u8], clock: &Clock) -> Result<(Vec<Op>, Imported), ImportErr
                 let sub_ids: Vec<u32> = props.subscription_identifiers().collect();
                 ops.push(Op::Put(
                     records::queue_key(entry),
-                    records::queued_value(&client, qos, retain, &sub_ids, &message, clock),
+                    records::queued_value(&client, 0, qos, retain, &sub_ids, &message, clock),
                 ));
                 match state {
                     5 => ops.push(Op::Put(

@@ -11,7 +11,8 @@
 //! | `u` client id `\0` filter | subscription options and identifier |
 //! | `q` entry (u64 BE) | a message queued for a session: client id, QoS, RETAIN, identifiers |
 //! | `p` entry (u64 BE) | where that message's delivery stands: packet id, state |
-//! | `i` client id `\0` packet id | a QoS 2 message received and not yet released |
+//! | `i` client id `\0` packet id | a QoS 2 message received and not yet released: the commit of its copies |
+//! | `n` commit (u64 BE) | the commit of a QoS 2 message's copies, once its `i` record is gone |
 //! | `x` n | a message to route once the broker has started (imported from mosquitto) |
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +102,12 @@ pub fn incoming_key(client_id: &str, packet_id: u16) -> Vec<u8> {
     [b"i", client_id.as_bytes(), b"\0", &packet_id.to_be_bytes()].concat()
 }
 
+/// The key of the commit of an incoming QoS 2 message whose copies outlive the record of
+/// its packet identifier.
+pub fn commit_key(commit: u64) -> Vec<u8> {
+    [b"n".as_slice(), &commit.to_be_bytes()].concat()
+}
+
 /// The key of a message to route once the broker has started (imported from mosquitto).
 pub fn forward_key(n: u64) -> Vec<u8> {
     [b"x".as_slice(), &n.to_be_bytes()].concat()
@@ -122,6 +129,8 @@ pub mod prefix {
     pub const INCOMING: u8 = b'i';
     /// Messages to route once started.
     pub const FORWARD: u8 = b'x';
+    /// Commits of incoming QoS 2 messages.
+    pub const COMMIT: u8 = b'n';
 }
 
 /// Splits `client id \0 rest` (the part of a key after its prefix).
@@ -286,6 +295,8 @@ pub fn read_subscription(v: &[u8]) -> Result<(SubscriptionOptions, Option<u32>),
 /// A message queued for a session.
 #[derive(Debug, Clone)]
 pub struct QueuedRecord {
+    /// The commit it belongs to (0: none).
+    pub commit: u64,
     /// Whose.
     pub client_id: ByteString,
     /// The QoS it goes with.
@@ -301,14 +312,16 @@ pub struct QueuedRecord {
 /// A queued message's value.
 pub fn queued_value(
     client_id: &str,
+    commit: u64,
     qos: QoS,
     retain: bool,
     sub_ids: &[u32],
     m: &Message,
     clock: &Clock,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + client_id.len() + m.topic.len() + m.payload.len());
+    let mut out = Vec::with_capacity(32 + client_id.len() + m.topic.len() + m.payload.len());
     out.extend_from_slice(&[VERSION, qos.as_u8() | (u8::from(retain) << 2)]);
+    out.extend_from_slice(&commit.to_le_bytes());
     out.extend_from_slice(&(client_id.len() as u16).to_le_bytes());
     out.extend_from_slice(client_id.as_bytes());
     out.push(sub_ids.len().min(255) as u8);
@@ -324,6 +337,8 @@ pub fn read_queued(v: &[u8], clock: &Clock) -> Result<QueuedRecord, RecordError>
     let err = || bad("queued message");
     let [VERSION, flags, rest @ ..] = v else { return Err(err()) };
     let qos = QoS::from_u8(flags & 3).ok_or_else(err)?;
+    let commit = u64::from_le_bytes(rest.get(..8).ok_or_else(err)?.try_into().map_err(|_| err())?);
+    let rest = &rest[8..];
     let id_len =
         usize::from(u16::from_le_bytes(rest.get(..2).ok_or_else(err)?.try_into().map_err(|_| err())?));
     let id = rest.get(2..2 + id_len).ok_or_else(err)?;
@@ -338,7 +353,7 @@ pub fn read_queued(v: &[u8], clock: &Clock) -> Result<QueuedRecord, RecordError>
         at += 4;
     }
     let message = get_message(&rest[at..], ByteString::new(), clock)?;
-    Ok(QueuedRecord { client_id, qos, retain: flags & 4 != 0, sub_ids, message })
+    Ok(QueuedRecord { commit, client_id, qos, retain: flags & 4 != 0, sub_ids, message })
 }
 
 /// Where a queued message's delivery stands.
@@ -400,8 +415,9 @@ mod tests {
         let left = back.expires_at.unwrap().duration_since(clock.now);
         assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(59), "{left:?}");
 
-        let q =
-            read_queued(&queued_value("c1", QoS::AtLeastOnce, false, &[7, 9], &m, &clock), &clock).unwrap();
+        let q = read_queued(&queued_value("c1", 42, QoS::AtLeastOnce, false, &[7, 9], &m, &clock), &clock)
+            .unwrap();
+        assert_eq!(q.commit, 42);
         assert_eq!(
             (&*q.client_id, q.qos, q.retain, &q.sub_ids[..]),
             ("c1", QoS::AtLeastOnce, false, &[7, 9][..])

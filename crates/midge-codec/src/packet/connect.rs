@@ -26,6 +26,10 @@ pub struct Connect {
     pub username: Option<ByteString>,
     /// The password, if any: binary data.
     pub password: Option<Bytes>,
+    /// A bridge connecting (3.1 and 3.1.1: the protocol level with its top bit set, which
+    /// mosquitto's bridges send with `try_private`): the server sends such a client nothing
+    /// it published itself, so two brokers bridged both ways do not echo messages.
+    pub bridge: bool,
 }
 
 /// The will message of a CONNECT.
@@ -62,15 +66,17 @@ impl Connect {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 
     pub(crate) fn decode(r: &mut Reader) -> Result<Connect, DecodeError> {
         let name = r.binary("protocol name")?;
         let level = r.u8("protocol level")?;
-        let protocol = match (&name[..], level) {
+        let bridge = level & 0x80 != 0;
+        let protocol = match (&name[..], level & 0x7F) {
             (b"MQTT", 4) => ProtocolVersion::V3_1_1,
-            (b"MQTT", 5) => ProtocolVersion::V5,
+            (b"MQTT", 5) if !bridge => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V3_1,
             _ => {
                 // [MQTT-3.1.2-1] (5.0: the Server MAY send CONNACK 0x84, then MUST close),
@@ -140,6 +146,7 @@ impl Connect {
             will,
             username,
             password,
+            bridge,
         })
     }
 
@@ -187,7 +194,8 @@ impl Connect {
             return Err(EncodeError::Invalid("a 3.1.1 password needs a user name"));
         }
         put_binary(out, self.protocol.protocol_name().as_bytes(), "protocol name")?;
-        out.put_u8(self.protocol.level());
+        let bridge = if self.bridge && !v5 { 0x80 } else { 0 };
+        out.put_u8(self.protocol.level() | bridge);
         out.put_u8(self.flags());
         out.put_u16(self.keep_alive);
         if v5 {
