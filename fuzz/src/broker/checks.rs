@@ -65,7 +65,13 @@ impl World {
         let bytes = match p.to_bytes(version) {
             Ok(b) => b,
             Err(e) => {
-                self.violation(format!("{to}: the broker made a packet that does not encode ({e}): {p:?}"))
+                let what = format!("{to}: the broker made a packet that does not encode ({e}): {p:?}");
+                if matches!(p, Packet::Disconnect(d) if d.reason_code == ReasonCode::UnsupportedProtocolVersion)
+                {
+                    // The connection task logs it and sends nothing.
+                    return self.known("disconnect-with-connack-only-reason-code", what);
+                }
+                self.violation(what)
             }
         };
         let mut buf = BytesMut::from(&bytes[..]);
@@ -182,7 +188,7 @@ impl World {
                             a.reason_code, front.denied
                         ));
                     }
-                    if v5 && !front.denied && self.msgs[front.msg].sends > 0 {
+                    if v5 && !front.denied && front.first {
                         self.check_matched(front.msg, a.reason_code, &to);
                     }
                     let sess = self.sessions.entry(to.clone()).or_default();

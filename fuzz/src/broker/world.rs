@@ -220,6 +220,9 @@ pub struct PendingAck {
     pub gen: u64,
     /// The message.
     pub msg: usize,
+    /// Certainly not a duplicate of a QoS 2 message the broker holds (which it acknowledges
+    /// without routing it again).
+    pub first: bool,
 }
 
 /// A SUBSCRIBE awaiting its SUBACK: identifier, filters and options, Subscription Identifier.
@@ -306,6 +309,10 @@ pub const KNOWN_FINDINGS: &[&str] = &[
     // alias was assigned: the next PUBLISH on that topic carries the alias alone, which the
     // client never learnt (section 3.3.2.3.4).
     "alias-assigned-to-dropped-publish",
+    // A connected 5.0 client whose bytes decode to an unsupported protocol level (a second
+    // CONNECT) is closed with 0x84, which DISCONNECT cannot carry: the DISCONNECT does not
+    // encode (the connection task logs it and sends nothing).
+    "disconnect-with-connack-only-reason-code",
 ];
 
 /// The budget of deliveries per round, as the connection task's.
@@ -793,6 +800,7 @@ impl World {
                 let sess = self.sessions.entry(conn.client_id.clone()).or_default();
                 let mut sends = 1;
                 let mut gen = 0;
+                let first = pb.qos != QoS::ExactlyOnce || !sess.q2.contains_key(&pb.packet_id);
                 if pb.qos == QoS::ExactlyOnce {
                     if sess.q2.get(&pb.packet_id).map(|s| s.0) == Some(Q2::Present) {
                         sends = 0;
@@ -821,7 +829,14 @@ impl World {
                     will: None,
                 });
                 if pb.qos != QoS::AtMostOnce {
-                    conn.acks.push_back(PendingAck { id: pb.packet_id, qos: pb.qos, denied, gen, msg });
+                    conn.acks.push_back(PendingAck {
+                        id: pb.packet_id,
+                        qos: pb.qos,
+                        denied,
+                        gen,
+                        msg,
+                        first,
+                    });
                 }
             }
             Packet::PubAck(a) => {
