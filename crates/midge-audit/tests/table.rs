@@ -372,6 +372,8 @@ fn cases() -> Vec<Case> {
                 "INFO broker.conf:2 password-without-tls",
                 "INFO broker.conf:3 unknown-option",
                 "INFO broker.conf:5 invalid-value",
+                // A bridge option without a `connection` line: refused, as mosquitto does.
+                "INFO broker.conf:6 invalid-value",
             ],
         },
         Case {

@@ -33,3 +33,9 @@ pub use error::Error;
 pub use options::{Direction, MessageHook, Options, PacketHook};
 pub use tls::{TlsOptions, TlsVersion};
 pub use transport::{open, BoxStream, Connector, Stream};
+
+/// The client's protocol state machine without I/O: packets in ([`protocol::State::handle`])
+/// and packets out ([`protocol::State::drain_output`]). [`Client`] runs it over a socket.
+pub mod protocol {
+    pub use crate::state::{Incoming, Reply, State};
+}

@@ -1,5 +1,8 @@
 //! The client's side of the protocol, without I/O: packet identifiers, acknowledgements
 //! awaited, the server's Receive Maximum, and exactly-once for incoming QoS 2.
+//!
+//! Public as [`crate::protocol`] so that tests can drive it with packets in and packets out
+//! (against the broker's `Link`, without sockets); applications use [`crate::Client`].
 use std::collections::{HashMap, VecDeque};
 
 use midge_codec::{
@@ -9,7 +12,8 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Kind};
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+/// Where the outcome of a request goes: the acknowledgement, or the error that ended it.
+pub type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
 enum Pending {
     Publish { reply: Option<Reply<ReasonCode>> },
@@ -18,7 +22,8 @@ enum Pending {
 }
 
 /// What an incoming packet means for the application.
-pub(crate) enum Incoming {
+#[derive(Debug)]
+pub enum Incoming {
     /// Nothing to tell.
     Nothing,
     /// A message to deliver.
@@ -27,7 +32,8 @@ pub(crate) enum Incoming {
     Disconnect(midge_codec::Disconnect),
 }
 
-pub(crate) struct State {
+/// The protocol state of one connection.
+pub struct State {
     version: ProtocolVersion,
     last_id: u16,
     pending: HashMap<u16, Pending>,
@@ -40,7 +46,8 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(version: ProtocolVersion, server_receive_maximum: u16) -> Self {
+    /// The state of a connection of `version` to a server with this Receive Maximum.
+    pub fn new(version: ProtocolVersion, server_receive_maximum: u16) -> Self {
         State {
             version,
             last_id: 0,
@@ -63,12 +70,12 @@ impl State {
 
     /// True when a QoS 1 or 2 PUBLISH may be sent now: the server's Receive Maximum is the
     /// limit of unacknowledged ones [MQTT-4.9.0-2].
-    pub(crate) fn can_publish(&self) -> bool {
+    pub fn can_publish(&self) -> bool {
         self.publishes_in_flight < self.send_quota && self.pending.len() < usize::from(u16::MAX)
     }
 
     /// Sends a PUBLISH; QoS 0 is answered at once, QoS 1 and 2 on their acknowledgement.
-    pub(crate) fn publish(&mut self, mut p: Publish, reply: Option<Reply<ReasonCode>>) {
+    pub fn publish(&mut self, mut p: Publish, reply: Option<Reply<ReasonCode>>) {
         if p.qos == QoS::AtMostOnce {
             // No identifier goes on the wire for QoS 0, but the message is numbered like the
             // others (as libmosquitto numbers them), which `-d` shows.
@@ -85,16 +92,23 @@ impl State {
         self.out.push_back(Packet::Publish(p));
     }
 
-    pub(crate) fn subscribe(&mut self, mut s: Subscribe, reply: Reply<SubAck>) {
+    /// Sends SUBSCRIBE (with the next packet identifier); `reply` gets the SUBACK.
+    pub fn subscribe(&mut self, mut s: Subscribe, reply: Reply<SubAck>) {
         s.packet_id = self.next_id();
         self.pending.insert(s.packet_id, Pending::Subscribe(reply));
         self.out.push_back(Packet::Subscribe(s));
     }
 
-    pub(crate) fn unsubscribe(&mut self, mut u: Unsubscribe, reply: Reply<UnsubAck>) {
+    /// Sends UNSUBSCRIBE (with the next packet identifier); `reply` gets the UNSUBACK.
+    pub fn unsubscribe(&mut self, mut u: Unsubscribe, reply: Reply<UnsubAck>) {
         u.packet_id = self.next_id();
         self.pending.insert(u.packet_id, Pending::Unsubscribe(reply));
         self.out.push_back(Packet::Unsubscribe(u));
+    }
+
+    /// The packets to send, in order.
+    pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
+        self.out.drain(..)
     }
 
     fn complete_publish(&mut self, id: u16, code: ReasonCode) {
@@ -107,7 +121,7 @@ impl State {
     }
 
     /// Handles a packet from the server.
-    pub(crate) fn handle(&mut self, packet: Packet) -> Result<Incoming, Error> {
+    pub fn handle(&mut self, packet: Packet) -> Result<Incoming, Error> {
         match packet {
             Packet::Publish(p) => return Ok(self.on_publish(p)),
             Packet::PubAck(a) => self.complete_publish(a.packet_id, a.reason_code),
@@ -165,7 +179,7 @@ impl State {
     }
 
     /// Fails everything still waiting: the connection is gone.
-    pub(crate) fn fail_all(&mut self, why: impl Fn() -> Error) {
+    pub fn fail_all(&mut self, why: impl Fn() -> Error) {
         for (_, p) in self.pending.drain() {
             match p {
                 Pending::Publish { reply: Some(r) } => {

@@ -312,6 +312,13 @@ impl Link {
         self.session.shrink();
     }
 
+    /// [`Link::drain_output`] into a vector (tests and tools).
+    pub fn take_output(&mut self) -> Vec<Packet> {
+        let mut out = Vec::new();
+        self.drain_output(|p| out.push(p));
+        out
+    }
+
     /// While packets wait for the store: a waiter, and the record they wait for.
     pub fn awaiting_store(&self) -> Option<(DurableWaiter, u64)> {
         let (t, _) = self.durability.as_ref()?.awaiting.front()?;

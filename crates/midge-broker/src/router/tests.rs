@@ -255,3 +255,163 @@ fn matching_a_topic_in_a_large_tree_touches_only_its_branches() {
     let out = r.route(&msg("dev/42/temp", QoS::AtMostOnce, false, "p"), None);
     assert_eq!(out.delivered, 1);
 }
+
+// ---- property: the tree matches as the codec's topic_matches says -----------------------
+
+mod matching {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use midge_codec::{parse_shared, topic_matches, validate_topic_filter, validate_topic_name};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Topic levels: plain, empty, `$` ones (which wildcards at the first level skip).
+    fn topic_level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "", "$SYS", "$x", "c"])
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        prop::collection::vec(topic_level(), 1..5)
+            .prop_map(|levels| levels.join("/"))
+            .prop_filter("a topic name is not empty", |t| !t.is_empty())
+    }
+
+    /// Filters: the topic levels and `+` at any level, `#` last, perhaps `$share/g|h/`.
+    fn filter() -> impl Strategy<Value = String> {
+        let level = prop_oneof![4 => topic_level(), 2 => Just("+")];
+        (prop::collection::vec(level, 1..5), any::<bool>(), 0..3u8)
+            .prop_map(|(mut levels, hash, share)| {
+                if hash {
+                    levels.push("#");
+                }
+                let plain = levels.join("/");
+                match share {
+                    0 => plain,
+                    1 => format!("$share/g/{plain}"),
+                    _ => format!("$share/h/{plain}"),
+                }
+            })
+            .prop_filter("a valid filter", |f| validate_topic_filter(f).is_ok())
+    }
+
+    fn qos() -> impl Strategy<Value = QoS> {
+        prop::sample::select(vec![QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce])
+    }
+
+    /// Each session's filters, each with the QoS granted and whether it is unsubscribed
+    /// before the second round.
+    type Subscriptions = Vec<Vec<(String, QoS, bool)>>;
+
+    /// Each session's filters, and the topics published (with their QoS).
+    fn scenario() -> impl Strategy<Value = (Subscriptions, Vec<(String, QoS)>)> {
+        (
+            prop::collection::vec(prop::collection::vec((filter(), qos(), any::<bool>()), 1..5), 1..5),
+            prop::collection::vec((topic(), qos()), 1..10),
+        )
+    }
+
+    fn split(filter: &str) -> (Option<&str>, &str) {
+        match parse_shared(filter) {
+            Ok(Some(s)) => (Some(s.group), s.filter),
+            _ => (None, filter),
+        }
+    }
+
+    /// Routes each topic and checks who receives it against `topic_matches`: a session with
+    /// matching plain subscriptions exactly once, at the highest QoS granted; one without any
+    /// never, unless it is the member a matching shared group picked; each matching group
+    /// gives it to one member.
+    ///
+    /// A session both subscribed and a member of a matching group may get one copy or two:
+    /// section 4.8.2 allows the second ("this could result in a second copy being sent to
+    /// this Client"), and the router gives one when the subscriptions sit at different nodes
+    /// of the tree (the targets are merged) and two when they sit at the same one.
+    fn check(
+        router: &Router,
+        sessions: &[(Arc<SessionHandle>, BTreeMap<String, QoS>)],
+        topics: &[(String, QoS)],
+    ) {
+        for (topic, published) in topics {
+            assert!(validate_topic_name(topic).is_ok());
+            router.route(&msg(topic, *published, false, "publisher"), None);
+            let got: Vec<Vec<Delivery>> = sessions.iter().map(|(h, _)| drain(h)).collect();
+            // Shared groups that match: (group, filter) -> members.
+            let mut groups: BTreeMap<(&str, &str), BTreeSet<usize>> = BTreeMap::new();
+            let mut plain_receivers = 0;
+            for (i, (_, filters)) in sessions.iter().enumerate() {
+                let mut direct: Option<QoS> = None;
+                let mut in_groups = 0;
+                for (f, q) in filters {
+                    let (group, plain) = split(f);
+                    if !topic_matches(plain, topic) {
+                        continue;
+                    }
+                    match group {
+                        None => direct = Some(direct.map_or(*q, |d| d.max(*q))),
+                        Some(g) => {
+                            groups.entry((g, plain)).or_default().insert(i);
+                            in_groups += 1;
+                        }
+                    }
+                }
+                let n = got[i].len();
+                let at_most = usize::from(direct.is_some()) + in_groups;
+                assert!(n <= at_most, "{topic}: session {i} got {n} copies with {filters:?}");
+                match direct {
+                    Some(q) => {
+                        plain_receivers += 1;
+                        assert!(n >= 1, "{topic}: session {i} with {filters:?} got nothing");
+                        if in_groups == 0 {
+                            assert_eq!(n, 1, "{topic}: session {i} got {n} copies with {filters:?}");
+                            assert_eq!(got[i][0].qos, q.min(*published), "{topic}: QoS for session {i}");
+                        }
+                    }
+                    None if in_groups == 0 => {
+                        assert_eq!(n, 0, "{topic}: session {i} with {filters:?} matches nothing, got it")
+                    }
+                    None => {}
+                }
+            }
+            // Every matching group gives the message to one of its members.
+            for ((g, f), members) in &groups {
+                assert!(
+                    members.iter().any(|&i| !got[i].is_empty()),
+                    "{topic}: no member of $share/{g}/{f} ({members:?}) got it"
+                );
+            }
+            let copies: usize = got.iter().map(Vec::len).sum();
+            assert!(copies <= plain_receivers + groups.len(), "{topic}: {copies} copies");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn routing_agrees_with_topic_matches((subscriptions, topics) in scenario()) {
+            let router = Router::new();
+            let mut sessions = Vec::new();
+            for (i, filters) in subscriptions.iter().enumerate() {
+                let h = handle(&format!("s{i}"));
+                let mut granted = BTreeMap::new();
+                for (f, q, _) in filters {
+                    router.subscribe(&h, f, SubscriptionOptions::qos(*q), None);
+                    // A second SUBSCRIBE to the same filter replaces the first.
+                    granted.insert(f.clone(), *q);
+                }
+                sessions.push((h, granted));
+            }
+            check(&router, &sessions, &topics);
+            // Unsubscribe some: the others match exactly as before.
+            for ((h, granted), filters) in sessions.iter_mut().zip(&subscriptions) {
+                for (f, _, drop) in filters {
+                    if *drop && granted.remove(f).is_some() {
+                        prop_assert!(router.unsubscribe(h, f), "{f} was subscribed");
+                    }
+                }
+            }
+            check(&router, &sessions, &topics);
+        }
+    }
+}
