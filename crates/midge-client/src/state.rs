@@ -3,7 +3,7 @@
 //!
 //! Public as [`crate::protocol`] so that tests can drive it with packets in and packets out
 //! (against the broker's `Link`, without sockets); applications use [`crate::Client`].
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use midge_codec::{
     Packet, ProtocolVersion, Publish, PublishAck, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -39,9 +39,10 @@ pub struct State {
     pending: HashMap<u16, Pending>,
     publishes_in_flight: usize,
     send_quota: usize,
-    /// QoS 2 messages received and not yet released: delivered at PUBREL, once, as
-    /// libmosquitto and paho do (the PUBLISH may come again before PUBREL).
-    incoming_qos2: HashMap<u16, Option<Publish>>,
+    /// Identifiers of QoS 2 messages received (and delivered) but not yet released: the
+    /// PUBLISH may come again before PUBREL and is then not delivered twice (MQTT 4.3.3,
+    /// the receiver's "Method B").
+    incoming_qos2: HashSet<u16>,
     pub(crate) out: VecDeque<Packet>,
 }
 
@@ -54,7 +55,7 @@ impl State {
             pending: HashMap::new(),
             publishes_in_flight: 0,
             send_quota: usize::from(server_receive_maximum),
-            incoming_qos2: HashMap::new(),
+            incoming_qos2: HashSet::new(),
             out: VecDeque::new(),
         }
     }
@@ -135,11 +136,8 @@ impl State {
             }
             Packet::PubComp(a) => self.complete_publish(a.packet_id, a.reason_code),
             Packet::PubRel(a) => {
-                let message = self.incoming_qos2.remove(&a.packet_id).flatten();
+                self.incoming_qos2.remove(&a.packet_id);
                 self.out.push_back(Packet::PubComp(PublishAck::new(a.packet_id)));
-                if let Some(m) = message {
-                    return Ok(Incoming::Message(m));
-                }
             }
             Packet::SubAck(a) => {
                 if let Some(Pending::Subscribe(r)) = self.pending.remove(&a.packet_id) {
@@ -170,10 +168,15 @@ impl State {
             }
             QoS::ExactlyOnce => {
                 self.out.push_back(Packet::PubRec(PublishAck::new(p.packet_id)));
-                // Kept until PUBREL, then delivered once: a resend before PUBREL is
-                // acknowledged again, not stored twice.
-                self.incoming_qos2.entry(p.packet_id).or_insert(Some(p));
-                Incoming::Nothing
+                // Delivered now, its identifier kept until PUBREL: a resend before PUBREL is
+                // acknowledged again, not delivered twice (MQTT 4.3.3, the receiver's method
+                // that stores the identifier). Delivered at once, a message is not lost when
+                // the connection ends before PUBREL and the next starts with a new state.
+                if self.incoming_qos2.insert(p.packet_id) {
+                    Incoming::Message(p)
+                } else {
+                    Incoming::Nothing
+                }
             }
         }
     }
