@@ -144,7 +144,6 @@ fn a_disconnect_fits_the_client_maximum_packet_size() {
 /// reconnect). What does not fit could wait, as new messages do, until some are acknowledged.
 /// (fuzz/corpus/broker/finding_resume_receive_maximum)
 #[test]
-#[ignore = "fuzz finding: a resumed session resends more PUBLISH than the new Receive Maximum allows"]
 fn a_resumed_session_resends_no_more_than_the_receive_maximum() {
     let b = broker("");
     let t = Instant::now();
@@ -179,7 +178,6 @@ fn a_resumed_session_resends_no_more_than_the_receive_maximum() {
 /// client whose last packets were deferred is kept past its deadline (the fuzz input shows
 /// that one). (fuzz/corpus/broker/finding_keep_alive_ignores_deferred_packets)
 #[test]
-#[ignore = "fuzz finding: packets deferred by backpressure do not count for the keep alive"]
 fn packets_deferred_by_backpressure_count_for_the_keep_alive() {
     let b = broker("max_inflight_messages 1\nmax_queued_messages 2\n");
     let t = Instant::now();
@@ -217,7 +215,6 @@ fn packets_deferred_by_backpressure_count_for_the_keep_alive() {
 /// never learnt (a protocol error on its side, 0x82).
 /// (fuzz/corpus/broker/finding_alias_assigned_to_dropped_publish)
 #[test]
-#[ignore = "fuzz finding: a topic alias is assigned by a PUBLISH dropped as too large"]
 fn a_publish_dropped_as_too_large_assigns_no_topic_alias() {
     let b = broker("");
     let t = Instant::now();
@@ -247,7 +244,6 @@ fn a_publish_dropped_as_too_large_assigns_no_topic_alias() {
 /// (server/connection.rs, handle_input). (fuzz: a `Raw` operation with
 /// `10 09 00 00 00 00 00 00 80 af af` after CONNECT)
 #[tokio::test]
-#[ignore = "fuzz finding: an undecodable second CONNECT closes a 5.0 client without DISCONNECT (0x84 cannot be encoded)"]
 async fn an_undecodable_second_connect_gets_a_disconnect() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (config, _) = parse_str("listener 0 127.0.0.1\nallow_anonymous true\n", "t.conf").unwrap();

@@ -247,6 +247,11 @@ impl ReasonCode {
         self.as_u8() >= 0x80
     }
 
+    /// True for the codes a DISCONNECT may carry (5.0 section 3.14.2.1).
+    pub fn is_disconnect_code(self) -> bool {
+        DISCONNECT_CODES.contains(&self)
+    }
+
     /// The SUBACK code granting a QoS.
     pub fn granted(qos: crate::QoS) -> ReasonCode {
         match qos {

@@ -140,6 +140,9 @@ pub struct Out {
     pub order: u64,
     /// It may have come through a shared subscription (another member may take it over).
     pub shared: bool,
+    /// Not resent at resume (the new connection's Receive Maximum was reached): it is resent
+    /// later, as acknowledgements make room.
+    pub held: bool,
 }
 
 /// A subscription's history in a session.
@@ -265,8 +268,6 @@ pub struct Conn {
     /// While the resent messages of a resumed session are checked: the order of the last
     /// one, and the identifiers resent.
     pub resume: (u64, HashSet<u16>),
-    /// Some packet of this connection was deferred (read while its publishes waited).
-    pub deferred: bool,
     /// The step it connected at.
     pub since: u64,
 }
@@ -298,21 +299,6 @@ pub const KNOWN_FINDINGS: &[&str] = &[
     // CONNACK and DISCONNECT carry a Reason String even when it takes them past the client's
     // Maximum Packet Size ([MQTT-3.2.2-19], [MQTT-3.14.2-3]).
     "reason-string-beyond-maximum-packet-size",
-    // A resumed session resends every PUBLISH in flight, even more than the Receive Maximum
-    // of the new connection allows ([MQTT-3.3.4-9]).
-    "resume-beyond-receive-maximum",
-    // A packet read while the client's publishes wait for a congested subscriber is deferred
-    // and does not count for the keep alive until it is handled: an active publisher can be
-    // disconnected for its keep alive (and an idle one kept too long).
-    "keep-alive-ignores-deferred-packets",
-    // A PUBLISH too large for the client's Maximum Packet Size is dropped after its topic
-    // alias was assigned: the next PUBLISH on that topic carries the alias alone, which the
-    // client never learnt (section 3.3.2.3.4).
-    "alias-assigned-to-dropped-publish",
-    // A connected 5.0 client whose bytes decode to an unsupported protocol level (a second
-    // CONNECT) is closed with 0x84, which DISCONNECT cannot carry: the DISCONNECT does not
-    // encode (the connection task logs it and sends nothing).
-    "disconnect-with-connack-only-reason-code",
 ];
 
 /// The budget of deliveries per round, as the connection task's.
@@ -515,8 +501,7 @@ impl World {
                     if self.trace {
                         eprintln!("   {} sent a malformed packet: {e}", conn.client_id);
                     }
-                    conn.link
-                        .close(CloseReason::ProtocolError { reason: e.reason_code(), detail: e.to_string() });
+                    conn.link.close(CloseReason::malformed(&e));
                     break;
                 }
             }
@@ -555,11 +540,7 @@ impl World {
                 conn.keep_alive,
                 self.now - conn.last_received
             );
-            if conn.deferred {
-                self.known("keep-alive-ignores-deferred-packets", what);
-            } else {
-                self.violation(what);
-            }
+            self.violation(what);
         }
         if let Some(k) = conn.will {
             let delay = conn.will_delay;
@@ -772,7 +753,6 @@ impl World {
         conn.last_received = self.now;
         let deferred = conn.link.is_blocked()
             && !matches!(p, Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) | Packet::PingReq);
-        conn.deferred |= deferred;
         self.model_client_packet(conn, &p, deferred);
         conn.link.handle_packet(p, self.now);
     }
@@ -854,6 +834,8 @@ impl World {
                     Some(Awaiting::Rec) => {
                         if let Some(o) = sess.inflight.get_mut(&a.packet_id) {
                             o.state = Awaiting::Comp;
+                            // Its PUBREL goes now: no longer held back.
+                            o.held = false;
                         }
                         conn.owed_pubrels.push_back((a.packet_id, true));
                     }
@@ -1105,7 +1087,6 @@ impl World {
             expiry_min: expiry,
             got_disconnect: false,
             resume: (0, HashSet::new()),
-            deferred: false,
             since: self.step,
             link,
         };
@@ -1150,11 +1131,7 @@ impl World {
                     self.now - conn.last_received,
                     conn.keep_alive
                 );
-                if conn.deferred {
-                    self.known("keep-alive-ignores-deferred-packets", what);
-                } else {
-                    self.violation(what);
-                }
+                self.violation(what);
             }
         }
     }

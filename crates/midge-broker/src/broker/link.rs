@@ -124,6 +124,7 @@ impl Link {
         if let Some(b) = self.blocked.as_mut().filter(|_| !handled_while_blocked(&packet)) {
             b.bytes += weight(&packet);
             b.deferred.push_back(packet);
+            self.session.touch(now);
             return;
         }
         self.session.handle_packet(packet, now);
@@ -227,7 +228,7 @@ impl Link {
                         again.deferred = std::mem::take(&mut b.deferred);
                         break;
                     }
-                    self.session.handle_packet(packet, now);
+                    self.session.handle_deferred(packet, now);
                     self.apply_effects(now);
                 }
             }

@@ -477,9 +477,8 @@ fn handle_input<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(None) => return false,
             Err(e) => {
-                // A malformed packet closes this connection only, with the reason code the
-                // codec determined (5.0 gets DISCONNECT).
-                link.close(CloseReason::ProtocolError { reason: e.reason_code(), detail: e.to_string() });
+                // A malformed packet closes this connection only (5.0 gets DISCONNECT).
+                link.close(CloseReason::malformed(&e));
                 return false;
             }
         }

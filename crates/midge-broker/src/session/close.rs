@@ -49,6 +49,15 @@ impl CloseReason {
         }
     }
 
+    /// A packet that does not decode: the reason code the codec determined, but one that
+    /// only CONNACK carries (an undecodable second CONNECT: 0x84) is a Protocol Error in a
+    /// DISCONNECT (section 3.14.2.1, section 4.13.1).
+    pub fn malformed(e: &midge_codec::DecodeError) -> Self {
+        let reason =
+            Some(e.reason_code()).filter(|r| r.is_disconnect_code()).unwrap_or(ReasonCode::ProtocolError);
+        CloseReason::ProtocolError { reason, detail: e.to_string() }
+    }
+
     pub(crate) fn protocol(reason: ReasonCode, detail: impl Into<String>) -> Self {
         CloseReason::ProtocolError { reason, detail: detail.into() }
     }

@@ -195,12 +195,25 @@ impl Session {
         &self.limits
     }
 
-    /// Handles one packet from the client. Its effects wait in [`Session::poll_effect`].
+    /// A packet arrived that the broker holds back for now (backpressure): it counts for the
+    /// keep alive at once [MQTT-3.1.2-22], though it is handled later.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_received = now;
+    }
+
+    /// Handles one packet from the client, just received. Its effects wait in
+    /// [`Session::poll_effect`].
     pub fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        self.touch(now);
+        self.handle_deferred(packet, now);
+    }
+
+    /// Handles one packet that was received earlier (and [`Session::touch`]ed then): the
+    /// keep alive counts from its arrival.
+    pub fn handle_deferred(&mut self, packet: Packet, now: Instant) {
         if self.close.is_some() {
             return;
         }
-        self.last_received = now;
         match packet {
             Packet::Publish(p) => self.on_publish(p, now),
             Packet::PubAck(a) => self.on_puback(a.packet_id),

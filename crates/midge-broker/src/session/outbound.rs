@@ -23,6 +23,23 @@ impl Session {
             && self.state.outgoing.inflight_len() < self.limits.max_inflight
     }
 
+    /// Resends messages in flight held back at resume, as far as the window allows.
+    fn resend_unsent(&mut self, now: Instant) {
+        while self.close.is_none() && self.state.outgoing.sent_len() < self.limits.max_inflight {
+            let Some(f) = self.state.outgoing.next_unsent().cloned() else { break };
+            match f.state {
+                Awaiting::PubComp => {
+                    let id = f.packet_id;
+                    self.busy().out.push_back(Packet::PubRel(PublishAck::new(id)))
+                }
+                Awaiting::PubAck | Awaiting::PubRec => {
+                    let p = self.publish_packet(&f.delivery, f.packet_id, true, now);
+                    self.send_publish(p);
+                }
+            }
+        }
+    }
+
     /// Where deliveries wait for a slot: the broker moves those from the session's mailbox
     /// here, then calls [`Session::pump`].
     pub fn pending_mut(&mut self) -> &mut VecDeque<Delivery> {
@@ -66,6 +83,7 @@ impl Session {
     /// (it stops while its socket is slow, so the mailbox, which is bounded, absorbs the
     /// backlog).
     pub fn pump(&mut self, now: Instant, budget: usize) -> usize {
+        self.resend_unsent(now);
         let mut sent = 0;
         while sent < budget && self.close.is_none() {
             let Some(d) = self.state.outgoing.pending.pop_front() else { break };
@@ -102,18 +120,12 @@ impl Session {
 
     /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
     /// messages not yet acknowledged, PUBREL for those received, in the original order
-    /// [MQTT-4.4.0-1], [MQTT-4.6.0-1].
+    /// [MQTT-4.4.0-1], [MQTT-4.6.0-1]; no more at once than the new connection's Receive
+    /// Maximum allows [MQTT-3.3.4-9]: the rest follow, with their identifiers, as
+    /// acknowledgements come.
     pub(super) fn resume(&mut self, now: Instant) {
-        let resend: Vec<_> = self.state.outgoing.inflight().cloned().collect();
-        for f in resend {
-            match f.state {
-                Awaiting::PubComp => self.busy().out.push_back(Packet::PubRel(PublishAck::new(f.packet_id))),
-                Awaiting::PubAck | Awaiting::PubRec => {
-                    let p = self.publish_packet(&f.delivery, f.packet_id, true, now);
-                    self.send_publish(p);
-                }
-            }
-        }
+        self.state.outgoing.mark_unsent();
+        self.resend_unsent(now);
     }
 
     /// A delivery recorded in the store is done with.
@@ -172,7 +184,7 @@ impl Session {
     }
 
     fn send_publish(&mut self, mut p: Publish) {
-        self.apply_alias(&mut p);
+        let new_alias = self.apply_alias(&mut p);
         let packet = Packet::Publish(p);
         if self.limits.client_max_packet_size != usize::MAX
             && packet.encoded_len(self.version) > self.limits.client_max_packet_size
@@ -193,6 +205,11 @@ impl Session {
                 };
                 self.delivered(entry);
             }
+            if let Some(topic) = new_alias {
+                // Not sent, so the alias was not set: the next PUBLISH on the topic sets it
+                // (section 3.3.2.3.4).
+                self.extra().aliases.outgoing.remove(&topic);
+            }
             self.extra().oversized_dropped += 1;
             tracing::debug!("Dropped a message too large for client {}.", self.client_id);
             return;
@@ -202,23 +219,26 @@ impl Session {
 
     /// Topic aliases towards a 5.0 client that announced a Topic Alias Maximum: the first
     /// PUBLISH of a topic carries the topic and a new alias, later ones the alias alone
-    /// (section 3.3.2.3.4). Once every alias is taken, other topics go in full.
-    fn apply_alias(&mut self, p: &mut Publish) {
+    /// (section 3.3.2.3.4). Once every alias is taken, other topics go in full. Returns the
+    /// topic when this PUBLISH assigns it a new alias.
+    fn apply_alias(&mut self, p: &mut Publish) -> Option<ByteString> {
         let max = self.limits.client_topic_alias_maximum;
         if max == 0 || !self.version.is_v5() {
-            return;
+            return None;
         }
         let aliases = &mut self.extra().aliases;
         if let Some(&alias) = aliases.outgoing.get(&p.topic) {
             p.properties.push(Property::TopicAlias(alias));
             p.topic = ByteString::new();
-            return;
+            return None;
         }
         let next = aliases.outgoing.len() + 1;
-        if next <= usize::from(max) {
-            let alias = next as u16;
-            aliases.outgoing.insert(p.topic.clone(), alias);
-            p.properties.push(Property::TopicAlias(alias));
+        if next > usize::from(max) {
+            return None;
         }
+        let alias = next as u16;
+        aliases.outgoing.insert(p.topic.clone(), alias);
+        p.properties.push(Property::TopicAlias(alias));
+        Some(p.topic.clone())
     }
 }

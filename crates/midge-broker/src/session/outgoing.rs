@@ -27,6 +27,9 @@ pub struct InFlight {
     pub state: Awaiting,
     /// The delivery, kept for resending.
     pub delivery: Delivery,
+    /// False while a resumed session holds it beyond the new connection's Receive Maximum:
+    /// it is resent, with its identifier, once acknowledgements make room.
+    pub sent: bool,
 }
 
 /// What a PUBREC means for the message it acknowledges.
@@ -51,6 +54,8 @@ pub enum PubRecOutcome {
 pub struct Outgoing {
     last_id: u16,
     inflight: VecDeque<InFlight>,
+    /// How many of `inflight` are not sent on this connection yet (`sent` false).
+    unsent: usize,
     /// Deliveries waiting for a slot in the window (retained messages at subscribe time, and
     /// what was drained from the mailbox ahead of them).
     pub pending: VecDeque<Delivery>,
@@ -60,6 +65,12 @@ impl Outgoing {
     /// How many QoS 1 and 2 messages await acknowledgement.
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// How many messages in flight were sent on this connection: what counts against the
+    /// client's Receive Maximum [MQTT-3.3.4-9].
+    pub fn sent_len(&self) -> usize {
+        self.inflight.len() - self.unsent
     }
 
     /// The messages in flight, oldest first.
@@ -85,8 +96,35 @@ impl Outgoing {
     pub fn start(&mut self, delivery: Delivery) -> u16 {
         let packet_id = self.next_id();
         let state = if delivery.qos == QoS::ExactlyOnce { Awaiting::PubRec } else { Awaiting::PubAck };
-        self.inflight.push_back(InFlight { packet_id, state, delivery });
+        self.inflight.push_back(InFlight { packet_id, state, delivery, sent: true });
         packet_id
+    }
+
+    /// A new connection resumes the session: nothing in flight is sent on it yet.
+    pub fn mark_unsent(&mut self) {
+        for f in &mut self.inflight {
+            f.sent = false;
+        }
+        self.unsent = self.inflight.len();
+    }
+
+    /// The oldest message in flight not sent on this connection, now marked sent.
+    pub fn next_unsent(&mut self) -> Option<&InFlight> {
+        if self.unsent == 0 {
+            return None;
+        }
+        let f = self.inflight.iter_mut().find(|f| !f.sent)?;
+        f.sent = true;
+        self.unsent -= 1;
+        Some(f)
+    }
+
+    fn remove(&mut self, i: usize) -> Option<InFlight> {
+        let f = self.inflight.remove(i)?;
+        if !f.sent {
+            self.unsent -= 1;
+        }
+        Some(f)
     }
 
     fn position(&self, packet_id: u16, state: Awaiting) -> Option<usize> {
@@ -95,17 +133,22 @@ impl Outgoing {
 
     /// PUBACK received: the QoS 1 message is done. `None` for an unknown identifier.
     pub fn puback(&mut self, packet_id: u16) -> Option<InFlight> {
-        self.position(packet_id, Awaiting::PubAck).and_then(|i| self.inflight.remove(i))
+        self.position(packet_id, Awaiting::PubAck).and_then(|i| self.remove(i))
     }
 
     /// PUBREC received.
     pub fn pubrec(&mut self, packet_id: u16, refused: bool) -> PubRecOutcome {
         if let Some(i) = self.position(packet_id, Awaiting::PubRec) {
             if refused {
-                let entry = self.inflight.remove(i).and_then(|f| f.delivery.entry);
+                let entry = self.remove(i).and_then(|f| f.delivery.entry);
                 return PubRecOutcome::Refused(entry);
             }
-            self.inflight[i].state = Awaiting::PubComp;
+            let f = &mut self.inflight[i];
+            f.state = Awaiting::PubComp;
+            // Its PUBREL goes now, so it is no longer held back (if it was).
+            if !std::mem::replace(&mut f.sent, true) {
+                self.unsent -= 1;
+            }
             return PubRecOutcome::Release { first: true, entry: self.inflight[i].delivery.entry };
         }
         if let Some(i) = self.position(packet_id, Awaiting::PubComp) {
@@ -116,18 +159,19 @@ impl Outgoing {
 
     /// PUBCOMP received: the QoS 2 message is done. `None` for an unknown identifier.
     pub fn pubcomp(&mut self, packet_id: u16) -> Option<InFlight> {
-        self.position(packet_id, Awaiting::PubComp).and_then(|i| self.inflight.remove(i))
+        self.position(packet_id, Awaiting::PubComp).and_then(|i| self.remove(i))
     }
 
     /// Puts back a message that was in flight when the session was stored (read back from
     /// the store at start), with its packet identifier and state.
     pub fn restore(&mut self, packet_id: u16, state: Awaiting, delivery: Delivery) {
         self.last_id = self.last_id.max(packet_id);
-        self.inflight.push_back(InFlight { packet_id, state, delivery });
+        self.inflight.push_back(InFlight { packet_id, state, delivery, sent: true });
     }
 
     /// Drops everything (the session ends) and returns what was in flight and pending.
     pub fn drain_all(&mut self) -> Vec<Delivery> {
+        self.unsent = 0;
         let mut all: Vec<Delivery> = self.inflight.drain(..).map(|f| f.delivery).collect();
         all.extend(self.pending.drain(..));
         all
@@ -146,6 +190,7 @@ impl Outgoing {
             }
         }
         self.inflight = kept;
+        self.unsent = self.inflight.iter().filter(|f| !f.sent).count();
         let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
             self.pending.drain(..).partition(|d| d.share.is_some());
         self.pending = rest;
@@ -160,6 +205,7 @@ impl Outgoing {
 
     /// Drops everything (the session ends).
     pub fn clear(&mut self) {
+        self.unsent = 0;
         self.inflight.clear();
         self.pending.clear();
     }
