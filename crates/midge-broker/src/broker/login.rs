@@ -180,20 +180,18 @@ impl Refusal {
         Refusal { code, delay: Duration::ZERO, why }
     }
 
-    /// The CONNACK that tells a client of `version`, if it gets one: the reason code, and for
-    /// 5.0 a Reason String (3.1.1 encodes the nearest return code and no properties). A
-    /// 3.1.1 client whose will topic is refused gets none: its protocol has no code for
-    /// it, and mosquitto closes the connection.
+    /// The CONNACK that tells a client of `version`, if it gets one: the reason code (3.1.1
+    /// encodes the nearest return code). A 3.1.1 client whose will topic is refused gets
+    /// none: its protocol has no code for it, and mosquitto closes the connection.
+    /// [`Broker::refusal_connack`] adds what the broker says to every client.
     pub fn connack_for(&self, version: midge_codec::ProtocolVersion) -> Option<midge_codec::ConnAck> {
         (version.is_v5() || self.code != ReasonCode::TopicNameInvalid).then(|| self.connack())
     }
 
-    /// The CONNACK that tells the client: the reason code, and for 5.0 a Reason String
-    /// (3.1.1 encodes the nearest return code and no properties).
+    /// The CONNACK that tells the client the reason code. No Reason String: mosquitto sends
+    /// none, and `why` goes to the log.
     pub fn connack(&self) -> midge_codec::ConnAck {
-        let mut ack = midge_codec::ConnAck::new(self.code);
-        ack.properties.push(Property::ReasonString(self.why.into()));
-        ack
+        midge_codec::ConnAck::new(self.code)
     }
 }
 

@@ -38,8 +38,29 @@ pub struct Owned {
     pub handle: Arc<SessionHandle>,
 }
 
-/// The Topic Alias Maximum announced to 5.0 clients.
-pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// What a listener decides for the clients that come in on it, beside its security scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerOptions {
+    /// The Topic Alias Maximum announced to its 5.0 clients (`max_topic_alias`).
+    pub max_topic_alias: u16,
+    /// The prefix of its clients' topics (`mount_point`).
+    pub mount_point: Option<ByteString>,
+}
+
+impl ListenerOptions {
+    fn of(l: &crate::config::Listener) -> Self {
+        ListenerOptions {
+            max_topic_alias: l.max_topic_alias,
+            mount_point: l.mount_point.as_deref().map(ByteString::from),
+        }
+    }
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions { max_topic_alias: crate::config::DEFAULT_MAX_TOPIC_ALIAS, mount_point: None }
+    }
+}
 
 /// Enhanced authentication methods by name.
 #[derive(Default)]
@@ -114,6 +135,10 @@ pub struct Broker {
     listener_scope: Vec<usize>,
     /// No password file, no anonymous clients: for a listener index that has no scope.
     closed: Scope,
+    /// The options of each listener, by its index in [`Config::effective_listeners`].
+    listener_options: Vec<ListenerOptions>,
+    /// For a listener index of no listener (tests): mosquitto's defaults.
+    default_options: ListenerOptions,
     limiter: FailureLimiter,
     /// The threads that compute password hashes (one per core, a bounded queue).
     hash_pool: HashPool,
@@ -141,6 +166,7 @@ impl Broker {
         // that has its own.
         let mut scopes = vec![Scope::load(&config, &config.security)?];
         let mut listener_scope = Vec::new();
+        let listener_options = config.effective_listeners().iter().map(ListenerOptions::of).collect();
         for l in config.effective_listeners() {
             match &l.security {
                 Some(own) if config.per_listener_settings => {
@@ -172,6 +198,8 @@ impl Broker {
                 }),
                 security: Arc::new(ArcSwap::from_pointee(Security::load(&SecuritySettings::default())?)),
             },
+            listener_options,
+            default_options: ListenerOptions::default(),
             limiter,
             hash_pool: HashPool::per_core(),
             login_turns: Turns::default(),
@@ -261,6 +289,12 @@ impl Broker {
             Some(&i) => &self.scopes[i],
             None => &self.closed,
         }
+    }
+
+    /// The options of a listener (by its index in [`Config::effective_listeners`]); an index
+    /// of no listener gets mosquitto's defaults.
+    pub fn listener_options(&self, listener: usize) -> &ListenerOptions {
+        self.listener_options.get(listener).unwrap_or(&self.default_options)
     }
 
     /// Tells every connection to close (5.0 clients get DISCONNECT 0x8B), and those that

@@ -62,6 +62,9 @@ impl TlsSettings {
     }
 }
 
+/// mosquitto's Topic Alias Maximum for a listener without `max_topic_alias`.
+pub const DEFAULT_MAX_TOPIC_ALIAS: u16 = 10;
+
 /// One listener: a port, the address to bind, and its TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -81,6 +84,12 @@ pub struct Listener {
     pub origin: Option<String>,
     /// TLS settings; TLS is on when [`TlsSettings::enabled`].
     pub tls: TlsSettings,
+    /// `max_topic_alias`: the Topic Alias Maximum announced to 5.0 clients (mosquitto's
+    /// default 10; 0: no aliases from clients).
+    pub max_topic_alias: u16,
+    /// `mount_point`: a prefix put before every topic its clients publish and subscribe to,
+    /// and taken off what they receive, so that they see a tree of their own.
+    pub mount_point: Option<String>,
 }
 
 impl Listener {
@@ -94,6 +103,8 @@ impl Listener {
             security: None,
             origin: None,
             tls: TlsSettings::default(),
+            max_topic_alias: DEFAULT_MAX_TOPIC_ALIAS,
+            mount_point: None,
         }
     }
 
@@ -266,8 +277,10 @@ pub struct Config {
     pub security: SecuritySettings,
     /// `per_listener_settings`: each listener has its own security settings.
     pub per_listener_settings: bool,
-    /// `max_keepalive`: the longest keep alive a client may ask for, in seconds.
-    pub max_keepalive: u16,
+    /// `max_keepalive`: the longest keep alive a client may ask for, in seconds; a keep
+    /// alive of 0 (none) counts as longer. `None` (the default, or 0 in the file, as
+    /// mosquitto 2.0.20): no limit.
+    pub max_keepalive: Option<u16>,
     /// `max_packet_size`: the largest packet accepted, in bytes (0: the protocol's maximum).
     pub max_packet_size: u32,
     /// `max_inflight_messages`: QoS 1 and 2 messages in flight to each client (0: 65535).
@@ -316,7 +329,7 @@ impl Default for Config {
             listeners: Vec::new(),
             security: SecuritySettings::default(),
             per_listener_settings: false,
-            max_keepalive: 65_535,
+            max_keepalive: None,
             max_packet_size: 0,
             max_inflight_messages: 20,
             max_queued_messages: 1000,

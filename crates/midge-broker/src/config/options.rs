@@ -80,7 +80,6 @@ const NOT_YET: &[&str] = &[
     "try_private",
     "idle_timeout",
     "local_",
-    "max_topic_alias",
 ];
 
 /// The options [`super::parse_directives`] reads.
@@ -103,6 +102,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "protocol",
     "retain_available",
     "max_qos",
+    "maximum_qos",
+    "max_topic_alias",
     "response_information",
     "per_listener_settings",
     "password_file",
@@ -161,12 +162,12 @@ const LISTENER_OPTIONS: &[&str] = &[
     "ciphers",
     "ciphers_tls1.3",
     "protocol",
+    "max_topic_alias",
     // Not in midge yet.
     "accept_protocol_versions",
     "bind_interface",
     "dhparamfile",
     "http_dir",
-    "max_topic_alias",
     "mount_point",
     "psk_hint",
     "tls_engine",
@@ -213,7 +214,7 @@ pub fn makes_default_listener(name: &str, value: &str, per_listener_settings: bo
         | "use_subject_as_username"
         | "use_username_as_clientid" => on,
         // As numbers: `max_qos 02` is 2.
-        "max_qos" => value.parse::<i64>() != Ok(2),
+        "max_qos" | "maximum_qos" => value.parse::<i64>() != Ok(2),
         "max_connections" => !value.parse::<i64>().is_ok_and(|n| n < 0),
         "protocol" => value != "mqtt",
         "password_file" | "psk_file" | "auth_plugin" | "plugin" => per_listener_settings,

@@ -194,7 +194,8 @@ impl Reader {
             | "ciphers_tls1.3"
             | "protocol" => self.tls_option(d, at)?,
             "retain_available" => config.retain_available = parse_bool(one(d, "true or false")?)?,
-            "max_qos" => {
+            // `maximum_qos` is mosquitto's other name for it.
+            "max_qos" | "maximum_qos" => {
                 let v = one(d, "0, 1 or 2")?;
                 config.max_qos = v
                     .parse::<u8>()
@@ -270,7 +271,14 @@ impl Reader {
                     .ok_or_else(|| invalid_value(name, v, "seconds, 0 to 3600"))?;
                 config.auth_failure_delay_ms = (secs * 1000.0) as u64;
             }
-            "max_keepalive" => config.max_keepalive = parse_num(name, one(d, "seconds, 0-65535")?)?,
+            "max_keepalive" => {
+                // 0: no limit, as mosquitto 2.0.20 reads it.
+                let max: u16 = parse_num(name, one(d, "seconds, 0-65535")?)?;
+                config.max_keepalive = (max > 0).then_some(max);
+            }
+            "max_topic_alias" => {
+                self.listener_at(at).max_topic_alias = parse_num(name, one(d, "a count, 0-65535")?)?
+            }
             "max_packet_size" => config.max_packet_size = parse_num(name, one(d, "bytes")?)?,
             "max_inflight_messages" => {
                 config.max_inflight_messages = parse_num(name, one(d, "a count, 0-65535")?)?

@@ -257,7 +257,9 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             );
             // Repeated failures from this address wait longer each time.
             tokio::time::sleep(refusal.delay).await;
-            conn.encode(&Packet::ConnAck(refusal.connack()), version, &shown_id);
+            if let Some(connack) = broker.refusal_connack(&refusal, version) {
+                conn.encode(&Packet::ConnAck(connack), version, &shown_id);
+            }
             conn.close().await;
             return None;
         }
@@ -290,7 +292,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
                 refusal_reason(&refusal),
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
-            if let Some(connack) = refusal.connack_for(version) {
+            if let Some(connack) = broker.refusal_connack(&refusal, version) {
                 conn.encode(&Packet::ConnAck(connack), version, &shown_id);
             }
             conn.close().await;

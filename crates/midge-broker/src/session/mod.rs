@@ -276,17 +276,14 @@ impl Session {
         self.release_held(now, false);
     }
 
-    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one.
+    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one. As
+    /// mosquitto, it carries the reason code alone: the details go to the log.
     pub fn disconnect_packet(&self) -> Option<Packet> {
         if !self.version.is_v5() {
             return None;
         }
         let reason = self.close.as_ref()?.server_disconnect()?;
-        let mut properties = midge_codec::Properties::new();
-        if let Some(CloseReason::ProtocolError { detail, .. }) = self.close.as_deref() {
-            properties.push(midge_codec::Property::ReasonString(detail.as_str().into()));
-        }
-        Some(Packet::Disconnect(midge_codec::Disconnect { reason_code: reason, properties }))
+        Some(Packet::Disconnect(midge_codec::Disconnect::new(reason)))
     }
 
     /// How many messages were not sent because they exceeded the client's Maximum Packet Size.
