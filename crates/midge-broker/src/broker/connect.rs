@@ -80,6 +80,8 @@ pub struct ConnectPlan {
     pub limits: ConnectionLimits,
     /// The Response Information to announce (5.0), if the client asked and one is set.
     pub response_information: Option<ByteString>,
+    /// The listener's mount point, if any.
+    pub mount_point: Option<ByteString>,
 }
 
 impl Broker {
@@ -94,16 +96,23 @@ impl Broker {
             return Err(Refusal::new(ReasonCode::ProtocolError, "authentication data without a method"));
         }
         let (client_id, assigned) = if c.client_id.is_empty() {
-            if !c.clean_start || c.protocol == ProtocolVersion::V3_1 {
-                // [MQTT-3.1.3-8] (3.1.1): an empty id needs clean session, else 0x02. 3.1 needs
-                // 1 to 23 characters. 5.0 clients are refused the same way (0x85).
+            let scope = self.scope(listener).settings();
+            if c.protocol == ProtocolVersion::V3_1 || (!c.clean_start && !v5) {
+                // 3.1 needs 1 to 23 characters; [MQTT-3.1.3-8] (3.1.1): an empty id needs
+                // clean session, else 0x02.
                 return Err(Refusal::new(
                     ReasonCode::ClientIdentifierNotValid,
-                    "an empty client id needs clean start",
+                    "an empty client id needs clean session",
                 ));
             }
-            // [MQTT-3.1.3-6]: the Server assigns a unique ClientID.
-            (self.assign_client_id(), true)
+            if !scope.zero_length_clientid_allowed() {
+                // allow_zero_length_clientid false: as mosquitto, 3.1.1 0x02, 5.0 0x80.
+                let code = if v5 { ReasonCode::UnspecifiedError } else { ReasonCode::ClientIdentifierNotValid };
+                return Err(Refusal::new(code, "empty client ids are not allowed (allow_zero_length_clientid)"));
+            }
+            // [MQTT-3.1.3-6] (5.0: [MQTT-3.1.3-6] too, whatever Clean Start says): the Server
+            // assigns a unique ClientID.
+            (self.assign_client_id(scope.id_prefix()), true)
         } else {
             // A copy: a slice of the CONNECT would keep the whole read buffer under it alive
             // for the life of the session.
@@ -117,6 +126,13 @@ impl Broker {
                     ReasonCode::TopicNameInvalid,
                     "will topic with more than 200 levels",
                 ));
+            }
+            let limit = self.config.message_size_limit;
+            if limit > 0 && w.payload.len() > limit as usize {
+                // As mosquitto: a will larger than message_size_limit is refused, 5.0 0x95,
+                // 3.1.1 0x05 Not authorized.
+                let code = if v5 { ReasonCode::PacketTooLarge } else { ReasonCode::NotAuthorized };
+                return Err(Refusal::new(code, "the will payload is above message_size_limit"));
             }
             // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
             // [MQTT-3.2.2-13] (retain, 0x9A). 3.1.1 has no code for it: connect() downgrades such a will.
@@ -164,6 +180,12 @@ impl Broker {
             client_topic_alias_maximum: if v5 { props.topic_alias_maximum().unwrap_or(0) } else { 0 },
             max_qos: self.config.max_qos,
             retain_available: self.config.retain_available,
+            max_inflight_bytes: self.config.max_inflight_bytes,
+            max_payload: match self.config.message_size_limit {
+                0 => usize::MAX,
+                n => n as usize,
+            },
+            upgrade_outgoing_qos: self.config.upgrade_outgoing_qos,
         };
         // Request / response (4.10): a client that asks gets a topic prefix of its own.
         let response_information = (v5 && props.request_response_information() == Some(1))
@@ -182,6 +204,7 @@ impl Broker {
             expiry_interval,
             limits,
             response_information,
+            mount_point: self.listener_options(listener).mount_point.clone(),
         })
     }
 
@@ -269,6 +292,11 @@ impl Broker {
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
             Err(r) => return Opening::Refused(r),
         };
+        let mut connect = connect;
+        if let (Some(mount), Some(w)) = (&plan.mount_point, &mut connect.will) {
+            // The will is published under the listener's mount point, as the client's messages.
+            w.topic = ByteString::from(format!("{mount}{}", w.topic));
+        }
         if connect.protocol.is_v5()
             && connect.properties.authentication_method().is_some()
             && auth.enhanced.is_none()
@@ -368,6 +396,7 @@ impl Broker {
             will: connect.will,
             username,
             limits: plan.limits,
+            mount_point: plan.mount_point,
         };
         let mut session = Session::new(state, start, now);
         session.set_access(access);

@@ -317,8 +317,9 @@ impl Broker {
             }
             Login::Refused => {
                 self.limiter.failed(info.peer.ip(), now);
-                // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
-                Err(Refusal::new(ReasonCode::BadUserNameOrPassword, "bad user name or password"))
+                // Unknown user and wrong password look the same: as mosquitto, 0x05 Not
+                // authorized (5.0: 0x87), which the spec allows for any refused login.
+                Err(Refusal::new(ReasonCode::NotAuthorized, "bad user name or password"))
             }
         }
     }

@@ -102,6 +102,11 @@ impl Scope {
         })
     }
 
+    /// The security settings as the configuration writes them (those in force).
+    pub fn settings(&self) -> SecuritySettings {
+        self.configured.load().settings.clone()
+    }
+
     /// Clients without a user name may connect.
     pub fn anonymous_allowed(&self) -> bool {
         self.configured.load().anonymous_allowed
@@ -187,6 +192,7 @@ impl Broker {
             h.finish()
         };
         let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
+        let router = Router::new().upgrading_qos(config.upgrade_outgoing_qos);
         Ok(Arc::new(Broker {
             config,
             scopes,
@@ -208,7 +214,7 @@ impl Broker {
             journal: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
-            router: Router::new(),
+            router,
             registry: Registry::default(),
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
@@ -344,11 +350,21 @@ impl Broker {
         self.connections.load(Ordering::Acquire)
     }
 
-    pub(crate) fn assign_client_id(&self) -> ByteString {
+    /// A client id for a client that sent none: `prefix` (`auto_id_prefix`) and 32 hex
+    /// digits in a UUID's groups, as mosquitto writes them (clients and tests expect that
+    /// length). Unique in this process (a counter in the last group) and unlikely to meet
+    /// another process's (a per-process seed in the others).
+    pub(crate) fn assign_client_id(&self, prefix: &str) -> ByteString {
         let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
-        // Unique in this process (the counter) and unlikely to meet another process's.
         let mix = (self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
-        ByteString::from(format!("auto-{:016X}-{n}", mix))
+        ByteString::from(format!(
+            "{prefix}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
+            mix >> 32,
+            (mix >> 16) & 0xFFFF,
+            mix & 0xFFFF,
+            (n >> 48) & 0xFFFF,
+            n & 0xFFFF_FFFF_FFFF
+        ))
     }
 
     /// Ends a session: its subscriptions leave the router, its queue is emptied, and its

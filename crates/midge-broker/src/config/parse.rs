@@ -288,6 +288,33 @@ impl Reader {
                 // mosquitto: 0 means no limit; midge keeps memory bounded, so 0 means a large one.
                 config.max_queued_messages = if n == 0 { 1_000_000 } else { n };
             }
+            "max_inflight_bytes" => config.max_inflight_bytes = parse_num(name, one(d, "bytes")?)?,
+            "message_size_limit" => {
+                // mosquitto's limit: the largest payload a packet can carry.
+                let limit: u32 = parse_num(name, one(d, "bytes")?)?;
+                if limit as usize > midge_codec::MAX_REMAINING_LENGTH {
+                    return Err(invalid_value(name, &limit.to_string(), "at most 268435455 bytes"));
+                }
+                config.message_size_limit = limit;
+            }
+            "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = parse_bool(one(d, "true or false")?)?,
+            "check_retain_source" => config.check_retain_source = parse_bool(one(d, "true or false")?)?,
+            "allow_zero_length_clientid" => {
+                self.security_at(at).allow_zero_length_clientid = Some(parse_bool(one(d, "true or false")?)?)
+            }
+            "auto_id_prefix" => self.security_at(at).auto_id_prefix = Some(one(d, "a prefix")?.to_owned()),
+            "mount_point" => {
+                let At::Listener(Some(i)) = at else {
+                    // As mosquitto: the default listener has no mount point.
+                    return Err(LineError::NeedsListener(name.to_owned()));
+                };
+                let prefix = one(d, "a topic prefix")?;
+                // As mosquitto: a prefix that is not a valid topic name is refused.
+                if prefix.contains(['+', '#']) || prefix.contains('\0') {
+                    return Err(invalid_value(name, prefix, "a topic prefix without wildcards"));
+                }
+                self.config.listeners[i].mount_point = Some(prefix.to_owned());
+            }
             "max_connections" => {
                 let v = one(d, "a count, or -1 for no limit")?;
                 config.max_connections = match v.parse::<i64>() {

@@ -81,6 +81,11 @@ impl Outgoing {
         }
     }
 
+    /// Passes over the next packet identifier.
+    pub fn skip_id(&mut self) {
+        self.next_id();
+    }
+
     /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier.
     pub fn start(&mut self, delivery: Delivery) -> u16 {
         let packet_id = self.next_id();

@@ -17,6 +17,7 @@ impl Session {
         let sub_id = s.properties.subscription_identifiers().next();
         let mut codes = Vec::with_capacity(s.filters.len());
         for (filter, requested) in s.filters {
+            let filter = self.mounted(filter);
             if too_deep(&filter) {
                 // More levels than the broker walks: 5.0 says 0x8F Topic Filter invalid for
                 // this filter; 3.1.1 has no such code, and the connection closes, as mosquitto
@@ -28,16 +29,6 @@ impl Session {
                     ));
                 }
                 codes.push(ReasonCode::TopicFilterInvalid);
-                continue;
-            }
-            if self.access.as_ref().is_some_and(|a| !a.can_subscribe(&filter)) {
-                // Denied by the ACL: 0x80 in 3.1.1, 0x87 in 5.0.
-                tracing::info!("Denied SUBSCRIBE from {} to '{}' (ACL).", self.client_id, filter);
-                codes.push(if self.version.is_v5() {
-                    ReasonCode::NotAuthorized
-                } else {
-                    ReasonCode::UnspecifiedError
-                });
                 continue;
             }
             // Granted as requested, up to max_qos; any requested QoS is accepted [MQTT-3.2.2-10].
@@ -74,6 +65,7 @@ impl Session {
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
+            let filter = self.mounted(filter);
             if too_deep(&filter) {
                 // As for SUBSCRIBE: 0x8F for 5.0, the connection closed for 3.1.1.
                 if !self.version.is_v5() {
