@@ -120,12 +120,13 @@ impl Broker {
         };
         if let Some(w) = &c.will {
             if too_deep(&w.topic) {
-                // More levels than the broker walks: 0x90 Topic Name invalid (3.1.1 clients
-                // get the nearest code they know, server unavailable).
-                return Err(Refusal::new(
-                    ReasonCode::TopicNameInvalid,
-                    "will topic with more than 200 levels",
-                ));
+                // More levels than the broker walks: as mosquitto, closed without CONNACK.
+                return Err(Refusal::silent("will topic with more than 200 levels"));
+            }
+            if w.topic.starts_with("$CONTROL/") {
+                // mosquitto's topics for commands to the broker (its plugins): a will there is
+                // refused as mosquitto refuses it, by closing the connection.
+                return Err(Refusal::silent("will topic under $CONTROL/"));
             }
             let limit = self.config.message_size_limit;
             if limit > 0 && w.payload.len() > limit as usize {

@@ -38,9 +38,9 @@ impl Session {
         let topic = self.mounted(topic);
         if too_deep(&topic) {
             // More levels than the broker walks (mosquitto's TOPIC_HIERARCHY_LIMIT): the topic
-            // is not accepted, 0x90 Topic Name invalid for 5.0 (section 3.14.2.1).
+            // is not accepted and the connection closes, 5.0 with 0x81 as mosquitto says.
             return self.close(CloseReason::protocol(
-                ReasonCode::TopicNameInvalid,
+                ReasonCode::MalformedPacket,
                 "topic with more than 200 levels",
             ));
         }
@@ -67,7 +67,9 @@ impl Session {
             return self.drop_publish(qos, packet_id, ReasonCode::NotAuthorized);
         }
         if p.payload.len() > self.limits.max_payload {
-            // message_size_limit: as mosquitto, dropped, 5.0 0x95 in the acknowledgement.
+            // message_size_limit: as mosquitto, dropped. mosquitto tells a 5.0 client 0x95
+            // Packet too large, which an acknowledgement may not carry (section 3.4.2.1):
+            // midge says 0x97 Quota exceeded, an administrative limit.
             tracing::debug!(
                 "Dropped too large PUBLISH from {} (q{}, '{}', ... ({} bytes)).",
                 self.client_id,
@@ -75,7 +77,7 @@ impl Session {
                 topic,
                 p.payload.len()
             );
-            return self.drop_publish(qos, packet_id, ReasonCode::PacketTooLarge);
+            return self.drop_publish(qos, packet_id, ReasonCode::QuotaExceeded);
         }
         if qos == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&packet_id) {
