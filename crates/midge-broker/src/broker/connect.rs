@@ -335,7 +335,7 @@ impl Broker {
             conn_id,
             control,
         };
-        match self.registry.attach(&start.plan.client_id, conn_id, &start.control) {
+        match self.registry.attach(&start.plan.client_id, conn_id, &start.control, start.connect.clean_start) {
             Attach::Fresh => self.start(start, None, now),
             Attach::Parked(owned) => self.start(start, Some(*owned), now),
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx })),
@@ -473,10 +473,13 @@ impl Broker {
                 handover = Some(reply);
             }
         }
-        // An immediate will goes out even when taken over: the connection was lost without
-        // DISCONNECT.
+        // Taken over: the will goes only when the session ends (it ended with this
+        // connection, or the new one starts clean), as mosquitto does. A session that goes on
+        // has its client back before the will was due [MQTT-3.1.2-8].
         if let Some(w) = will_now {
-            self.publish_will(w, &client_id, now);
+            if owned.state.expiry_interval == 0 || self.registry.holder_starts_clean(&client_id) {
+                self.publish_will(w, &client_id, now);
+            }
         }
         match handover {
             Some(reply) => {

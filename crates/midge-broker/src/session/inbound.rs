@@ -82,6 +82,14 @@ impl Session {
         if qos == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&packet_id) {
                 // A resend before PUBREL: acknowledged again, not delivered twice (4.3.3).
+                // Once: as mosquitto, a second resend on one connection is a Protocol Error
+                // (5.0 allows none but after a reconnect [MQTT-4.4.0-1]).
+                if !self.extra().resent_qos2.insert(packet_id) {
+                    return self.close(CloseReason::protocol(
+                        ReasonCode::ProtocolError,
+                        format!("QoS 2 PUBLISH {packet_id} sent a third time"),
+                    ));
+                }
                 return self.send_ack(Packet::PubRec(PublishAck::new(packet_id)));
             }
             if self.version.is_v5() && self.state.incoming_qos2.len() >= self.limits.receive_maximum {
@@ -222,14 +230,18 @@ impl Session {
     }
 
     /// PUBREL: release the identifier (the message went onwards when the PUBLISH arrived)
-    /// and answer PUBCOMP; 5.0 says 0x92 for an unknown one (section 4.3.3).
+    /// and answer PUBCOMP. An unknown identifier gets a plain PUBCOMP too, as mosquitto
+    /// sends it: most often a PUBREL sent again after a reconnect, whose first copy released
+    /// the message (0x92 is the spec's suggestion, not a requirement: section 3.7.2.1).
     pub(super) fn on_pubrel(&mut self, packet_id: u16) {
         let known = self.state.incoming_qos2.remove(&packet_id);
+        if let Some(e) = self.extra.as_mut() {
+            e.resent_qos2.remove(&packet_id);
+        }
         if known {
             self.busy().effects.push_back(Effect::Qos2Released(packet_id));
         }
-        let code = if known { ReasonCode::Success } else { ReasonCode::PacketIdentifierNotFound };
-        self.busy().out.push_back(Packet::PubComp(PublishAck::with_reason(packet_id, code)));
+        self.busy().out.push_back(Packet::PubComp(PublishAck::new(packet_id)));
     }
 
     pub(super) fn on_disconnect(&mut self, d: Disconnect) {

@@ -123,6 +123,8 @@ struct Extra {
     /// The listener's `mount_point`: put before the topics the client names, taken off
     /// those it receives.
     mount_point: Option<ByteString>,
+    /// QoS 2 messages the client sent again on this connection before releasing them.
+    resent_qos2: ahash::AHashSet<u16>,
 }
 
 /// The topic aliases of a connection, both ways (5.0 section 3.3.2.3.4).
