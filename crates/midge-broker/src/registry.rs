@@ -56,6 +56,8 @@ enum Entry {
     Online {
         conn_id: u64,
         control: Weak<ControlSlot>,
+        /// The connection's clean start: whether the session it takes over ends.
+        clean_start: bool,
     },
     Offline(Box<Parked>),
 }
@@ -86,10 +88,19 @@ pub struct Registry {
 
 impl Registry {
     /// Registers connection `conn_id` as the holder of `client_id`'s session.
-    pub fn attach(&self, client_id: &ByteString, conn_id: u64, control: &Arc<ControlSlot>) -> Attach {
+    /// `clean_start`: the connection's, which ends any session it finds.
+    pub fn attach(
+        &self,
+        client_id: &ByteString,
+        conn_id: u64,
+        control: &Arc<ControlSlot>,
+        clean_start: bool,
+    ) -> Attach {
         let mut clients = self.clients.lock();
-        let previous =
-            clients.insert(client_id.clone(), Entry::Online { conn_id, control: Arc::downgrade(control) });
+        let previous = clients.insert(
+            client_id.clone(),
+            Entry::Online { conn_id, control: Arc::downgrade(control), clean_start },
+        );
         match previous {
             None => Attach::Fresh,
             // A will still waiting for its delay is dropped: the client is back in time
@@ -106,6 +117,12 @@ impl Registry {
                 None => Attach::Fresh,
             },
         }
+    }
+
+    /// True when the connection holding `client_id` now started clean: the session it took
+    /// over ends.
+    pub fn holder_starts_clean(&self, client_id: &ByteString) -> bool {
+        matches!(self.clients.lock().get(client_id), Some(Entry::Online { clean_start: true, .. }))
     }
 
     /// A connection ends. Parks the session when it persists (expiry interval above 0) and

@@ -38,8 +38,35 @@ where
         if *event.metadata().level() <= tracing::Level::WARN {
             write!(writer, "{}: ", event.metadata().level().as_str().to_lowercase())?;
         }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        let mut capped = Capped { inner: writer.by_ref(), left: LINE_MAX };
+        ctx.field_format().format_fields(Writer::new(&mut capped), event)?;
         writeln!(writer)
+    }
+}
+
+/// The longest message of a log line, in bytes, as mosquitto (whose lines are at most 1000
+/// bytes): a client chooses much of what is logged (a client id may be 65535 bytes long),
+/// and must not fill the log, nor block the broker on a full pipe, with it.
+const LINE_MAX: usize = 1000;
+
+/// Passes on at most `left` bytes (whole characters), and drops the rest.
+struct Capped<'w> {
+    inner: Writer<'w>,
+    left: usize,
+}
+
+impl fmt::Write for Capped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() <= self.left {
+            self.left -= s.len();
+            return self.inner.write_str(s);
+        }
+        let mut end = self.left;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.left = 0;
+        self.inner.write_str(&s[..end])
     }
 }
 

@@ -295,11 +295,8 @@ pub struct World {
 /// Invariants the broker is known to break, each with an ignored regression test in
 /// `crates/midge-broker/tests/fuzz_findings.rs`: reported, not fatal (see [`World::known`]).
 /// Remove an entry once the broker is fixed.
-pub const KNOWN_FINDINGS: &[&str] = &[
-    // CONNACK and DISCONNECT carry a Reason String even when it takes them past the client's
-    // Maximum Packet Size ([MQTT-3.2.2-19], [MQTT-3.14.2-3]).
-    "reason-string-beyond-maximum-packet-size",
-];
+/// (All six found so far are fixed.)
+pub const KNOWN_FINDINGS: &[&str] = &[];
 
 /// The budget of deliveries per round, as the connection task's.
 const DELIVERIES_PER_ROUND: usize = 1024;
@@ -765,7 +762,7 @@ impl World {
             Packet::Publish(pb) => {
                 let mut topic = pb.topic.to_string();
                 if let Some(alias) = pb.properties.topic_alias() {
-                    if alias == 0 || alias > midge_broker::broker::TOPIC_ALIAS_MAXIMUM {
+                    if alias == 0 || alias > midge_broker::config::DEFAULT_MAX_TOPIC_ALIAS {
                         return;
                     }
                     if topic.is_empty() {
@@ -791,9 +788,15 @@ impl World {
                         sess.q2.insert(pb.packet_id, (Q2::Uncertain, gen));
                     }
                 }
-                let denied = self
-                    .acl
-                    .is_some_and(|a| !a.can_publish(conn.username.as_deref(), &conn.client_id, &topic));
+                // As mosquitto, no client publishes under $SYS (but a bridge's connection
+                // state) nor to $share/...: refused as the ACL refuses.
+                let sys = topic.starts_with("$SYS")
+                    && !(topic.starts_with("$SYS/broker/connection/") && topic.ends_with("/state"));
+                let denied = sys
+                    || topic.starts_with("$share")
+                    || self
+                        .acl
+                        .is_some_and(|a| !a.can_publish(conn.username.as_deref(), &conn.client_id, &topic));
                 let msg = self.add_msg(Msg {
                     topic,
                     payload: pb.payload.clone(),

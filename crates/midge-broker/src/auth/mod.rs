@@ -138,7 +138,8 @@ impl Security {
 
     /// Computes the password's hash and compares it with the user's (then caches it when it
     /// matches). An unknown user's password is checked against the decoy hash, at the same
-    /// cost, so the time of a refusal does not tell whether the user exists.
+    /// cost, so the time of a refusal does not tell whether the user exists. An empty
+    /// password (or none) matches no hash, as mosquitto reads it: no password.
     pub fn verify_password(&self, user: &str, password: &[u8]) -> Login {
         let Some(passwords) = &self.passwords else {
             return Login::Refused;
@@ -146,7 +147,7 @@ impl Security {
         // The full hash computation (logged, so its cost can be seen).
         tracing::debug!("Computing the password hash of user '{user}' (not in the cache).");
         match passwords.get(user) {
-            Some(hash) if hash.verify(password) => {
+            Some(hash) if hash.verify(password) && !password.is_empty() => {
                 let tag = ring::hmac::sign(&self.cache_key, password);
                 self.verified.lock().insert(user.to_owned(), tag);
                 Login::Accepted

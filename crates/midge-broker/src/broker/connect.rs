@@ -9,7 +9,7 @@ use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersio
 use tokio::sync::oneshot;
 
 use super::login::{Authenticated, Recheck, Refusal};
-use super::{Broker, Link, Owned, TOPIC_ALIAS_MAXIMUM};
+use super::{Broker, Link, Owned};
 use crate::auth::{ClientAccess, Enhanced};
 use crate::control::{Control, ControlSlot};
 use crate::mailbox::SessionHandle;
@@ -80,12 +80,15 @@ pub struct ConnectPlan {
     pub limits: ConnectionLimits,
     /// The Response Information to announce (5.0), if the client asked and one is set.
     pub response_information: Option<ByteString>,
+    /// The listener's mount point, if any.
+    pub mount_point: Option<ByteString>,
 }
 
 impl Broker {
     /// Decides whether a CONNECT is accepted, and on what terms. `Err` is the reason code of
     /// the refusal (sent as the nearest 3.1.1 return code to 3.1.1 clients).
-    pub fn plan_connect(&self, c: &Connect) -> Result<ConnectPlan, Refusal> {
+    /// `listener`: the index of the listener it came in on.
+    pub fn plan_connect(&self, c: &Connect, listener: usize) -> Result<ConnectPlan, Refusal> {
         let v5 = c.protocol.is_v5();
         let props = &c.properties;
         if v5 && props.authentication_data().is_some() && props.authentication_method().is_none() {
@@ -93,16 +96,27 @@ impl Broker {
             return Err(Refusal::new(ReasonCode::ProtocolError, "authentication data without a method"));
         }
         let (client_id, assigned) = if c.client_id.is_empty() {
-            if !c.clean_start || c.protocol == ProtocolVersion::V3_1 {
-                // [MQTT-3.1.3-8] (3.1.1): an empty id needs clean session, else 0x02. 3.1 needs
-                // 1 to 23 characters. 5.0 clients are refused the same way (0x85).
+            let scope = self.scope(listener).settings();
+            if c.protocol == ProtocolVersion::V3_1 || (!c.clean_start && !v5) {
+                // 3.1 needs 1 to 23 characters; [MQTT-3.1.3-8] (3.1.1): an empty id needs
+                // clean session, else 0x02.
                 return Err(Refusal::new(
                     ReasonCode::ClientIdentifierNotValid,
-                    "an empty client id needs clean start",
+                    "an empty client id needs clean session",
                 ));
             }
-            // [MQTT-3.1.3-6]: the Server assigns a unique ClientID.
-            (self.assign_client_id(), true)
+            if !scope.zero_length_clientid_allowed() {
+                // allow_zero_length_clientid false: as mosquitto, 3.1.1 0x02, 5.0 0x80.
+                let code =
+                    if v5 { ReasonCode::UnspecifiedError } else { ReasonCode::ClientIdentifierNotValid };
+                return Err(Refusal::new(
+                    code,
+                    "empty client ids are not allowed (allow_zero_length_clientid)",
+                ));
+            }
+            // [MQTT-3.1.3-6] (5.0: [MQTT-3.1.3-6] too, whatever Clean Start says): the Server
+            // assigns a unique ClientID.
+            (self.assign_client_id(scope.id_prefix()), true)
         } else {
             // A copy: a slice of the CONNECT would keep the whole read buffer under it alive
             // for the life of the session.
@@ -110,12 +124,20 @@ impl Broker {
         };
         if let Some(w) = &c.will {
             if too_deep(&w.topic) {
-                // More levels than the broker walks: 0x90 Topic Name invalid (3.1.1 clients
-                // get the nearest code they know, server unavailable).
-                return Err(Refusal::new(
-                    ReasonCode::TopicNameInvalid,
-                    "will topic with more than 200 levels",
-                ));
+                // More levels than the broker walks: as mosquitto, closed without CONNACK.
+                return Err(Refusal::silent("will topic with more than 200 levels"));
+            }
+            if w.topic.starts_with("$CONTROL/") {
+                // mosquitto's topics for commands to the broker (its plugins): a will there is
+                // refused as mosquitto refuses it, by closing the connection.
+                return Err(Refusal::silent("will topic under $CONTROL/"));
+            }
+            let limit = self.config.message_size_limit;
+            if limit > 0 && w.payload.len() > limit as usize {
+                // As mosquitto: a will larger than message_size_limit is refused, 5.0 0x95,
+                // 3.1.1 0x05 Not authorized.
+                let code = if v5 { ReasonCode::PacketTooLarge } else { ReasonCode::NotAuthorized };
+                return Err(Refusal::new(code, "the will payload is above message_size_limit"));
             }
             // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
             // [MQTT-3.2.2-13] (retain, 0x9A). 3.1.1 has no code for it: connect() downgrades such a will.
@@ -129,26 +151,24 @@ impl Broker {
                 ));
             }
         }
-        let max_keepalive = self.config.max_keepalive;
-        let (keep_alive, server_keep_alive) =
-            if c.keep_alive > max_keepalive || (c.keep_alive == 0 && max_keepalive < u16::MAX) {
+        // As mosquitto 2.0.20: with max_keepalive set, a keep alive above it, or none (0),
+        // is replaced by it. A 5.0 client is told so with Server Keep Alive
+        // [MQTT-3.2.2-21]/[MQTT-3.1.2-21]; 3.1.1 cannot be told to use another keep alive, so
+        // such a client is refused with "identifier rejected".
+        let (keep_alive, server_keep_alive) = match self.config.max_keepalive {
+            Some(max) if c.keep_alive > max || c.keep_alive == 0 => {
                 if !v5 {
-                    if c.keep_alive > max_keepalive {
-                        // As mosquitto: 3.1.1 cannot tell the client to use another keep alive, so
-                        // a longer one is refused with "identifier rejected".
-                        return Err(Refusal::new(
-                            ReasonCode::ClientIdentifierNotValid,
-                            "the keep alive is above max_keepalive",
-                        ));
-                    }
-                    (c.keep_alive, None)
-                } else {
-                    // [MQTT-3.2.2-21]/[MQTT-3.1.2-21]: the client uses the Server Keep Alive.
-                    (max_keepalive, Some(max_keepalive))
+                    let why = if c.keep_alive == 0 {
+                        "no keep alive, and max_keepalive is set"
+                    } else {
+                        "the keep alive is above max_keepalive"
+                    };
+                    return Err(Refusal::new(ReasonCode::ClientIdentifierNotValid, why));
                 }
-            } else {
-                (c.keep_alive, None)
-            };
+                (max, Some(max))
+            }
+            _ => (c.keep_alive, None),
+        };
         let expiry_interval = if v5 {
             props.session_expiry_interval().unwrap_or(0)
         } else if c.clean_start {
@@ -161,10 +181,16 @@ impl Broker {
             max_inflight: window.min(usize::from(props.receive_maximum().unwrap_or(u16::MAX))),
             receive_maximum: window,
             client_max_packet_size: props.maximum_packet_size().map_or(usize::MAX, |n| n as usize),
-            topic_alias_maximum: if v5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
+            topic_alias_maximum: if v5 { self.listener_options(listener).max_topic_alias } else { 0 },
             client_topic_alias_maximum: if v5 { props.topic_alias_maximum().unwrap_or(0) } else { 0 },
             max_qos: self.config.max_qos,
             retain_available: self.config.retain_available,
+            max_inflight_bytes: u32::try_from(self.config.max_inflight_bytes).unwrap_or(u32::MAX),
+            max_payload: match self.config.message_size_limit {
+                0 => u32::MAX,
+                n => n,
+            },
+            upgrade_outgoing_qos: self.config.upgrade_outgoing_qos,
         };
         // Request / response (4.10): a client that asks gets a topic prefix of its own.
         let response_information = (v5 && props.request_response_information() == Some(1))
@@ -183,39 +209,75 @@ impl Broker {
             expiry_interval,
             limits,
             response_information,
+            mount_point: self.listener_options(listener).mount_point.clone(),
         })
     }
 
-    /// The CONNACK accepting a connection.
-    pub fn connack(&self, version: ProtocolVersion, plan: &ConnectPlan, session_present: bool) -> ConnAck {
+    /// The CONNACK accepting a connection. Its 5.0 properties are those mosquitto sends, in
+    /// its order (clients and tests compare the bytes): Server Keep Alive, Topic Alias
+    /// Maximum, Assigned Client Identifier, the authentication method and its data, then
+    /// what differs from the defaults (Retain Available, Maximum Packet Size, Receive
+    /// Maximum, Maximum QoS), and last midge's Response Information.
+    pub fn connack(
+        &self,
+        version: ProtocolVersion,
+        plan: &ConnectPlan,
+        session_present: bool,
+        enhanced: Option<&(Enhanced, Option<Bytes>)>,
+    ) -> ConnAck {
         let mut properties = Properties::new();
         if version.is_v5() {
-            if plan.assigned {
-                properties.push(Property::AssignedClientIdentifier(plan.client_id.clone()));
-            }
             if let Some(k) = plan.server_keep_alive {
                 properties.push(Property::ServerKeepAlive(k));
             }
-            if plan.limits.receive_maximum < usize::from(u16::MAX) {
-                properties.push(Property::ReceiveMaximum(plan.limits.receive_maximum as u16));
+            if plan.limits.topic_alias_maximum > 0 {
+                properties.push(Property::TopicAliasMaximum(plan.limits.topic_alias_maximum));
             }
-            if self.config.max_packet_size > 0 {
-                properties.push(Property::MaximumPacketSize(self.config.max_packet_size));
+            if plan.assigned {
+                // [MQTT-3.2.2-16]: the identifier the broker assigned.
+                properties.push(Property::AssignedClientIdentifier(plan.client_id.clone()));
             }
-            properties.push(Property::TopicAliasMaximum(plan.limits.topic_alias_maximum));
-            // What is supported, said only where it differs from the defaults (all supported).
-            if self.config.max_qos < midge_codec::QoS::ExactlyOnce {
-                properties.push(Property::MaximumQoS(self.config.max_qos.as_u8()));
+            if let Some((e, data)) = enhanced {
+                // The method, and its last data, in CONNACK (section 4.12).
+                properties.push(Property::AuthenticationMethod(e.method.name().to_owned().into()));
+                if let Some(d) = data.as_ref().filter(|d| !d.is_empty()) {
+                    properties.push(Property::AuthenticationData(d.clone()));
+                }
             }
             if !self.config.retain_available {
                 properties.push(Property::RetainAvailable(0));
             }
+            if self.config.max_packet_size > 0 {
+                properties.push(Property::MaximumPacketSize(self.config.max_packet_size));
+            }
+            if plan.limits.receive_maximum < usize::from(u16::MAX) {
+                properties.push(Property::ReceiveMaximum(plan.limits.receive_maximum as u16));
+            }
+            self.push_maximum_qos(&mut properties);
             if let Some(info) = &plan.response_information {
                 properties.push(Property::ResponseInformation(info.clone()));
             }
         }
         // [MQTT-3.2.2-2]/[MQTT-3.2.2-3]: Session Present tells whether a session was resumed.
         ConnAck { session_present, reason_code: ReasonCode::Success, properties }
+    }
+
+    /// The CONNACK refusing a connection, if the client gets one ([`Refusal::connack_for`]).
+    /// As mosquitto, a 5.0 refusal carries no Reason String (the log says why), only the
+    /// Maximum QoS when it is below 2.
+    pub fn refusal_connack(&self, refusal: &Refusal, version: ProtocolVersion) -> Option<ConnAck> {
+        let mut ack = refusal.connack_for(version)?;
+        if version.is_v5() {
+            self.push_maximum_qos(&mut ack.properties);
+        }
+        Some(ack)
+    }
+
+    /// Maximum QoS, said only when below 2 (the default) [MQTT-3.2.2-9].
+    fn push_maximum_qos(&self, properties: &mut Properties) {
+        if self.config.max_qos < midge_codec::QoS::ExactlyOnce {
+            properties.push(Property::MaximumQoS(self.config.max_qos.as_u8()));
+        }
     }
 
     /// Opens a session for an accepted or refused CONNECT. `control` is the slot through
@@ -230,11 +292,16 @@ impl Broker {
         control: Arc<ControlSlot>,
         now: Instant,
     ) -> Opening {
-        let plan = match self.plan_connect(&connect) {
+        let plan = match self.plan_connect(&connect, auth.listener) {
             Ok(plan) => plan,
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
             Err(r) => return Opening::Refused(r),
         };
+        let mut connect = connect;
+        if let (Some(mount), Some(w)) = (&plan.mount_point, &mut connect.will) {
+            // The will is published under the listener's mount point, as the client's messages.
+            w.topic = ByteString::from(format!("{mount}{}", w.topic));
+        }
         if connect.protocol.is_v5()
             && connect.properties.authentication_method().is_some()
             && auth.enhanced.is_none()
@@ -272,7 +339,8 @@ impl Broker {
             conn_id,
             control,
         };
-        match self.registry.attach(&start.plan.client_id, conn_id, &start.control) {
+        match self.registry.attach(&start.plan.client_id, conn_id, &start.control, start.connect.clean_start)
+        {
             Attach::Fresh => self.start(start, None, now),
             Attach::Parked(owned) => self.start(start, Some(*owned), now),
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx })),
@@ -326,14 +394,7 @@ impl Broker {
                 d.entry = None;
             }
         }
-        let mut connack = self.connack(connect.protocol, &plan, session_present);
-        if let Some((e, data)) = &enhanced {
-            // The method, and its last data, in CONNACK (section 4.12).
-            connack.properties.push(Property::AuthenticationMethod(e.method.name().to_owned().into()));
-            if let Some(d) = data {
-                connack.properties.push(Property::AuthenticationData(d.clone()));
-            }
-        }
+        let connack = self.connack(connect.protocol, &plan, session_present, enhanced.as_ref());
         let start = Start {
             client_id: plan.client_id,
             version: connect.protocol,
@@ -341,6 +402,7 @@ impl Broker {
             will: connect.will,
             username,
             limits: plan.limits,
+            mount_point: plan.mount_point,
         };
         let mut session = Session::new(state, start, now);
         session.set_access(access);
@@ -416,10 +478,13 @@ impl Broker {
                 handover = Some(reply);
             }
         }
-        // An immediate will goes out even when taken over: the connection was lost without
-        // DISCONNECT.
+        // Taken over: the will goes only when the session ends (it ended with this
+        // connection, or the new one starts clean), as mosquitto does. A session that goes on
+        // has its client back before the will was due [MQTT-3.1.2-8].
         if let Some(w) = will_now {
-            self.publish_will(w, &client_id, now);
+            if owned.state.expiry_interval == 0 || self.registry.holder_starts_clean(&client_id) {
+                self.publish_will(w, &client_id, now);
+            }
         }
         match handover {
             Some(reply) => {

@@ -168,7 +168,7 @@ impl Link {
                         }
                     }
                     if let Some(ack) = ack {
-                        let matched = outcome.delivered + outcome.dropped > 0;
+                        let matched = outcome.matched;
                         self.session.acknowledge(ack, matched, self.blocked.is_some(), now);
                     }
                     ticket

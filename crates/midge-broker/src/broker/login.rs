@@ -170,30 +170,35 @@ pub struct Refusal {
     /// not waited for before the check ([`Broker::authenticate`]; zero from
     /// [`Broker::authenticate_async`], which waits first).
     pub delay: Duration,
-    /// Why, for the 5.0 Reason String and the log.
+    /// Why, for the log.
     pub why: &'static str,
+    /// No CONNACK: the connection is just closed, as mosquitto closes it for a will it
+    /// does not take.
+    pub silent: bool,
 }
 
 impl Refusal {
     /// A refusal answered at once.
     pub fn new(code: ReasonCode, why: &'static str) -> Self {
-        Refusal { code, delay: Duration::ZERO, why }
+        Refusal { code, delay: Duration::ZERO, why, silent: false }
     }
 
-    /// The CONNACK that tells a client of `version`, if it gets one: the reason code, and for
-    /// 5.0 a Reason String (3.1.1 encodes the nearest return code and no properties). A
-    /// 3.1.1 client whose will topic is refused gets none: its protocol has no code for
-    /// it, and mosquitto closes the connection.
-    pub fn connack_for(&self, version: midge_codec::ProtocolVersion) -> Option<midge_codec::ConnAck> {
-        (version.is_v5() || self.code != ReasonCode::TopicNameInvalid).then(|| self.connack())
+    /// A refusal told by closing the connection, without CONNACK.
+    pub fn silent(why: &'static str) -> Self {
+        Refusal { silent: true, ..Refusal::new(ReasonCode::UnspecifiedError, why) }
     }
 
-    /// The CONNACK that tells the client: the reason code, and for 5.0 a Reason String
-    /// (3.1.1 encodes the nearest return code and no properties).
+    /// The CONNACK that tells a client the reason code (3.1.1 encodes the nearest return
+    /// code), unless the refusal is [`Refusal::silent`]. [`Broker::refusal_connack`] adds
+    /// what the broker says to every client.
+    pub fn connack_for(&self, _version: midge_codec::ProtocolVersion) -> Option<midge_codec::ConnAck> {
+        (!self.silent).then(|| self.connack())
+    }
+
+    /// The CONNACK that tells the client the reason code. No Reason String: mosquitto sends
+    /// none, and `why` goes to the log.
     pub fn connack(&self) -> midge_codec::ConnAck {
-        let mut ack = midge_codec::ConnAck::new(self.code);
-        ack.properties.push(Property::ReasonString(self.why.into()));
-        ack
+        midge_codec::ConnAck::new(self.code)
     }
 }
 
@@ -319,8 +324,9 @@ impl Broker {
             }
             Login::Refused => {
                 self.limiter.failed(info.peer.ip(), now);
-                // 3.1.1 0x04 / 5.0 0x86: unknown user and wrong password look the same.
-                Err(Refusal::new(ReasonCode::BadUserNameOrPassword, "bad user name or password"))
+                // Unknown user and wrong password look the same: as mosquitto, 0x05 Not
+                // authorized (5.0: 0x87), which the spec allows for any refused login.
+                Err(Refusal::new(ReasonCode::NotAuthorized, "bad user name or password"))
             }
         }
     }

@@ -38,8 +38,29 @@ pub struct Owned {
     pub handle: Arc<SessionHandle>,
 }
 
-/// The Topic Alias Maximum announced to 5.0 clients.
-pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// What a listener decides for the clients that come in on it, beside its security scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerOptions {
+    /// The Topic Alias Maximum announced to its 5.0 clients (`max_topic_alias`).
+    pub max_topic_alias: u16,
+    /// The prefix of its clients' topics (`mount_point`).
+    pub mount_point: Option<ByteString>,
+}
+
+impl ListenerOptions {
+    fn of(l: &crate::config::Listener) -> Self {
+        ListenerOptions {
+            max_topic_alias: l.max_topic_alias,
+            mount_point: l.mount_point.as_deref().map(ByteString::from),
+        }
+    }
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions { max_topic_alias: crate::config::DEFAULT_MAX_TOPIC_ALIAS, mount_point: None }
+    }
+}
 
 /// Enhanced authentication methods by name.
 #[derive(Default)]
@@ -81,6 +102,11 @@ impl Scope {
         })
     }
 
+    /// The security settings as the configuration writes them (those in force).
+    pub fn settings(&self) -> SecuritySettings {
+        self.configured.load().settings.clone()
+    }
+
     /// Clients without a user name may connect.
     pub fn anonymous_allowed(&self) -> bool {
         self.configured.load().anonymous_allowed
@@ -114,6 +140,10 @@ pub struct Broker {
     listener_scope: Vec<usize>,
     /// No password file, no anonymous clients: for a listener index that has no scope.
     closed: Scope,
+    /// The options of each listener, by its index in [`Config::effective_listeners`].
+    listener_options: Vec<ListenerOptions>,
+    /// For a listener index of no listener (tests): mosquitto's defaults.
+    default_options: ListenerOptions,
     limiter: FailureLimiter,
     /// The threads that compute password hashes (one per core, a bounded queue).
     hash_pool: HashPool,
@@ -141,6 +171,7 @@ impl Broker {
         // that has its own.
         let mut scopes = vec![Scope::load(&config, &config.security)?];
         let mut listener_scope = Vec::new();
+        let listener_options = config.effective_listeners().iter().map(ListenerOptions::of).collect();
         for l in config.effective_listeners() {
             match &l.security {
                 Some(own) if config.per_listener_settings => {
@@ -161,6 +192,7 @@ impl Broker {
             h.finish()
         };
         let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
+        let router = Router::new().upgrading_qos(config.upgrade_outgoing_qos);
         Ok(Arc::new(Broker {
             config,
             scopes,
@@ -172,6 +204,8 @@ impl Broker {
                 }),
                 security: Arc::new(ArcSwap::from_pointee(Security::load(&SecuritySettings::default())?)),
             },
+            listener_options,
+            default_options: ListenerOptions::default(),
             limiter,
             hash_pool: HashPool::per_core(),
             login_turns: Turns::default(),
@@ -180,7 +214,7 @@ impl Broker {
             journal: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
-            router: Router::new(),
+            router,
             registry: Registry::default(),
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
@@ -263,6 +297,12 @@ impl Broker {
         }
     }
 
+    /// The options of a listener (by its index in [`Config::effective_listeners`]); an index
+    /// of no listener gets mosquitto's defaults.
+    pub fn listener_options(&self, listener: usize) -> &ListenerOptions {
+        self.listener_options.get(listener).unwrap_or(&self.default_options)
+    }
+
     /// Tells every connection to close (5.0 clients get DISCONNECT 0x8B), and those that
     /// finish CONNECT from now on too.
     pub fn shutdown(&self) {
@@ -310,11 +350,21 @@ impl Broker {
         self.connections.load(Ordering::Acquire)
     }
 
-    pub(crate) fn assign_client_id(&self) -> ByteString {
+    /// A client id for a client that sent none: `prefix` (`auto_id_prefix`) and 32 hex
+    /// digits in a UUID's groups, as mosquitto writes them (clients and tests expect that
+    /// length). Unique in this process (a counter in the last group) and unlikely to meet
+    /// another process's (a per-process seed in the others).
+    pub(crate) fn assign_client_id(&self, prefix: &str) -> ByteString {
         let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
-        // Unique in this process (the counter) and unlikely to meet another process's.
         let mix = (self.id_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
-        ByteString::from(format!("auto-{:016X}-{n}", mix))
+        ByteString::from(format!(
+            "{prefix}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
+            mix >> 32,
+            (mix >> 16) & 0xFFFF,
+            mix & 0xFFFF,
+            (n >> 48) & 0xFFFF,
+            n & 0xFFFF_FFFF_FFFF
+        ))
     }
 
     /// Ends a session: its subscriptions leave the router, its queue is emptied, and its

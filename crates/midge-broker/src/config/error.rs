@@ -106,6 +106,9 @@ pub enum LineError {
         /// The restricting value.
         value: bool,
     },
+    /// A listener option that mosquitto takes only after a `listener` line (`mount_point`).
+    #[error("{0} needs a listener: write it after a listener line")]
+    NeedsListener(String),
     /// `include_dir` in text that is not a file (there is no directory to take it from).
     #[error("include_dir is read from a configuration file only (midge broker -c FILE)")]
     IncludeOutsideFile,

@@ -63,6 +63,9 @@ impl TlsSettings {
     }
 }
 
+/// mosquitto's Topic Alias Maximum for a listener without `max_topic_alias`.
+pub const DEFAULT_MAX_TOPIC_ALIAS: u16 = 10;
+
 /// One listener: a port, the address to bind, and its TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -82,6 +85,12 @@ pub struct Listener {
     pub origin: Option<String>,
     /// TLS settings; TLS is on when [`TlsSettings::enabled`].
     pub tls: TlsSettings,
+    /// `max_topic_alias`: the Topic Alias Maximum announced to 5.0 clients (mosquitto's
+    /// default 10; 0: no aliases from clients).
+    pub max_topic_alias: u16,
+    /// `mount_point`: a prefix put before every topic its clients publish and subscribe to,
+    /// and taken off what they receive, so that they see a tree of their own.
+    pub mount_point: Option<String>,
 }
 
 impl Listener {
@@ -95,6 +104,8 @@ impl Listener {
             security: None,
             origin: None,
             tls: TlsSettings::default(),
+            max_topic_alias: DEFAULT_MAX_TOPIC_ALIAS,
+            mount_point: None,
         }
     }
 
@@ -206,6 +217,23 @@ pub struct SecuritySettings {
     pub password_file: Option<PathBuf>,
     /// `acl_file`: who may publish and subscribe where (mosquitto's format).
     pub acl_file: Option<PathBuf>,
+    /// `allow_zero_length_clientid`: whether a client may connect with an empty client id
+    /// and be given one (unset: yes, as mosquitto).
+    pub allow_zero_length_clientid: Option<bool>,
+    /// `auto_id_prefix`: what the client ids the broker gives begin with (unset: `auto-`).
+    pub auto_id_prefix: Option<String>,
+}
+
+impl SecuritySettings {
+    /// Whether a client may connect with an empty client id (mosquitto's default: yes).
+    pub fn zero_length_clientid_allowed(&self) -> bool {
+        self.allow_zero_length_clientid.unwrap_or(true)
+    }
+
+    /// The prefix of the client ids the broker assigns.
+    pub fn id_prefix(&self) -> &str {
+        self.auto_id_prefix.as_deref().unwrap_or("auto-")
+    }
 }
 
 /// Where and how the broker keeps its state on disk (mosquitto's `persistence` options, and
@@ -267,8 +295,10 @@ pub struct Config {
     pub security: SecuritySettings,
     /// `per_listener_settings`: each listener has its own security settings.
     pub per_listener_settings: bool,
-    /// `max_keepalive`: the longest keep alive a client may ask for, in seconds.
-    pub max_keepalive: u16,
+    /// `max_keepalive`: the longest keep alive a client may ask for, in seconds; a keep
+    /// alive of 0 (none) counts as longer. `None` (the default, or 0 in the file, as
+    /// mosquitto 2.0.20): no limit.
+    pub max_keepalive: Option<u16>,
     /// `max_packet_size`: the largest packet accepted, in bytes (0: the protocol's maximum).
     pub max_packet_size: u32,
     /// `max_inflight_messages`: QoS 1 and 2 messages in flight to each client (0: 65535).
@@ -277,6 +307,19 @@ pub struct Config {
     pub max_queued_messages: usize,
     /// `max_connections`: clients at once (`None`: no limit).
     pub max_connections: Option<usize>,
+    /// `max_inflight_bytes`: the payload bytes of QoS 1 and 2 messages in flight to each
+    /// client, beside their count (0: no limit).
+    pub max_inflight_bytes: usize,
+    /// `message_size_limit`: the largest payload accepted, in bytes (0: no limit); a larger
+    /// PUBLISH is dropped (5.0: 0x95 in its acknowledgement), a CONNECT with a larger will
+    /// refused.
+    pub message_size_limit: u32,
+    /// `upgrade_outgoing_qos`: messages go to subscribers at the subscription's QoS, even
+    /// when published at a lower one (as mosquitto: not what the MQTT spec says).
+    pub upgrade_outgoing_qos: bool,
+    /// `check_retain_source`: a retained message is delivered only while its publisher may
+    /// still publish it (checked against the ACL in force when it is sent out).
+    pub check_retain_source: bool,
     /// `retain_available`: whether retained messages are supported (5.0 clients are told).
     pub retain_available: bool,
     /// `max_qos`: the highest QoS supported (5.0 clients are told; subscriptions are granted
@@ -319,11 +362,15 @@ impl Default for Config {
             listeners: Vec::new(),
             security: SecuritySettings::default(),
             per_listener_settings: false,
-            max_keepalive: 65_535,
+            max_keepalive: None,
             max_packet_size: 0,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_connections: None,
+            max_inflight_bytes: 0,
+            message_size_limit: 0,
+            upgrade_outgoing_qos: false,
+            check_retain_source: false,
             retain_available: true,
             max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
@@ -386,6 +433,10 @@ impl Config {
         check("max_inflight_messages", self.max_inflight_messages != new.max_inflight_messages);
         check("max_queued_messages", self.max_queued_messages != new.max_queued_messages);
         check("max_connections", self.max_connections != new.max_connections);
+        check("max_inflight_bytes", self.max_inflight_bytes != new.max_inflight_bytes);
+        check("message_size_limit", self.message_size_limit != new.message_size_limit);
+        check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);
+        check("check_retain_source", self.check_retain_source != new.check_retain_source);
         check("retain_available", self.retain_available != new.retain_available);
         check("max_qos", self.max_qos != new.max_qos);
         check("response_information", self.response_information != new.response_information);

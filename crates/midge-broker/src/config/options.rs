@@ -25,7 +25,6 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
     "clientid_prefixes",
     // mosquitto 2.1's plugin for every listener.
     "global_plugin",
-    "mount_point",
     "psk_file",
     "auth_plugin",
     "plugin",
@@ -37,18 +36,13 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
 /// Options that restrict who connects or what they see when set to one value (given here):
 /// midge does not have them yet, and ignoring them would run the broker less secure than
 /// its configuration says, so that value is refused. The other value is what midge does.
-pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[
-    ("use_username_as_clientid", true),
-    ("allow_zero_length_clientid", false),
-    ("check_retain_source", true),
-];
+pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[("use_username_as_clientid", true)];
 
 /// Options of mosquitto that midge knows of but does not implement yet: accepted with a
 /// warning, so a mosquitto configuration still starts.
 const NOT_YET: &[&str] = &[
     "allow_duplicate_messages",
     "auth_opt_",
-    "auto_id_prefix",
     "connection_messages",
     "dhparamfile",
     "http_dir",
@@ -56,7 +50,6 @@ const NOT_YET: &[&str] = &[
     "log_timestamp_format",
     "max_queued_bytes",
     "memory_limit",
-    "message_size_limit",
     "plugin_opt_",
     "psk_hint",
     "queue_qos0_messages",
@@ -65,10 +58,8 @@ const NOT_YET: &[&str] = &[
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "upgrade_outgoing_qos",
     "websockets_headers_size",
     "websockets_log_level",
-    "max_topic_alias",
 ];
 
 /// The options [`super::parse_directives`] reads.
@@ -91,6 +82,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "protocol",
     "retain_available",
     "max_qos",
+    "maximum_qos",
+    "max_topic_alias",
     "response_information",
     "per_listener_settings",
     "password_file",
@@ -102,6 +95,13 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "max_inflight_messages",
     "max_queued_messages",
     "max_connections",
+    "max_inflight_bytes",
+    "message_size_limit",
+    "upgrade_outgoing_qos",
+    "check_retain_source",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+    "mount_point",
     "include_dir",
     "log_dest",
     "log_type",
@@ -151,13 +151,13 @@ const LISTENER_OPTIONS: &[&str] = &[
     "ciphers",
     "ciphers_tls1.3",
     "protocol",
+    "max_topic_alias",
+    "mount_point",
     // Not in midge yet.
     "accept_protocol_versions",
     "bind_interface",
     "dhparamfile",
     "http_dir",
-    "max_topic_alias",
-    "mount_point",
     "psk_hint",
     "tls_engine",
     "tls_engine_kpass_sha1",
@@ -203,10 +203,11 @@ pub fn makes_default_listener(name: &str, value: &str, per_listener_settings: bo
         | "use_subject_as_username"
         | "use_username_as_clientid" => on,
         // As numbers: `max_qos 02` is 2.
-        "max_qos" => value.parse::<i64>() != Ok(2),
+        "max_qos" | "maximum_qos" => value.parse::<i64>() != Ok(2),
         "max_connections" => !value.parse::<i64>().is_ok_and(|n| n < 0),
         "protocol" => value != "mqtt",
         "password_file" | "psk_file" | "auth_plugin" | "plugin" => per_listener_settings,
+        "allow_zero_length_clientid" => per_listener_settings && parse_bool(value) == Ok(false),
         _ => false,
     }
 }

@@ -210,7 +210,8 @@ impl Reader {
             | "ciphers_tls1.3"
             | "protocol" => self.tls_option(d, at)?,
             "retain_available" => config.retain_available = parse_bool(one(d, "true or false")?)?,
-            "max_qos" => {
+            // `maximum_qos` is mosquitto's other name for it.
+            "max_qos" | "maximum_qos" => {
                 let v = one(d, "0, 1 or 2")?;
                 config.max_qos = v
                     .parse::<u8>()
@@ -286,7 +287,14 @@ impl Reader {
                     .ok_or_else(|| invalid_value(name, v, "seconds, 0 to 3600"))?;
                 config.auth_failure_delay_ms = (secs * 1000.0) as u64;
             }
-            "max_keepalive" => config.max_keepalive = parse_num(name, one(d, "seconds, 0-65535")?)?,
+            "max_keepalive" => {
+                // 0: no limit, as mosquitto 2.0.20 reads it.
+                let max: u16 = parse_num(name, one(d, "seconds, 0-65535")?)?;
+                config.max_keepalive = (max > 0).then_some(max);
+            }
+            "max_topic_alias" => {
+                self.listener_at(at).max_topic_alias = parse_num(name, one(d, "a count, 0-65535")?)?
+            }
             "max_packet_size" => config.max_packet_size = parse_num(name, one(d, "bytes")?)?,
             "max_inflight_messages" => {
                 config.max_inflight_messages = parse_num(name, one(d, "a count, 0-65535")?)?
@@ -295,6 +303,33 @@ impl Reader {
                 let n: usize = parse_num(name, one(d, "a count")?)?;
                 // mosquitto: 0 means no limit; midge keeps memory bounded, so 0 means a large one.
                 config.max_queued_messages = if n == 0 { 1_000_000 } else { n };
+            }
+            "max_inflight_bytes" => config.max_inflight_bytes = parse_num(name, one(d, "bytes")?)?,
+            "message_size_limit" => {
+                // mosquitto's limit: the largest payload a packet can carry.
+                let limit: u32 = parse_num(name, one(d, "bytes")?)?;
+                if limit as usize > midge_codec::MAX_REMAINING_LENGTH {
+                    return Err(invalid_value(name, &limit.to_string(), "at most 268435455 bytes"));
+                }
+                config.message_size_limit = limit;
+            }
+            "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = parse_bool(one(d, "true or false")?)?,
+            "check_retain_source" => config.check_retain_source = parse_bool(one(d, "true or false")?)?,
+            "allow_zero_length_clientid" => {
+                self.security_at(at).allow_zero_length_clientid = Some(parse_bool(one(d, "true or false")?)?)
+            }
+            "auto_id_prefix" => self.security_at(at).auto_id_prefix = Some(one(d, "a prefix")?.to_owned()),
+            "mount_point" => {
+                let At::Listener(Some(i)) = at else {
+                    // As mosquitto: the default listener has no mount point.
+                    return Err(LineError::NeedsListener(name.to_owned()));
+                };
+                let prefix = one(d, "a topic prefix")?;
+                // As mosquitto: a prefix that is not a valid topic name is refused.
+                if prefix.contains(['+', '#']) || prefix.contains('\0') {
+                    return Err(invalid_value(name, prefix, "a topic prefix without wildcards"));
+                }
+                self.config.listeners[i].mount_point = Some(prefix.to_owned());
             }
             "max_connections" => {
                 let v = one(d, "a count, or -1 for no limit")?;

@@ -43,6 +43,8 @@ pub trait QueueHook: Sync {
 /// What happened to a routed message.
 #[derive(Debug, Default, Clone)]
 pub struct RouteOutcome {
+    /// Some subscription matched the topic, whether or not it took the message (No Local).
+    pub matched: bool,
     /// Deliveries that went to the hook (to be durable before the publisher is acknowledged).
     pub recorded: usize,
     /// Sessions the message was queued for.
@@ -65,6 +67,8 @@ pub struct Router {
     wildcard_count: AtomicUsize,
     retained: RetainedStore,
     hasher: ahash::RandomState,
+    /// `upgrade_outgoing_qos`: deliveries at the subscription's QoS.
+    upgrade_qos: bool,
 }
 
 impl Default for Router {
@@ -94,7 +98,16 @@ impl Router {
             wildcard_count: AtomicUsize::new(0),
             retained: RetainedStore::default(),
             hasher: ahash::RandomState::new(),
+            upgrade_qos: false,
         }
+    }
+
+    /// With `upgrade_outgoing_qos`: messages go to each subscriber at its subscription's
+    /// QoS, not the lower of that and the message's [MQTT-3.8.4-8], as mosquitto does with
+    /// the option. The user's choice, against the spec.
+    pub fn upgrading_qos(mut self, upgrade: bool) -> Self {
+        self.upgrade_qos = upgrade;
+        self
     }
 
     fn shard_of(&self, first_level: &str) -> &RwLock<Node> {
@@ -155,6 +168,7 @@ impl Router {
         let wild = (!dollar && self.wildcard_count.load(Ordering::Relaxed) > 0).then(|| self.wildcard.read());
         let mut targets: Vec<Target<'_>> = Vec::new();
         let mut lists = 0usize;
+        let upgrade = self.upgrade_qos;
         {
             let mut visit = visitor(|subs| {
                 if subs.is_empty() {
@@ -162,11 +176,11 @@ impl Router {
                 }
                 lists += 1;
                 for s in subs.direct.values() {
-                    push_target(&mut targets, s, message);
+                    push_target(&mut targets, s, message, upgrade);
                 }
                 for group in subs.shared.values() {
                     if let Some(s) = group.pick() {
-                        push_target(&mut targets, s, message);
+                        push_target(&mut targets, s, message, upgrade);
                         if let Some(t) = targets.last_mut() {
                             t.share = Some(&group.key);
                         }
@@ -181,7 +195,7 @@ impl Router {
         if lists > 1 {
             merge_duplicates(&mut targets);
         }
-        let mut outcome = RouteOutcome::default();
+        let mut outcome = RouteOutcome { matched: lists > 0, ..RouteOutcome::default() };
         for t in targets {
             let mut sub_ids = t.extra_ids;
             if let Some(id) = t.sub_id {
@@ -269,14 +283,14 @@ fn visitor<'a, F: FnMut(&'a Subscribers)>(f: F) -> F {
     f
 }
 
-fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: &Message) {
+fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: &Message, upgrade: bool) {
     // [MQTT-3.8.3-3] No Local: not to the connection that published it.
     if s.options.no_local && s.handle.client_id == message.publisher {
         return;
     }
     targets.push(Target {
         handle: &s.handle,
-        qos: s.options.qos.min(message.qos),
+        qos: if upgrade { s.options.qos } else { s.options.qos.min(message.qos) },
         retain_as_published: s.options.retain_as_published,
         sub_id: s.id,
         extra_ids: Vec::new(),

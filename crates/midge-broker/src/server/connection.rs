@@ -257,7 +257,9 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             );
             // Repeated failures from this address wait longer each time.
             tokio::time::sleep(refusal.delay).await;
-            conn.encode(&Packet::ConnAck(refusal.connack()), version, &shown_id);
+            if let Some(connack) = broker.refusal_connack(&refusal, version) {
+                conn.encode(&Packet::ConnAck(connack), version, &shown_id);
+            }
             conn.close().await;
             return None;
         }
@@ -290,7 +292,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
                 refusal_reason(&refusal),
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
-            if let Some(connack) = refusal.connack_for(version) {
+            if let Some(connack) = broker.refusal_connack(&refusal, version) {
                 conn.encode(&Packet::ConnAck(connack), version, &shown_id);
             }
             conn.close().await;
@@ -389,8 +391,6 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     max_packet: usize,
 ) -> Result<Box<midge_codec::Connect>, ()> {
     loop {
-        // Read before decoding consumes the bytes: a 5.0 client is told why its CONNECT failed.
-        let level = connect_level(&conn.rbuf);
         // CONNECT carries its own version; V5 here only admits packet type 15 at the header.
         match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
@@ -400,7 +400,7 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(None) => {}
             Err(e) => {
-                refuse_bad_connect(conn, &e, level);
+                refuse_bad_connect(conn, &e);
                 return Err(());
             }
         }
@@ -413,13 +413,8 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// A CONNECT that cannot be decoded: an unsupported protocol gets CONNACK 0x01 (0x84 for a
-/// client speaking level 5) [MQTT-3.1.2-2]; other errors get a 5.0 CONNACK with the reason
-/// code when the client asked for 5.0, and 3.1.1 clients are just disconnected.
-fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Conn<S>,
-    e: &DecodeError,
-    level: Option<u8>,
-) {
+/// client speaking level 5) [MQTT-3.1.2-2]; other errors close the connection.
+fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: &DecodeError) {
     // 0x16 is a TLS handshake record: a TLS client on a plain listener.
     let hint = match e {
         DecodeError::InvalidHeaderFlags { packet_type: PacketType::Connect, flags: 6 } => {
@@ -428,26 +423,13 @@ fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(
         _ => "",
     };
     tracing::info!("Bad CONNECT from {}: {e}{hint}, closing.", conn.peer);
-    let level = match e {
-        DecodeError::UnsupportedProtocol { level, .. } => {
-            let version = if *level == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
-            let ack = ConnAck::new(ReasonCode::UnsupportedProtocolVersion);
-            conn.encode(&Packet::ConnAck(ack), version, "<unknown>");
-            return;
-        }
-        _ => level,
-    };
-    if level == Some(5) {
-        conn.encode(&Packet::ConnAck(ConnAck::new(e.reason_code())), ProtocolVersion::V5, "<unknown>");
+    if let DecodeError::UnsupportedProtocol { level, .. } = e {
+        let version = if *level == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
+        let ack = ConnAck::new(ReasonCode::UnsupportedProtocolVersion);
+        conn.encode(&Packet::ConnAck(ack), version, "<unknown>");
     }
-}
-
-/// The protocol level byte of a CONNECT at the start of `buf`, if it can be found.
-fn connect_level(buf: &[u8]) -> Option<u8> {
-    let header = midge_codec::FixedHeader::parse(buf, ProtocolVersion::V5, usize::MAX).ok().flatten()?;
-    let body = buf.get(header.header_len..)?;
-    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-    body.get(2 + name_len).copied()
+    // Any other error closes the connection without CONNACK, as mosquitto closes it; a
+    // CONNACK with the reason is a MAY for 5.0 [MQTT-4.13.1-1].
 }
 
 /// Decodes and handles up to [`PACKETS_PER_ROUND`] packets from the read buffer. Returns true

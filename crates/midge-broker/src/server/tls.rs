@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateRevocationListDer;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
@@ -69,11 +69,42 @@ fn load_identity(s: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsSetupError> {
     let (Some(certfile), Some(keyfile)) = (&s.certfile, &s.keyfile) else {
         return Err(TlsSetupError::Settings("a TLS listener needs both certfile and keyfile".into()));
     };
-    let certs = midge_net::tls::load_certs(certfile)?;
+    let certs = complete_chain(midge_net::tls::load_certs(certfile)?, s);
     let key = midge_net::tls::load_key(keyfile)?;
     let key =
         CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
     Ok(Arc::new(key))
+}
+
+/// The server's chain as OpenSSL (so mosquitto) sends it: a certfile that ends before a
+/// root is completed with the intermediate CAs of `cafile` that issued it, so that clients
+/// that trust only the root can verify it. The root itself is not sent (the client has it).
+fn complete_chain(mut certs: Vec<CertificateDer<'static>>, s: &TlsSettings) -> Vec<CertificateDer<'static>> {
+    let Some(cas) = s.cafile.as_deref().and_then(|f| midge_net::tls::load_certs(f).ok()) else {
+        return certs;
+    };
+    // Subject and issuer of each CA, as DER names (compared byte for byte, as OpenSSL does
+    // to find a candidate issuer).
+    let names = |der: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .ok()
+            .map(|(_, c)| (c.subject().as_raw().to_vec(), c.issuer().as_raw().to_vec()))
+    };
+    // A chain is short: at most a few intermediates.
+    for _ in 0..8 {
+        let Some((subject, issuer)) = certs.last().and_then(names) else { break };
+        if subject == issuer {
+            break;
+        }
+        let next = cas
+            .iter()
+            .find(|ca| names(ca).is_some_and(|(s, i)| s == issuer && s != i) && !certs.contains(ca));
+        match next {
+            Some(ca) => certs.push(ca.clone()),
+            None => break,
+        }
+    }
+    certs
 }
 
 fn load_roots(s: &TlsSettings) -> Result<Option<Arc<RootCertStore>>, TlsSetupError> {

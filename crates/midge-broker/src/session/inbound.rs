@@ -12,6 +12,17 @@ use super::message::Message;
 use super::{Held, Session, HOLD_LIMIT};
 use crate::router::too_deep;
 
+/// Topics no client publishes to, as mosquitto: `$SYS`, the broker's own (but a bridge's
+/// connection state, `$SYS/broker/connection/+/state`), and `$share/...`, which names
+/// shared subscriptions, not topics. Refused as the ACL refuses.
+pub(crate) fn reserved_topic(topic: &str) -> bool {
+    if let Some(rest) = topic.strip_prefix("$SYS") {
+        let levels: Vec<&str> = rest.split('/').collect();
+        return !matches!(levels.as_slice(), ["", "broker", "connection", _, "state"]);
+    }
+    topic.starts_with("$share")
+}
+
 impl Session {
     pub(super) fn on_publish(&mut self, p: Publish, now: Instant) {
         if p.properties.subscription_identifiers().next().is_some() {
@@ -24,11 +35,12 @@ impl Session {
         let Some(topic) = self.resolve_topic(&p) else {
             return;
         };
+        let topic = self.mounted(topic);
         if too_deep(&topic) {
             // More levels than the broker walks (mosquitto's TOPIC_HIERARCHY_LIMIT): the topic
-            // is not accepted, 0x90 Topic Name invalid for 5.0 (section 3.14.2.1).
+            // is not accepted and the connection closes, 5.0 with 0x81 as mosquitto says.
             return self.close(CloseReason::protocol(
-                ReasonCode::TopicNameInvalid,
+                ReasonCode::MalformedPacket,
                 "topic with more than 200 levels",
             ));
         }
@@ -48,27 +60,36 @@ impl Session {
         }
         let qos = p.qos;
         let packet_id = p.packet_id;
-        if self.access.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
+        if reserved_topic(&topic) || self.access.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
             // Denied by the ACL: 3.1.1 has no way to say so, so the message is acknowledged
             // and dropped; 5.0 gets 0x87 in the acknowledgement.
             tracing::info!("Denied PUBLISH from {} to '{}' (ACL).", self.client_id, topic);
-            let code = if self.version.is_v5() { ReasonCode::NotAuthorized } else { ReasonCode::Success };
-            match qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.send_ack(Packet::PubAck(PubAck::with_reason(packet_id, code))),
-                QoS::ExactlyOnce => {
-                    if !self.version.is_v5() {
-                        // 3.1.1 completes the flow: PUBREL will follow.
-                        self.state.incoming_qos2.insert(packet_id);
-                    }
-                    self.send_ack(Packet::PubRec(PublishAck::with_reason(packet_id, code)));
-                }
-            }
-            return;
+            return self.drop_publish(qos, packet_id, ReasonCode::NotAuthorized);
+        }
+        if p.payload.len() > self.limits.max_payload as usize {
+            // message_size_limit: as mosquitto, dropped. mosquitto tells a 5.0 client 0x95
+            // Packet too large, which an acknowledgement may not carry (section 3.4.2.1):
+            // midge says 0x97 Quota exceeded, an administrative limit.
+            tracing::debug!(
+                "Dropped too large PUBLISH from {} (q{}, '{}', ... ({} bytes)).",
+                self.client_id,
+                qos.as_u8(),
+                topic,
+                p.payload.len()
+            );
+            return self.drop_publish(qos, packet_id, ReasonCode::QuotaExceeded);
         }
         if qos == QoS::ExactlyOnce {
             if self.state.incoming_qos2.contains(&packet_id) {
                 // A resend before PUBREL: acknowledged again, not delivered twice (4.3.3).
+                // Once: as mosquitto, a second resend on one connection is a Protocol Error
+                // (5.0 allows none but after a reconnect [MQTT-4.4.0-1]).
+                if !self.extra().resent_qos2.insert(packet_id) {
+                    return self.close(CloseReason::protocol(
+                        ReasonCode::ProtocolError,
+                        format!("QoS 2 PUBLISH {packet_id} sent a third time"),
+                    ));
+                }
                 return self.send_ack(Packet::PubRec(PublishAck::new(packet_id)));
             }
             if self.version.is_v5() && self.state.incoming_qos2.len() >= self.limits.receive_maximum {
@@ -92,13 +113,31 @@ impl Session {
         }
     }
 
+    /// A PUBLISH the broker does not take: acknowledged with `code` (5.0; 3.1.1 has no way
+    /// to say so, and gets a plain acknowledgement), and dropped.
+    fn drop_publish(&mut self, qos: QoS, packet_id: u16, code: ReasonCode) {
+        let code = if self.version.is_v5() { code } else { ReasonCode::Success };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_ack(Packet::PubAck(PubAck::with_reason(packet_id, code))),
+            QoS::ExactlyOnce => {
+                if !self.version.is_v5() {
+                    // 3.1.1 completes the flow: PUBREL will follow.
+                    self.state.incoming_qos2.insert(packet_id);
+                }
+                self.send_ack(Packet::PubRec(PublishAck::with_reason(packet_id, code)));
+            }
+        }
+    }
+
     /// The broker routed a message that waits for its acknowledgement: `matched` when some
     /// subscription matched it, `hold` while a subscriber it went to is congested (the
     /// acknowledgement then waits for [`Session::release_held`], and the publisher, whose
     /// window fills, slows down: flow control, section 4.9).
     pub fn acknowledge(&mut self, ack: PendingAck, matched: bool, hold: bool, now: Instant) {
-        // 5.0: tell a QoS 1 / 2 publisher when nobody was subscribed (0x10).
-        let code = if self.version.is_v5() && !matched {
+        // 5.0: tell a QoS 1 publisher when no subscription matched (0x10). As mosquitto, not
+        // a QoS 2 one: its PUBREC says the message is received, whoever takes it.
+        let code = if self.version.is_v5() && !matched && ack.qos == QoS::AtLeastOnce {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
@@ -194,14 +233,18 @@ impl Session {
     }
 
     /// PUBREL: release the identifier (the message went onwards when the PUBLISH arrived)
-    /// and answer PUBCOMP; 5.0 says 0x92 for an unknown one (section 4.3.3).
+    /// and answer PUBCOMP. An unknown identifier gets a plain PUBCOMP too, as mosquitto
+    /// sends it: most often a PUBREL sent again after a reconnect, whose first copy released
+    /// the message (0x92 is the spec's suggestion, not a requirement: section 3.7.2.1).
     pub(super) fn on_pubrel(&mut self, packet_id: u16) {
         let known = self.state.incoming_qos2.remove(&packet_id);
+        if let Some(e) = self.extra.as_mut() {
+            e.resent_qos2.remove(&packet_id);
+        }
         if known {
             self.busy().effects.push_back(Effect::Qos2Released(packet_id));
         }
-        let code = if known { ReasonCode::Success } else { ReasonCode::PacketIdentifierNotFound };
-        self.busy().out.push_back(Packet::PubComp(PublishAck::with_reason(packet_id, code)));
+        self.busy().out.push_back(Packet::PubComp(PublishAck::new(packet_id)));
     }
 
     pub(super) fn on_disconnect(&mut self, d: Disconnect) {

@@ -52,6 +52,15 @@ pub struct ConnectionLimits {
     pub max_qos: QoS,
     /// Whether retained messages are supported (`retain_available`).
     pub retain_available: bool,
+    /// The payload bytes of QoS 1 and 2 messages in flight to the client
+    /// (`max_inflight_bytes`, saturated; 0: no limit). u32, as `max_payload`: an idle
+    /// connection's size counts.
+    pub max_inflight_bytes: u32,
+    /// The largest payload accepted from the client (`message_size_limit`; `u32::MAX`: no
+    /// limit, a payload being shorter than a packet's 268,435,455 bytes).
+    pub max_payload: u32,
+    /// Retained messages go out at the subscription's QoS (`upgrade_outgoing_qos`).
+    pub upgrade_outgoing_qos: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -64,6 +73,9 @@ impl Default for ConnectionLimits {
             client_topic_alias_maximum: 0,
             max_qos: QoS::ExactlyOnce,
             retain_available: true,
+            max_inflight_bytes: 0,
+            max_payload: u32::MAX,
+            upgrade_outgoing_qos: false,
         }
     }
 }
@@ -109,6 +121,11 @@ struct Extra {
     aliases: Aliases,
     enhanced: Option<EnhancedState>,
     oversized_dropped: u64,
+    /// The listener's `mount_point`: put before the topics the client names, taken off
+    /// those it receives.
+    mount_point: Option<ByteString>,
+    /// QoS 2 messages the client sent again on this connection before releasing them.
+    resent_qos2: ahash::AHashSet<u16>,
 }
 
 /// The topic aliases of a connection, both ways (5.0 section 3.3.2.3.4).
@@ -140,14 +157,23 @@ pub struct Start {
     pub username: Option<ByteString>,
     /// The connection's limits.
     pub limits: ConnectionLimits,
+    /// The listener's `mount_point`, if any.
+    pub mount_point: Option<ByteString>,
 }
 
 impl Session {
     /// A session attached to a new connection; what was in flight when the previous
     /// connection ended is queued to be sent again ([`Session::resume`]).
     pub fn new(state: SessionState, start: Start, now: Instant) -> Self {
-        let extra = (start.username.is_some() || start.will.is_some())
-            .then(|| Box::new(Extra { username: start.username, will: start.will, ..Extra::default() }));
+        let extra =
+            (start.username.is_some() || start.will.is_some() || start.mount_point.is_some()).then(|| {
+                Box::new(Extra {
+                    username: start.username,
+                    will: start.will,
+                    mount_point: start.mount_point,
+                    ..Extra::default()
+                })
+            });
         let mut s = Session {
             state,
             version: start.version,
@@ -183,6 +209,29 @@ impl Session {
     /// The user name the client authenticated as.
     pub fn username(&self) -> Option<&ByteString> {
         self.extra.as_ref()?.username.as_ref()
+    }
+
+    /// The listener's mount point, if it has one.
+    fn mount_point(&self) -> Option<&ByteString> {
+        self.extra.as_ref()?.mount_point.as_ref()
+    }
+
+    /// A topic or filter the client named, as the broker knows it: under the listener's
+    /// mount point (a shared subscription's filter after its `$share/GROUP/`).
+    fn mounted(&self, name: ByteString) -> ByteString {
+        let Some(mount) = self.mount_point() else { return name };
+        if let Ok(Some(midge_codec::SharedFilter { group, filter })) = midge_codec::parse_shared(&name) {
+            return ByteString::from(format!("$share/{group}/{mount}{filter}"));
+        }
+        ByteString::from(format!("{mount}{name}"))
+    }
+
+    /// A topic as the client sees it: without the mount point. `None` for a topic outside
+    /// it (as mosquitto, such a message is not sent).
+    fn unmounted(&self, topic: &ByteString) -> Option<ByteString> {
+        let Some(mount) = self.mount_point() else { return Some(topic.clone()) };
+        let rest = topic.strip_prefix(&**mount).filter(|r| !r.is_empty())?;
+        Some(topic.slice_ref(rest))
     }
 
     /// Sets what the client may publish, subscribe to and receive (`None`: everything).
@@ -289,17 +338,14 @@ impl Session {
         self.release_held(now, false);
     }
 
-    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one.
+    /// The DISCONNECT to send a 5.0 client before closing, if the reason calls for one. As
+    /// mosquitto, it carries the reason code alone: the details go to the log.
     pub fn disconnect_packet(&self) -> Option<Packet> {
         if !self.version.is_v5() {
             return None;
         }
         let reason = self.close.as_ref()?.server_disconnect()?;
-        let mut properties = midge_codec::Properties::new();
-        if let Some(CloseReason::ProtocolError { detail, .. }) = self.close.as_deref() {
-            properties.push(midge_codec::Property::ReasonString(detail.as_str().into()));
-        }
-        Some(Packet::Disconnect(midge_codec::Disconnect { reason_code: reason, properties }))
+        Some(Packet::Disconnect(midge_codec::Disconnect::new(reason)))
     }
 
     /// How many messages were not sent because they exceeded the client's Maximum Packet Size.

@@ -61,8 +61,11 @@ impl Session {
     pub fn replayed(&mut self, page: RetainedPage) {
         let Some(replay) = self.state.replays.front_mut() else { return };
         for message in page.messages {
+            // upgrade_outgoing_qos: at the subscription's QoS, as mosquitto (the spec says
+            // the lower of the two [MQTT-3.8.4-8]; the option is the user's choice).
+            let qos = if self.limits.upgrade_outgoing_qos { replay.qos } else { message.qos.min(replay.qos) };
             self.state.outgoing.pending.push_back(Delivery {
-                qos: message.qos.min(replay.qos),
+                qos,
                 retain: true,
                 sub_ids: replay.sub_id.into_iter().collect(),
                 message,
@@ -93,6 +96,11 @@ impl Session {
             if d.message.is_expired(now)
                 || self.access.as_ref().is_some_and(|a| !a.can_read(&d.message.topic))
             {
+                if d.qos != QoS::AtMostOnce {
+                    // As mosquitto, which numbers a QoS 1 or 2 message when it queues it: a
+                    // message dropped from the queue uses its packet identifier up.
+                    self.state.outgoing.skip_id();
+                }
                 self.delivered(d.entry);
                 continue;
             }
@@ -102,7 +110,7 @@ impl Session {
                 sent += 1;
                 continue;
             }
-            if self.state.outgoing.inflight_len() >= self.limits.max_inflight {
+            if self.state.outgoing.inflight_len() >= self.limits.max_inflight || self.inflight_bytes_full() {
                 self.state.outgoing.pending.push_front(d);
                 break;
             }
@@ -116,6 +124,14 @@ impl Session {
             sent += 1;
         }
         sent
+    }
+
+    /// True when the payloads in flight reach `max_inflight_bytes`: as mosquitto, one more
+    /// message goes while they are below it.
+    fn inflight_bytes_full(&self) -> bool {
+        let max = self.limits.max_inflight_bytes as usize;
+        max > 0
+            && self.state.outgoing.inflight().map(|f| f.delivery.message.payload.len()).sum::<usize>() >= max
     }
 
     /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
@@ -176,7 +192,8 @@ impl Session {
             dup,
             qos: d.qos,
             retain: d.retain,
-            topic: m.topic.clone(),
+            // Its subscriptions are under the mount point, and so is what they match.
+            topic: self.unmounted(&m.topic).unwrap_or_else(|| m.topic.clone()),
             packet_id,
             properties,
             payload: m.payload.clone(),

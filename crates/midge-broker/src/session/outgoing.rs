@@ -53,9 +53,10 @@ pub enum PubRecOutcome {
 #[derive(Debug, Default)]
 pub struct Outgoing {
     last_id: u16,
+    /// How many of `inflight` are not sent on this connection yet (`sent` false); u16, as
+    /// packet identifiers, so it fits beside `last_id`.
+    unsent: u16,
     inflight: VecDeque<InFlight>,
-    /// How many of `inflight` are not sent on this connection yet (`sent` false).
-    unsent: usize,
     /// Deliveries waiting for a slot in the window (retained messages at subscribe time, and
     /// what was drained from the mailbox ahead of them).
     pub pending: VecDeque<Delivery>,
@@ -70,7 +71,7 @@ impl Outgoing {
     /// How many messages in flight were sent on this connection: what counts against the
     /// client's Receive Maximum [MQTT-3.3.4-9].
     pub fn sent_len(&self) -> usize {
-        self.inflight.len() - self.unsent
+        self.inflight.len() - usize::from(self.unsent)
     }
 
     /// The messages in flight, oldest first.
@@ -92,6 +93,11 @@ impl Outgoing {
         }
     }
 
+    /// Passes over the next packet identifier.
+    pub fn skip_id(&mut self) {
+        self.next_id();
+    }
+
     /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier.
     pub fn start(&mut self, delivery: Delivery) -> u16 {
         let packet_id = self.next_id();
@@ -105,7 +111,7 @@ impl Outgoing {
         for f in &mut self.inflight {
             f.sent = false;
         }
-        self.unsent = self.inflight.len();
+        self.unsent = self.inflight.len() as u16; // at most one per packet identifier
     }
 
     /// The oldest message in flight not sent on this connection, now marked sent.
@@ -190,7 +196,7 @@ impl Outgoing {
             }
         }
         self.inflight = kept;
-        self.unsent = self.inflight.iter().filter(|f| !f.sent).count();
+        self.unsent = self.inflight.iter().filter(|f| !f.sent).count() as u16;
         let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
             self.pending.drain(..).partition(|d| d.share.is_some());
         self.pending = rest;

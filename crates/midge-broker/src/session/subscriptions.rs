@@ -12,33 +12,21 @@ use super::state::{Replay, SubscriptionRecord};
 use super::Session;
 use crate::router::too_deep;
 
+/// Why a connection that names a filter of more levels than the broker walks is closed.
+fn too_deep_filter() -> CloseReason {
+    CloseReason::protocol(ReasonCode::MalformedPacket, "topic filter with more than 200 levels")
+}
+
 impl Session {
     pub(super) fn on_subscribe(&mut self, s: Subscribe) {
         let sub_id = s.properties.subscription_identifiers().next();
         let mut codes = Vec::with_capacity(s.filters.len());
         for (filter, requested) in s.filters {
+            let filter = self.mounted(filter);
             if too_deep(&filter) {
-                // More levels than the broker walks: 5.0 says 0x8F Topic Filter invalid for
-                // this filter; 3.1.1 has no such code, and the connection closes, as mosquitto
-                // closes it.
-                if !self.version.is_v5() {
-                    return self.close(CloseReason::protocol(
-                        ReasonCode::TopicFilterInvalid,
-                        "topic filter with more than 200 levels",
-                    ));
-                }
-                codes.push(ReasonCode::TopicFilterInvalid);
-                continue;
-            }
-            if self.access.as_ref().is_some_and(|a| !a.can_subscribe(&filter)) {
-                // Denied by the ACL: 0x80 in 3.1.1, 0x87 in 5.0.
-                tracing::info!("Denied SUBSCRIBE from {} to '{}' (ACL).", self.client_id, filter);
-                codes.push(if self.version.is_v5() {
-                    ReasonCode::NotAuthorized
-                } else {
-                    ReasonCode::UnspecifiedError
-                });
-                continue;
+                // More levels than the broker walks: as mosquitto, the connection closes (5.0:
+                // DISCONNECT 0x81, which mosquitto sends for it).
+                return self.close(too_deep_filter());
             }
             // Granted as requested, up to max_qos; any requested QoS is accepted [MQTT-3.2.2-10].
             let options = SubscriptionOptions { qos: requested.qos.min(self.limits.max_qos), ..requested };
@@ -74,16 +62,10 @@ impl Session {
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
+            let filter = self.mounted(filter);
             if too_deep(&filter) {
-                // As for SUBSCRIBE: 0x8F for 5.0, the connection closed for 3.1.1.
-                if !self.version.is_v5() {
-                    return self.close(CloseReason::protocol(
-                        ReasonCode::TopicFilterInvalid,
-                        "topic filter with more than 200 levels",
-                    ));
-                }
-                codes.push(ReasonCode::TopicFilterInvalid);
-                continue;
+                // As for SUBSCRIBE.
+                return self.close(too_deep_filter());
             }
             let existed = self.state.subscriptions.remove(&filter).is_some();
             self.state.replays.retain(|r| r.filter != filter);

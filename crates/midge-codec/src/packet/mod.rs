@@ -156,7 +156,7 @@ impl FixedHeader {
             Some(t) => t,
             None => return Err(DecodeError::ReservedPacketType(type_bits)),
         };
-        check_flags(packet_type, flags)?;
+        check_flags(packet_type, flags, version)?;
         let (remaining_length, n) = match read_varint(&buf[1..]) {
             VarInt::Value(v, n) => (v as usize, n),
             VarInt::Incomplete => return Ok(None),
@@ -175,7 +175,7 @@ impl FixedHeader {
     }
 }
 
-fn check_flags(packet_type: PacketType, flags: u8) -> Result<(), DecodeError> {
+fn check_flags(packet_type: PacketType, flags: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
     if packet_type == PacketType::Publish {
         let qos = (flags >> 1) & 0b11;
         if qos == 3 {
@@ -188,7 +188,13 @@ fn check_flags(packet_type: PacketType, flags: u8) -> Result<(), DecodeError> {
         }
         return Ok(());
     }
-    if flags != packet_type.required_flags() {
+    let required = packet_type.required_flags();
+    if version == ProtocolVersion::V3_1 && required == 0b0010 && flags == 0b1010 {
+        // MQTT 3.1 (section 2.1): PUBREL, SUBSCRIBE and UNSUBSCRIBE have QoS 1 and may have
+        // DUP set when sent again.
+        return Ok(());
+    }
+    if flags != required {
         // [MQTT-2.1.3-1] (5.0), [MQTT-2.2.2-1] and [MQTT-2.2.2-2] (3.1.1): reserved flag bits
         // MUST have the listed values; invalid flags close the connection.
         return Err(DecodeError::InvalidHeaderFlags { packet_type, flags });
