@@ -91,6 +91,11 @@ impl Link {
         Link { broker, session, handle, control, conn_id, recheck, blocked: None, gate: 0, awaiting: None }
     }
 
+    /// The broker it is linked to.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
     /// The session.
     pub fn session(&self) -> &Session {
         &self.session
@@ -136,6 +141,7 @@ impl Link {
                         ticket = journal.map(|j| j.retain(&message));
                     }
                     let outcome = router.route(&message, broker.queue_hook());
+                    broker.count_drops(&outcome);
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }
@@ -222,7 +228,12 @@ impl Link {
                 self.session.replayed(page);
                 fed = true;
             }
-            fed |= self.handle.mailbox.drain_into(self.session.pending_mut(), BATCH) > 0;
+            let taken = self.handle.mailbox.drain_into(self.session.pending_mut(), BATCH);
+            if taken > 0 {
+                let pending = self.session.pending_mut().iter().rev().take(taken);
+                self.broker.metrics.deliveries(pending.map(|d| d.message.received_at), now);
+                fed = true;
+            }
             if !fed {
                 self.session.shrink();
                 return sent;

@@ -62,6 +62,20 @@ impl TlsSettings {
     }
 }
 
+/// What a listener speaks (`protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// MQTT over TCP (or TLS): mosquitto's `protocol mqtt`, the default.
+    #[default]
+    Mqtt,
+    /// MQTT over WebSockets (or secure WebSockets with certfile/keyfile): `protocol
+    /// websockets`, as mosquitto.
+    WebSockets,
+    /// The HTTP endpoint of the broker's metrics (`/metrics`, `/healthz`): `protocol http`,
+    /// a midge option. Not MQTT: the security options do not apply to it.
+    Http,
+}
+
 /// One listener: a port, the address to bind, and its TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -81,6 +95,8 @@ pub struct Listener {
     pub origin: Option<String>,
     /// TLS settings; TLS is on when [`TlsSettings::enabled`].
     pub tls: TlsSettings,
+    /// What it speaks.
+    pub protocol: ListenerProtocol,
 }
 
 impl Listener {
@@ -94,7 +110,14 @@ impl Listener {
             security: None,
             origin: None,
             tls: TlsSettings::default(),
+            protocol: ListenerProtocol::Mqtt,
         }
+    }
+
+    /// True for a listener MQTT clients connect to (over TCP or WebSockets), false for the
+    /// metrics endpoint.
+    pub fn is_mqtt(&self) -> bool {
+        self.protocol != ListenerProtocol::Http
     }
 
     /// True when its IPv6 address comes with an IPv4 one and may be left out on a system
@@ -306,9 +329,20 @@ pub struct Config {
     /// `persistent_client_expiration`: sessions that never expire by themselves (3.1.1
     /// clean session off, 5.0 expiry 0xFFFFFFFF) end after this long offline.
     pub persistent_client_expiration: Option<std::time::Duration>,
+    /// `sys_interval`: seconds between updates of the `$SYS/broker/...` topics (0: none).
+    pub sys_interval: u64,
+    /// `websockets_headers_size`: the largest WebSocket handshake request accepted, in bytes
+    /// (0: the default, [`DEFAULT_WEBSOCKETS_HEADERS_SIZE`]).
+    pub websockets_headers_size: u16,
     /// The file it was read from.
     pub source: Option<PathBuf>,
 }
+
+/// The largest WebSocket handshake request (request line and headers) accepted without
+/// `websockets_headers_size`. mosquitto's default, 1024 bytes, counts only the header values
+/// libwebsockets keeps; midge counts the whole request, and a browser's (with its user agent,
+/// origin and cookies) often passes 1 KiB: 4 KiB lets in what mosquitto lets in.
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
 
 impl Default for Config {
     fn default() -> Self {
@@ -333,6 +367,8 @@ impl Default for Config {
             connect_timeout_secs: 10,
             persistence: Persistence::default(),
             persistent_client_expiration: None,
+            sys_interval: 10,
+            websockets_headers_size: 0,
             source: None,
         }
     }
@@ -392,11 +428,21 @@ impl Config {
         check("pid_file", self.pid_file != new.pid_file);
         check("user", self.user != new.user);
         check("persistence", self.persistence != new.persistence);
+        check("sys_interval", self.sys_interval != new.sys_interval);
+        check("websockets_headers_size", self.websockets_headers_size != new.websockets_headers_size);
         check(
             "persistent_client_expiration",
             self.persistent_client_expiration != new.persistent_client_expiration,
         );
         changed
+    }
+
+    /// The largest WebSocket handshake request accepted, in bytes.
+    pub fn websockets_headers_limit(&self) -> usize {
+        match self.websockets_headers_size {
+            0 => DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+            n => usize::from(n),
+        }
     }
 
     /// The largest packet accepted, in bytes.

@@ -1,0 +1,282 @@
+//! MQTT over WebSockets (`protocol websockets`): the handshake, and [`WsStream`], which makes a
+//! WebSocket look like the byte stream a connection task reads and writes, so that a
+//! WebSocket client is served by the same code as a TCP one.
+//!
+//! MQTT section 6: packets go in binary frames [MQTT-6.0.0-1], a frame may hold part of a
+//! packet or several [MQTT-6.0.0-2], and the subprotocol is `mqtt` [MQTT-6.0.0-3]
+//! [MQTT-6.0.0-4] (`mqttv3.1` for clients of 3.1, which mosquitto accepts too). tungstenite
+//! does the HTTP upgrade and the framing (masking, fragments, ping and pong, close); this
+//! module only moves bytes between its messages and the connection's buffers.
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_sink::Sink;
+use futures_core::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// The subprotocols served, in order of preference.
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Why a WebSocket handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The request (request line and headers) is larger than `websockets_headers_size`.
+    #[error("the handshake request is larger than {limit} bytes (websockets_headers_size)")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The client did not offer the `mqtt` subprotocol [MQTT-6.0.0-3].
+    #[error("the client did not ask for the mqtt subprotocol (Sec-WebSocket-Protocol: {offered})")]
+    NoMqttSubprotocol {
+        /// What it offered.
+        offered: String,
+    },
+    /// Not a WebSocket upgrade, or a broken one.
+    #[error("{0}")]
+    Protocol(WsError),
+}
+
+/// Settings of the WebSocket layer of one broker.
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    /// The largest handshake request, in bytes.
+    pub headers_limit: usize,
+    /// The largest message (and frame) taken from a client: the largest MQTT packet, which a
+    /// client may send in one frame.
+    pub max_message: usize,
+}
+
+/// Reads the client's upgrade request (at most `settings.headers_limit` bytes), answers with
+/// the `mqtt` subprotocol (or refuses with 400 when the client does not offer it), and returns
+/// the connection as a byte stream, with the path the client asked for.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    settings: WsSettings,
+) -> Result<(WsStream<S>, String), HandshakeError> {
+    let config = WebSocketConfig::default()
+        // Read in small chunks: an idle connection keeps this buffer.
+        .read_buffer_size(4 * 1024)
+        .max_message_size(Some(settings.max_message))
+        .max_frame_size(Some(settings.max_message));
+    let mut path = String::new();
+    let mut refused = None;
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        path = request.uri().path().to_owned();
+        let offered: Vec<&str> = request
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        match SUBPROTOCOLS.iter().find(|p| offered.contains(p)) {
+            Some(p) => {
+                response.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+                Ok(response)
+            }
+            None => {
+                refused = Some(offered.join(", "));
+                let mut r = ErrorResponse::new(Some("MQTT over WebSockets needs the subprotocol mqtt\n".into()));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                Err(r)
+            }
+        }
+    };
+    let limited = Limited { inner: stream, left: Some(settings.headers_limit) };
+    match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
+        Ok(mut ws) => {
+            ws.get_mut().left = None;
+            Ok((WsStream { ws, pending: Bytes::new(), unflushed: false }, path))
+        }
+        Err(e) => Err(match (refused, e) {
+            (Some(offered), _) => HandshakeError::NoMqttSubprotocol { offered },
+            (None, WsError::Io(io))
+                if io.get_ref().is_some_and(|e| e.downcast_ref::<HeadersTooLarge>().is_some()) =>
+            {
+                HandshakeError::TooLarge { limit: settings.headers_limit }
+            }
+            (None, e) => HandshakeError::Protocol(e),
+        }),
+    }
+}
+
+/// The error a [`Limited`] stream reads once its allowance is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("handshake request too large")]
+struct HeadersTooLarge;
+
+/// A stream that lets at most `left` bytes be read while it is set: the bound on the
+/// handshake request. Lifted (`None`) once the handshake is done.
+#[derive(Debug)]
+pub struct Limited<S> {
+    inner: S,
+    left: Option<usize>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let Some(left) = self.left else { return Pin::new(&mut self.inner).poll_read(cx, buf) };
+        if left == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge)));
+        }
+        // Through a small buffer of at most what is left: the request is small, and this
+        // happens once per connection.
+        let mut small = [0u8; 1024];
+        let n = left.min(small.len()).min(buf.remaining());
+        let mut rb = ReadBuf::new(&mut small[..n]);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        let got = rb.filled().len();
+        buf.put_slice(rb.filled());
+        self.left = Some(left - got);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A WebSocket connection as a byte stream: reads return the bytes of the client's binary
+/// messages in order, whatever their framing; each write goes out as one binary message.
+pub struct WsStream<S> {
+    ws: WebSocketStream<Limited<S>>,
+    /// What is left of the last message read.
+    pending: Bytes,
+    /// A message was written into tungstenite's buffer and not all of it to the socket yet.
+    unflushed: bool,
+}
+
+impl<S> WsStream<S> {
+    /// The stream under the WebSocket (the TLS stream of a `wss` listener, for its
+    /// certificate).
+    pub fn get_ref(&self) -> &S
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        &self.ws.get_ref().inner
+    }
+}
+
+fn io_error(e: WsError) -> io::Error {
+    match e {
+        WsError::Io(e) => e,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => io::ErrorKind::NotConnected.into(),
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Writes out what tungstenite holds, if anything.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.unflushed {
+            ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(io_error)?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends `data` as one binary message.
+    fn poll_send(&mut self, cx: &mut Context<'_>, data: Bytes) -> Poll<io::Result<usize>> {
+        // One message at a time: what the socket does not take waits here, and the caller
+        // (its own buffer) waits with the rest.
+        ready!(self.poll_drain(cx))?;
+        let n = data.len();
+        Pin::new(&mut self.ws).start_send(Message::Binary(data)).map_err(io_error)?;
+        self.unflushed = true;
+        // Written now if the socket takes it; otherwise the next write, read or flush does.
+        if let Poll::Ready(r) = self.poll_drain(cx) {
+            r?;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // A message the socket did not take whole goes on while the client is read.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                // The end of the stream, or a close frame (tungstenite answers it): read as
+                // the client closing its connection.
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Binary(data))) => this.pending = data,
+                // [MQTT-6.0.0-1]: a data frame other than binary closes the connection.
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a text frame (MQTT packets go in binary frames) [MQTT-6.0.0-1]",
+                    )))
+                }
+                // Ping and pong are answered by tungstenite.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, Bytes::copy_from_slice(buf))
+    }
+
+    /// The connection's queue hands over a packet's header and a large shared payload as two
+    /// slices: they go out in one message.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut data = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            data.extend_from_slice(b);
+        }
+        self.poll_send(cx, data.freeze())
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_drain(cx)
+    }
+
+    /// Sends a close frame and waits for the client's answer (tungstenite's close handshake).
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
+            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(io_error(e))),
+        }
+    }
+}
