@@ -159,7 +159,8 @@ impl Server {
         let mut tls_names = Vec::new();
         for (index, l) in config.effective_listeners().into_iter().enumerate() {
             let tls = if l.tls.enabled() {
-                let t = TlsListener::new(l.tls.clone())
+                let alpn = if l.protocol == ListenerProtocol::Mqtt { tls::ALPN_MQTT } else { tls::ALPN_HTTP };
+                let t = TlsListener::with_alpn(l.tls.clone(), alpn)
                     .map_err(|source| ServerError::Tls { listener: l.describe(), source })?;
                 let t = Arc::new(t);
                 tls_names.push((l.describe(), t.clone()));
