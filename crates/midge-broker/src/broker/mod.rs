@@ -320,7 +320,8 @@ impl Broker {
     /// True while the broker takes new clients: it is not stopping and `max_connections` is
     /// not reached (`/healthz`).
     pub fn accepts_connections(&self) -> bool {
-        !self.is_shutting_down() && self.connection_count() < self.config.max_connections.unwrap_or(usize::MAX)
+        !self.is_shutting_down()
+            && self.connection_count() < self.config.max_connections.unwrap_or(usize::MAX)
     }
 
     /// Counts what routing dropped.

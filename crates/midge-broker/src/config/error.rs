@@ -123,9 +123,7 @@ impl LineError {
     pub fn is_unsupported(&self) -> bool {
         matches!(
             self,
-            LineError::OldTlsVersion(_)
-                | LineError::RestrictingValue { .. }
-                | LineError::Unsupported(_)
+            LineError::OldTlsVersion(_) | LineError::RestrictingValue { .. } | LineError::Unsupported(_)
         )
     }
 }

@@ -62,10 +62,7 @@ fn errors_name_file_line_and_problem() {
 #[test]
 fn options_that_would_loosen_security_are_refused_only_when_they_would() {
     assert!(parse_str("per_listener_settings false\nuse_username_as_clientid false\n", "t").is_ok());
-    for text in [
-        "use_username_as_clientid true\n",
-        "clientid_prefixes sensor-\n",
-    ] {
+    for text in ["use_username_as_clientid true\n", "clientid_prefixes sensor-\n"] {
         assert!(parse_str(text, "t").is_err(), "{text:?}");
     }
 }

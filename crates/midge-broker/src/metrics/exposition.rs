@@ -65,7 +65,13 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
     let mut out = String::with_capacity(8 * 1024);
     header(&mut out, "midge_build_info", "gauge", "The midge version running (always 1).");
     let _ = writeln!(out, "midge_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-    single(&mut out, "midge_uptime_seconds", "gauge", "Seconds since the broker started.", format!("{uptime:.3}"));
+    single(
+        &mut out,
+        "midge_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+        format!("{uptime:.3}"),
+    );
     single(
         &mut out,
         "process_start_time_seconds",
@@ -86,7 +92,12 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
             protocol_label(l)
         );
     }
-    header(&mut out, "midge_connections_accepted_total", "counter", "Network connections accepted, per listener.");
+    header(
+        &mut out,
+        "midge_connections_accepted_total",
+        "counter",
+        "Network connections accepted, per listener.",
+    );
     for (l, (_, accepted)) in listeners.iter().zip(&c.listeners).filter(|(l, _)| l.is_mqtt()) {
         let _ = writeln!(
             out,
@@ -95,8 +106,20 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
             protocol_label(l)
         );
     }
-    single(&mut out, "midge_connects_total", "counter", "CONNECT packets received, accepted or not.", c.connects);
-    single(&mut out, "midge_clients_connected", "gauge", "Sessions with a connected client.", input.connected);
+    single(
+        &mut out,
+        "midge_connects_total",
+        "counter",
+        "CONNECT packets received, accepted or not.",
+        c.connects,
+    );
+    single(
+        &mut out,
+        "midge_clients_connected",
+        "gauge",
+        "Sessions with a connected client.",
+        input.connected,
+    );
     single(
         &mut out,
         "midge_clients_disconnected",
@@ -106,7 +129,12 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
     );
     single(&mut out, "midge_sessions_expired_total", "counter", "Sessions that expired.", c.expired);
 
-    header(&mut out, "midge_messages_received_total", "counter", "PUBLISH packets received from clients, by QoS.");
+    header(
+        &mut out,
+        "midge_messages_received_total",
+        "counter",
+        "PUBLISH packets received from clients, by QoS.",
+    );
     for (q, n) in c.publish_received.iter().enumerate() {
         let _ = writeln!(out, "midge_messages_received_total{{qos=\"{q}\"}} {n}");
     }
@@ -123,9 +151,27 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
     for (reason, n) in DropReason::ALL.iter().zip(&c.dropped) {
         let _ = writeln!(out, "midge_messages_dropped_total{{reason=\"{}\"}} {n}", reason.label());
     }
-    single(&mut out, "midge_packets_received_total", "counter", "MQTT packets received, of every type.", c.packets_received);
-    single(&mut out, "midge_packets_sent_total", "counter", "MQTT packets sent, of every type.", c.packets_sent);
-    single(&mut out, "midge_bytes_received_total", "counter", "Bytes of MQTT packets received.", c.bytes_received);
+    single(
+        &mut out,
+        "midge_packets_received_total",
+        "counter",
+        "MQTT packets received, of every type.",
+        c.packets_received,
+    );
+    single(
+        &mut out,
+        "midge_packets_sent_total",
+        "counter",
+        "MQTT packets sent, of every type.",
+        c.packets_sent,
+    );
+    single(
+        &mut out,
+        "midge_bytes_received_total",
+        "counter",
+        "Bytes of MQTT packets received.",
+        c.bytes_received,
+    );
     single(&mut out, "midge_bytes_sent_total", "counter", "Bytes of MQTT packets sent.", c.bytes_sent);
     single(
         &mut out,
@@ -141,10 +187,28 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
         "Payload bytes of the PUBLISH packets sent.",
         c.payload_sent,
     );
-    single(&mut out, "midge_subscriptions", "gauge", "Subscriptions, shared ones included.", input.subscriptions);
-    single(&mut out, "midge_shared_subscriptions", "gauge", "Shared subscriptions.", input.shared_subscriptions);
+    single(
+        &mut out,
+        "midge_subscriptions",
+        "gauge",
+        "Subscriptions, shared ones included.",
+        input.subscriptions,
+    );
+    single(
+        &mut out,
+        "midge_shared_subscriptions",
+        "gauge",
+        "Shared subscriptions.",
+        input.shared_subscriptions,
+    );
     single(&mut out, "midge_retained_messages", "gauge", "Retained messages.", input.retained);
-    single(&mut out, "midge_retained_bytes", "gauge", "Payload bytes of the retained messages.", input.retained_bytes);
+    single(
+        &mut out,
+        "midge_retained_bytes",
+        "gauge",
+        "Payload bytes of the retained messages.",
+        input.retained_bytes,
+    );
 
     header(
         &mut out,
@@ -184,7 +248,8 @@ mod tests {
                 declared.insert(rest.split(' ').next().unwrap().to_owned());
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
-                let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+                let base =
+                    ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
                 assert!(declared.contains(name) || declared.contains(base), "{line}");
             }
         }

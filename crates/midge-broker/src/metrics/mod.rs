@@ -22,8 +22,9 @@ use shards::Shards;
 /// The upper bounds of the delivery latency histogram's buckets, in seconds (the last bucket,
 /// +Inf, is implicit): from 50 µs, a message passed on between two busy sockets, to 10 s, a
 /// subscriber that was held up.
-pub const LATENCY_BUCKETS: [f64; 16] =
-    [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// The same bounds in nanoseconds, for the hot path.
 const LATENCY_BOUNDS_NS: [u64; 16] = {

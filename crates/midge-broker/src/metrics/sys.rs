@@ -152,7 +152,11 @@ impl SysTree {
         self.changed(&mut out, "$SYS/broker/messages/received", c.packets_received.to_string());
         self.changed(&mut out, "$SYS/broker/messages/sent", c.packets_sent.to_string());
         self.changed(&mut out, "$SYS/broker/publish/messages/dropped", c.dropped_total().to_string());
-        self.changed(&mut out, "$SYS/broker/publish/messages/received", c.publish_received_total().to_string());
+        self.changed(
+            &mut out,
+            "$SYS/broker/publish/messages/received",
+            c.publish_received_total().to_string(),
+        );
         self.changed(&mut out, "$SYS/broker/publish/messages/sent", c.publish_sent_total().to_string());
         self.changed(&mut out, "$SYS/broker/bytes/received", c.bytes_received.to_string());
         self.changed(&mut out, "$SYS/broker/bytes/sent", c.bytes_sent.to_string());

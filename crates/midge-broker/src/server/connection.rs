@@ -73,7 +73,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Encodes a packet sent outside the serving loop (CONNACK, DISCONNECT), and counts it.
-    fn encode_counted(&mut self, metrics: &Metrics, packet: &Packet, version: ProtocolVersion, client_id: &str) {
+    fn encode_counted(
+        &mut self,
+        metrics: &Metrics,
+        packet: &Packet,
+        version: ProtocolVersion,
+        client_id: &str,
+    ) {
         let mut t = Tally::default();
         t.bytes(self.encode(packet, version, client_id));
         t.packet(packet);
@@ -229,17 +235,18 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<Box<Link>> {
     let peer = info.peer;
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
-    let connect = match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet, &broker.metrics)).await {
-        Err(_) => {
-            tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
-            return None;
-        }
-        Ok(Err(())) => {
-            conn.close().await;
-            return None;
-        }
-        Ok(Ok(c)) => c,
-    };
+    let connect =
+        match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet, &broker.metrics)).await {
+            Err(_) => {
+                tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
+                return None;
+            }
+            Ok(Err(())) => {
+                conn.close().await;
+                return None;
+            }
+            Ok(Ok(c)) => c,
+        };
     broker.metrics.connect_received();
     broker.metrics.received(&{
         let mut t = Tally::default();

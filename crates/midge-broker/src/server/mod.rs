@@ -453,7 +453,9 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
                             Box::pin(serve_ws(&broker, stream, info)).await;
                         }
                         Some(tls) => {
-                            if let Some((stream, info)) = tls_handshake(&broker, &tls, stream, peer, index).await {
+                            if let Some((stream, info)) =
+                                tls_handshake(&broker, &tls, stream, peer, index).await
+                            {
                                 Box::pin(serve_ws(&broker, stream, info)).await;
                             }
                         }

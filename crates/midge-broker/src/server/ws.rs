@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_sink::Sink;
 use futures_core::Stream;
+use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -85,7 +85,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             }
             None => {
                 refused = Some(offered.join(", "));
-                let mut r = ErrorResponse::new(Some("MQTT over WebSockets needs the subprotocol mqtt\n".into()));
+                let mut r =
+                    ErrorResponse::new(Some("MQTT over WebSockets needs the subprotocol mqtt\n".into()));
                 *r.status_mut() = StatusCode::BAD_REQUEST;
                 Err(r)
             }
@@ -123,7 +124,11 @@ pub struct Limited<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let Some(left) = self.left else { return Pin::new(&mut self.inner).poll_read(cx, buf) };
         if left == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge)));
@@ -211,7 +216,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         // A message the socket did not take whole goes on while the client is read.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
