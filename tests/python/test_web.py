@@ -38,6 +38,7 @@ from security_support import ConfiguredBroker, MosquittoBroker, Pki, midge_cert,
 from support import HOST, TIMEOUT, MosquittoSub, midge_bin, require_paho, require_program, require_tool, unique_id
 
 BROWSER_DIR = Path(__file__).resolve().parent.parent / "browser"
+GRAFANA_DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "midge.json"
 WS = "listener {ws} 127.0.0.1\nprotocol websockets\n"
 HTTP = "listener {http} 127.0.0.1\nprotocol http\n"
 ANON_TCP = "listener {port} 127.0.0.1\nallow_anonymous true\n"
@@ -582,6 +583,13 @@ def test_a_real_prometheus_scrapes_midge(brokers, tmp_path):
         status, body = http_get(prom_port, "/api/v1/targets")
         target = json.loads(body)["data"]["activeTargets"][0]
         assert (target["health"], target["lastError"]) == ("up", ""), target
+        # Every query of the sample Grafana dashboard is one Prometheus evaluates.
+        dashboard = json.loads((GRAFANA_DASHBOARD).read_text())
+        for panel in dashboard["panels"]:
+            for t in panel["targets"]:
+                expr = t["expr"].replace("$instance", ".*").replace("$__rate_interval", "1m")
+                status, body = http_get(prom_port, f"/api/v1/query?query={urllib.parse.quote(expr)}")
+                assert status == 200 and json.loads(body)["status"] == "success", (panel["title"], expr, body)
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -289,3 +289,90 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_sink::Sink;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    const SETTINGS: WsSettings = WsSettings { headers_limit: 1024, max_message: 1 << 20 };
+
+    /// A client over an in-memory pipe, offering `protocol`.
+    async fn pair(
+        protocol: &str,
+    ) -> (
+        Result<(WsStream<tokio::io::DuplexStream>, String), HandshakeError>,
+        Option<WebSocketStream<tokio::io::DuplexStream>>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut request = "ws://localhost/some/path".into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
+        let client = tokio::spawn(async move { tokio_tungstenite::client_async(request, b).await });
+        let server = accept(a, SETTINGS).await;
+        let client = client.await.unwrap().ok().map(|(ws, response)| {
+            assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "mqtt");
+            ws
+        });
+        (server, client)
+    }
+
+    async fn send(client: &mut WebSocketStream<tokio::io::DuplexStream>, m: Message) {
+        std::future::poll_fn(|cx| Pin::new(&mut *client).poll_ready(cx)).await.unwrap();
+        Pin::new(&mut *client).start_send(m).unwrap();
+        std::future::poll_fn(|cx| Pin::new(&mut *client).poll_flush(cx)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn messages_are_a_byte_stream_both_ways() {
+        let (server, client) = pair("chat, mqtt").await;
+        let (mut server, path) = server.unwrap();
+        let mut client = client.unwrap();
+        assert_eq!(path, "/some/path");
+        // Two messages read as one stream, whatever the split.
+        send(&mut client, Message::Binary(Bytes::from_static(b"\x10\x02"))).await;
+        send(&mut client, Message::Binary(Bytes::from_static(b"ab\xc0\x00"))).await;
+        let mut got = [0u8; 6];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x10\x02ab\xc0\x00");
+        // Each write is one binary message.
+        server.write_all(b"\x20\x02\x00\x00").await.unwrap();
+        let m = std::future::poll_fn(|cx| Pin::new(&mut client).poll_next(cx)).await.unwrap().unwrap();
+        assert_eq!(m, Message::Binary(Bytes::from_static(b"\x20\x02\x00\x00")));
+        // A text frame is an error [MQTT-6.0.0-1]; a close frame is the end of the stream.
+        send(&mut client, Message::Text("hi".into())).await;
+        assert_eq!(server.read(&mut got).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_ends_the_stream() {
+        let (server, client) = pair("mqtt").await;
+        let (mut server, _) = server.unwrap();
+        let mut client = client.unwrap();
+        std::future::poll_fn(|cx| Pin::new(&mut client).poll_close(cx)).await.unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_without_the_mqtt_subprotocol_is_refused() {
+        let (server, client) = pair("chat").await;
+        assert!(matches!(server, Err(HandshakeError::NoMqttSubprotocol { offered }) if offered == "chat"));
+        assert!(client.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_handshake_larger_than_the_limit_is_refused() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let request = format!(
+            "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\nCookie: {}\r\n\r\n",
+            "c".repeat(2000)
+        );
+        b.write_all(request.as_bytes()).await.unwrap();
+        let server = accept(a, SETTINGS).await;
+        assert!(matches!(server, Err(HandshakeError::TooLarge { limit: 1024 })), "{:?}", server.err());
+    }
+}
