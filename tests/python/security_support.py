@@ -53,7 +53,8 @@ class ConfiguredBroker(Broker):
         return [str(midge_bin()), "broker", "-c", str(self.conf_path), "-v"]
 
     def _ready_pattern(self, port: int) -> str:
-        return rf"Opening ipv4 listen socket on port {port}\b"
+        # "Opening ipv4 listen socket", "Opening websockets ipv4 listen socket", ...
+        return rf"Opening [\w() ]*ipv4 listen socket on port {port}\b"
 
     def config_text(self) -> str:
         return "".join(f"{line}\n" for line in RUN_AS) + self.template.format(**self.ports)

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod mailbox;
+pub mod metrics;
 pub mod registry;
 pub mod router;
 pub mod server;

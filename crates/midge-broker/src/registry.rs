@@ -204,6 +204,13 @@ impl Registry {
         self.clients.lock().values().filter(|e| matches!(e, Entry::Online { .. })).count()
     }
 
+    /// Sessions with a connection and parked sessions, counted at once.
+    pub fn counts(&self) -> (usize, usize) {
+        let clients = self.clients.lock();
+        let online = clients.values().filter(|e| matches!(e, Entry::Online { .. })).count();
+        (online, clients.len() - online)
+    }
+
     /// Parked sessions.
     pub fn offline(&self) -> usize {
         self.clients.lock().values().filter(|e| matches!(e, Entry::Offline(_))).count()

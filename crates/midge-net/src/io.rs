@@ -173,6 +173,11 @@ pub fn poll_io<S: AsyncRead + AsyncWrite + Unpin, W: WriteBuf>(
             }
             return Poll::Ready(Ok(IoEvent::Wrote));
         }
+    } else if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
+        // Nothing of ours waits, but the stream may hold the end of what it took (a TLS
+        // record, a WebSocket frame the socket did not take whole): it goes out as soon as
+        // the socket takes it, even while the caller is not reading.
+        return Poll::Ready(Err(e));
     }
     if let Some(want) = read {
         if rbuf.capacity() == 0 && want <= SMALL_READ {

@@ -23,7 +23,8 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
         }
         return;
     }
-    for l in m.listeners() {
+    // The metrics endpoint (`protocol http`) takes no MQTT client: none of these apply.
+    for l in m.listeners().filter(|l| l.listener.is_mqtt()) {
         let security = l.security();
         unverified_user_names(cx, &l, &security, out);
         let local = l.is_local();

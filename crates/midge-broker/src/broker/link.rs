@@ -99,6 +99,11 @@ impl Link {
         Link { broker, session, handle, control, conn_id, recheck, blocked: None, durability: None }
     }
 
+    /// The broker it is linked to.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
     /// The session.
     pub fn session(&self) -> &Session {
         &self.session
@@ -156,6 +161,7 @@ impl Link {
                         None => broker.queue_hook(),
                     };
                     let outcome = router.route(&message, hook);
+                    broker.count_drops(&outcome);
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }
@@ -249,7 +255,12 @@ impl Link {
                 self.session.replayed(page);
                 fed = true;
             }
-            fed |= self.handle.mailbox.drain_into(self.session.pending_mut(), BATCH) > 0;
+            let taken = self.handle.mailbox.drain_into(self.session.pending_mut(), BATCH);
+            if taken > 0 {
+                let pending = self.session.pending_mut().iter().rev().take(taken);
+                self.broker.metrics.deliveries(pending.map(|d| d.message.received_at), now);
+                fed = true;
+            }
             if !fed {
                 self.session.shrink();
                 return sent;

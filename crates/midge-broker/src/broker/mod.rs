@@ -23,6 +23,7 @@ pub use persist::{Journal, Restored};
 use crate::auth::{AuthMethod, FailureLimiter, HashPool, Security, SecurityError, SharedSecurity, Turns};
 use crate::config::{Config, SecuritySettings};
 use crate::mailbox::SessionHandle;
+use crate::metrics::{DropReason, Metrics};
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::session::{Message, SessionState};
@@ -152,6 +153,8 @@ pub struct Broker {
     auth_methods: AuthMethods,
     /// The deadlines of every session: keep alive, held acknowledgements, expiry, wills.
     pub timers: Timers,
+    /// What is counted, for `$SYS` and the metrics endpoint.
+    pub metrics: Metrics,
     /// The store, once restored (persistence on).
     journal: std::sync::OnceLock<Journal>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -193,6 +196,7 @@ impl Broker {
         };
         let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
         let router = Router::new().upgrading_qos(config.upgrade_outgoing_qos);
+        let metrics = Metrics::new(listener_scope.len());
         Ok(Arc::new(Broker {
             config,
             scopes,
@@ -211,6 +215,7 @@ impl Broker {
             login_turns: Turns::default(),
             auth_methods: AuthMethods::default(),
             timers: Timers::default(),
+            metrics,
             journal: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
@@ -266,8 +271,8 @@ impl Broker {
         }
         let (old_listeners, new_listeners) = (self.config.effective_listeners(), new.effective_listeners());
         let same = |a: &crate::config::Listener, b: &crate::config::Listener| {
-            (a.port, &a.bind, a.domain, &a.tls, a.security.is_some())
-                == (b.port, &b.bind, b.domain, &b.tls, b.security.is_some())
+            (a.port, &a.bind, a.domain, &a.tls, a.security.is_some(), a.protocol)
+                == (b.port, &b.bind, b.domain, &b.tls, b.security.is_some(), b.protocol)
         };
         if old_listeners.len() != new_listeners.len()
             || old_listeners.iter().zip(&new_listeners).any(|(a, b)| !same(a, b))
@@ -332,17 +337,39 @@ impl Broker {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Counts a new connection unless `max_connections` is reached.
-    pub fn try_add_connection(&self) -> bool {
+    /// Counts a new connection on `listener` (its index in `Config::effective_listeners`)
+    /// unless `max_connections` is reached.
+    pub fn try_add_connection(&self, listener: usize) -> bool {
         let max = self.config.max_connections.unwrap_or(usize::MAX);
-        self.connections
+        let added = self
+            .connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .is_ok()
+            .is_ok();
+        if added {
+            self.metrics.socket_opened(listener);
+        }
+        added
     }
 
-    /// Uncounts a connection.
-    pub fn remove_connection(&self) {
+    /// Uncounts a connection on `listener`.
+    pub fn remove_connection(&self, listener: usize) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.socket_closed(listener);
+    }
+
+    /// True while the broker takes new clients: it is not stopping and `max_connections` is
+    /// not reached (`/healthz`).
+    pub fn accepts_connections(&self) -> bool {
+        !self.is_shutting_down()
+            && self.connection_count() < self.config.max_connections.unwrap_or(usize::MAX)
+    }
+
+    /// Counts what routing dropped.
+    pub(crate) fn count_drops(&self, outcome: &crate::router::RouteOutcome) {
+        if outcome.dropped > 0 {
+            self.metrics.dropped(DropReason::OfflineQueueFull, outcome.dropped_offline);
+            self.metrics.dropped(DropReason::SlowConsumer, outcome.dropped - outcome.dropped_offline);
+        }
     }
 
     /// Open network connections.
@@ -401,7 +428,8 @@ impl Broker {
                 j.retain(&message);
             }
         }
-        self.router.route(&message, self.queue_hook());
+        let outcome = self.router.route(&message, self.queue_hook());
+        self.count_drops(&outcome);
     }
 
     /// Runs what the timers say is due (a few times a second, from the server): connections
@@ -424,6 +452,7 @@ impl Broker {
                 expired += 1;
             }
         }
+        self.metrics.sessions_expired(expired);
         expired
     }
 

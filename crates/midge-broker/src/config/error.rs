@@ -90,9 +90,6 @@ pub enum LineError {
     /// `tls_version` below TLS 1.2 (`tlsv1.1`, `tlsv1`): read, and refused as insecure.
     #[error("tls_version {0} is not supported: versions below TLS 1.2 are insecure")]
     OldTlsVersion(String),
-    /// `protocol` other than mqtt (websockets).
-    #[error("protocol {0} is not supported by midge yet (only mqtt)")]
-    Protocol(String),
     /// `per_listener_settings true` after security settings, which would then belong to no
     /// listener (as mosquitto refuses it).
     #[error("per_listener_settings must be set before any other security settings")]
@@ -129,10 +126,7 @@ impl LineError {
     pub fn is_unsupported(&self) -> bool {
         matches!(
             self,
-            LineError::OldTlsVersion(_)
-                | LineError::Protocol(_)
-                | LineError::RestrictingValue { .. }
-                | LineError::Unsupported(_)
+            LineError::OldTlsVersion(_) | LineError::RestrictingValue { .. } | LineError::Unsupported(_)
         )
     }
 }

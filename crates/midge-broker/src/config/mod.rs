@@ -66,6 +66,20 @@ impl TlsSettings {
 /// mosquitto's Topic Alias Maximum for a listener without `max_topic_alias`.
 pub const DEFAULT_MAX_TOPIC_ALIAS: u16 = 10;
 
+/// What a listener speaks (`protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// MQTT over TCP (or TLS): mosquitto's `protocol mqtt`, the default.
+    #[default]
+    Mqtt,
+    /// MQTT over WebSockets (or secure WebSockets with certfile/keyfile): `protocol
+    /// websockets`, as mosquitto.
+    WebSockets,
+    /// The HTTP endpoint of the broker's metrics (`/metrics`, `/healthz`): `protocol http`,
+    /// a midge option. Not MQTT: the security options do not apply to it.
+    Http,
+}
+
 /// One listener: a port, the address to bind, and its TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -91,6 +105,8 @@ pub struct Listener {
     /// `mount_point`: a prefix put before every topic its clients publish and subscribe to,
     /// and taken off what they receive, so that they see a tree of their own.
     pub mount_point: Option<String>,
+    /// What it speaks.
+    pub protocol: ListenerProtocol,
 }
 
 impl Listener {
@@ -106,7 +122,14 @@ impl Listener {
             tls: TlsSettings::default(),
             max_topic_alias: DEFAULT_MAX_TOPIC_ALIAS,
             mount_point: None,
+            protocol: ListenerProtocol::Mqtt,
         }
+    }
+
+    /// True for a listener MQTT clients connect to (over TCP or WebSockets), false for the
+    /// metrics endpoint.
+    pub fn is_mqtt(&self) -> bool {
+        self.protocol != ListenerProtocol::Http
     }
 
     /// True when its IPv6 address comes with an IPv4 one and may be left out on a system
@@ -352,9 +375,20 @@ pub struct Config {
     pub persistent_client_expiration: Option<std::time::Duration>,
     /// Bridges to other brokers (`connection` blocks).
     pub bridges: Vec<bridge::Bridge>,
+    /// `sys_interval`: seconds between updates of the `$SYS/broker/...` topics (0: none).
+    pub sys_interval: u64,
+    /// `websockets_headers_size`: the largest WebSocket handshake request accepted, in bytes
+    /// (0: the default, [`DEFAULT_WEBSOCKETS_HEADERS_SIZE`]).
+    pub websockets_headers_size: u16,
     /// The file it was read from.
     pub source: Option<PathBuf>,
 }
+
+/// The largest WebSocket handshake request (request line and headers) accepted without
+/// `websockets_headers_size`. mosquitto's default, 1024 bytes, counts only the header values
+/// libwebsockets keeps; midge counts the whole request, and a browser's (with its user agent,
+/// origin and cookies) often passes 1 KiB: 4 KiB lets in what mosquitto lets in.
+pub const DEFAULT_WEBSOCKETS_HEADERS_SIZE: usize = 4096;
 
 impl Default for Config {
     fn default() -> Self {
@@ -384,6 +418,8 @@ impl Default for Config {
             persistence: Persistence::default(),
             persistent_client_expiration: None,
             bridges: Vec::new(),
+            sys_interval: 10,
+            websockets_headers_size: 0,
             source: None,
         }
     }
@@ -448,11 +484,21 @@ impl Config {
         check("user", self.user != new.user);
         check("persistence", self.persistence != new.persistence);
         check("connection (bridges)", self.bridges != new.bridges);
+        check("sys_interval", self.sys_interval != new.sys_interval);
+        check("websockets_headers_size", self.websockets_headers_size != new.websockets_headers_size);
         check(
             "persistent_client_expiration",
             self.persistent_client_expiration != new.persistent_client_expiration,
         );
         changed
+    }
+
+    /// The largest WebSocket handshake request accepted, in bytes.
+    pub fn websockets_headers_limit(&self) -> usize {
+        match self.websockets_headers_size {
+            0 => DEFAULT_WEBSOCKETS_HEADERS_SIZE,
+            n => usize::from(n),
+        }
     }
 
     /// The largest packet accepted, in bytes.

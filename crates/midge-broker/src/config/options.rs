@@ -54,11 +54,9 @@ const NOT_YET: &[&str] = &[
     "psk_hint",
     "queue_qos0_messages",
     "set_tcp_nodelay",
-    "sys_interval",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "websockets_headers_size",
     "websockets_log_level",
 ];
 
@@ -115,6 +113,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "autosave_interval",
     "autosave_on_changes",
     "persistent_client_expiration",
+    "sys_interval",
+    "websockets_headers_size",
 ];
 
 /// True when `name` is an option midge knows: one it reads, one it refuses (a security
@@ -162,7 +162,6 @@ const LISTENER_OPTIONS: &[&str] = &[
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "websockets_headers_size",
 ];
 
 /// Which part of the configuration an option sets.

@@ -12,7 +12,7 @@ use super::options::{
 };
 use super::sources::{Section, Sources};
 use super::values::{parse_bool, parse_num, parse_port};
-use super::{Config, IpDomain, Listener, LogDest, LogLevel, SecuritySettings, TlsVersion};
+use super::{Config, IpDomain, Listener, ListenerProtocol, LogDest, LogLevel, SecuritySettings, TlsVersion};
 
 /// A configuration read leniently ([`parse_lenient`]).
 #[derive(Debug, Clone)]
@@ -207,8 +207,19 @@ impl Reader {
             | "use_subject_as_username"
             | "tls_version"
             | "ciphers"
-            | "ciphers_tls1.3"
-            | "protocol" => self.tls_option(d, at)?,
+            | "ciphers_tls1.3" => self.tls_option(d, at)?,
+            "protocol" => {
+                self.listener_at(at).protocol = match one(d, "mqtt, websockets or http")? {
+                    "mqtt" => ListenerProtocol::Mqtt,
+                    "websockets" => ListenerProtocol::WebSockets,
+                    "http" => ListenerProtocol::Http,
+                    other => return Err(invalid_word(name, other, "mqtt, websockets or http")),
+                }
+            }
+            "sys_interval" => config.sys_interval = parse_num(name, one(d, "seconds")?)?,
+            "websockets_headers_size" => {
+                config.websockets_headers_size = parse_num(name, one(d, "bytes, 0-65535")?)?
+            }
             "retain_available" => config.retain_available = parse_bool(one(d, "true or false")?)?,
             // `maximum_qos` is mosquitto's other name for it.
             "max_qos" | "maximum_qos" => {
@@ -407,7 +418,6 @@ impl Reader {
                     other => return Err(invalid_word(name, other, "tlsv1.2 or tlsv1.3")),
                 })
             }
-            "protocol" if value != "mqtt" => return Err(LineError::Protocol(value.to_owned())),
             _ => {}
         }
         Ok(())

@@ -62,13 +62,28 @@ fn errors_name_file_line_and_problem() {
 #[test]
 fn options_that_would_loosen_security_are_refused_only_when_they_would() {
     assert!(parse_str("per_listener_settings false\nuse_username_as_clientid false\n", "t").is_ok());
-    for text in [
-        "use_username_as_clientid true\n",
-        "clientid_prefixes sensor-\n",
-        "listener 1\nprotocol websockets\n",
-    ] {
+    for text in ["use_username_as_clientid true\n", "clientid_prefixes sensor-\n"] {
         assert!(parse_str(text, "t").is_err(), "{text:?}");
     }
+}
+
+#[test]
+fn listeners_speak_mqtt_websockets_or_http() {
+    use crate::config::ListenerProtocol;
+    let text = "listener 1\nlistener 2\nprotocol websockets\nlistener 3\nprotocol http\nsys_interval 0\n\
+                websockets_headers_size 2048\n";
+    let (c, warnings) = parse_str(text, "t").unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let protocols: Vec<_> = c.listeners.iter().map(|l| l.protocol).collect();
+    assert_eq!(protocols, [ListenerProtocol::Mqtt, ListenerProtocol::WebSockets, ListenerProtocol::Http]);
+    assert_eq!((c.sys_interval, c.websockets_headers_limit()), (0, 2048));
+    let (c, _) = parse_str("listener 1\n", "t").unwrap();
+    assert_eq!((c.sys_interval, c.websockets_headers_limit()), (10, 4096));
+    assert_eq!(
+        parse_str("listener 1\nprotocol mqtts\n", "t").unwrap_err().to_string(),
+        "t:2: invalid protocol 'mqtts': expected mqtt, websockets or http"
+    );
+    assert!(parse_str("websockets_headers_size 70000\n", "t").is_err());
 }
 
 #[test]
@@ -262,7 +277,7 @@ fn every_implemented_option_is_read() {
 
 #[test]
 fn known_mosquitto_options_warn() {
-    let (_, w) = parse_str("queue_qos0_messages true\nsys_interval 10\n", "m.conf").unwrap();
+    let (_, w) = parse_str("queue_qos0_messages true\nset_tcp_nodelay true\n", "m.conf").unwrap();
     assert_eq!(w.len(), 2);
     assert_eq!(w[0], "m.conf:1: option 'queue_qos0_messages' is not supported by midge yet; ignored");
     let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();

@@ -51,6 +51,8 @@ pub struct RouteOutcome {
     pub delivered: usize,
     /// Sessions whose mailbox was full, so the message was dropped for them.
     pub dropped: usize,
+    /// Of those, sessions that were offline.
+    pub dropped_offline: usize,
     /// Clients whose mailbox just became full (to be logged once).
     pub first_drops: usize,
     /// Sessions whose mailbox took the message past its capacity: the publisher should hold
@@ -65,6 +67,8 @@ pub struct Router {
     wildcard: RwLock<Node>,
     /// Subscriptions in the wildcard shard: a publish skips its lock while there are none.
     wildcard_count: AtomicUsize,
+    /// Subscriptions, and shared ones among them (for `$SYS` and the metrics).
+    counts: [AtomicUsize; 2],
     retained: RetainedStore,
     hasher: ahash::RandomState,
     /// `upgrade_outgoing_qos`: deliveries at the subscription's QoS.
@@ -96,6 +100,7 @@ impl Router {
             shards: (0..SHARDS).map(|_| RwLock::new(Node::default())).collect(),
             wildcard: RwLock::new(Node::default()),
             wildcard_count: AtomicUsize::new(0),
+            counts: Default::default(),
             retained: RetainedStore::default(),
             hasher: ahash::RandomState::new(),
             upgrade_qos: false,
@@ -142,6 +147,9 @@ impl Router {
         if !existed && Self::is_wildcard_shard(plain) {
             self.wildcard_count.fetch_add(1, Ordering::Relaxed);
         }
+        if !existed {
+            self.counts[usize::from(group.is_some())].fetch_add(1, Ordering::Relaxed);
+        }
         existed
     }
 
@@ -151,6 +159,9 @@ impl Router {
         let removed = self.shard_for_filter(plain).write().remove(plain, group, handle.id);
         if removed && Self::is_wildcard_shard(plain) {
             self.wildcard_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if removed {
+            self.counts[usize::from(group.is_some())].fetch_sub(1, Ordering::Relaxed);
         }
         removed
     }
@@ -276,6 +287,21 @@ impl Router {
     pub fn retained_count(&self) -> usize {
         self.retained.len()
     }
+
+    /// The payload bytes of the retained messages (read by walking the store: for `$SYS`).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.payload_bytes()
+    }
+
+    /// How many subscriptions there are, shared ones included.
+    pub fn subscription_count(&self) -> usize {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// How many shared subscriptions there are.
+    pub fn shared_subscription_count(&self) -> usize {
+        self.counts[1].load(Ordering::Relaxed)
+    }
 }
 
 /// Pins the closure's argument to one lifetime, the guards' borrow.
@@ -343,6 +369,7 @@ fn deliver(
         }
         Push::Dropped { first } => {
             outcome.dropped += 1;
+            outcome.dropped_offline += usize::from(!online);
             if first {
                 outcome.first_drops += 1;
                 tracing::warn!("Outgoing messages are being dropped for client {}.", handle.client_id);

@@ -161,6 +161,11 @@ impl RetainedStore {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
 
+    /// The payload bytes of every retained message.
+    pub fn payload_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.read().values().map(|m| m.payload.len()).sum::<usize>()).sum()
+    }
+
     /// True when no message is retained.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -16,6 +16,7 @@ use crate::broker::{
 };
 use crate::control::{Control, ControlSlot};
 use crate::logging::describe;
+use crate::metrics::{Metrics, Tally};
 use crate::session::CloseReason;
 
 use midge_net::{flush, poll_io, ready, IoEvent, OutQueue};
@@ -56,7 +57,9 @@ struct Conn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn encode(&mut self, packet: &Packet, version: ProtocolVersion, client_id: &str) {
+    /// Encodes a packet into the write buffer; returns its size.
+    fn encode(&mut self, packet: &Packet, version: ProtocolVersion, client_id: &str) -> usize {
+        let before = self.wbuf.len();
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!("Sending {} to {client_id}{}", packet.packet_type(), describe(packet, version));
         }
@@ -66,6 +69,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // Only a broker bug can get here (every packet is built from validated parts).
             Err(e) => tracing::error!("Cannot encode {} for {client_id}: {e}", packet.packet_type()),
         }
+        self.wbuf.len() - before
+    }
+
+    /// Encodes a packet sent outside the serving loop (CONNACK, DISCONNECT), and counts it.
+    fn encode_counted(
+        &mut self,
+        metrics: &Metrics,
+        packet: &Packet,
+        version: ProtocolVersion,
+        client_id: &str,
+    ) {
+        let mut t = Tally::default();
+        t.bytes(self.encode(packet, version, client_id));
+        t.packet(packet);
+        metrics.sent(&t);
     }
 
     /// After a read of `n` bytes was decoded: size the next read, and give back a large
@@ -112,8 +130,9 @@ type Phase<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 /// connection costs.
 pub(crate) struct ConnTask<S> {
     phase: TaskPhase<S>,
-    /// Uncounts the connection when the task ends (`max_connections`), when it counted it.
-    counted: Option<Arc<Broker>>,
+    /// Uncounts the connection when the task ends (`max_connections`), when it counted it,
+    /// with its listener.
+    counted: Option<(Arc<Broker>, usize)>,
 }
 
 /// A connection with its session, and its largest packet.
@@ -128,8 +147,8 @@ enum TaskPhase<S> {
 
 impl<S> Drop for ConnTask<S> {
     fn drop(&mut self) {
-        if let Some(b) = self.counted.take() {
-            b.remove_connection();
+        if let Some((b, listener)) = self.counted.take() {
+            b.remove_connection(listener);
         }
     }
 }
@@ -179,7 +198,7 @@ pub(crate) fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     info: ConnInfo,
     counted: bool,
 ) -> ConnTask<S> {
-    let counted = counted.then(|| broker.clone());
+    let counted = counted.then(|| (broker.clone(), info.listener));
     ConnTask { phase: TaskPhase::Establishing(Box::pin(open(broker, stream, info))), counted }
 }
 
@@ -216,17 +235,24 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<Box<Link>> {
     let peer = info.peer;
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
-    let connect = match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet)).await {
-        Err(_) => {
-            tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
-            return None;
-        }
-        Ok(Err(())) => {
-            conn.close().await;
-            return None;
-        }
-        Ok(Ok(c)) => c,
-    };
+    let connect =
+        match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet, &broker.metrics)).await {
+            Err(_) => {
+                tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
+                return None;
+            }
+            Ok(Err(())) => {
+                conn.close().await;
+                return None;
+            }
+            Ok(Ok(c)) => c,
+        };
+    broker.metrics.connect_received();
+    broker.metrics.received(&{
+        let mut t = Tally::default();
+        t.packet(&Packet::Connect(connect.clone()));
+        t
+    });
     let version = connect.protocol;
     let shown_id =
         if connect.client_id.is_empty() { "<unknown>".to_owned() } else { connect.client_id.to_string() };
@@ -258,7 +284,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             // Repeated failures from this address wait longer each time.
             tokio::time::sleep(refusal.delay).await;
             if let Some(connack) = broker.refusal_connack(&refusal, version) {
-                conn.encode(&Packet::ConnAck(connack), version, &shown_id);
+                conn.encode_counted(&broker.metrics, &Packet::ConnAck(connack), version, &shown_id);
             }
             conn.close().await;
             return None;
@@ -293,7 +319,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
             if let Some(connack) = broker.refusal_connack(&refusal, version) {
-                conn.encode(&Packet::ConnAck(connack), version, &shown_id);
+                conn.encode_counted(&broker.metrics, &Packet::ConnAck(connack), version, &shown_id);
             }
             conn.close().await;
             return None;
@@ -312,7 +338,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         session.keep_alive,
         session.username().map(|u| format!(", u'{u}'")).unwrap_or_default()
     );
-    conn.encode(&connack, version, &session.client_id);
+    conn.encode_counted(&broker.metrics, &connack, version, &session.client_id);
     if broker.security_generation() != generation {
         // Reloaded while this client was being authenticated: check it again.
         control.send(Control::Recheck);
@@ -389,6 +415,7 @@ async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(
 async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     max_packet: usize,
+    metrics: &Metrics,
 ) -> Result<Box<midge_codec::Connect>, ()> {
     loop {
         // CONNECT carries its own version; V5 here only admits packet type 15 at the header.
@@ -406,7 +433,10 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)).await {
             Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
-            Ok(IoEvent::Read(n)) => conn.after_read(n),
+            Ok(IoEvent::Read(n)) => {
+                metrics.bytes_received(n);
+                conn.after_read(n)
+            }
             Ok(IoEvent::Wrote) => {}
         }
     }
@@ -441,12 +471,28 @@ fn handle_input<S: AsyncRead + AsyncWrite + Unpin>(
     max_packet: usize,
     now: Instant,
 ) -> bool {
+    let mut tally = Tally::default();
+    let more = decode_round(conn, link, version, max_packet, now, &mut tally);
+    link.broker().metrics.received(&tally);
+    more
+}
+
+/// [`handle_input`]'s loop, counting the packets in `tally`.
+fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    link: &mut Link,
+    version: ProtocolVersion,
+    max_packet: usize,
+    now: Instant,
+    tally: &mut Tally,
+) -> bool {
     for _ in 0..PACKETS_PER_ROUND {
         if !link.wants_input() || conn.wbuf.len() >= WRITE_HIGH_WATER {
             return false;
         }
         match decode(&mut conn.rbuf, version, max_packet) {
             Ok(Some(packet)) => {
+                tally.packet(&packet);
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     tracing::debug!(
                         "Received {} from {}{}",
@@ -515,7 +561,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
             link.poll(now, budget);
             {
                 let id = link.client_id().clone();
-                link.drain_output(|p| conn.encode(&p, version, &id));
+                let mut sent = Tally::default();
+                link.drain_output(|p| {
+                    sent.packet(&p);
+                    sent.bytes(conn.encode(&p, version, &id));
+                });
+                link.broker().metrics.sent(&sent);
             }
             link.watch_timers();
             if link.close_reason().is_some() {
@@ -554,6 +605,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
                     match event {
                         Ok(IoEvent::Read(0)) => link.close(CloseReason::Closed),
                         Ok(IoEvent::Read(n)) => {
+                            link.broker().metrics.bytes_received(n);
                             this.more = handle_input(conn, link, version, this.max_packet, Instant::now());
                             conn.after_read(n);
                         }
@@ -605,7 +657,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     let version = link.session().version;
     if let Some(p) = link.disconnect_packet() {
         // 5.0 clients are told why before the server closes (section 4.13.1).
-        conn.encode(&p, version, link.client_id());
+        conn.encode_counted(&link.broker().metrics, &p, version, link.client_id());
     }
     Link::finish(*link, handover, Instant::now());
     conn.close().await;

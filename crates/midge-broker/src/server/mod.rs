@@ -4,7 +4,9 @@
 //! broker) and `Server::run` serves until the shutdown future resolves, as tokio's mini-redis
 //! does.
 mod connection;
+mod http;
 pub mod tls;
+pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::auth::SecurityError;
 use crate::broker::{Broker, ConnInfo, ReloadError};
-use crate::config::Config;
+use crate::config::{Config, ListenerProtocol};
 use tls::{TlsListener, TlsSetupError};
 
 /// Why the server cannot start.
@@ -53,6 +55,7 @@ struct Bound {
     /// Its index in `Config::effective_listeners` (one listener may have several sockets).
     index: usize,
     tls: Option<Arc<TlsListener>>,
+    protocol: ListenerProtocol,
 }
 
 /// A broker with its listeners open.
@@ -156,14 +159,15 @@ impl Server {
         let mut tls_names = Vec::new();
         for (index, l) in config.effective_listeners().into_iter().enumerate() {
             let tls = if l.tls.enabled() {
-                let t = TlsListener::new(l.tls.clone())
+                let alpn = if l.protocol == ListenerProtocol::Mqtt { tls::ALPN_MQTT } else { tls::ALPN_HTTP };
+                let t = TlsListener::with_alpn(l.tls.clone(), alpn)
                     .map_err(|source| ServerError::Tls { listener: l.describe(), source })?;
                 let t = Arc::new(t);
                 tls_names.push((l.describe(), t.clone()));
                 Some(t)
             } else {
                 // Not on loopback: capturing loopback traffic takes root.
-                if config.security_of(&l).password_file.is_some() && !l.is_local() {
+                if l.is_mqtt() && config.security_of(&l).password_file.is_some() && !l.is_local() {
                     tracing::warn!(
                         "Listener on {} accepts passwords over plain TCP: they cross the network in clear text. \
                          Use a TLS listener (certfile and keyfile) for clients on the network.",
@@ -181,12 +185,19 @@ impl Server {
             }
             for (listener, local) in listen_all(&addresses, l.ipv6_optional())? {
                 tracing::info!(
-                    "Opening ipv{} listen socket on port {}{}.",
-                    if local.is_ipv4() { 4 } else { 6 },
+                    "Opening {} listen socket on port {}{}.",
+                    match (l.protocol, local.is_ipv4()) {
+                        (ListenerProtocol::Mqtt, true) => "ipv4",
+                        (ListenerProtocol::Mqtt, false) => "ipv6",
+                        (ListenerProtocol::WebSockets, true) => "websockets ipv4",
+                        (ListenerProtocol::WebSockets, false) => "websockets ipv6",
+                        (ListenerProtocol::Http, true) => "metrics (http) ipv4",
+                        (ListenerProtocol::Http, false) => "metrics (http) ipv6",
+                    },
                     local.port(),
                     if tls.is_some() { " (TLS)" } else { "" }
                 );
-                listeners.push(Bound { listener, local, index, tls: tls.clone() });
+                listeners.push(Bound { listener, local, index, tls: tls.clone(), protocol: l.protocol });
             }
         }
         Ok(Server { broker, listeners, tls: tls_names })
@@ -270,11 +281,13 @@ impl Server {
             accept_tasks.spawn(accept_loop(bound, broker, stop));
         }
         let timers = tokio::spawn(timer_loop(self.broker.clone(), stop_rx.clone()));
+        let sys = tokio::spawn(sys_loop(self.broker.clone()));
         shutdown.await;
         tracing::info!("midge broker is shutting down.");
         let _ = stop_tx.send(true);
         while accept_tasks.join_next().await.is_some() {}
         timers.abort();
+        sys.abort();
         self.broker.shutdown();
         // Each connection task ends by closing its socket; give them time to say goodbye.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -391,7 +404,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let Bound { listener, local, index, tls } = bound;
+    let Bound { listener, local, index, tls, protocol } = bound;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -407,39 +420,77 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
                 continue;
             }
         };
-        if !broker.try_add_connection() {
+        let _ = stream.set_nodelay(true);
+        let (broker, tls) = (broker.clone(), tls.clone());
+        if protocol == ListenerProtocol::Http {
+            // A scrape: not an MQTT client, not counted against max_connections.
+            tokio::spawn(async move {
+                match tls {
+                    None => http::serve(broker, stream, peer).await,
+                    Some(tls) => {
+                        if let Some((stream, _)) = tls_handshake(&broker, &tls, stream, peer, index).await {
+                            http::serve(broker, stream, peer).await;
+                        }
+                    }
+                }
+            });
+            continue;
+        }
+        if !broker.try_add_connection(index) {
             tracing::warn!("Client connection from {peer} denied: max_connections reached.");
             drop(stream);
             continue;
         }
-        let _ = stream.set_nodelay(true);
         tracing::info!("New connection from {peer} on port {}.", local.port());
-        let broker = broker.clone();
         // Plain and TLS connections are separate tasks: a plain one does not carry the TLS
         // machinery in its (long-lived) task.
-        match tls.clone() {
-            None => {
+        match (protocol, tls) {
+            (ListenerProtocol::WebSockets, tls) => {
+                tokio::spawn(async move {
+                    match tls {
+                        None => {
+                            let info = ConnInfo { listener: index, ..ConnInfo::plain(peer) };
+                            Box::pin(serve_ws(&broker, stream, info)).await;
+                        }
+                        Some(tls) => {
+                            if let Some((stream, info)) =
+                                tls_handshake(&broker, &tls, stream, peer, index).await
+                            {
+                                Box::pin(serve_ws(&broker, stream, info)).await;
+                            }
+                        }
+                    }
+                    broker.remove_connection(index);
+                });
+            }
+            (_, None) => {
                 let info = ConnInfo { listener: index, ..ConnInfo::plain(peer) };
                 tokio::spawn(connection::serve(broker, stream, info, true));
             }
-            Some(tls) => {
+            (_, Some(tls)) => {
                 tokio::spawn(async move {
-                    Box::pin(serve_tls(&broker, tls, stream, peer, index)).await;
-                    broker.remove_connection();
+                    if let Some((stream, info)) = tls_handshake(&broker, &tls, stream, peer, index).await {
+                        connection::serve(broker.clone(), stream, info, false).await;
+                    }
+                    broker.remove_connection(index);
                 });
             }
         }
     }
 }
 
-/// The TLS handshake, then the connection.
-async fn serve_tls(
+/// A TLS connection, after its handshake: the stream, and what the connection knows of its
+/// client (its certificate).
+type Tls = (tokio_rustls::server::TlsStream<tokio::net::TcpStream>, ConnInfo);
+
+/// The TLS handshake (within the time a client has to connect).
+async fn tls_handshake(
     broker: &Arc<Broker>,
-    tls: Arc<TlsListener>,
+    tls: &TlsListener,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     listener: usize,
-) {
+) -> Option<Tls> {
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
     match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
         Ok(Ok(stream)) => {
@@ -450,10 +501,58 @@ async fn serve_tls(
                 settings.use_identity_as_username || settings.use_subject_as_username;
             let info =
                 ConnInfo { peer, tls: true, cert_username, cert_identity_required, listener, certificate };
+            Some((stream, info))
+        }
+        Ok(Err(e)) => {
+            tracing::info!("Client connection from {peer} failed: TLS handshake: {e}.");
+            None
+        }
+        Err(_) => {
+            tracing::info!("Client connection from {peer} failed: TLS handshake timed out.");
+            None
+        }
+    }
+}
+
+/// The WebSocket handshake (within the time a client has to connect), then the connection.
+async fn serve_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    broker: &Arc<Broker>,
+    stream: S,
+    info: ConnInfo,
+) {
+    let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    let settings = ws::WsSettings {
+        headers_limit: broker.config.websockets_headers_limit(),
+        max_message: broker.config.max_packet_bytes(),
+    };
+    let peer = info.peer;
+    match tokio::time::timeout(timeout, ws::accept(stream, settings)).await {
+        Ok(Ok((stream, path))) => {
+            tracing::debug!("WebSocket connection from {peer} on path {path}.");
             connection::serve(broker.clone(), stream, info, false).await;
         }
-        Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: TLS handshake: {e}."),
-        Err(_) => tracing::info!("Client connection from {peer} failed: TLS handshake timed out."),
+        Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: WebSocket handshake: {e}."),
+        Err(_) => tracing::info!("Client connection from {peer} failed: WebSocket handshake timed out."),
+    }
+}
+
+/// The `$SYS/broker/...` topics: the version once, then the tree every `sys_interval`
+/// seconds, the first update at once (as mosquitto). Off with `sys_interval 0`.
+async fn sys_loop(broker: Arc<Broker>) {
+    let interval = broker.config.sys_interval;
+    if interval == 0 {
+        return;
+    }
+    let mut tree = crate::metrics::sys::SysTree::default();
+    crate::metrics::sys::publish(&broker, vec![crate::metrics::sys::SysTree::version()], Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let input = crate::metrics::sys::SysInput::read(&broker);
+        let messages = tree.update(&input, broker.metrics.started, now);
+        crate::metrics::sys::publish(&broker, messages, now);
     }
 }
 

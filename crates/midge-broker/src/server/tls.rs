@@ -37,6 +37,8 @@ pub enum TlsSetupError {
 /// must not wait on the server's key.
 pub struct TlsListener {
     settings: TlsSettings,
+    /// The application protocols offered in the handshake (ALPN).
+    alpn: &'static [&'static [u8]],
     acceptor: ArcSwap<TlsAcceptor>,
     /// The parts in force, for the next reload.
     parts: Mutex<Parts>,
@@ -130,15 +132,23 @@ fn load_crls(
 }
 
 impl TlsListener {
-    /// Builds the acceptor; fails on any unusable file.
+    /// Builds the acceptor of an MQTT listener (ALPN `mqtt`); fails on any unusable file.
     pub fn new(settings: TlsSettings) -> Result<Self, TlsSetupError> {
+        Self::with_alpn(settings, ALPN_MQTT)
+    }
+
+    /// Builds the acceptor, offering `alpn`: [`ALPN_MQTT`] for MQTT, [`ALPN_HTTP`] for
+    /// WebSockets and the metrics endpoint, whose clients (browsers, Prometheus) offer HTTP
+    /// and would be refused a handshake that offers only `mqtt`.
+    pub fn with_alpn(settings: TlsSettings, alpn: &'static [&'static [u8]]) -> Result<Self, TlsSetupError> {
         let identity = load_identity(&settings)?;
         let roots = load_roots(&settings)?;
         let (crls, revoked) = load_crls(&settings)?;
         let parts = Parts { identity, roots, crls };
-        let acceptor = build(&settings, &parts)?;
+        let acceptor = build(&settings, &parts, alpn)?;
         Ok(TlsListener {
             settings,
+            alpn,
             acceptor: ArcSwap::from_pointee(acceptor),
             parts: Mutex::new(parts),
             revocations: Arc::new(ArcSwap::from_pointee(revoked)),
@@ -214,7 +224,7 @@ impl TlsListener {
         };
         let config = loop {
             let key = identity.clone().unwrap_or_else(|| parts.identity.clone());
-            match server_config(s, verifier.clone(), key) {
+            match server_config(s, verifier.clone(), key, self.alpn) {
                 Ok(c) => break c,
                 Err(e) if identity.is_some() => {
                     report
@@ -297,6 +307,7 @@ fn server_config(
     s: &TlsSettings,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     identity: Arc<CertifiedKey>,
+    alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsSetupError> {
     // TLS 1.2 at the least; `tls_version tlsv1.3` makes it 1.3 only.
     let versions: &[&'static rustls::SupportedProtocolVersion] = match s.min_version {
@@ -311,14 +322,20 @@ fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
-    config.alpn_protocols = vec![b"mqtt".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 
-fn build(s: &TlsSettings, parts: &Parts) -> Result<TlsAcceptor, TlsSetupError> {
+fn build(s: &TlsSettings, parts: &Parts, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsSetupError> {
     let verifier = client_verifier(s, parts)?;
-    Ok(TlsAcceptor::from(Arc::new(server_config(s, verifier, parts.identity.clone())?)))
+    Ok(TlsAcceptor::from(Arc::new(server_config(s, verifier, parts.identity.clone(), alpn)?)))
 }
+
+/// ALPN of an MQTT listener.
+pub const ALPN_MQTT: &[&[u8]] = &[b"mqtt"];
+/// ALPN of a listener that speaks HTTP first (WebSockets, metrics): HTTP/1.1, what its
+/// server (tungstenite, hyper's http1) speaks.
+pub const ALPN_HTTP: &[&[u8]] = &[b"http/1.1"];
 
 /// The user name a verified client certificate stands for, per the listener's settings:
 /// its Common Name (`use_identity_as_username`) or its whole subject in RFC 2253 form

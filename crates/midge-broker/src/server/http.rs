@@ -1,0 +1,77 @@
+//! The metrics endpoint (`listener PORT` with `protocol http`): `GET /metrics`, every counter in
+//! Prometheus's text format, and `GET /healthz`, 200 while the broker takes new MQTT clients
+//! and 503 when it does not (stopping, or `max_connections` reached), for load balancers and
+//! orchestrators. Nothing else: it reads the counters and never touches a session.
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::broker::Broker;
+use crate::metrics::exposition;
+
+/// How long a scrape's connection may stay open without a request.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Serves one HTTP connection (keep-alive: a scraper reuses it).
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let broker = broker.clone();
+        async move { Ok::<_, Infallible>(respond(&broker, &req)) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(IDLE)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = connection.await {
+        tracing::debug!("Metrics connection from {peer}: {e}.");
+    }
+}
+
+/// The answer to one request.
+fn respond(broker: &Broker, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match req.uri().path() {
+        _ if !get => text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into()),
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(exposition::render(broker))));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(exposition::CONTENT_TYPE));
+            r
+        }
+        "/healthz" => match health(broker) {
+            Ok(()) => text(StatusCode::OK, "ok\n".into()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n".into()),
+    }
+}
+
+/// Whether the broker takes new clients, and why not.
+fn health(broker: &Broker) -> Result<(), &'static str> {
+    if broker.is_shutting_down() {
+        Err("shutting down")
+    } else if !broker.accepts_connections() {
+        Err("max_connections reached")
+    } else {
+        Ok(())
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}

@@ -1,0 +1,378 @@
+//! MQTT over WebSockets (`protocol websockets`): the handshake, and [`WsStream`], which makes a
+//! WebSocket look like the byte stream a connection task reads and writes, so that a
+//! WebSocket client is served by the same code as a TCP one.
+//!
+//! MQTT section 6: packets go in binary frames [MQTT-6.0.0-1], a frame may hold part of a
+//! packet or several [MQTT-6.0.0-2], and the subprotocol is `mqtt` [MQTT-6.0.0-3]
+//! [MQTT-6.0.0-4] (`mqttv3.1` for clients of 3.1, which mosquitto accepts too). tungstenite
+//! does the HTTP upgrade and the framing (masking, fragments, ping and pong, close); this
+//! module only moves bytes between its messages and the connection's buffers.
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// The subprotocols served, in order of preference.
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Why a WebSocket handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The request (request line and headers) is larger than `websockets_headers_size`.
+    #[error("the handshake request is larger than {limit} bytes (websockets_headers_size)")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The client did not offer the `mqtt` subprotocol [MQTT-6.0.0-3].
+    #[error("the client did not ask for the mqtt subprotocol (Sec-WebSocket-Protocol: {offered})")]
+    NoMqttSubprotocol {
+        /// What it offered.
+        offered: String,
+    },
+    /// Not a WebSocket upgrade, or a broken one.
+    #[error("{0}")]
+    Protocol(WsError),
+}
+
+/// Settings of the WebSocket layer of one broker.
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    /// The largest handshake request, in bytes.
+    pub headers_limit: usize,
+    /// The largest message (and frame) taken from a client: the largest MQTT packet, which a
+    /// client may send in one frame.
+    pub max_message: usize,
+}
+
+/// Reads the client's upgrade request (at most `settings.headers_limit` bytes), answers with
+/// the `mqtt` subprotocol (or refuses with 400 when the client does not offer it), and returns
+/// the connection as a byte stream, with the path the client asked for.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    settings: WsSettings,
+) -> Result<(WsStream<S>, String), HandshakeError> {
+    let config = WebSocketConfig::default()
+        // Read in small chunks: an idle connection keeps this buffer.
+        .read_buffer_size(4 * 1024)
+        .max_message_size(Some(settings.max_message))
+        .max_frame_size(Some(settings.max_message));
+    let mut path = String::new();
+    let mut refused = None;
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        path = request.uri().path().to_owned();
+        let offered: Vec<&str> = request
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        match SUBPROTOCOLS.iter().find(|p| offered.contains(p)) {
+            Some(p) => {
+                response.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+                Ok(response)
+            }
+            None => {
+                refused = Some(offered.join(", "));
+                let mut r =
+                    ErrorResponse::new(Some("MQTT over WebSockets needs the subprotocol mqtt\n".into()));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                Err(r)
+            }
+        }
+    };
+    let limited = Limited { inner: stream, left: Some(settings.headers_limit) };
+    match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
+        Ok(mut ws) => {
+            ws.get_mut().left = None;
+            Ok((WsStream { ws, pending: Bytes::new(), unflushed: false }, path))
+        }
+        Err(e) => Err(match (refused, e) {
+            (Some(offered), _) => HandshakeError::NoMqttSubprotocol { offered },
+            (None, WsError::Io(io))
+                if io.get_ref().is_some_and(|e| e.downcast_ref::<HeadersTooLarge>().is_some()) =>
+            {
+                HandshakeError::TooLarge { limit: settings.headers_limit }
+            }
+            (None, e) => HandshakeError::Protocol(e),
+        }),
+    }
+}
+
+/// The error a [`Limited`] stream reads once its allowance is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("handshake request too large")]
+struct HeadersTooLarge;
+
+/// A stream that lets at most `left` bytes be read while it is set: the bound on the
+/// handshake request. Lifted (`None`) once the handshake is done.
+#[derive(Debug)]
+pub struct Limited<S> {
+    inner: S,
+    left: Option<usize>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(left) = self.left else { return Pin::new(&mut self.inner).poll_read(cx, buf) };
+        if left == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge)));
+        }
+        // Through a small buffer of at most what is left: the request is small, and this
+        // happens once per connection.
+        let mut small = [0u8; 1024];
+        let n = left.min(small.len()).min(buf.remaining());
+        let mut rb = ReadBuf::new(&mut small[..n]);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        let got = rb.filled().len();
+        buf.put_slice(rb.filled());
+        self.left = Some(left - got);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A WebSocket connection as a byte stream: reads return the bytes of the client's binary
+/// messages in order, whatever their framing; each write goes out as one binary message.
+pub struct WsStream<S> {
+    ws: WebSocketStream<Limited<S>>,
+    /// What is left of the last message read.
+    pending: Bytes,
+    /// A message was written into tungstenite's buffer and not all of it to the socket yet.
+    unflushed: bool,
+}
+
+impl<S> WsStream<S> {
+    /// The stream under the WebSocket (the TLS stream of a `wss` listener, for its
+    /// certificate).
+    pub fn get_ref(&self) -> &S
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        &self.ws.get_ref().inner
+    }
+}
+
+fn io_error(e: WsError) -> io::Error {
+    match e {
+        WsError::Io(e) => e,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => io::ErrorKind::NotConnected.into(),
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Writes out what tungstenite holds, if anything.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.unflushed {
+            ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(io_error)?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends `data` as one binary message.
+    fn poll_send(&mut self, cx: &mut Context<'_>, data: Bytes) -> Poll<io::Result<usize>> {
+        // One message at a time: what the socket does not take waits here, and the caller
+        // (its own buffer) waits with the rest.
+        ready!(self.poll_drain(cx))?;
+        let n = data.len();
+        Pin::new(&mut self.ws).start_send(Message::Binary(data)).map_err(io_error)?;
+        self.unflushed = true;
+        // Written now if the socket takes it; otherwise the next write, read or flush does.
+        if let Poll::Ready(r) = self.poll_drain(cx) {
+            r?;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        // A message the socket did not take whole goes on while the client is read.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if !this.pending.is_empty() {
+                let n = this.pending.len().min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                // The end of the stream, or a close frame (tungstenite answers it): read as
+                // the client closing its connection.
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Binary(data))) => this.pending = data,
+                // [MQTT-6.0.0-1]: a data frame other than binary closes the connection.
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a text frame (MQTT packets go in binary frames) [MQTT-6.0.0-1]",
+                    )))
+                }
+                // Ping and pong are answered by tungstenite.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, Bytes::copy_from_slice(buf))
+    }
+
+    /// The connection's queue hands over a packet's header and a large shared payload as two
+    /// slices: they go out in one message.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut data = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            data.extend_from_slice(b);
+        }
+        self.poll_send(cx, data.freeze())
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_drain(cx)
+    }
+
+    /// Sends a close frame and waits for the client's answer (tungstenite's close handshake).
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
+            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(io_error(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_sink::Sink;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    const SETTINGS: WsSettings = WsSettings { headers_limit: 1024, max_message: 1 << 20 };
+
+    /// A client over an in-memory pipe, offering `protocol`.
+    async fn pair(
+        protocol: &str,
+    ) -> (
+        Result<(WsStream<tokio::io::DuplexStream>, String), HandshakeError>,
+        Option<WebSocketStream<tokio::io::DuplexStream>>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut request = "ws://localhost/some/path".into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
+        let client = tokio::spawn(async move { tokio_tungstenite::client_async(request, b).await });
+        let server = accept(a, SETTINGS).await;
+        let client = client.await.unwrap().ok().map(|(ws, response)| {
+            assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "mqtt");
+            ws
+        });
+        (server, client)
+    }
+
+    async fn send(client: &mut WebSocketStream<tokio::io::DuplexStream>, m: Message) {
+        std::future::poll_fn(|cx| Pin::new(&mut *client).poll_ready(cx)).await.unwrap();
+        Pin::new(&mut *client).start_send(m).unwrap();
+        std::future::poll_fn(|cx| Pin::new(&mut *client).poll_flush(cx)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn messages_are_a_byte_stream_both_ways() {
+        let (server, client) = pair("chat, mqtt").await;
+        let (mut server, path) = server.unwrap();
+        let mut client = client.unwrap();
+        assert_eq!(path, "/some/path");
+        // Two messages read as one stream, whatever the split.
+        send(&mut client, Message::Binary(Bytes::from_static(b"\x10\x02"))).await;
+        send(&mut client, Message::Binary(Bytes::from_static(b"ab\xc0\x00"))).await;
+        let mut got = [0u8; 6];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x10\x02ab\xc0\x00");
+        // Each write is one binary message.
+        server.write_all(b"\x20\x02\x00\x00").await.unwrap();
+        let m = std::future::poll_fn(|cx| Pin::new(&mut client).poll_next(cx)).await.unwrap().unwrap();
+        assert_eq!(m, Message::Binary(Bytes::from_static(b"\x20\x02\x00\x00")));
+        // A text frame is an error [MQTT-6.0.0-1]; a close frame is the end of the stream.
+        send(&mut client, Message::Text("hi".into())).await;
+        assert_eq!(server.read(&mut got).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_close_frame_ends_the_stream() {
+        let (server, client) = pair("mqtt").await;
+        let (mut server, _) = server.unwrap();
+        let mut client = client.unwrap();
+        std::future::poll_fn(|cx| Pin::new(&mut client).poll_close(cx)).await.unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_without_the_mqtt_subprotocol_is_refused() {
+        let (server, client) = pair("chat").await;
+        assert!(matches!(server, Err(HandshakeError::NoMqttSubprotocol { offered }) if offered == "chat"));
+        assert!(client.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_handshake_larger_than_the_limit_is_refused() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let request = format!(
+            "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\nCookie: {}\r\n\r\n",
+            "c".repeat(2000)
+        );
+        b.write_all(request.as_bytes()).await.unwrap();
+        let server = accept(a, SETTINGS).await;
+        assert!(matches!(server, Err(HandshakeError::TooLarge { limit: 1024 })), "{:?}", server.err());
+    }
+}

@@ -1,0 +1,597 @@
+"""WebSockets, $SYS and Prometheus, end to end with real peers:
+
+- MQTT over WebSockets (`protocol websockets`), plain and TLS (wss) with client certificates:
+  MQTT.js in headless Chromium from a page served on localhost (tests/browser, installed with
+  `npm ci` from its package-lock.json at test time), paho-mqtt's websocket transport, and a
+  hand-made client (ws_client.py) for what those never send: packets split across frames and
+  several in one, fragmented messages, text frames, malformed and oversized handshakes. The
+  security options (passwords, ACL, per_listener_settings, certificates, max_connections)
+  apply there as on TCP.
+- `$SYS`: the tree compared with what Debian's mosquitto 2.0.11 publishes (names, payload
+  formats, retain flags), read subject to the ACL, off with sys_interval 0.
+- Prometheus (`protocol http`): scraped by a real Prometheus server (Debian's), whose HTTP API
+  is then asked for a midge metric; the text also read by the official Python parser
+  (prometheus_client); /healthz.
+
+Every broker runs on free ports; every wait is for an event with a deadline."""
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import mqtt_raw as raw
+import ws_client
+from mqtt_raw import CONNACK, PINGRESP, PUBACK, PUBLISH, SUBACK, RawClient
+from security_support import ConfiguredBroker, MosquittoBroker, Pki, midge_cert, midge_passwd
+from support import HOST, TIMEOUT, MosquittoSub, midge_bin, require_paho, require_program, require_tool, unique_id
+
+BROWSER_DIR = Path(__file__).resolve().parent.parent / "browser"
+GRAFANA_DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "midge.json"
+WS = "listener {ws} 127.0.0.1\nprotocol websockets\n"
+HTTP = "listener {http} 127.0.0.1\nprotocol http\n"
+ANON_TCP = "listener {port} 127.0.0.1\nallow_anonymous true\n"
+
+
+@pytest.fixture
+def brokers(tmp_path):
+    """Starts midge (or mosquitto) brokers from configuration templates; stops them at the end
+    (midge must exit 0 on SIGTERM)."""
+    started: list[ConfiguredBroker] = []
+
+    def start(template: str, ports: tuple[str, ...] = ("port",), mosquitto: bool = False) -> ConfiguredBroker:
+        cls = MosquittoBroker if mosquitto else ConfiguredBroker
+        b = cls(tmp_path, template, ports, name=f"{'mosquitto' if mosquitto else 'midge'}{len(started)}")
+        started.append(b)
+        return b.start()
+
+    yield start
+    failures = []
+    for b in started:
+        rc = b.stop()
+        if rc != 0 and not isinstance(b, MosquittoBroker):
+            failures.append(f"{b.name} exited with {rc}; log tail:\n{b.log()[-3000:]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    """A CA made by `midge cert`, a server certificate for 127.0.0.1, client certificate alice."""
+    p = Pki(tmp_path_factory.mktemp("pki") / "ca")
+    midge_cert(p.dir, "init")
+    midge_cert(p.dir, "server", "--host", "localhost", "--ip", "127.0.0.1")
+    midge_cert(p.dir, "client", "alice")
+    return p
+
+
+def wss_listener(p: Pki, port: str = "wss", mutual: bool = False) -> str:
+    crt, key = p.server()
+    text = f"listener {{{port}}} 127.0.0.1\nprotocol websockets\ncertfile {crt}\nkeyfile {key}\n"
+    if mutual:
+        text += f"cafile {p.ca}\nrequire_certificate true\nuse_identity_as_username true\n"
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# paho over WebSockets
+# ---------------------------------------------------------------------------------------
+
+class WsPaho:
+    """A paho client over WebSockets (transport="websockets"), its messages in a list."""
+
+    def __init__(self, port: int, client_id: str, version: int = 4, path: str = "/mqtt", tls: dict | None = None,
+                 username: str | None = None, password: str | None = None):
+        require_paho()
+        import paho.mqtt.client as mqtt
+        self.mqtt = mqtt
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version,
+                                  transport="websockets")
+        self.client.ws_set_options(path=path)
+        if tls is not None:
+            self.client.tls_set(**tls)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.port = port
+        self.messages: list = []
+        self.cond = threading.Condition()
+        self.connack: object = None
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a, **k: self._note()
+        self.subacks = 0
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self.cond:
+            self.connack = reason_code
+            self.cond.notify_all()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, msg.payload, msg.qos, msg.retain))
+            self.cond.notify_all()
+
+    def _note(self) -> None:
+        with self.cond:
+            self.subacks += 1
+            self.cond.notify_all()
+
+    def _wait(self, pred, what: str, timeout: float = TIMEOUT):
+        with self.cond:
+            if not self.cond.wait_for(pred, timeout):
+                raise AssertionError(f"{what} not within {timeout} s (messages {self.messages})")
+
+    def connect(self):
+        self.client.connect(HOST, self.port, 30)
+        self.client.loop_start()
+        self._wait(lambda: self.connack is not None, "CONNACK")
+        return self.connack
+
+    def subscribe(self, topic: str, qos: int = 2) -> None:
+        before = self.subacks
+        self.client.subscribe(topic, qos)
+        self._wait(lambda: self.subacks > before, "SUBACK")
+
+    def wait_messages(self, n: int, timeout: float = TIMEOUT) -> list:
+        self._wait(lambda: len(self.messages) >= n, f"{n} messages", timeout)
+        return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def mosq_pub(port: int, *args: str) -> None:
+    r = subprocess.run([require_tool("mosquitto_pub"), "-h", HOST, "-p", str(port), *args],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_paho_over_websockets_at_every_qos_with_tcp_clients(brokers, version):
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    ws = WsPaho(b.ports["ws"], unique_id("ws"), version=version)
+    ws.connect()
+    ws.subscribe("t/#", qos=2)
+    tcp_sub = MosquittoSub(b, ["t/#"], "-v", qos=2)
+    # TCP to WebSockets, at every QoS.
+    for q in (0, 1, 2):
+        mosq_pub(b.port, "-t", f"t/tcp/{q}", "-m", f"tcp {q}", "-q", str(q))
+    got = ws.wait_messages(3)
+    assert sorted((t, p, q) for t, p, q, _ in got) == [(f"t/tcp/{q}", f"tcp {q}".encode(), q) for q in (0, 1, 2)]
+    assert tcp_sub.read_lines(3) == [f"t/tcp/{q} tcp {q}" for q in (0, 1, 2)]
+    # WebSockets to TCP (and back to itself), a payload larger than a TCP segment too.
+    big = b"x" * 200_000
+    for q in (0, 1, 2):
+        ws.client.publish(f"t/ws/{q}", f"ws {q}", qos=q)
+    ws.client.publish("t/ws/big", big, qos=1)
+    # (In any order: a QoS 2 message is routed once its flow allows.)
+    assert sorted(tcp_sub.read_lines(4)) == [f"t/ws/{q} ws {q}" for q in (0, 1, 2)] + [f"t/ws/big {big.decode()}"]
+    got = ws.wait_messages(7)
+    assert (("t/ws/big", big, 1, False)) in got
+    ws.close()
+    tcp_sub.stop()
+
+
+def test_wss_with_client_certificates_names_the_acl_user(brokers, pki, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic readwrite alice/#\n")
+    b = brokers(ANON_TCP + wss_listener(pki, mutual=True) + f"acl_file {acl}\n", ports=("port", "wss"))
+    cert, key = pki.client("alice")
+    alice = WsPaho(b.ports["wss"], unique_id("alice"), tls={"ca_certs": str(pki.ca), "certfile": str(cert),
+                                                             "keyfile": str(key)})
+    assert alice.connect() == 0
+    alice.subscribe("alice/#", qos=1)
+    alice.client.publish("bob/x", "not alice's", qos=1)
+    b.wait_for_log(r"Denied PUBLISH from alice-\S+ to 'bob/x' \(ACL\)")  # as user alice, her CN
+    alice.client.publish("alice/x", "hello", qos=1)
+    got = alice.wait_messages(1)
+    assert got == [("alice/x", b"hello", 1, False)]
+    alice.close()
+    # Without a client certificate the TLS handshake is refused.
+    nocert = WsPaho(b.ports["wss"], unique_id("nocert"), tls={"ca_certs": str(pki.ca)})
+    with pytest.raises((ssl.SSLError, OSError)):
+        nocert.client.connect(HOST, b.ports["wss"], 30)
+        # TLS 1.3 reports a refused client certificate on the first read.
+        nocert.client.loop_forever(timeout=1.0, retry_first_connection=False)
+        raise OSError("the connection closed")
+    b.wait_for_log(r"TLS handshake")
+
+
+def test_passwords_anonymous_access_and_per_listener_settings_on_websockets(brokers, tmp_path):
+    passwd = tmp_path / "passwd"
+    midge_passwd("-c", "-b", "-I", "1000", str(passwd), "dana", "s3cret")
+    acl = tmp_path / "acl"
+    acl.write_text("user dana\ntopic readwrite dana/#\n")
+    b = brokers("per_listener_settings true\n" + ANON_TCP + WS
+                + f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n", ports=("port", "ws"))
+    anonymous = WsPaho(b.ports["ws"], unique_id("anon"), version=5)
+    assert anonymous.connect() == 135  # 0x87 Not authorized
+    anonymous.client.loop_stop()
+    wrong = WsPaho(b.ports["ws"], unique_id("wrong"), version=5, username="dana", password="nope")
+    assert wrong.connect() == 134  # 0x86 Bad user name or password
+    wrong.client.loop_stop()
+    dana = WsPaho(b.ports["ws"], unique_id("dana"), version=5, username="dana", password="s3cret")
+    assert dana.connect() == 0
+    dana.subscribe("dana/#", qos=1)
+    dana.subscribe("other/#", qos=1)  # refused by the ACL (SUBACK 0x87)
+    # The TCP listener's anonymous clients publish; dana reads only what the ACL gives her.
+    mosq_pub(b.port, "-t", "other/x", "-m", "hidden", "-q", "1")
+    mosq_pub(b.port, "-t", "dana/x", "-m", "visible", "-q", "1")
+    assert dana.wait_messages(1) == [("dana/x", b"visible", 1, False)]
+    dana.close()
+
+
+def test_max_connections_counts_websocket_clients_and_healthz_says_so(brokers):
+    b = brokers("max_connections 1\n" + ANON_TCP + WS + HTTP, ports=("port", "ws", "http"))
+    status, body = http_get(b.ports["http"], "/healthz")
+    assert (status, body) == (200, "ok\n")
+    first = WsPaho(b.ports["ws"], unique_id("first"))
+    assert first.connect() == 0
+    status, body = http_get(b.ports["http"], "/healthz")
+    assert (status, body) == (503, "max_connections reached\n")
+    mark = b.mark()
+    s = socket.create_connection((HOST, b.ports["ws"]), timeout=TIMEOUT)
+    s.sendall(ws_client.upgrade_request())
+    assert ws_client.read_response_head(s) == b"", "a connection past max_connections is closed at once"
+    s.close()
+    b.wait_for_log(r"denied: max_connections reached", since=mark)
+    first.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Frames, by hand
+# ---------------------------------------------------------------------------------------
+
+def ws_raw(port: int, version: int = raw.V311, protocols: str = "mqtt") -> RawClient:
+    """A RawClient whose socket is a WebSocket."""
+    c = RawClient.__new__(RawClient)
+    c.version, c.buf, c.eof, c.reset = version, b"", False, False
+    c.sock = ws_client.WsSocket(port, protocols=protocols)
+    return c
+
+
+def test_packets_split_across_frames_and_several_in_one_frame(brokers):
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    c = ws_raw(b.ports["ws"])
+    assert c.sock.protocol == "mqtt"
+    # CONNECT in three messages [MQTT-6.0.0-2].
+    connect = raw.connect(unique_id("frames"))
+    for part in (connect[:3], connect[3:10], connect[10:]):
+        c.sock.send_raw(ws_client.frame(part))
+    c.expect(CONNACK)
+    # SUBSCRIBE, PUBLISH at QoS 1 and PINGREQ in one frame.
+    c.sock.send_raw(ws_client.frame(raw.subscribe(1, [("f/#", 1)]) + raw.publish("f/one", b"1", qos=1, packet_id=7)
+                                    + raw.pingreq()))
+    got = [c.recv() for _ in range(4)]
+    assert sorted(p.type for p in got) == sorted([SUBACK, PUBLISH, PUBACK, PINGRESP]), got
+    own = next(p for p in got if p.type == PUBLISH)
+    c.send(raw.puback(own.packet_id))
+    # A PUBLISH in a fragmented message (a binary frame and a continuation frame), and one
+    # packet's end and the next one's start in the same frame.
+    p2 = raw.publish("f/two", b"2" * 300)
+    p3 = raw.publish("f/three", b"3")
+    c.sock.send_raw(ws_client.frame(p2[:100], ws_client.BINARY, fin=False))
+    c.sock.send_raw(ws_client.frame(p2[100:] + p3[:4], ws_client.CONTINUATION, fin=True))
+    c.sock.send_raw(ws_client.frame(p3[4:]))
+    two, three = c.expect(PUBLISH), c.expect(PUBLISH)
+    assert (two.topic, two.payload, three.topic, three.payload) == ("f/two", b"2" * 300, "f/three", b"3")
+    c.send(raw.disconnect())
+    c.wait_closed()
+
+
+def test_a_text_frame_closes_the_connection(brokers):
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    c = ws_raw(b.ports["ws"])
+    c.connect(unique_id("text"))
+    mark = b.mark()
+    c.sock.send_raw(ws_client.frame(b"PINGREQ", ws_client.TEXT))
+    c.wait_closed()  # [MQTT-6.0.0-1]
+    b.wait_for_log(r"text frame", since=mark)
+
+
+def test_the_mqttv31_subprotocol_serves_mqtt_3_1_clients(brokers):
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    c = ws_raw(b.ports["ws"], version=raw.V31, protocols="mqttv3.1")
+    assert c.sock.protocol == "mqttv3.1"
+    c.connect(unique_id("old"))
+    c.subscribe(1, [("old/#", 0)])
+    c.publish("old/x", b"hi")
+    assert c.expect(PUBLISH).payload == b"hi"
+
+
+def test_malformed_and_oversized_handshakes_are_refused_and_the_broker_goes_on(brokers):
+    b = brokers("websockets_headers_size 1024\n" + ANON_TCP + WS, ports=("port", "ws"))
+    port = b.ports["ws"]
+
+    def attempt(request: bytes) -> bytes:
+        s = socket.create_connection((HOST, port), timeout=TIMEOUT)
+        try:
+            s.sendall(request)
+            head = ws_client.read_response_head(s)
+            ws_client.wait_closed(s)
+            return head
+        finally:
+            s.close()
+
+    cases = {
+        "garbage": b"\x10\x00\x00\x00 this is not HTTP\r\n\r\n",
+        "not an upgrade": b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "no key": ws_client.upgrade_request().replace(b"Sec-WebSocket-Key", b"X-Nothing"),
+        "bad version": ws_client.upgrade_request().replace(b"Version: 13", b"Version: 8"),
+        "oversized": ws_client.upgrade_request(extra="Cookie: " + "c" * 2000 + "\r\n"),
+    }
+    for name, request in cases.items():
+        mark = b.mark()
+        head = attempt(request)
+        assert not head.startswith(b"HTTP/1.1 101"), f"{name}: {head!r}"
+        b.wait_for_log(r"failed: WebSocket handshake", since=mark)
+        if name == "oversized":
+            b.wait_for_log(r"larger than 1024 bytes \(websockets_headers_size\)", since=mark)
+    # Without the mqtt subprotocol: 400 and why.
+    mark = b.mark()
+    head = attempt(ws_client.upgrade_request(protocols="chat"))
+    assert head.startswith(b"HTTP/1.1 400"), head
+    b.wait_for_log(r"did not ask for the mqtt subprotocol \(Sec-WebSocket-Protocol: chat\)", since=mark)
+    head = attempt(ws_client.upgrade_request(protocols=None))
+    assert head.startswith(b"HTTP/1.1 400"), head
+    # A handshake just under the limit, from a path of its own, still works.
+    request = ws_client.upgrade_request(path="/any/path", extra="X-Pad: " + "p" * 700 + "\r\n")
+    assert len(request) < 1024
+    s = socket.create_connection((HOST, port), timeout=TIMEOUT)
+    s.sendall(request)
+    assert ws_client.read_response_head(s).startswith(b"HTTP/1.1 101")
+    s.close()
+    c = ws_raw(port)
+    c.connect(unique_id("after"))
+
+
+# ---------------------------------------------------------------------------------------
+# MQTT.js in Chromium
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser_deps() -> Path:
+    """tests/browser's npm packages (MQTT.js and playwright-core), installed from its lock file
+    when missing; Debian's chromium."""
+    require_program("/usr/bin/chromium", "apt-get install chromium chromium-driver")
+    node = require_program("node", "install Node.js and npm")
+    if not (BROWSER_DIR / "node_modules" / "mqtt" / "dist" / "mqtt.min.js").exists():
+        npm = require_program("npm", "install Node.js and npm")
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+    return Path(node)
+
+
+@pytest.fixture
+def page_server():
+    """tests/browser served over HTTP on a free localhost port."""
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(BROWSER_DIR), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def run_browser(node: Path, page_port: int, url: str, client_id: str, version: int) -> dict:
+    page = f"http://{HOST}:{page_port}/mqttjs.html?url={url}&id={client_id}&version={version}"
+    r = subprocess.run([str(node), str(BROWSER_DIR / "run.mjs"), page, "20000"], capture_output=True, text=True,
+                       timeout=60, cwd=BROWSER_DIR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_mqttjs_in_chromium_over_ws_and_wss(brokers, pki, browser_deps, page_server):
+    b = brokers(ANON_TCP + WS + wss_listener(pki), ports=("port", "ws", "wss"))
+    mosq_pub(b.port, "-t", "web/retained", "-m", "from-tcp", "-r", "-q", "1")
+    tcp_sub = MosquittoSub(b, ["web/browser/#"], "-v", qos=2)
+    for scheme, port, version in (("ws", b.ports["ws"], 4), ("wss", b.ports["wss"], 5)):
+        outcome = run_browser(browser_deps, page_server, f"{scheme}://127.0.0.1:{port}/mqtt", unique_id(scheme), version)
+        assert outcome["error"] is None, outcome
+        assert outcome["granted"] == [2]
+        got = {m["topic"]: (m["payload"], m["qos"], m["retain"]) for m in outcome["received"]}
+        assert got == {
+            "web/retained": ("from-tcp", 1, True),
+            **{f"web/browser/{q}": (f"from the browser at qos {q}", q, False) for q in (0, 1, 2)},
+        }, outcome
+        # The TCP client saw what the browser published.
+        assert sorted(tcp_sub.read_lines(3)) == [f"web/browser/{q} from the browser at qos {q}" for q in (0, 1, 2)]
+    tcp_sub.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# $SYS
+# ---------------------------------------------------------------------------------------
+
+# Each topic's payload as mosquitto 2.0.11 writes it.
+SYS_FORMATS = [
+    (r"\$SYS/broker/version", r"(mosquitto|midge) version \S+"),
+    (r"\$SYS/broker/uptime", r"\d+ seconds"),
+    (r"\$SYS/broker/load/.*", r"\d+\.\d\d"),
+    (r"\$SYS/broker/.*", r"\d+"),
+]
+
+
+def sys_snapshot(port: int, tool: str = "mosquitto_sub") -> dict[str, tuple[str, str]]:
+    """The retained $SYS tree: {topic: (retain flag, payload)}, read once the broker has updated
+    it at least once after this client connected (so it counts itself)."""
+    # The next update after connecting: the retained uptime, then a fresh one.
+    r = subprocess.run([require_tool("mosquitto_sub"), "-h", HOST, "-p", str(port), "-t", "$SYS/broker/uptime",
+                        "-C", "2", "-W", "10"], capture_output=True, text=True, timeout=15)
+    assert r.returncode == 0, r
+    binary = require_tool("mosquitto_sub") if tool == "mosquitto_sub" else str(midge_bin())
+    args = [binary] + ([] if tool == "mosquitto_sub" else ["sub"])
+    r = subprocess.run(args + ["-h", HOST, "-p", str(port), "-t", "$SYS/#", "-F", "%r %t %p", "--retained-only",
+                               "-W", "10"], capture_output=True, text=True, timeout=15)
+    assert r.returncode in (0, 27), r
+    out = {}
+    for line in r.stdout.splitlines():
+        flag, topic_and_payload = line.split(" ", 1)
+        # Topics have no space but one: "retained messages/count".
+        m = re.match(r"(\$SYS/broker/retained messages/count|\S+) (.*)", topic_and_payload)
+        out[m.group(1)] = (flag, m.group(2))
+    return out
+
+
+def test_sys_tree_matches_mosquitto(brokers):
+    ours = brokers(ANON_TCP + "sys_interval 1\n")
+    theirs = brokers("listener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n", mosquitto=True)
+    for b in (ours, theirs):
+        mosq_pub(b.port, "-t", "some/topic", "-m", "x", "-q", "1", "-r")
+    midge_tree, mosquitto_tree = sys_snapshot(ours.port), sys_snapshot(theirs.port)
+    assert set(midge_tree) == set(mosquitto_tree), (
+        f"only in midge: {set(midge_tree) - set(mosquitto_tree)}; only in mosquitto: "
+        f"{set(mosquitto_tree) - set(midge_tree)}")
+    for tree in (midge_tree, mosquitto_tree):
+        for topic, (flag, payload) in tree.items():
+            assert flag == "1", f"{topic} is not retained"
+            fmt = next(f for t, f in SYS_FORMATS if re.fullmatch(t, topic))
+            assert re.fullmatch(fmt, payload), f"{topic} {payload!r} is not /{fmt}/"
+    assert midge_tree["$SYS/broker/version"][1].startswith("midge version ")
+    # midge sub shows the same tree as mosquitto_sub does.
+    assert set(sys_snapshot(ours.port, tool="midge")) == set(midge_tree)
+    # The counts move: the publish above, and this client.
+    assert int(midge_tree["$SYS/broker/publish/messages/received"][1]) >= 1
+    assert int(midge_tree["$SYS/broker/clients/connected"][1]) >= 1
+    assert int(midge_tree["$SYS/broker/retained messages/count"][1]) >= 1
+
+
+def test_sys_topics_follow_the_acl_and_sys_interval_0_turns_them_off(brokers, tmp_path):
+    passwd = tmp_path / "passwd"
+    midge_passwd("-c", "-b", "-I", "1000", str(passwd), "ops", "pw")
+    midge_passwd("-b", "-I", "1000", str(passwd), "app", "pw")
+    acl = tmp_path / "acl"
+    acl.write_text("user ops\ntopic read $SYS/#\ntopic readwrite end/#\nuser app\ntopic readwrite end/#\n")
+    b = brokers(f"listener {{port}} 127.0.0.1\npassword_file {passwd}\nacl_file {acl}\nsys_interval 1\n")
+    for user, sees_sys in (("ops", True), ("app", False)):
+        sub = MosquittoSub(b, ["$SYS/broker/version", "end/#"], "-v", "-u", user, "-P", "pw")
+        mosq_pub(b.port, "-t", "end/x", "-m", "end", "-u", user, "-P", "pw")
+        first = sub.read_lines(1)[0]
+        assert first.startswith("$SYS/broker/version midge version") == sees_sys, (user, first)
+        sub.stop()
+    off = brokers(ANON_TCP + "sys_interval 0\n")
+    sub = MosquittoSub(off, ["$SYS/#", "end/#"], "-v")
+    mosq_pub(off.port, "-t", "end/x", "-m", "end")
+    assert sub.read_lines(1) == ["end/x end"], "no $SYS topic with sys_interval 0"
+    sub.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Prometheus
+# ---------------------------------------------------------------------------------------
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=TIMEOUT) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def offline_overflow(b: ConfiguredBroker, queued: int, extra: int) -> None:
+    """A persistent session that goes away, then `queued + extra` QoS 1 messages for it."""
+    sub = MosquittoSub(b, ["over/#"], "-c", client_id="sleeper", qos=1)
+    sub.stop()
+    b.wait_for_log(r"Client sleeper (closed its connection|disconnected)")
+    for i in range(queued + extra):
+        mosq_pub(b.port, "-t", "over/x", "-m", str(i), "-q", "1")
+
+
+def test_metrics_read_by_the_official_parser_and_healthz(brokers):
+    parser = pytest.importorskip("prometheus_client.parser", reason="pip install prometheus-client")
+    b = brokers(ANON_TCP + WS + HTTP + "max_queued_messages 3\n", ports=("port", "ws", "http"))
+    offline_overflow(b, 3, 2)
+    sub = MosquittoSub(b, ["lat/#"], "-v", qos=1)
+    for q in (0, 1, 2):
+        mosq_pub(b.port, "-t", "lat/x", "-m", "m", "-q", str(q))
+    sub.read_lines(3)
+    status, text = http_get(b.ports["http"], "/metrics")
+    assert status == 200
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+
+    def sample(family: str, name: str | None = None, **labels) -> float:
+        f = families[family]
+        for s in f.samples:
+            if s.name == (name or f.name) and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+        raise AssertionError(f"no sample {name or family} {labels} in {f.samples}")
+
+    assert families["midge_messages_received"].type == "counter"
+    # 5 for the sleeper, one at each QoS for lat/#.
+    assert sample("midge_messages_received", "midge_messages_received_total", qos="1") == 6
+    assert sample("midge_messages_received", "midge_messages_received_total", qos="2") == 1
+    assert sample("midge_messages_dropped", "midge_messages_dropped_total", reason="offline_queue_full") == 2
+    assert sample("midge_messages_dropped", "midge_messages_dropped_total", reason="slow_consumer") == 0
+    assert sample("midge_connections", listener=f"127.0.0.1:{b.ports['ws']}", protocol="ws") == 0
+    assert sample("midge_connections", listener=f"127.0.0.1:{b.port}", protocol="mqtt") == 1
+    assert sample("midge_subscriptions") == 2
+    assert families["midge_delivery_latency_seconds"].type == "histogram"
+    assert sample("midge_delivery_latency_seconds", "midge_delivery_latency_seconds_count") >= 3
+    assert sample("midge_bytes_received", "midge_bytes_received_total") > 0
+    assert http_get(b.ports["http"], "/healthz") == (200, "ok\n")
+    assert http_get(b.ports["http"], "/nothing")[0] == 404
+    sub.stop()
+
+
+def test_a_real_prometheus_scrapes_midge(brokers, tmp_path):
+    prometheus = require_program("prometheus", "apt-get install prometheus")
+    b = brokers(ANON_TCP + HTTP, ports=("port", "http"))
+    mosq_pub(b.port, "-t", "p/x", "-m", "1", "-q", "1")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        prom_port = s.getsockname()[1]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: midge\n    static_configs:\n      - targets: ['{HOST}:{b.ports['http']}']\n"
+    )
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address={HOST}:{prom_port}"], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        query = urllib.parse.quote('midge_messages_received_total{qos="1"}')
+        value = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
+            try:
+                status, body = http_get(prom_port, f"/api/v1/query?query={query}")
+            except OSError:
+                status, body = 0, ""
+            if status == 200:
+                result = json.loads(body)["data"]["result"]
+                if result:
+                    value = float(result[0]["value"][1])
+                    break
+            time.sleep(0.2)  # Prometheus scrapes every second; poll its API until it has
+        assert value == 1, (tmp_path / "prometheus.log").read_text()[-3000:]
+        status, body = http_get(prom_port, "/api/v1/targets")
+        target = json.loads(body)["data"]["activeTargets"][0]
+        assert (target["health"], target["lastError"]) == ("up", ""), target
+        # Every query of the sample Grafana dashboard is one Prometheus evaluates.
+        dashboard = json.loads((GRAFANA_DASHBOARD).read_text())
+        for panel in dashboard["panels"]:
+            for t in panel["targets"]:
+                expr = t["expr"].replace("$instance", ".*").replace("$__rate_interval", "1m")
+                status, body = http_get(prom_port, f"/api/v1/query?query={urllib.parse.quote(expr)}")
+                assert status == 200 and json.loads(body)["status"] == "success", (panel["title"], expr, body)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
