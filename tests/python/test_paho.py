@@ -414,15 +414,22 @@ def test_empty_client_id_v5_gets_assigned_client_identifier(broker, raw_clients,
     assert p.connect()["properties"].AssignedClientIdentifier
 
 
-@pytest.mark.parametrize("version,code", [("311", 0x02), ("5", 0x85), ("31", 0x02)])
+@pytest.mark.parametrize("version,code", [("311", 0x02), ("31", 0x02)])
 def test_empty_client_id_without_clean_session_is_refused(broker, raw_clients, version, code):
+    """[MQTT-3.1.3-8] (3.1.1); 3.1 needs 1 to 23 characters even with clean session."""
     c = raw_clients(broker.port, version=V_NUM[version])
-    # 3.1 needs 1 to 23 characters even with clean session.
     ack = c.connect("", clean=(version == "31"), expect_reason=None)
     assert (ack.session_present, ack.reason) == (False, code)
     assert c.wait_closed() == []
     broker.wait_for_log(r"Client <unknown> from 127\.0\.0\.1:\d+ refused: Client Identifier not valid "
-                        r"\(an empty client id needs clean start\)\.")
+                        r"\(an empty client id needs clean session\)\.")
+
+
+def test_v5_empty_client_id_without_clean_start_gets_an_id(broker, raw_clients):
+    """5.0 leaves it to the server (section 3.1.3.1): as mosquitto, an id is assigned."""
+    c = raw_clients(broker.port, version=V_NUM["5"])
+    ack = c.connect("", clean=False)
+    assert ack.reason == 0 and ack.props.get("AssignedClientIdentifier"), ack
 
 
 @pytest.mark.parametrize("level", [6, 2])
@@ -465,12 +472,14 @@ def test_qos2_resent_publish_is_delivered_once(broker, paho_clients, raw_clients
     assert payloads(got) == [b"exactly once", b"new message, same id", b"marker"]
 
 
-def test_v5_pubrel_for_unknown_id_gets_pubcomp_0x92(broker, raw_clients):
+def test_v5_pubrel_for_unknown_id_gets_a_plain_pubcomp(broker, raw_clients):
+    """As mosquitto: PUBCOMP 0x00 (0x92 Packet Identifier not found is allowed, not
+    required, section 3.7.2.1)."""
     c = raw_clients(broker.port, version=raw.V5)
     c.connect(unique_id("rel"))
     c.send(raw.pubrel(99, raw.V5))
     comp = c.expect(raw.PUBCOMP)
-    assert (comp.packet_id, comp.reason) == (99, 0x92)
+    assert (comp.packet_id, comp.reason) == (99, 0)
 
 
 @pytest.mark.parametrize("qos", [1, 2])

@@ -124,8 +124,15 @@ impl Broker {
         };
         if let Some(w) = &c.will {
             if too_deep(&w.topic) {
-                // More levels than the broker walks: as mosquitto, closed without CONNACK.
-                return Err(Refusal::silent("will topic with more than 200 levels"));
+                // More levels than the broker walks: 0x90 Topic Name invalid for 5.0 (the
+                // topic is well formed but not accepted, section 3.2.2.2); 3.1.1 has no code
+                // for it, and the connection closes without CONNACK, as mosquitto closes it.
+                let why = "will topic with more than 200 levels";
+                return Err(if c.protocol.is_v5() {
+                    Refusal::new(ReasonCode::TopicNameInvalid, why)
+                } else {
+                    Refusal::silent(why)
+                });
             }
             if w.topic.starts_with("$CONTROL/") {
                 // mosquitto's topics for commands to the broker (its plugins): a will there is

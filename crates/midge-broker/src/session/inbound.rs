@@ -38,9 +38,11 @@ impl Session {
         let topic = self.mounted(topic);
         if too_deep(&topic) {
             // More levels than the broker walks (mosquitto's TOPIC_HIERARCHY_LIMIT): the topic
-            // is not accepted and the connection closes, 5.0 with 0x81 as mosquitto says.
+            // is not accepted and the connection closes, 5.0 with 0x90 Topic Name invalid
+            // ("not malformed, but not accepted", section 3.14.2.1), where mosquitto says 0x81
+            // Malformed Packet, which a well-formed packet is not (section 4.13).
             return self.close(CloseReason::protocol(
-                ReasonCode::MalformedPacket,
+                ReasonCode::TopicNameInvalid,
                 "topic with more than 200 levels",
             ));
         }

@@ -12,9 +12,10 @@ use super::state::{Replay, SubscriptionRecord};
 use super::Session;
 use crate::router::too_deep;
 
-/// Why a connection that names a filter of more levels than the broker walks is closed.
+/// Why a 3.1.1 connection that names a filter of more levels than the broker walks is
+/// closed (3.1.1 has no code for it; mosquitto closes it too).
 fn too_deep_filter() -> CloseReason {
-    CloseReason::protocol(ReasonCode::MalformedPacket, "topic filter with more than 200 levels")
+    CloseReason::protocol(ReasonCode::TopicFilterInvalid, "topic filter with more than 200 levels")
 }
 
 impl Session {
@@ -24,9 +25,15 @@ impl Session {
         for (filter, requested) in s.filters {
             let filter = self.mounted(filter);
             if too_deep(&filter) {
-                // More levels than the broker walks: as mosquitto, the connection closes (5.0:
-                // DISCONNECT 0x81, which mosquitto sends for it).
-                return self.close(too_deep_filter());
+                // More levels than the broker walks: 5.0 says 0x8F Topic Filter invalid for
+                // this filter in SUBACK (the filter is well formed, so not mosquitto's 0x81
+                // Malformed Packet: section 4.13); 3.1.1 has no such code, and the
+                // connection closes, as mosquitto closes it.
+                if !self.version.is_v5() {
+                    return self.close(too_deep_filter());
+                }
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
             }
             // Granted as requested, up to max_qos; any requested QoS is accepted [MQTT-3.2.2-10].
             let options = SubscriptionOptions { qos: requested.qos.min(self.limits.max_qos), ..requested };
@@ -64,8 +71,12 @@ impl Session {
         for filter in u.filters {
             let filter = self.mounted(filter);
             if too_deep(&filter) {
-                // As for SUBSCRIBE.
-                return self.close(too_deep_filter());
+                // As for SUBSCRIBE: 0x8F for 5.0, the connection closed for 3.1.1.
+                if !self.version.is_v5() {
+                    return self.close(too_deep_filter());
+                }
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
             }
             let existed = self.state.subscriptions.remove(&filter).is_some();
             self.state.replays.retain(|r| r.filter != filter);

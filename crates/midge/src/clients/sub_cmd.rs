@@ -247,14 +247,34 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
         tz: local_time_zone(),
         notes: notes_tx,
     }));
-    let hook_printer = printer.clone();
+    // midge-client delivers a QoS 2 message at its PUBLISH (so that it is not lost if the
+    // connection ends before PUBREL); mosquitto_sub prints it once it has sent PUBCOMP. The
+    // output is mosquitto_sub's: the message waits here for its PUBCOMP, or the end of the
+    // connection.
+    let held: Arc<Mutex<Vec<Publish>>> = Arc::default();
+    let (hook_printer, hook_held) = (printer.clone(), held.clone());
     setup.options.on_message = Some(Arc::new(move |m: &Publish| {
-        hook_printer.lock().unwrap_or_else(|e| e.into_inner()).on_message(m);
+        if m.qos == midge_codec::QoS::ExactlyOnce {
+            hook_held.lock().unwrap_or_else(|e| e.into_inner()).push(m.clone());
+        } else {
+            hook_printer.lock().unwrap_or_else(|e| e.into_inner()).on_message(m);
+        }
     }));
-    if let Some(debug) = setup.options.on_packet.take() {
-        // mosquitto_sub -d also says which QoS each subscription was granted, at SUBACK.
-        setup.options.on_packet = Some(Arc::new(move |dir: Direction, p: &Packet| {
+    let debug = setup.options.on_packet.take();
+    let (hook_printer, hook_held) = (printer.clone(), held.clone());
+    setup.options.on_packet = Some(Arc::new(move |dir: Direction, p: &Packet| {
+        if let Some(debug) = &debug {
             debug(dir, p);
+        }
+        if let (Direction::Sent, Packet::PubComp(a)) = (dir, p) {
+            let mut held = hook_held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = held.iter().position(|m| m.packet_id == a.packet_id) {
+                let m = held.remove(i);
+                hook_printer.lock().unwrap_or_else(|e| e.into_inner()).on_message(&m);
+            }
+        }
+        if debug.is_some() {
+            // mosquitto_sub -d also says which QoS each subscription was granted, at SUBACK.
             if let (Direction::Received, Packet::SubAck(a)) = (dir, p) {
                 let codes: Vec<String> =
                     a.reason_codes
@@ -269,8 +289,8 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                         .collect();
                 println!("Subscribed (mid: {}): {}", a.packet_id, codes.join(", "));
             }
-        }));
-    }
+        }
+    }));
     let disconnect_props = setup.properties.disconnect.clone();
     let exit_after_subscribe = args.exit_after_subscribe;
     let debug = args.common.debug;
@@ -324,6 +344,12 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
         let mut d = midge_codec::Disconnect::new(midge_codec::ReasonCode::Success);
         d.properties = disconnect_props;
         let _ = client.disconnect_with(d).await;
+        // QoS 2 messages whose PUBREL did not come: delivered all the same (not lost).
+        let unreleased = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut printer = printer.lock().unwrap_or_else(|e| e.into_inner());
+        for m in &unreleased {
+            printer.on_message(m);
+        }
         result
     })
 }
