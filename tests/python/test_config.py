@@ -29,12 +29,8 @@ def test_include_dir_files_are_read_and_their_acl_enforced(tmp_path, broker_fact
     (conf_d / "notes.txt").write_text("this is not a configuration file\n")
     b = broker_factory(f"include_dir {conf_d}")
 
-    # The ACL from conf.d: anonymous clients may read public/# and nothing else.
-    denied = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(b.port), "-V", "5", "-t", "secret/#", "-W", "5"],
-        capture_output=True, timeout=TIMEOUT,
-    )
-    assert denied.stderr.decode().strip() == "All subscription requests were denied.", denied
+    # The ACL from conf.d: anonymous clients may read public/# and nothing else (as
+    # mosquitto 2.0, both subscriptions are granted; the ACL applies to each message).
     sub = MosquittoSub(b, ["public/#", "secret/#"], "-v", version="5", client_id=unique_id("inc"))
     b.wait_subscribed(sub.client_id)
     mosquitto_pub(b, "-t", "secret/x", "-m", "leaked", version="5")
@@ -49,10 +45,9 @@ def test_include_dir_files_are_read_and_their_acl_enforced(tmp_path, broker_fact
     [
         ("use_username_as_clientid true", "use_username_as_clientid true is not supported by midge yet"),
         ("clientid_prefixes sensor-", "option 'clientid_prefixes' is not supported by midge yet"),
-        ("mount_point tenant-a/", "option 'mount_point' is not supported by midge yet"),
         ("protocol mqtts", "invalid protocol 'mqtts': expected mqtt, websockets or http"),
         ("bind_interface eth0", "option 'bind_interface' is not supported by midge yet"),
-        ("allow_zero_length_clientid false", "allow_zero_length_clientid false is not supported by midge yet"),
+        ("check_retain_source true", "check_retain_source true is not supported by midge yet"),
         ("max_keepalive 70000", "invalid value '70000' for max_keepalive: expected a number from 0 to 65535"),
     ],
 )

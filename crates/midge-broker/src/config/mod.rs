@@ -334,15 +334,12 @@ pub struct Config {
     /// client, beside their count (0: no limit).
     pub max_inflight_bytes: usize,
     /// `message_size_limit`: the largest payload accepted, in bytes (0: no limit); a larger
-    /// PUBLISH is dropped (5.0: 0x95 in its acknowledgement), a CONNECT with a larger will
+    /// PUBLISH is dropped (5.0: 0x97 in its acknowledgement), a CONNECT with a larger will
     /// refused.
     pub message_size_limit: u32,
     /// `upgrade_outgoing_qos`: messages go to subscribers at the subscription's QoS, even
     /// when published at a lower one (as mosquitto: not what the MQTT spec says).
     pub upgrade_outgoing_qos: bool,
-    /// `check_retain_source`: a retained message is delivered only while its publisher may
-    /// still publish it (checked against the ACL in force when it is sent out).
-    pub check_retain_source: bool,
     /// `retain_available`: whether retained messages are supported (5.0 clients are told).
     pub retain_available: bool,
     /// `max_qos`: the highest QoS supported (5.0 clients are told; subscriptions are granted
@@ -404,7 +401,6 @@ impl Default for Config {
             max_inflight_bytes: 0,
             message_size_limit: 0,
             upgrade_outgoing_qos: false,
-            check_retain_source: false,
             retain_available: true,
             max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
@@ -472,7 +468,6 @@ impl Config {
         check("max_inflight_bytes", self.max_inflight_bytes != new.max_inflight_bytes);
         check("message_size_limit", self.message_size_limit != new.message_size_limit);
         check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);
-        check("check_retain_source", self.check_retain_source != new.check_retain_source);
         check("retain_available", self.retain_available != new.retain_available);
         check("max_qos", self.max_qos != new.max_qos);
         check("response_information", self.response_information != new.response_information);

@@ -521,7 +521,14 @@ fn write_loop(shared: &Arc<Shared>, first: u64) {
             // A failing disk (full, read-only) is retried: nothing becomes durable meanwhile,
             // so acknowledgements wait and publishers are held, instead of being lied to.
             let mut backoff = Duration::from_millis(50);
+            // Where this write starts: a write that fails part way (a full disk) is cut back
+            // to here before it is tried again, so that no record is written twice or torn.
+            let start = file.metadata().map(|m| m.len());
             while let Err(e) = file.write_all(&buf) {
+                if let Ok(start) = start {
+                    // Appending, the next write goes to the (new) end.
+                    let _ = file.set_len(start);
+                }
                 let mut st = shared.state.lock();
                 if st.failing.is_none() {
                     tracing::error!("Cannot write to the store ({e}): acknowledgements wait until it can.");
