@@ -926,3 +926,49 @@ def test_autosave_interval_compacts_the_store_by_itself(store_brokers):
             pub.publish("cfg/y", f"v{i}", qos=1, retain=True, packet_id=i + 1)
     m = broker.wait_for_log(r"Store compacted: (\d+) segments? into one, (\d+) live records?", since=mark, timeout=5)
     assert int(m.group(2)) == 1, m.group(0)
+
+
+def test_a_full_disk_holds_acknowledgements_back_and_loses_nothing(store_brokers, tmp_path):
+    """The store on a small tmpfs, filled up: a QoS 1 PUBLISH gets no PUBACK while its record
+    cannot be written (the log says so); once there is room again the PUBACK comes, the
+    persistent subscriber gets the message, and it is still there after a SIGKILL: no record
+    was torn or written twice by the failed attempts."""
+    assert os.geteuid() == 0, "mounting a tmpfs needs root (CI runs as root)"
+    data = tmp_path / "small"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(data)], check=True)
+    broker = None
+    try:
+        broker = store_brokers(data=data).start()
+        with RawClient(broker.port, version=V311) as sub:
+            sub.connect("full-sub", clean=False)
+            sub.subscribe(1, [("full/#", 1)])
+        filler = data / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            for chunk in (65536, 4096, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * chunk)
+                except OSError:
+                    pass
+        # Larger than what is left of the store segment's last page.
+        payload = b"kept through a full disk " * 1000
+        mark = broker.mark()
+        with RawClient(broker.port, version=V311) as pub:
+            pub.connect(unique_id("full-pub"))
+            pub.send(raw.publish("full/t", payload, 1, packet_id=7))
+            broker.wait_for_log(r"Cannot write to the store .*acknowledgements wait until it can", since=mark)
+            with pytest.raises(TimeoutError):
+                pub.recv(timeout=0.3)  # the record is not written: no PUBACK
+            filler.unlink()
+            ack = pub.expect(raw.PUBACK, timeout=10)
+            assert ack.packet_id == 7
+        broker.restart("kill")
+        with RawClient(broker.port, version=V311) as sub:
+            assert sub.connect("full-sub", clean=False).session_present
+            got = sub.expect(raw.PUBLISH)
+            assert got.payload == payload, got
+    finally:
+        if broker is not None and broker.alive():
+            broker.stop()
+        subprocess.run(["umount", str(data)], check=False)
