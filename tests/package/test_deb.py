@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 from service_support import NotifySocket, exec_line, round_trip, unit_settings  # noqa: E402
 
-UNITS = [Path("/lib/systemd/system/midge.service"), Path("/usr/lib/systemd/system/midge.service")]
+UNITS = [Path("/usr/lib/systemd/system/midge.service"), Path("/lib/systemd/system/midge.service")]
 
 
 def run(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -78,17 +79,17 @@ def test_the_package_starts_as_systemd_would_and_serves(installed, tmp_path):
     unit = unit_settings(next(u for u in UNITS if u.exists()))
     user = unit["User"][0]
     account = pwd.getpwnam(user)
+    runtime = Path("/run") / unit["RuntimeDirectory"][0]
     for key, base in (("RuntimeDirectory", "/run"), ("StateDirectory", "/var/lib"), ("LogsDirectory", "/var/log")):
         d = Path(base) / unit[key][0]
         d.mkdir(exist_ok=True)
         os.chown(d, account.pw_uid, account.pw_gid)
-    notify = NotifySocket(tmp_path)
-    tmp_path.chmod(0o755)
+    notify = NotifySocket()
     argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + exec_line(unit["ExecStart"][0], {})
     proc = subprocess.Popen(argv, env=notify.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, cwd="/")
     try:
-        notify.wait_for("READY=1")
+        notify.wait_for("READY=1", proc=proc)
         round_trip(1883)
         log = Path("/var/log/midge/midge.log")
         assert log.stat().st_uid == account.pw_uid and "New client connected" in log.read_text()
@@ -101,4 +102,5 @@ def test_the_package_starts_as_systemd_would_and_serves(installed, tmp_path):
             proc.kill()
         out = proc.communicate()[0]
         notify.close()
+        shutil.rmtree(runtime, ignore_errors=True)  # systemd removes it when the service stops
     assert proc.returncode == 0, out

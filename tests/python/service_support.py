@@ -6,7 +6,10 @@ import os
 import select
 import shlex
 import socket
+import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 from support import HOST, REPO, TIMEOUT
@@ -29,21 +32,33 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
 class NotifySocket:
     """The datagram socket systemd gives a Type=notify service in NOTIFY_SOCKET."""
 
-    def __init__(self, directory: Path):
-        self.path = directory / "notify.sock"
+    def __init__(self, directory: Path | None = None):
+        # A directory of its own that every user can reach (pytest's are root's, 0700): a
+        # service running as another user writes to the socket too.
+        self.dir = Path(tempfile.mkdtemp(prefix="notify-"))
+        self.dir.chmod(0o755)
+        self.path = self.dir / "notify.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
-        os.chmod(self.path, 0o777)  # a service running as another user writes to it too
+        os.chmod(self.path, 0o777)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "NOTIFY_SOCKET": str(self.path)}
 
-    def wait_for(self, state: str, timeout: float = 10.0) -> list[str]:
-        """The notifications up to one carrying `state` (such as READY=1), each as its lines."""
+    def wait_for(self, state: str, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> list[str]:
+        """The notifications up to one carrying `state` (such as READY=1), each as its lines;
+        fails at once, with its output, if `proc` (the service) ends first."""
         seen: list[str] = []
+        deadline = time.monotonic() + timeout
         while True:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            assert ready, f"no {state} from midge within {timeout} s; got {seen}"
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, min(left, 0.2)))
+            if not ready and proc is not None and proc.poll() is not None:
+                out = proc.communicate()[0] if proc.stdout else ""
+                raise AssertionError(f"the service exited with {proc.returncode} before {state}: {out}")
+            if not ready:
+                assert left > 0, f"no {state} from midge within {timeout} s; got {seen}"
+                continue
             message = self.sock.recv(4096).decode()
             seen.append(message)
             if state in message.split("\n"):
@@ -51,6 +66,7 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def wait_gone(pid: int, timeout: float = 15.0) -> None:

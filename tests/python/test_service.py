@@ -157,7 +157,7 @@ def test_the_units_exec_start_notifies_readiness_and_reloads(tmp_path):
     proc = subprocess.Popen(argv, env=notify.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
-        notify.wait_for("READY=1")
+        notify.wait_for("READY=1", proc=proc)
         round_trip(port)
         reload = exec_line(settings["ExecReload"][0].replace("$MAINPID", str(proc.pid)), {})
         assert subprocess.run(reload, timeout=TIMEOUT).returncode == 0
@@ -200,7 +200,7 @@ def test_started_as_mosquitto_it_runs_debians_unit_and_init_lines(tmp_path):
     proc = subprocess.Popen(argv, env=notify.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        notify.wait_for("READY=1")
+        notify.wait_for("READY=1", proc=proc)
         round_trip(port)
         reload = exec_line(settings["ExecReload"][0].replace("$MAINPID", str(proc.pid)), {})
         assert subprocess.run(reload, timeout=TIMEOUT).returncode == 0
