@@ -164,7 +164,8 @@ async fn start(
     for f in log_files {
         f.open().map_err(|e| {
             // On standard error: the log file is what failed.
-            eprintln!("{} (midge runs as user '{running_as}').", crate::logging::open_error(f, &e));
+            let message = crate::logging::open_error(f, &e);
+            eprintln!("{} (midge runs as user '{running_as}').", message.trim_end_matches('.'));
             crate::logging::failed_before_open(log_files)
         })?;
     }
