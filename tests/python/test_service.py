@@ -255,3 +255,53 @@ def test_a_missing_setup_for_the_user_is_named_by_user(tmp_path):
     me = pwd.getpwuid(os.geteuid()).pw_name
     assert f"Unable to write pid file {missing}" in r.stderr and f"user '{me}'" in r.stderr, r.stderr
     assert shutil.which("mosquitto_pub"), "mosquitto-clients"
+
+
+DEBIAN_INIT = Path("/etc/init.d/mosquitto")
+
+
+def test_debians_init_script_lines_start_reload_and_stop_midge_as_mosquitto(tmp_path):
+    """The start, reload and stop lines of Debian's /etc/init.d/mosquitto (start-stop-daemon
+    with --background and a pid file it makes), with a link named mosquitto to midge for
+    /usr/sbin/mosquitto and this test's configuration and pid file."""
+    import re
+    if not DEBIAN_INIT.exists():
+        pytest.fail(f"{DEBIAN_INIT} is missing: install Debian's mosquitto package", pytrace=False)
+    script = DEBIAN_INIT.read_text()
+    lines = {what: re.search(rf"if (start-stop-daemon [^;\n]*{flag}[^;\n]*?)\s*;\s*then", script).group(1)
+             for what, flag in (("start", "--start"), ("reload", "--signal HUP"), ("stop", r"--stop --quiet"))}
+    link = tmp_path / "mosquitto"
+    link.symlink_to(midge_bin())
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text("\n".join([*RUN_AS, f"listener {port} {HOST}", "allow_anonymous true",
+                               f"log_dest file {tmp_path}/mosquitto.log"]) + "\n")
+    pidfile = tmp_path / "mosquitto.pid"
+    swap = {"${DAEMON}": str(link), "${PIDFILE}": str(pidfile), "$PIDFILE": str(pidfile),
+            "/etc/mosquitto/mosquitto.conf": str(conf)}
+
+    def line(what: str) -> list[str]:
+        text = lines[what]
+        for old, new in swap.items():
+            text = text.replace(old, new)
+        return exec_line(text, {})
+
+    assert subprocess.run(line("start"), timeout=TIMEOUT).returncode == 0
+    deadline = time.monotonic() + TIMEOUT
+    while not (pidfile.exists() and pidfile.read_text().strip()):  # start-stop-daemon writes it
+        assert time.monotonic() < deadline, "no pid file"
+        time.sleep(0.02)
+    pid = int(pidfile.read_text())
+    try:
+        # --background returns at once: a client may come before the listener is open.
+        log = wait_for_file_text(tmp_path / "mosquitto.log", f"listen socket on port {port}")
+        assert "midge version" in log
+        round_trip(port)
+        assert subprocess.run(line("reload"), timeout=TIMEOUT).returncode == 0
+        wait_for_file_text(tmp_path / "mosquitto.log", "Reloaded the password file")
+        assert subprocess.run(line("stop"), timeout=TIMEOUT).returncode == 0
+        wait_gone(pid)
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+    assert "terminating" in (tmp_path / "mosquitto.log").read_text()
