@@ -81,6 +81,8 @@ pub enum Kind {
     RunsAsRoot,
     /// A file the broker re-reads on SIGHUP that its user (after dropping root) cannot read.
     UnreadableByBrokerUser,
+    /// A log file, pid file or store directory the broker's user cannot write.
+    NotWritableByBrokerUser,
     /// An option neither mosquitto nor midge knows.
     UnknownOption,
     /// A value the audit (and the broker) cannot read.
@@ -112,6 +114,7 @@ impl Kind {
             Kind::NoCrl => "no-crl",
             Kind::RunsAsRoot => "runs-as-root",
             Kind::UnreadableByBrokerUser => "unreadable-by-broker-user",
+            Kind::NotWritableByBrokerUser => "unwritable-by-broker-user",
             Kind::UnknownOption => "unknown-option",
             Kind::InvalidValue => "invalid-value",
         }

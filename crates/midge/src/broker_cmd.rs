@@ -21,6 +21,10 @@ pub struct BrokerArgs {
     /// Log every packet (type, client and key fields).
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+    /// Run in the background (a daemon), as mosquitto -d: once the broker listens, this
+    /// command exits 0 (or with failure and the reason, if the broker could not start).
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
     /// With persistence on, a store that cannot be read at all (a damaged manifest, a missing
     /// or foreign segment) is moved aside (renamed with `.bad-TIME`) and the broker starts
     /// with an empty one, instead of refusing to start.
@@ -53,6 +57,23 @@ fn read_config(args: &BrokerArgs) -> Result<(Config, Vec<String>), ConfigError> 
 }
 
 pub fn run(args: BrokerArgs) -> ExitCode {
+    let (config, warnings) = match read_config(&args) {
+        Ok(read) => read,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    // -d: into the background now, while the process has one thread; the original process
+    // returns once the daemon listens (or failed, with its code).
+    let mut detach = if args.daemon {
+        match crate::daemon::Detach::daemonize() {
+            Ok(d) => d,
+            Err(code) => return code,
+        }
+    } else {
+        crate::daemon::Detach::foreground()
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -63,13 +84,6 @@ pub fn run(args: BrokerArgs) -> ExitCode {
     // SIGHUP's default action ends the process: listen for it from the start.
     let hup =
         runtime.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) });
-    let (config, warnings) = match read_config(&args) {
-        Ok(read) => read,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            return ExitCode::from(3);
-        }
-    };
     let log_files = crate::logging::init(&LogSettings {
         verbose: args.verbose,
         level: config.log_level,
@@ -99,7 +113,15 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         let reloader = server.reloader();
         tokio::spawn(save_on_sigusr1(reloader.clone()));
         tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
-        server.run(shutdown_signal()).await;
+        // Listening, running as its user, log and pid files open: systemd (Type=notify) and
+        // the parent of -d are told it started.
+        detach.ready();
+        server
+            .run(async {
+                shutdown_signal().await;
+                crate::daemon::notify(&[sd_notify::NotifyState::Stopping]);
+            })
+            .await;
         drop(pid_file);
         tracing::info!("midge version {} terminating", env!("CARGO_PKG_VERSION"));
         ExitCode::SUCCESS
@@ -137,22 +159,28 @@ async fn start(
     if let Some(name) = &dropped_to {
         tracing::info!("Running as user '{name}'.");
     }
+    // Who opens the files from here on, for the errors: the user the broker runs as.
+    let running_as = crate::privileges::current_user_name();
     for f in log_files {
         f.open().map_err(|e| {
             // On standard error: the log file is what failed.
-            eprintln!("{}", crate::logging::open_error(f, &e));
+            let message = crate::logging::open_error(f, &e);
+            eprintln!("{} (midge runs as user '{running_as}').", message.trim_end_matches('.'));
             crate::logging::failed_before_open(log_files)
         })?;
     }
     let pid_file = pid_path.as_deref().map(PidFile::write).transpose().map_err(|(path, e)| {
-        tracing::error!("Unable to write pid file {}: {e}.", path.display());
+        crate::logging::error_to_log_and_stderr(&format!(
+            "Error: Unable to write pid file {}: {e} (midge runs as user '{running_as}').",
+            path.display()
+        ));
         ExitCode::FAILURE
     })?;
     // The store is the broker's user's: opened (and created) after root is given up, as the
     // log files are, so that its new segments can be written by that user.
     server.restore(set_aside_bad_store).map_err(|e| {
         use midge_broker::store::StoreError;
-        tracing::error!("{e}");
+        crate::logging::error_to_log_and_stderr(&format!("Error: {e} (midge runs as user '{running_as}')."));
         match &e {
             midge_broker::ServerError::Store(StoreError::Io { error, .. })
                 if error.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -220,6 +248,11 @@ async fn reload_on_sighup(
             }
         }
         tracing::info!("Reloading config.");
+        let reloading = sd_notify::NotifyState::monotonic_usec_now();
+        match &reloading {
+            Ok(now) => crate::daemon::notify(&[sd_notify::NotifyState::Reloading, now.clone()]),
+            Err(_) => crate::daemon::notify(&[sd_notify::NotifyState::Reloading]),
+        }
         // The configuration file again; if it cannot be read, the files are still reloaded
         // under the settings in force.
         let mut unreadable = false;
@@ -259,6 +292,7 @@ async fn reload_on_sighup(
         if !report.unapplied.is_empty() {
             tracing::warn!("Changes to {} take effect when midge restarts.", report.unapplied.join(", "));
         }
+        crate::daemon::notify(&[sd_notify::NotifyState::Ready]);
     }
 }
 

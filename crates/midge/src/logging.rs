@@ -257,3 +257,13 @@ pub fn failed_before_open(files: &[Arc<LogFile>]) -> std::process::ExitCode {
 
 /// Whether standard error is one of the log's destinations.
 static STDERR_IS_DEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A start-up error: logged, and on standard error too when standard error is not one of
+/// the log's destinations (with `-d` it is still the terminal until the broker is ready), so
+/// that a broker that fails to start always says why where it was started.
+pub fn error_to_log_and_stderr(message: &str) {
+    tracing::error!("{}", message.strip_prefix("Error: ").unwrap_or(message));
+    if !STDERR_IS_DEST.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{message}");
+    }
+}

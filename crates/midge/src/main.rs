@@ -6,6 +6,7 @@ mod bench;
 mod broker_cmd;
 mod cert;
 mod clients;
+mod daemon;
 mod inspect_cmd;
 mod logging;
 mod passwd_cmd;
@@ -98,6 +99,14 @@ struct PasswdCli {
     args: passwd_cmd::PasswdArgs,
 }
 
+/// `mosquitto` (a link to midge) parses as `midge broker`.
+#[derive(Parser, Debug)]
+#[command(name = "mosquitto", version, about = "midge's MQTT broker, started as mosquitto")]
+struct MosquittoCli {
+    #[command(flatten)]
+    args: broker_cmd::BrokerArgs,
+}
+
 client_tool!(PubCli, clients::pub_cmd::PubArgs, clients::pub_cmd::run, clients::help::pub_help);
 client_tool!(SubCli, clients::sub_cmd::SubArgs, clients::sub_cmd::run, clients::help::sub_help);
 client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run, clients::help::rr_help);
@@ -115,6 +124,12 @@ fn main() -> ExitCode {
         "mosquitto_pub" => return PubCli::main("mosquitto_pub", argv),
         "mosquitto_sub" => return SubCli::main("mosquitto_sub", argv),
         "mosquitto_rr" => return RrCli::main("mosquitto_rr", argv),
+        // Installed as mosquitto (a link to midge): the broker, with mosquitto's options (-c,
+        // -d, -p, -v), so that init scripts and units written for mosquitto start midge.
+        "mosquitto" => {
+            let cli = MosquittoCli::parse_from(argv);
+            return broker_cmd::run(cli.args);
+        }
         "mosquitto_passwd" => {
             let cli = PasswdCli::parse_from(argv);
             return passwd_cmd::run(cli.args);

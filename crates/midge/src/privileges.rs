@@ -58,3 +58,12 @@ pub fn drop_privileges(user: Option<&str>) -> Result<Option<String>, DropError> 
     }
     Ok(Some(account.name))
 }
+
+/// The name of the user the process runs as (its effective user id), or the id itself.
+pub fn current_user_name() -> String {
+    let uid = geteuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}

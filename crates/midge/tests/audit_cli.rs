@@ -152,3 +152,73 @@ fn the_readme_secure_configuration_is_clean() {
     assert!(lines[..lines.len() - 1].iter().all(|l| l.starts_with("INFO ")), "{text}");
     assert!(lines[lines.len() - 1].starts_with("broker.conf: no weaknesses found"), "{text}");
 }
+
+/// The log file, the pid file and the store must be writable by the user the broker writes
+/// them as: started as root, its `user` (here mosquitto), which opens them after root is given
+/// up; a directory only root may write stops the broker at start. Not root: the user auditing.
+#[test]
+fn what_the_broker_writes_must_be_writable_by_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root && nix::unistd::User::from_name("mosquitto").ok().flatten().is_none() {
+        panic!("this test drops to user mosquitto: install Debian's mosquitto package (scripts/test does)");
+    }
+    for sub in ["logs", "run", "store"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+        // Root's (or, not root, closed to its owner): as /var/log before a package makes its own.
+        std::fs::set_permissions(
+            d.join(sub),
+            std::fs::Permissions::from_mode(if root { 0o755 } else { 0o555 }),
+        )
+        .unwrap();
+    }
+    write(
+        d,
+        "broker.conf",
+        "user mosquitto\nlistener 1883 127.0.0.1\nallow_anonymous true\nlog_dest file logs/midge.log\n\
+         pid_file run/midge.pid\npersistence true\npersistence_location store/\n",
+        0o644,
+    );
+    let started_as_root = if root { "true" } else { "false" };
+    let run = || midge(d, &["audit", "--started-as-root", started_as_root, "--json", "-c", "broker.conf"]);
+    let out = run();
+    let json = stdout(&out);
+    let found: Vec<&str> =
+        json.lines().filter(|l| l.contains("\"kind\":\"unwritable-by-broker-user\"")).collect();
+    assert_eq!(found.len(), 3, "{json}");
+    let user = if root {
+        "mosquitto".to_owned()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap().unwrap().name
+    };
+    for (line, what) in [
+        (4, "log_dest file logs/midge.log"),
+        (5, "pid_file run/midge.pid"),
+        (7, "persistence_location store/"),
+    ] {
+        let f = found
+            .iter()
+            .find(|l| l.contains(&format!("\"line\":{line},")))
+            .unwrap_or_else(|| panic!("line {line}: {json}"));
+        assert!(f.contains(what) && f.contains(&format!("user '{user}'")), "{f}");
+    }
+    assert_eq!(out.status.code(), Some(1));
+    // Made the user's, as the Debian package and the systemd unit make them: nothing to report.
+    for sub in ["logs", "run", "store"] {
+        if root {
+            let account = nix::unistd::User::from_name("mosquitto").unwrap().unwrap();
+            nix::unistd::chown(&d.join(sub), Some(account.uid), Some(account.gid)).unwrap();
+        } else {
+            std::fs::set_permissions(d.join(sub), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let json = stdout(&run());
+    assert!(!json.contains("unwritable-by-broker-user"), "{json}");
+    // A directory that is not there is named too.
+    std::fs::remove_dir(d.join("run")).unwrap();
+    let json = stdout(&run());
+    assert!(json.contains("does not exist: the broker will not start"), "{json}");
+}

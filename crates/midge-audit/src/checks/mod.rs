@@ -5,6 +5,7 @@ mod network;
 mod options;
 mod passwords;
 mod tls;
+mod writable;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,7 @@ pub(crate) fn run(directives: &[Directive], model: &Model, options: &AuditOption
     network::check(&cx, &mut out);
     tls::check(&cx, &mut out);
     files::check(&cx, &mut out);
+    writable::check(&cx, &mut out);
     passwords::check(&cx, &mut out);
     certs::check(&cx, &mut out);
     options::refused(model, &mut out);

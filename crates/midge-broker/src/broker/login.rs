@@ -277,7 +277,9 @@ impl Broker {
             return decided(Ok(accepted(Some(name.clone()), Credentials::Verified)));
         }
         if info.cert_identity_required {
-            return decided(Err(Refusal::new(ReasonCode::NotAuthorized, CERT_IDENTITY_MISSING)));
+            // As mosquitto: Bad User Name or Password (3.1.1: return code 4), the user name
+            // being what the certificate did not give.
+            return decided(Err(Refusal::new(ReasonCode::BadUserNameOrPassword, CERT_IDENTITY_MISSING)));
         }
         let security = scope.security.load_full();
         let Some(user) = &c.username else {
@@ -472,7 +474,7 @@ impl Broker {
             // stand in for one.
             return Some((
                 None,
-                LoginStep::Refuse(Refusal::new(ReasonCode::NotAuthorized, CERT_IDENTITY_MISSING)),
+                LoginStep::Refuse(Refusal::new(ReasonCode::BadUserNameOrPassword, CERT_IDENTITY_MISSING)),
             ));
         }
         if info.certificate.as_deref().is_some_and(ClientCertificate::is_revoked) {

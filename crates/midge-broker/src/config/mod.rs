@@ -20,7 +20,7 @@ pub use error::{ConfigError, LineError};
 pub use lex::{lex_file, lex_file_including, lex_str, Directive, LexError};
 pub use options::{is_known_option, makes_default_listener};
 pub use parse::{parse_directives, parse_file, parse_lenient, parse_str, Parsed};
-pub use run_as::{can_read, run_as, RunAs, RunAsError, DEFAULT_USER};
+pub use run_as::{can_read, can_write, run_as, RunAs, RunAsError, DEFAULT_USER};
 pub use sources::{Section, Sources};
 pub use values::parse_bool;
 

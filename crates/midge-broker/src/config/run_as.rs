@@ -54,6 +54,20 @@ pub fn run_as(user: Option<&str>) -> Result<RunAs, RunAsError> {
 /// needs of the files it reads again on SIGHUP once it runs as that user (`midge audit`
 /// checks it, `midge cert` arranges it). Access control lists are not looked at.
 pub fn can_read(account: &User, path: &std::path::Path) -> bool {
+    can_access(account, path, 0o4)
+}
+
+/// Whether `account` can write at `path` by its mode bits: the file (or directory) itself
+/// writable, and every directory above it searchable. For a file that does not exist yet,
+/// ask about its directory (where it is created: writable, and searchable, `0o3`).
+pub fn can_write(account: &User, path: &std::path::Path) -> bool {
+    let bits = if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) { 0o3 } else { 0o2 };
+    can_access(account, path, bits)
+}
+
+/// `bits` (4 read, 2 write, 1 search) all allowed on `path`, and search on every directory
+/// above it, as owner, group member or other.
+fn can_access(account: &User, path: &std::path::Path, bits: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(path) = std::fs::canonicalize(path) else { return false };
     let groups = std::ffi::CString::new(account.name.clone())
@@ -61,19 +75,19 @@ pub fn can_read(account: &User, path: &std::path::Path) -> bool {
         .and_then(|name| nix::unistd::getgrouplist(&name, account.gid).ok())
         .unwrap_or_else(|| vec![account.gid]);
     let uid = account.uid.as_raw();
-    // `bit`: 4 read, 1 search; the owner's, the group's or the others' bits apply.
+    // The owner's, the group's or the others' bits apply.
     let allows = |meta: &std::fs::Metadata, bit: u32| {
         let mode = meta.mode();
         if uid == 0 {
             true
         } else if meta.uid() == uid {
-            mode >> 6 & bit != 0
+            mode >> 6 & bit == bit
         } else if groups.iter().any(|g| g.as_raw() == meta.gid()) {
-            mode >> 3 & bit != 0
+            mode >> 3 & bit == bit
         } else {
-            mode & bit != 0
+            mode & bit == bit
         }
     };
-    std::fs::metadata(&path).is_ok_and(|m| allows(&m, 0o4))
+    std::fs::metadata(&path).is_ok_and(|m| allows(&m, bits))
         && path.ancestors().skip(1).all(|dir| std::fs::metadata(dir).is_ok_and(|m| allows(&m, 0o1)))
 }
