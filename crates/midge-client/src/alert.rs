@@ -81,8 +81,8 @@ impl TlsAlert {
         format!("OpenSSL Error[0]: error:{code:08X}:SSL routines::{reason}")
     }
 
-    /// The alert in an I/O error from the TLS stream, if the server sent one.
-    pub(crate) fn from_io(e: &std::io::Error) -> Option<Self> {
+    /// The alert in an I/O error from a TLS stream this crate opened, if the server sent one.
+    pub fn from_io(e: &std::io::Error) -> Option<Self> {
         match e.get_ref()?.downcast_ref::<rustls::Error>()? {
             rustls::Error::AlertReceived(a) => Some(TlsAlert(u8::from(*a))),
             _ => None,
