@@ -202,8 +202,11 @@ def pub_sub_scenario(port: int, version: str, prefix: str) -> dict:
 def inspect(path: Path, ports: list[int], *extra: str) -> list[dict]:
     cmd = [str(midge_bin()), "inspect", "--json", *[a for p in ports for a in ("--port", str(p))], *extra, str(path)]
     r = subprocess.run(cmd, capture_output=True, timeout=60)
-    assert r.returncode == 0, f"{cmd} exited {r.returncode}: {r.stderr.decode(errors='replace')}"
-    return [json.loads(line) for line in r.stdout.decode().splitlines()]
+    objects = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    # Exit code 1 when a finding (credentials in clear text) was reported, 0 with notes only.
+    found = any(o["type"] == "finding" and o["severity"] == "warning" for o in objects)
+    assert r.returncode == (1 if found else 0), f"{cmd} exited {r.returncode}: {r.stderr.decode(errors='replace')}"
+    return objects
 
 
 def hexcolon(data) -> str:
@@ -372,7 +375,7 @@ def test_passwords_are_masked_unless_revealed(broker, tmp_path):
                                      "-m", "x", "-i", f"mask-{a}"))
     text = subprocess.run([str(midge_bin()), "inspect", "--port", str(broker.port), str(path)],
                           capture_output=True, timeout=60)
-    assert text.returncode == 0, text.stderr
+    assert text.returncode == 1, text.stderr  # a finding: the exit code says so
     out = text.stdout.decode()
     assert PASSWORDS["alice"] not in out
     assert "password='********'" in out
@@ -457,6 +460,59 @@ def test_tls_stream_is_reported_encrypted(broker_factory, tmp_path):
     subprocess.run([editcap, "-F", "pcapng", str(path), str(ng)], check=True, timeout=60)
     assert inspect(ng, [tls_port, b.port]) == objects
 
+    # Issue 20, item 5: in text, `!!` marks the password in clear only; the encrypted stream
+    # is a note (`--`, under Notes). A capture of TLS alone has no finding: exit code 0.
+    text = subprocess.run([str(midge_bin()), "inspect", "--port", str(tls_port), "--port", str(b.port), str(path)],
+                          capture_output=True, timeout=60)
+    out = text.stdout.decode()
+    assert text.returncode == 1, out
+    marks = sorted(line.split()[2] for line in out.splitlines() if re.match(r"\s*\d+\s+\d+\.\d+ (!!|--) ", line))
+    assert marks == ["!!", "--"], out
+    assert re.search(rf" -- encrypted stream from 127\.0\.0\.1:\d+ to 127\.0\.0\.1:{tls_port} ", out), out
+    assert re.search(rf" !! password for user 'alice' sent in clear text from 127\.0\.0\.1:\d+ to 127\.0\.0\.1:{b.port}\n",
+                     out), out
+    assert re.search(r"\nFindings:\n  warning: password for user 'alice'.*\nNotes:\n  info: encrypted stream", out), out
+    only_tls, _ = captured(tmp_path, "tls-only", [tls_port], lambda a: pub(
+        tls_port, "311", "-u", "alice", "-P", PASSWORDS["alice"], "-t", "tls/2", "-m", "x", "-i", f"tls-only-{a}",
+        tls=tls_args))
+    text = subprocess.run([str(midge_bin()), "inspect", "--port", str(tls_port), str(only_tls)],
+                          capture_output=True, timeout=60)
+    out = text.stdout.decode()
+    assert text.returncode == 0, out
+    assert "!!" not in out and "\nFindings: none\nNotes:\n  info: encrypted stream" in out, out
+
+
+def test_inspect_help_tells_the_marks_and_the_exit_codes():
+    out = subprocess.run([str(midge_bin()), "inspect", "--help"], capture_output=True, timeout=30).stdout.decode()
+    text = " ".join(out.split())
+    assert "Findings (credentials sent in clear text) are marked !!" in text, out
+    assert "Exit status: 0 when nothing was found (notes allowed); 1 when a finding was reported" in text, out
+
+
+def test_empty_client_ids_are_shown_as_what_they_mean(broker, tmp_path):
+    """Issue 20, item 6: mosquitto_pub 2.0 sends an empty client id (3.1.1 and 5.0); inspect
+    shows what it means, and for 5.0 the id the broker assigned, from its CONNACK on."""
+    def scenario(a: int) -> None:
+        pub(broker.port, "311", "-t", "e/311", "-m", "x")
+        pub(broker.port, "5", "-t", "e/5", "-m", "x")
+
+    path, _ = captured(tmp_path, "empty-ids", [broker.port], scenario)
+    r = subprocess.run([str(midge_bin()), "inspect", "--port", str(broker.port), str(path)],
+                       capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert "''" not in out.split("\nSummary:")[0].replace("client_id=''", ""), out
+    lines = out.splitlines()
+    v311 = [line for line in lines if "version='3.1.1'" in line]
+    assert len(v311) == 1 and " (empty: the broker assigns one) CONNECT " in v311[0], out
+    publish_311 = next(line for line in lines if "topic='e/311'" in line)
+    assert " (empty: the broker assigns one) PUBLISH " in publish_311, out
+    publish_5 = next(line for line in lines if "topic='e/5'" in line)
+    assigned = re.search(r"→ \S+ (\S+) PUBLISH", publish_5).group(1)
+    assert assigned.startswith("auto-"), publish_5  # midge's assigned ids
+    assert re.search(rf"\nClients:\n  \(empty: the broker assigns one\)\s+127\.0\.0\.1:\d+ → .*MQTT 3\.1\.1\n"
+                     rf"  {re.escape(assigned)}\s+127\.0\.0\.1:\d+ → .*MQTT 5\.0\n", out), out
+
 
 # ---------------------------------------------------------------------------------------
 # Live capture
@@ -503,7 +559,7 @@ def test_live_capture_prints_packets_as_they_come(broker, tmp_path):
             pytest.fail(f"midge inspect did not stop on SIGINT; stderr {err_lines}", pytrace=False)
     for t in threads:
         t.join(5)
-    assert rc == 0, f"exit {rc}; stderr {err_lines}"
+    assert rc == 1, f"exit {rc} (1: a finding); stderr {err_lines}"
     text = "\n".join(out_lines)
     assert "!! password for user 'erin' sent in clear text from 127.0.0.1:" in text
     assert "pw-erin" not in text
@@ -515,7 +571,7 @@ def test_live_capture_without_tcpdump_says_how_to_install_it(tmp_path):
     empty.mkdir()
     r = subprocess.run([str(midge_bin()), "inspect", "--interface", "lo"], capture_output=True, timeout=30,
                        env={**os.environ, "PATH": str(empty)})
-    assert r.returncode == 1
+    assert r.returncode == 2
     err = r.stderr.decode()
     assert "tcpdump is not installed" in err and "apt install tcpdump" in err, err
 
@@ -530,16 +586,16 @@ def test_live_capture_without_the_capability_says_how_to_fix_it():
            str(midge_bin()), "inspect", "--interface", "lo"]
     r = subprocess.run(cmd, capture_output=True, timeout=30)
     err = r.stderr.decode()
-    assert r.returncode == 1, err
+    assert r.returncode == 2, err
     assert "tcpdump may not capture on lo" in err, err
     assert "sudo setcap cap_net_raw,cap_net_admin=eip $(command -v tcpdump)" in err, err
 
 
 def test_files_that_are_not_captures(tmp_path):
     missing = subprocess.run([str(midge_bin()), "inspect", str(tmp_path / "nope.pcap")], capture_output=True, timeout=30)
-    assert missing.returncode == 1 and "nope.pcap" in missing.stderr.decode()
+    assert missing.returncode == 2 and "nope.pcap" in missing.stderr.decode()
     text = tmp_path / "notes.txt"
     text.write_text("hello, this is not a capture\n")
     r = subprocess.run([str(midge_bin()), "inspect", str(text)], capture_output=True, timeout=30)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "not a pcap or pcapng capture" in r.stderr.decode()

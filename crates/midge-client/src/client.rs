@@ -175,10 +175,24 @@ pub async fn connect(opts: Options) -> Result<(Client, Events, ConnAck), Error> 
     Ok((Client { tx: req_tx, version, client_id }, Events { rx: ev_rx }, connack))
 }
 
+/// The first byte of a TLS alert record (content type 21).
+const TLS_ALERT_RECORD: u8 = 0x15;
+
 async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Error> {
-    let mut stream = open(opts).await?;
     let version = opts.connect.protocol;
     let connect = Packet::Connect(Box::new(opts.connect.clone()));
+    let mut stream = match open(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            // A server that refuses the client's certificate in a TLS 1.2 handshake: its
+            // alert comes after libmosquitto has queued CONNECT (and logged it), so mosquitto's
+            // clients show the CONNECT line before the alert; so does the hook.
+            if let (Some(hook), Some(_)) = (&opts.on_packet, e.tls_alert()) {
+                hook(Direction::Sent, &connect);
+            }
+            return Err(e);
+        }
+    };
     if let Some(hook) = &opts.on_packet {
         hook(Direction::Sent, &connect);
     }
@@ -192,7 +206,9 @@ async fn handshake(opts: &Options) -> Result<(BoxStream, BytesMut, ConnAck), Err
             // listener answering in TLS, say), reported as mosquitto's clients do.
             let command = first & 0xF0;
             if matches!(command, 0x10 | 0x80 | 0xA0) {
-                return Err(Error::new(Kind::Unrecognised(command)));
+                // 0x15 0x03: a TLS alert record (content type 21, version 3.x).
+                let tls_record = first == TLS_ALERT_RECORD && rbuf.get(1).copied().unwrap_or(3) == 3;
+                return Err(Error::new(Kind::Unrecognised { command, tls_record }));
             }
         }
         if let Some(p) = decode(&mut rbuf, version, usize::MAX)? {

@@ -3,6 +3,8 @@
 use midge_codec::{ConnectReturnCode, ProtocolVersion, ReasonCode};
 use thiserror::Error;
 
+use crate::alert::TlsAlert;
+
 /// An error of the MQTT client.
 #[derive(Debug, Error)]
 #[error(transparent)]
@@ -40,8 +42,9 @@ pub(crate) enum Kind {
     Lookup(#[source] std::io::Error),
     /// The server sent, before CONNACK, a packet of a type no server sends (CONNECT,
     /// SUBSCRIBE, UNSUBSCRIBE): the value is the type's byte (16, 128, 160).
-    #[error("protocol error: a packet of type {} from the server", .0 >> 4)]
-    Unrecognised(u8),
+    /// `tls_record`: the bytes were a TLS record (a TLS listener's alert to a plain client).
+    #[error("protocol error: a packet of type {} from the server", .command >> 4)]
+    Unrecognised { command: u8, tls_record: bool },
     /// The connection broke after it was opened, before CONNACK.
     #[error("the connection was lost: {0}")]
     Lost(#[source] std::io::Error),
@@ -134,22 +137,42 @@ impl Error {
 
     /// The server broke the protocol: a malformed packet, or one it should not send.
     pub fn is_protocol(&self) -> bool {
-        matches!(self.kind, Kind::Protocol(_) | Kind::Decode(_) | Kind::Unrecognised(_))
+        matches!(self.kind, Kind::Protocol(_) | Kind::Decode(_) | Kind::Unrecognised { .. })
     }
 
     /// For a packet of a type no server sends (see [`Error::is_protocol`]): the first
     /// byte's packet type bits, as a number (16 for CONNECT).
     pub fn unrecognised_command(&self) -> Option<u8> {
         match self.kind {
-            Kind::Unrecognised(c) => Some(c),
+            Kind::Unrecognised { command, .. } => Some(command),
+            _ => None,
+        }
+    }
+
+    /// The server answered CONNECT with a TLS record: a TLS listener, reached without TLS.
+    pub fn answered_in_tls(&self) -> bool {
+        matches!(self.kind, Kind::Unrecognised { tls_record: true, .. })
+    }
+
+    /// The TLS alert the server ended the connection with (a client certificate it refused:
+    /// revoked, from another CA, missing), if it sent one.
+    pub fn tls_alert(&self) -> Option<TlsAlert> {
+        match &self.kind {
+            Kind::Lost(e) | Kind::Io(e) => TlsAlert::from_io(e),
             _ => None,
         }
     }
 
     /// The connection was opened and then lost before the server answered CONNECT (for
-    /// example a TLS alert: a client certificate the server refused).
+    /// example a TLS alert: a client certificate the server refused, see
+    /// [`Error::tls_alert`]).
     pub fn is_lost(&self) -> bool {
         matches!(self.kind, Kind::Lost(_))
+    }
+
+    /// The connection was lost before CONNACK (a TLS alert from the server in the handshake).
+    pub(crate) fn lost(e: std::io::Error) -> Self {
+        Error::new(Kind::Lost(e))
     }
 }
 
@@ -213,7 +236,11 @@ mod tests {
             (Kind::Tls("bad".into()), "TLS error: bad", false),
             (Kind::TlsHostName("name".into()), "TLS error: name", false),
             (Kind::Lookup(io()), "cannot resolve the host name: refused", true),
-            (Kind::Unrecognised(0x80), "protocol error: a packet of type 8 from the server", false),
+            (
+                Kind::Unrecognised { command: 0x80, tls_record: false },
+                "protocol error: a packet of type 8 from the server",
+                false,
+            ),
             (Kind::Lost(io()), "the connection was lost: refused", true),
         ];
         for (kind, message, has_source) in cases {

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alert;
 mod client;
 mod error;
 mod options;
@@ -28,6 +29,7 @@ mod task;
 mod tls;
 mod transport;
 
+pub use alert::TlsAlert;
 pub use client::{connect, AckFuture, Client, Event, Events};
 pub use error::Error;
 pub use options::{Direction, MessageHook, Options, PacketHook};

@@ -111,6 +111,12 @@ fn handshake_error(e: &std::io::Error) -> Error {
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. },
         )) => Error::tls_host_name(e.to_string()),
+        // The server refused us (TLS 1.2 refuses a client certificate in the handshake): the
+        // connection is lost, with the alert, as TLS 1.3's refusal after the handshake is.
+        Some(rustls::Error::AlertReceived(_)) => Error::lost(std::io::Error::new(
+            e.kind(),
+            rustls_error.cloned().unwrap_or(rustls::Error::HandshakeNotComplete),
+        )),
         _ => Error::tls(e.to_string()),
     }
 }
@@ -179,5 +185,9 @@ mod tests {
         assert!(e.is_tls() && !e.is_tls_host_name());
         let e = handshake_error(&std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
         assert!(e.is_tls() && !e.is_tls_host_name());
+        let e =
+            handshake_error(&io(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)));
+        assert!(e.is_lost() && !e.is_tls());
+        assert_eq!(e.tls_alert().map(|a| a.to_string()).as_deref(), Some("certificate revoked"));
     }
 }

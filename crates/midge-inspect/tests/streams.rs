@@ -398,3 +398,74 @@ fn server_hello_13() -> Vec<u8> {
     let hs = [&[2u8][..], &(body.len() as u32).to_be_bytes()[1..], &body].concat();
     [&[22, 3, 3][..], &(hs.len() as u16).to_be_bytes(), &hs].concat()
 }
+
+fn text_of(file: Vec<u8>, ports: &[u16]) -> String {
+    let mut text = TextPrinter::new(Vec::new(), Vec::new(), false, false, false);
+    midge_inspect::inspect(std::io::Cursor::new(file), &Config::with_ports(ports), &mut text).unwrap();
+    String::from_utf8(text.into_inner().0).unwrap()
+}
+
+/// Issue 20, item 5: `!!` marks findings only (credentials in clear text); an encrypted
+/// stream is a note, marked `--` and listed under Notes, and it alone is no finding.
+#[test]
+fn encrypted_streams_are_notes_not_findings() {
+    let file = ethernet_pcap(&tls_frames(CLIENT, "10.0.0.1:8883", "broker.example", true));
+    let out = text_of(file.clone(), &[]);
+    assert!(!out.contains("!!"), "{out}");
+    assert!(
+        out.contains(
+            "-- encrypted stream from 10.0.0.5:51234 to 10.0.0.1:8883 (TLS 1.3, SNI 'broker.example'): not decoded\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("Findings: none\nNotes:\n  info: encrypted stream from"), "{out}");
+    let summary =
+        midge_inspect::inspect(std::io::Cursor::new(file), &Config::default(), &mut Collect::default())
+            .unwrap();
+    assert!(!summary.has_problems());
+
+    let mut c = Conv::new(CLIENT, BROKER);
+    c.handshake().client(&connect(V311, "sensor-1", Some("alice"), Some("s3cret"))).server(&connack(V311));
+    let tls = tls_frames("10.0.0.7:40022", "10.0.0.1:8883", "broker.example", true);
+    let file = ethernet_pcap(&[c.frames, tls].concat());
+    let out = text_of(file.clone(), &[]);
+    assert!(out.contains(" !! password for user 'alice' sent in clear text"), "{out}");
+    assert!(out.contains("Findings:\n  warning: password for user 'alice'"), "{out}");
+    assert!(out.contains("Notes:\n  info: encrypted stream from 10.0.0.7:40022"), "{out}");
+    let summary =
+        midge_inspect::inspect(std::io::Cursor::new(file), &Config::default(), &mut Collect::default())
+            .unwrap();
+    assert!(summary.has_problems());
+}
+
+/// Issue 20, item 6: an empty client id is shown as what it means; a 5.0 broker's assigned
+/// one is shown once its CONNACK is in the capture.
+#[test]
+fn empty_client_ids_say_the_broker_assigns_one() {
+    let mut c = Conv::new(CLIENT, BROKER);
+    c.handshake().client(&connect(V311, "", None, None)).server(&connack(V311)).client(&publish(
+        V311,
+        "a",
+        b"x",
+        QoS::AtMostOnce,
+        0,
+    ));
+    let out = text_of(ethernet_pcap(&c.frames), &[]);
+    assert!(out.contains(" 10.0.0.1:1883 (empty: the broker assigns one) CONNECT version='3.1.1'"), "{out}");
+    assert!(out.contains(" (empty: the broker assigns one) PUBLISH topic='a'"), "{out}");
+    assert!(out.contains("Clients:\n  (empty: the broker assigns one)  10.0.0.5:51234"), "{out}");
+    assert!(!out.contains("''"), "{out}");
+
+    let mut ack = ConnAck::new(ReasonCode::Success);
+    ack.properties.push(Property::AssignedClientIdentifier("auto-77".into()));
+    let mut c = Conv::new(CLIENT, BROKER);
+    c.handshake()
+        .client(&connect(V5, "", None, None))
+        .server(&mqtt(Packet::ConnAck(ack), V5))
+        .client(&publish(V5, "a", b"x", QoS::AtMostOnce, 0));
+    let out = text_of(ethernet_pcap(&c.frames), &[]);
+    assert!(out.contains(" (empty: the broker assigns one) CONNECT version='5.0'"), "{out}");
+    assert!(out.contains(" auto-77 CONNACK"), "{out}");
+    assert!(out.contains(" auto-77 PUBLISH topic='a'"), "{out}");
+    assert!(out.contains("Clients:\n  auto-77  10.0.0.5:51234"), "{out}");
+}

@@ -9,10 +9,16 @@ use std::time::Duration;
 use midge_inspect::live::LiveCapture;
 use midge_inspect::report::json::JsonPrinter;
 use midge_inspect::report::text::TextPrinter;
-use midge_inspect::{Config, InspectError, Sink};
+use midge_inspect::{Config, InspectError, Sink, Summary};
 
 /// Decode MQTT from packet captures and show what an eavesdropper sees.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Findings (credentials sent in clear text) are marked !!, notes (an encrypted stream, \
+not decoded) --.\n\nExit status: 0 when nothing was found (notes allowed); 1 when a finding was \
+reported, so that a script can use inspect as a check (as midge audit); 2 when the capture \
+cannot be read or the command line is wrong."
+)]
 #[command(override_usage = "midge inspect [OPTIONS] FILE\n       midge inspect [OPTIONS] --interface IFACE")]
 pub struct InspectArgs {
     /// A pcap or pcapng capture (`-` for standard input).
@@ -35,6 +41,11 @@ pub struct InspectArgs {
     reveal: bool,
 }
 
+/// The exit code when a finding was reported.
+const EXIT_FINDINGS: u8 = 1;
+/// The exit code when the capture could not be read (as `midge audit`, and clap's usage errors).
+const EXIT_ERROR: u8 = 2;
+
 pub fn run(args: InspectArgs) -> ExitCode {
     let config = Config::with_ports(&args.ports);
     let live = args.interface.is_some();
@@ -48,17 +59,18 @@ pub fn run(args: InspectArgs) -> ExitCode {
         run_with(&args, &config, &mut sink)
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(summary) if summary.has_problems() => ExitCode::from(EXIT_FINDINGS),
+        Ok(_) => ExitCode::SUCCESS,
         // The reader went away (`midge inspect f | head`): not an error.
         Err(InspectError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("midge inspect: {e}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
-fn run_with(args: &InspectArgs, config: &Config, sink: &mut dyn Sink) -> Result<(), InspectError> {
+fn run_with(args: &InspectArgs, config: &Config, sink: &mut dyn Sink) -> Result<Summary, InspectError> {
     if let Some(iface) = &args.interface {
         return live(iface, config, sink);
     }
@@ -72,11 +84,11 @@ fn run_with(args: &InspectArgs, config: &Config, sink: &mut dyn Sink) -> Result<
             .map_err(|e| InspectError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
         Box::new(file)
     };
-    midge_inspect::inspect(input, config, sink).map(|_| ())
+    midge_inspect::inspect(input, config, sink)
 }
 
 /// Captures with tcpdump until SIGINT or SIGTERM, then prints the summary.
-fn live(iface: &str, config: &Config, sink: &mut dyn Sink) -> Result<(), InspectError> {
+fn live(iface: &str, config: &Config, sink: &mut dyn Sink) -> Result<Summary, InspectError> {
     let mut capture = LiveCapture::start(iface, &config.all_ports())?;
     let stopper = capture.stopper();
     on_signal(move || stopper.stop())?;
@@ -88,15 +100,15 @@ fn live(iface: &str, config: &Config, sink: &mut dyn Sink) -> Result<(), Inspect
     let decoded = midge_inspect::inspect(pipe, config, sink);
     // tcpdump's own failure (it stopped without writing a capture) explains an empty pipe.
     let end = capture.finish()?;
-    match decoded {
+    let summary = match decoded {
         // Stopped before tcpdump wrote anything: nothing was captured.
         Err(InspectError::TruncatedHeader { got: 0 }) => {
-            sink.summary(&midge_inspect::Summary::default())?;
+            let empty = Summary::default();
+            sink.summary(&empty)?;
+            empty
         }
-        other => {
-            other?;
-        }
-    }
+        other => other?,
+    };
     if end.dropped > 0 {
         sink.warning(&format!(
             "tcpdump: {} packets dropped by the kernel: the capture misses them",
@@ -104,7 +116,7 @@ fn live(iface: &str, config: &Config, sink: &mut dyn Sink) -> Result<(), Inspect
         ))?;
     }
     io::stdout().flush()?;
-    Ok(())
+    Ok(summary)
 }
 
 /// Runs `stop` on the first SIGINT or SIGTERM (tcpdump then ends the pipe and the summary is

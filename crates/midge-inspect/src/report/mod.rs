@@ -177,10 +177,17 @@ pub struct Finding {
 impl Finding {
     /// "warning" for credentials in clear text, "info" for encrypted streams.
     pub fn severity(&self) -> &'static str {
-        match self.kind {
-            FindingKind::Encrypted { .. } => "info",
-            _ => "warning",
+        if self.is_problem() {
+            "warning"
+        } else {
+            "info"
         }
+    }
+
+    /// Whether this is a finding proper (credentials an eavesdropper reads), not a note (an
+    /// encrypted stream): `midge inspect` marks those `!!` and exits 1 when there is one.
+    pub fn is_problem(&self) -> bool {
+        !matches!(self.kind, FindingKind::Encrypted { .. })
     }
 
     /// A stable name for the kind, for JSON.
@@ -251,7 +258,7 @@ pub struct Summary {
     pub topics: BTreeMap<String, u64>,
     /// MQTT packets per type, by type number.
     pub packets: BTreeMap<u8, (&'static str, u64)>,
-    /// Findings, in the order found.
+    /// Findings and notes, in the order found.
     pub findings: Vec<Finding>,
     /// Warnings given.
     pub warnings: u64,
@@ -271,6 +278,13 @@ pub trait Sink {
     fn warning(&mut self, message: &str) -> io::Result<()>;
     /// The end.
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+}
+
+impl Summary {
+    /// Whether a finding proper was reported (not only notes): the exit code says so.
+    pub fn has_problems(&self) -> bool {
+        self.findings.iter().any(Finding::is_problem)
+    }
 }
 
 /// Seconds with six decimals, as tshark shows relative times of microsecond captures.
@@ -323,5 +337,6 @@ mod tests {
             "encrypted stream from 10.0.0.5:51234 to 10.0.0.1:1883 (TLS 1.3, SNI 'localhost'): not decoded"
         );
         assert_eq!((pw.severity(), tls.severity()), ("warning", "info"));
+        assert!(pw.is_problem() && user.is_problem() && !tls.is_problem());
     }
 }

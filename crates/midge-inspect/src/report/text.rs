@@ -73,7 +73,9 @@ impl<W: Write, E: Write> Sink for TextPrinter<W, E> {
     }
 
     fn finding(&mut self, f: &Finding) -> io::Result<()> {
-        writeln!(self.out, "{:>6} {:>11} !! {}", f.frame, format_time(f.time_ns), f.message())?;
+        // `!!` for what an eavesdropper reads; `--` for a note (an encrypted stream).
+        let mark = if f.is_problem() { "!!" } else { "--" };
+        writeln!(self.out, "{:>6} {:>11} {mark} {}", f.frame, format_time(f.time_ns), f.message())?;
         self.done()
     }
 
@@ -119,9 +121,18 @@ impl<W: Write, E: Write> Sink for TextPrinter<W, E> {
         }
         let counts: Vec<String> = s.packets.values().map(|(name, n)| format!("{name} {n}")).collect();
         writeln!(o, "Packets: {}", if counts.is_empty() { "none".to_string() } else { counts.join(", ") })?;
-        writeln!(o, "Findings:{}", if s.findings.is_empty() { " none" } else { "" })?;
-        for f in &s.findings {
+        // Findings proper first, then the notes (encrypted streams), each under its heading.
+        let (problems, notes): (Vec<&Finding>, Vec<&Finding>) =
+            s.findings.iter().partition(|f| f.is_problem());
+        writeln!(o, "Findings:{}", if problems.is_empty() { " none" } else { "" })?;
+        for f in problems {
             writeln!(o, "  {}: {}", f.severity(), f.message())?;
+        }
+        if !notes.is_empty() {
+            writeln!(o, "Notes:")?;
+            for f in notes {
+                writeln!(o, "  {}: {}", f.severity(), f.message())?;
+            }
         }
         if s.warnings > 0 {
             writeln!(o, "Warnings: {} (on standard error)", s.warnings)?;
@@ -203,10 +214,15 @@ fn plural(n: u64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
+/// What an empty client id means: the broker assigns one (a 5.0 broker says which in
+/// CONNACK, and that one is shown from then on; a 3.1.1 broker keeps it to itself).
+pub const EMPTY_CLIENT_ID: &str = "(empty: the broker assigns one)";
+
 /// The client id column: `-` when unknown, quoted when it has spaces or odd characters.
 fn client_id(id: Option<&str>) -> String {
     match id {
         None => "-".into(),
+        Some("") => EMPTY_CLIENT_ID.into(),
         Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_graphic() && c != '\'') => id.into(),
         Some(id) => format!("'{}'", escape(id)),
     }

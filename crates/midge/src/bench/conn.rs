@@ -39,7 +39,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             Err(e) => {
                 failed += 1;
                 if failed <= 3 {
-                    eprintln!("connection {i}: {e}");
+                    eprintln!("connection {i}: {}", super::connect_reason(&e));
                 }
             }
         }
@@ -105,6 +105,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     }
     for (c, _) in &clients {
         let _ = c.disconnect().await;
+    }
+    if clients.is_empty() && failed > 0 {
+        return Err(BenchError::NoConnection { failed });
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use midge_client::{connect, Client, Event, Events, Options};
 use midge_codec::{ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
 
 use super::stats::{histogram, sample, Recorder, Sample, Stats};
+use super::verdict::{check_suback, verdict, Outcome};
 use super::{BenchArgs, BenchError};
 
 /// Who publishes where, who subscribes to what, and how many copies each message makes.
@@ -131,9 +132,7 @@ async fn publisher(client: Client, ctx: PublisherCtx) {
                 window.push_back(ack);
                 if window.len() >= args.inflight.max(1) {
                     if let Some(a) = window.pop_front() {
-                        if a.await.is_err() {
-                            stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
+                        stats.acknowledged(&topic, a.await);
                     }
                 }
             }
@@ -157,13 +156,13 @@ async fn publisher(client: Client, ctx: PublisherCtx) {
             }
             while window.front().is_some() && window.len() > args.inflight.max(1) * 4 {
                 if let Some(a) = window.pop_front() {
-                    let _ = a.await;
+                    stats.acknowledged(&topic, a.await);
                 }
             }
         }
     }
     for a in window {
-        let _ = a.await;
+        stats.acknowledged(&topic, a.await);
     }
 }
 
@@ -254,10 +253,11 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
             source,
         })?;
         let sub = Subscribe::new(0, filter.clone(), SubscriptionOptions::qos(args.qos()));
-        client
+        let ack = client
             .subscribe(sub)
             .await
             .map_err(|source| BenchError::Subscribe { filter: filter.clone(), source })?;
+        check_suback(filter, &ack, version)?;
         tokio::spawn(subscriber(events, stats.clone(), stats.recorder(), delivered.clone()));
         subscribers.push(client);
     }
@@ -346,7 +346,15 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     for c in publishers.iter().chain(subscribers.iter()) {
         let _ = c.disconnect().await;
     }
-    Ok(())
+    let outcome = Outcome {
+        version,
+        qos: args.qos(),
+        prefix: &args.prefix,
+        published: sent,
+        delivered: last,
+        refusals: stats.refusals.lock().take(),
+    };
+    verdict(&outcome).map_or(Ok(()), Err)
 }
 
 /// "1 publisher", "4 publishers".

@@ -12,6 +12,7 @@ mod flat;
 mod load;
 mod plot;
 mod stats;
+mod verdict;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -37,7 +38,7 @@ pub enum BenchError {
     #[error("{0}")]
     Tls(#[source] midge_client::Error),
     /// A subscriber or publisher could not connect (`role` says which; `index` counts from 0).
-    #[error("{role} {index}: {source}")]
+    #[error("{role} {index}: {}", connect_reason(source))]
     Connect { role: &'static str, index: usize, source: midge_client::Error },
     #[error("subscribe {filter}: {source}")]
     Subscribe { filter: String, source: midge_client::Error },
@@ -57,10 +58,43 @@ pub enum BenchError {
     Handshake { role: &'static str, index: usize, reason: String },
     #[error("subscribe {filter}: {reason}")]
     Refused { filter: String, reason: String },
+    #[error(
+        "the broker refused the subscription to '{filter}': {reason}; choose topics it allows with --prefix"
+    )]
+    SubscriptionRefused { filter: String, reason: String },
+    #[error("no connection opened: all {failed} failed (the first errors are above)")]
+    NoConnection { failed: usize },
+    #[error(
+        "the broker refused {count} of {published} messages, the first one published to '{topic}': {reason}; \
+         choose topics it allows with --prefix"
+    )]
+    PublishRefused { count: u64, published: u64, topic: String, reason: String },
+    /// The broker took the load and delivered none of it (`silent`: why it said nothing).
+    #[error(
+        "nothing arrived: 0 of {published} messages published under '{prefix}/' were delivered. The broker accepted \
+         the subscriptions and the messages, and {silent}: an ACL that denies these topics does this (the broker's \
+         log says so). Choose topics it allows with --prefix{}",
+        if *ask { ", or run with -V 5 -q 1 to have the broker's reason codes" } else { "" }
+    )]
+    NothingDelivered { published: u64, prefix: String, silent: &'static str, ask: bool },
     #[error("cannot encode the PUBLISH: {0}")]
     Encode(#[source] midge_codec::EncodeError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// Why a connection failed; a TLS alert (a client certificate the broker refused: revoked,
+/// from another CA, missing) named, as the broker sent it.
+pub(crate) fn connect_reason(e: &midge_client::Error) -> String {
+    match e.tls_alert() {
+        Some(alert) => refused_by_alert(alert),
+        None => e.to_string(),
+    }
+}
+
+/// A TLS alert from the broker, in words.
+pub(crate) fn refused_by_alert(alert: midge_client::TlsAlert) -> String {
+    format!("the broker refused the TLS connection with the alert '{alert}'")
 }
 
 /// Measure a broker's throughput, latency and memory.

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+use super::verdict::Refusals;
+
 /// A fresh latency histogram: 1 µs to 60 s, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
@@ -20,6 +22,8 @@ pub struct Stats {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     pub errors: AtomicU64,
+    /// PUBLISHes the broker refused (5.0 reason codes of 0x80 or more).
+    pub refusals: Mutex<Option<Refusals>>,
     recorders: Mutex<Vec<Recorder>>,
 }
 
@@ -40,6 +44,7 @@ impl Stats {
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            refusals: Mutex::new(None),
             recorders: Mutex::new(Vec::new()),
         })
     }
@@ -47,6 +52,17 @@ impl Stats {
     /// Nanoseconds since the run started: what publishers put in payloads.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
+    }
+
+    /// The broker's answer to a QoS 1 / 2 PUBLISH to `topic`: a refusal is counted.
+    pub fn acknowledged(&self, topic: &str, answer: Result<midge_codec::ReasonCode, midge_client::Error>) {
+        match answer {
+            Ok(code) if code.is_error() => Refusals::add(&mut self.refusals.lock(), topic, code, 1),
+            Ok(_) => {}
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A recorder for one subscriber.

@@ -329,16 +329,39 @@ impl CommonArgs {
     }
 }
 
+/// The port of MQTT over TLS (IANA's secure-mqtt).
+const MQTT_TLS_PORT: u16 = 8883;
+
+/// What a connection was opened to, for the messages about its failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub version: ProtocolVersion,
+    pub port: u16,
+    /// Whether the client spoke TLS.
+    pub tls: bool,
+}
+
+impl Target {
+    pub fn of(setup: &Setup) -> Target {
+        Target { version: setup.version, port: setup.options.port, tls: setup.options.connector.is_some() }
+    }
+}
+
+/// midge's own line under `-d` (mosquitto's tools have none) for a client without TLS on a TLS
+/// port: the broker answered in TLS, or it is 8883 and closed the connection.
+fn plain_to_tls_hint(port: u16) -> String {
+    format!(
+        "Hint: port {port} expects TLS: give the CA's certificate with --cafile (or --capath), and --cert and \
+         --key if the broker requires a client certificate."
+    )
+}
+
 /// How a failed connection is reported, in the words and exit codes of mosquitto's tools:
 /// `Connection error: ...` for a refusal (exit code: the return or reason code), `Error:
 /// ...` or `Unable to connect (...).` for the rest. With `debug` (-d), what libmosquitto
 /// logs about the failure goes to standard output first, as -d prints its log there.
-pub fn connect_failure(
-    e: &midge_client::Error,
-    version: ProtocolVersion,
-    tool_is_pub: bool,
-    debug: bool,
-) -> Failure {
+pub fn connect_failure(e: &midge_client::Error, to: &Target, tool_is_pub: bool, debug: bool) -> Failure {
+    let Target { version, port, tls } = *to;
     if let Some(code) = e.refused_code() {
         let (text, exit) = if version.is_v5() {
             (code.description().to_owned(), code.as_u8())
@@ -373,6 +396,15 @@ pub fn connect_failure(
         };
     }
     if e.is_lost() {
+        if debug {
+            if let Some(alert) = e.tls_alert() {
+                // The server refused the TLS connection (a revoked, unknown or missing client
+                // certificate): libmosquitto prints OpenSSL's line for the alert.
+                println!("{}", alert.openssl_line());
+            } else if !tls && port == MQTT_TLS_PORT {
+                println!("{}", plain_to_tls_hint(port));
+            }
+        }
         return Failure::new("Error: The connection was lost.", 7);
     }
     if e.is_protocol() {
@@ -381,6 +413,9 @@ pub fn connect_failure(
             if let Some(command) = e.unrecognised_command() {
                 // libmosquitto's log line ends with a newline of its own.
                 println!("Error: Unrecognised command {command}\n");
+            }
+            if e.answered_in_tls() {
+                println!("{}", plain_to_tls_hint(port));
             }
         }
         return Failure::new(

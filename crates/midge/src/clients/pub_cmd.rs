@@ -8,7 +8,7 @@ use std::time::Duration;
 use midge_client::{connect, Direction, PacketHook};
 use midge_codec::{Bytes, Packet, ProtocolVersion, Publish, QoS};
 
-use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
+use super::common::{connect_failure, runtime, CommonArgs, Failure, Target, Tool};
 
 /// Publish messages, as mosquitto_pub.
 #[derive(clap::Args, Debug)]
@@ -129,6 +129,7 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
         ));
     }
     let version = setup.version;
+    let target = Target::of(&setup);
     let qos = setup.qos;
     let properties = setup.properties.publish.clone();
     let disconnect_props = setup.properties.disconnect.clone();
@@ -148,7 +149,7 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     };
     runtime()?.block_on(async move {
         let (client, _events, _) =
-            connect(options).await.map_err(|e| connect_failure(&e, version, true, debug))?;
+            connect(options).await.map_err(|e| connect_failure(&e, &target, true, debug))?;
         let publish_error = |e: midge_client::Error| Failure::new(format!("Error: {e}"), 1);
         match source {
             Source::Once(payload) => {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use midge_client::{connect, Event};
 use midge_codec::{Bytes, Property, ProtocolVersion, Publish, Subscribe, SubscriptionOptions};
 
-use super::common::{connect_failure, runtime, CommonArgs, Failure, Tool};
+use super::common::{connect_failure, runtime, CommonArgs, Failure, Target, Tool};
 use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Publish a request and print the response, as mosquitto_rr.
@@ -103,6 +103,7 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
         .map_err(|e| Failure::usage(tool, format!("Error: {e}")))?;
     let output = OutputOptions { verbose: args.verbose, eol: !args.no_eol, pretty: args.pretty, format };
     let version = setup.version;
+    let target = Target::of(&setup);
     let qos = setup.qos;
     let (debug, quiet) = (args.common.debug, args.common.quiet);
     let mut request = Publish::new(topic, payload);
@@ -113,7 +114,7 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
     }
     runtime()?.block_on(async move {
         let (client, mut events, _) =
-            connect(setup.options).await.map_err(|e| connect_failure(&e, version, false, debug))?;
+            connect(setup.options).await.map_err(|e| connect_failure(&e, &target, false, debug))?;
         let work = async {
             let sub = Subscribe::new(0, response.clone(), SubscriptionOptions::qos(qos));
             let ack = client.subscribe(sub).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;

@@ -13,7 +13,7 @@ use midge_codec::{
 };
 use tokio::sync::mpsc;
 
-use super::common::{connect_failure, parse_positive, runtime, CommonArgs, Failure, Tool};
+use super::common::{connect_failure, parse_positive, runtime, CommonArgs, Failure, Target, Tool};
 use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Subscribe and print messages, as mosquitto_sub.
@@ -212,6 +212,7 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
     let format =
         args.format.as_deref().map(Format::parse).transpose().map_err(|e| usage(format!("Error: {e}")))?;
     let version = setup.version;
+    let target = Target::of(&setup);
     let options = SubscriptionOptions {
         qos: setup.qos,
         retain_as_published: args.retain_as_published && version.is_v5(),
@@ -295,7 +296,7 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
     let exit_after_subscribe = args.exit_after_subscribe;
     let debug = args.common.debug;
     runtime()?.block_on(async move {
-        let (client, mut events, _) = connect(setup.options).await.map_err(|e| connect_failure(&e, version, false, debug))?;
+        let (client, mut events, _) = connect(setup.options).await.map_err(|e| connect_failure(&e, &target, false, debug))?;
         let work = async {
             let ack = client.start_subscribe(subscribe).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
             if let Some(u) = unsubscribe {

@@ -77,6 +77,8 @@ pub struct Report {
     pub acked: Cell<u64>,
     /// Publisher (5.0): PUBLISHes refused with a reason code of 0x80 or more.
     pub refused: Cell<u64>,
+    /// Publisher (5.0): the first refusal's reason code.
+    pub refused_reason: Cell<Option<u8>>,
     /// Publisher, after the stop: every PUBLISH written and (QoS 1 / 2) acknowledged.
     pub flushed: Cell<bool>,
     /// Subscriber: when the last PUBLISH was read.
@@ -86,6 +88,13 @@ pub struct Report {
 }
 
 impl Report {
+    fn refuse(&self, reason: u8) {
+        self.refused.set(self.refused.get() + 1);
+        if self.refused_reason.get().is_none() {
+            self.refused_reason.set(Some(reason));
+        }
+    }
+
     fn fail(&self, e: impl std::fmt::Display) {
         self.error.borrow_mut().get_or_insert_with(|| e.to_string());
     }
@@ -113,7 +122,7 @@ impl Conn {
     pub async fn connect(opts: &Options) -> Result<(Conn, ConnAck), String> {
         let timeout = opts.connect_timeout;
         let handshake = async {
-            let stream = midge_client::open(opts).await.map_err(|e| e.to_string())?;
+            let stream = midge_client::open(opts).await.map_err(|e| super::super::connect_reason(&e))?;
             let version = opts.connect.protocol;
             let mut conn =
                 Conn { stream, rbuf: vec![0; 4096], rlen: 0, wbuf: Vec::new(), wpos: 0, written: 0, version };
@@ -126,11 +135,10 @@ impl Conn {
         tokio::time::timeout(timeout, handshake).await.map_err(|_| "no CONNACK in time".to_owned())?
     }
 
-    /// Subscribes and checks the SUBACK.
+    /// Subscribes; the SUBACK's reason codes are the caller's to check.
     pub async fn subscribe(&mut self, s: Subscribe) -> Result<SubAck, String> {
         match self.exchange(Packet::Subscribe(s)).await? {
-            Packet::SubAck(a) if a.reason_codes.iter().all(|c| !c.is_error()) => Ok(a),
-            Packet::SubAck(a) => Err(format!("refused: {:?}", a.reason_codes)),
+            Packet::SubAck(a) => Ok(a),
             other => Err(format!("{} instead of SUBACK", other.packet_type())),
         }
     }
@@ -153,7 +161,10 @@ impl Conn {
             }
             let n = tokio::io::AsyncReadExt::read(&mut self.stream, &mut self.rbuf[self.rlen..])
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match midge_client::TlsAlert::from_io(&e) {
+                    Some(alert) => super::super::refused_by_alert(alert),
+                    None => e.to_string(),
+                })?;
             if n == 0 {
                 return Err("the broker closed the connection".to_owned());
             }
@@ -430,12 +441,12 @@ fn take_acks(conn: &mut Conn, window: &mut Window, report: &Report) -> Result<()
         Frame::Ack { kind: wire::PUBACK | wire::PUBCOMP, id, reason } if window.release(id) => {
             report.acked.set(report.acked.get() + 1);
             if reason >= 0x80 {
-                report.refused.set(report.refused.get() + 1);
+                report.refuse(reason);
             }
         }
         // 5.0: a PUBREC refusing the message ends its flow.
         Frame::Ack { kind: wire::PUBREC, id, reason } if reason >= 0x80 && window.release(id) => {
-            report.refused.set(report.refused.get() + 1);
+            report.refuse(reason);
         }
         Frame::Ack { kind: wire::PUBREC, id, reason } if reason < 0x80 => {
             wire::append_ack(wbuf, wire::PUBREL, id)

@@ -29,10 +29,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use midge_codec::{parse_shared, topic_matches, QoS, Subscribe, SubscriptionOptions};
+use midge_codec::{parse_shared, topic_matches, QoS, ReasonCode, Subscribe, SubscriptionOptions};
 
 use super::load::{count, plan};
 use super::stats::Sample;
+use super::verdict::{check_suback, verdict, Outcome, Refusals};
 use super::{BenchArgs, BenchError};
 use link::{Conn, Control, Job, Phase, Report};
 use report::{Cpu, Summary};
@@ -86,7 +87,11 @@ async fn drive(args: &BenchArgs) -> Result<(), BenchError> {
             reason,
         })?;
         let sub = Subscribe::new(1, filter.clone(), SubscriptionOptions::qos(qos));
-        conn.subscribe(sub).await.map_err(|reason| BenchError::Refused { filter: filter.clone(), reason })?;
+        let ack = conn
+            .subscribe(sub)
+            .await
+            .map_err(|reason| BenchError::Refused { filter: filter.clone(), reason })?;
+        check_suback(filter, &ack, version)?;
         let (key, plain, shared) = match parse_shared(filter) {
             Ok(Some(s)) => (format!("$share/{}/{}", s.group, s.filter), s.filter.to_owned(), true),
             _ => (format!("{i}"), filter.clone(), false),
@@ -259,5 +264,20 @@ async fn drive(args: &BenchArgs) -> Result<(), BenchError> {
         std::fs::write(path, super::plot::svg(&label, &samples))
             .map_err(|source| BenchError::Plot { path: path.clone(), source })?;
     }
-    Ok(())
+    let mut refusals = None;
+    for (report, topic) in sent.iter().zip(&plan.publish_topics) {
+        if let Some(code) = report.refused_reason.get() {
+            let reason = ReasonCode::from_u8(code).unwrap_or(ReasonCode::UnspecifiedError);
+            Refusals::add(&mut refusals, topic, reason, report.refused.get());
+        }
+    }
+    let outcome = Outcome {
+        version,
+        qos,
+        prefix: &args.prefix,
+        published: summary.published,
+        delivered: summary.count.delivered,
+        refusals,
+    };
+    verdict(&outcome).map_or(Ok(()), Err)
 }
