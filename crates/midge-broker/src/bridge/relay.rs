@@ -41,6 +41,8 @@ pub enum FromRemote {
     ToLink(Packet),
     /// An answer to one of the bridge's own packets, or nothing to act on.
     Consumed,
+    /// Answer the remote with this packet (PINGRESP).
+    Reply(Packet),
     /// The remote broke the protocol or said goodbye: the connection ends.
     Close(String),
 }
@@ -167,6 +169,11 @@ impl<'b> Relay<'b> {
                 });
                 Some(Packet::Publish(p))
             }
+            // A PUBREC for an identifier the session does not have in flight: a plain PUBREL,
+            // as mosquitto's bridges answer (the remote's state is ahead of ours).
+            Packet::PubRel(a) if a.reason_code == ReasonCode::PacketIdentifierNotFound => {
+                Some(Packet::PubRel(midge_codec::PublishAck::new(a.packet_id)))
+            }
             p @ (Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)) => Some(p),
             // Answers to the bridge's own local SUBSCRIBE, PINGRESP, the session's DISCONNECT.
             _ => None,
@@ -203,6 +210,8 @@ impl<'b> Relay<'b> {
                 FromRemote::Consumed
             }
             Packet::PingResp => FromRemote::Consumed,
+            // mosquitto answers a remote's PINGREQ too.
+            Packet::PingReq => FromRemote::Reply(Packet::PingResp),
             Packet::Disconnect(d) => {
                 FromRemote::Close(format!("the remote disconnected ({})", d.reason_code.description()))
             }

@@ -355,6 +355,7 @@ async fn serve(
     let handle = link.handle().clone();
     let control = link.control().clone();
     let mut handover = None;
+    let mut broken = false;
     let why: String = 'serving: loop {
         let now = Instant::now();
         if let Some(c) = control.try_recv() {
@@ -383,11 +384,15 @@ async fn serve(
                             link.handle_packet(p, now);
                         }
                         FromRemote::Consumed => {}
+                        FromRemote::Reply(p) => remote.send(&b.name, &p),
                         FromRemote::Close(why) => break 'serving why,
                     }
                 }
                 Ok(None) => break,
-                Err(e) => break 'serving format!("undecodable packet from the remote: {e}"),
+                Err(e) => {
+                    broken = true;
+                    break 'serving format!("undecodable packet from the remote: {e}");
+                }
             }
         }
         let budget = if remote.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
@@ -412,7 +417,7 @@ async fn serve(
                 remote.send(&b.name, &Packet::PingReq);
             }
         }
-        if remote.wbuf.len() > 0 {
+        if !remote.wbuf.is_empty() {
             last_out = now;
         }
         if let Some(idle) = idle.filter(|i| now.duration_since(last_message) >= *i) {
@@ -448,8 +453,16 @@ async fn serve(
     if b.notifications {
         notify_locally(broker, b, link.client_id(), false);
     }
-    // What is written goes; the session keeps what the remote did not acknowledge.
-    let _ = tokio::time::timeout(Duration::from_secs(1), flush(&mut remote.stream, &mut remote.wbuf)).await;
+    if broken {
+        // A remote that broke the protocol is not read any more: what it sends next stays
+        // unread, and the close resets the connection (as mosquitto's does), so the remote
+        // learns that its packet was refused.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    } else {
+        // What is written goes; the session keeps what the remote did not acknowledge.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), flush(&mut remote.stream, &mut remote.wbuf)).await;
+    }
     link.finish(handover, now);
     why
 }
