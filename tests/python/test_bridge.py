@@ -278,3 +278,59 @@ def test_a_remote_the_ca_does_not_sign_is_refused(peers, bridge_pki):
     line = local.wait_for_log(r"Bridge b1: TLS with 127\.0\.0\.1:\d+ failed, the remote is not trusted: .*")
     assert "UnknownIssuer" in line.group(0) or "unknown" in line.group(0).lower(), line.group(0)
     assert not local.find_log(r"Bridge b1 connected")
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_queued_messages_survive_a_restart_of_midge(peers, tmp_path, how):
+    """With persistence on, what midge acknowledged for an away remote is in the store: after
+    midge restarts (stopped, or killed), the remote still gets all of it, in order, once."""
+    remote = mosquitto_remote(peers)
+    data = tmp_path / "midge-data"
+    data.mkdir()
+    local = peers.midge("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                        f"persistence_location {data}/\npersistence_sync_interval 0\n"
+                        + bridge_to(remote, "311", "topic data/# out 2\n"))
+    local.wait_for_log(r"Bridge b1 connected")
+    wait_remote_subscribed(remote, f"b1-{remote.port}")
+    mark = local.mark()
+    remote.proc.terminate()
+    remote.proc.wait()
+    local.wait_for_log(r"Bridge b1 disconnected", since=mark)
+    sent = [f"p{i:02d}" for i in range(20)]
+    pub = peers.paho(local)
+    pub.connect()
+    for payload in sent:
+        pub.publish("data/x", payload, qos=2)  # acknowledged by midge, so in its store
+    pub.disconnect()
+    if how == "killed":
+        kill9(local)
+    else:
+        local.proc.terminate()
+        assert local.proc.wait() == 0
+    restart(remote)
+    at_remote = peers.sub(remote, ["data/#"], "-v", qos=2)
+    mark = local.mark()
+    restart(local)
+    local.wait_for_log(r"Bridge b1 connected", since=mark)
+    assert at_remote.read_lines(len(sent)) == [f"data/x {p}" for p in sent]
+    mosquitto_pub(local, "-t", "data/x", "-m", "after", "-q", "2")
+    assert at_remote.read_lines(1) == ["data/x after"], "a message came twice"
+
+
+def test_without_round_robin_the_bridge_goes_back_to_its_main_address(peers):
+    """The main address is down at start: the bridge uses the second, and moves back to the
+    main one once it answers again (mosquitto looks every 5 s)."""
+    main = mosquitto_remote(peers)
+    backup = mosquitto_remote(peers)
+    main.proc.terminate()
+    main.proc.wait()
+    local = peers.midge("listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        f"connection b1\naddresses 127.0.0.1:{main.port} 127.0.0.1:{backup.port}\n"
+                        "remote_clientid b1-main\nrestart_timeout 1\ntopic t/# out 1\n")
+    local.wait_for_log(rf"Connecting bridge b1 \(127\.0\.0\.1:{backup.port}\)")
+    local.wait_for_log(r"Bridge b1 connected")
+    restart(main)
+    mark = local.mark()
+    local.wait_for_log(r"Bridge b1 disconnected: its main address answers again", since=mark, timeout=15)
+    local.wait_for_log(rf"Connecting bridge b1 \(127\.0\.0\.1:{main.port}\)", since=mark)
+    main.wait_for_log(r"as b1-main", timeout=10)

@@ -27,6 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Deliveries turned into PUBLISH packets per round.
 const DELIVERIES_PER_ROUND: usize = 1024;
+/// How often a bridge connected to another address than its first looks whether the first
+/// is back (mosquitto: 5 s).
+const PRIMARY_RETRY: Duration = Duration::from_secs(5);
 /// How often a bridge whose incoming messages wait for a congested subscriber looks again.
 const ROOM_RECHECK: Duration = Duration::from_millis(50);
 
@@ -109,7 +112,10 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
             Ok((remote, terms)) => {
                 backoff.reset();
                 broker.metrics.bridge_connected(true);
-                let why = serve(&broker, &bridge, remote, terms, &mut stop).await;
+                // Without round_robin, a bridge on another address goes back to the first
+                // (the main one) as soon as it answers, as mosquitto's does.
+                let primary = (!bridge.round_robin && address != 0).then(|| bridge.addresses[0].clone());
+                let why = serve(&broker, &bridge, remote, terms, primary, &mut stop).await;
                 broker.metrics.bridge_connected(false);
                 tracing::info!("Bridge {} disconnected: {why}.", bridge.name);
                 // As mosquitto: without round_robin the first address, the main one, first.
@@ -327,12 +333,20 @@ async fn connect(
     tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| ConnectError::Timeout)?
 }
 
+/// True when the main address takes a TCP connection (within a second).
+async fn primary_answers(primary: Option<&(String, u16)>) -> bool {
+    let Some((host, port)) = primary else { return false };
+    let attempt = tokio::net::TcpStream::connect((host.as_str(), *port));
+    matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Ok(_)))
+}
+
 /// Relays between the remote and the local session until the connection ends; returns why.
 async fn serve(
     broker: &Arc<Broker>,
     b: &Bridge,
     mut remote: Remote,
     terms: Terms,
+    primary: Option<(String, u16)>,
     stop: &mut watch::Receiver<bool>,
 ) -> String {
     let Some(mut link) = open_link(broker, b, &side(broker, b, Some(&terms))).await else {
@@ -356,6 +370,7 @@ async fn serve(
     let control = link.control().clone();
     let mut handover = None;
     let mut broken = false;
+    let mut probe_at = start + PRIMARY_RETRY;
     let why: String = 'serving: loop {
         let now = Instant::now();
         if let Some(c) = control.try_recv() {
@@ -447,6 +462,12 @@ async fn serve(
             _ = async move { if let Some((w, t)) = store { w.wait(t).await } }, if waiting_store => {}
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = stop.changed() => break "midge is shutting down".into(),
+            _ = tokio::time::sleep_until(probe_at.into()), if primary.is_some() => {
+                probe_at = Instant::now() + PRIMARY_RETRY;
+                if primary_answers(primary.as_ref()).await {
+                    break "its main address answers again".into();
+                }
+            }
         }
     };
     let now = Instant::now();
