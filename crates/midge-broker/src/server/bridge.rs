@@ -57,6 +57,8 @@ impl From<std::io::Error> for ConnectError {
 /// The connection to the remote broker.
 struct Remote {
     stream: BoxStream,
+    /// The TCP socket under the stream (TLS included), to reset a broken connection.
+    socket: socket2::Socket,
     rbuf: BytesMut,
     wbuf: OutQueue,
     bridge_version: midge_codec::ProtocolVersion,
@@ -278,6 +280,37 @@ fn notify_locally(broker: &Broker, b: &Bridge, client_id: &ByteString, connected
     broker.publish_will(will, client_id, Instant::now());
 }
 
+/// The TCP connection (from `bridge_bind_address` when given) and TLS over it, with the
+/// socket kept aside: midge-client's transport, one step at a time.
+async fn open(opts: &midge_client::Options) -> Result<(BoxStream, socket2::Socket), ConnectError> {
+    let addrs = tokio::net::lookup_host((opts.host.as_str(), opts.port)).await?;
+    let mut last = None;
+    for addr in addrs {
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if let Some(ip) = opts.bind_address {
+            socket.bind((ip, 0).into())?;
+        }
+        match socket.connect(addr).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)?;
+                let kept = socket2::SockRef::from(&tcp).try_clone()?;
+                let stream = match &opts.connector {
+                    Some(c) => {
+                        c.connect(&opts.host, tcp).await.map_err(|e| ConnectError::Tls(e.to_string()))?
+                    }
+                    None => Box::new(tcp) as BoxStream,
+                };
+                return Ok((stream, kept));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(ConnectError::Network(
+        last.map_or_else(|| "the host name does not resolve".to_owned(), |e| e.to_string()),
+    ))
+}
+
 /// Opens the connection to the remote: TCP (or TLS), CONNECT, CONNACK.
 async fn connect(
     broker: &Broker,
@@ -291,16 +324,11 @@ async fn connect(
     opts.connector = connector;
     opts.bind_address = b.bind_address.as_deref().and_then(|a| a.parse().ok());
     let attempt = async {
-        let stream = midge_client::open(&opts).await.map_err(|e| {
-            if e.is_tls() {
-                ConnectError::Tls(e.to_string())
-            } else {
-                ConnectError::Network(e.to_string())
-            }
-        })?;
+        let (stream, socket) = open(&opts).await?;
         let max_packet = broker.config.max_packet_bytes();
         let mut remote = Remote {
             stream,
+            socket,
             rbuf: BytesMut::new(),
             wbuf: OutQueue::default(),
             bridge_version: b.protocol,
@@ -475,10 +503,9 @@ async fn serve(
         notify_locally(broker, b, link.client_id(), false);
     }
     if broken {
-        // A remote that broke the protocol is not read any more: what it sends next stays
-        // unread, and the close resets the connection (as mosquitto's does), so the remote
-        // learns that its packet was refused.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A remote that broke the protocol is reset (as mosquitto's connection is), so that
+        // it learns its packet was refused rather than seeing an orderly close.
+        let _ = remote.socket.set_linger(Some(Duration::ZERO));
     } else {
         // What is written goes; the session keeps what the remote did not acknowledge.
         let _ =
