@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod control;

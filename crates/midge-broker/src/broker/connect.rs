@@ -299,11 +299,23 @@ impl Broker {
         control: Arc<ControlSlot>,
         now: Instant,
     ) -> Opening {
-        let plan = match self.plan_connect(&connect, auth.listener) {
-            Ok(plan) => plan,
+        match self.plan_connect(&connect, auth.listener) {
+            Ok(plan) => self.open_planned(connect, plan, auth, conn_id, control, now),
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
-            Err(r) => return Opening::Refused(r),
-        };
+            Err(r) => Opening::Refused(r),
+        }
+    }
+
+    /// [`Broker::open`] on terms already decided (a bridge's session decides its own).
+    pub(super) fn open_planned(
+        self: &Arc<Self>,
+        connect: Connect,
+        plan: ConnectPlan,
+        auth: Authenticated,
+        conn_id: u64,
+        control: Arc<ControlSlot>,
+        now: Instant,
+    ) -> Opening {
         let mut connect = connect;
         if let (Some(mount), Some(w)) = (&plan.mount_point, &mut connect.will) {
             // The will is published under the listener's mount point, as the client's messages.
@@ -410,6 +422,7 @@ impl Broker {
             username,
             limits: plan.limits,
             mount_point: plan.mount_point,
+            bridge: connect.bridge && !connect.protocol.is_v5(),
         };
         let mut session = Session::new(state, start, now);
         session.set_access(access);

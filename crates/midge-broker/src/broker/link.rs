@@ -119,6 +119,12 @@ impl Link {
         &self.control
     }
 
+    /// A packet identifier for a packet of the connection's own (a bridge's SUBSCRIBE to its
+    /// remote), from the counter of the session's deliveries.
+    pub fn reserve_packet_id(&mut self) -> u16 {
+        self.session.reserve_packet_id()
+    }
+
     /// The session's mailbox.
     pub fn handle(&self) -> &Arc<SessionHandle> {
         &self.handle

@@ -1,4 +1,5 @@
 //! The broker's shared state, and the decisions made when a client connects and leaves.
+mod bridge;
 mod connect;
 mod link;
 mod login;
@@ -12,6 +13,7 @@ use arc_swap::ArcSwap;
 use bytestring::ByteString;
 use midge_codec::Will;
 
+pub use bridge::BridgeSide;
 pub use connect::{ConnectPlan, Opening, PendingOpen};
 pub use link::{Link, DEFER_LIMIT};
 pub(crate) use login::auth_packet;

@@ -128,6 +128,13 @@ pub fn render_input(input: &SysInput, listeners: &[Listener], uptime: f64, start
         input.disconnected,
     );
     single(&mut out, "midge_sessions_expired_total", "counter", "Sessions that expired.", c.expired);
+    single(
+        &mut out,
+        "midge_bridges_connected",
+        "gauge",
+        "Bridges connected to their remote broker.",
+        input.bridges_connected,
+    );
 
     header(
         &mut out,

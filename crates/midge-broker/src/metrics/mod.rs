@@ -182,6 +182,8 @@ pub struct Metrics {
     sockets: AtomicU64,
     connects: AtomicU64,
     expired: AtomicU64,
+    /// Bridges connected to their remote broker now (a gauge the bridges keep).
+    bridges: AtomicU64,
     /// When the broker started: uptime.
     pub started: Instant,
     /// The same, as wall-clock time (Prometheus's process_start_time_seconds).
@@ -197,6 +199,7 @@ impl Metrics {
             sockets: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            bridges: AtomicU64::new(0),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
@@ -291,6 +294,20 @@ impl Metrics {
     /// A CONNECT was received (accepted or not).
     pub fn connect_received(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A bridge connected to its remote broker (`true`) or lost it.
+    pub fn bridge_connected(&self, up: bool) {
+        if up {
+            self.bridges.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.bridges.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bridges connected to their remote broker now.
+    pub fn bridges_connected(&self) -> u64 {
+        self.bridges.load(Ordering::Relaxed)
     }
 
     /// Sessions expired.

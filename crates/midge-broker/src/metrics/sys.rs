@@ -39,6 +39,8 @@ pub struct SysInput {
     pub retained_bytes: usize,
     /// Resident memory now and at its peak (see [`super::resident_memory`]).
     pub memory: Option<(u64, u64)>,
+    /// Bridges connected to their remote broker.
+    pub bridges_connected: u64,
 }
 
 impl SysInput {
@@ -54,6 +56,7 @@ impl SysInput {
             retained: broker.router.retained_count(),
             retained_bytes: broker.router.retained_bytes(),
             memory: super::resident_memory(),
+            bridges_connected: broker.metrics.bridges_connected(),
         }
     }
 }
@@ -223,14 +226,6 @@ pub fn publish(broker: &Broker, messages: Vec<(String, String)>, now: Instant) {
         broker.router.retain(&message);
         broker.router.route(&message, broker.queue_hook());
     }
-}
-
-/// Where a bridge will say whether it is connected, as mosquitto does: `1` or `0` on
-/// `$SYS/broker/connection/NAME/state`, retained, at the bridge's notification QoS (for the
-/// bridges to come; nothing calls it yet).
-pub fn bridge_state(broker: &Broker, name: &str, connected: bool, now: Instant) {
-    let topic = format!("$SYS/broker/connection/{name}/state");
-    publish(broker, vec![(topic, if connected { "1" } else { "0" }.to_owned())], now);
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `Server::bind` opens the listeners (port 0 picks a free port, so every test runs its own
 //! broker) and `Server::run` serves until the shutdown future resolves, as tokio's mini-redis
 //! does.
+mod bridge;
 mod connection;
 mod http;
 pub mod tls;
@@ -280,6 +281,10 @@ impl Server {
             let stop = stop_rx.clone();
             accept_tasks.spawn(accept_loop(bound, broker, stop));
         }
+        let mut bridges = JoinSet::new();
+        for b in &self.broker.config.bridges {
+            bridges.spawn(bridge::run(self.broker.clone(), b.clone(), stop_rx.clone()));
+        }
         let timers = tokio::spawn(timer_loop(self.broker.clone(), stop_rx.clone()));
         let sys = tokio::spawn(sys_loop(self.broker.clone()));
         shutdown.await;
@@ -294,6 +299,11 @@ impl Server {
         while self.broker.connection_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // The bridges park their local sessions (what the remote did not acknowledge stays).
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while bridges.join_next().await.is_some() {}
+        })
+        .await;
         if let Some(j) = self.broker.journal() {
             // What the sessions wrote as they closed, synced before the process ends.
             j.store().close();

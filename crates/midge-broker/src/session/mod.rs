@@ -126,6 +126,9 @@ struct Extra {
     mount_point: Option<ByteString>,
     /// QoS 2 messages the client sent again on this connection before releasing them.
     resent_qos2: ahash::AHashSet<u16>,
+    /// A 3.1 / 3.1.1 bridge announced itself (protocol level | 0x80): its subscriptions
+    /// behave as No Local and Retain As Published, as mosquitto treats such a bridge.
+    bridge: bool,
 }
 
 /// The topic aliases of a connection, both ways (5.0 section 3.3.2.3.4).
@@ -159,6 +162,8 @@ pub struct Start {
     pub limits: ConnectionLimits,
     /// The listener's `mount_point`, if any.
     pub mount_point: Option<ByteString>,
+    /// A 3.1 / 3.1.1 bridge (the protocol level's top bit, mosquitto's `try_private`).
+    pub bridge: bool,
 }
 
 impl Session {
@@ -166,14 +171,16 @@ impl Session {
     /// connection ended is queued to be sent again ([`Session::resume`]).
     pub fn new(state: SessionState, start: Start, now: Instant) -> Self {
         let extra =
-            (start.username.is_some() || start.will.is_some() || start.mount_point.is_some()).then(|| {
-                Box::new(Extra {
-                    username: start.username,
-                    will: start.will,
-                    mount_point: start.mount_point,
-                    ..Extra::default()
-                })
-            });
+            (start.username.is_some() || start.will.is_some() || start.mount_point.is_some() || start.bridge)
+                .then(|| {
+                    Box::new(Extra {
+                        username: start.username,
+                        will: start.will,
+                        mount_point: start.mount_point,
+                        bridge: start.bridge,
+                        ..Extra::default()
+                    })
+                });
         let mut s = Session {
             state,
             version: start.version,
@@ -209,6 +216,18 @@ impl Session {
     /// The user name the client authenticated as.
     pub fn username(&self) -> Option<&ByteString> {
         self.extra.as_ref()?.username.as_ref()
+    }
+
+    /// True for a 3.1 / 3.1.1 client that announced itself as a bridge.
+    pub fn is_bridge(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.bridge)
+    }
+
+    /// A packet identifier for a packet of the connection's own (a bridge's SUBSCRIBE to its
+    /// remote), from the counter of the session's deliveries and not in flight, so that one
+    /// counter numbers everything sent on the connection, as mosquitto's does.
+    pub fn reserve_packet_id(&mut self) -> u16 {
+        self.state.outgoing.reserve_id()
     }
 
     /// The listener's mount point, if it has one.

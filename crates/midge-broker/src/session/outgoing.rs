@@ -98,6 +98,11 @@ impl Outgoing {
         self.next_id();
     }
 
+    /// The next packet identifier, not in flight, for a packet the session does not track.
+    pub fn reserve_id(&mut self) -> u16 {
+        self.next_id()
+    }
+
     /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier.
     pub fn start(&mut self, delivery: Delivery) -> u16 {
         let packet_id = self.next_id();

@@ -36,7 +36,15 @@ impl Session {
                 continue;
             }
             // Granted as requested, up to max_qos; any requested QoS is accepted [MQTT-3.2.2-10].
-            let options = SubscriptionOptions { qos: requested.qos.min(self.limits.max_qos), ..requested };
+            let mut options =
+                SubscriptionOptions { qos: requested.qos.min(self.limits.max_qos), ..requested };
+            if !self.version.is_v5() && self.is_bridge() {
+                // A 3.1.1 bridge (try_private) gets what mosquitto gives it: nothing it
+                // published itself comes back, and RETAIN stays as published, so two brokers
+                // bridged both ways do not echo messages.
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             let existed = self
                 .state
                 .subscriptions

@@ -1,0 +1,516 @@
+//! One task per bridge (`connection` block): connects to the remote broker (TCP or TLS,
+//! midge-client's transport), drives the bridge's session on this broker (a [`Link`])
+//! between the remote and the router, and connects again after a loss with mosquitto's
+//! waits. What is decided is in [`crate::bridge`]; this is the sockets and the clock.
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use midge_codec::{
+    decode, Packet, Properties, QoS, RetainHandling, Subscribe, SubscriptionOptions, Unsubscribe, Will,
+};
+use midge_net::{flush, ready, BoxStream, IoEvent, OutQueue};
+use tokio::sync::watch;
+
+use crate::bridge::backoff::Backoff;
+use crate::bridge::relay::{self, FromRemote, Relay, Terms};
+use crate::broker::{BridgeSide, Broker, Link, Opening};
+use crate::config::bridge::{Bridge, StartType};
+use crate::config::TlsVersion;
+use crate::control::ControlSlot;
+
+/// How long the TCP connection, the TLS handshake and the CONNACK may take together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// While this much waits to be written to the remote, no more deliveries are taken.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Deliveries turned into PUBLISH packets per round.
+const DELIVERIES_PER_ROUND: usize = 1024;
+/// How often a bridge connected to another address than its first looks whether the first
+/// is back (mosquitto: 5 s).
+const PRIMARY_RETRY: Duration = Duration::from_secs(5);
+/// How often a bridge whose incoming messages wait for a congested subscriber looks again.
+const ROOM_RECHECK: Duration = Duration::from_millis(50);
+
+/// Why a connection to the remote did not come up.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("{0}")]
+    Network(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error("no CONNACK within {} s", CONNECT_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the remote refused the connection: {0}")]
+    Refused(&'static str),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<std::io::Error> for ConnectError {
+    fn from(e: std::io::Error) -> Self {
+        ConnectError::Network(e.to_string())
+    }
+}
+
+/// The connection to the remote broker.
+struct Remote {
+    stream: BoxStream,
+    /// The TCP socket under the stream (TLS included), to reset a broken connection.
+    socket: socket2::Socket,
+    rbuf: BytesMut,
+    wbuf: OutQueue,
+    bridge_version: midge_codec::ProtocolVersion,
+    max_packet: usize,
+}
+
+impl Remote {
+    fn send(&mut self, name: &str, p: &Packet) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                "Sending {} to bridge {name}{}",
+                p.packet_type(),
+                crate::logging::describe(p, self.bridge_version)
+            );
+        }
+        if let Err(e) = p.encode(self.bridge_version, self.wbuf.tail()) {
+            tracing::error!("Bridge {name}: cannot encode {}: {e}", p.packet_type());
+        }
+    }
+}
+
+/// Runs a bridge until `stop` says the broker stops.
+pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Receiver<bool>) {
+    let connector = match tls_connector(&bridge) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("Bridge {}: {e}; the bridge does not start.", bridge.name);
+            return;
+        }
+    };
+    let mut backoff = Backoff::new(bridge.restart_timeout.0, bridge.restart_timeout.1);
+    // The local session and its subscriptions from the start: what the remote is to get
+    // waits for it in the session while it is away.
+    let handle = prepare(&broker, &bridge).await;
+    let mut address = 0;
+    loop {
+        if bridge.start_type == StartType::Lazy {
+            let queued = || handle.as_ref().map_or(0, |h| h.mailbox.len());
+            while queued() < bridge.threshold {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+        let (host, port) = &bridge.addresses[address];
+        tracing::info!("Connecting bridge {} ({host}:{port})", bridge.name);
+        let attempt = tokio::select! {
+            r = connect(&broker, &bridge, host, *port, connector.clone()) => r,
+            _ = stop.changed() => return,
+        };
+        match attempt {
+            Ok((remote, terms)) => {
+                backoff.reset();
+                broker.metrics.bridge_connected(true);
+                // Without round_robin, a bridge on another address goes back to the first
+                // (the main one) as soon as it answers, as mosquitto's does.
+                let primary = (!bridge.round_robin && address != 0).then(|| bridge.addresses[0].clone());
+                let why = serve(&broker, &bridge, remote, terms, primary, &mut stop).await;
+                broker.metrics.bridge_connected(false);
+                tracing::info!("Bridge {} disconnected: {why}.", bridge.name);
+                // As mosquitto: without round_robin the first address, the main one, first.
+                address = if bridge.round_robin { (address + 1) % bridge.addresses.len() } else { 0 };
+            }
+            Err(ConnectError::Tls(why)) => {
+                tracing::error!(
+                    "Bridge {}: TLS with {host}:{port} failed, the remote is not trusted: {why}.",
+                    bridge.name
+                );
+                address = (address + 1) % bridge.addresses.len();
+            }
+            Err(e) => {
+                tracing::warn!("Error creating bridge {} ({host}:{port}): {e}.", bridge.name);
+                address = (address + 1) % bridge.addresses.len();
+            }
+        }
+        if *stop.borrow() || broker.is_shutting_down() {
+            return;
+        }
+        if bridge.start_type == StartType::Once {
+            tracing::info!("Bridge {} is not restarted (start_type once).", bridge.name);
+            return;
+        }
+        let wait = backoff.next(random());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn random() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// The TLS connector of a bridge with `bridge_cafile` or `bridge_capath`.
+fn tls_connector(b: &Bridge) -> Result<Option<Arc<dyn midge_client::Connector>>, midge_client::Error> {
+    if !b.tls.enabled() {
+        return Ok(None);
+    }
+    let opts = midge_client::TlsOptions {
+        cafile: b.tls.cafile.clone(),
+        capath: b.tls.capath.clone(),
+        cert: b.tls.certfile.clone(),
+        key: b.tls.keyfile.clone(),
+        insecure: b.tls.insecure,
+        version: match b.tls.min_version {
+            Some(TlsVersion::V1_3) => Some(midge_client::TlsVersion::V1_3),
+            _ => None,
+        },
+        alpn: b.tls.alpn.clone(),
+    };
+    opts.connector().map(Some)
+}
+
+/// The bridge's side on this broker, on the remote's terms.
+fn side(broker: &Broker, b: &Bridge, terms: Option<&Terms>) -> BridgeSide {
+    let window = broker.config.inflight_window();
+    let own = if b.max_packet_size > 0 { b.max_packet_size as usize } else { usize::MAX };
+    BridgeSide {
+        client_id: b.local_clientid(),
+        username: b.local_username.clone(),
+        clean: b.local_clean(),
+        max_inflight: terms.and_then(|t| t.receive_maximum).unwrap_or(window).min(window),
+        max_packet: terms.and_then(|t| t.max_packet).map_or(own, |m| own.min(m as usize)),
+    }
+}
+
+/// Opens the bridge's session on this broker (resumed when it persists).
+async fn open_link(broker: &Arc<Broker>, b: &Bridge, side: &BridgeSide) -> Option<Box<Link>> {
+    let control = ControlSlot::new();
+    let mut opening = broker.open_bridge(side, broker.next_conn_id(), control, Instant::now());
+    if let Opening::TakeOver(pending) = opening {
+        let mut pending = *pending;
+        let old =
+            tokio::time::timeout(Duration::from_secs(5), &mut pending.old).await.ok().and_then(Result::ok);
+        opening = broker.finish_takeover(pending, old, Instant::now());
+    }
+    match opening {
+        Opening::Ready { link, .. } => Some(link),
+        Opening::Refused(r) => {
+            tracing::warn!("Bridge {}: its local session {} was refused: {}.", b.name, side.client_id, r.why);
+            None
+        }
+        Opening::TakeOver(_) => None,
+    }
+}
+
+/// At start: the local session with the `out` topics' subscriptions (parked at once, so
+/// that it queues for the remote), and the `0` notification. Returns its mailbox's owner.
+async fn prepare(broker: &Arc<Broker>, b: &Bridge) -> Option<Arc<crate::mailbox::SessionHandle>> {
+    let mut link = open_link(broker, b, &side(broker, b, None)).await?;
+    let now = Instant::now();
+    subscribe_locally(&mut link, b, QoS::ExactlyOnce, false, now);
+    // What the session would send now is sent once the remote is there.
+    drop(link.take_output());
+    if b.notifications {
+        notify_locally(broker, b, link.client_id(), false);
+    }
+    let handle = link.handle().clone();
+    link.finish(None, now);
+    Some(handle)
+}
+
+/// The local subscriptions of the `out` and `both` topics, with No Local (what the bridge
+/// publishes locally does not go back) and Retain As Published; `retained`: the retained
+/// messages they match go to the remote (mosquitto sends them at each connection).
+/// Subscriptions of an earlier configuration go.
+fn subscribe_locally(link: &mut Link, b: &Bridge, max_qos: QoS, retained: bool, now: Instant) {
+    let wanted: Vec<(ByteString, SubscriptionOptions)> = b
+        .topics
+        .iter()
+        .filter(|t| t.direction.outgoing())
+        .map(|t| {
+            let options = SubscriptionOptions {
+                qos: t.qos.min(max_qos),
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: if retained {
+                    RetainHandling::SendAtSubscribe
+                } else {
+                    RetainHandling::DoNotSend
+                },
+            };
+            (ByteString::from(t.local_topic()), options)
+        })
+        .collect();
+    let stale: Vec<ByteString> = link
+        .session()
+        .state
+        .subscriptions
+        .keys()
+        .filter(|f| !wanted.iter().any(|(w, _)| w == *f))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        let u = Unsubscribe { packet_id: 1, properties: Properties::new(), filters: stale };
+        link.handle_packet(Packet::Unsubscribe(u), now);
+    }
+    if !wanted.is_empty() {
+        let s = Subscribe { packet_id: 1, properties: Properties::new(), filters: wanted };
+        link.handle_packet(Packet::Subscribe(s), now);
+    }
+}
+
+/// The bridge's state on this broker: `1` or `0`, retained, on its notification topic,
+/// published as the bridge's session (so not sent back out by its own subscriptions).
+fn notify_locally(broker: &Broker, b: &Bridge, client_id: &ByteString, connected: bool) {
+    let will = Will {
+        topic: ByteString::from(b.notification_topic()),
+        payload: Bytes::from_static(if connected { b"1" } else { b"0" }),
+        qos: QoS::AtLeastOnce.min(broker.config.max_qos),
+        retain: broker.config.retain_available,
+        properties: Properties::new(),
+    };
+    broker.publish_will(will, client_id, Instant::now());
+}
+
+/// The TCP connection (from `bridge_bind_address` when given) and TLS over it, with the
+/// socket kept aside: midge-client's transport, one step at a time.
+async fn open(opts: &midge_client::Options) -> Result<(BoxStream, socket2::Socket), ConnectError> {
+    let addrs = tokio::net::lookup_host((opts.host.as_str(), opts.port)).await?;
+    let mut last = None;
+    for addr in addrs {
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if let Some(ip) = opts.bind_address {
+            socket.bind((ip, 0).into())?;
+        }
+        match socket.connect(addr).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)?;
+                let kept = socket2::SockRef::from(&tcp).try_clone()?;
+                let stream = match &opts.connector {
+                    Some(c) => {
+                        c.connect(&opts.host, tcp).await.map_err(|e| ConnectError::Tls(e.to_string()))?
+                    }
+                    None => Box::new(tcp) as BoxStream,
+                };
+                return Ok((stream, kept));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(ConnectError::Network(
+        last.map_or_else(|| "the host name does not resolve".to_owned(), |e| e.to_string()),
+    ))
+}
+
+/// Opens the connection to the remote: TCP (or TLS), CONNECT, CONNACK.
+async fn connect(
+    broker: &Broker,
+    b: &Bridge,
+    host: &str,
+    port: u16,
+    connector: Option<Arc<dyn midge_client::Connector>>,
+) -> Result<(Remote, Terms), ConnectError> {
+    let connect = relay::connect_packet(b, broker.config.inflight_window());
+    let mut opts = midge_client::Options::new(host, port, connect.clone());
+    opts.connector = connector;
+    opts.bind_address = b.bind_address.as_deref().and_then(|a| a.parse().ok());
+    let attempt = async {
+        let (stream, socket) = open(&opts).await?;
+        let max_packet = broker.config.max_packet_bytes();
+        let mut remote = Remote {
+            stream,
+            socket,
+            rbuf: BytesMut::new(),
+            wbuf: OutQueue::default(),
+            bridge_version: b.protocol,
+            max_packet,
+        };
+        remote.send(&b.name, &Packet::Connect(Box::new(connect)));
+        flush(&mut remote.stream, &mut remote.wbuf).await?;
+        loop {
+            match decode(&mut remote.rbuf, b.protocol, max_packet) {
+                Ok(Some(Packet::ConnAck(ack))) => {
+                    let terms =
+                        relay::on_connack(&ack).map_err(|c| ConnectError::Refused(c.description()))?;
+                    return Ok((remote, terms));
+                }
+                Ok(Some(other)) => {
+                    return Err(ConnectError::Protocol(format!("{} instead of CONNACK", other.packet_type())))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+            }
+            match ready(&mut remote.stream, &mut remote.rbuf, &mut remote.wbuf, Some(4096)).await {
+                Ok(IoEvent::Read(0)) => {
+                    return Err(ConnectError::Network("the remote closed the connection".into()))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| ConnectError::Timeout)?
+}
+
+/// True when the main address takes a TCP connection (within a second).
+async fn primary_answers(primary: Option<&(String, u16)>) -> bool {
+    let Some((host, port)) = primary else { return false };
+    let attempt = tokio::net::TcpStream::connect((host.as_str(), *port));
+    matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Ok(_)))
+}
+
+/// Relays between the remote and the local session until the connection ends; returns why.
+async fn serve(
+    broker: &Arc<Broker>,
+    b: &Bridge,
+    mut remote: Remote,
+    terms: Terms,
+    primary: Option<(String, u16)>,
+    stop: &mut watch::Receiver<bool>,
+) -> String {
+    let Some(mut link) = open_link(broker, b, &side(broker, b, Some(&terms))).await else {
+        return "its local session could not be opened".into();
+    };
+    tracing::info!("Bridge {} connected (local client {}).", b.name, link.client_id());
+    let mut relay = Relay::new(b, terms);
+    let start = Instant::now();
+    // Notification, SUBSCRIBE, UNSUBSCRIBE, then what the session resends, then the rest.
+    for p in relay.greeting(|| link.reserve_packet_id()) {
+        remote.send(&b.name, &p);
+    }
+    subscribe_locally(&mut link, b, terms.max_qos, true, start);
+    if b.notifications {
+        notify_locally(broker, b, link.client_id(), true);
+    }
+    let keep_alive = Duration::from_secs(u64::from(b.keepalive));
+    let idle = (b.start_type == StartType::Lazy).then(|| Duration::from_secs(b.idle_timeout.max(1)));
+    let (mut last_in, mut last_out, mut last_message) = (start, start, start);
+    let handle = link.handle().clone();
+    let control = link.control().clone();
+    let mut handover = None;
+    let mut broken = false;
+    let mut probe_at = start + PRIMARY_RETRY;
+    let why: String = 'serving: loop {
+        let now = Instant::now();
+        if let Some(c) = control.try_recv() {
+            if let Some(reply) = link.on_control(c, now) {
+                handover = Some(reply);
+                break "its local session was taken over".into();
+            }
+        }
+        while link.wants_input() {
+            match decode(&mut remote.rbuf, b.protocol, remote.max_packet) {
+                Ok(Some(p)) => {
+                    last_in = now;
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        tracing::debug!(
+                            "Received {} from bridge {}{}",
+                            p.packet_type(),
+                            b.name,
+                            crate::logging::describe(&p, b.protocol)
+                        );
+                    }
+                    match relay.from_remote(p) {
+                        FromRemote::ToLink(p) => {
+                            if matches!(p, Packet::Publish(_)) {
+                                last_message = now;
+                            }
+                            link.handle_packet(p, now);
+                        }
+                        FromRemote::Consumed => {}
+                        FromRemote::Reply(p) => remote.send(&b.name, &p),
+                        FromRemote::Close(why) => break 'serving why,
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = true;
+                    break 'serving format!("undecodable packet from the remote: {e}");
+                }
+            }
+        }
+        let budget = if remote.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
+        if link.poll(now, budget) > 0 {
+            last_message = now;
+        }
+        let before = remote.wbuf.len();
+        link.drain_output(|p| {
+            if let Some(p) = relay.to_remote(p) {
+                remote.send(&b.name, &p);
+            }
+        });
+        link.watch_timers();
+        if let Some(r) = link.close_reason() {
+            break r.log_line(link.client_id());
+        }
+        if keep_alive > Duration::ZERO {
+            if now.duration_since(last_in) >= keep_alive * 3 / 2 {
+                break "the remote did not answer within the keep alive".into();
+            }
+            if remote.wbuf.len() == before && now.duration_since(last_out) >= keep_alive {
+                remote.send(&b.name, &Packet::PingReq);
+            }
+        }
+        if !remote.wbuf.is_empty() {
+            last_out = now;
+        }
+        if let Some(idle) = idle.filter(|i| now.duration_since(last_message) >= *i) {
+            break format!("idle for {} s (lazy bridge)", idle.as_secs());
+        }
+        let mut deadline = now + Duration::from_secs(3600);
+        if keep_alive > Duration::ZERO {
+            deadline = deadline.min(last_out + keep_alive).min(last_in + keep_alive * 3 / 2);
+        }
+        if let Some(i) = idle {
+            deadline = deadline.min(last_message + i);
+        }
+        let read = link.wants_input().then_some(4096);
+        let wants_mail = link.wants_deliveries() && remote.wbuf.len() < WRITE_HIGH_WATER;
+        let blocked = link.is_blocked();
+        let store = link.awaiting_store();
+        let waiting_store = store.is_some();
+        tokio::select! {
+            ev = ready(&mut remote.stream, &mut remote.rbuf, &mut remote.wbuf, read) => match ev {
+                Ok(IoEvent::Read(0)) => break "the remote closed the connection".into(),
+                Ok(_) => {}
+                Err(e) => break e.to_string(),
+            },
+            _ = poll_fn(|cx| handle.mailbox.poll_mail(cx)), if wants_mail => {}
+            _ = poll_fn(|cx| control.poll_message(cx)) => {}
+            _ = tokio::time::sleep(ROOM_RECHECK), if blocked => {}
+            _ = async move { if let Some((w, t)) = store { w.wait(t).await } }, if waiting_store => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = stop.changed() => break "midge is shutting down".into(),
+            _ = tokio::time::sleep_until(probe_at.into()), if primary.is_some() => {
+                probe_at = Instant::now() + PRIMARY_RETRY;
+                if primary_answers(primary.as_ref()).await {
+                    break "its main address answers again".into();
+                }
+            }
+        }
+    };
+    let now = Instant::now();
+    if b.notifications {
+        notify_locally(broker, b, link.client_id(), false);
+    }
+    if broken {
+        // A remote that broke the protocol is reset (as mosquitto's connection is), so that
+        // it learns its packet was refused rather than seeing an orderly close.
+        let _ = remote.socket.set_linger(Some(Duration::ZERO));
+    } else {
+        // What is written goes; the session keeps what the remote did not acknowledge.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), flush(&mut remote.stream, &mut remote.wbuf)).await;
+    }
+    link.finish(handover, now);
+    why
+}
