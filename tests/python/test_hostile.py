@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import select
+import selectors
 import socket
 import subprocess
 import threading
@@ -315,7 +315,7 @@ def test_slow_and_unfinished_connects(broker_factory):
                     except (BrokenPipeError, ConnectionResetError):
                         closed.setdefault(name, now - opened)
         open_now = [s for name, s in conns.items() if name not in closed]
-        readable, _, _ = select.select(open_now, [], [], 0.05)
+        readable = ready_to_read(open_now, 0.05)
         for s in readable:
             name = next(n for n, c in conns.items() if c is s)
             try:
@@ -935,6 +935,15 @@ def test_topic_alias_abuse(broker_factory):
 STORM_THREADS, STORM_PER_THREAD = 4, 250
 
 
+def ready_to_read(socks: list, timeout: float) -> list:
+    """The sockets of `socks` with something to read (or closed) within `timeout`: epoll, as
+    select() cannot watch file descriptors above 1023 and a storm opens a thousand."""
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        return [key.fileobj for key, _ in sel.select(timeout)]
+
+
 def read_until_closed(socks: list, version: int, keep_open: int, timeout: float) -> tuple[dict, dict]:
     """Reads every socket until all but `keep_open` are closed (or `timeout`): the bytes each
     received, and for each closed one whether it was reset."""
@@ -942,7 +951,7 @@ def read_until_closed(socks: list, version: int, keep_open: int, timeout: float)
     closed: dict = {}
     deadline = time.monotonic() + timeout
     while len(socks) - len(closed) > keep_open and time.monotonic() < deadline:
-        readable, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.1)
+        readable = ready_to_read([s for s in socks if s not in closed], 0.1)
         for s in readable:
             try:
                 chunk = s.recv(65536)
