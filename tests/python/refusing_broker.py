@@ -36,17 +36,6 @@ def _read_packet(s: socket.socket) -> tuple[int, int, bytes]:
     return first >> 4, first & 0x0F, _read_exact(s, length)
 
 
-def _skip_properties(body: bytes, at: int) -> int:
-    length, shift = 0, 0
-    while True:
-        b = body[at]
-        at += 1
-        length |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return at + length
-
-
 class RefusingBroker:
     """Listens on a free port of 127.0.0.1 until `close`. `events` lists (client id,
     packet name) in arrival order, and (client id, "closed") when a connection ends."""
@@ -86,13 +75,13 @@ class RefusingBroker:
                 ptype, _, body = _read_packet(conn)
                 if ptype != raw.CONNECT:
                     return
-                name_len = int.from_bytes(body[0:2], "big")
-                version = body[2 + name_len]
-                at = 2 + name_len + 4  # level, flags, keep alive
+                r = raw.Reader(body)
+                r.str()  # protocol name
+                version = r.byte()
+                r.take(3)  # flags, keep alive
                 if version == raw.V5:
-                    at = _skip_properties(body, at)
-                id_len = int.from_bytes(body[at:at + 2], "big")
-                cid = body[at + 2:at + 2 + id_len].decode()
+                    r.properties()
+                cid = r.str()
                 self._record(cid, "CONNECT")
                 connack = bytes([0, 0]) + (b"\x00" if version == raw.V5 else b"")
                 conn.sendall(raw.packet(raw.CONNACK, 0, connack))
@@ -100,12 +89,14 @@ class RefusingBroker:
                     ptype, flags, body = _read_packet(conn)
                     self._record(cid, raw.PACKET_NAMES[ptype])
                     if ptype == raw.SUBSCRIBE:
-                        at = 2
+                        r = raw.Reader(body)
+                        r.u16()  # packet identifier
                         if version == raw.V5:
-                            at = _skip_properties(body, at)
+                            r.properties()
                         n = 0
-                        while at < len(body):
-                            at += 2 + int.from_bytes(body[at:at + 2], "big") + 1
+                        while r.left():
+                            r.str()
+                            r.byte()  # options
                             n += 1
                         code = 0x87 if version == raw.V5 else 0x80
                         props = b"\x00" if version == raw.V5 else b""
@@ -113,15 +104,16 @@ class RefusingBroker:
                     elif ptype == raw.PINGREQ:
                         conn.sendall(raw.packet(raw.PINGRESP, 0, b""))
                     elif ptype == raw.PUBLISH and (flags >> 1) & 3:
-                        topic_len = int.from_bytes(body[0:2], "big")
-                        pid = int.from_bytes(body[2 + topic_len:4 + topic_len], "big")
+                        r = raw.Reader(body)
+                        r.str()  # topic
+                        pid = r.u16()
                         kind = raw.PUBACK if (flags >> 1) & 3 == 1 else raw.PUBREC
                         conn.sendall(raw.ack(kind, pid))
                     elif ptype == raw.PUBREL:
                         conn.sendall(raw.ack(raw.PUBCOMP, int.from_bytes(body[0:2], "big")))
                     elif ptype == raw.DISCONNECT:
                         return
-        except (ConnectionError, OSError, IndexError):
+        except (ConnectionError, OSError, ValueError):
             pass
         finally:
             self._record(cid, "closed")
