@@ -587,8 +587,8 @@ def mutations(v: int, rng: random.Random) -> list[Mutation]:
     out += [
         Mutation("PUBLISH QoS 1 packet id 0", raw.publish("m/t", b"x", qos=1, packet_id=0, version=v), PROTOCOL_ERROR),
         Mutation("PUBLISH QoS 2 packet id 0", raw.publish("m/t", b"x", qos=2, packet_id=0, version=v), PROTOCOL_ERROR),
-        Mutation("SUBSCRIBE packet id 0", raw.subscribe(0, [("m/#", 0)], v), PROTOCOL_ERROR),
-        Mutation("UNSUBSCRIBE packet id 0", raw.unsubscribe(0, ["m/#"], v), PROTOCOL_ERROR),
+        Mutation("SUBSCRIBE packet id 0", raw.subscribe(0, [("m/#", 0)], v), MALFORMED),
+        Mutation("UNSUBSCRIBE packet id 0", raw.unsubscribe(0, ["m/#"], v), MALFORMED),
     ]
     # Packets only a server sends.
     out += [

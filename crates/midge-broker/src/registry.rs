@@ -45,8 +45,9 @@ pub struct ParkedDue {
     pub will: Option<Will>,
     /// The session itself, expired: to discard.
     pub expired: Option<Owned>,
-    /// When the will went and the session stays parked: its expiry interval and end.
-    pub still_parked: Option<(u32, Option<Instant>)>,
+    /// When the will went and the session stays parked: its expiry interval, its end and its
+    /// last packet identifier (for its record).
+    pub still_parked: Option<(u32, Option<Instant>, u16)>,
 }
 
 #[derive(Debug)]
@@ -182,7 +183,11 @@ impl Registry {
         }
         if parked.will.as_ref().is_some_and(|w| w.due <= now) {
             due.will = parked.will.take().map(|w| w.will);
-            due.still_parked = Some((parked.owned.state.expiry_interval, parked.expires_at));
+            due.still_parked = Some((
+                parked.owned.state.expiry_interval,
+                parked.expires_at,
+                parked.owned.state.outgoing.last_id(),
+            ));
         }
         due
     }

@@ -165,7 +165,7 @@ async fn bad_input_closes_only_that_connection() {
         (
             "wildcard in a topic name",
             vec![0x30, 0x05, 0x00, 0x02, b'a', b'+', 0x00],
-            Some(ReasonCode::TopicNameInvalid),
+            Some(ReasonCode::MalformedPacket),
         ),
         (
             "packet id 0",
@@ -176,7 +176,7 @@ async fn bad_input_closes_only_that_connection() {
         (
             "invalid filter a/#/b",
             vec![0x82, 0x0b, 0x00, 0x01, 0x00, 0x00, 0x05, b'a', b'/', b'#', b'/', b'b', 0x00],
-            Some(ReasonCode::TopicFilterInvalid),
+            Some(ReasonCode::MalformedPacket),
         ),
         ("packet too large", vec![0x30, 0xe8, 0x07], Some(ReasonCode::PacketTooLarge)),
         ("AUTH in 3.1.1", vec![0xf0, 0x00], None),

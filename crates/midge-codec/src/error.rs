@@ -167,8 +167,13 @@ impl DecodeError {
         match self {
             PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
             UnsupportedProtocol { .. } => ReasonCode::UnsupportedProtocolVersion,
-            InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
-            InvalidTopicFilter(_) => ReasonCode::TopicFilterInvalid,
+            // A topic that breaks the syntax of section 4.7 is not "correctly formed": 0x90 and
+            // 0x8F are for names and filters that are, but are refused (MQTT 5.0 sections
+            // 3.14.2.1, 3.9.3). Malformed, as mosquitto says too.
+            InvalidTopicName(_) | InvalidTopicFilter(_) => ReasonCode::MalformedPacket,
+            // [MQTT-2.2.1-3] names no code: mosquitto's, Malformed Packet for SUBSCRIBE and
+            // UNSUBSCRIBE, Protocol Error for PUBLISH.
+            ZeroPacketId(PacketType::Subscribe | PacketType::Unsubscribe) => ReasonCode::MalformedPacket,
             // [MQTT-3.3.2-8]: Topic Alias 0 is a Topic Alias invalid (0x94), as mosquitto says.
             InvalidPropertyValue { property: crate::PropertyId::TopicAlias, .. } => {
                 ReasonCode::TopicAliasInvalid

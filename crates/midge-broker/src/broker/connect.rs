@@ -469,7 +469,12 @@ impl Broker {
             let expires_at = self.expiry_from(now, expiry);
             if expiry > 0 {
                 if let Some(j) = self.journal() {
-                    j.session(&client_id, expiry, Some((expires_at, pending.as_ref())));
+                    j.session(
+                        &client_id,
+                        expiry,
+                        owned.state.outgoing.last_id(),
+                        Some((expires_at, pending.as_ref())),
+                    );
                 }
             }
             match self.registry.detach(&client_id, conn_id, owned, pending, expires_at) {

@@ -445,7 +445,7 @@ impl Broker {
                 self.publish_will(will, &client_id, now);
                 if let (Some(j), Some(expiry)) = (self.journal(), due.still_parked) {
                     // The session stays parked without its will.
-                    j.session(&client_id, expiry.0, Some((expiry.1, None)));
+                    j.session(&client_id, expiry.0, expiry.2, Some((expiry.1, None)));
                 }
             }
             if let Some(owned) = due.expired {

@@ -182,6 +182,7 @@ impl Journal {
         &self,
         client_id: &str,
         expiry_interval: u32,
+        last_packet_id: u16,
         parked: Option<(Option<Instant>, Option<&PendingWill>)>,
     ) -> u64 {
         let clock = Clock::now();
@@ -190,6 +191,7 @@ impl Journal {
             expiry_interval,
             expires_at: expires_at.map(|t| clock.to_unix(t).max(1)),
             will: will.map(|w| (w.will.clone(), clock.to_unix(w.due))),
+            last_packet_id,
         };
         self.store.append([Op::Put(records::session_key(client_id), records::session_value(&record))])
     }
@@ -489,6 +491,7 @@ impl Broker {
             }
         }
         b.state.expiry_interval = record.expiry_interval;
+        b.state.outgoing.set_last_id(record.last_packet_id);
         // Online when the broker stopped: parked from now, for its expiry interval.
         let expires_at = match record.expires_at {
             Some(ms) => Some(clock.to_instant(ms)),
@@ -523,7 +526,7 @@ impl Broker {
         if !was_persistent {
             j.persist_state(client_id, state);
         }
-        Some(j.session(client_id, state.expiry_interval, None))
+        Some(j.session(client_id, state.expiry_interval, state.outgoing.last_id(), None))
     }
 
     /// Writes what a subscription change means for the store, for a persistent session.

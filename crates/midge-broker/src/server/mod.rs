@@ -215,6 +215,13 @@ impl Server {
             return Ok(());
         }
         let dir = p.store_dir();
+        let database = p.mosquitto_file();
+        // mosquitto's users reset a broker by removing its database file while it is stopped.
+        // midge keeps an empty mosquitto database there (see below) and notes in its store
+        // that it did; that file gone means the same reset. A store from before the note is
+        // kept as it is.
+        let noted = dir.join(DATABASE_NOTE);
+        let reset = noted.exists() && !database.exists();
         let options = crate::store::StoreOptions {
             dir: dir.clone(),
             sync: match p.sync_interval_ms {
@@ -222,6 +229,7 @@ impl Server {
                 ms => crate::store::SyncPolicy::Interval(Duration::from_millis(ms)),
             },
             set_aside_unreadable,
+            reset,
         };
         let first_start = !dir.join("MANIFEST").exists();
         let (store, mut records, report) = crate::store::Store::open(options)?;
@@ -232,11 +240,33 @@ impl Server {
                 aside.display()
             );
         }
+        if let Some(aside) = &report.reset_to {
+            tracing::warn!(
+                "{} was removed: starting with an empty store; what the store held is in {} until the next reset.",
+                database.display(),
+                aside.display()
+            );
+        }
         for (path, damage) in &report.damage {
             tracing::warn!("Store {}: {}", path.display(), describe_damage(damage));
         }
         if first_start {
-            crate::store::import::import_into(&p.mosquitto_file(), &store, &mut records);
+            crate::store::import::import_into(&database, &store, &mut records);
+        }
+        if !database.exists() {
+            write_new(&database, &crate::store::import::empty_database()).map_err(|error| {
+                ServerError::Store(crate::store::StoreError::Io { path: database.clone(), error })
+            })?;
+        }
+        if !noted.exists() {
+            let text = format!(
+                "midge keeps its store in this directory and an empty mosquitto database in {}:\n\
+                 removing that file while the broker is stopped starts it with an empty store.\n",
+                database.display()
+            );
+            write_new(&noted, text.as_bytes()).map_err(|error| {
+                ServerError::Store(crate::store::StoreError::Io { path: noted.clone(), error })
+            })?;
         }
         let started = Instant::now();
         let restored = self.broker.restore(store, records);
@@ -309,6 +339,19 @@ impl Server {
             j.store().close();
         }
     }
+}
+
+/// The file in the store's directory that says midge wrote the empty mosquitto database
+/// beside it (so that the database's removal is a reset).
+const DATABASE_NOTE: &str = "DATABASE_FILE";
+
+/// Writes a new file readable by its owner alone (as mosquitto's database), synced.
+fn write_new(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::File::options().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 /// What a kind of damage to the store means, for the log.

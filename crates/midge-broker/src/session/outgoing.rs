@@ -93,6 +93,16 @@ impl Outgoing {
         }
     }
 
+    /// The packet identifier given last (kept with a persistent session's record).
+    pub fn last_id(&self) -> u16 {
+        self.last_id
+    }
+
+    /// Where identifiers go on from, for a session restored from the store.
+    pub fn set_last_id(&mut self, id: u16) {
+        self.last_id = id;
+    }
+
     /// Passes over the next packet identifier.
     pub fn skip_id(&mut self) {
         self.next_id();

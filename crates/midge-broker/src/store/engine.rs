@@ -50,6 +50,10 @@ pub struct StoreOptions {
     /// A store that cannot be read at all is moved aside (renamed with `.bad-TIME`) and a new
     /// one started, instead of refusing to start.
     pub set_aside_unreadable: bool,
+    /// Start empty: what the store holds is moved aside (to the directory's name with
+    /// `.removed` appended, replacing an earlier one) once the store is locked. For a
+    /// mosquitto user's reset: removing the database file while the broker is stopped.
+    pub reset: bool,
 }
 
 /// Why a store cannot be opened.
@@ -100,6 +104,8 @@ pub struct LoadReport {
     pub damage: Vec<(PathBuf, Damage)>,
     /// A store that could not be read and was moved aside, if one was.
     pub set_aside: Option<(PathBuf, String)>,
+    /// Where a store opened with [`StoreOptions::reset`] was moved.
+    pub reset_to: Option<PathBuf>,
     /// How long reading took.
     pub elapsed: Duration,
 }
@@ -249,17 +255,22 @@ impl Store {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
         }
-        let lock_path = dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Locked { path: dir });
-        }
+        let mut lock = lock_dir(&dir)?;
         let mut report = LoadReport::default();
+        if options.reset {
+            let mut aside = dir.as_os_str().to_owned();
+            aside.push(".removed");
+            let aside = PathBuf::from(aside);
+            if aside.exists() {
+                std::fs::remove_dir_all(&aside).map_err(io_err(&aside))?;
+            }
+            std::fs::rename(&dir, &aside).map_err(io_err(&dir))?;
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            // The old lock moved with the old directory: the new one gets its own, taken
+            // before the old is let go.
+            lock = lock_dir(&dir)?;
+            report.reset_to = Some(aside);
+        }
         let (records, mut state) = match read_store(&dir, &mut report) {
             Ok(r) => r,
             Err(
@@ -268,6 +279,7 @@ impl Store {
                 | StoreError::NotASegment { .. }),
             ) if options.set_aside_unreadable => {
                 let aside = set_aside(&dir)?;
+                lock = lock_dir(&dir)?;
                 report = LoadReport { set_aside: Some((aside, e.to_string())), ..LoadReport::default() };
                 read_store(&dir, &mut report)?
             }
@@ -433,6 +445,21 @@ impl DurableWaiter {
     }
 }
 
+/// Takes the store's lock (its `LOCK` file): one process at a time.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let lock_path = dir.join("LOCK");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(StoreError::Locked { path: dir.to_owned() });
+    }
+    Ok(lock)
+}
+
 fn set_aside(dir: &Path) -> Result<PathBuf, StoreError> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut aside = dir.as_os_str().to_owned();
@@ -440,7 +467,7 @@ fn set_aside(dir: &Path) -> Result<PathBuf, StoreError> {
     let aside = PathBuf::from(aside);
     std::fs::rename(dir, &aside).map_err(io_err(dir))?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    // The lock file moved with the directory; the lock held on it still keeps others out.
+    // The lock file moved with the directory: the caller takes a new one.
     Ok(aside)
 }
 

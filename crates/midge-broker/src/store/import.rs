@@ -134,6 +134,26 @@ fn properties(block: &[u8]) -> Option<Properties> {
     }
 }
 
+/// An empty mosquitto 2.0 database, byte for byte what mosquitto writes when it holds
+/// nothing: the header (magic, a CRC field mosquitto leaves 0, format version 6) and the
+/// configuration chunk (last message id 0, clean shutdown, 8-byte ids). midge writes it as
+/// the `persistence_file` when there is none, so that the file a mosquitto user knows is
+/// there, mosquitto itself can start from it, and removing it resets the broker (see
+/// `Server::restore`).
+pub fn empty_database() -> Vec<u8> {
+    let mut out = Vec::with_capacity(47);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&6u32.to_be_bytes());
+    out.extend_from_slice(&1u32.to_be_bytes()); // chunk type: CFG
+    out.extend_from_slice(&16u32.to_be_bytes()); // sizeof(struct PF_cfg)
+    out.extend_from_slice(&0u64.to_le_bytes()); // last_db_id (host order)
+    out.push(1); // shutdown: clean
+    out.push(8); // dbid_size
+    out.extend_from_slice(&[0; 6]); // the struct's padding
+    out
+}
+
 /// Imports `path` into `store` (and `records`, which the broker then restores), at midge's
 /// first start with persistence on. A missing file is no error; anything else that goes
 /// wrong is logged and nothing is imported.
@@ -311,6 +331,7 @@ pub fn read(data: &[u8], clock: &Clock) -> Result<(Vec<Op>, Imported), ImportErr
                     expiry_interval: u32::MAX,
                     expires_at: None,
                     will: None,
+                    last_packet_id: 0,
                 });
                 imported.subscriptions += 1;
                 Some(())
@@ -318,17 +339,17 @@ pub fn read(data: &[u8], clock: &Clock) -> Result<(Vec<Op>, Imported), ImportErr
             6 => (|| {
                 let expiry_time = c.host64()? as i64;
                 let interval = c.u32()?;
-                let _last_mid = c.u16()?;
+                let last_mid = c.u16()?;
                 let id_len = c.u16()?;
                 if version == 6 {
                     let (_port, user_len) = (c.u16()?, c.u16()?);
                     c.take(4)?;
                     let client = c.string(usize::from(id_len))?;
                     c.take(usize::from(user_len))?;
-                    add_session(&mut sessions, client, interval, expiry_time, now_s);
+                    add_session(&mut sessions, client, interval, expiry_time, now_s, last_mid);
                 } else {
                     let client = c.string(usize::from(id_len))?;
-                    add_session(&mut sessions, client, interval, expiry_time, now_s);
+                    add_session(&mut sessions, client, interval, expiry_time, now_s, last_mid);
                 }
                 Some(())
             })(),
@@ -357,6 +378,7 @@ fn add_session(
     interval: u32,
     expiry_time: i64,
     now_s: i64,
+    last_packet_id: u16,
 ) {
     let expires_at = match interval {
         u32::MAX => None,
@@ -370,7 +392,8 @@ fn add_session(
         }
         i => Some((now_s as u64 + u64::from(i)) * 1000),
     };
-    sessions.insert(client, SessionRecord { expiry_interval: interval, expires_at, will: None });
+    sessions
+        .insert(client, SessionRecord { expiry_interval: interval, expires_at, will: None, last_packet_id });
 }
 
 fn to_message(m: &StoredMsg, clock: &Clock) -> Message {

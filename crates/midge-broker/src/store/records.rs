@@ -196,13 +196,21 @@ pub struct SessionRecord {
     pub expires_at: Option<u64>,
     /// A will waiting for its delay, and when it is due (wall-clock ms).
     pub will: Option<(Will, u64)>,
+    /// The packet identifier last given to a message to the client: the next one follows it
+    /// after a restart, as mosquitto's `last_mid`.
+    pub last_packet_id: u16,
 }
+
+/// Session records with `last_packet_id` (after the expiry time); those of version
+/// [`VERSION`] have none.
+const SESSION_VERSION: u8 = 2;
 
 /// A session's value.
 pub fn session_value(s: &SessionRecord) -> Vec<u8> {
-    let mut out = vec![VERSION];
+    let mut out = vec![SESSION_VERSION];
     out.extend_from_slice(&s.expiry_interval.to_le_bytes());
     out.extend_from_slice(&s.expires_at.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&s.last_packet_id.to_le_bytes());
     if let Some((will, due)) = &s.will {
         out.extend_from_slice(&due.to_le_bytes());
         let mut properties = will.properties.clone();
@@ -228,13 +236,23 @@ pub fn session_value(s: &SessionRecord) -> Vec<u8> {
 /// Reads a session.
 pub fn read_session(v: &[u8]) -> Result<SessionRecord, RecordError> {
     let err = || bad("session");
-    let (&VERSION, rest) = v.split_first().ok_or_else(err)? else { return Err(err()) };
+    let (&version, rest) = v.split_first().ok_or_else(err)?;
     let expiry_interval = u32::from_le_bytes(rest.get(..4).ok_or_else(err)?.try_into().map_err(|_| err())?);
     let expires = u64::from_le_bytes(rest.get(4..12).ok_or_else(err)?.try_into().map_err(|_| err())?);
+    // Version 1 has no last packet identifier: the will, if any, follows the expiry time.
+    let (last_packet_id, will_at) = match version {
+        VERSION => (0, 12),
+        SESSION_VERSION => {
+            (u16::from_le_bytes(rest.get(12..14).ok_or_else(err)?.try_into().map_err(|_| err())?), 14)
+        }
+        _ => return Err(err()),
+    };
     let mut will = None;
-    if rest.len() > 12 {
-        let due = u64::from_le_bytes(rest.get(12..20).ok_or_else(err)?.try_into().map_err(|_| err())?);
-        let mut buf = BytesMut::from(&rest[20..]);
+    if rest.len() > will_at {
+        let due = u64::from_le_bytes(
+            rest.get(will_at..will_at + 8).ok_or_else(err)?.try_into().map_err(|_| err())?,
+        );
+        let mut buf = BytesMut::from(&rest[will_at + 8..]);
         let Ok(Some(Packet::Publish(p))) = decode(&mut buf, ProtocolVersion::V5, usize::MAX) else {
             return Err(err());
         };
@@ -247,7 +265,7 @@ pub fn read_session(v: &[u8]) -> Result<SessionRecord, RecordError> {
         };
         will = Some((w, due));
     }
-    Ok(SessionRecord { expiry_interval, expires_at: (expires != 0).then_some(expires), will })
+    Ok(SessionRecord { expiry_interval, expires_at: (expires != 0).then_some(expires), will, last_packet_id })
 }
 
 /// A subscription's value.
@@ -447,14 +465,20 @@ mod tests {
             retain: true,
             properties: will_props,
         };
-        let s = SessionRecord { expiry_interval: 3600, expires_at: Some(123), will: Some((will, 456)) };
+        let s = SessionRecord {
+            expiry_interval: 3600,
+            expires_at: Some(123),
+            will: Some((will, 456)),
+            last_packet_id: 77,
+        };
         let back = read_session(&session_value(&s)).unwrap();
         assert_eq!(back.expiry_interval, 3600);
         assert_eq!(back.expires_at, Some(123));
         let (w, due) = back.will.unwrap();
         assert_eq!((&*w.topic, due, w.retain), ("wills/x", 456, true));
         assert!(w.properties.content_type().is_some());
-        let plain = SessionRecord { expiry_interval: u32::MAX, expires_at: None, will: None };
+        let plain =
+            SessionRecord { expiry_interval: u32::MAX, expires_at: None, will: None, last_packet_id: 0 };
         assert_eq!(read_session(&session_value(&plain)).unwrap(), plain);
     }
 

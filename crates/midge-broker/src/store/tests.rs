@@ -5,7 +5,12 @@ use bytes::Bytes;
 use super::*;
 
 fn options(dir: &std::path::Path) -> StoreOptions {
-    StoreOptions { dir: dir.join("store"), sync: SyncPolicy::EveryAck, set_aside_unreadable: false }
+    StoreOptions {
+        dir: dir.join("store"),
+        sync: SyncPolicy::EveryAck,
+        set_aside_unreadable: false,
+        reset: false,
+    }
 }
 
 fn put(k: &str, v: &str) -> Op {
