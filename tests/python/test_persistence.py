@@ -888,6 +888,58 @@ def test_mosquitto_database_is_imported_at_first_start(store_brokers, tmp_path):
 # 5. Saving on demand and by itself
 # ---------------------------------------------------------------------------------------
 
+def test_removing_mosquitto_db_resets_the_broker_as_it_resets_mosquitto(store_brokers, tmp_path):
+    """midge keeps an empty mosquitto database as persistence_file, which Debian's mosquitto
+    starts from; a session's packet identifiers go on after a restart where they stopped
+    (mosquitto's last_mid); and removing mosquitto.db while the broker is stopped starts it
+    with an empty store, the old one set aside with a log line, as a mosquitto user expects."""
+    broker = store_brokers().start()
+    db = broker.data / "mosquitto.db"
+    assert db.is_file() and db.stat().st_size == 47, "no empty mosquitto database beside the store"
+    assert db.stat().st_mode & 0o777 == 0o600
+    # mosquitto starts from the file midge wrote (a copy: the broker holds its own).
+    copy = tmp_path / "mosq-data"
+    copy.mkdir()
+    shutil.copy(db, copy / "mosquitto.db")
+    mosq = MosquittoBroker(tmp_path, "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                                     f"persistence_location {copy}/\n", name="mosquitto-empty-db")
+    mosq.start()
+    assert mosq.stop() == 0, mosq.log()[-3000:]
+    assert "Error" not in mosq.log(), mosq.log()[-3000:]
+
+    sub = unique_id("reset-sub")
+    c, _ = connect(broker.port, sub, V5, clean=False)
+    c.subscribe(1, [("reset/#", 1)])
+    with RawClient(broker.port, version=V5) as pub:
+        pub.connect(unique_id("reset-pub"))
+        pub.publish("reset/ret", "kept", qos=1, retain=True, packet_id=1)
+        first = c.expect(raw.PUBLISH)
+        c.send(raw.puback(first.packet_id, V5))
+    park(c)
+    broker.restart("term")
+    assert broker.restored_counts()[:2] == (1, 1), broker.restored.group(0)
+    c, ack = connect(broker.port, sub, V5, clean=False)
+    with c:
+        assert ack.session_present
+        with RawClient(broker.port, version=V5) as pub:
+            pub.connect(unique_id("reset-pub"))
+            pub.publish("reset/next", "after", qos=1, packet_id=1)
+        second = c.expect(raw.PUBLISH)
+        assert second.packet_id == first.packet_id + 1, (first, second)
+        c.send(raw.puback(second.packet_id, V5))
+    broker.term()
+    db.unlink()
+    broker.start()
+    assert broker.restored_counts() == (0, 0, 0), broker.restored.group(0)
+    assert broker.find_log(r"mosquitto\.db was removed: starting with an empty store"), broker.log()
+    assert (broker.data / "mosquitto.db.midge.removed").is_dir()
+    assert db.is_file()
+    c, ack = connect(broker.port, sub, V5, clean=False)
+    with c:
+        assert not ack.session_present
+    assert retained(broker.port, V5, "reset/#") == {}
+
+
 def test_sigusr1_saves_and_compacts_the_store(store_brokers):
     """With `autosave_interval 0` the store is compacted only on SIGUSR1. A retained topic
     set 300 times leaves 300 records; SIGUSR1 logs that the store is saved, then that it was
