@@ -47,7 +47,6 @@ def test_include_dir_files_are_read_and_their_acl_enforced(tmp_path, broker_fact
         ("clientid_prefixes sensor-", "option 'clientid_prefixes' is not supported by midge yet"),
         ("protocol mqtts", "invalid protocol 'mqtts': expected mqtt, websockets or http"),
         ("bind_interface eth0", "option 'bind_interface' is not supported by midge yet"),
-        ("check_retain_source true", "check_retain_source true is not supported by midge yet"),
         ("max_keepalive 70000", "invalid value '70000' for max_keepalive: expected a number from 0 to 65535"),
     ],
 )

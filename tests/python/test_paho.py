@@ -218,6 +218,37 @@ def test_takeover_raw_v5_receives_disconnect_0x8e_then_close(broker, raw_clients
     second.expect(raw.PINGRESP)
 
 
+def test_what_a_client_sent_before_it_was_taken_over_takes_effect_first(broker, raw_clients):
+    """Packets take effect in the order they arrived, across connections, as in mosquitto's
+    single event loop (mosquitto's 04-retain-check-source and 05-session-expiry-v5 rely on
+    it): a client publishes a retained message and closes its socket, or (5.0) sends
+    DISCONNECT with Session Expiry Interval 0, and reconnects at once with the same client
+    id. The old connection handles what its socket holds before it hands the session over:
+    the new connection's subscription gets the retained message, and it finds no session.
+    Twenty rounds each, since the order is a race when it is not enforced."""
+    for i in range(20):
+        cid = unique_id("order")
+        first = raw_clients(broker.port, version=raw.V311)
+        first.connect(cid)
+        first.send(raw.publish(f"order/{cid}", f"retained {i}", 0, True))
+        first.close()
+        second = raw_clients(broker.port, version=raw.V311)
+        second.connect(cid)
+        second.subscribe(1, [(f"order/{cid}", 0)])
+        m = second.expect(raw.PUBLISH)
+        assert (m.payload, m.retain) == (f"retained {i}".encode(), True), f"round {i}: {m}"
+        second.close()
+    for i in range(20):
+        cid = unique_id("ended")
+        first = raw_clients(broker.port, version=raw.V5)
+        first.connect(cid, clean=False, props={"SessionExpiryInterval": 60})
+        first.send(raw.disconnect(raw.V5, 0, {"SessionExpiryInterval": 0}))
+        second = raw_clients(broker.port, version=raw.V5)
+        ack = second.connect(cid, clean=False, props={"SessionExpiryInterval": 60})
+        assert not ack.session_present, f"round {i}: the session ended with the DISCONNECT before"
+        second.close()
+
+
 # ---------------------------------------------------------------------------------------
 # Wills
 # ---------------------------------------------------------------------------------------

@@ -973,6 +973,40 @@ def test_acl_reload_on_sighup(acl_broker, pahos):
     assert_still_connected(b, alice, anon, w)
 
 
+@pytest.mark.parametrize("check", [True, False])
+def test_check_retain_source_sends_no_retained_message_whose_publisher_lost_its_right(brokers, pahos, tmp_path,
+                                                                                      check):
+    """`check_retain_source true` (mosquitto's answer to CVE-2018-12546): alice may write
+    alice/#, publishes a retained message there, and a new subscription gets it. The ACL is
+    changed so that alice may only read alice/# and reloaded (SIGHUP): a new subscription no
+    longer gets the message, though the reader may read it. Without the option it still does,
+    as mosquitto's default."""
+    pw = make_passwd(tmp_path / "passwd", ACL_USERS)
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    b = brokers(f"listener {{port}} 127.0.0.1\nallow_anonymous true\npassword_file {pw}\nacl_file {acl}\n"
+                f"auth_failure_delay 0\ncheck_retain_source {'true' if check else 'false'}\n")
+    alice = user(pahos, b, "alice", "5")
+    alice.publish("alice/status", "online", qos=1, retain=True)
+    w = user(pahos, b, "writer", "311")
+
+    def retained_seen() -> bool:
+        reader = user(pahos, b, "alice", "311")
+        cid = reader.client._client_id.decode()
+        assert reader.subscribe(f"probe/{cid}", qos=1) == [1]
+        assert reader.subscribe("alice/status", qos=1) == [1]
+        marker = unique_id("marker")
+        w.publish(f"probe/{cid}", marker, qos=1)
+        got = reader.messages_until(marker.encode())
+        reader.disconnect()
+        return b"online" in [m.payload for m in got]
+
+    assert retained_seen()
+    acl.write_text(ACL.replace("topic readwrite alice/#", "topic read alice/#"))
+    b.reload()
+    assert retained_seen() is not check
+
+
 # =======================================================================================
 # TLS
 # =======================================================================================

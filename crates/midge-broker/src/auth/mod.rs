@@ -78,8 +78,17 @@ impl FingerprintKey {
 impl Security {
     /// Reads the files the security settings name.
     pub fn load(config: &SecuritySettings) -> Result<Security, SecurityError> {
-        let passwords =
-            config.password_file.as_deref().map(PasswordFile::load).transpose()?.map(|f| f.by_user());
+        let passwords = match config.password_file.as_deref() {
+            Some(path) => {
+                let (file, bad) = PasswordFile::load_skipping_bad(path)?;
+                for e in bad {
+                    // As mosquitto: the entry is removed, and the broker goes on.
+                    tracing::error!("Error: {e}: this entry is left out (its user cannot log in).");
+                }
+                Some(file.by_user())
+            }
+            None => None,
+        };
         let acl = config.acl_file.as_deref().map(Acl::load).transpose()?;
         let decoy = password::decoy_for(passwords.iter().flat_map(|p| p.values()));
         let rng = ring::rand::SystemRandom::new();

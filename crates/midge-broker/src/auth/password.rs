@@ -66,6 +66,9 @@ pub enum EntryError {
     /// The line has no `:` between the user and the hash.
     #[error("expected user:hash")]
     NoSeparator,
+    /// Nothing before the `:`.
+    #[error("no user name before ':'")]
+    EmptyUser,
     /// The hash after the `:`.
     #[error(transparent)]
     Hash(#[from] HashError),
@@ -295,6 +298,7 @@ pub fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
         }
         let (user, hash) = match line.split_once(':') {
             None => (None, Err(EntryError::NoSeparator)),
+            Some(("", _)) => (Some(""), Err(EntryError::EmptyUser)),
             Some((user, hash)) => (Some(user), Hash::parse(hash).map_err(EntryError::from)),
         };
         Some(Line { number: i + 1, user, hash })
@@ -309,6 +313,29 @@ impl PasswordFile {
             message: e.to_string(),
         })?;
         PasswordFile::parse(&text, &path.display().to_string())
+    }
+
+    /// Reads a file as the broker does, as mosquitto does: a bad entry is left out (its
+    /// user cannot log in) and returned with what is wrong, so the broker logs it and starts.
+    pub fn load_skipping_bad(
+        path: &Path,
+    ) -> Result<(PasswordFile, Vec<PasswordFileError>), PasswordFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PasswordFileError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let shown = path.display().to_string();
+        let mut entries = Vec::new();
+        let mut bad = Vec::new();
+        for l in lines(&text) {
+            match l.hash {
+                Ok(hash) => entries.push((l.user.unwrap_or_default().to_owned(), hash)),
+                Err(problem) => {
+                    bad.push(PasswordFileError::Line { path: shown.clone(), line: l.number, problem })
+                }
+            }
+        }
+        Ok((PasswordFile { entries }, bad))
     }
 
     /// Parses password file text.
@@ -406,6 +433,23 @@ mod tests {
         assert!(e.to_string().starts_with("pw:2: not a password hash"), "{e}");
         let e = PasswordFile::parse("nocolon\n", "pw").unwrap_err();
         assert_eq!(e.to_string(), "pw:1: expected user:hash");
+        let e = PasswordFile::parse(":$6$aoM5FnGlGplekuDU$zUlOO\n", "pw").unwrap_err();
+        assert_eq!(e.to_string(), "pw:1: no user name before ':'");
+    }
+
+    #[test]
+    fn the_broker_leaves_bad_entries_out() {
+        let dir = std::env::temp_dir().join(format!("midge-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        std::fs::write(&path, format!("bad:$6$\n#comment\n{MOSQUITTO}:$6$x$y\n")).unwrap();
+        let (file, bad) = PasswordFile::load_skipping_bad(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(file.entries.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(), ["alice", "carol"]);
+        let lines: Vec<String> = bad.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("pw:1: a $6$ hash needs $6$SALT$HASH"), "{lines:?}");
+        assert!(lines[1].ends_with("pw:5: no user name before ':'"), "{lines:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use super::{Broker, Owned, Recheck};
 use crate::control::{Control, ControlSlot};
 use crate::mailbox::SessionHandle;
+use crate::router::RetainSource;
 use crate::session::{CloseReason, DeliveryEvent, Effect, Session};
 use crate::store::DurableWaiter;
 
@@ -47,6 +48,8 @@ pub struct Link {
     blocked: Option<Box<Blocked>>,
     /// What the connection's output waits for in the store (boxed: only with persistence).
     durability: Option<Box<Durability>>,
+    /// Who this client is, kept with its retained messages (`check_retain_source`).
+    retain_source: Option<Arc<RetainSource>>,
 }
 
 /// The store records a connection's output waits for.
@@ -96,7 +99,23 @@ impl Link {
         conn_id: u64,
         recheck: Recheck,
     ) -> Link {
-        Link { broker, session, handle, control, conn_id, recheck, blocked: None, durability: None }
+        Link {
+            broker,
+            session,
+            handle,
+            control,
+            conn_id,
+            recheck,
+            blocked: None,
+            durability: None,
+            retain_source: None,
+        }
+    }
+
+    /// Keeps who this client is with the retained messages it publishes, for
+    /// `check_retain_source`.
+    pub(crate) fn set_retain_source(&mut self, source: Option<Arc<RetainSource>>) {
+        self.retain_source = source;
     }
 
     /// The broker it is linked to.
@@ -152,8 +171,8 @@ impl Link {
                     let router = &broker.router;
                     let mut ticket = None;
                     if message.retain {
-                        router.retain(&message);
-                        ticket = journal.map(|j| j.retain(&message));
+                        router.retain_from(&message, self.retain_source.clone());
+                        ticket = journal.map(|j| j.retain_from(&message, self.retain_source.as_deref()));
                     }
                     // The copies of a QoS 2 message are tied to a commit (see persist.rs).
                     let committing = journal
@@ -257,7 +276,10 @@ impl Link {
             }
             let mut fed = false;
             if let Some(r) = self.session.next_replay() {
-                let page = self.broker.router.retained_page(&r.filter, r.cursor.as_ref(), BATCH, now);
+                let broker = &self.broker;
+                let admit =
+                    |s: &RetainSource, m: &crate::session::Message| broker.source_may_publish(s, &m.topic);
+                let page = broker.router.retained_page(&r.filter, r.cursor.as_ref(), BATCH, now, &admit);
                 self.session.replayed(page);
                 fed = true;
             }

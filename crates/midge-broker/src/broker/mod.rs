@@ -27,7 +27,7 @@ use crate::config::{Config, SecuritySettings};
 use crate::mailbox::SessionHandle;
 use crate::metrics::{DropReason, Metrics};
 use crate::registry::Registry;
-use crate::router::Router;
+use crate::router::{RetainSource, Router};
 use crate::session::{Message, SessionState};
 use crate::timers::Timers;
 
@@ -301,6 +301,16 @@ impl Broker {
         match self.listener_scope.get(listener) {
             Some(&i) => &self.scopes[i],
             None => &self.closed,
+        }
+    }
+
+    /// With `check_retain_source`: may the publisher of a retained message still publish on
+    /// `topic`, by the ACL in force for its listener (mosquitto asks the same question of the
+    /// message's source each time it is sent to a new subscription)?
+    pub fn source_may_publish(&self, source: &RetainSource, topic: &str) -> bool {
+        match self.scope(source.listener).security.load().acl() {
+            Some(acl) => acl.can_publish(source.username.as_deref(), &source.client_id, topic),
+            None => true,
         }
     }
 

@@ -21,6 +21,7 @@ use super::{Broker, Owned};
 use crate::mailbox::SessionHandle;
 use crate::registry::PendingWill;
 use crate::router::QueueHook;
+use crate::router::RetainSource;
 use crate::session::{Awaiting, Delivery, DeliveryEvent, SessionState, StoreEntry, SubscriptionRecord};
 use crate::store::records::{self, prefix, Clock, Progress, SessionRecord};
 use crate::store::{Op, Records, Store};
@@ -167,11 +168,22 @@ impl Journal {
 
     /// A retained message was set or cleared.
     pub fn retain(&self, m: &crate::session::Message) -> u64 {
+        self.retain_from(m, None)
+    }
+
+    /// As [`Journal::retain`], with the publisher kept for `check_retain_source`.
+    pub fn retain_from(&self, m: &crate::session::Message, source: Option<&RetainSource>) -> u64 {
         let key = records::retained_key(&m.topic);
         let op = if m.payload.is_empty() {
             Op::Delete(key)
         } else {
-            Op::Put(key, records::retained_value(m, &Clock::now()))
+            Op::Put(
+                key,
+                match source {
+                    Some(s) => records::retained_value_from(m, s, &Clock::now()),
+                    None => records::retained_value(m, &Clock::now()),
+                },
+            )
         };
         self.store.append([op])
     }
@@ -317,9 +329,9 @@ impl Broker {
         for (key, value) in &records {
             let Some((&kind, rest)) = key.split_first() else { continue };
             let ok = match kind {
-                prefix::RETAINED => records::read_retained(value, &clock).map(|m| {
+                prefix::RETAINED => records::read_retained(value, &clock).map(|(m, source)| {
                     if !m.is_expired(clock.now) {
-                        self.router.retain(&Arc::new(m));
+                        self.router.retain_from(&Arc::new(m), source.map(Arc::new));
                         restored.retained += 1;
                     }
                 }),
@@ -394,7 +406,7 @@ impl Broker {
                         })
                     }
                 }
-                prefix::FORWARD => records::read_retained(value, &clock).map(|m| {
+                prefix::FORWARD => records::read_retained(value, &clock).map(|(m, _)| {
                     forward.push(Arc::new(m));
                     stale.push(Op::Delete(key.to_vec()));
                 }),

@@ -340,6 +340,9 @@ pub struct Config {
     /// `upgrade_outgoing_qos`: messages go to subscribers at the subscription's QoS, even
     /// when published at a lower one (as mosquitto: not what the MQTT spec says).
     pub upgrade_outgoing_qos: bool,
+    /// `check_retain_source`: a retained message goes to a new subscription only while its
+    /// publisher may still publish on its topic (the ACL in force is asked each time).
+    pub check_retain_source: bool,
     /// `retain_available`: whether retained messages are supported (5.0 clients are told).
     pub retain_available: bool,
     /// `max_qos`: the highest QoS supported (5.0 clients are told; subscriptions are granted
@@ -401,6 +404,7 @@ impl Default for Config {
             max_inflight_bytes: 0,
             message_size_limit: 0,
             upgrade_outgoing_qos: false,
+            check_retain_source: false,
             retain_available: true,
             max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
@@ -468,6 +472,7 @@ impl Config {
         check("max_inflight_bytes", self.max_inflight_bytes != new.max_inflight_bytes);
         check("message_size_limit", self.message_size_limit != new.message_size_limit);
         check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);
+        check("check_retain_source", self.check_retain_source != new.check_retain_source);
         check("retain_available", self.retain_available != new.retain_available);
         check("max_qos", self.max_qos != new.max_qos);
         check("response_information", self.response_information != new.response_information);

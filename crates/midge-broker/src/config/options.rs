@@ -36,8 +36,7 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
 /// Options that restrict who connects or what they see when set to one value (given here):
 /// midge does not have them yet, and ignoring them would run the broker less secure than
 /// its configuration says, so that value is refused. The other value is what midge does.
-pub(super) const RESTRICTING_VALUE: &[(&str, bool)] =
-    &[("use_username_as_clientid", true), ("check_retain_source", true)];
+pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[("use_username_as_clientid", true)];
 
 /// Options of mosquitto that midge knows of but does not implement yet: accepted with a
 /// warning, so a mosquitto configuration still starts.
@@ -97,6 +96,7 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "max_inflight_bytes",
     "message_size_limit",
     "upgrade_outgoing_qos",
+    "check_retain_source",
     "allow_zero_length_clientid",
     "auto_id_prefix",
     "mount_point",

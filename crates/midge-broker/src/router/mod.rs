@@ -14,7 +14,7 @@ use std::time::Instant;
 use midge_codec::{parse_shared, QoS, SubscriptionOptions};
 use parking_lot::RwLock;
 
-pub use retained::{RetainedCursor, RetainedPage, RetainedStore};
+pub use retained::{AdmitSource, RetainSource, RetainedCursor, RetainedPage, RetainedStore};
 pub use tree::Subscription;
 
 use crate::mailbox::{Push, SessionHandle};
@@ -254,7 +254,12 @@ impl Router {
     /// Stores or clears the retained message of a topic: an empty payload clears it
     /// [MQTT-3.3.1-6], [MQTT-3.3.1-7] (3.1.1: [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
     pub fn retain(&self, message: &Arc<Message>) {
-        self.retained.set(message);
+        self.retained.set(message, None);
+    }
+
+    /// As [`Router::retain`], keeping who published it (`check_retain_source`).
+    pub fn retain_from(&self, message: &Arc<Message>, source: Option<Arc<RetainSource>>) {
+        self.retained.set(message, source);
     }
 
     /// The next page of retained messages matching a (non-shared) filter, from `cursor`
@@ -265,8 +270,9 @@ impl Router {
         cursor: Option<&RetainedCursor>,
         max: usize,
         now: Instant,
+        admit: AdmitSource<'_>,
     ) -> RetainedPage {
-        self.retained.page(filter, cursor, max, now)
+        self.retained.page(filter, cursor, max, now, admit)
     }
 
     /// Every retained message matching a (non-shared) filter, read page by page.
@@ -274,7 +280,7 @@ impl Router {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.retained.page(filter, cursor.as_ref(), 1024, now);
+            let page = self.retained.page(filter, cursor.as_ref(), 1024, now, &|_, _| true);
             out.extend(page.messages);
             match page.next {
                 Some(c) => cursor = Some(c),

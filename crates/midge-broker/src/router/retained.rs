@@ -39,8 +39,29 @@ pub struct RetainedPage {
     pub next: Option<RetainedCursor>,
 }
 
+/// Who published a retained message, kept with `check_retain_source true`: each time the
+/// message goes to a new subscription, its publisher's right to publish on the topic is
+/// checked again against the ACL in force, so a retained message outlives no revoked right
+/// (mosquitto's answer to CVE-2018-12546).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainSource {
+    /// The publisher's client id.
+    pub client_id: ByteString,
+    /// Its user name, if it gave one.
+    pub username: Option<ByteString>,
+    /// The listener it connected to (index in `Config::effective_listeners`): whose ACL
+    /// applies with `per_listener_settings true`.
+    pub listener: usize,
+}
+
+/// Whether a retained message's publisher may still publish it (see [`RetainSource`]).
+pub type AdmitSource<'a> = &'a dyn Fn(&RetainSource, &Message) -> bool;
+
+/// A retained message, with its publisher when `check_retain_source` is on.
+type Entry = (Arc<Message>, Option<Arc<RetainSource>>);
+
 /// One shard: topics in order, each with its message.
-type Shard = RwLock<BTreeMap<ByteString, Arc<Message>>>;
+type Shard = RwLock<BTreeMap<ByteString, Entry>>;
 
 /// The retained messages, by topic.
 #[derive(Debug)]
@@ -82,24 +103,27 @@ impl RetainedStore {
 
     /// Stores `message` as its topic's retained message, or clears the topic when the payload
     /// is empty [MQTT-3.3.1-6], [MQTT-3.3.1-7] (3.1.1: [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
-    pub fn set(&self, message: &Arc<Message>) {
+    pub fn set(&self, message: &Arc<Message>, source: Option<Arc<RetainSource>>) {
         let mut shard = self.shards[self.shard_index(&message.topic)].write();
         if message.payload.is_empty() {
             shard.remove(&message.topic);
         } else {
-            shard.insert(message.topic.clone(), message.clone());
+            shard.insert(message.topic.clone(), (message.clone(), source));
         }
     }
 
     /// The next page of at most `max` messages matching a (non-shared, valid) filter, from
-    /// `cursor` (the start when `None`).
+    /// `cursor` (the start when `None`); a message whose publisher was kept goes only where
+    /// `admit` says it may.
     pub fn page(
         &self,
         filter: &str,
         cursor: Option<&RetainedCursor>,
         max: usize,
         now: Instant,
+        admit: AdmitSource<'_>,
     ) -> RetainedPage {
+        let live = |(m, source): &Entry| !m.is_expired(now) && source.as_ref().is_none_or(|s| admit(s, m));
         let mut page = RetainedPage::default();
         let max = max.max(1);
         let prefix = literal_prefix(filter);
@@ -107,7 +131,7 @@ impl RetainedStore {
             // No wildcard: one lookup.
             let shard = self.shards[self.shard_index(exact)].read();
             if cursor.is_none() {
-                page.messages.extend(shard.get(exact).filter(|m| !m.is_expired(now)).cloned());
+                page.messages.extend(shard.get(exact).filter(|e| live(e)).map(|(m, _)| m.clone()));
             }
             return page;
         }
@@ -124,7 +148,7 @@ impl RetainedStore {
                 (None, None) => Bound::Unbounded,
             };
             let mut finished_shard = true;
-            for (topic, m) in shard.range((start, Bound::Unbounded)) {
+            for (topic, entry) in shard.range((start, Bound::Unbounded)) {
                 if prefix.is_some_and(|p| !topic.starts_with(p)) {
                     break;
                 }
@@ -134,8 +158,8 @@ impl RetainedStore {
                 }
                 budget -= 1;
                 after = Some(topic.clone());
-                if topic_matches(filter, topic) && !m.is_expired(now) {
-                    page.messages.push(m.clone());
+                if topic_matches(filter, topic) && live(entry) {
+                    page.messages.push(entry.0.clone());
                 }
             }
             drop(shard);
@@ -163,7 +187,7 @@ impl RetainedStore {
 
     /// The payload bytes of every retained message.
     pub fn payload_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.read().values().map(|m| m.payload.len()).sum::<usize>()).sum()
+        self.shards.iter().map(|s| s.read().values().map(|(m, _)| m.payload.len()).sum::<usize>()).sum()
     }
 
     /// True when no message is retained.
@@ -194,7 +218,7 @@ mod tests {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let page = store.page(filter, cursor.as_ref(), page_size, now);
+            let page = store.page(filter, cursor.as_ref(), page_size, now, &|_, _| true);
             out.extend(page.messages.iter().map(|m| m.topic.to_string()));
             match page.next {
                 Some(c) => cursor = Some(c),
@@ -222,11 +246,11 @@ mod tests {
         for i in 0..50 {
             for root in ["a", "b", "$SYS"] {
                 let t = format!("{root}/{i}/x");
-                s.set(&msg(&t));
+                s.set(&msg(&t), None);
                 topics.push(t);
             }
         }
-        s.set(&msg("a"));
+        s.set(&msg("a"), None);
         for size in [1, 3, 7, 100, 1000] {
             let got = all(&s, "#", size);
             assert_eq!(got.len(), 101, "page size {size}: '#' matches every topic but $SYS ones");
@@ -236,7 +260,7 @@ mod tests {
             assert_eq!(all(&s, "$SYS/+/x", size).len(), 50);
             assert_eq!(all(&s, "a/1/x", size), vec!["a/1/x"]);
         }
-        s.set(&Arc::new(Message { payload: Bytes::new(), ..(*msg("a/1/x")).clone() }));
+        s.set(&Arc::new(Message { payload: Bytes::new(), ..(*msg("a/1/x")).clone() }), None);
         assert!(all(&s, "a/1/x", 10).is_empty(), "an empty payload clears the topic");
         assert_eq!(s.len(), 150);
     }

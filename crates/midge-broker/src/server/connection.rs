@@ -514,6 +514,52 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
     !conn.rbuf.is_empty()
 }
 
+/// At most this many reads when a connection taken over handles what its socket holds.
+const HANDOVER_READS: usize = 4;
+
+/// Before a connection hands its session to the one that took the client id over: handles
+/// what is already in its read buffer and its socket (without waiting for more, and at most
+/// [`HANDOVER_READS`] reads), and writes what that produced to its write buffer. Returns
+/// whether complete packets are left undecoded.
+fn drain_before_handover<S: AsyncRead + AsyncWrite + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    conn: &mut Conn<S>,
+    link: &mut Link,
+    version: ProtocolVersion,
+    max_packet: usize,
+) -> bool {
+    let mut more = false;
+    for _ in 0..HANDOVER_READS {
+        if !conn.rbuf.is_empty() {
+            more = handle_input(conn, link, version, max_packet, Instant::now());
+        }
+        if more || link.close_reason().is_some() || !link.wants_input() {
+            break;
+        }
+        match poll_io(cx, &mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)) {
+            Poll::Ready(Ok(IoEvent::Read(n))) if n > 0 => {
+                link.broker().metrics.bytes_received(n);
+                more = handle_input(conn, link, version, max_packet, Instant::now());
+                conn.after_read(n);
+            }
+            Poll::Ready(Ok(IoEvent::Wrote)) => conn.after_write(),
+            Poll::Ready(Ok(IoEvent::Read(_))) => {
+                link.close(CloseReason::Closed);
+                break;
+            }
+            Poll::Ready(Err(_)) | Poll::Pending => break,
+        }
+    }
+    let id = link.client_id().clone();
+    let mut sent = Tally::default();
+    link.drain_output(|p| {
+        sent.packet(&p);
+        sent.bytes(conn.encode(&p, version, &id));
+    });
+    link.broker().metrics.sent(&sent);
+    more
+}
+
 /// Rounds of work per poll before a busy connection lets other tasks run.
 const ROUNDS_PER_POLL: usize = 8;
 
@@ -548,6 +594,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
             let now = Instant::now();
             let control = link.control().clone();
             if let Some(c) = control.try_recv() {
+                if matches!(c, Control::TakeOver(_)) {
+                    // What this connection's client sent before the new connection's CONNECT
+                    // takes effect first, as in mosquitto's single event loop: a PUBLISH (a
+                    // retained message), a DISCONNECT that ends the session.
+                    this.more = drain_before_handover(cx, conn, link, version, this.max_packet);
+                }
                 if let Some(reply) = link.on_control(c, now) {
                     return Poll::Ready(this.end(Some(reply)));
                 }

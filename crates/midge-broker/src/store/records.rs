@@ -22,6 +22,7 @@ use midge_codec::{
     decode, Packet, PropertyId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions, Will,
 };
 
+use crate::router::RetainSource;
 use crate::session::Message;
 
 /// The version byte every value starts with.
@@ -179,11 +180,64 @@ pub fn retained_value(m: &Message, clock: &Clock) -> Vec<u8> {
     out
 }
 
-/// Reads a retained message.
-pub fn read_retained(v: &[u8], clock: &Clock) -> Result<Message, RecordError> {
+/// Retained messages with their publisher ([`RetainSource`], `check_retain_source`) before
+/// the message; those of version [`VERSION`] have none.
+const RETAINED_WITH_SOURCE: u8 = 2;
+
+/// A retained message's value with its publisher, kept for `check_retain_source`: the
+/// client id, the user name (a flag, then the name), the listener index, then the message.
+pub fn retained_value_from(m: &Message, source: &RetainSource, clock: &Clock) -> Vec<u8> {
+    let mut out = vec![RETAINED_WITH_SOURCE];
+    // Client ids and user names are MQTT strings: at most 65,535 bytes.
+    let put_str = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    put_str(&mut out, &source.client_id);
+    match &source.username {
+        Some(u) => {
+            out.push(1);
+            put_str(&mut out, u);
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&(source.listener as u32).to_le_bytes());
+    put_message(&mut out, m, clock);
+    out
+}
+
+/// The next `n` bytes of `rest`.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let head = rest.get(..n)?;
+    *rest = &rest[n..];
+    Some(head)
+}
+
+/// A string of `rest`: its length (u16, little-endian), then its bytes.
+fn take_str(rest: &mut &[u8]) -> Option<ByteString> {
+    let len = u16::from_le_bytes(take(rest, 2)?.try_into().ok()?);
+    ByteString::try_from(Bytes::copy_from_slice(take(rest, usize::from(len))?)).ok()
+}
+
+/// Reads a retained message, with its publisher if one was kept.
+pub fn read_retained(v: &[u8], clock: &Clock) -> Result<(Message, Option<RetainSource>), RecordError> {
+    let err = || bad("retained message");
     match v.split_first() {
-        Some((&VERSION, rest)) => get_message(rest, ByteString::new(), clock),
-        _ => Err(bad("retained message")),
+        Some((&VERSION, rest)) => Ok((get_message(rest, ByteString::new(), clock)?, None)),
+        Some((&RETAINED_WITH_SOURCE, mut rest)) => {
+            let client_id = take_str(&mut rest).ok_or_else(err)?;
+            let username = match take(&mut rest, 1).ok_or_else(err)? {
+                [0] => None,
+                [1] => Some(take_str(&mut rest).ok_or_else(err)?),
+                _ => return Err(err()),
+            };
+            let listener =
+                u32::from_le_bytes(take(&mut rest, 4).ok_or_else(err)?.try_into().map_err(|_| err())?);
+            let listener = listener as usize;
+            let source = RetainSource { client_id, username, listener };
+            Ok((get_message(rest, ByteString::new(), clock)?, Some(source)))
+        }
+        _ => Err(err()),
     }
 }
 
@@ -427,11 +481,17 @@ mod tests {
     fn records_round_trip() {
         let clock = Clock::now();
         let m = message("a/b", QoS::ExactlyOnce, &clock);
-        let back = read_retained(&retained_value(&m, &clock), &clock).unwrap();
+        let (back, source) = read_retained(&retained_value(&m, &clock), &clock).unwrap();
+        assert_eq!(source, None);
         assert_eq!((&back.topic, &back.payload, back.qos, back.retain), (&m.topic, &m.payload, m.qos, true));
         assert_eq!(back.properties.user_properties().count(), 1);
         let left = back.expires_at.unwrap().duration_since(clock.now);
         assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(59), "{left:?}");
+        for username in [None, Some("ü-user".into())] {
+            let s = RetainSource { client_id: "pub-1".into(), username, listener: 3 };
+            let (back, source) = read_retained(&retained_value_from(&m, &s, &clock), &clock).unwrap();
+            assert_eq!((source, &back.topic, &back.payload), (Some(s), &m.topic, &m.payload));
+        }
 
         let q = read_queued(&queued_value("c1", 42, QoS::AtLeastOnce, false, &[7, 9], &m, &clock), &clock)
             .unwrap();
