@@ -13,6 +13,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod metrics;
 pub mod registry;
+pub mod reload_gate;
 pub mod router;
 pub mod server;
 pub mod session;

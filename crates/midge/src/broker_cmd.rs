@@ -81,6 +81,12 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The SIGHUP handler sets this flag itself, so that a client connecting right after the
+    // signal waits for the reload (mosquitto handles the signal before the next socket event).
+    // Registered before tokio's handler, so that it is set before the reload task can wake.
+    let hup_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hup_flag =
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup_flag.clone()).map(|_| hup_flag);
     // SIGHUP's default action ends the process: listen for it from the start.
     let hup =
         runtime.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) });
@@ -111,6 +117,14 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 Err(code) => return code,
             };
         let reloader = server.reloader();
+        match (hup_flag, &hup) {
+            (Ok(flag), Ok(_)) => reloader.use_request_flag(flag),
+            (Err(e), _) => tracing::warn!(
+                "Cannot watch for SIGHUP ({e}): clients connecting during a reload may see the old settings."
+            ),
+            // No reload task: nothing would clear the flag.
+            (Ok(_), Err(_)) => {}
+        }
         tokio::spawn(save_on_sigusr1(reloader.clone()));
         tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
         // Listening, running as its user, log and pid files open: systemd (Type=notify) and
@@ -241,6 +255,7 @@ async fn reload_on_sighup(
         }
     };
     while hup.recv().await.is_some() {
+        let _reloading = reloader.begin();
         for f in &log_files {
             // After log rotation: write to the new file of that name.
             if let Err(e) = f.reopen() {

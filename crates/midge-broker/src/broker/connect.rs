@@ -15,7 +15,6 @@ use crate::control::{Control, ControlSlot};
 use crate::mailbox::SessionHandle;
 use crate::registry::{Attach, Detached, PendingWill};
 use crate::router::too_deep;
-use crate::router::RetainSource;
 use crate::session::{ConnectionLimits, Ending, Session, SessionState, Start, WillPlan};
 
 /// The outcome of [`Broker::open`].
@@ -415,13 +414,6 @@ impl Broker {
             }
         }
         let connack = self.connack(connect.protocol, &plan, session_present, enhanced.as_ref());
-        let retain_source = self.config.check_retain_source.then(|| {
-            Arc::new(RetainSource {
-                client_id: plan.client_id.clone(),
-                username: username.clone(),
-                listener: recheck.listener,
-            })
-        });
         let start = Start {
             client_id: plan.client_id,
             version: connect.protocol,
@@ -435,8 +427,7 @@ impl Broker {
         let mut session = Session::new(state, start, now);
         session.set_access(access);
         session.set_enhanced(enhanced.map(|(e, _)| e));
-        let mut link = Link::new(self.clone(), session, handle, control, conn_id, recheck);
-        link.set_retain_source(retain_source);
+        let link = Link::new(self.clone(), session, handle, control, conn_id, recheck);
         link.watch_timers();
         Opening::Ready {
             link: Box::new(link),

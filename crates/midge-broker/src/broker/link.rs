@@ -48,8 +48,6 @@ pub struct Link {
     blocked: Option<Box<Blocked>>,
     /// What the connection's output waits for in the store (boxed: only with persistence).
     durability: Option<Box<Durability>>,
-    /// Who this client is, kept with its retained messages (`check_retain_source`).
-    retain_source: Option<Arc<RetainSource>>,
 }
 
 /// The store records a connection's output waits for.
@@ -99,23 +97,19 @@ impl Link {
         conn_id: u64,
         recheck: Recheck,
     ) -> Link {
-        Link {
-            broker,
-            session,
-            handle,
-            control,
-            conn_id,
-            recheck,
-            blocked: None,
-            durability: None,
-            retain_source: None,
-        }
+        Link { broker, session, handle, control, conn_id, recheck, blocked: None, durability: None }
     }
 
-    /// Keeps who this client is with the retained messages it publishes, for
-    /// `check_retain_source`.
-    pub(crate) fn set_retain_source(&mut self, source: Option<Arc<RetainSource>>) {
-        self.retain_source = source;
+    /// Who this client is, kept with the retained messages it publishes when
+    /// `check_retain_source` is on.
+    fn retain_source(&self) -> Option<Arc<RetainSource>> {
+        self.broker.config.check_retain_source.then(|| {
+            Arc::new(RetainSource {
+                client_id: self.session.client_id.clone(),
+                username: self.session.username().cloned(),
+                listener: self.recheck.listener,
+            })
+        })
     }
 
     /// The broker it is linked to.
@@ -171,8 +165,9 @@ impl Link {
                     let router = &broker.router;
                     let mut ticket = None;
                     if message.retain {
-                        router.retain_from(&message, self.retain_source.clone());
-                        ticket = journal.map(|j| j.retain_from(&message, self.retain_source.as_deref()));
+                        let source = self.retain_source();
+                        router.retain_from(&message, source.clone());
+                        ticket = journal.map(|j| j.retain_from(&message, source.as_deref()));
                     }
                     // The copies of a QoS 2 message are tied to a commit (see persist.rs).
                     let committing = journal

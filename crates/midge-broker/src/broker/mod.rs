@@ -163,6 +163,8 @@ pub struct Broker {
     /// Counts reloads of the security settings: a client authenticated under older ones is
     /// checked again ([`Broker::security_generation`]).
     security_generation: AtomicU64,
+    /// Clients that connect after a reload was asked for wait for it.
+    pub reload_gate: crate::reload_gate::ReloadGate,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
@@ -221,6 +223,7 @@ impl Broker {
             journal: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
+            reload_gate: Default::default(),
             router,
             registry: Registry::default(),
             connections: AtomicUsize::new(0),

@@ -262,6 +262,8 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             describe(&Packet::Connect(connect.clone()), version)
         );
     }
+    // A reload asked for before this CONNECT was read applies to it (mosquitto's order).
+    broker.reload_gate.settled(RELOAD_WAIT).await;
     let conn_id = broker.next_conn_id();
     let control = ControlSlot::new();
     let generation = broker.security_generation();
@@ -513,6 +515,9 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
     }
     !conn.rbuf.is_empty()
 }
+
+/// The longest a CONNECT waits for a reload asked for before it ([`crate::reload_gate`]).
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// At most this many reads when a connection taken over handles what its socket holds.
 const HANDOVER_READS: usize = 4;

@@ -90,6 +90,18 @@ pub struct ReloadReport {
 }
 
 impl Reloader {
+    /// The flag a SIGHUP handler sets (before the reload task can wake): clients that
+    /// connect after it wait for the reload ([`crate::reload_gate`]).
+    pub fn use_request_flag(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.broker.reload_gate.use_flag(flag);
+    }
+
+    /// A reload starts (before the configuration is read again); it ends when the value
+    /// returned is dropped.
+    pub fn begin(&self) -> crate::reload_gate::Reloading<'_> {
+        self.broker.reload_gate.begin()
+    }
+
     /// Writes what is pending to the store now and compacts it (SIGUSR1, as mosquitto saves
     /// its database then).
     pub fn save_now(&self) {
