@@ -59,7 +59,11 @@ pub struct Relay<'b> {
 /// The CONNECT the bridge sends: `remote_clientid`, `cleansession`, `keepalive_interval`,
 /// the remote credentials, the `0` notification as its will (so that the remote learns of a
 /// lost connection), and with `try_private` the 3.1 / 3.1.1 protocol level with its top bit
-/// set (mosquitto's bridge flag). 5.0 carries the Receive Maximum, as mosquitto's does.
+/// set (mosquitto's bridge flag). 5.0 carries the Receive Maximum, as mosquitto's does, and
+/// the Session Expiry Interval of [`Bridge::session_expiry`]: with `cleansession false` the
+/// remote keeps the bridge's session, its subscriptions and what it queues for the bridge,
+/// across a lost connection ([MQTT-3.1.2-23]: it stores the session state when the interval
+/// is above 0); the in-flight messages of both sides are then resent ([MQTT-4.4.0-1]).
 pub fn connect_packet(b: &Bridge, receive_maximum: u16) -> Connect {
     let mut c = Connect::new(b.protocol, b.remote_clientid());
     c.clean_start = b.clean_session;
@@ -78,6 +82,11 @@ pub fn connect_packet(b: &Bridge, receive_maximum: u16) -> Connect {
     }
     if b.protocol.is_v5() {
         c.properties.push(Property::ReceiveMaximum(receive_maximum));
+        // Absent means 0: the session ends with the connection (5.0 section 3.1.2.11.2).
+        let expiry = b.session_expiry();
+        if expiry > 0 {
+            c.properties.push(Property::SessionExpiryInterval(expiry));
+        }
     }
     c
 }
@@ -273,6 +282,24 @@ mod tests {
         assert!(!c.bridge && c.will.is_none());
         let c = connect_packet(&bridge("bridge_protocol_version mqttv50\n"), 20);
         assert!(!c.bridge && c.properties.receive_maximum() == Some(20));
+    }
+
+    #[test]
+    fn a_50_bridge_without_clean_session_asks_the_remote_to_keep_its_session() {
+        let expiry = |extra: &str| {
+            let c = connect_packet(&bridge(&format!("bridge_protocol_version mqttv50\n{extra}")), 20);
+            c.properties.iter().find_map(|p| match p {
+                Property::SessionExpiryInterval(e) => Some(*e),
+                _ => None,
+            })
+        };
+        assert_eq!(expiry(""), Some(u32::MAX));
+        assert_eq!(expiry("cleansession true\n"), None);
+        assert_eq!(expiry("bridge_session_expiry_interval 600\n"), Some(600));
+        assert_eq!(expiry("cleansession true\nbridge_session_expiry_interval 0xFFFFFFFF\n"), Some(u32::MAX));
+        assert_eq!(expiry("bridge_session_expiry_interval 0\n"), None);
+        // 3.1.1 has no properties: cleansession false keeps the session there.
+        assert!(connect_packet(&bridge(""), 20).properties.iter().next().is_none());
     }
 
     #[test]

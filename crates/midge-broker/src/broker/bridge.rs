@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
-use midge_codec::{Connect, ProtocolVersion};
+use midge_codec::{Connect, ProtocolVersion, QoS};
 
 use super::login::{Authenticated, Credentials};
 use super::{Broker, ConnectPlan, Opening};
@@ -26,6 +26,8 @@ pub struct BridgeSide {
     pub max_inflight: u16,
     /// The largest packet the remote takes (`bridge_max_packet_size`, its Maximum Packet Size).
     pub max_packet: usize,
+    /// The highest QoS the remote takes (its CONNACK's Maximum QoS; QoS 2 before it answers).
+    pub max_qos: QoS,
 }
 
 impl Broker {
@@ -66,6 +68,8 @@ impl Broker {
                     n => n,
                 },
                 upgrade_outgoing_qos: config.upgrade_outgoing_qos,
+                // What is queued at a higher QoS goes at the remote's maximum [MQTT-3.2.2-11].
+                peer_max_qos: side.max_qos,
             },
             response_information: None,
             mount_point: None,

@@ -187,6 +187,7 @@ fn side(broker: &Broker, b: &Bridge, terms: Option<&Terms>) -> BridgeSide {
         clean: b.local_clean(),
         max_inflight: terms.and_then(|t| t.receive_maximum).unwrap_or(window).min(window),
         max_packet: terms.and_then(|t| t.max_packet).map_or(own, |m| own.min(m as usize)),
+        max_qos: terms.map_or(QoS::ExactlyOnce, |t| t.max_qos),
     }
 }
 
