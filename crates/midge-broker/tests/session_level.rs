@@ -1054,6 +1054,7 @@ fn open_bridge(b: &Arc<Broker>, max_qos: QoS, now: Instant) -> Client {
         client_id: "local.bridge".into(),
         username: None,
         clean: false,
+        keep: true,
         max_inflight: 20,
         max_packet: usize::MAX,
         max_qos,

@@ -19,9 +19,12 @@ pub struct BridgeSide {
     pub client_id: String,
     /// `local_username`: the ACL applies to it. Without one the bridge is trusted.
     pub username: Option<String>,
-    /// `local_cleansession`: the session ends with each connection to the remote, and nothing
-    /// waits for the remote while it is away.
+    /// Clean start: a new session, whatever was kept (`local_cleansession`).
     pub clean: bool,
+    /// The session outlives the connection: what the remote is to get waits for it while
+    /// it is away. Without `local_cleansession`; with it, only while a lazy bridge waits for
+    /// its `threshold` (the session then ends with the connection it waited for).
+    pub keep: bool,
     /// What the remote takes in flight at once (its Receive Maximum; 3.1.1: the window).
     pub max_inflight: u16,
     /// The largest packet the remote takes (`bridge_max_packet_size`, its Maximum Packet Size).
@@ -51,7 +54,7 @@ impl Broker {
             keep_alive: 0,
             server_keep_alive: None,
             // Kept while the remote is away, as mosquitto keeps its bridges' sessions.
-            expiry_interval: if side.clean { 0 } else { u32::MAX },
+            expiry_interval: if side.keep { u32::MAX } else { 0 },
             limits: ConnectionLimits {
                 max_inflight: usize::from(config.inflight_window())
                     .min(usize::from(side.max_inflight.max(1))),
