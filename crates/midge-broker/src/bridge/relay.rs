@@ -60,10 +60,10 @@ pub struct Relay<'b> {
 /// the remote credentials, the `0` notification as its will (so that the remote learns of a
 /// lost connection), and with `try_private` the 3.1 / 3.1.1 protocol level with its top bit
 /// set (mosquitto's bridge flag). 5.0 carries the Receive Maximum, as mosquitto's does, and
-/// the Session Expiry Interval of [`Bridge::session_expiry`]: with `cleansession false` the
-/// remote keeps the bridge's session, its subscriptions and what it queues for the bridge,
+/// `bridge_session_expiry_interval` when above 0 ([`Bridge::session_expiry`]): the remote
+/// then keeps the bridge's session, its subscriptions and what it queues for the bridge,
 /// across a lost connection ([MQTT-3.1.2-23]: it stores the session state when the interval
-/// is above 0); the in-flight messages of both sides are then resent ([MQTT-4.4.0-1]).
+/// is above 0), and the in-flight messages of both sides are resent ([MQTT-4.4.0-1]).
 pub fn connect_packet(b: &Bridge, receive_maximum: u16) -> Connect {
     let mut c = Connect::new(b.protocol, b.remote_clientid());
     c.clean_start = b.clean_session;
@@ -285,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn a_50_bridge_without_clean_session_asks_the_remote_to_keep_its_session() {
+    fn a_50_bridge_asks_the_remote_to_keep_its_session_with_bridge_session_expiry_interval() {
         let expiry = |extra: &str| {
             let c = connect_packet(&bridge(&format!("bridge_protocol_version mqttv50\n{extra}")), 20);
             c.properties.iter().find_map(|p| match p {
@@ -293,13 +293,18 @@ mod tests {
                 _ => None,
             })
         };
-        assert_eq!(expiry(""), Some(u32::MAX));
-        assert_eq!(expiry("cleansession true\n"), None);
+        // As mosquitto 2.0 (none) and 2.1 (its option, default 0).
+        assert_eq!(expiry(""), None);
+        assert!(bridge("bridge_protocol_version mqttv50\n").loses_its_remote_session());
+        assert_eq!(expiry("bridge_session_expiry_interval 4294967295\n"), Some(u32::MAX));
+        assert!(!bridge("bridge_protocol_version mqttv50\nbridge_session_expiry_interval 1\n")
+            .loses_its_remote_session());
         assert_eq!(expiry("bridge_session_expiry_interval 600\n"), Some(600));
         assert_eq!(expiry("cleansession true\nbridge_session_expiry_interval 0xFFFFFFFF\n"), Some(u32::MAX));
         assert_eq!(expiry("bridge_session_expiry_interval 0\n"), None);
         // 3.1.1 has no properties: cleansession false keeps the session there.
-        assert!(connect_packet(&bridge(""), 20).properties.iter().next().is_none());
+        assert!(connect_packet(&bridge("bridge_session_expiry_interval 600\n"), 20).properties.is_empty());
+        assert!(!bridge("").loses_its_remote_session());
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub struct Bridge {
     /// `cleansession`: the session on the remote broker ends with the connection.
     pub clean_session: bool,
     /// `bridge_session_expiry_interval` (mosquitto 2.1's option; 5.0 only): the Session
-    /// Expiry Interval asked of the remote. `None`: see [`Bridge::session_expiry`].
+    /// Expiry Interval asked of the remote (0xFFFFFFFF: never expires). `None`: 0.
     pub session_expiry_interval: Option<u32>,
     /// `local_cleansession` (`None`: as `cleansession`): the bridge's session on this
     /// broker ends with the connection, so nothing waits for the remote while it is away.
@@ -255,13 +255,19 @@ impl Bridge {
         self.local_clean_session.unwrap_or(self.clean_session)
     }
 
-    /// The Session Expiry Interval a 5.0 bridge asks of the remote: `bridge_session_expiry_interval`
-    /// when given; otherwise 0 with `cleansession true` and 0xFFFFFFFF (the session never
-    /// expires) with `cleansession false`, which is what `cleansession false` means in 3.1.1.
-    /// (mosquitto 2.0 sends none, so a 5.0 remote ends the session at each disconnection and
-    /// drops what it queued for the bridge; mosquitto 2.1 sends its option, default 0.)
+    /// The Session Expiry Interval a 5.0 bridge asks of the remote: `bridge_session_expiry_interval`,
+    /// 0 (none sent) by default, as mosquitto 2.0 (which sends none) and 2.1 (whose option
+    /// this is, default 0) do: the remote then ends the bridge's session at each disconnection,
+    /// even with `cleansession false`. mosquitto's own bridge tests expect that CONNECT byte
+    /// for byte.
     pub fn session_expiry(&self) -> u32 {
-        self.session_expiry_interval.unwrap_or(if self.clean_session { 0 } else { u32::MAX })
+        self.session_expiry_interval.unwrap_or(0)
+    }
+
+    /// True for a 5.0 bridge with `cleansession false` whose session the remote does not keep
+    /// (no `bridge_session_expiry_interval`): worth a warning at start.
+    pub fn loses_its_remote_session(&self) -> bool {
+        self.protocol.is_v5() && !self.clean_session && self.session_expiry() == 0
     }
 
     /// Where the bridge's state is published.

@@ -89,6 +89,14 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
             return;
         }
     };
+    if bridge.loses_its_remote_session() {
+        tracing::warn!(
+            "Bridge {}: mqttv50 with cleansession false but no bridge_session_expiry_interval: the remote \
+             ends the bridge's session at each disconnection (as with mosquitto), and what it queued \
+             for the bridge is lost; set bridge_session_expiry_interval to keep it.",
+            bridge.name
+        );
+    }
     let mut backoff = Backoff::new(bridge.restart_timeout.0, bridge.restart_timeout.1);
     // The local session and its subscriptions from the start: what the remote is to get
     // waits for it in the session while it is away.
