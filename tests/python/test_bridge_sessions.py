@@ -247,3 +247,19 @@ def test_a_lazy_bridge_connects_at_its_threshold_and_leaves_when_idle(peers, loc
         local.wait_for_log(r"Bridge b1 connected", since=mark)
         assert at_remote.read_lines(3) == [f"data/x r{round_}-{i}" for i in range(3)]
         local.wait_for_log(r"Bridge b1 disconnected: idle for 2 s", since=mark)
+
+
+def test_a_remote_that_takes_only_qos_0_gets_the_bridges_will_at_qos_0(peers):
+    """A 5.0 remote with Maximum QoS 0 refuses the first CONNECT, whose will (the `0`
+    notification) is at QoS 1 [MQTT-3.2.2-12]; the bridge sends it at QoS 0 from then on, and
+    its QoS 2 topic goes at QoS 0."""
+    remote = peers.mosquitto("listener {port} 127.0.0.1\nallow_anonymous true\nmax_qos 0\n")
+    rid = f"b1-{remote.port}"
+    local = peers.midge("listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        f"connection b1\naddress 127.0.0.1:{remote.port}\nremote_clientid {rid}\n"
+                        "bridge_protocol_version mqttv50\nrestart_timeout 1\ntopic data/# out 2\n")
+    local.wait_for_log(r"the remote takes only QoS 0; its will goes at QoS 0")
+    local.wait_for_log(r"Bridge b1 connected")
+    at_remote = peers.sub(remote, ["data/#"], "-v", version="5")
+    mosquitto_pub(local, "-t", "data/x", "-m", "zero", "-q", "2", version="5")
+    assert at_remote.read_lines(1) == ["data/x zero"]

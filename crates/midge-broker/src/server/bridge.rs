@@ -42,8 +42,8 @@ enum ConnectError {
     Tls(String),
     #[error("no CONNACK within {} s", CONNECT_TIMEOUT.as_secs())]
     Timeout,
-    #[error("the remote refused the connection: {0}")]
-    Refused(&'static str),
+    #[error("the remote refused the connection: {}", .0.description())]
+    Refused(midge_codec::ReasonCode),
     #[error("{0}")]
     Protocol(String),
 }
@@ -103,6 +103,8 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
     let mut handle = prepare(&broker, &bridge, true).await;
     let lazy = bridge.start_type == StartType::Lazy;
     let mut address = 0;
+    // The Maximum QoS of the remote's last CONNACK (its will's QoS depends on it).
+    let mut remote_max_qos = QoS::ExactlyOnce;
     loop {
         if lazy {
             // As mosquitto: a lazy bridge connects once `threshold` messages wait for the
@@ -119,12 +121,13 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
         let (host, port) = &bridge.addresses[address];
         tracing::info!("Connecting bridge {} ({host}:{port})", bridge.name);
         let attempt = tokio::select! {
-            r = connect(&broker, &bridge, host, *port, connector.clone()) => r,
+            r = connect(&broker, &bridge, host, *port, connector.clone(), remote_max_qos) => r,
             _ = stop.changed() => return,
         };
         match attempt {
             Ok((remote, terms)) => {
                 backoff.reset();
+                remote_max_qos = terms.max_qos;
                 broker.metrics.bridge_connected(true);
                 // Without round_robin, a bridge on another address goes back to the first
                 // (the main one) as soon as it answers, as mosquitto's does.
@@ -138,6 +141,18 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
                 }
                 // As mosquitto: without round_robin the first address, the main one, first.
                 address = if bridge.round_robin { (address + 1) % bridge.addresses.len() } else { 0 };
+            }
+            Err(ConnectError::Refused(midge_codec::ReasonCode::QoSNotSupported))
+                if remote_max_qos > QoS::AtMostOnce && bridge.protocol.is_v5() =>
+            {
+                // Its will (QoS 1) is above what the remote takes [MQTT-3.2.2-12]: at QoS 0
+                // from the next attempt.
+                tracing::warn!(
+                    "Error creating bridge {} ({host}:{port}): the remote takes only QoS 0; its will goes at QoS 0 from now on.",
+                    bridge.name
+                );
+                remote_max_qos = QoS::AtMostOnce;
+                address = (address + 1) % bridge.addresses.len();
             }
             Err(ConnectError::Tls(why)) => {
                 tracing::error!(
@@ -347,8 +362,9 @@ async fn connect(
     host: &str,
     port: u16,
     connector: Option<Arc<dyn midge_client::Connector>>,
+    remote_max_qos: QoS,
 ) -> Result<(Remote, Terms), ConnectError> {
-    let connect = relay::connect_packet(b, broker.config.inflight_window());
+    let connect = relay::connect_packet(b, broker.config.inflight_window(), remote_max_qos);
     let mut opts = midge_client::Options::new(host, port, connect.clone());
     opts.connector = connector;
     opts.bind_address = b.bind_address.as_deref().and_then(|a| a.parse().ok());
@@ -368,8 +384,7 @@ async fn connect(
         loop {
             match decode(&mut remote.rbuf, b.protocol, max_packet) {
                 Ok(Some(Packet::ConnAck(ack))) => {
-                    let terms =
-                        relay::on_connack(&ack).map_err(|c| ConnectError::Refused(c.description()))?;
+                    let terms = relay::on_connack(&ack).map_err(ConnectError::Refused)?;
                     return Ok((remote, terms));
                 }
                 Ok(Some(other)) => {
