@@ -67,7 +67,8 @@ pub struct Relay<'b> {
 ///
 /// `remote_max_qos` is the Maximum QoS the remote announced last (QoS 2 before it has
 /// answered): the will goes at QoS 1, or 0 to a remote that takes only QoS 0, which refuses
-/// a CONNECT whose will is above it [MQTT-3.2.2-12] (mosquitto's bridge does the same).
+/// a CONNECT whose will is above it [MQTT-3.2.2-12] (as mosquitto's bridge, once it knows
+/// the remote's Maximum QoS; midge also learns it from a refusal with 0x9B).
 pub fn connect_packet(b: &Bridge, receive_maximum: u16, remote_max_qos: QoS) -> Connect {
     let mut c = Connect::new(b.protocol, b.remote_clientid());
     c.clean_start = b.clean_session;
