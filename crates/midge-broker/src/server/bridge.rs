@@ -120,10 +120,23 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
         }
         let (host, port) = &bridge.addresses[address];
         tracing::info!("Connecting bridge {} ({host}:{port})", bridge.name);
+        // As mosquitto's bridge, which queues QoS 0 messages once its socket is open: what
+        // comes while the CONNACK is awaited goes once it is there, rather than being dropped
+        // as for an offline session (the session clears this when it opens, for a lazy bridge
+        // keeps it).
+        let queue_qos0 = |on: bool| {
+            if let Some(h) = &handle {
+                h.set_queues_qos0_offline(on || lazy);
+            }
+        };
+        queue_qos0(true);
         let attempt = tokio::select! {
             r = connect(&broker, &bridge, host, *port, connector.clone(), remote_max_qos) => r,
             _ = stop.changed() => return,
         };
+        if attempt.is_err() {
+            queue_qos0(false);
+        }
         match attempt {
             Ok((remote, terms)) => {
                 backoff.reset();
