@@ -48,6 +48,9 @@ pub struct SessionHandle {
     /// The session outlives its connection (expiry interval above 0): what is queued for it
     /// is written to the store.
     persistent: AtomicBool,
+    /// QoS 0 messages are queued while it is offline too (a lazy bridge's session, as
+    /// mosquitto queues them for a lazy bridge: they count towards its `threshold`).
+    queues_qos0_offline: AtomicBool,
 }
 
 impl SessionHandle {
@@ -59,7 +62,18 @@ impl SessionHandle {
             mailbox: Mailbox::new(capacity),
             online: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
+            queues_qos0_offline: AtomicBool::new(false),
         })
+    }
+
+    /// Whether QoS 0 messages are queued for it while it is offline.
+    pub fn queues_qos0_offline(&self) -> bool {
+        self.queues_qos0_offline.load(Ordering::Relaxed)
+    }
+
+    /// Queues QoS 0 messages while it is offline too, or not.
+    pub fn set_queues_qos0_offline(&self, on: bool) {
+        self.queues_qos0_offline.store(on, Ordering::Relaxed);
     }
 
     /// Whether a network connection is attached.
@@ -259,6 +273,17 @@ impl Mailbox {
             std::task::Poll::Pending
         } else {
             std::task::Poll::Ready(())
+        }
+    }
+
+    /// Ready once at least `n` deliveries wait; otherwise the task is woken by the next push
+    /// and looks again (a lazy bridge waiting for its `threshold`: no polling).
+    pub fn poll_len(&self, cx: &mut std::task::Context<'_>, n: usize) -> std::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.len() >= n {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 

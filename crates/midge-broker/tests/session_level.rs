@@ -1046,3 +1046,56 @@ fn a_slow_consumer_stops_holding_its_publishers_back() {
     assert_eq!(p.recv(later), vec![Packet::PubAck(PublishAck::new(4))]);
     assert!(sub.link().handle().mailbox.dropped() >= 1);
 }
+
+// ---- Bridges: the remote's Maximum QoS ---------------------------------------------------
+
+fn open_bridge(b: &Arc<Broker>, max_qos: QoS, now: Instant) -> Client {
+    let side = midge_broker::broker::BridgeSide {
+        client_id: "local.bridge".into(),
+        username: None,
+        clean: false,
+        keep: true,
+        max_inflight: 20,
+        max_packet: usize::MAX,
+        max_qos,
+    };
+    let control = ControlSlot::new();
+    match ready(b.open_bridge(&side, b.next_conn_id(), control.clone(), now), control, now) {
+        Connected::Ok(cl, _) => cl,
+        _ => panic!("the bridge's session did not open"),
+    }
+}
+
+#[test]
+fn a_bridge_sends_what_it_queued_at_qos_2_within_the_remotes_maximum_qos() {
+    let b = default_broker();
+    let t = Instant::now();
+    // The bridge's session subscribed at QoS 2, then its remote went away.
+    let mut bridge = open_bridge(&b, QoS::ExactlyOnce, t);
+    bridge.subscribe("q/#", QoS::ExactlyOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("q/1", "in-flight", QoS::ExactlyOnce, false, 1, t);
+    let first = bridge.publishes(t);
+    assert_eq!((first.len(), first[0].qos), (1, QoS::ExactlyOnce));
+    bridge.lose(t);
+    p.publish("q/2", "queued", QoS::ExactlyOnce, false, 2, t);
+    // The remote is back and says Maximum QoS 1: both go at QoS 1 [MQTT-3.2.2-11], the one
+    // in flight again under its identifier with DUP.
+    let mut bridge = open_bridge(&b, QoS::AtLeastOnce, t);
+    let again = bridge.publishes(t);
+    assert_eq!(payloads(&again), ["in-flight", "queued"]);
+    assert!(again.iter().all(|p| p.qos == QoS::AtLeastOnce));
+    assert!(again[0].dup && again[0].packet_id == first[0].packet_id);
+    for p in &again {
+        bridge.send(Packet::PubAck(PubAck::new(p.packet_id)), t);
+    }
+    assert!(bridge.session().state.outgoing.inflight_len() == 0);
+    // Maximum QoS 0: at QoS 0, and nothing stays in flight.
+    bridge.lose(t);
+    p.publish("q/3", "zero", QoS::ExactlyOnce, false, 3, t);
+    let mut bridge = open_bridge(&b, QoS::AtMostOnce, t);
+    let last = bridge.publishes(t);
+    assert_eq!(payloads(&last), ["zero"]);
+    assert_eq!((last[0].qos, last[0].packet_id), (QoS::AtMostOnce, 0));
+    assert!(bridge.session().state.outgoing.inflight_len() == 0);
+}

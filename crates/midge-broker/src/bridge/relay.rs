@@ -59,8 +59,17 @@ pub struct Relay<'b> {
 /// The CONNECT the bridge sends: `remote_clientid`, `cleansession`, `keepalive_interval`,
 /// the remote credentials, the `0` notification as its will (so that the remote learns of a
 /// lost connection), and with `try_private` the 3.1 / 3.1.1 protocol level with its top bit
-/// set (mosquitto's bridge flag). 5.0 carries the Receive Maximum, as mosquitto's does.
-pub fn connect_packet(b: &Bridge, receive_maximum: u16) -> Connect {
+/// set (mosquitto's bridge flag). 5.0 carries the Receive Maximum, as mosquitto's does, and
+/// `bridge_session_expiry_interval` when above 0 ([`Bridge::session_expiry`]): the remote
+/// then keeps the bridge's session, its subscriptions and what it queues for the bridge,
+/// across a lost connection ([MQTT-3.1.2-23]: it stores the session state when the interval
+/// is above 0), and the in-flight messages of both sides are resent ([MQTT-4.4.0-1]).
+///
+/// `remote_max_qos` is the Maximum QoS the remote announced last (QoS 2 before it has
+/// answered): the will goes at QoS 1, or 0 to a remote that takes only QoS 0, which refuses
+/// a CONNECT whose will is above it [MQTT-3.2.2-12] (as mosquitto's bridge, once it knows
+/// the remote's Maximum QoS; midge also learns it from a refusal with 0x9B).
+pub fn connect_packet(b: &Bridge, receive_maximum: u16, remote_max_qos: QoS) -> Connect {
     let mut c = Connect::new(b.protocol, b.remote_clientid());
     c.clean_start = b.clean_session;
     c.keep_alive = b.keepalive;
@@ -71,13 +80,18 @@ pub fn connect_packet(b: &Bridge, receive_maximum: u16) -> Connect {
         c.will = Some(Will {
             topic: ByteString::from(b.notification_topic()),
             payload: Bytes::from_static(b"0"),
-            qos: QoS::AtLeastOnce,
+            qos: QoS::AtLeastOnce.min(remote_max_qos),
             retain: true,
             properties: Properties::new(),
         });
     }
     if b.protocol.is_v5() {
         c.properties.push(Property::ReceiveMaximum(receive_maximum));
+        // Absent means 0: the session ends with the connection (5.0 section 3.1.2.11.2).
+        let expiry = b.session_expiry();
+        if expiry > 0 {
+            c.properties.push(Property::SessionExpiryInterval(expiry));
+        }
     }
     c
 }
@@ -261,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_311_bridge_sets_the_private_bit_and_its_will() {
-        let c = connect_packet(&bridge("topic a/# both 2\n"), 20);
+        let c = connect_packet(&bridge("topic a/# both 2\n"), 20, QoS::ExactlyOnce);
         assert!(c.bridge && !c.clean_start && c.keep_alive == 60);
         assert_eq!(&*c.client_id, "r1");
         let w = c.will.unwrap();
@@ -269,10 +283,42 @@ mod tests {
             (&*w.topic, &w.payload[..], w.retain),
             ("$SYS/broker/connection/r1/state", &b"0"[..], true)
         );
-        let c = connect_packet(&bridge("try_private false\nnotifications false\n"), 20);
+        let c = connect_packet(&bridge("try_private false\nnotifications false\n"), 20, QoS::ExactlyOnce);
         assert!(!c.bridge && c.will.is_none());
-        let c = connect_packet(&bridge("bridge_protocol_version mqttv50\n"), 20);
+        // A remote that takes only QoS 0 gets the will at QoS 0 [MQTT-3.2.2-12].
+        let c = connect_packet(&bridge("bridge_protocol_version mqttv50\n"), 20, QoS::AtMostOnce);
+        assert_eq!(c.will.unwrap().qos, QoS::AtMostOnce);
+        let c = connect_packet(&bridge("bridge_protocol_version mqttv50\n"), 20, QoS::ExactlyOnce);
         assert!(!c.bridge && c.properties.receive_maximum() == Some(20));
+    }
+
+    #[test]
+    fn a_50_bridge_asks_the_remote_to_keep_its_session_with_bridge_session_expiry_interval() {
+        let expiry = |extra: &str| {
+            let c = connect_packet(
+                &bridge(&format!("bridge_protocol_version mqttv50\n{extra}")),
+                20,
+                QoS::ExactlyOnce,
+            );
+            c.properties.iter().find_map(|p| match p {
+                Property::SessionExpiryInterval(e) => Some(*e),
+                _ => None,
+            })
+        };
+        // As mosquitto 2.0 (none) and 2.1 (its option, default 0).
+        assert_eq!(expiry(""), None);
+        assert!(bridge("bridge_protocol_version mqttv50\n").loses_its_remote_session());
+        assert_eq!(expiry("bridge_session_expiry_interval 4294967295\n"), Some(u32::MAX));
+        assert!(!bridge("bridge_protocol_version mqttv50\nbridge_session_expiry_interval 1\n")
+            .loses_its_remote_session());
+        assert_eq!(expiry("bridge_session_expiry_interval 600\n"), Some(600));
+        assert_eq!(expiry("cleansession true\nbridge_session_expiry_interval 0xFFFFFFFF\n"), Some(u32::MAX));
+        assert_eq!(expiry("bridge_session_expiry_interval 0\n"), None);
+        // 3.1.1 has no properties: cleansession false keeps the session there.
+        assert!(connect_packet(&bridge("bridge_session_expiry_interval 600\n"), 20, QoS::ExactlyOnce)
+            .properties
+            .is_empty());
+        assert!(!bridge("").loses_its_remote_session());
     }
 
     #[test]

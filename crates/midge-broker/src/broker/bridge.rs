@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
-use midge_codec::{Connect, ProtocolVersion};
+use midge_codec::{Connect, ProtocolVersion, QoS};
 
 use super::login::{Authenticated, Credentials};
 use super::{Broker, ConnectPlan, Opening};
@@ -19,13 +19,18 @@ pub struct BridgeSide {
     pub client_id: String,
     /// `local_username`: the ACL applies to it. Without one the bridge is trusted.
     pub username: Option<String>,
-    /// `local_cleansession`: the session ends with each connection to the remote, and nothing
-    /// waits for the remote while it is away.
+    /// Clean start: a new session, whatever was kept (`local_cleansession`).
     pub clean: bool,
+    /// The session outlives the connection: what the remote is to get waits for it while
+    /// it is away. Without `local_cleansession`; with it, only while a lazy bridge waits for
+    /// its `threshold` (the session then ends with the connection it waited for).
+    pub keep: bool,
     /// What the remote takes in flight at once (its Receive Maximum; 3.1.1: the window).
     pub max_inflight: u16,
     /// The largest packet the remote takes (`bridge_max_packet_size`, its Maximum Packet Size).
     pub max_packet: usize,
+    /// The highest QoS the remote takes (its CONNACK's Maximum QoS; QoS 2 before it answers).
+    pub max_qos: QoS,
 }
 
 impl Broker {
@@ -49,7 +54,7 @@ impl Broker {
             keep_alive: 0,
             server_keep_alive: None,
             // Kept while the remote is away, as mosquitto keeps its bridges' sessions.
-            expiry_interval: if side.clean { 0 } else { u32::MAX },
+            expiry_interval: if side.keep { u32::MAX } else { 0 },
             limits: ConnectionLimits {
                 max_inflight: usize::from(config.inflight_window())
                     .min(usize::from(side.max_inflight.max(1))),
@@ -66,6 +71,8 @@ impl Broker {
                     n => n,
                 },
                 upgrade_outgoing_qos: config.upgrade_outgoing_qos,
+                // What is queued at a higher QoS goes at the remote's maximum [MQTT-3.2.2-11].
+                peer_max_qos: side.max_qos,
             },
             response_information: None,
             mount_point: None,

@@ -15,6 +15,7 @@ pub const BRIDGE_OPTIONS: &[&str] = &[
     "addresses",
     "topic",
     "bridge_protocol_version",
+    "bridge_session_expiry_interval",
     "cleansession",
     "local_cleansession",
     "clientid",
@@ -154,6 +155,9 @@ pub struct Bridge {
     pub protocol: ProtocolVersion,
     /// `cleansession`: the session on the remote broker ends with the connection.
     pub clean_session: bool,
+    /// `bridge_session_expiry_interval` (mosquitto 2.1's option; 5.0 only): the Session
+    /// Expiry Interval asked of the remote (0xFFFFFFFF: never expires). `None`: 0.
+    pub session_expiry_interval: Option<u32>,
     /// `local_cleansession` (`None`: as `cleansession`): the bridge's session on this
     /// broker ends with the connection, so nothing waits for the remote while it is away.
     pub local_clean_session: Option<bool>,
@@ -211,6 +215,7 @@ impl Bridge {
             topics: Vec::new(),
             protocol: ProtocolVersion::V3_1_1,
             clean_session: false,
+            session_expiry_interval: None,
             local_clean_session: None,
             remote_clientid: None,
             remote_username: None,
@@ -248,6 +253,21 @@ impl Bridge {
     /// Whether its session on this broker ends with each connection to the remote.
     pub fn local_clean(&self) -> bool {
         self.local_clean_session.unwrap_or(self.clean_session)
+    }
+
+    /// The Session Expiry Interval a 5.0 bridge asks of the remote: `bridge_session_expiry_interval`,
+    /// 0 (none sent) by default, as mosquitto 2.0 (which sends none) and 2.1 (whose option
+    /// this is, default 0) do: the remote then ends the bridge's session at each disconnection,
+    /// even with `cleansession false`. mosquitto's own bridge tests expect that CONNECT byte
+    /// for byte.
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry_interval.unwrap_or(0)
+    }
+
+    /// True for a 5.0 bridge with `cleansession false` whose session the remote does not keep
+    /// (no `bridge_session_expiry_interval`): worth a warning at start.
+    pub fn loses_its_remote_session(&self) -> bool {
+        self.protocol.is_v5() && !self.clean_session && self.session_expiry() == 0
     }
 
     /// Where the bridge's state is published.
@@ -320,6 +340,15 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
             }
         }
         "cleansession" => b.clean_session = parse_bool(one(d, "true or false")?)?,
+        "bridge_session_expiry_interval" => {
+            let v = one(d, "seconds")?;
+            b.session_expiry_interval = Some(match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(hex) => {
+                    u32::from_str_radix(hex, 16).map_err(|_| invalid(d, v, "seconds (0xFFFFFFFF: never)"))?
+                }
+                None => parse_num(name, v)?,
+            });
+        }
         "local_cleansession" => b.local_clean_session = Some(parse_bool(one(d, "true or false")?)?),
         "clientid" | "remote_clientid" => b.remote_clientid = Some(one(d, "a client id")?.to_owned()),
         "username" | "remote_username" => b.remote_username = Some(one(d, "a user name")?.to_owned()),

@@ -353,9 +353,9 @@ fn deliver(
     hook: Option<&dyn QueueHook>,
 ) {
     // QoS 0 messages are not queued for a session that is offline (3.1.1 section 3.1.2.4:
-    // they MAY be stored; mosquitto does not by default).
+    // they MAY be stored; mosquitto does not by default, but does for a lazy bridge).
     let online = handle.is_online();
-    if delivery.qos == QoS::AtMostOnce && !online {
+    if delivery.qos == QoS::AtMostOnce && !online && !handle.queues_qos0_offline() {
         return;
     }
     let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());

@@ -42,8 +42,8 @@ enum ConnectError {
     Tls(String),
     #[error("no CONNACK within {} s", CONNECT_TIMEOUT.as_secs())]
     Timeout,
-    #[error("the remote refused the connection: {0}")]
-    Refused(&'static str),
+    #[error("the remote refused the connection: {}", .0.description())]
+    Refused(midge_codec::ReasonCode),
     #[error("{0}")]
     Protocol(String),
 }
@@ -89,30 +89,58 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
             return;
         }
     };
+    if bridge.loses_its_remote_session() {
+        tracing::warn!(
+            "Bridge {}: mqttv50 with cleansession false but no bridge_session_expiry_interval: the remote \
+             ends the bridge's session at each disconnection (as with mosquitto), and what it queued \
+             for the bridge is lost; set bridge_session_expiry_interval to keep it.",
+            bridge.name
+        );
+    }
     let mut backoff = Backoff::new(bridge.restart_timeout.0, bridge.restart_timeout.1);
     // The local session and its subscriptions from the start: what the remote is to get
     // waits for it in the session while it is away.
-    let handle = prepare(&broker, &bridge).await;
+    let mut handle = prepare(&broker, &bridge, true).await;
+    let lazy = bridge.start_type == StartType::Lazy;
     let mut address = 0;
+    // The Maximum QoS of the remote's last CONNACK (its will's QoS depends on it).
+    let mut remote_max_qos = QoS::ExactlyOnce;
     loop {
-        if bridge.start_type == StartType::Lazy {
-            let queued = || handle.as_ref().map_or(0, |h| h.mailbox.len());
-            while queued() < bridge.threshold {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = stop.changed() => return,
-                }
+        if lazy {
+            // As mosquitto: a lazy bridge connects once `threshold` messages wait for the
+            // remote. Woken by each message queued, not polled.
+            let Some(h) = handle.clone() else {
+                let _ = stop.changed().await;
+                return;
+            };
+            tokio::select! {
+                _ = poll_fn(|cx| h.mailbox.poll_len(cx, bridge.threshold)) => {}
+                _ = stop.changed() => return,
             }
         }
         let (host, port) = &bridge.addresses[address];
         tracing::info!("Connecting bridge {} ({host}:{port})", bridge.name);
+        // As mosquitto's bridge, which queues QoS 0 messages once its socket is open: what
+        // comes while the CONNACK is awaited goes once it is there, rather than being dropped
+        // as for an offline session (the session clears this when it opens, for a lazy bridge
+        // keeps it).
+        let queue_qos0 = |on: bool| {
+            if let Some(h) = &handle {
+                h.set_queues_qos0_offline(on || lazy);
+            }
+        };
+        queue_qos0(true);
         let attempt = tokio::select! {
-            r = connect(&broker, &bridge, host, *port, connector.clone()) => r,
+            r = connect(&broker, &bridge, host, *port, connector.clone(), remote_max_qos) => r,
             _ = stop.changed() => return,
         };
+        if attempt.is_err() {
+            queue_qos0(false);
+        }
         match attempt {
             Ok((remote, terms)) => {
                 backoff.reset();
+                remote_max_qos = terms.max_qos;
                 broker.metrics.bridge_connected(true);
                 // Without round_robin, a bridge on another address goes back to the first
                 // (the main one) as soon as it answers, as mosquitto's does.
@@ -120,8 +148,24 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
                 let why = serve(&broker, &bridge, remote, terms, primary, &mut stop).await;
                 broker.metrics.bridge_connected(false);
                 tracing::info!("Bridge {} disconnected: {why}.", bridge.name);
+                if lazy && bridge.local_clean() && !*stop.borrow() && !broker.is_shutting_down() {
+                    // The session ended with the connection: a new one waits for the next.
+                    handle = prepare(&broker, &bridge, false).await;
+                }
                 // As mosquitto: without round_robin the first address, the main one, first.
                 address = if bridge.round_robin { (address + 1) % bridge.addresses.len() } else { 0 };
+            }
+            Err(ConnectError::Refused(midge_codec::ReasonCode::QoSNotSupported))
+                if remote_max_qos > QoS::AtMostOnce && bridge.protocol.is_v5() =>
+            {
+                // Its will (QoS 1) is above what the remote takes [MQTT-3.2.2-12]: at QoS 0
+                // from the next attempt.
+                tracing::warn!(
+                    "Error creating bridge {} ({host}:{port}): the remote takes only QoS 0; its will goes at QoS 0 from now on.",
+                    bridge.name
+                );
+                remote_max_qos = QoS::AtMostOnce;
+                address = (address + 1) % bridge.addresses.len();
             }
             Err(ConnectError::Tls(why)) => {
                 tracing::error!(
@@ -177,16 +221,23 @@ fn tls_connector(b: &Bridge) -> Result<Option<Arc<dyn midge_client::Connector>>,
     opts.connector().map(Some)
 }
 
-/// The bridge's side on this broker, on the remote's terms.
+/// The bridge's side on this broker: while it waits for the remote (`terms` `None`), or on
+/// the remote's terms. A lazy bridge with `local_cleansession` keeps a session while it
+/// waits, so that what comes for the remote counts towards its `threshold` and goes once it
+/// is connected; that session ends with the connection (a new one starts afterwards).
 fn side(broker: &Broker, b: &Bridge, terms: Option<&Terms>) -> BridgeSide {
     let window = broker.config.inflight_window();
     let own = if b.max_packet_size > 0 { b.max_packet_size as usize } else { usize::MAX };
+    let lazy_clean = b.start_type == StartType::Lazy && b.local_clean();
+    let waiting = terms.is_none();
     BridgeSide {
         client_id: b.local_clientid(),
         username: b.local_username.clone(),
-        clean: b.local_clean(),
+        clean: if lazy_clean { waiting } else { b.local_clean() },
+        keep: if lazy_clean { waiting } else { !b.local_clean() },
         max_inflight: terms.and_then(|t| t.receive_maximum).unwrap_or(window).min(window),
         max_packet: terms.and_then(|t| t.max_packet).map_or(own, |m| own.min(m as usize)),
+        max_qos: terms.map_or(QoS::ExactlyOnce, |t| t.max_qos),
     }
 }
 
@@ -211,14 +262,20 @@ async fn open_link(broker: &Arc<Broker>, b: &Bridge, side: &BridgeSide) -> Optio
 }
 
 /// At start: the local session with the `out` topics' subscriptions (parked at once, so
-/// that it queues for the remote), and the `0` notification. Returns its mailbox's owner.
-async fn prepare(broker: &Arc<Broker>, b: &Bridge) -> Option<Arc<crate::mailbox::SessionHandle>> {
+/// that it queues for the remote), and with `notify` the `0` notification. Returns its
+/// mailbox's owner. A lazy bridge's session queues QoS 0 messages too, as mosquitto's.
+async fn prepare(
+    broker: &Arc<Broker>,
+    b: &Bridge,
+    notify: bool,
+) -> Option<Arc<crate::mailbox::SessionHandle>> {
     let mut link = open_link(broker, b, &side(broker, b, None)).await?;
     let now = Instant::now();
+    link.handle().set_queues_qos0_offline(b.start_type == StartType::Lazy);
     subscribe_locally(&mut link, b, QoS::ExactlyOnce, false, now);
     // What the session would send now is sent once the remote is there.
     drop(link.take_output());
-    if b.notifications {
+    if notify && b.notifications {
         notify_locally(broker, b, link.client_id(), false);
     }
     let handle = link.handle().clone();
@@ -318,8 +375,9 @@ async fn connect(
     host: &str,
     port: u16,
     connector: Option<Arc<dyn midge_client::Connector>>,
+    remote_max_qos: QoS,
 ) -> Result<(Remote, Terms), ConnectError> {
-    let connect = relay::connect_packet(b, broker.config.inflight_window());
+    let connect = relay::connect_packet(b, broker.config.inflight_window(), remote_max_qos);
     let mut opts = midge_client::Options::new(host, port, connect.clone());
     opts.connector = connector;
     opts.bind_address = b.bind_address.as_deref().and_then(|a| a.parse().ok());
@@ -339,8 +397,7 @@ async fn connect(
         loop {
             match decode(&mut remote.rbuf, b.protocol, max_packet) {
                 Ok(Some(Packet::ConnAck(ack))) => {
-                    let terms =
-                        relay::on_connack(&ack).map_err(|c| ConnectError::Refused(c.description()))?;
+                    let terms = relay::on_connack(&ack).map_err(ConnectError::Refused)?;
                     return Ok((remote, terms));
                 }
                 Ok(Some(other)) => {
@@ -380,6 +437,7 @@ async fn serve(
     let Some(mut link) = open_link(broker, b, &side(broker, b, Some(&terms))).await else {
         return "its local session could not be opened".into();
     };
+    link.handle().set_queues_qos0_offline(b.start_type == StartType::Lazy);
     tracing::info!("Bridge {} connected (local client {}).", b.name, link.client_id());
     let mut relay = Relay::new(b, terms);
     let start = Instant::now();

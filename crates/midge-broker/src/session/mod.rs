@@ -61,6 +61,10 @@ pub struct ConnectionLimits {
     pub max_payload: u32,
     /// Retained messages go out at the subscription's QoS (`upgrade_outgoing_qos`).
     pub upgrade_outgoing_qos: bool,
+    /// The highest QoS the peer takes: a bridge's remote announces it in its CONNACK
+    /// (Maximum QoS), and no PUBLISH goes to it above it [MQTT-3.2.2-11]. A client
+    /// announces none: QoS 2.
+    pub peer_max_qos: QoS,
 }
 
 impl Default for ConnectionLimits {
@@ -76,6 +80,7 @@ impl Default for ConnectionLimits {
             max_inflight_bytes: 0,
             max_payload: u32::MAX,
             upgrade_outgoing_qos: false,
+            peer_max_qos: QoS::ExactlyOnce,
         }
     }
 }

@@ -89,7 +89,10 @@ impl Session {
         self.resend_unsent(now);
         let mut sent = 0;
         while sent < budget && self.close.is_none() {
-            let Some(d) = self.state.outgoing.pending.pop_front() else { break };
+            let Some(mut d) = self.state.outgoing.pending.pop_front() else { break };
+            // [MQTT-3.2.2-11] never above the peer's Maximum QoS: what was queued at a
+            // higher QoS (a bridge's remote that was away) goes at its maximum.
+            d.qos = d.qos.min(self.limits.peer_max_qos);
             // [MQTT-3.3.2-5] an expired message is not delivered. The ACL is checked on
             // delivery too: a client never receives what it may not read, whatever its
             // subscription matched.
@@ -107,6 +110,8 @@ impl Session {
             if d.qos == QoS::AtMostOnce {
                 let p = self.publish_packet(&d, 0, false, now);
                 self.send_publish(p);
+                // A stored QoS 1 or 2 message sent at QoS 0 (Maximum QoS 0) is done.
+                self.delivered(d.entry);
                 sent += 1;
                 continue;
             }
@@ -141,6 +146,12 @@ impl Session {
     /// acknowledgements come.
     pub(super) fn resume(&mut self, now: Instant) {
         self.state.outgoing.mark_unsent();
+        // [MQTT-3.2.2-11] a message not yet acknowledged goes again within the peer's
+        // Maximum QoS (a bridge's remote may announce a lower one than before); at QoS 0
+        // it leaves the window and is sent first.
+        for d in self.state.outgoing.cap_qos(self.limits.peer_max_qos).into_iter().rev() {
+            self.state.outgoing.pending.push_front(d);
+        }
         self.resend_unsent(now);
     }
 

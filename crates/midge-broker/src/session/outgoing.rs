@@ -140,6 +140,27 @@ impl Outgoing {
         Some(f)
     }
 
+    /// Lowers the QoS of the messages in flight whose PUBLISH is not acknowledged yet to
+    /// `max`: a QoS 2 one then awaits PUBACK; at QoS 0 they leave the window and are
+    /// returned, oldest first. A released message (awaiting PUBCOMP) stays as it is.
+    pub fn cap_qos(&mut self, max: QoS) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let f = &mut self.inflight[i];
+            if f.state == Awaiting::PubComp || f.delivery.qos <= max {
+                i += 1;
+            } else if max == QoS::AtMostOnce {
+                out.extend(self.remove(i).map(|f| Delivery { qos: max, ..f.delivery }));
+            } else {
+                f.delivery.qos = max;
+                f.state = Awaiting::PubAck;
+                i += 1;
+            }
+        }
+        out
+    }
+
     fn remove(&mut self, i: usize) -> Option<InFlight> {
         let f = self.inflight.remove(i)?;
         if !f.sent {
