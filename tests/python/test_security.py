@@ -973,6 +973,34 @@ def test_acl_reload_on_sighup(acl_broker, pahos):
     assert_still_connected(b, alice, anon, w)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_use_username_as_clientid_and_clientid_prefixes(brokers, tmp_path, version):
+    """mosquitto's client id options: with `use_username_as_clientid true` a client's id is
+    its user name (a second connection of the same user takes the first over, whatever id it
+    sent) and a client without a user name is refused; `clientid_prefixes` refuses ids that
+    do not begin with it. Refusals are Not authorized, as mosquitto's."""
+    pw = make_passwd(tmp_path / "passwd", {"alice": SECRET})
+    b = brokers(f"listener {{port}} 127.0.0.1\nallow_anonymous true\npassword_file {pw}\nauth_failure_delay 0\n"
+                "use_username_as_clientid true\n")
+    v = raw.V5 if version == "5" else raw.V311
+    first = RawClient(b.port, version=v)
+    first.connect(unique_id("one"), username="alice", password=SECRET.encode())
+    with RawClient(b.port, version=v) as second:
+        second.connect(unique_id("two"), username="alice", password=SECRET.encode())
+        first.wait_closed()  # taken over: the same client id, alice
+        b.wait_for_log(r"New client connected from [^ ]+ as alice ")
+    first.close()
+    with RawClient(b.port, version=v) as anon:
+        ack = anon.connect(unique_id("anon"), expect_reason=None)
+        assert ack.reason == BAD_LOGIN[version], ack
+    p = brokers("listener {port} 127.0.0.1\nallow_anonymous true\nclientid_prefixes sensor-\n")
+    with RawClient(p.port, version=v) as ok:
+        assert ok.connect("sensor-" + unique_id("x")).reason == 0
+    with RawClient(p.port, version=v) as refused:
+        ack = refused.connect(unique_id("other"), expect_reason=None)
+        assert ack.reason == BAD_LOGIN[version], ack
+
+
 @pytest.mark.parametrize("check", [True, False])
 def test_check_retain_source_sends_no_retained_message_whose_publisher_lost_its_right(brokers, pahos, tmp_path,
                                                                                       check):

@@ -300,11 +300,38 @@ impl Broker {
         control: Arc<ControlSlot>,
         now: Instant,
     ) -> Opening {
-        match self.plan_connect(&connect, auth.listener) {
+        match self.plan_connect(&connect, auth.listener).and_then(|plan| self.identify(plan, &auth)) {
             Ok(plan) => self.open_planned(connect, plan, auth, conn_id, control, now),
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
             Err(r) => Opening::Refused(r),
         }
+    }
+
+    /// The client id options of the client's listener, once it is authenticated:
+    /// `use_username_as_clientid` (the id is the user name) and `clientid_prefixes`, as
+    /// mosquitto applies them (a refusal is Not authorized).
+    fn identify(&self, mut plan: ConnectPlan, auth: &Authenticated) -> Result<ConnectPlan, Refusal> {
+        let configured = self.scope(auth.listener).configured.load();
+        let settings = &configured.settings;
+        if settings.use_username_as_clientid {
+            let Some(user) = auth.username() else {
+                return Err(Refusal::new(
+                    ReasonCode::NotAuthorized,
+                    "use_username_as_clientid: a client without a user name",
+                ));
+            };
+            plan.client_id = user.clone();
+            plan.assigned = false;
+        }
+        if let Some(prefix) = &settings.clientid_prefixes {
+            if !plan.client_id.starts_with(prefix.as_str()) {
+                return Err(Refusal::new(
+                    ReasonCode::NotAuthorized,
+                    "the client id does not begin with clientid_prefixes",
+                ));
+            }
+        }
+        Ok(plan)
     }
 
     /// [`Broker::open`] on terms already decided (a bridge's session decides its own).

@@ -245,6 +245,12 @@ pub struct SecuritySettings {
     pub allow_zero_length_clientid: Option<bool>,
     /// `auto_id_prefix`: what the client ids the broker gives begin with (unset: `auto-`).
     pub auto_id_prefix: Option<String>,
+    /// `use_username_as_clientid`: a client's id is its user name; a client without one is
+    /// refused (Not authorized), as mosquitto.
+    pub use_username_as_clientid: bool,
+    /// `clientid_prefixes`: only client ids that begin with this may connect (the others are
+    /// refused: Not authorized), as mosquitto.
+    pub clientid_prefixes: Option<String>,
 }
 
 impl SecuritySettings {

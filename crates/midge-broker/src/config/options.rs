@@ -15,6 +15,7 @@ pub(super) const SECURITY_OPTIONS: &[&str] = &[
     "plugin",
     "psk_file",
     "use_username_as_clientid",
+    "clientid_prefixes",
 ];
 
 /// Security options midge does not implement yet: refused, because running without them
@@ -22,7 +23,6 @@ pub(super) const SECURITY_OPTIONS: &[&str] = &[
 pub(super) const SECURITY_NOT_YET: &[&str] = &[
     "accept_protocol_versions",
     "bind_interface",
-    "clientid_prefixes",
     // mosquitto 2.1's plugin for every listener.
     "global_plugin",
     "psk_file",
@@ -36,7 +36,7 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
 /// Options that restrict who connects or what they see when set to one value (given here):
 /// midge does not have them yet, and ignoring them would run the broker less secure than
 /// its configuration says, so that value is refused. The other value is what midge does.
-pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[("use_username_as_clientid", true)];
+pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[];
 
 /// Options of mosquitto that midge knows of but does not implement yet: accepted with a
 /// warning, so a mosquitto configuration still starts.
@@ -99,6 +99,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "check_retain_source",
     "allow_zero_length_clientid",
     "auto_id_prefix",
+    "use_username_as_clientid",
+    "clientid_prefixes",
     "mount_point",
     "include_dir",
     "log_dest",

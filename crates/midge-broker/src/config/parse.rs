@@ -330,6 +330,12 @@ impl Reader {
                 self.security_at(at).allow_zero_length_clientid = Some(parse_bool(one(d, "true or false")?)?)
             }
             "auto_id_prefix" => self.security_at(at).auto_id_prefix = Some(one(d, "a prefix")?.to_owned()),
+            "use_username_as_clientid" => {
+                self.security_at(at).use_username_as_clientid = parse_bool(one(d, "true or false")?)?
+            }
+            "clientid_prefixes" => {
+                self.security_at(at).clientid_prefixes = Some(one(d, "a prefix")?.to_owned())
+            }
             "mount_point" => {
                 let At::Listener(Some(i)) = at else {
                     // As mosquitto: the default listener has no mount point.

@@ -62,9 +62,12 @@ fn errors_name_file_line_and_problem() {
 #[test]
 fn options_that_would_loosen_security_are_refused_only_when_they_would() {
     assert!(parse_str("per_listener_settings false\nuse_username_as_clientid false\n", "t").is_ok());
-    for text in ["use_username_as_clientid true\n", "clientid_prefixes sensor-\n"] {
+    for text in ["psk_file p\n", "bind_interface eth0\n"] {
         assert!(parse_str(text, "t").is_err(), "{text:?}");
     }
+    let (c, _) = parse_str("use_username_as_clientid true\nclientid_prefixes sensor-\n", "t").unwrap();
+    assert!(c.security.use_username_as_clientid);
+    assert_eq!(c.security.clientid_prefixes.as_deref(), Some("sensor-"));
 }
 
 #[test]
@@ -306,9 +309,7 @@ fn errors_are_typed() {
     );
     assert_eq!(problem("listener 1\ntls_version tlsv1\n"), LineError::OldTlsVersion("tlsv1".into()));
     assert_eq!(problem("global_plugin /x.so\n"), LineError::Unsupported("global_plugin".into()));
-    assert!(
-        problem("psk_file p\n").is_unsupported() && problem("use_username_as_clientid 1\n").is_unsupported()
-    );
+    assert!(problem("psk_file p\n").is_unsupported() && problem("bind_interface eth0\n").is_unsupported());
     assert!(!problem("frobnicate 1\n").is_unsupported() && !problem("max_qos 3\n").is_unsupported());
 }
 
