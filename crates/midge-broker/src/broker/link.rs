@@ -187,6 +187,7 @@ impl Link {
                     };
                     let outcome = router.route(&message, hook);
                     broker.count_drops(&outcome);
+                    broker.to_cluster(&message);
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }

@@ -159,6 +159,9 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The store, once restored (persistence on).
     journal: std::sync::OnceLock<Journal>,
+    /// Cluster mode: where messages published here go to reach the other nodes (never set
+    /// on a single node).
+    cluster: std::sync::OnceLock<crate::cluster::Outbox>,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Counts reloads of the security settings: a client authenticated under older ones is
     /// checked again ([`Broker::security_generation`]).
@@ -219,6 +222,7 @@ impl Broker {
             timers: Timers::default(),
             metrics,
             journal: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
             router,
@@ -441,6 +445,34 @@ impl Broker {
             }
         }
         let outcome = self.router.route(&message, self.queue_hook());
+        self.count_drops(&outcome);
+        self.to_cluster(&message);
+    }
+
+    /// Joins a cluster: messages published here from now on go to `outbox` too, and the
+    /// router tells it of every subscription added and removed. Called before any session
+    /// is restored or opened, so that the cluster hears of every subscription. False (and
+    /// nothing changes) if the broker is in a cluster already.
+    pub fn join_cluster(&self, outbox: crate::cluster::Outbox) -> bool {
+        let hook: Arc<dyn crate::router::InterestHook> = Arc::new(outbox.clone());
+        if self.cluster.set(outbox).is_err() {
+            return false;
+        }
+        self.router.set_interest_hook(hook)
+    }
+
+    /// Hands a message published on this node (by a client, a bridge or a will) to the
+    /// cluster, in cluster mode.
+    pub(crate) fn to_cluster(&self, message: &Arc<Message>) {
+        if let Some(outbox) = self.cluster.get() {
+            outbox.send(message);
+        }
+    }
+
+    /// Routes a message that came from another node to the local subscribers: never stored
+    /// as retained here (the retained stream is), never sent back to the cluster.
+    pub fn route_from_cluster(&self, message: &Arc<Message>) {
+        let outcome = self.router.route(message, self.queue_hook());
         self.count_drops(&outcome);
     }
 

@@ -40,6 +40,16 @@ pub trait QueueHook: Sync {
     fn queued(&self, client_id: &str, d: &mut Delivery);
 }
 
+/// Told when a session's subscription is added (not replaced) or removed: the cluster
+/// counts the filters local sessions hold ([`crate::cluster::interest`]). Called after the
+/// tree's lock is released; never on the publish path.
+pub trait InterestHook: Send + Sync + std::fmt::Debug {
+    /// A session subscribed to `filter` (as written, `$share/GROUP/` included).
+    fn subscribed(&self, filter: &str);
+    /// A session's subscription to `filter` went.
+    fn unsubscribed(&self, filter: &str);
+}
+
 /// What happened to a routed message.
 #[derive(Debug, Default, Clone)]
 pub struct RouteOutcome {
@@ -73,6 +83,9 @@ pub struct Router {
     hasher: ahash::RandomState,
     /// `upgrade_outgoing_qos`: deliveries at the subscription's QoS.
     upgrade_qos: bool,
+    /// Cluster mode: told of each subscription added and removed (never set on a single
+    /// node).
+    interest: std::sync::OnceLock<Arc<dyn InterestHook>>,
 }
 
 impl Default for Router {
@@ -104,6 +117,7 @@ impl Router {
             retained: RetainedStore::default(),
             hasher: ahash::RandomState::new(),
             upgrade_qos: false,
+            interest: std::sync::OnceLock::new(),
         }
     }
 
@@ -113,6 +127,12 @@ impl Router {
     pub fn upgrading_qos(mut self, upgrade: bool) -> Self {
         self.upgrade_qos = upgrade;
         self
+    }
+
+    /// Sets the hook told of subscription changes (once: the cluster's). False if one was
+    /// set already.
+    pub fn set_interest_hook(&self, hook: Arc<dyn InterestHook>) -> bool {
+        self.interest.set(hook).is_ok()
     }
 
     fn shard_of(&self, first_level: &str) -> &RwLock<Node> {
@@ -149,6 +169,9 @@ impl Router {
         }
         if !existed {
             self.counts[usize::from(group.is_some())].fetch_add(1, Ordering::Relaxed);
+            if let Some(h) = self.interest.get() {
+                h.subscribed(filter);
+            }
         }
         existed
     }
@@ -162,6 +185,9 @@ impl Router {
         }
         if removed {
             self.counts[usize::from(group.is_some())].fetch_sub(1, Ordering::Relaxed);
+            if let Some(h) = self.interest.get() {
+                h.unsubscribed(filter);
+            }
         }
         removed
     }

@@ -1,0 +1,403 @@
+//! The cluster task: the node's connection to NATS. It publishes what local clients publish,
+//! subscribes to the filters local sessions hold, routes what other nodes publish to local
+//! subscribers, and keeps the local retained store in step with the retained stream. What
+//! is decided is in [`crate::cluster`]; this is NATS, tokio and the clock.
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_core::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::cluster::dedup::{Dedup, Verdict};
+use crate::cluster::interest::{Change, Interest};
+use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
+use crate::cluster::wire::{self, Carried};
+use crate::cluster::{Held, Outbox};
+use crate::config::cluster::Cluster;
+use crate::session::Message;
+
+/// The JetStream stream of retained messages.
+pub const RETAINED_STREAM: &str = "MIDGE_RETAINED";
+/// How long connecting to NATS and reading the retained stream may take at start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// What one NATS subscription may hold before the client drops (a slow consumer): below
+/// [`crate::cluster::dedup::WINDOW`], so that copies of one message arriving through
+/// different subscriptions are never further apart than the window.
+const SUBSCRIPTION_CAPACITY: usize = 16_384;
+/// Messages from NATS waiting for the cluster task.
+const INBOUND_CAPACITY: usize = 4096;
+
+/// Why the node cannot join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A file the options name cannot be read.
+    #[error("cannot read {path}: {error}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// NATS does not answer or refuses the connection.
+    #[error("cannot connect to NATS at {urls}: {error}")]
+    Connect {
+        /// The URLs tried.
+        urls: String,
+        /// Why.
+        error: String,
+    },
+    /// JetStream refused or failed (is it enabled: `nats-server -js`?).
+    #[error("JetStream: {0} (is JetStream enabled on the NATS server?)")]
+    JetStream(String),
+    /// Start took longer than it may.
+    #[error("NATS did not answer within {} s", START_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// The cluster between [`Broker::join_cluster`] and the task: the ends of the outbox.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    messages: mpsc::Receiver<Arc<Message>>,
+    held: mpsc::UnboundedReceiver<Held>,
+}
+
+/// Makes the broker a cluster node: from now on it hands its messages and subscription
+/// changes over (to a task started by [`connect`] and [`run`]).
+pub(crate) fn join(broker: &Broker) -> Joined {
+    let (outbox, messages, held) = Outbox::new();
+    broker.join_cluster(outbox);
+    Joined { messages, held }
+}
+
+/// The node, connected to NATS, its retained messages loaded.
+pub(crate) struct Connected {
+    joined: Joined,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    retained: Pin<
+        Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>,
+    >,
+    origin: String,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+/// This node's name: `cluster_node_name`, or the host name.
+fn node_name(c: &Cluster) -> String {
+    c.node_name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .map(|h| h.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect())
+            .unwrap_or_else(|| "midge".to_owned())
+    })
+}
+
+/// Connects to NATS, makes sure the retained stream exists, and loads it into the local
+/// retained store (each topic's last message; an empty one deletes).
+pub(crate) async fn connect(
+    broker: &Arc<Broker>,
+    c: &Cluster,
+    joined: Joined,
+) -> Result<Connected, ClusterError> {
+    tokio::time::timeout(START_TIMEOUT, connect_inner(broker, c, joined))
+        .await
+        .map_err(|_| ClusterError::Timeout)?
+}
+
+async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Result<Connected, ClusterError> {
+    let node = node_name(c);
+    let mut opts = async_nats::ConnectOptions::new()
+        // A node never gets its own messages back.
+        .no_echo()
+        .name(format!("midge {node}"))
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("Cluster: NATS connected."),
+                other => tracing::warn!("Cluster: NATS {other}."),
+            }
+        });
+    if let (Some(user), Some(password)) = (&c.username, &c.password) {
+        opts = opts.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(path) = &c.creds {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|error| ClusterError::File { path: path.display().to_string(), error })?;
+    }
+    if let Some(ca) = &c.cafile {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let urls = c.urls.join(", ");
+    let client = opts
+        .connect(c.urls.as_slice())
+        .await
+        .map_err(|e| ClusterError::Connect { urls: urls.clone(), error: e.to_string() })?;
+    let js = jetstream::new(client.clone());
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: RETAINED_STREAM.to_owned(),
+            subjects: vec![format!("{}.>", subject::RETAINED)],
+            // The last message of each topic: its retained message, or an empty one that
+            // deleted it.
+            max_messages_per_subject: 1,
+            num_replicas: c.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    let last = stream.info().await.map_err(|e| ClusterError::JetStream(e.to_string()))?.state.last_sequence;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", subject::RETAINED),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    let mut retained: Pin<Box<dyn Stream<Item = _> + Send>> =
+        Box::pin(consumer.messages().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
+    // Every topic's last message is at or below the stream's last sequence, and the last
+    // message of the stream is the last of its topic: read until it.
+    let mut loaded = 0usize;
+    let mut seen = 0;
+    while seen < last {
+        match poll_fn(|cx| retained.as_mut().poll_next(cx)).await {
+            Some(Ok(m)) => {
+                seen = m.info().map_or(seen, |i| i.stream_sequence);
+                loaded += usize::from(apply_retained(broker, &m));
+            }
+            Some(Err(e)) => return Err(ClusterError::JetStream(e.to_string())),
+            None => return Err(ClusterError::JetStream("the retained stream's consumer ended".into())),
+        }
+    }
+    // NATS's names of the node's start: a restarted node numbers its messages anew.
+    let boot = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let origin = format!("{node}/{boot:x}");
+    tracing::info!(
+        "Cluster: node {node} joined through NATS at {urls}; {loaded} retained message{} loaded.",
+        if loaded == 1 { "" } else { "s" }
+    );
+    Ok(Connected { joined, client, js, retained, origin })
+}
+
+/// Applies one message of the retained stream to the local store; true when it is a
+/// retained message (not a deletion, not expired).
+fn apply_retained(broker: &Broker, m: &jetstream::Message) -> bool {
+    let Ok(topic) = subject_to_topic(subject::RETAINED, &m.subject) else {
+        tracing::warn!("Cluster: ignoring retained stream subject {}.", m.subject);
+        return false;
+    };
+    let Some(mut carried) = read_headers(m.headers.as_ref()) else { return false };
+    // The expiry counts from when the message entered the stream.
+    if let (Some(left), Ok(info)) = (carried.properties.message_expiry_interval(), m.info()) {
+        let now =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let age = u64::try_from((now - info.published.unix_timestamp_nanos()) / 1_000_000_000).unwrap_or(0);
+        if age >= u64::from(left) {
+            carried.properties.remove(midge_codec::PropertyId::MessageExpiryInterval);
+            let empty = message(topic, Bytes::new(), carried);
+            broker.router.retain(&Arc::new(empty));
+            return false;
+        }
+        carried.properties.set(midge_codec::Property::MessageExpiryInterval(left - age as u32));
+    }
+    let payload = m.payload.clone();
+    let kept = !payload.is_empty();
+    broker.router.retain(&Arc::new(message(topic, payload, carried)));
+    kept
+}
+
+fn read_headers(h: Option<&async_nats::HeaderMap>) -> Option<Carried> {
+    let empty = async_nats::HeaderMap::new();
+    let h = h.unwrap_or(&empty);
+    match wire::read(|name| h.get_all(name).map(|v| v.as_str())) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("Cluster: ignoring a message: {e}.");
+            None
+        }
+    }
+}
+
+fn message(topic: String, payload: Bytes, c: Carried) -> Message {
+    Message::from_publish(
+        ByteString::from(topic),
+        payload,
+        c.qos,
+        c.retain,
+        c.properties,
+        c.publisher,
+        Instant::now(),
+    )
+}
+
+/// The node's NATS subscriptions, by MQTT filter: a forwarding task per subject.
+#[derive(Default)]
+struct Subscriptions {
+    interest: Interest,
+    tasks: HashMap<String, Vec<JoinHandle<()>>>,
+}
+
+/// Runs the cluster task until `stop` says the broker stops.
+pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: watch::Receiver<bool>) {
+    let Connected { joined, client, js, mut retained, origin } = connected;
+    let Joined { mut messages, mut held } = joined;
+    let (inbound_tx, mut inbound) = mpsc::channel::<async_nats::Message>(INBOUND_CAPACITY);
+    let mut subs = Subscriptions::default();
+    let mut dedup = Dedup::default();
+    let mut seq: u64 = 0;
+    let mut retained_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            Some(change) = held.recv() => {
+                let change = match change {
+                    Held::Added(f) => subs.interest.add(&f),
+                    Held::Removed(f) => subs.interest.remove(&f),
+                };
+                match change {
+                    Some(Change::Subscribe(filter)) => {
+                        let tasks = subscribe(&client, &filter, &inbound_tx).await;
+                        subs.tasks.insert(filter, tasks);
+                    }
+                    Some(Change::Unsubscribe(filter)) => {
+                        // Dropping a subscriber unsubscribes it.
+                        for t in subs.tasks.remove(&filter).unwrap_or_default() {
+                            t.abort();
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Some(m) = messages.recv() => {
+                seq += 1;
+                publish(&client, &js, &m, (&origin, seq)).await;
+            }
+            Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
+            r = poll_fn(|cx| retained.as_mut().poll_next(cx)), if retained_open => match r {
+                Some(Ok(m)) => { apply_retained(&broker, &m); }
+                Some(Err(e)) => tracing::warn!("Cluster: the retained stream: {e}."),
+                None => {
+                    tracing::error!("Cluster: the retained stream's consumer ended; retained messages of other nodes are no longer followed.");
+                    retained_open = false;
+                }
+            },
+        }
+    }
+    // What local clients published before the stop (wills of the closed connections).
+    while let Ok(m) = messages.try_recv() {
+        seq += 1;
+        publish(&client, &js, &m, (&origin, seq)).await;
+    }
+    for t in subs.tasks.into_values().flatten() {
+        t.abort();
+    }
+    // What was handed to the client goes out before the process ends.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+}
+
+/// Subscribes to a filter's subjects (a shared subscription's as its own: see the module
+/// doc of `crate::cluster`), each forwarded into `inbound` by a task of its own.
+async fn subscribe(
+    client: &async_nats::Client,
+    filter: &str,
+    inbound: &mpsc::Sender<async_nats::Message>,
+) -> Vec<JoinHandle<()>> {
+    let plain = match midge_codec::parse_shared(filter) {
+        Ok(Some(s)) => s.filter,
+        _ => filter,
+    };
+    let mut tasks = Vec::new();
+    for subject in filter_to_subjects(subject::MESSAGES, plain) {
+        match client.subscribe(subject.clone()).await {
+            Ok(mut sub) => {
+                let tx = inbound.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Some(m) = poll_fn(|cx| Pin::new(&mut sub).poll_next(cx)).await {
+                        if tx.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            Err(e) => tracing::error!("Cluster: cannot subscribe to {subject} (filter {filter}): {e}."),
+        }
+    }
+    tasks
+}
+
+/// Publishes a message of this node on NATS, and a retained one to the stream as well.
+async fn publish(client: &async_nats::Client, js: &jetstream::Context, m: &Message, origin: (&str, u64)) {
+    let now = Instant::now();
+    if m.is_expired(now) {
+        return;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in
+        wire::headers(m.qos, m.retain, &m.publisher, &m.properties, m.remaining_expiry(now), origin)
+    {
+        headers.append(name, value);
+    }
+    let subject = topic_to_subject(subject::MESSAGES, &m.topic);
+    if let Err(e) = client.publish_with_headers(subject, headers.clone(), m.payload.clone()).await {
+        tracing::warn!("Cluster: cannot publish on {}: {e}.", m.topic);
+    }
+    if m.retain {
+        let subject = topic_to_subject(subject::RETAINED, &m.topic);
+        match js.publish_with_headers(subject, headers, m.payload.clone()).await {
+            Ok(ack) => {
+                let topic = m.topic.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        tracing::warn!("Cluster: the retained message of {topic} was not stored: {e}.");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("Cluster: cannot store the retained message of {}: {e}.", m.topic),
+        }
+    }
+}
+
+/// Routes a message from another node to the local subscribers, once.
+fn deliver(broker: &Broker, m: &async_nats::Message, own: &str, dedup: &mut Dedup) {
+    let Ok(topic) = subject_to_topic(subject::MESSAGES, &m.subject) else {
+        tracing::warn!("Cluster: ignoring subject {}.", m.subject);
+        return;
+    };
+    let Some(carried) = read_headers(m.headers.as_ref()) else { return };
+    if let Some((origin, seq)) = &carried.origin {
+        if origin == own {
+            return;
+        }
+        match dedup.check(origin, *seq) {
+            Verdict::New => {}
+            Verdict::Duplicate => return,
+            Verdict::TooOld => {
+                tracing::warn!(
+                    "Cluster: a message of {origin} arrived too late to be told from a copy: dropped."
+                );
+                return;
+            }
+        }
+    }
+    broker.route_from_cluster(&Arc::new(message(topic, m.payload.clone(), carried)));
+}
