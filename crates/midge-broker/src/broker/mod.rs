@@ -200,7 +200,9 @@ impl Broker {
             h.finish()
         };
         let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
-        let router = Router::new().upgrading_qos(config.upgrade_outgoing_qos);
+        let router = Router::new()
+            .upgrading_qos(config.upgrade_outgoing_qos)
+            .sharing_through_cluster(config.cluster.is_some());
         let metrics = Metrics::new(listener_scope.len());
         Ok(Arc::new(Broker {
             config,
@@ -473,6 +475,13 @@ impl Broker {
     /// as retained here (the retained stream is), never sent back to the cluster.
     pub fn route_from_cluster(&self, message: &Arc<Message>) {
         let outcome = self.router.route(message, self.queue_hook());
+        self.count_drops(&outcome);
+    }
+
+    /// Delivers a message that NATS gave this node for a shared subscription (`$share/G/F`)
+    /// to one member of that group here.
+    pub fn route_share_from_cluster(&self, message: &Arc<Message>, share: &str) {
+        let outcome = self.router.route_to_share(message, share, self.queue_hook());
         self.count_drops(&outcome);
     }
 

@@ -13,8 +13,9 @@
 //! | `Mqtt-User-Property` | one value per User Property, `NAME VALUE`, in order [MQTT-3.3.2-18] |
 //!
 //! Strings and binary data are escaped as topic levels are (printable ASCII but `%`, `.`, `*`,
-//! `>` as is, anything else `%XX`), so a header value never holds a space, a line break or a
-//! byte NATS would read otherwise; the space in a user property separates name and value.
+//! `>` as is, anything else `%XX`, and an empty one `%` alone), so a header value never holds
+//! a space, a line break or a byte NATS would read otherwise, and is never empty (NATS trims
+//! header values); the space in a user property separates name and value.
 use bytes::Bytes;
 use bytestring::ByteString;
 use midge_codec::{Properties, Property, QoS};
@@ -60,8 +61,12 @@ pub struct BadHeader {
     pub value: String,
 }
 
-/// Escapes bytes for a header value (see the module's doc).
+/// Escapes bytes for a header value (see the module's doc). Empty is `%` alone: NATS trims
+/// header values, so nothing may be empty or end in the space of a user property.
 pub fn escape(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "%".to_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     for &b in bytes {
         if matches!(b, b'!'..=b'~') && !matches!(b, b'.' | b'*' | b'>' | b'%') {
@@ -75,6 +80,9 @@ pub fn escape(bytes: &[u8]) -> String {
 
 /// The bytes of an escaped value.
 pub fn unescape(s: &str) -> Option<Vec<u8>> {
+    if s == "%" {
+        return Some(Vec::new());
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -208,7 +216,7 @@ mod tests {
     fn every_forwarded_property_travels() {
         let mut p = Properties::new();
         p.push(Property::PayloadFormatIndicator(1));
-        p.push(Property::ContentType("text/plain; charset=utf-8".into()));
+        p.push(Property::ContentType("".into()));
         p.push(Property::ResponseTopic("reply/to me.now".into()));
         p.push(Property::CorrelationData(Bytes::from_static(b"\x00\xff\r\n id")));
         p.push(Property::UserProperty("k 1".into(), "v\n1".into()));
@@ -217,6 +225,8 @@ mod tests {
         let h = headers(QoS::ExactlyOnce, true, "client 1", &p, Some(30), ("node-a/7", 42));
         for (_, v) in &h {
             assert!(!v.bytes().any(|b| b == b'\r' || b == b'\n'), "{v:?}");
+            assert_eq!(v.trim(), v, "NATS trims header values");
+            assert!(!v.is_empty());
         }
         let c = read_pairs(&h).unwrap();
         assert_eq!(c.qos, QoS::ExactlyOnce);

@@ -81,6 +81,9 @@ pub(crate) fn join(broker: &Broker) -> Joined {
 pub(crate) struct Connected {
     joined: Joined,
     client: async_nats::Client,
+    /// Shared subscriptions' queue subscriptions: on a connection of their own, which gets
+    /// what this node publishes too.
+    shared_client: async_nats::Client,
     js: jetstream::Context,
     retained: Pin<
         Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>,
@@ -117,12 +120,13 @@ pub(crate) async fn connect(
         .map_err(|_| ClusterError::Timeout)?
 }
 
-async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Result<Connected, ClusterError> {
-    let node = node_name(c);
+/// The options of a connection to NATS.
+async fn options(c: &Cluster, name: String) -> Result<async_nats::ConnectOptions, ClusterError> {
     let mut opts = async_nats::ConnectOptions::new()
-        // A node never gets its own messages back.
+        // A node never gets its own messages back (on its shared-subscription connection it
+        // does: NATS picks among every node's members, this node's included).
         .no_echo()
-        .name(format!("midge {node}"))
+        .name(name)
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
@@ -144,11 +148,21 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     if let Some(ca) = &c.cafile {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
+    Ok(opts)
+}
+
+async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Result<Connected, ClusterError> {
+    let node = node_name(c);
     let urls = c.urls.join(", ");
-    let client = opts
+    let connect_error =
+        |e: async_nats::ConnectError| ClusterError::Connect { urls: urls.clone(), error: e.to_string() };
+    let client =
+        options(c, format!("midge {node}")).await?.connect(c.urls.as_slice()).await.map_err(connect_error)?;
+    let shared_client = options(c, format!("midge {node} (shared)"))
+        .await?
         .connect(c.urls.as_slice())
         .await
-        .map_err(|e| ClusterError::Connect { urls: urls.clone(), error: e.to_string() })?;
+        .map_err(connect_error)?;
     let js = jetstream::new(client.clone());
     let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
@@ -195,7 +209,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         "Cluster: node {node} joined through NATS at {urls}; {loaded} retained message{} loaded.",
         if loaded == 1 { "" } else { "s" }
     );
-    Ok(Connected { joined, client, js, retained, origin })
+    Ok(Connected { joined, client, shared_client, js, retained, origin })
 }
 
 /// Applies one message of the retained stream to the local store; true when it is a
@@ -258,9 +272,9 @@ struct Subscriptions {
 
 /// Runs the cluster task until `stop` says the broker stops.
 pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: watch::Receiver<bool>) {
-    let Connected { joined, client, js, mut retained, origin } = connected;
+    let Connected { joined, client, shared_client, js, mut retained, origin } = connected;
     let Joined { mut messages, mut held } = joined;
-    let (inbound_tx, mut inbound) = mpsc::channel::<async_nats::Message>(INBOUND_CAPACITY);
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
     let mut subs = Subscriptions::default();
     let mut dedup = Dedup::default();
     let mut seq: u64 = 0;
@@ -276,14 +290,24 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 };
                 match change {
                     Some(Change::Subscribe(filter)) => {
-                        let tasks = subscribe(&client, &filter, &inbound_tx).await;
-                        subs.tasks.insert(filter, tasks);
+                        let shared = midge_codec::parse_shared(&filter).ok().flatten().is_some();
+                        let client = if shared { &shared_client } else { &client };
+                        let tasks = subscribe(client, &filter, &inbound_tx).await;
+                        subs.tasks.insert(filter.clone(), tasks);
+                        // Logged once NATS has the subscription (a PING answered after it).
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            if client.flush().await.is_ok() {
+                                tracing::debug!("Cluster: subscribed on NATS for {filter}.");
+                            }
+                        });
                     }
                     Some(Change::Unsubscribe(filter)) => {
                         // Dropping a subscriber unsubscribes it.
                         for t in subs.tasks.remove(&filter).unwrap_or_default() {
                             t.abort();
                         }
+                        tracing::debug!("Cluster: unsubscribed on NATS for {filter}.");
                     }
                     None => {}
                 }
@@ -294,7 +318,13 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
             r = poll_fn(|cx| retained.as_mut().poll_next(cx)), if retained_open => match r {
-                Some(Ok(m)) => { apply_retained(&broker, &m); }
+                Some(Ok(m)) => {
+                    apply_retained(&broker, &m);
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let topic = subject_to_topic(subject::RETAINED, &m.subject).unwrap_or_default();
+                        tracing::debug!("Cluster: retained message of {topic} from the stream.");
+                    }
+                }
                 Some(Err(e)) => tracing::warn!("Cluster: the retained stream: {e}."),
                 None => {
                     tracing::error!("Cluster: the retained stream's consumer ended; retained messages of other nodes are no longer followed.");
@@ -315,25 +345,42 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
 }
 
-/// Subscribes to a filter's subjects (a shared subscription's as its own: see the module
-/// doc of `crate::cluster`), each forwarded into `inbound` by a task of its own.
+/// A message from NATS, and the shared subscription it came for (`$share/G/F`), if any.
+type Inbound = (Option<Arc<str>>, async_nats::Message);
+
+/// The NATS queue group of a shared subscription: one per MQTT group and filter, named the
+/// same on every node (a digest: the filter may hold anything, the name may not).
+fn queue_group(share: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, share.as_bytes());
+    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("midge-{hex}")
+}
+
+/// Subscribes to a filter's subjects, each forwarded into `inbound` by a task of its own;
+/// a shared subscription (`$share/G/F`) as a queue subscription on F's subjects, so that
+/// NATS gives each message to one node of the group.
 async fn subscribe(
     client: &async_nats::Client,
     filter: &str,
-    inbound: &mpsc::Sender<async_nats::Message>,
+    inbound: &mpsc::Sender<Inbound>,
 ) -> Vec<JoinHandle<()>> {
-    let plain = match midge_codec::parse_shared(filter) {
-        Ok(Some(s)) => s.filter,
-        _ => filter,
+    let (plain, share) = match midge_codec::parse_shared(filter) {
+        Ok(Some(s)) => (s.filter, Some(Arc::<str>::from(filter))),
+        _ => (filter, None),
     };
     let mut tasks = Vec::new();
     for subject in filter_to_subjects(subject::MESSAGES, plain) {
-        match client.subscribe(subject.clone()).await {
+        let sub = match &share {
+            Some(_) => client.queue_subscribe(subject.clone(), queue_group(filter)).await,
+            None => client.subscribe(subject.clone()).await,
+        };
+        match sub {
             Ok(mut sub) => {
                 let tx = inbound.clone();
+                let share = share.clone();
                 tasks.push(tokio::spawn(async move {
                     while let Some(m) = poll_fn(|cx| Pin::new(&mut sub).poll_next(cx)).await {
-                        if tx.send(m).await.is_err() {
+                        if tx.send((share.clone(), m)).await.is_err() {
                             break;
                         }
                     }
@@ -377,13 +424,19 @@ async fn publish(client: &async_nats::Client, js: &jetstream::Context, m: &Messa
     }
 }
 
-/// Routes a message from another node to the local subscribers, once.
-fn deliver(broker: &Broker, m: &async_nats::Message, own: &str, dedup: &mut Dedup) {
+/// Routes a message from another node to the local subscribers, once; or, NATS having
+/// picked this node for a shared subscription, to one member of its group here.
+fn deliver(broker: &Broker, (share, m): &Inbound, own: &str, dedup: &mut Dedup) {
     let Ok(topic) = subject_to_topic(subject::MESSAGES, &m.subject) else {
         tracing::warn!("Cluster: ignoring subject {}.", m.subject);
         return;
     };
     let Some(carried) = read_headers(m.headers.as_ref()) else { return };
+    if let Some(share) = share {
+        // One copy per queue group: the subjects of one filter do not overlap.
+        broker.route_share_from_cluster(&Arc::new(message(topic, m.payload.clone(), carried)), share);
+        return;
+    }
     if let Some((origin, seq)) = &carried.origin {
         if origin == own {
             return;
