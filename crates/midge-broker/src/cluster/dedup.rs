@@ -128,7 +128,7 @@ mod tests {
         #[test]
         fn each_message_once(copies in prop::collection::vec(1usize..4, 1..300), seed in any::<u64>()) {
             let mut arrivals: Vec<u64> = copies.iter().enumerate()
-                .flat_map(|(i, &c)| std::iter::repeat(i as u64 + 1).take(c)).collect();
+                .flat_map(|(i, &c)| std::iter::repeat_n(i as u64 + 1, c)).collect();
             // A deterministic shuffle of neighbours.
             let mut x = seed | 1;
             for i in (1..arrivals.len()).rev() {

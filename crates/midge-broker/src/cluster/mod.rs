@@ -68,9 +68,9 @@ impl Outbox {
     /// full or the cluster task has stopped: the message reached local subscribers only.
     pub fn send(&self, message: &Arc<Message>) -> bool {
         let sent = self.tx.try_send(message.clone()).is_ok();
-        if sent != !self.dropping.load(Ordering::Relaxed)
-            && self.dropping.swap(!sent, Ordering::Relaxed) == sent
-        {
+        // The state changes (dropping now, or no longer): one thread logs it.
+        let was_dropping = self.dropping.load(Ordering::Relaxed);
+        if was_dropping == sent && self.dropping.swap(!sent, Ordering::Relaxed) == was_dropping {
             if sent {
                 tracing::warn!("Cluster: messages reach the other nodes again.");
             } else {
