@@ -288,3 +288,29 @@ def test_a_node_without_nats_does_not_start(tmp_path, midge_binary):
     r = subprocess.run([str(midge_binary), "broker", "-c", str(conf)], capture_output=True, timeout=60)
     assert r.returncode != 0
     assert f"cannot connect to NATS at nats://127.0.0.1:{port}" in r.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("version", ["311", "5"])
+def test_a_client_id_connecting_to_another_node_takes_it_over(nodes, paho_clients, version):
+    a, b, c = nodes
+    cid = unique_id("roamer")
+    first = paho_clients(a, cid, version=version)
+    first.connect()
+    mark = a.mark()
+    second = paho_clients(b, cid, version=version)
+    second.connect()
+    # [MQTT-3.1.4-3]: the existing connection is closed; 5.0 tells it why (0x8E).
+    reason = first.wait_disconnected()
+    if version == "5":
+        assert reason.value == 0x8E, reason
+    a.wait_for_log(rf"Client {cid} connected to another node of the cluster\.", since=mark)
+    # The new connection stays, and works across nodes.
+    subscribe_on(b, second, "roam/#", 1)
+    mosquitto_pub(c, "-t", "roam/x", "-m", "here", "-q", "1")
+    assert second.next_message().payload == b"here"
+    assert second.is_connected()
+    # And back: the first node takes it again, the second closes.
+    third = paho_clients(a, cid, version=version)
+    third.connect()
+    second.wait_disconnected()
+    assert third.is_connected()

@@ -422,6 +422,7 @@ impl Broker {
                 listener: recheck.listener,
             })
         });
+        self.cluster_opened(&plan.client_id, conn_id);
         let start = Start {
             client_id: plan.client_id,
             version: connect.protocol,

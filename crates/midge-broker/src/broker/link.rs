@@ -384,6 +384,11 @@ impl Link {
                 return Some(reply);
             }
             Control::Timeout => self.session.handle_timeout(now),
+            // [MQTT-3.1.4-3]: the existing connection is closed, 5.0 with 0x8E.
+            Control::TakenOverElsewhere => {
+                tracing::info!("Client {} connected to another node of the cluster.", self.session.client_id);
+                self.session.close(CloseReason::TakenOver);
+            }
             Control::Shutdown => self.session.close(CloseReason::Shutdown),
             Control::Recheck => {
                 if let Err(why) =

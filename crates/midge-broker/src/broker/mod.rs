@@ -471,6 +471,26 @@ impl Broker {
         }
     }
 
+    /// Cluster mode: a connection took `client_id` here; the other nodes are told (their
+    /// connection with it closes).
+    pub(crate) fn cluster_opened(&self, client_id: &str, conn_id: u64) {
+        if let Some(outbox) = self.cluster.get() {
+            outbox.opened(client_id, conn_id);
+        }
+    }
+
+    /// Cluster mode: another node holds `client_id` now; connection `conn_id`, which held it
+    /// here, closes. False when that connection no longer holds it.
+    pub fn taken_over_elsewhere(&self, client_id: &str, conn_id: u64) -> bool {
+        match self.registry.holder(client_id, conn_id) {
+            Some(slot) => {
+                slot.send(crate::control::Control::TakenOverElsewhere);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Routes a message that came from another node to the local subscribers: never stored
     /// as retained here (the retained stream is), never sent back to the cluster.
     pub fn route_from_cluster(&self, message: &Arc<Message>) {

@@ -42,6 +42,13 @@ pub enum Held {
     Added(String),
     /// A local session's subscription went.
     Removed(String),
+    /// A connection took the client id on this node (the cluster claims it).
+    Opened {
+        /// The client id.
+        client_id: String,
+        /// The connection.
+        conn_id: u64,
+    },
 }
 
 /// The broker's end of the channel to the cluster task.
@@ -81,6 +88,13 @@ impl Outbox {
             }
         }
         sent
+    }
+}
+
+impl Outbox {
+    /// A connection took a client id on this node.
+    pub fn opened(&self, client_id: &str, conn_id: u64) {
+        let _ = self.changes.send(Held::Opened { client_id: client_id.to_owned(), conn_id });
     }
 }
 

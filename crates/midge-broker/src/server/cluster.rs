@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream;
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use bytestring::ByteString;
 use futures_core::Stream;
@@ -26,6 +27,10 @@ use crate::session::Message;
 
 /// The JetStream stream of retained messages.
 pub const RETAINED_STREAM: &str = "MIDGE_RETAINED";
+/// The key-value bucket of which node holds each client id.
+pub const SESSIONS_BUCKET: &str = "MIDGE_SESSIONS";
+/// Attempts at claiming a client id whose entry others change meanwhile.
+const CLAIM_ATTEMPTS: usize = 5;
 /// How long connecting to NATS and reading the retained stream may take at start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// What one NATS subscription may hold before the client drops (a slow consumer): below
@@ -88,6 +93,9 @@ pub(crate) struct Connected {
     retained: Pin<
         Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>,
     >,
+    /// Which node holds each client id, and its changes.
+    sessions: kv::Store,
+    owners: Pin<Box<dyn Stream<Item = Result<kv::Entry, kv::WatcherError>> + Send>>,
     origin: String,
 }
 
@@ -202,6 +210,26 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
             None => return Err(ClusterError::JetStream("the retained stream's consumer ended".into())),
         }
     }
+    // The bucket's stream as JetStream's key-value convention has it (ADR-8), made here:
+    // async-nats's create_key_value reads the account's limits in a form nats-server 2.9 does
+    // not answer with.
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{SESSIONS_BUCKET}"),
+        subjects: vec![format!("$KV.{SESSIONS_BUCKET}.>")],
+        max_messages_per_subject: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: c.replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    let sessions =
+        js.get_key_value(SESSIONS_BUCKET).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    let owners = Box::pin(sessions.watch_all().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
     // NATS's names of the node's start: a restarted node numbers its messages anew.
     let boot = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let origin = format!("{node}/{boot:x}");
@@ -209,7 +237,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         "Cluster: node {node} joined through NATS at {urls}; {loaded} retained message{} loaded.",
         if loaded == 1 { "" } else { "s" }
     );
-    Ok(Connected { joined, client, shared_client, js, retained, origin })
+    Ok(Connected { joined, client, shared_client, js, retained, sessions, owners, origin })
 }
 
 /// Applies one message of the retained stream to the local store; true when it is a
@@ -272,7 +300,11 @@ struct Subscriptions {
 
 /// Runs the cluster task until `stop` says the broker stops.
 pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: watch::Receiver<bool>) {
-    let Connected { joined, client, shared_client, js, mut retained, origin } = connected;
+    let Connected { joined, client, shared_client, js, mut retained, sessions, mut owners, origin } =
+        connected;
+    // The client ids this node claimed: the connection, and the revision of the claim.
+    let mut claims: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut owners_open = true;
     let Joined { mut messages, mut held } = joined;
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
     let mut subs = Subscriptions::default();
@@ -287,6 +319,12 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 let change = match change {
                     Held::Added(f) => subs.interest.add(&f),
                     Held::Removed(f) => subs.interest.remove(&f),
+                    Held::Opened { client_id, conn_id } => {
+                        if let Some(revision) = claim(&sessions, &client_id, &origin).await {
+                            claims.insert(client_id, (conn_id, revision));
+                        }
+                        None
+                    }
                 };
                 match change {
                     Some(Change::Subscribe(filter)) => {
@@ -317,6 +355,14 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 publish(&client, &js, &m, (&origin, seq)).await;
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
+            r = poll_fn(|cx| owners.as_mut().poll_next(cx)), if owners_open => match r {
+                Some(Ok(entry)) => taken_over(&broker, &entry, &origin, &mut claims),
+                Some(Err(e)) => tracing::warn!("Cluster: the sessions bucket: {e}."),
+                None => {
+                    tracing::error!("Cluster: the sessions bucket's watch ended; clients connecting to other nodes no longer close their connection here.");
+                    owners_open = false;
+                }
+            },
             r = poll_fn(|cx| retained.as_mut().poll_next(cx)), if retained_open => match r {
                 Some(Ok(m)) => {
                     apply_retained(&broker, &m);
@@ -343,6 +389,72 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     }
     // What was handed to the client goes out before the process ends.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+}
+
+/// The key of a client id in the sessions bucket: base64url, which keeps every client id a
+/// valid key.
+fn session_key(client_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id)
+}
+
+fn client_id_of(key: &str) -> Option<String> {
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key).ok()?).ok()
+}
+
+/// Claims a client id for this node in the sessions bucket, with compare-and-set on the
+/// revision read (create when there is none): a claim changes the entry it saw, and a node
+/// whose claim lost the race reads again. Returns the revision of this node's claim.
+async fn claim(sessions: &kv::Store, client_id: &str, origin: &str) -> Option<u64> {
+    let key = session_key(client_id);
+    let value = Bytes::from(origin.to_owned());
+    for _ in 0..CLAIM_ATTEMPTS {
+        let current = match sessions.entry(key.clone()).await {
+            Ok(e) => e.filter(|e| e.operation == kv::Operation::Put),
+            Err(e) => {
+                tracing::warn!("Cluster: cannot read the owner of client id {client_id}: {e}.");
+                return None;
+            }
+        };
+        let lost = match current {
+            Some(e) => match sessions.update(&key, value.clone(), e.revision).await {
+                Ok(revision) => return Some(revision),
+                Err(e) => e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+            },
+            None => match sessions.create(&key, value.clone()).await {
+                Ok(revision) => return Some(revision),
+                Err(e) => e.kind() == kv::CreateErrorKind::AlreadyExists,
+            },
+        };
+        if !lost {
+            break;
+        }
+    }
+    tracing::warn!(
+        "Cluster: could not claim client id {client_id}; another node's connection with it stays open."
+    );
+    None
+}
+
+/// Another node claimed a client id after this node did: its connection here closes.
+fn taken_over(broker: &Broker, entry: &kv::Entry, origin: &str, claims: &mut HashMap<String, (u64, u64)>) {
+    if entry.operation != kv::Operation::Put || entry.value.as_ref() == origin.as_bytes() {
+        return;
+    }
+    let Some(client_id) = client_id_of(&entry.key) else { return };
+    let Some(&(conn_id, revision)) = claims.get(&client_id) else { return };
+    // An older claim, seen late, takes nothing from a newer one.
+    if entry.revision <= revision {
+        return;
+    }
+    claims.remove(&client_id);
+    if broker.taken_over_elsewhere(&client_id, conn_id) {
+        tracing::debug!(
+            "Cluster: client id {client_id} claimed by {}.",
+            String::from_utf8_lossy(&entry.value)
+        );
+    }
 }
 
 /// A message from NATS, and the shared subscription it came for (`$share/G/F`), if any.
