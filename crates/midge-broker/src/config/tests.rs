@@ -423,6 +423,11 @@ fn cluster_options() {
     assert!(!c.listeners.is_empty());
     let (c, _) = parse_str("cluster_nats_url nats://h\n", "t").unwrap();
     assert_eq!(c.cluster.unwrap().replicas, 1);
+    for name in super::cluster::CLUSTER_OPTIONS {
+        let e = parse_str(&format!("{name}\n"), "t").map(|_| ()).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("t:1: {name} needs a value")), "{name}: {e}");
+        assert!(is_known_option(name));
+    }
     for (text, expected) in [
         (
             "cluster_nats_url 127.0.0.1:4222\n",

@@ -203,7 +203,9 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     while seen < last {
         match poll_fn(|cx| retained.as_mut().poll_next(cx)).await {
             Some(Ok(m)) => {
-                seen = m.info().map_or(seen, |i| i.stream_sequence);
+                // Caught up also when nothing is pending (the last message was purged).
+                let (sequence, pending) = m.info().map_or((seen, 1), |i| (i.stream_sequence, i.pending));
+                seen = if pending == 0 { last } else { sequence };
                 loaded += usize::from(apply_retained(broker, &m));
             }
             Some(Err(e)) => return Err(ClusterError::JetStream(e.to_string())),
