@@ -88,7 +88,13 @@ class Node(Broker):
         super().start()
         # The listener opens before the node has joined: it serves clients once it has. (The
         # log file starts anew with each start.)
-        self.wait_for_log(rf"Cluster: node {self.node} joined", timeout=30)
+        try:
+            self.wait_for_log(rf"Cluster: node {self.node} joined", timeout=30)
+        except AssertionError:
+            # Not left running by a test that fails here.
+            self.proc.kill()
+            self.proc.wait()
+            raise
         return self
 
     def kill9(self) -> None:
