@@ -31,7 +31,14 @@ def nats(tmp_path):
 def nodes(tmp_path, nats):
     """Three nodes, a, b and c, joined to `nats`. Each must exit 0 on SIGTERM at the end,
     except one a test killed."""
-    started = [Node(tmp_path, nats, f"node-{x}").start() for x in "abc"]
+    started: list[Node] = []
+    try:
+        for x in "abc":
+            started.append(Node(tmp_path, nats, f"node-{x}").start())
+    except BaseException:
+        for n in started:
+            n.kill9()
+        raise
     yield started
     failures = []
     for n in started:
