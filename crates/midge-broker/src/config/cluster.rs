@@ -56,19 +56,30 @@ impl Cluster {
         }
     }
 
-    /// What is missing or contradictory once every line is read, as (option, what it needs).
-    pub(super) fn incomplete(&self) -> Option<(&'static str, &'static str)> {
+    /// What is missing or contradictory once every line is read. `check_retain_source`:
+    /// that option's value (retained messages from the cluster's stream carry no publisher
+    /// yet, so the check could not hold: refused rather than ignored).
+    pub(super) fn incomplete(&self, check_retain_source: bool) -> Option<LineError> {
+        let missing =
+            |option: &str, expected| Some(LineError::MissingValue { option: option.to_owned(), expected });
         if self.urls.is_empty() {
-            return Some(("cluster_nats_url", "nats://HOST:PORT, at least one with cluster options"));
+            return missing("cluster_nats_url", "nats://HOST:PORT, at least one with cluster options");
         }
         if self.username.is_some() != self.password.is_some() {
-            return Some((
+            return missing(
                 "cluster_nats_username",
                 "a cluster_nats_username and a cluster_nats_password, both or neither",
-            ));
+            );
         }
         if self.creds.is_some() && self.username.is_some() {
-            return Some(("cluster_nats_creds", "either a credentials file or a user name and password"));
+            return missing("cluster_nats_creds", "either a credentials file or a user name and password");
+        }
+        if check_retain_source {
+            return Some(LineError::InvalidValue {
+                option: "check_retain_source".into(),
+                value: "true".into(),
+                expected: "false in cluster mode (retained messages from other nodes carry no publisher yet)",
+            });
         }
         None
     }

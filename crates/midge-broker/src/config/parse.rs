@@ -470,14 +470,15 @@ impl Reader {
                 });
             }
         }
-        if let Some((option, expected)) = config.cluster.as_ref().and_then(|c| c.incomplete()) {
+        if let Some(problem) = config.cluster.as_ref().and_then(|c| c.incomplete(config.check_retain_source))
+        {
             // Named at the first cluster line.
             let origin = config.cluster.as_ref().map(|c| c.origin.clone()).unwrap_or_default();
             let (file, line) = origin.rsplit_once(':').unwrap_or((&origin, "0"));
             errors.push(ConfigError::Line {
                 file: file.to_owned(),
                 line: line.parse().unwrap_or(0),
-                problem: LineError::MissingValue { option: option.to_owned(), expected },
+                problem,
             });
         }
         let opened = match (default, default_opener) {

@@ -456,6 +456,11 @@ fn cluster_options() {
             "t.conf:1: cluster_nats_username needs a value (a cluster_nats_username and a cluster_nats_password, \
              both or neither)",
         ),
+        (
+            "check_retain_source true\ncluster_nats_url nats://h\n",
+            "t.conf:2: invalid value 'true' for check_retain_source: expected false in cluster mode (retained \
+             messages from other nodes carry no publisher yet)",
+        ),
         ("cluster_nats_url nats://h\ncluster_nats_creds\n", "t.conf:2: cluster_nats_creds needs a value (a NATS credentials file)"),
     ] {
         assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
