@@ -314,8 +314,9 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     let mut seq: u64 = 0;
     let mut retained_open = true;
     loop {
+        // Not biased: a node publishing without pause must not starve what comes from the
+        // others (or the retained stream, or the owners' bucket).
         tokio::select! {
-            biased;
             _ = stop.changed() => break,
             Some(change) = held.recv() => {
                 let change = match change {
