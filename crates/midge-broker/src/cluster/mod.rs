@@ -20,6 +20,7 @@
 //! per delivery.
 pub mod dedup;
 pub mod interest;
+pub mod ownership;
 pub mod subject;
 pub mod wire;
 
@@ -48,6 +49,8 @@ pub enum Held {
         client_id: String,
         /// The connection.
         conn_id: u64,
+        /// When it was opened, in nanoseconds since the Unix epoch (the latest wins).
+        at: u64,
     },
 }
 
@@ -94,7 +97,10 @@ impl Outbox {
 impl Outbox {
     /// A connection took a client id on this node.
     pub fn opened(&self, client_id: &str, conn_id: u64) {
-        let _ = self.changes.send(Held::Opened { client_id: client_id.to_owned(), conn_id });
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let _ = self.changes.send(Held::Opened { client_id: client_id.to_owned(), conn_id, at });
     }
 }
 

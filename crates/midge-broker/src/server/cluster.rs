@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::broker::Broker;
 use crate::cluster::dedup::{Dedup, Verdict};
 use crate::cluster::interest::{Change, Interest};
+use crate::cluster::ownership::Claim;
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
 use crate::cluster::{Held, Outbox};
@@ -304,8 +305,8 @@ struct Subscriptions {
 pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: watch::Receiver<bool>) {
     let Connected { joined, client, shared_client, js, mut retained, sessions, mut owners, origin } =
         connected;
-    // The client ids this node claimed: the connection, and the revision of the claim.
-    let mut claims: HashMap<String, (u64, u64)> = HashMap::new();
+    // The client ids this node claimed: the connection, and the claim.
+    let mut claims: HashMap<String, (u64, Claim)> = HashMap::new();
     let mut owners_open = true;
     let Joined { mut messages, mut held } = joined;
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
@@ -322,9 +323,20 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 let change = match change {
                     Held::Added(f) => subs.interest.add(&f),
                     Held::Removed(f) => subs.interest.remove(&f),
-                    Held::Opened { client_id, conn_id } => {
-                        if let Some(revision) = claim(&sessions, &client_id, &origin).await {
-                            claims.insert(client_id, (conn_id, revision));
+                    Held::Opened { client_id, conn_id, at } => {
+                        let mine = Claim { origin: origin.clone(), at };
+                        match claim(&sessions, &client_id, &mine).await {
+                            Claimed::Held => {
+                                claims.insert(client_id, (conn_id, mine));
+                            }
+                            Claimed::Newer(other) => {
+                                // A later connection on another node claimed it first.
+                                claims.remove(&client_id);
+                                if broker.taken_over_elsewhere(&client_id, conn_id) {
+                                    tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
+                                }
+                            }
+                            Claimed::Unknown => {}
                         }
                         None
                     }
@@ -406,27 +418,42 @@ fn client_id_of(key: &str) -> Option<String> {
     String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key).ok()?).ok()
 }
 
-/// Claims a client id for this node in the sessions bucket, with compare-and-set on the
-/// revision read (create when there is none): a claim changes the entry it saw, and a node
-/// whose claim lost the race reads again. Returns the revision of this node's claim.
-async fn claim(sessions: &kv::Store, client_id: &str, origin: &str) -> Option<u64> {
+/// What became of a claim.
+enum Claimed {
+    /// This node holds the client id.
+    Held,
+    /// A later connection on another node holds it.
+    Newer(Claim),
+    /// The bucket could not be read or written.
+    Unknown,
+}
+
+/// Claims a client id for this node in the sessions bucket, over an older claim only, with
+/// compare-and-set on the revision read (create when there is none): a claim that lost the
+/// race reads again ([`crate::cluster::ownership`]).
+async fn claim(sessions: &kv::Store, client_id: &str, mine: &Claim) -> Claimed {
     let key = session_key(client_id);
-    let value = Bytes::from(origin.to_owned());
+    let value = Bytes::from(mine.encode());
     for _ in 0..CLAIM_ATTEMPTS {
         let current = match sessions.entry(key.clone()).await {
             Ok(e) => e.filter(|e| e.operation == kv::Operation::Put),
             Err(e) => {
                 tracing::warn!("Cluster: cannot read the owner of client id {client_id}: {e}.");
-                return None;
+                return Claimed::Unknown;
             }
         };
         let lost = match current {
-            Some(e) => match sessions.update(&key, value.clone(), e.revision).await {
-                Ok(revision) => return Some(revision),
-                Err(e) => e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-            },
+            Some(e) => {
+                if let Some(other) = Claim::decode(&e.value).filter(|o| o.supersedes(mine)) {
+                    return Claimed::Newer(other);
+                }
+                match sessions.update(&key, value.clone(), e.revision).await {
+                    Ok(_) => return Claimed::Held,
+                    Err(e) => e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                }
+            }
             None => match sessions.create(&key, value.clone()).await {
-                Ok(revision) => return Some(revision),
+                Ok(_) => return Claimed::Held,
                 Err(e) => e.kind() == kv::CreateErrorKind::AlreadyExists,
             },
         };
@@ -435,28 +462,31 @@ async fn claim(sessions: &kv::Store, client_id: &str, origin: &str) -> Option<u6
         }
     }
     tracing::warn!(
-        "Cluster: could not claim client id {client_id}; another node's connection with it stays open."
+        "Cluster: could not claim client id {client_id}; another node's connection with it may stay open."
     );
-    None
+    Claimed::Unknown
 }
 
-/// Another node claimed a client id after this node did: its connection here closes.
-fn taken_over(broker: &Broker, entry: &kv::Entry, origin: &str, claims: &mut HashMap<String, (u64, u64)>) {
-    if entry.operation != kv::Operation::Put || entry.value.as_ref() == origin.as_bytes() {
+/// Another node claimed a client id for a later connection than this node's: the
+/// connection here closes.
+fn taken_over(broker: &Broker, entry: &kv::Entry, origin: &str, claims: &mut HashMap<String, (u64, Claim)>) {
+    if entry.operation != kv::Operation::Put {
+        return;
+    }
+    let Some(other) = Claim::decode(&entry.value) else { return };
+    if other.origin == origin {
         return;
     }
     let Some(client_id) = client_id_of(&entry.key) else { return };
-    let Some(&(conn_id, revision)) = claims.get(&client_id) else { return };
+    let Some((conn_id, mine)) = claims.get(&client_id) else { return };
     // An older claim, seen late, takes nothing from a newer one.
-    if entry.revision <= revision {
+    if !other.supersedes(mine) {
         return;
     }
+    let conn_id = *conn_id;
     claims.remove(&client_id);
     if broker.taken_over_elsewhere(&client_id, conn_id) {
-        tracing::debug!(
-            "Cluster: client id {client_id} claimed by {}.",
-            String::from_utf8_lossy(&entry.value)
-        );
+        tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
     }
 }
 
