@@ -19,6 +19,9 @@ pub enum Control {
     Shutdown,
     /// The security settings were reloaded: check the client's credentials again.
     Recheck,
+    /// Cluster mode: the client id connected to another node, which holds it now: close
+    /// (5.0: DISCONNECT 0x8E), the session is not sent anywhere.
+    TakenOverElsewhere,
 }
 
 /// Where a connection is told things, and where it leaves its next deadline.

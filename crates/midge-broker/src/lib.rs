@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bridge;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod logging;

@@ -192,6 +192,14 @@ impl Registry {
         due
     }
 
+    /// The control slot of connection `conn_id` if it still holds `client_id`.
+    pub fn holder(&self, client_id: &str, conn_id: u64) -> Option<Arc<ControlSlot>> {
+        match self.clients.lock().get(client_id) {
+            Some(Entry::Online { conn_id: c, control, .. }) if *c == conn_id => control.upgrade(),
+            _ => None,
+        }
+    }
+
     /// The control slots of the connections holding a client id (for shutdown).
     pub fn online_slots(&self) -> Vec<Arc<ControlSlot>> {
         self.clients

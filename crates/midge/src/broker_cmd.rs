@@ -216,6 +216,12 @@ async fn start(
         }
         ExitCode::FAILURE
     })?;
+    // Cluster mode: NATS, and the cluster's retained messages, before clients come in.
+    let mut server = server;
+    server.connect_cluster().await.map_err(|e| {
+        crate::logging::error_to_log_and_stderr(&format!("Error: {e}."));
+        ExitCode::FAILURE
+    })?;
     Ok(Started { server, dropped_to, pid_file })
 }
 

@@ -201,12 +201,14 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
         if settings.verbose { LogLevel::Debug } else { settings.level.unwrap_or(LogLevel::Information) };
     // rustls narrates handshakes at debug level, and warns about what clients send (an IP
     // address as SNI, from mosquitto_pub -h 127.0.0.1): the broker logs TLS failures itself.
+    // The NATS client (cluster mode) narrates every message at debug level and its connection
+    // at info level: the cluster logs its own events ("Cluster: ...").
     let default = match level {
         LogLevel::Off => "off",
         LogLevel::Error => "error",
         LogLevel::Warning => "warn,rustls=error",
-        LogLevel::Information => "info,rustls=error",
-        LogLevel::Debug => "debug,rustls=error",
+        LogLevel::Information => "info,rustls=error,async_nats=warn",
+        LogLevel::Debug => "debug,rustls=error,async_nats=warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

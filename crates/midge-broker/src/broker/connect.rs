@@ -442,6 +442,7 @@ impl Broker {
             }
         }
         let connack = self.connack(connect.protocol, &plan, session_present, enhanced.as_ref());
+        self.cluster_opened(&plan.client_id, conn_id);
         let start = Start {
             client_id: plan.client_id,
             version: connect.protocol,

@@ -182,6 +182,7 @@ impl Link {
                     };
                     let outcome = router.route(&message, hook);
                     broker.count_drops(&outcome);
+                    broker.to_cluster(&message);
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }
@@ -378,6 +379,11 @@ impl Link {
                 return Some(reply);
             }
             Control::Timeout => self.session.handle_timeout(now),
+            // [MQTT-3.1.4-3]: the existing connection is closed, 5.0 with 0x8E.
+            Control::TakenOverElsewhere => {
+                tracing::info!("Client {} connected to another node of the cluster.", self.session.client_id);
+                self.session.close(CloseReason::TakenOver);
+            }
             Control::Shutdown => self.session.close(CloseReason::Shutdown),
             Control::Recheck => {
                 if let Err(why) =

@@ -159,6 +159,9 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The store, once restored (persistence on).
     journal: std::sync::OnceLock<Journal>,
+    /// Cluster mode: where messages published here go to reach the other nodes (never set
+    /// on a single node).
+    cluster: std::sync::OnceLock<crate::cluster::Outbox>,
     shutting_down: std::sync::atomic::AtomicBool,
     /// Counts reloads of the security settings: a client authenticated under older ones is
     /// checked again ([`Broker::security_generation`]).
@@ -199,7 +202,9 @@ impl Broker {
             h.finish()
         };
         let limiter = FailureLimiter::new(Duration::from_millis(config.auth_failure_delay_ms));
-        let router = Router::new().upgrading_qos(config.upgrade_outgoing_qos);
+        let router = Router::new()
+            .upgrading_qos(config.upgrade_outgoing_qos)
+            .sharing_through_cluster(config.cluster.is_some());
         let metrics = Metrics::new(listener_scope.len());
         Ok(Arc::new(Broker {
             config,
@@ -221,6 +226,7 @@ impl Broker {
             timers: Timers::default(),
             metrics,
             journal: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
             reload_gate: Default::default(),
@@ -444,6 +450,61 @@ impl Broker {
             }
         }
         let outcome = self.router.route(&message, self.queue_hook());
+        self.count_drops(&outcome);
+        self.to_cluster(&message);
+    }
+
+    /// Joins a cluster: messages published here from now on go to `outbox` too, and the
+    /// router tells it of every subscription added and removed. Called before any session
+    /// is restored or opened, so that the cluster hears of every subscription. False (and
+    /// nothing changes) if the broker is in a cluster already.
+    pub fn join_cluster(&self, outbox: crate::cluster::Outbox) -> bool {
+        let hook: Arc<dyn crate::router::InterestHook> = Arc::new(outbox.clone());
+        if self.cluster.set(outbox).is_err() {
+            return false;
+        }
+        self.router.set_interest_hook(hook)
+    }
+
+    /// Hands a message published on this node (by a client, a bridge or a will) to the
+    /// cluster, in cluster mode.
+    pub(crate) fn to_cluster(&self, message: &Arc<Message>) {
+        if let Some(outbox) = self.cluster.get() {
+            outbox.send(message);
+        }
+    }
+
+    /// Cluster mode: a connection took `client_id` here; the other nodes are told (their
+    /// connection with it closes).
+    pub(crate) fn cluster_opened(&self, client_id: &str, conn_id: u64) {
+        if let Some(outbox) = self.cluster.get() {
+            outbox.opened(client_id, conn_id);
+        }
+    }
+
+    /// Cluster mode: another node holds `client_id` now; connection `conn_id`, which held it
+    /// here, closes. False when that connection no longer holds it.
+    pub fn taken_over_elsewhere(&self, client_id: &str, conn_id: u64) -> bool {
+        match self.registry.holder(client_id, conn_id) {
+            Some(slot) => {
+                slot.send(crate::control::Control::TakenOverElsewhere);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Routes a message that came from another node to the local subscribers: never stored
+    /// as retained here (the retained stream is), never sent back to the cluster.
+    pub fn route_from_cluster(&self, message: &Arc<Message>) {
+        let outcome = self.router.route(message, self.queue_hook());
+        self.count_drops(&outcome);
+    }
+
+    /// Delivers a message that NATS gave this node for a shared subscription (`$share/G/F`)
+    /// to one member of that group here.
+    pub fn route_share_from_cluster(&self, message: &Arc<Message>, share: &str) {
+        let outcome = self.router.route_to_share(message, share, self.queue_hook());
         self.count_drops(&outcome);
     }
 

@@ -3,6 +3,7 @@
 //! (the broker) and [`parse_lenient`] reads them past wrong lines (`midge audit`), both
 //! with the same scoping, recording where each value came from in [`Sources`].
 pub mod bridge;
+pub mod cluster;
 mod error;
 pub mod lex;
 mod options;
@@ -381,6 +382,8 @@ pub struct Config {
     pub persistent_client_expiration: Option<std::time::Duration>,
     /// Bridges to other brokers (`connection` blocks).
     pub bridges: Vec<bridge::Bridge>,
+    /// Cluster mode on NATS JetStream (`cluster_*` options); `None`: a single node.
+    pub cluster: Option<cluster::Cluster>,
     /// `sys_interval`: seconds between updates of the `$SYS/broker/...` topics (0: none).
     pub sys_interval: u64,
     /// `websockets_headers_size`: the largest WebSocket handshake request accepted, in bytes
@@ -424,6 +427,7 @@ impl Default for Config {
             persistence: Persistence::default(),
             persistent_client_expiration: None,
             bridges: Vec::new(),
+            cluster: None,
             sys_interval: 10,
             websockets_headers_size: 0,
             source: None,
@@ -490,6 +494,7 @@ impl Config {
         check("user", self.user != new.user);
         check("persistence", self.persistence != new.persistence);
         check("connection (bridges)", self.bridges != new.bridges);
+        check("cluster_*", self.cluster != new.cluster);
         check("sys_interval", self.sys_interval != new.sys_interval);
         check("websockets_headers_size", self.websockets_headers_size != new.websockets_headers_size);
         check(

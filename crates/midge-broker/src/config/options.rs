@@ -125,6 +125,7 @@ pub fn is_known_option(name: &str) -> bool {
     IMPLEMENTED.contains(&name)
         || name == "connection"
         || super::bridge::BRIDGE_OPTIONS.contains(&name)
+        || super::cluster::CLUSTER_OPTIONS.contains(&name)
         || RESTRICTING_VALUE.iter().any(|(o, _)| *o == name)
         || SECURITY_NOT_YET.contains(&name)
         || not_yet(name)

@@ -184,6 +184,9 @@ impl Reader {
             };
             return super::bridge::option(d, b);
         }
+        if super::cluster::CLUSTER_OPTIONS.contains(&name) {
+            return super::cluster::option(d, &mut self.config.cluster);
+        }
         let config = &mut self.config;
         match name {
             "listener" => self.listener(d)?,
@@ -472,6 +475,17 @@ impl Reader {
                     },
                 });
             }
+        }
+        if let Some(problem) = config.cluster.as_ref().and_then(|c| c.incomplete(config.check_retain_source))
+        {
+            // Named at the first cluster line.
+            let origin = config.cluster.as_ref().map(|c| c.origin.clone()).unwrap_or_default();
+            let (file, line) = origin.rsplit_once(':').unwrap_or((&origin, "0"));
+            errors.push(ConfigError::Line {
+                file: file.to_owned(),
+                line: line.parse().unwrap_or(0),
+                problem,
+            });
         }
         let opened = match (default, default_opener) {
             (Some(l), Some(opener)) => {

@@ -406,3 +406,64 @@ fn persistence_options_are_read_as_mosquitto_writes_them() {
         assert!(e.to_string().starts_with("p.conf:1: invalid value"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn cluster_options() {
+    let (c, _) = parse_str("listener 1883\n", "t").unwrap();
+    assert_eq!(c.cluster, None, "no cluster lines: a single node");
+    let text = "listener 1883\ncluster_nats_url nats://127.0.0.1:4222\ncluster_nats_url tls://nats2:4443\n\
+                cluster_node_name node-1\ncluster_replicas 3\ncluster_nats_username midge\n\
+                cluster_nats_password two words\ncluster_nats_cafile /etc/nats/ca.pem\n";
+    let (c, _) = parse_str(text, "t.conf").unwrap();
+    let cl = c.cluster.unwrap();
+    assert_eq!(cl.urls, vec!["nats://127.0.0.1:4222", "tls://nats2:4443"]);
+    assert_eq!(cl.node_name.as_deref(), Some("node-1"));
+    assert_eq!(cl.replicas, 3);
+    assert_eq!((cl.username.as_deref(), cl.password.as_deref()), (Some("midge"), Some("two words")));
+    assert_eq!(cl.cafile.as_deref(), Some(std::path::Path::new("/etc/nats/ca.pem")));
+    assert!(!c.listeners.is_empty());
+    let (c, _) = parse_str("cluster_nats_url nats://h\n", "t").unwrap();
+    assert_eq!(c.cluster.unwrap().replicas, 1);
+    for name in super::cluster::CLUSTER_OPTIONS {
+        let e = parse_str(&format!("{name}\n"), "t").map(|_| ()).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("t:1: {name} needs a value")), "{name}: {e}");
+        assert!(is_known_option(name));
+    }
+    for (text, expected) in [
+        (
+            "cluster_nats_url 127.0.0.1:4222\n",
+            "t.conf:1: invalid value '127.0.0.1:4222' for cluster_nats_url: expected nats://HOST:PORT or \
+             tls://HOST:PORT",
+        ),
+        (
+            "cluster_nats_url nats://h\ncluster_replicas 7\n",
+            "t.conf:2: invalid value '7' for cluster_replicas: expected a number from 1 to 5 (JetStream replicas)",
+        ),
+        (
+            "cluster_nats_url nats://h\ncluster_replicas x\n",
+            "t.conf:2: invalid value 'x' for cluster_replicas: expected a number from 1 to 5 (JetStream replicas)",
+        ),
+        (
+            "cluster_nats_url nats://h\ncluster_node_name a.b\n",
+            "t.conf:2: invalid value 'a.b' for cluster_node_name: expected a name of 1 to 64 letters, digits, '-' \
+             and '_'",
+        ),
+        (
+            "# comment\ncluster_node_name n\n",
+            "t.conf:2: cluster_nats_url needs a value (nats://HOST:PORT, at least one with cluster options)",
+        ),
+        (
+            "cluster_nats_url nats://h\ncluster_nats_username u\n",
+            "t.conf:1: cluster_nats_username needs a value (a cluster_nats_username and a cluster_nats_password, \
+             both or neither)",
+        ),
+        (
+            "check_retain_source true\ncluster_nats_url nats://h\n",
+            "t.conf:2: invalid value 'true' for check_retain_source: expected false in cluster mode (retained \
+             messages from other nodes carry no publisher yet)",
+        ),
+        ("cluster_nats_url nats://h\ncluster_nats_creds\n", "t.conf:2: cluster_nats_creds needs a value (a NATS credentials file)"),
+    ] {
+        assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
+    }
+}

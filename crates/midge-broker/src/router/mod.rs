@@ -40,6 +40,16 @@ pub trait QueueHook: Sync {
     fn queued(&self, client_id: &str, d: &mut Delivery);
 }
 
+/// Told when a session's subscription is added (not replaced) or removed: the cluster
+/// counts the filters local sessions hold ([`crate::cluster::interest`]). Called after the
+/// tree's lock is released; never on the publish path.
+pub trait InterestHook: Send + Sync + std::fmt::Debug {
+    /// A session subscribed to `filter` (as written, `$share/GROUP/` included).
+    fn subscribed(&self, filter: &str);
+    /// A session's subscription to `filter` went.
+    fn unsubscribed(&self, filter: &str);
+}
+
 /// What happened to a routed message.
 #[derive(Debug, Default, Clone)]
 pub struct RouteOutcome {
@@ -73,6 +83,14 @@ pub struct Router {
     hasher: ahash::RandomState,
     /// `upgrade_outgoing_qos`: deliveries at the subscription's QoS.
     upgrade_qos: bool,
+    /// Cluster mode: told of each subscription added and removed (never set on a single
+    /// node).
+    interest: std::sync::OnceLock<Arc<dyn InterestHook>>,
+    /// Cluster mode: a shared subscription's group spans the nodes, and NATS picks the one
+    /// member node of a message (a queue group): [`Router::route`] leaves shared
+    /// subscriptions out, and [`Router::route_to_share`] delivers what NATS picked this node
+    /// for.
+    shares_through_cluster: bool,
 }
 
 impl Default for Router {
@@ -104,6 +122,8 @@ impl Router {
             retained: RetainedStore::default(),
             hasher: ahash::RandomState::new(),
             upgrade_qos: false,
+            interest: std::sync::OnceLock::new(),
+            shares_through_cluster: false,
         }
     }
 
@@ -113,6 +133,19 @@ impl Router {
     pub fn upgrading_qos(mut self, upgrade: bool) -> Self {
         self.upgrade_qos = upgrade;
         self
+    }
+
+    /// In cluster mode: shared subscriptions get their messages from the cluster only
+    /// ([`Router::route_to_share`]), so that a group spanning nodes gets each message once.
+    pub fn sharing_through_cluster(mut self, on: bool) -> Self {
+        self.shares_through_cluster = on;
+        self
+    }
+
+    /// Sets the hook told of subscription changes (once: the cluster's). False if one was
+    /// set already.
+    pub fn set_interest_hook(&self, hook: Arc<dyn InterestHook>) -> bool {
+        self.interest.set(hook).is_ok()
     }
 
     fn shard_of(&self, first_level: &str) -> &RwLock<Node> {
@@ -149,6 +182,9 @@ impl Router {
         }
         if !existed {
             self.counts[usize::from(group.is_some())].fetch_add(1, Ordering::Relaxed);
+            if let Some(h) = self.interest.get() {
+                h.subscribed(filter);
+            }
         }
         existed
     }
@@ -162,6 +198,9 @@ impl Router {
         }
         if removed {
             self.counts[usize::from(group.is_some())].fetch_sub(1, Ordering::Relaxed);
+            if let Some(h) = self.interest.get() {
+                h.unsubscribed(filter);
+            }
         }
         removed
     }
@@ -180,6 +219,7 @@ impl Router {
         let mut targets: Vec<Target<'_>> = Vec::new();
         let mut lists = 0usize;
         let upgrade = self.upgrade_qos;
+        let shares_through_cluster = self.shares_through_cluster;
         {
             let mut visit = visitor(|subs| {
                 if subs.is_empty() {
@@ -189,7 +229,7 @@ impl Router {
                 for s in subs.direct.values() {
                     push_target(&mut targets, s, message, upgrade);
                 }
-                for group in subs.shared.values() {
+                for group in subs.shared.values().filter(|_| !shares_through_cluster) {
                     if let Some(s) = group.pick() {
                         push_target(&mut targets, s, message, upgrade);
                         if let Some(t) = targets.last_mut() {
@@ -220,6 +260,40 @@ impl Router {
                 retain: t.retain_as_published && message.retain,
                 sub_ids,
                 share: t.share.cloned(),
+                entry: None,
+            };
+            deliver(t.handle, delivery, &mut outcome, hook);
+        }
+        outcome
+    }
+
+    /// Cluster mode: delivers a message NATS gave this node for the shared subscription
+    /// `share` (`$share/GROUP/FILTER`) to one member of the group here. Its QoS is the lower
+    /// of the message's and the member's subscription's [MQTT-3.8.4-8]; RETAIN as
+    /// [`Router::route`] sets it. Nothing happens when the group has no member here any more.
+    pub fn route_to_share(
+        &self,
+        message: &Arc<Message>,
+        share: &str,
+        hook: Option<&dyn QueueHook>,
+    ) -> RouteOutcome {
+        let mut outcome = RouteOutcome::default();
+        let (Some(group), plain) = split_shared(share) else { return outcome };
+        let shard = self.shard_for_filter(plain).read();
+        let Some(g) = shard.find(plain).and_then(|s| s.shared.get(group)) else { return outcome };
+        outcome.matched = true;
+        let mut targets = Vec::with_capacity(1);
+        if let Some(s) = g.pick() {
+            push_target(&mut targets, s, message, self.upgrade_qos);
+        }
+        for t in targets {
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: t.qos,
+                // [MQTT-3.3.1-12], [MQTT-3.3.1-13] as in `route`.
+                retain: t.retain_as_published && message.retain,
+                sub_ids: t.sub_id.into_iter().collect(),
+                share: Some(g.key.clone()),
                 entry: None,
             };
             deliver(t.handle, delivery, &mut outcome, hook);

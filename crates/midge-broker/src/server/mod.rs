@@ -4,6 +4,7 @@
 //! broker) and `Server::run` serves until the shutdown future resolves, as tokio's mini-redis
 //! does.
 mod bridge;
+pub mod cluster;
 mod connection;
 mod http;
 pub mod tls;
@@ -48,6 +49,9 @@ pub enum ServerError {
     /// The store cannot be opened or read (persistence on).
     #[error("persistence: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The node cannot join its cluster (`cluster_*` options).
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 struct Bound {
@@ -65,6 +69,17 @@ pub struct Server {
     listeners: Vec<Bound>,
     /// The TLS listeners, by name (one listener may have several sockets).
     tls: Vec<(String, Arc<TlsListener>)>,
+    /// Cluster mode: joined, then connected to NATS.
+    cluster: Option<ClusterStage>,
+}
+
+/// Where a cluster node is in its start.
+#[derive(Debug)]
+enum ClusterStage {
+    /// Messages and subscription changes go to the outbox.
+    Joined(cluster::Joined),
+    /// Connected to NATS, retained messages loaded: the task can start.
+    Connected(Box<cluster::Connected>),
 }
 
 /// Reloads what SIGHUP reloads: the security settings of the configuration file read again
@@ -213,7 +228,9 @@ impl Server {
                 listeners.push(Bound { listener, local, index, tls: tls.clone(), protocol: l.protocol });
             }
         }
-        Ok(Server { broker, listeners, tls: tls_names })
+        // Before any session is restored or opened: the cluster hears of every subscription.
+        let cluster = broker.config.cluster.is_some().then(|| ClusterStage::Joined(cluster::join(&broker)));
+        Ok(Server { broker, listeners, tls: tls_names, cluster })
     }
 
     /// With `persistence true`: opens the store (importing mosquitto's database at first
@@ -298,6 +315,19 @@ impl Server {
         Ok(())
     }
 
+    /// Cluster mode: connects to NATS and loads the retained messages of the cluster (over
+    /// those the store restored). Call after [`Server::restore`] and before
+    /// [`Server::run`] (which does it otherwise). Nothing to do without `cluster_*` options.
+    pub async fn connect_cluster(&mut self) -> Result<(), ServerError> {
+        if let Some(ClusterStage::Joined(_)) = &self.cluster {
+            let Some(ClusterStage::Joined(joined)) = self.cluster.take() else { return Ok(()) };
+            let Some(c) = &self.broker.config.cluster else { return Ok(()) };
+            let connected = cluster::connect(&self.broker, c, joined).await?;
+            self.cluster = Some(ClusterStage::Connected(Box::new(connected)));
+        }
+        Ok(())
+    }
+
     /// The addresses the listeners are bound to (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|b| b.local).collect()
@@ -315,8 +345,20 @@ impl Server {
 
     /// Serves clients until `shutdown` resolves; then stops accepting, closes every
     /// connection (publishing wills) and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        if let Err(e) = self.connect_cluster().await {
+            tracing::error!("{e}");
+            return;
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Stopped last, so that what the closing connections publish (wills) still goes out.
+        let (cluster_stop, cluster_stop_rx) = watch::channel(false);
+        let cluster_task = match self.cluster.take() {
+            Some(ClusterStage::Connected(c)) => {
+                Some(tokio::spawn(cluster::run(self.broker.clone(), *c, cluster_stop_rx)))
+            }
+            _ => None,
+        };
         let mut accept_tasks = JoinSet::new();
         for bound in self.listeners {
             let broker = self.broker.clone();
@@ -346,6 +388,11 @@ impl Server {
             while bridges.join_next().await.is_some() {}
         })
         .await;
+        if let Some(t) = cluster_task {
+            // The wills and last messages of the closing connections go to the other nodes.
+            let _ = cluster_stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
         if let Some(j) = self.broker.journal() {
             // What the sessions wrote as they closed, synced before the process ends.
             j.store().close();

@@ -1,0 +1,56 @@
+//! Which node holds a client id: each node claims the client ids its connections take in the
+//! JetStream key-value bucket `MIDGE_SESSIONS`, and the latest connection wins
+//! [MQTT-3.1.4-3]. "Latest" is the time the connection was opened (the nodes' clocks, as NTP
+//! keeps them), with the node's origin to break ties: the order in which claims reach the
+//! bucket is not the order of the connections (a claim is written after CONNACK, and one that
+//! loses a compare-and-set race writes again), so the bucket's revisions alone would let an
+//! older connection win.
+//!
+//! A claim is written with compare-and-set on the revision it read, only over an older claim;
+//! a node that reads a newer claim than its own closes its connection instead of writing, and
+//! a node that sees a newer claim arrive (watching the bucket) closes its connection too.
+
+/// A node's claim of a client id: the value of its key in the bucket, `ORIGIN AT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// `NODE/BOOT` of the claiming node.
+    pub origin: String,
+    /// When the connection was opened, in nanoseconds since the Unix epoch.
+    pub at: u64,
+}
+
+impl Claim {
+    /// The value written in the bucket.
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.origin, self.at)
+    }
+
+    /// A value read from the bucket.
+    pub fn decode(value: &[u8]) -> Option<Claim> {
+        let (origin, at) = std::str::from_utf8(value).ok()?.rsplit_once(' ')?;
+        Some(Claim { origin: origin.to_owned(), at: at.parse().ok()? })
+    }
+
+    /// True when this claim is of a later connection than `other`'s.
+    pub fn supersedes(&self, other: &Claim) -> bool {
+        (self.at, &self.origin) > (other.at, &other.origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_connections_win_and_ties_are_broken_by_origin() {
+        let a = Claim { origin: "node-a/1".into(), at: 100 };
+        let b = Claim { origin: "node-b/1".into(), at: 200 };
+        assert!(b.supersedes(&a) && !a.supersedes(&b));
+        let a2 = Claim { at: 200, ..a.clone() };
+        assert!(b.supersedes(&a2) && !a2.supersedes(&b));
+        assert!(!a.supersedes(&a));
+        assert_eq!(Claim::decode(a.encode().as_bytes()), Some(a));
+        assert_eq!(Claim::decode(b"node-a/1"), None);
+        assert_eq!(Claim::decode(b"node-a/1 x"), None);
+    }
+}

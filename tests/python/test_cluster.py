@@ -1,0 +1,323 @@
+"""Cluster mode (issue 18): three midge nodes share one MQTT space through one nats-server
+with JetStream. Every wait is for an event: a node's log says it subscribed on NATS (NATS
+answered a PING after the SUB), or a client got what it waits for; the absence of a
+duplicate is checked with a marker message sent after the one that could be duplicated
+(NATS keeps the order of one publisher's messages to one subscriber)."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from cluster_support import NatsServer, Node
+from support import TIMEOUT, mosquitto_pub, unique_id
+
+try:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+except ImportError:  # pragma: no cover: require_paho fails the test
+    pass
+
+
+@pytest.fixture
+def nats(tmp_path):
+    n = NatsServer(tmp_path).start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def nodes(tmp_path, nats):
+    """Three nodes, a, b and c, joined to `nats`. Each must exit 0 on SIGTERM at the end,
+    except one a test killed."""
+    started: list[Node] = []
+    try:
+        for x in "abc":
+            started.append(Node(tmp_path, nats, f"node-{x}").start())
+    except BaseException:
+        for n in started:
+            n.kill9()
+        raise
+    yield started
+    failures = []
+    for n in started:
+        rc = n.stop()
+        if rc not in (0, -9):
+            failures.append(f"{n.name} exited with {rc}; log tail:\n{n.log()[-3000:]}")
+    assert not failures, "\n".join(failures)
+
+
+def subscribe_on(node: Node, client, filter_: str, qos: int = 0, **options) -> None:
+    """Subscribes `client` (connected to `node`) and waits until the node has the NATS
+    subscription for it."""
+    mark = node.mark()
+    client.subscribe(filter_, qos, **options)
+    node.wait_nats_subscribed(filter_, since=mark)
+
+
+def drain_until(client, marker: bytes, timeout: float = TIMEOUT) -> list:
+    return [(m.topic, m.payload, m.qos, m.retain) for m in client.messages_until(marker, timeout)]
+
+
+@pytest.mark.parametrize("version", ["311", "5"])
+@pytest.mark.parametrize("pub_qos,sub_qos", [(0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)])
+def test_cross_node_publish_at_the_qos_mqtt_gives(nodes, paho_clients, version, pub_qos, sub_qos):
+    a, _, c = nodes
+    sub = paho_clients(c, unique_id("sub"), version=version)
+    sub.connect()
+    subscribe_on(c, sub, "q/t", sub_qos)
+    pub = paho_clients(a, unique_id("pub"), version=version)
+    pub.connect()
+    pub.publish("q/t", b"m1", qos=pub_qos)
+    m = sub.next_message()
+    # [MQTT-3.8.4-8] (3.1.1: [MQTT-3.8.4-6]): the lower of the published and granted QoS.
+    assert (m.topic, m.payload, m.qos, m.retain) == ("q/t", b"m1", min(pub_qos, sub_qos), False)
+
+
+def test_wildcards_and_topics_nats_would_misread(nodes, paho_clients):
+    a, b, _ = nodes
+    topics = ["w", "w/a.b/x", "w/*/x", "w/>/x", "w/sp ace/x", "w//x", "w/x", "w/é/x", "w/a/b/c"]
+    hash_sub = paho_clients(b, unique_id("hash"))
+    hash_sub.connect()
+    subscribe_on(b, hash_sub, "w/#", 1)
+    plus_sub = paho_clients(b, unique_id("plus"))
+    plus_sub.connect()
+    subscribe_on(b, plus_sub, "w/+/x", 1)
+    exact = paho_clients(b, unique_id("exact"))
+    exact.connect()
+    subscribe_on(b, exact, "w/*/x", 1)
+    pub = paho_clients(a, unique_id("pub"))
+    pub.connect()
+    for t in topics:
+        pub.publish(t, t.encode(), qos=1)
+    pub.publish("w/end", b"end1", qos=1)
+    pub.publish("w/*/x", b"end2", qos=1)
+    # Order is kept per topic [MQTT-4.6.0-6]; across topics a node may get a message
+    # through another of its NATS subscriptions first: hence sets of distinct payloads.
+    # `w/#` matches its parent `w` [MQTT-4.7.1-2] and everything below.
+    got = hash_sub.messages_until_all([t.encode() for t in topics] + [b"end1", b"end2"])
+    assert sorted(m.topic for m in got) == sorted([*topics, "w/end", "w/*/x"])
+    # `w/+/x`: one level, empty included; `.`, `*`, `>` and spaces are plain characters.
+    want = [b"w/a.b/x", b"w/*/x", b"w/>/x", b"w/sp ace/x", b"w//x", "w/é/x".encode(), b"end2"]
+    got = plus_sub.messages_until_all(want)
+    assert sorted(m.payload for m in got) == sorted(want)
+    # A filter with `*` in it is no wildcard; the two messages of its topic come in order.
+    assert [p for _, p, *_ in drain_until(exact, b"end2")] == [b"w/*/x", b"end2"]
+    # Nothing more: a last message reaches each after anything that could have been late.
+    pub.publish("w/*/x", b"last", qos=1)
+    for client in (hash_sub, plus_sub, exact):
+        assert client.next_message().payload == b"last"
+
+
+def test_a_node_never_gets_its_own_messages_back_and_overlaps_deliver_once(nodes, paho_clients):
+    a, b, _ = nodes
+    local = paho_clients(a, unique_id("local"))
+    local.connect()
+    subscribe_on(a, local, "e/#", 2)
+    remote = paho_clients(b, unique_id("remote"))
+    remote.connect()
+    # One client with overlapping filters, and two more filters on the node: NATS delivers
+    # a message once per matching subscription, the node once per client.
+    subscribe_on(b, remote, "e/#", 2)
+    subscribe_on(b, remote, "e/+", 2)
+    other = paho_clients(b, unique_id("other"))
+    other.connect()
+    subscribe_on(b, other, "e/x", 2)
+    pub = paho_clients(a, unique_id("pub"))
+    pub.connect()
+    for i in range(20):
+        pub.publish("e/x", f"m{i}".encode(), qos=i % 3)
+    pub.publish("e/x", b"end", qos=2)
+    want = [f"m{i}".encode() for i in range(20)] + [b"end"]
+    for client in (local, remote, other):
+        got = client.messages_until_all(want)
+        payloads = [m.payload for m in got]
+        assert sorted(payloads) == sorted(want), f"duplicates or losses: {payloads}"
+    # Nothing more comes (the last message was the marker, and QoS 0 ones came before it).
+    pub.publish("e/x", b"after", qos=0)
+    for client in (local, remote, other):
+        assert client.next_message().payload == b"after"
+
+
+def test_mqtt5_properties_and_retain_as_published_travel(nodes, paho_clients):
+    a, b, _ = nodes
+    rap = paho_clients(b, unique_id("rap"), version="5")
+    rap.connect()
+    subscribe_on(b, rap, "p/#", 1, retainAsPublished=True)
+    plain = paho_clients(b, unique_id("plain"), version="5")
+    plain.connect()
+    subscribe_on(b, plain, "p/+", 1)
+    pub = paho_clients(a, unique_id("pub"), version="5")
+    pub.connect()
+    props = Properties(PacketTypes.PUBLISH)
+    props.PayloadFormatIndicator = 1
+    props.ContentType = "text/plain; charset=utf-8"
+    props.ResponseTopic = "reply/to me.now"
+    props.CorrelationData = b"\x00\xff id"
+    props.UserProperty = [("k 1", "v1"), ("k 1", "v2"), ("é", "")]
+    props.MessageExpiryInterval = 300
+    info = pub.client.publish("p/1", b"with props", 1, True, properties=props)
+    info.wait_for_publish(TIMEOUT)
+    for client, retain in ((rap, True), (plain, False)):
+        m = client.next_message()
+        assert (m.topic, m.payload, m.qos) == ("p/1", b"with props", 1)
+        # [MQTT-3.3.1-12], [MQTT-3.3.1-13]: RETAIN as published only with Retain As Published.
+        assert m.retain is retain
+        p = m.properties
+        assert p.PayloadFormatIndicator == 1
+        assert p.ContentType == "text/plain; charset=utf-8"
+        assert p.ResponseTopic == "reply/to me.now"
+        assert p.CorrelationData == b"\x00\xff id"
+        assert p.UserProperty == [("k 1", "v1"), ("k 1", "v2"), ("é", "")]
+        assert 295 <= p.MessageExpiryInterval <= 300
+
+
+def test_shared_subscription_across_nodes_delivers_each_message_once(nodes, paho_clients):
+    a, b, c = nodes
+    members = []
+    for node in (a, b, c):
+        for _ in range(2):
+            m = paho_clients(node, unique_id("member"), version="5")
+            m.connect()
+            members.append(m)
+    mark = {n.name: n.mark() for n in nodes}
+    for m in members:
+        m.subscribe("$share/g/s/#", 1)
+    for n in nodes:
+        n.wait_nats_subscribed("$share/g/s/#", since=mark[n.name])
+    pubs = []
+    for node in (a, b):
+        p = paho_clients(node, unique_id("pub"), version="5")
+        p.connect()
+        pubs.append(p)
+    want = set()
+    for i in range(60):
+        payload = f"m{i}".encode()
+        pubs[i % 2].publish(f"s/{i}", payload, qos=1)
+        want.add(payload)
+    # Who got what: each message once, in all; every node's members got some (NATS picks
+    # among the nodes of the queue group, the node among its members).
+    by_member: dict[int, list[bytes]] = {i: [] for i in range(len(members))}
+
+    def collect() -> list[bytes]:
+        for i, m in enumerate(members):
+            while not m.messages.empty():
+                by_member[i].append(m.messages.get().payload)
+        return [p for got in by_member.values() for p in got]
+
+    deadline = time.monotonic() + TIMEOUT
+    while not want <= set(collect()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # poll interval over six clients' queues
+    # A last message after the others: once it is in, a duplicate of an earlier one would be too.
+    pubs[0].publish("s/end", b"end", qos=1)
+    while b"end" not in collect() and time.monotonic() < deadline + TIMEOUT:
+        time.sleep(0.01)  # poll interval
+    got = collect()
+    assert sorted(got) == sorted(want | {b"end"}), f"{len(got)} deliveries of {len(want) + 1} messages"
+    for node_index in range(3):
+        assert by_member[2 * node_index] + by_member[2 * node_index + 1], f"no message for {nodes[node_index].name}"
+
+
+def test_retained_messages_are_seen_from_other_nodes_and_deleted_by_an_empty_one(nodes, paho_clients):
+    a, b, c = nodes
+    marks = {n.name: n.mark() for n in (b, c)}
+    mosquitto_pub(a, "-t", "r/1", "-m", "kept", "-q", "1", "-r")
+    mosquitto_pub(a, "-t", "r/2", "-m", "deleted", "-q", "1", "-r")
+    for n in (b, c):
+        n.wait_retained_from_stream("r/2", since=marks[n.name])
+    sub = paho_clients(c, unique_id("late"))
+    sub.connect()
+    sub.subscribe("r/#", 1)
+    got = sub.messages_until_all([b"kept", b"deleted"])
+    assert {(m.topic, m.payload, m.retain) for m in got} == {("r/1", b"kept", True), ("r/2", b"deleted", True)}
+    # An empty retained message deletes [MQTT-3.3.1-6], on every node.
+    mark = c.mark()
+    mosquitto_pub(b, "-t", "r/2", "-n", "-q", "1", "-r")
+    c.wait_retained_from_stream("r/2", since=mark)
+    late = paho_clients(c, unique_id("later"))
+    late.connect()
+    late.subscribe("r/#", 1)
+    late.subscribe("marker", 1)
+    mosquitto_pub(c, "-t", "marker", "-m", "end", "-q", "1")
+    assert drain_until(late, b"end") == [("r/1", b"kept", 1, True), ("marker", b"end", 1, False)]
+
+
+def test_retained_messages_survive_a_node_restart(tmp_path, nats, nodes, paho_clients):
+    a, b, c = nodes
+    mark = c.mark()
+    mosquitto_pub(a, "-t", "restart/t", "-m", "still here", "-q", "1", "-r")
+    c.wait_retained_from_stream("restart/t", since=mark)
+    assert c.stop() == 0
+    # The same node again, with an empty local store: it loads the stream at start.
+    again = Node(tmp_path, nats, "node-c").start()
+    nodes[2] = again
+    assert again.find_log(r"Cluster: node node-c joined .*; [1-9]\d* retained messages? loaded\.")
+    sub = paho_clients(again, unique_id("after"))
+    sub.connect()
+    sub.subscribe("restart/#", 1)
+    m = sub.next_message()
+    assert (m.topic, m.payload, m.retain) == ("restart/t", b"still here", True)
+
+
+def test_a_node_killed_9_leaves_the_others_serving(nodes, paho_clients):
+    a, b, c = nodes
+    sub = paho_clients(b, unique_id("sub"), version="5")
+    sub.connect()
+    subscribe_on(b, sub, "k/#", 1)
+    doomed = paho_clients(c, unique_id("doomed"))
+    doomed.connect()
+    subscribe_on(c, doomed, "k/#", 1)
+    c.kill9()
+    pub = paho_clients(a, unique_id("pub"), version="5")
+    pub.connect()
+    want = [f"m{i}".encode() for i in range(50)]
+    for p in want:
+        pub.publish("k/x", p, qos=1)
+    assert [m.payload for m in sub.messages_until_all(want)] == want
+
+
+def test_mosquitto_clients_across_nodes(nodes, mosquitto_subs):
+    a, _, c = nodes
+    mark = c.mark()
+    s = mosquitto_subs(c, ["m/#"], "-v", version="5", qos=2)
+    c.wait_nats_subscribed("m/#", since=mark)
+    mosquitto_pub(a, "-t", "m/one", "-m", "1", "-q", "2", version="5")
+    mosquitto_pub(a, "-t", "m/two", "-m", "2", "-q", "1", version="311")
+    assert s.read_lines(2) == ["m/one 1", "m/two 2"]
+
+
+def test_a_node_without_nats_does_not_start(tmp_path, midge_binary):
+    from support import RUN_AS, free_port
+    port = free_port()
+    conf = tmp_path / "alone.conf"
+    conf.write_text("\n".join([*RUN_AS, f"listener {free_port()} 127.0.0.1", f"cluster_nats_url nats://127.0.0.1:{port}"]) + "\n")
+    r = subprocess.run([str(midge_binary), "broker", "-c", str(conf)], capture_output=True, timeout=60)
+    assert r.returncode != 0
+    assert f"cannot connect to NATS at nats://127.0.0.1:{port}" in r.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("version", ["311", "5"])
+def test_a_client_id_connecting_to_another_node_takes_it_over(nodes, paho_clients, version):
+    a, b, c = nodes
+    cid = unique_id("roamer")
+    first = paho_clients(a, cid, version=version)
+    first.connect()
+    mark = a.mark()
+    second = paho_clients(b, cid, version=version)
+    second.connect()
+    # [MQTT-3.1.4-3]: the existing connection is closed; 5.0 tells it why (0x8E).
+    reason = first.wait_disconnected()
+    if version == "5":
+        assert reason.value == 0x8E, reason
+    a.wait_for_log(rf"Client {cid} connected to another node of the cluster\.", since=mark)
+    # The new connection stays, and works across nodes.
+    subscribe_on(b, second, "roam/#", 1)
+    mosquitto_pub(c, "-t", "roam/x", "-m", "here", "-q", "1")
+    assert second.next_message().payload == b"here"
+    assert second.is_connected()
+    # And back: the first node takes it again, the second closes.
+    third = paho_clients(a, cid, version=version)
+    third.connect()
+    second.wait_disconnected()
+    assert third.is_connected()
