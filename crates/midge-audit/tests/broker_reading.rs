@@ -98,7 +98,7 @@ fn cases() -> Vec<Case> {
             // three words (5) passed.
             name: "every line the broker refuses is reported, not only the first",
             setup: |_| {},
-            config: "listener 1883 127.0.0.1\nallow_anonymous true\nbind_interface lo\nclientid_prefixes x\n\
+            config: "listener 1883 127.0.0.1\nallow_anonymous true\nbind_interface lo\naccept_protocol_versions 5\n\
                      listener 1884 127.0.0.1 extra\n",
             expected: &[
                 "INFO broker.conf:3 invalid-value",
