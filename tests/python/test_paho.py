@@ -249,6 +249,36 @@ def test_what_a_client_sent_before_it_was_taken_over_takes_effect_first(broker, 
         second.close()
 
 
+@pytest.mark.parametrize("queue_qos0", [True, False])
+def test_queue_qos0_messages_keeps_qos0_for_an_offline_persistent_session(broker_factory, raw_clients, queue_qos0):
+    """mosquitto's `queue_qos0_messages true`: QoS 0 messages published while a persistent
+    session's client is away are queued for it (3.1.1 section 3.1.2.4: they MAY be stored),
+    and delivered when it comes back; without it (the default) they are not."""
+    b = broker_factory(f"queue_qos0_messages {'true' if queue_qos0 else 'false'}")
+    cid = unique_id("q0")
+    sub = raw_clients(b.port, version=raw.V311)
+    sub.connect(cid, clean=False)
+    sub.subscribe(1, [("q0/#", 1)])
+    sub.send(raw.disconnect())
+    sub.wait_closed()
+    pub = raw_clients(b.port, version=raw.V311)
+    pub.connect(unique_id("q0pub"))
+    pub.publish("q0/a", "away, qos 0", qos=0)
+    pub.publish("q0/b", "away, qos 1", qos=1)
+    back = raw_clients(b.port, version=raw.V311)
+    assert back.connect(cid, clean=False).session_present
+    got = []
+    while len(got) < (2 if queue_qos0 else 1):
+        m = back.expect(raw.PUBLISH)
+        got.append((m.topic, m.qos))
+        if m.qos:
+            back.send(raw.puback(m.packet_id))
+    back.send(raw.pingreq())
+    assert back.expect(raw.PINGRESP)
+    expected = [("q0/a", 0), ("q0/b", 1)] if queue_qos0 else [("q0/b", 1)]
+    assert got == expected
+
+
 # ---------------------------------------------------------------------------------------
 # Wills
 # ---------------------------------------------------------------------------------------

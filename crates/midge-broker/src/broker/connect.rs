@@ -465,11 +465,16 @@ impl Broker {
         }
     }
 
+    /// A new session's handle, with the broker's queue settings.
+    pub(crate) fn session_handle(&self, client_id: &ByteString) -> Arc<SessionHandle> {
+        let handle = SessionHandle::new(client_id.clone(), self.config.max_queued_messages);
+        // queue_qos0_messages (3.1.1 section 3.1.2.4: QoS 0 messages MAY be stored).
+        handle.set_queues_qos0_offline(self.config.queue_qos0_messages);
+        handle
+    }
+
     fn new_session(&self, client_id: &ByteString) -> Owned {
-        Owned {
-            state: SessionState::new(),
-            handle: SessionHandle::new(client_id.clone(), self.config.max_queued_messages),
-        }
+        Owned { state: SessionState::new(), handle: self.session_handle(client_id) }
     }
 
     /// Ends a connection's hold on its session ([`Link::finish`]). The will is published

@@ -485,7 +485,7 @@ impl Broker {
         clock: &Clock,
         restored: &mut Restored,
     ) {
-        let handle = SessionHandle::new(client_id.clone(), self.config.max_queued_messages);
+        let handle = self.session_handle(client_id);
         handle.set_persistent(true);
         for (filter, r) in &b.state.subscriptions {
             self.router.subscribe(&handle, filter, r.options, r.id);

@@ -350,6 +350,9 @@ pub struct Config {
     /// `check_retain_source`: a retained message goes to a new subscription only while its
     /// publisher may still publish on its topic (the ACL in force is asked each time).
     pub check_retain_source: bool,
+    /// `queue_qos0_messages`: QoS 0 messages are queued for persistent sessions while their
+    /// client is away (within `max_queued_messages`), as mosquitto's option.
+    pub queue_qos0_messages: bool,
     /// `retain_available`: whether retained messages are supported (5.0 clients are told).
     pub retain_available: bool,
     /// `max_qos`: the highest QoS supported (5.0 clients are told; subscriptions are granted
@@ -414,6 +417,7 @@ impl Default for Config {
             message_size_limit: 0,
             upgrade_outgoing_qos: false,
             check_retain_source: false,
+            queue_qos0_messages: false,
             retain_available: true,
             max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
@@ -483,6 +487,7 @@ impl Config {
         check("message_size_limit", self.message_size_limit != new.message_size_limit);
         check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);
         check("check_retain_source", self.check_retain_source != new.check_retain_source);
+        check("queue_qos0_messages", self.queue_qos0_messages != new.queue_qos0_messages);
         check("retain_available", self.retain_available != new.retain_available);
         check("max_qos", self.max_qos != new.max_qos);
         check("response_information", self.response_information != new.response_information);

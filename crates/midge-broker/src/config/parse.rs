@@ -329,6 +329,7 @@ impl Reader {
             }
             "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = parse_bool(one(d, "true or false")?)?,
             "check_retain_source" => config.check_retain_source = parse_bool(one(d, "true or false")?)?,
+            "queue_qos0_messages" => config.queue_qos0_messages = parse_bool(one(d, "true or false")?)?,
             "allow_zero_length_clientid" => {
                 self.security_at(at).allow_zero_length_clientid = Some(parse_bool(one(d, "true or false")?)?)
             }
