@@ -543,9 +543,7 @@ fn drain_before_handover<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match poll_io(cx, &mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)) {
             Poll::Ready(Ok(IoEvent::Read(n))) if n > 0 => {
-                link.broker().metrics.bytes_received(n);
-                more = handle_input(conn, link, version, max_packet, Instant::now());
-                conn.after_read(n);
+                more = took_input(conn, link, version, max_packet, n)
             }
             Poll::Ready(Ok(IoEvent::Wrote)) => conn.after_write(),
             Poll::Ready(Ok(IoEvent::Read(_))) => {
@@ -555,6 +553,31 @@ fn drain_before_handover<S: AsyncRead + AsyncWrite + Unpin>(
             Poll::Ready(Err(_)) | Poll::Pending => break,
         }
     }
+    write_output(conn, link, version);
+    more
+}
+
+/// `n` bytes were read into the read buffer: counts them and handles what they complete
+/// ([`handle_input`]'s answer).
+fn took_input<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    link: &mut Link,
+    version: ProtocolVersion,
+    max_packet: usize,
+    n: usize,
+) -> bool {
+    link.broker().metrics.bytes_received(n);
+    let more = handle_input(conn, link, version, max_packet, Instant::now());
+    conn.after_read(n);
+    more
+}
+
+/// Encodes what the session has to send into the write buffer, counting it.
+fn write_output<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    link: &mut Link,
+    version: ProtocolVersion,
+) {
     let id = link.client_id().clone();
     let mut sent = Tally::default();
     link.drain_output(|p| {
@@ -562,7 +585,6 @@ fn drain_before_handover<S: AsyncRead + AsyncWrite + Unpin>(
         sent.bytes(conn.encode(&p, version, &id));
     });
     link.broker().metrics.sent(&sent);
-    more
 }
 
 /// Rounds of work per poll before a busy connection lets other tasks run.
@@ -616,15 +638,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
             }
             let budget = if conn.wbuf.len() < WRITE_HIGH_WATER { DELIVERIES_PER_ROUND } else { 0 };
             link.poll(now, budget);
-            {
-                let id = link.client_id().clone();
-                let mut sent = Tally::default();
-                link.drain_output(|p| {
-                    sent.packet(&p);
-                    sent.bytes(conn.encode(&p, version, &id));
-                });
-                link.broker().metrics.sent(&sent);
-            }
+            write_output(conn, link, version);
             link.watch_timers();
             if link.close_reason().is_some() {
                 return Poll::Ready(this.end(None));
@@ -662,9 +676,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
                     match event {
                         Ok(IoEvent::Read(0)) => link.close(CloseReason::Closed),
                         Ok(IoEvent::Read(n)) => {
-                            link.broker().metrics.bytes_received(n);
-                            this.more = handle_input(conn, link, version, this.max_packet, Instant::now());
-                            conn.after_read(n);
+                            this.more = took_input(conn, link, version, this.max_packet, n)
                         }
                         Ok(IoEvent::Wrote) => conn.after_write(),
                         // A TLS peer that closes without close_notify has closed its
