@@ -44,7 +44,7 @@ def test_include_dir_files_are_read_and_their_acl_enforced(tmp_path, broker_fact
     "line, why",
     [
         ("protocol mqtts", "invalid protocol 'mqtts': expected mqtt, websockets or http"),
-        ("bind_interface eth0", "option 'bind_interface' is not supported by midge yet"),
+        ("psk_file /etc/mosquitto/psk", "option 'psk_file' is not supported by midge yet"),
         ("max_keepalive 70000", "invalid value '70000' for max_keepalive: expected a number from 0 to 65535"),
     ],
 )

@@ -1376,3 +1376,43 @@ def test_mosquitto_accepts_midge_cert_files(brokers, pki):
     r = mosq_pub(m.port, *pki.client_args("revoked"), "-t", "pem/x", "-m", "x")
     tls_refused(r)
     assert not re.search(r"u'revoked'", m.log()), m.log()
+
+
+def test_listener_options_are_per_listener_as_in_mosquitto(brokers):
+    """max_qos, max_connections, accept_protocol_versions (mosquitto 2.1) and bind_interface
+    belong to the listener above them."""
+    b = brokers(
+        "listener {port} 127.0.0.1\nallow_anonymous true\naccept_protocol_versions 5\nmax_qos 1\n"
+        "listener {other}\nbind_interface lo\naccept_protocol_versions 3, 4\nmax_connections 1\n",
+        ports=("port", "other"),
+    )
+    # 3.1.1 on the 5.0-only listener: "unacceptable protocol version" (0x01), then closed.
+    old = RawClient(b.port, raw.V311)
+    assert old.connect("old-on-v5", expect_reason=0x01).reason == 0x01
+    old.wait_closed()
+    b.wait_for_log(r"Client old-on-v5 from .* refused: .*accept_protocol_versions")
+    # 5.0 there: accepted, told its Maximum QoS, and granted at most that.
+    new = RawClient(b.port, raw.V5)
+    assert new.connect("new-on-v5").props.get("MaximumQoS") == 1
+    assert new.subscribe(1, [("pl/#", 2)]).codes == [1]
+    # The other listener: bound to lo's address, 3.1 and 3.1.1 only, QoS 2, one client.
+    refused = RawClient(b.ports["other"], raw.V5)
+    assert refused.connect("v5-on-old", expect_reason=0x84).props.get("MaximumQoS") is None
+    refused.wait_closed()
+    # The refused connection is uncounted when its task ends, just after the close the
+    # client saw: until then the listener has no room.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        one = RawClient(b.ports["other"], raw.V311)
+        try:
+            one.connect("one-on-old")
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "the refused connection was never uncounted"
+    assert one.subscribe(1, [("pl/#", 2)]).codes == [2], "max_qos 1 is the first listener's"
+    mark = b.mark()
+    two = RawClient(b.ports["other"], raw.V311)
+    assert two.wait_closed() == [], "past that listener's max_connections"
+    b.wait_for_log(r"denied: max_connections reached", since=mark)
+    # Its own limit only: the first listener still takes clients.
+    RawClient(b.port, raw.V5).connect("second-on-v5")

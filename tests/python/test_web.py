@@ -232,20 +232,28 @@ def test_passwords_anonymous_access_and_per_listener_settings_on_websockets(brok
     dana.close()
 
 
-def test_max_connections_counts_websocket_clients_and_healthz_says_so(brokers):
-    b = brokers("max_connections 1\n" + ANON_TCP + WS + HTTP, ports=("port", "ws", "http"))
+def test_max_connections_counts_websocket_clients_per_listener_and_healthz_says_so(brokers):
+    # As mosquitto: max_connections belongs to the listener above it.
+    b = brokers(
+        ANON_TCP + "max_connections 1\n" + WS + "max_connections 1\n" + HTTP, ports=("port", "ws", "http")
+    )
     status, body = http_get(b.ports["http"], "/healthz")
     assert (status, body) == (200, "ok\n")
     first = WsPaho(b.ports["ws"], unique_id("first"))
     assert first.connect() == 0
-    status, body = http_get(b.ports["http"], "/healthz")
-    assert (status, body) == (503, "max_connections reached\n")
     mark = b.mark()
     s = socket.create_connection((HOST, b.ports["ws"]), timeout=TIMEOUT)
     s.sendall(ws_client.upgrade_request())
     assert ws_client.read_response_head(s) == b"", "a connection past max_connections is closed at once"
     s.close()
     b.wait_for_log(r"denied: max_connections reached", since=mark)
+    status, body = http_get(b.ports["http"], "/healthz")
+    assert (status, body) == (200, "ok\n"), "the TCP listener still takes clients"
+    tcp = RawClient(b.ports["port"], raw.V311)
+    tcp.connect("tcp-one")
+    status, body = http_get(b.ports["http"], "/healthz")
+    assert (status, body) == (503, "max_connections reached\n")
+    tcp.close()
     first.close()
 
 

@@ -98,7 +98,7 @@ fn cases() -> Vec<Case> {
             // three words (5) passed.
             name: "every line the broker refuses is reported, not only the first",
             setup: |_| {},
-            config: "listener 1883 127.0.0.1\nallow_anonymous true\nbind_interface lo\naccept_protocol_versions 5\n\
+            config: "listener 1883 127.0.0.1\nallow_anonymous true\ntls_version tlsv1.1\naccept_protocol_versions 6\n\
                      listener 1884 127.0.0.1 extra\n",
             expected: &[
                 "INFO broker.conf:3 invalid-value",
@@ -132,7 +132,7 @@ fn refused_lines_say_what_the_broker_says() {
     let f = Fixture::new();
     let found = audit(
         &f,
-        "listener 1883 127.0.0.1\nallow_anonymous yes\nlistener abc 127.0.0.1\nbind_interface lo\n",
+        "listener 1883 127.0.0.1\nallow_anonymous yes\nlistener abc 127.0.0.1\ntls_version tlsv1.1\n",
     );
     let lines: Vec<String> =
         found.iter().map(|x| x.to_string().replace(&format!("{}/", f.path().display()), "")).collect();
@@ -143,8 +143,7 @@ fn refused_lines_say_what_the_broker_says() {
             // audit's own words.
             "INFO broker.conf:2: invalid value 'yes': expected true or false; the broker refuses to start with this line",
             "INFO broker.conf:3: invalid port 'abc': expected a number 0-65535; the broker refuses to start with this line",
-            "INFO broker.conf:4: midge broker refuses this line (option 'bind_interface' is not supported by midge yet; \
-             refusing to start without it), and does not start",
+            "INFO broker.conf:4: midge broker refuses this line (tls_version tlsv1.1 is not supported: versions below TLS 1.2 are insecure), and does not start",
         ]
     );
     // `port abc` set nothing: the default listener it opened is on 1883 (before: "listener abc").

@@ -62,7 +62,8 @@ fn what_the_broker_refuses_but_audit_keeps() {
             other => panic!("{other}"),
         })
         .collect();
-    assert_eq!(lines, [1, 2, 5, 6, 7]);
+    // bind_interface (5) is read: midge binds the interface's addresses as mosquitto does.
+    assert_eq!(lines, [1, 2, 6, 7]);
 }
 
 #[test]

@@ -63,7 +63,8 @@ impl Broker {
                 client_max_packet_size: side.max_packet,
                 topic_alias_maximum: 0,
                 client_topic_alias_maximum: 0,
-                max_qos: config.max_qos,
+                // As mosquitto: a bridge is on no listener, so no listener's max_qos applies.
+                max_qos: QoS::ExactlyOnce,
                 retain_available: config.retain_available,
                 max_inflight_bytes: u32::try_from(config.max_inflight_bytes).unwrap_or(u32::MAX),
                 max_payload: match config.message_size_limit {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, ReasonCode};
+use midge_codec::{ConnAck, Connect, Packet, Properties, Property, ProtocolVersion, QoS, ReasonCode};
 use tokio::sync::oneshot;
 
 use super::login::{Authenticated, Recheck, Refusal};
@@ -91,6 +91,14 @@ impl Broker {
     pub fn plan_connect(&self, c: &Connect, listener: usize) -> Result<ConnectPlan, Refusal> {
         let v5 = c.protocol.is_v5();
         let props = &c.properties;
+        let options = self.listener_options(listener);
+        if !options.accepts(c.protocol) {
+            // As mosquitto 2.1: 5.0 0x84, 3.1.1 0x01 (unacceptable protocol version).
+            return Err(Refusal::new(
+                ReasonCode::UnsupportedProtocolVersion,
+                "its protocol version is not in the listener's accept_protocol_versions",
+            ));
+        }
         if v5 && props.authentication_data().is_some() && props.authentication_method().is_none() {
             // 3.1.2.11.10: Authentication Data without a method is a Protocol Error.
             return Err(Refusal::new(ReasonCode::ProtocolError, "authentication data without a method"));
@@ -148,7 +156,7 @@ impl Broker {
             }
             // 5.0: a will the server cannot honour is refused: [MQTT-3.2.2-12] (QoS, 0x9B) and
             // [MQTT-3.2.2-13] (retain, 0x9A). 3.1.1 has no code for it: connect() downgrades such a will.
-            if v5 && w.qos > self.config.max_qos {
+            if v5 && w.qos > options.max_qos {
                 return Err(Refusal::new(ReasonCode::QoSNotSupported, "the will QoS is above max_qos"));
             }
             if v5 && w.retain && !self.config.retain_available {
@@ -188,9 +196,9 @@ impl Broker {
             max_inflight: window.min(usize::from(props.receive_maximum().unwrap_or(u16::MAX))),
             receive_maximum: window,
             client_max_packet_size: props.maximum_packet_size().map_or(usize::MAX, |n| n as usize),
-            topic_alias_maximum: if v5 { self.listener_options(listener).max_topic_alias } else { 0 },
+            topic_alias_maximum: if v5 { options.max_topic_alias } else { 0 },
             client_topic_alias_maximum: if v5 { props.topic_alias_maximum().unwrap_or(0) } else { 0 },
-            max_qos: self.config.max_qos,
+            max_qos: options.max_qos,
             retain_available: self.config.retain_available,
             max_inflight_bytes: u32::try_from(self.config.max_inflight_bytes).unwrap_or(u32::MAX),
             max_payload: match self.config.message_size_limit {
@@ -217,7 +225,7 @@ impl Broker {
             expiry_interval,
             limits,
             response_information,
-            mount_point: self.listener_options(listener).mount_point.clone(),
+            mount_point: options.mount_point.clone(),
         })
     }
 
@@ -261,7 +269,7 @@ impl Broker {
             if plan.limits.receive_maximum < usize::from(u16::MAX) {
                 properties.push(Property::ReceiveMaximum(plan.limits.receive_maximum as u16));
             }
-            self.push_maximum_qos(&mut properties);
+            push_maximum_qos(&mut properties, plan.limits.max_qos);
             if let Some(info) = &plan.response_information {
                 properties.push(Property::ResponseInformation(info.clone()));
             }
@@ -270,22 +278,20 @@ impl Broker {
         ConnAck { session_present, reason_code: ReasonCode::Success, properties }
     }
 
-    /// The CONNACK refusing a connection, if the client gets one ([`Refusal::connack_for`]).
-    /// As mosquitto, a 5.0 refusal carries no Reason String (the log says why), only the
-    /// Maximum QoS when it is below 2.
-    pub fn refusal_connack(&self, refusal: &Refusal, version: ProtocolVersion) -> Option<ConnAck> {
+    /// The CONNACK refusing a connection on `listener`, if the client gets one
+    /// ([`Refusal::connack_for`]). As mosquitto, a 5.0 refusal carries no Reason String (the
+    /// log says why), only the Maximum QoS when it is below 2.
+    pub fn refusal_connack(
+        &self,
+        refusal: &Refusal,
+        version: ProtocolVersion,
+        listener: usize,
+    ) -> Option<ConnAck> {
         let mut ack = refusal.connack_for(version)?;
         if version.is_v5() {
-            self.push_maximum_qos(&mut ack.properties);
+            push_maximum_qos(&mut ack.properties, self.listener_options(listener).max_qos);
         }
         Some(ack)
-    }
-
-    /// Maximum QoS, said only when below 2 (the default) [MQTT-3.2.2-9].
-    fn push_maximum_qos(&self, properties: &mut Properties) {
-        if self.config.max_qos < midge_codec::QoS::ExactlyOnce {
-            properties.push(Property::MaximumQoS(self.config.max_qos.as_u8()));
-        }
     }
 
     /// Opens a session for an accepted or refused CONNECT. `control` is the slot through
@@ -410,7 +416,7 @@ impl Broker {
         if let Some(w) = &mut connect.will {
             // 3.1.1 cannot be told a will QoS or retain is unsupported (5.0 was refused in
             // plan_connect): the will is kept at what the broker supports.
-            w.qos = w.qos.min(self.config.max_qos);
+            w.qos = w.qos.min(plan.limits.max_qos);
             w.retain &= self.config.retain_available;
         }
         let (owned, session_present) = match found {
@@ -553,5 +559,12 @@ impl Broker {
             }
             None => self.discard(owned),
         }
+    }
+}
+
+/// Maximum QoS, said only when below 2 (the default) [MQTT-3.2.2-9].
+fn push_maximum_qos(properties: &mut Properties, max_qos: QoS) {
+    if max_qos < QoS::ExactlyOnce {
+        properties.push(Property::MaximumQoS(max_qos.as_u8()));
     }
 }

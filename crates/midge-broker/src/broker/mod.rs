@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytestring::ByteString;
-use midge_codec::Will;
+use midge_codec::{ProtocolVersion, QoS, Will};
 
 pub use bridge::BridgeSide;
 pub use connect::{ConnectPlan, Opening, PendingOpen};
@@ -42,12 +42,20 @@ pub struct Owned {
 }
 
 /// What a listener decides for the clients that come in on it, beside its security scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ListenerOptions {
     /// The Topic Alias Maximum announced to its 5.0 clients (`max_topic_alias`).
     pub max_topic_alias: u16,
     /// The prefix of its clients' topics (`mount_point`).
     pub mount_point: Option<ByteString>,
+    /// The highest QoS its clients may use (`max_qos`).
+    pub max_qos: QoS,
+    /// Its clients at most (`max_connections`; `usize::MAX`: no limit).
+    pub max_connections: usize,
+    /// The protocol levels its clients may speak (`accept_protocol_versions`; `None`: all).
+    pub accept_protocol_versions: Option<Vec<u8>>,
+    /// Its network connections now, counted against `max_connections`.
+    connections: AtomicUsize,
 }
 
 impl ListenerOptions {
@@ -55,13 +63,27 @@ impl ListenerOptions {
         ListenerOptions {
             max_topic_alias: l.max_topic_alias,
             mount_point: l.mount_point.as_deref().map(ByteString::from),
+            max_qos: l.max_qos,
+            max_connections: l.max_connections.unwrap_or(usize::MAX),
+            accept_protocol_versions: l.accept_protocol_versions.clone(),
+            connections: AtomicUsize::new(0),
         }
+    }
+
+    /// True when its clients may speak `version`.
+    pub fn accepts(&self, version: ProtocolVersion) -> bool {
+        self.accept_protocol_versions.as_ref().is_none_or(|v| v.contains(&version.level()))
+    }
+
+    /// True while it is below `max_connections`.
+    fn has_room(&self) -> bool {
+        self.connections.load(Ordering::Acquire) < self.max_connections
     }
 }
 
 impl Default for ListenerOptions {
     fn default() -> Self {
-        ListenerOptions { max_topic_alias: crate::config::DEFAULT_MAX_TOPIC_ALIAS, mount_point: None }
+        ListenerOptions::of(&crate::config::Listener::new(0, None))
     }
 }
 
@@ -359,14 +381,16 @@ impl Broker {
     }
 
     /// Counts a new connection on `listener` (its index in `Config::effective_listeners`)
-    /// unless `max_connections` is reached.
+    /// unless its `max_connections` is reached.
     pub fn try_add_connection(&self, listener: usize) -> bool {
-        let max = self.config.max_connections.unwrap_or(usize::MAX);
-        let added = self
+        let options = self.listener_options(listener);
+        let max = options.max_connections;
+        let added = options
             .connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .is_ok();
         if added {
+            self.connections.fetch_add(1, Ordering::AcqRel);
             self.metrics.socket_opened(listener);
         }
         added
@@ -374,15 +398,21 @@ impl Broker {
 
     /// Uncounts a connection on `listener`.
     pub fn remove_connection(&self, listener: usize) {
+        self.listener_options(listener).connections.fetch_sub(1, Ordering::AcqRel);
         self.connections.fetch_sub(1, Ordering::AcqRel);
         self.metrics.socket_closed(listener);
     }
 
-    /// True while the broker takes new clients: it is not stopping and `max_connections` is
-    /// not reached (`/healthz`).
+    /// True while the broker takes new clients: it is not stopping, and some MQTT listener
+    /// is below its `max_connections` (`/healthz`).
     pub fn accepts_connections(&self) -> bool {
         !self.is_shutting_down()
-            && self.connection_count() < self.config.max_connections.unwrap_or(usize::MAX)
+            && self
+                .config
+                .effective_listeners()
+                .iter()
+                .enumerate()
+                .any(|(i, l)| l.is_mqtt() && self.listener_options(i).has_room())
     }
 
     /// Counts what routing dropped.

@@ -108,6 +108,17 @@ pub struct Listener {
     pub mount_point: Option<String>,
     /// What it speaks.
     pub protocol: ListenerProtocol,
+    /// `max_qos`: the highest QoS its clients may use (5.0 clients are told; subscriptions
+    /// are granted at most this).
+    pub max_qos: midge_codec::QoS,
+    /// `max_connections`: its clients at once (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// `bind_interface`: bind to this network interface's address (of each family), as
+    /// mosquitto does, instead of to `bind`'s.
+    pub bind_interface: Option<String>,
+    /// `accept_protocol_versions` (mosquitto 2.1): the protocol levels its clients may
+    /// speak, of 3 (3.1), 4 (3.1.1) and 5; `None`: all.
+    pub accept_protocol_versions: Option<Vec<u8>>,
 }
 
 impl Listener {
@@ -124,6 +135,10 @@ impl Listener {
             max_topic_alias: DEFAULT_MAX_TOPIC_ALIAS,
             mount_point: None,
             protocol: ListenerProtocol::Mqtt,
+            max_qos: midge_codec::QoS::ExactlyOnce,
+            max_connections: None,
+            bind_interface: None,
+            accept_protocol_versions: None,
         }
     }
 
@@ -153,6 +168,9 @@ impl Listener {
         if let Some(b) = &self.bind {
             s.push_str(&format!(" on {b}"));
         }
+        if let Some(i) = &self.bind_interface {
+            s.push_str(&format!(" on interface {i}"));
+        }
         if let Some(o) = &self.origin {
             s.push_str(&format!(" ({o})"));
         }
@@ -177,6 +195,10 @@ impl Listener {
                 SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, self.port)),
             ],
         };
+        let all = match &self.bind_interface {
+            Some(name) => on_interface(all, name),
+            None => all,
+        };
         let mut out: Vec<SocketAddr> = Vec::with_capacity(all.len());
         for a in all {
             let wanted = match self.domain {
@@ -190,6 +212,44 @@ impl Listener {
         }
         out
     }
+}
+
+/// `bind_interface`: each address of `wanted` becomes the first address of interface
+/// `name` (its name compared without case) of the same family, as mosquitto binds it; a
+/// family the interface has no address of is left out, and so is an address `bind_address`
+/// named that is not the interface's (mosquitto warns of both).
+fn on_interface(wanted: Vec<SocketAddr>, name: &str) -> Vec<SocketAddr> {
+    let found: Vec<SocketAddr> = nix::ifaddrs::getifaddrs()
+        .map(|all| {
+            all.filter(|i| i.interface_name.eq_ignore_ascii_case(name))
+                .filter_map(|i| {
+                    let a = i.address?;
+                    if let Some(v4) = a.as_sockaddr_in() {
+                        Some(SocketAddr::from((v4.ip(), 0)))
+                    } else {
+                        // With its scope: a link-local address needs it to be bound.
+                        let v6 = a.as_sockaddr_in6()?;
+                        Some(std::net::SocketAddrV6::new(v6.ip(), 0, 0, v6.scope_id()).into())
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    wanted
+        .into_iter()
+        .filter_map(|a| {
+            let mut at = *found.iter().find(|f| f.is_ipv4() == a.is_ipv4())?;
+            if !a.ip().is_unspecified() && a.ip() != at.ip() {
+                tracing::warn!(
+                    "Interface address for {name} does not match specified listener address ({}).",
+                    a.ip()
+                );
+                return None;
+            }
+            at.set_port(a.port());
+            Some(at)
+        })
+        .collect()
 }
 
 /// Where log lines go (`log_dest`).
@@ -335,8 +395,6 @@ pub struct Config {
     pub max_inflight_messages: u16,
     /// `max_queued_messages`: deliveries queued per session beyond those in flight.
     pub max_queued_messages: usize,
-    /// `max_connections`: clients at once (`None`: no limit).
-    pub max_connections: Option<usize>,
     /// `max_inflight_bytes`: the payload bytes of QoS 1 and 2 messages in flight to each
     /// client, beside their count (0: no limit).
     pub max_inflight_bytes: usize,
@@ -355,9 +413,6 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// `retain_available`: whether retained messages are supported (5.0 clients are told).
     pub retain_available: bool,
-    /// `max_qos`: the highest QoS supported (5.0 clients are told; subscriptions are granted
-    /// at most this).
-    pub max_qos: midge_codec::QoS,
     /// `response_information`: a topic prefix given to 5.0 clients that ask for Response
     /// Information; the client id is appended ("responses/" gives "responses/CLIENT/").
     /// A midge option.
@@ -412,14 +467,12 @@ impl Default for Config {
             max_packet_size: 0,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
-            max_connections: None,
             max_inflight_bytes: 0,
             message_size_limit: 0,
             upgrade_outgoing_qos: false,
             check_retain_source: false,
             queue_qos0_messages: false,
             retain_available: true,
-            max_qos: midge_codec::QoS::ExactlyOnce,
             response_information: None,
             auth_failure_delay_ms: 5000,
             log_dest: Vec::new(),
@@ -482,14 +535,12 @@ impl Config {
         check("max_packet_size", self.max_packet_size != new.max_packet_size);
         check("max_inflight_messages", self.max_inflight_messages != new.max_inflight_messages);
         check("max_queued_messages", self.max_queued_messages != new.max_queued_messages);
-        check("max_connections", self.max_connections != new.max_connections);
         check("max_inflight_bytes", self.max_inflight_bytes != new.max_inflight_bytes);
         check("message_size_limit", self.message_size_limit != new.message_size_limit);
         check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);
         check("check_retain_source", self.check_retain_source != new.check_retain_source);
         check("queue_qos0_messages", self.queue_qos0_messages != new.queue_qos0_messages);
         check("retain_available", self.retain_available != new.retain_available);
-        check("max_qos", self.max_qos != new.max_qos);
         check("response_information", self.response_information != new.response_information);
         check("auth_failure_delay", self.auth_failure_delay_ms != new.auth_failure_delay_ms);
         check("log_dest", self.log_dest != new.log_dest);

@@ -21,8 +21,6 @@ pub(super) const SECURITY_OPTIONS: &[&str] = &[
 /// Security options midge does not implement yet: refused, because running without them
 /// would leave open what the user meant to close.
 pub(super) const SECURITY_NOT_YET: &[&str] = &[
-    "accept_protocol_versions",
-    "bind_interface",
     // mosquitto 2.1's plugin for every listener.
     "global_plugin",
     "psk_file",
@@ -81,6 +79,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "max_qos",
     "maximum_qos",
     "max_topic_alias",
+    "accept_protocol_versions",
+    "bind_interface",
     "response_information",
     "per_listener_settings",
     "password_file",
@@ -156,9 +156,12 @@ const LISTENER_OPTIONS: &[&str] = &[
     "protocol",
     "max_topic_alias",
     "mount_point",
-    // Not in midge yet.
+    "max_qos",
+    "maximum_qos",
+    "max_connections",
     "accept_protocol_versions",
     "bind_interface",
+    // Not in midge yet.
     "dhparamfile",
     "http_dir",
     "psk_hint",

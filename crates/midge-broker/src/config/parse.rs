@@ -227,7 +227,7 @@ impl Reader {
             // `maximum_qos` is mosquitto's other name for it.
             "max_qos" | "maximum_qos" => {
                 let v = one(d, "0, 1 or 2")?;
-                config.max_qos = v
+                self.listener_at(at).max_qos = v
                     .parse::<u8>()
                     .ok()
                     .and_then(midge_codec::QoS::from_u8)
@@ -340,6 +340,29 @@ impl Reader {
             "clientid_prefixes" => {
                 self.security_at(at).clientid_prefixes = Some(one(d, "a prefix")?.to_owned())
             }
+            "bind_interface" => {
+                self.listener_at(at).bind_interface = Some(one(d, "an interface name")?.to_owned())
+            }
+            "accept_protocol_versions" => {
+                let At::Listener(Some(i)) = at else {
+                    // As mosquitto 2.1: not for the default listener.
+                    return Err(LineError::NeedsListener(name.to_owned()));
+                };
+                let mut versions = Vec::new();
+                for word in d.value.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+                    match word {
+                        "3" | "4" | "5" => versions.push(word.as_bytes()[0] - b'0'),
+                        other => return Err(invalid_word(name, other, "3, 4 or 5, separated by commas")),
+                    }
+                }
+                if versions.is_empty() {
+                    return Err(LineError::MissingValue {
+                        option: d.name.clone(),
+                        expected: "3, 4 or 5, separated by commas",
+                    });
+                }
+                self.config.listeners[i].accept_protocol_versions = Some(versions);
+            }
             "mount_point" => {
                 let At::Listener(Some(i)) = at else {
                     // As mosquitto: the default listener has no mount point.
@@ -354,7 +377,7 @@ impl Reader {
             }
             "max_connections" => {
                 let v = one(d, "a count, or -1 for no limit")?;
-                config.max_connections = match v.parse::<i64>() {
+                self.listener_at(at).max_connections = match v.parse::<i64>() {
                     Ok(n) if n < 0 => None,
                     Ok(n) => Some(n as usize),
                     Err(_) => return Err(invalid_value(name, v, "a number")),

@@ -22,7 +22,37 @@ fn reads_the_options_of_this_issue() {
     assert_eq!(c.max_packet_size, 1024);
     assert_eq!(c.max_inflight_messages, 5);
     assert_eq!(c.max_queued_messages, 7);
-    assert_eq!(c.max_connections, Some(3));
+    assert_eq!((c.listeners[0].max_connections, c.listeners[1].max_connections), (None, Some(3)));
+}
+
+#[test]
+fn listener_options_belong_to_their_listener_as_in_mosquitto() {
+    // max_qos and max_connections before any `listener` line open mosquitto's default
+    // listener and are its own; after one, they are that listener's.
+    let text = "max_qos 1\nmax_connections 5\nlistener 1884\nmaximum_qos 0\nlistener 1885 127.0.0.1\n\
+                accept_protocol_versions 3, 4\nlistener 1886\nbind_interface lo\naccept_protocol_versions 5\n";
+    let (c, w) = parse_str(text, "t.conf").unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let ports: Vec<u16> = c.listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [1883, 1884, 1885, 1886]);
+    let qos: Vec<u8> = c.listeners.iter().map(|l| l.max_qos.as_u8()).collect();
+    assert_eq!(qos, [1, 0, 2, 2]);
+    let max: Vec<Option<usize>> = c.listeners.iter().map(|l| l.max_connections).collect();
+    assert_eq!(max, [Some(5), None, None, None]);
+    assert_eq!(c.listeners[2].accept_protocol_versions.as_deref(), Some(&[3, 4][..]));
+    assert_eq!(c.listeners[3].accept_protocol_versions.as_deref(), Some(&[5][..]));
+    assert_eq!(c.listeners[3].bind_interface.as_deref(), Some("lo"));
+    // Bound to the interface's own addresses (lo: 127.0.0.1, and ::1 where there is IPv6).
+    let addresses = c.listeners[3].addresses();
+    assert!(addresses.iter().any(|a| a.to_string() == "127.0.0.1:1886"), "{addresses:?}");
+    assert!(addresses.iter().all(|a| a.ip().is_loopback()), "{addresses:?}");
+    let e = parse_str("accept_protocol_versions 5\n", "t").unwrap_err().to_string();
+    assert!(e.contains("accept_protocol_versions"), "{e}");
+    let e = parse_str("listener 1\naccept_protocol_versions 4,6\n", "t").unwrap_err().to_string();
+    assert_eq!(e, "t:2: invalid accept_protocol_versions '6': expected 3, 4 or 5, separated by commas");
+    let mut none = c.listeners[3].clone();
+    none.bind_interface = Some("no-such-interface0".into());
+    assert!(none.addresses().is_empty());
 }
 
 #[test]
@@ -48,8 +78,8 @@ fn errors_name_file_line_and_problem() {
             "t.conf:2: per_listener_settings must be set before any other security settings",
         ),
         (
-            "bind_interface lo\n",
-            "t.conf:1: option 'bind_interface' is not supported by midge yet; refusing to start without it",
+            "plugin /usr/lib/p.so\n",
+            "t.conf:1: option 'plugin' is not supported by midge yet; refusing to start without it",
         ),
         ("max_keepalive\n", "t.conf:1: max_keepalive needs a value (seconds, 0-65535)"),
         ("frobnicate 1\n", "t.conf:1: unknown option 'frobnicate'"),
@@ -62,7 +92,7 @@ fn errors_name_file_line_and_problem() {
 #[test]
 fn options_that_would_loosen_security_are_refused_only_when_they_would() {
     assert!(parse_str("per_listener_settings false\nuse_username_as_clientid false\n", "t").is_ok());
-    for text in ["psk_file p\n", "bind_interface eth0\n"] {
+    for text in ["psk_file p\n", "plugin /p.so\n"] {
         assert!(parse_str(text, "t").is_err(), "{text:?}");
     }
     let (c, _) = parse_str("use_username_as_clientid true\nclientid_prefixes sensor-\n", "t").unwrap();
@@ -309,7 +339,7 @@ fn errors_are_typed() {
     );
     assert_eq!(problem("listener 1\ntls_version tlsv1\n"), LineError::OldTlsVersion("tlsv1".into()));
     assert_eq!(problem("global_plugin /x.so\n"), LineError::Unsupported("global_plugin".into()));
-    assert!(problem("psk_file p\n").is_unsupported() && problem("bind_interface eth0\n").is_unsupported());
+    assert!(problem("psk_file p\n").is_unsupported() && problem("plugin /p.so\n").is_unsupported());
     assert!(!problem("frobnicate 1\n").is_unsupported() && !problem("max_qos 3\n").is_unsupported());
 }
 
@@ -330,7 +360,8 @@ fn lenient_reading_collects_every_wrong_line_and_sets_nothing_with_them() {
     );
     assert_eq!(parsed.errors[0], strict, "the first is the broker's error");
     let c = &parsed.config;
-    assert_eq!((c.max_qos, c.max_keepalive), (midge_codec::QoS::AtLeastOnce, Some(60)), "read on past them");
+    let qos = c.listeners[0].max_qos;
+    assert_eq!((qos, c.max_keepalive), (midge_codec::QoS::AtLeastOnce, Some(60)), "read on past them");
     assert_eq!(c.security, SecuritySettings::default());
     // A wrong `listener` line still opens its listener, so the lines below stay its own.
     let parsed = parse_lenient(&lex::lex_str("listener 1 127.0.0.1\nlistener x\ncertfile c\n", "t"));

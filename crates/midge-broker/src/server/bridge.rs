@@ -330,7 +330,7 @@ fn notify_locally(broker: &Broker, b: &Bridge, client_id: &ByteString, connected
     let will = Will {
         topic: ByteString::from(b.notification_topic()),
         payload: Bytes::from_static(if connected { b"1" } else { b"0" }),
-        qos: QoS::AtLeastOnce.min(broker.config.max_qos),
+        qos: QoS::AtLeastOnce,
         retain: broker.config.retain_available,
         properties: Properties::new(),
     };

@@ -285,7 +285,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             );
             // Repeated failures from this address wait longer each time.
             tokio::time::sleep(refusal.delay).await;
-            if let Some(connack) = broker.refusal_connack(&refusal, version) {
+            if let Some(connack) = broker.refusal_connack(&refusal, version, info.listener) {
                 conn.encode_counted(&broker.metrics, &Packet::ConnAck(connack), version, &shown_id);
             }
             conn.close().await;
@@ -320,7 +320,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
                 refusal_reason(&refusal),
                 username.as_ref().map(|u| format!(" (user '{u}')")).unwrap_or_default()
             );
-            if let Some(connack) = broker.refusal_connack(&refusal, version) {
+            if let Some(connack) = broker.refusal_connack(&refusal, version, info.listener) {
                 conn.encode_counted(&broker.metrics, &Packet::ConnAck(connack), version, &shown_id);
             }
             conn.close().await;
