@@ -305,3 +305,39 @@ def test_debians_init_script_lines_start_reload_and_stop_midge_as_mosquitto(tmp_
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
     assert "terminating" in (tmp_path / "mosquitto.log").read_text()
+
+
+@pytest.mark.parametrize("facility, base", [(None, 3 << 3), (2, (16 + 2) << 3)], ids=["daemon", "local2"])
+def test_log_dest_syslog_sends_each_line_to_the_system_log(tmp_path, facility, base):
+    """log_dest syslog: each line is a datagram to the system log's socket as syslog(3) sends
+    it, `<PRIORITY>midge[PID]: message`, facility daemon or local0-7 (log_facility), the
+    severity from the line's level, without the Unix time (the system log adds its own)."""
+    sock_path = tmp_path / "log.sock"
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(str(sock_path))
+    syslog.settimeout(TIMEOUT)
+    port = free_port()
+    conf = tmp_path / "broker.conf"
+    lines = [*RUN_AS, f"listener {port} {HOST}", "allow_anonymous true", "log_dest syslog",
+             "set_tcp_nodelay true"]
+    if facility is not None:
+        lines.append(f"log_facility {facility}")
+    conf.write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, MIDGE_SYSLOG_SOCKET=str(sock_path))
+    proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        got: list[str] = []
+        while not any(f"Opening ipv4 listen socket on port {port}." in g for g in got):
+            got.append(syslog.recv(4096).decode())
+        pid = proc.pid
+        assert f"<{base | 4}>midge[{pid}]: warn: {conf}:5: option 'set_tcp_nodelay' is not supported" \
+            in "\n".join(got), got
+        assert f"<{base | 6}>midge[{pid}]: Opening ipv4 listen socket on port {port}." in got, got
+        round_trip(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT)
+        syslog.close()
+    assert proc.returncode == 0
+    assert out == b"" and err == b"", "nothing on the terminal: every line went to the system log"

@@ -149,11 +149,69 @@ enum Target {
     Stderr,
     Stdout,
     File(Arc<LogFile>),
+    Syslog(Arc<Syslog>),
+}
+
+/// `log_dest syslog`: each line a datagram to the system log's socket, as syslog(3) sends
+/// it (`<PRIORITY>IDENT[PID]: MESSAGE`; the system log adds the time). The socket is made
+/// at start, before the broker gives root up; anyone may write to `/dev/log`.
+struct Syslog {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    /// The facility, shifted: daemon (3), or local0 to local7 (16 to 23).
+    facility: u8,
+    /// The program's name (`mosquitto` when started under that name), and its pid.
+    tag: String,
+    /// The line begins with a Unix time, which the system log does not need.
+    timestamp: bool,
+}
+
+/// The system log's socket; `MIDGE_SYSLOG_SOCKET` names another (the tests' own).
+fn syslog_path() -> PathBuf {
+    std::env::var_os("MIDGE_SYSLOG_SOCKET").map_or_else(|| PathBuf::from("/dev/log"), PathBuf::from)
+}
+
+impl Syslog {
+    fn new(facility: Option<u8>, timestamp: bool) -> io::Result<Syslog> {
+        let name = std::env::args_os()
+            .next()
+            .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "midge".to_owned());
+        Ok(Syslog {
+            socket: std::os::unix::net::UnixDatagram::unbound()?,
+            path: syslog_path(),
+            facility: facility.map_or(3, |n| 16 + n) << 3,
+            tag: format!("{name}[{}]", std::process::id()),
+            timestamp,
+        })
+    }
+
+    fn write_line(&self, level: Option<tracing::Level>, line: &[u8]) -> io::Result<()> {
+        let mut message = line.strip_suffix(b"\n").unwrap_or(line);
+        if self.timestamp {
+            if let Some(at) = message.iter().position(|b| *b == b' ') {
+                message = &message[at + 1..];
+            }
+        }
+        let severity = match level {
+            Some(tracing::Level::ERROR) => 3,
+            Some(tracing::Level::WARN) => 4,
+            Some(tracing::Level::INFO) => 6,
+            _ => 7,
+        };
+        let mut datagram = format!("<{}>{}: ", self.facility | severity, self.tag).into_bytes();
+        datagram.extend_from_slice(message);
+        self.socket.send_to(&datagram, &self.path).map(drop)
+    }
 }
 
 /// Every destination of `log_dest`; a line is written whole to each (one write call).
 #[derive(Clone)]
-struct Tee(Arc<[Target]>);
+struct Tee {
+    targets: Arc<[Target]>,
+    /// The level of the line being written (for syslog's priority).
+    level: Option<tracing::Level>,
+}
 
 impl<'a> MakeWriter<'a> for Tee {
     type Writer = Tee;
@@ -161,16 +219,22 @@ impl<'a> MakeWriter<'a> for Tee {
     fn make_writer(&'a self) -> Tee {
         self.clone()
     }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Tee {
+        Tee { targets: self.targets.clone(), level: Some(*meta.level()) }
+    }
 }
 
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for t in self.0.iter() {
-            // A full disk or a closed terminal must not stop the broker: the line is lost.
+        for t in self.targets.iter() {
+            // A full disk, a closed terminal or no system log must not stop the broker: the
+            // line is lost.
             let _ = match t {
                 Target::Stderr => io::stderr().write_all(buf),
                 Target::Stdout => io::stdout().write_all(buf),
                 Target::File(f) => f.write_line(buf),
+                Target::Syslog(s) => s.write_line(self.level, buf),
             };
         }
         Ok(buf.len())
@@ -192,6 +256,8 @@ pub struct LogSettings<'a> {
     pub dest: &'a [LogDest],
     /// `log_timestamp`.
     pub timestamp: bool,
+    /// `log_facility` (none: daemon).
+    pub facility: Option<u8>,
 }
 
 /// Starts logging; `RUST_LOG` overrides the level. Returns the log files, to open once the
@@ -224,6 +290,20 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
                 targets.push(Target::File(f));
             }
             LogDest::Nowhere => {}
+            LogDest::Syslog => match Syslog::new(settings.facility, settings.timestamp) {
+                Ok(s) => {
+                    if !s.path.exists() {
+                        eprintln!(
+                            "Warning: log_dest syslog: {} does not exist (no system log here?): those lines are lost.",
+                            s.path.display()
+                        );
+                    }
+                    targets.push(Target::Syslog(Arc::new(s)));
+                }
+                Err(e) => {
+                    eprintln!("Warning: log_dest syslog: cannot make a socket ({e}): those lines are lost.")
+                }
+            },
         }
     }
     if settings.dest.is_empty() {
@@ -233,7 +313,7 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
         .store(targets.iter().any(|t| matches!(t, Target::Stderr)), std::sync::atomic::Ordering::Relaxed);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Tee(targets.into()))
+        .with_writer(Tee { targets: targets.into(), level: None })
         .event_format(UnixSecondsFormat { timestamp: settings.timestamp })
         .init();
     files

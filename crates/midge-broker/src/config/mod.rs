@@ -263,6 +263,9 @@ pub enum LogDest {
     File(PathBuf),
     /// Nowhere (`log_dest none`).
     Nowhere,
+    /// The system log, through `/dev/log`, as mosquitto's `syslog(3)`: facility daemon, or
+    /// local0 to local7 with `log_facility 0` to `7`.
+    Syslog,
 }
 
 /// How much is logged (`log_type`), from least to most.
@@ -422,6 +425,8 @@ pub struct Config {
     pub auth_failure_delay_ms: u64,
     /// `log_dest`: where log lines go (none given: standard error).
     pub log_dest: Vec<LogDest>,
+    /// `log_facility`: the syslog facility local0 to local7 (`None`: daemon).
+    pub log_facility: Option<u8>,
     /// `log_type`: the most detailed kind of line logged (none given: information).
     pub log_level: Option<LogLevel>,
     /// `log_timestamp`: lines begin with the time in seconds since 1970.
@@ -476,6 +481,7 @@ impl Default for Config {
             response_information: None,
             auth_failure_delay_ms: 5000,
             log_dest: Vec::new(),
+            log_facility: None,
             log_level: None,
             log_timestamp: true,
             pid_file: None,
@@ -544,6 +550,7 @@ impl Config {
         check("response_information", self.response_information != new.response_information);
         check("auth_failure_delay", self.auth_failure_delay_ms != new.auth_failure_delay_ms);
         check("log_dest", self.log_dest != new.log_dest);
+        check("log_facility", self.log_facility != new.log_facility);
         check("log_type", self.log_level != new.log_level);
         check("log_timestamp", self.log_timestamp != new.log_timestamp);
         check("pid_file", self.pid_file != new.pid_file);

@@ -254,6 +254,15 @@ impl Reader {
                 // Several log_type lines: the most detailed one decides.
                 config.log_level = config.log_level.max(Some(level));
             }
+            "log_facility" => {
+                let v = one(d, "0 to 7 (local0 to local7)")?;
+                config.log_facility = Some(
+                    v.parse::<u8>()
+                        .ok()
+                        .filter(|n| *n <= 7)
+                        .ok_or_else(|| invalid_value(name, v, "0 to 7"))?,
+                );
+            }
             "log_timestamp" => config.log_timestamp = parse_bool(one(d, "true or false")?)?,
             "pid_file" => config.pid_file = Some(one(d, "a file")?.into()),
             "user" => config.user = Some(one(d, "a user name")?.to_owned()),
@@ -457,7 +466,7 @@ impl Reader {
     }
 
     fn log_dest(&mut self, d: &Directive) -> Result<(), LineError> {
-        const EXPECTED: &str = "stderr, stdout, file PATH or none";
+        const EXPECTED: &str = "stderr, stdout, syslog, file PATH or none";
         let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
         let dest = match args.as_slice() {
             ["stderr"] => LogDest::Stderr,
@@ -467,7 +476,8 @@ impl Reader {
             ["file", _, ..] => LogDest::File(d.value["file".len()..].trim().into()),
             [] => return Err(LineError::MissingValue { option: d.name.clone(), expected: EXPECTED }),
             ["file"] => return Err(LineError::LogFileMissing),
-            [other @ ("syslog" | "topic" | "dlt"), ..] => {
+            ["syslog"] => LogDest::Syslog,
+            [other @ ("topic" | "dlt"), ..] => {
                 self.warnings.push(format!(
                     "{}: log_dest {other} is not supported by midge yet; logging to stderr instead",
                     d.location()
