@@ -1416,3 +1416,33 @@ def test_listener_options_are_per_listener_as_in_mosquitto(brokers):
     b.wait_for_log(r"denied: max_connections reached", since=mark)
     # Its own limit only: the first listener still takes clients.
     RawClient(b.port, raw.V5).connect("second-on-v5")
+
+
+@pytest.mark.parametrize("peer", ["midge", "mosquitto"])
+def test_max_queued_bytes_bounds_an_offline_queue_as_in_mosquitto(brokers, peer):
+    """max_queued_bytes: a session's queue takes messages while the payload bytes it holds
+    are below the limit (mosquitto's test: the first limit reached applies). 4-byte payloads
+    and a 10-byte limit: 3 kept (0, 4, 8 bytes held before each), the rest dropped."""
+    b = brokers("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_bytes 10\nmax_queued_messages 100\n",
+                mosquitto=peer == "mosquitto")
+    sub = RawClient(b.port, raw.V311)
+    sub.connect("qb-sub", clean=False)
+    sub.subscribe(1, [("qb/#", 1)])
+    sub.send(raw.disconnect(version=raw.V311))
+    sub.wait_closed()
+    pub = RawClient(b.port, raw.V311)
+    pub.connect("qb-pub")
+    for i in range(5):
+        pub.publish("qb/t", f"m{i:03}", qos=1, packet_id=i + 1)
+    pub.send(raw.disconnect(version=raw.V311))
+    sub = RawClient(b.port, raw.V311)
+    assert sub.connect("qb-sub", clean=False).session_present
+    got = []
+    while True:
+        try:
+            p = sub.recv(timeout=1.0 if got else TIMEOUT)
+        except TimeoutError:
+            break
+        got.append(p.payload)
+        sub.send(raw.puback(p.packet_id, raw.V311))
+    assert got == [b"m000", b"m001", b"m002"]

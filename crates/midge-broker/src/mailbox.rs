@@ -54,12 +54,12 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A new session's handle with a mailbox of `capacity` deliveries (0: no limit).
-    pub fn new(client_id: ByteString, capacity: usize) -> Arc<Self> {
+    /// A new session's handle with a mailbox of `limits` (a count alone: no byte limit).
+    pub fn new(client_id: ByteString, limits: impl Into<QueueLimits>) -> Arc<Self> {
         Arc::new(SessionHandle {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             client_id,
-            mailbox: Mailbox::new(capacity),
+            mailbox: Mailbox::new(limits),
             online: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
             queues_qos0_offline: AtomicBool::new(false),
@@ -97,6 +97,23 @@ impl SessionHandle {
     }
 }
 
+/// How much a mailbox holds before it is full: `max_queued_messages` deliveries, and
+/// `max_queued_bytes` bytes of their payloads (mosquitto: "until the first limit is
+/// reached"). 0: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Deliveries.
+    pub messages: usize,
+    /// Payload bytes.
+    pub bytes: usize,
+}
+
+impl From<usize> for QueueLimits {
+    fn from(messages: usize) -> Self {
+        QueueLimits { messages, bytes: 0 }
+    }
+}
+
 /// A session's queue of deliveries.
 #[derive(Debug)]
 pub struct Mailbox {
@@ -104,6 +121,8 @@ pub struct Mailbox {
     /// The session's connection, woken by each push.
     waker: AtomicWaker,
     capacity: usize,
+    /// The payload bytes it holds when full.
+    byte_capacity: usize,
     dropped: AtomicU64,
     warned: AtomicBool,
 }
@@ -111,6 +130,8 @@ pub struct Mailbox {
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Delivery>,
+    /// The payload bytes of `queue`.
+    bytes: usize,
     /// When the mailbox last went over capacity without draining to half of it since (by the
     /// clock of the deliveries that took it there).
     congested_since: Option<Instant>,
@@ -135,13 +156,27 @@ pub enum Push {
     },
 }
 
+impl Inner {
+    fn push(&mut self, d: Delivery) {
+        self.bytes += d.message.payload.len();
+        self.queue.push_back(d);
+    }
+
+    fn recount(&mut self) {
+        self.bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+    }
+}
+
 impl Mailbox {
-    /// A mailbox holding `capacity` deliveries (0: no limit).
-    pub fn new(capacity: usize) -> Self {
+    /// A mailbox holding up to `limits`.
+    pub fn new(limits: impl Into<QueueLimits>) -> Self {
+        let limits = limits.into();
+        let or_none = |n: usize| if n == 0 { usize::MAX / 4 } else { n };
         Mailbox {
             inner: Mutex::new(Inner::default()),
             waker: AtomicWaker::new(),
-            capacity: if capacity == 0 { usize::MAX / 2 } else { capacity },
+            capacity: or_none(limits.messages),
+            byte_capacity: or_none(limits.bytes),
             dropped: AtomicU64::new(0),
             warned: AtomicBool::new(false),
         }
@@ -153,10 +188,10 @@ impl Mailbox {
         Push::Dropped { first }
     }
 
-    /// The length at or under which a congested mailbox has room again: half the capacity,
-    /// so that a publisher let go has room for many messages, not one.
-    fn low_water(&self) -> usize {
-        self.capacity / 2
+    /// True when a congested mailbox has room again: at half its capacity (and half its
+    /// bytes), so that a publisher let go has room for many messages, not one.
+    fn at_low_water(&self, inner: &Inner) -> bool {
+        inner.queue.len() <= self.capacity / 2 && inner.bytes <= self.byte_capacity / 2
     }
 
     /// Queues a delivery and wakes the session's connection; `online` says whether a
@@ -172,11 +207,14 @@ impl Mailbox {
         let outcome = {
             let mut inner = self.inner.lock();
             let len = inner.queue.len();
-            if len < self.capacity {
+            if len < self.capacity && inner.bytes < self.byte_capacity {
                 queuing(&mut d);
-                inner.queue.push_back(d);
+                inner.push(d);
                 Push::Queued
-            } else if !online || len >= self.capacity.saturating_add(CONGESTION_SLACK) {
+            } else if !online
+                || len >= self.capacity.saturating_add(CONGESTION_SLACK)
+                || inner.bytes >= self.byte_capacity.saturating_mul(2)
+            {
                 drop(inner);
                 return self.drop_one();
             } else {
@@ -188,7 +226,7 @@ impl Mailbox {
                     return self.drop_one();
                 }
                 queuing(&mut d);
-                inner.queue.push_back(d);
+                inner.push(d);
                 Push::Congested
             }
         };
@@ -202,9 +240,7 @@ impl Mailbox {
         let inner = self.inner.lock();
         match inner.congested_since {
             None => true,
-            Some(since) => {
-                inner.queue.len() <= self.low_water() || now.saturating_duration_since(since) > SLOW_AFTER
-            }
+            Some(since) => self.at_low_water(&inner) || now.saturating_duration_since(since) > SLOW_AFTER,
         }
     }
 
@@ -212,8 +248,10 @@ impl Mailbox {
     pub fn drain_into(&self, out: &mut VecDeque<Delivery>, max: usize) -> usize {
         let mut inner = self.inner.lock();
         let n = inner.queue.len().min(max);
+        let taken: usize = inner.queue.iter().take(n).map(|d| d.message.payload.len()).sum();
+        inner.bytes -= taken;
         out.extend(inner.queue.drain(..n));
-        let relieved = (inner.queue.len() <= self.low_water() && inner.congested_since.take().is_some())
+        let relieved = (self.at_low_water(&inner) && inner.congested_since.take().is_some())
             .then(|| inner.space.take())
             .flatten();
         if inner.queue.is_empty() {
@@ -239,6 +277,7 @@ impl Mailbox {
         let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
             inner.queue.drain(..).partition(|d| d.share.is_some());
         inner.queue = rest;
+        inner.recount();
         shared.into()
     }
 
@@ -360,5 +399,31 @@ mod tests {
         let later = t + SLOW_AFTER + Duration::from_millis(1);
         assert!(m.has_room(later), "no longer slows its publishers");
         assert!(matches!(m.push(delivery(QoS::AtLeastOnce, later), true), Push::Dropped { .. }));
+    }
+
+    #[test]
+    fn max_queued_bytes_fills_a_mailbox_before_its_count_does() {
+        // Payloads of 1 byte: 3 bytes of room, 100 deliveries.
+        let t = Instant::now();
+        let m = Mailbox::new(QueueLimits { messages: 100, bytes: 3 });
+        for _ in 0..3 {
+            assert_eq!(m.push(delivery(QoS::AtLeastOnce, t), false), Push::Queued);
+        }
+        assert_eq!(
+            m.push(delivery(QoS::AtLeastOnce, t), false),
+            Push::Dropped { first: true },
+            "offline: dropped"
+        );
+        assert_eq!(
+            m.push(delivery(QoS::AtLeastOnce, t), true),
+            Push::Congested,
+            "online: the publisher waits"
+        );
+        let mut out = VecDeque::new();
+        m.drain_into(&mut out, 2);
+        assert!(!m.has_room(t), "2 bytes left, more than half of 3");
+        m.drain_into(&mut out, 1);
+        assert!(m.has_room(t));
+        assert_eq!(m.push(delivery(QoS::AtLeastOnce, t), false), Push::Queued, "its bytes were given back");
     }
 }

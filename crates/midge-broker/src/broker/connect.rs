@@ -12,7 +12,7 @@ use super::login::{Authenticated, Recheck, Refusal};
 use super::{Broker, Link, Owned};
 use crate::auth::{ClientAccess, Enhanced};
 use crate::control::{Control, ControlSlot};
-use crate::mailbox::SessionHandle;
+use crate::mailbox::{QueueLimits, SessionHandle};
 use crate::registry::{Attach, Detached, PendingWill};
 use crate::router::too_deep;
 use crate::session::{ConnectionLimits, Ending, Session, SessionState, Start, WillPlan};
@@ -473,7 +473,9 @@ impl Broker {
 
     /// A new session's handle, with the broker's queue settings.
     pub(crate) fn session_handle(&self, client_id: &ByteString) -> Arc<SessionHandle> {
-        let handle = SessionHandle::new(client_id.clone(), self.config.max_queued_messages);
+        let limits =
+            QueueLimits { messages: self.config.max_queued_messages, bytes: self.config.max_queued_bytes };
+        let handle = SessionHandle::new(client_id.clone(), limits);
         // queue_qos0_messages (3.1.1 section 3.1.2.4: QoS 0 messages MAY be stored).
         handle.set_queues_qos0_offline(self.config.queue_qos0_messages);
         handle

@@ -398,6 +398,9 @@ pub struct Config {
     pub max_inflight_messages: u16,
     /// `max_queued_messages`: deliveries queued per session beyond those in flight.
     pub max_queued_messages: usize,
+    /// `max_queued_bytes`: the payload bytes queued per session beyond those in flight,
+    /// beside their count; the first limit reached applies (0: none).
+    pub max_queued_bytes: usize,
     /// `max_inflight_bytes`: the payload bytes of QoS 1 and 2 messages in flight to each
     /// client, beside their count (0: no limit).
     pub max_inflight_bytes: usize,
@@ -472,6 +475,7 @@ impl Default for Config {
             max_packet_size: 0,
             max_inflight_messages: 20,
             max_queued_messages: 1000,
+            max_queued_bytes: 0,
             max_inflight_bytes: 0,
             message_size_limit: 0,
             upgrade_outgoing_qos: false,
@@ -541,6 +545,7 @@ impl Config {
         check("max_packet_size", self.max_packet_size != new.max_packet_size);
         check("max_inflight_messages", self.max_inflight_messages != new.max_inflight_messages);
         check("max_queued_messages", self.max_queued_messages != new.max_queued_messages);
+        check("max_queued_bytes", self.max_queued_bytes != new.max_queued_bytes);
         check("max_inflight_bytes", self.max_inflight_bytes != new.max_inflight_bytes);
         check("message_size_limit", self.message_size_limit != new.message_size_limit);
         check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);
