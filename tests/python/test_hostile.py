@@ -1113,3 +1113,38 @@ def test_offline_subscriber_never_holds_publishers(broker_factory, paho_clients,
     budget.add("subscriber session", connection_bound(packet=KIB, queued=OFFLINE_QUEUE, message=64))
     budget.add("publisher", connection_bound(packet=KIB))
     after_attack(broker, V5 if v5 else V311, budget, publish_300_ms=int(took * 1000))
+
+
+def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_factory):
+    """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
+    disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay. midge counts
+    its resident memory, which is always over 1 byte."""
+    b = broker_factory("memory_limit 1")
+    b.wait_for_log(r"Over memory_limit \(1 bytes\)")
+    sub = raw.RawClient(b.port, raw.V5)
+    sub.connect("ml-sub")
+    sub.subscribe(1, [("ml/#", 0)])
+    pub = raw.RawClient(b.port, raw.V5)
+    pub.connect("ml-pub")
+    pub.send(raw.publish("ml/t", b"dropped", 0, False, packet_id=None, version=raw.V5))
+    got = pub.wait_closed()
+    assert [(p.type, p.reason) for p in got] == [(raw.DISCONNECT, 0x97)], got
+    b.wait_for_log(r"Client ml-pub disconnected: the broker is over its memory_limit")
+    old = raw.RawClient(b.port, raw.V311)
+    old.connect("ml-pub311")
+    old.send(raw.publish("ml/t", b"dropped", 1, False, packet_id=1, version=raw.V311))
+    assert old.wait_closed() == [], "3.1.1: closed without PUBACK"
+    sub.send(raw.pingreq())
+    assert sub.expect(raw.PINGRESP).type == raw.PINGRESP, "the subscriber is still served, and got nothing"
+
+
+def test_a_memory_limit_not_reached_changes_nothing(broker_factory):
+    b = broker_factory("memory_limit 8000000000")
+    sub = raw.RawClient(b.port, raw.V311)
+    sub.connect("ml-roomy-sub")
+    sub.subscribe(1, [("ml/#", 1)])
+    pub = raw.RawClient(b.port, raw.V311)
+    pub.connect("ml-roomy-pub")
+    pub.publish("ml/t", b"kept", qos=1)
+    p = sub.expect(raw.PUBLISH)
+    assert p.payload == b"kept"

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod mailbox;
+pub mod memory_limit;
 pub mod metrics;
 pub mod registry;
 pub mod reload_gate;

@@ -190,6 +190,8 @@ pub struct Broker {
     security_generation: AtomicU64,
     /// Clients that connect after a reload was asked for wait for it.
     pub reload_gate: crate::reload_gate::ReloadGate,
+    /// `memory_limit`: over it, publishers are disconnected.
+    pub memory: crate::memory_limit::MemoryLimit,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
@@ -204,6 +206,7 @@ impl Broker {
         let mut scopes = vec![Scope::load(&config, &config.security)?];
         let mut listener_scope = Vec::new();
         let listener_options = config.effective_listeners().iter().map(ListenerOptions::of).collect();
+        let memory = crate::memory_limit::MemoryLimit::new(config.memory_limit);
         for l in config.effective_listeners() {
             match &l.security {
                 Some(own) if config.per_listener_settings => {
@@ -252,6 +255,7 @@ impl Broker {
             shutting_down: Default::default(),
             security_generation: AtomicU64::new(0),
             reload_gate: Default::default(),
+            memory,
             router,
             registry: Registry::default(),
             connections: AtomicUsize::new(0),

@@ -312,9 +312,9 @@ fn every_implemented_option_is_read() {
 
 #[test]
 fn known_mosquitto_options_warn() {
-    let (_, w) = parse_str("memory_limit 10\nset_tcp_nodelay true\n", "m.conf").unwrap();
+    let (_, w) = parse_str("dhparamfile dh.pem\nset_tcp_nodelay true\n", "m.conf").unwrap();
     assert_eq!(w.len(), 2);
-    assert_eq!(w[0], "m.conf:1: option 'memory_limit' is not supported by midge yet; ignored");
+    assert_eq!(w[0], "m.conf:1: option 'dhparamfile' is not supported by midge yet; ignored");
     let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();
     assert_eq!(
         e.to_string(),

@@ -503,6 +503,10 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
                         describe(&packet, version)
                     );
                 }
+                if matches!(packet, Packet::Publish(_)) && link.broker().memory.reached() {
+                    link.close(CloseReason::MemoryLimit);
+                    return false;
+                }
                 link.handle_packet(packet, now);
             }
             Ok(None) => return false,

@@ -28,6 +28,8 @@ pub enum CloseReason {
     Shutdown,
     /// A reload of the security settings no longer lets the client in.
     NotAuthorized,
+    /// It published while the broker was over its `memory_limit`: the message is dropped.
+    MemoryLimit,
 }
 
 impl CloseReason {
@@ -45,6 +47,7 @@ impl CloseReason {
             CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
             CloseReason::Shutdown => Some(ReasonCode::ServerShuttingDown),
             CloseReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
+            CloseReason::MemoryLimit => Some(ReasonCode::QuotaExceeded),
             _ => None,
         }
     }
@@ -83,6 +86,9 @@ impl CloseReason {
             CloseReason::Shutdown => format!("Client {client_id} disconnected: broker shutting down."),
             CloseReason::NotAuthorized => {
                 format!("Client {client_id} disconnected: not authorised by the reloaded security settings.")
+            }
+            CloseReason::MemoryLimit => {
+                format!("Client {client_id} disconnected: the broker is over its memory_limit; its message is dropped.")
             }
         }
     }
