@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import mqtt_raw as raw
+
 from support import RUN_AS, TIMEOUT, free_port, midge_bin, mosquitto_pub, MosquittoSub, unique_id
 
 
@@ -297,3 +299,24 @@ def test_a_start_up_error_reaches_stderr_when_the_log_is_a_file(tmp_path):
         held.close()
     assert r.returncode == 1, r
     assert re.search(rb"cannot listen on 127\.0\.0\.1:\d+: Address already in use", r.stderr), r.stderr
+
+
+def test_connection_messages_false_leaves_connections_out_of_the_log(broker_factory):
+    """connection_messages false, as mosquitto: no "New connection", "New client connected"
+    or disconnection lines; the rest of the log stays."""
+    import mqtt_raw as raw
+
+    b = broker_factory("connection_messages false")
+    c = raw.RawClient(b.port, raw.V311)
+    c.connect("quiet-client")
+    c.subscribe(1, [("quiet/#", 0)])
+    c.send(raw.disconnect())
+    c.wait_closed()
+    b.wait_for_log(r"Received SUBSCRIBE from quiet-client")
+    last = raw.RawClient(b.port, raw.V311)
+    last.connect("quiet-last")
+    last.subscribe(1, [("quiet/#", 0)])
+    b.wait_for_log(r"Received SUBSCRIBE from quiet-last")
+    log = b.log()
+    for line in ("New connection from", "New client connected", "quiet-client disconnected"):
+        assert line not in log, line

@@ -404,6 +404,8 @@ pub struct Config {
     /// `memory_limit`: the bytes of memory (resident) past which publishers are
     /// disconnected and their messages dropped (0: none).
     pub memory_limit: usize,
+    /// `connection_messages`: log each connection, client and disconnection (true).
+    pub connection_messages: bool,
     /// `max_inflight_bytes`: the payload bytes of QoS 1 and 2 messages in flight to each
     /// client, beside their count (0: no limit).
     pub max_inflight_bytes: usize,
@@ -480,6 +482,7 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             memory_limit: 0,
+            connection_messages: true,
             max_inflight_bytes: 0,
             message_size_limit: 0,
             upgrade_outgoing_qos: false,
@@ -551,6 +554,7 @@ impl Config {
         check("max_queued_messages", self.max_queued_messages != new.max_queued_messages);
         check("max_queued_bytes", self.max_queued_bytes != new.max_queued_bytes);
         check("memory_limit", self.memory_limit != new.memory_limit);
+        check("connection_messages", self.connection_messages != new.connection_messages);
         check("max_inflight_bytes", self.max_inflight_bytes != new.max_inflight_bytes);
         check("message_size_limit", self.message_size_limit != new.message_size_limit);
         check("upgrade_outgoing_qos", self.upgrade_outgoing_qos != new.upgrade_outgoing_qos);

@@ -41,7 +41,6 @@ pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[];
 const NOT_YET: &[&str] = &[
     "allow_duplicate_messages",
     "auth_opt_",
-    "connection_messages",
     "dhparamfile",
     "http_dir",
     "log_timestamp_format",
@@ -90,6 +89,7 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "max_queued_messages",
     "max_queued_bytes",
     "memory_limit",
+    "connection_messages",
     "max_connections",
     "max_inflight_bytes",
     "message_size_limit",

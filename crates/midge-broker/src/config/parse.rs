@@ -327,6 +327,7 @@ impl Reader {
                 // mosquitto: 0 means no limit; midge keeps memory bounded, so 0 means a large one.
                 config.max_queued_messages = if n == 0 { 1_000_000 } else { n };
             }
+            "connection_messages" => config.connection_messages = parse_bool(one(d, "true or false")?)?,
             "memory_limit" => config.memory_limit = parse_num(name, one(d, "bytes")?)?,
             "max_queued_bytes" => config.max_queued_bytes = parse_num(name, one(d, "bytes")?)?,
             "max_inflight_bytes" => config.max_inflight_bytes = parse_num(name, one(d, "bytes")?)?,

@@ -329,17 +329,19 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         Opening::TakeOver(_) => return None,
     };
     let session = link.session();
-    tracing::info!(
-        // mosquitto's line: the address and the client's port.
-        "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
-        peer.ip(),
-        peer.port(),
-        session.client_id,
-        mosquitto_protocol_number(version),
-        u8::from(clean_start),
-        session.keep_alive,
-        session.username().map(|u| format!(", u'{u}'")).unwrap_or_default()
-    );
+    if broker.config.connection_messages {
+        tracing::info!(
+            // mosquitto's line: the address and the client's port.
+            "New client connected from {}:{} as {} (p{}, c{}, k{}{}).",
+            peer.ip(),
+            peer.port(),
+            session.client_id,
+            mosquitto_protocol_number(version),
+            u8::from(clean_start),
+            session.keep_alive,
+            session.username().map(|u| format!(", u'{u}'")).unwrap_or_default()
+        );
+    }
     conn.encode_counted(&broker.metrics, &connack, version, &session.client_id);
     if broker.security_generation() != generation {
         // Reloaded while this client was being authenticated: check it again.
@@ -726,7 +728,9 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     handover: Option<tokio::sync::oneshot::Sender<Owned>>,
 ) {
     let reason = link.close_reason().cloned().unwrap_or(CloseReason::Closed);
-    tracing::info!("{}", reason.log_line(link.client_id()));
+    if link.broker().config.connection_messages {
+        tracing::info!("{}", reason.log_line(link.client_id()));
+    }
     let version = link.session().version;
     if let Some(p) = link.disconnect_packet() {
         // 5.0 clients are told why before the server closes (section 4.13.1).

@@ -573,7 +573,9 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
             drop(stream);
             continue;
         }
-        tracing::info!("New connection from {peer} on port {}.", local.port());
+        if broker.config.connection_messages {
+            tracing::info!("New connection from {peer} on port {}.", local.port());
+        }
         // Plain and TLS connections are separate tasks: a plain one does not carry the TLS
         // machinery in its (long-lived) task.
         match (protocol, tls) {
