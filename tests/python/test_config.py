@@ -320,3 +320,14 @@ def test_connection_messages_false_leaves_connections_out_of_the_log(broker_fact
     log = b.log()
     for line in ("New connection from", "New client connected", "quiet-client disconnected"):
         assert line not in log, line
+
+
+def test_log_timestamp_format_writes_the_local_time_as_strftime_does(broker_factory):
+    """log_timestamp_format, as mosquitto: strftime's format (local time) instead of the Unix
+    time at the start of each line; a format may have spaces."""
+    b = broker_factory("log_timestamp_format %Y-%m-%d %H:%M:%S")
+    c = raw.RawClient(b.port, raw.V311)
+    c.connect("stamped")
+    line = b.wait_for_log(r"^.*New client connected from .* as stamped.*$").group(0)
+    stamp = time.strftime("%Y-%m-%d")
+    assert re.match(rf"{stamp} \d\d:\d\d:\d\d: New client connected", line), line

@@ -95,6 +95,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         level: config.log_level,
         dest: &config.log_dest,
         timestamp: config.log_timestamp,
+        timestamp_format: config.log_timestamp_format.as_deref(),
         facility: config.log_facility,
     });
     for w in warnings {

@@ -15,8 +15,17 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// What a line begins with (`log_timestamp`, `log_timestamp_format`).
+enum Stamp {
+    None,
+    /// Seconds since the epoch, mosquitto's default.
+    Unix,
+    /// strftime's format, in the local time zone.
+    Format(String, jiff::tz::TimeZone),
+}
+
 struct UnixSecondsFormat {
-    timestamp: bool,
+    stamp: Stamp,
 }
 
 impl<S, N> FormatEvent<S, N> for UnixSecondsFormat
@@ -30,10 +39,17 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        if self.timestamp {
-            let secs =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            write!(writer, "{secs}: ")?;
+        match &self.stamp {
+            Stamp::None => {}
+            Stamp::Unix => {
+                let now = std::time::SystemTime::now();
+                let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                write!(writer, "{secs}: ")?;
+            }
+            Stamp::Format(format, tz) => {
+                let at = crate::clients::output::strftime(format, std::time::SystemTime::now(), tz);
+                write!(writer, "{at}: ")?;
+            }
         }
         if *event.metadata().level() <= tracing::Level::WARN {
             write!(writer, "{}: ", event.metadata().level().as_str().to_lowercase())?;
@@ -189,8 +205,9 @@ impl Syslog {
     fn write_line(&self, level: Option<tracing::Level>, line: &[u8]) -> io::Result<()> {
         let mut message = line.strip_suffix(b"\n").unwrap_or(line);
         if self.timestamp {
-            if let Some(at) = message.iter().position(|b| *b == b' ') {
-                message = &message[at + 1..];
+            // The time and ": " (a log_timestamp_format with ": " of its own is cut there).
+            if let Some(at) = message.windows(2).position(|w| w == b": ") {
+                message = &message[at + 2..];
             }
         }
         let severity = match level {
@@ -256,6 +273,8 @@ pub struct LogSettings<'a> {
     pub dest: &'a [LogDest],
     /// `log_timestamp`.
     pub timestamp: bool,
+    /// `log_timestamp_format`.
+    pub timestamp_format: Option<&'a str>,
     /// `log_facility` (none: daemon).
     pub facility: Option<u8>,
 }
@@ -314,7 +333,13 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Tee { targets: targets.into(), level: None })
-        .event_format(UnixSecondsFormat { timestamp: settings.timestamp })
+        .event_format(UnixSecondsFormat {
+            stamp: match (settings.timestamp, settings.timestamp_format) {
+                (false, _) => Stamp::None,
+                (true, None) => Stamp::Unix,
+                (true, Some(f)) => Stamp::Format(f.to_owned(), crate::clients::output::local_time_zone()),
+            },
+        })
         .init();
     files
 }

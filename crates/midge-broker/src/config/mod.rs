@@ -433,6 +433,9 @@ pub struct Config {
     pub auth_failure_delay_ms: u64,
     /// `log_dest`: where log lines go (none given: standard error).
     pub log_dest: Vec<LogDest>,
+    /// `log_timestamp_format`: strftime's format of the time a line begins with, in the
+    /// local time zone, instead of the Unix time.
+    pub log_timestamp_format: Option<String>,
     /// `log_facility`: the syslog facility local0 to local7 (`None`: daemon).
     pub log_facility: Option<u8>,
     /// `log_type`: the most detailed kind of line logged (none given: information).
@@ -493,6 +496,7 @@ impl Default for Config {
             auth_failure_delay_ms: 5000,
             log_dest: Vec::new(),
             log_facility: None,
+            log_timestamp_format: None,
             log_level: None,
             log_timestamp: true,
             pid_file: None,
@@ -565,6 +569,7 @@ impl Config {
         check("auth_failure_delay", self.auth_failure_delay_ms != new.auth_failure_delay_ms);
         check("log_dest", self.log_dest != new.log_dest);
         check("log_facility", self.log_facility != new.log_facility);
+        check("log_timestamp_format", self.log_timestamp_format != new.log_timestamp_format);
         check("log_type", self.log_level != new.log_level);
         check("log_timestamp", self.log_timestamp != new.log_timestamp);
         check("pid_file", self.pid_file != new.pid_file);

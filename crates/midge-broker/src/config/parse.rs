@@ -254,6 +254,16 @@ impl Reader {
                 // Several log_type lines: the most detailed one decides.
                 config.log_level = config.log_level.max(Some(level));
             }
+            // The rest of the line, as mosquitto takes it: a format may have spaces.
+            "log_timestamp_format" => {
+                if d.args.is_empty() {
+                    return Err(LineError::MissingValue {
+                        option: d.name.clone(),
+                        expected: "a strftime format such as %Y-%m-%dT%H:%M:%S",
+                    });
+                }
+                config.log_timestamp_format = Some(d.value.trim().to_owned())
+            }
             "log_facility" => {
                 let v = one(d, "0 to 7 (local0 to local7)")?;
                 config.log_facility = Some(

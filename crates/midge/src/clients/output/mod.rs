@@ -34,8 +34,8 @@ use midge_codec::{Properties, ProtocolVersion, Publish};
 use fields::Ctx;
 pub use format::Format;
 use format::Token;
-pub use time::local_time_zone;
 use time::LocalTime;
+pub use time::{local_time_zone, strftime};
 
 /// How to print received messages: mosquitto_sub's `-v`, `-N`, `--pretty` and `-F`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,6 +32,24 @@ fn unknown_zone(tz: &str) -> TimeZone {
     }
 }
 
+/// `format`, strftime's (as glibc's in the C locale), at `at` in `tz`: mosquitto's
+/// `log_timestamp_format`.
+pub fn strftime(format: &str, at: SystemTime, tz: &TimeZone) -> String {
+    let t = LocalTime::new(at, tz);
+    let mut out = Vec::new();
+    let mut bytes = format.bytes();
+    while let Some(b) = bytes.next() {
+        match (b, b == b'%') {
+            (_, true) => match bytes.next() {
+                Some(c) => t.strftime(c, &mut out),
+                None => out.push(b'%'),
+            },
+            (b, false) => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A reception time, broken down from its whole second as `localtime(&ts.tv_sec)` does, so
 /// that `@s` and every field agree with `%U` before the epoch too.
 pub(super) struct LocalTime {
