@@ -603,3 +603,33 @@ def test_a_real_prometheus_scrapes_midge(brokers, tmp_path):
         proc.wait(timeout=15)
         log.close()
 
+
+
+def test_http_dir_serves_its_files_beside_mqtt_over_websockets(brokers, tmp_path):
+    """http_dir on a WebSockets listener, as mosquitto: plain HTTP requests get the files of
+    that directory (a directory its index.html), never a file outside it; WebSocket clients
+    on the same port are served as before."""
+    site = tmp_path / "site"
+    (site / "js").mkdir(parents=True)
+    (site / "index.html").write_text("<h1>dashboard</h1>\n")
+    (site / "js" / "app.js").write_text("connect('mqtt')\n")
+    (tmp_path / "secret.txt").write_text("not for the web\n")
+    (site / "leak").symlink_to(tmp_path / "secret.txt")
+    b = brokers(ANON_TCP + WS + f"http_dir {site}\n", ports=("port", "ws"))
+    ws = b.ports["ws"]
+    assert http_get(ws, "/") == (200, "<h1>dashboard</h1>\n")
+    assert http_get(ws, "/js/app.js?v=2") == (200, "connect('mqtt')\n")
+    with urllib.request.urlopen(f"http://{HOST}:{ws}/js/app.js", timeout=TIMEOUT) as r:
+        assert r.headers["Content-Type"] == "text/javascript"
+    for outside in ("/../secret.txt", "/%2e%2e/secret.txt", "/leak", "/missing.html"):
+        assert http_get(ws, outside)[0] == 404, outside
+    request = urllib.request.Request(f"http://{HOST}:{ws}/", data=b"x", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=TIMEOUT)
+        raise AssertionError("POST answered")
+    except urllib.error.HTTPError as e:
+        assert e.code == 405
+    b.wait_for_log(r"HTTP GET /js/app.js\?v=2 from .*: 200\.")
+    client = WsPaho(ws, unique_id("beside-files"))
+    assert client.connect() == 0, "MQTT over WebSockets on the same port"
+    client.close()

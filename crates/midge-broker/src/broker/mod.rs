@@ -54,6 +54,8 @@ pub struct ListenerOptions {
     pub max_connections: usize,
     /// The protocol levels its clients may speak (`accept_protocol_versions`; `None`: all).
     pub accept_protocol_versions: Option<Vec<u8>>,
+    /// `http_dir`: a WebSockets listener serves its files to plain HTTP requests.
+    pub http_dir: Option<Arc<std::path::Path>>,
     /// Its network connections now, counted against `max_connections`.
     connections: AtomicUsize,
 }
@@ -66,6 +68,7 @@ impl ListenerOptions {
             max_qos: l.max_qos,
             max_connections: l.max_connections.unwrap_or(usize::MAX),
             accept_protocol_versions: l.accept_protocol_versions.clone(),
+            http_dir: l.http_dir.as_deref().map(Arc::from),
             connections: AtomicUsize::new(0),
         }
     }

@@ -119,6 +119,9 @@ pub struct Listener {
     /// `accept_protocol_versions` (mosquitto 2.1): the protocol levels its clients may
     /// speak, of 3 (3.1), 4 (3.1.1) and 5; `None`: all.
     pub accept_protocol_versions: Option<Vec<u8>>,
+    /// `http_dir`: on a WebSockets listener, the directory whose files plain HTTP requests
+    /// get.
+    pub http_dir: Option<PathBuf>,
 }
 
 impl Listener {
@@ -139,6 +142,7 @@ impl Listener {
             max_connections: None,
             bind_interface: None,
             accept_protocol_versions: None,
+            http_dir: None,
         }
     }
 

@@ -362,6 +362,7 @@ impl Reader {
             "clientid_prefixes" => {
                 self.security_at(at).clientid_prefixes = Some(one(d, "a prefix")?.to_owned())
             }
+            "http_dir" => self.listener_at(at).http_dir = Some(one(d, "a directory")?.into()),
             "bind_interface" => {
                 self.listener_at(at).bind_interface = Some(one(d, "an interface name")?.to_owned())
             }

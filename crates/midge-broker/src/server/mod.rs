@@ -7,6 +7,7 @@ mod bridge;
 pub mod cluster;
 mod connection;
 mod http;
+mod http_dir;
 pub mod tls;
 pub mod ws;
 
@@ -656,14 +657,18 @@ async fn serve_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
 ) {
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
     let settings = ws::WsSettings {
+        http_dir: broker.listener_options(info.listener).http_dir.clone(),
         headers_limit: broker.config.websockets_headers_limit(),
         max_message: broker.config.max_packet_bytes(),
     };
     let peer = info.peer;
     match tokio::time::timeout(timeout, ws::accept(stream, settings)).await {
-        Ok(Ok((stream, path))) => {
+        Ok(Ok(ws::Accepted::WebSocket(stream, path))) => {
             tracing::debug!("WebSocket connection from {peer} on path {path}.");
             connection::serve(broker.clone(), stream, info, false).await;
+        }
+        Ok(Ok(ws::Accepted::Http(status, request))) => {
+            tracing::info!("HTTP {request} from {peer}: {status}.")
         }
         Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: WebSocket handshake: {e}."),
         Err(_) => tracing::info!("Client connection from {peer} failed: WebSocket handshake timed out."),

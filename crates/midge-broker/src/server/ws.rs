@@ -44,9 +44,11 @@ pub enum HandshakeError {
     Protocol(WsError),
 }
 
-/// Settings of the WebSocket layer of one broker.
-#[derive(Debug, Clone, Copy)]
+/// Settings of the WebSocket layer of one listener.
+#[derive(Debug, Clone)]
 pub struct WsSettings {
+    /// `http_dir`: plain HTTP requests get its files ([`super::http_dir`]).
+    pub http_dir: Option<std::sync::Arc<std::path::Path>>,
     /// The largest handshake request, in bytes.
     pub headers_limit: usize,
     /// The largest message (and frame) taken from a client: the largest MQTT packet, which a
@@ -54,13 +56,49 @@ pub struct WsSettings {
     pub max_message: usize,
 }
 
+/// What a connection to a WebSockets listener turned out to be.
+pub enum Accepted<S> {
+    /// A WebSocket: the connection as a byte stream, and the path it asked for.
+    WebSocket(Box<WsStream<S>>, String),
+    /// A plain HTTP request, answered from `http_dir`: the status sent, and the request line.
+    Http(u16, String),
+}
+
 /// Reads the client's upgrade request (at most `settings.headers_limit` bytes), answers with
 /// the `mqtt` subprotocol (or refuses with 400 when the client does not offer it), and returns
-/// the connection as a byte stream, with the path the client asked for.
+/// the connection as a byte stream, with the path the client asked for. With `http_dir`, a
+/// request that asks for no upgrade is answered from that directory instead.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+    mut stream: S,
     settings: WsSettings,
-) -> Result<(WsStream<S>, String), HandshakeError> {
+) -> Result<Accepted<S>, HandshakeError> {
+    let mut prefix = BytesMut::new();
+    if let Some(dir) = &settings.http_dir {
+        // The request head, read here to see whether it asks for a WebSocket.
+        use tokio::io::AsyncReadExt;
+        while !prefix.windows(4).any(|w| w == b"\r\n\r\n") {
+            if prefix.len() >= settings.headers_limit {
+                return Err(HandshakeError::TooLarge { limit: settings.headers_limit });
+            }
+            let mut chunk = [0u8; 1024];
+            let want = chunk.len().min(settings.headers_limit - prefix.len());
+            let n = stream
+                .read(&mut chunk[..want])
+                .await
+                .map_err(|e| HandshakeError::Protocol(WsError::Io(e)))?;
+            if n == 0 {
+                return Err(HandshakeError::Protocol(WsError::ConnectionClosed));
+            }
+            prefix.extend_from_slice(&chunk[..n]);
+        }
+        match super::http_dir::Head::parse(&prefix) {
+            Some(head) if !head.upgrade => {
+                let status = super::http_dir::answer(&mut stream, &head, dir).await;
+                return Ok(Accepted::Http(status, format!("{} {}", head.method, head.target)));
+            }
+            _ => {}
+        }
+    }
     let config = WebSocketConfig::default()
         // Read in small chunks: an idle connection keeps this buffer.
         .read_buffer_size(4 * 1024)
@@ -92,11 +130,12 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let limited = Limited { inner: stream, left: Some(settings.headers_limit) };
+    let left = settings.headers_limit - prefix.len().min(settings.headers_limit);
+    let limited = Limited { inner: stream, left: Some(left), prefix: prefix.freeze() };
     match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
         Ok(mut ws) => {
             ws.get_mut().left = None;
-            Ok((WsStream { ws, pending: Bytes::new(), unflushed: false }, path))
+            Ok(Accepted::WebSocket(Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false }), path))
         }
         Err(e) => Err(match (refused, e) {
             (Some(offered), _) => HandshakeError::NoMqttSubprotocol { offered },
@@ -121,6 +160,9 @@ struct HeadersTooLarge;
 pub struct Limited<S> {
     inner: S,
     left: Option<usize>,
+    /// What was read of the request before the handshake began (with `http_dir`): read
+    /// again first.
+    prefix: Bytes,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
@@ -129,6 +171,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
         let Some(left) = self.left else { return Pin::new(&mut self.inner).poll_read(cx, buf) };
         if left == 0 {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge)));
@@ -297,7 +345,18 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    const SETTINGS: WsSettings = WsSettings { headers_limit: 1024, max_message: 1 << 20 };
+    const SETTINGS: WsSettings = WsSettings { http_dir: None, headers_limit: 1024, max_message: 1 << 20 };
+
+    /// The WebSocket [`accept`] made (none of these tests asks for a page).
+    async fn accept_ws<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        settings: WsSettings,
+    ) -> Result<(WsStream<S>, String), HandshakeError> {
+        accept(stream, settings).await.map(|a| match a {
+            Accepted::WebSocket(ws, path) => (*ws, path),
+            Accepted::Http(status, request) => panic!("answered {request} with {status}"),
+        })
+    }
 
     /// A client over an in-memory pipe, offering `protocol`.
     async fn pair(
@@ -310,7 +369,7 @@ mod tests {
         let mut request = "ws://localhost/some/path".into_client_request().unwrap();
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
         let client = tokio::spawn(async move { tokio_tungstenite::client_async(request, b).await });
-        let server = accept(a, SETTINGS).await;
+        let server = accept_ws(a, SETTINGS).await;
         let client = client.await.unwrap().ok().map(|(ws, response)| {
             assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "mqtt");
             ws
@@ -372,7 +431,7 @@ mod tests {
             "c".repeat(2000)
         );
         b.write_all(request.as_bytes()).await.unwrap();
-        let server = accept(a, SETTINGS).await;
+        let server = accept_ws(a, SETTINGS).await;
         assert!(matches!(server, Err(HandshakeError::TooLarge { limit: 1024 })), "{:?}", server.err());
     }
 }
