@@ -633,3 +633,23 @@ def test_http_dir_serves_its_files_beside_mqtt_over_websockets(brokers, tmp_path
     client = WsPaho(ws, unique_id("beside-files"))
     assert client.connect() == 0, "MQTT over WebSockets on the same port"
     client.close()
+
+
+def test_log_dest_topic_publishes_log_lines_on_sys_broker_log(brokers):
+    """log_dest topic, as mosquitto: each line (not the debug ones) a QoS 2 message on
+    $SYS/broker/log/N (clients coming and going), I, W or E, not retained, expiring after 20 s."""
+    b = brokers(ANON_TCP + "log_dest stderr\nlog_dest topic\n")
+    watcher = raw.RawClient(b.port, raw.V5)
+    watcher.connect("log-watcher")
+    watcher.subscribe(1, [("$SYS/broker/log/#", 2)])
+    other = raw.RawClient(b.port, raw.V311)
+    other.connect("log-visitor")
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        p = watcher.expect(PUBLISH)
+        if b"as log-visitor" in p.payload:
+            break
+        assert time.monotonic() < deadline
+    assert p.topic == "$SYS/broker/log/N" and p.qos == 2 and not p.retain, p
+    assert 0 < p.props.get("MessageExpiryInterval", 0) <= 20, p
+    assert re.match(rb"\d+: New client connected from 127\.0\.0\.1:\d+ as log-visitor", p.payload), p.payload

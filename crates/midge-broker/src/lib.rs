@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod log_topic;
 pub mod logging;
 pub mod mailbox;
 pub mod memory_limit;

@@ -127,6 +127,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             // No reload task: nothing would clear the flag.
             (Ok(_), Err(_)) => {}
         }
+        if let Some(lines) = crate::logging::topic_lines() {
+            tokio::spawn(midge_broker::log_topic::run(server.broker().clone(), lines));
+        }
         tokio::spawn(save_on_sigusr1(reloader.clone()));
         tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
         // Listening, running as its user, log and pid files open: systemd (Type=notify) and

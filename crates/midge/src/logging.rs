@@ -166,11 +166,24 @@ enum Target {
     Stdout,
     File(Arc<LogFile>),
     Syslog(Arc<Syslog>),
+    /// `log_dest topic`: lines for the broker to publish (a full channel drops them).
+    Topic(tokio::sync::mpsc::Sender<(midge_broker::log_topic::Level, String)>),
+}
+
+/// The other end of `log_dest topic`'s channel, until the broker takes it ([`topic_lines`]).
+static TOPIC_LINES: parking_lot::Mutex<
+    Option<tokio::sync::mpsc::Receiver<(midge_broker::log_topic::Level, String)>>,
+> = parking_lot::Mutex::new(None);
+
+/// With `log_dest topic`: the lines logged so far and from now on, for
+/// [`midge_broker::log_topic::run`] to publish (once).
+pub fn topic_lines() -> Option<tokio::sync::mpsc::Receiver<(midge_broker::log_topic::Level, String)>> {
+    TOPIC_LINES.lock().take()
 }
 
 /// `log_dest syslog`: each line a datagram to the system log's socket, as syslog(3) sends
-/// it (`<PRIORITY>IDENT[PID]: MESSAGE`; the system log adds the time). The socket is made
-/// at start, before the broker gives root up; anyone may write to `/dev/log`.
+/// it (`<PRIORITY>IDENT[PID]: MESSAGE`), the message with its time as mosquitto sends it. The
+/// socket is made at start, before the broker gives root up; anyone may write to `/dev/log`.
 struct Syslog {
     socket: std::os::unix::net::UnixDatagram,
     path: PathBuf,
@@ -178,8 +191,6 @@ struct Syslog {
     facility: u8,
     /// The program's name (`mosquitto` when started under that name), and its pid.
     tag: String,
-    /// The line begins with a Unix time, which the system log does not need.
-    timestamp: bool,
 }
 
 /// The system log's socket; `MIDGE_SYSLOG_SOCKET` names another (the tests' own).
@@ -188,7 +199,7 @@ fn syslog_path() -> PathBuf {
 }
 
 impl Syslog {
-    fn new(facility: Option<u8>, timestamp: bool) -> io::Result<Syslog> {
+    fn new(facility: Option<u8>) -> io::Result<Syslog> {
         let name = std::env::args_os()
             .next()
             .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -198,18 +209,11 @@ impl Syslog {
             path: syslog_path(),
             facility: facility.map_or(3, |n| 16 + n) << 3,
             tag: format!("{name}[{}]", std::process::id()),
-            timestamp,
         })
     }
 
     fn write_line(&self, level: Option<tracing::Level>, line: &[u8]) -> io::Result<()> {
-        let mut message = line.strip_suffix(b"\n").unwrap_or(line);
-        if self.timestamp {
-            // The time and ": " (a log_timestamp_format with ": " of its own is cut there).
-            if let Some(at) = message.windows(2).position(|w| w == b": ") {
-                message = &message[at + 2..];
-            }
-        }
+        let message = line.strip_suffix(b"\n").unwrap_or(line);
         let severity = match level {
             Some(tracing::Level::ERROR) => 3,
             Some(tracing::Level::WARN) => 4,
@@ -252,6 +256,21 @@ impl Write for Tee {
                 Target::Stdout => io::stdout().write_all(buf),
                 Target::File(f) => f.write_line(buf),
                 Target::Syslog(s) => s.write_line(self.level, buf),
+                Target::Topic(tx) => {
+                    use midge_broker::log_topic::Level;
+                    let level = match self.level {
+                        Some(tracing::Level::ERROR) => Some(Level::Error),
+                        Some(tracing::Level::WARN) => Some(Level::Warning),
+                        Some(tracing::Level::INFO) => Some(Level::Information),
+                        _ => None,
+                    };
+                    if let Some(level) = level {
+                        let line =
+                            String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(buf)).into_owned();
+                        let _ = tx.try_send((level, line));
+                    }
+                    Ok(())
+                }
             };
         }
         Ok(buf.len())
@@ -309,7 +328,12 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
                 targets.push(Target::File(f));
             }
             LogDest::Nowhere => {}
-            LogDest::Syslog => match Syslog::new(settings.facility, settings.timestamp) {
+            LogDest::Topic => {
+                let (tx, rx) = tokio::sync::mpsc::channel(midge_broker::log_topic::BACKLOG);
+                *TOPIC_LINES.lock() = Some(rx);
+                targets.push(Target::Topic(tx));
+            }
+            LogDest::Syslog => match Syslog::new(settings.facility) {
                 Ok(s) => {
                     if !s.path.exists() {
                         eprintln!(

@@ -267,6 +267,8 @@ pub enum LogDest {
     File(PathBuf),
     /// Nowhere (`log_dest none`).
     Nowhere,
+    /// Messages on `$SYS/broker/log/...` ([`crate::log_topic`]).
+    Topic,
     /// The system log, through `/dev/log`, as mosquitto's `syslog(3)`: facility daemon, or
     /// local0 to local7 with `log_facility 0` to `7`.
     Syslog,

@@ -480,7 +480,7 @@ impl Reader {
     }
 
     fn log_dest(&mut self, d: &Directive) -> Result<(), LineError> {
-        const EXPECTED: &str = "stderr, stdout, syslog, file PATH or none";
+        const EXPECTED: &str = "stderr, stdout, syslog, topic, file PATH or none";
         let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
         let dest = match args.as_slice() {
             ["stderr"] => LogDest::Stderr,
@@ -491,7 +491,8 @@ impl Reader {
             [] => return Err(LineError::MissingValue { option: d.name.clone(), expected: EXPECTED }),
             ["file"] => return Err(LineError::LogFileMissing),
             ["syslog"] => LogDest::Syslog,
-            [other @ ("topic" | "dlt"), ..] => {
+            ["topic"] => LogDest::Topic,
+            [other @ "dlt", ..] => {
                 self.warnings.push(format!(
                     "{}: log_dest {other} is not supported by midge yet; logging to stderr instead",
                     d.location()

@@ -251,15 +251,17 @@ fn logging_options() {
     assert_eq!(c.log_level, Some(LogLevel::Information), "the most detailed log_type decides");
     assert!(!c.log_timestamp);
     assert_eq!(c.pid_file.as_deref(), Some(Path::new("/run/m.pid")));
-    let (c, w) = parse_str("log_dest syslog\nlog_type all\nlog_facility 5\nlog_dest topic\n", "t").unwrap();
-    assert_eq!(c.log_dest, [LogDest::Syslog, LogDest::Stderr]);
+    let (c, w) =
+        parse_str("log_dest syslog\nlog_type all\nlog_facility 5\nlog_dest topic\nlog_dest dlt\n", "t")
+            .unwrap();
+    assert_eq!(c.log_dest, [LogDest::Syslog, LogDest::Topic, LogDest::Stderr]);
     assert_eq!((c.log_level, c.log_facility), (Some(LogLevel::Debug), Some(5)));
-    assert_eq!(w, ["t:4: log_dest topic is not supported by midge yet; logging to stderr instead"]);
+    assert_eq!(w, ["t:5: log_dest dlt is not supported by midge yet; logging to stderr instead"]);
     let e = parse_str("log_facility 8\n", "t").unwrap_err().to_string();
     assert_eq!(e, "t:1: invalid value '8' for log_facility: expected 0 to 7");
     for (text, expected) in [
         ("log_dest file\n", "t:1: log_dest file needs a file: log_dest file PATH"),
-        ("log_dest printer\n", "t:1: invalid log_dest 'printer': expected stderr, stdout, syslog, file PATH or none"),
+        ("log_dest printer\n", "t:1: invalid log_dest 'printer': expected stderr, stdout, syslog, topic, file PATH or none"),
         ("log_type verbose\n", "t:1: invalid log_type 'verbose': expected none, error, warning, notice, information, subscribe, unsubscribe, websockets, debug or all"),
     ] {
         assert_eq!(parse_str(text, "t").unwrap_err().to_string(), expected);
