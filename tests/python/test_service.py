@@ -320,7 +320,7 @@ def test_log_dest_syslog_sends_each_line_to_the_system_log(tmp_path, facility, b
     port = free_port()
     conf = tmp_path / "broker.conf"
     lines = [*RUN_AS, f"listener {port} {HOST}", "allow_anonymous true", "log_dest syslog",
-             "set_tcp_nodelay true"]
+             "dhparamfile /etc/dh.pem"]
     if facility is not None:
         lines.append(f"log_facility {facility}")
     conf.write_text("\n".join(lines) + "\n")
@@ -333,7 +333,7 @@ def test_log_dest_syslog_sends_each_line_to_the_system_log(tmp_path, facility, b
             got.append(syslog.recv(4096).decode())
         pid = proc.pid
         text = "\n".join(got)
-        assert re.search(rf"<{base | 4}>midge\[{pid}\]: \d+: warn: {conf}:5: option 'set_tcp_nodelay' is not", text), got
+        assert re.search(rf"<{base | 4}>midge\[{pid}\]: \d+: warn: {conf}:5: option 'dhparamfile' is not", text), got
         assert re.search(rf"<{base | 6}>midge\[{pid}\]: \d+: Opening ipv4 listen socket on port {port}\.", text), got
         round_trip(port)
     finally:

@@ -39,16 +39,13 @@ pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[];
 /// Options of mosquitto that midge knows of but does not implement yet: accepted with a
 /// warning, so a mosquitto configuration still starts.
 const NOT_YET: &[&str] = &[
-    "allow_duplicate_messages",
     "auth_opt_",
     "dhparamfile",
     "plugin_opt_",
     "psk_hint",
-    "set_tcp_nodelay",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "websockets_log_level",
 ];
 
 /// The options [`super::parse_directives`] reads.
@@ -89,6 +86,9 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "max_queued_bytes",
     "memory_limit",
     "connection_messages",
+    "set_tcp_nodelay",
+    "allow_duplicate_messages",
+    "websockets_log_level",
     "max_connections",
     "max_inflight_bytes",
     "message_size_limit",

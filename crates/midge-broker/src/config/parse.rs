@@ -337,6 +337,18 @@ impl Reader {
                 // mosquitto: 0 means no limit; midge keeps memory bounded, so 0 means a large one.
                 config.max_queued_messages = if n == 0 { 1_000_000 } else { n };
             }
+            // What midge does whatever they say: it writes each round of packets in one call,
+            // so Nagle's algorithm would only delay them (TCP_NODELAY is always set); every
+            // message goes to every matching subscription (mosquitto 2.0's
+            // allow_duplicate_messages, deprecated, always true); and it has no libwebsockets
+            // whose log level would be set. Read, so that a wrong value is still an error.
+            "set_tcp_nodelay" | "allow_duplicate_messages" => {
+                parse_bool(one(d, "true or false")?)?;
+            }
+            "websockets_log_level" => {
+                let v = one(d, "a number")?;
+                v.parse::<i64>().map_err(|_| invalid_value(name, v, "a number"))?;
+            }
             "connection_messages" => config.connection_messages = parse_bool(one(d, "true or false")?)?,
             "memory_limit" => config.memory_limit = parse_num(name, one(d, "bytes")?)?,
             "max_queued_bytes" => config.max_queued_bytes = parse_num(name, one(d, "bytes")?)?,

@@ -314,8 +314,12 @@ fn every_implemented_option_is_read() {
 
 #[test]
 fn known_mosquitto_options_warn() {
-    let (_, w) = parse_str("dhparamfile dh.pem\nset_tcp_nodelay true\n", "m.conf").unwrap();
+    let (_, w) = parse_str("dhparamfile dh.pem\ntls_keyform engine\n", "m.conf").unwrap();
     assert_eq!(w.len(), 2);
+    // Read, and what midge does anyway: no warning.
+    let text = "set_tcp_nodelay false\nallow_duplicate_messages true\nwebsockets_log_level 255\n";
+    assert_eq!(parse_str(text, "m.conf").unwrap().1, Vec::<String>::new());
+    assert!(parse_str("set_tcp_nodelay maybe\n", "m.conf").is_err());
     assert_eq!(w[0], "m.conf:1: option 'dhparamfile' is not supported by midge yet; ignored");
     let e = parse_str("\npsk_file /etc/x\n", "m.conf").unwrap_err();
     assert_eq!(
