@@ -338,10 +338,11 @@ impl Reader {
                 config.max_queued_messages = if n == 0 { 1_000_000 } else { n };
             }
             // What midge does whatever they say: it writes each round of packets in one call,
-            // so Nagle's algorithm would only delay them (TCP_NODELAY is always set); every
-            // message goes to every matching subscription (mosquitto 2.0's
-            // allow_duplicate_messages, deprecated, always true); and it has no libwebsockets
-            // whose log level would be set. Read, so that a wrong value is still an error.
+            // so Nagle's algorithm would only delay them (TCP_NODELAY is always set); a client
+            // gets one copy of a message matching several of its subscriptions, at the highest
+            // of their QoS ([MQTT-3.3.5-1]; mosquitto's allow_duplicate_messages, deprecated,
+            // is about the copies it sends instead); and it has no libwebsockets whose log
+            // level would be set. Read, so that a wrong value is still an error.
             "set_tcp_nodelay" | "allow_duplicate_messages" => {
                 parse_bool(one(d, "true or false")?)?;
             }
