@@ -1,19 +1,21 @@
 //! Orders a reload asked for by a signal (SIGHUP) before the clients that connect after the
-//! signal arrived, as mosquitto's single event loop does: it handles the signal's flag before
-//! the next socket event. The signal handler itself sets the flag of
-//! [`ReloadGate::use_flag`] (the binary registers it with `signal-hook`), so a CONNECT read after the signal waits until the
-//! reload is applied ([`ReloadGate::settled`]) instead of racing the task that applies it.
+//! signal arrived, as mosquitto's single event loop does: it handles the signal before the
+//! next socket event. The binary gives [`ReloadGate::use_probe`] a way to see that the
+//! signal was sent and not yet taken (a signalfd), so a CONNECT read after the signal waits
+//! until the reload is applied ([`ReloadGate::settled`]) instead of racing the task that
+//! applies it, which marks the reload as running ([`ReloadGate::begin`]) before it takes the
+//! signal.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ReloadGate {
-    /// Set when a reload is asked for (by the signal handler), cleared when it starts.
-    requested: ArcSwap<AtomicBool>,
+    /// True while a reload is asked for and not begun (none: reloads are never asked for).
+    requested: ArcSwapOption<Box<dyn Fn() -> bool + Send + Sync>>,
     /// A reload is being applied.
     running: AtomicBool,
     /// Told when a reload ends.
@@ -32,22 +34,26 @@ impl Drop for Reloading<'_> {
     }
 }
 
+impl std::fmt::Debug for ReloadGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadGate").field("running", &self.running).finish_non_exhaustive()
+    }
+}
+
 impl ReloadGate {
-    /// Takes the flag a signal handler sets to ask for a reload (registered before the
-    /// broker exists, and before the handler that wakes the reload task).
-    pub fn use_flag(&self, flag: Arc<AtomicBool>) {
-        self.requested.store(flag);
+    /// Takes what says a reload was asked for and not yet begun.
+    pub fn use_probe(&self, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        self.requested.store(Some(Arc::new(Box::new(probe))));
     }
 
-    /// A reload starts: what was asked for so far is being applied.
+    /// A reload starts: the caller takes what asked for it after this.
     pub fn begin(&self) -> Reloading<'_> {
         self.running.store(true, Ordering::Release);
-        self.requested.load().store(false, Ordering::Release);
         Reloading(self)
     }
 
     fn pending(&self) -> bool {
-        self.requested.load().load(Ordering::Acquire) || self.running.load(Ordering::Acquire)
+        self.running.load(Ordering::Acquire) || self.requested.load().as_ref().is_some_and(|asked| asked())
     }
 
     /// Waits (at most `max`) until no reload is asked for or running.
@@ -75,7 +81,8 @@ mod tests {
     async fn connections_wait_for_a_reload_asked_for() {
         let gate = Arc::new(ReloadGate::default());
         let flag = Arc::new(AtomicBool::new(false));
-        gate.use_flag(flag.clone());
+        let asked = flag.clone();
+        gate.use_probe(move || asked.load(Ordering::Acquire));
         gate.settled(Duration::from_secs(5)).await; // nothing asked: at once
         flag.store(true, Ordering::Release);
         let waiter = {
@@ -85,6 +92,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "went on before the reload");
         let reloading = gate.begin();
+        flag.store(false, Ordering::Release); // the reload takes the signal
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "went on during the reload");
         drop(reloading);

@@ -74,6 +74,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
     } else {
         crate::daemon::Detach::foreground()
     };
+    // Before the runtime's threads start, so that every thread blocks SIGHUP (its default
+    // action ends the process): it is read from a signalfd ([`crate::hangup`]).
+    let hup = crate::hangup::Hangup::block();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -81,15 +84,6 @@ pub fn run(args: BrokerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The SIGHUP handler sets this flag itself, so that a client connecting right after the
-    // signal waits for the reload (mosquitto handles the signal before the next socket event).
-    // Registered before tokio's handler, so that it is set before the reload task can wake.
-    let hup_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hup_flag =
-        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup_flag.clone()).map(|_| hup_flag);
-    // SIGHUP's default action ends the process: listen for it from the start.
-    let hup =
-        runtime.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) });
     let log_files = crate::logging::init(&LogSettings {
         verbose: args.verbose,
         level: config.log_level,
@@ -119,13 +113,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 Err(code) => return code,
             };
         let reloader = server.reloader();
-        match (hup_flag, &hup) {
-            (Ok(flag), Ok(_)) => reloader.use_request_flag(flag),
-            (Err(e), _) => tracing::warn!(
-                "Cannot watch for SIGHUP ({e}): clients connecting during a reload may see the old settings."
-            ),
-            // No reload task: nothing would clear the flag.
-            (Ok(_), Err(_)) => {}
+        if let Ok(h) = &hup {
+            let h = h.clone();
+            reloader.use_request_probe(move || h.pending());
         }
         if let Some(lines) = crate::logging::topic_lines() {
             tokio::spawn(midge_broker::log_topic::run(server.broker().clone(), lines));
@@ -243,7 +233,7 @@ async fn save_on_sigusr1(reloader: midge_broker::server::Reloader) {
 /// password file, the ACL file, certificates and CRLs, and reopens log files; connections
 /// stay, but those the new security settings would not let in are closed (as mosquitto).
 async fn reload_on_sighup(
-    hup: std::io::Result<tokio::signal::unix::Signal>,
+    hup: nix::Result<crate::hangup::Hangup>,
     reloader: midge_broker::server::Reloader,
     log_files: Vec<Arc<LogFile>>,
     args: BrokerArgs,
@@ -258,15 +248,18 @@ async fn reload_on_sighup(
         ),
         _ => String::new(),
     };
-    let mut hup = match hup {
+    let (hup, mut watch) = match hup.map_err(std::io::Error::from).and_then(|h| Ok((h.clone(), h.watch()?))) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!("Cannot listen for SIGHUP ({e}): reloading is off.");
             return;
         }
     };
-    while hup.recv().await.is_some() {
+    while watch.asked().await.is_some() {
+        // Running before the signal is taken: a client connecting now waits either way.
         let _reloading = reloader.begin();
+        hup.take();
+        watch.taken();
         for f in &log_files {
             // After log rotation: write to the new file of that name.
             if let Err(e) = f.reopen() {

@@ -7,6 +7,7 @@ mod broker_cmd;
 mod cert;
 mod clients;
 mod daemon;
+mod hangup;
 mod inspect_cmd;
 mod logging;
 mod passwd_cmd;

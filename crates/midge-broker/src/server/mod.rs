@@ -106,10 +106,10 @@ pub struct ReloadReport {
 }
 
 impl Reloader {
-    /// The flag a SIGHUP handler sets (before the reload task can wake): clients that
-    /// connect after it wait for the reload ([`crate::reload_gate`]).
-    pub fn use_request_flag(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-        self.broker.reload_gate.use_flag(flag);
+    /// What says a SIGHUP was sent and not yet taken by the reload task: clients that
+    /// connect meanwhile wait for the reload ([`crate::reload_gate`]).
+    pub fn use_request_probe(&self, probe: impl Fn() -> bool + Send + Sync + 'static) {
+        self.broker.reload_gate.use_probe(probe);
     }
 
     /// A reload starts (before the configuration is read again); it ends when the value
