@@ -16,6 +16,7 @@
 Every broker runs on free ports; every wait is for an event with a deadline."""
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
 import re
@@ -35,7 +36,7 @@ import mqtt_raw as raw
 import ws_client
 from mqtt_raw import CONNACK, PINGRESP, PUBACK, PUBLISH, SUBACK, RawClient
 from security_support import ConfiguredBroker, MosquittoBroker, Pki, midge_cert, midge_passwd
-from support import HOST, TIMEOUT, MosquittoSub, midge_bin, require_paho, require_program, require_tool, unique_id
+from support import HOST, TIMEOUT, MosquittoSub, free_port, midge_bin, require_paho, require_program, require_tool, unique_id
 
 BROWSER_DIR = Path(__file__).resolve().parent.parent / "browser"
 GRAFANA_DASHBOARD = Path(__file__).resolve().parents[2] / "contrib" / "grafana" / "midge.json"
@@ -629,10 +630,25 @@ def test_http_dir_serves_its_files_beside_mqtt_over_websockets(brokers, tmp_path
         raise AssertionError("POST answered")
     except urllib.error.HTTPError as e:
         assert e.code == 405
+    # A directory named without its slash: sent to it with one, as mosquitto does.
+    c = http.client.HTTPConnection(HOST, ws, timeout=TIMEOUT)
+    c.request("GET", "/js")
+    r = c.getresponse()
+    assert (r.status, r.getheader("Location")) == (301, "/js/")
+    c.close()
     b.wait_for_log(r"HTTP GET /js/app.js\?v=2 from .*: 200\.")
     client = WsPaho(ws, unique_id("beside-files"))
     assert client.connect() == 0, "MQTT over WebSockets on the same port"
     client.close()
+
+
+def test_an_http_dir_that_cannot_be_read_stops_the_broker(tmp_path):
+    conf = tmp_path / "broker.conf"
+    missing = tmp_path / "no-such-site"
+    conf.write_text(f"listener {free_port()} 127.0.0.1\nprotocol websockets\nhttp_dir {missing}\n")
+    r = subprocess.run([str(midge_bin()), "broker", "-c", str(conf)], capture_output=True, timeout=TIMEOUT)
+    assert r.returncode != 0
+    assert f"unable to open http_dir {missing}" in r.stderr.decode(), r.stderr.decode()
 
 
 def test_log_dest_topic_publishes_log_lines_on_sys_broker_log(brokers):

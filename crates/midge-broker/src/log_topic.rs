@@ -33,18 +33,14 @@ pub enum Level {
 
 /// The topic of a line: mosquitto's notices are its lines about clients.
 pub fn topic(level: Level, line: &str) -> &'static str {
-    // The line may begin with its time ("1700000000: ").
-    let text = line.split_once(": ").filter(|(t, _)| !t.contains(' ')).map_or(line, |(_, rest)| rest);
+    // The line may begin with its time, in any log_timestamp_format, then ": ".
+    let about_clients = ["New connection from", "New client connected", "Client "]
+        .iter()
+        .any(|p| line.starts_with(p) || line.contains(&format!(": {p}")));
     match level {
         Level::Error => "$SYS/broker/log/E",
         Level::Warning => "$SYS/broker/log/W",
-        Level::Information
-            if text.starts_with("New connection from")
-                || text.starts_with("New client connected")
-                || text.starts_with("Client ") =>
-        {
-            "$SYS/broker/log/N"
-        }
+        Level::Information if about_clients => "$SYS/broker/log/N",
         Level::Information => "$SYS/broker/log/I",
     }
 }
@@ -80,6 +76,10 @@ mod tests {
             "$SYS/broker/log/N"
         );
         assert_eq!(topic(Level::Information, "Client c1 disconnected."), "$SYS/broker/log/N");
+        assert_eq!(
+            topic(Level::Information, "2026-12-06 11:40:00: Client c1 disconnected."),
+            "$SYS/broker/log/N"
+        );
         assert_eq!(
             topic(Level::Information, "1700000000: Opening ipv4 listen socket on port 1883."),
             "$SYS/broker/log/I"

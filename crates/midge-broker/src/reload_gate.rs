@@ -48,12 +48,15 @@ impl ReloadGate {
 
     /// A reload starts: the caller takes what asked for it after this.
     pub fn begin(&self) -> Reloading<'_> {
-        self.running.store(true, Ordering::Release);
+        self.running.store(true, Ordering::SeqCst);
         Reloading(self)
     }
 
+    /// The signal first, then whether a reload runs: the reload task marks itself running
+    /// before it takes the signal, so one of the two is seen (the other order could miss
+    /// both, reading "not running" just before `begin` and "no signal" just after it).
     fn pending(&self) -> bool {
-        self.running.load(Ordering::Acquire) || self.requested.load().as_ref().is_some_and(|asked| asked())
+        self.requested.load().as_ref().is_some_and(|asked| asked()) || self.running.load(Ordering::SeqCst)
     }
 
     /// Waits (at most `max`) until no reload is asked for or running.

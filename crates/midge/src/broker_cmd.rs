@@ -113,10 +113,6 @@ pub fn run(args: BrokerArgs) -> ExitCode {
                 Err(code) => return code,
             };
         let reloader = server.reloader();
-        if let Ok(h) = &hup {
-            let h = h.clone();
-            reloader.use_request_probe(move || h.pending());
-        }
         if let Some(lines) = crate::logging::topic_lines() {
             tokio::spawn(midge_broker::log_topic::run(server.broker().clone(), lines));
         }
@@ -255,6 +251,10 @@ async fn reload_on_sighup(
             return;
         }
     };
+    // Only once the signal is watched for: a pending signal that nothing takes would hold
+    // every CONNECT for the gate's longest wait.
+    let pending = hup.clone();
+    reloader.use_request_probe(move || pending.pending());
     while watch.asked().await.is_some() {
         // Running before the signal is taken: a client connecting now waits either way.
         let _reloading = reloader.begin();

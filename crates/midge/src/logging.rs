@@ -204,8 +204,11 @@ impl Syslog {
             .next()
             .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "midge".to_owned());
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        // A stalled system log drops lines rather than stopping the threads that log.
+        socket.set_nonblocking(true)?;
         Ok(Syslog {
-            socket: std::os::unix::net::UnixDatagram::unbound()?,
+            socket,
             path: syslog_path(),
             facility: facility.map_or(3, |n| 16 + n) << 3,
             tag: format!("{name}[{}]", std::process::id()),

@@ -85,6 +85,19 @@ pub struct ConnectPlan {
 }
 
 impl Broker {
+    /// `accept_protocol_versions`: checked first, before any password, as mosquitto 2.1
+    /// does (5.0 0x84, 3.1.1 0x01 unacceptable protocol version).
+    pub fn check_protocol_version(&self, c: &Connect, listener: usize) -> Result<(), Refusal> {
+        if self.listener_options(listener).accepts(c.protocol) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                ReasonCode::UnsupportedProtocolVersion,
+                "its protocol version is not in the listener's accept_protocol_versions",
+            ))
+        }
+    }
+
     /// Decides whether a CONNECT is accepted, and on what terms. `Err` is the reason code of
     /// the refusal (sent as the nearest 3.1.1 return code to 3.1.1 clients).
     /// `listener`: the index of the listener it came in on.
@@ -92,13 +105,6 @@ impl Broker {
         let v5 = c.protocol.is_v5();
         let props = &c.properties;
         let options = self.listener_options(listener);
-        if !options.accepts(c.protocol) {
-            // As mosquitto 2.1: 5.0 0x84, 3.1.1 0x01 (unacceptable protocol version).
-            return Err(Refusal::new(
-                ReasonCode::UnsupportedProtocolVersion,
-                "its protocol version is not in the listener's accept_protocol_versions",
-            ));
-        }
         if v5 && props.authentication_data().is_some() && props.authentication_method().is_none() {
             // 3.1.2.11.10: Authentication Data without a method is a Protocol Error.
             return Err(Refusal::new(ReasonCode::ProtocolError, "authentication data without a method"));

@@ -68,7 +68,11 @@ impl ListenerOptions {
             max_qos: l.max_qos,
             max_connections: l.max_connections.unwrap_or(usize::MAX),
             accept_protocol_versions: l.accept_protocol_versions.clone(),
-            http_dir: l.http_dir.as_deref().map(Arc::from),
+            // Resolved once, at start: a relative path is the start's working directory's.
+            http_dir: l
+                .http_dir
+                .as_deref()
+                .map(|p| Arc::from(p.canonicalize().unwrap_or_else(|_| p.to_path_buf()))),
             connections: AtomicUsize::new(0),
         }
     }

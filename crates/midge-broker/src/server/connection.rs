@@ -269,6 +269,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let generation = broker.security_generation();
     let username = connect.username.clone();
     let login = async {
+        broker.check_protocol_version(&connect, info.listener)?;
         match broker.begin_enhanced(&connect, &shown_id, &info) {
             None => broker.authenticate_async(&connect, &info).await,
             Some((login, step)) => enhanced_login(conn, login, step, max_packet).await,

@@ -5,7 +5,11 @@
 //! `index.html`. The connection closes after the answer.
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The longest an answer may take (a large file to a slow client), after which the
+/// connection is closed.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The request line and whether the client asked for a WebSocket.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,8 +39,18 @@ impl Head {
     }
 }
 
+/// What a request's path leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A file inside the directory.
+    File(PathBuf),
+    /// A directory named without its final slash: the client is sent there with one, so
+    /// that the links of its `index.html` resolve inside it.
+    Slash(String),
+}
+
 /// The file of `dir` that `target` names, if it is one inside `dir`.
-pub fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
+pub fn resolve(dir: &Path, target: &str) -> Option<Found> {
     let path = target.split(['?', '#']).next()?;
     let decoded = percent_decode(path)?;
     let mut file = dir.to_path_buf();
@@ -49,11 +63,14 @@ pub fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
         }
     }
     if file.is_dir() {
+        if !path.ends_with('/') {
+            return Some(Found::Slash(format!("{path}/")));
+        }
         file.push("index.html");
     }
     // Symbolic links may point anywhere: what they lead to must still be inside.
     let real = file.canonicalize().ok()?;
-    (real.starts_with(dir.canonicalize().ok()?) && real.is_file()).then_some(real)
+    (real.starts_with(dir.canonicalize().ok()?) && real.is_file()).then_some(Found::File(real))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -98,11 +115,22 @@ pub async fn answer<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, head: &He
             return 405;
         }
     };
-    let Some(path) = found else {
-        let _ = reply(stream, 404, "Not Found", "text/plain", Some(b"not found\n")).await;
-        return 404;
+    let path = match found {
+        Some(Found::File(path)) => path,
+        Some(Found::Slash(to)) => {
+            let head = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            return 301;
+        }
+        None => {
+            let _ = reply(stream, 404, "Not Found", "text/plain", Some(b"not found\n")).await;
+            return 404;
+        }
     };
-    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+    let Ok(file) = tokio::fs::File::open(&path).await else {
         let _ = reply(stream, 404, "Not Found", "text/plain", Some(b"not found\n")).await;
         return 404;
     };
@@ -112,7 +140,8 @@ pub async fn answer<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, head: &He
         content_type(&path)
     );
     if stream.write_all(head_line.as_bytes()).await.is_ok() && head.method == "GET" {
-        let _ = tokio::io::copy(&mut file, stream).await;
+        // What Content-Length said, even if the file grows meanwhile.
+        let _ = tokio::io::copy(&mut file.take(len), stream).await;
     }
     let _ = stream.shutdown().await;
     200
@@ -145,9 +174,13 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("index.html"), "<p>hi</p>").unwrap();
         std::fs::write(dir.join("sub/a b.js"), "x").unwrap();
-        let inside =
-            |t: &str| resolve(&dir, t).map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
+        let inside = |t: &str| match resolve(&dir, t) {
+            Some(Found::File(p)) => Some(p.file_name().unwrap().to_string_lossy().into_owned()),
+            Some(Found::Slash(to)) => Some(format!("-> {to}")),
+            None => None,
+        };
         assert_eq!(inside("/").as_deref(), Some("index.html"));
+        assert_eq!(inside("/sub").as_deref(), Some("-> /sub/"), "a directory is named with its slash");
         assert_eq!(inside("/index.html?x=1").as_deref(), Some("index.html"));
         assert_eq!(inside("/sub/a%20b.js").as_deref(), Some("a b.js"));
         assert_eq!(inside("/sub/"), None, "a directory without index.html");

@@ -39,6 +39,15 @@ pub enum ServerError {
         /// What is wrong.
         source: TlsSetupError,
     },
+    /// A WebSockets listener's `http_dir` cannot be read (as mosquitto, the broker does not
+    /// start).
+    #[error("unable to open http_dir {}: {source}", path.display())]
+    HttpDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A listener cannot be opened.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -205,6 +214,17 @@ impl Server {
                 }
                 None
             };
+            if let Some(dir) = &l.http_dir {
+                if l.protocol == ListenerProtocol::WebSockets {
+                    std::fs::read_dir(dir)
+                        .map_err(|source| ServerError::HttpDir { path: dir.clone(), source })?;
+                } else {
+                    tracing::warn!(
+                        "http_dir on {} does nothing: it is not a websockets listener.",
+                        l.describe()
+                    );
+                }
+            }
             let addresses = l.addresses();
             if addresses.is_empty() {
                 return Err(ServerError::Bind {
@@ -570,7 +590,10 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
             continue;
         }
         if !broker.try_add_connection(index) {
-            tracing::warn!("Client connection from {peer} denied: max_connections reached.");
+            // A notice in mosquitto, and one of its connection messages.
+            if broker.config.connection_messages {
+                tracing::info!("Client connection from {peer} denied: max_connections reached.");
+            }
             drop(stream);
             continue;
         }
@@ -667,8 +690,15 @@ async fn serve_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
             tracing::debug!("WebSocket connection from {peer} on path {path}.");
             connection::serve(broker.clone(), stream, info, false).await;
         }
-        Ok(Ok(ws::Accepted::Http(status, request))) => {
-            tracing::info!("HTTP {request} from {peer}: {status}.")
+        Ok(Ok(ws::Accepted::Http(mut stream, head))) => {
+            // The answer has a time of its own: a large file takes longer than a CONNECT.
+            let Some(dir) = broker.listener_options(info.listener).http_dir.clone() else { return };
+            let answer = http_dir::answer(&mut stream, &head, &dir);
+            let status = tokio::time::timeout(http_dir::ANSWER_TIMEOUT, answer).await;
+            if broker.config.connection_messages {
+                let status = status.map_or_else(|_| "timed out".to_owned(), |s| s.to_string());
+                tracing::info!("HTTP {} {} from {peer}: {status}.", head.method, head.target);
+            }
         }
         Ok(Err(e)) => tracing::info!("Client connection from {peer} failed: WebSocket handshake: {e}."),
         Err(_) => tracing::info!("Client connection from {peer} failed: WebSocket handshake timed out."),

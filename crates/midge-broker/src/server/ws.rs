@@ -60,8 +60,9 @@ pub struct WsSettings {
 pub enum Accepted<S> {
     /// A WebSocket: the connection as a byte stream, and the path it asked for.
     WebSocket(Box<WsStream<S>>, String),
-    /// A plain HTTP request, answered from `http_dir`: the status sent, and the request line.
-    Http(u16, String),
+    /// A plain HTTP request, for `http_dir` ([`super::http_dir::answer`]): the connection and
+    /// the request.
+    Http(Box<S>, super::http_dir::Head),
 }
 
 /// Reads the client's upgrade request (at most `settings.headers_limit` bytes), answers with
@@ -73,10 +74,14 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     settings: WsSettings,
 ) -> Result<Accepted<S>, HandshakeError> {
     let mut prefix = BytesMut::new();
-    if let Some(dir) = &settings.http_dir {
+    if settings.http_dir.is_some() {
         // The request head, read here to see whether it asks for a WebSocket.
         use tokio::io::AsyncReadExt;
-        while !prefix.windows(4).any(|w| w == b"\r\n\r\n") {
+        // Where the empty line is looked for: in what the last read added (and the 3 bytes
+        // before it), so a client sending a byte at a time costs no more than one read each.
+        let mut searched = 0;
+        while !prefix[searched..].windows(4).any(|w| w == b"\r\n\r\n") {
+            searched = prefix.len().saturating_sub(3);
             if prefix.len() >= settings.headers_limit {
                 return Err(HandshakeError::TooLarge { limit: settings.headers_limit });
             }
@@ -92,10 +97,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             prefix.extend_from_slice(&chunk[..n]);
         }
         match super::http_dir::Head::parse(&prefix) {
-            Some(head) if !head.upgrade => {
-                let status = super::http_dir::answer(&mut stream, &head, dir).await;
-                return Ok(Accepted::Http(status, format!("{} {}", head.method, head.target)));
-            }
+            Some(head) if !head.upgrade => return Ok(Accepted::Http(Box::new(stream), head)),
             _ => {}
         }
     }
@@ -354,7 +356,7 @@ mod tests {
     ) -> Result<(WsStream<S>, String), HandshakeError> {
         accept(stream, settings).await.map(|a| match a {
             Accepted::WebSocket(ws, path) => (*ws, path),
-            Accepted::Http(status, request) => panic!("answered {request} with {status}"),
+            Accepted::Http(_, head) => panic!("a page was asked for: {head:?}"),
         })
     }
 
