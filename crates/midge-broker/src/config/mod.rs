@@ -558,6 +558,20 @@ impl Config {
                 changed.push(name);
             }
         };
+        // Listener options (the listeners themselves are compared by the reload).
+        let (old_l, new_l) = (self.effective_listeners(), new.effective_listeners());
+        let mut listener = |name: &'static str, differs: &dyn Fn(&Listener, &Listener) -> bool| {
+            check(name, old_l.iter().zip(&new_l).any(|(a, b)| differs(a, b)));
+        };
+        listener("max_qos", &|a, b| a.max_qos != b.max_qos);
+        listener("max_connections", &|a, b| a.max_connections != b.max_connections);
+        listener("max_topic_alias", &|a, b| a.max_topic_alias != b.max_topic_alias);
+        listener("mount_point", &|a, b| a.mount_point != b.mount_point);
+        listener("bind_interface", &|a, b| a.bind_interface != b.bind_interface);
+        listener("accept_protocol_versions", &|a, b| {
+            a.accept_protocol_versions != b.accept_protocol_versions
+        });
+        listener("http_dir", &|a, b| a.http_dir != b.http_dir);
         check("max_keepalive", self.max_keepalive != new.max_keepalive);
         check("max_packet_size", self.max_packet_size != new.max_packet_size);
         check("max_inflight_messages", self.max_inflight_messages != new.max_inflight_messages);

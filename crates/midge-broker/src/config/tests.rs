@@ -506,3 +506,18 @@ fn cluster_options() {
         assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
     }
 }
+
+#[test]
+fn a_reload_names_the_listener_options_it_does_not_apply() {
+    let (old, _) = parse_str("listener 1883\nmax_qos 2\nlistener 1884\nhttp_dir /srv\n", "t").unwrap();
+    let (new, _) = parse_str(
+        "listener 1883\nmax_qos 1\nmax_connections 5\nlistener 1884\nhttp_dir /var/www\naccept_protocol_versions 5\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        old.restart_only_changes(&new),
+        ["max_qos", "max_connections", "accept_protocol_versions", "http_dir"]
+    );
+    assert!(old.restart_only_changes(&old).is_empty());
+}
