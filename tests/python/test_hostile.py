@@ -1117,16 +1117,20 @@ def test_offline_subscriber_never_holds_publishers(broker_factory, paho_clients,
 
 def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_factory):
     """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
-    disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay. midge counts
-    its resident memory, which is always over 1 byte."""
-    b = broker_factory("memory_limit 1")
-    b.wait_for_log(r"Over memory_limit \(1 bytes\)")
-    sub = raw.RawClient(b.port, raw.V5)
-    sub.connect("ml-sub")
-    sub.subscribe(1, [("ml/#", 0)])
+    disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay, and once what
+    the broker holds goes down (here an offline queue drained), messages are taken again.
+    midge counts the messages it holds: 3 queued of 100 bytes pass a limit of 300."""
+    b = broker_factory("memory_limit 300")
+    sub = raw.RawClient(b.port, raw.V311)
+    sub.connect("ml-sub", clean=False)
+    sub.subscribe(1, [("ml/#", 1)])
+    sub.send(raw.disconnect())
+    sub.wait_closed()
     pub = raw.RawClient(b.port, raw.V5)
     pub.connect("ml-pub")
-    pub.send(raw.publish("ml/t", b"dropped", 0, False, packet_id=None, version=raw.V5))
+    for i in range(3):
+        pub.publish("ml/t", bytes([65 + i]) * 100, qos=1, packet_id=i + 1)
+    pub.send(raw.publish("ml/t", b"dropped", 1, False, packet_id=9, version=raw.V5))
     got = pub.wait_closed()
     assert [(p.type, p.reason) for p in got] == [(raw.DISCONNECT, 0x97)], got
     b.wait_for_log(r"Client ml-pub disconnected: the broker is over its memory_limit")
@@ -1134,8 +1138,21 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     old.connect("ml-pub311")
     old.send(raw.publish("ml/t", b"dropped", 1, False, packet_id=1, version=raw.V311))
     assert old.wait_closed() == [], "3.1.1: closed without PUBACK"
+    # The subscriber takes its 3 messages: the broker holds nothing, and takes messages again.
+    sub = raw.RawClient(b.port, raw.V311)
+    assert sub.connect("ml-sub", clean=False).session_present
+    payloads = []
+    for _ in range(3):
+        p = sub.expect(raw.PUBLISH)
+        payloads.append(p.payload[:1])
+        sub.send(raw.puback(p.packet_id))
+    assert payloads == [b"A", b"B", b"C"], "the dropped messages never arrive"
     sub.send(raw.pingreq())
-    assert sub.expect(raw.PINGRESP).type == raw.PINGRESP, "the subscriber is still served, and got nothing"
+    sub.expect(raw.PINGRESP)
+    again = raw.RawClient(b.port, raw.V311)
+    again.connect("ml-again")
+    again.publish("ml/t", b"taken again", qos=1)
+    assert sub.expect(raw.PUBLISH).payload == b"taken again"
 
 
 def test_a_memory_limit_not_reached_changes_nothing(broker_factory):

@@ -1,45 +1,78 @@
-//! `memory_limit`: past this many bytes of memory, the broker takes no more messages. As
-//! mosquitto: "if an incoming message is being processed, then the message will be dropped
-//! and the publishing client will be disconnected" (5.0 clients get DISCONNECT 0x97 Quota
-//! exceeded). mosquitto counts the bytes its own allocator hands out; midge has no allocator
-//! of its own (`forbid(unsafe_code)`), so it counts what the system does: the process's
-//! resident memory (`VmRSS`), sampled every [`SAMPLE_EVERY`] by the server, so that a
-//! publish only reads a flag.
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+//! `memory_limit`: past this many bytes, the broker takes no more messages. As mosquitto:
+//! "if an incoming message is being processed, then the message will be dropped and the
+//! publishing client will be disconnected" (5.0 clients get DISCONNECT 0x97 Quota exceeded;
+//! mosquitto's failed allocation gives 0x80). mosquitto counts what its allocator hands out;
+//! midge has no allocator of its own (`forbid(unsafe_code)`), and the process's resident
+//! memory does not go down when messages go (the C allocator keeps freed memory), so a
+//! burst would shut publishers out for good. midge counts what grows with the traffic: the
+//! bytes of every message it holds (topic and payload; queued, in flight, retained, being
+//! routed), each counted once however many sessions share it, from when it is made
+//! ([`Held::new`]) until its last holder drops it. A broker without the option does not
+//! count (one relaxed load per message).
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// How often the resident memory is read while a limit is set.
-pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Counting is on (some broker of this process has a limit).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// The bytes of the messages alive.
+static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// The limit and whether the last sample was over it.
+/// A message's share of what is counted: its bytes, until it is dropped.
+#[derive(Debug)]
+pub struct Held(usize);
+
+impl Held {
+    /// Counts `bytes` while this lives (when counting is on).
+    pub fn new(bytes: usize) -> Held {
+        if COUNTING.load(Ordering::Relaxed) && bytes > 0 {
+            HELD.fetch_add(bytes, Ordering::Relaxed);
+            Held(bytes)
+        } else {
+            Held(0)
+        }
+    }
+}
+
+impl Clone for Held {
+    fn clone(&self) -> Held {
+        if self.0 > 0 {
+            HELD.fetch_add(self.0, Ordering::Relaxed);
+        }
+        Held(self.0)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            HELD.fetch_sub(self.0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The bytes of the messages alive (0 unless some broker counts).
+pub fn held() -> usize {
+    HELD.load(Ordering::Relaxed)
+}
+
+/// A broker's limit.
 #[derive(Debug, Default)]
 pub struct MemoryLimit {
     /// Bytes; 0: no limit.
     limit: usize,
-    over: AtomicBool,
 }
 
 impl MemoryLimit {
-    /// A limit of `limit` bytes (0: none).
+    /// A limit of `limit` bytes (0: none); with one, messages are counted from now on.
     pub fn new(limit: usize) -> Self {
-        MemoryLimit { limit, over: AtomicBool::new(false) }
+        if limit > 0 {
+            COUNTING.store(true, Ordering::Relaxed);
+        }
+        MemoryLimit { limit }
     }
 
-    /// True when a limit is set (and [`MemoryLimit::sample`] should run).
-    pub fn is_set(&self) -> bool {
-        self.limit > 0
-    }
-
-    /// True when the last sample found the broker over its limit.
+    /// True when the messages held are over the limit.
     pub fn reached(&self) -> bool {
-        self.over.load(Ordering::Relaxed)
-    }
-
-    /// Reads the resident memory and records whether it is over the limit; returns the
-    /// change, if any (`Some(true)`: it just went over).
-    pub fn sample(&self) -> Option<bool> {
-        let over = self.is_set() && resident_bytes().is_some_and(|n| n > self.limit);
-        (self.over.swap(over, Ordering::Relaxed) != over).then_some(over)
+        self.limit > 0 && held() > self.limit
     }
 
     /// The limit, in bytes.
@@ -48,30 +81,20 @@ impl MemoryLimit {
     }
 }
 
-/// The process's resident memory in bytes (`VmRSS` of /proc/self/status).
-pub fn resident_bytes() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: usize = line["VmRSS:".len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_limit_below_what_the_process_holds_is_reached_and_none_is_never() {
-        assert!(resident_bytes().is_some_and(|n| n > 1024 * 1024), "a test process holds over 1 MiB");
-        let tight = MemoryLimit::new(1);
-        assert_eq!(tight.sample(), Some(true));
-        assert!(tight.reached());
-        assert_eq!(tight.sample(), None, "no change");
-        let none = MemoryLimit::new(0);
-        assert_eq!(none.sample(), None);
-        assert!(!none.reached());
-        let roomy = MemoryLimit::new(usize::MAX);
-        assert_eq!(roomy.sample(), None);
-        assert!(!roomy.reached());
+    fn messages_count_while_they_live_and_the_limit_follows_them() {
+        // Other tests of this process may hold messages meanwhile: far fewer bytes than these.
+        let limit = MemoryLimit::new(held() + 100_000_000);
+        let a = Held::new(60_000_000);
+        let b = a.clone();
+        assert!(limit.reached(), "120 MB held, 100 MB allowed");
+        drop(a);
+        assert!(!limit.reached(), "60 MB held");
+        drop(b);
+        assert!(!MemoryLimit::new(0).reached(), "no limit");
     }
 }

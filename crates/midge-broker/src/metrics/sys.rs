@@ -222,6 +222,7 @@ pub fn publish(broker: &Broker, messages: Vec<(String, String)>, now: Instant) {
             publisher: ByteString::new(),
             expires_at: None,
             received_at: now,
+            held: crate::memory_limit::Held::new(0),
         });
         broker.router.retain(&message);
         broker.router.route(&message, broker.queue_hook());

@@ -392,16 +392,12 @@ impl Server {
         }
         let timers = tokio::spawn(timer_loop(self.broker.clone(), stop_rx.clone()));
         let sys = tokio::spawn(sys_loop(self.broker.clone()));
-        let memory = self.broker.memory.is_set().then(|| tokio::spawn(memory_loop(self.broker.clone())));
         shutdown.await;
         tracing::info!("midge broker is shutting down.");
         let _ = stop_tx.send(true);
         while accept_tasks.join_next().await.is_some() {}
         timers.abort();
         sys.abort();
-        if let Some(m) = memory {
-            m.abort();
-        }
         self.broker.shutdown();
         // Each connection task ends by closing its socket; give them time to say goodbye.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -421,22 +417,6 @@ impl Server {
         if let Some(j) = self.broker.journal() {
             // What the sessions wrote as they closed, synced before the process ends.
             j.store().close();
-        }
-    }
-}
-
-/// `memory_limit`: samples the resident memory, and says when it goes over and back under.
-async fn memory_loop(broker: Arc<Broker>) {
-    let mut every = tokio::time::interval(crate::memory_limit::SAMPLE_EVERY);
-    loop {
-        every.tick().await;
-        match broker.memory.sample() {
-            Some(true) => tracing::warn!(
-                "Over memory_limit ({} bytes): publishers are disconnected and their messages dropped.",
-                broker.memory.limit()
-            ),
-            Some(false) => tracing::warn!("Under memory_limit again: messages are taken again."),
-            None => {}
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// When the broker received it.
     pub received_at: Instant,
+    /// Its bytes, counted while it lives (`memory_limit`).
+    pub held: crate::memory_limit::Held,
 }
 
 impl Message {
@@ -60,7 +62,8 @@ impl Message {
             });
         }
         let (topic, payload) = own_copy(topic, payload);
-        Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now }
+        let held = crate::memory_limit::Held::new(topic.len() + payload.len());
+        Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now, held }
     }
 
     /// True once the message's expiry has passed: it is no longer delivered.
