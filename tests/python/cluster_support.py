@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from persistence_support import StoreBroker
 from support import HOST, TIMEOUT, Broker, free_port, require_program
 
 NATS_SERVER = "/usr/sbin/nats-server"
@@ -109,3 +110,27 @@ class Node(Broker):
     def wait_retained_from_stream(self, topic: str, since: int = 0) -> None:
         import re
         self.wait_for_log(rf"Cluster: retained message of {re.escape(topic)} from the stream\.$", since=since)
+
+
+class StoreNode(StoreBroker):
+    """A cluster node with persistence, on one port and one store for its whole life: kill()
+    (SIGKILL) or term(), then start() again; started once it has restored its store and
+    joined the cluster. `nats` is a NatsServer or a list of NATS URLs."""
+
+    def __init__(self, workdir: Path, nats, name: str, extra: list[str] | None = None):
+        urls = [nats.url] if isinstance(nats, NatsServer) else list(nats)
+        super().__init__(workdir, [*(f"cluster_nats_url {u}" for u in urls), f"cluster_node_name {name}",
+                                   *(extra or [])], verbose=True, name=name)
+        self.node = name
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> "StoreNode":
+        super().start(*args, env=env)
+        self.wait_for_log(rf"Cluster: node {self.node} joined", timeout=30)
+        return self
+
+    def kill9(self) -> None:
+        self.kill()
+
+    def wait_nats_subscribed(self, filter_: str, since: int = 0) -> None:
+        import re
+        self.wait_for_log(rf"Cluster: subscribed on NATS for {re.escape(filter_)}\.$", since=since)

@@ -10,7 +10,10 @@ import time
 
 import pytest
 
-from cluster_support import NatsServer, Node
+import mqtt_raw as raw
+from cluster_support import NatsServer, Node, StoreNode
+from mqtt_raw import V5, V311
+from persistence_support import LoadPublisher, LoadSubscriber, acknowledge, connect, park, tally, until
 from support import TIMEOUT, mosquitto_pub, unique_id
 
 try:
@@ -321,3 +324,137 @@ def test_a_client_id_connecting_to_another_node_takes_it_over(nodes, paho_client
     third.connect()
     second.wait_disconnected()
     assert third.is_connected()
+
+
+# ---------------------------------------------------------------------------------------
+# At least once across nodes: QoS 1 and 2 go through the JetStream stream MIDGE_QOS, the
+# publisher's acknowledgement waits for JetStream's, and a node acknowledges the stream only
+# once its store has what it queued.
+# ---------------------------------------------------------------------------------------
+
+
+def receive_all(c, wanted: set[bytes], timeout: float = TIMEOUT) -> list[bytes]:
+    """Payloads of the PUBLISH packets `c` receives (acknowledged as they come) until every
+    one of `wanted` is in."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(got):
+        try:
+            p = c.recv(timeout=max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"missing {sorted(wanted - set(got))[:10]} (of {len(wanted)}) "
+                                 f"after {timeout} s; got {len(got)}") from None
+        acknowledge(c, p)
+        if p.type == raw.PUBLISH:
+            got.append(p.payload)
+    return got
+
+
+def publish_window(c, topic: str, payloads: list[bytes], qos: int, window: int = 10) -> None:
+    """Publishes with `window` messages in flight and returns once every one is acknowledged
+    (QoS 2: PUBREC answered with PUBREL, PUBCOMP received)."""
+    pending: dict[int, bytes] = {}
+    todo = list(payloads)
+    pid = 0
+    while todo or pending:
+        while todo and len(pending) < window:
+            pid += 1
+            pending[pid] = todo.pop(0)
+            c.send(raw.publish(topic, pending[pid], qos=qos, packet_id=pid, version=c.version))
+        p = c.recv(timeout=TIMEOUT)
+        if p.type == raw.PUBREC:
+            c.send(raw.pubrel(p.packet_id, c.version))
+        elif p.type in (raw.PUBACK, raw.PUBCOMP):
+            assert p.reason < 0x80, p
+            del pending[p.packet_id]
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_what_a_node_acknowledged_arrives_even_if_it_is_killed_9_at_once(nodes, version, online):
+    a, _, c = nodes
+    cid = unique_id("durable")
+    sub, _ = connect(c.port, cid, version)
+    sub.subscribe(1, [("ack/#", 1)])
+    if not online:
+        park(sub)
+    pub, _ = connect(a.port, unique_id("pub"), version, clean=True)
+    want = [f"m{i}".encode() for i in range(300)]
+    publish_window(pub, "ack/t", want, qos=1)
+    a.kill9()
+    pub.close()
+    if not online:
+        sub, ack = connect(c.port, cid, version)
+        assert ack.session_present
+    got = receive_all(sub, set(want))
+    # In order (one publisher, one topic [MQTT-4.6.0-6]), and once each.
+    assert got == want
+    sub.close()
+
+
+@pytest.fixture
+def store_node_c(tmp_path, nats):
+    """Node a (no store) and node c with a store, which a test may kill and restart."""
+    a = Node(tmp_path, nats, "node-a").start()
+    c = None
+    try:
+        c = StoreNode(tmp_path, nats, "node-c", ["max_queued_messages 100000"]).start()
+        yield a, c
+    finally:
+        for n in (a, c):
+            if n is not None and n.alive():
+                assert n.stop() == 0, n.log()[-3000:]
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_the_subscribers_node_killed_9_under_load_loses_nothing_acknowledged(store_node_c, version, qos):
+    """A publisher on node a publishes without pause; node c, with two persistent
+    subscribers (one online, one offline), is killed with SIGKILL and restarted on the same
+    store while it does. Every message a acknowledged reaches both; QoS 2 exactly once."""
+    a, c = store_node_c
+    online = LoadSubscriber(c.port, unique_id("on"), version, "load/#", qos_levels=(qos,))
+    offline = LoadSubscriber(c.port, unique_id("off"), version, "load/#", qos_levels=(qos,))
+    subs = [online, offline]
+    for s in subs:
+        s.subscribe_once()
+    online.start()
+    pub = LoadPublisher(a.port, unique_id("pub"), version, qos, qos == 2, "load/x", "p")
+    pub.start()
+    try:
+        def state() -> str:
+            return "; ".join(x.describe() for x in [pub, *subs])
+
+        for _ in range(2):
+            base = pub.acked_count()
+            until(lambda: pub.acked_count() >= base + 100, 30, lambda: f"acknowledgements: {state()}")
+            # Messages reach c, some of them queued and acknowledged to the stream.
+            until(lambda: len(online.received()) >= base + 50, 30, lambda: f"deliveries on c: {state()}")
+            c.kill()
+            # a goes on acknowledging while c is away (JetStream keeps c's share).
+            down = pub.acked_count()
+            until(lambda: pub.acked_count() >= down + 50, 30, lambda: f"acknowledgements without c: {state()}")
+            c.start()
+        pub.stop()
+        offline.start()
+        end, _ = connect(a.port, unique_id("end"), version, clean=True)
+        end.publish("load/end", "end:0", qos=1)
+        end.close()
+        for s in subs:
+            until(lambda: "end:0" in s.received(), 30, lambda: f"end:0 on {s.client_id}: {state()}")
+        until(lambda: all(s.settled(set()) for s in subs), 5, lambda: f"QoS 2 flows: {state()}")
+    finally:
+        for x in [pub, *subs]:
+            x.stopping.set()
+        for x in [pub, *subs]:
+            x.finished.wait(20)
+    problems = [f"{x.client_id}: {an}" for x in [pub, *subs] for an in x.anomalies]
+    problems += [f"{s.client_id}: {v}" for s in subs for v in s.qos2_violations]
+    for s in subs:
+        t = tally(s.client_id, s.deliveries, [pub], qos)
+        assert t.acknowledged >= 200, t.line()
+        if t.missing:
+            problems.append(f"{t.line()}: missing {t.missing[:10]}")
+        if qos == 2 and t.duplicates:
+            problems.append(f"{t.line()}: twice {t.duplicated[:10]}")
+    assert not problems, "\n".join(problems)

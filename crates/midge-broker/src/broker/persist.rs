@@ -44,6 +44,8 @@ pub struct Journal {
     commits: Mutex<HashMap<u64, Commit>>,
     /// The commit of each open incoming QoS 2 flow of persistent publishers.
     open: Mutex<HashMap<(ByteString, u16), u64>>,
+    /// Cluster mode: the position in the cluster's QoS stream whose copies are stored last.
+    stream_position: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -115,6 +117,28 @@ impl Journal {
                 Some(self.store.append([Op::Put(records::commit_key(commit), Vec::new())]))
             }
         }
+    }
+
+    /// Cluster mode: the copies of the message at `position` in the cluster's QoS stream
+    /// are all queued. If there are any, one record commits them and holds the position,
+    /// and a second keeps the position once the commit's copies are delivered: after a crash
+    /// the message is either stored and known, or neither. Returns the record to wait for.
+    pub fn commit_stream(&self, commit: u64, position: u64) -> Option<u64> {
+        let mut commits = self.commits.lock();
+        let c = commits.get_mut(&commit)?;
+        c.record = true;
+        drop(commits);
+        self.stream_position.fetch_max(position, Ordering::AcqRel);
+        Some(self.store.append([
+            Op::Put(records::commit_key(commit), position.to_le_bytes().to_vec()),
+            Op::Put(records::stream_position_key(), position.to_le_bytes().to_vec()),
+        ]))
+    }
+
+    /// Cluster mode: the last position in the cluster's QoS stream whose copies are stored
+    /// (0: none).
+    pub fn stream_position(&self) -> u64 {
+        self.stream_position.load(Ordering::Acquire)
     }
 
     /// PUBREL released a persistent publisher's packet identifier: its commit moves to a
@@ -326,6 +350,7 @@ impl Broker {
         // open flows of persistent publishers.
         let mut committed: HashMap<u64, Commit> = HashMap::new();
         let mut open: HashMap<(ByteString, u16), u64> = HashMap::new();
+        let mut stream_position = 0;
         for (key, value) in &records {
             let Some((&kind, rest)) = key.split_first() else { continue };
             let ok = match kind {
@@ -370,6 +395,9 @@ impl Broker {
                 },
                 prefix::COMMIT => match <[u8; 8]>::try_from(rest).map(u64::from_be_bytes) {
                     Ok(commit) => {
+                        if let Ok(p) = <[u8; 8]>::try_from(&value[..]) {
+                            stream_position = stream_position.max(u64::from_le_bytes(p));
+                        }
                         max_entry = max_entry.max(commit);
                         committed.entry(commit).or_default().record = true;
                         Ok(())
@@ -406,6 +434,13 @@ impl Broker {
                         })
                     }
                 }
+                prefix::STREAM_POSITION => match <[u8; 8]>::try_from(&value[..]) {
+                    Ok(p) => {
+                        stream_position = stream_position.max(u64::from_le_bytes(p));
+                        Ok(())
+                    }
+                    Err(_) => Err(records::RecordError { what: "cluster stream position" }),
+                },
                 prefix::FORWARD => records::read_retained(value, &clock).map(|(m, _)| {
                     forward.push(Arc::new(m));
                     stale.push(Op::Delete(key.to_vec()));
@@ -466,6 +501,7 @@ impl Broker {
             next_entry: AtomicU64::new(max_entry + 1),
             commits: Mutex::new(committed),
             open: Mutex::new(open),
+            stream_position: AtomicU64::new(stream_position),
         };
         if self.journal.set(journal).is_err() {
             tracing::error!("The store was restored twice: the second is ignored.");

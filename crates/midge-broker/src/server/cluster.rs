@@ -22,12 +22,30 @@ use crate::cluster::interest::{Change, Interest};
 use crate::cluster::ownership::Claim;
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
-use crate::cluster::{Held, Outbox};
+use crate::cluster::{Held, Outbox, Outgoing};
 use crate::config::cluster::Cluster;
 use crate::session::Message;
 
 /// The JetStream stream of retained messages.
 pub const RETAINED_STREAM: &str = "MIDGE_RETAINED";
+/// The JetStream stream of QoS 1 and 2 messages between nodes.
+pub const QOS_STREAM: &str = "MIDGE_QOS";
+/// How long the QoS stream keeps a message no node has consumed yet (a node down for
+/// longer misses it).
+const QOS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The most the QoS stream holds (the oldest go first past it).
+const QOS_MAX_BYTES: i64 = 1 << 30;
+/// JetStream's window for recognising a message published again (after a PubAck lost).
+const QOS_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Messages of the QoS stream a node may hold unacknowledged: past this, JetStream gives
+/// it no more until it catches up (the stream is the queue, not the node's memory).
+const QOS_MAX_ACK_PENDING: i64 = 8192;
+/// JetStream publishes of QoS 1 and 2 messages awaiting their PubAck, at most.
+const QOS_MAX_INFLIGHT: usize = 4096;
+/// The first wait before a QoS 1 or 2 message JetStream did not take is published again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between attempts.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The key-value bucket of which node holds each client id.
 pub const SESSIONS_BUCKET: &str = "MIDGE_SESSIONS";
 /// Attempts at claiming a client id whose entry others change meanwhile.
@@ -71,16 +89,17 @@ pub enum ClusterError {
 /// The cluster between [`Broker::join_cluster`] and the task: the ends of the outbox.
 #[derive(Debug)]
 pub(crate) struct Joined {
-    messages: mpsc::Receiver<Arc<Message>>,
+    messages: mpsc::UnboundedReceiver<Outgoing>,
     held: mpsc::UnboundedReceiver<Held>,
+    outbox: Outbox,
 }
 
 /// Makes the broker a cluster node: from now on it hands its messages and subscription
 /// changes over (to a task started by [`connect`] and [`run`]).
 pub(crate) fn join(broker: &Broker) -> Joined {
     let (outbox, messages, held) = Outbox::new();
-    broker.join_cluster(outbox);
-    Joined { messages, held }
+    broker.join_cluster(outbox.clone());
+    Joined { messages, held, outbox }
 }
 
 /// The node, connected to NATS, its retained messages loaded.
@@ -91,6 +110,14 @@ pub(crate) struct Connected {
     /// what this node publishes too.
     shared_client: async_nats::Client,
     js: jetstream::Context,
+    /// QoS 1 and 2 publishes: at most [`QOS_MAX_INFLIGHT`] awaiting their PubAck, more wait.
+    qos_js: jetstream::Context,
+    /// This node's durable consumer of the QoS stream.
+    qos: QosFeed,
+    /// The QoS stream (to read what the consumer skipped over), and the position the
+    /// consumer had acknowledged when the node started.
+    qos_stream: jetstream::stream::Stream,
+    qos_floor: u64,
     retained: Pin<
         Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>,
     >,
@@ -98,7 +125,11 @@ pub(crate) struct Connected {
     sessions: kv::Store,
     owners: Pin<Box<dyn Stream<Item = Result<kv::Entry, kv::WatcherError>> + Send>>,
     origin: String,
+    node: String,
 }
+
+type QosFeed =
+    Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>> + Send>>;
 
 impl std::fmt::Debug for Connected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +264,11 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     let sessions =
         js.get_key_value(SESSIONS_BUCKET).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
     let owners = Box::pin(sessions.watch_all().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
+    let (qos, qos_stream, qos_floor) = qos_feed(&js, c, &node).await?;
+    let qos_js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(QOS_MAX_INFLIGHT)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
     // NATS's names of the node's start: a restarted node numbers its messages anew.
     let boot = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let origin = format!("{node}/{boot:x}");
@@ -240,7 +276,80 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         "Cluster: node {node} joined through NATS at {urls}; {loaded} retained message{} loaded.",
         if loaded == 1 { "" } else { "s" }
     );
-    Ok(Connected { joined, client, shared_client, js, retained, sessions, owners, origin })
+    Ok(Connected {
+        joined,
+        client,
+        shared_client,
+        js,
+        qos_js,
+        qos,
+        qos_stream,
+        qos_floor,
+        retained,
+        sessions,
+        owners,
+        origin,
+        node,
+    })
+}
+
+/// The name of a node's durable consumer of the QoS stream (NATS allows letters, digits,
+/// `-` and `_` in it).
+fn consumer_name(node: &str) -> String {
+    let safe: String =
+        node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("midge-{safe}")
+}
+
+/// Makes sure the QoS stream exists, and this node's durable consumer of it, and follows it;
+/// returns also the stream and the consumer's acknowledged position. One consumer per node,
+/// of every subject: nats-server 2.9 gives a consumer one filter, and a node's filters change
+/// with its clients' subscriptions.
+async fn qos_feed(
+    js: &jetstream::Context,
+    c: &Cluster,
+    node: &str,
+) -> Result<(QosFeed, jetstream::stream::Stream, u64), ClusterError> {
+    let js_error = |e: &dyn std::fmt::Display| ClusterError::JetStream(e.to_string());
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: QOS_STREAM.to_owned(),
+            subjects: vec![format!("{}.>", subject::QOS)],
+            // A message goes once every node's consumer has it (or past the limits, when a
+            // node stays away).
+            retention: jetstream::stream::RetentionPolicy::Interest,
+            max_age: QOS_MAX_AGE,
+            max_bytes: QOS_MAX_BYTES,
+            discard: jetstream::stream::DiscardPolicy::Old,
+            duplicate_window: QOS_DUPLICATE_WINDOW,
+            num_replicas: c.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_error(&e))?;
+    let name = consumer_name(node);
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: format!("{}.>", subject::QOS),
+                // A node that joins gets what is published from then on; one that comes back
+                // goes on where it stopped.
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                // Acknowledging a message acknowledges those before it: the node acknowledges
+                // what its store has, in batches.
+                ack_policy: jetstream::consumer::AckPolicy::All,
+                max_ack_pending: QOS_MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| js_error(&e))?;
+    let floor = consumer.info().await.map_err(|e| js_error(&e))?.ack_floor.stream_sequence;
+    let feed = Box::pin(consumer.messages().await.map_err(|e| js_error(&e))?);
+    Ok((feed, stream, floor))
 }
 
 /// Applies one message of the retained stream to the local store; true when it is a
@@ -253,9 +362,7 @@ fn apply_retained(broker: &Broker, m: &jetstream::Message) -> bool {
     let Some(mut carried) = read_headers(m.headers.as_ref()) else { return false };
     // The expiry counts from when the message entered the stream.
     if let (Some(left), Ok(info)) = (carried.properties.message_expiry_interval(), m.info()) {
-        let now =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
-        let age = u64::try_from((now - info.published.unix_timestamp_nanos()) / 1_000_000_000).unwrap_or(0);
+        let age = age_secs(info.published.unix_timestamp_nanos());
         if age >= u64::from(left) {
             carried.properties.remove(midge_codec::PropertyId::MessageExpiryInterval);
             let empty = message(topic, Bytes::new(), carried);
@@ -303,17 +410,32 @@ struct Subscriptions {
 
 /// Runs the cluster task until `stop` says the broker stops.
 pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: watch::Receiver<bool>) {
-    let Connected { joined, client, shared_client, js, mut retained, sessions, mut owners, origin } =
-        connected;
+    let Connected {
+        joined,
+        client,
+        shared_client,
+        js,
+        qos_js,
+        qos,
+        qos_stream,
+        qos_floor,
+        mut retained,
+        sessions,
+        mut owners,
+        origin,
+        node,
+    } = connected;
     // The client ids this node claimed: the connection, and the claim.
     let mut claims: HashMap<String, (u64, Claim)> = HashMap::new();
     let mut owners_open = true;
-    let Joined { mut messages, mut held } = joined;
+    let Joined { messages, mut held, outbox } = joined;
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
     let mut subs = Subscriptions::default();
     let mut dedup = Dedup::default();
-    let mut seq: u64 = 0;
     let mut retained_open = true;
+    let out = Out { client: client.clone(), js: js.clone(), qos_js, outbox, origin: origin.clone() };
+    let sending = tokio::spawn(out.run(messages, stop.clone()));
+    let tailing = tokio::spawn(tail(broker.clone(), (qos, qos_stream, qos_floor), node, stop.clone()));
     loop {
         // Not biased: a node publishing without pause must not starve what comes from the
         // others (or the retained stream, or the owners' bucket).
@@ -365,10 +487,6 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                     None => {}
                 }
             }
-            Some(m) = messages.recv() => {
-                seq += 1;
-                publish(&client, &js, &m, (&origin, seq)).await;
-            }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
             r = poll_fn(|cx| owners.as_mut().poll_next(cx)), if owners_open => match r {
                 Some(Ok(entry)) => taken_over(&broker, &entry, &origin, &mut claims),
@@ -394,16 +512,16 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             },
         }
     }
-    // What local clients published before the stop (wills of the closed connections).
-    while let Ok(m) = messages.try_recv() {
-        seq += 1;
-        publish(&client, &js, &m, (&origin, seq)).await;
-    }
     for t in subs.tasks.into_values().flatten() {
         t.abort();
     }
-    // What was handed to the client goes out before the process ends.
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    // What local clients published before the stop (wills of the closed connections) goes
+    // out, and what the store has of the stream is acknowledged.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = sending.await;
+        let _ = tailing.await;
+    })
+    .await;
 }
 
 /// The key of a client id in the sessions bucket: base64url, which keeps every client id a
@@ -514,7 +632,14 @@ async fn subscribe(
         _ => (filter, None),
     };
     let mut tasks = Vec::new();
-    for subject in filter_to_subjects(subject::MESSAGES, plain) {
+    // A shared subscription takes QoS 1 and 2 messages from their stream's subjects too (as
+    // a core NATS subscriber: one member of the group gets each, at most once); the node's
+    // other subscriptions get those from the stream.
+    let mut subjects = filter_to_subjects(subject::MESSAGES, plain);
+    if share.is_some() {
+        subjects.extend(filter_to_subjects(subject::QOS, plain));
+    }
+    for subject in subjects {
         let sub = match &share {
             Some(_) => client.queue_subscribe(subject.clone(), queue_group(filter)).await,
             None => client.subscribe(subject.clone()).await,
@@ -537,25 +662,140 @@ async fn subscribe(
     tasks
 }
 
-/// Publishes a message of this node on NATS, and a retained one to the stream as well.
-async fn publish(client: &async_nats::Client, js: &jetstream::Context, m: &Message, origin: (&str, u64)) {
-    let now = Instant::now();
-    if m.is_expired(now) {
-        return;
+/// The sending side of the cluster task: what local clients publish, to NATS.
+struct Out {
+    client: async_nats::Client,
+    /// Retained messages' stream.
+    js: jetstream::Context,
+    /// QoS 1 and 2 messages' stream.
+    qos_js: jetstream::Context,
+    outbox: Outbox,
+    origin: String,
+}
+
+impl Out {
+    /// Publishes what the outbox hands over, in order, until the broker stops; then what is
+    /// left (the wills of the connections closed at the stop), and gives JetStream a moment
+    /// to acknowledge it.
+    async fn run(self, mut messages: mpsc::UnboundedReceiver<Outgoing>, mut stop: watch::Receiver<bool>) {
+        let mut seq = 0;
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => None,
+                m = messages.recv() => m,
+            };
+            let Some(o) = next else { break };
+            self.send(o, &mut seq).await;
+        }
+        while let Ok(o) = messages.try_recv() {
+            self.send(o, &mut seq).await;
+        }
+        let last = self.outbox.last_ticket();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.outbox.acked(last)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
     }
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in
-        wire::headers(m.qos, m.retain, &m.publisher, &m.properties, m.remaining_expiry(now), origin)
-    {
-        headers.append(name, value);
+
+    /// Publishes one message: QoS 0 on core NATS under its topic's subject (dropped while
+    /// NATS is away), QoS 1 and 2 to the QoS stream until JetStream acknowledges it, and a
+    /// retained one to the retained stream as well.
+    async fn send(&self, Outgoing { message: m, ticket }: Outgoing, seq: &mut u64) {
+        let now = Instant::now();
+        if m.is_expired(now) {
+            self.outbox.done(ticket);
+            return;
+        }
+        let number = if ticket == 0 {
+            *seq += 1;
+            *seq
+        } else {
+            ticket
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in wire::headers(
+            m.qos,
+            m.retain,
+            &m.publisher,
+            &m.properties,
+            m.remaining_expiry(now),
+            (&self.origin, number),
+        ) {
+            headers.append(name, value);
+        }
+        if m.retain {
+            self.retain(&m, headers.clone()).await;
+        }
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if ticket == 0 {
+            if self.outbox.dropping(!connected) {
+                if connected {
+                    tracing::warn!(
+                        "Cluster: NATS is back: QoS 0 messages published here reach the other nodes again."
+                    );
+                } else {
+                    tracing::warn!(
+                        "Cluster: NATS is away: QoS 0 messages published here reach local subscribers only until it is back."
+                    );
+                }
+            }
+            if connected {
+                let subject = topic_to_subject(subject::MESSAGES, &m.topic);
+                if let Err(e) = self.client.publish_with_headers(subject, headers, m.payload.clone()).await {
+                    tracing::warn!("Cluster: cannot publish on {}: {e}.", m.topic);
+                }
+            }
+            self.outbox.done(0);
+            return;
+        }
+        headers.insert("Nats-Msg-Id", format!("{}-{ticket}", self.origin));
+        let subject = topic_to_subject(subject::QOS, &m.topic);
+        let publish = jetstream::message::PublishMessage::build().headers(headers).payload(m.payload.clone());
+        // In order while NATS is there; what it does not take is sent again later.
+        let first = if connected {
+            Some(self.qos_js.send_publish(subject.clone(), publish.clone()).await)
+        } else {
+            None
+        };
+        let (js, outbox) = (self.qos_js.clone(), self.outbox.clone());
+        tokio::spawn(async move {
+            let mut attempt = first;
+            let mut wait = RETRY_FIRST;
+            let mut failures = 0u32;
+            loop {
+                let error = match attempt {
+                    Some(Ok(ack)) => match ack.await {
+                        Ok(_) => break,
+                        Err(e) => e.to_string(),
+                    },
+                    Some(Err(e)) => e.to_string(),
+                    None => "NATS is away".to_owned(),
+                };
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(
+                        "Cluster: JetStream has not taken a QoS {} message of {} ({error}): its publisher waits, it is sent again.",
+                        m.qos as u8,
+                        m.topic
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+                attempt = Some(js.send_publish(subject.clone(), publish.clone()).await);
+            }
+            if failures > 0 {
+                tracing::info!(
+                    "Cluster: JetStream took the QoS {} message of {} after all.",
+                    m.qos as u8,
+                    m.topic
+                );
+            }
+            outbox.done(ticket);
+        });
     }
-    let subject = topic_to_subject(subject::MESSAGES, &m.topic);
-    if let Err(e) = client.publish_with_headers(subject, headers.clone(), m.payload.clone()).await {
-        tracing::warn!("Cluster: cannot publish on {}: {e}.", m.topic);
-    }
-    if m.retain {
+
+    /// Publishes a retained message to the retained stream (logged if JetStream refuses it).
+    async fn retain(&self, m: &Message, headers: async_nats::HeaderMap) {
         let subject = topic_to_subject(subject::RETAINED, &m.topic);
-        match js.publish_with_headers(subject, headers, m.payload.clone()).await {
+        match self.js.publish_with_headers(subject, headers, m.payload.clone()).await {
             Ok(ack) => {
                 let topic = m.topic.clone();
                 tokio::spawn(async move {
@@ -569,10 +809,167 @@ async fn publish(client: &async_nats::Client, js: &jetstream::Context, m: &Messa
     }
 }
 
+/// How long the stream's acknowledgements may wait to be sent together.
+const ACK_EVERY: Duration = Duration::from_millis(20);
+/// How many may wait.
+const ACK_BATCH: usize = 512;
+/// How long to wait for room in a congested subscriber's queue before looking again.
+const ROOM_RECHECK: Duration = Duration::from_millis(50);
+
+/// Follows the QoS stream with this node's durable consumer: routes what other nodes
+/// published to local subscribers, and acknowledges it (acknowledging one acknowledges
+/// those before it) once the store has what was queued for persistent sessions. A message
+/// of this node (routed when it was published) or at or below the stored position (routed
+/// before a restart) is only acknowledged. The stream is read without a gap: what the
+/// consumer delivered to an earlier run of the node, or that NATS lost on the way, is read
+/// from the stream by its sequence before what comes after it (JetStream would give it
+/// again only after its acknowledgement wait, and after a later one is acknowledged, not
+/// at all). While a local subscriber's queue is full, no more is read: JetStream holds the
+/// rest.
+async fn tail(
+    broker: Arc<Broker>,
+    (mut feed, stream, floor): (QosFeed, jetstream::stream::Stream, u64),
+    node: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The next position to route.
+    let mut next = broker.journal().map_or(0, |j| j.stream_position()).max(floor) + 1;
+    // The store record each message read waits for, in order.
+    let mut gate = 0;
+    let mut pending: std::collections::VecDeque<(u64, jetstream::Message)> = Default::default();
+    // The last message whose acknowledgement may be sent, and how many it covers.
+    let mut ready: Option<jetstream::Message> = None;
+    let mut covers = 0usize;
+    let mut congested: Vec<Arc<crate::mailbox::SessionHandle>> = Vec::new();
+    let durable = |t: u64| broker.journal().is_none_or(|j| j.store().is_durable(t));
+    loop {
+        while pending.front().is_some_and(|(t, _)| durable(*t)) {
+            ready = pending.pop_front().map(|(_, m)| m);
+            covers += 1;
+        }
+        if covers >= ACK_BATCH {
+            acknowledge(ready.take()).await;
+            covers = 0;
+        }
+        let now = Instant::now();
+        congested.retain(|h| !h.mailbox.has_room(now));
+        let waiting_for = pending.front().map(|(t, _)| *t);
+        let room_of = congested.first().cloned();
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(ACK_EVERY), if ready.is_some() => {
+                acknowledge(ready.take()).await;
+                covers = 0;
+            }
+            _ = async {
+                if let (Some(j), Some(t)) = (broker.journal(), waiting_for) {
+                    j.store().durable(t).await;
+                }
+            }, if waiting_for.is_some() => {}
+            _ = async { if let Some(h) = room_of { h.mailbox.room(ROOM_RECHECK).await } }, if !congested.is_empty() => {}
+            r = poll_fn(|cx| feed.as_mut().poll_next(cx)), if congested.is_empty() => match r {
+                Some(Ok(m)) => {
+                    let Ok(info) = m.info() else { continue };
+                    let sequence = info.stream_sequence;
+                    let published = info.published.unix_timestamp_nanos();
+                    // What came before it and never arrived, from the stream.
+                    while next < sequence {
+                        match stream.get_raw_message(next).await {
+                            Ok(got) => {
+                                let read = Read { subject: &got.subject, headers: Some(&got.headers), payload: &got.payload, published: got.time.unix_timestamp_nanos() };
+                                route_read(&broker, &read, &node, next, &mut gate, &mut congested);
+                            }
+                            Err(e) => tracing::warn!("Cluster: message {next} of the QoS stream cannot be read ({e}): skipped."),
+                        }
+                        next += 1;
+                    }
+                    if sequence >= next {
+                        let read = Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
+                        route_read(&broker, &read, &node, sequence, &mut gate, &mut congested);
+                        next = sequence + 1;
+                    }
+                    pending.push_back((gate, m));
+                }
+                Some(Err(e)) => tracing::debug!("Cluster: the QoS stream: {e}."),
+                None => {
+                    tracing::error!("Cluster: the QoS stream's consumer ended; QoS 1 and 2 messages of other nodes no longer arrive.");
+                    break;
+                }
+            },
+        }
+    }
+    while pending.front().is_some_and(|(t, _)| durable(*t)) {
+        ready = pending.pop_front().map(|(_, m)| m);
+    }
+    acknowledge(ready).await;
+}
+
+async fn acknowledge(m: Option<jetstream::Message>) {
+    if let Some(m) = m {
+        if let Err(e) = m.ack().await {
+            tracing::debug!("Cluster: cannot acknowledge the QoS stream: {e}.");
+        }
+    }
+}
+
+/// A message read from the QoS stream.
+struct Read<'a> {
+    subject: &'a str,
+    headers: Option<&'a async_nats::HeaderMap>,
+    payload: &'a Bytes,
+    /// When it entered the stream, in nanoseconds since the Unix epoch.
+    published: i128,
+}
+
+/// Routes the message at `sequence` of the QoS stream, unless it is this node's or has
+/// expired; raises `gate` to the store record its acknowledgement waits for, and adds the
+/// subscribers whose queue it filled to `congested`.
+fn route_read(
+    broker: &Broker,
+    m: &Read<'_>,
+    node: &str,
+    sequence: u64,
+    gate: &mut u64,
+    congested: &mut Vec<Arc<crate::mailbox::SessionHandle>>,
+) {
+    let Ok(topic) = subject_to_topic(subject::QOS, m.subject) else {
+        tracing::warn!("Cluster: ignoring subject {}.", m.subject);
+        return;
+    };
+    let Some(mut carried) = read_headers(m.headers) else { return };
+    let from = carried.origin.as_ref().map(|(o, _)| o.rsplit_once('/').map_or(o.as_str(), |(n, _)| n));
+    if from == Some(node) {
+        return;
+    }
+    // The time it spent in the stream counts against its expiry.
+    if let Some(left) = carried.properties.message_expiry_interval() {
+        let age = age_secs(m.published);
+        if age >= u64::from(left) {
+            return;
+        }
+        carried.properties.set(midge_codec::Property::MessageExpiryInterval(left - age as u32));
+    }
+    let (t, full) = broker.route_from_stream(&Arc::new(message(topic, m.payload.clone(), carried)), sequence);
+    *gate = (*gate).max(t);
+    congested.extend(full);
+}
+
+/// Whole seconds since `published` (nanoseconds since the Unix epoch).
+fn age_secs(published: i128) -> u64 {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+    u64::try_from((now - published) / 1_000_000_000).unwrap_or(0)
+}
+
 /// Routes a message from another node to the local subscribers, once; or, NATS having
 /// picked this node for a shared subscription, to one member of its group here.
 fn deliver(broker: &Broker, (share, m): &Inbound, own: &str, dedup: &mut Dedup) {
-    let Ok(topic) = subject_to_topic(subject::MESSAGES, &m.subject) else {
+    let topic = match subject_to_topic(subject::MESSAGES, &m.subject) {
+        Ok(t) => Some(t),
+        // QoS 1 and 2 messages come on their stream's subjects to shared subscriptions only.
+        Err(_) if share.is_some() => subject_to_topic(subject::QOS, &m.subject).ok(),
+        Err(_) => None,
+    };
+    let Some(topic) = topic else {
         tracing::warn!("Cluster: ignoring subject {}.", m.subject);
         return;
     };
