@@ -458,3 +458,25 @@ def test_the_subscribers_node_killed_9_under_load_loses_nothing_acknowledged(sto
         if qos == 2 and t.duplicates:
             problems.append(f"{t.line()}: twice {t.duplicated[:10]}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_qos1_message_past_nats_max_payload_is_acknowledged_and_stays_local(nodes, paho_clients):
+    """NATS refuses a message past its max_payload (1 MiB here): it reaches the publisher's
+    node only, and its publisher is acknowledged rather than kept waiting; the node's link to
+    NATS is unharmed."""
+    a, _, c = nodes
+    local = paho_clients(a, unique_id("local"))
+    local.connect()
+    local.subscribe("big/#", 1)
+    remote = paho_clients(c, unique_id("remote"))
+    remote.connect()
+    subscribe_on(c, remote, "big/#", 1)
+    pub = paho_clients(a, unique_id("pub"))
+    pub.connect()
+    mark = a.mark()
+    big = b"x" * (2 << 20)
+    pub.publish("big/one", big, qos=1)
+    assert local.next_message().payload == big
+    a.wait_for_log(r"Cluster: a QoS 1 message of big/one .* reaches local subscribers only\.", since=mark)
+    pub.publish("big/two", b"small", qos=1)
+    assert remote.next_message().payload == b"small"

@@ -711,6 +711,9 @@ impl Out {
             ticket
         };
         let mut headers = async_nats::HeaderMap::new();
+        // What the headers take on the wire, roughly (`NAME: VALUE\r\n`, the version line,
+        // Nats-Msg-Id).
+        let mut header_bytes = 64 + self.origin.len();
         for (name, value) in wire::headers(
             m.qos,
             m.retain,
@@ -719,6 +722,7 @@ impl Out {
             m.remaining_expiry(now),
             (&self.origin, number),
         ) {
+            header_bytes += name.len() + value.len() + 4;
             headers.append(name, value);
         }
         if m.retain {
@@ -748,6 +752,19 @@ impl Out {
         }
         headers.insert("Nats-Msg-Id", format!("{}-{ticket}", self.origin));
         let subject = topic_to_subject(subject::QOS, &m.topic);
+        // NATS refuses (and closes the connection for) a message past its max_payload: such
+        // a message reaches local subscribers only, as with QoS 0, rather than waiting for ever.
+        let size = m.payload.len() + header_bytes;
+        let limit = self.client.server_info().max_payload;
+        if (limit > 0 && size > limit) || subject.len() > MAX_SUBJECT {
+            tracing::warn!(
+                "Cluster: a QoS {} message of {} ({size} bytes with its headers) is larger than NATS's max_payload ({limit}) or its subject longer than {MAX_SUBJECT} bytes: it reaches local subscribers only.",
+                m.qos as u8,
+                m.topic
+            );
+            self.outbox.done(ticket);
+            return;
+        }
         let publish = jetstream::message::PublishMessage::build().headers(headers).payload(m.payload.clone());
         // In order while NATS is there; what it does not take is sent again later.
         let first = if connected {
@@ -808,6 +825,11 @@ impl Out {
         }
     }
 }
+
+/// The longest subject a QoS 1 or 2 message is published to the stream with: NATS closes
+/// the connection of a client whose protocol line (subject, reply inbox, sizes) is longer
+/// than its `max_control_line`, 4 KiB by default.
+const MAX_SUBJECT: usize = 3900;
 
 /// How long the stream's acknowledgements may wait to be sent together.
 const ACK_EVERY: Duration = Duration::from_millis(20);
