@@ -11,7 +11,7 @@ import time
 import pytest
 
 import mqtt_raw as raw
-from cluster_support import NatsServer, Node, StoreNode
+from cluster_support import NatsCluster, NatsServer, Node, StoreNode
 from mqtt_raw import V5, V311
 from persistence_support import LoadPublisher, LoadSubscriber, acknowledge, connect, park, tally, until
 from support import TIMEOUT, mosquitto_pub, unique_id
@@ -480,3 +480,76 @@ def test_a_qos1_message_past_nats_max_payload_is_acknowledged_and_stays_local(no
     a.wait_for_log(r"Cluster: a QoS 1 message of big/one .* reaches local subscribers only\.", since=mark)
     pub.publish("big/two", b"small", qos=1)
     assert remote.next_message().payload == b"small"
+
+
+# ---------------------------------------------------------------------------------------
+# Three NATS servers in a NATS cluster, midge's streams with 3 replicas: one NATS server is
+# killed with SIGKILL and the midge nodes carry on.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nats3(tmp_path):
+    c = NatsCluster(tmp_path).start()
+    yield c
+    c.stop()
+
+
+def test_midge_carries_on_when_one_of_three_nats_servers_is_killed_9(tmp_path, nats3, paho_clients):
+    nodes = []
+    try:
+        for x in "abc":
+            nodes.append(Node(tmp_path, nats3, f"node-{x}", ["cluster_replicas 3"]).start())
+        a, b, c = nodes
+        # Retained before the failure, read by a late subscriber after it.
+        mark = c.mark()
+        mosquitto_pub(a, "-t", "n3/retained/before", "-m", "before", "-q", "1", "-r")
+        c.wait_retained_from_stream("n3/retained/before", since=mark)
+        sub = paho_clients(c, unique_id("sub"), version="5")
+        sub.connect(clean_start=False, session_expiry=300)
+        subscribe_on(c, sub, "n3/q/#", 1)
+        pub = paho_clients(a, unique_id("pub"), version="5")
+        pub.connect()
+        pub.publish("n3/q/1", b"before", qos=1)
+        assert sub.next_message().payload == b"before"
+        # The NATS server node a publishes through goes.
+        doomed = nats3.serving("midge node-a")
+        nats3.servers[doomed].kill9()
+        # QoS 1: acknowledged once JetStream (2 of 3 replicas) has it again, and delivered.
+        want = [f"after{i}".encode() for i in range(20)]
+        for p in want:
+            pub.publish("n3/q/1", p, qos=1, timeout=60)
+        assert [m.payload for m in sub.messages_until_all(want, timeout=60)] == want
+        # QoS 0: the nodes' NATS subscriptions moved to the servers left. A QoS 0 message
+        # published while a node reconnects may be lost (README): published until one
+        # arrives.
+        qos0 = paho_clients(c, unique_id("qos0"), version="5")
+        qos0.connect()
+        subscribe_on(c, qos0, "n3/zero/#", 0)
+        deadline = time.monotonic() + 30
+        got = None
+        while got is None:
+            assert time.monotonic() < deadline, "no QoS 0 message crossed nodes within 30 s"
+            pub.publish("n3/zero/x", b"zero", qos=0)
+            try:
+                got = qos0.next_message(timeout=0.5)
+            except AssertionError:
+                pass
+        assert got.payload == b"zero"
+        # Retained: the one from before, and one published after, from a third node.
+        mark = c.mark()
+        mosquitto_pub(b, "-t", "n3/retained/after", "-m", "after", "-q", "1", "-r")
+        c.wait_retained_from_stream("n3/retained/after", since=mark)
+        late = paho_clients(c, unique_id("late"))
+        late.connect()
+        late.subscribe("n3/retained/#", 1)
+        got = late.messages_until_all([b"before", b"after"])
+        assert {(m.topic, m.payload, m.retain) for m in got} == {
+            ("n3/retained/before", b"before", True), ("n3/retained/after", b"after", True)}
+    finally:
+        failures = []
+        for n in nodes:
+            rc = n.stop()
+            if rc != 0:
+                failures.append(f"{n.name} exited with {rc}; log tail:\n{n.log()[-3000:]}")
+        assert not failures, "\n".join(failures)
