@@ -553,3 +553,30 @@ def test_midge_carries_on_when_one_of_three_nats_servers_is_killed_9(tmp_path, n
             if rc != 0:
                 failures.append(f"{n.name} exited with {rc}; log tail:\n{n.log()[-3000:]}")
         assert not failures, "\n".join(failures)
+
+
+def test_while_nats_is_away_qos1_publishers_wait_and_nothing_is_lost(tmp_path, nats, nodes):
+    """NATS stops (SIGKILL): a QoS 1 message published on node a reaches a's own subscriber
+    at once, but its PUBACK waits; NATS comes back on the same port and store: the PUBACK
+    comes, and the subscriber on node c gets the message."""
+    a, _, c = nodes
+    remote, _ = connect(c.port, unique_id("remote"), V5)
+    remote.subscribe(1, [("away/#", 1)])
+    local, _ = connect(a.port, unique_id("local"), V5)
+    local.subscribe(1, [("away/#", 1)])
+    pub, _ = connect(a.port, unique_id("pub"), V5, clean=True)
+    pub.publish("away/t", "before", qos=1)
+    assert receive_all(remote, {b"before"}) == [b"before"]
+    assert receive_all(local, {b"before"}) == [b"before"]
+    mark = a.mark()
+    nats.kill9()
+    a.wait_for_log(r"Cluster: NATS disconnected\.", since=mark)
+    pub.send(raw.publish("away/t", "while away", qos=1, packet_id=7, version=V5))
+    assert receive_all(local, {b"while away"}) == [b"while away"]
+    with pytest.raises(TimeoutError):
+        p = pub.recv(timeout=1.0)
+        raise AssertionError(f"acknowledged while NATS is away: {p!r}")
+    nats.start()
+    p = pub.recv(timeout=60)
+    assert (p.type, p.packet_id, p.reason) == (raw.PUBACK, 7, 0)
+    assert receive_all(remote, {b"while away"}, timeout=30) == [b"while away"]
