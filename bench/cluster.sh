@@ -76,6 +76,12 @@ run q0_latency pairs -n 4 -r 5000
 run q1_latency pairs -n 4 -q 1 -r 1000
 run q1_fanout fan-out -n 16 -q 1 --inflight 64
 
+# Where QoS 0 messages were lost between nodes: NATS slow consumers (the server's, or the
+# receiving node's client).
+for f in "$work"/nats.log "$work"/node-*.log; do
+    printf '%s: %s\n' "$(basename "$f")" "$(grep -i 'slow consumer' "$f" | tail -1 || true)" >&2
+done
+
 export RESULTS_JSON
 RESULTS_JSON=$(for k in "${!results[@]}"; do printf '%s\t%s\n' "$k" "${results[$k]}"; done)
 python3 - "$DURATION" "$WINDOW" "$QUEUE" "$INFLIGHT" "$("$NATS" --version)" <<'PY'
@@ -91,9 +97,11 @@ for line in os.environ["RESULTS_JSON"].splitlines():
         res[(variant, scenario)] = {}
 rows = [
     (f"QoS 0 pairs (4), window {window}, delivered msg/s", "q0_window", "received_per_sec", True),
+    (f"QoS 0 pairs (4), window {window}, lost", "q0_window", "lost", None),
     ("QoS 0 pairs (4), flat out, delivered msg/s", "q0_flat", "delivered_per_sec", True),
     ("QoS 0 pairs (4), flat out, lost %", "q0_flat", "lost_percent", None),
     ("QoS 1 pairs (4), window 64, delivered msg/s", "q1_window", "received_per_sec", True),
+    ("QoS 1 pairs (4), window 64, lost", "q1_window", "lost", None),
     ("QoS 1 pairs (4), flat out, delivered msg/s", "q1_flat", "delivered_per_sec", True),
     ("QoS 1 pairs (4), flat out, lost %", "q1_flat", "lost_percent", None),
     ("QoS 1 fan-out (1 → 16), window 64, delivered msg/s", "q1_fanout", "received_per_sec", True),

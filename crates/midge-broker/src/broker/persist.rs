@@ -591,3 +591,88 @@ impl Broker {
         })
     }
 }
+
+#[cfg(test)]
+mod stream_position_tests {
+    //! Cluster mode: the copies of a message read from the cluster's QoS stream and its
+    //! position are durable together or not at all.
+    use super::*;
+    use crate::session::Message;
+    use crate::store::{StoreOptions, SyncPolicy};
+    use bytes::Bytes;
+    use midge_codec::{Properties, QoS};
+
+    fn open(dir: &std::path::Path) -> (Arc<Broker>, Restored) {
+        let config = crate::config::parse_str("listener 1883\n", "t").unwrap().0;
+        let broker = Broker::new(config).unwrap();
+        let options = StoreOptions {
+            dir: dir.to_owned(),
+            sync: SyncPolicy::EveryAck,
+            set_aside_unreadable: false,
+            reset: false,
+        };
+        let (store, records, _) = Store::open(options).unwrap();
+        let restored = broker.restore(store, records);
+        (broker, restored)
+    }
+
+    /// Queues a copy of a message for `client` tied to a new commit; returns the commit.
+    fn queue_copy(j: &Journal, client: &str, payload: &'static str) -> u64 {
+        let commit = j.next_commit();
+        let message = Message::from_publish(
+            "t".into(),
+            Bytes::from_static(payload.as_bytes()),
+            QoS::AtLeastOnce,
+            false,
+            Properties::default(),
+            "publisher".into(),
+            Instant::now(),
+        );
+        let mut d = Delivery {
+            message: Arc::new(message),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+            share: None,
+            entry: None,
+        };
+        Committing { journal: j, commit }.queued(client, &mut d);
+        commit
+    }
+
+    fn close(broker: Arc<Broker>) {
+        let j = broker.journal().unwrap();
+        let last = j.store().appended();
+        block_on(j.store().durable(last));
+        j.store().close();
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn copies_and_position_survive_together_and_uncommitted_copies_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = open(dir.path());
+        let j = broker.journal().unwrap();
+        assert_eq!(j.stream_position(), 0);
+        j.session("sub", 300, 0, Some((None, None)));
+        let commit = queue_copy(j, "sub", "from the stream");
+        assert!(j.commit_stream(commit, 41).is_some());
+        // The next message's copy is written, its commit never (the node was killed).
+        queue_copy(j, "sub", "never committed");
+        // A message without copies here records nothing.
+        assert_eq!(j.commit_stream(j.next_commit(), 43), None);
+        assert_eq!(j.stream_position(), 41);
+        close(broker);
+
+        let (broker, restored) = open(dir.path());
+        let j = broker.journal().unwrap();
+        assert_eq!(j.stream_position(), 41);
+        assert_eq!((restored.sessions, restored.queued), (1, 1), "only the committed copy is back");
+        close(broker);
+        let (broker, _) = open(dir.path());
+        assert_eq!(broker.journal().unwrap().stream_position(), 41);
+    }
+}

@@ -137,6 +137,25 @@ impl std::fmt::Debug for Connected {
     }
 }
 
+/// QoS 0 messages from other nodes the NATS client dropped (the node did not keep up), and
+/// when that was last logged (seconds since the Unix epoch).
+static SLOW_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SLOW_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The NATS client dropped a message for a subscription that was full: counted, and logged
+/// at most once a second (there can be one such event per message).
+fn slow_consumer() {
+    use std::sync::atomic::Ordering;
+    let dropped = SLOW_DROPS.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = SLOW_LOGGED.load(Ordering::Relaxed);
+    if now > last && SLOW_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(
+            "Cluster: this node does not keep up with the QoS 0 messages of other nodes: {dropped} dropped so far (NATS slow consumer)."
+        );
+    }
+}
+
 /// This node's name: `cluster_node_name`, or the host name.
 fn node_name(c: &Cluster) -> String {
     c.node_name.clone().unwrap_or_else(|| {
@@ -173,6 +192,7 @@ async fn options(c: &Cluster, name: String) -> Result<async_nats::ConnectOptions
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("Cluster: NATS connected."),
+                async_nats::Event::SlowConsumer(_) => slow_consumer(),
                 other => tracing::warn!("Cluster: NATS {other}."),
             }
         });
