@@ -151,7 +151,7 @@ fn slow_consumer() {
     let last = SLOW_LOGGED.load(Ordering::Relaxed);
     if now > last && SLOW_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
         tracing::warn!(
-            "Cluster: this node does not keep up with the QoS 0 messages of other nodes: {dropped} dropped so far (NATS slow consumer)."
+            "Cluster: this node does not keep up with the QoS 0 messages of other nodes: the NATS client drops them ({dropped} slow-consumer events so far)."
         );
     }
 }
