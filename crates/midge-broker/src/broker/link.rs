@@ -398,8 +398,11 @@ impl Link {
             let waiter: DurableWaiter = j.store().waiter();
             return Some(Box::pin(waiter.wait(g.store)));
         }
-        let outbox = self.broker.cluster_outbox().filter(|o| !o.is_acked(g.cluster))?.clone();
-        Some(Box::pin(async move { outbox.acked(g.cluster).await }))
+        if let Some(outbox) = self.broker.cluster_outbox().filter(|o| !o.is_acked(g.cluster)).cloned() {
+            return Some(Box::pin(async move { outbox.acked(g.cluster).await }));
+        }
+        // Ready since the output was last drained: another round sends it.
+        Some(Box::pin(std::future::ready(())))
     }
 
     /// Why the connection must close, once it must.
