@@ -580,3 +580,55 @@ def test_while_nats_is_away_qos1_publishers_wait_and_nothing_is_lost(tmp_path, n
     p = pub.recv(timeout=60)
     assert (p.type, p.packet_id, p.reason) == (raw.PUBACK, 7, 0)
     assert receive_all(remote, {b"while away"}, timeout=30) == [b"while away"]
+
+
+# ---------------------------------------------------------------------------------------
+# Wills of the clients of a node killed with SIGKILL, published by a surviving node (or by
+# the node itself when it is back first).
+# ---------------------------------------------------------------------------------------
+
+
+def will_client(node, version: int, topic: str, payload: str, qos: int = 1):
+    """A client with a will, connected to `node`, once the cluster keeps its will."""
+    import re
+    mark = node.mark()
+    cid = unique_id("testament")
+    c, _ = connect(node.port, cid, version, clean=True, will={"topic": topic, "payload": payload, "qos": qos})
+    node.wait_for_log(rf"Cluster: the will of {re.escape(cid)} is kept in the cluster\.", since=mark)
+    c.client_id = cid
+    return c
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_the_wills_of_a_killed_nodes_clients_are_published_by_another_node(nodes, version):
+    a, b, c = nodes
+    sub, _ = connect(c.port, unique_id("heir"), V5)
+    sub.subscribe(1, [("wills/#", 1)])
+    # Kept referenced: the connection stays open until node a dies.
+    gone = will_client(a, version, "wills/gone", "gone with its node")
+    left = will_client(a, version, "wills/left", "never sent")
+    mark = a.mark()
+    left.send(raw.disconnect(version))  # a normal DISCONNECT: no will [MQTT-3.1.2-10]
+    left.wait_closed()
+    a.wait_for_log(rf"Cluster: the will of {left.client_id} left the cluster\.", since=mark)
+    a.kill9()
+    got = receive_all(sub, {b"gone with its node"}, timeout=30)
+    assert got == [b"gone with its node"]
+    # Exactly one node published it, and the will of the clean disconnect never comes: a
+    # message published after both would overtake nothing.
+    pub, _ = connect(b.port, unique_id("after"), V5, clean=True)
+    pub.publish("wills/end", "end", qos=1)
+    assert receive_all(sub, {b"end"}) == [b"end"]
+    assert sum(n.log().count(f"publishing the will of {gone.client_id}") for n in (b, c)) == 1
+
+
+def test_a_node_restarted_at_once_publishes_the_wills_of_its_previous_run(tmp_path, nats, nodes):
+    a, _, c = nodes
+    sub, _ = connect(c.port, unique_id("heir"), V5)
+    sub.subscribe(1, [("wills/#", 1)])
+    alive = will_client(a, V5, "wills/restart", "before the restart")
+    a.kill9()
+    again = Node(tmp_path, nats, "node-a").start()
+    nodes[0] = again
+    assert receive_all(sub, {b"before the restart"}, timeout=30) == [b"before the restart"]
+    alive.close()

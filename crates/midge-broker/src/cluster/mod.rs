@@ -29,6 +29,7 @@ pub mod dedup;
 pub mod interest;
 pub mod ownership;
 pub mod subject;
+pub mod wills;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -73,6 +74,26 @@ pub enum Held {
         conn_id: u64,
         /// When it was opened, in nanoseconds since the Unix epoch (the latest wins).
         at: u64,
+    },
+    /// A connection with a will opened here: the cluster keeps the will, for another node
+    /// to publish if this one dies.
+    Will {
+        /// The client id.
+        client_id: String,
+        /// The connection.
+        conn_id: u64,
+        /// The will.
+        will: Box<midge_codec::Will>,
+        /// Seconds after this node's death it is due: the lower of the will delay and the
+        /// session expiry.
+        delay: u32,
+    },
+    /// A connection with a will ended here (its will is this node's business).
+    Closed {
+        /// The client id.
+        client_id: String,
+        /// The connection.
+        conn_id: u64,
     },
 }
 
@@ -206,6 +227,23 @@ impl Outbox {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let _ = self.changes.send(Held::Opened { client_id: client_id.to_owned(), conn_id, at });
+    }
+}
+
+impl Outbox {
+    /// A connection with a will opened on this node.
+    pub fn will(&self, client_id: &str, conn_id: u64, will: &midge_codec::Will, delay: u32) {
+        let _ = self.changes.send(Held::Will {
+            client_id: client_id.to_owned(),
+            conn_id,
+            will: Box::new(will.clone()),
+            delay,
+        });
+    }
+
+    /// A connection with a will ended on this node.
+    pub fn closed(&self, client_id: &str, conn_id: u64) {
+        let _ = self.changes.send(Held::Closed { client_id: client_id.to_owned(), conn_id });
     }
 }
 

@@ -48,6 +48,15 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The key-value bucket of which node holds each client id.
 pub const SESSIONS_BUCKET: &str = "MIDGE_SESSIONS";
+/// The key-value bucket of the wills of each node's connections.
+pub const WILLS_BUCKET: &str = "MIDGE_WILLS";
+/// The key-value bucket of the nodes' heartbeats (key: node, value: `NODE/BOOT`), and of
+/// which node published the wills of a dead node's run (key `reaped_` and the run).
+pub const NODES_BUCKET: &str = "MIDGE_NODES";
+/// How often a node says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node not heard of for this long is dead: another node publishes its connections' wills.
+const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Attempts at claiming a client id whose entry others change meanwhile.
 const CLAIM_ATTEMPTS: usize = 5;
 /// How long connecting to NATS and reading the retained stream may take at start.
@@ -123,6 +132,9 @@ pub(crate) struct Connected {
     >,
     /// Which node holds each client id, and its changes.
     sessions: kv::Store,
+    /// The wills of the nodes' connections, and the nodes' heartbeats.
+    wills: kv::Store,
+    nodes: kv::Store,
     owners: Pin<Box<dyn Stream<Item = Result<kv::Entry, kv::WatcherError>> + Send>>,
     origin: String,
     node: String,
@@ -264,25 +276,10 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
             None => return Err(ClusterError::JetStream("the retained stream's consumer ended".into())),
         }
     }
-    // The bucket's stream as JetStream's key-value convention has it (ADR-8), made here:
-    // async-nats's create_key_value reads the account's limits in a form nats-server 2.9 does
-    // not answer with.
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: format!("KV_{SESSIONS_BUCKET}"),
-        subjects: vec![format!("$KV.{SESSIONS_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        discard: jetstream::stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: c.replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let sessions =
-        js.get_key_value(SESSIONS_BUCKET).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    let sessions = bucket(&js, SESSIONS_BUCKET, c.replicas, Duration::ZERO).await?;
+    let wills = bucket(&js, WILLS_BUCKET, c.replicas, Duration::ZERO).await?;
+    // Heartbeats and reaping marks of nodes gone for good go after a day.
+    let nodes = bucket(&js, NODES_BUCKET, c.replicas, Duration::from_secs(24 * 3600)).await?;
     let owners = Box::pin(sessions.watch_all().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
     let (qos, qos_stream, qos_floor) = qos_feed(&js, c, &node).await?;
     let qos_js = jetstream::context::ContextBuilder::new()
@@ -297,6 +294,8 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         if loaded == 1 { "" } else { "s" }
     );
     Ok(Connected {
+        wills,
+        nodes,
         joined,
         client,
         shared_client,
@@ -311,6 +310,33 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         origin,
         node,
     })
+}
+
+/// A key-value bucket, its stream made as JetStream's key-value convention has it (ADR-8):
+/// async-nats's create_key_value reads the account's limits in a form nats-server 2.9 does
+/// not answer with. `max_age` zero: kept for ever.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store, ClusterError> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    js.get_key_value(name).await.map_err(|e| ClusterError::JetStream(e.to_string()))
 }
 
 /// The name of a node's durable consumer of the QoS stream (NATS allows letters, digits,
@@ -441,10 +467,21 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         qos_floor,
         mut retained,
         sessions,
+        wills,
+        nodes,
         mut owners,
         origin,
         node,
     } = connected;
+    // The wills this node keeps in the bucket: the connection of each client id's.
+    let mut kept_wills: HashMap<String, u64> = HashMap::new();
+    let watching = tokio::spawn(watch_nodes(
+        broker.clone(),
+        Reaper { nodes, wills: wills.clone(), sessions: sessions.clone() },
+        node.clone(),
+        origin.clone(),
+        stop.clone(),
+    ));
     // The client ids this node claimed: the connection, and the claim.
     let mut claims: HashMap<String, (u64, Claim)> = HashMap::new();
     let mut owners_open = true;
@@ -479,6 +516,27 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                                 }
                             }
                             Claimed::Unknown => {}
+                        }
+                        None
+                    }
+                    Held::Will { client_id, conn_id, will, delay } => {
+                        let record = crate::cluster::wills::encode(&origin, conn_id, delay, &client_id, &will);
+                        match wills.put(session_key(&client_id), Bytes::from(record)).await {
+                            Ok(_) => {
+                                tracing::debug!("Cluster: the will of {client_id} is kept in the cluster.");
+                                kept_wills.insert(client_id, conn_id);
+                            }
+                            Err(e) => tracing::warn!("Cluster: the will of {client_id} is not kept in the cluster ({e}): if this node dies, it is not published."),
+                        }
+                        None
+                    }
+                    Held::Closed { client_id, conn_id } => {
+                        if kept_wills.get(&client_id) == Some(&conn_id) {
+                            kept_wills.remove(&client_id);
+                            match wills.purge(session_key(&client_id)).await {
+                                Ok(()) => tracing::debug!("Cluster: the will of {client_id} left the cluster."),
+                                Err(e) => tracing::warn!("Cluster: the will of {client_id} stays in the cluster ({e})."),
+                            }
                         }
                         None
                     }
@@ -540,8 +598,164 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = sending.await;
         let _ = tailing.await;
+        let _ = watching.await;
     })
     .await;
+}
+
+/// What publishes the wills of a dead node's run.
+#[derive(Clone)]
+struct Reaper {
+    nodes: kv::Store,
+    wills: kv::Store,
+    sessions: kv::Store,
+}
+
+/// Says this node is alive every [`HEARTBEAT`], and watches the others: a node not heard of
+/// for [`DEAD_AFTER`], or heard of with another run (`NODE/BOOT`: it was restarted), has a
+/// run that ended without publishing its connections' wills. One node (the one that creates
+/// the run's `reaped_` key first) publishes them, each after its delay, unless its client
+/// id was claimed since by another connection. A node cut off from NATS for longer than
+/// [`DEAD_AFTER`] is taken for dead too.
+async fn watch_nodes(
+    broker: Arc<Broker>,
+    reaper: Reaper,
+    node: String,
+    origin: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The run of this node's name before this one, if it did not end cleanly.
+    if let Ok(Some(e)) = reaper.nodes.entry(node_key(&node)).await {
+        if e.operation == kv::Operation::Put {
+            let previous = String::from_utf8_lossy(&e.value).into_owned();
+            if previous != origin {
+                reap(&broker, &reaper, &previous).await;
+            }
+        }
+    }
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // The run last heard of each other node, and when.
+    let mut seen: HashMap<String, (String, Instant)> = HashMap::new();
+    // The last heartbeat of every node first (a node that died before this one started
+    // included), then the new ones.
+    let mut watch = match reaper.nodes.watch_with_history(">").await {
+        Ok(w) => Some(Box::pin(w)),
+        Err(e) => {
+            tracing::error!("Cluster: cannot watch the nodes' heartbeats ({e}): the wills of a dead node's clients are not published.");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = heartbeat.tick() => {
+                // Never holding the watch up: a put that takes long is the next one's business.
+                let (nodes, key, value) = (reaper.nodes.clone(), node_key(&node), Bytes::from(origin.clone()));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HEARTBEAT, nodes.put(key, value)).await {
+                        Ok(Ok(_)) => tracing::trace!("Cluster: heartbeat sent."),
+                        Ok(Err(e)) => tracing::debug!("Cluster: heartbeat: {e}."),
+                        Err(_) => tracing::debug!("Cluster: heartbeat: no answer."),
+                    }
+                });
+                let now = Instant::now();
+                let dead: Vec<String> = seen
+                    .iter()
+                    .filter(|(_, (_, at))| now.duration_since(*at) > DEAD_AFTER)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in dead {
+                    if let Some((run, _)) = seen.remove(&n) {
+                        tracing::info!("Cluster: node {n} is not heard of for {} s.", DEAD_AFTER.as_secs());
+                        reap(&broker, &reaper, &run).await;
+                    }
+                }
+            }
+            r = async { match watch.as_mut() { Some(w) => poll_fn(|cx| w.as_mut().poll_next(cx)).await, None => std::future::pending().await } } => match r {
+                Some(Ok(e)) if e.operation == kv::Operation::Put => {
+                    let Some(other) = e.key.strip_prefix("node_").and_then(client_id_of) else { continue };
+                    if other == node {
+                        continue;
+                    }
+                    let run = String::from_utf8_lossy(&e.value).into_owned();
+                    tracing::trace!("Cluster: node {other} is alive ({run}).");
+                    if let Some((before, _)) = seen.insert(other, (run.clone(), Instant::now())) {
+                        if before != run {
+                            reap(&broker, &reaper, &before).await;
+                        }
+                    }
+                }
+                Some(Ok(e)) => {
+                    tracing::trace!("Cluster: nodes bucket: {:?} {}.", e.operation, e.key);
+                    // A node that stopped cleanly: no wills of its to publish.
+                    if let Some(other) = e.key.strip_prefix("node_").and_then(client_id_of) {
+                        seen.remove(&other);
+                    }
+                }
+                Some(Err(e)) => tracing::debug!("Cluster: the nodes' heartbeats: {e}."),
+                None => {
+                    tracing::debug!("Cluster: the nodes' watch ended.");
+                    watch = None;
+                }
+            },
+        }
+    }
+    tracing::debug!("Cluster: heartbeats stop.");
+    // A clean stop: this run's wills are published (or not) by this node.
+    let _ = reaper.nodes.purge(node_key(&node)).await;
+}
+
+/// The key of a node in the nodes bucket.
+fn node_key(node: &str) -> String {
+    format!("node_{}", session_key(node))
+}
+
+/// Publishes the wills kept for connections of the node run `run`, if this node is the first
+/// to take that on.
+async fn reap(broker: &Arc<Broker>, r: &Reaper, run: &str) {
+    let mark = format!("reaped_{}", session_key(run));
+    if r.nodes.create(&mark, Bytes::new()).await.is_err() {
+        return;
+    }
+    let mut keys = match r.wills.keys().await {
+        Ok(k) => Box::pin(k),
+        Err(e) => {
+            tracing::warn!("Cluster: cannot read the wills of {run} ({e}).");
+            return;
+        }
+    };
+    let mut due = 0usize;
+    while let Some(Ok(key)) = poll_fn(|cx| keys.as_mut().poll_next(cx)).await {
+        let Ok(Some(entry)) = r.wills.entry(key.clone()).await else { continue };
+        let Some(record) = crate::cluster::wills::decode(&entry.value).filter(|w| w.origin == run) else {
+            continue;
+        };
+        let Some(client_id) = client_id_of(&key) else { continue };
+        due += 1;
+        let (broker, r, run) = (broker.clone(), r.clone(), run.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(record.delay))).await;
+            // Claimed meanwhile by a connection of another run: the client is back [MQTT-3.1.3-9].
+            let owner = r.sessions.entry(session_key(&client_id)).await.ok().flatten();
+            let back = owner.and_then(|e| Claim::decode(&e.value)).is_some_and(|c| c.origin != run);
+            let still =
+                r.wills.entry(key.clone()).await.ok().flatten().is_some_and(|e| e.revision == entry.revision);
+            if still {
+                let _ = r.wills.purge(&key).await;
+            }
+            if back || !still {
+                return;
+            }
+            tracing::info!("Cluster: publishing the will of {client_id}, a client of {run}, which is gone.");
+            broker.publish_will(record.will(), &ByteString::from(client_id), Instant::now());
+        });
+    }
+    if due > 0 {
+        tracing::info!(
+            "Cluster: {due} will{} of clients of {run}, which is gone, to publish.",
+            if due == 1 { "" } else { "s" }
+        );
+    }
 }
 
 /// The key of a client id in the sessions bucket: base64url, which keeps every client id a
