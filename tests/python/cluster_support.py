@@ -180,9 +180,10 @@ class Node(Broker):
         import re
         self.wait_for_log(rf"Cluster: subscribed on NATS for {re.escape(filter_)}\.$", since=since)
 
-    def wait_retained_from_stream(self, topic: str, since: int = 0) -> None:
+    def wait_retained_from_stream(self, topic: str, since: int = 0, timeout: float = TIMEOUT) -> None:
         import re
-        self.wait_for_log(rf"Cluster: retained message of {re.escape(topic)} from the stream\.$", since=since)
+        self.wait_for_log(rf"Cluster: retained message of {re.escape(topic)} from the stream\.$", since=since,
+                          timeout=timeout)
 
 
 class StoreNode(StoreBroker):

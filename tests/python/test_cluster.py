@@ -539,7 +539,9 @@ def test_midge_carries_on_when_one_of_three_nats_servers_is_killed_9(tmp_path, n
         # Retained: the one from before, and one published after, from a third node.
         mark = c.mark()
         mosquitto_pub(b, "-t", "n3/retained/after", "-m", "after", "-q", "1", "-r")
-        c.wait_retained_from_stream("n3/retained/after", since=mark)
+        # A node's reader of the retained stream (an ordered consumer, one copy) may have been
+        # on the server killed: it is made again once its heartbeats are missed, seconds later.
+        c.wait_retained_from_stream("n3/retained/after", since=mark, timeout=60)
         late = paho_clients(c, unique_id("late"))
         late.connect()
         late.subscribe("n3/retained/#", 1)

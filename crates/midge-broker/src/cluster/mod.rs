@@ -19,7 +19,9 @@
 //!   ([`dedup`]); a node never gets its own messages back (its connection has NATS's
 //!   no-echo);
 //! - retained messages: a JetStream stream keeps the last message of each topic's subject;
-//!   every node reads it whole at start and follows it, into its own retained store.
+//!   every node reads it whole at start and follows it, into its own retained store;
+//! - wills: the wills of a node's connections are kept in a key-value bucket ([`wills`]) and
+//!   published by another node when the node stops saying it is alive.
 //!
 //! With no `cluster_*` options nothing of this runs: the router's hook and the outbox are
 //! never set, so a single node pays a branch on an empty `OnceLock` per publish, and none

@@ -132,6 +132,12 @@ pub(crate) struct Connected {
     >,
     /// Which node holds each client id, and its changes.
     sessions: kv::Store,
+    /// How many times the node's NATS connection (re)connected.
+    connects: watch::Receiver<u64>,
+    /// The retained stream (its reader is made again after a reconnection), and the last
+    /// position loaded.
+    retained_stream: jetstream::stream::Stream,
+    retained_seq: u64,
     /// The wills of the nodes' connections, and the nodes' heartbeats.
     wills: kv::Store,
     nodes: kv::Store,
@@ -192,7 +198,12 @@ pub(crate) async fn connect(
 }
 
 /// The options of a connection to NATS.
-async fn options(c: &Cluster, name: String) -> Result<async_nats::ConnectOptions, ClusterError> {
+/// `connects`, when given, counts the connection's (re)connections.
+async fn options(
+    c: &Cluster,
+    name: String,
+    connects: Option<Arc<watch::Sender<u64>>>,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
     let mut opts = async_nats::ConnectOptions::new()
         // A node never gets its own messages back (on its shared-subscription connection it
         // does: NATS picks among every node's members, this node's included).
@@ -201,11 +212,19 @@ async fn options(c: &Cluster, name: String) -> Result<async_nats::ConnectOptions
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("Cluster: NATS connected."),
-                async_nats::Event::SlowConsumer(_) => slow_consumer(),
-                other => tracing::warn!("Cluster: NATS {other}."),
+        .event_callback(move |event| {
+            let connects = connects.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("Cluster: NATS connected.");
+                        if let Some(c) = connects {
+                            c.send_modify(|n| *n += 1);
+                        }
+                    }
+                    async_nats::Event::SlowConsumer(_) => slow_consumer(),
+                    other => tracing::warn!("Cluster: NATS {other}."),
+                }
             }
         });
     if let (Some(user), Some(password)) = (&c.username, &c.password) {
@@ -228,9 +247,13 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     let urls = c.urls.join(", ");
     let connect_error =
         |e: async_nats::ConnectError| ClusterError::Connect { urls: urls.clone(), error: e.to_string() };
-    let client =
-        options(c, format!("midge {node}")).await?.connect(c.urls.as_slice()).await.map_err(connect_error)?;
-    let shared_client = options(c, format!("midge {node} (shared)"))
+    let (connects_tx, connects) = watch::channel(0u64);
+    let client = options(c, format!("midge {node}"), Some(Arc::new(connects_tx)))
+        .await?
+        .connect(c.urls.as_slice())
+        .await
+        .map_err(connect_error)?;
+    let shared_client = options(c, format!("midge {node} (shared)"), None)
         .await?
         .connect(c.urls.as_slice())
         .await
@@ -294,6 +317,9 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         if loaded == 1 { "" } else { "s" }
     );
     Ok(Connected {
+        connects,
+        retained_stream: stream,
+        retained_seq: last,
         wills,
         nodes,
         joined,
@@ -393,9 +419,36 @@ async fn qos_feed(
         )
         .await
         .map_err(|e| js_error(&e))?;
-    let floor = consumer.info().await.map_err(|e| js_error(&e))?.ack_floor.stream_sequence;
+    // Where the node goes on: after what the consumer delivered when nothing of it waits for
+    // an acknowledgement (a new consumer: the stream's end), else after its ack floor (what
+    // was delivered to the last run and not acknowledged is read again).
+    let info = consumer.info().await.map_err(|e| js_error(&e))?;
+    let floor = if info.num_ack_pending == 0 {
+        info.delivered.stream_sequence.max(info.ack_floor.stream_sequence)
+    } else {
+        info.ack_floor.stream_sequence
+    };
     let feed = Box::pin(consumer.messages().await.map_err(|e| js_error(&e))?);
     Ok((feed, stream, floor))
+}
+
+/// A reader of the retained stream from `start` on.
+async fn follow_retained(
+    stream: &jetstream::stream::Stream,
+    start: u64,
+) -> Result<
+    Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>>,
+    String,
+> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", subject::RETAINED),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Box::pin(consumer.messages().await.map_err(|e| e.to_string())?))
 }
 
 /// Applies one message of the retained stream to the local store; true when it is a
@@ -472,7 +525,14 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         mut owners,
         origin,
         node,
+        mut connects,
+        retained_stream,
+        mut retained_seq,
     } = connected;
+    connects.borrow_and_update();
+    // Where the readers of the retained stream and of the owners' bucket are, to make them
+    // again from there.
+    let mut owners_rev = 0;
     // The wills this node keeps in the bucket: the connection of each client id's.
     let mut kept_wills: HashMap<String, u64> = HashMap::new();
     let watching = tokio::spawn(watch_nodes(
@@ -566,9 +626,38 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 }
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
+            Ok(()) = connects.changed() => {
+                // Reconnected: the readers (ordered consumers, one copy each) may have been on
+                // a server that is gone; JetStream would make them again only once their
+                // heartbeats are missed, and then slowly. Made again now, from where they were.
+                match follow_retained(&retained_stream, retained_seq + 1).await {
+                    Ok(r) => {
+                        retained = r;
+                        retained_open = true;
+                    }
+                    Err(e) => tracing::warn!("Cluster: the retained stream, after reconnecting: {e}."),
+                }
+                match sessions.watch_all_from_revision(owners_rev + 1).await {
+                    Ok(w) => {
+                        owners = Box::pin(w);
+                        owners_open = true;
+                    }
+                    Err(e) => tracing::warn!("Cluster: the sessions bucket, after reconnecting: {e}."),
+                }
+            }
             r = poll_fn(|cx| owners.as_mut().poll_next(cx)), if owners_open => match r {
-                Some(Ok(entry)) => taken_over(&broker, &entry, &origin, &mut claims),
-                Some(Err(e)) => tracing::warn!("Cluster: the sessions bucket: {e}."),
+                Some(Ok(entry)) => {
+                    owners_rev = owners_rev.max(entry.revision);
+                    taken_over(&broker, &entry, &origin, &mut claims)
+                }
+                Some(Err(e)) => {
+                    // Its reader (one copy) may have been on a NATS server that is gone: made
+                    // again from where it was.
+                    tracing::warn!("Cluster: the sessions bucket: {e}; reading it again.");
+                    if let Ok(w) = sessions.watch_all_from_revision(owners_rev + 1).await {
+                        owners = Box::pin(w);
+                    }
+                }
                 None => {
                     tracing::error!("Cluster: the sessions bucket's watch ended; clients connecting to other nodes no longer close their connection here.");
                     owners_open = false;
@@ -576,13 +665,21 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             },
             r = poll_fn(|cx| retained.as_mut().poll_next(cx)), if retained_open => match r {
                 Some(Ok(m)) => {
+                    if let Ok(info) = m.info() {
+                        retained_seq = retained_seq.max(info.stream_sequence);
+                    }
                     apply_retained(&broker, &m);
                     if tracing::enabled!(tracing::Level::DEBUG) {
                         let topic = subject_to_topic(subject::RETAINED, &m.subject).unwrap_or_default();
                         tracing::debug!("Cluster: retained message of {topic} from the stream.");
                     }
                 }
-                Some(Err(e)) => tracing::warn!("Cluster: the retained stream: {e}."),
+                Some(Err(e)) => {
+                    tracing::warn!("Cluster: the retained stream: {e}; reading it again.");
+                    if let Ok(r) = follow_retained(&retained_stream, retained_seq + 1).await {
+                        retained = r;
+                    }
+                }
                 None => {
                     tracing::error!("Cluster: the retained stream's consumer ended; retained messages of other nodes are no longer followed.");
                     retained_open = false;
@@ -692,7 +789,12 @@ async fn watch_nodes(
                         seen.remove(&other);
                     }
                 }
-                Some(Err(e)) => tracing::debug!("Cluster: the nodes' heartbeats: {e}."),
+                Some(Err(e)) => {
+                    tracing::debug!("Cluster: the nodes' heartbeats: {e}; reading them again.");
+                    if let Ok(w) = reaper.nodes.watch_with_history(">").await {
+                        watch = Some(Box::pin(w));
+                    }
+                }
                 None => {
                     tracing::debug!("Cluster: the nodes' watch ended.");
                     watch = None;
@@ -1128,7 +1230,18 @@ async fn tail(
                     let Ok(info) = m.info() else { continue };
                     let sequence = info.stream_sequence;
                     let published = info.published.unix_timestamp_nanos();
-                    // What came before it and never arrived, from the stream.
+                    // What came before it and never arrived, from the stream. A gap larger
+                    // than the consumer can have had outstanding may be of messages the stream
+                    // no longer has (its limits): those are skipped, not asked for one by one.
+                    if sequence.saturating_sub(next) > 2 * QOS_MAX_ACK_PENDING as u64 {
+                        if let Ok(info) = stream.get_info().await {
+                            let first = info.state.first_sequence.min(sequence);
+                            if first > next {
+                                tracing::warn!("Cluster: messages {next} to {} of the QoS stream are gone (its limits): skipped.", first - 1);
+                                next = first;
+                            }
+                        }
+                    }
                     while next < sequence {
                         match stream.get_raw_message(next).await {
                             Ok(got) => {
