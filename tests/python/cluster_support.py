@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from persistence_support import StoreBroker
 from support import HOST, TIMEOUT, Broker, free_port, require_program
 
 NATS_SERVER = "/usr/sbin/nats-server"
@@ -19,27 +20,34 @@ NATS_SERVER = "/usr/sbin/nats-server"
 class NatsServer:
     """`nats-server -js` on a free port, its store under `workdir`."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, name: str = "nats", port: int = 0, extra: list[str] | None = None):
         self.workdir = workdir
-        self.port = 0
+        self.name = name
+        self.port = port
+        self.extra = list(extra or [])
         self.proc: subprocess.Popen | None = None
-        self.log_path = workdir / "nats.log"
+        self.log_path = workdir / f"{name}.log"
 
     def start(self) -> "NatsServer":
         binary = require_program(NATS_SERVER if os.path.exists(NATS_SERVER) else "nats-server",
                                  "on Debian/Ubuntu: apt-get install nats-server")
-        store = self.workdir / "jetstream"
+        store = self.workdir / ("jetstream" if self.name == "nats" else f"{self.name}-jetstream")
         store.mkdir(exist_ok=True)
-        for _ in range(2):
-            self.port = free_port()
+        fixed = self.port != 0
+        for _ in range(1 if fixed else 2):
+            self.port = self.port if fixed else free_port()
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
-                    [binary, "-js", "-a", HOST, "-p", str(self.port), "-sd", str(store)],
+                    [binary, "-js", "-a", HOST, "-p", str(self.port), "-sd", str(store), *self.extra],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             if self._wait_ready():
                 return self
             self.stop()
         pytest.fail(f"nats-server did not start; log:\n{self.log()}", pytrace=False)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=TIMEOUT)
 
     def _wait_ready(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -76,12 +84,78 @@ class NatsServer:
                 self.proc.wait()
 
 
+class NatsCluster:
+    """Three nats-server with JetStream in one NATS cluster (routes between them), each with
+    its own store and a monitoring port; started once JetStream has a metadata leader."""
+
+    def __init__(self, workdir: Path, size: int = 3):
+        self.workdir = workdir
+        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        routes = ",".join(f"nats://{HOST}:{r}" for _, r, _ in ports)
+        self.servers = [
+            NatsServer(workdir, f"nats{i}", client, [
+                "-n", f"nats{i}", "--cluster_name", "midge-test", "--cluster", f"nats://{HOST}:{route}",
+                "--routes", routes, "-m", str(monitor)])
+            for i, (client, route, monitor) in enumerate(ports)]
+        self.monitors = [m for _, _, m in ports]
+
+    def start(self) -> "NatsCluster":
+        import threading
+        errors: list[BaseException] = []
+
+        def start_one(s: NatsServer) -> None:
+            try:
+                s.start()
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+        # Together: each waits for the others' routes before it says it is ready.
+        threads = [threading.Thread(target=start_one, args=(s,)) for s in self.servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.stop()
+            raise errors[0]
+        deadline = time.monotonic() + 30
+        while not any("JetStream cluster new metadata leader" in s.log() for s in self.servers):
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail("the NATS cluster elected no JetStream leader within 30 s; logs:\n"
+                            + "\n".join(s.log()[-2000:] for s in self.servers), pytrace=False)
+            time.sleep(0.05)  # poll interval over the servers' logs
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def serving(self, connection_name: str) -> int:
+        """The index of the server a client connection of that name is connected to."""
+        import json
+        import urllib.request
+        for i, (s, m) in enumerate(zip(self.servers, self.monitors)):
+            if s.proc is None or s.proc.poll() is not None:
+                continue
+            with urllib.request.urlopen(f"http://{HOST}:{m}/connz?limit=1024", timeout=5) as r:
+                conns = json.load(r).get("connections") or []
+            if any(c.get("name") == connection_name for c in conns):
+                return i
+        raise AssertionError(f"no NATS server has a connection named {connection_name!r}")
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+
 class Node(Broker):
     """A midge broker joined to the cluster, started once it says it joined."""
 
-    def __init__(self, workdir: Path, nats: NatsServer, name: str, extra: list[str] | None = None):
-        super().__init__(workdir, [f"cluster_nats_url {nats.url}", f"cluster_node_name {name}", *(extra or [])],
-                         verbose=True, name=name)
+    def __init__(self, workdir: Path, nats, name: str, extra: list[str] | None = None):
+        urls = nats.urls if isinstance(nats, NatsCluster) else [nats.url]
+        super().__init__(workdir, [*(f"cluster_nats_url {u}" for u in urls), f"cluster_node_name {name}",
+                                   *(extra or [])], verbose=True, name=name)
         self.node = name
 
     def start(self) -> "Node":
@@ -106,6 +180,31 @@ class Node(Broker):
         import re
         self.wait_for_log(rf"Cluster: subscribed on NATS for {re.escape(filter_)}\.$", since=since)
 
-    def wait_retained_from_stream(self, topic: str, since: int = 0) -> None:
+    def wait_retained_from_stream(self, topic: str, since: int = 0, timeout: float = TIMEOUT) -> None:
         import re
-        self.wait_for_log(rf"Cluster: retained message of {re.escape(topic)} from the stream\.$", since=since)
+        self.wait_for_log(rf"Cluster: retained message of {re.escape(topic)} from the stream\.$", since=since,
+                          timeout=timeout)
+
+
+class StoreNode(StoreBroker):
+    """A cluster node with persistence, on one port and one store for its whole life: kill()
+    (SIGKILL) or term(), then start() again; started once it has restored its store and
+    joined the cluster. `nats` is a NatsServer or a list of NATS URLs."""
+
+    def __init__(self, workdir: Path, nats, name: str, extra: list[str] | None = None):
+        urls = [nats.url] if isinstance(nats, NatsServer) else list(nats)
+        super().__init__(workdir, [*(f"cluster_nats_url {u}" for u in urls), f"cluster_node_name {name}",
+                                   *(extra or [])], verbose=True, name=name)
+        self.node = name
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> "StoreNode":
+        super().start(*args, env=env)
+        self.wait_for_log(rf"Cluster: node {self.node} joined", timeout=30)
+        return self
+
+    def kill9(self) -> None:
+        self.kill()
+
+    def wait_nats_subscribed(self, filter_: str, since: int = 0) -> None:
+        import re
+        self.wait_for_log(rf"Cluster: subscribed on NATS for {re.escape(filter_)}\.$", since=since)

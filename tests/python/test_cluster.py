@@ -10,7 +10,10 @@ import time
 
 import pytest
 
-from cluster_support import NatsServer, Node
+import mqtt_raw as raw
+from cluster_support import NatsCluster, NatsServer, Node, StoreNode
+from mqtt_raw import V5, V311
+from persistence_support import LoadPublisher, LoadSubscriber, acknowledge, connect, park, tally, until
 from support import TIMEOUT, mosquitto_pub, unique_id
 
 try:
@@ -321,3 +324,313 @@ def test_a_client_id_connecting_to_another_node_takes_it_over(nodes, paho_client
     third.connect()
     second.wait_disconnected()
     assert third.is_connected()
+
+
+# ---------------------------------------------------------------------------------------
+# At least once across nodes: QoS 1 and 2 go through the JetStream stream MIDGE_QOS, the
+# publisher's acknowledgement waits for JetStream's, and a node acknowledges the stream only
+# once its store has what it queued.
+# ---------------------------------------------------------------------------------------
+
+
+def receive_all(c, wanted: set[bytes], timeout: float = TIMEOUT) -> list[bytes]:
+    """Payloads of the PUBLISH packets `c` receives (acknowledged as they come) until every
+    one of `wanted` is in."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(got):
+        try:
+            p = c.recv(timeout=max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"missing {sorted(wanted - set(got))[:10]} (of {len(wanted)}) "
+                                 f"after {timeout} s; got {len(got)}") from None
+        acknowledge(c, p)
+        if p.type == raw.PUBLISH:
+            got.append(p.payload)
+    return got
+
+
+def publish_window(c, topic: str, payloads: list[bytes], qos: int, window: int = 10) -> None:
+    """Publishes with `window` messages in flight and returns once every one is acknowledged
+    (QoS 2: PUBREC answered with PUBREL, PUBCOMP received)."""
+    pending: dict[int, bytes] = {}
+    todo = list(payloads)
+    pid = 0
+    while todo or pending:
+        while todo and len(pending) < window:
+            pid += 1
+            pending[pid] = todo.pop(0)
+            c.send(raw.publish(topic, pending[pid], qos=qos, packet_id=pid, version=c.version))
+        p = c.recv(timeout=TIMEOUT)
+        if p.type == raw.PUBREC:
+            c.send(raw.pubrel(p.packet_id, c.version))
+        elif p.type in (raw.PUBACK, raw.PUBCOMP):
+            assert p.reason < 0x80, p
+            del pending[p.packet_id]
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_what_a_node_acknowledged_arrives_even_if_it_is_killed_9_at_once(nodes, version, online):
+    a, _, c = nodes
+    cid = unique_id("durable")
+    sub, _ = connect(c.port, cid, version)
+    sub.subscribe(1, [("ack/#", 1)])
+    if not online:
+        park(sub)
+    pub, _ = connect(a.port, unique_id("pub"), version, clean=True)
+    want = [f"m{i}".encode() for i in range(300)]
+    publish_window(pub, "ack/t", want, qos=1)
+    a.kill9()
+    pub.close()
+    if not online:
+        sub, ack = connect(c.port, cid, version)
+        assert ack.session_present
+    got = receive_all(sub, set(want))
+    # In order (one publisher, one topic [MQTT-4.6.0-6]), and once each.
+    assert got == want
+    sub.close()
+
+
+@pytest.fixture
+def store_node_c(tmp_path, nats):
+    """Node a (no store) and node c with a store, which a test may kill and restart."""
+    a = Node(tmp_path, nats, "node-a").start()
+    c = None
+    try:
+        c = StoreNode(tmp_path, nats, "node-c", ["max_queued_messages 100000"]).start()
+        yield a, c
+    finally:
+        for n in (a, c):
+            if n is not None and n.alive():
+                assert n.stop() == 0, n.log()[-3000:]
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_the_subscribers_node_killed_9_under_load_loses_nothing_acknowledged(store_node_c, version, qos):
+    """A publisher on node a publishes without pause; node c, with two persistent
+    subscribers (one online, one offline), is killed with SIGKILL and restarted on the same
+    store while it does. Every message a acknowledged reaches both; QoS 2 exactly once."""
+    a, c = store_node_c
+    online = LoadSubscriber(c.port, unique_id("on"), version, "load/#", qos_levels=(qos,))
+    offline = LoadSubscriber(c.port, unique_id("off"), version, "load/#", qos_levels=(qos,))
+    subs = [online, offline]
+    for s in subs:
+        s.subscribe_once()
+    online.start()
+    pub = LoadPublisher(a.port, unique_id("pub"), version, qos, qos == 2, "load/x", "p")
+    pub.start()
+    try:
+        def state() -> str:
+            return "; ".join(x.describe() for x in [pub, *subs])
+
+        for _ in range(2):
+            base = pub.acked_count()
+            until(lambda: pub.acked_count() >= base + 100, 30, lambda: f"acknowledgements: {state()}")
+            # Messages reach c, some of them queued and acknowledged to the stream.
+            until(lambda: len(online.received()) >= base + 50, 30, lambda: f"deliveries on c: {state()}")
+            c.kill()
+            # a goes on acknowledging while c is away (JetStream keeps c's share).
+            down = pub.acked_count()
+            until(lambda: pub.acked_count() >= down + 50, 30, lambda: f"acknowledgements without c: {state()}")
+            c.start()
+        pub.stop()
+        offline.start()
+        end, _ = connect(a.port, unique_id("end"), version, clean=True)
+        end.publish("load/end", "end:0", qos=1)
+        end.close()
+        for s in subs:
+            until(lambda: "end:0" in s.received(), 30, lambda: f"end:0 on {s.client_id}: {state()}")
+        until(lambda: all(s.settled(set()) for s in subs), 5, lambda: f"QoS 2 flows: {state()}")
+    finally:
+        for x in [pub, *subs]:
+            x.stopping.set()
+        for x in [pub, *subs]:
+            x.finished.wait(20)
+    problems = [f"{x.client_id}: {an}" for x in [pub, *subs] for an in x.anomalies]
+    problems += [f"{s.client_id}: {v}" for s in subs for v in s.qos2_violations]
+    for s in subs:
+        t = tally(s.client_id, s.deliveries, [pub], qos)
+        assert t.acknowledged >= 200, t.line()
+        if t.missing:
+            problems.append(f"{t.line()}: missing {t.missing[:10]}")
+        if qos == 2 and t.duplicates:
+            problems.append(f"{t.line()}: twice {t.duplicated[:10]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_qos1_message_past_nats_max_payload_is_acknowledged_and_stays_local(nodes, paho_clients):
+    """NATS refuses a message past its max_payload (1 MiB here): it reaches the publisher's
+    node only, and its publisher is acknowledged rather than kept waiting; the node's link to
+    NATS is unharmed."""
+    a, _, c = nodes
+    local = paho_clients(a, unique_id("local"))
+    local.connect()
+    local.subscribe("big/#", 1)
+    remote = paho_clients(c, unique_id("remote"))
+    remote.connect()
+    subscribe_on(c, remote, "big/#", 1)
+    pub = paho_clients(a, unique_id("pub"))
+    pub.connect()
+    mark = a.mark()
+    big = b"x" * (2 << 20)
+    pub.publish("big/one", big, qos=1)
+    assert local.next_message().payload == big
+    a.wait_for_log(r"Cluster: a QoS 1 message of big/one .* reaches local subscribers only\.", since=mark)
+    pub.publish("big/two", b"small", qos=1)
+    assert remote.next_message().payload == b"small"
+
+
+# ---------------------------------------------------------------------------------------
+# Three NATS servers in a NATS cluster, midge's streams with 3 replicas: one NATS server is
+# killed with SIGKILL and the midge nodes carry on.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nats3(tmp_path):
+    c = NatsCluster(tmp_path).start()
+    yield c
+    c.stop()
+
+
+def test_midge_carries_on_when_one_of_three_nats_servers_is_killed_9(tmp_path, nats3, paho_clients):
+    nodes = []
+    try:
+        for x in "abc":
+            nodes.append(Node(tmp_path, nats3, f"node-{x}", ["cluster_replicas 3"]).start())
+        a, b, c = nodes
+        # Retained before the failure, read by a late subscriber after it.
+        mark = c.mark()
+        mosquitto_pub(a, "-t", "n3/retained/before", "-m", "before", "-q", "1", "-r")
+        c.wait_retained_from_stream("n3/retained/before", since=mark)
+        sub = paho_clients(c, unique_id("sub"), version="5")
+        sub.connect(clean_start=False, session_expiry=300)
+        subscribe_on(c, sub, "n3/q/#", 1)
+        pub = paho_clients(a, unique_id("pub"), version="5")
+        pub.connect()
+        pub.publish("n3/q/1", b"before", qos=1)
+        assert sub.next_message().payload == b"before"
+        # The NATS server node a publishes through goes.
+        doomed = nats3.serving("midge node-a")
+        nats3.servers[doomed].kill9()
+        # QoS 1: acknowledged once JetStream (2 of 3 replicas) has it again, and delivered.
+        want = [f"after{i}".encode() for i in range(20)]
+        for p in want:
+            pub.publish("n3/q/1", p, qos=1, timeout=60)
+        assert [m.payload for m in sub.messages_until_all(want, timeout=60)] == want
+        # QoS 0: the nodes' NATS subscriptions moved to the servers left. A QoS 0 message
+        # published while a node reconnects may be lost (README): published until one
+        # arrives.
+        qos0 = paho_clients(c, unique_id("qos0"), version="5")
+        qos0.connect()
+        subscribe_on(c, qos0, "n3/zero/#", 0)
+        deadline = time.monotonic() + 30
+        got = None
+        while got is None:
+            assert time.monotonic() < deadline, "no QoS 0 message crossed nodes within 30 s"
+            pub.publish("n3/zero/x", b"zero", qos=0)
+            try:
+                got = qos0.next_message(timeout=0.5)
+            except AssertionError:
+                pass
+        assert got.payload == b"zero"
+        # Retained: the one from before, and one published after, from a third node.
+        mark = c.mark()
+        mosquitto_pub(b, "-t", "n3/retained/after", "-m", "after", "-q", "1", "-r")
+        # A node's reader of the retained stream (an ordered consumer, one copy) may have been
+        # on the server killed: it is made again once its heartbeats are missed, seconds later.
+        c.wait_retained_from_stream("n3/retained/after", since=mark, timeout=60)
+        late = paho_clients(c, unique_id("late"))
+        late.connect()
+        late.subscribe("n3/retained/#", 1)
+        got = late.messages_until_all([b"before", b"after"])
+        assert {(m.topic, m.payload, m.retain) for m in got} == {
+            ("n3/retained/before", b"before", True), ("n3/retained/after", b"after", True)}
+    finally:
+        failures = []
+        for n in nodes:
+            rc = n.stop()
+            if rc != 0:
+                failures.append(f"{n.name} exited with {rc}; log tail:\n{n.log()[-3000:]}")
+        assert not failures, "\n".join(failures)
+
+
+def test_while_nats_is_away_qos1_publishers_wait_and_nothing_is_lost(tmp_path, nats, nodes):
+    """NATS stops (SIGKILL): a QoS 1 message published on node a reaches a's own subscriber
+    at once, but its PUBACK waits; NATS comes back on the same port and store: the PUBACK
+    comes, and the subscriber on node c gets the message."""
+    a, _, c = nodes
+    remote, _ = connect(c.port, unique_id("remote"), V5)
+    remote.subscribe(1, [("away/#", 1)])
+    local, _ = connect(a.port, unique_id("local"), V5)
+    local.subscribe(1, [("away/#", 1)])
+    pub, _ = connect(a.port, unique_id("pub"), V5, clean=True)
+    pub.publish("away/t", "before", qos=1)
+    assert receive_all(remote, {b"before"}) == [b"before"]
+    assert receive_all(local, {b"before"}) == [b"before"]
+    mark = a.mark()
+    nats.kill9()
+    a.wait_for_log(r"Cluster: NATS disconnected\.", since=mark)
+    pub.send(raw.publish("away/t", "while away", qos=1, packet_id=7, version=V5))
+    assert receive_all(local, {b"while away"}) == [b"while away"]
+    with pytest.raises(TimeoutError):
+        p = pub.recv(timeout=1.0)
+        raise AssertionError(f"acknowledged while NATS is away: {p!r}")
+    nats.start()
+    p = pub.recv(timeout=60)
+    assert (p.type, p.packet_id, p.reason) == (raw.PUBACK, 7, 0)
+    assert receive_all(remote, {b"while away"}, timeout=30) == [b"while away"]
+
+
+# ---------------------------------------------------------------------------------------
+# Wills of the clients of a node killed with SIGKILL, published by a surviving node (or by
+# the node itself when it is back first).
+# ---------------------------------------------------------------------------------------
+
+
+def will_client(node, version: int, topic: str, payload: str, qos: int = 1):
+    """A client with a will, connected to `node`, once the cluster keeps its will."""
+    import re
+    mark = node.mark()
+    cid = unique_id("testament")
+    c, _ = connect(node.port, cid, version, clean=True, will={"topic": topic, "payload": payload, "qos": qos})
+    node.wait_for_log(rf"Cluster: the will of {re.escape(cid)} is kept in the cluster\.", since=mark)
+    c.client_id = cid
+    return c
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_the_wills_of_a_killed_nodes_clients_are_published_by_another_node(nodes, version):
+    a, b, c = nodes
+    sub, _ = connect(c.port, unique_id("heir"), V5)
+    sub.subscribe(1, [("wills/#", 1)])
+    # Kept referenced: the connection stays open until node a dies.
+    gone = will_client(a, version, "wills/gone", "gone with its node")
+    left = will_client(a, version, "wills/left", "never sent")
+    mark = a.mark()
+    left.send(raw.disconnect(version))  # a normal DISCONNECT: no will [MQTT-3.1.2-10]
+    left.wait_closed()
+    a.wait_for_log(rf"Cluster: the will of {left.client_id} left the cluster\.", since=mark)
+    a.kill9()
+    got = receive_all(sub, {b"gone with its node"}, timeout=30)
+    assert got == [b"gone with its node"]
+    # Exactly one node published it, and the will of the clean disconnect never comes: a
+    # message published after both would overtake nothing.
+    pub, _ = connect(b.port, unique_id("after"), V5, clean=True)
+    pub.publish("wills/end", "end", qos=1)
+    assert receive_all(sub, {b"end"}) == [b"end"]
+    assert sum(n.log().count(f"publishing the will of {gone.client_id}") for n in (b, c)) == 1
+
+
+def test_a_node_restarted_at_once_publishes_the_wills_of_its_previous_run(tmp_path, nats, nodes):
+    a, _, c = nodes
+    sub, _ = connect(c.port, unique_id("heir"), V5)
+    sub.subscribe(1, [("wills/#", 1)])
+    alive = will_client(a, V5, "wills/restart", "before the restart")
+    a.kill9()
+    again = Node(tmp_path, nats, "node-a").start()
+    nodes[0] = again
+    assert receive_all(sub, {b"before the restart"}, timeout=30) == [b"before the restart"]
+    alive.close()

@@ -455,6 +455,11 @@ impl Broker {
         }
         let connack = self.connack(connect.protocol, &plan, session_present, enhanced.as_ref());
         self.cluster_opened(&plan.client_id, conn_id);
+        if let (Some(outbox), Some(w)) = (self.cluster_outbox(), &connect.will) {
+            // Due when the will delay or the session expiry ends, whichever is first.
+            let delay = w.properties.will_delay_interval().unwrap_or(0).min(plan.expiry_interval);
+            outbox.will(&plan.client_id, conn_id, w, delay);
+        }
         let start = Start {
             client_id: plan.client_id,
             version: connect.protocol,
@@ -505,6 +510,10 @@ impl Broker {
         now: Instant,
     ) {
         let Ending { client_id, state, will, .. } = ending;
+        if let Some(outbox) = self.cluster_outbox() {
+            // Whatever becomes of the will now is this node's doing.
+            outbox.closed(&client_id, conn_id);
+        }
         let mut owned = Owned { state, handle };
         let (pending, will_now) = match will {
             WillPlan::None => (None, None),

@@ -31,6 +31,9 @@ const BATCH: usize = 256;
 /// its own deliveries, which are handled at once so that its own queue keeps draining.
 pub const DEFER_LIMIT: usize = 64 * 1024;
 
+/// What a connection waits for, boxed.
+pub type Waiting = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Packets waiting for the store before the connection stops reading its client.
 const AWAITING_LIMIT: usize = 1024;
 
@@ -50,23 +53,35 @@ pub struct Link {
     durability: Option<Box<Durability>>,
 }
 
-/// The store records a connection's output waits for.
+/// What a connection's output waits for: records in the store, and (cluster mode) the
+/// cluster's acknowledgement of messages the client published.
 #[derive(Debug, Default)]
 struct Durability {
-    /// The record the next packet to the client waits for: what it tells the client (an
+    /// What the next packet to the client waits for: what it tells the client (an
     /// acknowledgement, a QoS 2 step) must be durable first.
-    gate: u64,
+    gate: Gate,
     /// The commit of the incoming QoS 2 message routed last, for its packet identifier's
     /// record, which comes next (0: none).
     commit: u64,
-    /// Packets waiting for the store, with the record each waits for.
-    awaiting: VecDeque<(u64, Packet)>,
+    /// Packets waiting, with what each waits for.
+    awaiting: VecDeque<(Gate, Packet)>,
+}
+
+/// What a packet to the client waits for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Gate {
+    /// A record in the store.
+    store: u64,
+    /// A ticket of the cluster's outbox ([`crate::cluster::acks`]).
+    cluster: u64,
 }
 
 #[derive(Debug, Default)]
 struct Blocked {
     /// The congested subscribers.
     on: Vec<Arc<SessionHandle>>,
+    /// Cluster mode: the outbox to NATS is full.
+    cluster: bool,
     /// Packets read meanwhile, in order.
     deferred: VecDeque<Packet>,
     /// Roughly what they hold.
@@ -182,12 +197,18 @@ impl Link {
                     };
                     let outcome = router.route(&message, hook);
                     broker.count_drops(&outcome);
-                    broker.to_cluster(&message);
+                    let sent = broker.to_cluster(&message);
+                    if sent != 0 {
+                        let d = self.durability.get_or_insert_with(Default::default);
+                        d.gate.cluster = d.gate.cluster.max(sent);
+                    }
                     if outcome.recorded > 0 {
                         ticket = journal.map(|j| j.appended());
                     }
-                    if !outcome.congested.is_empty() {
+                    let outbox_full = broker.cluster_outbox().is_some_and(|o| o.is_full());
+                    if !outcome.congested.is_empty() || outbox_full {
                         let b = self.blocked.get_or_insert_with(Default::default);
+                        b.cluster |= outbox_full;
                         for h in outcome.congested {
                             if !b.on.iter().any(|x| x.id == h.id) {
                                 b.on.push(h);
@@ -229,7 +250,7 @@ impl Link {
             };
             if let Some(t) = ticket {
                 let d = self.durability.get_or_insert_with(Default::default);
-                d.gate = d.gate.max(t);
+                d.gate.store = d.gate.store.max(t);
             }
         }
     }
@@ -241,8 +262,9 @@ impl Link {
     pub fn poll(&mut self, now: Instant, budget: usize) -> usize {
         if let Some(b) = self.blocked.as_mut() {
             b.on.retain(|h| !h.mailbox.has_room(now));
+            b.cluster &= !self.broker.cluster_outbox().is_none_or(|o| o.has_room());
         }
-        let unblocked = self.blocked.as_ref().is_none_or(|b| b.on.is_empty());
+        let unblocked = self.blocked.as_ref().is_none_or(|b| b.on.is_empty() && !b.cluster);
         self.session.release_held(now, unblocked);
         if unblocked {
             // Handled in order; one may find a subscriber congested again, and the rest wait.
@@ -311,6 +333,14 @@ impl Link {
         self.blocked.as_ref()?.on.iter().find(|h| !h.mailbox.has_room(now)).cloned()
     }
 
+    /// Cluster mode: while this client's publishes wait for room in the outbox to NATS, what
+    /// resolves when there is.
+    pub fn blocked_on_cluster(&self) -> Option<Waiting> {
+        let outbox = self.broker.cluster_outbox()?.clone();
+        (self.blocked.as_ref()?.cluster && !outbox.has_room())
+            .then(|| Box::pin(async move { outbox.room().await }) as Waiting)
+    }
+
     /// True while the client's publishes wait for congested subscribers.
     pub fn is_blocked(&self) -> bool {
         self.blocked.is_some()
@@ -320,7 +350,11 @@ impl Link {
     /// not yet durable waits for them (and everything after it, keeping the order).
     pub fn drain_output(&mut self, mut send: impl FnMut(Packet)) {
         let journal = self.broker.journal();
-        let durable = |t: u64| journal.is_none_or(|j| j.store().is_durable(t));
+        let outbox = self.broker.cluster_outbox();
+        let durable = |g: Gate| {
+            journal.is_none_or(|j| j.store().is_durable(g.store))
+                && outbox.is_none_or(|o| o.is_acked(g.cluster))
+        };
         let Some(d) = self.durability.as_mut() else {
             if self.session.has_output() {
                 self.session.drain_output().for_each(send);
@@ -355,10 +389,20 @@ impl Link {
         out
     }
 
-    /// While packets wait for the store: a waiter, and the record they wait for.
-    pub fn awaiting_store(&self) -> Option<(DurableWaiter, u64)> {
-        let (t, _) = self.durability.as_ref()?.awaiting.front()?;
-        Some((self.broker.journal()?.store().waiter(), *t))
+    /// While packets wait for the store or the cluster: what resolves when the first of them
+    /// may have become ready (the caller looks again).
+    pub fn awaiting_store(&self) -> Option<Waiting> {
+        let (g, _) = self.durability.as_ref()?.awaiting.front()?;
+        let g = *g;
+        if let Some(j) = self.broker.journal().filter(|j| !j.store().is_durable(g.store)) {
+            let waiter: DurableWaiter = j.store().waiter();
+            return Some(Box::pin(waiter.wait(g.store)));
+        }
+        if let Some(outbox) = self.broker.cluster_outbox().filter(|o| !o.is_acked(g.cluster)).cloned() {
+            return Some(Box::pin(async move { outbox.acked(g.cluster).await }));
+        }
+        // Ready since the output was last drained: another round sends it.
+        Some(Box::pin(std::future::ready(())))
     }
 
     /// Why the connection must close, once it must.

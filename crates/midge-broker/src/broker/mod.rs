@@ -492,6 +492,7 @@ impl Broker {
         }
         let outcome = self.router.route(&message, self.queue_hook());
         self.count_drops(&outcome);
+        // A will waits for nobody's acknowledgement.
         self.to_cluster(&message);
     }
 
@@ -508,11 +509,15 @@ impl Broker {
     }
 
     /// Hands a message published on this node (by a client, a bridge or a will) to the
-    /// cluster, in cluster mode.
-    pub(crate) fn to_cluster(&self, message: &Arc<Message>) {
-        if let Some(outbox) = self.cluster.get() {
-            outbox.send(message);
-        }
+    /// cluster, in cluster mode. Returns its ticket (0: none, QoS 0 or no cluster): an acknowledgement
+    /// to its publisher waits until the cluster has it ([`Broker::cluster_outbox`]).
+    pub(crate) fn to_cluster(&self, message: &Arc<Message>) -> u64 {
+        self.cluster.get().map_or(0, |outbox| outbox.send(message))
+    }
+
+    /// The outbox to the cluster, in cluster mode.
+    pub(crate) fn cluster_outbox(&self) -> Option<&crate::cluster::Outbox> {
+        self.cluster.get()
     }
 
     /// Cluster mode: a connection took `client_id` here; the other nodes are told (their
@@ -540,6 +545,33 @@ impl Broker {
     pub fn route_from_cluster(&self, message: &Arc<Message>) {
         let outcome = self.router.route(message, self.queue_hook());
         self.count_drops(&outcome);
+    }
+
+    /// Routes a QoS 1 or 2 message that another node published, read from the cluster's
+    /// stream at `position`, to the local subscribers. With persistence, its copies for
+    /// persistent sessions are tied to a commit that records the position in the same
+    /// record: after a crash, either the copies and the position are both there (the stream
+    /// gives the message again and it is skipped) or neither (it is routed again). Returns
+    /// the store record the stream's acknowledgement waits for (0: none), and the sessions
+    /// whose queue it filled (the stream waits for their room).
+    pub(crate) fn route_from_stream(
+        &self,
+        message: &Arc<Message>,
+        position: u64,
+    ) -> (u64, Vec<Arc<crate::mailbox::SessionHandle>>) {
+        match self.journal() {
+            Some(j) => {
+                let c = persist::Committing { journal: j, commit: j.next_commit() };
+                let outcome = self.router.route(message, Some(&c));
+                self.count_drops(&outcome);
+                (j.commit_stream(c.commit, position).unwrap_or(0), outcome.congested)
+            }
+            None => {
+                let outcome = self.router.route(message, None);
+                self.count_drops(&outcome);
+                (0, outcome.congested)
+            }
+        }
     }
 
     /// Delivers a message that NATS gave this node for a shared subscription (`$share/G/F`)

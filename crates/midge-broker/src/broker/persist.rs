@@ -44,6 +44,8 @@ pub struct Journal {
     commits: Mutex<HashMap<u64, Commit>>,
     /// The commit of each open incoming QoS 2 flow of persistent publishers.
     open: Mutex<HashMap<(ByteString, u16), u64>>,
+    /// Cluster mode: the position in the cluster's QoS stream whose copies are stored last.
+    stream_position: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -115,6 +117,28 @@ impl Journal {
                 Some(self.store.append([Op::Put(records::commit_key(commit), Vec::new())]))
             }
         }
+    }
+
+    /// Cluster mode: the copies of the message at `position` in the cluster's QoS stream
+    /// are all queued. If there are any, one record commits them and holds the position,
+    /// and a second keeps the position once the commit's copies are delivered: after a crash
+    /// the message is either stored and known, or neither. Returns the record to wait for.
+    pub fn commit_stream(&self, commit: u64, position: u64) -> Option<u64> {
+        let mut commits = self.commits.lock();
+        let c = commits.get_mut(&commit)?;
+        c.record = true;
+        drop(commits);
+        self.stream_position.fetch_max(position, Ordering::AcqRel);
+        Some(self.store.append([
+            Op::Put(records::commit_key(commit), position.to_le_bytes().to_vec()),
+            Op::Put(records::stream_position_key(), position.to_le_bytes().to_vec()),
+        ]))
+    }
+
+    /// Cluster mode: the last position in the cluster's QoS stream whose copies are stored
+    /// (0: none).
+    pub fn stream_position(&self) -> u64 {
+        self.stream_position.load(Ordering::Acquire)
     }
 
     /// PUBREL released a persistent publisher's packet identifier: its commit moves to a
@@ -326,6 +350,7 @@ impl Broker {
         // open flows of persistent publishers.
         let mut committed: HashMap<u64, Commit> = HashMap::new();
         let mut open: HashMap<(ByteString, u16), u64> = HashMap::new();
+        let mut stream_position = 0;
         for (key, value) in &records {
             let Some((&kind, rest)) = key.split_first() else { continue };
             let ok = match kind {
@@ -370,6 +395,9 @@ impl Broker {
                 },
                 prefix::COMMIT => match <[u8; 8]>::try_from(rest).map(u64::from_be_bytes) {
                     Ok(commit) => {
+                        if let Ok(p) = <[u8; 8]>::try_from(&value[..]) {
+                            stream_position = stream_position.max(u64::from_le_bytes(p));
+                        }
                         max_entry = max_entry.max(commit);
                         committed.entry(commit).or_default().record = true;
                         Ok(())
@@ -406,6 +434,13 @@ impl Broker {
                         })
                     }
                 }
+                prefix::STREAM_POSITION => match <[u8; 8]>::try_from(&value[..]) {
+                    Ok(p) => {
+                        stream_position = stream_position.max(u64::from_le_bytes(p));
+                        Ok(())
+                    }
+                    Err(_) => Err(records::RecordError { what: "cluster stream position" }),
+                },
                 prefix::FORWARD => records::read_retained(value, &clock).map(|(m, _)| {
                     forward.push(Arc::new(m));
                     stale.push(Op::Delete(key.to_vec()));
@@ -466,6 +501,7 @@ impl Broker {
             next_entry: AtomicU64::new(max_entry + 1),
             commits: Mutex::new(committed),
             open: Mutex::new(open),
+            stream_position: AtomicU64::new(stream_position),
         };
         if self.journal.set(journal).is_err() {
             tracing::error!("The store was restored twice: the second is ignored.");
@@ -553,5 +589,90 @@ impl Broker {
             Some((options, id)) => j.subscribe(&handle.client_id, filter, options, id),
             None => j.unsubscribe(&handle.client_id, filter),
         })
+    }
+}
+
+#[cfg(test)]
+mod stream_position_tests {
+    //! Cluster mode: the copies of a message read from the cluster's QoS stream and its
+    //! position are durable together or not at all.
+    use super::*;
+    use crate::session::Message;
+    use crate::store::{StoreOptions, SyncPolicy};
+    use bytes::Bytes;
+    use midge_codec::{Properties, QoS};
+
+    fn open(dir: &std::path::Path) -> (Arc<Broker>, Restored) {
+        let config = crate::config::parse_str("listener 1883\n", "t").unwrap().0;
+        let broker = Broker::new(config).unwrap();
+        let options = StoreOptions {
+            dir: dir.to_owned(),
+            sync: SyncPolicy::EveryAck,
+            set_aside_unreadable: false,
+            reset: false,
+        };
+        let (store, records, _) = Store::open(options).unwrap();
+        let restored = broker.restore(store, records);
+        (broker, restored)
+    }
+
+    /// Queues a copy of a message for `client` tied to a new commit; returns the commit.
+    fn queue_copy(j: &Journal, client: &str, payload: &'static str) -> u64 {
+        let commit = j.next_commit();
+        let message = Message::from_publish(
+            "t".into(),
+            Bytes::from_static(payload.as_bytes()),
+            QoS::AtLeastOnce,
+            false,
+            Properties::default(),
+            "publisher".into(),
+            Instant::now(),
+        );
+        let mut d = Delivery {
+            message: Arc::new(message),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+            share: None,
+            entry: None,
+        };
+        Committing { journal: j, commit }.queued(client, &mut d);
+        commit
+    }
+
+    fn close(broker: Arc<Broker>) {
+        let j = broker.journal().unwrap();
+        let last = j.store().appended();
+        block_on(j.store().durable(last));
+        j.store().close();
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn copies_and_position_survive_together_and_uncommitted_copies_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = open(dir.path());
+        let j = broker.journal().unwrap();
+        assert_eq!(j.stream_position(), 0);
+        j.session("sub", 300, 0, Some((None, None)));
+        let commit = queue_copy(j, "sub", "from the stream");
+        assert!(j.commit_stream(commit, 41).is_some());
+        // The next message's copy is written, its commit never (the node was killed).
+        queue_copy(j, "sub", "never committed");
+        // A message without copies here records nothing.
+        assert_eq!(j.commit_stream(j.next_commit(), 43), None);
+        assert_eq!(j.stream_position(), 41);
+        close(broker);
+
+        let (broker, restored) = open(dir.path());
+        let j = broker.journal().unwrap();
+        assert_eq!(j.stream_position(), 41);
+        assert_eq!((restored.sessions, restored.queued), (1, 1), "only the committed copy is back");
+        close(broker);
+        let (broker, _) = open(dir.path());
+        assert_eq!(broker.journal().unwrap().stream_position(), 41);
     }
 }

@@ -5,36 +5,61 @@
 //! `server/cluster.rs`; it sits beside the router as a bridge does, never inside a session:
 //!
 //! - out: a message a local client (or a will) publishes is handed over by
-//!   [`Outbox::send`] after local routing, and published on NATS under its topic's subject;
-//!   a retained one also goes to the retained stream;
+//!   [`Outbox::send`] after local routing. QoS 0 is published on core NATS under its
+//!   topic's subject (at most once). QoS 1 and 2 go to the JetStream stream `MIDGE_QOS`,
+//!   and the publisher's PUBACK or PUBREC waits for JetStream's acknowledgement
+//!   ([`acks`]); every node tails that stream with one durable consumer and routes what
+//!   other nodes published, acknowledging it once the local store has it (at least once
+//!   across nodes, and no QoS 2 duplicate: the stream position is stored with the copies).
+//!   A retained message also goes to the retained stream. A node whose NATS link is behind
+//!   holds its publishers back ([`OUTBOX_CAPACITY`]) rather than dropping what they send;
 //! - in: the node subscribes on NATS to the subjects of the filters its local sessions hold
 //!   (counted, [`interest`]); what arrives is routed by the local router (never stored as
 //!   retained, never sent back out), once however many of its subscriptions match
 //!   ([`dedup`]); a node never gets its own messages back (its connection has NATS's
 //!   no-echo);
 //! - retained messages: a JetStream stream keeps the last message of each topic's subject;
-//!   every node reads it whole at start and follows it, into its own retained store.
+//!   every node reads it whole at start and follows it, into its own retained store;
+//! - wills: the wills of a node's connections are kept in a key-value bucket ([`wills`]) and
+//!   published by another node when the node stops saying it is alive.
 //!
 //! With no `cluster_*` options nothing of this runs: the router's hook and the outbox are
 //! never set, so a single node pays a branch on an empty `OnceLock` per publish, and none
 //! per delivery.
+pub mod acks;
 pub mod dedup;
 pub mod interest;
 pub mod ownership;
 pub mod subject;
+pub mod wills;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
 
 use crate::session::Message;
 
-/// Messages waiting to be published on NATS, at most: past this, what local clients publish
-/// is not carried to other nodes (counted and logged), rather than held in memory without
-/// bound.
+/// Messages handed to the cluster and not yet done with (published on NATS for QoS 0,
+/// acknowledged by JetStream for QoS 1 and 2), past which the connections that publish
+/// more wait (their client's publishes are not read) until [`OUTBOX_RESUME`]: a node whose
+/// NATS link is behind slows its publishers down instead of dropping their messages.
 pub const OUTBOX_CAPACITY: usize = 65_536;
+/// Where publishers held back by a full outbox go on.
+pub const OUTBOX_RESUME: usize = OUTBOX_CAPACITY * 3 / 4;
+
+/// A message for the cluster, and its ticket: 0 for QoS 0 (published on core NATS, at most
+/// once), else its number among the node's QoS 1 and 2 messages ([`acks`]), which the
+/// publisher's acknowledgement waits for.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The message.
+    pub message: Arc<Message>,
+    /// Its ticket (0: QoS 0).
+    pub ticket: u64,
+}
 
 /// A change of the subscriptions local sessions hold, as the router tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,45 +77,148 @@ pub enum Held {
         /// When it was opened, in nanoseconds since the Unix epoch (the latest wins).
         at: u64,
     },
+    /// A connection with a will opened here: the cluster keeps the will, for another node
+    /// to publish if this one dies.
+    Will {
+        /// The client id.
+        client_id: String,
+        /// The connection.
+        conn_id: u64,
+        /// The will.
+        will: Box<midge_codec::Will>,
+        /// Seconds after this node's death it is due: the lower of the will delay and the
+        /// session expiry.
+        delay: u32,
+    },
+    /// A connection with a will ended here (its will is this node's business).
+    Closed {
+        /// The client id.
+        client_id: String,
+        /// The connection.
+        conn_id: u64,
+    },
+}
+
+/// What the broker and the cluster task share of the outbox.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Messages handed over and not yet done with.
+    waiting: AtomicUsize,
+    /// The last ticket handed out.
+    tickets: AtomicU64,
+    /// The acknowledged tickets, and their floor (read without the lock).
+    acks: Mutex<acks::Acks>,
+    floor: AtomicU64,
+    /// The floor moved.
+    acked: Notify,
+    /// `waiting` went below [`OUTBOX_RESUME`].
+    room: Notify,
+    /// QoS 0 messages are being dropped while NATS is away (logged once per episode).
+    dropping: AtomicBool,
 }
 
 /// The broker's end of the channel to the cluster task.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Arc<Message>>,
+    /// Never full: what bounds it is that publishers wait while [`Outbox::is_full`].
+    tx: mpsc::UnboundedSender<Outgoing>,
     /// Subscription changes are never dropped: they are few, and a lost one would leave the
     /// node deaf to a filter for good.
     changes: mpsc::UnboundedSender<Held>,
-    /// The outbox is full: messages are being dropped (logged once per episode).
-    dropping: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl Outbox {
     /// The outbox and the cluster task's ends of it.
     #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> (Outbox, mpsc::Receiver<Arc<Message>>, mpsc::UnboundedReceiver<Held>) {
-        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>, mpsc::UnboundedReceiver<Held>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let (changes, changes_rx) = mpsc::unbounded_channel();
-        (Outbox { tx, changes, dropping: Arc::default() }, rx, changes_rx)
+        (Outbox { tx, changes, shared: Arc::default() }, rx, changes_rx)
     }
 
-    /// Hands a message published on this node to the cluster. False when the outbox is
-    /// full or the cluster task has stopped: the message reached local subscribers only.
-    pub fn send(&self, message: &Arc<Message>) -> bool {
-        let sent = self.tx.try_send(message.clone()).is_ok();
-        // The state changes (dropping now, or no longer): one thread logs it.
-        let was_dropping = self.dropping.load(Ordering::Relaxed);
-        if was_dropping == sent && self.dropping.swap(!sent, Ordering::Relaxed) == was_dropping {
-            if sent {
-                tracing::warn!("Cluster: messages reach the other nodes again.");
-            } else {
-                tracing::warn!(
-                    "Cluster: NATS is not keeping up ({OUTBOX_CAPACITY} messages wait): messages published \
-                     here reach local subscribers only until it does."
-                );
+    /// Hands a message published on this node to the cluster; never drops it. Returns its
+    /// ticket (0 for QoS 0): the publisher's acknowledgement waits for
+    /// [`Outbox::is_acked`] of it.
+    pub fn send(&self, message: &Arc<Message>) -> u64 {
+        let ticket = if message.qos == midge_codec::QoS::AtMostOnce {
+            0
+        } else {
+            self.shared.tickets.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Outgoing { message: message.clone(), ticket }).is_err() {
+            // The cluster task is gone (the broker stops): nothing will acknowledge it.
+            self.done(ticket);
+        }
+        ticket
+    }
+
+    /// True while so many messages wait that their publishers should wait too.
+    pub fn is_full(&self) -> bool {
+        self.shared.waiting.load(Ordering::Acquire) >= OUTBOX_CAPACITY
+    }
+
+    /// True once the publishers held back by a full outbox may go on.
+    pub fn has_room(&self) -> bool {
+        self.shared.waiting.load(Ordering::Acquire) < OUTBOX_RESUME
+    }
+
+    /// Resolves once [`Outbox::has_room`].
+    pub async fn room(&self) {
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// True once JetStream has acknowledged ticket `t` and every one before it.
+    pub fn is_acked(&self, t: u64) -> bool {
+        self.shared.floor.load(Ordering::Acquire) >= t
+    }
+
+    /// Resolves once [`Outbox::is_acked`] of `t`.
+    pub async fn acked(&self, t: u64) {
+        loop {
+            let notified = self.shared.acked.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_acked(t) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The cluster task is done with a message: published (QoS 0, ticket 0), dropped (QoS 0
+    /// while NATS is away, or expired) or acknowledged by JetStream (`ticket`).
+    pub fn done(&self, ticket: u64) {
+        if ticket != 0 {
+            let floor = self.shared.acks.lock().ack(ticket);
+            // Two threads may finish in either order: the floor only rises.
+            if self.shared.floor.fetch_max(floor, Ordering::AcqRel) < floor {
+                self.shared.acked.notify_waiters();
             }
         }
-        sent
+        if self.shared.waiting.fetch_sub(1, Ordering::AcqRel) == OUTBOX_RESUME {
+            self.shared.room.notify_waiters();
+        }
+    }
+
+    /// The last ticket handed out.
+    pub fn last_ticket(&self) -> u64 {
+        self.shared.tickets.load(Ordering::Acquire)
+    }
+
+    /// Whether QoS 0 messages are dropped now (NATS is away); true when that changed, so
+    /// that it is logged once per episode.
+    pub fn dropping(&self, now: bool) -> bool {
+        self.shared.dropping.swap(now, Ordering::AcqRel) != now
     }
 }
 
@@ -101,6 +229,23 @@ impl Outbox {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let _ = self.changes.send(Held::Opened { client_id: client_id.to_owned(), conn_id, at });
+    }
+}
+
+impl Outbox {
+    /// A connection with a will opened on this node.
+    pub fn will(&self, client_id: &str, conn_id: u64, will: &midge_codec::Will, delay: u32) {
+        let _ = self.changes.send(Held::Will {
+            client_id: client_id.to_owned(),
+            conn_id,
+            will: Box::new(will.clone()),
+            delay,
+        });
+    }
+
+    /// A connection with a will ended on this node.
+    pub fn closed(&self, client_id: &str, conn_id: u64) {
+        let _ = self.changes.send(Held::Closed { client_id: client_id.to_owned(), conn_id });
     }
 }
 

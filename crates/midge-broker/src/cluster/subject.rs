@@ -26,6 +26,8 @@ use std::fmt::Write;
 
 /// The prefix of the subjects that carry messages between nodes.
 pub const MESSAGES: &str = "midge.m";
+/// The prefix of the subjects of the stream of QoS 1 and 2 messages between nodes.
+pub const QOS: &str = "midge.q";
 /// The prefix of the subjects of the retained-message stream.
 pub const RETAINED: &str = "midge.r";
 

@@ -545,7 +545,7 @@ async fn serve(
             _ = poll_fn(|cx| handle.mailbox.poll_mail(cx)), if wants_mail => {}
             _ = poll_fn(|cx| control.poll_message(cx)) => {}
             _ = tokio::time::sleep(ROOM_RECHECK), if blocked => {}
-            _ = async move { if let Some((w, t)) = store { w.wait(t).await } }, if waiting_store => {}
+            _ = async move { if let Some(w) = store { w.await } }, if waiting_store => {}
             _ = tokio::time::sleep_until(deadline.into()) => {}
             _ = stop.changed() => break "midge is shutting down".into(),
             _ = tokio::time::sleep_until(probe_at.into()), if primary.is_some() => {

@@ -22,14 +22,41 @@ use crate::cluster::interest::{Change, Interest};
 use crate::cluster::ownership::Claim;
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
-use crate::cluster::{Held, Outbox};
+use crate::cluster::{Held, Outbox, Outgoing};
 use crate::config::cluster::Cluster;
 use crate::session::Message;
 
 /// The JetStream stream of retained messages.
 pub const RETAINED_STREAM: &str = "MIDGE_RETAINED";
+/// The JetStream stream of QoS 1 and 2 messages between nodes.
+pub const QOS_STREAM: &str = "MIDGE_QOS";
+/// How long the QoS stream keeps a message no node has consumed yet (a node down for
+/// longer misses it).
+const QOS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The most the QoS stream holds (the oldest go first past it).
+const QOS_MAX_BYTES: i64 = 1 << 30;
+/// JetStream's window for recognising a message published again (after a PubAck lost).
+const QOS_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Messages of the QoS stream a node may hold unacknowledged: past this, JetStream gives
+/// it no more until it catches up (the stream is the queue, not the node's memory).
+const QOS_MAX_ACK_PENDING: i64 = 8192;
+/// JetStream publishes of QoS 1 and 2 messages awaiting their PubAck, at most.
+const QOS_MAX_INFLIGHT: usize = 4096;
+/// The first wait before a QoS 1 or 2 message JetStream did not take is published again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between attempts.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The key-value bucket of which node holds each client id.
 pub const SESSIONS_BUCKET: &str = "MIDGE_SESSIONS";
+/// The key-value bucket of the wills of each node's connections.
+pub const WILLS_BUCKET: &str = "MIDGE_WILLS";
+/// The key-value bucket of the nodes' heartbeats (key: node, value: `NODE/BOOT`), and of
+/// which node published the wills of a dead node's run (key `reaped_` and the run).
+pub const NODES_BUCKET: &str = "MIDGE_NODES";
+/// How often a node says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node not heard of for this long is dead: another node publishes its connections' wills.
+const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// Attempts at claiming a client id whose entry others change meanwhile.
 const CLAIM_ATTEMPTS: usize = 5;
 /// How long connecting to NATS and reading the retained stream may take at start.
@@ -71,16 +98,17 @@ pub enum ClusterError {
 /// The cluster between [`Broker::join_cluster`] and the task: the ends of the outbox.
 #[derive(Debug)]
 pub(crate) struct Joined {
-    messages: mpsc::Receiver<Arc<Message>>,
+    messages: mpsc::UnboundedReceiver<Outgoing>,
     held: mpsc::UnboundedReceiver<Held>,
+    outbox: Outbox,
 }
 
 /// Makes the broker a cluster node: from now on it hands its messages and subscription
 /// changes over (to a task started by [`connect`] and [`run`]).
 pub(crate) fn join(broker: &Broker) -> Joined {
     let (outbox, messages, held) = Outbox::new();
-    broker.join_cluster(outbox);
-    Joined { messages, held }
+    broker.join_cluster(outbox.clone());
+    Joined { messages, held, outbox }
 }
 
 /// The node, connected to NATS, its retained messages loaded.
@@ -91,18 +119,58 @@ pub(crate) struct Connected {
     /// what this node publishes too.
     shared_client: async_nats::Client,
     js: jetstream::Context,
+    /// QoS 1 and 2 publishes: at most [`QOS_MAX_INFLIGHT`] awaiting their PubAck, more wait.
+    qos_js: jetstream::Context,
+    /// This node's durable consumer of the QoS stream.
+    qos: QosFeed,
+    /// The QoS stream (to read what the consumer skipped over), and the position the
+    /// consumer had acknowledged when the node started.
+    qos_stream: jetstream::stream::Stream,
+    qos_floor: u64,
     retained: Pin<
         Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>,
     >,
     /// Which node holds each client id, and its changes.
     sessions: kv::Store,
+    /// How many times the node's NATS connection (re)connected.
+    connects: watch::Receiver<u64>,
+    /// The retained stream (its reader is made again after a reconnection), and the last
+    /// position loaded.
+    retained_stream: jetstream::stream::Stream,
+    retained_seq: u64,
+    /// The wills of the nodes' connections, and the nodes' heartbeats.
+    wills: kv::Store,
+    nodes: kv::Store,
     owners: Pin<Box<dyn Stream<Item = Result<kv::Entry, kv::WatcherError>> + Send>>,
     origin: String,
+    node: String,
 }
+
+type QosFeed =
+    Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>> + Send>>;
 
 impl std::fmt::Debug for Connected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connected").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+/// QoS 0 messages from other nodes the NATS client dropped (the node did not keep up), and
+/// when that was last logged (seconds since the Unix epoch).
+static SLOW_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SLOW_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The NATS client dropped a message for a subscription that was full: counted, and logged
+/// at most once a second (there can be one such event per message).
+fn slow_consumer() {
+    use std::sync::atomic::Ordering;
+    let dropped = SLOW_DROPS.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = SLOW_LOGGED.load(Ordering::Relaxed);
+    if now > last && SLOW_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(
+            "Cluster: this node does not keep up with the QoS 0 messages of other nodes: the NATS client drops them ({dropped} slow-consumer events so far)."
+        );
     }
 }
 
@@ -130,7 +198,12 @@ pub(crate) async fn connect(
 }
 
 /// The options of a connection to NATS.
-async fn options(c: &Cluster, name: String) -> Result<async_nats::ConnectOptions, ClusterError> {
+/// `connects`, when given, counts the connection's (re)connections.
+async fn options(
+    c: &Cluster,
+    name: String,
+    connects: Option<Arc<watch::Sender<u64>>>,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
     let mut opts = async_nats::ConnectOptions::new()
         // A node never gets its own messages back (on its shared-subscription connection it
         // does: NATS picks among every node's members, this node's included).
@@ -139,10 +212,19 @@ async fn options(c: &Cluster, name: String) -> Result<async_nats::ConnectOptions
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("Cluster: NATS connected."),
-                other => tracing::warn!("Cluster: NATS {other}."),
+        .event_callback(move |event| {
+            let connects = connects.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("Cluster: NATS connected.");
+                        if let Some(c) = connects {
+                            c.send_modify(|n| *n += 1);
+                        }
+                    }
+                    async_nats::Event::SlowConsumer(_) => slow_consumer(),
+                    other => tracing::warn!("Cluster: NATS {other}."),
+                }
             }
         });
     if let (Some(user), Some(password)) = (&c.username, &c.password) {
@@ -165,9 +247,13 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     let urls = c.urls.join(", ");
     let connect_error =
         |e: async_nats::ConnectError| ClusterError::Connect { urls: urls.clone(), error: e.to_string() };
-    let client =
-        options(c, format!("midge {node}")).await?.connect(c.urls.as_slice()).await.map_err(connect_error)?;
-    let shared_client = options(c, format!("midge {node} (shared)"))
+    let (connects_tx, connects) = watch::channel(0u64);
+    let client = options(c, format!("midge {node}"), Some(Arc::new(connects_tx)))
+        .await?
+        .connect(c.urls.as_slice())
+        .await
+        .map_err(connect_error)?;
+    let shared_client = options(c, format!("midge {node} (shared)"), None)
         .await?
         .connect(c.urls.as_slice())
         .await
@@ -213,26 +299,16 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
             None => return Err(ClusterError::JetStream("the retained stream's consumer ended".into())),
         }
     }
-    // The bucket's stream as JetStream's key-value convention has it (ADR-8), made here:
-    // async-nats's create_key_value reads the account's limits in a form nats-server 2.9 does
-    // not answer with.
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: format!("KV_{SESSIONS_BUCKET}"),
-        subjects: vec![format!("$KV.{SESSIONS_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        discard: jetstream::stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: c.replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let sessions =
-        js.get_key_value(SESSIONS_BUCKET).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    let sessions = bucket(&js, SESSIONS_BUCKET, c.replicas, Duration::ZERO).await?;
+    let wills = bucket(&js, WILLS_BUCKET, c.replicas, Duration::ZERO).await?;
+    // Heartbeats and reaping marks of nodes gone for good go after a day.
+    let nodes = bucket(&js, NODES_BUCKET, c.replicas, Duration::from_secs(24 * 3600)).await?;
     let owners = Box::pin(sessions.watch_all().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
+    let (qos, qos_stream, qos_floor) = qos_feed(&js, c, &node).await?;
+    let qos_js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(QOS_MAX_INFLIGHT)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
     // NATS's names of the node's start: a restarted node numbers its messages anew.
     let boot = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let origin = format!("{node}/{boot:x}");
@@ -240,7 +316,139 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         "Cluster: node {node} joined through NATS at {urls}; {loaded} retained message{} loaded.",
         if loaded == 1 { "" } else { "s" }
     );
-    Ok(Connected { joined, client, shared_client, js, retained, sessions, owners, origin })
+    Ok(Connected {
+        connects,
+        retained_stream: stream,
+        retained_seq: last,
+        wills,
+        nodes,
+        joined,
+        client,
+        shared_client,
+        js,
+        qos_js,
+        qos,
+        qos_stream,
+        qos_floor,
+        retained,
+        sessions,
+        owners,
+        origin,
+        node,
+    })
+}
+
+/// A key-value bucket, its stream made as JetStream's key-value convention has it (ADR-8):
+/// async-nats's create_key_value reads the account's limits in a form nats-server 2.9 does
+/// not answer with. `max_age` zero: kept for ever.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<kv::Store, ClusterError> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    js.get_key_value(name).await.map_err(|e| ClusterError::JetStream(e.to_string()))
+}
+
+/// The name of a node's durable consumer of the QoS stream (NATS allows letters, digits,
+/// `-` and `_` in it).
+fn consumer_name(node: &str) -> String {
+    let safe: String =
+        node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("midge-{safe}")
+}
+
+/// Makes sure the QoS stream exists, and this node's durable consumer of it, and follows it;
+/// returns also the stream and the consumer's acknowledged position. One consumer per node,
+/// of every subject: nats-server 2.9 gives a consumer one filter, and a node's filters change
+/// with its clients' subscriptions.
+async fn qos_feed(
+    js: &jetstream::Context,
+    c: &Cluster,
+    node: &str,
+) -> Result<(QosFeed, jetstream::stream::Stream, u64), ClusterError> {
+    let js_error = |e: &dyn std::fmt::Display| ClusterError::JetStream(e.to_string());
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: QOS_STREAM.to_owned(),
+            subjects: vec![format!("{}.>", subject::QOS)],
+            // A message goes once every node's consumer has it (or past the limits, when a
+            // node stays away).
+            retention: jetstream::stream::RetentionPolicy::Interest,
+            max_age: QOS_MAX_AGE,
+            max_bytes: QOS_MAX_BYTES,
+            discard: jetstream::stream::DiscardPolicy::Old,
+            duplicate_window: QOS_DUPLICATE_WINDOW,
+            num_replicas: c.replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_error(&e))?;
+    let name = consumer_name(node);
+    let mut consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: format!("{}.>", subject::QOS),
+                // A node that joins gets what is published from then on; one that comes back
+                // goes on where it stopped.
+                deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                // Acknowledging a message acknowledges those before it: the node acknowledges
+                // what its store has, in batches.
+                ack_policy: jetstream::consumer::AckPolicy::All,
+                max_ack_pending: QOS_MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| js_error(&e))?;
+    // Where the node goes on: after what the consumer delivered when nothing of it waits for
+    // an acknowledgement (a new consumer: the stream's end), else after its ack floor (what
+    // was delivered to the last run and not acknowledged is read again).
+    let info = consumer.info().await.map_err(|e| js_error(&e))?;
+    let floor = if info.num_ack_pending == 0 {
+        info.delivered.stream_sequence.max(info.ack_floor.stream_sequence)
+    } else {
+        info.ack_floor.stream_sequence
+    };
+    let feed = Box::pin(consumer.messages().await.map_err(|e| js_error(&e))?);
+    Ok((feed, stream, floor))
+}
+
+/// A reader of the retained stream from `start` on.
+async fn follow_retained(
+    stream: &jetstream::stream::Stream,
+    start: u64,
+) -> Result<
+    Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>>,
+    String,
+> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", subject::RETAINED),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Box::pin(consumer.messages().await.map_err(|e| e.to_string())?))
 }
 
 /// Applies one message of the retained stream to the local store; true when it is a
@@ -253,9 +461,7 @@ fn apply_retained(broker: &Broker, m: &jetstream::Message) -> bool {
     let Some(mut carried) = read_headers(m.headers.as_ref()) else { return false };
     // The expiry counts from when the message entered the stream.
     if let (Some(left), Ok(info)) = (carried.properties.message_expiry_interval(), m.info()) {
-        let now =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
-        let age = u64::try_from((now - info.published.unix_timestamp_nanos()) / 1_000_000_000).unwrap_or(0);
+        let age = age_secs(info.published.unix_timestamp_nanos());
         if age >= u64::from(left) {
             carried.properties.remove(midge_codec::PropertyId::MessageExpiryInterval);
             let empty = message(topic, Bytes::new(), carried);
@@ -303,17 +509,50 @@ struct Subscriptions {
 
 /// Runs the cluster task until `stop` says the broker stops.
 pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: watch::Receiver<bool>) {
-    let Connected { joined, client, shared_client, js, mut retained, sessions, mut owners, origin } =
-        connected;
+    let Connected {
+        joined,
+        client,
+        shared_client,
+        js,
+        qos_js,
+        qos,
+        qos_stream,
+        qos_floor,
+        mut retained,
+        sessions,
+        wills,
+        nodes,
+        mut owners,
+        origin,
+        node,
+        mut connects,
+        retained_stream,
+        mut retained_seq,
+    } = connected;
+    connects.borrow_and_update();
+    // Where the readers of the retained stream and of the owners' bucket are, to make them
+    // again from there.
+    let mut owners_rev = 0;
+    // The wills this node keeps in the bucket: the connection of each client id's.
+    let mut kept_wills: HashMap<String, u64> = HashMap::new();
+    let watching = tokio::spawn(watch_nodes(
+        broker.clone(),
+        Reaper { nodes, wills: wills.clone(), sessions: sessions.clone() },
+        node.clone(),
+        origin.clone(),
+        stop.clone(),
+    ));
     // The client ids this node claimed: the connection, and the claim.
     let mut claims: HashMap<String, (u64, Claim)> = HashMap::new();
     let mut owners_open = true;
-    let Joined { mut messages, mut held } = joined;
+    let Joined { messages, mut held, outbox } = joined;
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
     let mut subs = Subscriptions::default();
     let mut dedup = Dedup::default();
-    let mut seq: u64 = 0;
     let mut retained_open = true;
+    let out = Out { client: client.clone(), js: js.clone(), qos_js, outbox, origin: origin.clone() };
+    let sending = tokio::spawn(out.run(messages, stop.clone()));
+    let tailing = tokio::spawn(tail(broker.clone(), (qos, qos_stream, qos_floor), node, stop.clone()));
     loop {
         // Not biased: a node publishing without pause must not starve what comes from the
         // others (or the retained stream, or the owners' bucket).
@@ -337,6 +576,27 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                                 }
                             }
                             Claimed::Unknown => {}
+                        }
+                        None
+                    }
+                    Held::Will { client_id, conn_id, will, delay } => {
+                        let record = crate::cluster::wills::encode(&origin, conn_id, delay, &client_id, &will);
+                        match wills.put(session_key(&client_id), Bytes::from(record)).await {
+                            Ok(_) => {
+                                tracing::debug!("Cluster: the will of {client_id} is kept in the cluster.");
+                                kept_wills.insert(client_id, conn_id);
+                            }
+                            Err(e) => tracing::warn!("Cluster: the will of {client_id} is not kept in the cluster ({e}): if this node dies, it is not published."),
+                        }
+                        None
+                    }
+                    Held::Closed { client_id, conn_id } => {
+                        if kept_wills.get(&client_id) == Some(&conn_id) {
+                            kept_wills.remove(&client_id);
+                            match wills.purge(session_key(&client_id)).await {
+                                Ok(()) => tracing::debug!("Cluster: the will of {client_id} left the cluster."),
+                                Err(e) => tracing::warn!("Cluster: the will of {client_id} stays in the cluster ({e})."),
+                            }
                         }
                         None
                     }
@@ -365,14 +625,39 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                     None => {}
                 }
             }
-            Some(m) = messages.recv() => {
-                seq += 1;
-                publish(&client, &js, &m, (&origin, seq)).await;
-            }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
+            Ok(()) = connects.changed() => {
+                // Reconnected: the readers (ordered consumers, one copy each) may have been on
+                // a server that is gone; JetStream would make them again only once their
+                // heartbeats are missed, and then slowly. Made again now, from where they were.
+                match follow_retained(&retained_stream, retained_seq + 1).await {
+                    Ok(r) => {
+                        retained = r;
+                        retained_open = true;
+                    }
+                    Err(e) => tracing::warn!("Cluster: the retained stream, after reconnecting: {e}."),
+                }
+                match sessions.watch_all_from_revision(owners_rev + 1).await {
+                    Ok(w) => {
+                        owners = Box::pin(w);
+                        owners_open = true;
+                    }
+                    Err(e) => tracing::warn!("Cluster: the sessions bucket, after reconnecting: {e}."),
+                }
+            }
             r = poll_fn(|cx| owners.as_mut().poll_next(cx)), if owners_open => match r {
-                Some(Ok(entry)) => taken_over(&broker, &entry, &origin, &mut claims),
-                Some(Err(e)) => tracing::warn!("Cluster: the sessions bucket: {e}."),
+                Some(Ok(entry)) => {
+                    owners_rev = owners_rev.max(entry.revision);
+                    taken_over(&broker, &entry, &origin, &mut claims)
+                }
+                Some(Err(e)) => {
+                    // Its reader (one copy) may have been on a NATS server that is gone: made
+                    // again from where it was.
+                    tracing::warn!("Cluster: the sessions bucket: {e}; reading it again.");
+                    if let Ok(w) = sessions.watch_all_from_revision(owners_rev + 1).await {
+                        owners = Box::pin(w);
+                    }
+                }
                 None => {
                     tracing::error!("Cluster: the sessions bucket's watch ended; clients connecting to other nodes no longer close their connection here.");
                     owners_open = false;
@@ -380,13 +665,21 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             },
             r = poll_fn(|cx| retained.as_mut().poll_next(cx)), if retained_open => match r {
                 Some(Ok(m)) => {
+                    if let Ok(info) = m.info() {
+                        retained_seq = retained_seq.max(info.stream_sequence);
+                    }
                     apply_retained(&broker, &m);
                     if tracing::enabled!(tracing::Level::DEBUG) {
                         let topic = subject_to_topic(subject::RETAINED, &m.subject).unwrap_or_default();
                         tracing::debug!("Cluster: retained message of {topic} from the stream.");
                     }
                 }
-                Some(Err(e)) => tracing::warn!("Cluster: the retained stream: {e}."),
+                Some(Err(e)) => {
+                    tracing::warn!("Cluster: the retained stream: {e}; reading it again.");
+                    if let Ok(r) = follow_retained(&retained_stream, retained_seq + 1).await {
+                        retained = r;
+                    }
+                }
                 None => {
                     tracing::error!("Cluster: the retained stream's consumer ended; retained messages of other nodes are no longer followed.");
                     retained_open = false;
@@ -394,16 +687,177 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             },
         }
     }
-    // What local clients published before the stop (wills of the closed connections).
-    while let Ok(m) = messages.try_recv() {
-        seq += 1;
-        publish(&client, &js, &m, (&origin, seq)).await;
-    }
     for t in subs.tasks.into_values().flatten() {
         t.abort();
     }
-    // What was handed to the client goes out before the process ends.
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    // What local clients published before the stop (wills of the closed connections) goes
+    // out, and what the store has of the stream is acknowledged.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = sending.await;
+        let _ = tailing.await;
+        let _ = watching.await;
+    })
+    .await;
+}
+
+/// What publishes the wills of a dead node's run.
+#[derive(Clone)]
+struct Reaper {
+    nodes: kv::Store,
+    wills: kv::Store,
+    sessions: kv::Store,
+}
+
+/// Says this node is alive every [`HEARTBEAT`], and watches the others: a node not heard of
+/// for [`DEAD_AFTER`], or heard of with another run (`NODE/BOOT`: it was restarted), has a
+/// run that ended without publishing its connections' wills. One node (the one that creates
+/// the run's `reaped_` key first) publishes them, each after its delay, unless its client
+/// id was claimed since by another connection. A node cut off from NATS for longer than
+/// [`DEAD_AFTER`] is taken for dead too.
+async fn watch_nodes(
+    broker: Arc<Broker>,
+    reaper: Reaper,
+    node: String,
+    origin: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The run of this node's name before this one, if it did not end cleanly.
+    if let Ok(Some(e)) = reaper.nodes.entry(node_key(&node)).await {
+        if e.operation == kv::Operation::Put {
+            let previous = String::from_utf8_lossy(&e.value).into_owned();
+            if previous != origin {
+                reap(&broker, &reaper, &previous).await;
+            }
+        }
+    }
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // The run last heard of each other node, and when.
+    let mut seen: HashMap<String, (String, Instant)> = HashMap::new();
+    // The last heartbeat of every node first (a node that died before this one started
+    // included), then the new ones.
+    let mut watch = match reaper.nodes.watch_with_history(">").await {
+        Ok(w) => Some(Box::pin(w)),
+        Err(e) => {
+            tracing::error!("Cluster: cannot watch the nodes' heartbeats ({e}): the wills of a dead node's clients are not published.");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = heartbeat.tick() => {
+                // Never holding the watch up: a put that takes long is the next one's business.
+                let (nodes, key, value) = (reaper.nodes.clone(), node_key(&node), Bytes::from(origin.clone()));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HEARTBEAT, nodes.put(key, value)).await {
+                        Ok(Ok(_)) => tracing::trace!("Cluster: heartbeat sent."),
+                        Ok(Err(e)) => tracing::debug!("Cluster: heartbeat: {e}."),
+                        Err(_) => tracing::debug!("Cluster: heartbeat: no answer."),
+                    }
+                });
+                let now = Instant::now();
+                let dead: Vec<String> = seen
+                    .iter()
+                    .filter(|(_, (_, at))| now.duration_since(*at) > DEAD_AFTER)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in dead {
+                    if let Some((run, _)) = seen.remove(&n) {
+                        tracing::info!("Cluster: node {n} is not heard of for {} s.", DEAD_AFTER.as_secs());
+                        reap(&broker, &reaper, &run).await;
+                    }
+                }
+            }
+            r = async { match watch.as_mut() { Some(w) => poll_fn(|cx| w.as_mut().poll_next(cx)).await, None => std::future::pending().await } } => match r {
+                Some(Ok(e)) if e.operation == kv::Operation::Put => {
+                    let Some(other) = e.key.strip_prefix("node_").and_then(client_id_of) else { continue };
+                    if other == node {
+                        continue;
+                    }
+                    let run = String::from_utf8_lossy(&e.value).into_owned();
+                    tracing::trace!("Cluster: node {other} is alive ({run}).");
+                    if let Some((before, _)) = seen.insert(other, (run.clone(), Instant::now())) {
+                        if before != run {
+                            reap(&broker, &reaper, &before).await;
+                        }
+                    }
+                }
+                Some(Ok(e)) => {
+                    tracing::trace!("Cluster: nodes bucket: {:?} {}.", e.operation, e.key);
+                    // A node that stopped cleanly: no wills of its to publish.
+                    if let Some(other) = e.key.strip_prefix("node_").and_then(client_id_of) {
+                        seen.remove(&other);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!("Cluster: the nodes' heartbeats: {e}; reading them again.");
+                    if let Ok(w) = reaper.nodes.watch_with_history(">").await {
+                        watch = Some(Box::pin(w));
+                    }
+                }
+                None => {
+                    tracing::debug!("Cluster: the nodes' watch ended.");
+                    watch = None;
+                }
+            },
+        }
+    }
+    tracing::debug!("Cluster: heartbeats stop.");
+    // A clean stop: this run's wills are published (or not) by this node.
+    let _ = reaper.nodes.purge(node_key(&node)).await;
+}
+
+/// The key of a node in the nodes bucket.
+fn node_key(node: &str) -> String {
+    format!("node_{}", session_key(node))
+}
+
+/// Publishes the wills kept for connections of the node run `run`, if this node is the first
+/// to take that on.
+async fn reap(broker: &Arc<Broker>, r: &Reaper, run: &str) {
+    let mark = format!("reaped_{}", session_key(run));
+    if r.nodes.create(&mark, Bytes::new()).await.is_err() {
+        return;
+    }
+    let mut keys = match r.wills.keys().await {
+        Ok(k) => Box::pin(k),
+        Err(e) => {
+            tracing::warn!("Cluster: cannot read the wills of {run} ({e}).");
+            return;
+        }
+    };
+    let mut due = 0usize;
+    while let Some(Ok(key)) = poll_fn(|cx| keys.as_mut().poll_next(cx)).await {
+        let Ok(Some(entry)) = r.wills.entry(key.clone()).await else { continue };
+        let Some(record) = crate::cluster::wills::decode(&entry.value).filter(|w| w.origin == run) else {
+            continue;
+        };
+        let Some(client_id) = client_id_of(&key) else { continue };
+        due += 1;
+        let (broker, r, run) = (broker.clone(), r.clone(), run.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(record.delay))).await;
+            // Claimed meanwhile by a connection of another run: the client is back [MQTT-3.1.3-9].
+            let owner = r.sessions.entry(session_key(&client_id)).await.ok().flatten();
+            let back = owner.and_then(|e| Claim::decode(&e.value)).is_some_and(|c| c.origin != run);
+            let still =
+                r.wills.entry(key.clone()).await.ok().flatten().is_some_and(|e| e.revision == entry.revision);
+            if still {
+                let _ = r.wills.purge(&key).await;
+            }
+            if back || !still {
+                return;
+            }
+            tracing::info!("Cluster: publishing the will of {client_id}, a client of {run}, which is gone.");
+            broker.publish_will(record.will(), &ByteString::from(client_id), Instant::now());
+        });
+    }
+    if due > 0 {
+        tracing::info!(
+            "Cluster: {due} will{} of clients of {run}, which is gone, to publish.",
+            if due == 1 { "" } else { "s" }
+        );
+    }
 }
 
 /// The key of a client id in the sessions bucket: base64url, which keeps every client id a
@@ -514,7 +968,14 @@ async fn subscribe(
         _ => (filter, None),
     };
     let mut tasks = Vec::new();
-    for subject in filter_to_subjects(subject::MESSAGES, plain) {
+    // A shared subscription takes QoS 1 and 2 messages from their stream's subjects too (as
+    // a core NATS subscriber: one member of the group gets each, at most once); the node's
+    // other subscriptions get those from the stream.
+    let mut subjects = filter_to_subjects(subject::MESSAGES, plain);
+    if share.is_some() {
+        subjects.extend(filter_to_subjects(subject::QOS, plain));
+    }
+    for subject in subjects {
         let sub = match &share {
             Some(_) => client.queue_subscribe(subject.clone(), queue_group(filter)).await,
             None => client.subscribe(subject.clone()).await,
@@ -537,25 +998,157 @@ async fn subscribe(
     tasks
 }
 
-/// Publishes a message of this node on NATS, and a retained one to the stream as well.
-async fn publish(client: &async_nats::Client, js: &jetstream::Context, m: &Message, origin: (&str, u64)) {
-    let now = Instant::now();
-    if m.is_expired(now) {
-        return;
+/// The sending side of the cluster task: what local clients publish, to NATS.
+struct Out {
+    client: async_nats::Client,
+    /// Retained messages' stream.
+    js: jetstream::Context,
+    /// QoS 1 and 2 messages' stream.
+    qos_js: jetstream::Context,
+    outbox: Outbox,
+    origin: String,
+}
+
+impl Out {
+    /// Publishes what the outbox hands over, in order, until the broker stops; then what is
+    /// left (the wills of the connections closed at the stop), and gives JetStream a moment
+    /// to acknowledge it.
+    async fn run(self, mut messages: mpsc::UnboundedReceiver<Outgoing>, mut stop: watch::Receiver<bool>) {
+        let mut seq = 0;
+        loop {
+            let next = tokio::select! {
+                _ = stop.changed() => None,
+                m = messages.recv() => m,
+            };
+            let Some(o) = next else { break };
+            self.send(o, &mut seq).await;
+        }
+        while let Ok(o) = messages.try_recv() {
+            self.send(o, &mut seq).await;
+        }
+        let last = self.outbox.last_ticket();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.outbox.acked(last)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
     }
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in
-        wire::headers(m.qos, m.retain, &m.publisher, &m.properties, m.remaining_expiry(now), origin)
-    {
-        headers.append(name, value);
+
+    /// Publishes one message: QoS 0 on core NATS under its topic's subject (dropped while
+    /// NATS is away), QoS 1 and 2 to the QoS stream until JetStream acknowledges it, and a
+    /// retained one to the retained stream as well.
+    async fn send(&self, Outgoing { message: m, ticket }: Outgoing, seq: &mut u64) {
+        let now = Instant::now();
+        if m.is_expired(now) {
+            self.outbox.done(ticket);
+            return;
+        }
+        let number = if ticket == 0 {
+            *seq += 1;
+            *seq
+        } else {
+            ticket
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        // What the headers take on the wire, roughly (`NAME: VALUE\r\n`, the version line,
+        // Nats-Msg-Id).
+        let mut header_bytes = 64 + self.origin.len();
+        for (name, value) in wire::headers(
+            m.qos,
+            m.retain,
+            &m.publisher,
+            &m.properties,
+            m.remaining_expiry(now),
+            (&self.origin, number),
+        ) {
+            header_bytes += name.len() + value.len() + 4;
+            headers.append(name, value);
+        }
+        if m.retain {
+            self.retain(&m, headers.clone()).await;
+        }
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        if ticket == 0 {
+            if self.outbox.dropping(!connected) {
+                if connected {
+                    tracing::warn!(
+                        "Cluster: NATS is back: QoS 0 messages published here reach the other nodes again."
+                    );
+                } else {
+                    tracing::warn!(
+                        "Cluster: NATS is away: QoS 0 messages published here reach local subscribers only until it is back."
+                    );
+                }
+            }
+            if connected {
+                let subject = topic_to_subject(subject::MESSAGES, &m.topic);
+                if let Err(e) = self.client.publish_with_headers(subject, headers, m.payload.clone()).await {
+                    tracing::warn!("Cluster: cannot publish on {}: {e}.", m.topic);
+                }
+            }
+            self.outbox.done(0);
+            return;
+        }
+        headers.insert("Nats-Msg-Id", format!("{}-{ticket}", self.origin));
+        let subject = topic_to_subject(subject::QOS, &m.topic);
+        // NATS refuses (and closes the connection for) a message past its max_payload: such
+        // a message reaches local subscribers only, as with QoS 0, rather than waiting for ever.
+        let size = m.payload.len() + header_bytes;
+        let limit = self.client.server_info().max_payload;
+        if (limit > 0 && size > limit) || subject.len() > MAX_SUBJECT {
+            tracing::warn!(
+                "Cluster: a QoS {} message of {} ({size} bytes with its headers) is larger than NATS's max_payload ({limit}) or its subject longer than {MAX_SUBJECT} bytes: it reaches local subscribers only.",
+                m.qos as u8,
+                m.topic
+            );
+            self.outbox.done(ticket);
+            return;
+        }
+        let publish = jetstream::message::PublishMessage::build().headers(headers).payload(m.payload.clone());
+        // In order while NATS is there; what it does not take is sent again later.
+        let first = if connected {
+            Some(self.qos_js.send_publish(subject.clone(), publish.clone()).await)
+        } else {
+            None
+        };
+        let (js, outbox) = (self.qos_js.clone(), self.outbox.clone());
+        tokio::spawn(async move {
+            let mut attempt = first;
+            let mut wait = RETRY_FIRST;
+            let mut failures = 0u32;
+            loop {
+                let error = match attempt {
+                    Some(Ok(ack)) => match ack.await {
+                        Ok(_) => break,
+                        Err(e) => e.to_string(),
+                    },
+                    Some(Err(e)) => e.to_string(),
+                    None => "NATS is away".to_owned(),
+                };
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(
+                        "Cluster: JetStream has not taken a QoS {} message of {} ({error}): its publisher waits, it is sent again.",
+                        m.qos as u8,
+                        m.topic
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
+                attempt = Some(js.send_publish(subject.clone(), publish.clone()).await);
+            }
+            if failures > 0 {
+                tracing::info!(
+                    "Cluster: JetStream took the QoS {} message of {} after all.",
+                    m.qos as u8,
+                    m.topic
+                );
+            }
+            outbox.done(ticket);
+        });
     }
-    let subject = topic_to_subject(subject::MESSAGES, &m.topic);
-    if let Err(e) = client.publish_with_headers(subject, headers.clone(), m.payload.clone()).await {
-        tracing::warn!("Cluster: cannot publish on {}: {e}.", m.topic);
-    }
-    if m.retain {
+
+    /// Publishes a retained message to the retained stream (logged if JetStream refuses it).
+    async fn retain(&self, m: &Message, headers: async_nats::HeaderMap) {
         let subject = topic_to_subject(subject::RETAINED, &m.topic);
-        match js.publish_with_headers(subject, headers, m.payload.clone()).await {
+        match self.js.publish_with_headers(subject, headers, m.payload.clone()).await {
             Ok(ack) => {
                 let topic = m.topic.clone();
                 tokio::spawn(async move {
@@ -569,10 +1162,183 @@ async fn publish(client: &async_nats::Client, js: &jetstream::Context, m: &Messa
     }
 }
 
+/// The longest subject a QoS 1 or 2 message is published to the stream with: NATS closes
+/// the connection of a client whose protocol line (subject, reply inbox, sizes) is longer
+/// than its `max_control_line`, 4 KiB by default.
+const MAX_SUBJECT: usize = 3900;
+
+/// How long the stream's acknowledgements may wait to be sent together.
+const ACK_EVERY: Duration = Duration::from_millis(20);
+/// How many may wait.
+const ACK_BATCH: usize = 512;
+/// How long to wait for room in a congested subscriber's queue before looking again.
+const ROOM_RECHECK: Duration = Duration::from_millis(50);
+
+/// Follows the QoS stream with this node's durable consumer: routes what other nodes
+/// published to local subscribers, and acknowledges it (acknowledging one acknowledges
+/// those before it) once the store has what was queued for persistent sessions. A message
+/// of this node (routed when it was published) or at or below the stored position (routed
+/// before a restart) is only acknowledged. The stream is read without a gap: what the
+/// consumer delivered to an earlier run of the node, or that NATS lost on the way, is read
+/// from the stream by its sequence before what comes after it (JetStream would give it
+/// again only after its acknowledgement wait, and after a later one is acknowledged, not
+/// at all). While a local subscriber's queue is full, no more is read: JetStream holds the
+/// rest.
+async fn tail(
+    broker: Arc<Broker>,
+    (mut feed, stream, floor): (QosFeed, jetstream::stream::Stream, u64),
+    node: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The next position to route.
+    let mut next = broker.journal().map_or(0, |j| j.stream_position()).max(floor) + 1;
+    // The store record each message read waits for, in order.
+    let mut gate = 0;
+    let mut pending: std::collections::VecDeque<(u64, jetstream::Message)> = Default::default();
+    // The last message whose acknowledgement may be sent, and how many it covers.
+    let mut ready: Option<jetstream::Message> = None;
+    let mut covers = 0usize;
+    let mut congested: Vec<Arc<crate::mailbox::SessionHandle>> = Vec::new();
+    let durable = |t: u64| broker.journal().is_none_or(|j| j.store().is_durable(t));
+    loop {
+        while pending.front().is_some_and(|(t, _)| durable(*t)) {
+            ready = pending.pop_front().map(|(_, m)| m);
+            covers += 1;
+        }
+        if covers >= ACK_BATCH {
+            acknowledge(ready.take()).await;
+            covers = 0;
+        }
+        let now = Instant::now();
+        congested.retain(|h| !h.mailbox.has_room(now));
+        let waiting_for = pending.front().map(|(t, _)| *t);
+        let room_of = congested.first().cloned();
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(ACK_EVERY), if ready.is_some() => {
+                acknowledge(ready.take()).await;
+                covers = 0;
+            }
+            _ = async {
+                if let (Some(j), Some(t)) = (broker.journal(), waiting_for) {
+                    j.store().durable(t).await;
+                }
+            }, if waiting_for.is_some() => {}
+            _ = async { if let Some(h) = room_of { h.mailbox.room(ROOM_RECHECK).await } }, if !congested.is_empty() => {}
+            r = poll_fn(|cx| feed.as_mut().poll_next(cx)), if congested.is_empty() => match r {
+                Some(Ok(m)) => {
+                    let Ok(info) = m.info() else { continue };
+                    let sequence = info.stream_sequence;
+                    let published = info.published.unix_timestamp_nanos();
+                    // What came before it and never arrived, from the stream. A gap larger
+                    // than the consumer can have had outstanding may be of messages the stream
+                    // no longer has (its limits): those are skipped, not asked for one by one.
+                    if sequence.saturating_sub(next) > 2 * QOS_MAX_ACK_PENDING as u64 {
+                        if let Ok(info) = stream.get_info().await {
+                            let first = info.state.first_sequence.min(sequence);
+                            if first > next {
+                                tracing::warn!("Cluster: messages {next} to {} of the QoS stream are gone (its limits): skipped.", first - 1);
+                                next = first;
+                            }
+                        }
+                    }
+                    while next < sequence {
+                        match stream.get_raw_message(next).await {
+                            Ok(got) => {
+                                let read = Read { subject: &got.subject, headers: Some(&got.headers), payload: &got.payload, published: got.time.unix_timestamp_nanos() };
+                                route_read(&broker, &read, &node, next, &mut gate, &mut congested);
+                            }
+                            Err(e) => tracing::warn!("Cluster: message {next} of the QoS stream cannot be read ({e}): skipped."),
+                        }
+                        next += 1;
+                    }
+                    if sequence >= next {
+                        let read = Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
+                        route_read(&broker, &read, &node, sequence, &mut gate, &mut congested);
+                        next = sequence + 1;
+                    }
+                    pending.push_back((gate, m));
+                }
+                Some(Err(e)) => tracing::debug!("Cluster: the QoS stream: {e}."),
+                None => {
+                    tracing::error!("Cluster: the QoS stream's consumer ended; QoS 1 and 2 messages of other nodes no longer arrive.");
+                    break;
+                }
+            },
+        }
+    }
+    while pending.front().is_some_and(|(t, _)| durable(*t)) {
+        ready = pending.pop_front().map(|(_, m)| m);
+    }
+    acknowledge(ready).await;
+}
+
+async fn acknowledge(m: Option<jetstream::Message>) {
+    if let Some(m) = m {
+        if let Err(e) = m.ack().await {
+            tracing::debug!("Cluster: cannot acknowledge the QoS stream: {e}.");
+        }
+    }
+}
+
+/// A message read from the QoS stream.
+struct Read<'a> {
+    subject: &'a str,
+    headers: Option<&'a async_nats::HeaderMap>,
+    payload: &'a Bytes,
+    /// When it entered the stream, in nanoseconds since the Unix epoch.
+    published: i128,
+}
+
+/// Routes the message at `sequence` of the QoS stream, unless it is this node's or has
+/// expired; raises `gate` to the store record its acknowledgement waits for, and adds the
+/// subscribers whose queue it filled to `congested`.
+fn route_read(
+    broker: &Broker,
+    m: &Read<'_>,
+    node: &str,
+    sequence: u64,
+    gate: &mut u64,
+    congested: &mut Vec<Arc<crate::mailbox::SessionHandle>>,
+) {
+    let Ok(topic) = subject_to_topic(subject::QOS, m.subject) else {
+        tracing::warn!("Cluster: ignoring subject {}.", m.subject);
+        return;
+    };
+    let Some(mut carried) = read_headers(m.headers) else { return };
+    let from = carried.origin.as_ref().map(|(o, _)| o.rsplit_once('/').map_or(o.as_str(), |(n, _)| n));
+    if from == Some(node) {
+        return;
+    }
+    // The time it spent in the stream counts against its expiry.
+    if let Some(left) = carried.properties.message_expiry_interval() {
+        let age = age_secs(m.published);
+        if age >= u64::from(left) {
+            return;
+        }
+        carried.properties.set(midge_codec::Property::MessageExpiryInterval(left - age as u32));
+    }
+    let (t, full) = broker.route_from_stream(&Arc::new(message(topic, m.payload.clone(), carried)), sequence);
+    *gate = (*gate).max(t);
+    congested.extend(full);
+}
+
+/// Whole seconds since `published` (nanoseconds since the Unix epoch).
+fn age_secs(published: i128) -> u64 {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+    u64::try_from((now - published) / 1_000_000_000).unwrap_or(0)
+}
+
 /// Routes a message from another node to the local subscribers, once; or, NATS having
 /// picked this node for a shared subscription, to one member of its group here.
 fn deliver(broker: &Broker, (share, m): &Inbound, own: &str, dedup: &mut Dedup) {
-    let Ok(topic) = subject_to_topic(subject::MESSAGES, &m.subject) else {
+    let topic = match subject_to_topic(subject::MESSAGES, &m.subject) {
+        Ok(t) => Some(t),
+        // QoS 1 and 2 messages come on their stream's subjects to shared subscriptions only.
+        Err(_) if share.is_some() => subject_to_topic(subject::QOS, &m.subject).ok(),
+        Err(_) => None,
+    };
+    let Some(topic) = topic else {
         tracing::warn!("Cluster: ignoring subject {}.", m.subject);
         return;
     };

@@ -658,12 +658,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
             // queue. A subscriber with room already means another round at once.
             let mut progressed = this.more;
             if this.room.is_none() {
-                this.room = match link.awaiting_store() {
-                    Some((waiter, ticket)) => Some(Box::pin(waiter.wait(ticket))),
-                    None => link
-                        .blocked_on(now)
-                        .map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _),
-                };
+                this.room = link.awaiting_store().or_else(|| link.blocked_on_cluster()).or_else(|| {
+                    link.blocked_on(now)
+                        .map(|h| Box::pin(async move { h.mailbox.room(ROOM_RECHECK).await }) as _)
+                });
                 progressed |= this.room.is_none() && link.is_blocked();
             }
             // Every source is polled, so that each has the waker when nothing is ready.

@@ -14,6 +14,7 @@
 //! | `i` client id `\0` packet id | a QoS 2 message received and not yet released: the commit of its copies |
 //! | `n` commit (u64 BE) | the commit of a QoS 2 message's copies, once its `i` record is gone |
 //! | `x` n | a message to route once the broker has started (imported from mosquitto) |
+//! | `c` | cluster mode: the position in the cluster's QoS stream routed last with copies here (u64 LE); an `n` record written for such a message holds it too |
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -114,6 +115,11 @@ pub fn forward_key(n: u64) -> Vec<u8> {
     [b"x".as_slice(), &n.to_be_bytes()].concat()
 }
 
+/// The key of the cluster stream's position.
+pub fn stream_position_key() -> Vec<u8> {
+    b"c".to_vec()
+}
+
 /// The first byte of every key of one kind, for reading them back.
 pub mod prefix {
     /// Retained messages.
@@ -132,6 +138,8 @@ pub mod prefix {
     pub const FORWARD: u8 = b'x';
     /// Commits of incoming QoS 2 messages.
     pub const COMMIT: u8 = b'n';
+    /// The cluster stream's position.
+    pub const STREAM_POSITION: u8 = b'c';
 }
 
 /// Splits `client id \0 rest` (the part of a key after its prefix).

@@ -245,8 +245,9 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let delivered: Arc<Vec<AtomicU64>> =
         Arc::new((0..plan.publish_topics.len()).map(|_| AtomicU64::new(0)).collect());
     let mut subscribers = Vec::new();
+    let sub_args = args.subscriber_side();
     for (i, filter) in plan.filters.iter().enumerate() {
-        let o = options(args, &tls, version, format!("bench-sub-{run}-{i}"), i);
+        let o = options(&sub_args, &tls, version, format!("bench-sub-{run}-{i}"), i);
         let (client, events, _) = connect(o).await.map_err(|source| BenchError::Connect {
             role: "subscriber",
             index: i,
@@ -261,6 +262,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         tokio::spawn(subscriber(events, stats.clone(), stats.recorder(), delivered.clone()));
         subscribers.push(client);
     }
+    tokio::time::sleep(args.settle()).await;
     let mut publishers = Vec::new();
     for (i, _) in plan.publish_topics.iter().enumerate() {
         let o = options(args, &tls, version, format!("bench-pub-{run}-{i}"), plan.filters.len() + i);

@@ -183,9 +183,27 @@ pub struct BenchArgs {
     /// Topic prefix, so that runs do not see each other's messages.
     #[arg(long, default_value = "bench")]
     pub prefix: String,
+    /// Port the subscribers connect to (default: --port): another node of a midge cluster
+    /// than the publishers'. The publishers then start a second after the subscriptions, the
+    /// time for the subscribers' node to subscribe on NATS.
+    #[arg(long = "sub-port")]
+    pub sub_port: Option<u16>,
 }
 
 impl BenchArgs {
+    /// The arguments the subscribers connect with (`--sub-port`).
+    pub(crate) fn subscriber_side(&self) -> BenchArgs {
+        let mut a = self.clone();
+        a.port = self.sub_port.unwrap_or(self.port);
+        a
+    }
+
+    /// Once subscribed, before publishing: with subscribers on another cluster node, a second
+    /// for that node's NATS subscription to be in place.
+    pub(crate) fn settle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.sub_port.is_some_and(|p| p != self.port)))
+    }
+
     /// The TLS connector of every connection (its files read once), if TLS is asked for.
     fn tls(&self) -> Result<Option<Tls>, BenchError> {
         if self.cafile.is_none() && self.cert.is_none() {

@@ -69,18 +69,20 @@ async fn drive(args: &BenchArgs) -> Result<(), BenchError> {
     let plan = plan(args, &run)?;
     let tls = args.tls()?;
     let qos = args.qos();
-    let options = |id: String, index: usize| {
+    let sub_args = args.subscriber_side();
+    let options_of = |args: &BenchArgs, id: String, index: usize| {
         let mut o = args.client_options(&tls, version, id, index, 60);
         o.max_inflight = u16::try_from(args.inflight.max(1)).unwrap_or(u16::MAX);
         o
     };
+    let options = |id: String, index: usize| options_of(args, id, index);
 
     // Subscribers, and the receivers that count for them: one per subscriber, one per
     // $share group.
     let mut groups: Vec<(String, Rc<RefCell<Receiver>>)> = Vec::new();
     let mut subscribers = Vec::new();
     for (i, filter) in plan.filters.iter().enumerate() {
-        let o = options(format!("bench-sub-{run}-{i}"), i);
+        let o = options_of(&sub_args, format!("bench-sub-{run}-{i}"), i);
         let (mut conn, _) = Conn::connect(&o).await.map_err(|reason| BenchError::Handshake {
             role: "subscriber",
             index: i,
@@ -111,6 +113,7 @@ async fn drive(args: &BenchArgs) -> Result<(), BenchError> {
         };
         subscribers.push((conn, receiver));
     }
+    tokio::time::sleep(args.settle()).await;
     let mut publishers = Vec::new();
     let mut window = u16::MAX;
     for (i, topic) in plan.publish_topics.iter().enumerate() {
