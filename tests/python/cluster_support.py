@@ -90,10 +90,15 @@ class NatsCluster:
 
     def __init__(self, workdir: Path, size: int = 3):
         self.workdir = workdir
-        ports = [(free_port(), free_port(), free_port()) for _ in range(size)]
+        self.size = size
+        self._plan()
+
+    def _plan(self) -> None:
+        """Free ports for each server: client, route, monitoring."""
+        ports = [(free_port(), free_port(), free_port()) for _ in range(self.size)]
         routes = ",".join(f"nats://{HOST}:{r}" for _, r, _ in ports)
         self.servers = [
-            NatsServer(workdir, f"nats{i}", client, [
+            NatsServer(self.workdir, f"nats{i}", client, [
                 "-n", f"nats{i}", "--cluster_name", "midge-test", "--cluster", f"nats://{HOST}:{route}",
                 "--routes", routes, "-m", str(monitor)])
             for i, (client, route, monitor) in enumerate(ports)]
@@ -109,23 +114,49 @@ class NatsCluster:
             except BaseException as e:  # noqa: BLE001 - re-raised below
                 errors.append(e)
 
-        # Together: each waits for the others' routes before it says it is ready.
-        threads = [threading.Thread(target=start_one, args=(s,)) for s in self.servers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
+        # Together: each waits for the others' routes before it says it is ready. A port
+        # taken meanwhile by another program (free_port's race): once more, on other ports.
+        for attempt in range(2):
+            errors.clear()
+            threads = [threading.Thread(target=start_one, args=(s,)) for s in self.servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if not errors:
+                break
             self.stop()
-            raise errors[0]
+            if attempt == 1:
+                raise errors[0]
+            self._plan()
         deadline = time.monotonic() + 30
-        while not any("JetStream cluster new metadata leader" in s.log() for s in self.servers):
+        while not self._jetstream_ready():
             if time.monotonic() > deadline:
                 self.stop()
-                pytest.fail("the NATS cluster elected no JetStream leader within 30 s; logs:\n"
+                pytest.fail("the NATS cluster's JetStream did not agree on a leader within 30 s; logs:\n"
                             + "\n".join(s.log()[-2000:] for s in self.servers), pytrace=False)
-            time.sleep(0.05)  # poll interval over the servers' logs
+            time.sleep(0.05)  # poll interval over the servers' monitoring endpoints
         return self
+
+    def _jetstream_ready(self) -> bool:
+        """Every server names the same JetStream metadata leader, and the leader has every
+        other server current (a leader seen by some servers only is not enough: streams made
+        then may wait for seconds)."""
+        import json
+        import urllib.request
+        metas = []
+        for m in self.monitors:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{m}/jsz", timeout=2) as r:
+                    metas.append(json.load(r).get("meta_cluster") or {})
+            except OSError:
+                return False
+        leaders = {meta.get("leader") for meta in metas}
+        if len(leaders) != 1 or not next(iter(leaders)):
+            return False
+        on_leader = [meta for meta in metas if meta.get("replicas")]
+        return len(on_leader) == 1 and len(on_leader[0]["replicas"]) == len(self.servers) - 1 and all(
+            r.get("current") for r in on_leader[0]["replicas"])
 
     @property
     def urls(self) -> list[str]:

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +41,10 @@ const QOS_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Messages of the QoS stream a node may hold unacknowledged: past this, JetStream gives
 /// it no more until it catches up (the stream is the queue, not the node's memory).
 const QOS_MAX_ACK_PENDING: i64 = 8192;
+/// How long a reader of a stream or bucket that could not be made waits before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often the reader of the retained stream is compared with the stream's end.
+const RETAINED_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// JetStream publishes of QoS 1 and 2 messages awaiting their PubAck, at most.
 const QOS_MAX_INFLIGHT: usize = 4096;
 /// The first wait before a QoS 1 or 2 message JetStream did not take is published again.
@@ -141,10 +146,18 @@ pub(crate) struct Connected {
     /// The wills of the nodes' connections, and the nodes' heartbeats.
     wills: kv::Store,
     nodes: kv::Store,
-    owners: Pin<Box<dyn Stream<Item = Result<kv::Entry, kv::WatcherError>> + Send>>,
+    owners: OwnersWatch,
     origin: String,
     node: String,
 }
+
+/// A reader of the retained stream.
+type RetainedReader =
+    Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>>;
+/// A watch of the sessions bucket.
+type OwnersWatch = Pin<Box<dyn Stream<Item = Result<kv::Entry, kv::WatcherError>> + Send>>;
+/// A watch of the sessions bucket being made.
+type OwnersRemake = Pin<Box<dyn std::future::Future<Output = Result<kv::Watch, kv::WatchError>> + Send>>;
 
 type QosFeed =
     Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>> + Send>>;
@@ -281,7 +294,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         })
         .await
         .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let mut retained: Pin<Box<dyn Stream<Item = _> + Send>> =
+    let mut retained: RetainedReader =
         Box::pin(consumer.messages().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
     // Every topic's last message is at or below the stream's last sequence, and the last
     // message of the stream is the last of its topic: read until it.
@@ -433,13 +446,7 @@ async fn qos_feed(
 }
 
 /// A reader of the retained stream from `start` on.
-async fn follow_retained(
-    stream: &jetstream::stream::Stream,
-    start: u64,
-) -> Result<
-    Pin<Box<dyn Stream<Item = Result<jetstream::Message, jetstream::consumer::pull::OrderedError>> + Send>>,
-    String,
-> {
+async fn follow_retained(stream: &jetstream::stream::Stream, start: u64) -> Result<RetainedReader, String> {
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: format!("{}.>", subject::RETAINED),
@@ -518,7 +525,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         qos,
         qos_stream,
         qos_floor,
-        mut retained,
+        retained,
         sessions,
         wills,
         nodes,
@@ -527,12 +534,26 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         node,
         mut connects,
         retained_stream,
-        mut retained_seq,
+        retained_seq,
     } = connected;
     connects.borrow_and_update();
-    // Where the readers of the retained stream and of the owners' bucket are, to make them
-    // again from there.
+    let following = tokio::spawn(follow_retained_stream(
+        broker.clone(),
+        (retained, retained_stream, retained_seq),
+        connects.clone(),
+        stop.clone(),
+    ));
+    // Where the watch of the owners' bucket is, to make it again from there (without holding
+    // up the loop: NATS may take seconds to answer while it fails over).
     let mut owners_rev = 0;
+    let mut owners_remake: Option<OwnersRemake> = None;
+    let remake_owners = |rev: u64, after: Duration| -> OwnersRemake {
+        let sessions = sessions.clone();
+        Box::pin(async move {
+            tokio::time::sleep(after).await;
+            sessions.watch_all_from_revision(rev + 1).await
+        })
+    };
     // The wills this node keeps in the bucket: the connection of each client id's.
     let mut kept_wills: HashMap<String, u64> = HashMap::new();
     let watching = tokio::spawn(watch_nodes(
@@ -549,8 +570,15 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
     let mut subs = Subscriptions::default();
     let mut dedup = Dedup::default();
-    let mut retained_open = true;
-    let out = Out { client: client.clone(), js: js.clone(), qos_js, outbox, origin: origin.clone() };
+    let out = Out {
+        client: client.clone(),
+        js: js.clone(),
+        qos_js,
+        outbox,
+        origin: origin.clone(),
+        unstored: Arc::default(),
+        generation: AtomicU64::new(0),
+    };
     let sending = tokio::spawn(out.run(messages, stop.clone()));
     let tailing = tokio::spawn(tail(broker.clone(), (qos, qos_stream, qos_floor), node, stop.clone()));
     loop {
@@ -627,22 +655,22 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
             Ok(()) = connects.changed() => {
-                // Reconnected: the readers (ordered consumers, one copy each) may have been on
-                // a server that is gone; JetStream would make them again only once their
-                // heartbeats are missed, and then slowly. Made again now, from where they were.
-                match follow_retained(&retained_stream, retained_seq + 1).await {
-                    Ok(r) => {
-                        retained = r;
-                        retained_open = true;
-                    }
-                    Err(e) => tracing::warn!("Cluster: the retained stream, after reconnecting: {e}."),
-                }
-                match sessions.watch_all_from_revision(owners_rev + 1).await {
+                // Reconnected: the watch (an ordered consumer, one copy) may have been on a
+                // server that is gone; JetStream would make it again only once its heartbeats
+                // are missed. Made again now, from where it was.
+                owners_remake = Some(remake_owners(owners_rev, Duration::ZERO));
+            }
+            r = async { owners_remake.as_mut().expect("checked").await }, if owners_remake.is_some() => {
+                owners_remake = None;
+                match r {
                     Ok(w) => {
                         owners = Box::pin(w);
                         owners_open = true;
                     }
-                    Err(e) => tracing::warn!("Cluster: the sessions bucket, after reconnecting: {e}."),
+                    Err(e) => {
+                        tracing::warn!("Cluster: the sessions bucket cannot be watched ({e}); trying again.");
+                        owners_remake = Some(remake_owners(owners_rev, RETRY_AFTER));
+                    }
                 }
             }
             r = poll_fn(|cx| owners.as_mut().poll_next(cx)), if owners_open => match r {
@@ -654,35 +682,11 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                     // Its reader (one copy) may have been on a NATS server that is gone: made
                     // again from where it was.
                     tracing::warn!("Cluster: the sessions bucket: {e}; reading it again.");
-                    if let Ok(w) = sessions.watch_all_from_revision(owners_rev + 1).await {
-                        owners = Box::pin(w);
-                    }
+                    owners_remake = Some(remake_owners(owners_rev, Duration::ZERO));
                 }
                 None => {
                     tracing::error!("Cluster: the sessions bucket's watch ended; clients connecting to other nodes no longer close their connection here.");
                     owners_open = false;
-                }
-            },
-            r = poll_fn(|cx| retained.as_mut().poll_next(cx)), if retained_open => match r {
-                Some(Ok(m)) => {
-                    if let Ok(info) = m.info() {
-                        retained_seq = retained_seq.max(info.stream_sequence);
-                    }
-                    apply_retained(&broker, &m);
-                    if tracing::enabled!(tracing::Level::DEBUG) {
-                        let topic = subject_to_topic(subject::RETAINED, &m.subject).unwrap_or_default();
-                        tracing::debug!("Cluster: retained message of {topic} from the stream.");
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!("Cluster: the retained stream: {e}; reading it again.");
-                    if let Ok(r) = follow_retained(&retained_stream, retained_seq + 1).await {
-                        retained = r;
-                    }
-                }
-                None => {
-                    tracing::error!("Cluster: the retained stream's consumer ended; retained messages of other nodes are no longer followed.");
-                    retained_open = false;
                 }
             },
         }
@@ -696,8 +700,87 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         let _ = sending.await;
         let _ = tailing.await;
         let _ = watching.await;
+        let _ = following.await;
     })
     .await;
+}
+
+/// Follows the retained stream from after `seq`, into the local retained store. The reader
+/// (an ordered consumer, one copy) is made again from where it was after a reconnection to
+/// NATS and on an error; and it is watched: JetStream's own check (two missed heartbeats of
+/// 15 s) finds one that was on a NATS server now gone only a minute later, so when the
+/// stream is ahead of the reader at two checks running, the reader is made again (once for
+/// each end of the stream seen: a message the stream's limits removed is never delivered).
+async fn follow_retained_stream(
+    broker: Arc<Broker>,
+    (mut retained, stream, mut seq): (RetainedReader, jetstream::stream::Stream, u64),
+    mut connects: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut check = tokio::time::interval(RETAINED_CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut behind_at: Option<u64> = None;
+    let mut remade_for = 0u64;
+    let mut remake = false;
+    let mut failing = false;
+    loop {
+        if std::mem::take(&mut remake) {
+            match follow_retained(&stream, seq + 1).await {
+                Ok(r) => {
+                    retained = r;
+                    failing = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!("Cluster: the retained stream cannot be read ({e}); trying again.");
+                    }
+                    remake = true;
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(RETRY_AFTER) => continue,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            Ok(()) = connects.changed() => remake = true,
+            _ = check.tick() => {
+                let Ok(Ok(info)) = tokio::time::timeout(RETAINED_CHECK_EVERY, stream.get_info()).await else { continue };
+                let end = info.state.last_sequence;
+                if end <= seq {
+                    behind_at = None;
+                } else if behind_at != Some(seq) {
+                    behind_at = Some(seq);
+                } else if remade_for != end {
+                    remade_for = end;
+                    tracing::warn!("Cluster: the reader of the retained stream is stuck at {seq} of {end}; reading it again.");
+                    remake = true;
+                }
+            }
+            r = poll_fn(|cx| retained.as_mut().poll_next(cx)) => match r {
+                Some(Ok(m)) => {
+                    if let Ok(info) = m.info() {
+                        seq = seq.max(info.stream_sequence);
+                    }
+                    apply_retained(&broker, &m);
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let topic = subject_to_topic(subject::RETAINED, &m.subject).unwrap_or_default();
+                        tracing::debug!("Cluster: retained message of {topic} from the stream.");
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("Cluster: the retained stream: {e}; reading it again.");
+                    remake = true;
+                }
+                None => {
+                    tracing::warn!("Cluster: the retained stream's reader ended; reading it again.");
+                    remake = true;
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            },
+        }
+    }
 }
 
 /// What publishes the wills of a dead node's run.
@@ -1007,6 +1090,10 @@ struct Out {
     qos_js: jetstream::Context,
     outbox: Outbox,
     origin: String,
+    /// The retained messages JetStream has not taken yet: the generation of each topic's
+    /// latest, the only one sent (again) to the stream.
+    unstored: Arc<tokio::sync::Mutex<HashMap<ByteString, u64>>>,
+    generation: AtomicU64,
 }
 
 impl Out {
@@ -1145,20 +1232,52 @@ impl Out {
         });
     }
 
-    /// Publishes a retained message to the retained stream (logged if JetStream refuses it).
+    /// Publishes a retained message to the retained stream, again and again until JetStream
+    /// takes it (a stream without a leader for a few seconds, while NATS fails over, answers
+    /// "no stream"), unless a later retained message of its topic came meanwhile: that one
+    /// goes instead, never after it.
     async fn retain(&self, m: &Message, headers: async_nats::HeaderMap) {
         let subject = topic_to_subject(subject::RETAINED, &m.topic);
-        match self.js.publish_with_headers(subject, headers, m.payload.clone()).await {
-            Ok(ack) => {
-                let topic = m.topic.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = ack.await {
-                        tracing::warn!("Cluster: the retained message of {topic} was not stored: {e}.");
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (topic, payload) = (m.topic.clone(), m.payload.clone());
+        let (js, unstored) = (self.js.clone(), self.unstored.clone());
+        unstored.lock().await.insert(topic.clone(), generation);
+        tokio::spawn(async move {
+            let mut wait = RETRY_FIRST;
+            let mut failures = 0u32;
+            loop {
+                let sent = {
+                    // Sent under the lock: a later message of the topic is sent after it.
+                    let latest = unstored.lock().await;
+                    if latest.get(&topic) != Some(&generation) {
+                        return;
                     }
-                });
+                    js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await
+                };
+                let error = match sent {
+                    Ok(ack) => match ack.await {
+                        Ok(_) => break,
+                        Err(e) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(
+                        "Cluster: the retained message of {topic} is not stored yet ({error}): sent again."
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
             }
-            Err(e) => tracing::warn!("Cluster: cannot store the retained message of {}: {e}.", m.topic),
-        }
+            if failures > 0 {
+                tracing::info!("Cluster: the retained message of {topic} is stored after all.");
+            }
+            let mut latest = unstored.lock().await;
+            if latest.get(&topic) == Some(&generation) {
+                latest.remove(&topic);
+            }
+        });
     }
 }
 
