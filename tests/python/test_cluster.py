@@ -13,7 +13,8 @@ import pytest
 import mqtt_raw as raw
 from cluster_support import NatsCluster, NatsServer, Node, StoreNode
 from mqtt_raw import V5, V311
-from persistence_support import LoadPublisher, LoadSubscriber, acknowledge, connect, park, tally, until
+from persistence_support import (LoadPublisher, LoadSubscriber, acknowledge, connect, messages_until,
+                                 nothing_more, park, tally, until)
 from support import TIMEOUT, mosquitto_pub, unique_id
 
 try:
@@ -324,6 +325,67 @@ def test_a_client_id_connecting_to_another_node_takes_it_over(nodes, paho_client
     third.connect()
     second.wait_disconnected()
     assert third.is_connected()
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_a_session_resumes_on_another_node_and_back(nodes, version):
+    """A client id with a persistent session on node a connects to node b without clean
+    start: b gets the session from a (session present) with its subscription and what was
+    queued for it while it was away, in order; connecting back to a while online on b moves
+    it again, and b's connection is closed as in a takeover [MQTT-3.1.4-3] (5.0: 0x8E).
+    Nothing is delivered twice."""
+    a, b, c = nodes
+    cid = unique_id("mover")
+    mover, ack = connect(a.port, cid, version)
+    assert not ack.session_present
+    mover.subscribe(1, [("move/#", 1)])
+    watcher, _ = connect(a.port, unique_id("watcher"), version, clean=True, expiry=None)
+    watcher.subscribe(1, [("move/#", 1)])
+    publisher, _ = connect(c.port, unique_id("pub"), version, clean=True, expiry=None)
+    publisher.publish("move/x", b"before", qos=1, packet_id=1)
+    assert [p.payload for p in messages_until(mover, b"before")] == [b"before"]
+    assert [p.payload for p in messages_until(watcher, b"before")] == [b"before"]
+    park(mover)
+    # Queued on a while the client is away: a has routed them once its watcher has the last.
+    for i, m in enumerate([b"m1", b"m2", b"m3"]):
+        publisher.publish("move/x", m, qos=1, packet_id=2 + i)
+    assert [p.payload for p in messages_until(watcher, b"m3")] == [b"m1", b"m2", b"m3"]
+    mark_a, mark_b = a.mark(), b.mark()
+    mover, ack = connect(b.port, cid, version)
+    assert ack.session_present, "b resumed the session a had"
+    assert [p.payload for p in messages_until(mover, b"m3")] == [b"m1", b"m2", b"m3"]
+    a.wait_for_log(rf"Cluster: the session of {cid} moved to another node\.", since=mark_a)
+    b.wait_for_log(rf"Cluster: the session of {cid} came from node-a/", since=mark_b)
+    # The subscription came along: a message published now reaches the client on b.
+    publisher.publish("move/x", b"m4", qos=1, packet_id=5)
+    assert [p.payload for p in messages_until(mover, b"m4")] == [b"m4"]
+    # Back to a while online on b: b's connection closes, a has the session.
+    back, ack = connect(a.port, cid, version)
+    assert ack.session_present
+    closed = mover.wait_closed()
+    if version == V5:
+        assert [(p.type, p.reason) for p in closed] == [(raw.DISCONNECT, 0x8E)], closed
+    publisher.publish("move/x", b"m5", qos=1, packet_id=6)
+    assert [p.payload for p in messages_until(back, b"m5")] == [b"m5"], "nothing twice, nothing lost"
+    assert nothing_more(back) == []
+    for x in (back, watcher, publisher):
+        x.close()
+
+
+def test_a_client_without_a_session_anywhere_starts_afresh_at_once(nodes):
+    """Without clean start and without a session on any node (or the node that had it gone),
+    a node asks the cluster and starts a new session (session present 0)."""
+    a, b, _ = nodes
+    fresh, ack = connect(b.port, unique_id("fresh"), V5)
+    assert not ack.session_present
+    fresh.close()
+    cid = unique_id("orphan")
+    on_a, _ = connect(a.port, cid, V311)
+    park(on_a)
+    a.kill9()
+    again, ack = connect(b.port, cid, V311)
+    assert not ack.session_present, "the node that had it is gone: a new session"
+    again.close()
 
 
 # ---------------------------------------------------------------------------------------

@@ -81,6 +81,17 @@ pub enum Attach {
     TakeOver(oneshot::Receiver<Owned>),
 }
 
+/// What [`Registry::release`] found.
+#[derive(Debug)]
+pub enum Released {
+    /// No session.
+    None,
+    /// A parked session.
+    Parked(Box<Owned>),
+    /// A connection held it: it has been told to close and will send it.
+    Online(oneshot::Receiver<Owned>),
+}
+
 /// The client ids known to the broker.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -116,6 +127,26 @@ impl Registry {
                     Attach::TakeOver(rx)
                 }
                 None => Attach::Fresh,
+            },
+        }
+    }
+
+    /// Cluster mode: another node takes `client_id`'s session. A parked one is handed over at
+    /// once (a will waiting for its delay is dropped: the client is back [MQTT-3.1.3-9]); a
+    /// connection holding it is told to close and will send it. Either way the client id is
+    /// no longer known here.
+    pub fn release(&self, client_id: &ByteString) -> Released {
+        let mut clients = self.clients.lock();
+        match clients.remove(client_id) {
+            None => Released::None,
+            Some(Entry::Offline(parked)) => Released::Parked(Box::new(parked.owned)),
+            Some(Entry::Online { control, .. }) => match control.upgrade() {
+                Some(slot) => {
+                    let (tx, rx) = oneshot::channel();
+                    slot.send(Control::TakeOver(tx));
+                    Released::Online(rx)
+                }
+                None => Released::None,
             },
         }
     }

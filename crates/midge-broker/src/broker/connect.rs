@@ -54,6 +54,8 @@ pub struct PendingOpen {
     start: StartParams,
     /// Resolves with the old session.
     pub old: oneshot::Receiver<Owned>,
+    /// Cluster mode: the session is asked of another node, which may have none.
+    pub remote: bool,
 }
 
 impl PendingOpen {
@@ -400,9 +402,19 @@ impl Broker {
         };
         match self.registry.attach(&start.plan.client_id, conn_id, &start.control, start.connect.clean_start)
         {
+            // Cluster mode: a session of this client id may be on another node.
+            Attach::Fresh if !start.connect.clean_start && self.cluster_outbox().is_some() => {
+                let old = self.cluster_outbox().map(|o| o.fetch_session(&start.plan.client_id));
+                match old {
+                    Some(old) => Opening::TakeOver(Box::new(PendingOpen { start, old, remote: true })),
+                    None => self.start(start, None, now),
+                }
+            }
             Attach::Fresh => self.start(start, None, now),
             Attach::Parked(owned) => self.start(start, Some(*owned), now),
-            Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx })),
+            Attach::TakeOver(rx) => {
+                Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: false }))
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The broker's shared state, and the decisions made when a client connects and leaves.
 mod bridge;
 mod connect;
+mod handoff;
 mod link;
 mod login;
 mod persist;

@@ -28,6 +28,7 @@
 //! per delivery.
 pub mod acks;
 pub mod dedup;
+pub mod handoff;
 pub mod interest;
 pub mod ownership;
 pub mod subject;
@@ -125,16 +126,54 @@ pub struct Outbox {
     /// Subscription changes are never dropped: they are few, and a lost one would leave the
     /// node deaf to a filter for good.
     changes: mpsc::UnboundedSender<Held>,
+    /// Sessions asked of the node that has them.
+    fetches: mpsc::UnboundedSender<Fetch>,
     shared: Arc<Shared>,
+}
+
+/// A connection without clean start whose client id has no session here: the node that
+/// had it last hands it over, if there is one ([`handoff`]).
+#[derive(Debug)]
+pub struct Fetch {
+    /// The client id.
+    pub client_id: bytestring::ByteString,
+    /// Where the session goes; dropped when there is none.
+    pub reply: tokio::sync::oneshot::Sender<crate::broker::Owned>,
+}
+
+/// The cluster task's ends of the outbox.
+#[derive(Debug)]
+pub struct OutboxReceivers {
+    /// Messages to publish.
+    pub messages: mpsc::UnboundedReceiver<Outgoing>,
+    /// Subscription and connection changes.
+    pub held: mpsc::UnboundedReceiver<Held>,
+    /// Sessions to ask other nodes for.
+    pub fetches: mpsc::UnboundedReceiver<Fetch>,
 }
 
 impl Outbox {
     /// The outbox and the cluster task's ends of it.
     #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>, mpsc::UnboundedReceiver<Held>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (changes, changes_rx) = mpsc::unbounded_channel();
-        (Outbox { tx, changes, shared: Arc::default() }, rx, changes_rx)
+    pub fn new() -> (Outbox, OutboxReceivers) {
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (changes, held) = mpsc::unbounded_channel();
+        let (fetches, fetches_rx) = mpsc::unbounded_channel();
+        (
+            Outbox { tx, changes, fetches, shared: Arc::default() },
+            OutboxReceivers { messages, held, fetches: fetches_rx },
+        )
+    }
+
+    /// Asks the node that had `client_id`'s session last for it: the receiver gets it, or
+    /// is dropped when there is none (or its node does not answer).
+    pub fn fetch_session(
+        &self,
+        client_id: &bytestring::ByteString,
+    ) -> tokio::sync::oneshot::Receiver<crate::broker::Owned> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let _ = self.fetches.send(Fetch { client_id: client_id.clone(), reply });
+        rx
     }
 
     /// Hands a message published on this node to the cluster; never drops it. Returns its

@@ -30,6 +30,9 @@ pub const MESSAGES: &str = "midge.m";
 pub const QOS: &str = "midge.q";
 /// The prefix of the subjects of the retained-message stream.
 pub const RETAINED: &str = "midge.r";
+/// The prefix of the subject a node answers requests for sessions on (its run's name
+/// follows, escaped as a topic).
+pub const HANDOFF: &str = "midge.h";
 
 /// A subject that escaping did not produce.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

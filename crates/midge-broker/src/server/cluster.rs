@@ -23,7 +23,7 @@ use crate::cluster::interest::{Change, Interest};
 use crate::cluster::ownership::Claim;
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
-use crate::cluster::{Held, Outbox, Outgoing};
+use crate::cluster::{Fetch, Held, Outbox, OutboxReceivers, Outgoing};
 use crate::config::cluster::Cluster;
 use crate::session::Message;
 
@@ -105,15 +105,16 @@ pub enum ClusterError {
 pub(crate) struct Joined {
     messages: mpsc::UnboundedReceiver<Outgoing>,
     held: mpsc::UnboundedReceiver<Held>,
+    fetches: mpsc::UnboundedReceiver<Fetch>,
     outbox: Outbox,
 }
 
 /// Makes the broker a cluster node: from now on it hands its messages and subscription
 /// changes over (to a task started by [`connect`] and [`run`]).
 pub(crate) fn join(broker: &Broker) -> Joined {
-    let (outbox, messages, held) = Outbox::new();
+    let (outbox, OutboxReceivers { messages, held, fetches }) = Outbox::new();
     broker.join_cluster(outbox.clone());
-    Joined { messages, held, outbox }
+    Joined { messages, held, fetches, outbox }
 }
 
 /// The node, connected to NATS, its retained messages loaded.
@@ -566,7 +567,15 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     // The client ids this node claimed: the connection, and the claim.
     let mut claims: HashMap<String, (u64, Claim)> = HashMap::new();
     let mut owners_open = true;
-    let Joined { messages, mut held, outbox } = joined;
+    let Joined { messages, mut held, mut fetches, outbox } = joined;
+    // Other nodes ask this one for the sessions it has.
+    let mut handoffs = match client.subscribe(topic_to_subject(subject::HANDOFF, &origin)).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!("Cluster: cannot answer other nodes' requests for sessions ({e}): clients moving to another node start afresh.");
+            None
+        }
+    };
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
     let mut subs = Subscriptions::default();
     let mut dedup = Dedup::default();
@@ -654,6 +663,12 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 }
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
+            Some(fetch) = fetches.recv() => {
+                tokio::spawn(fetch_session(broker.clone(), client.clone(), sessions.clone(), origin.clone(), fetch));
+            }
+            Some(request) = poll_fn(|cx| match handoffs.as_mut() { Some(h) => Pin::new(h).poll_next(cx), None => std::task::Poll::Ready(None) }), if handoffs.is_some() => {
+                tokio::spawn(hand_off(broker.clone(), client.clone(), request));
+            }
             Ok(()) = connects.changed() => {
                 // Reconnected: the watch (an ordered consumer, one copy) may have been on a
                 // server that is gone; JetStream would make it again only once its heartbeats
@@ -780,6 +795,86 @@ async fn follow_retained_stream(
                 }
             },
         }
+    }
+}
+
+/// How long a node waits for another to hand a session over: less than a connection waits
+/// for its session (5 s).
+const FETCH_WAIT: Duration = Duration::from_secs(4);
+
+/// A client id without a session here connected without clean start: the node that holds
+/// its claim in the sessions bucket, if another, is asked for the session (on its handoff
+/// subject), which is put together here and handed to the connection.
+async fn fetch_session(
+    broker: Arc<Broker>,
+    client: async_nats::Client,
+    sessions: kv::Store,
+    origin: String,
+    Fetch { client_id, reply }: Fetch,
+) {
+    let owner = match tokio::time::timeout(FETCH_WAIT, sessions.get(session_key(&client_id))).await {
+        Ok(Ok(Some(value))) => Claim::decode(&value),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => {
+            tracing::warn!("Cluster: cannot read the owner of client id {client_id} ({e}): it starts without its session.");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Cluster: the owner of client id {client_id} was not read in time: it starts without its session.");
+            None
+        }
+    };
+    let Some(owner) = owner.filter(|o| o.origin != origin) else { return };
+    let subject = topic_to_subject(subject::HANDOFF, &owner.origin);
+    let request = client.request(subject, Bytes::copy_from_slice(client_id.as_bytes()));
+    let answer = match tokio::time::timeout(FETCH_WAIT, request).await {
+        Ok(Ok(m)) => m.payload,
+        Ok(Err(e)) => {
+            // No responders: that run of the node is gone (its persistent sessions stay on
+            // its disk, for when it comes back).
+            tracing::info!("Cluster: the session of {client_id} was on {}, which does not answer ({e}): it starts afresh.", owner.origin);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "Cluster: {} did not hand the session of {client_id} over in time: it starts afresh.",
+                owner.origin
+            );
+            return;
+        }
+    };
+    if answer.is_empty() {
+        return;
+    }
+    let clock = crate::store::records::Clock::now();
+    match crate::cluster::handoff::decode(&answer, &clock) {
+        Ok(h) => {
+            let owned = broker.adopt(&client_id, h);
+            tracing::info!("Cluster: the session of {client_id} came from {}.", owner.origin);
+            if let Err(owned) = reply.send(owned) {
+                tracing::warn!("Cluster: the connection of {client_id} went while its session came from another node: the session ends.");
+                broker.discard(owned);
+            }
+        }
+        Err(e) => tracing::warn!("Cluster: {e}: {client_id} starts afresh."),
+    }
+}
+
+/// Another node asks for a session this one has: it is taken apart here (its connection,
+/// if any, closes as in a takeover) and sent; an empty answer when there is none.
+async fn hand_off(broker: Arc<Broker>, client: async_nats::Client, request: async_nats::Message) {
+    let Some(reply) = request.reply else { return };
+    let Ok(client_id) = ByteString::try_from(request.payload) else { return };
+    // What NATS takes in one message, less room for the protocol's own bytes.
+    let max = client.server_info().max_payload.saturating_sub(1024);
+    let answer = broker.hand_off(&client_id, max).await.unwrap_or_default();
+    if !answer.is_empty() {
+        tracing::info!("Cluster: the session of {client_id} moved to another node.");
+    }
+    if let Err(e) = client.publish(reply, Bytes::from(answer)).await {
+        tracing::warn!(
+            "Cluster: the session of {client_id} could not be sent to the node that asked ({e}): it is lost."
+        );
     }
 }
 

@@ -303,6 +303,8 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         let mut pending = *pending;
         let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
             Ok(Ok(owned)) => Some(owned),
+            // Cluster mode: no node had a session of this client id.
+            Ok(Err(_)) if pending.remote => None,
             _ => {
                 tracing::warn!(
                     "Client {}: the previous connection did not hand its session over.",
