@@ -542,6 +542,16 @@ def test_a_qos1_message_past_nats_max_payload_is_acknowledged_and_stays_local(no
     a.wait_for_log(r"Cluster: a QoS 1 message of big/one .* reaches local subscribers only\.", since=mark)
     pub.publish("big/two", b"small", qos=1)
     assert remote.next_message().payload == b"small"
+    # Retained: kept on its node only (not sent to the retained stream again and again), and
+    # a later retained message still reaches the stream.
+    mark = a.mark()
+    pub.publish("big/kept", big, qos=1, retain=True)
+    a.wait_for_log(r"Cluster: the retained message of big/kept is larger than NATS's max_payload .* kept on this "
+                   r"node only\.", since=mark)
+    mark_c = c.mark()
+    pub.publish("big/next", b"small", qos=1, retain=True)
+    c.wait_retained_from_stream("big/next", since=mark_c)
+    assert "big/kept is not stored yet" not in a.log()
 
 
 # ---------------------------------------------------------------------------------------

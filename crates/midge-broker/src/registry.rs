@@ -135,8 +135,15 @@ impl Registry {
     /// once (a will waiting for its delay is dropped: the client is back [MQTT-3.1.3-9]); a
     /// connection holding it is told to close and will send it. Either way the client id is
     /// no longer known here.
-    pub fn release(&self, client_id: &ByteString) -> Released {
+    /// A parked session whose expiry has passed stays (its timer ends it, and publishes its
+    /// will): there is nothing to hand over.
+    pub fn release(&self, client_id: &ByteString, now: Instant) -> Released {
         let mut clients = self.clients.lock();
+        if let Some(Entry::Offline(parked)) = clients.get(client_id) {
+            if parked.expires_at.is_some_and(|t| t <= now) {
+                return Released::None;
+            }
+        }
         match clients.remove(client_id) {
             None => Released::None,
             Some(Entry::Offline(parked)) => Released::Parked(Box::new(parked.owned)),
@@ -183,6 +190,22 @@ impl Registry {
             }
             _ => Detached::NotHolder(owned),
         }
+    }
+
+    /// Parks a session that came back (a handover that did not happen), unless a connection
+    /// or another session has the client id now: then it is returned.
+    pub fn park_if_free(
+        &self,
+        client_id: &ByteString,
+        owned: Owned,
+        expires_at: Option<Instant>,
+    ) -> Result<(), Box<Owned>> {
+        let mut clients = self.clients.lock();
+        if clients.contains_key(client_id) {
+            return Err(Box::new(owned));
+        }
+        clients.insert(client_id.clone(), Entry::Offline(Box::new(Parked { owned, expires_at, will: None })));
+        Ok(())
     }
 
     /// Parks a session read back from the store.

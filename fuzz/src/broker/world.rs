@@ -340,7 +340,8 @@ impl World {
         let broker = Broker::new(config.clone()).expect("the broker starts");
         broker.add_auth_method(Arc::new(FuzzAuth));
         World {
-            max_qos: config.max_qos,
+            // The clients come in on listener 0 (ConnInfo::plain), whose max_qos applies.
+            max_qos: config.listeners.first().map_or(QoS::ExactlyOnce, |l| l.max_qos),
             window: usize::from(config.inflight_window()),
             max_packet_bytes: config.max_packet_bytes(),
             broker,

@@ -92,6 +92,6 @@ impl Broker {
             listener: 0,
             certificate: None,
         };
-        self.open_planned(connect, plan, auth, conn_id, control, now)
+        self.open_planned(connect, plan, auth, conn_id, control, now, false)
     }
 }

@@ -315,7 +315,7 @@ impl Broker {
         now: Instant,
     ) -> Opening {
         match self.plan_connect(&connect, auth.listener).and_then(|plan| self.identify(plan, &auth)) {
-            Ok(plan) => self.open_planned(connect, plan, auth, conn_id, control, now),
+            Ok(plan) => self.open_planned(connect, plan, auth, conn_id, control, now, true),
             // [MQTT-3.2.2-6] (3.1.1: [MQTT-3.2.2-4]): a refusal has Session Present 0.
             Err(r) => Opening::Refused(r),
         }
@@ -349,6 +349,9 @@ impl Broker {
     }
 
     /// [`Broker::open`] on terms already decided (a bridge's session decides its own).
+    /// `roaming`: in cluster mode, a session of the client id may be on another node (not
+    /// for a bridge: each node's bridge is its own).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_planned(
         self: &Arc<Self>,
         connect: Connect,
@@ -357,6 +360,7 @@ impl Broker {
         conn_id: u64,
         control: Arc<ControlSlot>,
         now: Instant,
+        roaming: bool,
     ) -> Opening {
         let mut connect = connect;
         if let (Some(mount), Some(w)) = (&plan.mount_point, &mut connect.will) {
@@ -403,7 +407,7 @@ impl Broker {
         match self.registry.attach(&start.plan.client_id, conn_id, &start.control, start.connect.clean_start)
         {
             // Cluster mode: a session of this client id may be on another node.
-            Attach::Fresh if !start.connect.clean_start && self.cluster_outbox().is_some() => {
+            Attach::Fresh if roaming && !start.connect.clean_start && self.cluster_outbox().is_some() => {
                 let old = self.cluster_outbox().map(|o| o.fetch_session(&start.plan.client_id));
                 match old {
                     Some(old) => Opening::TakeOver(Box::new(PendingOpen { start, old, remote: true })),

@@ -1,29 +1,40 @@
 //! Cluster mode: a session moving between nodes ([`crate::cluster::handoff`] has the
-//! encoding). The node that has it takes it apart ([`Broker::hand_off`]: its connection, if
-//! any, closes as in a takeover [MQTT-3.1.4-3], its subscriptions leave the router and its
-//! records the store); the node the client connected to puts it together
-//! ([`Broker::adopt`]) and the connection resumes it (session present).
+//! encoding). The node that has it takes it out ([`Broker::take_for_handoff`]: its
+//! connection, if any, closes as in a takeover [MQTT-3.1.4-3], its subscriptions leave the
+//! router), and once the answer is sent forgets it ([`Broker::handed_off`]), or parks it
+//! again when the answer could not go ([`Broker::park_again`]). The node the client
+//! connected to puts it together ([`Broker::adopt`]) and the connection resumes it (session
+//! present).
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
 use crate::cluster::handoff::{self, Handoff};
 use crate::registry::Released;
-use crate::session::SubscriptionRecord;
+use crate::session::{DeliveryEvent, SubscriptionRecord};
 use crate::store::records::Clock;
 
 use super::{Broker, Owned};
 
-/// How long a connection holding a session has to close and hand it over.
-const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How long a connection holding a session has to close and hand it over (the node that
+/// asks waits 4 s for the whole answer).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// A session taken out for another node, and its bytes.
+#[derive(Debug)]
+pub(crate) struct Leaving {
+    pub(crate) bytes: bytes::Bytes,
+    owned: Owned,
+}
 
 impl Broker {
-    /// Another node takes `client_id`'s session: returns it as bytes, at most `max_bytes`
-    /// (queued messages past that are dropped, with a warning), and forgets it here. None
-    /// when there is no session to hand over (none, or one that ends with its connection).
-    pub(crate) async fn hand_off(&self, client_id: &ByteString, max_bytes: usize) -> Option<Vec<u8>> {
-        let owned = match self.registry.release(client_id) {
+    /// Another node asks for `client_id`'s session: takes it out of the registry and the
+    /// router, and returns it with its bytes, at most `max_bytes` (queued messages past that
+    /// are dropped, with a warning). None when there is none to hand over (none, one that ends
+    /// with its connection, or one too large even without its queue: that one stays here).
+    pub(crate) async fn take_for_handoff(&self, client_id: &ByteString, max_bytes: usize) -> Option<Leaving> {
+        let owned = match self.registry.release(client_id, Instant::now()) {
             Released::None => return None,
             Released::Parked(owned) => *owned,
             Released::Online(rx) => tokio::time::timeout(CLOSE_WAIT, rx).await.ok()?.ok()?,
@@ -32,7 +43,12 @@ impl Broker {
             self.discard(owned);
             return None;
         }
-        let Owned { state, handle } = owned;
+        let Owned { mut state, handle } = owned;
+        // Out of the router first, so that nothing reaches its mailbox once that is emptied.
+        for filter in state.subscriptions.keys() {
+            self.router.unsubscribe(&handle, filter);
+        }
+        state.outgoing.pending.extend(handle.mailbox.clear());
         let clock = Clock::now();
         let mut h = Handoff {
             expiry_interval: state.expiry_interval,
@@ -42,40 +58,63 @@ impl Broker {
             inflight: state.outgoing.inflight().map(|f| (f.packet_id, f.state, f.delivery.clone())).collect(),
             queued: Vec::new(),
         };
-        // What waits in the mailbox comes after what the session already took from it.
-        let mailbox = handle.mailbox.clear();
-        let mut all: Vec<_> = state.outgoing.pending.iter().cloned().collect();
-        all.extend(mailbox.iter().cloned());
         let mut size = handoff::encode(&h, &clock).len();
+        if size > max_bytes {
+            tracing::warn!(
+                "Cluster: the session of {client_id} ({size} bytes without its queue) is larger than NATS's max_payload ({max_bytes} bytes): it stays here, and the client starts afresh on the other node."
+            );
+            self.park_again(client_id, Owned { state, handle });
+            return None;
+        }
         let mut dropped = 0usize;
-        for d in all {
-            let len = handoff::queued_len(&d, &clock);
+        for d in &state.outgoing.pending {
+            let len = handoff::queued_len(d, &clock);
             if size + len > max_bytes {
                 dropped += 1;
                 continue;
             }
             size += len;
-            h.queued.push(d);
+            h.queued.push(d.clone());
         }
         if dropped > 0 {
             tracing::warn!(
-                "Cluster: client {client_id} moved to another node: {dropped} queued messages past NATS's max_payload ({max_bytes} bytes) are dropped."
+                "Cluster: the session of {client_id} moves to another node without {dropped} queued messages, past NATS's max_payload ({max_bytes} bytes)."
             );
         }
-        // Forgotten here: its subscriptions, its records, the messages it held.
-        if let Some(j) = self.journal().filter(|_| handle.is_persistent()) {
-            for d in mailbox {
-                if let Some(entry) = d.entry {
-                    j.delivery(crate::session::DeliveryEvent::Done { entry });
+        Some(Leaving { bytes: handoff::encode(&h, &clock).into(), owned: Owned { state, handle } })
+    }
+
+    /// The session went to the other node: forgotten here (its records, its messages).
+    pub(crate) fn handed_off(&self, leaving: Leaving) {
+        self.discard(leaving.owned);
+    }
+
+    /// The answer could not be sent: the session is parked here again, as it was.
+    pub(crate) fn park_again_leaving(&self, client_id: &ByteString, leaving: Leaving) {
+        self.park_again(client_id, leaving.owned);
+    }
+
+    /// Parks a session that was taken out (or came from another node and found no
+    /// connection): back in the router and the registry, unless a connection holds the
+    /// client id now (then it ends).
+    pub(crate) fn park_again(&self, client_id: &ByteString, owned: Owned) {
+        for (filter, r) in &owned.state.subscriptions {
+            self.router.subscribe(&owned.handle, filter, r.options, r.id);
+        }
+        owned.handle.set_online(false);
+        let expires_at = self.expiry_from(Instant::now(), owned.state.expiry_interval);
+        match self.registry.park_if_free(client_id, owned, expires_at) {
+            Ok(()) => {
+                if let Some(at) = expires_at {
+                    self.timers.park(client_id.clone(), at);
                 }
             }
+            Err(owned) => self.discard(*owned),
         }
-        self.discard(Owned { state, handle });
-        Some(handoff::encode(&h, &clock))
     }
 
     /// A session handed over by another node, as this node's: its subscriptions in the
-    /// router, its messages in its queue (and in the store, with persistence).
+    /// router, its messages in its queue, and with persistence its records in the store.
     pub(crate) fn adopt(&self, client_id: &ByteString, h: Handoff) -> Owned {
         let handle = self.session_handle(client_id);
         let mut state = crate::session::SessionState::new();
@@ -83,16 +122,26 @@ impl Broker {
             self.router.subscribe(&handle, &filter, options, id);
             state.subscriptions.insert(filter, SubscriptionRecord { options, id });
         }
-        // Recorded as the router records a message for a persistent session: QoS 1 and 2.
-        let hook = self.queue_hook().filter(|_| h.expiry_interval > 0);
+        state.outgoing.set_last_id(h.last_packet_id);
+        state.incoming_qos2.extend(h.incoming_qos2);
+        state.expiry_interval = h.expiry_interval;
+        // Recorded as for a session that was persistent here all along: the connection that
+        // resumes it finds its records (and removes them if it ends with the connection).
+        let journal = self.journal().filter(|_| h.expiry_interval > 0);
+        if let Some(j) = journal {
+            j.persist_state(client_id, &state);
+            j.session(client_id, state.expiry_interval, state.outgoing.last_id(), None);
+            handle.set_persistent(true);
+        }
+        // QoS 1 and 2 copies are recorded, as the router records them for a persistent session.
+        let hook = journal.and_then(|_| self.queue_hook());
         let keep = |d: &crate::session::Delivery| hook.filter(|_| d.qos != midge_codec::QoS::AtMostOnce);
         for (packet_id, awaiting, mut d) in h.inflight {
             if let Some(hook) = keep(&d) {
                 hook.queued(client_id, &mut d);
-                if let (Some(j), Some(entry)) = (self.journal(), d.entry) {
-                    use crate::session::{Awaiting, DeliveryEvent};
+                if let (Some(j), Some(entry)) = (journal, d.entry) {
                     j.delivery(match awaiting {
-                        Awaiting::PubComp => DeliveryEvent::Released { entry, packet_id },
+                        crate::session::Awaiting::PubComp => DeliveryEvent::Released { entry, packet_id },
                         _ => DeliveryEvent::Sent { entry, packet_id },
                     });
                 }
@@ -105,9 +154,6 @@ impl Broker {
             }
             state.outgoing.pending.push_back(d);
         }
-        state.outgoing.set_last_id(h.last_packet_id);
-        state.incoming_qos2.extend(h.incoming_qos2);
-        state.expiry_interval = h.expiry_interval;
         Owned { state, handle: Arc::clone(&handle) }
     }
 }

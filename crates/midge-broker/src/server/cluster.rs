@@ -738,7 +738,15 @@ async fn follow_retained_stream(
     let mut remade_for = 0u64;
     let mut remake = false;
     let mut failing = false;
+    // A reader that failed is made again after a pause, not in a tight loop.
+    let mut pause = false;
     loop {
+        if std::mem::take(&mut pause) {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(RETRY_AFTER) => {}
+            }
+        }
         if std::mem::take(&mut remake) {
             match follow_retained(&stream, seq + 1).await {
                 Ok(r) => {
@@ -787,24 +795,26 @@ async fn follow_retained_stream(
                 Some(Err(e)) => {
                     tracing::warn!("Cluster: the retained stream: {e}; reading it again.");
                     remake = true;
+                    pause = true;
                 }
                 None => {
                     tracing::warn!("Cluster: the retained stream's reader ended; reading it again.");
                     remake = true;
-                    tokio::time::sleep(RETRY_AFTER).await;
+                    pause = true;
                 }
             },
         }
     }
 }
 
-/// How long a node waits for another to hand a session over: less than a connection waits
-/// for its session (5 s).
+/// How long a node waits for another to hand a session over, all told (reading the owner,
+/// asking, the answer): less than a connection waits for its session (5 s).
 const FETCH_WAIT: Duration = Duration::from_secs(4);
 
 /// A client id without a session here connected without clean start: the node that holds
 /// its claim in the sessions bucket, if another, is asked for the session (on its handoff
-/// subject), which is put together here and handed to the connection.
+/// subject), which is put together here and handed to the connection. Nothing is asked
+/// while NATS is away (the client starts afresh at once).
 async fn fetch_session(
     broker: Arc<Broker>,
     client: async_nats::Client,
@@ -812,7 +822,11 @@ async fn fetch_session(
     origin: String,
     Fetch { client_id, reply }: Fetch,
 ) {
-    let owner = match tokio::time::timeout(FETCH_WAIT, sessions.get(session_key(&client_id))).await {
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+    let owner = match tokio::time::timeout_at(deadline, sessions.get(session_key(&client_id))).await {
         Ok(Ok(Some(value))) => Claim::decode(&value),
         Ok(Ok(None)) => None,
         Ok(Err(e)) => {
@@ -825,9 +839,13 @@ async fn fetch_session(
         }
     };
     let Some(owner) = owner.filter(|o| o.origin != origin) else { return };
+    if reply.is_closed() {
+        // The connection went meanwhile: nothing is moved for it.
+        return;
+    }
     let subject = topic_to_subject(subject::HANDOFF, &owner.origin);
     let request = client.request(subject, Bytes::copy_from_slice(client_id.as_bytes()));
-    let answer = match tokio::time::timeout(FETCH_WAIT, request).await {
+    let answer = match tokio::time::timeout_at(deadline, request).await {
         Ok(Ok(m)) => m.payload,
         Ok(Err(e)) => {
             // No responders: that run of the node is gone (its persistent sessions stay on
@@ -852,29 +870,36 @@ async fn fetch_session(
             let owned = broker.adopt(&client_id, h);
             tracing::info!("Cluster: the session of {client_id} came from {}.", owner.origin);
             if let Err(owned) = reply.send(owned) {
-                tracing::warn!("Cluster: the connection of {client_id} went while its session came from another node: the session ends.");
-                broker.discard(owned);
+                // The connection went (or gave up waiting): the session is parked here.
+                tracing::warn!("Cluster: the connection of {client_id} went while its session came from another node: the session is parked here.");
+                broker.park_again(&client_id, owned);
             }
         }
         Err(e) => tracing::warn!("Cluster: {e}: {client_id} starts afresh."),
     }
 }
 
-/// Another node asks for a session this one has: it is taken apart here (its connection,
-/// if any, closes as in a takeover) and sent; an empty answer when there is none.
+/// Another node asks for a session this one has: it is taken out here (its connection, if
+/// any, closes as in a takeover) and sent, and forgotten once sent; parked again if it
+/// cannot be. An empty answer when there is none.
 async fn hand_off(broker: Arc<Broker>, client: async_nats::Client, request: async_nats::Message) {
     let Some(reply) = request.reply else { return };
     let Ok(client_id) = ByteString::try_from(request.payload) else { return };
     // What NATS takes in one message, less room for the protocol's own bytes.
     let max = client.server_info().max_payload.saturating_sub(1024);
-    let answer = broker.hand_off(&client_id, max).await.unwrap_or_default();
-    if !answer.is_empty() {
-        tracing::info!("Cluster: the session of {client_id} moved to another node.");
-    }
-    if let Err(e) = client.publish(reply, Bytes::from(answer)).await {
-        tracing::warn!(
-            "Cluster: the session of {client_id} could not be sent to the node that asked ({e}): it is lost."
-        );
+    let Some(leaving) = broker.take_for_handoff(&client_id, max).await else {
+        let _ = client.publish(reply, Bytes::new()).await;
+        return;
+    };
+    match client.publish(reply, leaving.bytes.clone()).await {
+        Ok(()) => {
+            tracing::info!("Cluster: the session of {client_id} moved to another node.");
+            broker.handed_off(leaving);
+        }
+        Err(e) => {
+            tracing::warn!("Cluster: the session of {client_id} could not be sent to the node that asked ({e}): it stays here.");
+            broker.park_again_leaving(&client_id, leaving);
+        }
     }
 }
 
@@ -1187,7 +1212,7 @@ struct Out {
     origin: String,
     /// The retained messages JetStream has not taken yet: the generation of each topic's
     /// latest, the only one sent (again) to the stream.
-    unstored: Arc<tokio::sync::Mutex<HashMap<ByteString, u64>>>,
+    unstored: Arc<parking_lot::Mutex<HashMap<ByteString, Arc<TopicSlot>>>>,
     generation: AtomicU64,
 }
 
@@ -1244,7 +1269,7 @@ impl Out {
             headers.append(name, value);
         }
         if m.retain {
-            self.retain(&m, headers.clone()).await;
+            self.retain(&m, headers.clone(), header_bytes);
         }
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         if ticket == 0 {
@@ -1330,21 +1355,35 @@ impl Out {
     /// Publishes a retained message to the retained stream, again and again until JetStream
     /// takes it (a stream without a leader for a few seconds, while NATS fails over, answers
     /// "no stream"), unless a later retained message of its topic came meanwhile: that one
-    /// goes instead, never after it.
-    async fn retain(&self, m: &Message, headers: async_nats::HeaderMap) {
+    /// goes instead, never after it. One NATS would refuse (past its `max_payload`, or a
+    /// subject past [`MAX_SUBJECT`]) stays on this node, with a warning.
+    fn retain(&self, m: &Message, headers: async_nats::HeaderMap, header_bytes: usize) {
         let subject = topic_to_subject(subject::RETAINED, &m.topic);
+        let limit = self.client.server_info().max_payload;
+        if subject.len() > MAX_SUBJECT || m.payload.len() + header_bytes > limit {
+            tracing::warn!(
+                "Cluster: the retained message of {} is larger than NATS's max_payload ({limit}) or its subject longer than {MAX_SUBJECT} bytes: it is kept on this node only.",
+                m.topic
+            );
+            return;
+        }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = {
+            let mut unstored = self.unstored.lock();
+            let slot = unstored.entry(m.topic.clone()).or_insert_with(|| Arc::new(TopicSlot::default()));
+            slot.latest.store(generation, Ordering::Release);
+            slot.clone()
+        };
         let (topic, payload) = (m.topic.clone(), m.payload.clone());
         let (js, unstored) = (self.js.clone(), self.unstored.clone());
-        unstored.lock().await.insert(topic.clone(), generation);
         tokio::spawn(async move {
             let mut wait = RETRY_FIRST;
             let mut failures = 0u32;
             loop {
                 let sent = {
-                    // Sent under the lock: a later message of the topic is sent after it.
-                    let latest = unstored.lock().await;
-                    if latest.get(&topic) != Some(&generation) {
+                    // Sent under the topic's lock: a later message of the topic is sent after it.
+                    let _turn = slot.sending.lock().await;
+                    if slot.latest.load(Ordering::Acquire) != generation {
                         return;
                     }
                     js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await
@@ -1368,12 +1407,23 @@ impl Out {
             if failures > 0 {
                 tracing::info!("Cluster: the retained message of {topic} is stored after all.");
             }
-            let mut latest = unstored.lock().await;
-            if latest.get(&topic) == Some(&generation) {
-                latest.remove(&topic);
+            let mut unstored = unstored.lock();
+            if unstored
+                .get(&topic)
+                .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.latest.load(Ordering::Acquire) == generation)
+            {
+                unstored.remove(&topic);
             }
         });
     }
+}
+
+/// A topic with a retained message on its way to the stream: the generation of the latest,
+/// the only one sent (again), and the turn to send.
+#[derive(Debug, Default)]
+struct TopicSlot {
+    latest: AtomicU64,
+    sending: tokio::sync::Mutex<()>,
 }
 
 /// The longest subject a QoS 1 or 2 message is published to the stream with: NATS closes
