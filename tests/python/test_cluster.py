@@ -372,6 +372,51 @@ def test_a_session_resumes_on_another_node_and_back(nodes, version):
         x.close()
 
 
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_a_session_moved_to_a_node_with_a_store_survives_its_kill_9(tmp_path, nats, version):
+    """The session a node with persistence takes from another is in its store at once: its
+    messages in flight when the client leaves, the node killed with SIGKILL and restarted,
+    are sent again [MQTT-4.4.0-1], with the subscription still there."""
+    a = Node(tmp_path, nats, "node-a").start()
+    s1 = s2 = None
+    try:
+        s1 = StoreNode(tmp_path, nats, "node-s1").start()
+        s2 = StoreNode(tmp_path, nats, "node-s2").start()
+        cid = unique_id("stored")
+        mover, _ = connect(s1.port, cid, version)
+        mover.subscribe(1, [("st/#", 1)])
+        park(mover)
+        watcher, _ = connect(s1.port, unique_id("watcher"), version, clean=True, expiry=None)
+        watcher.subscribe(1, [("st/#", 1)])
+        publisher, _ = connect(a.port, unique_id("pub"), version, clean=True, expiry=None)
+        for i, m in enumerate([b"m1", b"m2"]):
+            publisher.publish("st/x", m, qos=1, packet_id=1 + i)
+        assert [p.payload for p in messages_until(watcher, b"m2")] == [b"m1", b"m2"]
+        mover, ack = connect(s2.port, cid, version)
+        assert ack.session_present
+        # Sent, not acknowledged: in flight when the client leaves.
+        got = [mover.expect(raw.PUBLISH) for _ in range(2)]
+        assert [p.payload for p in got] == [b"m1", b"m2"]
+        park(mover)
+        s2.kill()
+        s2.start()
+        mover, ack = connect(s2.port, cid, version)
+        assert ack.session_present, "the session came back from s2's store"
+        again = [mover.expect(raw.PUBLISH) for _ in range(2)]
+        assert [(p.payload, p.dup, p.packet_id) for p in again] == [
+            (b"m1", True, got[0].packet_id), (b"m2", True, got[1].packet_id)]
+        for p in again:
+            mover.send(raw.puback(p.packet_id, version))
+        publisher.publish("st/x", b"m3", qos=1, packet_id=3)
+        assert [p.payload for p in messages_until(mover, b"m3")] == [b"m3"]
+        for x in (mover, watcher, publisher):
+            x.close()
+    finally:
+        for n in (a, s1, s2):
+            if n is not None and n.alive():
+                assert n.stop() == 0, n.log()[-3000:]
+
+
 def test_a_client_without_a_session_anywhere_starts_afresh_at_once(nodes):
     """Without clean start and without a session on any node (or the node that had it gone),
     a node asks the cluster and starts a new session (session present 0)."""

@@ -129,6 +129,9 @@ impl Broker {
         // resumes it finds its records (and removes them if it ends with the connection).
         let journal = self.journal().filter(|_| h.expiry_interval > 0);
         if let Some(j) = journal {
+            // What this node read of the stream before the session came is not routed to it
+            // again after a restart: the other node had it.
+            j.note_stream_position(self.stream_read.load(std::sync::atomic::Ordering::Acquire));
             j.persist_state(client_id, &state);
             j.session(client_id, state.expiry_interval, state.outgoing.last_id(), None);
             handle.set_persistent(true);

@@ -200,6 +200,9 @@ pub struct Broker {
     pub reload_gate: crate::reload_gate::ReloadGate,
     /// `memory_limit`: over it, publishers are disconnected.
     pub memory: crate::memory_limit::MemoryLimit,
+    /// Cluster mode: the last position of the cluster's QoS stream routed here (a session
+    /// that comes from another node starts after it).
+    stream_read: AtomicU64,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,
     assigned_ids: AtomicU64,
@@ -266,6 +269,7 @@ impl Broker {
             memory,
             router,
             registry: Registry::default(),
+            stream_read: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             assigned_ids: AtomicU64::new(0),
@@ -560,7 +564,7 @@ impl Broker {
         message: &Arc<Message>,
         position: u64,
     ) -> (u64, Vec<Arc<crate::mailbox::SessionHandle>>) {
-        match self.journal() {
+        let routed = match self.journal() {
             Some(j) => {
                 let c = persist::Committing { journal: j, commit: j.next_commit() };
                 let outcome = self.router.route(message, Some(&c));
@@ -572,7 +576,10 @@ impl Broker {
                 self.count_drops(&outcome);
                 (0, outcome.congested)
             }
-        }
+        };
+        // After its copies' records: a position noted from this is never ahead of them.
+        self.stream_read.fetch_max(position, Ordering::AcqRel);
+        routed
     }
 
     /// Delivers a message that NATS gave this node for a shared subscription (`$share/G/F`)

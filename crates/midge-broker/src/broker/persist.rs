@@ -135,6 +135,16 @@ impl Journal {
         ]))
     }
 
+    /// Cluster mode: the node has read the cluster's QoS stream up to `position` (a session
+    /// that came from another node is recorded as starting after it, so that a restart does
+    /// not route what it read before again to that session). Returns the record to wait
+    /// for, if one was written.
+    pub fn note_stream_position(&self, position: u64) -> Option<u64> {
+        (self.stream_position.fetch_max(position, Ordering::AcqRel) < position).then(|| {
+            self.store.append([Op::Put(records::stream_position_key(), position.to_le_bytes().to_vec())])
+        })
+    }
+
     /// Cluster mode: the last position in the cluster's QoS stream whose copies are stored
     /// (0: none).
     pub fn stream_position(&self) -> u64 {
