@@ -47,6 +47,7 @@ pub const BRIDGE_OPTIONS: &[&str] = &[
     "bridge_tls_version",
     "bridge_alpn",
     "bridge_bind_address",
+    "bridge_require_ocsp",
     "round_robin",
 ];
 
@@ -409,6 +410,13 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
         "bridge_alpn" => b.tls.alpn = Some(one(d, "a protocol name")?.to_owned()),
         "bridge_bind_address" => b.bind_address = Some(one(d, "an address")?.to_owned()),
         "round_robin" => b.round_robin = parse_bool(one(d, "true or false")?)?,
+        // An OCSP response from the remote broker: rustls does not check one, and a bridge
+        // without the check would trust a revoked certificate, so true is refused.
+        "bridge_require_ocsp" => {
+            if parse_bool(one(d, "true or false")?)? {
+                return Err(LineError::RestrictingValue { option: d.name.clone(), value: true });
+            }
+        }
         _ => return Err(LineError::Unknown(d.name.clone())),
     }
     Ok(())

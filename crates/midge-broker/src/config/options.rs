@@ -25,6 +25,7 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
     "global_plugin",
     "psk_file",
     "auth_plugin",
+    "auth_plugin_deny_special_chars",
     "plugin",
     // TLS-PSK towards a bridge's remote.
     "bridge_identity",
@@ -109,6 +110,8 @@ pub(super) const IMPLEMENTED: &[&str] = &[
     "pid_file",
     "user",
     "persistence",
+    "retained_persistence",
+    "retry_interval",
     "persistence_location",
     "persistence_file",
     "persistence_sync_interval",

@@ -276,7 +276,18 @@ impl Reader {
             "log_timestamp" => config.log_timestamp = parse_bool(one(d, "true or false")?)?,
             "pid_file" => config.pid_file = Some(one(d, "a file")?.into()),
             "user" => config.user = Some(one(d, "a user name")?.to_owned()),
-            "persistence" => config.persistence.enabled = parse_bool(one(d, "true or false")?)?,
+            // `retained_persistence`: mosquitto's older name for it.
+            "persistence" | "retained_persistence" => {
+                config.persistence.enabled = parse_bool(one(d, "true or false")?)?
+            }
+            // mosquitto 2.0 reads it and warns that it is gone: so does midge.
+            "retry_interval" => {
+                one(d, "a number of seconds")?;
+                self.warnings.push(format!(
+                    "{}: the retry_interval option is no longer available; ignored",
+                    d.location()
+                ))
+            }
             "persistence_location" => config.persistence.location = Some(one(d, "a directory")?.into()),
             "persistence_file" => config.persistence.file = one(d, "a file name")?.to_owned(),
             "persistence_sync_interval" => {
