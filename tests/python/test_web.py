@@ -651,6 +651,30 @@ def test_an_http_dir_that_cannot_be_read_stops_the_broker(tmp_path):
     assert f"unable to open http_dir {missing}" in r.stderr.decode(), r.stderr.decode()
 
 
+def test_log_type_subscribe_and_unsubscribe_log_each_as_mosquitto(brokers):
+    """log_type subscribe and unsubscribe, as mosquitto: a line per subscription (CLIENT QOS
+    FILTER) and per unsubscription (CLIENT FILTER); with log_dest topic, on
+    $SYS/broker/log/M/subscribe and M/unsubscribe."""
+    b = brokers(ANON_TCP + "log_dest stderr\nlog_dest topic\nlog_type subscribe\nlog_type unsubscribe\n")
+    watcher = raw.RawClient(b.port, raw.V5)
+    watcher.connect("m-watcher")
+    watcher.subscribe(1, [("$SYS/broker/log/M/#", 2)])
+    c = raw.RawClient(b.port, raw.V311)
+    c.connect("m-client")
+    c.subscribe(1, [("a/+/b", 1)])
+    c.send(raw.unsubscribe(2, ["a/+/b"], raw.V311))
+    c.expect(raw.UNSUBACK)
+    b.wait_for_log(r"\d+: m-client 1 a/\+/b$")
+    b.wait_for_log(r"\d+: m-client a/\+/b$")
+    got = []
+    while len(got) < 2:
+        p = watcher.expect(PUBLISH)
+        if b"m-client" in p.payload:
+            got.append((p.topic, re.sub(rb"^\d+: ", b"", p.payload), p.qos))
+    assert got == [("$SYS/broker/log/M/subscribe", b"m-client 1 a/+/b", 2),
+                   ("$SYS/broker/log/M/unsubscribe", b"m-client a/+/b", 2)], got
+
+
 def test_log_dest_topic_publishes_log_lines_on_sys_broker_log(brokers):
     """log_dest topic, as mosquitto: each line (not the debug ones) a QoS 2 message on
     $SYS/broker/log/N (clients coming and going), I, W or E, not retained, expiring after 20 s."""

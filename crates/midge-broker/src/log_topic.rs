@@ -1,6 +1,7 @@
 //! `log_dest topic`: log lines as messages, as mosquitto publishes them: on
 //! `$SYS/broker/log/E` (errors), `W` (warnings), `N` (notices: clients coming and going)
-//! and `I` (the rest), at QoS 2, not retained, expiring after 20 seconds; never the debug
+//! and `I` (the rest), with `log_type subscribe` and `unsubscribe` their lines on
+//! `$SYS/broker/log/M/subscribe` and `M/unsubscribe`, at QoS 2, not retained, expiring after 20 seconds; never the debug
 //! lines. The logger hands lines over a bounded channel (a full one drops them: logging never
 //! waits for subscribers), and [`run`] publishes them.
 use std::sync::Arc;
@@ -20,6 +21,11 @@ pub const BACKLOG: usize = 1024;
 /// How long a log message lives (mosquitto's 20 seconds).
 const EXPIRY_SECS: u32 = 20;
 
+/// The tracing target of `log_type subscribe`'s lines.
+pub const SUBSCRIBE_TARGET: &str = "midge::subscribe";
+/// The tracing target of `log_type unsubscribe`'s lines.
+pub const UNSUBSCRIBE_TARGET: &str = "midge::unsubscribe";
+
 /// The level of a line, as the logger knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -29,6 +35,25 @@ pub enum Level {
     Warning,
     /// Anything else but debug lines.
     Information,
+    /// A subscription (`log_type subscribe`).
+    Subscribe,
+    /// An unsubscription (`log_type unsubscribe`).
+    Unsubscribe,
+}
+
+impl Level {
+    /// The level of a line of `target` at tracing's `level` (none: a debug line, which is
+    /// not published).
+    pub fn of(target: &str, level: tracing::Level) -> Option<Level> {
+        match (target, level) {
+            (SUBSCRIBE_TARGET, _) => Some(Level::Subscribe),
+            (UNSUBSCRIBE_TARGET, _) => Some(Level::Unsubscribe),
+            (_, tracing::Level::ERROR) => Some(Level::Error),
+            (_, tracing::Level::WARN) => Some(Level::Warning),
+            (_, tracing::Level::INFO) => Some(Level::Information),
+            _ => None,
+        }
+    }
 }
 
 /// The topic of a line: mosquitto's notices are its lines about clients.
@@ -42,6 +67,8 @@ pub fn topic(level: Level, line: &str) -> &'static str {
         Level::Warning => "$SYS/broker/log/W",
         Level::Information if about_clients => "$SYS/broker/log/N",
         Level::Information => "$SYS/broker/log/I",
+        Level::Subscribe => "$SYS/broker/log/M/subscribe",
+        Level::Unsubscribe => "$SYS/broker/log/M/unsubscribe",
     }
 }
 

@@ -235,6 +235,8 @@ struct Tee {
     targets: Arc<[Target]>,
     /// The level of the line being written (for syslog's priority).
     level: Option<tracing::Level>,
+    /// Its kind, for `log_dest topic` (none: a debug line).
+    kind: Option<midge_broker::log_topic::Level>,
 }
 
 impl<'a> MakeWriter<'a> for Tee {
@@ -245,7 +247,11 @@ impl<'a> MakeWriter<'a> for Tee {
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Tee {
-        Tee { targets: self.targets.clone(), level: Some(*meta.level()) }
+        Tee {
+            targets: self.targets.clone(),
+            level: Some(*meta.level()),
+            kind: midge_broker::log_topic::Level::of(meta.target(), *meta.level()),
+        }
     }
 }
 
@@ -260,14 +266,7 @@ impl Write for Tee {
                 Target::File(f) => f.write_line(buf),
                 Target::Syslog(s) => s.write_line(self.level, buf),
                 Target::Topic(tx) => {
-                    use midge_broker::log_topic::Level;
-                    let level = match self.level {
-                        Some(tracing::Level::ERROR) => Some(Level::Error),
-                        Some(tracing::Level::WARN) => Some(Level::Warning),
-                        Some(tracing::Level::INFO) => Some(Level::Information),
-                        _ => None,
-                    };
-                    if let Some(level) = level {
+                    if let Some(level) = self.kind {
                         let line =
                             String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(buf)).into_owned();
                         let _ = tx.try_send((level, line));
@@ -359,7 +358,7 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
         .store(targets.iter().any(|t| matches!(t, Target::Stderr)), std::sync::atomic::Ordering::Relaxed);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Tee { targets: targets.into(), level: None })
+        .with_writer(Tee { targets: targets.into(), level: None, kind: None })
         .event_format(UnixSecondsFormat {
             stamp: match (settings.timestamp, settings.timestamp_format) {
                 (false, _) => Stamp::None,

@@ -222,10 +222,19 @@ impl Link {
                     ticket
                 }
                 Effect::Subscribe { filter, options, id } => {
+                    if broker.config.log_subscribe {
+                        // mosquitto's line, and with log_dest topic its topic (log/M/subscribe).
+                        let (client, qos) = (&self.session.client_id, options.qos.as_u8());
+                        tracing::info!(target: crate::log_topic::SUBSCRIBE_TARGET, "{client} {qos} {filter}");
+                    }
                     broker.router.subscribe(&self.handle, &filter, options, id);
                     broker.journal_subscription(&self.handle, &filter, Some((options, id)))
                 }
                 Effect::Unsubscribe { filter } => {
+                    if broker.config.log_unsubscribe {
+                        let client = &self.session.client_id;
+                        tracing::info!(target: crate::log_topic::UNSUBSCRIBE_TARGET, "{client} {filter}");
+                    }
                     broker.router.unsubscribe(&self.handle, &filter);
                     broker.journal_subscription(&self.handle, &filter, None)
                 }

@@ -446,6 +446,11 @@ pub struct Config {
     pub log_facility: Option<u8>,
     /// `log_type`: the most detailed kind of line logged (none given: information).
     pub log_level: Option<LogLevel>,
+    /// `log_type subscribe` (or `all`): a line per subscription, as mosquitto's
+    /// (`CLIENT QOS FILTER`).
+    pub log_subscribe: bool,
+    /// `log_type unsubscribe` (or `all`): a line per unsubscription (`CLIENT FILTER`).
+    pub log_unsubscribe: bool,
     /// `log_timestamp`: lines begin with the time in seconds since 1970.
     pub log_timestamp: bool,
     /// `pid_file`: written with the broker's process id at start, removed at exit.
@@ -504,6 +509,8 @@ impl Default for Config {
             log_facility: None,
             log_timestamp_format: None,
             log_level: None,
+            log_subscribe: false,
+            log_unsubscribe: false,
             log_timestamp: true,
             pid_file: None,
             user: None,
@@ -590,7 +597,12 @@ impl Config {
         check("log_dest", self.log_dest != new.log_dest);
         check("log_facility", self.log_facility != new.log_facility);
         check("log_timestamp_format", self.log_timestamp_format != new.log_timestamp_format);
-        check("log_type", self.log_level != new.log_level);
+        check(
+            "log_type",
+            self.log_level != new.log_level
+                || self.log_subscribe != new.log_subscribe
+                || self.log_unsubscribe != new.log_unsubscribe,
+        );
         check("log_timestamp", self.log_timestamp != new.log_timestamp);
         check("pid_file", self.pid_file != new.pid_file);
         check("user", self.user != new.user);

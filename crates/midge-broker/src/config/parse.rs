@@ -235,8 +235,11 @@ impl Reader {
             }
             "log_dest" => self.log_dest(d)?,
             "log_type" => {
+                let kind = one(d, "a kind of message")?;
+                config.log_subscribe |= matches!(kind, "subscribe" | "all");
+                config.log_unsubscribe |= matches!(kind, "unsubscribe" | "all");
                 let level =
-                    match one(d, "a kind of message")? {
+                    match kind {
                         "none" => LogLevel::Off,
                         "error" => LogLevel::Error,
                         "warning" => LogLevel::Warning,
