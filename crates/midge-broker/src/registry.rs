@@ -192,6 +192,11 @@ impl Registry {
         }
     }
 
+    /// True when the client id has a session here (online or parked).
+    pub fn knows(&self, client_id: &str) -> bool {
+        self.clients.lock().contains_key(client_id)
+    }
+
     /// Parks a session that came back (a handover that did not happen), unless a connection
     /// or another session has the client id now: then it is returned.
     pub fn park_if_free(

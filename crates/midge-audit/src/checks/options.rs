@@ -9,7 +9,6 @@ use crate::model::Model;
 /// mosquitto 2.x options the broker's parser does not list, and audit-only knowledge.
 const ALSO_KNOWN: &[&str] = &[
     "addresses",
-    "auth_plugin_deny_special_chars",
     "global_max_clients",
     "global_max_connections",
     "max_inflight_bytes",

@@ -34,8 +34,9 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
     }
     if config.persistence.enabled {
         let dir = config.persistence.location.clone().unwrap_or_else(|| PathBuf::from("."));
-        let at =
-            line("persistence_location", &|_: &str| true).or_else(|| line("persistence", &|_: &str| true));
+        let at = line("persistence_location", &|_: &str| true)
+            .or_else(|| line("persistence", &|_: &str| true))
+            .or_else(|| line("retained_persistence", &|_: &str| true));
         if let Some(at) = at {
             places.push(("persistence_location", dir, at));
         }

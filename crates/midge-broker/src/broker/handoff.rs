@@ -86,7 +86,30 @@ impl Broker {
 
     /// The session went to the other node: forgotten here (its records, its messages).
     pub(crate) fn handed_off(&self, leaving: Leaving) {
-        self.discard(leaving.owned);
+        self.forget_taken(leaving.owned);
+    }
+
+    /// Forgets a session taken out of the registry: its messages' records go, and its
+    /// session, subscription and QoS 2 records too, unless the client id has a session here
+    /// again (a client back meanwhile): those records are that session's now.
+    fn forget_taken(&self, owned: Owned) {
+        if !self.registry.knows(&owned.handle.client_id) {
+            self.discard(owned);
+            return;
+        }
+        let Owned { mut state, handle } = owned;
+        for filter in state.subscriptions.keys() {
+            self.router.unsubscribe(&handle, filter);
+        }
+        let mut queued = state.outgoing.drain_all();
+        queued.extend(handle.mailbox.clear());
+        if let Some(j) = self.journal().filter(|_| handle.is_persistent()) {
+            for entry in queued.iter().filter_map(|d| d.entry) {
+                j.delivery(DeliveryEvent::Done { entry });
+            }
+        }
+        handle.set_online(false);
+        handle.set_persistent(false);
     }
 
     /// The answer could not be sent: the session is parked here again, as it was.
@@ -109,7 +132,7 @@ impl Broker {
                     self.timers.park(client_id.clone(), at);
                 }
             }
-            Err(owned) => self.discard(*owned),
+            Err(owned) => self.forget_taken(*owned),
         }
     }
 
@@ -118,23 +141,28 @@ impl Broker {
     pub(crate) fn adopt(&self, client_id: &ByteString, h: Handoff) -> Owned {
         let handle = self.session_handle(client_id);
         let mut state = crate::session::SessionState::new();
-        for (filter, options, id) in h.subscriptions {
-            self.router.subscribe(&handle, &filter, options, id);
-            state.subscriptions.insert(filter, SubscriptionRecord { options, id });
+        for (filter, options, id) in &h.subscriptions {
+            state.subscriptions.insert(filter.clone(), SubscriptionRecord { options: *options, id: *id });
         }
         state.outgoing.set_last_id(h.last_packet_id);
         state.incoming_qos2.extend(h.incoming_qos2);
         state.expiry_interval = h.expiry_interval;
-        // Recorded as for a session that was persistent here all along: the connection that
-        // resumes it finds its records (and removes them if it ends with the connection).
+        // Recorded as for a session that was persistent here all along, before it is in the
+        // router (a message routed to it from then on is recorded as its copy): the
+        // connection that resumes it finds its records (and removes them if it ends with
+        // the connection).
         let journal = self.journal().filter(|_| h.expiry_interval > 0);
         if let Some(j) = journal {
             // What this node read of the stream before the session came is not routed to it
-            // again after a restart: the other node had it.
+            // again after a restart: the other node had it. Read before it subscribes, so
+            // that a restart repeats a message rather than misses one.
             j.note_stream_position(self.stream_read.load(std::sync::atomic::Ordering::Acquire));
             j.persist_state(client_id, &state);
             j.session(client_id, state.expiry_interval, state.outgoing.last_id(), None);
             handle.set_persistent(true);
+        }
+        for (filter, options, id) in h.subscriptions {
+            self.router.subscribe(&handle, &filter, options, id);
         }
         // QoS 1 and 2 copies are recorded, as the router records them for a persistent session.
         let hook = journal.and_then(|_| self.queue_hook());

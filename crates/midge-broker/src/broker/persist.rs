@@ -46,6 +46,8 @@ pub struct Journal {
     open: Mutex<HashMap<(ByteString, u16), u64>>,
     /// Cluster mode: the position in the cluster's QoS stream whose copies are stored last.
     stream_position: AtomicU64,
+    /// Held while the position is raised and written, so that its records are in order.
+    position_order: Mutex<()>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -128,6 +130,7 @@ impl Journal {
         let c = commits.get_mut(&commit)?;
         c.record = true;
         drop(commits);
+        let _order = self.position_order.lock();
         self.stream_position.fetch_max(position, Ordering::AcqRel);
         Some(self.store.append([
             Op::Put(records::commit_key(commit), position.to_le_bytes().to_vec()),
@@ -140,6 +143,9 @@ impl Journal {
     /// not route what it read before again to that session). Returns the record to wait
     /// for, if one was written.
     pub fn note_stream_position(&self, position: u64) -> Option<u64> {
+        // Raised and written under the lock commit_stream takes: records of the position
+        // reach the store in increasing order.
+        let _order = self.position_order.lock();
         (self.stream_position.fetch_max(position, Ordering::AcqRel) < position).then(|| {
             self.store.append([Op::Put(records::stream_position_key(), position.to_le_bytes().to_vec())])
         })
@@ -512,6 +518,7 @@ impl Broker {
             commits: Mutex::new(committed),
             open: Mutex::new(open),
             stream_position: AtomicU64::new(stream_position),
+            position_order: Mutex::new(()),
         };
         if self.journal.set(journal).is_err() {
             tracing::error!("The store was restored twice: the second is ignored.");

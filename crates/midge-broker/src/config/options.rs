@@ -25,7 +25,6 @@ pub(super) const SECURITY_NOT_YET: &[&str] = &[
     "global_plugin",
     "psk_file",
     "auth_plugin",
-    "auth_plugin_deny_special_chars",
     "plugin",
     // TLS-PSK towards a bridge's remote.
     "bridge_identity",
@@ -41,6 +40,7 @@ pub(super) const RESTRICTING_VALUE: &[(&str, bool)] = &[];
 /// warning, so a mosquitto configuration still starts.
 const NOT_YET: &[&str] = &[
     "auth_opt_",
+    "auth_plugin_deny_special_chars",
     "dhparamfile",
     "plugin_opt_",
     "psk_hint",

@@ -1360,14 +1360,18 @@ impl Out {
     fn retain(&self, m: &Message, headers: async_nats::HeaderMap, header_bytes: usize) {
         let subject = topic_to_subject(subject::RETAINED, &m.topic);
         let limit = self.client.server_info().max_payload;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if subject.len() > MAX_SUBJECT || m.payload.len() + header_bytes > limit {
             tracing::warn!(
                 "Cluster: the retained message of {} is larger than NATS's max_payload ({limit}) or its subject longer than {MAX_SUBJECT} bytes: it is kept on this node only.",
                 m.topic
             );
+            // An older one of the topic still on its way to the stream is not sent after it.
+            if let Some(slot) = self.unstored.lock().remove(&m.topic) {
+                slot.latest.store(generation, Ordering::Release);
+            }
             return;
         }
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = {
             let mut unstored = self.unstored.lock();
             let slot = unstored.entry(m.topic.clone()).or_insert_with(|| Arc::new(TopicSlot::default()));
