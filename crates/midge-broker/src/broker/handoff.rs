@@ -50,38 +50,29 @@ impl Broker {
         }
         state.outgoing.pending.extend(handle.mailbox.clear());
         let clock = Clock::now();
-        let mut h = Handoff {
+        let h = Handoff {
             expiry_interval: state.expiry_interval,
             last_packet_id: state.outgoing.last_id(),
             incoming_qos2: state.incoming_qos2.iter().copied().collect(),
             subscriptions: state.subscriptions.iter().map(|(f, r)| (f.clone(), r.options, r.id)).collect(),
             inflight: state.outgoing.inflight().map(|f| (f.packet_id, f.state, f.delivery.clone())).collect(),
+            // Written from the session's queue, as much of it as fits.
             queued: Vec::new(),
         };
-        let mut size = handoff::encode(&h, &clock).len();
-        if size > max_bytes {
+        let Some((bytes, dropped)) = handoff::encode_within(&h, &state.outgoing.pending, max_bytes, &clock)
+        else {
             tracing::warn!(
-                "Cluster: the session of {client_id} ({size} bytes without its queue) is larger than NATS's max_payload ({max_bytes} bytes): it stays here, and the client starts afresh on the other node."
+                "Cluster: the session of {client_id} is larger than NATS's max_payload ({max_bytes} bytes) without its queue: it stays here, and the client starts afresh on the other node."
             );
             self.park_again(client_id, Owned { state, handle });
             return None;
-        }
-        let mut dropped = 0usize;
-        for d in &state.outgoing.pending {
-            let len = handoff::queued_len(d, &clock);
-            if size + len > max_bytes {
-                dropped += 1;
-                continue;
-            }
-            size += len;
-            h.queued.push(d.clone());
-        }
+        };
         if dropped > 0 {
             tracing::warn!(
                 "Cluster: the session of {client_id} moves to another node without {dropped} queued messages, past NATS's max_payload ({max_bytes} bytes)."
             );
         }
-        Some(Leaving { bytes: handoff::encode(&h, &clock).into(), owned: Owned { state, handle } })
+        Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle } })
     }
 
     /// The session went to the other node: forgotten here (its records, its messages).
@@ -93,23 +84,8 @@ impl Broker {
     /// session, subscription and QoS 2 records too, unless the client id has a session here
     /// again (a client back meanwhile): those records are that session's now.
     fn forget_taken(&self, owned: Owned) {
-        if !self.registry.knows(&owned.handle.client_id) {
-            self.discard(owned);
-            return;
-        }
-        let Owned { mut state, handle } = owned;
-        for filter in state.subscriptions.keys() {
-            self.router.unsubscribe(&handle, filter);
-        }
-        let mut queued = state.outgoing.drain_all();
-        queued.extend(handle.mailbox.clear());
-        if let Some(j) = self.journal().filter(|_| handle.is_persistent()) {
-            for entry in queued.iter().filter_map(|d| d.entry) {
-                j.delivery(DeliveryEvent::Done { entry });
-            }
-        }
-        handle.set_online(false);
-        handle.set_persistent(false);
+        let own_records = !self.registry.knows(&owned.handle.client_id);
+        self.end_session(owned, own_records);
     }
 
     /// The answer could not be sent: the session is parked here again, as it was.

@@ -464,6 +464,13 @@ impl Broker {
     /// Ends a session: its subscriptions leave the router, its queue is emptied, and its
     /// records leave the store.
     pub fn discard(&self, owned: Owned) {
+        self.end_session(owned, true);
+    }
+
+    /// [`Broker::discard`]; `own_records` false when the client id has another session here
+    /// whose records its session, subscription and QoS 2 records now are: only the records
+    /// of the messages it held go.
+    pub(crate) fn end_session(&self, owned: Owned, own_records: bool) {
         let Owned { mut state, handle } = owned;
         for filter in state.subscriptions.keys() {
             self.router.unsubscribe(&handle, filter);
@@ -471,7 +478,11 @@ impl Broker {
         let mut queued = state.outgoing.drain_all();
         queued.extend(handle.mailbox.clear());
         if let Some(j) = self.journal().filter(|_| handle.is_persistent()) {
-            j.forget(&handle.client_id, &state, &queued);
+            if own_records {
+                j.forget(&handle.client_id, &state, &queued);
+            } else {
+                j.forget_messages(&queued);
+            }
         }
         state.subscriptions.clear();
         handle.set_online(false);

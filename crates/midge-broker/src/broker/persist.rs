@@ -289,12 +289,18 @@ impl Journal {
             ops.extend(self.release_ops(client_id, *id));
             ops.push(Op::Delete(records::incoming_key(client_id, *id)));
         }
-        for d in queued {
-            if let Some(entry) = d.entry {
-                ops.extend(self.done_ops(entry));
-            }
-        }
+        ops.extend(self.messages_ops(queued));
         self.store.append(ops)
+    }
+
+    /// The records of deliveries a session held go, and nothing else of it (its other
+    /// records belong to another session of its client id now).
+    pub fn forget_messages(&self, queued: &[Delivery]) -> u64 {
+        self.store.append(self.messages_ops(queued).collect::<Vec<_>>())
+    }
+
+    fn messages_ops<'a>(&'a self, queued: &'a [Delivery]) -> impl Iterator<Item = Op> + 'a {
+        queued.iter().filter_map(|d| d.entry).flat_map(|entry| self.done_ops(entry))
     }
 
     /// Every record of a session that was persistent, now that it is not (written when it

@@ -53,6 +53,18 @@ pub struct HandoffError(&'static str);
 
 /// The session as bytes.
 pub fn encode(h: &Handoff, clock: &Clock) -> Vec<u8> {
+    encode_within(h, &h.queued, usize::MAX, clock).map_or_else(Vec::new, |(bytes, _)| bytes)
+}
+
+/// The session as bytes with `queued` as its queue (in place of `h.queued`), as many of them
+/// as fit in `max` bytes, in order; and how many were left out. None when it does not fit
+/// even without its queue.
+pub fn encode_within<'a>(
+    h: &Handoff,
+    queued: impl IntoIterator<Item = &'a Delivery>,
+    max: usize,
+    clock: &Clock,
+) -> Option<(Vec<u8>, usize)> {
     let mut out = vec![VERSION];
     out.extend_from_slice(&h.expiry_interval.to_le_bytes());
     out.extend_from_slice(&h.last_packet_id.to_le_bytes());
@@ -75,16 +87,24 @@ pub fn encode(h: &Handoff, clock: &Clock) -> Vec<u8> {
         out.extend_from_slice(&packet_id.to_le_bytes());
         put(&mut out, &delivery_value(d, clock));
     }
-    out.extend_from_slice(&(h.queued.len() as u32).to_le_bytes());
-    for d in &h.queued {
-        put(&mut out, &delivery_value(d, clock));
+    // The count goes before the messages: written once they are.
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    if out.len() > max {
+        return None;
     }
-    out
-}
-
-/// The bytes of one more queued message, to tell whether it still fits.
-pub fn queued_len(d: &Delivery, clock: &Clock) -> usize {
-    4 + delivery_value(d, clock).len()
+    let (mut count, mut left_out) = (0u32, 0usize);
+    for d in queued {
+        let value = delivery_value(d, clock);
+        if out.len() + 4 + value.len() > max {
+            left_out += 1;
+            continue;
+        }
+        put(&mut out, &value);
+        count += 1;
+    }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    Some((out, left_out))
 }
 
 fn delivery_value(d: &Delivery, clock: &Clock) -> Vec<u8> {
@@ -236,6 +256,20 @@ mod tests {
             ]
         );
         assert_eq!(back.queued[0].sub_ids, vec![7]);
+    }
+
+    #[test]
+    fn a_queue_past_the_limit_is_cut_in_order_and_a_session_too_large_is_none() {
+        let clock = Clock::now();
+        let h = Handoff { expiry_interval: 60, ..Handoff::default() };
+        let queue = [delivery("first", QoS::AtLeastOnce), delivery("second", QoS::AtLeastOnce)];
+        let (all, left_out) = encode_within(&h, &queue, usize::MAX, &clock).unwrap();
+        assert_eq!(left_out, 0);
+        let (cut, left_out) = encode_within(&h, &queue, all.len() - 1, &clock).unwrap();
+        assert_eq!(left_out, 1);
+        let back = decode(&cut, &clock).unwrap();
+        assert_eq!(back.queued.iter().map(|d| &d.message.payload[..]).collect::<Vec<_>>(), [b"first"]);
+        assert!(encode_within(&h, &queue, 10, &clock).is_none(), "not even the session fits");
     }
 
     #[test]

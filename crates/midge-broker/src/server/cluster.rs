@@ -47,10 +47,49 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const RETAINED_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// JetStream publishes of QoS 1 and 2 messages awaiting their PubAck, at most.
 const QOS_MAX_INFLIGHT: usize = 4096;
-/// The first wait before a QoS 1 or 2 message JetStream did not take is published again.
+/// The first wait before a message JetStream did not take is published again.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between attempts.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A message published to a stream again until JetStream takes it: waits [`RETRY_FIRST`],
+/// doubling up to [`RETRY_MAX`], and logs the first failure and every tenth.
+struct Retry {
+    wait: Duration,
+    failures: u32,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry { wait: RETRY_FIRST, failures: 0 }
+    }
+
+    /// An attempt failed: `warn` is called when it is worth a line, then the wait.
+    async fn failed(&mut self, warn: impl FnOnce()) {
+        self.failures += 1;
+        if self.failures == 1 || self.failures.is_multiple_of(10) {
+            warn();
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+    }
+
+    /// True once an attempt failed.
+    fn retried(&self) -> bool {
+        self.failures > 0
+    }
+}
+
+/// Whether JetStream took a message published to a stream (waiting for its acknowledgement),
+/// or why not.
+async fn taken(
+    sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+) -> Result<(), String> {
+    match sent {
+        Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
 /// The key-value bucket of which node holds each client id.
 pub const SESSIONS_BUCKET: &str = "MIDGE_SESSIONS";
 /// The key-value bucket of the wills of each node's connections.
@@ -285,18 +324,11 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
             ..Default::default()
         })
         .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let last = stream.info().await.map_err(|e| ClusterError::JetStream(e.to_string()))?.state.last_sequence;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("{}.>", subject::RETAINED),
-            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
+        .map_err(js_error)?;
+    let last = stream.info().await.map_err(js_error)?.state.last_sequence;
+    let mut retained = retained_reader(&stream, jetstream::consumer::DeliverPolicy::LastPerSubject)
         .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let mut retained: RetainedReader =
-        Box::pin(consumer.messages().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
+        .map_err(ClusterError::JetStream)?;
     // Every topic's last message is at or below the stream's last sequence, and the last
     // message of the stream is the last of its topic: read until it.
     let mut loaded = 0usize;
@@ -309,7 +341,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
                 seen = if pending == 0 { last } else { sequence };
                 loaded += usize::from(apply_retained(broker, &m));
             }
-            Some(Err(e)) => return Err(ClusterError::JetStream(e.to_string())),
+            Some(Err(e)) => return Err(js_error(e)),
             None => return Err(ClusterError::JetStream("the retained stream's consumer ended".into())),
         }
     }
@@ -317,7 +349,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     let wills = bucket(&js, WILLS_BUCKET, c.replicas, Duration::ZERO).await?;
     // Heartbeats and reaping marks of nodes gone for good go after a day.
     let nodes = bucket(&js, NODES_BUCKET, c.replicas, Duration::from_secs(24 * 3600)).await?;
-    let owners = Box::pin(sessions.watch_all().await.map_err(|e| ClusterError::JetStream(e.to_string()))?);
+    let owners = Box::pin(sessions.watch_all().await.map_err(js_error)?);
     let (qos, qos_stream, qos_floor) = qos_feed(&js, c, &node).await?;
     let qos_js = jetstream::context::ContextBuilder::new()
         .max_ack_inflight(QOS_MAX_INFLIGHT)
@@ -375,8 +407,8 @@ async fn bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    js.get_key_value(name).await.map_err(|e| ClusterError::JetStream(e.to_string()))
+    .map_err(js_error)?;
+    js.get_key_value(name).await.map_err(js_error)
 }
 
 /// The name of a node's durable consumer of the QoS stream (NATS allows letters, digits,
@@ -396,7 +428,6 @@ async fn qos_feed(
     c: &Cluster,
     node: &str,
 ) -> Result<(QosFeed, jetstream::stream::Stream, u64), ClusterError> {
-    let js_error = |e: &dyn std::fmt::Display| ClusterError::JetStream(e.to_string());
     let stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: QOS_STREAM.to_owned(),
@@ -413,7 +444,7 @@ async fn qos_feed(
             ..Default::default()
         })
         .await
-        .map_err(|e| js_error(&e))?;
+        .map_err(js_error)?;
     let name = consumer_name(node);
     let mut consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -432,26 +463,35 @@ async fn qos_feed(
             },
         )
         .await
-        .map_err(|e| js_error(&e))?;
+        .map_err(js_error)?;
     // Where the node goes on: after what the consumer delivered when nothing of it waits for
     // an acknowledgement (a new consumer: the stream's end), else after its ack floor (what
     // was delivered to the last run and not acknowledged is read again).
-    let info = consumer.info().await.map_err(|e| js_error(&e))?;
+    let info = consumer.info().await.map_err(js_error)?;
     let floor = if info.num_ack_pending == 0 {
         info.delivered.stream_sequence.max(info.ack_floor.stream_sequence)
     } else {
         info.ack_floor.stream_sequence
     };
-    let feed = Box::pin(consumer.messages().await.map_err(|e| js_error(&e))?);
+    let feed = Box::pin(consumer.messages().await.map_err(js_error)?);
     Ok((feed, stream, floor))
 }
 
-/// A reader of the retained stream from `start` on.
-async fn follow_retained(stream: &jetstream::stream::Stream, start: u64) -> Result<RetainedReader, String> {
+/// A JetStream error at start, as the broker reports it.
+fn js_error(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::JetStream(e.to_string())
+}
+
+/// A reader of the retained stream (an ordered consumer): at start every topic's last
+/// message, later from a position on.
+async fn retained_reader(
+    stream: &jetstream::stream::Stream,
+    deliver_policy: jetstream::consumer::DeliverPolicy,
+) -> Result<RetainedReader, String> {
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             filter_subject: format!("{}.>", subject::RETAINED),
-            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            deliver_policy,
             ..Default::default()
         })
         .await
@@ -748,7 +788,8 @@ async fn follow_retained_stream(
             }
         }
         if std::mem::take(&mut remake) {
-            match follow_retained(&stream, seq + 1).await {
+            let from = jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: seq + 1 };
+            match retained_reader(&stream, from).await {
                 Ok(r) => {
                     retained = r;
                     failing = false;
@@ -1318,30 +1359,27 @@ impl Out {
         let (js, outbox) = (self.qos_js.clone(), self.outbox.clone());
         tokio::spawn(async move {
             let mut attempt = first;
-            let mut wait = RETRY_FIRST;
-            let mut failures = 0u32;
+            let mut retry = Retry::new();
             loop {
                 let error = match attempt {
-                    Some(Ok(ack)) => match ack.await {
-                        Ok(_) => break,
-                        Err(e) => e.to_string(),
+                    Some(sent) => match taken(sent).await {
+                        Ok(()) => break,
+                        Err(e) => e,
                     },
-                    Some(Err(e)) => e.to_string(),
                     None => "NATS is away".to_owned(),
                 };
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(
-                        "Cluster: JetStream has not taken a QoS {} message of {} ({error}): its publisher waits, it is sent again.",
-                        m.qos as u8,
-                        m.topic
-                    );
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(RETRY_MAX);
+                retry
+                    .failed(|| {
+                        tracing::warn!(
+                            "Cluster: JetStream has not taken a QoS {} message of {} ({error}): its publisher waits, it is sent again.",
+                            m.qos as u8,
+                            m.topic
+                        )
+                    })
+                    .await;
                 attempt = Some(js.send_publish(subject.clone(), publish.clone()).await);
             }
-            if failures > 0 {
+            if retry.retried() {
                 tracing::info!(
                     "Cluster: JetStream took the QoS {} message of {} after all.",
                     m.qos as u8,
@@ -1381,8 +1419,7 @@ impl Out {
         let (topic, payload) = (m.topic.clone(), m.payload.clone());
         let (js, unstored) = (self.js.clone(), self.unstored.clone());
         tokio::spawn(async move {
-            let mut wait = RETRY_FIRST;
-            let mut failures = 0u32;
+            let mut retry = Retry::new();
             loop {
                 let sent = {
                     // Sent under the topic's lock: a later message of the topic is sent after it.
@@ -1392,23 +1429,16 @@ impl Out {
                     }
                     js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await
                 };
-                let error = match sent {
-                    Ok(ack) => match ack.await {
-                        Ok(_) => break,
-                        Err(e) => e.to_string(),
-                    },
-                    Err(e) => e.to_string(),
-                };
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(
-                        "Cluster: the retained message of {topic} is not stored yet ({error}): sent again."
-                    );
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(RETRY_MAX);
+                let Err(error) = taken(sent).await else { break };
+                retry
+                    .failed(|| {
+                        tracing::warn!(
+                            "Cluster: the retained message of {topic} is not stored yet ({error}): sent again."
+                        )
+                    })
+                    .await;
             }
-            if failures > 0 {
+            if retry.retried() {
                 tracing::info!("Cluster: the retained message of {topic} is stored after all.");
             }
             let mut unstored = unstored.lock();
