@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import Broker, MosquittoSub, PahoClient, midge_bin  # noqa: E402
+from support import Broker, MosquittoSub, PahoClient, midge_bin, stop_all  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +34,7 @@ def broker_factory(tmp_path, midge_binary):
         return b.start()
 
     yield start
-    failures = []
-    for b in brokers:
-        rc = b.stop()
-        if rc != 0:
-            failures.append(f"{b.name} exited with {rc} after SIGTERM; log tail:\n{b.log()[-3000:]}")
-    assert not failures, "\n".join(failures)
+    stop_all(brokers)
 
 
 @pytest.fixture

@@ -198,6 +198,19 @@ class Broker:
             time.sleep(0.01)
 
 
+def stop_all(brokers, allowed: tuple[int, ...] = (0,)) -> None:
+    """Stops each broker with SIGTERM (None entries are skipped) and fails naming every one
+    whose exit code is not in `allowed` (-9: one the test killed), with its log's tail."""
+    failures = []
+    for b in brokers:
+        if b is None:
+            continue
+        rc = b.stop()
+        if rc not in allowed:
+            failures.append(f"{b.name} exited with {rc} after SIGTERM; log tail:\n{b.log()[-3000:]}")
+    assert not failures, "\n".join(failures)
+
+
 # ---------------------------------------------------------------------------------------
 # mosquitto_pub / mosquitto_sub
 # ---------------------------------------------------------------------------------------
