@@ -193,9 +193,16 @@ impl Security<'_> {
         self.model.sources.last(self.section, option).map(at)
     }
 
-    /// Where `allow_anonymous true` is, when anonymous clients are allowed explicitly.
-    pub fn anonymous(&self) -> Option<Location> {
-        self.settings.allow_anonymous.filter(|allowed| *allowed).and_then(|_| self.setting("allow_anonymous"))
+    /// Why anonymous clients are allowed, when they are: where `allow_anonymous true` is, or
+    /// mosquitto 2.0's default for the `port` listener with `per_listener_settings true`.
+    pub fn anonymous(&self) -> Option<String> {
+        self.settings.allow_anonymous.filter(|allowed| *allowed)?;
+        Some(match self.setting("allow_anonymous") {
+            Some(at) => format!("allow_anonymous true at {at}"),
+            None => "no allow_anonymous for the `port` listener, which mosquitto 2.0 and midge take as true \
+                     with per_listener_settings true"
+                .to_owned(),
+        })
     }
 
     /// The `plugin` and `auth_plugin` lines (and for the global settings `global_plugin`):

@@ -153,6 +153,15 @@ fn cases() -> Vec<Case> {
             expected: &["HIGH broker.conf:2 anonymous-network"],
         },
         Case {
+            name: "per_listener_settings: the `port` listener without allow_anonymous takes anonymous clients",
+            setup: |f| {
+                f.file("acl", "", 0o600);
+            },
+            config: "per_listener_settings true\nport 1884\nacl_file acl\nlistener 1885 127.0.0.1\n",
+            options: defaults,
+            expected: &["HIGH broker.conf:2 anonymous-network"],
+        },
+        Case {
             name: "listeners without allow_anonymous: refused by default, only the ACL is missing",
             setup: |_| {},
             config: "listener 1883\nlistener 1884 127.0.0.1\n",

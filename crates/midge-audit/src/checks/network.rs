@@ -64,7 +64,7 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
                     Kind::AnonymousNetwork,
                     l.at(),
                     format!(
-                        "anonymous clients accepted on {} from the network (allow_anonymous true at {}): anyone \
+                        "anonymous clients accepted on {} from the network ({}): anyone \
                          who reaches the port can publish and subscribe; set allow_anonymous false and give \
                          clients passwords or certificates",
                         l.name(),

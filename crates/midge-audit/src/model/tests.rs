@@ -20,7 +20,7 @@ fn listener_scoping() {
     assert_eq!(l[0].tls_files()[0].path, PathBuf::from("early.crt"));
     assert_eq!(l[1].setting("certfile").map(|s| s.line), Some(5));
     assert!(l[2].is_local() && !l[1].is_local());
-    assert_eq!(m.global().anonymous(), Some(Location::new("c", 6)));
+    assert_eq!(m.global().anonymous(), Some("allow_anonymous true at c:6".to_owned()));
     assert_eq!(m.errors.len(), 1);
     assert!(matches!(&m.errors[0], ConfigError::Line { line: 8, .. }));
 }
@@ -32,7 +32,7 @@ fn per_listener_settings() {
     let m = model(text);
     let l: Vec<ListenerView<'_>> = m.listeners().collect();
     assert!(m.global().settings.allow_anonymous.is_none());
-    assert_eq!(l[0].security().anonymous(), Some(Location::new("c", 3)));
+    assert_eq!(l[0].security().anonymous(), Some("allow_anonymous true at c:3".to_owned()));
     assert_eq!(l[1].security().file("password_file").map(|f| f.at.line), Some(5));
     assert_eq!(m.scopes().len(), 3);
 }

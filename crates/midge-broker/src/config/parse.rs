@@ -537,7 +537,7 @@ impl Reader {
     /// The configuration, mosquitto's default listener first if it was opened, and the
     /// lines by their final sections.
     fn finish(self, mut errors: Vec<ConfigError>) -> Parsed {
-        let Reader { mut config, warnings, default, default_opener, mut openers, lines, .. } = self;
+        let Reader { mut config, mut warnings, default, default_opener, mut openers, lines, .. } = self;
         for b in &config.bridges {
             if b.addresses.is_empty() {
                 // Named at its `connection` line, as mosquitto ("bridge has no address").
@@ -576,6 +576,22 @@ impl Reader {
             // ACL, and anonymous clients only as allow_anonymous's default says.
             for l in config.listeners.iter_mut().filter(|l| !l.default) {
                 l.security.get_or_insert_with(Default::default);
+            }
+            // mosquitto 2.0 makes an unset allow_anonymous false for its `listener` listeners
+            // only: the default listener (`port`), added after, keeps "unset", which its
+            // authentication takes as true. A configuration that relies on it keeps working,
+            // with a warning (and a finding of `midge audit`).
+            if let Some(l) = config.listeners.iter().find(|l| l.default) {
+                if config.security.allow_anonymous.is_none() {
+                    config.security.allow_anonymous = Some(true);
+                    warnings.push(format!(
+                        "{}: per_listener_settings is true and this listener (port {}) has no allow_anonymous: \
+                         anonymous clients are allowed on it, as mosquitto 2.0 does; add `allow_anonymous false` \
+                         before the first `listener` line to refuse them",
+                        l.origin.as_deref().unwrap_or("config"),
+                        l.port
+                    ));
+                }
             }
         }
         let shift = usize::from(opened);

@@ -242,6 +242,26 @@ fn per_listener_settings_give_each_listener_its_own_security() {
 }
 
 #[test]
+fn per_listener_settings_default_listener_allows_anonymous_unless_told_not_to() {
+    // mosquitto 2.0 (and its test 06-bridge-per-listener-settings): the `port` listener with no
+    // allow_anonymous lets anonymous clients in; a `listener` listener does not.
+    let (c, warnings) = parse_str("per_listener_settings true\nport 1883\nlistener 1884\n", "t").unwrap();
+    let [default, other] = &c.listeners[..] else { panic!("{:?}", c.listeners) };
+    assert!(c.anonymous_allowed(c.security_of(default)));
+    assert!(!c.anonymous_allowed(c.security_of(other)));
+    assert!(
+        warnings.iter().any(|w| w.contains("port 1883") && w.contains("allow_anonymous false")),
+        "{warnings:?}"
+    );
+    let text = "per_listener_settings true\nport 1883\nallow_anonymous false\nlistener 1884\n";
+    let (c, warnings) = parse_str(text, "t").unwrap();
+    assert!(!c.anonymous_allowed(c.security_of(&c.listeners[0])) && warnings.is_empty(), "{warnings:?}");
+    // Without per_listener_settings the global default (false) holds for every listener.
+    let (c, _) = parse_str("port 1883\nlistener 1884\n", "t").unwrap();
+    assert!(!c.anonymous_allowed(c.security_of(&c.listeners[0])));
+}
+
+#[test]
 fn logging_options() {
     let text = "log_dest file /var/log/mosquitto/my log.txt\nlog_dest stdout\nlog_dest stdout\n\
                 log_type error\nlog_type information\nlog_timestamp false\npid_file /run/m.pid\n";
