@@ -411,19 +411,75 @@ def test_a_session_moved_to_a_node_with_a_store_survives_its_kill_9(tmp_path, na
 
 
 def test_a_client_without_a_session_anywhere_starts_afresh_at_once(nodes):
-    """Without clean start and without a session on any node (or the node that had it gone),
-    a node asks the cluster and starts a new session (session present 0)."""
+    """Without clean start and without a session on any node (or only an out-of-date copy of
+    one whose node is gone), a node asks the cluster and starts a new session (session
+    present 0)."""
     a, b, _ = nodes
     fresh, ack = connect(b.port, unique_id("fresh"), V5)
     assert not ack.session_present
     fresh.close()
     cid = unique_id("orphan")
     on_a, _ = connect(a.port, cid, V311)
+    mark = a.mark()
     park(on_a)
+    a.wait_for_log(rf"Cluster: a copy of the parked session of {cid} is kept in the cluster\.", since=mark)
+    # Back on a, and a killed while the client is connected: the cluster's copy is of the
+    # connection before, out of date.
+    mark = a.mark()
+    online, ack = connect(a.port, cid, V311)
+    assert ack.session_present
+    a.wait_for_log(rf"Cluster: client id {cid} claimed here\.", since=mark)
     a.kill9()
+    online.close()
+    mark = b.mark()
     again, ack = connect(b.port, cid, V311)
     assert not ack.session_present, "the node that had it is gone: a new session"
+    b.wait_for_log(rf"the cluster's copy is of an earlier connection: it starts afresh", since=mark)
     again.close()
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_a_parked_session_outlives_its_node_killed_for_good(nodes, version):
+    """A node keeps a copy of each session that parks in the cluster (MIDGE_PARKED): when
+    that node is lost (SIGKILL, never restarted), the client connecting to another node gets
+    its session back (session present) with its subscription, the message it had not
+    acknowledged (resent with DUP and its packet id [MQTT-4.4.0-1]), and what was published
+    for it after it left, on the lost node and on others, before and after the loss: each
+    exactly once, QoS 2 included."""
+    a, b, c = nodes
+    cid = unique_id("lost")
+    mover, _ = connect(a.port, cid, version)
+    mover.subscribe(1, [("lost/#", 2)])
+    watcher, _ = connect(a.port, unique_id("watcher"), version, clean=True, expiry=None)
+    watcher.subscribe(1, [("lost/#", 2)])
+    on_a, _ = connect(a.port, unique_id("pub-a"), version, clean=True, expiry=None)
+    on_c, _ = connect(c.port, unique_id("pub-c"), version, clean=True, expiry=None)
+    on_c.publish("lost/c", b"m0", qos=2, packet_id=1)
+    unacked = mover.expect(raw.PUBLISH)
+    assert unacked.payload == b"m0" and unacked.qos == 2
+    mark = a.mark()
+    park(mover)
+    a.wait_for_log(rf"Cluster: a copy of the parked session of {cid} is kept in the cluster\.", since=mark)
+    on_c.publish("lost/c", b"m1", qos=2, packet_id=2)
+    on_a.publish("lost/a", b"m2", qos=2, packet_id=1)
+    assert sorted(p.payload for p in messages_until(watcher, b"m0")) == [b"m0"]
+    assert sorted(receive_all(watcher, {b"m1", b"m2"})) == [b"m1", b"m2"]
+    a.kill9()
+    on_c.publish("lost/c", b"m3", qos=2, packet_id=3)
+    mark_b = b.mark()
+    mover, ack = connect(b.port, cid, version)
+    assert ack.session_present, "the session came from the cluster's copy"
+    again = mover.expect(raw.PUBLISH)
+    assert (again.payload, again.dup, again.packet_id) == (b"m0", True, unacked.packet_id)
+    acknowledge(mover, again)
+    assert sorted(receive_all(mover, {b"m1", b"m2", b"m3"})) == [b"m1", b"m2", b"m3"], "each once"
+    assert [p for p in nothing_more(mover) if p.type == raw.PUBLISH] == []
+    b.wait_for_log(rf"Cluster: the session of {cid} came from node-a/", since=mark_b)
+    # Its subscription is b's now.
+    on_c.publish("lost/c", b"m4", qos=1, packet_id=4)
+    assert [p.payload for p in messages_until(mover, b"m4")] == [b"m4"]
+    for x in (mover, watcher, on_c):
+        x.close()
 
 
 # ---------------------------------------------------------------------------------------

@@ -268,6 +268,11 @@ impl Mailbox {
         n
     }
 
+    /// A copy of what waits, oldest first (the queue stays as it is).
+    pub fn snapshot(&self) -> Vec<Delivery> {
+        self.inner.lock().queue.iter().cloned().collect()
+    }
+
     /// Takes out the deliveries that came through a shared subscription.
     pub fn take_shared(&self) -> Vec<Delivery> {
         let mut inner = self.inner.lock();

@@ -192,6 +192,14 @@ impl Registry {
         }
     }
 
+    /// What `f` makes of `client_id`'s parked session, if it is parked here (it stays).
+    pub fn with_parked<R>(&self, client_id: &str, f: impl FnOnce(&Owned) -> R) -> Option<R> {
+        match self.clients.lock().get(client_id) {
+            Some(Entry::Offline(parked)) => Some(f(&parked.owned)),
+            _ => None,
+        }
+    }
+
     /// True when the client id has a session here (online or parked).
     pub fn knows(&self, client_id: &str) -> bool {
         self.clients.lock().contains_key(client_id)

@@ -555,6 +555,7 @@ impl Broker {
                     for at in wake {
                         self.timers.park(client_id.clone(), at);
                     }
+                    self.cluster_parked(&client_id);
                     if let Some(w) = will_now {
                         self.publish_will(w, &client_id, now);
                     }

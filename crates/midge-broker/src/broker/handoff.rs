@@ -50,15 +50,7 @@ impl Broker {
         }
         state.outgoing.pending.extend(handle.mailbox.clear());
         let clock = Clock::now();
-        let h = Handoff {
-            expiry_interval: state.expiry_interval,
-            last_packet_id: state.outgoing.last_id(),
-            incoming_qos2: state.incoming_qos2.iter().copied().collect(),
-            subscriptions: state.subscriptions.iter().map(|(f, r)| (f.clone(), r.options, r.id)).collect(),
-            inflight: state.outgoing.inflight().map(|f| (f.packet_id, f.state, f.delivery.clone())).collect(),
-            // Written from the session's queue, as much of it as fits.
-            queued: Vec::new(),
-        };
+        let h = handoff_of(&state);
         let Some((bytes, dropped)) = handoff::encode_within(&h, &state.outgoing.pending, max_bytes, &clock)
         else {
             tracing::warn!(
@@ -73,6 +65,18 @@ impl Broker {
             );
         }
         Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle } })
+    }
+
+    /// Cluster mode: `client_id`'s parked session as bytes, at most `max_bytes` (its queue
+    /// cut to fit), for the cluster to keep; it stays parked. None when it is not parked
+    /// here, or does not fit even without its queue.
+    pub(crate) fn parked_snapshot(&self, client_id: &str, max_bytes: usize) -> Option<Vec<u8>> {
+        self.registry.with_parked(client_id, |owned| {
+            let h = handoff_of(&owned.state);
+            let waiting = owned.handle.mailbox.snapshot();
+            let queued = owned.state.outgoing.pending.iter().chain(&waiting);
+            handoff::encode_within(&h, queued, max_bytes, &Clock::now()).map(|(bytes, _)| bytes)
+        })?
     }
 
     /// The session went to the other node: forgotten here (its records, its messages).
@@ -162,5 +166,18 @@ impl Broker {
             state.outgoing.pending.push_back(d);
         }
         Owned { state, handle: Arc::clone(&handle) }
+    }
+}
+
+/// A session's state as a [`Handoff`], without its queue (written from the session's queue,
+/// as much of it as fits).
+fn handoff_of(state: &crate::session::SessionState) -> Handoff {
+    Handoff {
+        expiry_interval: state.expiry_interval,
+        last_packet_id: state.outgoing.last_id(),
+        incoming_qos2: state.incoming_qos2.iter().copied().collect(),
+        subscriptions: state.subscriptions.iter().map(|(f, r)| (f.clone(), r.options, r.id)).collect(),
+        inflight: state.outgoing.inflight().map(|f| (f.packet_id, f.state, f.delivery.clone())).collect(),
+        queued: Vec::new(),
     }
 }

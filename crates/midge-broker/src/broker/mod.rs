@@ -544,6 +544,18 @@ impl Broker {
         }
     }
 
+    /// Cluster mode: `client_id`'s session parked here; the cluster keeps a copy of it.
+    pub(crate) fn cluster_parked(&self, client_id: &str) {
+        if let Some(outbox) = self.cluster.get() {
+            outbox.parked(client_id);
+        }
+    }
+
+    /// Cluster mode: the last number given to a QoS 1 or 2 message this node published.
+    pub(crate) fn cluster_last_ticket(&self) -> u64 {
+        self.cluster.get().map_or(0, |outbox| outbox.last_ticket())
+    }
+
     /// Cluster mode: another node holds `client_id` now; connection `conn_id`, which held it
     /// here, closes. False when that connection no longer holds it.
     pub fn taken_over_elsewhere(&self, client_id: &str, conn_id: u64) -> bool {

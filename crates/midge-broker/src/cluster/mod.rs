@@ -31,6 +31,7 @@ pub mod dedup;
 pub mod handoff;
 pub mod interest;
 pub mod ownership;
+pub mod parked;
 pub mod subject;
 pub mod wills;
 pub mod wire;
@@ -90,6 +91,12 @@ pub enum Held {
         /// Seconds after this node's death it is due: the lower of the will delay and the
         /// session expiry.
         delay: u32,
+    },
+    /// A persistent session parked here (its connection ended): the cluster keeps a copy, for
+    /// another node to take if this one is lost.
+    Parked {
+        /// The client id.
+        client_id: String,
     },
     /// A connection with a will ended here (its will is this node's business).
     Closed {
@@ -280,6 +287,11 @@ impl Outbox {
             will: Box::new(will.clone()),
             delay,
         });
+    }
+
+    /// A persistent session parked on this node.
+    pub fn parked(&self, client_id: &str) {
+        let _ = self.changes.send(Held::Parked { client_id: client_id.to_owned() });
     }
 
     /// A connection with a will ended on this node.

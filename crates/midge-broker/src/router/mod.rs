@@ -205,6 +205,11 @@ impl Router {
         removed
     }
 
+    /// True with `upgrade_outgoing_qos`: a subscriber gets its subscription's QoS.
+    pub fn upgrades_qos(&self) -> bool {
+        self.upgrade_qos
+    }
+
     /// Queues `message` for every session with a matching subscription: once per session,
     /// with the highest QoS of its matching subscriptions and all their identifiers
     /// ([MQTT-3.3.4-2], [MQTT-3.3.4-3]; 3.1.1: [MQTT-3.3.5-1]), and once per shared group.

@@ -19,8 +19,10 @@ use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
 use crate::cluster::dedup::{Dedup, Verdict};
+use crate::cluster::handoff::Handoff;
 use crate::cluster::interest::{Change, Interest};
 use crate::cluster::ownership::Claim;
+use crate::cluster::parked::{self, Keep, Parked};
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
 use crate::cluster::{Fetch, Held, Outbox, OutboxReceivers, Outgoing};
@@ -92,6 +94,9 @@ async fn taken(
 }
 /// The key-value bucket of which node holds each client id.
 pub const SESSIONS_BUCKET: &str = "MIDGE_SESSIONS";
+/// The key-value bucket of the parked sessions, for when their node is lost
+/// ([`crate::cluster::parked`]).
+pub const PARKED_BUCKET: &str = "MIDGE_PARKED";
 /// The key-value bucket of the wills of each node's connections.
 pub const WILLS_BUCKET: &str = "MIDGE_WILLS";
 /// The key-value bucket of the nodes' heartbeats (key: node, value: `NODE/BOOT`), and of
@@ -177,6 +182,8 @@ pub(crate) struct Connected {
     >,
     /// Which node holds each client id, and its changes.
     sessions: kv::Store,
+    /// The parked sessions' copies.
+    parked: kv::Store,
     /// How many times the node's NATS connection (re)connected.
     connects: watch::Receiver<u64>,
     /// The retained stream (its reader is made again after a reconnection), and the last
@@ -347,6 +354,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     }
     let sessions = bucket(&js, SESSIONS_BUCKET, c.replicas, Duration::ZERO).await?;
     let wills = bucket(&js, WILLS_BUCKET, c.replicas, Duration::ZERO).await?;
+    let parked = bucket(&js, PARKED_BUCKET, c.replicas, Duration::ZERO).await?;
     // Heartbeats and reaping marks of nodes gone for good go after a day.
     let nodes = bucket(&js, NODES_BUCKET, c.replicas, Duration::from_secs(24 * 3600)).await?;
     let owners = Box::pin(sessions.watch_all().await.map_err(js_error)?);
@@ -378,6 +386,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         qos_floor,
         retained,
         sessions,
+        parked,
         owners,
         origin,
         node,
@@ -568,6 +577,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         qos_floor,
         retained,
         sessions,
+        parked: parked_bucket,
         wills,
         nodes,
         mut owners,
@@ -629,7 +639,19 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         generation: AtomicU64::new(0),
     };
     let sending = tokio::spawn(out.run(messages, stop.clone()));
-    let tailing = tokio::spawn(tail(broker.clone(), (qos, qos_stream, qos_floor), node, stop.clone()));
+    let (tail_tx, tail_rx) = mpsc::unbounded_channel::<TailRequest>();
+    let (parked_tx, parked_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let writing = tokio::spawn(keep_parked(parked_bucket.clone(), parked_rx));
+    // A parked session's copy, in what NATS takes in one message.
+    let snapshot_max = client.server_info().max_payload.saturating_sub(2048);
+    let tailing = tokio::spawn(tail(
+        broker.clone(),
+        (qos, qos_stream.clone(), qos_floor),
+        Snapshots { requests: tail_rx, out: parked_tx, max: snapshot_max, origin: origin.clone() },
+        node,
+        stop.clone(),
+    ));
+    let replay = Replay { bucket: parked_bucket, stream: qos_stream, tail: tail_tx.clone() };
     loop {
         // Not biased: a node publishing without pause must not starve what comes from the
         // others (or the retained stream, or the owners' bucket).
@@ -643,6 +665,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                         let mine = Claim { origin: origin.clone(), at };
                         match claim(&sessions, &client_id, &mine).await {
                             Claimed::Held => {
+                                tracing::debug!("Cluster: client id {client_id} claimed here.");
                                 claims.insert(client_id, (conn_id, mine));
                             }
                             Claimed::Newer(other) => {
@@ -664,6 +687,12 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                                 kept_wills.insert(client_id, conn_id);
                             }
                             Err(e) => tracing::warn!("Cluster: the will of {client_id} is not kept in the cluster ({e}): if this node dies, it is not published."),
+                        }
+                        None
+                    }
+                    Held::Parked { client_id } => {
+                        if let Some((_, claim)) = claims.get(&client_id) {
+                            let _ = tail_tx.send(TailRequest::Snapshot { client_id, at: claim.at });
                         }
                         None
                     }
@@ -704,7 +733,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
             Some(fetch) = fetches.recv() => {
-                tokio::spawn(fetch_session(broker.clone(), client.clone(), sessions.clone(), origin.clone(), fetch));
+                tokio::spawn(fetch_session(broker.clone(), client.clone(), sessions.clone(), origin.clone(), replay.clone(), fetch));
             }
             Some(request) = poll_fn(|cx| match handoffs.as_mut() { Some(h) => Pin::new(h).poll_next(cx), None => std::task::Poll::Ready(None) }), if handoffs.is_some() => {
                 tokio::spawn(hand_off(broker.clone(), client.clone(), request));
@@ -756,6 +785,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         let _ = tailing.await;
         let _ = watching.await;
         let _ = following.await;
+        let _ = writing.await;
     })
     .await;
 }
@@ -861,6 +891,7 @@ async fn fetch_session(
     client: async_nats::Client,
     sessions: kv::Store,
     origin: String,
+    replay: Replay,
     Fetch { client_id, reply }: Fetch,
 ) {
     if client.connection_state() != async_nats::connection::State::Connected {
@@ -886,13 +917,28 @@ async fn fetch_session(
     }
     let subject = topic_to_subject(subject::HANDOFF, &owner.origin);
     let request = client.request(subject, Bytes::copy_from_slice(client_id.as_bytes()));
-    let answer = match tokio::time::timeout_at(deadline, request).await {
-        Ok(Ok(m)) => m.payload,
+    let owned = match tokio::time::timeout_at(deadline, request).await {
+        Ok(Ok(m)) if m.payload.is_empty() => return,
+        Ok(Ok(m)) => {
+            let clock = crate::store::records::Clock::now();
+            match crate::cluster::handoff::decode(&m.payload, &clock) {
+                Ok(h) => broker.adopt(&client_id, h),
+                Err(e) => {
+                    tracing::warn!("Cluster: {e}: {client_id} starts afresh.");
+                    return;
+                }
+            }
+        }
         Ok(Err(e)) => {
-            // No responders: that run of the node is gone (its persistent sessions stay on
-            // its disk, for when it comes back).
-            tracing::info!("Cluster: the session of {client_id} was on {}, which does not answer ({e}): it starts afresh.", owner.origin);
-            return;
+            // No responders: that run of the node is gone. Its copy of the session, if it
+            // parked it, is in the cluster (its store has it too, for when it comes back).
+            match from_parked(&broker, &replay, &client_id, &owner, deadline).await {
+                Ok(owned) => owned,
+                Err(why) => {
+                    tracing::info!("Cluster: the session of {client_id} was on {}, which does not answer ({e}); {why}: it starts afresh.", owner.origin);
+                    return;
+                }
+            }
         }
         Err(_) => {
             tracing::warn!(
@@ -902,22 +948,104 @@ async fn fetch_session(
             return;
         }
     };
-    if answer.is_empty() {
-        return;
+    tracing::info!("Cluster: the session of {client_id} came from {}.", owner.origin);
+    if let Err(owned) = reply.send(owned) {
+        // The connection went (or gave up waiting): the session is parked here.
+        tracing::warn!("Cluster: the connection of {client_id} went while its session came from another node: the session is parked here.");
+        broker.park_again(&client_id, owned);
+    }
+}
+
+/// What a node needs to take a parked session from the cluster.
+#[derive(Clone)]
+struct Replay {
+    bucket: kv::Store,
+    stream: jetstream::stream::Stream,
+    tail: mpsc::UnboundedSender<TailRequest>,
+}
+
+/// The session `owner` parked, from the cluster's copy ([`crate::cluster::parked`]): the
+/// copy, what the QoS stream got for it since (read here up to the stream's end, and by the
+/// tail from there up to where it is), adopted by the tail. Err says why not.
+async fn from_parked(
+    broker: &Broker,
+    r: &Replay,
+    client_id: &ByteString,
+    owner: &Claim,
+    deadline: tokio::time::Instant,
+) -> Result<crate::broker::Owned, String> {
+    let within = |what: &'static str| move |_| format!("{what} took too long");
+    let value = tokio::time::timeout_at(deadline, r.bucket.get(session_key(client_id)))
+        .await
+        .map_err(within("reading its copy"))?
+        .map_err(|e| format!("its copy cannot be read ({e})"))?
+        .ok_or("no copy of it is in the cluster")?;
+    let p = Parked::decode(&value).map_err(|e| e.to_string())?;
+    if parked::node_of(&p.origin) != parked::node_of(&owner.origin) || p.at != owner.at {
+        return Err("the cluster's copy is of an earlier connection".into());
     }
     let clock = crate::store::records::Clock::now();
-    match crate::cluster::handoff::decode(&answer, &clock) {
-        Ok(h) => {
-            let owned = broker.adopt(&client_id, h);
-            tracing::info!("Cluster: the session of {client_id} came from {}.", owner.origin);
-            if let Err(owned) = reply.send(owned) {
-                // The connection went (or gave up waiting): the session is parked here.
-                tracing::warn!("Cluster: the connection of {client_id} went while its session came from another node: the session is parked here.");
-                broker.park_again(&client_id, owned);
+    let mut h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if h.expiry_interval != u32::MAX && now.saturating_sub(p.parked_at) >= u64::from(h.expiry_interval) {
+        return Err("it has expired".into());
+    }
+    let mut stream = r.stream.clone();
+    let end = tokio::time::timeout_at(deadline, stream.info())
+        .await
+        .map_err(within("reading the QoS stream"))?
+        .map_err(|e| format!("the QoS stream cannot be read ({e})"))?
+        .state
+        .last_sequence;
+    if end > p.position {
+        let reader = r
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("{}.>", subject::QOS),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: p.position + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("the QoS stream cannot be read ({e})"))?;
+        let mut messages =
+            reader.messages().await.map_err(|e| format!("the QoS stream cannot be read ({e})"))?;
+        let upgrade = broker.router.upgrades_qos();
+        loop {
+            let m =
+                match tokio::time::timeout_at(deadline, poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)))
+                    .await
+                {
+                    Err(_) => return Err("reading the QoS stream took too long".into()),
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(e))) => return Err(format!("the QoS stream cannot be read ({e})")),
+                    Ok(None) => return Err("the QoS stream's reader ended".into()),
+                };
+            let Ok(info) = m.info() else { continue };
+            let (sequence, published) = (info.stream_sequence, info.published.unix_timestamp_nanos());
+            let read =
+                Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
+            replay_into(&mut h, &p, client_id, &read, upgrade);
+            if sequence >= end {
+                break;
             }
         }
-        Err(e) => tracing::warn!("Cluster: {e}: {client_id} starts afresh."),
     }
+    let p_position = p.position;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let adoption = Adoption {
+        client_id: client_id.clone(),
+        handoff: h,
+        parked: p,
+        upto: end.max(p_position),
+        reply: tx,
+    };
+    r.tail.send(TailRequest::Adopt(Box::new(adoption))).map_err(|_| "the cluster task stopped".to_owned())?;
+    tokio::time::timeout_at(deadline, rx)
+        .await
+        .map_err(within("catching up with the QoS stream"))?
+        .map_err(|_| "the cluster task stopped".to_owned())
 }
 
 /// Another node asks for a session this one has: it is taken out here (its connection, if
@@ -1485,6 +1613,7 @@ const ROOM_RECHECK: Duration = Duration::from_millis(50);
 async fn tail(
     broker: Arc<Broker>,
     (mut feed, stream, floor): (QosFeed, jetstream::stream::Stream, u64),
+    mut snapshots: Snapshots,
     node: String,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -1498,7 +1627,17 @@ async fn tail(
     let mut covers = 0usize;
     let mut congested: Vec<Arc<crate::mailbox::SessionHandle>> = Vec::new();
     let durable = |t: u64| broker.journal().is_none_or(|j| j.store().is_durable(t));
+    // Parked sessions taken from the cluster, waiting for the tail to reach where their
+    // reading of the stream stopped.
+    let mut adoptions: Vec<Adoption> = Vec::new();
     loop {
+        if adoptions.iter().any(|a| a.upto < next) {
+            let (ready, waiting): (Vec<_>, Vec<_>) = adoptions.into_iter().partition(|a| a.upto < next);
+            adoptions = waiting;
+            for a in ready {
+                adopt_caught_up(&broker, &stream, a, next).await;
+            }
+        }
         while pending.front().is_some_and(|(t, _)| durable(*t)) {
             ready = pending.pop_front().map(|(_, m)| m);
             covers += 1;
@@ -1523,6 +1662,10 @@ async fn tail(
                 }
             }, if waiting_for.is_some() => {}
             _ = async { if let Some(h) = room_of { h.mailbox.room(ROOM_RECHECK).await } }, if !congested.is_empty() => {}
+            Some(request) = snapshots.requests.recv() => match request {
+                TailRequest::Snapshot { client_id, at } => snapshots.take(&broker, &client_id, at, next - 1),
+                TailRequest::Adopt(a) => adoptions.push(*a),
+            },
             r = poll_fn(|cx| feed.as_mut().poll_next(cx)), if congested.is_empty() => match r {
                 Some(Ok(m)) => {
                     let Ok(info) = m.info() else { continue };
@@ -1571,6 +1714,89 @@ async fn tail(
     acknowledge(ready).await;
 }
 
+/// What the tail is asked besides following the stream.
+enum TailRequest {
+    /// A persistent session parked: its copy, taken between two messages of the stream.
+    Snapshot { client_id: String, at: u64 },
+    /// A parked session from the cluster, read up to a position of the stream.
+    Adopt(Box<Adoption>),
+}
+
+/// A parked session taken from the cluster's copy, with what the stream got for it up to
+/// `upto`; the tail adds what it routed after that and adopts it.
+struct Adoption {
+    client_id: ByteString,
+    handoff: Handoff,
+    parked: Parked,
+    upto: u64,
+    reply: tokio::sync::oneshot::Sender<crate::broker::Owned>,
+}
+
+/// The tail's side of the parked sessions' copies.
+struct Snapshots {
+    requests: mpsc::UnboundedReceiver<TailRequest>,
+    /// To the task that writes them in the bucket, in order.
+    out: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    max: usize,
+    origin: String,
+}
+
+impl Snapshots {
+    /// The copy of `client_id`'s parked session, if it still is parked here, with the
+    /// stream position the tail has routed (`position`) and the node's message numbers
+    /// around it ([`crate::cluster::parked`]).
+    fn take(&self, broker: &Broker, client_id: &str, at: u64, position: u64) {
+        let before = broker.cluster_last_ticket();
+        let Some(session) = broker.parked_snapshot(client_id, self.max) else { return };
+        let after = broker.cluster_last_ticket();
+        let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let p = Parked {
+            origin: self.origin.clone(),
+            at,
+            position,
+            tickets: (before, after),
+            parked_at,
+            session,
+        };
+        let _ = self.out.send((client_id.to_owned(), p.encode()));
+    }
+}
+
+/// Writes the parked sessions' copies in the bucket, in the order they were taken.
+async fn keep_parked(bucket: kv::Store, mut copies: mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    while let Some((client_id, value)) = copies.recv().await {
+        match bucket.put(session_key(&client_id), Bytes::from(value)).await {
+            Ok(_) => tracing::debug!("Cluster: a copy of the parked session of {client_id} is kept in the cluster."),
+            Err(e) => tracing::warn!("Cluster: the copy of the parked session of {client_id} is not kept in the cluster ({e}): if this node is lost, its client starts afresh on another."),
+        }
+    }
+}
+
+/// Adds to a parked session from the cluster what the tail routed after its reading
+/// stopped (`a.upto`, up to `next`), then adopts it and hands it to its connection (parked
+/// here if that is gone).
+async fn adopt_caught_up(broker: &Broker, stream: &jetstream::stream::Stream, mut a: Adoption, next: u64) {
+    let upgrade = broker.router.upgrades_qos();
+    for sequence in a.upto + 1..next {
+        match stream.get_raw_message(sequence).await {
+            Ok(got) => {
+                let read = Read {
+                    subject: &got.subject,
+                    headers: Some(&got.headers),
+                    payload: &got.payload,
+                    published: got.time.unix_timestamp_nanos(),
+                };
+                replay_into(&mut a.handoff, &a.parked, &a.client_id, &read, upgrade);
+            }
+            Err(e) => tracing::debug!("Cluster: message {sequence} of the QoS stream cannot be read ({e})."),
+        }
+    }
+    let owned = broker.adopt(&a.client_id, a.handoff);
+    if let Err(owned) = a.reply.send(owned) {
+        broker.park_again(&a.client_id, owned);
+    }
+}
+
 async fn acknowledge(m: Option<jetstream::Message>) {
     if let Some(m) = m {
         if let Err(e) = m.ack().await {
@@ -1599,26 +1825,50 @@ fn route_read(
     gate: &mut u64,
     congested: &mut Vec<Arc<crate::mailbox::SessionHandle>>,
 ) {
+    let own = |origin: Option<&(String, u64)>| origin.is_some_and(|(o, _)| parked::node_of(o) == node);
+    let Some(message) = stream_message(m, |origin| !own(origin)) else { return };
+    let (t, full) = broker.route_from_stream(&message, sequence);
+    *gate = (*gate).max(t);
+    congested.extend(full);
+}
+
+/// The message read from the QoS stream: None when it cannot be read, has
+/// expired (the time it spent in the stream counts), or `wanted` (given its origin) says no.
+fn stream_message(m: &Read<'_>, wanted: impl FnOnce(Option<&(String, u64)>) -> bool) -> Option<Arc<Message>> {
     let Ok(topic) = subject_to_topic(subject::QOS, m.subject) else {
         tracing::warn!("Cluster: ignoring subject {}.", m.subject);
-        return;
+        return None;
     };
-    let Some(mut carried) = read_headers(m.headers) else { return };
-    let from = carried.origin.as_ref().map(|(o, _)| o.rsplit_once('/').map_or(o.as_str(), |(n, _)| n));
-    if from == Some(node) {
-        return;
+    let mut carried = read_headers(m.headers)?;
+    if !wanted(carried.origin.as_ref()) {
+        return None;
     }
-    // The time it spent in the stream counts against its expiry.
     if let Some(left) = carried.properties.message_expiry_interval() {
         let age = age_secs(m.published);
         if age >= u64::from(left) {
-            return;
+            return None;
         }
         carried.properties.set(midge_codec::Property::MessageExpiryInterval(left - age as u32));
     }
-    let (t, full) = broker.route_from_stream(&Arc::new(message(topic, m.payload.clone(), carried)), sequence);
-    *gate = (*gate).max(t);
-    congested.extend(full);
+    Some(Arc::new(message(topic, m.payload.clone(), carried)))
+}
+
+/// Adds a message of the QoS stream, read after a parked session's copy was taken, to that
+/// session's queue if it was routed to it after the copy ([`Parked::replays`]) and matches
+/// its subscriptions.
+fn replay_into(h: &mut Handoff, p: &Parked, client_id: &str, m: &Read<'_>, upgrade: bool) {
+    let mut keep = Keep::No;
+    let wanted = |origin: Option<&(String, u64)>| {
+        keep = p.replays(origin.map(|(o, t)| (o.as_str(), *t)));
+        keep != Keep::No
+    };
+    let Some(message) = stream_message(m, wanted) else { return };
+    if keep == Keep::UnlessQueued && parked::queued_has(&h.queued, &message) {
+        return;
+    }
+    if let Some(d) = parked::delivery_for(&h.subscriptions, client_id, &message, upgrade) {
+        h.queued.push(d);
+    }
 }
 
 /// Whole seconds since `published` (nanoseconds since the Unix epoch).
