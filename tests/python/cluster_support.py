@@ -36,9 +36,11 @@ class NatsServer:
         fixed = self.port != 0
         for _ in range(1 if fixed else 2):
             self.port = self.port if fixed else free_port()
+            self.monitor = free_port()
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(
-                    [binary, "-js", "-a", HOST, "-p", str(self.port), "-sd", str(store), *self.extra],
+                    [binary, "-js", "-a", HOST, "-p", str(self.port), "-sd", str(store),
+                     "-m", str(self.monitor), *self.extra],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             if self._wait_ready():
                 return self
@@ -73,6 +75,31 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{HOST}:{self.port}"
+
+    def wait_consumer_acknowledged_all(self, stream: str, consumer: str, timeout: float = TIMEOUT) -> None:
+        """Waits until `consumer` of `stream` has acknowledged every message the stream has
+        (its ack floor at the stream's last sequence), read from the monitoring endpoint."""
+        import json
+        import urllib.request
+        url = f"http://{HOST}:{self.monitor}/jsz?consumers=true"
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                jsz = json.load(r)
+            for account in jsz.get("account_details") or []:
+                for st in account.get("stream_detail") or []:
+                    if st.get("name") != stream:
+                        continue
+                    last = st["state"]["last_seq"]
+                    for c in st.get("consumer_detail") or []:
+                        if c.get("name") == consumer:
+                            seen = (c["ack_floor"]["stream_seq"], last)
+                            if seen[0] >= last:
+                                return
+            time.sleep(0.05)  # poll interval over the monitoring endpoint
+        raise AssertionError(f"{consumer} of {stream} did not acknowledge everything in {timeout} s "
+                             f"(ack floor, last: {seen})")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -410,6 +410,56 @@ def test_a_session_moved_to_a_node_with_a_store_survives_its_kill_9(tmp_path, na
         stop_all((a, s1, s2), allowed=(0, -9))  # s2 is killed once on the way
 
 
+@pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
+def test_a_node_restarted_on_its_store_hands_its_sessions_over(tmp_path, nats, version):
+    """A node with persistence killed with SIGKILL and restarted claims the sessions its
+    store gave back for its new run: a client connecting to another node gets its session
+    from it (session present), with what was queued for it before the kill, once."""
+    a = Node(tmp_path, nats, "node-a").start()
+    s1 = None
+    try:
+        s1 = StoreNode(tmp_path, nats, "node-s1").start()
+        cid = unique_id("restored")
+        mover, _ = connect(s1.port, cid, version)
+        mover.subscribe(1, [("rs/#", 1)])
+        park(mover)
+        watcher, _ = connect(s1.port, unique_id("watcher"), version, clean=True, expiry=None)
+        watcher.subscribe(1, [("rs/#", 1)])
+        publisher, _ = connect(a.port, unique_id("pub"), version, clean=True, expiry=None)
+        for i, m in enumerate([b"m1", b"m2"]):
+            publisher.publish("rs/x", m, qos=1, packet_id=1 + i)
+        assert [p.payload for p in messages_until(watcher, b"m2")] == [b"m1", b"m2"]
+        watcher.close()
+        s1.kill()
+        s1.start()  # a log of its own for each run
+        s1.wait_for_log(rf"Cluster: client id {cid} claimed here for its session from the store\.")
+        mover, ack = connect(a.port, cid, version)
+        assert ack.session_present, "a got the session from s1's new run"
+        assert [p.payload for p in messages_until(mover, b"m2")] == [b"m1", b"m2"]
+        publisher.publish("rs/x", b"m3", qos=1, packet_id=3)
+        assert [p.payload for p in messages_until(mover, b"m3")] == [b"m3"]
+        assert [p for p in nothing_more(mover) if p.type == raw.PUBLISH] == []
+        for x in (mover, publisher):
+            x.close()
+    finally:
+        stop_all((a, s1), allowed=(0, -9))
+
+
+def test_a_session_left_behind_by_a_clean_start_elsewhere_ends(nodes):
+    """A client parks on node a, then connects to node b with clean start: its old session
+    ends on a too (it would otherwise stay, parked and out of date, until it expired)."""
+    a, b, _ = nodes
+    cid = unique_id("behind")
+    old, _ = connect(a.port, cid, V5)
+    old.subscribe(1, [("behind/#", 1)])
+    park(old)
+    mark = a.mark()
+    fresh, ack = connect(b.port, cid, V5, clean=True)
+    assert not ack.session_present
+    a.wait_for_log(rf"Cluster: the session of {cid} parked here ends: its client id was taken on node-b/", since=mark)
+    fresh.close()
+
+
 def test_a_client_without_a_session_anywhere_starts_afresh_at_once(nodes):
     """Without clean start and without a session on any node (or only an out-of-date copy of
     one whose node is gone), a node asks the cluster and starts a new session (session
@@ -439,7 +489,7 @@ def test_a_client_without_a_session_anywhere_starts_afresh_at_once(nodes):
 
 
 @pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
-def test_a_parked_session_outlives_its_node_killed_for_good(nodes, version):
+def test_a_parked_session_outlives_its_node_killed_for_good(nats, nodes, version):
     """A node keeps a copy of each session that parks in the cluster (MIDGE_PARKED): when
     that node is lost (SIGKILL, never restarted), the client connecting to another node gets
     its session back (session present) with its subscription, the message it had not
@@ -464,6 +514,9 @@ def test_a_parked_session_outlives_its_node_killed_for_good(nodes, version):
     on_a.publish("lost/a", b"m2", qos=2, packet_id=1)
     assert sorted(p.payload for p in messages_until(watcher, b"m0")) == [b"m0"]
     assert sorted(receive_all(watcher, {b"m1", b"m2"})) == [b"m1", b"m2"]
+    # a has acknowledged them to JetStream (its store, if it had one, would have them): the
+    # stream keeps them all the same, for the copy.
+    nats.wait_consumer_acknowledged_all("MIDGE_QOS", "midge-node-a")
     a.kill9()
     on_c.publish("lost/c", b"m3", qos=2, packet_id=3)
     mark_b = b.mark()

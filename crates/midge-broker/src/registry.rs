@@ -192,6 +192,25 @@ impl Registry {
         }
     }
 
+    /// Takes `client_id`'s session out if it is parked here (a will waiting for its delay
+    /// goes with it); a connection holding it keeps it.
+    pub fn take_parked(&self, client_id: &str) -> Option<Owned> {
+        let mut clients = self.clients.lock();
+        match clients.get(client_id) {
+            Some(Entry::Offline(_)) => match clients.remove(client_id) {
+                Some(Entry::Offline(parked)) => Some(parked.owned),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The client ids of the sessions parked here.
+    pub fn parked_ids(&self) -> Vec<ByteString> {
+        let clients = self.clients.lock();
+        clients.iter().filter(|(_, e)| matches!(e, Entry::Offline(_))).map(|(id, _)| id.clone()).collect()
+    }
+
     /// What `f` makes of `client_id`'s parked session, if it is parked here (it stays).
     pub fn with_parked<R>(&self, client_id: &str, f: impl FnOnce(&Owned) -> R) -> Option<R> {
         match self.clients.lock().get(client_id) {

@@ -26,6 +26,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 pub(crate) struct Leaving {
     pub(crate) bytes: bytes::Bytes,
     owned: Owned,
+    /// The QoS stream position routed when it left the router, and the last number this
+    /// node had given its own QoS 1 and 2 messages ([`crate::cluster::parked`]): the other
+    /// node adds what came after.
+    pub(crate) position: u64,
+    pub(crate) ticket: u64,
 }
 
 impl Broker {
@@ -44,11 +49,22 @@ impl Broker {
             return None;
         }
         let Owned { mut state, handle } = owned;
-        // Out of the router first, so that nothing reaches its mailbox once that is emptied.
-        for filter in state.subscriptions.keys() {
-            self.router.unsubscribe(&handle, filter);
-        }
-        state.outgoing.pending.extend(handle.mailbox.clear());
+        // Out of the router first, so that nothing reaches its mailbox once that is emptied;
+        // with the stream's routing and the node's numbering held, so that what it got and
+        // what it did not split at one position and one number.
+        let (position, ticket) = {
+            let outbox = self.cluster.get();
+            let _numbering = outbox.map(|o| o.hold_numbering());
+            let _routing = outbox.map(|o| o.routing());
+            for filter in state.subscriptions.keys() {
+                self.router.unsubscribe(&handle, filter);
+            }
+            state.outgoing.pending.extend(handle.mailbox.clear());
+            (
+                self.stream_read.load(std::sync::atomic::Ordering::Acquire),
+                outbox.map_or(0, |o| o.last_ticket()),
+            )
+        };
         let clock = Clock::now();
         let h = handoff_of(&state);
         let Some((bytes, dropped)) = handoff::encode_within(&h, &state.outgoing.pending, max_bytes, &clock)
@@ -64,19 +80,31 @@ impl Broker {
                 "Cluster: the session of {client_id} moves to another node without {dropped} queued messages, past NATS's max_payload ({max_bytes} bytes)."
             );
         }
-        Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle } })
+        Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle }, position, ticket })
     }
 
-    /// Cluster mode: `client_id`'s parked session as bytes, at most `max_bytes` (its queue
-    /// cut to fit), for the cluster to keep; it stays parked. None when it is not parked
-    /// here, or does not fit even without its queue.
-    pub(crate) fn parked_snapshot(&self, client_id: &str, max_bytes: usize) -> Option<Vec<u8>> {
+    /// Cluster mode: `client_id`'s parked session (it stays parked): its state and its queue
+    /// (the messages are shared), for the cluster to keep a copy. None when it is not parked
+    /// here.
+    pub(crate) fn parked_copy(&self, client_id: &str) -> Option<(Handoff, Vec<crate::session::Delivery>)> {
         self.registry.with_parked(client_id, |owned| {
-            let h = handoff_of(&owned.state);
-            let waiting = owned.handle.mailbox.snapshot();
-            let queued = owned.state.outgoing.pending.iter().chain(&waiting);
-            handoff::encode_within(&h, queued, max_bytes, &Clock::now()).map(|(bytes, _)| bytes)
-        })?
+            let mut queued: Vec<_> = owned.state.outgoing.pending.iter().cloned().collect();
+            queued.extend(owned.handle.mailbox.snapshot());
+            (handoff_of(&owned.state), queued)
+        })
+    }
+
+    /// Cluster mode: a connection on another node took `client_id` after the one that
+    /// parked its session here: the session here is out of date and ends (no will: the
+    /// client is back [MQTT-3.1.3-9]). True when there was one.
+    pub(crate) fn drop_parked(&self, client_id: &str) -> bool {
+        match self.registry.take_parked(client_id) {
+            Some(owned) => {
+                self.discard(owned);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The session went to the other node: forgotten here (its records, its messages).

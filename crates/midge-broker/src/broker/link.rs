@@ -195,9 +195,11 @@ impl Link {
                         Some(c) => Some(c),
                         None => broker.queue_hook(),
                     };
+                    let numbering = broker.cluster_numbering();
                     let outcome = router.route(&message, hook);
-                    broker.count_drops(&outcome);
                     let sent = broker.to_cluster(&message);
+                    drop(numbering);
+                    broker.count_drops(&outcome);
                     if sent != 0 {
                         let d = self.durability.get_or_insert_with(Default::default);
                         d.gate.cluster = d.gate.cluster.max(sent);

@@ -506,10 +506,12 @@ impl Broker {
                 j.retain(&message);
             }
         }
+        let numbering = self.cluster_numbering();
         let outcome = self.router.route(&message, self.queue_hook());
         self.count_drops(&outcome);
         // A will waits for nobody's acknowledgement.
         self.to_cluster(&message);
+        drop(numbering);
     }
 
     /// Joins a cluster: messages published here from now on go to `outbox` too, and the
@@ -551,9 +553,21 @@ impl Broker {
         }
     }
 
-    /// Cluster mode: the last number given to a QoS 1 or 2 message this node published.
-    pub(crate) fn cluster_last_ticket(&self) -> u64 {
-        self.cluster.get().map_or(0, |outbox| outbox.last_ticket())
+    /// The client ids of the sessions parked here.
+    pub(crate) fn parked_ids(&self) -> Vec<ByteString> {
+        self.registry.parked_ids()
+    }
+
+    /// Cluster mode: the QoS stream's position from which the tail goes on at start (what
+    /// the store has): every position up to it counts as routed.
+    pub(crate) fn stream_routed_from(&self, position: u64) {
+        self.stream_read.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// Cluster mode: held from routing a message this node publishes until the cluster
+    /// numbers it ([`crate::cluster::Outbox::numbering`]).
+    pub(crate) fn cluster_numbering(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        self.cluster.get().map(|outbox| outbox.numbering())
     }
 
     /// Cluster mode: another node holds `client_id` now; connection `conn_id`, which held it
@@ -581,21 +595,27 @@ impl Broker {
     /// record: after a crash, either the copies and the position are both there (the stream
     /// gives the message again and it is skipped) or neither (it is routed again). Returns
     /// the store record the stream's acknowledgement waits for (0: none), and the sessions
-    /// whose queue it filled (the stream waits for their room).
+    /// whose queue it filled (the stream waits for their room). `only`: to that client id's
+    /// session alone.
     pub(crate) fn route_from_stream(
         &self,
         message: &Arc<Message>,
         position: u64,
+        only: Option<&str>,
     ) -> (u64, Vec<Arc<crate::mailbox::SessionHandle>>) {
+        let route = |hook: Option<&dyn crate::router::QueueHook>| match only {
+            Some(client_id) => self.router.route_to_client(message, client_id, hook),
+            None => self.router.route(message, hook),
+        };
         let routed = match self.journal() {
             Some(j) => {
                 let c = persist::Committing { journal: j, commit: j.next_commit() };
-                let outcome = self.router.route(message, Some(&c));
+                let outcome = route(Some(&c));
                 self.count_drops(&outcome);
                 (j.commit_stream(c.commit, position).unwrap_or(0), outcome.congested)
             }
             None => {
-                let outcome = self.router.route(message, None);
+                let outcome = route(None);
                 self.count_drops(&outcome);
                 (0, outcome.congested)
             }

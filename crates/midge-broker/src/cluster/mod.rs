@@ -123,6 +123,13 @@ struct Shared {
     room: Notify,
     /// QoS 0 messages are being dropped while NATS is away (logged once per episode).
     dropping: AtomicBool,
+    /// Held (shared) by a publisher from routing a message to numbering it, and (alone)
+    /// while a session's copy is taken or a session is adopted: a message is then either
+    /// routed and numbered before, or both after ([`parked`]).
+    numbering: parking_lot::RwLock<()>,
+    /// Held by the tail while it routes a message of the QoS stream, and while a session is
+    /// taken out for another node: the stream position read then is exact.
+    routing: parking_lot::Mutex<()>,
 }
 
 /// The broker's end of the channel to the cluster task.
@@ -259,6 +266,23 @@ impl Outbox {
     /// The last ticket handed out.
     pub fn last_ticket(&self) -> u64 {
         self.shared.tickets.load(Ordering::Acquire)
+    }
+
+    /// Held by a publisher from routing a message until [`Outbox::send`] numbers it.
+    pub fn numbering(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.shared.numbering.read()
+    }
+
+    /// Held while a message of the QoS stream is routed, or a session is taken out of the
+    /// router for another node.
+    pub fn routing(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.shared.routing.lock()
+    }
+
+    /// Holds every publisher between routing and numbering off: what was routed is numbered
+    /// (at or below [`Outbox::last_ticket`]), and what is not numbered is not routed yet.
+    pub fn hold_numbering(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.shared.numbering.write()
     }
 
     /// Whether QoS 0 messages are dropped now (NATS is away); true when that changed, so

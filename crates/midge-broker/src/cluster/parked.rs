@@ -10,17 +10,14 @@
 //! message once:
 //! - a message of another node at a stream position at or below `position` was routed by the
 //!   node before the snapshot: in it; above it: not in it;
-//! - a message the node published itself was routed locally before it was numbered
-//!   ([`super::Outbox::send`] after the router): numbered at or below `tickets.0` (read
-//!   before the snapshot), in it; above `tickets.1` (read after), not in it; in between
-//!   (published while the snapshot was taken, a few microseconds), in it only if the
-//!   snapshot's queue has it ([`Keep::UnlessQueued`]);
+//! - a message the node published itself was routed locally and numbered
+//!   ([`super::Outbox::send`]) with no copy taken in between (the copy holds
+//!   [`super::Outbox::hold_numbering`]): numbered at or below `ticket`, in it; above, not;
 //! - a message of an earlier run of the node was routed by that run, whose sessions this
-//!   run restored: in it.
+//!   run restored: in it; of a later run (the node restarted): not.
 //!
-//! The value: `version (1) | at (8) | position (8) | ticket before (8) | ticket after (8) |
-//! parked at, seconds since the epoch (8) | origin length (2) | origin | session`; numbers
-//! little-endian. The claim (`origin`, `at`) is the connection that parked it: a node uses
+//! The value: `version (1) | at (8) | position (8) | ticket (8) | parked at, seconds since
+//! the epoch (8) | origin length (2) | origin | session`; numbers little-endian. The claim (`origin`, `at`) is the connection that parked it: a node uses
 //! the snapshot only while that is still the client id's claim in `MIDGE_SESSIONS` (a later
 //! connection, anywhere, makes it stale).
 use std::sync::Arc;
@@ -31,6 +28,8 @@ use midge_codec::{topic_matches, QoS, SubscriptionOptions};
 use crate::session::{Delivery, Message};
 
 const VERSION: u8 = 1;
+/// The bytes before the origin.
+const HEADER: usize = 1 + 4 * 8 + 2;
 
 /// A parked session's snapshot and where its node was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,23 +40,12 @@ pub struct Parked {
     pub at: u64,
     /// The node's position in the QoS stream when the snapshot was taken.
     pub position: u64,
-    /// The node's last message number read before the snapshot, and after it.
-    pub tickets: (u64, u64),
+    /// The last number the node had given its own QoS 1 and 2 messages.
+    pub ticket: u64,
     /// When it was parked, in seconds since the Unix epoch.
     pub parked_at: u64,
     /// The session ([`super::handoff::encode`]).
     pub session: Vec<u8>,
-}
-
-/// What to do with a message of the QoS stream read after the snapshot's position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    /// It was routed after the snapshot: it goes to the session if it matches.
-    Yes,
-    /// The snapshot has it (or its run routed it).
-    No,
-    /// Published while the snapshot was taken: only if the snapshot's queue does not have it.
-    UnlessQueued,
 }
 
 /// Why bytes are not a parked session.
@@ -68,9 +56,9 @@ pub struct ParkedError(&'static str);
 impl Parked {
     /// The bucket's value.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(43 + self.origin.len() + self.session.len());
+        let mut out = Vec::with_capacity(HEADER + self.origin.len() + self.session.len());
         out.push(VERSION);
-        for n in [self.at, self.position, self.tickets.0, self.tickets.1, self.parked_at] {
+        for n in [self.at, self.position, self.ticket, self.parked_at] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         let origin = &self.origin.as_bytes()[..self.origin.len().min(usize::from(u16::MAX))];
@@ -86,12 +74,12 @@ impl Parked {
         if version != VERSION {
             return Err(ParkedError("version"));
         }
-        if rest.len() < 42 {
+        if rest.len() < HEADER - 1 {
             return Err(ParkedError("cut short"));
         }
         let n = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let len = usize::from(u16::from_le_bytes([rest[40], rest[41]]));
-        let rest_after = &rest[42..];
+        let len = usize::from(u16::from_le_bytes([rest[32], rest[33]]));
+        let rest_after = &rest[HEADER - 1..];
         if rest_after.len() < len {
             return Err(ParkedError("cut short"));
         }
@@ -99,29 +87,33 @@ impl Parked {
         Ok(Parked {
             at: n(0),
             position: n(1),
-            tickets: (n(2), n(3)),
-            parked_at: n(4),
+            ticket: n(2),
+            parked_at: n(3),
             origin: origin.to_owned(),
             session: rest_after[len..].to_vec(),
         })
     }
 
     /// Whether a message of the QoS stream after [`Parked::position`], published by
-    /// `origin` (`NODE/BOOT`, and its number there), is added to the snapshot's queue.
-    pub fn replays(&self, origin: Option<(&str, u64)>) -> Keep {
-        let Some((from, ticket)) = origin else { return Keep::Yes };
+    /// `origin` (`NODE/BOOT`, and its number there), is missing from the copy (it goes to the
+    /// session if it matches).
+    pub fn replays(&self, origin: Option<(&str, u64)>) -> bool {
+        let Some((from, ticket)) = origin else { return true };
         if node_of(from) != node_of(&self.origin) {
-            return Keep::Yes;
+            return true;
         }
-        if from != self.origin || ticket <= self.tickets.0 {
-            return Keep::No;
+        if from != self.origin {
+            // A later run of the node (restarted) routed it after the copy; an earlier one,
+            // before.
+            return matches!((boot_of(from), boot_of(&self.origin)), (Some(run), Some(copied)) if run > copied);
         }
-        if ticket <= self.tickets.1 {
-            Keep::UnlessQueued
-        } else {
-            Keep::Yes
-        }
+        ticket > self.ticket
     }
+}
+
+/// The run's start in `NODE/BOOT` (nanoseconds since the epoch, in hexadecimal).
+fn boot_of(origin: &str) -> Option<u64> {
+    u64::from_str_radix(origin.rsplit_once('/')?.1, 16).ok()
 }
 
 /// The node's name in `NODE/BOOT`.
@@ -164,14 +156,6 @@ pub fn delivery_for(
     found
 }
 
-/// True when `queued` has a message like `m` (topic, payload and publisher): one published
-/// while the snapshot was taken, which the snapshot may have.
-pub fn queued_has(queued: &[Delivery], m: &Message) -> bool {
-    queued.iter().any(|d| {
-        d.message.topic == m.topic && d.message.payload == m.payload && d.message.publisher == m.publisher
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +166,7 @@ mod tests {
             origin: "node-a/17".into(),
             at: 5,
             position: 100,
-            tickets: (10, 12),
+            ticket: 10,
             parked_at: 1_700_000_000,
             session: vec![1, 2, 3],
         }
@@ -193,7 +177,7 @@ mod tests {
         let p = parked();
         assert_eq!(Parked::decode(&p.encode()), Ok(p.clone()));
         let bytes = p.encode();
-        for cut in 0..43 + p.origin.len() {
+        for cut in 0..HEADER + p.origin.len() {
             assert!(Parked::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         assert!(Parked::decode(&[2; 60]).is_err());
@@ -202,13 +186,13 @@ mod tests {
     #[test]
     fn each_message_once() {
         let p = parked();
-        assert_eq!(p.replays(None), Keep::Yes);
-        assert_eq!(p.replays(Some(("node-b/3", 1))), Keep::Yes, "another node's, after the position");
-        assert_eq!(p.replays(Some(("node-a/17", 10))), Keep::No, "numbered before the snapshot");
-        assert_eq!(p.replays(Some(("node-a/17", 11))), Keep::UnlessQueued);
-        assert_eq!(p.replays(Some(("node-a/17", 12))), Keep::UnlessQueued);
-        assert_eq!(p.replays(Some(("node-a/17", 13))), Keep::Yes, "numbered after the snapshot");
-        assert_eq!(p.replays(Some(("node-a/16", 500))), Keep::No, "an earlier run's");
+        assert!(p.replays(None));
+        assert!(p.replays(Some(("node-b/3", 1))), "another node's, after the position");
+        assert!(!p.replays(Some(("node-a/17", 10))), "numbered before the copy");
+        assert!(p.replays(Some(("node-a/17", 11))), "numbered after the copy");
+        assert!(!p.replays(Some(("node-a/16", 500))), "an earlier run's");
+        assert!(p.replays(Some(("node-a/1a", 1))), "a later run's (restarted)");
+        assert!(!p.replays(Some(("node-a/zz", 1))));
     }
 
     fn message(topic: &str, qos: QoS, retain: bool, publisher: &str) -> Arc<Message> {
@@ -248,9 +232,5 @@ mod tests {
         assert!(delivery_for(&subs, "me", &message("own/x", QoS::AtLeastOnce, false, "me"), false).is_none());
         assert!(delivery_for(&subs, "me", &message("own/x", QoS::AtLeastOnce, false, "you"), false).is_some());
         assert!(delivery_for(&subs, "me", &message("b", QoS::AtLeastOnce, false, "x"), false).is_none());
-        let queued =
-            vec![delivery_for(&subs, "me", &message("a/c", QoS::AtLeastOnce, false, "x"), false).unwrap()];
-        assert!(queued_has(&queued, &message("a/c", QoS::AtLeastOnce, false, "x")));
-        assert!(!queued_has(&queued, &message("a/c", QoS::AtLeastOnce, false, "y")));
     }
 }

@@ -214,6 +214,26 @@ impl Router {
     /// with the highest QoS of its matching subscriptions and all their identifiers
     /// ([MQTT-3.3.4-2], [MQTT-3.3.4-3]; 3.1.1: [MQTT-3.3.5-1]), and once per shared group.
     pub fn route(&self, message: &Arc<Message>, hook: Option<&dyn QueueHook>) -> RouteOutcome {
+        self.route_where(message, hook, None)
+    }
+
+    /// [`Router::route`] to the session of `client_id` only (shared subscriptions left out):
+    /// cluster mode, a message that session missed while it came from another node.
+    pub fn route_to_client(
+        &self,
+        message: &Arc<Message>,
+        client_id: &str,
+        hook: Option<&dyn QueueHook>,
+    ) -> RouteOutcome {
+        self.route_where(message, hook, Some(client_id))
+    }
+
+    fn route_where(
+        &self,
+        message: &Arc<Message>,
+        hook: Option<&dyn QueueHook>,
+        only: Option<&str>,
+    ) -> RouteOutcome {
         let topic: &str = &message.topic;
         let dollar = topic.starts_with('$');
         let first = tree::split_level(topic).0;
@@ -232,9 +252,11 @@ impl Router {
                 }
                 lists += 1;
                 for s in subs.direct.values() {
-                    push_target(&mut targets, s, message, upgrade);
+                    if only.is_none_or(|id| *s.handle.client_id == *id) {
+                        push_target(&mut targets, s, message, upgrade);
+                    }
                 }
-                for group in subs.shared.values().filter(|_| !shares_through_cluster) {
+                for group in subs.shared.values().filter(|_| !shares_through_cluster && only.is_none()) {
                     if let Some(s) = group.pick() {
                         push_target(&mut targets, s, message, upgrade);
                         if let Some(t) = targets.last_mut() {

@@ -22,7 +22,7 @@ use crate::cluster::dedup::{Dedup, Verdict};
 use crate::cluster::handoff::Handoff;
 use crate::cluster::interest::{Change, Interest};
 use crate::cluster::ownership::Claim;
-use crate::cluster::parked::{self, Keep, Parked};
+use crate::cluster::parked::{self, Parked};
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
 use crate::cluster::{Fetch, Held, Outbox, OutboxReceivers, Outgoing};
@@ -33,8 +33,7 @@ use crate::session::Message;
 pub const RETAINED_STREAM: &str = "MIDGE_RETAINED";
 /// The JetStream stream of QoS 1 and 2 messages between nodes.
 pub const QOS_STREAM: &str = "MIDGE_QOS";
-/// How long the QoS stream keeps a message no node has consumed yet (a node down for
-/// longer misses it).
+/// How long the QoS stream keeps a message (a node down for longer misses it).
 const QOS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// The most the QoS stream holds (the oldest go first past it).
 const QOS_MAX_BYTES: i64 = 1 << 30;
@@ -441,9 +440,10 @@ async fn qos_feed(
         .get_or_create_stream(jetstream::stream::Config {
             name: QOS_STREAM.to_owned(),
             subjects: vec![format!("{}.>", subject::QOS)],
-            // A message goes once every node's consumer has it (or past the limits, when a
-            // node stays away).
-            retention: jetstream::stream::RetentionPolicy::Interest,
+            // Kept up to the limits, not only until every node's consumer has it: a parked
+            // session's copy is completed from what came after it (`from_parked`), for a node
+            // lost after it acknowledged that.
+            retention: jetstream::stream::RetentionPolicy::Limits,
             max_age: QOS_MAX_AGE,
             max_bytes: QOS_MAX_BYTES,
             discard: jetstream::stream::DiscardPolicy::Old,
@@ -633,7 +633,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         client: client.clone(),
         js: js.clone(),
         qos_js,
-        outbox,
+        outbox: outbox.clone(),
         origin: origin.clone(),
         unstored: Arc::default(),
         generation: AtomicU64::new(0),
@@ -647,11 +647,21 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     let tailing = tokio::spawn(tail(
         broker.clone(),
         (qos, qos_stream.clone(), qos_floor),
-        Snapshots { requests: tail_rx, out: parked_tx, max: snapshot_max, origin: origin.clone() },
+        Snapshots {
+            requests: tail_rx,
+            out: parked_tx,
+            max: snapshot_max,
+            origin: origin.clone(),
+            outbox: outbox.clone(),
+        },
         node,
         stop.clone(),
     ));
     let replay = Replay { bucket: parked_bucket, stream: qos_stream, tail: tail_tx.clone() };
+    // The sessions the store gave back: claimed for this run (found here), or ended when a
+    // connection elsewhere took their client id since.
+    let (reclaimed_tx, mut reclaimed) = mpsc::unbounded_channel::<(String, Claim)>();
+    tokio::spawn(reclaim(broker.clone(), sessions.clone(), origin.clone(), reclaimed_tx));
     loop {
         // Not biased: a node publishing without pause must not starve what comes from the
         // others (or the retained stream, or the owners' bucket).
@@ -732,11 +742,16 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 }
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
+            Some((client_id, mine)) = reclaimed.recv() => {
+                let at = mine.at;
+                claims.entry(client_id.clone()).or_insert((0, mine));
+                let _ = tail_tx.send(TailRequest::Snapshot { client_id, at });
+            }
             Some(fetch) = fetches.recv() => {
                 tokio::spawn(fetch_session(broker.clone(), client.clone(), sessions.clone(), origin.clone(), replay.clone(), fetch));
             }
             Some(request) = poll_fn(|cx| match handoffs.as_mut() { Some(h) => Pin::new(h).poll_next(cx), None => std::task::Poll::Ready(None) }), if handoffs.is_some() => {
-                tokio::spawn(hand_off(broker.clone(), client.clone(), request));
+                tokio::spawn(hand_off(broker.clone(), client.clone(), origin.clone(), request));
             }
             Ok(()) = connects.changed() => {
                 // Reconnected: the watch (an ordered consumer, one copy) may have been on a
@@ -921,15 +936,26 @@ async fn fetch_session(
         Ok(Ok(m)) if m.payload.is_empty() => return,
         Ok(Ok(m)) => {
             let clock = crate::store::records::Clock::now();
-            match crate::cluster::handoff::decode(&m.payload, &clock) {
-                Ok(h) => broker.adopt(&client_id, h),
-                Err(e) => {
-                    tracing::warn!("Cluster: {e}: {client_id} starts afresh.");
+            let read = Parked::decode(&m.payload).map_err(|e| e.to_string()).and_then(|p| {
+                let h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
+                Ok((p, h))
+            });
+            let completed = match read {
+                Ok((p, h)) => complete(&broker, &replay, &client_id, p, h, deadline).await,
+                Err(e) => Err(e),
+            };
+            match completed {
+                Ok(owned) => owned,
+                Err(why) => {
+                    tracing::warn!(
+                        "Cluster: the session of {client_id} from {} is lost ({why}): it starts afresh.",
+                        owner.origin
+                    );
                     return;
                 }
             }
         }
-        Ok(Err(e)) => {
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
             // No responders: that run of the node is gone. Its copy of the session, if it
             // parked it, is in the cluster (its store has it too, for when it comes back).
             match from_parked(&broker, &replay, &client_id, &owner, deadline).await {
@@ -939,6 +965,13 @@ async fn fetch_session(
                     return;
                 }
             }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "Cluster: {} did not hand the session of {client_id} over ({e}): it starts afresh.",
+                owner.origin
+            );
+            return;
         }
         Err(_) => {
             tracing::warn!(
@@ -975,72 +1008,102 @@ async fn from_parked(
     deadline: tokio::time::Instant,
 ) -> Result<crate::broker::Owned, String> {
     let within = |what: &'static str| move |_| format!("{what} took too long");
-    let value = tokio::time::timeout_at(deadline, r.bucket.get(session_key(client_id)))
+    let entry = tokio::time::timeout_at(deadline, r.bucket.entry(session_key(client_id)))
         .await
         .map_err(within("reading its copy"))?
         .map_err(|e| format!("its copy cannot be read ({e})"))?
+        .filter(|e| e.operation == kv::Operation::Put)
         .ok_or("no copy of it is in the cluster")?;
-    let p = Parked::decode(&value).map_err(|e| e.to_string())?;
+    let p = Parked::decode(&entry.value).map_err(|e| e.to_string())?;
     if parked::node_of(&p.origin) != parked::node_of(&owner.origin) || p.at != owner.at {
         return Err("the cluster's copy is of an earlier connection".into());
     }
     let clock = crate::store::records::Clock::now();
-    let mut h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
+    let h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     if h.expiry_interval != u32::MAX && now.saturating_sub(p.parked_at) >= u64::from(h.expiry_interval) {
         return Err("it has expired".into());
     }
+    let owned = complete(broker, r, client_id, p, h, deadline).await?;
+    // Used once: another node the client goes to asks this one.
+    let bucket = r.bucket.clone();
+    let key = session_key(client_id);
+    tokio::spawn(async move {
+        if let Err(e) = bucket.purge_expect_revision(&key, Some(entry.revision)).await {
+            tracing::debug!("Cluster: a used copy of a parked session stays in the cluster ({e}).");
+        }
+    });
+    Ok(owned)
+}
+
+/// A session from another node (its answer, or its copy in the cluster), completed with what
+/// the QoS stream got for it after `p.position` ([`Parked::replays`]: read here up to the
+/// stream's end, by the tail from there up to where it is) and adopted by the tail.
+async fn complete(
+    broker: &Broker,
+    r: &Replay,
+    client_id: &ByteString,
+    p: Parked,
+    mut h: Handoff,
+    deadline: tokio::time::Instant,
+) -> Result<crate::broker::Owned, String> {
+    let within = |what: &'static str| move |_| format!("{what} took too long");
+    let unreadable = |e: &dyn std::fmt::Display| format!("the QoS stream cannot be read ({e})");
     let mut stream = r.stream.clone();
-    let end = tokio::time::timeout_at(deadline, stream.info())
+    let state = tokio::time::timeout_at(deadline, stream.info())
         .await
         .map_err(within("reading the QoS stream"))?
-        .map_err(|e| format!("the QoS stream cannot be read ({e})"))?
+        .map_err(|e| unreadable(&e))?
         .state
-        .last_sequence;
-    if end > p.position {
-        let reader = r
-            .stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: format!("{}.>", subject::QOS),
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: p.position + 1,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("the QoS stream cannot be read ({e})"))?;
-        let mut messages =
-            reader.messages().await.map_err(|e| format!("the QoS stream cannot be read ({e})"))?;
-        let upgrade = broker.router.upgrades_qos();
-        loop {
-            let m =
-                match tokio::time::timeout_at(deadline, poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)))
-                    .await
-                {
-                    Err(_) => return Err("reading the QoS stream took too long".into()),
-                    Ok(Some(Ok(m))) => m,
-                    Ok(Some(Err(e))) => return Err(format!("the QoS stream cannot be read ({e})")),
-                    Ok(None) => return Err("the QoS stream's reader ended".into()),
-                };
-            let Ok(info) = m.info() else { continue };
-            let (sequence, published) = (info.stream_sequence, info.published.unix_timestamp_nanos());
-            let read =
-                Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
-            replay_into(&mut h, &p, client_id, &read, upgrade);
-            if sequence >= end {
-                break;
-            }
-        }
+        .clone();
+    let end = state.last_sequence;
+    if p.position > end {
+        return Err("the cluster's copy is of an earlier QoS stream".into());
     }
-    let p_position = p.position;
+    if state.first_sequence > p.position + 1 {
+        tracing::warn!(
+            "Cluster: the QoS stream no longer has messages {} to {} (its limits): the session of {client_id} misses those that were for it.",
+            p.position + 1,
+            state.first_sequence - 1
+        );
+    }
+    if end > p.position {
+        let upgrade = broker.router.upgrades_qos();
+        let reading = async {
+            let reader = r
+                .stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: format!("{}.>", subject::QOS),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: p.position + 1,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unreadable(&e))?;
+            let mut messages = reader.messages().await.map_err(|e| unreadable(&e))?;
+            loop {
+                let m = match poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Err(unreadable(&e)),
+                    None => return Err("the QoS stream's reader ended".to_owned()),
+                };
+                let Ok(info) = m.info() else { continue };
+                let (sequence, published) = (info.stream_sequence, info.published.unix_timestamp_nanos());
+                let read =
+                    Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
+                replay_into(&mut h, &p, client_id, &read, upgrade);
+                // Up to the end read above, or the stream's end if that one is gone.
+                if sequence >= end || info.pending == 0 {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, reading).await.map_err(within("reading the QoS stream"))??;
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let adoption = Adoption {
-        client_id: client_id.clone(),
-        handoff: h,
-        parked: p,
-        upto: end.max(p_position),
-        reply: tx,
-    };
+    let upto = end;
+    let adoption = Adoption { client_id: client_id.clone(), handoff: h, parked: p, upto, reply: tx };
     r.tail.send(TailRequest::Adopt(Box::new(adoption))).map_err(|_| "the cluster task stopped".to_owned())?;
     tokio::time::timeout_at(deadline, rx)
         .await
@@ -1051,7 +1114,12 @@ async fn from_parked(
 /// Another node asks for a session this one has: it is taken out here (its connection, if
 /// any, closes as in a takeover) and sent, and forgotten once sent; parked again if it
 /// cannot be. An empty answer when there is none.
-async fn hand_off(broker: Arc<Broker>, client: async_nats::Client, request: async_nats::Message) {
+async fn hand_off(
+    broker: Arc<Broker>,
+    client: async_nats::Client,
+    origin: String,
+    request: async_nats::Message,
+) {
     let Some(reply) = request.reply else { return };
     let Ok(client_id) = ByteString::try_from(request.payload) else { return };
     // What NATS takes in one message, less room for the protocol's own bytes.
@@ -1060,7 +1128,16 @@ async fn hand_off(broker: Arc<Broker>, client: async_nats::Client, request: asyn
         let _ = client.publish(reply, Bytes::new()).await;
         return;
     };
-    match client.publish(reply, leaving.bytes.clone()).await {
+    let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let answer = Parked {
+        origin,
+        at: 0,
+        position: leaving.position,
+        ticket: leaving.ticket,
+        parked_at,
+        session: leaving.bytes.to_vec(),
+    };
+    match client.publish(reply, Bytes::from(answer.encode())).await {
         Ok(()) => {
             tracing::info!("Cluster: the session of {client_id} moved to another node.");
             broker.handed_off(leaving);
@@ -1313,6 +1390,57 @@ fn taken_over(broker: &Broker, entry: &kv::Entry, origin: &str, claims: &mut Has
     claims.remove(&client_id);
     if broker.taken_over_elsewhere(&client_id, conn_id) {
         tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
+    } else if broker.drop_parked(&client_id) {
+        // A connection elsewhere took the client id without this session (clean start, or
+        // this node did not answer in time): it is out of date.
+        tracing::info!(
+            "Cluster: the session of {client_id} parked here ends: its client id was taken on {}.",
+            other.origin
+        );
+    }
+}
+
+/// The sessions the store gave back at start, parked here, were claimed by the node's
+/// previous run: each is claimed for this one (the claim's time kept, so that a later
+/// connection still wins), so that other nodes ask this run for it, and sent on `found`
+/// (its copy is taken again). One without a claim is claimed as older than any connection;
+/// one claimed by another node is left as it is.
+async fn reclaim(
+    broker: Arc<Broker>,
+    sessions: kv::Store,
+    origin: String,
+    found: mpsc::UnboundedSender<(String, Claim)>,
+) {
+    let node = parked::node_of(&origin);
+    for client_id in broker.parked_ids() {
+        let key = session_key(&client_id);
+        let entry = match sessions.entry(key.clone()).await {
+            Ok(e) => e.filter(|e| e.operation == kv::Operation::Put),
+            Err(e) => {
+                tracing::warn!("Cluster: cannot read the owner of client id {client_id} ({e}): other nodes do not find its session here.");
+                continue;
+            }
+        };
+        let claimed = entry.as_ref().and_then(|e| Claim::decode(&e.value));
+        let at = match &claimed {
+            // Another node's: it may be older than this session (a claim of this node's
+            // connection that did not reach the bucket before the node died), so it stays.
+            Some(c) if parked::node_of(&c.origin) != node => continue,
+            // A connection here took it already.
+            Some(c) if c.origin == origin => continue,
+            Some(c) => c.at,
+            None => 0,
+        };
+        let mine = Claim { origin: origin.clone(), at };
+        let value = Bytes::from(mine.encode());
+        let written = match entry {
+            Some(e) => sessions.update(&key, value, e.revision).await.is_ok(),
+            None => sessions.create(&key, value).await.is_ok(),
+        };
+        if written {
+            tracing::debug!("Cluster: client id {client_id} claimed here for its session from the store.");
+            let _ = found.send((client_id.to_string(), mine));
+        }
     }
 }
 
@@ -1619,6 +1747,7 @@ async fn tail(
 ) {
     // The next position to route.
     let mut next = broker.journal().map_or(0, |j| j.stream_position()).max(floor) + 1;
+    broker.stream_routed_from(next - 1);
     // The store record each message read waits for, in order.
     let mut gate = 0;
     let mut pending: std::collections::VecDeque<(u64, jetstream::Message)> = Default::default();
@@ -1630,13 +1759,23 @@ async fn tail(
     // Parked sessions taken from the cluster, waiting for the tail to reach where their
     // reading of the stream stopped.
     let mut adoptions: Vec<Adoption> = Vec::new();
+    // Sessions adopted here lately, and this node's messages they may still miss.
+    let mut catching_up: Vec<CatchUp> = Vec::new();
     loop {
+        // One whose connection gave up waiting is not adopted (the client started afresh).
+        adoptions.retain(|a| !a.reply.is_closed());
         if adoptions.iter().any(|a| a.upto < next) {
             let (ready, waiting): (Vec<_>, Vec<_>) = adoptions.into_iter().partition(|a| a.upto < next);
             adoptions = waiting;
             for a in ready {
-                adopt_caught_up(&broker, &stream, a, next).await;
+                if let Some(c) = adopt_caught_up(&broker, &stream, &snapshots.outbox, a, next).await {
+                    catching_up.push(c);
+                }
             }
+        }
+        if !catching_up.is_empty() {
+            let now = Instant::now();
+            catching_up.retain(|c| c.until > now);
         }
         while pending.front().is_some_and(|(t, _)| durable(*t)) {
             ready = pending.pop_front().map(|(_, m)| m);
@@ -1687,7 +1826,7 @@ async fn tail(
                         match stream.get_raw_message(next).await {
                             Ok(got) => {
                                 let read = Read { subject: &got.subject, headers: Some(&got.headers), payload: &got.payload, published: got.time.unix_timestamp_nanos() };
-                                route_read(&broker, &read, &node, next, &mut gate, &mut congested);
+                                route_read(&broker, &read, (&node, &snapshots.origin, &catching_up), next, &mut gate, &mut congested);
                             }
                             Err(e) => tracing::warn!("Cluster: message {next} of the QoS stream cannot be read ({e}): skipped."),
                         }
@@ -1695,7 +1834,7 @@ async fn tail(
                     }
                     if sequence >= next {
                         let read = Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
-                        route_read(&broker, &read, &node, sequence, &mut gate, &mut congested);
+                        route_read(&broker, &read, (&node, &snapshots.origin, &catching_up), sequence, &mut gate, &mut congested);
                         next = sequence + 1;
                     }
                     pending.push_back((gate, m));
@@ -1739,6 +1878,7 @@ struct Snapshots {
     out: mpsc::UnboundedSender<(String, Vec<u8>)>,
     max: usize,
     origin: String,
+    outbox: Outbox,
 }
 
 impl Snapshots {
@@ -1746,36 +1886,76 @@ impl Snapshots {
     /// stream position the tail has routed (`position`) and the node's message numbers
     /// around it ([`crate::cluster::parked`]).
     fn take(&self, broker: &Broker, client_id: &str, at: u64, position: u64) {
-        let before = broker.cluster_last_ticket();
-        let Some(session) = broker.parked_snapshot(client_id, self.max) else { return };
-        let after = broker.cluster_last_ticket();
-        let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let p = Parked {
-            origin: self.origin.clone(),
-            at,
-            position,
-            tickets: (before, after),
-            parked_at,
-            session,
+        let (ticket, copy) = {
+            let _held = self.outbox.hold_numbering();
+            (self.outbox.last_ticket(), broker.parked_copy(client_id))
         };
+        let Some((h, queued)) = copy else { return };
+        let clock = crate::store::records::Clock::now();
+        let Some((session, left_out)) = crate::cluster::handoff::encode_within(&h, &queued, self.max, &clock)
+        else {
+            tracing::warn!("Cluster: the parked session of {client_id} is larger than NATS's max_payload without its queue: no copy of it is kept in the cluster.");
+            return;
+        };
+        if left_out > 0 {
+            tracing::warn!("Cluster: the copy of the parked session of {client_id} kept in the cluster leaves {left_out} queued messages out (past NATS's max_payload).");
+        }
+        let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let p = Parked { origin: self.origin.clone(), at, position, ticket, parked_at, session };
         let _ = self.out.send((client_id.to_owned(), p.encode()));
     }
 }
 
-/// Writes the parked sessions' copies in the bucket, in the order they were taken.
+/// Writes the parked sessions' copies in the bucket: of a client id's copies waiting, the
+/// last one only.
 async fn keep_parked(bucket: kv::Store, mut copies: mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
-    while let Some((client_id, value)) = copies.recv().await {
-        match bucket.put(session_key(&client_id), Bytes::from(value)).await {
-            Ok(_) => tracing::debug!("Cluster: a copy of the parked session of {client_id} is kept in the cluster."),
-            Err(e) => tracing::warn!("Cluster: the copy of the parked session of {client_id} is not kept in the cluster ({e}): if this node is lost, its client starts afresh on another."),
+    let mut waiting: Vec<(String, Vec<u8>)> = Vec::new();
+    while let Some(first) = copies.recv().await {
+        waiting.push(first);
+        while let Ok(more) = copies.try_recv() {
+            waiting.push(more);
         }
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, (client_id, _)) in waiting.iter().enumerate() {
+            last.insert(client_id, i);
+        }
+        let mut indexes: Vec<usize> = last.into_values().collect();
+        indexes.sort_unstable();
+        for i in indexes {
+            let (client_id, value) = std::mem::take(&mut waiting[i]);
+            match bucket.put(session_key(&client_id), Bytes::from(value)).await {
+                Ok(_) => tracing::debug!("Cluster: a copy of the parked session of {client_id} is kept in the cluster."),
+                Err(e) => tracing::warn!("Cluster: the copy of the parked session of {client_id} is not kept in the cluster ({e}): if this node is lost, its client starts afresh on another."),
+            }
+        }
+        waiting.clear();
     }
 }
 
+/// A session adopted here lately: this node's own messages numbered up to `ticket` were
+/// routed here before it was in the router, and those still on their way to the stream
+/// (read after the adoption) go to it when they come back from the stream, until `until`.
+struct CatchUp {
+    client_id: ByteString,
+    ticket: u64,
+    until: Instant,
+}
+
+/// How long a session adopted here is given this node's own messages from the stream that
+/// were routed before it came ([`CatchUp`]).
+const CATCH_UP_FOR: Duration = Duration::from_secs(60);
+
 /// Adds to a parked session from the cluster what the tail routed after its reading
-/// stopped (`a.upto`, up to `next`), then adopts it and hands it to its connection (parked
-/// here if that is gone).
-async fn adopt_caught_up(broker: &Broker, stream: &jetstream::stream::Stream, mut a: Adoption, next: u64) {
+/// stopped (`a.upto`, up to `next`), then adopts it (publishers held between routing and
+/// numbering, so the node's own messages split at one number) and hands it to its
+/// connection (parked here if that is gone).
+async fn adopt_caught_up(
+    broker: &Broker,
+    stream: &jetstream::stream::Stream,
+    outbox: &Outbox,
+    mut a: Adoption,
+    next: u64,
+) -> Option<CatchUp> {
     let upgrade = broker.router.upgrades_qos();
     for sequence in a.upto + 1..next {
         match stream.get_raw_message(sequence).await {
@@ -1791,10 +1971,18 @@ async fn adopt_caught_up(broker: &Broker, stream: &jetstream::stream::Stream, mu
             Err(e) => tracing::debug!("Cluster: message {sequence} of the QoS stream cannot be read ({e})."),
         }
     }
-    let owned = broker.adopt(&a.client_id, a.handoff);
+    if a.reply.is_closed() {
+        return None;
+    }
+    let (owned, ticket) = {
+        let _held = outbox.hold_numbering();
+        (broker.adopt(&a.client_id, a.handoff), outbox.last_ticket())
+    };
+    let catch_up = CatchUp { client_id: a.client_id.clone(), ticket, until: Instant::now() + CATCH_UP_FOR };
     if let Err(owned) = a.reply.send(owned) {
         broker.park_again(&a.client_id, owned);
     }
+    Some(catch_up)
 }
 
 async fn acknowledge(m: Option<jetstream::Message>) {
@@ -1814,22 +2002,42 @@ struct Read<'a> {
     published: i128,
 }
 
-/// Routes the message at `sequence` of the QoS stream, unless it is this node's or has
-/// expired; raises `gate` to the store record its acknowledgement waits for, and adds the
+/// Routes the message at `sequence` of the QoS stream, unless it is this node's (but to a
+/// session adopted after it was routed here, [`CatchUp`]) or has expired; raises `gate` to the store record its acknowledgement waits for, and adds the
 /// subscribers whose queue it filled to `congested`.
 fn route_read(
     broker: &Broker,
     m: &Read<'_>,
-    node: &str,
+    (node, origin, catching_up): (&str, &str, &[CatchUp]),
     sequence: u64,
     gate: &mut u64,
     congested: &mut Vec<Arc<crate::mailbox::SessionHandle>>,
 ) {
-    let own = |origin: Option<&(String, u64)>| origin.is_some_and(|(o, _)| parked::node_of(o) == node);
-    let Some(message) = stream_message(m, |origin| !own(origin)) else { return };
-    let (t, full) = broker.route_from_stream(&message, sequence);
-    *gate = (*gate).max(t);
-    congested.extend(full);
+    // This node's own message, to the sessions adopted since it was routed here.
+    let mut own_ticket = None;
+    let wanted = |from: Option<&(String, u64)>| match from {
+        Some((from, ticket)) if parked::node_of(from) == node => {
+            let missed = from == origin && catching_up.iter().any(|c| *ticket <= c.ticket);
+            own_ticket = missed.then_some(*ticket);
+            missed
+        }
+        _ => true,
+    };
+    let Some(message) = stream_message(m, wanted) else { return };
+    let mut route = |only: Option<&str>| {
+        let _routing = broker.cluster_outbox().map(|o| o.routing());
+        let (t, full) = broker.route_from_stream(&message, sequence, only);
+        *gate = (*gate).max(t);
+        congested.extend(full);
+    };
+    match own_ticket {
+        None => route(None),
+        Some(ticket) => {
+            for c in catching_up.iter().filter(|c| ticket <= c.ticket) {
+                route(Some(&c.client_id));
+            }
+        }
+    }
 }
 
 /// The message read from the QoS stream: None when it cannot be read, has
@@ -1854,20 +2062,15 @@ fn stream_message(m: &Read<'_>, wanted: impl FnOnce(Option<&(String, u64)>) -> b
 }
 
 /// Adds a message of the QoS stream, read after a parked session's copy was taken, to that
-/// session's queue if it was routed to it after the copy ([`Parked::replays`]) and matches
-/// its subscriptions.
+/// session's queue if the copy misses it ([`Parked::replays`]) and it matches the session's
+/// subscriptions (at QoS 1 or 2: QoS 0 is not queued for a session that is offline).
 fn replay_into(h: &mut Handoff, p: &Parked, client_id: &str, m: &Read<'_>, upgrade: bool) {
-    let mut keep = Keep::No;
-    let wanted = |origin: Option<&(String, u64)>| {
-        keep = p.replays(origin.map(|(o, t)| (o.as_str(), *t)));
-        keep != Keep::No
-    };
+    let wanted = |origin: Option<&(String, u64)>| p.replays(origin.map(|(o, t)| (o.as_str(), *t)));
     let Some(message) = stream_message(m, wanted) else { return };
-    if keep == Keep::UnlessQueued && parked::queued_has(&h.queued, &message) {
-        return;
-    }
     if let Some(d) = parked::delivery_for(&h.subscriptions, client_id, &message, upgrade) {
-        h.queued.push(d);
+        if d.qos != midge_codec::QoS::AtMostOnce {
+            h.queued.push(d);
+        }
     }
 }
 
