@@ -6,6 +6,7 @@ duplicate is checked with a marker message sent after the one that could be dupl
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import pytest
@@ -458,6 +459,54 @@ def test_a_session_left_behind_by_a_clean_start_elsewhere_ends(nodes):
     assert not ack.session_present
     a.wait_for_log(rf"Cluster: the session of {cid} parked here ends: its client id was taken on node-b/", since=mark)
     fresh.close()
+
+
+def test_a_session_moving_between_nodes_under_load_gets_each_qos2_message_once(nodes):
+    """QoS 2 messages published without pause on node c while their subscriber's session
+    moves back and forth between nodes a and b (four moves): each message reaches the
+    client exactly once (a copy resent after a move carries DUP and the packet identifier
+    the client had; none comes again as a new message), none is lost."""
+    a, b, c = nodes
+    cid = unique_id("busy")
+    mover, _ = connect(a.port, cid, V5)
+    mover.subscribe(1, [("busy/#", 2)])
+    park(mover)
+    payloads = [f"n{i}".encode() for i in range(600)]
+    publisher, _ = connect(c.port, unique_id("pub"), V5, clean=True, expiry=None)
+    sending = threading.Thread(target=publish_window, args=(publisher, "busy/x", payloads, 2), daemon=True)
+    sending.start()
+    new: list[bytes] = []  # payloads of PUBLISH packets without DUP
+    seen: set[bytes] = set()
+    for node in (b, a, b, a, b):
+        mover, ack = connect(node.port, cid, V5)
+        assert ack.session_present, f"the session came to {node.node}"
+        wanted = len(seen) + 60
+        deadline = time.monotonic() + TIMEOUT
+        while len(seen) < min(wanted, len(payloads)) and time.monotonic() < deadline:
+            try:
+                p = mover.recv(timeout=0.5)
+            except TimeoutError:
+                continue
+            acknowledge(mover, p)
+            if p.type == raw.PUBLISH:
+                assert p.dup or p.payload not in seen, f"{p.payload!r} came again as a new message"
+                if not p.dup:
+                    new.append(p.payload)
+                seen.add(p.payload)
+        park(mover)
+    sending.join(timeout=TIMEOUT)
+    assert not sending.is_alive()
+    mover, ack = connect(a.port, cid, V5)
+    assert ack.session_present
+    missing = set(payloads) - seen
+    if missing:
+        for p in receive_all(mover, missing):
+            seen.add(p)
+    assert [p for p in nothing_more(mover) if p.type == raw.PUBLISH and not p.dup] == []
+    assert seen == set(payloads), f"lost: {sorted(set(payloads) - seen)[:10]}"
+    assert len(new) == len(set(new)), "a message came twice as a new message"
+    for x in (mover, publisher):
+        x.close()
 
 
 def test_a_client_without_a_session_anywhere_starts_afresh_at_once(nodes):
