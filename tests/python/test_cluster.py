@@ -461,18 +461,21 @@ def test_a_session_left_behind_by_a_clean_start_elsewhere_ends(nodes):
     fresh.close()
 
 
-def test_a_session_moving_between_nodes_under_load_gets_each_qos2_message_once(nodes):
-    """QoS 2 messages published without pause on node c while their subscriber's session
-    moves back and forth between nodes a and b (four moves): each message reaches the
-    client exactly once (a copy resent after a move carries DUP and the packet identifier
-    the client had; none comes again as a new message), none is lost."""
+@pytest.mark.parametrize("publisher_on", ["c", "a"])
+def test_a_session_moving_between_nodes_under_load_gets_each_qos2_message_once(nodes, publisher_on):
+    """QoS 2 messages published without pause on node c (or on a, one of the two nodes the
+    session moves between: its own messages reach the session locally or through the
+    stream) while their subscriber's session moves back and forth between nodes a and b
+    (five moves): each message reaches the client exactly once (a copy resent after a move
+    carries DUP and the packet identifier the client had; none comes again as a new
+    message), none is lost."""
     a, b, c = nodes
     cid = unique_id("busy")
     mover, _ = connect(a.port, cid, V5)
     mover.subscribe(1, [("busy/#", 2)])
     park(mover)
     payloads = [f"n{i}".encode() for i in range(600)]
-    publisher, _ = connect(c.port, unique_id("pub"), V5, clean=True, expiry=None)
+    publisher, _ = connect({"a": a, "c": c}[publisher_on].port, unique_id("pub"), V5, clean=True, expiry=None)
     sending = threading.Thread(target=publish_window, args=(publisher, "busy/x", payloads, 2), daemon=True)
     sending.start()
     new: list[bytes] = []  # payloads of PUBLISH packets without DUP

@@ -195,7 +195,10 @@ impl Link {
                         Some(c) => Some(c),
                         None => broker.queue_hook(),
                     };
-                    let numbering = broker.cluster_numbering();
+                    // QoS 0 is not numbered (it never goes through the QoS stream).
+                    let numbering = (message.qos != midge_codec::QoS::AtMostOnce)
+                        .then(|| broker.cluster_numbering())
+                        .flatten();
                     let outcome = router.route(&message, hook);
                     let sent = broker.to_cluster(&message);
                     drop(numbering);

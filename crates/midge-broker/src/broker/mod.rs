@@ -564,6 +564,11 @@ impl Broker {
         self.stream_read.fetch_max(position, Ordering::AcqRel);
     }
 
+    /// Cluster mode: the QoS stream position the tail has passed.
+    pub(crate) fn stream_routed(&self) -> u64 {
+        self.stream_read.load(Ordering::Acquire)
+    }
+
     /// Cluster mode: held from routing a message this node publishes until the cluster
     /// numbers it ([`crate::cluster::Outbox::numbering`]).
     pub(crate) fn cluster_numbering(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {

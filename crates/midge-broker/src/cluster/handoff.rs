@@ -29,7 +29,7 @@ use crate::store::records::{self, Clock};
 const VERSION: u8 = 1;
 
 /// A session on its way to another node.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Handoff {
     /// Its expiry interval.
     pub expiry_interval: u32,

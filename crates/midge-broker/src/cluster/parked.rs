@@ -16,7 +16,7 @@
 //! - a message of an earlier run of the node was routed by that run, whose sessions this
 //!   run restored: in it; of a later run (the node restarted): not.
 //!
-//! The value: `version (1) | at (8) | position (8) | ticket (8) | parked at, seconds since
+//! The value: `version (2) | at (8) | position (8) | ticket (8) | parked at, seconds since
 //! the epoch (8) | origin length (2) | origin | session`; numbers little-endian. The claim (`origin`, `at`) is the connection that parked it: a node uses
 //! the snapshot only while that is still the client id's claim in `MIDGE_SESSIONS` (a later
 //! connection, anywhere, makes it stale).
@@ -27,7 +27,9 @@ use midge_codec::{topic_matches, QoS, SubscriptionOptions};
 
 use crate::session::{Delivery, Message};
 
-const VERSION: u8 = 1;
+/// 2: not the first byte of a bare [`super::handoff`] encoding (1), which nodes sent as
+/// their answer before.
+const VERSION: u8 = 2;
 /// The bytes before the origin.
 const HEADER: usize = 1 + 4 * 8 + 2;
 

@@ -454,6 +454,9 @@ async fn qos_feed(
         })
         .await
         .map_err(js_error)?;
+    if stream.cached_info().config.retention != jetstream::stream::RetentionPolicy::Limits {
+        tracing::warn!("Cluster: the stream {QOS_STREAM} was made by an earlier midge with interest retention: a parked session's copy cannot be completed from it once every node has a message. Delete it (nats stream rm {QOS_STREAM}) while no node runs.");
+    }
     let name = consumer_name(node);
     let mut consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
@@ -639,6 +642,8 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         generation: AtomicU64::new(0),
     };
     let sending = tokio::spawn(out.run(messages, stop.clone()));
+    // Where the tail starts (what the store has), before any session is handed over.
+    broker.stream_routed_from(broker.journal().map_or(0, |j| j.stream_position()).max(qos_floor));
     let (tail_tx, tail_rx) = mpsc::unbounded_channel::<TailRequest>();
     let (parked_tx, parked_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
     let writing = tokio::spawn(keep_parked(parked_bucket.clone(), parked_rx));
@@ -1037,8 +1042,11 @@ async fn from_parked(
 }
 
 /// A session from another node (its answer, or its copy in the cluster), completed with what
-/// the QoS stream got for it after `p.position` ([`Parked::replays`]: read here up to the
-/// stream's end, by the tail from there up to where it is) and adopted by the tail.
+/// the QoS stream got for it after `p.position` ([`Parked::replays`]: read here up to where
+/// the tail is, by the tail from there) and adopted by the tail. When the stream cannot be
+/// read (or the tail has stopped) it is adopted as it came, and what crossed the cluster
+/// while it moved may be missing or come twice (logged); Err only when it cannot be
+/// adopted.
 async fn complete(
     broker: &Broker,
     r: &Replay,
@@ -1047,69 +1055,106 @@ async fn complete(
     mut h: Handoff,
     deadline: tokio::time::Instant,
 ) -> Result<crate::broker::Owned, String> {
-    let within = |what: &'static str| move |_| format!("{what} took too long");
+    let as_it_came = h.clone();
+    let upto = match tokio::time::timeout_at(deadline, read_missed(broker, r, client_id, &p, &mut h)).await {
+        Ok(Ok(upto)) => upto,
+        Ok(Err(why)) => return Ok(adopt_as_it_came(broker, client_id, as_it_came, &why)),
+        Err(_) => {
+            return Ok(adopt_as_it_came(
+                broker,
+                client_id,
+                as_it_came,
+                "reading the QoS stream took too long",
+            ))
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let adoption = Adoption { client_id: client_id.clone(), handoff: h, parked: p, upto, reply: tx };
+    if r.tail.send(TailRequest::Adopt(Box::new(adoption))).is_err() {
+        return Ok(adopt_as_it_came(broker, client_id, as_it_came, "the cluster task stopped"));
+    }
+    // No deadline here: the tail adopts it (or it would be adopted twice); if the connection
+    // is gone by then, the session is parked here.
+    rx.await.map_err(|_| "the cluster task stopped".to_owned())
+}
+
+/// How far behind the tail [`read_missed`] may stop (the tail reads the rest).
+const CHASE_SLACK: u64 = 256;
+
+/// [`complete`]'s fallback.
+fn adopt_as_it_came(broker: &Broker, client_id: &ByteString, h: Handoff, why: &str) -> crate::broker::Owned {
+    tracing::warn!("Cluster: the session of {client_id} is taken as it came ({why}): a QoS 1 or 2 message that crossed the cluster while it moved may be missing or come twice.");
+    broker.adopt(client_id, h)
+}
+
+/// Reads the QoS stream after `p.position`, into `h`'s queue as [`replay_into`] says, up to
+/// where the tail is (it goes on from there); returns the last position read.
+async fn read_missed(
+    broker: &Broker,
+    r: &Replay,
+    client_id: &ByteString,
+    p: &Parked,
+    h: &mut Handoff,
+) -> Result<u64, String> {
     let unreadable = |e: &dyn std::fmt::Display| format!("the QoS stream cannot be read ({e})");
     let mut stream = r.stream.clone();
-    let state = tokio::time::timeout_at(deadline, stream.info())
-        .await
-        .map_err(within("reading the QoS stream"))?
-        .map_err(|e| unreadable(&e))?
-        .state
-        .clone();
-    let end = state.last_sequence;
-    if p.position > end {
-        return Err("the cluster's copy is of an earlier QoS stream".into());
+    let state = stream.info().await.map_err(|e| unreadable(&e))?.state.clone();
+    if p.position > state.last_sequence {
+        return Err("the position it came with is past the QoS stream's end".into());
     }
-    if state.first_sequence > p.position + 1 {
+    let start = (p.position + 1).max(state.first_sequence);
+    if start > p.position + 1 {
         tracing::warn!(
             "Cluster: the QoS stream no longer has messages {} to {} (its limits): the session of {client_id} misses those that were for it.",
             p.position + 1,
-            state.first_sequence - 1
+            start - 1
         );
     }
-    if end > p.position {
-        let upgrade = broker.router.upgrades_qos();
-        let reading = async {
-            let reader = r
-                .stream
-                .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                    filter_subject: format!("{}.>", subject::QOS),
-                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: p.position + 1,
-                    },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| unreadable(&e))?;
-            let mut messages = reader.messages().await.map_err(|e| unreadable(&e))?;
-            loop {
-                let m = match poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return Err(unreadable(&e)),
-                    None => return Err("the QoS stream's reader ended".to_owned()),
-                };
-                let Ok(info) = m.info() else { continue };
-                let (sequence, published) = (info.stream_sequence, info.published.unix_timestamp_nanos());
-                let read =
-                    Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
-                replay_into(&mut h, &p, client_id, &read, upgrade);
-                // Up to the end read above, or the stream's end if that one is gone.
-                if sequence >= end || info.pending == 0 {
-                    return Ok(());
-                }
-            }
-        };
-        tokio::time::timeout_at(deadline, reading).await.map_err(within("reading the QoS stream"))??;
+    // Up to the stream's end now, and on to where the tail is if it is further.
+    let mut upto = start - 1;
+    if start > state.last_sequence.max(broker.stream_routed()) {
+        return Ok(upto.max(p.position));
     }
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let upto = end;
-    let adoption = Adoption { client_id: client_id.clone(), handoff: h, parked: p, upto, reply: tx };
-    r.tail.send(TailRequest::Adopt(Box::new(adoption))).map_err(|_| "the cluster task stopped".to_owned())?;
-    tokio::time::timeout_at(deadline, rx)
+    let reader = r
+        .stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", subject::QOS),
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        })
         .await
-        .map_err(within("catching up with the QoS stream"))?
-        .map_err(|_| "the cluster task stopped".to_owned())
+        .map_err(|e| unreadable(&e))?;
+    let mut messages = reader.messages().await.map_err(|e| unreadable(&e))?;
+    let upgrade = broker.router.upgrades_qos();
+    loop {
+        // Close enough behind the tail for it to read the rest one by one.
+        if upto >= state.last_sequence && upto + CHASE_SLACK >= broker.stream_routed() {
+            return Ok(upto);
+        }
+        let m = match poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(unreadable(&e)),
+            None => return Err("the QoS stream's reader ended".to_owned()),
+        };
+        let Ok(info) = m.info() else { continue };
+        let read = Read {
+            subject: &m.subject,
+            headers: m.headers.as_ref(),
+            payload: &m.payload,
+            published: info.published.unix_timestamp_nanos(),
+        };
+        replay_into(h, p, client_id, &read, upgrade);
+        upto = info.stream_sequence;
+        // The stream's end (its last message may be gone: its limits).
+        if info.pending == 0 {
+            return Ok(upto);
+        }
+    }
 }
+
+/// How long a node answering for a session waits for JetStream to have its own messages
+/// routed to it (the asking node waits 4 s for all).
+const OWN_IN_STREAM_WAIT: Duration = Duration::from_secs(1);
 
 /// Another node asks for a session this one has: it is taken out here (its connection, if
 /// any, closes as in a takeover) and sent, and forgotten once sent; parked again if it
@@ -1128,6 +1173,13 @@ async fn hand_off(
         let _ = client.publish(reply, Bytes::new()).await;
         return;
     };
+    // This node's own messages routed to it are in the stream before the answer goes, so
+    // that the other node finds them below the end it reads (and leaves them out).
+    if let Some(outbox) = broker.cluster_outbox() {
+        if tokio::time::timeout(OWN_IN_STREAM_WAIT, outbox.acked(leaving.ticket)).await.is_err() {
+            tracing::warn!("Cluster: the session of {client_id} moves to another node before JetStream took every message this node published for it: one of those may reach it twice.");
+        }
+    }
     let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let answer = Parked {
         origin,
@@ -1747,7 +1799,6 @@ async fn tail(
 ) {
     // The next position to route.
     let mut next = broker.journal().map_or(0, |j| j.stream_position()).max(floor) + 1;
-    broker.stream_routed_from(next - 1);
     // The store record each message read waits for, in order.
     let mut gate = 0;
     let mut pending: std::collections::VecDeque<(u64, jetstream::Message)> = Default::default();
@@ -1762,6 +1813,8 @@ async fn tail(
     // Sessions adopted here lately, and this node's messages they may still miss.
     let mut catching_up: Vec<CatchUp> = Vec::new();
     loop {
+        // Every position passed counts, its message routed or not (this node's own, expired).
+        broker.stream_routed_from(next - 1);
         // One whose connection gave up waiting is not adopted (the client started afresh).
         adoptions.retain(|a| !a.reply.is_closed());
         if adoptions.iter().any(|a| a.upto < next) {
@@ -2024,8 +2077,10 @@ fn route_read(
         _ => true,
     };
     let Some(message) = stream_message(m, wanted) else { return };
+    // Held across every route of the message: a session taken out for another node is taken
+    // before it or after it.
+    let _routing = broker.cluster_outbox().map(|o| o.routing());
     let mut route = |only: Option<&str>| {
-        let _routing = broker.cluster_outbox().map(|o| o.routing());
         let (t, full) = broker.route_from_stream(&message, sequence, only);
         *gate = (*gate).max(t);
         congested.extend(full);
