@@ -455,7 +455,7 @@ async fn qos_feed(
         .await
         .map_err(js_error)?;
     if stream.cached_info().config.retention != jetstream::stream::RetentionPolicy::Limits {
-        tracing::warn!("Cluster: the stream {QOS_STREAM} was made by an earlier midge with interest retention: a parked session's copy cannot be completed from it once every node has a message. Delete it (nats stream rm {QOS_STREAM}) while no node runs.");
+        tracing::warn!("Cluster: the stream {QOS_STREAM} was made by an earlier midge with interest retention (nats-server cannot change it): a parked session taken from the cluster after its node is lost may miss the messages every node had acknowledged.");
     }
     let name = consumer_name(node);
     let mut consumer: jetstream::consumer::PullConsumer = stream
@@ -642,8 +642,17 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         generation: AtomicU64::new(0),
     };
     let sending = tokio::spawn(out.run(messages, stop.clone()));
-    // Where the tail starts (what the store has), before any session is handed over.
-    broker.stream_routed_from(broker.journal().map_or(0, |j| j.stream_position()).max(qos_floor));
+    // Where the tail starts (what the store has), before any session is handed over. A
+    // stored position past the stream's end is of a stream made again since: not this one's.
+    let stored = broker.journal().map_or(0, |j| j.stream_position());
+    let end = qos_stream.cached_info().state.last_sequence;
+    let start = if stored > end {
+        tracing::warn!("Cluster: the store's position in {QOS_STREAM} ({stored}) is past the stream's end ({end}): the stream was made again; reading it from {qos_floor}.");
+        qos_floor
+    } else {
+        stored.max(qos_floor)
+    };
+    broker.stream_routed_from(start);
     let (tail_tx, tail_rx) = mpsc::unbounded_channel::<TailRequest>();
     let (parked_tx, parked_rx) = mpsc::unbounded_channel::<(String, Vec<u8>)>();
     let writing = tokio::spawn(keep_parked(parked_bucket.clone(), parked_rx));
@@ -651,7 +660,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
     let snapshot_max = client.server_info().max_payload.saturating_sub(2048);
     let tailing = tokio::spawn(tail(
         broker.clone(),
-        (qos, qos_stream.clone(), qos_floor),
+        (qos, qos_stream.clone(), start),
         Snapshots {
             requests: tail_rx,
             out: parked_tx,
@@ -937,7 +946,8 @@ async fn fetch_session(
     }
     let subject = topic_to_subject(subject::HANDOFF, &owner.origin);
     let request = client.request(subject, Bytes::copy_from_slice(client_id.as_bytes()));
-    let owned = match tokio::time::timeout_at(deadline, request).await {
+    let answer = tokio::time::timeout_at(deadline, request).await;
+    let taken = match answer {
         Ok(Ok(m)) if m.payload.is_empty() => return,
         Ok(Ok(m)) => {
             let clock = crate::store::records::Clock::now();
@@ -945,12 +955,8 @@ async fn fetch_session(
                 let h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
                 Ok((p, h))
             });
-            let completed = match read {
-                Ok((p, h)) => complete(&broker, &replay, &client_id, p, h, deadline).await,
-                Err(e) => Err(e),
-            };
-            match completed {
-                Ok(owned) => owned,
+            match read {
+                Ok(taken) => taken,
                 Err(why) => {
                     tracing::warn!(
                         "Cluster: the session of {client_id} from {} is lost ({why}): it starts afresh.",
@@ -963,8 +969,8 @@ async fn fetch_session(
         Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
             // No responders: that run of the node is gone. Its copy of the session, if it
             // parked it, is in the cluster (its store has it too, for when it comes back).
-            match from_parked(&broker, &replay, &client_id, &owner, deadline).await {
-                Ok(owned) => owned,
+            match from_parked(&replay, &client_id, &owner, deadline).await {
+                Ok(taken) => taken,
                 Err(why) => {
                     tracing::info!("Cluster: the session of {client_id} was on {}, which does not answer ({e}); {why}: it starts afresh.", owner.origin);
                     return;
@@ -986,12 +992,8 @@ async fn fetch_session(
             return;
         }
     };
-    tracing::info!("Cluster: the session of {client_id} came from {}.", owner.origin);
-    if let Err(owned) = reply.send(owned) {
-        // The connection went (or gave up waiting): the session is parked here.
-        tracing::warn!("Cluster: the connection of {client_id} went while its session came from another node: the session is parked here.");
-        broker.park_again(&client_id, owned);
-    }
+    let (p, h) = taken;
+    complete(&broker, &replay, Adoption { client_id, handoff: h, parked: p, upto: 0, reply }, deadline).await;
 }
 
 /// What a node needs to take a parked session from the cluster.
@@ -1006,12 +1008,11 @@ struct Replay {
 /// copy, what the QoS stream got for it since (read here up to the stream's end, and by the
 /// tail from there up to where it is), adopted by the tail. Err says why not.
 async fn from_parked(
-    broker: &Broker,
     r: &Replay,
     client_id: &ByteString,
     owner: &Claim,
     deadline: tokio::time::Instant,
-) -> Result<crate::broker::Owned, String> {
+) -> Result<(Parked, Handoff), String> {
     let within = |what: &'static str| move |_| format!("{what} took too long");
     let entry = tokio::time::timeout_at(deadline, r.bucket.entry(session_key(client_id)))
         .await
@@ -1029,7 +1030,6 @@ async fn from_parked(
     if h.expiry_interval != u32::MAX && now.saturating_sub(p.parked_at) >= u64::from(h.expiry_interval) {
         return Err("it has expired".into());
     }
-    let owned = complete(broker, r, client_id, p, h, deadline).await?;
     // Used once: another node the client goes to asks this one.
     let bucket = r.bucket.clone();
     let key = session_key(client_id);
@@ -1038,54 +1038,71 @@ async fn from_parked(
             tracing::debug!("Cluster: a used copy of a parked session stays in the cluster ({e}).");
         }
     });
-    Ok(owned)
+    Ok((p, h))
 }
 
 /// A session from another node (its answer, or its copy in the cluster), completed with what
 /// the QoS stream got for it after `p.position` ([`Parked::replays`]: read here up to where
-/// the tail is, by the tail from there) and adopted by the tail. When the stream cannot be
-/// read (or the tail has stopped) it is adopted as it came, and what crossed the cluster
-/// while it moved may be missing or come twice (logged); Err only when it cannot be
-/// adopted.
-async fn complete(
-    broker: &Broker,
-    r: &Replay,
-    client_id: &ByteString,
-    p: Parked,
-    mut h: Handoff,
-    deadline: tokio::time::Instant,
-) -> Result<crate::broker::Owned, String> {
-    let as_it_came = h.clone();
-    let upto = match tokio::time::timeout_at(deadline, read_missed(broker, r, client_id, &p, &mut h)).await {
-        Ok(Ok(upto)) => upto,
-        Ok(Err(why)) => return Ok(adopt_as_it_came(broker, client_id, as_it_came, &why)),
-        Err(_) => {
-            return Ok(adopt_as_it_came(
-                broker,
-                client_id,
-                as_it_came,
-                "reading the QoS stream took too long",
-            ))
+/// the tail is, by the tail from there), adopted by the tail and handed to the connection
+/// waiting for it (`a.reply`). When the stream cannot be read in time (or the tail has
+/// stopped) it is adopted as it came, and what crossed the cluster while it moved may be
+/// missing or come twice (logged).
+async fn complete(broker: &Broker, r: &Replay, mut a: Adoption, deadline: tokio::time::Instant) {
+    let as_it_came = a.handoff.clone();
+    let read = read_missed(broker, r, &a.client_id, &a.parked, &mut a.handoff);
+    let why = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(upto)) => {
+            a.upto = upto;
+            match r.tail.send(TailRequest::Adopt(Box::new(a))) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(TailRequest::Adopt(back))) => {
+                    a = *back;
+                    "the cluster task stopped".to_owned()
+                }
+                Err(_) => return,
+            }
         }
+        Ok(Err(why)) => why,
+        Err(_) => "reading the QoS stream took too long".to_owned(),
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let adoption = Adoption { client_id: client_id.clone(), handoff: h, parked: p, upto, reply: tx };
-    if r.tail.send(TailRequest::Adopt(Box::new(adoption))).is_err() {
-        return Ok(adopt_as_it_came(broker, client_id, as_it_came, "the cluster task stopped"));
+    tracing::warn!("Cluster: the session of {} is taken as it came ({why}): a QoS 1 or 2 message that crossed the cluster while it moved may be missing or come twice.", a.client_id);
+    a.handoff = as_it_came;
+    if let Some(outbox) = broker.cluster_outbox() {
+        if let Some(c) = hand_over(broker, outbox, a) {
+            let _ = r.tail.send(TailRequest::CatchUp(c));
+        }
     }
-    // No deadline here: the tail adopts it (or it would be adopted twice); if the connection
-    // is gone by then, the session is parked here.
-    rx.await.map_err(|_| "the cluster task stopped".to_owned())
 }
 
-/// How far behind the tail [`read_missed`] may stop (the tail reads the rest).
-const CHASE_SLACK: u64 = 256;
-
-/// [`complete`]'s fallback.
-fn adopt_as_it_came(broker: &Broker, client_id: &ByteString, h: Handoff, why: &str) -> crate::broker::Owned {
-    tracing::warn!("Cluster: the session of {client_id} is taken as it came ({why}): a QoS 1 or 2 message that crossed the cluster while it moved may be missing or come twice.");
-    broker.adopt(client_id, h)
+/// Adopts a session that came from another node and hands it to the connection waiting for
+/// it (parked here if that connection went), holding publishers between routing and
+/// numbering; returns what the tail then owes it ([`CatchUp`]). Not adopted when its
+/// connection gave up waiting and the client has a session here again (it started afresh):
+/// its records would land on that session's.
+fn hand_over(broker: &Broker, outbox: &Outbox, a: Adoption) -> Option<CatchUp> {
+    if a.reply.is_closed() && broker.has_session(&a.client_id) {
+        tracing::warn!(
+            "Cluster: the session of {} came from {} after its client started afresh here: it is dropped.",
+            a.client_id,
+            a.parked.origin
+        );
+        return None;
+    }
+    let (owned, ticket) = {
+        let _held = outbox.hold_numbering();
+        (broker.adopt(&a.client_id, a.handoff), outbox.last_ticket())
+    };
+    tracing::info!("Cluster: the session of {} came from {}.", a.client_id, a.parked.origin);
+    if let Err(owned) = a.reply.send(owned) {
+        // The connection went (the client left): the session is parked here.
+        tracing::warn!("Cluster: the connection of {} went while its session came from another node: the session is parked here.", a.client_id);
+        broker.park_again(&a.client_id, owned);
+    }
+    Some(CatchUp { client_id: a.client_id, ticket, until: Instant::now() + CATCH_UP_FOR })
 }
+
+/// How far behind the tail [`read_missed`] may stop (the tail reads the rest one by one).
+const CHASE_SLACK: u64 = 64;
 
 /// Reads the QoS stream after `p.position`, into `h`'s queue as [`replay_into`] says, up to
 /// where the tail is (it goes on from there); returns the last position read.
@@ -1792,13 +1809,13 @@ const ROOM_RECHECK: Duration = Duration::from_millis(50);
 /// rest.
 async fn tail(
     broker: Arc<Broker>,
-    (mut feed, stream, floor): (QosFeed, jetstream::stream::Stream, u64),
+    (mut feed, stream, start): (QosFeed, jetstream::stream::Stream, u64),
     mut snapshots: Snapshots,
     node: String,
     mut stop: watch::Receiver<bool>,
 ) {
     // The next position to route.
-    let mut next = broker.journal().map_or(0, |j| j.stream_position()).max(floor) + 1;
+    let mut next = start + 1;
     // The store record each message read waits for, in order.
     let mut gate = 0;
     let mut pending: std::collections::VecDeque<(u64, jetstream::Message)> = Default::default();
@@ -1815,13 +1832,12 @@ async fn tail(
     loop {
         // Every position passed counts, its message routed or not (this node's own, expired).
         broker.stream_routed_from(next - 1);
-        // One whose connection gave up waiting is not adopted (the client started afresh).
-        adoptions.retain(|a| !a.reply.is_closed());
         if adoptions.iter().any(|a| a.upto < next) {
             let (ready, waiting): (Vec<_>, Vec<_>) = adoptions.into_iter().partition(|a| a.upto < next);
             adoptions = waiting;
             for a in ready {
                 if let Some(c) = adopt_caught_up(&broker, &stream, &snapshots.outbox, a, next).await {
+                    catching_up.retain(|k| k.client_id != c.client_id);
                     catching_up.push(c);
                 }
             }
@@ -1857,6 +1873,10 @@ async fn tail(
             Some(request) = snapshots.requests.recv() => match request {
                 TailRequest::Snapshot { client_id, at } => snapshots.take(&broker, &client_id, at, next - 1),
                 TailRequest::Adopt(a) => adoptions.push(*a),
+                TailRequest::CatchUp(c) => {
+                    catching_up.retain(|k| k.client_id != c.client_id);
+                    catching_up.push(c);
+                }
             },
             r = poll_fn(|cx| feed.as_mut().poll_next(cx)), if congested.is_empty() => match r {
                 Some(Ok(m)) => {
@@ -1910,8 +1930,10 @@ async fn tail(
 enum TailRequest {
     /// A persistent session parked: its copy, taken between two messages of the stream.
     Snapshot { client_id: String, at: u64 },
-    /// A parked session from the cluster, read up to a position of the stream.
+    /// A session from another node, read from the stream up to a position.
     Adopt(Box<Adoption>),
+    /// A session adopted without the tail (the stream could not be read).
+    CatchUp(CatchUp),
 }
 
 /// A parked session taken from the cluster's copy, with what the stream got for it up to
@@ -1921,6 +1943,7 @@ struct Adoption {
     handoff: Handoff,
     parked: Parked,
     upto: u64,
+    /// The connection waiting for it.
     reply: tokio::sync::oneshot::Sender<crate::broker::Owned>,
 }
 
@@ -1998,8 +2021,8 @@ struct CatchUp {
 /// were routed before it came ([`CatchUp`]).
 const CATCH_UP_FOR: Duration = Duration::from_secs(60);
 
-/// Adds to a parked session from the cluster what the tail routed after its reading
-/// stopped (`a.upto`, up to `next`), then adopts it (publishers held between routing and
+/// Adds to a session from another node what the tail routed after its reading stopped
+/// (`a.upto`, up to `next`), then adopts it (publishers held between routing and
 /// numbering, so the node's own messages split at one number) and hands it to its
 /// connection (parked here if that is gone).
 async fn adopt_caught_up(
@@ -2011,6 +2034,10 @@ async fn adopt_caught_up(
 ) -> Option<CatchUp> {
     let upgrade = broker.router.upgrades_qos();
     for sequence in a.upto + 1..next {
+        if a.reply.is_closed() && broker.has_session(&a.client_id) {
+            // Its client started afresh here: it is not adopted (`hand_over`).
+            break;
+        }
         match stream.get_raw_message(sequence).await {
             Ok(got) => {
                 let read = Read {
@@ -2024,18 +2051,7 @@ async fn adopt_caught_up(
             Err(e) => tracing::debug!("Cluster: message {sequence} of the QoS stream cannot be read ({e})."),
         }
     }
-    if a.reply.is_closed() {
-        return None;
-    }
-    let (owned, ticket) = {
-        let _held = outbox.hold_numbering();
-        (broker.adopt(&a.client_id, a.handoff), outbox.last_ticket())
-    };
-    let catch_up = CatchUp { client_id: a.client_id.clone(), ticket, until: Instant::now() + CATCH_UP_FOR };
-    if let Err(owned) = a.reply.send(owned) {
-        broker.park_again(&a.client_id, owned);
-    }
-    Some(catch_up)
+    hand_over(broker, outbox, a)
 }
 
 async fn acknowledge(m: Option<jetstream::Message>) {
