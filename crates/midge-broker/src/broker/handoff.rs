@@ -31,6 +31,8 @@ pub(crate) struct Leaving {
     /// node adds what came after.
     pub(crate) position: u64,
     pub(crate) ticket: u64,
+    /// [`crate::session::SessionState::arrived_at_ticket`].
+    pub(crate) arrived_at: u64,
 }
 
 impl Broker {
@@ -80,17 +82,21 @@ impl Broker {
                 "Cluster: the session of {client_id} moves to another node without {dropped} queued messages, past NATS's max_payload ({max_bytes} bytes)."
             );
         }
-        Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle }, position, ticket })
+        let arrived_at = state.arrived_at_ticket;
+        Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle }, position, ticket, arrived_at })
     }
 
     /// Cluster mode: `client_id`'s parked session (it stays parked): its state and its queue
     /// (the messages are shared), for the cluster to keep a copy. None when it is not parked
     /// here.
-    pub(crate) fn parked_copy(&self, client_id: &str) -> Option<(Handoff, Vec<crate::session::Delivery>)> {
+    pub(crate) fn parked_copy(
+        &self,
+        client_id: &str,
+    ) -> Option<(Handoff, Vec<crate::session::Delivery>, u64)> {
         self.registry.with_parked(client_id, |owned| {
             let mut queued: Vec<_> = owned.state.outgoing.pending.iter().cloned().collect();
             queued.extend(owned.handle.mailbox.snapshot());
-            (handoff_of(&owned.state), queued)
+            (handoff_of(&owned.state), queued, owned.state.arrived_at_ticket)
         })
     }
 

@@ -13,11 +13,15 @@
 //! - a message the node published itself was routed locally and numbered
 //!   ([`super::Outbox::send`]) with no copy taken in between (the copy holds
 //!   [`super::Outbox::hold_numbering`]): numbered at or below `ticket`, in it; above, not;
+//! - but one numbered at or below `arrived_at` (before the session came to the node from
+//!   another: `SessionState::arrived_at_ticket`) reached it only from the stream, by the
+//!   node's tail, as any other node's message: at or below `position`, in it; above, not;
 //! - a message of an earlier run of the node was routed by that run, whose sessions this
 //!   run restored: in it; of a later run (the node restarted): not.
 //!
-//! The value: `version (2) | at (8) | position (8) | ticket (8) | parked at, seconds since
-//! the epoch (8) | origin length (2) | origin | session`; numbers little-endian. The claim (`origin`, `at`) is the connection that parked it: a node uses
+//! The value: `version (2) | at (8) | position (8) | ticket (8) | arrived at (8) | parked
+//! at, seconds since the epoch (8) | origin length (2) | origin | session`; numbers
+//! little-endian. The claim (`origin`, `at`) is the connection that parked it: a node uses
 //! the snapshot only while that is still the client id's claim in `MIDGE_SESSIONS` (a later
 //! connection, anywhere, makes it stale).
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use crate::session::{Delivery, Message};
 /// their answer before.
 const VERSION: u8 = 2;
 /// The bytes before the origin.
-const HEADER: usize = 1 + 4 * 8 + 2;
+const HEADER: usize = 1 + 5 * 8 + 2;
 
 /// A parked session's snapshot and where its node was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct Parked {
     pub position: u64,
     /// The last number the node had given its own QoS 1 and 2 messages.
     pub ticket: u64,
+    /// The node's last number when the session came to it from another node (0: it did
+    /// not): its messages numbered up to it reached the session only from the stream.
+    pub arrived_at: u64,
     /// When it was parked, in seconds since the Unix epoch.
     pub parked_at: u64,
     /// The session ([`super::handoff::encode`]).
@@ -60,7 +67,7 @@ impl Parked {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.origin.len() + self.session.len());
         out.push(VERSION);
-        for n in [self.at, self.position, self.ticket, self.parked_at] {
+        for n in [self.at, self.position, self.ticket, self.arrived_at, self.parked_at] {
             out.extend_from_slice(&n.to_le_bytes());
         }
         let origin = &self.origin.as_bytes()[..self.origin.len().min(usize::from(u16::MAX))];
@@ -80,7 +87,7 @@ impl Parked {
             return Err(ParkedError("cut short"));
         }
         let n = |i: usize| u64::from_le_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let len = usize::from(u16::from_le_bytes([rest[32], rest[33]]));
+        let len = usize::from(u16::from_le_bytes([rest[40], rest[41]]));
         let rest_after = &rest[HEADER - 1..];
         if rest_after.len() < len {
             return Err(ParkedError("cut short"));
@@ -90,7 +97,8 @@ impl Parked {
             at: n(0),
             position: n(1),
             ticket: n(2),
-            parked_at: n(3),
+            arrived_at: n(3),
+            parked_at: n(4),
             origin: origin.to_owned(),
             session: rest_after[len..].to_vec(),
         })
@@ -109,7 +117,9 @@ impl Parked {
             // before.
             return matches!((boot_of(from), boot_of(&self.origin)), (Some(run), Some(copied)) if run > copied);
         }
-        ticket > self.ticket
+        // Only messages after `position` are asked about: one numbered before the session
+        // came had not reached it from the stream yet.
+        ticket > self.ticket || ticket <= self.arrived_at
     }
 }
 
@@ -169,6 +179,7 @@ mod tests {
             at: 5,
             position: 100,
             ticket: 10,
+            arrived_at: 4,
             parked_at: 1_700_000_000,
             session: vec![1, 2, 3],
         }
@@ -192,6 +203,8 @@ mod tests {
         assert!(p.replays(Some(("node-b/3", 1))), "another node's, after the position");
         assert!(!p.replays(Some(("node-a/17", 10))), "numbered before the copy");
         assert!(p.replays(Some(("node-a/17", 11))), "numbered after the copy");
+        assert!(p.replays(Some(("node-a/17", 4))), "numbered before the session came to node a");
+        assert!(!p.replays(Some(("node-a/17", 5))), "routed to it on node a");
         assert!(!p.replays(Some(("node-a/16", 500))), "an earlier run's");
         assert!(p.replays(Some(("node-a/1a", 1))), "a later run's (restarted)");
         assert!(!p.replays(Some(("node-a/zz", 1))));

@@ -1088,10 +1088,11 @@ fn hand_over(broker: &Broker, outbox: &Outbox, a: Adoption) -> Option<CatchUp> {
         );
         return None;
     }
-    let (owned, ticket) = {
+    let (mut owned, ticket) = {
         let _held = outbox.hold_numbering();
         (broker.adopt(&a.client_id, a.handoff), outbox.last_ticket())
     };
+    owned.state.arrived_at_ticket = ticket;
     tracing::info!("Cluster: the session of {} came from {}.", a.client_id, a.parked.origin);
     if let Err(owned) = a.reply.send(owned) {
         // The connection went (the client left): the session is parked here.
@@ -1203,6 +1204,7 @@ async fn hand_off(
         at: 0,
         position: leaving.position,
         ticket: leaving.ticket,
+        arrived_at: leaving.arrived_at,
         parked_at,
         session: leaving.bytes.to_vec(),
     };
@@ -1966,7 +1968,7 @@ impl Snapshots {
             let _held = self.outbox.hold_numbering();
             (self.outbox.last_ticket(), broker.parked_copy(client_id))
         };
-        let Some((h, queued)) = copy else { return };
+        let Some((h, queued, arrived_at)) = copy else { return };
         let clock = crate::store::records::Clock::now();
         let Some((session, left_out)) = crate::cluster::handoff::encode_within(&h, &queued, self.max, &clock)
         else {
@@ -1977,7 +1979,7 @@ impl Snapshots {
             tracing::warn!("Cluster: the copy of the parked session of {client_id} kept in the cluster leaves {left_out} queued messages out (past NATS's max_payload).");
         }
         let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let p = Parked { origin: self.origin.clone(), at, position, ticket, parked_at, session };
+        let p = Parked { origin: self.origin.clone(), at, position, ticket, arrived_at, parked_at, session };
         let _ = self.out.send((client_id.to_owned(), p.encode()));
     }
 }
