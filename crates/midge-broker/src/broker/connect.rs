@@ -54,8 +54,9 @@ pub struct PendingOpen {
     start: StartParams,
     /// Resolves with the old session.
     pub old: oneshot::Receiver<Owned>,
-    /// Cluster mode: the session is asked of another node, which may have none.
-    pub remote: bool,
+    /// Cluster mode: the session is asked of another node, which may have none; the flag the
+    /// connection sets when it stops waiting ([`crate::cluster::Fetch::gave_up`]).
+    pub remote: Option<crate::cluster::GaveUp>,
 }
 
 impl PendingOpen {
@@ -410,15 +411,15 @@ impl Broker {
             Attach::Fresh if roaming && !start.connect.clean_start && self.cluster_outbox().is_some() => {
                 let old = self.cluster_outbox().map(|o| o.fetch_session(&start.plan.client_id));
                 match old {
-                    Some(old) => Opening::TakeOver(Box::new(PendingOpen { start, old, remote: true })),
+                    Some((old, gave_up)) => {
+                        Opening::TakeOver(Box::new(PendingOpen { start, old, remote: Some(gave_up) }))
+                    }
                     None => self.start(start, None, now),
                 }
             }
             Attach::Fresh => self.start(start, None, now),
             Attach::Parked(owned) => self.start(start, Some(*owned), now),
-            Attach::TakeOver(rx) => {
-                Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: false }))
-            }
+            Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: None })),
         }
     }
 

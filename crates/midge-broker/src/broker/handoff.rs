@@ -31,7 +31,7 @@ pub(crate) struct Leaving {
     /// node adds what came after.
     pub(crate) position: u64,
     pub(crate) ticket: u64,
-    /// [`crate::session::SessionState::arrived_at_ticket`].
+    /// [`crate::cluster::Outbox::arrived_at`].
     pub(crate) arrived_at: u64,
 }
 
@@ -82,7 +82,7 @@ impl Broker {
                 "Cluster: the session of {client_id} moves to another node without {dropped} queued messages, past NATS's max_payload ({max_bytes} bytes)."
             );
         }
-        let arrived_at = state.arrived_at_ticket;
+        let arrived_at = self.cluster.get().map_or(0, |o| o.arrived_at(client_id));
         Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle }, position, ticket, arrived_at })
     }
 
@@ -93,11 +93,13 @@ impl Broker {
         &self,
         client_id: &str,
     ) -> Option<(Handoff, Vec<crate::session::Delivery>, u64)> {
-        self.registry.with_parked(client_id, |owned| {
-            let mut queued: Vec<_> = owned.state.outgoing.pending.iter().cloned().collect();
-            queued.extend(owned.handle.mailbox.snapshot());
-            (handoff_of(&owned.state), queued, owned.state.arrived_at_ticket)
-        })
+        self.registry
+            .with_parked(client_id, |owned| {
+                let mut queued: Vec<_> = owned.state.outgoing.pending.iter().cloned().collect();
+                queued.extend(owned.handle.mailbox.snapshot());
+                (handoff_of(&owned.state), queued)
+            })
+            .map(|(h, queued)| (h, queued, self.cluster.get().map_or(0, |o| o.arrived_at(client_id))))
     }
 
     /// Cluster mode: a connection on another node took `client_id` after the one that

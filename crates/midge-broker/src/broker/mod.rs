@@ -553,11 +553,6 @@ impl Broker {
         }
     }
 
-    /// True when the client id has a session here (online or parked).
-    pub(crate) fn has_session(&self, client_id: &str) -> bool {
-        self.registry.knows(client_id)
-    }
-
     /// The client ids of the sessions parked here.
     pub(crate) fn parked_ids(&self) -> Vec<ByteString> {
         self.registry.parked_ids()

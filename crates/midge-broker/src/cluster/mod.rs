@@ -130,7 +130,27 @@ struct Shared {
     /// Held by the tail while it routes a message of the QoS stream, and while a session is
     /// taken out for another node: the stream position read then is exact.
     routing: parking_lot::Mutex<()>,
+    /// Sessions that came from other nodes lately ([`Arrival`]).
+    arrivals: parking_lot::Mutex<Vec<Arrival>>,
 }
+
+/// A session that came from another node: this node's own QoS 1 and 2 messages numbered up
+/// to `ticket` were routed here before it was in the router. Those still on their way to
+/// the stream reach it from there (the tail routes them to it) for [`ARRIVAL_WINDOW`], and a
+/// node it moves on to within that time takes them by stream position
+/// ([`parked::Parked::arrived_at`]).
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Its client id.
+    pub client_id: bytestring::ByteString,
+    /// This node's last number when it came.
+    pub ticket: u64,
+    until: std::time::Instant,
+}
+
+/// How long a session that came from another node gets this node's own messages numbered
+/// before it came from the stream.
+pub const ARRIVAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The broker's end of the channel to the cluster task.
 #[derive(Debug, Clone)]
@@ -153,7 +173,14 @@ pub struct Fetch {
     pub client_id: bytestring::ByteString,
     /// Where the session goes; dropped when there is none.
     pub reply: tokio::sync::oneshot::Sender<crate::broker::Owned>,
+    /// Set by the connection when it stops waiting (its client gets a new session); the
+    /// session is adopted and sent with it held, so that it is either sent in time or not
+    /// adopted at all.
+    pub gave_up: GaveUp,
 }
+
+/// The flag of [`Fetch::gave_up`].
+pub type GaveUp = std::sync::Arc<parking_lot::Mutex<bool>>;
 
 /// The cluster task's ends of the outbox.
 #[derive(Debug)]
@@ -184,10 +211,11 @@ impl Outbox {
     pub fn fetch_session(
         &self,
         client_id: &bytestring::ByteString,
-    ) -> tokio::sync::oneshot::Receiver<crate::broker::Owned> {
+    ) -> (tokio::sync::oneshot::Receiver<crate::broker::Owned>, GaveUp) {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let _ = self.fetches.send(Fetch { client_id: client_id.clone(), reply });
-        rx
+        let gave_up = GaveUp::default();
+        let _ = self.fetches.send(Fetch { client_id: client_id.clone(), reply, gave_up: gave_up.clone() });
+        (rx, gave_up)
     }
 
     /// Hands a message published on this node to the cluster; never drops it. Returns its
@@ -271,6 +299,33 @@ impl Outbox {
     /// Held by a publisher from routing a message until [`Outbox::send`] numbers it.
     pub fn numbering(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
         self.shared.numbering.read()
+    }
+
+    /// A session came from another node when this node's last number was `ticket`.
+    pub fn arrived(&self, client_id: &bytestring::ByteString, ticket: u64) {
+        let now = std::time::Instant::now();
+        let mut arrivals = self.shared.arrivals.lock();
+        arrivals.retain(|a| a.until > now && a.client_id != *client_id);
+        arrivals.push(Arrival { client_id: client_id.clone(), ticket, until: now + ARRIVAL_WINDOW });
+    }
+
+    /// The number of `client_id`'s arrival here, if within [`ARRIVAL_WINDOW`]; 0 otherwise.
+    pub fn arrived_at(&self, client_id: &str) -> u64 {
+        let now = std::time::Instant::now();
+        let arrivals = self.shared.arrivals.lock();
+        arrivals.iter().find(|a| a.until > now && *a.client_id == *client_id).map_or(0, |a| a.ticket)
+    }
+
+    /// The sessions that came here after this node numbered `ticket` (within the window):
+    /// a message of this node's with that number missed them.
+    pub fn arrived_after(&self, ticket: u64) -> Vec<bytestring::ByteString> {
+        let now = std::time::Instant::now();
+        let mut arrivals = self.shared.arrivals.lock();
+        if arrivals.is_empty() {
+            return Vec::new();
+        }
+        arrivals.retain(|a| a.until > now);
+        arrivals.iter().filter(|a| ticket <= a.ticket).map(|a| a.client_id.clone()).collect()
     }
 
     /// Held while a message of the QoS stream is routed, or a session is taken out of the

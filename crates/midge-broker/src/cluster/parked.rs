@@ -14,12 +14,13 @@
 //!   ([`super::Outbox::send`]) with no copy taken in between (the copy holds
 //!   [`super::Outbox::hold_numbering`]): numbered at or below `ticket`, in it; above, not;
 //! - but one numbered at or below `arrived_at` (before the session came to the node from
-//!   another: `SessionState::arrived_at_ticket`) reached it only from the stream, by the
-//!   node's tail, as any other node's message: at or below `position`, in it; above, not;
+//!   another, within [`super::ARRIVAL_WINDOW`]: [`super::Outbox::arrived_at`]) reached it
+//!   only from the stream, by the node's tail, as any other node's message: at or below
+//!   `position`, in it; above, not;
 //! - a message of an earlier run of the node was routed by that run, whose sessions this
 //!   run restored: in it; of a later run (the node restarted): not.
 //!
-//! The value: `version (2) | at (8) | position (8) | ticket (8) | arrived at (8) | parked
+//! The value: `version (3) | at (8) | position (8) | ticket (8) | arrived at (8) | parked
 //! at, seconds since the epoch (8) | origin length (2) | origin | session`; numbers
 //! little-endian. The claim (`origin`, `at`) is the connection that parked it: a node uses
 //! the snapshot only while that is still the client id's claim in `MIDGE_SESSIONS` (a later
@@ -31,9 +32,9 @@ use midge_codec::{topic_matches, QoS, SubscriptionOptions};
 
 use crate::session::{Delivery, Message};
 
-/// 2: not the first byte of a bare [`super::handoff`] encoding (1), which nodes sent as
-/// their answer before.
-const VERSION: u8 = 2;
+/// 3: not the first byte of a bare [`super::handoff`] encoding (1), which nodes sent as
+/// their answer before, nor of the layout without `arrived_at` (2).
+const VERSION: u8 = 3;
 /// The bytes before the origin.
 const HEADER: usize = 1 + 5 * 8 + 2;
 

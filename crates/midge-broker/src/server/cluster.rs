@@ -921,7 +921,7 @@ async fn fetch_session(
     sessions: kv::Store,
     origin: String,
     replay: Replay,
-    Fetch { client_id, reply }: Fetch,
+    Fetch { client_id, reply, gave_up }: Fetch,
 ) {
     if client.connection_state() != async_nats::connection::State::Connected {
         return;
@@ -993,7 +993,13 @@ async fn fetch_session(
         }
     };
     let (p, h) = taken;
-    complete(&broker, &replay, Adoption { client_id, handoff: h, parked: p, upto: 0, reply }, deadline).await;
+    complete(
+        &broker,
+        &replay,
+        Adoption { client_id, handoff: h, parked: p, upto: 0, reply, gave_up },
+        deadline,
+    )
+    .await;
 }
 
 /// What a node needs to take a parked session from the cluster.
@@ -1068,38 +1074,36 @@ async fn complete(broker: &Broker, r: &Replay, mut a: Adoption, deadline: tokio:
     tracing::warn!("Cluster: the session of {} is taken as it came ({why}): a QoS 1 or 2 message that crossed the cluster while it moved may be missing or come twice.", a.client_id);
     a.handoff = as_it_came;
     if let Some(outbox) = broker.cluster_outbox() {
-        if let Some(c) = hand_over(broker, outbox, a) {
-            let _ = r.tail.send(TailRequest::CatchUp(c));
-        }
+        hand_over(broker, outbox, a);
     }
 }
 
 /// Adopts a session that came from another node and hands it to the connection waiting for
-/// it (parked here if that connection went), holding publishers between routing and
-/// numbering; returns what the tail then owes it ([`CatchUp`]). Not adopted when its
-/// connection gave up waiting and the client has a session here again (it started afresh):
-/// its records would land on that session's.
-fn hand_over(broker: &Broker, outbox: &Outbox, a: Adoption) -> Option<CatchUp> {
-    if a.reply.is_closed() && broker.has_session(&a.client_id) {
+/// it, holding publishers between routing and numbering, and notes its arrival
+/// ([`crate::cluster::Arrival`]). Adopted and sent with the connection's flag held: once the connection
+/// stopped waiting (its client was told it has no session, and has a new one) it is not
+/// adopted at all, as its records would land on the new session's.
+fn hand_over(broker: &Broker, outbox: &Outbox, a: Adoption) {
+    let gave_up = a.gave_up.lock();
+    if *gave_up || a.reply.is_closed() {
         tracing::warn!(
-            "Cluster: the session of {} came from {} after its client started afresh here: it is dropped.",
+            "Cluster: the session of {} came from {} after its connection stopped waiting (its client has a new session): it is dropped.",
             a.client_id,
             a.parked.origin
         );
-        return None;
+        return;
     }
-    let (mut owned, ticket) = {
+    let owned = {
         let _held = outbox.hold_numbering();
-        (broker.adopt(&a.client_id, a.handoff), outbox.last_ticket())
+        outbox.arrived(&a.client_id, outbox.last_ticket());
+        broker.adopt(&a.client_id, a.handoff)
     };
-    owned.state.arrived_at_ticket = ticket;
     tracing::info!("Cluster: the session of {} came from {}.", a.client_id, a.parked.origin);
     if let Err(owned) = a.reply.send(owned) {
-        // The connection went (the client left): the session is parked here.
-        tracing::warn!("Cluster: the connection of {} went while its session came from another node: the session is parked here.", a.client_id);
-        broker.park_again(&a.client_id, owned);
+        // The connection task is gone (the broker stops): the session ends here.
+        broker.discard(owned);
     }
-    Some(CatchUp { client_id: a.client_id, ticket, until: Instant::now() + CATCH_UP_FOR })
+    drop(gave_up);
 }
 
 /// How far behind the tail [`read_missed`] may stop (the tail reads the rest one by one).
@@ -1830,23 +1834,17 @@ async fn tail(
     // reading of the stream stopped.
     let mut adoptions: Vec<Adoption> = Vec::new();
     // Sessions adopted here lately, and this node's messages they may still miss.
-    let mut catching_up: Vec<CatchUp> = Vec::new();
     loop {
         // Every position passed counts, its message routed or not (this node's own, expired).
         broker.stream_routed_from(next - 1);
+        // Not adopted once its connection stopped waiting (its client has a new session).
+        adoptions.retain(|a| !(a.reply.is_closed() || *a.gave_up.lock()));
         if adoptions.iter().any(|a| a.upto < next) {
             let (ready, waiting): (Vec<_>, Vec<_>) = adoptions.into_iter().partition(|a| a.upto < next);
             adoptions = waiting;
             for a in ready {
-                if let Some(c) = adopt_caught_up(&broker, &stream, &snapshots.outbox, a, next).await {
-                    catching_up.retain(|k| k.client_id != c.client_id);
-                    catching_up.push(c);
-                }
+                adopt_caught_up(&broker, &stream, &snapshots.outbox, a, next).await;
             }
-        }
-        if !catching_up.is_empty() {
-            let now = Instant::now();
-            catching_up.retain(|c| c.until > now);
         }
         while pending.front().is_some_and(|(t, _)| durable(*t)) {
             ready = pending.pop_front().map(|(_, m)| m);
@@ -1875,10 +1873,6 @@ async fn tail(
             Some(request) = snapshots.requests.recv() => match request {
                 TailRequest::Snapshot { client_id, at } => snapshots.take(&broker, &client_id, at, next - 1),
                 TailRequest::Adopt(a) => adoptions.push(*a),
-                TailRequest::CatchUp(c) => {
-                    catching_up.retain(|k| k.client_id != c.client_id);
-                    catching_up.push(c);
-                }
             },
             r = poll_fn(|cx| feed.as_mut().poll_next(cx)), if congested.is_empty() => match r {
                 Some(Ok(m)) => {
@@ -1901,7 +1895,7 @@ async fn tail(
                         match stream.get_raw_message(next).await {
                             Ok(got) => {
                                 let read = Read { subject: &got.subject, headers: Some(&got.headers), payload: &got.payload, published: got.time.unix_timestamp_nanos() };
-                                route_read(&broker, &read, (&node, &snapshots.origin, &catching_up), next, &mut gate, &mut congested);
+                                route_read(&broker, &read, (&node, &snapshots.origin, &snapshots.outbox), next, &mut gate, &mut congested);
                             }
                             Err(e) => tracing::warn!("Cluster: message {next} of the QoS stream cannot be read ({e}): skipped."),
                         }
@@ -1909,7 +1903,7 @@ async fn tail(
                     }
                     if sequence >= next {
                         let read = Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
-                        route_read(&broker, &read, (&node, &snapshots.origin, &catching_up), sequence, &mut gate, &mut congested);
+                        route_read(&broker, &read, (&node, &snapshots.origin, &snapshots.outbox), sequence, &mut gate, &mut congested);
                         next = sequence + 1;
                     }
                     pending.push_back((gate, m));
@@ -1926,6 +1920,17 @@ async fn tail(
         ready = pending.pop_front().map(|(_, m)| m);
     }
     acknowledge(ready).await;
+    // Sessions still on their way in: adopted as they are (the old node has forgotten them).
+    snapshots.requests.close();
+    while let Ok(request) = snapshots.requests.try_recv() {
+        if let TailRequest::Adopt(a) = request {
+            adoptions.push(*a);
+        }
+    }
+    for a in adoptions {
+        tracing::warn!("Cluster: the session of {} is taken as it came (the QoS stream is no longer read): a QoS 1 or 2 message that crossed the cluster while it moved may be missing or come twice.", a.client_id);
+        hand_over(&broker, &snapshots.outbox, a);
+    }
 }
 
 /// What the tail is asked besides following the stream.
@@ -1934,8 +1939,6 @@ enum TailRequest {
     Snapshot { client_id: String, at: u64 },
     /// A session from another node, read from the stream up to a position.
     Adopt(Box<Adoption>),
-    /// A session adopted without the tail (the stream could not be read).
-    CatchUp(CatchUp),
 }
 
 /// A parked session taken from the cluster's copy, with what the stream got for it up to
@@ -1945,8 +1948,9 @@ struct Adoption {
     handoff: Handoff,
     parked: Parked,
     upto: u64,
-    /// The connection waiting for it.
+    /// The connection waiting for it, and the flag it sets when it stops waiting.
     reply: tokio::sync::oneshot::Sender<crate::broker::Owned>,
+    gave_up: crate::cluster::GaveUp,
 }
 
 /// The tail's side of the parked sessions' copies.
@@ -2010,19 +2014,6 @@ async fn keep_parked(bucket: kv::Store, mut copies: mpsc::UnboundedReceiver<(Str
     }
 }
 
-/// A session adopted here lately: this node's own messages numbered up to `ticket` were
-/// routed here before it was in the router, and those still on their way to the stream
-/// (read after the adoption) go to it when they come back from the stream, until `until`.
-struct CatchUp {
-    client_id: ByteString,
-    ticket: u64,
-    until: Instant,
-}
-
-/// How long a session adopted here is given this node's own messages from the stream that
-/// were routed before it came ([`CatchUp`]).
-const CATCH_UP_FOR: Duration = Duration::from_secs(60);
-
 /// Adds to a session from another node what the tail routed after its reading stopped
 /// (`a.upto`, up to `next`), then adopts it (publishers held between routing and
 /// numbering, so the node's own messages split at one number) and hands it to its
@@ -2033,11 +2024,11 @@ async fn adopt_caught_up(
     outbox: &Outbox,
     mut a: Adoption,
     next: u64,
-) -> Option<CatchUp> {
+) {
     let upgrade = broker.router.upgrades_qos();
     for sequence in a.upto + 1..next {
-        if a.reply.is_closed() && broker.has_session(&a.client_id) {
-            // Its client started afresh here: it is not adopted (`hand_over`).
+        if a.reply.is_closed() || *a.gave_up.lock() {
+            // Its client has a new session: it is not adopted (`hand_over`).
             break;
         }
         match stream.get_raw_message(sequence).await {
@@ -2074,23 +2065,26 @@ struct Read<'a> {
 }
 
 /// Routes the message at `sequence` of the QoS stream, unless it is this node's (but to a
-/// session adopted after it was routed here, [`CatchUp`]) or has expired; raises `gate` to the store record its acknowledgement waits for, and adds the
+/// session that came here after it was routed, [`crate::cluster::Arrival`]) or has expired; raises `gate` to the store record its acknowledgement waits for, and adds the
 /// subscribers whose queue it filled to `congested`.
 fn route_read(
     broker: &Broker,
     m: &Read<'_>,
-    (node, origin, catching_up): (&str, &str, &[CatchUp]),
+    (node, origin, outbox): (&str, &str, &Outbox),
     sequence: u64,
     gate: &mut u64,
     congested: &mut Vec<Arc<crate::mailbox::SessionHandle>>,
 ) {
-    // This node's own message, to the sessions adopted since it was routed here.
-    let mut own_ticket = None;
+    // This node's own message, to the sessions that came here since it was routed.
+    let mut missed_by: Vec<ByteString> = Vec::new();
+    let mut own = false;
     let wanted = |from: Option<&(String, u64)>| match from {
         Some((from, ticket)) if parked::node_of(from) == node => {
-            let missed = from == origin && catching_up.iter().any(|c| *ticket <= c.ticket);
-            own_ticket = missed.then_some(*ticket);
-            missed
+            own = true;
+            if from == origin {
+                missed_by = outbox.arrived_after(*ticket);
+            }
+            !missed_by.is_empty()
         }
         _ => true,
     };
@@ -2103,13 +2097,11 @@ fn route_read(
         *gate = (*gate).max(t);
         congested.extend(full);
     };
-    match own_ticket {
-        None => route(None),
-        Some(ticket) => {
-            for c in catching_up.iter().filter(|c| ticket <= c.ticket) {
-                route(Some(&c.client_id));
-            }
-        }
+    if !own {
+        route(None);
+    }
+    for client_id in &missed_by {
+        route(Some(client_id));
     }
 }
 

@@ -304,7 +304,24 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
             Ok(Ok(owned)) => Some(owned),
             // Cluster mode: no node had a session of this client id.
-            Ok(Err(_)) if pending.remote => None,
+            Ok(Err(_)) if pending.remote.is_some() => None,
+            // Cluster mode: the session did not come in time. One being sent now is taken;
+            // otherwise none is adopted after this (the client gets a new session).
+            Err(_) if pending.remote.is_some() => {
+                let gave_up = pending.remote.clone().expect("checked");
+                let mut gave_up = gave_up.lock();
+                match pending.old.try_recv() {
+                    Ok(owned) => Some(owned),
+                    Err(_) => {
+                        *gave_up = true;
+                        tracing::warn!(
+                            "Client {}: its session did not come from the other node in time: it starts afresh.",
+                            pending.client_id()
+                        );
+                        None
+                    }
+                }
+            }
             _ => {
                 tracing::warn!(
                     "Client {}: the previous connection did not hand its session over.",

@@ -53,10 +53,6 @@ pub struct SessionState {
     /// Session Expiry Interval in seconds: 0 ends the session with the connection,
     /// `u32::MAX` never expires (a 3.1.1 session without clean session).
     pub expiry_interval: u32,
-    /// Cluster mode, a session that came from another node: the last number this node had
-    /// given its own QoS 1 and 2 messages when it came (those reach it from the stream, not
-    /// locally); 0 otherwise.
-    pub arrived_at_ticket: u64,
 }
 
 impl SessionState {
