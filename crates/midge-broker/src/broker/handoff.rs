@@ -54,7 +54,7 @@ impl Broker {
         // Out of the router first, so that nothing reaches its mailbox once that is emptied;
         // with the stream's routing and the node's numbering held, so that what it got and
         // what it did not split at one position and one number.
-        let (position, ticket) = {
+        let (position, ticket, arrived_at) = {
             let outbox = self.cluster.get();
             let _numbering = outbox.map(|o| o.hold_numbering());
             let _routing = outbox.map(|o| o.routing());
@@ -65,6 +65,7 @@ impl Broker {
             (
                 self.stream_read.load(std::sync::atomic::Ordering::Acquire),
                 outbox.map_or(0, |o| o.last_ticket()),
+                outbox.map_or(0, |o| o.arrived_at(client_id)),
             )
         };
         let clock = Clock::now();
@@ -82,7 +83,6 @@ impl Broker {
                 "Cluster: the session of {client_id} moves to another node without {dropped} queued messages, past NATS's max_payload ({max_bytes} bytes)."
             );
         }
-        let arrived_at = self.cluster.get().map_or(0, |o| o.arrived_at(client_id));
         Some(Leaving { bytes: bytes.into(), owned: Owned { state, handle }, position, ticket, arrived_at })
     }
 

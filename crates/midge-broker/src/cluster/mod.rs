@@ -130,8 +130,10 @@ struct Shared {
     /// Held by the tail while it routes a message of the QoS stream, and while a session is
     /// taken out for another node: the stream position read then is exact.
     routing: parking_lot::Mutex<()>,
-    /// Sessions that came from other nodes lately ([`Arrival`]).
-    arrivals: parking_lot::Mutex<Vec<Arrival>>,
+    /// Sessions that came from other nodes lately ([`Arrival`]), oldest first (so in the
+    /// order of their numbers too), and the highest of their numbers.
+    arrivals: parking_lot::Mutex<std::collections::VecDeque<Arrival>>,
+    latest_arrival: AtomicU64,
 }
 
 /// A session that came from another node: this node's own QoS 1 and 2 messages numbered up
@@ -305,27 +307,42 @@ impl Outbox {
     pub fn arrived(&self, client_id: &bytestring::ByteString, ticket: u64) {
         let now = std::time::Instant::now();
         let mut arrivals = self.shared.arrivals.lock();
-        arrivals.retain(|a| a.until > now && a.client_id != *client_id);
-        arrivals.push(Arrival { client_id: client_id.clone(), ticket, until: now + ARRIVAL_WINDOW });
+        while arrivals.front().is_some_and(|a| a.until <= now) {
+            arrivals.pop_front();
+        }
+        // An earlier arrival of the same client id stays for its minute too (the list stays in
+        // the order of the numbers); `arrived_after` names each session once.
+        arrivals.push_back(Arrival { client_id: client_id.clone(), ticket, until: now + ARRIVAL_WINDOW });
+        self.shared.latest_arrival.fetch_max(ticket, Ordering::AcqRel);
     }
 
     /// The number of `client_id`'s arrival here, if within [`ARRIVAL_WINDOW`]; 0 otherwise.
     pub fn arrived_at(&self, client_id: &str) -> u64 {
         let now = std::time::Instant::now();
         let arrivals = self.shared.arrivals.lock();
-        arrivals.iter().find(|a| a.until > now && *a.client_id == *client_id).map_or(0, |a| a.ticket)
+        arrivals.iter().rev().find(|a| a.until > now && *a.client_id == *client_id).map_or(0, |a| a.ticket)
     }
 
     /// The sessions that came here after this node numbered `ticket` (within the window):
     /// a message of this node's with that number missed them.
     pub fn arrived_after(&self, ticket: u64) -> Vec<bytestring::ByteString> {
-        let now = std::time::Instant::now();
-        let mut arrivals = self.shared.arrivals.lock();
-        if arrivals.is_empty() {
+        // Usually nothing came after it: no lock.
+        if ticket > self.shared.latest_arrival.load(Ordering::Acquire) {
             return Vec::new();
         }
-        arrivals.retain(|a| a.until > now);
-        arrivals.iter().filter(|a| ticket <= a.ticket).map(|a| a.client_id.clone()).collect()
+        let now = std::time::Instant::now();
+        let arrivals = self.shared.arrivals.lock();
+        let mut missed: Vec<bytestring::ByteString> = arrivals
+            .iter()
+            .rev()
+            .take_while(|a| ticket <= a.ticket)
+            .filter(|a| a.until > now)
+            .map(|a| a.client_id.clone())
+            .collect();
+        // One routing per session.
+        missed.sort_unstable();
+        missed.dedup();
+        missed
     }
 
     /// Held while a message of the QoS stream is routed, or a session is taken out of the

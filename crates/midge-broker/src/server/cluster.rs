@@ -940,8 +940,8 @@ async fn fetch_session(
         }
     };
     let Some(owner) = owner.filter(|o| o.origin != origin) else { return };
-    if reply.is_closed() {
-        // The connection went meanwhile: nothing is moved for it.
+    if reply.is_closed() || *gave_up.lock() {
+        // The connection stopped waiting meanwhile: nothing is moved for it.
         return;
     }
     let subject = topic_to_subject(subject::HANDOFF, &owner.origin);
@@ -1061,18 +1061,24 @@ async fn complete(broker: &Broker, r: &Replay, mut a: Adoption, deadline: tokio:
             a.upto = upto;
             match r.tail.send(TailRequest::Adopt(Box::new(a))) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(TailRequest::Adopt(back))) => {
+                Err(mpsc::error::SendError(request)) => {
+                    let TailRequest::Adopt(back) = request else { unreachable!("an adoption was sent") };
+                    // What was read stays: the stopped tail reads nothing more.
                     a = *back;
                     "the cluster task stopped".to_owned()
                 }
-                Err(_) => return,
             }
         }
-        Ok(Err(why)) => why,
-        Err(_) => "reading the QoS stream took too long".to_owned(),
+        Ok(Err(why)) => {
+            a.handoff = as_it_came;
+            why
+        }
+        Err(_) => {
+            a.handoff = as_it_came;
+            "reading the QoS stream took too long".to_owned()
+        }
     };
     tracing::warn!("Cluster: the session of {} is taken as it came ({why}): a QoS 1 or 2 message that crossed the cluster while it moved may be missing or come twice.", a.client_id);
-    a.handoff = as_it_came;
     if let Some(outbox) = broker.cluster_outbox() {
         hand_over(broker, outbox, a);
     }
@@ -1833,7 +1839,6 @@ async fn tail(
     // Parked sessions taken from the cluster, waiting for the tail to reach where their
     // reading of the stream stopped.
     let mut adoptions: Vec<Adoption> = Vec::new();
-    // Sessions adopted here lately, and this node's messages they may still miss.
     loop {
         // Every position passed counts, its message routed or not (this node's own, expired).
         broker.stream_routed_from(next - 1);
@@ -2017,7 +2022,7 @@ async fn keep_parked(bucket: kv::Store, mut copies: mpsc::UnboundedReceiver<(Str
 /// Adds to a session from another node what the tail routed after its reading stopped
 /// (`a.upto`, up to `next`), then adopts it (publishers held between routing and
 /// numbering, so the node's own messages split at one number) and hands it to its
-/// connection (parked here if that is gone).
+/// connection (not adopted if that stopped waiting: `hand_over`).
 async fn adopt_caught_up(
     broker: &Broker,
     stream: &jetstream::stream::Stream,
