@@ -368,6 +368,22 @@ def test_a_session_resumes_on_another_node_and_back(nodes, version):
         x.close()
 
 
+def park_with_two_queued(port: int, publish_port: int, cid: str, prefix: str, version: int):
+    """A session of `cid` subscribed to PREFIX/# at QoS 1 and parked on the node at `port`,
+    with m1 and m2 published on PREFIX/x on the node at `publish_port` and queued for it (a
+    watcher on its node has both). Returns the watcher and the publisher."""
+    mover, _ = connect(port, cid, version)
+    mover.subscribe(1, [(f"{prefix}/#", 1)])
+    park(mover)
+    watcher, _ = connect(port, unique_id("watcher"), version, clean=True, expiry=None)
+    watcher.subscribe(1, [(f"{prefix}/#", 1)])
+    publisher, _ = connect(publish_port, unique_id("pub"), version, clean=True, expiry=None)
+    for i, m in enumerate([b"m1", b"m2"]):
+        publisher.publish(f"{prefix}/x", m, qos=1, packet_id=1 + i)
+    assert [p.payload for p in messages_until(watcher, b"m2")] == [b"m1", b"m2"]
+    return watcher, publisher
+
+
 @pytest.mark.parametrize("version", [V311, V5], ids=["311", "5"])
 def test_a_session_moved_to_a_node_with_a_store_survives_its_kill_9(tmp_path, nats, version):
     """The session a node with persistence takes from another is in its store at once: its
@@ -379,15 +395,7 @@ def test_a_session_moved_to_a_node_with_a_store_survives_its_kill_9(tmp_path, na
         s1 = StoreNode(tmp_path, nats, "node-s1").start()
         s2 = StoreNode(tmp_path, nats, "node-s2").start()
         cid = unique_id("stored")
-        mover, _ = connect(s1.port, cid, version)
-        mover.subscribe(1, [("st/#", 1)])
-        park(mover)
-        watcher, _ = connect(s1.port, unique_id("watcher"), version, clean=True, expiry=None)
-        watcher.subscribe(1, [("st/#", 1)])
-        publisher, _ = connect(a.port, unique_id("pub"), version, clean=True, expiry=None)
-        for i, m in enumerate([b"m1", b"m2"]):
-            publisher.publish("st/x", m, qos=1, packet_id=1 + i)
-        assert [p.payload for p in messages_until(watcher, b"m2")] == [b"m1", b"m2"]
+        watcher, publisher = park_with_two_queued(s1.port, a.port, cid, "st", version)
         mover, ack = connect(s2.port, cid, version)
         assert ack.session_present
         # Sent, not acknowledged: in flight when the client leaves.
@@ -421,15 +429,7 @@ def test_a_node_restarted_on_its_store_hands_its_sessions_over(tmp_path, nats, v
     try:
         s1 = StoreNode(tmp_path, nats, "node-s1").start()
         cid = unique_id("restored")
-        mover, _ = connect(s1.port, cid, version)
-        mover.subscribe(1, [("rs/#", 1)])
-        park(mover)
-        watcher, _ = connect(s1.port, unique_id("watcher"), version, clean=True, expiry=None)
-        watcher.subscribe(1, [("rs/#", 1)])
-        publisher, _ = connect(a.port, unique_id("pub"), version, clean=True, expiry=None)
-        for i, m in enumerate([b"m1", b"m2"]):
-            publisher.publish("rs/x", m, qos=1, packet_id=1 + i)
-        assert [p.payload for p in messages_until(watcher, b"m2")] == [b"m1", b"m2"]
+        watcher, publisher = park_with_two_queued(s1.port, a.port, cid, "rs", version)
         watcher.close()
         s1.kill()
         s1.start()  # a log of its own for each run

@@ -651,6 +651,16 @@ def test_an_http_dir_that_cannot_be_read_stops_the_broker(tmp_path):
     assert f"unable to open http_dir {missing}" in r.stderr.decode(), r.stderr.decode()
 
 
+def next_publish_with(c: raw.RawClient, needle: bytes, timeout: float = TIMEOUT) -> raw.Packet:
+    """The next PUBLISH `c` receives whose payload has `needle` (others are passed over)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        p = c.expect(PUBLISH)
+        if needle in p.payload:
+            return p
+        assert time.monotonic() < deadline, f"no PUBLISH with {needle!r} within {timeout} s"
+
+
 def test_log_type_subscribe_and_unsubscribe_log_each_as_mosquitto(brokers):
     """log_type subscribe and unsubscribe, as mosquitto: a line per subscription (CLIENT QOS
     FILTER) and per unsubscription (CLIENT FILTER); with log_dest topic, on
@@ -666,11 +676,8 @@ def test_log_type_subscribe_and_unsubscribe_log_each_as_mosquitto(brokers):
     c.expect(raw.UNSUBACK)
     b.wait_for_log(r"\d+: m-client 1 a/\+/b$")
     b.wait_for_log(r"\d+: m-client a/\+/b$")
-    got = []
-    while len(got) < 2:
-        p = watcher.expect(PUBLISH)
-        if b"m-client" in p.payload:
-            got.append((p.topic, re.sub(rb"^\d+: ", b"", p.payload), p.qos))
+    lines = [next_publish_with(watcher, b"m-client") for _ in range(2)]
+    got = [(p.topic, re.sub(rb"^\d+: ", b"", p.payload), p.qos) for p in lines]
     assert got == [("$SYS/broker/log/M/subscribe", b"m-client 1 a/+/b", 2),
                    ("$SYS/broker/log/M/unsubscribe", b"m-client a/+/b", 2)], got
 
@@ -684,12 +691,7 @@ def test_log_dest_topic_publishes_log_lines_on_sys_broker_log(brokers):
     watcher.subscribe(1, [("$SYS/broker/log/#", 2)])
     other = raw.RawClient(b.port, raw.V311)
     other.connect("log-visitor")
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        p = watcher.expect(PUBLISH)
-        if b"as log-visitor" in p.payload:
-            break
-        assert time.monotonic() < deadline
+    p = next_publish_with(watcher, b"as log-visitor")
     assert p.topic == "$SYS/broker/log/N" and p.qos == 2 and not p.retain, p
     assert 0 < p.props.get("MessageExpiryInterval", 0) <= 20, p
     assert re.match(rb"\d+: New client connected from 127\.0\.0\.1:\d+ as log-visitor", p.payload), p.payload

@@ -89,17 +89,12 @@ impl Broker {
     /// Cluster mode: `client_id`'s parked session (it stays parked): its state and its queue
     /// (the messages are shared), for the cluster to keep a copy. None when it is not parked
     /// here.
-    pub(crate) fn parked_copy(
-        &self,
-        client_id: &str,
-    ) -> Option<(Handoff, Vec<crate::session::Delivery>, u64)> {
-        self.registry
-            .with_parked(client_id, |owned| {
-                let mut queued: Vec<_> = owned.state.outgoing.pending.iter().cloned().collect();
-                queued.extend(owned.handle.mailbox.snapshot());
-                (handoff_of(&owned.state), queued)
-            })
-            .map(|(h, queued)| (h, queued, self.cluster.get().map_or(0, |o| o.arrived_at(client_id))))
+    pub(crate) fn parked_copy(&self, client_id: &str) -> Option<(Handoff, Vec<crate::session::Delivery>)> {
+        self.registry.with_parked(client_id, |owned| {
+            let mut queued: Vec<_> = owned.state.outgoing.pending.iter().cloned().collect();
+            queued.extend(owned.handle.mailbox.snapshot());
+            (handoff_of(&owned.state), queued)
+        })
     }
 
     /// Cluster mode: a connection on another node took `client_id` after the one that

@@ -200,8 +200,9 @@ pub struct Broker {
     pub reload_gate: crate::reload_gate::ReloadGate,
     /// `memory_limit`: over it, publishers are disconnected.
     pub memory: crate::memory_limit::MemoryLimit,
-    /// Cluster mode: the last position of the cluster's QoS stream routed here (a session
-    /// that comes from another node starts after it).
+    /// Cluster mode: the last position of the cluster's QoS stream the tail has passed, its
+    /// message routed here or not to be (a session that comes from another node starts
+    /// after it).
     stream_read: AtomicU64,
     connections: AtomicUsize,
     next_conn_id: AtomicU64,

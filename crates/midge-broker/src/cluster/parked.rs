@@ -150,10 +150,7 @@ pub fn delivery_for(
         if filter.starts_with("$share/") || !topic_matches(filter, &message.topic) {
             continue;
         }
-        if options.no_local && *client_id == *message.publisher {
-            continue;
-        }
-        let qos = if upgrade { options.qos } else { options.qos.min(message.qos) };
+        let Some(qos) = crate::router::granted_qos(options, client_id, message, upgrade) else { continue };
         let d = found.get_or_insert_with(|| Delivery {
             message: message.clone(),
             qos: QoS::AtMostOnce,

@@ -416,14 +416,26 @@ fn visitor<'a, F: FnMut(&'a Subscribers)>(f: F) -> F {
     f
 }
 
-fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: &Message, upgrade: bool) {
-    // [MQTT-3.8.3-3] No Local: not to the connection that published it.
-    if s.options.no_local && s.handle.client_id == message.publisher {
-        return;
+/// The QoS a subscription with `options`, held by `subscriber`, gets `message` with: the
+/// lower of the published and the granted QoS (the granted one with `upgrade_outgoing_qos`);
+/// None for the publisher itself under No Local [MQTT-3.8.3-3].
+pub(crate) fn granted_qos(
+    options: &midge_codec::SubscriptionOptions,
+    subscriber: &str,
+    message: &Message,
+    upgrade: bool,
+) -> Option<midge_codec::QoS> {
+    if options.no_local && *subscriber == *message.publisher {
+        return None;
     }
+    Some(if upgrade { options.qos } else { options.qos.min(message.qos) })
+}
+
+fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: &Message, upgrade: bool) {
+    let Some(qos) = granted_qos(&s.options, &s.handle.client_id, message, upgrade) else { return };
     targets.push(Target {
         handle: &s.handle,
-        qos: if upgrade { s.options.qos } else { s.options.qos.min(message.qos) },
+        qos,
         retain_as_published: s.options.retain_as_published,
         sub_id: s.id,
         extra_ids: Vec::new(),

@@ -224,7 +224,7 @@ static SLOW_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 fn slow_consumer() {
     use std::sync::atomic::Ordering;
     let dropped = SLOW_DROPS.fetch_add(1, Ordering::Relaxed) + 1;
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = unix_secs();
     let last = SLOW_LOGGED.load(Ordering::Relaxed);
     if now > last && SLOW_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
         tracing::warn!(
@@ -949,23 +949,16 @@ async fn fetch_session(
     let answer = tokio::time::timeout_at(deadline, request).await;
     let taken = match answer {
         Ok(Ok(m)) if m.payload.is_empty() => return,
-        Ok(Ok(m)) => {
-            let clock = crate::store::records::Clock::now();
-            let read = Parked::decode(&m.payload).map_err(|e| e.to_string()).and_then(|p| {
-                let h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
-                Ok((p, h))
-            });
-            match read {
-                Ok(taken) => taken,
-                Err(why) => {
-                    tracing::warn!(
-                        "Cluster: the session of {client_id} from {} is lost ({why}): it starts afresh.",
-                        owner.origin
-                    );
-                    return;
-                }
+        Ok(Ok(m)) => match read_parked(&m.payload) {
+            Ok(taken) => taken,
+            Err(why) => {
+                tracing::warn!(
+                    "Cluster: the session of {client_id} from {} is lost ({why}): it starts afresh.",
+                    owner.origin
+                );
+                return;
             }
-        }
+        },
         Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
             // No responders: that run of the node is gone. Its copy of the session, if it
             // parked it, is in the cluster (its store has it too, for when it comes back).
@@ -1010,9 +1003,17 @@ struct Replay {
     tail: mpsc::UnboundedSender<TailRequest>,
 }
 
-/// The session `owner` parked, from the cluster's copy ([`crate::cluster::parked`]): the
-/// copy, what the QoS stream got for it since (read here up to the stream's end, and by the
-/// tail from there up to where it is), adopted by the tail. Err says why not.
+/// A session as another node sends it or keeps it, and the session itself.
+fn read_parked(bytes: &[u8]) -> Result<(Parked, Handoff), String> {
+    let p = Parked::decode(bytes).map_err(|e| e.to_string())?;
+    let h = crate::cluster::handoff::decode(&p.session, &crate::store::records::Clock::now())
+        .map_err(|e| e.to_string())?;
+    Ok((p, h))
+}
+
+/// The session `owner` parked, from the cluster's copy ([`crate::cluster::parked`]), if the
+/// copy is of the client id's last connection and not expired (it is purged: used once);
+/// [`complete`] adds what the QoS stream got for it since. Err says why not.
 async fn from_parked(
     r: &Replay,
     client_id: &ByteString,
@@ -1026,13 +1027,11 @@ async fn from_parked(
         .map_err(|e| format!("its copy cannot be read ({e})"))?
         .filter(|e| e.operation == kv::Operation::Put)
         .ok_or("no copy of it is in the cluster")?;
-    let p = Parked::decode(&entry.value).map_err(|e| e.to_string())?;
+    let (p, h) = read_parked(&entry.value)?;
     if parked::node_of(&p.origin) != parked::node_of(&owner.origin) || p.at != owner.at {
         return Err("the cluster's copy is of an earlier connection".into());
     }
-    let clock = crate::store::records::Clock::now();
-    let h = crate::cluster::handoff::decode(&p.session, &clock).map_err(|e| e.to_string())?;
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = unix_secs();
     if h.expiry_interval != u32::MAX && now.saturating_sub(p.parked_at) >= u64::from(h.expiry_interval) {
         return Err("it has expired".into());
     }
@@ -1165,13 +1164,7 @@ async fn read_missed(
             None => return Err("the QoS stream's reader ended".to_owned()),
         };
         let Ok(info) = m.info() else { continue };
-        let read = Read {
-            subject: &m.subject,
-            headers: m.headers.as_ref(),
-            payload: &m.payload,
-            published: info.published.unix_timestamp_nanos(),
-        };
-        replay_into(h, p, client_id, &read, upgrade);
+        replay_into(h, p, client_id, &Read::delivered(&m, info.published.unix_timestamp_nanos()), upgrade);
         upto = info.stream_sequence;
         // The stream's end (its last message may be gone: its limits).
         if info.pending == 0 {
@@ -1208,7 +1201,7 @@ async fn hand_off(
             tracing::warn!("Cluster: the session of {client_id} moves to another node before JetStream took every message this node published for it: one of those may reach it twice.");
         }
     }
-    let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let parked_at = unix_secs();
     let answer = Parked {
         origin,
         at: 0,
@@ -1899,16 +1892,14 @@ async fn tail(
                     while next < sequence {
                         match stream.get_raw_message(next).await {
                             Ok(got) => {
-                                let read = Read { subject: &got.subject, headers: Some(&got.headers), payload: &got.payload, published: got.time.unix_timestamp_nanos() };
-                                route_read(&broker, &read, (&node, &snapshots.origin, &snapshots.outbox), next, &mut gate, &mut congested);
+                                route_read(&broker, &Read::stored(&got), (&node, &snapshots.origin, &snapshots.outbox), next, &mut gate, &mut congested);
                             }
                             Err(e) => tracing::warn!("Cluster: message {next} of the QoS stream cannot be read ({e}): skipped."),
                         }
                         next += 1;
                     }
                     if sequence >= next {
-                        let read = Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published };
-                        route_read(&broker, &read, (&node, &snapshots.origin, &snapshots.outbox), sequence, &mut gate, &mut congested);
+                        route_read(&broker, &Read::delivered(&m, published), (&node, &snapshots.origin, &snapshots.outbox), sequence, &mut gate, &mut congested);
                         next = sequence + 1;
                     }
                     pending.push_back((gate, m));
@@ -1973,11 +1964,11 @@ impl Snapshots {
     /// stream position the tail has routed (`position`) and the node's message numbers
     /// around it ([`crate::cluster::parked`]).
     fn take(&self, broker: &Broker, client_id: &str, at: u64, position: u64) {
-        let (ticket, copy) = {
+        let (ticket, arrived_at, copy) = {
             let _held = self.outbox.hold_numbering();
-            (self.outbox.last_ticket(), broker.parked_copy(client_id))
+            (self.outbox.last_ticket(), self.outbox.arrived_at(client_id), broker.parked_copy(client_id))
         };
-        let Some((h, queued, arrived_at)) = copy else { return };
+        let Some((h, queued)) = copy else { return };
         let clock = crate::store::records::Clock::now();
         let Some((session, left_out)) = crate::cluster::handoff::encode_within(&h, &queued, self.max, &clock)
         else {
@@ -1987,7 +1978,7 @@ impl Snapshots {
         if left_out > 0 {
             tracing::warn!("Cluster: the copy of the parked session of {client_id} kept in the cluster leaves {left_out} queued messages out (past NATS's max_payload).");
         }
-        let parked_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let parked_at = unix_secs();
         let p = Parked { origin: self.origin.clone(), at, position, ticket, arrived_at, parked_at, session };
         let _ = self.out.send((client_id.to_owned(), p.encode()));
     }
@@ -2037,15 +2028,7 @@ async fn adopt_caught_up(
             break;
         }
         match stream.get_raw_message(sequence).await {
-            Ok(got) => {
-                let read = Read {
-                    subject: &got.subject,
-                    headers: Some(&got.headers),
-                    payload: &got.payload,
-                    published: got.time.unix_timestamp_nanos(),
-                };
-                replay_into(&mut a.handoff, &a.parked, &a.client_id, &read, upgrade);
-            }
+            Ok(got) => replay_into(&mut a.handoff, &a.parked, &a.client_id, &Read::stored(&got), upgrade),
             Err(e) => tracing::debug!("Cluster: message {sequence} of the QoS stream cannot be read ({e})."),
         }
     }
@@ -2067,6 +2050,24 @@ struct Read<'a> {
     payload: &'a Bytes,
     /// When it entered the stream, in nanoseconds since the Unix epoch.
     published: i128,
+}
+
+impl<'a> Read<'a> {
+    /// A message a consumer delivered, and when it entered the stream (nanoseconds since
+    /// the Unix epoch).
+    fn delivered(m: &'a jetstream::Message, published: i128) -> Read<'a> {
+        Read { subject: &m.subject, headers: m.headers.as_ref(), payload: &m.payload, published }
+    }
+
+    /// A message read from the stream by its position.
+    fn stored(m: &'a jetstream::message::StreamMessage) -> Read<'a> {
+        Read {
+            subject: &m.subject,
+            headers: Some(&m.headers),
+            payload: &m.payload,
+            published: m.time.unix_timestamp_nanos(),
+        }
+    }
 }
 
 /// Routes the message at `sequence` of the QoS stream, unless it is this node's (but to a
@@ -2142,6 +2143,11 @@ fn replay_into(h: &mut Handoff, p: &Parked, client_id: &str, m: &Read<'_>, upgra
             h.queued.push(d);
         }
     }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Whole seconds since `published` (nanoseconds since the Unix epoch).
