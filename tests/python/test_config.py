@@ -92,31 +92,66 @@ def test_log_dest_file_pid_file_and_log_rotation(tmp_path, broker_factory):
     assert not pid.exists(), "the pid file is removed at exit"
 
 
-def test_log_type_error_logs_no_connections(tmp_path):
+def run_logging(tmp_path, log_types):
+    """Runs a broker with these log_type lines, logging to a file and to standard output;
+    a subscriber (client id `watcher`, on t/#) then a publisher come and go. Returns the
+    file's text, standard output and standard error."""
+    tmp_path = tmp_path / "-".join(log_types)
+    tmp_path.mkdir()
     log = tmp_path / "midge.log"
     conf = tmp_path / "broker.conf"
     port = free_port()
     conf.write_text("".join(f"{line}\n" for line in RUN_AS)
-                    + f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_type error\nlog_dest file {log}\n"
-                    "log_dest stdout\n")
+                    + f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest file {log}\nlog_dest stdout\n"
+                    + "".join(f"log_type {t}\n" for t in log_types))
     proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        # The broker is up once it answers: mosquitto_pub connects and publishes.
+        # The broker is up once it answers: mosquitto_sub connects and subscribes.
         deadline = time.monotonic() + TIMEOUT
         while True:
-            r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t", "-m", "x"],
-                               capture_output=True, timeout=TIMEOUT)
-            if r.returncode == 0 or time.monotonic() > deadline:
+            sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-i", "watcher",
+                                    "-t", "t/#", "-C", "1", "-W", str(TIMEOUT)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+            try:
+                sub.wait(timeout=0.3)  # gone at once: refused, the listener is not open yet
+            except subprocess.TimeoutExpired:
                 break
-            time.sleep(0.05)  # poll interval: the listener is not open yet
-        assert r.returncode == 0, r
+            assert time.monotonic() < deadline, sub.communicate()
+        # The subscriber gets a message once its subscription is in: publish until it has.
+        while sub.poll() is None:
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", "t/x", "-m", "x"],
+                           capture_output=True, timeout=TIMEOUT)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)  # poll interval: the subscription may not be in yet
+        assert sub.communicate()[0] == b"x\n"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0
+    return log.read_text(), out.decode(), err.decode()
+
+
+def test_log_type_error_logs_no_connections(tmp_path):
+    log, out, err = run_logging(tmp_path, ["error"])
     # Only errors: no start-up, connection or shutdown lines anywhere.
-    assert log.read_text() == "" and out == b"" and err == b"", (log.read_text(), out, err)
+    assert log == "" and out == "" and err == "", (log, out, err)
+
+
+def test_log_type_lines_are_the_kinds_given_as_mosquittos_mask(tmp_path):
+    """mosquitto's log_type is a set: notice and subscribe log clients coming and going and
+    their subscriptions, and neither the broker's information lines (start, listeners) nor
+    the packets (debug)."""
+    log, out, err = run_logging(tmp_path, ["notice", "subscribe"])
+    assert log == out and err == "", (log, out, err)
+    assert re.search(r"^\d+: New client connected from 127\.0\.0\.1:\d+ as watcher ", log, re.M), log
+    assert re.search(r"^\d+: watcher 0 t/#$", log, re.M), log
+    assert re.search(r"^\d+: Client watcher disconnected\.$", log, re.M), log
+    for information in ["starting", "Opening ipv4 listen socket", "Config loaded", "terminating", "PUBLISH"]:
+        assert information not in log, (information, log)
+    # And the other way: information without notice has the start, not the clients.
+    log, _, _ = run_logging(tmp_path, ["information"])
+    assert "Opening ipv4 listen socket" in log and "watcher" not in log, log
 
 
 def test_a_log_file_that_cannot_be_opened_stops_the_broker(tmp_path):

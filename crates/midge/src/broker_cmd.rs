@@ -86,7 +86,7 @@ pub fn run(args: BrokerArgs) -> ExitCode {
     };
     let log_files = crate::logging::init(&LogSettings {
         verbose: args.verbose,
-        level: config.log_level,
+        types: config.log_types(),
         dest: &config.log_dest,
         timestamp: config.log_timestamp,
         timestamp_format: config.log_timestamp_format.as_deref(),

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use midge_broker::config::{LogDest, LogLevel};
+use midge_broker::config::{LogDest, LogType, LogTypes};
 use parking_lot::Mutex;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -167,17 +167,16 @@ enum Target {
     File(Arc<LogFile>),
     Syslog(Arc<Syslog>),
     /// `log_dest topic`: lines for the broker to publish (a full channel drops them).
-    Topic(tokio::sync::mpsc::Sender<(midge_broker::log_topic::Level, String)>),
+    Topic(tokio::sync::mpsc::Sender<(&'static str, String)>),
 }
 
 /// The other end of `log_dest topic`'s channel, until the broker takes it ([`topic_lines`]).
-static TOPIC_LINES: parking_lot::Mutex<
-    Option<tokio::sync::mpsc::Receiver<(midge_broker::log_topic::Level, String)>>,
-> = parking_lot::Mutex::new(None);
+static TOPIC_LINES: parking_lot::Mutex<Option<tokio::sync::mpsc::Receiver<(&'static str, String)>>> =
+    parking_lot::Mutex::new(None);
 
 /// With `log_dest topic`: the lines logged so far and from now on, for
 /// [`midge_broker::log_topic::run`] to publish (once).
-pub fn topic_lines() -> Option<tokio::sync::mpsc::Receiver<(midge_broker::log_topic::Level, String)>> {
+pub fn topic_lines() -> Option<tokio::sync::mpsc::Receiver<(&'static str, String)>> {
     TOPIC_LINES.lock().take()
 }
 
@@ -229,14 +228,17 @@ impl Syslog {
     }
 }
 
-/// Every destination of `log_dest`; a line is written whole to each (one write call).
+/// Every destination of `log_dest`; a line of a kind `log_type` gives is written whole to
+/// each (one write call).
 #[derive(Clone)]
 struct Tee {
     targets: Arc<[Target]>,
+    /// The kinds of line written (`log_type`).
+    types: LogTypes,
     /// The level of the line being written (for syslog's priority).
     level: Option<tracing::Level>,
-    /// Its kind, for `log_dest topic` (none: a debug line).
-    kind: Option<midge_broker::log_topic::Level>,
+    /// Its kind, before the line is read ([`midge_broker::log_topic::kind_of`]).
+    kind: Option<LogType>,
 }
 
 impl<'a> MakeWriter<'a> for Tee {
@@ -249,14 +251,20 @@ impl<'a> MakeWriter<'a> for Tee {
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Tee {
         Tee {
             targets: self.targets.clone(),
+            types: self.types,
             level: Some(*meta.level()),
-            kind: midge_broker::log_topic::Level::of(meta.target(), *meta.level()),
+            kind: Some(midge_broker::log_topic::kind_of(meta.target(), *meta.level())),
         }
     }
 }
 
 impl Write for Tee {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(buf));
+        let kind = self.kind.map(|k| midge_broker::log_topic::sorted(k, &text));
+        if kind.is_some_and(|k| !self.types.has(k)) {
+            return Ok(buf.len());
+        }
         for t in self.targets.iter() {
             // A full disk, a closed terminal or no system log must not stop the broker: the
             // line is lost.
@@ -266,10 +274,8 @@ impl Write for Tee {
                 Target::File(f) => f.write_line(buf),
                 Target::Syslog(s) => s.write_line(self.level, buf),
                 Target::Topic(tx) => {
-                    if let Some(level) = self.kind {
-                        let line =
-                            String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(buf)).into_owned();
-                        let _ = tx.try_send((level, line));
+                    if let Some(topic) = kind.and_then(midge_broker::log_topic::topic) {
+                        let _ = tx.try_send((topic, text.clone().into_owned()));
                     }
                     Ok(())
                 }
@@ -288,8 +294,8 @@ impl Write for Tee {
 pub struct LogSettings<'a> {
     /// `-v`: every packet, whatever `log_type` says.
     pub verbose: bool,
-    /// `log_type` (none: information).
-    pub level: Option<LogLevel>,
+    /// `log_type`.
+    pub types: LogTypes,
     /// `log_dest` (empty: standard error).
     pub dest: &'a [LogDest],
     /// `log_timestamp`.
@@ -303,21 +309,28 @@ pub struct LogSettings<'a> {
 /// Starts logging; `RUST_LOG` overrides the level. Returns the log files, to open once the
 /// broker runs as its user ([`LogFile::open`]) and to reopen on SIGHUP.
 pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
-    let level =
-        if settings.verbose { LogLevel::Debug } else { settings.level.unwrap_or(LogLevel::Information) };
-    // rustls narrates handshakes at debug level, and warns about what clients send (an IP
-    // address as SNI, from mosquitto_pub -h 127.0.0.1): the broker logs TLS failures itself.
-    // The NATS client (cluster mode) narrates every message at debug level and its connection
-    // at info level: the cluster logs its own events ("Cluster: ...").
-    let default = match level {
-        LogLevel::Off => "off",
-        LogLevel::Error => "error",
-        LogLevel::Warning => "warn,rustls=error",
-        LogLevel::Information => "info,rustls=error,async_nats=warn",
-        LogLevel::Debug => "debug,rustls=error,async_nats=warn",
+    // RUST_LOG, when set, says which lines; -v logs every kind.
+    let rust_log = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let types = if settings.verbose || rust_log.is_some() { LogTypes::ALL } else { settings.types };
+    // tracing's filter lets through the most detailed level a kind needs (the lines of the
+    // other kinds at that level are dropped as they are written, [`Tee`]). rustls narrates
+    // handshakes at debug level, and warns about what clients send (an IP address as SNI,
+    // from mosquitto_pub -h 127.0.0.1): the broker logs TLS failures itself. The NATS client
+    // (cluster mode) narrates every message at debug level and its connection at info level:
+    // the cluster logs its own events ("Cluster: ...").
+    let has = |kinds: &[LogType]| kinds.iter().any(|k| types.has(*k));
+    let default = if has(&[LogType::Debug]) {
+        "debug,rustls=error,async_nats=warn"
+    } else if has(&[LogType::Notice, LogType::Information, LogType::Subscribe, LogType::Unsubscribe]) {
+        "info,rustls=error,async_nats=warn"
+    } else if has(&[LogType::Warning]) {
+        "warn,rustls=error"
+    } else if has(&[LogType::Error]) {
+        "error"
+    } else {
+        "off"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = rust_log.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let mut targets = Vec::new();
     let mut files = Vec::new();
     for d in settings.dest {
@@ -358,7 +371,7 @@ pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
         .store(targets.iter().any(|t| matches!(t, Target::Stderr)), std::sync::atomic::Ordering::Relaxed);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Tee { targets: targets.into(), level: None, kind: None })
+        .with_writer(Tee { targets: targets.into(), types, level: None, kind: None })
         .event_format(UnixSecondsFormat {
             stamp: match (settings.timestamp, settings.timestamp_format) {
                 (false, _) => Stamp::None,

@@ -17,6 +17,7 @@ use midge_codec::Packet;
 use tokio::sync::oneshot;
 
 use super::{Broker, Owned, Recheck};
+use crate::config::LogType;
 use crate::control::{Control, ControlSlot};
 use crate::mailbox::SessionHandle;
 use crate::router::RetainSource;
@@ -227,7 +228,7 @@ impl Link {
                     ticket
                 }
                 Effect::Subscribe { filter, options, id } => {
-                    if broker.config.log_subscribe {
+                    if broker.config.log_types().has(LogType::Subscribe) {
                         // mosquitto's line, and with log_dest topic its topic (log/M/subscribe).
                         let (client, qos) = (&self.session.client_id, options.qos.as_u8());
                         tracing::info!(target: crate::log_topic::SUBSCRIBE_TARGET, "{client} {qos} {filter}");
@@ -236,7 +237,7 @@ impl Link {
                     broker.journal_subscription(&self.handle, &filter, Some((options, id)))
                 }
                 Effect::Unsubscribe { filter } => {
-                    if broker.config.log_unsubscribe {
+                    if broker.config.log_types().has(LogType::Unsubscribe) {
                         let client = &self.session.client_id;
                         tracing::info!(target: crate::log_topic::UNSUBSCRIBE_TARGET, "{client} {filter}");
                     }

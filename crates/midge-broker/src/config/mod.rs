@@ -274,20 +274,61 @@ pub enum LogDest {
     Syslog,
 }
 
-/// How much is logged (`log_type`), from least to most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Nothing (`none`).
-    Off,
-    /// Errors (`error`).
+/// A kind of log line, as mosquitto sorts them (`log_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogType {
+    /// `error`.
     Error,
-    /// And warnings (`warning`).
+    /// `warning`.
     Warning,
-    /// And connections, disconnections and other events (`notice`, `information`,
-    /// `subscribe`, `unsubscribe`): mosquitto's default.
+    /// `notice`: clients coming and going.
+    Notice,
+    /// `information`: the broker's other events (start, listeners, reload, ...).
     Information,
-    /// And every packet (`debug`, `all`), as `-v`.
+    /// `subscribe`: a line per subscription (`CLIENT QOS FILTER`).
+    Subscribe,
+    /// `unsubscribe`: a line per unsubscription (`CLIENT FILTER`).
+    Unsubscribe,
+    /// `websockets`: mosquitto's libwebsockets lines; midge has none (its WebSocket
+    /// clients come and go in notices as any other).
+    Websockets,
+    /// `debug`: every packet, as `-v`.
     Debug,
+}
+
+/// The kinds of line logged (`log_type`): mosquitto's mask. The lines given are exactly
+/// what is logged (`log_type subscribe` alone logs subscriptions and nothing else); `none`
+/// clears what the lines before it gave, `all` sets every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogTypes(u8);
+
+impl LogTypes {
+    /// Nothing (`log_type none`).
+    pub const NONE: LogTypes = LogTypes(0);
+    /// Everything (`log_type all`, `-v`).
+    pub const ALL: LogTypes = LogTypes(u8::MAX);
+    /// No `log_type` line: mosquitto's error, warning, notice and information.
+    pub const DEFAULT: LogTypes = LogTypes::NONE
+        .with(LogType::Error)
+        .with(LogType::Warning)
+        .with(LogType::Notice)
+        .with(LogType::Information);
+
+    /// These and `kind`.
+    pub const fn with(self, kind: LogType) -> LogTypes {
+        LogTypes(self.0 | 1 << kind as u8)
+    }
+
+    /// Whether lines of `kind` are logged.
+    pub const fn has(self, kind: LogType) -> bool {
+        self.0 & 1 << kind as u8 != 0
+    }
+}
+
+impl Default for LogTypes {
+    fn default() -> LogTypes {
+        LogTypes::DEFAULT
+    }
 }
 
 /// An address family a listener is kept to (`socket_domain`).
@@ -444,13 +485,8 @@ pub struct Config {
     pub log_timestamp_format: Option<String>,
     /// `log_facility`: the syslog facility local0 to local7 (`None`: daemon).
     pub log_facility: Option<u8>,
-    /// `log_type`: the most detailed kind of line logged (none given: information).
-    pub log_level: Option<LogLevel>,
-    /// `log_type subscribe` (or `all`): a line per subscription, as mosquitto's
-    /// (`CLIENT QOS FILTER`).
-    pub log_subscribe: bool,
-    /// `log_type unsubscribe` (or `all`): a line per unsubscription (`CLIENT FILTER`).
-    pub log_unsubscribe: bool,
+    /// `log_type`: the kinds of line logged (none given: [`LogTypes::DEFAULT`]).
+    pub log_types: Option<LogTypes>,
     /// `log_timestamp`: lines begin with the time in seconds since 1970.
     pub log_timestamp: bool,
     /// `pid_file`: written with the broker's process id at start, removed at exit.
@@ -508,9 +544,7 @@ impl Default for Config {
             log_dest: Vec::new(),
             log_facility: None,
             log_timestamp_format: None,
-            log_level: None,
-            log_subscribe: false,
-            log_unsubscribe: false,
+            log_types: None,
             log_timestamp: true,
             pid_file: None,
             user: None,
@@ -531,6 +565,11 @@ impl Config {
     /// anonymous clients, as mosquitto 2.0 does without a configuration.
     pub fn local_only(&self) -> bool {
         self.listeners.is_empty()
+    }
+
+    /// The kinds of line logged (`log_type`, or mosquitto's default).
+    pub fn log_types(&self) -> LogTypes {
+        self.log_types.unwrap_or(LogTypes::DEFAULT)
     }
 
     /// The listeners to open.
@@ -597,12 +636,7 @@ impl Config {
         check("log_dest", self.log_dest != new.log_dest);
         check("log_facility", self.log_facility != new.log_facility);
         check("log_timestamp_format", self.log_timestamp_format != new.log_timestamp_format);
-        check(
-            "log_type",
-            self.log_level != new.log_level
-                || self.log_subscribe != new.log_subscribe
-                || self.log_unsubscribe != new.log_unsubscribe,
-        );
+        check("log_type", self.log_types != new.log_types);
         check("log_timestamp", self.log_timestamp != new.log_timestamp);
         check("pid_file", self.pid_file != new.pid_file);
         check("user", self.user != new.user);

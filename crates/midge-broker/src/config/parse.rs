@@ -12,7 +12,9 @@ use super::options::{
 };
 use super::sources::{Section, Sources};
 use super::values::{parse_bool, parse_num, parse_port};
-use super::{Config, IpDomain, Listener, ListenerProtocol, LogDest, LogLevel, SecuritySettings, TlsVersion};
+use super::{
+    Config, IpDomain, Listener, ListenerProtocol, LogDest, LogType, LogTypes, SecuritySettings, TlsVersion,
+};
 
 /// A configuration read leniently ([`parse_lenient`]).
 #[derive(Debug, Clone)]
@@ -235,27 +237,30 @@ impl Reader {
             }
             "log_dest" => self.log_dest(d)?,
             "log_type" => {
-                let kind = one(d, "a kind of message")?;
-                config.log_subscribe |= matches!(kind, "subscribe" | "all");
-                config.log_unsubscribe |= matches!(kind, "unsubscribe" | "all");
-                let level =
-                    match kind {
-                        "none" => LogLevel::Off,
-                        "error" => LogLevel::Error,
-                        "warning" => LogLevel::Warning,
-                        "notice" | "information" | "subscribe" | "unsubscribe" | "websockets" => {
-                            LogLevel::Information
-                        }
-                        "debug" | "all" => LogLevel::Debug,
-                        other => return Err(invalid_word(
+                // mosquitto's mask: the first line replaces the default, the next add to it.
+                let types = config.log_types.unwrap_or(LogTypes::NONE);
+                let kind = |kind| types.with(kind);
+                let types = match one(d, "a kind of message")? {
+                    "none" => LogTypes::NONE,
+                    "all" => LogTypes::ALL,
+                    "error" => kind(LogType::Error),
+                    "warning" => kind(LogType::Warning),
+                    "notice" => kind(LogType::Notice),
+                    "information" => kind(LogType::Information),
+                    "subscribe" => kind(LogType::Subscribe),
+                    "unsubscribe" => kind(LogType::Unsubscribe),
+                    "websockets" => kind(LogType::Websockets),
+                    "debug" => kind(LogType::Debug),
+                    other => {
+                        return Err(invalid_word(
                             name,
                             other,
-                            "none, error, warning, notice, information, subscribe, unsubscribe, websockets, \
-                             debug or all",
-                        )),
-                    };
-                // Several log_type lines: the most detailed one decides.
-                config.log_level = config.log_level.max(Some(level));
+                            "none, error, warning, notice, information, subscribe, unsubscribe, \
+                             websockets, debug or all",
+                        ))
+                    }
+                };
+                config.log_types = Some(types);
             }
             // The rest of the line, as mosquitto takes it: a format may have spaces.
             "log_timestamp_format" => {

@@ -262,20 +262,35 @@ fn per_listener_settings_default_listener_allows_anonymous_unless_told_not_to() 
 }
 
 #[test]
+fn log_type_is_mosquittos_mask() {
+    let types = |text: &str| parse_str(text, "t").unwrap().0.log_types();
+    let of = |kinds: &[LogType]| kinds.iter().fold(LogTypes::NONE, |t, k| t.with(*k));
+    use LogType::*;
+    assert_eq!(types(""), of(&[Error, Warning, Notice, Information]), "mosquitto's default");
+    assert_eq!(types("log_type subscribe\n"), of(&[Subscribe]), "the lines given, nothing else");
+    assert_eq!(types("log_type error\nlog_type notice\n"), of(&[Error, Notice]));
+    assert_eq!(types("log_type debug\nlog_type none\nlog_type warning\n"), of(&[Warning]), "none clears");
+    assert_eq!(types("log_type none\n"), LogTypes::NONE);
+    assert_eq!(types("log_type error\nlog_type all\n"), LogTypes::ALL);
+    assert!(LogTypes::ALL.has(Websockets) && !of(&[Error]).has(Warning));
+}
+
+#[test]
 fn logging_options() {
     let text = "log_dest file /var/log/mosquitto/my log.txt\nlog_dest stdout\nlog_dest stdout\n\
                 log_type error\nlog_type information\nlog_timestamp false\npid_file /run/m.pid\n";
     let (c, w) = parse_str(text, "t").unwrap();
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c.log_dest, [LogDest::File("/var/log/mosquitto/my log.txt".into()), LogDest::Stdout]);
-    assert_eq!(c.log_level, Some(LogLevel::Information), "the most detailed log_type decides");
+    let error_and_information = LogTypes::NONE.with(LogType::Error).with(LogType::Information);
+    assert_eq!(c.log_types(), error_and_information, "the lines given replace the default");
     assert!(!c.log_timestamp);
     assert_eq!(c.pid_file.as_deref(), Some(Path::new("/run/m.pid")));
     let (c, w) =
         parse_str("log_dest syslog\nlog_type all\nlog_facility 5\nlog_dest topic\nlog_dest dlt\n", "t")
             .unwrap();
     assert_eq!(c.log_dest, [LogDest::Syslog, LogDest::Topic, LogDest::Stderr]);
-    assert_eq!((c.log_level, c.log_facility), (Some(LogLevel::Debug), Some(5)));
+    assert_eq!((c.log_types(), c.log_facility), (LogTypes::ALL, Some(5)));
     assert_eq!(w, ["t:5: log_dest dlt is not supported by midge yet; logging to stderr instead"]);
     let e = parse_str("log_facility 8\n", "t").unwrap_err().to_string();
     assert_eq!(e, "t:1: invalid value '8' for log_facility: expected 0 to 7");
