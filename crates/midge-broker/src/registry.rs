@@ -75,8 +75,9 @@ struct Parked {
 pub enum Attach {
     /// No session: start a new one.
     Fresh,
-    /// A parked session.
-    Parked(Box<Owned>),
+    /// A parked session, and its will waiting for its delay if the new connection starts
+    /// clean (the session ends: the will is due now).
+    Parked(Box<Owned>, Option<PendingWill>),
     /// A connection holds the session: it has been told to close and will send it.
     TakeOver(oneshot::Receiver<Owned>),
 }
@@ -115,9 +116,14 @@ impl Registry {
         );
         match previous {
             None => Attach::Fresh,
-            // A will still waiting for its delay is dropped: the client is back in time
-            // [MQTT-3.1.3-9].
-            Some(Entry::Offline(parked)) => Attach::Parked(Box::new(parked.owned)),
+            // A will still waiting for its delay is dropped when the client is back in time
+            // to go on with its session [MQTT-3.1.3-9]; a clean start ends the session, and
+            // a will is due when its "Session ends" (section 3.1.3.2.2): as mosquitto, it
+            // goes at once.
+            Some(Entry::Offline(parked)) => {
+                let will = if clean_start { parked.will } else { None };
+                Attach::Parked(Box::new(parked.owned), will)
+            }
             Some(Entry::Online { control: old, .. }) => match old.upgrade() {
                 // Sent while the lock is held: when the old connection ends and finds it no
                 // longer holds the id, this message is already in its slot.

@@ -70,7 +70,9 @@ pub enum DecodeError {
         /// The field.
         field: &'static str,
     },
-    /// A variable byte integer longer than four bytes (section 1.5.5).
+    /// A variable byte integer in a packet's body longer than four bytes (section 1.5.5),
+    /// or longer than its value needs [MQTT-1.5.5-1] (as mosquitto, which takes such a
+    /// remaining length but no such integer inside a packet).
     #[error("malformed variable byte integer in {field}")]
     InvalidVarInt {
         /// The field.
@@ -155,6 +157,10 @@ pub enum DecodeError {
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     #[error("No Local set on a shared subscription")]
     NoLocalOnSharedSubscription,
+    /// A Response Topic with a wildcard character [MQTT-3.3.2-14]: a Protocol Error, as
+    /// mosquitto has it.
+    #[error("Response Topic with a wildcard character")]
+    WildcardInResponseTopic,
     /// A 5.0 PUBLISH with an empty topic name and no Topic Alias [MQTT-3.3.2-1].
     #[error("PUBLISH with an empty topic and no topic alias")]
     EmptyTopicWithoutAlias,
@@ -185,6 +191,7 @@ impl DecodeError {
             | DuplicateProperty(_)
             | InvalidPropertyValue { .. }
             | NoLocalOnSharedSubscription
+            | WildcardInResponseTopic
             | EmptyTopicWithoutAlias => ReasonCode::ProtocolError,
             RemainingLengthTooLong
             | ReservedPacketType(_)

@@ -357,6 +357,13 @@ impl Property {
             I::SharedSubscriptionAvailable => P::SharedSubscriptionAvailable(r.u8(F)?),
         };
         p.check_value()?;
+        if let P::ResponseTopic(topic) = &p {
+            // A topic name: "The Response Topic MUST NOT contain wildcard characters"
+            // [MQTT-3.3.2-14] (and in a will, 3.1.3.2.5).
+            if topic.contains(['+', '#']) {
+                return Err(DecodeError::WildcardInResponseTopic);
+            }
+        }
         Ok(p)
     }
 

@@ -60,6 +60,8 @@ impl Reader {
             }
             VarInt::Incomplete => Err(DecodeError::Truncated { packet_type: self.packet_type, field }),
             VarInt::TooLong => Err(DecodeError::InvalidVarInt { field }),
+            // Inside a packet, malformed, as mosquitto's packet__read_varint has it.
+            VarInt::NotMinimal(..) => Err(DecodeError::InvalidVarInt { field }),
         }
     }
 
@@ -121,6 +123,10 @@ pub(crate) enum VarInt {
     Incomplete,
     /// A fifth byte would be needed: malformed (section 1.5.5).
     TooLong,
+    /// The value, in more bytes than it needs (a last byte of 0 after a continuation),
+    /// and how many: "the encoded value MUST use the minimum number of bytes necessary"
+    /// [MQTT-1.5.5-1], which binds the sender and names nothing for the receiver.
+    NotMinimal(u32, usize),
 }
 
 pub(crate) fn read_varint(buf: &[u8]) -> VarInt {
@@ -131,6 +137,9 @@ pub(crate) fn read_varint(buf: &[u8]) -> VarInt {
         };
         value |= u32::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return VarInt::NotMinimal(value, i + 1);
+            }
             return VarInt::Value(value, i + 1);
         }
     }

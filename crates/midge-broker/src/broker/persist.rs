@@ -228,6 +228,11 @@ impl Journal {
         self.store.append([op])
     }
 
+    /// A retained message expired and was dropped ([`crate::router::Router::drop_expired_retained`]).
+    pub fn forget_retained(&self, topic: &str) -> u64 {
+        self.store.append([Op::Delete(records::retained_key(topic))])
+    }
+
     /// A session is (or stays) persistent, online (`parked` none) or parked until it expires,
     /// with the will waiting for its delay.
     pub fn session(

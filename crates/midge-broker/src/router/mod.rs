@@ -363,6 +363,16 @@ impl Router {
         self.retained.set(message, source);
     }
 
+    /// Drops the retained messages that expired, calling `gone` with each topic (see
+    /// [`RetainedStore::drop_expired`]); returns how many.
+    pub fn drop_expired_retained(
+        &self,
+        now: Instant,
+        gone: &mut dyn FnMut(&bytestring::ByteString),
+    ) -> usize {
+        self.retained.drop_expired(now, gone)
+    }
+
     /// The next page of retained messages matching a (non-shared) filter, from `cursor`
     /// (see [`RetainedStore::page`]).
     pub fn retained_page(

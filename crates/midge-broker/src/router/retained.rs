@@ -7,6 +7,7 @@
 //! literal first level reads one shard; one starting with a wildcard reads them in turn.
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +68,9 @@ type Shard = RwLock<BTreeMap<ByteString, Entry>>;
 #[derive(Debug)]
 pub struct RetainedStore {
     shards: Box<[Shard]>,
+    /// How many messages of each shard have a Message Expiry Interval (changed under the
+    /// shard's write lock): the shards [`RetainedStore::drop_expired`] walks.
+    expiring: Box<[AtomicUsize]>,
     hasher: ahash::RandomState,
 }
 
@@ -74,6 +78,7 @@ impl Default for RetainedStore {
     fn default() -> Self {
         RetainedStore {
             shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            expiring: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
             hasher: ahash::RandomState::new(),
         }
     }
@@ -104,12 +109,46 @@ impl RetainedStore {
     /// Stores `message` as its topic's retained message, or clears the topic when the payload
     /// is empty [MQTT-3.3.1-6], [MQTT-3.3.1-7] (3.1.1: [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
     pub fn set(&self, message: &Arc<Message>, source: Option<Arc<RetainSource>>) {
-        let mut shard = self.shards[self.shard_index(&message.topic)].write();
-        if message.payload.is_empty() {
-            shard.remove(&message.topic);
-        } else {
+        let index = self.shard_index(&message.topic);
+        let mut shard = self.shards[index].write();
+        // Removed first, and the key is the new message's topic: the old key is a slice of
+        // the old message's packet, which it would keep alive (payload and all).
+        if let Some((old, _)) = shard.remove(&message.topic) {
+            if old.expires_at.is_some() {
+                self.expiring[index].fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if !message.payload.is_empty() {
+            if message.expires_at.is_some() {
+                self.expiring[index].fetch_add(1, Ordering::Relaxed);
+            }
             shard.insert(message.topic.clone(), (message.clone(), source));
         }
+    }
+
+    /// Removes the messages whose Message Expiry Interval has passed (mosquitto frees them
+    /// when a subscription reaches them; here they go also when none does, so that they
+    /// count in `memory_limit` no longer), calling `gone` with each one's topic under its
+    /// shard's lock (a journal records the removal before a new message on the topic).
+    /// Walks only the shards that hold messages with an expiry.
+    pub fn drop_expired(&self, now: Instant, gone: &mut dyn FnMut(&ByteString)) -> usize {
+        let mut dropped = 0;
+        for (index, shard) in self.shards.iter().enumerate() {
+            if self.expiring[index].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut shard = shard.write();
+            shard.retain(|topic, (m, _)| {
+                let expired = m.is_expired(now);
+                if expired {
+                    gone(topic);
+                    dropped += 1;
+                    self.expiring[index].fetch_sub(1, Ordering::Relaxed);
+                }
+                !expired
+            });
+        }
+        dropped
     }
 
     /// The next page of at most `max` messages matching a (non-shared, valid) filter, from
@@ -263,5 +302,42 @@ mod tests {
         s.set(&Arc::new(Message { payload: Bytes::new(), ..(*msg("a/1/x")).clone() }), None);
         assert!(all(&s, "a/1/x", 10).is_empty(), "an empty payload clears the topic");
         assert_eq!(s.len(), 150);
+    }
+
+    #[test]
+    fn a_replaced_message_leaves_nothing_of_itself_behind() {
+        let s = RetainedStore::default();
+        let old = msg("a/b");
+        s.set(&old, None);
+        s.set(&msg("a/b"), None);
+        // The key was the old message's topic (a slice of its packet): it went with it.
+        assert_eq!(Arc::strong_count(&old), 1);
+        let shard = s.shards[s.shard_index("a/b")].read();
+        let (key, (m, _)) = shard.iter().next().unwrap();
+        assert_eq!(key.as_bytes().as_ptr(), m.topic.as_bytes().as_ptr(), "the key is the new topic");
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_and_named() {
+        let s = RetainedStore::default();
+        let now = Instant::now();
+        let expiring = |topic: &str, secs| {
+            let m = msg(topic);
+            Arc::new(Message { expires_at: Some(now + std::time::Duration::from_secs(secs)), ..(*m).clone() })
+        };
+        s.set(&expiring("a/soon", 1), None);
+        s.set(&expiring("b/later", 100), None);
+        s.set(&msg("c/never"), None);
+        // Replaced by a message without expiry: no longer counted as expiring.
+        s.set(&expiring("d/replaced", 1), None);
+        s.set(&msg("d/replaced"), None);
+        let mut gone = Vec::new();
+        assert_eq!(s.drop_expired(now, &mut |t| gone.push(t.to_string())), 0);
+        let later = now + std::time::Duration::from_secs(2);
+        assert_eq!(s.drop_expired(later, &mut |t| gone.push(t.to_string())), 1);
+        assert_eq!(gone, ["a/soon"]);
+        assert_eq!(all(&s, "#", 10), ["b/later", "c/never", "d/replaced"]);
+        let expiring: usize = s.expiring.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        assert_eq!(expiring, 1, "b/later");
     }
 }

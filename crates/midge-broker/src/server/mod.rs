@@ -536,8 +536,15 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// How often a listener that cannot accept connections says so.
+const ACCEPT_ERROR_EVERY: Duration = Duration::from_secs(10);
+
 async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let Bound { listener, local, index, tls, protocol } = bound;
+    // Failed accepts since the last line about them, and when that line was logged: out of
+    // file descriptors, accept fails as fast as clients knock, and the log says so once
+    // every ten seconds, not each time.
+    let (mut failed, mut said_at) = (0u64, None::<Instant>);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -548,7 +555,16 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before accept: keep serving.
-                tracing::warn!("Error accepting a connection on port {}: {e}.", local.port());
+                if said_at.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_EVERY) {
+                    let more = match failed {
+                        0 => String::new(),
+                        n => format!(" ({n} more since the last such line)"),
+                    };
+                    tracing::warn!("Error accepting a connection on port {}: {e}{more}.", local.port());
+                    (failed, said_at) = (0, Some(Instant::now()));
+                } else {
+                    failed += 1;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -706,18 +722,29 @@ async fn sys_loop(broker: Arc<Broker>) {
 }
 
 /// Every session's timers, from one place, four times a second (keep alive, held
-/// acknowledgements, session expiry, delayed wills); and the store's compaction every
-/// `autosave_interval` seconds (or changes, with `autosave_on_changes`).
+/// acknowledgements, session expiry, delayed wills); retained messages that expired, every
+/// second; and the store's compaction every `autosave_interval` seconds (or changes, with
+/// `autosave_on_changes`).
 async fn timer_loop(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let p = broker.config.persistence.clone();
     let mut last_save = (Instant::now(), broker.journal().map_or(0, |j| j.appended()));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {
                 let now = Instant::now();
                 broker.run_timers(now);
+                ticks += 1;
+                if ticks.is_multiple_of(4) {
+                    let journal = broker.journal();
+                    broker.router.drop_expired_retained(now, &mut |topic| {
+                        if let Some(j) = journal {
+                            j.forget_retained(topic);
+                        }
+                    });
+                }
                 let Some(j) = broker.journal().filter(|_| p.autosave_interval > 0) else { continue };
                 let due = if p.autosave_on_changes {
                     j.appended().saturating_sub(last_save.1) >= p.autosave_interval

@@ -137,7 +137,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
         Ok(mut ws) => {
             ws.get_mut().left = None;
-            Ok(Accepted::WebSocket(Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false }), path))
+            Ok(Accepted::WebSocket(
+                Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false, pong_queued: false }),
+                path,
+            ))
         }
         Err(e) => Err(match (refused, e) {
             (Some(offered), _) => HandshakeError::NoMqttSubprotocol { offered },
@@ -218,6 +221,9 @@ pub struct WsStream<S> {
     pending: Bytes,
     /// A message was written into tungstenite's buffer and not all of it to the socket yet.
     unflushed: bool,
+    /// A ping was read: tungstenite queued its pong, which must reach the socket before
+    /// the next frame is read.
+    pong_queued: bool,
 }
 
 impl<S> WsStream<S> {
@@ -283,6 +289,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 this.pending.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if this.pong_queued {
+                // A client that pings and never reads would otherwise have the broker queue
+                // a pong per ping without bound: it is read on once its pongs are out (its
+                // socket pushes back, as a TCP client that never reads its PINGRESPs).
+                ready!(Pin::new(&mut this.ws).poll_flush(cx)).map_err(io_error)?;
+                this.pong_queued = false;
+                this.unflushed = false;
+            }
             match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 // The end of the stream, or a close frame (tungstenite answers it): read as
                 // the client closing its connection.
@@ -295,7 +309,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                         "a text frame (MQTT packets go in binary frames) [MQTT-6.0.0-1]",
                     )))
                 }
-                // Ping and pong are answered by tungstenite.
+                // tungstenite answers pings (its pong waits in its buffer).
+                Some(Ok(Message::Ping(_))) => this.pong_queued = true,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
             }
@@ -344,6 +359,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
 mod tests {
     use super::*;
     use futures_sink::Sink;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -404,6 +420,31 @@ mod tests {
         // A text frame is an error [MQTT-6.0.0-1]; a close frame is the end of the stream.
         send(&mut client, Message::Text("hi".into())).await;
         assert_eq!(server.read(&mut got).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_pings_and_never_reads_is_read_no_further() {
+        let (server, client) = pair("mqtt").await;
+        let (mut server, _) = server.unwrap();
+        let mut client = client.unwrap();
+        // The server reads on; its pongs go nowhere, as the client never reads them.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while server.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        // With 64 KiB each way, the client's pings stop going out once the pongs fill the
+        // way back: without that, every ping is read and answered into memory.
+        let mut sent = 0;
+        let ping = Message::Ping(Bytes::from_static(&[b'p'; 125]));
+        while sent < 10_000 {
+            let sent_one = tokio::time::timeout(Duration::from_secs(2), send(&mut client, ping.clone()));
+            if sent_one.await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        assert!(sent < 2_000, "{sent} pings were read with none of their pongs read");
+        reader.abort();
     }
 
     #[tokio::test]

@@ -249,8 +249,11 @@ impl Session {
     /// PUBLISH of a topic carries the topic and a new alias, later ones the alias alone
     /// (section 3.3.2.3.4). Once every alias is taken, other topics go in full. Returns the
     /// topic when this PUBLISH assigns it a new alias.
+    ///
+    /// At most as many as the listener takes from its clients (`max_topic_alias`), however
+    /// many the client would take: each alias holds its topic for the connection's life.
     fn apply_alias(&mut self, p: &mut Publish) -> Option<ByteString> {
-        let max = self.limits.client_topic_alias_maximum;
+        let max = self.limits.client_topic_alias_maximum.min(self.limits.topic_alias_maximum);
         if max == 0 || !self.version.is_v5() {
             return None;
         }
@@ -265,6 +268,9 @@ impl Session {
             return None;
         }
         let alias = next as u16;
+        // A copy: the topic is a slice of its publisher's packet, which it would keep alive
+        // (payload and all) as long as the alias lives.
+        p.topic = ByteString::from(&*p.topic);
         aliases.outgoing.insert(p.topic.clone(), alias);
         p.properties.push(Property::TopicAlias(alias));
         Some(p.topic.clone())

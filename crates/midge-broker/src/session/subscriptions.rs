@@ -1,5 +1,6 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the access check, the options granted, the effects on the
 //! router, and the retained messages a new subscription is to receive.
+use bytestring::ByteString;
 use midge_codec::ReasonCode;
 use midge_codec::{
     parse_shared, Packet, Properties, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
@@ -23,7 +24,9 @@ impl Session {
         let sub_id = s.properties.subscription_identifiers().next();
         let mut codes = Vec::with_capacity(s.filters.len());
         for (filter, requested) in s.filters {
-            let filter = self.mounted(filter);
+            // A copy: the filter is a slice of the SUBSCRIBE packet, which it would keep alive
+            // (user properties and all) as long as the subscription lives.
+            let filter = ByteString::from(&*self.mounted(filter));
             if too_deep(&filter) {
                 // More levels than the broker walks: 5.0 says 0x8F Topic Filter invalid for
                 // this filter in SUBACK (the filter is well formed, so not mosquitto's 0x81
@@ -77,7 +80,9 @@ impl Session {
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
-            let filter = self.mounted(filter);
+            // A copy: the filter is a slice of the SUBSCRIBE packet, which it would keep alive
+            // (user properties and all) as long as the subscription lives.
+            let filter = ByteString::from(&*self.mounted(filter));
             if too_deep(&filter) {
                 // As for SUBSCRIBE: 0x8F for 5.0, the connection closed for 3.1.1.
                 if !self.version.is_v5() {

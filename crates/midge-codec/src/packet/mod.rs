@@ -158,7 +158,9 @@ impl FixedHeader {
         };
         check_flags(packet_type, flags, version)?;
         let (remaining_length, n) = match read_varint(&buf[1..]) {
-            VarInt::Value(v, n) => (v as usize, n),
+            // A remaining length in more bytes than it needs is taken, as mosquitto takes it
+            // (it refuses such integers only inside a packet).
+            VarInt::Value(v, n) | VarInt::NotMinimal(v, n) => (v as usize, n),
             VarInt::Incomplete => return Ok(None),
             // Sections 1.5.5 and 2.1.4: the remaining length is a Variable Byte Integer of at most
             // four bytes.
