@@ -75,9 +75,8 @@ struct Parked {
 pub enum Attach {
     /// No session: start a new one.
     Fresh,
-    /// A parked session, and its will waiting for its delay if the new connection starts
-    /// clean (the session ends: the will is due now).
-    Parked(Box<Owned>, Option<PendingWill>),
+    /// A parked session.
+    Parked(Box<Owned>),
     /// A connection holds the session: it has been told to close and will send it.
     TakeOver(oneshot::Receiver<Owned>),
 }
@@ -116,14 +115,11 @@ impl Registry {
         );
         match previous {
             None => Attach::Fresh,
-            // A will still waiting for its delay is dropped when the client is back in time
-            // to go on with its session [MQTT-3.1.3-9]; a clean start ends the session, and
-            // a will is due when its "Session ends" (section 3.1.3.2.2): as mosquitto, it
-            // goes at once.
-            Some(Entry::Offline(parked)) => {
-                let will = if clean_start { parked.will } else { None };
-                Attach::Parked(Box::new(parked.owned), will)
-            }
+            // A will still waiting for its delay is dropped: "a new Network Connection for
+            // the ClientID is opened before the Will Delay Interval has elapsed"
+            // [MQTT-3.1.2-8], [MQTT-3.1.3-9], with a clean start too (as mosquitto: its
+            // 07-will-delay-recover test).
+            Some(Entry::Offline(parked)) => Attach::Parked(Box::new(parked.owned)),
             Some(Entry::Online { control: old, .. }) => match old.upgrade() {
                 // Sent while the lock is held: when the old connection ends and finds it no
                 // longer holds the id, this message is already in its slot.

@@ -418,12 +418,7 @@ impl Broker {
                 }
             }
             Attach::Fresh => self.start(start, None, now),
-            Attach::Parked(owned, will) => {
-                if let Some(w) = will {
-                    self.publish_will(w.will, &start.plan.client_id, now);
-                }
-                self.start(start, Some(*owned), now)
-            }
+            Attach::Parked(owned) => self.start(start, Some(*owned), now),
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: None })),
         }
     }
