@@ -430,6 +430,33 @@ impl Properties {
         self.0.len()
     }
 
+    /// The same properties, each string and binary value in an allocation of its own:
+    /// decoded values are slices of the packet's buffer, and keep all of it alive as long
+    /// as they live.
+    pub fn detached(&self) -> Properties {
+        use Property as P;
+        let s = |v: &ByteString| ByteString::from(&**v);
+        let b = |v: &Bytes| Bytes::copy_from_slice(v);
+        Properties(
+            self.0
+                .iter()
+                .map(|p| match p {
+                    P::ContentType(v) => P::ContentType(s(v)),
+                    P::ResponseTopic(v) => P::ResponseTopic(s(v)),
+                    P::CorrelationData(v) => P::CorrelationData(b(v)),
+                    P::AssignedClientIdentifier(v) => P::AssignedClientIdentifier(s(v)),
+                    P::AuthenticationMethod(v) => P::AuthenticationMethod(s(v)),
+                    P::AuthenticationData(v) => P::AuthenticationData(b(v)),
+                    P::ResponseInformation(v) => P::ResponseInformation(s(v)),
+                    P::ServerReference(v) => P::ServerReference(s(v)),
+                    P::ReasonString(v) => P::ReasonString(s(v)),
+                    P::UserProperty(k, v) => P::UserProperty(s(k), s(v)),
+                    other => other.clone(),
+                })
+                .collect(),
+        )
+    }
+
     /// The properties in order.
     pub fn iter(&self) -> std::slice::Iter<'_, Property> {
         self.0.iter()
@@ -626,5 +653,32 @@ impl<'a> IntoIterator for &'a Properties {
     type IntoIter = std::slice::Iter<'a, Property>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_values_are_equal_and_hold_no_slice_of_the_packet() {
+        let packet = Bytes::from_static(b"text/plainkeyvalue\x01\x02");
+        let slice = |r: std::ops::Range<usize>| ByteString::try_from(packet.slice(r)).unwrap();
+        let mut p = Properties::default();
+        p.push(Property::ContentType(slice(0..10)));
+        p.push(Property::UserProperty(slice(10..13), slice(13..18)));
+        p.push(Property::CorrelationData(packet.slice(18..20)));
+        p.push(Property::PayloadFormatIndicator(1));
+        let d = p.detached();
+        assert_eq!(d, p);
+        let inside = |ptr: *const u8| packet.as_ptr_range().contains(&ptr);
+        for property in d.iter() {
+            match property {
+                Property::ContentType(v) => assert!(!inside(v.as_ptr())),
+                Property::UserProperty(k, v) => assert!(!inside(k.as_ptr()) && !inside(v.as_ptr())),
+                Property::CorrelationData(v) => assert!(!inside(v.as_ptr())),
+                _ => {}
+            }
+        }
     }
 }

@@ -61,6 +61,10 @@ impl Message {
                 )
             });
         }
+        if payload.len() <= COPY_UP_TO && !properties.is_empty() {
+            // As own_copy: a small message's properties must not keep its read buffer alive.
+            properties = properties.detached();
+        }
         let (topic, payload) = own_copy(topic, payload);
         let held = crate::memory_limit::Held::new(topic.len() + payload.len());
         Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now, held }
