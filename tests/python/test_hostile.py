@@ -1251,7 +1251,7 @@ def read_publish(c: RawClient) -> None:
     exact(n)
 
 
-STORED_KINDS = ["alias", "retained", "subscription", "properties"]
+STORED_KINDS = ["alias", "retained", "subscription", "properties", "payload"]
 
 
 @pytest.mark.parametrize("kind", STORED_KINDS)
@@ -1266,7 +1266,8 @@ def test_what_a_client_stores_keeps_no_packet_alive(broker_factory, kind):
     subscription: a SUBSCRIBE carrying 18 MB of user properties, its session kept;
     properties: 200 retained messages of 1 byte with a user property, each read in a
     buffer of its own (60 KB of other messages between them): its property held the whole
-    buffer (166 MiB for 2,000)."""
+    buffer (166 MiB for 2,000);
+    payload: the same with 200 retained messages of 4,100 bytes (172 MiB for 2,000)."""
     b = broker_factory(verbose=False)
     alias_hog = None
     if kind == "alias":
@@ -1275,7 +1276,8 @@ def test_what_a_client_stores_keeps_no_packet_alive(broker_factory, kind):
         alias_hog.subscribe(1, [("t/#", 0)])
     retained_hog = RawClient(b.port, V5, timeout=30)
     retained_hog.connect(unique_id("retained-hog"))
-    packet = {"alias": 20 * MIB, "retained": 20 * MIB, "subscription": 18 * MIB, "properties": 12 * MIB}[kind]
+    packet = {"alias": 20 * MIB, "retained": 20 * MIB, "subscription": 18 * MIB, "properties": 12 * MIB,
+              "payload": 12 * MIB}[kind]
 
     def one_round(i: int) -> None:
         if kind == "alias":
@@ -1285,10 +1287,14 @@ def test_what_a_client_stores_keeps_no_packet_alive(broker_factory, kind):
         elif kind == "retained":
             retained_hog.publish(f"k/{i}", b"x" * (20 * MIB), qos=1, retain=True, packet_id=1)
             retained_hog.publish(f"k/{i}", b"s", qos=1, retain=True, packet_id=2)
-        elif kind == "properties":
+        elif kind in ("properties", "payload"):
             for j in range(200):
-                retained_hog.send(raw.publish(f"p/{i}/{j}", b"v", retain=True, version=V5,
-                                              props=[("UserProperty", ("k", "v"))]))
+                if kind == "properties":
+                    small = raw.publish(f"p/{i}/{j}", b"v", retain=True, version=V5,
+                                        props=[("UserProperty", ("k", "v"))])
+                else:
+                    small = raw.publish(f"p/{i}/{j}", b"v" * 4100, retain=True, version=V5)
+                retained_hog.send(small)
                 retained_hog.send(raw.publish("junk", b"j" * 60_000, version=V5))
             retained_hog.send(raw.pingreq())
             retained_hog.expect(raw.PINGRESP)
