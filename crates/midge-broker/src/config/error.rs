@@ -45,7 +45,7 @@ pub enum LineError {
         /// How many values the line has.
         found: usize,
     },
-    /// `listener` without a port, or with more than a port and an address.
+    /// `listener` without a port.
     #[error("listener needs a port and optionally an address: listener PORT [ADDRESS]")]
     ListenerArgs,
     /// A port that is not a number from 0 to 65535.

@@ -113,8 +113,44 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads one line; a line whose value is read is recorded where it belongs.
+    /// Reads one line. As mosquitto, which reads the words an option takes and ignores the
+    /// rest, words after the last one an option takes (`allow_anonymous true # comment`,
+    /// `log_type error warning`) are left out, with a warning, rather than refused.
     fn line(&mut self, d: &Directive) -> Result<(), LineError> {
+        let read = self.line_as_written(d);
+        if !matches!(read, Err(LineError::TooManyValues { .. })) {
+            return read;
+        }
+        // A comment ends the line; otherwise, the words that fit.
+        let comment = d.args.iter().skip(1).position(|a| a.starts_with('#')).map(|i| i + 1);
+        let mut keep = comment.unwrap_or(d.args.len() - 1);
+        loop {
+            let shorter =
+                Directive { args: d.args[..keep].to_vec(), value: d.args[..keep].join(" "), ..d.clone() };
+            match self.line_as_written(&shorter) {
+                Err(LineError::TooManyValues { .. }) if keep > 1 => keep -= 1,
+                Ok(()) => {
+                    let ignored = d.args[keep..].join(" ");
+                    self.warnings.push(format!(
+                        "{}: '{ignored}' after {}'s value is ignored, as mosquitto ignores it{}",
+                        d.location(),
+                        d.name,
+                        if ignored.starts_with('#') {
+                            ": a comment is a line of its own"
+                        } else {
+                            " (write a line for each value)"
+                        },
+                    ));
+                    return Ok(());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads one line as it is written; a line whose value is read is recorded where it
+    /// belongs.
+    fn line_as_written(&mut self, d: &Directive) -> Result<(), LineError> {
         let name = d.name.as_str();
         if SECURITY_OPTIONS.contains(&name) {
             self.security_set = true;
@@ -465,6 +501,10 @@ impl Reader {
     /// before; the broker stops at the error.
     fn listener(&mut self, d: &Directive) -> Result<(), LineError> {
         let Some(written) = d.args.first() else { return Err(LineError::ListenerArgs) };
+        if d.args.len() > 2 {
+            let expected = "a port and optionally an address: listener PORT [ADDRESS]";
+            return Err(LineError::TooManyValues { option: d.name.clone(), expected, found: d.args.len() });
+        }
         let port = parse_port(written);
         let mut l =
             Listener::new(port.as_ref().ok().copied().unwrap_or(0), d.args.get(1).map(String::as_str));
@@ -472,9 +512,6 @@ impl Reader {
         self.config.listeners.push(l);
         self.openers.push(d.clone());
         self.current = Some(self.config.listeners.len() - 1);
-        if d.args.len() > 2 {
-            return Err(LineError::ListenerArgs);
-        }
         port.map(drop)
     }
 

@@ -262,6 +262,27 @@ fn per_listener_settings_default_listener_allows_anonymous_unless_told_not_to() 
 }
 
 #[test]
+fn words_after_an_options_value_are_ignored_with_a_warning_as_mosquitto_does() {
+    let text = "listener 1884 127.0.0.1 # the local one\nallow_anonymous true # for now\n\
+                max_connections 100 # limit\nlog_type error warning\nlog_timestamp_format %H # x\n";
+    let (c, w) = parse_str(text, "m.conf").unwrap();
+    assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
+    assert_eq!(c.security.allow_anonymous, Some(true));
+    assert_eq!(c.listeners[0].max_connections, Some(100));
+    assert_eq!(c.log_types(), LogTypes::NONE.with(LogType::Error), "mosquitto takes the first word only");
+    assert_eq!(c.log_timestamp_format.as_deref(), Some("%H # x"), "the rest of the line, as mosquitto");
+    assert_eq!(
+        w,
+        [
+            "m.conf:1: '# the local one' after listener's value is ignored, as mosquitto ignores it: a comment is a line of its own",
+            "m.conf:2: '# for now' after allow_anonymous's value is ignored, as mosquitto ignores it: a comment is a line of its own",
+            "m.conf:3: '# limit' after max_connections's value is ignored, as mosquitto ignores it: a comment is a line of its own",
+            "m.conf:4: 'warning' after log_type's value is ignored, as mosquitto ignores it (write a line for each value)",
+        ]
+    );
+}
+
+#[test]
 fn log_type_is_mosquittos_mask() {
     let types = |text: &str| parse_str(text, "t").unwrap().0.log_types();
     let of = |kinds: &[LogType]| kinds.iter().fold(LogTypes::NONE, |t, k| t.with(*k));
