@@ -1446,3 +1446,52 @@ def test_max_queued_bytes_bounds_an_offline_queue_as_in_mosquitto(brokers, peer)
         got.append(p.payload)
         sub.send(raw.puback(p.packet_id, raw.V311))
     assert got == [b"m000", b"m001", b"m002"]
+
+
+def openssl_version1_pki(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for localhost and a client certificate for alice, made as
+    mosquitto-tls(7) shows: `openssl x509 -req` without an extensions file, which makes
+    X.509 version 1 certificates."""
+    openssl = require_program("openssl", "apt-get install openssl")
+    d.mkdir()
+    run_tool([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"),
+              "-out", str(d / "ca.crt"), "-subj", "/CN=v1-ca", "-days", "30"])
+    for name, cn in (("server", "localhost"), ("alice", "alice")):
+        run_tool([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / f"{name}.key"),
+                  "-out", str(d / f"{name}.csr"), "-subj", f"/CN={cn}"])
+        run_tool([openssl, "x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"),
+                  "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / f"{name}.crt"), "-days", "30"])
+    text = run_tool([openssl, "x509", "-in", str(d / "server.crt"), "-noout", "-text"]).stdout
+    assert "Version: 1 (0x0)" in text, text
+    return {n: d / n for n in ("ca.crt", "server.crt", "server.key", "alice.crt", "alice.key")}
+
+
+def test_version_1_certificates_made_as_mosquittos_manual_shows(brokers, pki, tmp_path):
+    """mosquitto-tls(7)'s openssl commands make X.509 version 1 certificates, which webpki
+    (rustls) refuses. midge serves one (with a warning: its own clients will refuse it),
+    mosquitto's clients connect to it; and midge pub presents one to mosquitto."""
+    mosquitto_broker_binary()
+    f = openssl_version1_pki(tmp_path / "v1")
+    tls = f"listener {{port}} 127.0.0.1\ncertfile {f['server.crt']}\nkeyfile {f['server.key']}\ncafile {f['ca.crt']}\n"
+    b = brokers(tls + "allow_anonymous true\n")
+    b.wait_for_log(r"server\.crt is an X\.509 version 1 certificate \(made without extensions\)")
+    r = mosq_pub(b.port, "-h", "localhost", "--cafile", str(f["ca.crt"]), "-t", "v1/t", "-m", "x")
+    assert r.returncode == 0 and connack_code(r) == 0, describe(r)
+    # Not the key of the certificate: refused at start, as before.
+    other = tmp_path / "other.key"
+    run_tool([require_program("openssl", "apt-get install openssl"), "genpkey", "-algorithm", "RSA",
+              "-out", str(other)])
+    conf = tmp_path / "mismatch.conf"
+    conf.write_text("".join(f"{line}\n" for line in RUN_AS)
+                    + tls.replace("{port}", "0").replace(str(f["server.key"]), str(other)))
+    r = run_tool([str(midge_bin()), "broker", "-c", str(conf)])
+    assert r.returncode != 0 and "KeyMismatch" in r.stderr, describe(r)
+    # midge pub with a version 1 client certificate, to mosquitto asking for one (its own
+    # certificate is version 3: midge pub verifies it).
+    crt, key = pki.server()
+    m = brokers(f"listener {{port}} 127.0.0.1\ncertfile {crt}\nkeyfile {key}\ncafile {f['ca.crt']}\n"
+                "require_certificate true\nuse_identity_as_username true\nallow_anonymous false\n", mosquitto=True)
+    r = run_tool([str(midge_bin()), "pub", "-h", HOST, "-p", str(m.port), "--cafile", str(pki.ca),
+                  "--cert", str(f["alice.crt"]), "--key", str(f["alice.key"]), "-t", "v1/t", "-m", "x"])
+    assert r.returncode == 0, describe(r) + "\nmosquitto log:\n" + m.log()
+    m.wait_for_log(r"New client connected from 127\.0\.0\.1:\d+ as \S+ .*u'alice'")

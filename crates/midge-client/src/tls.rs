@@ -61,7 +61,7 @@ impl TlsOptions {
             .map_err(|e| Error::tls(e.to_string()))?;
         let roots = Arc::new(roots);
         let builder = if self.insecure {
-            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| Error::tls(e.to_string()))?;
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(inner)))
@@ -72,7 +72,10 @@ impl TlsOptions {
             (Some(cert), Some(key)) => {
                 let certs = midge_net::tls::load_certs(cert).map_err(|e| Error::tls(e.to_string()))?;
                 let key = midge_net::tls::load_key(key).map_err(|e| Error::tls(e.to_string()))?;
-                builder.with_client_auth_cert(certs, key).map_err(|e| Error::tls(e.to_string()))?
+                // A version 1 certificate too: an OpenSSL broker (mosquitto) takes it.
+                let (key, _) = midge_net::tls::certified_key(certs, key, &provider)
+                    .map_err(|e| Error::tls(e.to_string()))?;
+                builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
             }
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(Error::tls("a client certificate needs both --cert and --key")),

@@ -93,3 +93,57 @@ pub fn load_roots(cafile: Option<&Path>, capath: Option<&Path>) -> Result<RootCe
     }
     Ok(roots)
 }
+
+/// What [`certified_key`] found out about a certificate that works but is worth a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateNote {
+    /// An X.509 version 1 certificate: what `openssl x509 -req` makes without an extensions
+    /// file, as mosquitto's manual shows. OpenSSL peers (mosquitto and its clients) take it;
+    /// peers built on rustls (midge's clients, a midge broker asking for client
+    /// certificates) refuse it.
+    Version1,
+}
+
+impl std::fmt::Display for CertificateNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "an X.509 version 1 certificate (made without extensions): mosquitto and its clients \
+             take it, clients built on rustls (midge pub, sub, rr) refuse it; `midge cert`, or \
+             `openssl x509 -req` with `-extfile`, makes version 3",
+        )
+    }
+}
+
+/// A certificate chain and the private key of its first certificate, checked to belong
+/// together. rustls's own check parses the certificate with webpki, which refuses X.509
+/// version 1: such a certificate is taken here (its public key compared as the check does)
+/// with [`CertificateNote::Version1`], since OpenSSL peers accept it.
+pub fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<(rustls::sign::CertifiedKey, Option<CertificateNote>), rustls::Error> {
+    use rustls::{Error, InconsistentKeys};
+    let signing_key = provider.key_provider.load_private_key(key)?;
+    let public_key = signing_key.public_key().map(|k| k.into_owned());
+    let certified = rustls::sign::CertifiedKey::new(certs, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok((certified, None)),
+        Err(Error::InvalidCertificate(e)) => {
+            let der = certified.end_entity_cert()?;
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+                return Err(Error::InvalidCertificate(e));
+            };
+            if cert.version() != x509_parser::x509::X509Version::V1 {
+                return Err(Error::InvalidCertificate(e));
+            }
+            match public_key {
+                Some(spki) if spki.as_ref() != cert.public_key().raw => {
+                    Err(InconsistentKeys::KeyMismatch.into())
+                }
+                _ => Ok((certified, Some(CertificateNote::Version1))),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

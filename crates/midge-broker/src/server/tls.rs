@@ -73,8 +73,11 @@ fn load_identity(s: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsSetupError> {
     };
     let certs = complete_chain(midge_net::tls::load_certs(certfile)?, s);
     let key = midge_net::tls::load_key(keyfile)?;
-    let key =
-        CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let (key, note) = midge_net::tls::certified_key(certs, key, &provider())
+        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    if let Some(note) = note {
+        tracing::warn!("{} is {note}.", certfile.display());
+    }
     Ok(Arc::new(key))
 }
 
