@@ -991,6 +991,24 @@ def test_no_will_after_a_normal_exit(tools, midge_broker, tool):
     assert observer.stdout == f"{t}/marker marker\n".encode()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("tool", TOOLS)
+def test_sub_stopped_by_a_signal_disconnects_and_exits_0(tools, midge_broker, tool, sig):
+    """Ctrl-C (or SIGTERM) on a subscriber, as mosquitto_sub: it sends DISCONNECT, so its
+    will is not published, and exits 0."""
+    b = midge_broker
+    t = tag("sig")
+    observer = start_sub(tools, b, "mosquitto", "-t", f"{t}/#", "-C", "1", "-v")
+    p = start_sub(tools, b, tool, "-t", f"{t}/x", "--will-topic", f"{t}/will", "--will-payload", "gone")
+    mark = b.mark()
+    p.proc.send_signal(sig)
+    assert p.finish() == 0, p.describe()
+    b.wait_for_log(rf"Client {re.escape(p.client_id)} disconnected\.", since=mark)
+    pub(tools, b, "mosquitto", "-t", f"{t}/marker", "-m", "marker")
+    assert observer.finish() == 0, observer.describe()
+    assert observer.stdout == f"{t}/marker marker\n".encode(), "no will: the marker comes first"
+
+
 @pytest.mark.parametrize("tool", TOOLS)
 def test_L_url(tools, any_broker, tool):
     """-L mqtt://user@host:port/topic: host, port, user name and topic from the URL."""

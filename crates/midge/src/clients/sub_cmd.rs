@@ -313,8 +313,17 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
             if exit_after_subscribe {
                 return Ok(());
             }
+            // As mosquitto_sub: SIGINT and SIGTERM end it as a normal exit (DISCONNECT, so no
+            // will, and exit code 0), even when it was started with SIGINT ignored.
+            let signal = |kind| {
+                tokio::signal::unix::signal(kind).map_err(|e| Failure::new(format!("Error: {e}"), 1))
+            };
+            let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+            let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
             loop {
                 tokio::select! {
+                    _ = interrupt.recv() => return Ok(()),
+                    _ = terminate.recv() => return Ok(()),
                     note = notes.recv() => match note {
                         Some(Note::Clear(topic)) => {
                             let mut clear = Publish::new(topic, midge_codec::Bytes::new());
