@@ -14,6 +14,7 @@ tests the feature at hand without depending on how anonymous access is decided;
 test_*_when_anonymous_access_is_off check the usual `allow_anonymous false` setups."""
 from __future__ import annotations
 
+import grp
 import os
 import pty
 import pwd
@@ -316,11 +317,22 @@ def test_per_listener_settings_give_each_listener_its_own_security(brokers, tmp_
 # midge passwd
 # =======================================================================================
 
+def new_file_mode_and_group() -> tuple[int, int]:
+    """What midge passwd makes a new file: 0600; made by root where group mosquitto (the
+    broker's user's) exists, 0640 in that group, so that the broker reads it on SIGHUP."""
+    if os.geteuid() == 0:
+        try:
+            return 0o640, grp.getgrnam("mosquitto").gr_gid
+        except KeyError:
+            pass
+    return 0o600, os.getegid()
+
+
 def test_passwd_create_mode_0600_and_batch(tmp_path):
     pw = tmp_path / "passwd"
-    # A permissive umask: the file is 0600 all the same.
+    # A permissive umask: the file is 0600 (0640 in the broker's group) all the same.
     midge_passwd("-c", "-b", *FAST, str(pw), "alice", "alice-1", umask=0)
-    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+    assert (stat.S_IMODE(pw.stat().st_mode), pw.stat().st_gid) == new_file_mode_and_group()
     users = parse_password_file(pw)
     assert list(users) == ["alice"] and users["alice"].startswith("$7$1000$")
     assert hash_matches(users["alice"], "alice-1") and not hash_matches(users["alice"], "alice-2")
@@ -332,7 +344,7 @@ def test_passwd_create_mode_0600_and_batch(tmp_path):
     changed = parse_password_file(pw)
     assert list(changed) == ["alice", "bob"] and changed["bob"] == after["bob"]
     assert hash_matches(changed["alice"], "alice-2") and not hash_matches(changed["alice"], "alice-1")
-    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+    assert (stat.S_IMODE(pw.stat().st_mode), pw.stat().st_gid) == new_file_mode_and_group()
     # -c replaces an existing file.
     midge_passwd("-c", "-b", *FAST, str(pw), "carol", "c")
     assert list(parse_password_file(pw)) == ["carol"]
@@ -564,6 +576,24 @@ def test_passwd_keeps_the_mode_and_owner_of_an_existing_file(tmp_path):
     assert list(parse_password_file(pw)) == ["bob"]
 
 
+def test_passwd_gives_a_world_readable_file_of_roots_to_the_brokers_group(tmp_path):
+    """mosquitto_passwd makes files 0644: updating one as root takes other users' read bit
+    away, and gives the file the group of the broker's user (mosquitto), which read it
+    through the world bit (else it could not read it again on SIGHUP)."""
+    if os.geteuid() != 0:
+        pytest.skip("only root gives a file another group")
+    gid = grp.getgrnam("mosquitto").gr_gid
+    pw = tmp_path / "passwd"
+    midge_passwd("-c", "-b", str(pw), "alice", SECRET)
+    os.chown(pw, 0, 0)
+    pw.chmod(0o644)
+    r = midge_passwd("-b", str(pw), "bob", SECRET)
+    st = pw.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, gid)
+    assert "it is not any more (mode 0640, group mosquitto)" in r.stderr, r.stderr
+    assert list(parse_password_file(pw)) == ["alice", "bob"]
+
+
 def test_passwd_write_is_atomic(tmp_path):
     """Each change writes a new file and renames it over the old one: a reader sees the
     old file or the new one, whole (never a half-written file), and no temporary file
@@ -602,7 +632,7 @@ def test_passwd_write_is_atomic(tmp_path):
         stop.set()
         t.join(TIMEOUT)
     assert reads[0] > 0 and not bad, f"{len(bad)} torn reads out of {reads[0]}: {bad[:3]}"
-    assert stat.S_IMODE(pw.stat().st_mode) == 0o600
+    assert (stat.S_IMODE(pw.stat().st_mode), pw.stat().st_gid) == new_file_mode_and_group()
     assert sorted(p.name for p in d.iterdir()) == ["passwd"], "a temporary file was left behind"
     users = parse_password_file(pw)
     assert hash_matches(users["alice"], "p10") and hash_matches(users["bob"], "p11")

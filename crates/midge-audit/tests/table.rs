@@ -98,6 +98,22 @@ fn cases() -> Vec<Case> {
             expected: &["LOW broker.conf:3 file-world-readable"],
         },
         Case {
+            name: "started as root: a password file in the broker's user's group (what midge passwd makes)",
+            setup: |f| {
+                f.passwd("passwd", &[("alice", 10_000)], 0o640);
+                let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+                // Only root gives a file another group (the tests run as root in CI).
+                if std::os::unix::fs::chown(f.path().join("passwd"), None, Some(nobody.gid.as_raw())).is_err() {
+                    std::fs::set_permissions(f.path().join("passwd"), std::fs::Permissions::from_mode(0o600))
+                        .unwrap();
+                }
+            },
+            config: "user nobody\npassword_file passwd\nlistener 8883 127.0.0.1\n",
+            options: |o| o.started_as_root = true,
+            // Readable by its group, which is how the broker's user reads it: no finding.
+            expected: &["INFO broker.conf:3 password-without-tls"],
+        },
+        Case {
             name: "started as root with a user that does not exist",
             setup: |_| {},
             config: "user no-such-user-here\nlistener 1883 127.0.0.1\n",

@@ -1,6 +1,8 @@
 //! `midge passwd`: mosquitto_passwd. Hashes are PBKDF2-HMAC-SHA512 (`$7$`), readable by
-//! mosquitto; files are written atomically, new ones with mode 0600, existing ones keeping
-//! their owner, group and mode (less other users' bits).
+//! mosquitto; files are written atomically, new ones with mode 0600 (made by root: 0640,
+//! group mosquitto, so that the broker's user reads them on SIGHUP), existing ones keeping
+//! their owner, group and mode (less other users' bits; a world-readable file of root's gets
+//! group mosquitto).
 use std::io::{BufRead, IsTerminal, Write};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -222,7 +224,11 @@ fn read_password_twice() -> Result<Vec<u8>, Fail> {
     Ok(first)
 }
 
-/// Writes `text` to a temporary file beside `path` with mode 0600, then renames it over
+/// The group of the user the broker runs as by default (`user mosquitto`).
+const BROKER_GROUP: &str = "mosquitto";
+
+/// Writes `text` to a temporary file beside `path` with mode 0600 (0640, group mosquitto,
+/// made by root where that group exists), then renames it over
 /// `path`: readers see the old file or the new one, never half of one. A file that exists
 /// keeps its owner, group and mode (as mosquitto_passwd's does, less the permissions of
 /// other users), so a broker that runs as another user can still read it.
@@ -237,23 +243,47 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
     let mut result = f.write_all(text.as_bytes());
-    if let Ok(old) = std::fs::metadata(path) {
+    // Run as root, a file root alone could read would stop a broker that runs as user
+    // mosquitto (its default) from reading it again on SIGHUP: it is given that user's group.
+    let broker_group = nix::unistd::geteuid()
+        .is_root()
+        .then(|| nix::unistd::Group::from_name(BROKER_GROUP).ok().flatten())
+        .flatten()
+        .map(|g| g.gid.as_raw());
+    let old = std::fs::metadata(path).ok();
+    if old.is_none() {
+        if let Some(gid) = broker_group {
+            result = result.and_then(|_| {
+                std::os::unix::fs::fchown(&f, None, Some(gid))?;
+                f.set_permissions(std::fs::Permissions::from_mode(0o640))
+            });
+        }
+    }
+    if let Some(old) = old {
         // Mode and owner are set on the open file, never through a path someone could swap.
         result = result.and_then(|_| {
-            // Not readable by every user, though: the hashes are secrets.
-            if old.mode() & 0o004 != 0 {
+            // Not readable by every user, though: the hashes are secrets. A broker that read
+            // it that way reads it through its group (root's file gets the broker's group).
+            let world_readable = old.mode() & 0o004 != 0;
+            let regroup = broker_group.filter(|_| world_readable && old.gid() == 0);
+            let mode = if regroup.is_some() { old.mode() & 0o770 | 0o040 } else { old.mode() & 0o770 };
+            if world_readable {
                 eprintln!(
-                    "Warning: {} was readable by every user; it is not any more (mode {:04o}). A broker that \
-                     read it as another user needs it in its group or owned by it.",
+                    "Warning: {} was readable by every user; it is not any more (mode {mode:04o}{}).{}",
                     path.display(),
-                    old.mode() & 0o770
+                    if regroup.is_some() { format!(", group {BROKER_GROUP}") } else { String::new() },
+                    if regroup.is_some() {
+                        ""
+                    } else {
+                        " A broker that read it as another user needs it in its group or owned by it."
+                    },
                 );
             }
-            f.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o770))?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             // Only root can give a file away; another user keeps its group when a member of
             // it (so a broker that reads it through its group still can).
             let mine = f.metadata()?;
-            let theirs = (old.uid(), old.gid());
+            let theirs = (old.uid(), regroup.unwrap_or(old.gid()));
             if nix::unistd::geteuid().is_root() && (mine.uid(), mine.gid()) != theirs {
                 std::os::unix::fs::fchown(&f, Some(theirs.0), Some(theirs.1))?;
             } else if mine.gid() != theirs.1 {

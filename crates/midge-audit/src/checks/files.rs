@@ -3,7 +3,7 @@
 //! nothing that decides who gets in is writable by them.
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::Context;
 use crate::finding::{Finding, Kind, Severity};
@@ -47,8 +47,9 @@ pub(super) fn check(cx: &Context<'_>, out: &mut Vec<Finding>) {
         }));
     }
     let user = broker_user(cx, out);
+    let broker_gid = user.as_ref().map(|u| u.gid.as_raw());
     for (setting, role) in &files {
-        check_file(cx, setting, *role, out);
+        check_file(cx, setting, *role, broker_gid, out);
         if let (Some(u), false) = (&user, matches!(role, Role::Directory)) {
             check_broker_user_reads(setting.option, &cx.path(&setting.path), &setting.at, u, out);
         }
@@ -114,7 +115,15 @@ fn check_broker_user_reads(
     }
 }
 
-fn check_file(cx: &Context<'_>, s: &FileSetting, role: Role, out: &mut Vec<Finding>) {
+/// `broker_gid`: the group of the user the broker runs as, when started as root: a secret
+/// readable by that group is how that user reads it (what `midge passwd` run as root makes).
+fn check_file(
+    cx: &Context<'_>,
+    s: &FileSetting,
+    role: Role,
+    broker_gid: Option<u32>,
+    out: &mut Vec<Finding>,
+) {
     let option = s.option;
     let path = cx.path(&s.path);
     let shown = path.display();
@@ -187,7 +196,7 @@ fn check_file(cx: &Context<'_>, s: &FileSetting, role: Role, out: &mut Vec<Findi
                  (640 with the broker's own group)"
             ),
         ),
-        Role::Secret { why } if mode & 0o040 != 0 => finding(
+        Role::Secret { why } if mode & 0o040 != 0 && broker_gid != Some(meta.gid()) => finding(
             Severity::Low,
             Kind::FileGroupReadable,
             format!(
