@@ -152,6 +152,8 @@ def test_log_type_lines_are_the_kinds_given_as_mosquittos_mask(tmp_path):
     # And the other way: information without notice has the start, not the clients.
     log, _, _ = run_logging(tmp_path, ["information"])
     assert "Opening ipv4 listen socket" in log and "watcher" not in log, log
+    # As mosquitto's "mosquitto version 2.0.11 running", once it serves.
+    assert re.search(r"^\d+: midge version \S+ running$", log, re.M), log
 
 
 def test_a_log_file_that_cannot_be_opened_stops_the_broker(tmp_path):

@@ -118,8 +118,9 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         }
         tokio::spawn(save_on_sigusr1(reloader.clone()));
         tokio::spawn(reload_on_sighup(hup, reloader, log_files, args, dropped_to));
-        // Listening, running as its user, log and pid files open: systemd (Type=notify) and
-        // the parent of -d are told it started.
+        // Listening, running as its user, log and pid files open: said as mosquitto says it
+        // (what scripts wait for), and systemd (Type=notify) and the parent of -d are told.
+        tracing::info!("midge version {} running", env!("CARGO_PKG_VERSION"));
         detach.ready();
         server
             .run(async {
