@@ -1525,3 +1525,18 @@ def test_version_1_certificates_made_as_mosquittos_manual_shows(brokers, pki, tm
                   "--cert", str(f["alice.crt"]), "--key", str(f["alice.key"]), "-t", "v1/t", "-m", "x"])
     assert r.returncode == 0, describe(r) + "\nmosquitto log:\n" + m.log()
     m.wait_for_log(r"New client connected from 127\.0\.0\.1:\d+ as \S+ .*u'alice'")
+
+
+def test_tls_use_os_certs_trusts_what_the_system_trusts(brokers, pki):
+    """--tls-use-os-certs, as mosquitto's clients: the operating system's CA certificates
+    (here the test's CA, through OpenSSL's SSL_CERT_FILE, which both honour) enable TLS and
+    verify the broker; without the CA among them, the broker is refused."""
+    b = brokers(tls_listener(pki) + "allow_anonymous true\n")
+    args = ["-h", HOST, "-p", str(b.port), "--tls-use-os-certs", "-t", "os/t", "-m", "x"]
+    trusting = dict(os.environ, SSL_CERT_FILE=str(pki.ca))
+    for cmd in ([require_tool("mosquitto_pub")], [str(midge_bin()), "pub"]):
+        r = run_tool([*cmd, *args], env=trusting)
+        assert r.returncode == 0, describe(r)
+    r = run_tool([str(midge_bin()), "pub", *args], env=dict(os.environ, SSL_CERT_FILE="/dev/null",
+                                                            SSL_CERT_DIR="/nonexistent"))
+    assert (r.returncode, r.stderr) == (8, "Error: A TLS error occurred.\n"), describe(r)

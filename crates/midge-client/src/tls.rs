@@ -34,6 +34,8 @@ pub struct TlsOptions {
     pub cert: Option<PathBuf>,
     /// Its private key (PEM).
     pub key: Option<PathBuf>,
+    /// Trust the operating system's CA certificates too (`--tls-use-os-certs`).
+    pub os_certs: bool,
     /// Do not check that the certificate names the host (the chain is still verified).
     pub insecure: bool,
     /// Only this TLS version (default: 1.2 and 1.3).
@@ -45,10 +47,16 @@ pub struct TlsOptions {
 impl TlsOptions {
     /// Builds a connector from these options.
     pub fn connector(&self) -> Result<Arc<dyn Connector>, Error> {
-        let roots = midge_net::tls::load_roots(self.cafile.as_deref(), self.capath.as_deref())
+        let mut roots = midge_net::tls::load_roots(self.cafile.as_deref(), self.capath.as_deref())
             .map_err(|e| Error::tls(e.to_string()))?;
-        if roots.is_empty() {
-            return Err(Error::tls("no CA certificate: give --cafile or --capath"));
+        if self.os_certs {
+            // What the system has (Debian: /etc/ssl/certs); a certificate it cannot parse is
+            // left out, as OpenSSL leaves it out.
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+        // The system's may be none at all: then no broker is trusted, as with OpenSSL.
+        if roots.is_empty() && !self.os_certs {
+            return Err(Error::tls("no CA certificate: give --cafile, --capath or --tls-use-os-certs"));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: &[&'static rustls::SupportedProtocolVersion] = match self.version {

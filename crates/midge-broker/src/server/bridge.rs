@@ -211,6 +211,7 @@ fn tls_connector(b: &Bridge) -> Result<Option<Arc<dyn midge_client::Connector>>,
         capath: b.tls.capath.clone(),
         cert: b.tls.certfile.clone(),
         key: b.tls.keyfile.clone(),
+        os_certs: false,
         insecure: b.tls.insecure,
         version: match b.tls.min_version {
             Some(TlsVersion::V1_3) => Some(midge_client::TlsVersion::V1_3),

@@ -62,6 +62,7 @@ const WILL_LONG: &[Entry] = &[
 const TLS_LONG: &[Entry] = &[
     ("--cafile", &["file of trusted CA certificates (PEM); enables TLS."]),
     ("--capath", &["directory of trusted CA certificates (PEM); enables TLS."]),
+    ("--tls-use-os-certs", &["trust the operating system's CA certificates; enables TLS."]),
     ("--cert", &["client certificate (PEM), for brokers that require one."]),
     ("--key", &["private key of the client certificate (PEM)."]),
     ("--ciphers", &["accepted and ignored: rustls chooses among its own secure cipher suites."]),
@@ -151,7 +152,7 @@ fn usage(name: &str, first: &str, rest: &[&str]) -> String {
 }
 
 const TLS_USAGE: &str =
-    "[{--cafile file | --capath dir} [--cert file] [--key file] [--insecure] [--tls-version v]]";
+    "[{--cafile file | --capath dir | --tls-use-os-certs} [--cert file] [--key file] [--insecure] [--tls-version v]]";
 const WILL_USAGE: &str = "[--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]";
 
 pub fn pub_help(name: &str) -> String {

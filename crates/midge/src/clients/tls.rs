@@ -18,6 +18,9 @@ pub struct TlsArgs {
     /// Client private key (PEM).
     #[arg(long = "key")]
     pub key: Option<PathBuf>,
+    /// Trust the operating system's CA certificates (enables TLS).
+    #[arg(long = "tls-use-os-certs")]
+    pub os_certs: bool,
     /// Do not check that the server certificate names the host.
     #[arg(long = "insecure")]
     pub insecure: bool,
@@ -35,7 +38,7 @@ pub struct TlsArgs {
 impl TlsArgs {
     /// True when any option asks for TLS.
     pub fn wanted(&self) -> bool {
-        self.cafile.is_some() || self.capath.is_some() || self.cert.is_some()
+        self.cafile.is_some() || self.capath.is_some() || self.cert.is_some() || self.os_certs
     }
 
     pub fn connector(&self) -> Result<Arc<dyn Connector>, String> {
@@ -53,6 +56,7 @@ impl TlsArgs {
             capath: self.capath.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
+            os_certs: self.os_certs,
             insecure: self.insecure,
             version,
             alpn: self.alpn.clone(),
