@@ -25,15 +25,14 @@ fn cases() -> Vec<Case> {
             expected: &["HIGH broker.conf:2 password-without-tls", "MEDIUM broker.conf:2 no-acl"],
         },
         Case {
-            // Before: the file "my passwd" checked (world-readable, high). The broker takes one
-            // word for a path, as mosquitto, and leaves the rest out (with a warning): it reads
-            // "my", which does not exist.
-            name: "a path of several words is its first word to the broker",
+            // Before: the file "my passwd" checked (world-readable, high), the listener's
+            // passwords noted. The broker takes one word for a path and refuses the line.
+            name: "a path of several words is refused by the broker, and sets nothing",
             setup: |f| {
                 f.passwd("my passwd", &[("alice", 10_000)], 0o644);
             },
             config: "listener 1883 127.0.0.1\npassword_file my passwd\n",
-            expected: &["MEDIUM broker.conf:2 file-missing", "INFO broker.conf:1 password-without-tls"],
+            expected: &["INFO broker.conf:2 invalid-value"],
         },
         Case {
             // Before: old-tls-version (medium), as if it were tlsv1.

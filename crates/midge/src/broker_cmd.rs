@@ -53,6 +53,10 @@ fn read_config(args: &BrokerArgs) -> Result<(Config, Vec<String>), ConfigError> 
     if local_only && config.security.allow_anonymous.is_none() {
         config.security.allow_anonymous = Some(true);
     }
+    // -v is mosquitto's `log_type all`, whatever the file says (subscriptions' lines too).
+    if args.verbose {
+        config.log_types = Some(midge_broker::config::LogTypes::ALL);
+    }
     Ok((config, warnings))
 }
 

@@ -1,8 +1,8 @@
 //! `midge passwd`: mosquitto_passwd. Hashes are PBKDF2-HMAC-SHA512 (`$7$`), readable by
-//! mosquitto; files are written atomically, new ones with mode 0600 (made by root: 0640,
-//! group mosquitto, so that the broker's user reads them on SIGHUP), existing ones keeping
-//! their owner, group and mode (less other users' bits; a world-readable file of root's gets
-//! group mosquitto).
+//! mosquitto; files are written atomically, new ones with mode 0600 (made by root: 0640 in
+//! the group of the broker's user, `--user`, mosquitto by default, so that the broker reads
+//! them on SIGHUP), existing ones keeping their owner, group and mode (less other users'
+//! bits; a world-readable file of root's gets that group, read-only).
 use std::io::{BufRead, IsTerminal, Write};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,10 @@ pub struct PasswdArgs {
     /// Print usage.
     #[arg(short = 'h', long = "help")]
     help: bool,
+    /// The user the broker runs as (as `midge cert --user`): run as root, midge passwd
+    /// gives the file that user's group, so that the broker reads it again on SIGHUP.
+    #[arg(long, value_name = "NAME", default_value = midge_broker::config::DEFAULT_USER)]
+    user: String,
     /// FILE, then USER, then PASSWORD with -b.
     args: Vec<String>,
 }
@@ -79,6 +83,9 @@ fn usage(name: &str) -> String {
             "",
             "Without -b, the password is asked for twice: on the terminal, without echo, or as two",
             "lines of standard input when it is not a terminal.",
+            "",
+            "Run as root, it gives the file the group of the broker's user, read-only, so that the",
+            "broker reads it again on SIGHUP: --user NAME (default mosquitto).",
             "",
         ]
         .join("\n"),
@@ -132,7 +139,7 @@ fn run_inner(a: PasswdArgs) -> Result<(), Fail> {
             validate_username(user).map_err(|e| fail(e.to_string()))?;
             out.set(user, make(password.as_bytes())?);
         }
-        return write_atomic(path, &out.render());
+        return write_atomic(path, &out.render(), &a.user);
     }
     let (file, user, password) = match (a.batch, a.delete, a.args.as_slice()) {
         (true, false, [f, u, p]) => (f, u, Some(p.clone().into_bytes())),
@@ -163,7 +170,7 @@ fn run_inner(a: PasswdArgs) -> Result<(), Fail> {
         };
         pf.set(user, make(&password)?);
     }
-    write_atomic(&path, &pf.render())
+    write_atomic(&path, &pf.render(), &a.user)
 }
 
 fn upper_first(s: &str) -> String {
@@ -224,15 +231,13 @@ fn read_password_twice() -> Result<Vec<u8>, Fail> {
     Ok(first)
 }
 
-/// The group of the user the broker runs as by default (`user mosquitto`).
-const BROKER_GROUP: &str = "mosquitto";
-
-/// Writes `text` to a temporary file beside `path` with mode 0600 (0640, group mosquitto,
-/// made by root where that group exists), then renames it over
+/// Writes `text` to a temporary file beside `path` with mode 0600 (0640 in the group of
+/// `broker_user`, mosquitto by default, when made by root and that user exists), then
+/// renames it over
 /// `path`: readers see the old file or the new one, never half of one. A file that exists
 /// keeps its owner, group and mode (as mosquitto_passwd's does, less the permissions of
 /// other users), so a broker that runs as another user can still read it.
-fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
+fn write_atomic(path: &Path, text: &str, broker_user: &str) -> Result<(), Fail> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let err = |e: std::io::Error| fail(format!("Unable to write {}: {e}.", path.display()));
     // A symbolic link is followed, as mosquitto_passwd does: the file it names is replaced.
@@ -243,13 +248,19 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
     let mut f =
         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(err)?;
     let mut result = f.write_all(text.as_bytes());
-    // Run as root, a file root alone could read would stop a broker that runs as user
-    // mosquitto (its default) from reading it again on SIGHUP: it is given that user's group.
-    let broker_group = nix::unistd::geteuid()
+    // Run as root, a file root alone could read would stop a broker that runs as another
+    // user (mosquitto, its default) from reading it again on SIGHUP: it is given that user's
+    // group.
+    let broker = nix::unistd::geteuid()
         .is_root()
-        .then(|| nix::unistd::Group::from_name(BROKER_GROUP).ok().flatten())
+        .then(|| nix::unistd::User::from_name(broker_user).ok().flatten())
         .flatten()
-        .map(|g| g.gid.as_raw());
+        .filter(|u| !u.uid.is_root());
+    let group_name = broker
+        .as_ref()
+        .and_then(|u| nix::unistd::Group::from_gid(u.gid).ok().flatten())
+        .map_or_else(|| broker_user.to_owned(), |g| g.name);
+    let broker_group = broker.map(|u| u.gid.as_raw());
     let old = std::fs::metadata(path).ok();
     if old.is_none() {
         if let Some(gid) = broker_group {
@@ -266,12 +277,13 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Fail> {
             // it that way reads it through its group (root's file gets the broker's group).
             let world_readable = old.mode() & 0o004 != 0;
             let regroup = broker_group.filter(|_| world_readable && old.gid() == 0);
-            let mode = if regroup.is_some() { old.mode() & 0o770 | 0o040 } else { old.mode() & 0o770 };
+            // Given a group, that group reads it, never writes it.
+            let mode = if regroup.is_some() { old.mode() & 0o740 | 0o040 } else { old.mode() & 0o770 };
             if world_readable {
                 eprintln!(
                     "Warning: {} was readable by every user; it is not any more (mode {mode:04o}{}).{}",
                     path.display(),
-                    if regroup.is_some() { format!(", group {BROKER_GROUP}") } else { String::new() },
+                    if regroup.is_some() { format!(", group {group_name}") } else { String::new() },
                     if regroup.is_some() {
                         ""
                     } else {

@@ -49,6 +49,53 @@ const NOT_YET: &[&str] = &[
     "tls_keyform",
 ];
 
+/// Options mosquitto reads as the rest of their line (its `conf__parse_string`: spaces, a
+/// `#` and all): paths, names, passwords. Words after the first are not left out for them
+/// (`password_file my file` names "my file" to mosquitto): midge refuses the line, as
+/// before, where it takes one word.
+pub(super) const REST_OF_LINE: &[&str] = &[
+    "acl_file",
+    "auth_plugin",
+    "auto_id_prefix",
+    "bind_interface",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_identity",
+    "bridge_keyfile",
+    "bridge_psk",
+    "cafile",
+    "capath",
+    "certfile",
+    "ciphers",
+    "ciphers_tls1.3",
+    "clientid_prefixes",
+    "crlfile",
+    "dhparamfile",
+    "global_plugin",
+    "http_dir",
+    "keyfile",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "log_timestamp_format",
+    "mount_point",
+    "notification_topic",
+    "password_file",
+    "persistence_file",
+    "persistence_location",
+    "pid_file",
+    "plugin",
+    "psk_file",
+    "psk_hint",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "tls_engine",
+    "tls_keyform",
+    "user",
+];
+
 /// The options [`super::parse_directives`] reads.
 pub(super) const IMPLEMENTED: &[&str] = &[
     "listener",

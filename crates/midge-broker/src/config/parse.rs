@@ -8,7 +8,8 @@ use std::path::Path;
 use super::error::{ConfigError, LineError};
 use super::lex::{lex_file_including, lex_str, Directive};
 use super::options::{
-    belongs, makes_default_listener, not_yet, Belongs, RESTRICTING_VALUE, SECURITY_NOT_YET, SECURITY_OPTIONS,
+    belongs, makes_default_listener, not_yet, Belongs, RESTRICTING_VALUE, REST_OF_LINE, SECURITY_NOT_YET,
+    SECURITY_OPTIONS,
 };
 use super::sources::{Section, Sources};
 use super::values::{parse_bool, parse_num, parse_port};
@@ -116,11 +117,19 @@ impl Reader {
     /// Reads one line. As mosquitto, which reads the words an option takes and ignores the
     /// rest, words after the last one an option takes (`allow_anonymous true # comment`,
     /// `log_type error warning`) are left out, with a warning, rather than refused.
+    /// Not for options whose value is the rest of the line to mosquitto ([`REST_OF_LINE`]).
     fn line(&mut self, d: &Directive) -> Result<(), LineError> {
+        let retry = d.args.len() > 1 && !REST_OF_LINE.contains(&d.name.as_str());
+        // What reading the whole line may leave behind before it is refused: the default
+        // listener it opened (`max_connections -1 # none` reads "-1 # none" as a value).
+        let before = retry.then(|| (self.default.clone(), self.default_opener.clone()));
         let read = self.line_as_written(d);
-        if !matches!(read, Err(LineError::TooManyValues { .. })) {
+        let Some((default, default_opener)) =
+            before.filter(|_| matches!(read, Err(LineError::TooManyValues { .. })))
+        else {
             return read;
-        }
+        };
+        (self.default, self.default_opener) = (default, default_opener);
         // A comment ends the line; otherwise, the words that fit.
         let comment = d.args.iter().skip(1).position(|a| a.starts_with('#')).map(|i| i + 1);
         let mut keep = comment.unwrap_or(d.args.len() - 1);

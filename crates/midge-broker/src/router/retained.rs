@@ -7,7 +7,7 @@
 //! literal first level reads one shard; one starting with a wildcard reads them in turn.
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,9 +68,11 @@ type Shard = RwLock<BTreeMap<ByteString, Entry>>;
 #[derive(Debug)]
 pub struct RetainedStore {
     shards: Box<[Shard]>,
-    /// How many messages of each shard have a Message Expiry Interval (changed under the
-    /// shard's write lock): the shards [`RetainedStore::drop_expired`] walks.
-    expiring: Box<[AtomicUsize]>,
+    /// The earliest expiry among each shard's messages, in milliseconds from `base`
+    /// (`u64::MAX`: none): [`RetainedStore::drop_expired`] walks a shard only once it has
+    /// passed. Lowered by [`RetainedStore::set`], set again by the walk.
+    next_expiry: Box<[AtomicU64]>,
+    base: Instant,
     hasher: ahash::RandomState,
 }
 
@@ -78,7 +80,8 @@ impl Default for RetainedStore {
     fn default() -> Self {
         RetainedStore {
             shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
-            expiring: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
+            next_expiry: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            base: Instant::now(),
             hasher: ahash::RandomState::new(),
         }
     }
@@ -113,40 +116,45 @@ impl RetainedStore {
         let mut shard = self.shards[index].write();
         // Removed first, and the key is the new message's topic: the old key is a slice of
         // the old message's packet, which it would keep alive (payload and all).
-        if let Some((old, _)) = shard.remove(&message.topic) {
-            if old.expires_at.is_some() {
-                self.expiring[index].fetch_sub(1, Ordering::Relaxed);
-            }
-        }
+        shard.remove(&message.topic);
         if !message.payload.is_empty() {
-            if message.expires_at.is_some() {
-                self.expiring[index].fetch_add(1, Ordering::Relaxed);
+            if let Some(at) = message.expires_at {
+                self.next_expiry[index].fetch_min(self.millis(at), Ordering::Relaxed);
             }
             shard.insert(message.topic.clone(), (message.clone(), source));
         }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX - 1)
     }
 
     /// Removes the messages whose Message Expiry Interval has passed (mosquitto frees them
     /// when a subscription reaches them; here they go also when none does, so that they
     /// count in `memory_limit` no longer), calling `gone` with each one's topic under its
     /// shard's lock (a journal records the removal before a new message on the topic).
-    /// Walks only the shards that hold messages with an expiry.
+    /// Walks only the shards whose earliest expiry has passed.
     pub fn drop_expired(&self, now: Instant, gone: &mut dyn FnMut(&ByteString)) -> usize {
         let mut dropped = 0;
+        let now_ms = self.millis(now);
         for (index, shard) in self.shards.iter().enumerate() {
-            if self.expiring[index].load(Ordering::Relaxed) == 0 {
+            if self.next_expiry[index].load(Ordering::Relaxed) > now_ms {
                 continue;
             }
             let mut shard = shard.write();
+            let mut next = u64::MAX;
             shard.retain(|topic, (m, _)| {
                 let expired = m.is_expired(now);
                 if expired {
                     gone(topic);
                     dropped += 1;
-                    self.expiring[index].fetch_sub(1, Ordering::Relaxed);
+                } else if let Some(at) = m.expires_at {
+                    next = next.min(self.millis(at));
                 }
                 !expired
             });
+            // Under the write lock: no set lowers it meanwhile.
+            self.next_expiry[index].store(next, Ordering::Relaxed);
         }
         dropped
     }
@@ -337,7 +345,10 @@ mod tests {
         assert_eq!(s.drop_expired(later, &mut |t| gone.push(t.to_string())), 1);
         assert_eq!(gone, ["a/soon"]);
         assert_eq!(all(&s, "#", 10), ["b/later", "c/never", "d/replaced"]);
-        let expiring: usize = s.expiring.iter().map(|n| n.load(Ordering::Relaxed)).sum();
-        assert_eq!(expiring, 1, "b/later");
+        // The shard of b/later is walked again once b/later's time has come, not before.
+        let next = |topic: &str| s.next_expiry[s.shard_index(topic)].load(Ordering::Relaxed);
+        assert_eq!(next("b/later"), s.millis(now + std::time::Duration::from_secs(100)));
+        assert_eq!(s.drop_expired(now + std::time::Duration::from_secs(101), &mut |_| {}), 1);
+        assert_eq!(next("b/later"), u64::MAX);
     }
 }

@@ -138,7 +138,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(mut ws) => {
             ws.get_mut().left = None;
             Ok(Accepted::WebSocket(
-                Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false, pong_queued: false }),
+                Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false, pongs_pending: 0 }),
                 path,
             ))
         }
@@ -221,10 +221,13 @@ pub struct WsStream<S> {
     pending: Bytes,
     /// A message was written into tungstenite's buffer and not all of it to the socket yet.
     unflushed: bool,
-    /// A ping was read: tungstenite queued its pong, which must reach the socket before
-    /// the next frame is read.
-    pong_queued: bool,
+    /// Pings read whose pongs tungstenite may not have written to the socket yet.
+    pongs_pending: u8,
 }
+
+/// Pongs that may wait to be written while the client is read on; past them, it is read no
+/// further until they are out.
+const PONGS_PENDING_MAX: u8 = 16;
 
 impl<S> WsStream<S> {
     /// The stream under the WebSocket (the TLS stream of a `wss` listener, for its
@@ -289,13 +292,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 this.pending.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            if this.pong_queued {
+            if this.pongs_pending > 0 {
                 // A client that pings and never reads would otherwise have the broker queue
-                // a pong per ping without bound: it is read on once its pongs are out (its
-                // socket pushes back, as a TCP client that never reads its PINGRESPs).
-                ready!(Pin::new(&mut this.ws).poll_flush(cx)).map_err(io_error)?;
-                this.pong_queued = false;
-                this.unflushed = false;
+                // a pong per ping without bound: past a few, it is read on once its pongs are
+                // out (its socket pushes back, as a TCP client that never reads its
+                // PINGRESPs). A few pings do not stop reading while a message is going out.
+                match Pin::new(&mut this.ws).poll_flush(cx) {
+                    Poll::Ready(r) => {
+                        r.map_err(io_error)?;
+                        this.pongs_pending = 0;
+                        this.unflushed = false;
+                    }
+                    Poll::Pending if this.pongs_pending >= PONGS_PENDING_MAX => return Poll::Pending,
+                    Poll::Pending => {}
+                }
             }
             match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
                 // The end of the stream, or a close frame (tungstenite answers it): read as
@@ -310,7 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                     )))
                 }
                 // tungstenite answers pings (its pong waits in its buffer).
-                Some(Ok(Message::Ping(_))) => this.pong_queued = true,
+                Some(Ok(Message::Ping(_))) => this.pongs_pending = this.pongs_pending.saturating_add(1),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
             }

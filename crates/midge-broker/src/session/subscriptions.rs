@@ -80,9 +80,7 @@ impl Session {
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
-            // A copy: the filter is a slice of the SUBSCRIBE packet, which it would keep alive
-            // (user properties and all) as long as the subscription lives.
-            let filter = ByteString::from(&*self.mounted(filter));
+            let filter = self.mounted(filter);
             if too_deep(&filter) {
                 // As for SUBSCRIBE: 0x8F for 5.0, the connection closed for 3.1.1.
                 if !self.version.is_v5() {

@@ -296,7 +296,23 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
     let exit_after_subscribe = args.exit_after_subscribe;
     let debug = args.common.debug;
     runtime()?.block_on(async move {
-        let (client, mut events, _) = connect(setup.options).await.map_err(|e| connect_failure(&e, &target, false, debug))?;
+        // As mosquitto_sub: SIGINT and SIGTERM end it as a normal exit (DISCONNECT once
+        // connected, so no will, and exit code 0), from the start, even when it was started
+        // with SIGINT ignored.
+        let signal = |kind| tokio::signal::unix::signal(kind).map_err(|e| Failure::new(format!("Error: {e}"), 1));
+        let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stopped = async {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        };
+        tokio::pin!(stopped);
+        let (client, mut events, _) = tokio::select! {
+            c = connect(setup.options) => c.map_err(|e| connect_failure(&e, &target, false, debug))?,
+            _ = &mut stopped => return Ok(()),
+        };
         let work = async {
             let ack = client.start_subscribe(subscribe).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
             if let Some(u) = unsubscribe {
@@ -313,17 +329,8 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
             if exit_after_subscribe {
                 return Ok(());
             }
-            // As mosquitto_sub: SIGINT and SIGTERM end it as a normal exit (DISCONNECT, so no
-            // will, and exit code 0), even when it was started with SIGINT ignored.
-            let signal = |kind| {
-                tokio::signal::unix::signal(kind).map_err(|e| Failure::new(format!("Error: {e}"), 1))
-            };
-            let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
-            let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
             loop {
                 tokio::select! {
-                    _ = interrupt.recv() => return Ok(()),
-                    _ = terminate.recv() => return Ok(()),
                     note = notes.recv() => match note {
                         Some(Note::Clear(topic)) => {
                             let mut clear = Publish::new(topic, midge_codec::Bytes::new());
@@ -344,12 +351,18 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                 }
             }
         };
-        let result = match timeout {
-            Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), work).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure::new("Timed out", 27)),
-            },
-            None => work.await,
+        let work = async {
+            match timeout {
+                Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), work).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure::new("Timed out", 27)),
+                },
+                None => work.await,
+            }
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = &mut stopped => Ok(()),
         };
         let mut d = midge_codec::Disconnect::new(midge_codec::ReasonCode::Success);
         d.properties = disconnect_props;
