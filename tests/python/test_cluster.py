@@ -741,7 +741,10 @@ def test_the_subscribers_node_killed_9_under_load_loses_nothing_acknowledged(sto
         if t.missing:
             problems.append(f"{t.line()}: missing {t.missing[:10]}")
         if qos == 2 and t.duplicates:
-            problems.append(f"{t.line()}: twice {t.duplicated[:10]}")
+            # With what the client saw of them (connection, packet, packet id, message, DUP):
+            # whether the second copy came as a new message after a restart, and with which id.
+            trace = s.history(set(t.duplicated[:3]))
+            problems.append(f"{t.line()}: twice {t.duplicated[:10]}; trace {trace}")
     assert not problems, "\n".join(problems)
 
 
