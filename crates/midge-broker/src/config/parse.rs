@@ -124,12 +124,10 @@ impl Reader {
         // listener it opened (`max_connections -1 # none` reads "-1 # none" as a value).
         let before = retry.then(|| (self.default.clone(), self.default_opener.clone()));
         let read = self.line_as_written(d);
-        let Some((default, default_opener)) =
-            before.filter(|_| matches!(read, Err(LineError::TooManyValues { .. })))
-        else {
+        let Some(before) = before.filter(|_| matches!(read, Err(LineError::TooManyValues { .. }))) else {
             return read;
         };
-        (self.default, self.default_opener) = (default, default_opener);
+        (self.default, self.default_opener) = before.clone();
         // A comment ends the line; otherwise, the words that fit.
         let comment = d.args.iter().skip(1).position(|a| a.starts_with('#')).map(|i| i + 1);
         let mut keep = comment.unwrap_or(d.args.len() - 1);
@@ -137,7 +135,10 @@ impl Reader {
             let shorter =
                 Directive { args: d.args[..keep].to_vec(), value: d.args[..keep].join(" "), ..d.clone() };
             match self.line_as_written(&shorter) {
-                Err(LineError::TooManyValues { .. }) if keep > 1 => keep -= 1,
+                Err(LineError::TooManyValues { .. }) if keep > 1 => {
+                    (self.default, self.default_opener) = before.clone();
+                    keep -= 1;
+                }
                 Ok(()) => {
                     let ignored = d.args[keep..].join(" ");
                     self.warnings.push(format!(

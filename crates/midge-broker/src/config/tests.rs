@@ -267,8 +267,10 @@ fn words_after_an_options_value_are_ignored_with_a_warning_as_mosquitto_does() {
                 max_connections 100 # limit\nlog_type error warning\nlog_timestamp_format %H # x\n";
     let (c, w) = parse_str(text, "m.conf").unwrap();
     // The whole line, read first and refused, opened no default listener.
-    let (d, _) = parse_str("max_connections -1 # none\nlistener 8883\n", "m.conf").unwrap();
-    assert_eq!(d.listeners.iter().map(|l| l.port).collect::<Vec<_>>(), [8883]);
+    for line in ["max_connections -1 # none", "max_connections -1 two three"] {
+        let (d, _) = parse_str(&format!("{line}\nlistener 8883\n"), "m.conf").unwrap();
+        assert_eq!(d.listeners.iter().map(|l| l.port).collect::<Vec<_>>(), [8883], "{line}");
+    }
     // Paths and other values that are the rest of the line to mosquitto: refused as before
     // (mosquitto would take "/etc/p # x" as the file).
     let e = parse_str("password_file /etc/p # x\n", "m.conf").unwrap_err().to_string();
