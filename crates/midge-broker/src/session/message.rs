@@ -61,11 +61,7 @@ impl Message {
                 )
             });
         }
-        if payload.len() <= COPY_UP_TO && !properties.is_empty() {
-            // As own_copy: a small message's properties must not keep its read buffer alive.
-            properties = properties.detached();
-        }
-        let (topic, payload) = own_copy(topic, payload);
+        let (topic, payload, properties) = own_copy(topic, payload, properties);
         let held = crate::memory_limit::Held::new(topic.len() + payload.len());
         Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now, held }
     }
@@ -105,14 +101,16 @@ impl Message {
 /// one was read into a buffer reserved for its packet (and at most one read beyond it).
 const COPY_UP_TO: usize = 64 * 1024;
 
-/// The topic and payload in an allocation of their own when they are small: a slice of the
-/// connection's read buffer would keep the whole buffer (up to 64 KiB) alive for as long as
-/// the message is queued or retained. One allocation holds both; large payloads stay where
-/// they are (their buffer was reserved for them), so they are never copied.
-fn own_copy(topic: ByteString, payload: Bytes) -> (ByteString, Bytes) {
+/// The topic, payload and properties in allocations of their own when the message is small:
+/// a slice of the connection's read buffer would keep the whole buffer (up to 64 KiB) alive
+/// for as long as the message is queued or retained. One allocation holds topic and payload;
+/// large messages stay where they are (their buffer was reserved for them), so they are
+/// never copied.
+fn own_copy(topic: ByteString, payload: Bytes, properties: Properties) -> (ByteString, Bytes, Properties) {
     if payload.len() > COPY_UP_TO {
-        return (topic, payload);
+        return (topic, payload, properties);
     }
+    let properties = properties.detached();
     let mut buf = bytes::BytesMut::with_capacity(topic.len() + payload.len());
     buf.extend_from_slice(topic.as_bytes());
     buf.extend_from_slice(&payload);
@@ -120,7 +118,7 @@ fn own_copy(topic: ByteString, payload: Bytes) -> (ByteString, Bytes) {
     let payload = buf.slice(topic.len()..);
     // The bytes of a valid string: this cannot fail.
     let topic = ByteString::try_from(buf.slice(..topic.len())).unwrap_or(topic);
-    (topic, payload)
+    (topic, payload, properties)
 }
 
 /// One message on its way to one session: the shared message and what this subscriber's
