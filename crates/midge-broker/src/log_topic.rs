@@ -2,8 +2,9 @@
 //! messages, as mosquitto publishes them: on `$SYS/broker/log/E` (errors), `W` (warnings),
 //! `N` (notices: clients coming and going) and `I` (the rest), with `log_type subscribe` and
 //! `unsubscribe` their lines on `$SYS/broker/log/M/subscribe` and `M/unsubscribe`, at QoS 2,
-//! not retained, expiring after 20 seconds; never the debug lines. The logger hands lines over a bounded channel (a full one drops them: logging never
-//! waits for subscribers), and [`run`] publishes them.
+//! not retained, expiring after 20 seconds; never the debug lines. The logger hands lines
+//! over a bounded channel (a full one drops them: logging never waits for subscribers), and
+//! [`run`] publishes them.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,10 +52,11 @@ pub fn sorted(kind: LogType, line: &str) -> LogType {
 
 /// Whether a line is about a client coming or going.
 fn about_clients(line: &str) -> bool {
-    // The line may begin with its time, in any log_timestamp_format, then ": ".
-    ["New connection from", "New client connected", "Client "]
-        .iter()
-        .any(|p| line.starts_with(p) || line.contains(&format!(": {p}")))
+    // The line may begin with its time, in any log_timestamp_format, then ": ". Read for
+    // every line written: no allocation.
+    let starts =
+        |s: &str| ["New connection from", "New client connected", "Client "].iter().any(|p| s.starts_with(p));
+    starts(line) || line.match_indices(": ").any(|(i, _)| starts(&line[i + 2..]))
 }
 
 /// The topic of a line of `kind` (none: it is not published).
