@@ -89,7 +89,6 @@ pub fn run(args: BrokerArgs) -> ExitCode {
         }
     };
     let log_files = crate::logging::init(&LogSettings {
-        verbose: args.verbose,
         types: config.log_types(),
         dest: &config.log_dest,
         timestamp: config.log_timestamp,

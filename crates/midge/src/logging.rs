@@ -292,9 +292,7 @@ impl Write for Tee {
 /// The broker's logging: which lines, where, and with or without a timestamp.
 #[derive(Debug, Clone, Default)]
 pub struct LogSettings<'a> {
-    /// `-v`: every packet, whatever `log_type` says.
-    pub verbose: bool,
-    /// `log_type`.
+    /// `log_type` (`-v`: all, set by the configuration's reading).
     pub types: LogTypes,
     /// `log_dest` (empty: standard error).
     pub dest: &'a [LogDest],
@@ -309,9 +307,9 @@ pub struct LogSettings<'a> {
 /// Starts logging; `RUST_LOG` overrides the level. Returns the log files, to open once the
 /// broker runs as its user ([`LogFile::open`]) and to reopen on SIGHUP.
 pub fn init(settings: &LogSettings<'_>) -> Vec<Arc<LogFile>> {
-    // RUST_LOG, when set, says which lines; -v logs every kind.
+    // RUST_LOG, when set, says which lines.
     let rust_log = tracing_subscriber::EnvFilter::try_from_default_env().ok();
-    let types = if settings.verbose || rust_log.is_some() { LogTypes::ALL } else { settings.types };
+    let types = if rust_log.is_some() { LogTypes::ALL } else { settings.types };
     // tracing's filter lets through the most detailed level a kind needs (the lines of the
     // other kinds at that level are dropped as they are written, [`Tee`]). rustls narrates
     // handshakes at debug level, and warns about what clients send (an IP address as SNI,

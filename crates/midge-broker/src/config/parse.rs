@@ -127,18 +127,16 @@ impl Reader {
         let Some(before) = before.filter(|_| matches!(read, Err(LineError::TooManyValues { .. }))) else {
             return read;
         };
-        (self.default, self.default_opener) = before.clone();
         // A comment ends the line; otherwise, the words that fit.
         let comment = d.args.iter().skip(1).position(|a| a.starts_with('#')).map(|i| i + 1);
         let mut keep = comment.unwrap_or(d.args.len() - 1);
         loop {
+            // Each reading starts from where the line did (a refused one left nothing).
+            (self.default, self.default_opener) = before.clone();
             let shorter =
                 Directive { args: d.args[..keep].to_vec(), value: d.args[..keep].join(" "), ..d.clone() };
             match self.line_as_written(&shorter) {
-                Err(LineError::TooManyValues { .. }) if keep > 1 => {
-                    (self.default, self.default_opener) = before.clone();
-                    keep -= 1;
-                }
+                Err(LineError::TooManyValues { .. }) if keep > 1 => keep -= 1,
                 Ok(()) => {
                     let ignored = d.args[keep..].join(" ");
                     self.warnings.push(format!(
