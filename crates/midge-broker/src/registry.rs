@@ -77,6 +77,9 @@ pub enum Attach {
     Fresh,
     /// A parked session.
     Parked(Box<Owned>),
+    /// A parked session whose expiry has passed before its timer ended it: it is over (to
+    /// discard, with its will if one still waited), and a new one starts.
+    Expired(ParkedDue),
     /// A connection holds the session: it has been told to close and will send it.
     TakeOver(oneshot::Receiver<Owned>),
 }
@@ -107,6 +110,7 @@ impl Registry {
         conn_id: u64,
         control: &Arc<ControlSlot>,
         clean_start: bool,
+        now: Instant,
     ) -> Attach {
         let mut clients = self.clients.lock();
         let previous = clients.insert(
@@ -119,6 +123,17 @@ impl Registry {
             // the ClientID is opened before the Will Delay Interval has elapsed"
             // [MQTT-3.1.2-8], [MQTT-3.1.3-9], with a clean start too (as mosquitto: its
             // 07-will-delay-recover test).
+            // Its expiry passed, and the timers (a few times a second; at start, for what
+            // the store gave back) have not ended it yet: the session is over (MQTT 5.0
+            // section 3.1.2.11.2), so the client is not told it is present.
+            Some(Entry::Offline(parked)) if parked.expires_at.is_some_and(|t| t <= now) => {
+                let Parked { owned, will, .. } = *parked;
+                Attach::Expired(ParkedDue {
+                    will: will.map(|w| w.will),
+                    expired: Some(owned),
+                    still_parked: None,
+                })
+            }
             Some(Entry::Offline(parked)) => Attach::Parked(Box::new(parked.owned)),
             Some(Entry::Online { control: old, .. }) => match old.upgrade() {
                 // Sent while the lock is held: when the old connection ends and finds it no

@@ -446,6 +446,41 @@ fn parked_sessions_expire() {
     assert!(!ack.session_present);
 }
 
+#[test]
+fn a_session_past_its_expiry_is_over_before_the_timers_run() {
+    // As after a restart that found sessions offline longer than their expiry: a client
+    // that comes back before the timers' next run finds no session, and its will (due when
+    // the session ends) goes.
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut watcher, _) = connect(&b, conn(V5, "watcher"), t);
+    watcher.subscribe("gone/#", QoS::AtMostOnce, t);
+    let mut c = persistent(V5, "x");
+    c.properties = Properties::from(vec![Property::SessionExpiryInterval(10)]);
+    c.will = Some(Will {
+        topic: "gone/x".into(),
+        payload: Bytes::from_static(b"x is gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::from(vec![Property::WillDelayInterval(60)]),
+    });
+    let (mut cl, _) = connect(&b, c.clone(), t);
+    cl.subscribe("a/#", QoS::AtLeastOnce, t);
+    cl.lose(t);
+    assert!(watcher.publishes(t).is_empty(), "the will waits for its delay");
+    c.will = None;
+    let (mut cl, ack) = connect(&b, c, t + Duration::from_secs(10));
+    assert!(!ack.session_present, "a session past its expiry was resumed");
+    assert_eq!(payloads(&watcher.publishes(t + Duration::from_secs(10))), ["x is gone"]);
+    assert_eq!(b.metrics.snapshot().expired, 1);
+    let (mut other, _) = connect(&b, conn(V5, "other"), t + Duration::from_secs(10));
+    other.publish("a/b", "hello", QoS::AtLeastOnce, false, 1, t + Duration::from_secs(10));
+    assert!(
+        cl.publishes(t + Duration::from_secs(10)).is_empty(),
+        "the old subscriptions went with the session"
+    );
+}
+
 // ---- QoS flows --------------------------------------------------------------------------
 
 #[test]

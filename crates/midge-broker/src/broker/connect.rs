@@ -405,8 +405,14 @@ impl Broker {
             conn_id,
             control,
         };
-        match self.registry.attach(&start.plan.client_id, conn_id, &start.control, start.connect.clean_start)
-        {
+        let attached = self.registry.attach(
+            &start.plan.client_id,
+            conn_id,
+            &start.control,
+            start.connect.clean_start,
+            now,
+        );
+        match attached {
             // Cluster mode: a session of this client id may be on another node.
             Attach::Fresh if roaming && !start.connect.clean_start && self.cluster_outbox().is_some() => {
                 let old = self.cluster_outbox().map(|o| o.fetch_session(&start.plan.client_id));
@@ -419,6 +425,10 @@ impl Broker {
             }
             Attach::Fresh => self.start(start, None, now),
             Attach::Parked(owned) => self.start(start, Some(*owned), now),
+            Attach::Expired(due) => {
+                self.settle_parked(&start.plan.client_id, due, now);
+                self.start(start, None, now)
+            }
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: None })),
         }
     }

@@ -27,7 +27,7 @@ use crate::auth::{AuthMethod, FailureLimiter, HashPool, Security, SecurityError,
 use crate::config::{Config, SecuritySettings};
 use crate::mailbox::SessionHandle;
 use crate::metrics::{DropReason, Metrics};
-use crate::registry::Registry;
+use crate::registry::{ParkedDue, Registry};
 use crate::router::{RetainSource, Router};
 use crate::session::{Message, SessionState};
 use crate::timers::Timers;
@@ -645,21 +645,27 @@ impl Broker {
         let mut expired = 0;
         for client_id in self.timers.fire(now) {
             let due = self.registry.parked_due(&client_id, now);
-            if let Some(will) = due.will {
-                self.publish_will(will, &client_id, now);
-                if let (Some(j), Some(expiry)) = (self.journal(), due.still_parked) {
-                    // The session stays parked without its will.
-                    j.session(&client_id, expiry.0, expiry.2, Some((expiry.1, None)));
-                }
-            }
-            if let Some(owned) = due.expired {
-                tracing::info!("Expiring client {client_id} due to timeout.");
-                self.discard(owned);
-                expired += 1;
+            expired += usize::from(self.settle_parked(&client_id, due, now));
+        }
+        expired
+    }
+
+    /// Does what is due for a parked session (from the timers, or found by a connection
+    /// before them): its will is published, and an expired session is discarded (returns
+    /// whether it was).
+    pub(crate) fn settle_parked(&self, client_id: &ByteString, due: ParkedDue, now: Instant) -> bool {
+        if let Some(will) = due.will {
+            self.publish_will(will, client_id, now);
+            if let (Some(j), Some(expiry)) = (self.journal(), due.still_parked) {
+                // The session stays parked without its will.
+                j.session(client_id, expiry.0, expiry.2, Some((expiry.1, None)));
             }
         }
-        self.metrics.sessions_expired(expired);
-        expired
+        let Some(owned) = due.expired else { return false };
+        tracing::info!("Expiring client {client_id} due to timeout.");
+        self.discard(owned);
+        self.metrics.sessions_expired(1);
+        true
     }
 
     /// A session goes away: what it holds from shared subscriptions and has not delivered
