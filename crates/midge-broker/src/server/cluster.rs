@@ -318,23 +318,21 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
         .await
         .map_err(connect_error)?;
     let js = jetstream::new(client.clone());
-    let mut stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: RETAINED_STREAM.to_owned(),
-            subjects: vec![format!("{}.>", subject::RETAINED)],
-            // The last message of each topic: its retained message, or an empty one that
-            // deleted it.
-            max_messages_per_subject: 1,
-            num_replicas: c.replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(js_error)?;
-    let last = stream.info().await.map_err(js_error)?.state.last_sequence;
-    let mut retained = retained_reader(&stream, jetstream::consumer::DeliverPolicy::LastPerSubject)
-        .await
-        .map_err(ClusterError::JetStream)?;
+    let retained_config = jetstream::stream::Config {
+        name: RETAINED_STREAM.to_owned(),
+        subjects: vec![format!("{}.>", subject::RETAINED)],
+        // The last message of each topic: its retained message, or an empty one that
+        // deleted it.
+        max_messages_per_subject: 1,
+        num_replicas: c.replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let stream = patiently(|| js.get_or_create_stream(retained_config.clone())).await?;
+    // As JetStream answered just now.
+    let last = stream.cached_info().state.last_sequence;
+    let mut retained =
+        patiently(|| retained_reader(&stream, jetstream::consumer::DeliverPolicy::LastPerSubject)).await?;
     // Every topic's last message is at or below the stream's last sequence, and the last
     // message of the stream is the last of its topic: read until it.
     let mut loaded = 0usize;
@@ -356,7 +354,7 @@ async fn connect_inner(broker: &Arc<Broker>, c: &Cluster, joined: Joined) -> Res
     let parked = bucket(&js, PARKED_BUCKET, c.replicas, Duration::ZERO).await?;
     // Heartbeats and reaping marks of nodes gone for good go after a day.
     let nodes = bucket(&js, NODES_BUCKET, c.replicas, Duration::from_secs(24 * 3600)).await?;
-    let owners = Box::pin(sessions.watch_all().await.map_err(js_error)?);
+    let owners = Box::pin(patiently(|| sessions.watch_all()).await?);
     let (qos, qos_stream, qos_floor) = qos_feed(&js, c, &node).await?;
     let qos_js = jetstream::context::ContextBuilder::new()
         .max_ack_inflight(QOS_MAX_INFLIGHT)
@@ -401,7 +399,7 @@ async fn bucket(
     replicas: usize,
     max_age: Duration,
 ) -> Result<kv::Store, ClusterError> {
-    js.get_or_create_stream(jetstream::stream::Config {
+    let config = jetstream::stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: 1,
@@ -413,10 +411,9 @@ async fn bucket(
         num_replicas: replicas,
         storage: jetstream::stream::StorageType::File,
         ..Default::default()
-    })
-    .await
-    .map_err(js_error)?;
-    js.get_key_value(name).await.map_err(js_error)
+    };
+    patiently(|| js.get_or_create_stream(config.clone())).await?;
+    patiently(|| js.get_key_value(name)).await
 }
 
 /// The name of a node's durable consumer of the QoS stream (NATS allows letters, digits,
@@ -436,62 +433,82 @@ async fn qos_feed(
     c: &Cluster,
     node: &str,
 ) -> Result<(QosFeed, jetstream::stream::Stream, u64), ClusterError> {
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: QOS_STREAM.to_owned(),
-            subjects: vec![format!("{}.>", subject::QOS)],
-            // Kept up to the limits, not only until every node's consumer has it: a parked
-            // session's copy is completed from what came after it (`from_parked`), for a node
-            // lost after it acknowledged that.
-            retention: jetstream::stream::RetentionPolicy::Limits,
-            max_age: QOS_MAX_AGE,
-            max_bytes: QOS_MAX_BYTES,
-            discard: jetstream::stream::DiscardPolicy::Old,
-            duplicate_window: QOS_DUPLICATE_WINDOW,
-            num_replicas: c.replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(js_error)?;
+    let config = jetstream::stream::Config {
+        name: QOS_STREAM.to_owned(),
+        subjects: vec![format!("{}.>", subject::QOS)],
+        // Kept up to the limits, not only until every node's consumer has it: a parked
+        // session's copy is completed from what came after it (`from_parked`), for a node
+        // lost after it acknowledged that.
+        retention: jetstream::stream::RetentionPolicy::Limits,
+        max_age: QOS_MAX_AGE,
+        max_bytes: QOS_MAX_BYTES,
+        discard: jetstream::stream::DiscardPolicy::Old,
+        duplicate_window: QOS_DUPLICATE_WINDOW,
+        num_replicas: c.replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let stream = patiently(|| js.get_or_create_stream(config.clone())).await?;
     if stream.cached_info().config.retention != jetstream::stream::RetentionPolicy::Limits {
         tracing::warn!("Cluster: the stream {QOS_STREAM} was made by an earlier midge with interest retention (nats-server cannot change it): a parked session taken from the cluster after its node is lost may miss the messages every node had acknowledged.");
     }
     let name = consumer_name(node);
-    let mut consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: format!("{}.>", subject::QOS),
-                // A node that joins gets what is published from then on; one that comes back
-                // goes on where it stopped.
-                deliver_policy: jetstream::consumer::DeliverPolicy::New,
-                // Acknowledging a message acknowledges those before it: the node acknowledges
-                // what its store has, in batches.
-                ack_policy: jetstream::consumer::AckPolicy::All,
-                max_ack_pending: QOS_MAX_ACK_PENDING,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(js_error)?;
+    let config = jetstream::consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: format!("{}.>", subject::QOS),
+        // A node that joins gets what is published from then on; one that comes back goes on
+        // where it stopped.
+        deliver_policy: jetstream::consumer::DeliverPolicy::New,
+        // Acknowledging a message acknowledges those before it: the node acknowledges what its
+        // store has, in batches.
+        ack_policy: jetstream::consumer::AckPolicy::All,
+        max_ack_pending: QOS_MAX_ACK_PENDING,
+        ..Default::default()
+    };
+    let consumer: jetstream::consumer::PullConsumer =
+        patiently(|| stream.get_or_create_consumer(&name, config.clone())).await?;
     // Where the node goes on: after what the consumer delivered when nothing of it waits for
     // an acknowledgement (a new consumer: the stream's end), else after its ack floor (what
-    // was delivered to the last run and not acknowledged is read again).
-    let info = consumer.info().await.map_err(js_error)?;
+    // was delivered to the last run and not acknowledged is read again). As JetStream
+    // answered just now.
+    let info = consumer.cached_info();
     let floor = if info.num_ack_pending == 0 {
         info.delivered.stream_sequence.max(info.ack_floor.stream_sequence)
     } else {
         info.ack_floor.stream_sequence
     };
-    let feed = Box::pin(consumer.messages().await.map_err(js_error)?);
+    let feed = Box::pin(patiently(|| consumer.messages()).await?);
     Ok((feed, stream, floor))
 }
 
 /// A JetStream error at start, as the broker reports it.
 fn js_error(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::JetStream(e.to_string())
+}
+
+/// A JetStream request at start, asked again while it goes unanswered in time: a loaded
+/// machine, or a cluster of NATS servers still placing a replicated stream, answers late,
+/// and each of these requests may be made twice (they make or read what is there). Any
+/// other error is the answer. [`START_TIMEOUT`] bounds the whole start.
+async fn patiently<T, E, F>(mut ask: impl FnMut() -> F) -> Result<T, ClusterError>
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match ask().await {
+            Ok(answer) => return Ok(answer),
+            // async-nats's errors say so, whichever request it was ("timed out", "jetstream
+            // request timed out"), in kinds of their own.
+            Err(e) if e.to_string().contains("timed out") => {
+                tracing::warn!("Cluster: JetStream did not answer in time ({e}); asking again.");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(js_error(e)),
+        }
+    }
 }
 
 /// A reader of the retained stream (an ordered consumer): at start every topic's last
