@@ -79,7 +79,7 @@ pub enum Attach {
     Parked(Box<Owned>),
     /// A parked session whose expiry has passed before its timer ended it: it is over (to
     /// discard, with its will if one still waited), and a new one starts.
-    Expired(ParkedDue),
+    Expired(Box<ParkedDue>),
     /// A connection holds the session: it has been told to close and will send it.
     TakeOver(oneshot::Receiver<Owned>),
 }
@@ -128,11 +128,8 @@ impl Registry {
             // section 3.1.2.11.2), so the client is not told it is present.
             Some(Entry::Offline(parked)) if parked.expires_at.is_some_and(|t| t <= now) => {
                 let Parked { owned, will, .. } = *parked;
-                Attach::Expired(ParkedDue {
-                    will: will.map(|w| w.will),
-                    expired: Some(owned),
-                    still_parked: None,
-                })
+                let due = ParkedDue { will: will.map(|w| w.will), expired: Some(owned), still_parked: None };
+                Attach::Expired(Box::new(due))
             }
             Some(Entry::Offline(parked)) => Attach::Parked(Box::new(parked.owned)),
             Some(Entry::Online { control: old, .. }) => match old.upgrade() {

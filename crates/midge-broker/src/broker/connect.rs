@@ -426,7 +426,7 @@ impl Broker {
             Attach::Fresh => self.start(start, None, now),
             Attach::Parked(owned) => self.start(start, Some(*owned), now),
             Attach::Expired(due) => {
-                self.settle_parked(&start.plan.client_id, due, now);
+                self.settle_parked(&start.plan.client_id, *due, now);
                 self.start(start, None, now)
             }
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: None })),
