@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,14 +34,22 @@ use crate::store::{Op, Records, Store};
 /// identifier (a persistent publisher, whose resend it also recognises), or a record of its
 /// own. At start, copies whose commit is not there are dropped: the publisher got no PUBREC
 /// for them, and sends the message again. Exactly once holds across a crash.
+///
+/// A subscriber may see a copy before its commit is written (routing goes on meanwhile, on
+/// another thread). The record that it was sent, which its PUBLISH waits for, is written
+/// after the commit ([`Journal::delivery`]): a client never gets a QoS 2 message whose copy
+/// a crash could drop, to be routed again when the publisher (or the cluster's stream)
+/// sends it again.
 #[derive(Debug)]
 pub struct Journal {
     store: Store,
     next_entry: AtomicU64,
-    /// Commits with copies still queued: how many, and whether the commit has a record of
-    /// its own (once the packet identifier's record is gone, or for a publisher whose session
-    /// is not persistent).
+    /// Commits with copies still queued: how many, whether the commit has a record of its
+    /// own (once the packet identifier's record is gone, or for a publisher whose session is
+    /// not persistent), and whether it is written yet.
     commits: Mutex<HashMap<u64, Commit>>,
+    /// Told when a commit is written (the copies' senders may wait for it).
+    commit_written: Condvar,
     /// The commit of each open incoming QoS 2 flow of persistent publishers.
     open: Mutex<HashMap<(ByteString, u16), u64>>,
     /// Cluster mode: the position in the cluster's QoS stream whose copies are stored last.
@@ -50,10 +58,16 @@ pub struct Journal {
     position_order: Mutex<()>,
 }
 
+/// How long the sender of a copy waits for its commit (routing one message takes far less;
+/// past this, routing failed and the copy goes unwaited, as before commits were waited for).
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Commit {
     copies: usize,
     record: bool,
+    /// Its copies are being queued: the commit is not written yet.
+    unwritten: bool,
 }
 
 impl QueueHook for Journal {
@@ -84,7 +98,9 @@ impl Journal {
         let id = self.next_entry.fetch_add(1, Ordering::Relaxed);
         d.entry = Some(StoreEntry { id, commit });
         if commit != 0 {
-            self.commits.lock().entry(commit).or_default().copies += 1;
+            let mut commits = self.commits.lock();
+            let c = commits.entry(commit).or_insert(Commit { unwritten: true, ..Commit::default() });
+            c.copies += 1;
         }
         let value =
             records::queued_value(client_id, commit, d.qos, d.retain, &d.sub_ids, &d.message, &Clock::now());
@@ -109,15 +125,27 @@ impl Journal {
             Some(c) => {
                 self.open.lock().insert((c.clone(), packet_id), commit);
                 let key = records::incoming_key(c, packet_id);
-                Some(self.store.append([Op::Put(key, commit.to_le_bytes().to_vec())]))
+                let mut commits = self.commits.lock();
+                let written = self.store.append([Op::Put(key, commit.to_le_bytes().to_vec())]);
+                self.written(&mut commits, commit);
+                Some(written)
             }
             None => {
                 let mut commits = self.commits.lock();
-                let c = commits.get_mut(&commit)?;
-                c.record = true;
-                drop(commits);
-                Some(self.store.append([Op::Put(records::commit_key(commit), Vec::new())]))
+                commits.get_mut(&commit)?.record = true;
+                let written = self.store.append([Op::Put(records::commit_key(commit), Vec::new())]);
+                self.written(&mut commits, commit);
+                Some(written)
             }
+        }
+    }
+
+    /// Commit `commit`'s record is in the store (appended under the lock of `commits`, so
+    /// that a sender that found it unwritten waits for this): its copies' senders go on.
+    fn written(&self, commits: &mut HashMap<u64, Commit>, commit: u64) {
+        if let Some(c) = commits.get_mut(&commit).filter(|c| c.unwritten) {
+            c.unwritten = false;
+            self.commit_written.notify_all();
         }
     }
 
@@ -127,15 +155,15 @@ impl Journal {
     /// the message is either stored and known, or neither. Returns the record to wait for.
     pub fn commit_stream(&self, commit: u64, position: u64) -> Option<u64> {
         let mut commits = self.commits.lock();
-        let c = commits.get_mut(&commit)?;
-        c.record = true;
-        drop(commits);
+        commits.get_mut(&commit)?.record = true;
         let _order = self.position_order.lock();
         self.stream_position.fetch_max(position, Ordering::AcqRel);
-        Some(self.store.append([
+        let written = self.store.append([
             Op::Put(records::commit_key(commit), position.to_le_bytes().to_vec()),
             Op::Put(records::stream_position_key(), position.to_le_bytes().to_vec()),
-        ]))
+        ]);
+        self.written(&mut commits, commit);
+        Some(written)
     }
 
     /// Cluster mode: the node has read the cluster's QoS stream up to `position` (a session
@@ -271,12 +299,28 @@ impl Journal {
     }
 
     /// A recorded delivery moved on.
+    ///
+    /// The record that a copy was sent comes after its commit's: when routing is still
+    /// queueing the other copies (on another thread, for as long as one message takes to
+    /// route), the sender waits for it.
     pub fn delivery(&self, event: DeliveryEvent) -> u64 {
         match event {
-            DeliveryEvent::Sent { entry, packet_id } => self.store.append([Op::Put(
-                records::progress_key(entry.id),
-                records::progress_value(Progress::Sent(packet_id)),
-            )]),
+            DeliveryEvent::Sent { entry, packet_id } => {
+                if entry.commit != 0 {
+                    let mut commits = self.commits.lock();
+                    let deadline = Instant::now() + COMMIT_WAIT;
+                    while commits.get(&entry.commit).is_some_and(|c| c.unwritten) {
+                        if self.commit_written.wait_until(&mut commits, deadline).timed_out() {
+                            tracing::error!("The commit of a QoS 2 message was not written within {} s (its routing failed?): a copy is sent before it, and a crash now could deliver that message twice.", COMMIT_WAIT.as_secs());
+                            break;
+                        }
+                    }
+                }
+                self.store.append([Op::Put(
+                    records::progress_key(entry.id),
+                    records::progress_value(Progress::Sent(packet_id)),
+                )])
+            }
             DeliveryEvent::Released { entry, packet_id } => self.store.append([Op::Put(
                 records::progress_key(entry.id),
                 records::progress_value(Progress::Released(packet_id)),
@@ -527,6 +571,7 @@ impl Broker {
             store,
             next_entry: AtomicU64::new(max_entry + 1),
             commits: Mutex::new(committed),
+            commit_written: Condvar::new(),
             open: Mutex::new(open),
             stream_position: AtomicU64::new(stream_position),
             position_order: Mutex::new(()),
@@ -702,5 +747,33 @@ mod stream_position_tests {
         close(broker);
         let (broker, _) = open(dir.path());
         assert_eq!(broker.journal().unwrap().stream_position(), 41);
+    }
+
+    #[test]
+    fn a_copy_is_recorded_sent_only_after_its_commit() {
+        // Its subscriber takes the copy while routing still queues others: the record that
+        // it was sent (its PUBLISH waits for that record) must not come before the commit,
+        // or a crash in between drops the copy of a message the client has.
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = open(dir.path());
+        let j = broker.journal().unwrap();
+        j.session("sub", 300, 0, Some((None, None)));
+        for commit_by_stream in [true, false] {
+            let commit = queue_copy(j, "sub", "taken early");
+            let entry = StoreEntry { id: j.next_entry.load(Ordering::Relaxed) - 1, commit };
+            let (sent, committed) = std::thread::scope(|s| {
+                let sender = s.spawn(|| j.delivery(DeliveryEvent::Sent { entry, packet_id: 7 }));
+                // The sender's head start: it waits for the commit.
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(!sender.is_finished(), "the copy was recorded sent before its commit");
+                let committed = match commit_by_stream {
+                    true => j.commit_stream(commit, 9),
+                    false => j.commit_incoming(None, 1, commit),
+                };
+                (sender.join().unwrap(), committed.unwrap())
+            });
+            assert!(sent > committed, "sent recorded at {sent}, before its commit at {committed}");
+        }
+        close(broker);
     }
 }
