@@ -16,6 +16,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import Broker, MosquittoSub, PahoClient, midge_bin, stop_all  # noqa: E402
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries what its brokers' logs say about the cluster, and
+    their warnings and errors (each a file NAME.log in the test's tmp_path): the race that
+    failed once on a loaded machine can be read after the fact."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    if report.when != "call" or not report.failed or tmp is None:
+        return
+    for log in sorted(Path(tmp).glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        kept = [line for line in lines if any(w in line for w in ("Cluster:", ": warn", ": error"))]
+        report.sections.append((f"{log.name}: cluster lines, warnings and errors", "\n".join(kept[-80:])))
+
+
 @pytest.fixture(scope="session")
 def midge_binary() -> Path:
     """The broker binary (MIDGE_BIN, or target/debug/midge); fails, never skips, when missing."""

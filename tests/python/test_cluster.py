@@ -368,6 +368,32 @@ def test_a_session_resumes_on_another_node_and_back(nodes, version):
         x.close()
 
 
+def test_a_session_moving_on_at_once_is_found_each_time(nodes):
+    """A client that leaves each node as soon as its session arrived there (CONNACK, then
+    DISCONNECT) and connects to the other, twenty times: the node it goes to finds the
+    session where it went last (its client id is claimed there before the CONNACK), so the
+    session is present each time, and the message queued for it meanwhile arrives once."""
+    a, b, c = nodes
+    cid = unique_id("hop")
+    mover, _ = connect(a.port, cid, V5)
+    mover.subscribe(1, [("hop/#", 1)])
+    park(mover)
+    publisher, _ = connect(c.port, unique_id("pub"), V5, clean=True, expiry=None)
+    publisher.publish("hop/x", b"queued", qos=1, packet_id=1)
+    got: list[bytes] = []
+    for i, node in enumerate([b, a] * 10):
+        mover, ack = connect(node.port, cid, V5)
+        assert ack.session_present, f"move {i + 1}: the session did not come to {node.node}"
+        got += [p.payload for p in nothing_more(mover, quiet=0.05) if p.type == raw.PUBLISH]
+        park(mover)
+    mover, ack = connect(a.port, cid, V5)
+    assert ack.session_present
+    got += [p.payload for p in nothing_more(mover) if p.type == raw.PUBLISH]
+    assert got == [b"queued"], got
+    for x in (mover, publisher):
+        x.close()
+
+
 def park_with_two_queued(port: int, publish_port: int, cid: str, prefix: str, version: int):
     """A session of `cid` subscribed to PREFIX/# at QoS 1 and parked on the node at `port`,
     with m1 and m2 published on PREFIX/x on the node at `publish_port` and queued for it (a

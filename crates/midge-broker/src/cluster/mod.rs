@@ -367,9 +367,7 @@ impl Outbox {
 impl Outbox {
     /// A connection took a client id on this node.
     pub fn opened(&self, client_id: &str, conn_id: u64) {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let at = ownership::unix_nanos();
         let _ = self.changes.send(Held::Opened { client_id: client_id.to_owned(), conn_id, at });
     }
 }

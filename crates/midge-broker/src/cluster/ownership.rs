@@ -37,6 +37,13 @@ impl Claim {
     }
 }
 
+/// Now, as a claim's time: nanoseconds since the Unix epoch.
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::cluster::dedup::{Dedup, Verdict};
 use crate::cluster::handoff::Handoff;
 use crate::cluster::interest::{Change, Interest};
-use crate::cluster::ownership::Claim;
+use crate::cluster::ownership::{unix_nanos, Claim};
 use crate::cluster::parked::{self, Parked};
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
@@ -932,6 +932,11 @@ const FETCH_WAIT: Duration = Duration::from_secs(4);
 /// its claim in the sessions bucket, if another, is asked for the session (on its handoff
 /// subject), which is put together here and handed to the connection. Nothing is asked
 /// while NATS is away (the client starts afresh at once).
+///
+/// The client id is claimed for this node before the connection goes on (its CONNACK): a
+/// client that leaves at once for another node, which reads the claim to find its session,
+/// would otherwise find the node it came from (or nobody) there, and start afresh while its
+/// session stays here. (The claim of every connection follows, [`Held::Opened`].)
 async fn fetch_session(
     broker: Arc<Broker>,
     client: async_nats::Client,
@@ -944,7 +949,50 @@ async fn fetch_session(
         return;
     }
     let deadline = tokio::time::Instant::now() + FETCH_WAIT;
-    let owner = match tokio::time::timeout_at(deadline, sessions.get(session_key(&client_id))).await {
+    let found =
+        find_session(&client, &sessions, &origin, &replay, &client_id, &reply, &gave_up, deadline).await;
+    if matches!(found, Found::Done) {
+        return;
+    }
+    let mine = Claim { origin, at: unix_nanos() };
+    if tokio::time::timeout_at(deadline, claim(&sessions, &client_id, &mine)).await.is_err() {
+        tracing::debug!("Cluster: client id {client_id} not claimed before its CONNACK (no answer in time).");
+    }
+    if let Found::Session(taken) = found {
+        let (p, h) = *taken;
+        complete(
+            &broker,
+            &replay,
+            Adoption { client_id, handoff: h, parked: p, upto: 0, reply, gave_up },
+            deadline,
+        )
+        .await;
+    }
+}
+
+/// What [`find_session`] found.
+enum Found {
+    /// Nothing to do: the claim is this node's already, or the connection stopped waiting.
+    Done,
+    /// No session to move: the client starts afresh here.
+    Nothing,
+    /// The session, from its node or from the cluster's copy.
+    Session(Box<(Parked, Handoff)>),
+}
+
+/// The session of `client_id` from the node that holds its claim, if another.
+#[allow(clippy::too_many_arguments)]
+async fn find_session(
+    client: &async_nats::Client,
+    sessions: &kv::Store,
+    origin: &str,
+    replay: &Replay,
+    client_id: &ByteString,
+    reply: &tokio::sync::oneshot::Sender<crate::broker::Owned>,
+    gave_up: &crate::cluster::GaveUp,
+    deadline: tokio::time::Instant,
+) -> Found {
+    let owner = match tokio::time::timeout_at(deadline, sessions.get(session_key(client_id))).await {
         Ok(Ok(Some(value))) => Claim::decode(&value),
         Ok(Ok(None)) => None,
         Ok(Err(e)) => {
@@ -956,16 +1004,19 @@ async fn fetch_session(
             None
         }
     };
-    let Some(owner) = owner.filter(|o| o.origin != origin) else { return };
+    let Some(owner) = owner else { return Found::Nothing };
+    if owner.origin == origin {
+        return Found::Done;
+    }
     if reply.is_closed() || *gave_up.lock() {
         // The connection stopped waiting meanwhile: nothing is moved for it.
-        return;
+        return Found::Done;
     }
     let subject = topic_to_subject(subject::HANDOFF, &owner.origin);
     let request = client.request(subject, Bytes::copy_from_slice(client_id.as_bytes()));
     let answer = tokio::time::timeout_at(deadline, request).await;
     let taken = match answer {
-        Ok(Ok(m)) if m.payload.is_empty() => return,
+        Ok(Ok(m)) if m.payload.is_empty() => return Found::Nothing,
         Ok(Ok(m)) => match read_parked(&m.payload) {
             Ok(taken) => taken,
             Err(why) => {
@@ -973,17 +1024,17 @@ async fn fetch_session(
                     "Cluster: the session of {client_id} from {} is lost ({why}): it starts afresh.",
                     owner.origin
                 );
-                return;
+                return Found::Nothing;
             }
         },
         Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
             // No responders: that run of the node is gone. Its copy of the session, if it
             // parked it, is in the cluster (its store has it too, for when it comes back).
-            match from_parked(&replay, &client_id, &owner, deadline).await {
+            match from_parked(replay, client_id, &owner, deadline).await {
                 Ok(taken) => taken,
                 Err(why) => {
                     tracing::info!("Cluster: the session of {client_id} was on {}, which does not answer ({e}); {why}: it starts afresh.", owner.origin);
-                    return;
+                    return Found::Nothing;
                 }
             }
         }
@@ -992,24 +1043,17 @@ async fn fetch_session(
                 "Cluster: {} did not hand the session of {client_id} over ({e}): it starts afresh.",
                 owner.origin
             );
-            return;
+            return Found::Nothing;
         }
         Err(_) => {
             tracing::warn!(
                 "Cluster: {} did not hand the session of {client_id} over in time: it starts afresh.",
                 owner.origin
             );
-            return;
+            return Found::Nothing;
         }
     };
-    let (p, h) = taken;
-    complete(
-        &broker,
-        &replay,
-        Adoption { client_id, handoff: h, parked: p, upto: 0, reply, gave_up },
-        deadline,
-    )
-    .await;
+    Found::Session(Box::new(taken))
 }
 
 /// What a node needs to take a parked session from the cluster.
