@@ -1507,6 +1507,10 @@ def test_version_1_certificates_made_as_mosquittos_manual_shows(brokers, pki, tm
     b.wait_for_log(r"server\.crt is an X\.509 version 1 certificate \(made without extensions\)")
     r = mosq_pub(b.port, "-h", "localhost", "--cafile", str(f["ca.crt"]), "-t", "v1/t", "-m", "x")
     assert r.returncode == 0 and connack_code(r) == 0, describe(r)
+    # midge's own client refuses it, and -d says why (mosquitto_pub's exit code for TLS).
+    r = run_tool([str(midge_bin()), "pub", "-d", "-h", "localhost", "-p", str(b.port), "--cafile", str(f["ca.crt"]),
+                  "-t", "v1/t", "-m", "x"])
+    assert r.returncode == 8 and "the broker's certificate is X.509 version 1" in r.stdout, describe(r)
     # Not the key of the certificate: refused at start, as before.
     other = tmp_path / "other.key"
     run_tool([require_program("openssl", "apt-get install openssl"), "genpkey", "-algorithm", "RSA",

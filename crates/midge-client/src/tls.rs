@@ -68,13 +68,16 @@ impl TlsOptions {
             .with_protocol_versions(versions)
             .map_err(|e| Error::tls(e.to_string()))?;
         let roots = Arc::new(roots);
-        let builder = if self.insecure {
+        let builder = if roots.is_empty() {
+            // The system's are none: every broker is refused at the handshake (webpki's
+            // verifier cannot be built without a root).
+            builder.with_root_certificates(roots)
+        } else {
             let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| Error::tls(e.to_string()))?;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(inner)))
-        } else {
-            builder.with_root_certificates(roots)
+            let verifier = Verifier { inner, any_name: self.insecure };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
         };
         let mut config = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
@@ -122,6 +125,11 @@ fn handshake_error(e: &std::io::Error) -> Error {
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. },
         )) => Error::tls_host_name(e.to_string()),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+            if other.0.downcast_ref::<Version1>().is_some() =>
+        {
+            Error::tls_cert_version_1(e.to_string())
+        }
         // The server refused us (TLS 1.2 refuses a client certificate in the handshake): the
         // connection is lost, with the alert, as TLS 1.3's refusal after the handshake is.
         Some(rustls::Error::AlertReceived(_)) => Error::lost(std::io::Error::new(
@@ -132,11 +140,29 @@ fn handshake_error(e: &std::io::Error) -> Error {
     }
 }
 
-/// `--insecure`: verifies the chain but accepts a certificate for another name.
+/// The server's certificate is X.509 version 1: webpki refuses it (its error says only
+/// `UnsupportedCertVersion`), and the clients say why, as OpenSSL clients take it.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct Version1;
 
-impl ServerCertVerifier for AnyName {
+impl std::fmt::Display for Version1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server's certificate is X.509 version 1 (made without extensions), which rustls does not accept")
+    }
+}
+
+impl std::error::Error for Version1 {}
+
+/// webpki's verification, saying when a certificate is refused for being version 1; with
+/// `--insecure` (`any_name`), the chain is verified but a certificate for another name is
+/// accepted.
+#[derive(Debug)]
+struct Verifier {
+    inner: Arc<WebPkiServerVerifier>,
+    any_name: bool,
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -145,11 +171,16 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
-                ..
-            })) => Ok(ServerCertVerified::assertion()),
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext, Other};
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }))
+                if self.any_name =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(rustls::Error::InvalidCertificate(_)) if midge_net::tls::is_version_1(end_entity) => {
+                Err(rustls::Error::InvalidCertificate(Other(rustls::OtherError(Arc::new(Version1)))))
+            }
             other => other,
         }
     }
@@ -160,7 +191,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -169,11 +200,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 

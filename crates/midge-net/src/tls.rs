@@ -114,6 +114,12 @@ impl std::fmt::Display for CertificateNote {
     }
 }
 
+/// True for an X.509 version 1 certificate (DER) ([`CertificateNote::Version1`]).
+pub fn is_version_1(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der)
+        .is_ok_and(|(_, cert)| cert.version() == x509_parser::x509::X509Version::V1)
+}
+
 /// A certificate chain and the private key of its first certificate, checked to belong
 /// together. rustls's own check parses the certificate with webpki, which refuses X.509
 /// version 1: such a certificate is taken here (its public key compared as the check does)
