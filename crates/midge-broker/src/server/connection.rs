@@ -301,14 +301,14 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     let mut opening = broker.open(*connect, auth, conn_id, control.clone(), Instant::now());
     if let Opening::TakeOver(pending) = opening {
         let mut pending = *pending;
-        let old = match tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await {
-            Ok(Ok(owned)) => Some(owned),
+        let waited = tokio::time::timeout(TAKEOVER_TIMEOUT, &mut pending.old).await;
+        let old = match (waited, pending.remote.clone()) {
+            (Ok(Ok(owned)), _) => Some(owned),
             // Cluster mode: no node had a session of this client id.
-            Ok(Err(_)) if pending.remote.is_some() => None,
+            (Ok(Err(_)), Some(_)) => None,
             // Cluster mode: the session did not come in time. One being sent now is taken;
             // otherwise none is adopted after this (the client gets a new session).
-            Err(_) if pending.remote.is_some() => {
-                let gave_up = pending.remote.clone().expect("checked");
+            (Err(_), Some(gave_up)) => {
                 let mut gave_up = gave_up.lock();
                 match pending.old.try_recv() {
                     Ok(owned) => Some(owned),
