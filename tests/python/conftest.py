@@ -24,12 +24,13 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
-    if report.when != "call" or not report.failed or tmp is None:
+    if not report.failed or tmp is None:
         return
     for log in sorted(Path(tmp).glob("*.log")):
         lines = log.read_text(errors="replace").splitlines()
         kept = [line for line in lines if any(w in line for w in ("Cluster:", ": warn", ": error"))]
-        report.sections.append((f"{log.name}: cluster lines, warnings and errors", "\n".join(kept[-80:])))
+        title = f"{log.name} ({report.when}): cluster lines, warnings and errors"
+        report.sections.append((title, "\n".join(kept[-80:])))
 
 
 @pytest.fixture(scope="session")

@@ -75,8 +75,9 @@ struct Parked {
 pub enum Attach {
     /// No session: start a new one.
     Fresh,
-    /// A parked session.
-    Parked(Box<Owned>),
+    /// A parked session, and its delayed will if the delay passed before the timers
+    /// published it (to publish now: it was due before the client came back).
+    Parked(Box<Owned>, Option<Will>),
     /// A parked session whose expiry has passed before its timer ended it: it is over (to
     /// discard, with its will if one still waited), and a new one starts.
     Expired(Box<ParkedDue>),
@@ -119,10 +120,6 @@ impl Registry {
         );
         match previous {
             None => Attach::Fresh,
-            // A will still waiting for its delay is dropped: "a new Network Connection for
-            // the ClientID is opened before the Will Delay Interval has elapsed"
-            // [MQTT-3.1.2-8], [MQTT-3.1.3-9], with a clean start too (as mosquitto: its
-            // 07-will-delay-recover test).
             // Its expiry passed, and the timers (a few times a second; at start, for what
             // the store gave back) have not ended it yet: the session is over (MQTT 5.0
             // section 3.1.2.11.2), so the client is not told it is present.
@@ -131,7 +128,15 @@ impl Registry {
                 let due = ParkedDue { will: will.map(|w| w.will), expired: Some(owned), still_parked: None };
                 Attach::Expired(Box::new(due))
             }
-            Some(Entry::Offline(parked)) => Attach::Parked(Box::new(parked.owned)),
+            // A will still waiting for its delay is dropped: "a new Network Connection for
+            // the ClientID is opened before the Will Delay Interval has elapsed"
+            // [MQTT-3.1.2-8], [MQTT-3.1.3-9], with a clean start too (as mosquitto: its
+            // 07-will-delay-recover test). One whose delay has passed was due: it goes.
+            Some(Entry::Offline(parked)) => {
+                let Parked { owned, will, .. } = *parked;
+                let due = will.filter(|w| w.due <= now).map(|w| w.will);
+                Attach::Parked(Box::new(owned), due)
+            }
             Some(Entry::Online { control: old, .. }) => match old.upgrade() {
                 // Sent while the lock is held: when the old connection ends and finds it no
                 // longer holds the id, this message is already in its slot.

@@ -447,6 +447,31 @@ fn parked_sessions_expire() {
 }
 
 #[test]
+fn a_will_past_its_delay_goes_when_the_client_is_back_before_the_timers_run() {
+    // Its delay passed while the session was parked: the will was due, the client's return
+    // does not cancel it [MQTT-3.1.3-9]; the session is resumed.
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut watcher, _) = connect(&b, conn(V5, "watcher"), t);
+    watcher.subscribe("wills/#", QoS::AtMostOnce, t);
+    let (mut cl, _) = connect(&b, with_delayed_will("x", 5, 60), t);
+    cl.lose(t);
+    let back = |at| {
+        let mut c = with_delayed_will("x", 5, 60);
+        c.will = None;
+        connect(&b, c, at)
+    };
+    let (_, ack) = back(t + Duration::from_secs(4));
+    assert!(ack.session_present);
+    assert!(watcher.publishes(t + Duration::from_secs(4)).is_empty(), "back within the delay: no will");
+    let (mut cl, _) = connect(&b, with_delayed_will("x", 5, 60), t + Duration::from_secs(4));
+    cl.lose(t + Duration::from_secs(4));
+    let (_, ack) = back(t + Duration::from_secs(10));
+    assert!(ack.session_present, "the session did not expire");
+    assert_eq!(payloads(&watcher.publishes(t + Duration::from_secs(10))), ["gone"]);
+}
+
+#[test]
 fn a_session_past_its_expiry_is_over_before_the_timers_run() {
     // As after a restart that found sessions offline longer than their expiry: a client
     // that comes back before the timers' next run finds no session, and its will (due when
@@ -454,24 +479,16 @@ fn a_session_past_its_expiry_is_over_before_the_timers_run() {
     let b = default_broker();
     let t = Instant::now();
     let (mut watcher, _) = connect(&b, conn(V5, "watcher"), t);
-    watcher.subscribe("gone/#", QoS::AtMostOnce, t);
-    let mut c = persistent(V5, "x");
-    c.properties = Properties::from(vec![Property::SessionExpiryInterval(10)]);
-    c.will = Some(Will {
-        topic: "gone/x".into(),
-        payload: Bytes::from_static(b"x is gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Properties::from(vec![Property::WillDelayInterval(60)]),
-    });
-    let (mut cl, _) = connect(&b, c.clone(), t);
+    watcher.subscribe("wills/#", QoS::AtMostOnce, t);
+    let (mut cl, _) = connect(&b, with_delayed_will("x", 60, 10), t);
     cl.subscribe("a/#", QoS::AtLeastOnce, t);
     cl.lose(t);
     assert!(watcher.publishes(t).is_empty(), "the will waits for its delay");
+    let mut c = with_delayed_will("x", 60, 10);
     c.will = None;
     let (mut cl, ack) = connect(&b, c, t + Duration::from_secs(10));
     assert!(!ack.session_present, "a session past its expiry was resumed");
-    assert_eq!(payloads(&watcher.publishes(t + Duration::from_secs(10))), ["x is gone"]);
+    assert_eq!(payloads(&watcher.publishes(t + Duration::from_secs(10))), ["gone"]);
     assert_eq!(b.metrics.snapshot().expired, 1);
     let (mut other, _) = connect(&b, conn(V5, "other"), t + Duration::from_secs(10));
     other.publish("a/b", "hello", QoS::AtLeastOnce, false, 1, t + Duration::from_secs(10));

@@ -137,12 +137,12 @@ pub fn certified_key(
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok((certified, None)),
         Err(Error::InvalidCertificate(e)) => {
             let der = certified.end_entity_cert()?;
-            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+            let version_1 = x509_parser::parse_x509_certificate(der.as_ref())
+                .ok()
+                .filter(|(_, cert)| cert.version() == x509_parser::x509::X509Version::V1);
+            let Some((_, cert)) = version_1 else {
                 return Err(Error::InvalidCertificate(e));
             };
-            if cert.version() != x509_parser::x509::X509Version::V1 {
-                return Err(Error::InvalidCertificate(e));
-            }
             match public_key {
                 Some(spki) if spki.as_ref() != cert.public_key().raw => {
                     Err(InconsistentKeys::KeyMismatch.into())

@@ -413,24 +413,32 @@ impl Broker {
             now,
         );
         match attached {
-            // Cluster mode: a session of this client id may be on another node.
-            Attach::Fresh if roaming && !start.connect.clean_start && self.cluster_outbox().is_some() => {
-                let old = self.cluster_outbox().map(|o| o.fetch_session(&start.plan.client_id));
-                match old {
-                    Some((old, gave_up)) => {
-                        Opening::TakeOver(Box::new(PendingOpen { start, old, remote: Some(gave_up) }))
-                    }
-                    None => self.start(start, None, now),
+            Attach::Fresh => self.start_without_session(start, roaming, now),
+            Attach::Parked(owned, due_will) => {
+                if let Some(will) = due_will {
+                    self.publish_will(will, &start.plan.client_id, now);
                 }
+                self.start(start, Some(*owned), now)
             }
-            Attach::Fresh => self.start(start, None, now),
-            Attach::Parked(owned) => self.start(start, Some(*owned), now),
+            // Over: as if there were none here.
             Attach::Expired(due) => {
                 self.settle_parked(&start.plan.client_id, *due, now);
-                self.start(start, None, now)
+                self.start_without_session(start, roaming, now)
             }
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: None })),
         }
+    }
+
+    /// No session of the client id here: a new one, or in cluster mode (without clean start)
+    /// the one another node may have.
+    fn start_without_session(self: &Arc<Self>, start: StartParams, roaming: bool, now: Instant) -> Opening {
+        if roaming && !start.connect.clean_start {
+            if let Some(outbox) = self.cluster_outbox() {
+                let (old, gave_up) = outbox.fetch_session(&start.plan.client_id);
+                return Opening::TakeOver(Box::new(PendingOpen { start, old, remote: Some(gave_up) }));
+            }
+        }
+        self.start(start, None, now)
     }
 
     /// Completes an [`Opening::TakeOver`] once the old connection has handed its session

@@ -179,6 +179,9 @@ pub struct Fetch {
     /// session is adopted and sent with it held, so that it is either sent in time or not
     /// adopted at all.
     pub gave_up: GaveUp,
+    /// When the connection asked ([`ownership::unix_nanos`]): the time of the claim made for
+    /// it before its CONNACK (earlier than its own claim's, made after).
+    pub at: u64,
 }
 
 /// The flag of [`Fetch::gave_up`].
@@ -216,7 +219,9 @@ impl Outbox {
     ) -> (tokio::sync::oneshot::Receiver<crate::broker::Owned>, GaveUp) {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let gave_up = GaveUp::default();
-        let _ = self.fetches.send(Fetch { client_id: client_id.clone(), reply, gave_up: gave_up.clone() });
+        let at = ownership::unix_nanos();
+        let _ =
+            self.fetches.send(Fetch { client_id: client_id.clone(), reply, gave_up: gave_up.clone(), at });
         (rx, gave_up)
     }
 

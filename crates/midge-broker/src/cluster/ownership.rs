@@ -2,9 +2,9 @@
 //! JetStream key-value bucket `MIDGE_SESSIONS`, and the latest connection wins
 //! [MQTT-3.1.4-3]. "Latest" is the time the connection was opened (the nodes' clocks, as NTP
 //! keeps them), with the node's origin to break ties: the order in which claims reach the
-//! bucket is not the order of the connections (a claim is written after CONNACK, and one that
-//! loses a compare-and-set race writes again), so the bucket's revisions alone would let an
-//! older connection win.
+//! bucket is not the order of the connections (a claim is written after CONNACK, or before
+//! it for a session taken from another node, and one that loses a compare-and-set race
+//! writes again), so the bucket's revisions alone would let an older connection win.
 //!
 //! A claim is written with compare-and-set on the revision it read, only over an older claim;
 //! a node that reads a newer claim than its own closes its connection instead of writing, and
@@ -15,7 +15,8 @@
 pub struct Claim {
     /// `NODE/BOOT` of the claiming node.
     pub origin: String,
-    /// When the connection was opened, in nanoseconds since the Unix epoch.
+    /// When the connection was opened (or, claimed before its CONNACK, asked for its session
+    /// from another node), in nanoseconds since the Unix epoch.
     pub at: u64,
 }
 

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::cluster::dedup::{Dedup, Verdict};
 use crate::cluster::handoff::Handoff;
 use crate::cluster::interest::{Change, Interest};
-use crate::cluster::ownership::{unix_nanos, Claim};
+use crate::cluster::ownership::Claim;
 use crate::cluster::parked::{self, Parked};
 use crate::cluster::subject::{self, filter_to_subjects, subject_to_topic, topic_to_subject};
 use crate::cluster::wire::{self, Carried};
@@ -936,14 +936,17 @@ const FETCH_WAIT: Duration = Duration::from_secs(4);
 /// The client id is claimed for this node before the connection goes on (its CONNACK): a
 /// client that leaves at once for another node, which reads the claim to find its session,
 /// would otherwise find the node it came from (or nobody) there, and start afresh while its
-/// session stays here. (The claim of every connection follows, [`Held::Opened`].)
+/// session stays here. The claim has the time the connection asked: the claim of every
+/// connection, made after ([`Held::Opened`]), is later and replaces it, and a connection
+/// opened elsewhere after it still wins. Best effort, within [`EARLY_CLAIM_WAIT`]: the
+/// connection's own claim follows anyway.
 async fn fetch_session(
     broker: Arc<Broker>,
     client: async_nats::Client,
     sessions: kv::Store,
     origin: String,
     replay: Replay,
-    Fetch { client_id, reply, gave_up }: Fetch,
+    Fetch { client_id, reply, gave_up, at }: Fetch,
 ) {
     if client.connection_state() != async_nats::connection::State::Connected {
         return;
@@ -951,11 +954,13 @@ async fn fetch_session(
     let deadline = tokio::time::Instant::now() + FETCH_WAIT;
     let found =
         find_session(&client, &sessions, &origin, &replay, &client_id, &reply, &gave_up, deadline).await;
-    if matches!(found, Found::Done) {
+    // Not for a connection that stopped waiting: it made its own claim.
+    if matches!(found, Found::Done) || reply.is_closed() || *gave_up.lock() {
         return;
     }
-    let mine = Claim { origin, at: unix_nanos() };
-    if tokio::time::timeout_at(deadline, claim(&sessions, &client_id, &mine)).await.is_err() {
+    let mine = Claim { origin, at };
+    let wait = deadline.min(tokio::time::Instant::now() + EARLY_CLAIM_WAIT);
+    if tokio::time::timeout_at(wait, claim(&sessions, &client_id, &mine)).await.is_err() {
         tracing::debug!("Cluster: client id {client_id} not claimed before its CONNACK (no answer in time).");
     }
     if let Found::Session(taken) = found {
@@ -969,6 +974,10 @@ async fn fetch_session(
         .await;
     }
 }
+
+/// How long the claim made before a connection's CONNACK may take of the time for its
+/// session ([`FETCH_WAIT`]).
+const EARLY_CLAIM_WAIT: Duration = Duration::from_millis(500);
 
 /// What [`find_session`] found.
 enum Found {
