@@ -954,14 +954,17 @@ async fn fetch_session(
     let deadline = tokio::time::Instant::now() + FETCH_WAIT;
     let found =
         find_session(&client, &sessions, &origin, &replay, &client_id, &reply, &gave_up, deadline).await;
-    // Not for a connection that stopped waiting: it made its own claim.
-    if matches!(found, Found::Done) || reply.is_closed() || *gave_up.lock() {
-        return;
-    }
-    let mine = Claim { origin, at };
-    let wait = deadline.min(tokio::time::Instant::now() + EARLY_CLAIM_WAIT);
-    if tokio::time::timeout_at(wait, claim(&sessions, &client_id, &mine)).await.is_err() {
-        tracing::debug!("Cluster: client id {client_id} not claimed before its CONNACK (no answer in time).");
+    // Not for a connection that stopped waiting: it made its own claim (and a session that
+    // came for it is dropped, with a word, by `hand_over`).
+    let waiting = !(reply.is_closed() || *gave_up.lock());
+    if waiting && !matches!(found, Found::Done) {
+        let mine = Claim { origin, at };
+        let wait = deadline.min(tokio::time::Instant::now() + EARLY_CLAIM_WAIT);
+        if tokio::time::timeout_at(wait, claim(&sessions, &client_id, &mine)).await.is_err() {
+            tracing::debug!(
+                "Cluster: client id {client_id} not claimed before its CONNACK (no answer in time)."
+            );
+        }
     }
     if let Found::Session(taken) = found {
         let (p, h) = *taken;
