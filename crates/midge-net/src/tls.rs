@@ -116,8 +116,16 @@ impl std::fmt::Display for CertificateNote {
 
 /// True for an X.509 version 1 certificate (DER) ([`CertificateNote::Version1`]).
 pub fn is_version_1(der: &[u8]) -> bool {
-    x509_parser::parse_x509_certificate(der)
-        .is_ok_and(|(_, cert)| cert.version() == x509_parser::x509::X509Version::V1)
+    version_1_public_key(der).is_some()
+}
+
+/// The public key (its SubjectPublicKeyInfo) of an X.509 version 1 certificate; `None` for
+/// any other or an unreadable one.
+fn version_1_public_key(der: &[u8]) -> Option<&[u8]> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    // The field, not `public_key()`: its bytes borrow `der`, not `cert`.
+    let key = cert.tbs_certificate.subject_pki.raw;
+    (cert.version() == x509_parser::x509::X509Version::V1).then_some(key)
 }
 
 /// A certificate chain and the private key of its first certificate, checked to belong
@@ -137,16 +145,11 @@ pub fn certified_key(
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok((certified, None)),
         Err(Error::InvalidCertificate(e)) => {
             let der = certified.end_entity_cert()?;
-            let version_1 = x509_parser::parse_x509_certificate(der.as_ref())
-                .ok()
-                .filter(|(_, cert)| cert.version() == x509_parser::x509::X509Version::V1);
-            let Some((_, cert)) = version_1 else {
+            let Some(cert_key) = version_1_public_key(der.as_ref()) else {
                 return Err(Error::InvalidCertificate(e));
             };
             match public_key {
-                Some(spki) if spki.as_ref() != cert.public_key().raw => {
-                    Err(InconsistentKeys::KeyMismatch.into())
-                }
+                Some(spki) if spki.as_ref() != cert_key => Err(InconsistentKeys::KeyMismatch.into()),
                 _ => Ok((certified, Some(CertificateNote::Version1))),
             }
         }
