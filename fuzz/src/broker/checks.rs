@@ -394,13 +394,16 @@ impl World {
         let resent = std::mem::take(&mut conn.resume.1);
         let Some(sess) = self.sessions.get_mut(&to) else { return };
         let mut lost = Vec::new();
-        // The window filled up: what was not resent is resent as acknowledgements come.
+        // The window filled up: what was not resent after the last one resent is resent as
+        // acknowledgements come. What came before it and was not resent was passed over:
+        // too large for the client's Maximum Packet Size [MQTT-3.1.2-25], or lost.
         let window_full = resent.len() >= conn.max_inflight;
+        let last_resent = conn.resume.0;
         sess.inflight.retain(|id, out| {
             if resent.contains(id) {
                 return true;
             }
-            if window_full {
+            if window_full && out.order > last_resent {
                 out.held = true;
                 return true;
             }
