@@ -75,14 +75,37 @@ struct Parked {
 pub enum Attach {
     /// No session: start a new one.
     Fresh,
-    /// A parked session, and its delayed will if the delay passed before the timers
-    /// published it (to publish now: it was due before the client came back).
-    Parked(Box<Owned>, Option<Will>),
-    /// A parked session whose expiry has passed before its timer ended it: it is over (to
-    /// discard, with its will if one still waited), and a new one starts.
-    Expired(Box<ParkedDue>),
+    /// A parked session, taken out for the connection.
+    Parked(Unparked),
     /// A connection holds the session: it has been told to close and will send it.
     TakeOver(oneshot::Receiver<Owned>),
+}
+
+/// A parked session taken out of the registry because its client is back (here, or on
+/// another node in cluster mode), before the timers did what was due for it.
+#[derive(Debug)]
+pub enum Unparked {
+    /// The session, and its delayed will if the delay passed before the timers published
+    /// it (to publish now: it was due before the client came back).
+    Back(Box<Owned>, Option<Will>),
+    /// Its expiry passed before its timer ended it: it is over (MQTT 5.0 section
+    /// 3.1.2.11.2), to discard with its will if one still waited.
+    Expired(Box<ParkedDue>),
+}
+
+impl Unparked {
+    /// A will still waiting for its delay is dropped: "a new Network Connection for the
+    /// ClientID is opened before the Will Delay Interval has elapsed" [MQTT-3.1.2-8],
+    /// [MQTT-3.1.3-9], with a clean start too (as mosquitto: its 07-will-delay-recover
+    /// test). One whose delay has passed was due: it goes.
+    fn at(parked: Box<Parked>, now: Instant) -> Unparked {
+        let Parked { owned, will, expires_at } = *parked;
+        if expires_at.is_some_and(|t| t <= now) {
+            let due = ParkedDue { will: will.map(|w| w.will), expired: Some(owned), still_parked: None };
+            return Unparked::Expired(Box::new(due));
+        }
+        Unparked::Back(Box::new(owned), will.filter(|w| w.due <= now).map(|w| w.will))
+    }
 }
 
 /// What [`Registry::release`] found.
@@ -120,23 +143,9 @@ impl Registry {
         );
         match previous {
             None => Attach::Fresh,
-            // Its expiry passed, and the timers (a few times a second; at start, for what
-            // the store gave back) have not ended it yet: the session is over (MQTT 5.0
-            // section 3.1.2.11.2), so the client is not told it is present.
-            Some(Entry::Offline(parked)) if parked.expires_at.is_some_and(|t| t <= now) => {
-                let Parked { owned, will, .. } = *parked;
-                let due = ParkedDue { will: will.map(|w| w.will), expired: Some(owned), still_parked: None };
-                Attach::Expired(Box::new(due))
-            }
-            // A will still waiting for its delay is dropped: "a new Network Connection for
-            // the ClientID is opened before the Will Delay Interval has elapsed"
-            // [MQTT-3.1.2-8], [MQTT-3.1.3-9], with a clean start too (as mosquitto: its
-            // 07-will-delay-recover test). One whose delay has passed was due: it goes.
-            Some(Entry::Offline(parked)) => {
-                let Parked { owned, will, .. } = *parked;
-                let due = will.filter(|w| w.due <= now).map(|w| w.will);
-                Attach::Parked(Box::new(owned), due)
-            }
+            // The timers (a few times a second; at start, for what the store gave back)
+            // may not have done what is due for it yet.
+            Some(Entry::Offline(parked)) => Attach::Parked(Unparked::at(parked, now)),
             Some(Entry::Online { control: old, .. }) => match old.upgrade() {
                 // Sent while the lock is held: when the old connection ends and finds it no
                 // longer holds the id, this message is already in its slot.
@@ -211,13 +220,13 @@ impl Registry {
         }
     }
 
-    /// Takes `client_id`'s session out if it is parked here (a will waiting for its delay
-    /// goes with it); a connection holding it keeps it.
-    pub fn take_parked(&self, client_id: &str) -> Option<Owned> {
+    /// Takes `client_id`'s session out if it is parked here, as [`Registry::attach`] does for
+    /// a client back; a connection holding it keeps it.
+    pub fn take_parked(&self, client_id: &str, now: Instant) -> Option<Unparked> {
         let mut clients = self.clients.lock();
         match clients.get(client_id) {
             Some(Entry::Offline(_)) => match clients.remove(client_id) {
-                Some(Entry::Offline(parked)) => Some(parked.owned),
+                Some(Entry::Offline(parked)) => Some(Unparked::at(parked, now)),
                 _ => None,
             },
             _ => None,

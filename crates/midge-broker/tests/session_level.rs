@@ -498,6 +498,29 @@ fn a_session_past_its_expiry_is_over_before_the_timers_run() {
     );
 }
 
+#[test]
+fn a_session_taken_on_another_node_before_the_timers_run_does_what_was_due() {
+    // Cluster mode: a connection elsewhere took the client id, and the session parked here
+    // ends. Past its expiry, it ends as the timers would have ended it: its will goes and
+    // it counts as expired. Before, a will waiting for its delay is dropped (the client is
+    // back [MQTT-3.1.3-9]), and one whose delay passed goes.
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut watcher, _) = connect(&b, conn(V5, "watcher"), t);
+    watcher.subscribe("wills/#", QoS::AtMostOnce, t);
+    for (id, delay, expiry, later, will, expired) in
+        [("x", 60, 10, 10, true, 1), ("y", 60, 100, 10, false, 1), ("z", 5, 100, 10, true, 1)]
+    {
+        let (mut cl, _) = connect(&b, with_delayed_will(id, delay, expiry), t);
+        cl.lose(t);
+        assert!(b.drop_parked(id, t + Duration::from_secs(later)), "{id} was parked here");
+        let wills = if will { vec!["gone"] } else { vec![] };
+        assert_eq!(payloads(&watcher.publishes(t + Duration::from_secs(later))), wills, "{id}");
+        assert_eq!(b.metrics.snapshot().expired, expired, "{id}");
+        assert!(!b.drop_parked(id, t + Duration::from_secs(later)), "{id} is gone");
+    }
+}
+
 // ---- QoS flows --------------------------------------------------------------------------
 
 #[test]
@@ -981,6 +1004,30 @@ fn unacknowledged_shared_messages_go_to_another_member_when_one_leaves() {
     let mut want = got1.clone();
     want.sort();
     assert_eq!(again, want);
+}
+
+#[test]
+fn a_shared_message_no_other_member_takes_stays_in_flight_with_its_identifier() {
+    // The only member loses its connection with a QoS 2 message unacknowledged: it may have
+    // it, so it gets it again as the same message (same identifier, DUP), not as a new one
+    // it would deliver twice [MQTT-4.3.3-2].
+    let b = default_broker();
+    let t = Instant::now();
+    let (mut m, _) = connect(&b, persistent(V5, "m"), t);
+    m.subscribe("$share/g/jobs/#", QoS::ExactlyOnce, t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("jobs/x", "j", QoS::ExactlyOnce, false, 1, t);
+    p.send(Packet::PubRel(PublishAck::new(1)), t);
+    let first = m.publishes(t);
+    assert_eq!(payloads(&first), ["j"]);
+    m.lose(t);
+    let (mut m, ack) = connect(&b, persistent(V5, "m"), t);
+    assert!(ack.session_present);
+    let again = m.publishes(t);
+    assert_eq!(payloads(&again), ["j"]);
+    assert_eq!((again[0].packet_id, again[0].dup), (first[0].packet_id, true));
+    m.send(Packet::PubRec(PublishAck::new(first[0].packet_id)), t);
+    assert_eq!(m.recv(t), vec![Packet::PubRel(PublishAck::new(first[0].packet_id))]);
 }
 
 #[test]

@@ -414,17 +414,11 @@ impl Broker {
         );
         match attached {
             Attach::Fresh => self.start_without_session(start, roaming, now),
-            Attach::Parked(owned, due_will) => {
-                if let Some(will) = due_will {
-                    self.publish_will(will, &start.plan.client_id, now);
-                }
-                self.start(start, Some(*owned), now)
-            }
-            // Over: as if there were none here.
-            Attach::Expired(due) => {
-                self.settle_parked(&start.plan.client_id, *due, now);
-                self.start_without_session(start, roaming, now)
-            }
+            Attach::Parked(unparked) => match self.unparked(&start.plan.client_id, unparked, now) {
+                Some(owned) => self.start(start, Some(owned), now),
+                // Over: as if there were none here.
+                None => self.start_without_session(start, roaming, now),
+            },
             Attach::TakeOver(rx) => Opening::TakeOver(Box::new(PendingOpen { start, old: rx, remote: None })),
         }
     }

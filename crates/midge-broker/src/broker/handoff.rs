@@ -98,12 +98,15 @@ impl Broker {
     }
 
     /// Cluster mode: a connection on another node took `client_id` after the one that
-    /// parked its session here: the session here is out of date and ends (no will: the
-    /// client is back [MQTT-3.1.3-9]). True when there was one.
-    pub(crate) fn drop_parked(&self, client_id: &str) -> bool {
-        match self.registry.take_parked(client_id) {
-            Some(owned) => {
-                self.discard(owned);
+    /// parked its session here: the session here is out of date and ends (a will waiting
+    /// for its delay is dropped: the client is back [MQTT-3.1.3-9]; one already due goes, as
+    /// does the will of a session that had expired). True when there was one.
+    pub fn drop_parked(&self, client_id: &str, now: Instant) -> bool {
+        match self.registry.take_parked(client_id, now) {
+            Some(unparked) => {
+                if let Some(owned) = self.unparked(&ByteString::from(client_id), unparked, now) {
+                    self.discard(owned);
+                }
                 true
             }
             None => false,

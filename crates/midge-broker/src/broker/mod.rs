@@ -27,9 +27,9 @@ use crate::auth::{AuthMethod, FailureLimiter, HashPool, Security, SecurityError,
 use crate::config::{Config, SecuritySettings};
 use crate::mailbox::SessionHandle;
 use crate::metrics::{DropReason, Metrics};
-use crate::registry::{ParkedDue, Registry};
+use crate::registry::{ParkedDue, Registry, Unparked};
 use crate::router::{RetainSource, Router};
-use crate::session::{Message, SessionState};
+use crate::session::{Delivery, Message, SessionState};
 use crate::timers::Timers;
 
 /// A session and its mailbox, as one owner holds them: a connection, the registry while it
@@ -668,28 +668,44 @@ impl Broker {
         true
     }
 
-    /// A session goes away: what it holds from shared subscriptions and has not delivered
-    /// goes to another member of each group (5.0 section 4.8.2); what no member can take
-    /// stays.
-    pub(crate) fn redistribute_shared(&self, owned: &mut Owned) {
-        let mut taken = owned.state.outgoing.take_shared();
-        taken.extend(owned.handle.mailbox.take_shared());
-        if taken.is_empty() {
-            return;
-        }
-        let mut kept = Vec::new();
-        for d in taken {
-            let entry = d.entry;
-            match self.router.reroute_shared(d, owned.handle.id, self.queue_hook()) {
-                // Another member has it now (recorded anew if its session is persistent).
-                Ok(()) => {
-                    if let (Some(j), Some(entry)) = (self.journal(), entry) {
-                        j.delivery(crate::session::DeliveryEvent::Done { entry });
-                    }
+    /// Does what was due for a parked session its client came back to (here, or on another
+    /// node): a will whose delay passed is published, an expired session settled. Returns
+    /// the session unless it was over.
+    pub(crate) fn unparked(&self, client_id: &ByteString, unparked: Unparked, now: Instant) -> Option<Owned> {
+        match unparked {
+            Unparked::Back(owned, due_will) => {
+                if let Some(will) = due_will {
+                    self.publish_will(will, client_id, now);
                 }
-                Err(d) => kept.push(d),
+                Some(*owned)
+            }
+            Unparked::Expired(due) => {
+                self.settle_parked(client_id, *due, now);
+                None
             }
         }
-        owned.state.outgoing.keep(kept);
+    }
+
+    /// A session goes away: what it holds from shared subscriptions and has not delivered
+    /// goes to another member of each group (5.0 section 4.8.2); what no member can take
+    /// stays as it was (in flight with its packet identifier, or waiting).
+    pub(crate) fn redistribute_shared(&self, owned: &mut Owned) {
+        let from = owned.handle.id;
+        let give = |d: Delivery| {
+            let entry = d.entry;
+            self.router.reroute_shared(d, from, self.queue_hook())?;
+            // Another member has it now (recorded anew if its session is persistent).
+            if let (Some(j), Some(entry)) = (self.journal(), entry) {
+                j.delivery(crate::session::DeliveryEvent::Done { entry });
+            }
+            Ok(())
+        };
+        owned.state.outgoing.give_shared(&give);
+        // Those still in the mailbox wait behind the session's own if no member takes them.
+        for d in owned.handle.mailbox.take_shared() {
+            if let Err(d) = give(d) {
+                owned.state.outgoing.pending.push_back(d);
+            }
+        }
     }
 }

@@ -219,30 +219,37 @@ impl Outgoing {
         all
     }
 
-    /// Takes out the messages that came through a shared subscription and that the client
-    /// has not received yet (in flight before PUBREC, or pending), for another member.
-    pub fn take_shared(&mut self) -> Vec<Delivery> {
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.inflight.len());
-        for f in self.inflight.drain(..) {
-            if f.delivery.share.is_some() && f.state != Awaiting::PubComp {
-                taken.push(f.delivery);
-            } else {
+    /// Offers each message that came through a shared subscription and that the client has
+    /// not received yet (in flight before PUBREC, or pending) to `give`, for another member.
+    /// What `give` hands back stays as it was: in flight with its packet identifier and in
+    /// its place (the client may have it, and must get it again with that identifier, not
+    /// as a new message [MQTT-4.3.3-2]), or pending.
+    pub fn give_shared(&mut self, mut give: impl FnMut(Delivery) -> Result<(), Delivery>) {
+        let offered = |d: &Delivery| d.share.is_some();
+        if self.inflight.iter().any(|f| offered(&f.delivery) && f.state != Awaiting::PubComp) {
+            let mut kept = VecDeque::with_capacity(self.inflight.len());
+            for mut f in self.inflight.drain(..) {
+                if offered(&f.delivery) && f.state != Awaiting::PubComp {
+                    match give(f.delivery) {
+                        Ok(()) => continue,
+                        Err(d) => f.delivery = d,
+                    }
+                }
                 kept.push_back(f);
             }
+            self.inflight = kept;
+            self.unsent = self.inflight.iter().filter(|f| !f.sent).count() as u16;
         }
-        self.inflight = kept;
-        self.unsent = self.inflight.iter().filter(|f| !f.sent).count() as u16;
-        let (shared, rest): (VecDeque<Delivery>, VecDeque<Delivery>) =
-            self.pending.drain(..).partition(|d| d.share.is_some());
-        self.pending = rest;
-        taken.extend(shared);
-        taken
-    }
-
-    /// Puts back deliveries no other member could take: they wait here.
-    pub fn keep(&mut self, deliveries: Vec<Delivery>) {
-        self.pending.extend(deliveries);
+        if self.pending.iter().any(offered) {
+            let mut kept = VecDeque::with_capacity(self.pending.len());
+            for d in self.pending.drain(..) {
+                match if offered(&d) { give(d) } else { Err(d) } {
+                    Ok(()) => {}
+                    Err(d) => kept.push_back(d),
+                }
+            }
+            self.pending = kept;
+        }
     }
 
     /// Drops everything (the session ends).
