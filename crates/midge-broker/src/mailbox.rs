@@ -207,7 +207,7 @@ impl Mailbox {
         let outcome = {
             let mut inner = self.inner.lock();
             let len = inner.queue.len();
-            if len < self.capacity && inner.bytes < self.byte_capacity {
+            if self.has_space(&inner) {
                 queuing(&mut d);
                 inner.push(d);
                 Push::Queued
@@ -232,6 +232,25 @@ impl Mailbox {
         };
         self.waker.wake();
         outcome
+    }
+
+    /// [`Mailbox::push_with`] only while the mailbox is below its capacity: never congested
+    /// by this delivery, nor dropping it; handed back otherwise.
+    pub fn push_if_room(&self, mut d: Delivery, queuing: impl FnOnce(&mut Delivery)) -> Result<(), Delivery> {
+        {
+            let mut inner = self.inner.lock();
+            if !self.has_space(&inner) {
+                return Err(d);
+            }
+            queuing(&mut d);
+            inner.push(d);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn has_space(&self, inner: &Inner) -> bool {
+        inner.queue.len() < self.capacity && inner.bytes < self.byte_capacity
     }
 
     /// True unless the mailbox is congested (over capacity and not yet drained to half of it)

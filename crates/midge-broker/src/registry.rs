@@ -104,8 +104,13 @@ impl Unparked {
             let due = ParkedDue { will: will.map(|w| w.will), expired: Some(owned), still_parked: None };
             return Unparked::Expired(Box::new(due));
         }
-        Unparked::Back(Box::new(owned), will.filter(|w| w.due <= now).map(|w| w.will))
+        Unparked::Back(Box::new(owned), due(will, now))
     }
+}
+
+/// The will, if its delay has passed by `now`.
+fn due(will: Option<PendingWill>, now: Instant) -> Option<Will> {
+    will.filter(|w| w.due <= now).map(|w| w.will)
 }
 
 /// What [`Registry::release`] found.
@@ -113,8 +118,9 @@ impl Unparked {
 pub enum Released {
     /// No session.
     None,
-    /// A parked session.
-    Parked(Box<Owned>),
+    /// A parked session, and its delayed will if the delay passed before the timers
+    /// published it (to publish now).
+    Parked(Box<Owned>, Option<Will>),
     /// A connection held it: it has been told to close and will send it.
     Online(oneshot::Receiver<Owned>),
 }
@@ -160,7 +166,8 @@ impl Registry {
     }
 
     /// Cluster mode: another node takes `client_id`'s session. A parked one is handed over at
-    /// once (a will waiting for its delay is dropped: the client is back [MQTT-3.1.3-9]); a
+    /// once (a will waiting for its delay is dropped: the client is back [MQTT-3.1.3-9]; one
+    /// whose delay passed comes out with it); a
     /// connection holding it is told to close and will send it. Either way the client id is
     /// no longer known here.
     /// A parked session whose expiry has passed stays (its timer ends it, and publishes its
@@ -174,7 +181,10 @@ impl Registry {
         }
         match clients.remove(client_id) {
             None => Released::None,
-            Some(Entry::Offline(parked)) => Released::Parked(Box::new(parked.owned)),
+            Some(Entry::Offline(parked)) => {
+                let Parked { owned, will, .. } = *parked;
+                Released::Parked(Box::new(owned), due(will, now))
+            }
             Some(Entry::Online { control, .. }) => match control.upgrade() {
                 Some(slot) => {
                     let (tx, rx) = oneshot::channel();

@@ -506,7 +506,9 @@ fn a_session_taken_on_another_node_before_the_timers_run_does_what_was_due() {
     // back [MQTT-3.1.3-9]), and one whose delay passed goes.
     let b = default_broker();
     let t = Instant::now();
-    let (mut watcher, _) = connect(&b, conn(V5, "watcher"), t);
+    let mut w = conn(V5, "watcher");
+    w.keep_alive = 0; // it waits past every timer
+    let (mut watcher, _) = connect(&b, w, t);
     watcher.subscribe("wills/#", QoS::AtMostOnce, t);
     for (id, delay, expiry, later, will, expired) in
         [("x", 60, 10, 10, true, 1), ("y", 60, 100, 10, false, 1), ("z", 5, 100, 10, true, 1)]
@@ -519,6 +521,10 @@ fn a_session_taken_on_another_node_before_the_timers_run_does_what_was_due() {
         assert_eq!(b.metrics.snapshot().expired, expired, "{id}");
         assert!(!b.drop_parked(id, t + Duration::from_secs(later)), "{id} is gone");
     }
+    // Their timers find nothing left to do.
+    b.run_timers(t + Duration::from_secs(200));
+    assert!(watcher.publishes(t + Duration::from_secs(200)).is_empty(), "a will went twice");
+    assert_eq!(b.metrics.snapshot().expired, 1);
 }
 
 // ---- QoS flows --------------------------------------------------------------------------

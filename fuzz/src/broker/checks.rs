@@ -407,7 +407,9 @@ impl World {
                 out.held = true;
                 return true;
             }
-            if !(out.shared && out.state != Awaiting::Comp) && conn.max_packet.is_none() {
+            // A PUBREL is never too large.
+            let too_large = conn.max_packet.is_some() && out.state != Awaiting::Comp;
+            if !(out.shared && out.state != Awaiting::Comp) && !too_large {
                 lost.push((*id, out.clone()));
             }
             false

@@ -41,9 +41,15 @@ impl Broker {
     /// are dropped, with a warning). None when there is none to hand over (none, one that ends
     /// with its connection, or one too large even without its queue: that one stays here).
     pub(crate) async fn take_for_handoff(&self, client_id: &ByteString, max_bytes: usize) -> Option<Leaving> {
-        let owned = match self.registry.release(client_id, Instant::now()) {
+        let now = Instant::now();
+        let owned = match self.registry.release(client_id, now) {
             Released::None => return None,
-            Released::Parked(owned) => *owned,
+            Released::Parked(owned, due_will) => {
+                if let Some(will) = due_will {
+                    self.publish_will(will, client_id, now);
+                }
+                *owned
+            }
             Released::Online(rx) => tokio::time::timeout(CLOSE_WAIT, rx).await.ok()?.ok()?,
         };
         if owned.state.expiry_interval == 0 {

@@ -21,6 +21,14 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// When the connection was opened, on this node's clock: never later than now (the
+    /// nodes' clocks may differ).
+    pub fn instant(&self) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        let ago = std::time::Duration::from_nanos(unix_nanos().saturating_sub(self.at));
+        now.checked_sub(ago).unwrap_or(now)
+    }
+
     /// The value written in the bucket.
     pub fn encode(&self) -> String {
         format!("{} {}", self.origin, self.at)

@@ -330,7 +330,7 @@ impl Router {
 
     /// Gives a delivery that came through a shared subscription to another online member of
     /// its group, when the member it went to has gone away without acknowledging it. Returns
-    /// the delivery when no other member is online.
+    /// the delivery, as it was, when no other member is online or has room in its queue.
     pub fn reroute_shared(
         &self,
         mut delivery: Delivery,
@@ -345,11 +345,23 @@ impl Router {
         else {
             return Err(delivery);
         };
+        // As this member's, unless its queue is full: then it stays as it was.
+        let was = (delivery.qos, std::mem::take(&mut delivery.sub_ids), delivery.entry.take());
         delivery.qos = member.options.qos.min(delivery.message.qos);
         delivery.sub_ids = member.id.into_iter().collect();
-        delivery.entry = None;
-        deliver(&member.handle, delivery, &mut RouteOutcome::default(), hook);
-        Ok(())
+        let handle = &member.handle;
+        let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());
+        handle
+            .mailbox
+            .push_if_room(delivery, |d| {
+                if let Some(h) = hook {
+                    h.queued(&handle.client_id, d);
+                }
+            })
+            .map_err(|mut d| {
+                (d.qos, d.sub_ids, d.entry) = was;
+                d
+            })
     }
 
     /// Stores or clears the retained message of a topic: an empty payload clears it

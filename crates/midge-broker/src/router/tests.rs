@@ -156,6 +156,29 @@ fn shared_group_gets_one_copy_spread_over_members() {
 }
 
 #[test]
+fn a_shared_delivery_rerouted_to_a_member_with_a_full_queue_comes_back_as_it_was() {
+    let r = Router::new();
+    let a = handle("a");
+    let b = SessionHandle::new(ByteString::from("b"), 1);
+    b.set_online(true);
+    r.subscribe(&a, "$share/g/t", SubscriptionOptions::qos(QoS::ExactlyOnce), Some(7));
+    r.subscribe(&b, "$share/g/t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
+    r.route(&msg("t", QoS::ExactlyOnce, false, "p"), None);
+    r.route(&msg("t", QoS::ExactlyOnce, false, "p"), None);
+    let mut got = drain(&a);
+    assert_eq!((got.len(), b.mailbox.len()), (1, 1), "one each, b's queue now full");
+    let mut d = got.remove(0);
+    d.entry = Some(crate::session::StoreEntry { id: 3, commit: 0 });
+    let d = r.reroute_shared(d, a.id, None).expect_err("b has no room");
+    assert_eq!((d.qos, d.sub_ids.as_slice(), d.entry.map(|e| e.id)), (QoS::ExactlyOnce, &[7][..], Some(3)));
+    assert_eq!(b.mailbox.dropped(), 0, "nothing dropped");
+    drain(&b);
+    r.reroute_shared(d, a.id, None).expect("b has room now");
+    let d = drain(&b).remove(0);
+    assert_eq!((d.qos, d.sub_ids.len(), d.entry), (QoS::AtLeastOnce, 0, None), "as b's");
+}
+
+#[test]
 fn offline_sessions_get_qos_1_and_2_but_not_qos_0() {
     let r = Router::new();
     let h = handle("c");

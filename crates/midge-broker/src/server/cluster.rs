@@ -1537,7 +1537,7 @@ fn taken_over(broker: &Broker, entry: &kv::Entry, origin: &str, claims: &mut Has
     claims.remove(&client_id);
     if broker.taken_over_elsewhere(&client_id, conn_id) {
         tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
-    } else if broker.drop_parked(&client_id, Instant::now()) {
+    } else if broker.drop_parked(&client_id, other.instant()) {
         // A connection elsewhere took the client id without this session (clean start, or
         // this node did not answer in time): it is out of date.
         tracing::info!(
