@@ -567,6 +567,30 @@ def test_shared_subscription_unacknowledged_messages_go_to_another_member(broker
         f"the other member gets its own and the {[p.payload for p in held]} left unacknowledged"
 
 
+def test_shared_subscription_sole_member_gets_its_qos2_message_again_as_the_same_one(
+        broker, v5, raw_clients):
+    # No other member to take it: the message the member may have got stays its own, and
+    # comes again with its packet identifier and DUP, not as a new message [MQTT-4.3.3-2].
+    rid = unique_id("shq")
+    r = raw_clients(broker.port, version=raw.V5)
+    r.connect(rid, clean=False, props={"SessionExpiryInterval": 60})
+    r.subscribe(1, [("$share/g/sq/t", 2)])
+    pub = connected_pub(v5, broker)
+    pub.publish5("sq/t", b"once", 2)
+    first = r.expect(raw.PUBLISH)
+    assert (first.qos, first.payload) == (2, b"once")
+    mark = broker.mark()
+    r.close()  # gone abruptly: no PUBREC
+    broker.wait_for_log(rf"Client {rid} closed its connection\.", since=mark)
+
+    again = raw_clients(broker.port, version=raw.V5)
+    assert again.connect(rid, clean=False, props={"SessionExpiryInterval": 60}).session_present
+    p = again.expect(raw.PUBLISH)
+    assert (p.packet_id, p.dup, p.payload) == (first.packet_id, True, b"once")
+    again.send(raw.pubrec(p.packet_id, raw.V5))
+    assert again.expect(raw.PUBREL).packet_id == p.packet_id
+
+
 # ---------------------------------------------------------------------------------------
 # Request / response
 # ---------------------------------------------------------------------------------------

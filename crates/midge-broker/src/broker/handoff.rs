@@ -106,10 +106,12 @@ impl Broker {
     /// Cluster mode: a connection on another node took `client_id` after the one that
     /// parked its session here: the session here is out of date and ends (a will waiting
     /// for its delay is dropped: the client is back [MQTT-3.1.3-9]; one already due goes, as
-    /// does the will of a session that had expired). True when there was one.
-    pub fn drop_parked(&self, client_id: &str, now: Instant) -> bool {
-        match self.registry.take_parked(client_id, now) {
+    /// does the will of a session that had expired), as it stood at `at`, when that
+    /// connection was opened. True when there was one.
+    pub fn drop_parked(&self, client_id: &str, at: Instant) -> bool {
+        match self.registry.take_parked(client_id, at) {
             Some(unparked) => {
+                let now = Instant::now().max(at);
                 if let Some(owned) = self.unparked(&ByteString::from(client_id), unparked, now) {
                     self.discard(owned);
                 }
