@@ -1014,16 +1014,14 @@ fn unacknowledged_shared_messages_go_to_another_member_when_one_leaves() {
 
 #[test]
 fn a_shared_message_no_other_member_takes_stays_in_flight_with_its_identifier() {
-    // The only member loses its connection with a QoS 2 message unacknowledged: it may have
-    // it, so it gets it again as the same message (same identifier, DUP), not as a new one
-    // it would deliver twice [MQTT-4.3.3-2].
+    // The only member loses its connection with a QoS 1 message unacknowledged: it may have
+    // it, so it gets it again as the same message (same identifier, DUP), not as a new one.
     let b = default_broker();
     let t = Instant::now();
     let (mut m, _) = connect(&b, persistent(V5, "m"), t);
-    m.subscribe("$share/g/jobs/#", QoS::ExactlyOnce, t);
+    m.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
     let (mut p, _) = connect(&b, conn(V5, "p"), t);
-    p.publish("jobs/x", "j", QoS::ExactlyOnce, false, 1, t);
-    p.send(Packet::PubRel(PublishAck::new(1)), t);
+    p.publish("jobs/x", "j", QoS::AtLeastOnce, false, 1, t);
     let first = m.publishes(t);
     assert_eq!(payloads(&first), ["j"]);
     m.lose(t);
@@ -1032,8 +1030,35 @@ fn a_shared_message_no_other_member_takes_stays_in_flight_with_its_identifier() 
     let again = m.publishes(t);
     assert_eq!(payloads(&again), ["j"]);
     assert_eq!((again[0].packet_id, again[0].dup), (first[0].packet_id, true));
-    m.send(Packet::PubRec(PublishAck::new(first[0].packet_id)), t);
-    assert_eq!(m.recv(t), vec![Packet::PubRel(PublishAck::new(first[0].packet_id))]);
+}
+
+#[test]
+fn a_shared_qos_2_message_in_flight_waits_for_its_member() {
+    // "the Server MUST complete the delivery of the message to that Client when it
+    // reconnects" [MQTT-4.8.2-4]: not given to the other member.
+    let b = default_broker();
+    let t = Instant::now();
+    let sub = |id: &str| {
+        let (mut c, _) = connect(&b, persistent(V5, id), t);
+        c.subscribe("$share/g/jobs/#", QoS::ExactlyOnce, t);
+        c
+    };
+    let (mut m1, mut m2) = (sub("m1"), sub("m2"));
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    for (i, job) in ["j1", "j2"].into_iter().enumerate() {
+        p.publish("jobs/x", job, QoS::ExactlyOnce, false, i as u16 + 1, t);
+        p.send(Packet::PubRel(PublishAck::new(i as u16 + 1)), t);
+    }
+    let first = m1.publishes(t);
+    assert_eq!((first.len(), m2.publishes(t).len()), (1, 1), "one each");
+    m1.lose(t);
+    assert!(m2.recv(t).is_empty(), "m2 got m1's QoS 2 message");
+    let (mut m1, _) = connect(&b, persistent(V5, "m1"), t);
+    let again = m1.publishes(t);
+    assert_eq!(payloads(&again), payloads(&first));
+    assert_eq!((again[0].packet_id, again[0].dup), (first[0].packet_id, true));
+    m1.send(Packet::PubRec(PublishAck::new(first[0].packet_id)), t);
+    assert_eq!(m1.recv(t), vec![Packet::PubRel(PublishAck::new(first[0].packet_id))]);
 }
 
 #[test]

@@ -386,7 +386,7 @@ impl World {
     }
 
     /// After a resumed session's resend: nothing in flight was forgotten (but what came
-    /// through a shared subscription, which may have gone to another member, and what no
+    /// through a shared subscription at QoS 1, which may have gone to another member, and what no
     /// longer fits the client's Maximum Packet Size), and no more is in flight than the
     /// client allows.
     pub fn end_of_resume(&mut self, conn: &mut Conn) {
@@ -409,7 +409,10 @@ impl World {
             }
             // A PUBREL is never too large.
             let too_large = conn.max_packet.is_some() && out.state != Awaiting::Comp;
-            if !(out.shared && out.state != Awaiting::Comp) && !too_large {
+            // A shared QoS 1 message may have gone to another member; a QoS 2 one never
+            // does [MQTT-4.8.2-4].
+            let given = out.shared && out.qos == QoS::AtLeastOnce && out.state != Awaiting::Comp;
+            if !given && !too_large {
                 lost.push((*id, out.clone()));
             }
             false

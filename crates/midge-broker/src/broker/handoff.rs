@@ -147,9 +147,16 @@ impl Broker {
             self.router.subscribe(&owned.handle, filter, r.options, r.id);
         }
         owned.handle.set_online(false);
-        let expires_at = self.expiry_from(Instant::now(), owned.state.expiry_interval);
+        let (expiry, last_id) = (owned.state.expiry_interval, owned.state.outgoing.last_id());
+        let expires_at = self.expiry_from(Instant::now(), expiry);
         match self.registry.park_if_free(client_id, owned, expires_at) {
             Ok(()) => {
+                // Parked without a will (taken out with the session, it was published or
+                // dropped), and with its new end: so is its record, or a restart would bring
+                // the will back.
+                if let (Some(j), true) = (self.journal(), expiry > 0) {
+                    j.session(client_id, expiry, last_id, Some((expires_at, None)));
+                }
                 if let Some(at) = expires_at {
                     self.timers.park(client_id.clone(), at);
                 }

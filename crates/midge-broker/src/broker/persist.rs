@@ -668,7 +668,8 @@ impl Broker {
 #[cfg(test)]
 mod stream_position_tests {
     //! Cluster mode: the copies of a message read from the cluster's QoS stream and its
-    //! position are durable together or not at all.
+    //! position are durable together or not at all; a session's record follows it when it
+    //! comes back from a handoff that failed.
     use super::*;
     use crate::session::Message;
     use crate::store::{StoreOptions, SyncPolicy};
@@ -747,6 +748,41 @@ mod stream_position_tests {
         close(broker);
         let (broker, _) = open(dir.path());
         assert_eq!(broker.journal().unwrap().stream_position(), 41);
+    }
+
+    #[test]
+    fn a_session_parked_again_after_a_failed_handoff_keeps_no_will_across_a_restart() {
+        // Taken out for another node, its will dropped (the client is back there), then
+        // parked again here when the handoff failed: a restart does not bring the will back.
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = open(dir.path());
+        let j = broker.journal().unwrap();
+        let will = midge_codec::Will {
+            topic: "wills/c".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        };
+        let pending = PendingWill { will, due: Instant::now() + Duration::from_secs(60) };
+        j.session("c", 300, 0, Some((None, Some(&pending))));
+        close(broker);
+        let (broker, restored) = open(dir.path());
+        assert_eq!(restored.sessions, 1);
+        let id = ByteString::from("c");
+        let later = Instant::now() + Duration::from_secs(1000);
+        let crate::registry::Released::Parked(owned, due) = broker.registry.release(&id, Instant::now())
+        else {
+            panic!("not parked")
+        };
+        assert!(due.is_none(), "the will was not due yet");
+        broker.park_again(&id, *owned);
+        close(broker);
+        let (broker, _) = open(dir.path());
+        let due = broker.registry.parked_due(&id, later);
+        assert!(due.expired.is_some(), "the session is back");
+        assert!(due.will.is_none(), "its will came back with it");
+        close(broker);
     }
 
     #[test]

@@ -21,8 +21,10 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// When the connection was opened, on this node's clock: never later than now (the
-    /// nodes' clocks may differ).
+    /// When the connection was opened, on this node's clock: never later than now. The
+    /// nodes' clocks may differ: with the other node's behind, this is earlier than it was
+    /// (a will whose delay had just passed may then be dropped, as if the client came back
+    /// in time).
     pub fn instant(&self) -> std::time::Instant {
         let now = std::time::Instant::now();
         let ago = std::time::Duration::from_nanos(unix_nanos().saturating_sub(self.at));

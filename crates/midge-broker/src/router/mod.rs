@@ -340,28 +340,26 @@ impl Router {
         let Some(key) = delivery.share.clone() else { return Err(delivery) };
         let (Some(group), plain) = split_shared(&key) else { return Err(delivery) };
         let shard = self.shard_for_filter(plain).read();
-        let Some(member) =
-            shard.find(plain).and_then(|s| s.shared.get(group)).and_then(|g| g.pick_other(exclude))
-        else {
-            return Err(delivery);
-        };
-        // As this member's, unless its queue is full: then it stays as it was.
+        let Some(members) = shard.find(plain).and_then(|s| s.shared.get(group)) else { return Err(delivery) };
+        // As the first member's with room in its queue; as it was if none has.
         let was = (delivery.qos, std::mem::take(&mut delivery.sub_ids), delivery.entry.take());
-        delivery.qos = member.options.qos.min(delivery.message.qos);
-        delivery.sub_ids = member.id.into_iter().collect();
-        let handle = &member.handle;
-        let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());
-        handle
-            .mailbox
-            .push_if_room(delivery, |d| {
+        for member in members.others_online(exclude) {
+            delivery.qos = member.options.qos.min(delivery.message.qos);
+            delivery.sub_ids = member.id.into_iter().collect();
+            let handle = &member.handle;
+            let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());
+            let pushed = handle.mailbox.push_if_room(delivery, |d| {
                 if let Some(h) = hook {
                     h.queued(&handle.client_id, d);
                 }
-            })
-            .map_err(|mut d| {
-                (d.qos, d.sub_ids, d.entry) = was;
-                d
-            })
+            });
+            match pushed {
+                Ok(()) => return Ok(()),
+                Err(d) => delivery = d,
+            }
+        }
+        (delivery.qos, delivery.sub_ids, delivery.entry) = was;
+        Err(delivery)
     }
 
     /// Stores or clears the retained message of a topic: an empty payload clears it

@@ -48,13 +48,13 @@ impl SharedGroup {
             .or_else(|| self.members.get(start % n))
     }
 
-    /// An online member other than `exclude`, round robin.
-    pub(crate) fn pick_other(&self, exclude: u64) -> Option<&Subscription> {
+    /// The online members other than `exclude`, from the next one round robin.
+    pub(crate) fn others_online(&self, exclude: u64) -> impl Iterator<Item = &Subscription> {
         let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .map(|i| &self.members[(start + i) % n])
-            .find(|s| s.handle.id != exclude && s.handle.is_online())
+            .map(move |i| &self.members[(start + i) % n])
+            .filter(move |s| s.handle.id != exclude && s.handle.is_online())
     }
 }
 

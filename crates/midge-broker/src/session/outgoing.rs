@@ -220,16 +220,20 @@ impl Outgoing {
     }
 
     /// Offers each message that came through a shared subscription and that the client has
-    /// not received yet (in flight before PUBREC, or pending) to `give`, for another member.
+    /// not received yet to `give`, for another member: a QoS 1 message in flight (5.0 section
+    /// 4.8.2: the Server MAY send it to another member as soon as the connection is lost) and
+    /// what is pending. A QoS 2 message in flight is not offered: its delivery completes with
+    /// this client when it is back, and never goes to another [MQTT-4.8.2-4], [MQTT-4.8.2-5].
     /// What `give` hands back stays as it was: in flight with its packet identifier and in
     /// its place (the client may have it, and must get it again with that identifier, not
     /// as a new message [MQTT-4.3.3-2]), or pending.
     pub fn give_shared(&mut self, mut give: impl FnMut(Delivery) -> Result<(), Delivery>) {
         let offered = |d: &Delivery| d.share.is_some();
-        if self.inflight.iter().any(|f| offered(&f.delivery) && f.state != Awaiting::PubComp) {
+        let in_flight = |f: &InFlight| offered(&f.delivery) && f.state == Awaiting::PubAck;
+        if self.inflight.iter().any(in_flight) {
             let mut kept = VecDeque::with_capacity(self.inflight.len());
             for mut f in self.inflight.drain(..) {
-                if offered(&f.delivery) && f.state != Awaiting::PubComp {
+                if in_flight(&f) {
                     match give(f.delivery) {
                         Ok(()) => continue,
                         Err(d) => f.delivery = d,
