@@ -1033,6 +1033,33 @@ fn a_shared_message_no_other_member_takes_stays_in_flight_with_its_identifier() 
 }
 
 #[test]
+fn a_shared_message_kept_by_a_session_that_expires_goes_to_a_member_online_then() {
+    // m1 goes away with m2 offline: it keeps its messages. m2 comes back, m1's session
+    // expires: they go to m2 (5.0 section 4.8.2), and not twice.
+    let b = default_broker();
+    let t = Instant::now();
+    let member = |id: &str, expiry: u32| {
+        let mut c = persistent(V5, id);
+        c.properties = Properties::from(vec![Property::SessionExpiryInterval(expiry)]);
+        c
+    };
+    let (mut m1, _) = connect(&b, member("m1", 10), t);
+    m1.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
+    let (mut m2, _) = connect(&b, member("m2", 3600), t);
+    m2.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
+    m2.lose(t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("jobs/x", "j1", QoS::AtLeastOnce, false, 1, t);
+    assert_eq!(payloads(&m1.publishes(t)), ["j1"]);
+    m1.lose(t);
+    let (mut m2, _) = connect(&b, member("m2", 3600), t);
+    assert!(m2.recv(t).is_empty(), "m1's message went before its session ended");
+    b.run_timers(t + Duration::from_secs(11));
+    assert_eq!(payloads(&m2.publishes(t + Duration::from_secs(11))), ["j1"]);
+    assert_eq!(b.metrics.snapshot().expired, 1);
+}
+
+#[test]
 fn a_shared_qos_2_message_in_flight_waits_for_its_member() {
     // "the Server MUST complete the delivery of the message to that Client when it
     // reconnects" [MQTT-4.8.2-4]: not given to the other member.

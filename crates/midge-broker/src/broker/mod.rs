@@ -661,8 +661,13 @@ impl Broker {
                 j.session(client_id, expiry.0, expiry.2, Some((expiry.1, None)));
             }
         }
-        let Some(owned) = due.expired else { return false };
+        let Some(mut owned) = due.expired else { return false };
         tracing::info!("Expiring client {client_id} due to timeout.");
+        // What it kept from shared subscriptions goes to a member online now: "If the
+        // Client's Session terminates before the Client reconnects, the Server SHOULD send
+        // the Application Message to another Client" (5.0 section 4.8.2; never a QoS 2
+        // message it had begun to send [MQTT-4.8.2-5]).
+        self.redistribute_shared(&mut owned);
         self.discard(owned);
         self.metrics.sessions_expired(1);
         true
