@@ -347,11 +347,8 @@ impl Router {
             delivery.qos = member.options.qos.min(delivery.message.qos);
             delivery.sub_ids = member.id.into_iter().collect();
             let handle = &member.handle;
-            let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());
             let pushed = handle.mailbox.push_if_room(delivery, |d| {
-                if let Some(h) = hook {
-                    h.queued(&handle.client_id, d);
-                }
+                record(hook, handle, d);
             });
             match pushed {
                 Ok(()) => return Ok(()),
@@ -479,6 +476,18 @@ fn merge_duplicates(targets: &mut Vec<Target<'_>>) {
     });
 }
 
+/// Has `hook` record `d`, about to be queued for `handle`, when the store keeps it: a
+/// persistent session's QoS 1 and 2 copies. True when it did.
+fn record(hook: Option<&dyn QueueHook>, handle: &SessionHandle, d: &mut Delivery) -> bool {
+    match hook {
+        Some(h) if d.qos != QoS::AtMostOnce && handle.is_persistent() => {
+            h.queued(&handle.client_id, d);
+            true
+        }
+        _ => false,
+    }
+}
+
 fn deliver(
     handle: &Arc<SessionHandle>,
     delivery: Delivery,
@@ -491,14 +500,8 @@ fn deliver(
     if delivery.qos == QoS::AtMostOnce && !online && !handle.queues_qos0_offline() {
         return;
     }
-    let hook = hook.filter(|_| delivery.qos != QoS::AtMostOnce && handle.is_persistent());
     let mut recorded = false;
-    let push = handle.mailbox.push_with(delivery, online, |d| {
-        if let Some(h) = hook {
-            h.queued(&handle.client_id, d);
-            recorded = true;
-        }
-    });
+    let push = handle.mailbox.push_with(delivery, online, |d| recorded = record(hook, handle, d));
     outcome.recorded += usize::from(recorded);
     match push {
         Push::Queued => outcome.delivered += 1,
