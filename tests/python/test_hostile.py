@@ -346,6 +346,59 @@ def test_slow_and_unfinished_connects(broker_factory):
     after_attack(broker, V311, budget)
 
 
+# The first byte of every packet type but CONNECT (with the flags the type requires), and the
+# name the log gives it.
+NOT_CONNECT = {0x20: "CONNACK", 0x30: "PUBLISH", 0x40: "PUBACK", 0x50: "PUBREC", 0x62: "PUBREL",
+               0x70: "PUBCOMP", 0x82: "SUBSCRIBE", 0x90: "SUBACK", 0xA2: "UNSUBSCRIBE",
+               0xB0: "UNSUBACK", 0xC0: "PINGREQ", 0xD0: "PINGRESP", 0xE0: "DISCONNECT", 0xF0: "AUTH"}
+# What each of those connections sends after its header, and the largest packet read before a
+# client has logged in (midge's MAX_LOGIN_PACKET).
+STREAMED, LOGIN_PACKET_MAX = 16 * MIB, 1_048_576
+
+
+def test_first_packets_announcing_250_mb_are_refused_before_their_body(broker_factory):
+    """mosquitto's 01-bad-initial-packets, measured: 14 connections whose first packet is not
+    CONNECT [MQTT-3.1.0-1], each announcing 250 MB and sending 16 MB of it, and a CONNECT
+    announcing 250 MB. Each is closed within seconds, unanswered, with a log line naming what it
+    sent; none of their bytes is held (the broker's peak memory stays within a small read
+    buffer per connection, where holding what they sent would take 240 MB)."""
+    broker = broker_factory()
+    announced = raw.varint(250_000_000)
+    firsts = {**NOT_CONNECT, raw.CONNECT << 4: "CONNECT"}
+    conns = {first: open_raw(broker.port) for first in firsts}
+    ports = {first: s.getsockname()[1] for first, s in conns.items()}
+    mark = broker.mark()
+
+    def stream(sock: socket.socket, first: int) -> None:
+        try:
+            sock.sendall(bytes([first]) + announced + b"\x01" * STREAMED)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused: the broker closed while it was being sent
+
+    jobs = Background()
+    for first, s in conns.items():
+        jobs.run(stream, s, first)
+    for first, s in conns.items():
+        s.settimeout(5)
+        try:
+            got = s.recv(4096)
+        except ConnectionResetError:
+            got = b""
+        except TimeoutError:
+            pytest.fail(f"{firsts[first]}: still open 5 s after its first byte")
+        assert got == b"", f"{firsts[first]}: the broker answered {got[:16]!r}"
+    jobs.join(30)
+    for first, name in NOT_CONNECT.items():
+        broker.wait_for_log(rf"Client 127\.0\.0\.1:{ports[first]} sent {name} before CONNECT, closing\.", since=mark)
+    broker.wait_for_log(rf"Bad CONNECT from 127\.0\.0\.1:{ports[raw.CONNECT << 4]}: packet of 250000005 bytes "
+                        rf"exceeds the maximum packet size of {LOGIN_PACKET_MAX} bytes, closing\.", since=mark)
+    for s in conns.values():
+        s.close()
+    budget = MemoryBudget("first packets of 250 MB")
+    budget.add("refused connection", connection_bound(packet=KIB), len(conns))
+    after_attack(broker, V311, budget)
+
+
 # ---------------------------------------------------------------------------------------
 # CONNECT and login floods
 # ---------------------------------------------------------------------------------------

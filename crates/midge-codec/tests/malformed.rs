@@ -987,6 +987,22 @@ fn oversized_packet_is_refused_before_its_body_arrives() {
 }
 
 #[test]
+fn the_first_byte_alone_names_the_packet_and_checks_its_flags() {
+    use midge_codec::FixedHeader;
+    // What a server needs before a client's first packet has more than one byte: a first
+    // packet that is not CONNECT is refused there [MQTT-3.1.0-1].
+    assert_eq!(FixedHeader::packet_type_of(0x10, V5), Ok(PacketType::Connect));
+    assert_eq!(FixedHeader::packet_type_of(0x3d, V3_1_1), Ok(PacketType::Publish));
+    assert_eq!(FixedHeader::packet_type_of(0x62, V3_1_1), Ok(PacketType::PubRel));
+    assert_eq!(FixedHeader::packet_type_of(0xf0, V5), Ok(PacketType::Auth));
+    // Table 2-2's flags, AUTH before 5.0 and type 0 are refused as the whole header is.
+    assert_eq!(FixedHeader::packet_type_of(0x60, V5), Err(flags(PacketType::PubRel, 0)));
+    assert_eq!(FixedHeader::packet_type_of(0x36, V5), Err(E::InvalidQoS));
+    assert_eq!(FixedHeader::packet_type_of(0xf0, V3_1_1), Err(E::ReservedPacketType(15)));
+    assert_eq!(FixedHeader::packet_type_of(0x00, V5), Err(E::ReservedPacketType(0)));
+}
+
+#[test]
 fn packet_exactly_at_the_limit_is_accepted() {
     // PINGREQ is 2 bytes; a PUBLISH of 8 bytes: one byte over is refused, exactly is fine.
     let publish = [0x30, 0x06, 0x00, 0x01, b't', b'a', b'b', b'c'];

@@ -8,7 +8,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use midge_codec::{decode, ConnAck, DecodeError, Packet, PacketType, ProtocolVersion, ReasonCode};
+use midge_codec::{
+    decode, ConnAck, DecodeError, FixedHeader, Packet, PacketType, ProtocolVersion, ReasonCode,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::broker::{
@@ -42,6 +44,12 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 const ROOM_RECHECK: Duration = Duration::from_millis(50);
 /// How long a takeover waits for the old connection to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest packet read before the client has logged in (CONNECT, and AUTH during enhanced
+/// authentication), when max_packet_size is not smaller: what a client nobody knows yet can
+/// make the broker hold. Every field of a CONNECT but 5.0 user properties is at most 65,535
+/// bytes, so a 3.1.1 CONNECT is at most about 330 KB.
+const MAX_LOGIN_PACKET: usize = 1024 * 1024;
 
 /// The smallest and largest reads: idle connections keep a small buffer, busy ones grow it.
 const MIN_READ: usize = 256;
@@ -235,8 +243,9 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<Box<Link>> {
     let peer = info.peer;
     let connect_timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    let login_max = max_packet.min(MAX_LOGIN_PACKET);
     let connect =
-        match tokio::time::timeout(connect_timeout, read_connect(conn, max_packet, &broker.metrics)).await {
+        match tokio::time::timeout(connect_timeout, read_connect(conn, login_max, &broker.metrics)).await {
             Err(_) => {
                 tracing::info!("Client {} did not send CONNECT in time, closing.", peer);
                 return None;
@@ -272,7 +281,7 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         broker.check_protocol_version(&connect, info.listener)?;
         match broker.begin_enhanced(&connect, &shown_id, &info) {
             None => broker.authenticate_async(&connect, &info).await,
-            Some((login, step)) => enhanced_login(conn, login, step, max_packet).await,
+            Some((login, step)) => enhanced_login(conn, login, step, login_max).await,
         }
     };
     let auth = match tokio::time::timeout(connect_timeout, login).await {
@@ -443,10 +452,18 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Box<midge_codec::Connect>, ()> {
     loop {
         // CONNECT carries its own version; V5 here only admits packet type 15 at the header.
+        // Another packet is refused at its first byte, as mosquitto refuses it: its body is
+        // never read, so a client that has not connected cannot make the broker hold it.
+        if let Some(Ok(t)) = conn.rbuf.first().map(|&b| FixedHeader::packet_type_of(b, ProtocolVersion::V5)) {
+            if t != PacketType::Connect {
+                sent_before_connect(conn.peer, t);
+                return Err(());
+            }
+        }
         match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(other)) => {
-                tracing::info!("Client {} sent {} before CONNECT, closing.", conn.peer, other.packet_type());
+                sent_before_connect(conn.peer, other.packet_type());
                 return Err(());
             }
             Ok(None) => {}
@@ -464,6 +481,11 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(IoEvent::Wrote) => {}
         }
     }
+}
+
+/// The first packet is not CONNECT [MQTT-3.1.0-1]: the connection is closed without an answer.
+fn sent_before_connect(peer: SocketAddr, packet_type: PacketType) {
+    tracing::info!("Client {peer} sent {packet_type} before CONNECT, closing.");
 }
 
 /// A CONNECT that cannot be decoded: an unsupported protocol gets CONNACK 0x01 (0x84 for a

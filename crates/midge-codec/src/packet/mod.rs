@@ -134,6 +134,22 @@ impl FixedHeader {
         self.header_len + self.remaining_length
     }
 
+    /// The packet type its first byte names, with the type and flags checked against
+    /// `version`: what a receiver can tell before anything else of the packet has arrived.
+    pub fn packet_type_of(first: u8, version: ProtocolVersion) -> Result<PacketType, DecodeError> {
+        let type_bits = first >> 4;
+        let packet_type = match PacketType::from_u8(type_bits) {
+            // AUTH exists only in 5.0; 15 is reserved before it.
+            Some(PacketType::Auth) if !version.is_v5() => {
+                return Err(DecodeError::ReservedPacketType(type_bits))
+            }
+            Some(t) => t,
+            None => return Err(DecodeError::ReservedPacketType(type_bits)),
+        };
+        check_flags(packet_type, first & 0x0f, version)?;
+        Ok(packet_type)
+    }
+
     /// Reads and checks the fixed header at the start of `buf`: `Ok(None)` when `buf` ends
     /// inside it. The packet type and flags are checked against `version`, and the size
     /// against `max_packet_size`, before the body has arrived: an oversized packet is refused
@@ -146,17 +162,8 @@ impl FixedHeader {
         let Some(&first) = buf.first() else {
             return Ok(None);
         };
-        let type_bits = first >> 4;
+        let packet_type = FixedHeader::packet_type_of(first, version)?;
         let flags = first & 0x0f;
-        let packet_type = match PacketType::from_u8(type_bits) {
-            // AUTH exists only in 5.0; 15 is reserved before it.
-            Some(PacketType::Auth) if !version.is_v5() => {
-                return Err(DecodeError::ReservedPacketType(type_bits))
-            }
-            Some(t) => t,
-            None => return Err(DecodeError::ReservedPacketType(type_bits)),
-        };
-        check_flags(packet_type, flags, version)?;
         let (remaining_length, n) = match read_varint(&buf[1..]) {
             // A remaining length in more bytes than it needs is taken, as mosquitto takes it
             // (it refuses such integers only inside a packet).
