@@ -5,8 +5,8 @@ memory than the bound allows.
 
 The bound, per connection, whatever the client does:
 
-    the packet being read (up to max_packet_size; before login a CONNECT or AUTH of at
-    most 1 MiB, and nothing of a first packet that is not CONNECT)
+    the packet being read (up to max_packet_size; before login nothing of a first packet
+    that is not CONNECT, and a CONNECT or AUTH of at most 100,000 bytes after its header)
   + 1 MiB of read and write buffers
   + the session's queue: max_queued_messages (+ 4,096 while publishers are slowed), about
     200 B each plus the message (shared between subscribers)

@@ -47,9 +47,10 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest packet read before the client has logged in (CONNECT, and AUTH during enhanced
 /// authentication), when max_packet_size is not smaller: what a client nobody knows yet can
-/// make the broker hold. Every field of a CONNECT but 5.0 user properties is at most 65,535
-/// bytes, so a 3.1.1 CONNECT is at most about 330 KB.
-const MAX_LOGIN_PACKET: usize = 1024 * 1024;
+/// make the broker hold. mosquitto's limit: at most 100,000 bytes after the fixed header
+/// (mosquitto 2.0.12 and later refuse a larger CONNECT as malformed), so 100,004 in all.
+const LOGIN_REMAINING_LENGTH: usize = 100_000;
+const MAX_LOGIN_PACKET: usize = LOGIN_REMAINING_LENGTH + 4;
 
 /// The smallest and largest reads: idle connections keep a small buffer, busy ones grow it.
 const MIN_READ: usize = 256;
@@ -494,9 +495,12 @@ fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: 
     // 0x16 is a TLS handshake record: a TLS client on a plain listener.
     let hint = match e {
         DecodeError::InvalidHeaderFlags { packet_type: PacketType::Connect, flags: 6 } => {
-            " (this looks like a TLS client on a listener without TLS)"
+            " (this looks like a TLS client on a listener without TLS)".to_owned()
         }
-        _ => "",
+        DecodeError::PacketTooLarge { max: MAX_LOGIN_PACKET, .. } => {
+            format!(" (a CONNECT may have {LOGIN_REMAINING_LENGTH} bytes after its fixed header, as with mosquitto)")
+        }
+        _ => String::new(),
     };
     tracing::info!("Bad CONNECT from {}: {e}{hint}, closing.", conn.peer);
     if let DecodeError::UnsupportedProtocol { level, .. } = e {
