@@ -1478,28 +1478,70 @@ def test_max_queued_bytes_bounds_an_offline_queue_as_in_mosquitto(brokers, peer)
     assert got == [b"m000", b"m001", b"m002"]
 
 
-def openssl_version1_pki(d: Path) -> dict[str, Path]:
-    """A CA, a server certificate for localhost and a client certificate for alice, made as
-    mosquitto-tls(7) shows: `openssl x509 -req` without an extensions file, which makes
-    X.509 version 1 certificates."""
+def openssl_version1_pki(d: Path, clients: tuple[str, ...] = ("alice",)) -> dict[str, Path]:
+    """A CA, a server certificate for localhost and a client certificate for each of
+    `clients` (its name the Common Name), made as mosquitto-tls(7) shows: `openssl x509 -req`
+    without an extensions file, which makes X.509 version 1 certificates."""
     openssl = require_program("openssl", "apt-get install openssl")
     d.mkdir()
     run_tool([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"),
               "-out", str(d / "ca.crt"), "-subj", "/CN=v1-ca", "-days", "30"])
-    for name, cn in (("server", "localhost"), ("alice", "alice")):
+    for name, cn in (("server", "localhost"), *((c, c) for c in clients)):
         run_tool([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / f"{name}.key"),
                   "-out", str(d / f"{name}.csr"), "-subj", f"/CN={cn}"])
         run_tool([openssl, "x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"),
                   "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-out", str(d / f"{name}.crt"), "-days", "30"])
     text = run_tool([openssl, "x509", "-in", str(d / "server.crt"), "-noout", "-text"]).stdout
     assert "Version: 1 (0x0)" in text, text
-    return {n: d / n for n in ("ca.crt", "server.crt", "server.key", "alice.crt", "alice.key")}
+    return {f.name: f for f in d.iterdir()}
+
+
+def openssl_crl(d: Path, revoke: Path) -> Path:
+    """A CRL of the CA in `d` (openssl_version1_pki) revoking the certificate `revoke`, made
+    with `openssl ca` as an OpenSSL CA's administrator makes one."""
+    openssl = require_program("openssl", "apt-get install openssl")
+    (d / "index.txt").touch()
+    (d / "crlnumber").write_text("01\n")
+    (d / "ca.cnf").write_text(f"[ca]\ndefault_ca = this\n[this]\ndatabase = {d}/index.txt\n"
+                              f"certificate = {d}/ca.crt\nprivate_key = {d}/ca.key\ndefault_md = sha256\n"
+                              f"default_crl_days = 30\ncrlnumber = {d}/crlnumber\n")
+    for step in (["-revoke", str(revoke)], ["-gencrl", "-out", str(d / "crl.pem")]):
+        r = run_tool([openssl, "ca", "-batch", "-config", str(d / "ca.cnf"), *step])
+        assert r.returncode == 0, describe(r)
+    return d / "crl.pem"
+
+
+def test_a_broker_asking_for_certificates_takes_version_1_ones_as_mosquitto_does(brokers, tmp_path):
+    """mosquitto (OpenSSL) takes a version 1 client certificate issued by its CA, as
+    mosquitto-tls(7)'s openssl commands make them; so does midge, over TLS 1.2 and 1.3, its
+    Common Name the user with use_identity_as_username. One the CRL revokes is refused, and so
+    is one from another CA of the same name (its signature does not verify)."""
+    f = openssl_version1_pki(tmp_path / "v1", clients=("alice", "bob"))
+    forged = openssl_version1_pki(tmp_path / "forged", clients=("mallory",))
+    crl = openssl_crl(tmp_path / "v1", revoke=f["bob.crt"])
+    b = brokers(f"listener {{port}} 127.0.0.1\ncertfile {f['server.crt']}\nkeyfile {f['server.key']}\n"
+                f"cafile {f['ca.crt']}\ncrlfile {crl}\nrequire_certificate true\nuse_identity_as_username true\n")
+    tls = ["-h", "localhost", "--cafile", str(f["ca.crt"]), "-t", "v1/t", "-m", "x"]
+    for version in ("tlsv1.2", "tlsv1.3"):
+        mark = b.mark()
+        r = mosq_pub(b.port, *tls, "--cert", str(f["alice.crt"]), "--key", str(f["alice.key"]),
+                     "--tls-version", version)
+        assert r.returncode == 0 and connack_code(r) == 0, describe(r) + "\nbroker log:\n" + b.log()
+        b.wait_for_log(r"New client connected from 127\.0\.0\.1:\d+ as \S+ .*u'alice'", since=mark)
+    for crt, key, why in ((f["bob.crt"], f["bob.key"], "Revoked"),
+                          (forged["mallory.crt"], forged["mallory.key"], "BadSignature")):
+        mark = b.mark()
+        r = mosq_pub(b.port, *tls, "--cert", str(crt), "--key", str(key))
+        assert r.returncode != 0 and connack_code(r) is None, describe(r)
+        b.wait_for_log(rf"failed: TLS handshake: invalid peer certificate: {why}\.", since=mark)
 
 
 def test_version_1_certificates_made_as_mosquittos_manual_shows(brokers, pki, tmp_path):
     """mosquitto-tls(7)'s openssl commands make X.509 version 1 certificates, which webpki
-    (rustls) refuses. midge serves one (with a warning: its own clients will refuse it),
-    mosquitto's clients connect to it; and midge pub presents one to mosquitto."""
+    (rustls) refuses and OpenSSL takes. midge serves one (with a warning), and both
+    mosquitto's clients and midge's connect to it, checking the host in its Common Name as
+    OpenSSL does; midge pub presents one to mosquitto. A version 3 certificate that names its
+    host only in the Common Name is taken as OpenSSL takes it."""
     mosquitto_broker_binary()
     f = openssl_version1_pki(tmp_path / "v1")
     tls = f"listener {{port}} 127.0.0.1\ncertfile {f['server.crt']}\nkeyfile {f['server.key']}\ncafile {f['ca.crt']}\n"
@@ -1507,10 +1549,26 @@ def test_version_1_certificates_made_as_mosquittos_manual_shows(brokers, pki, tm
     b.wait_for_log(r"server\.crt is an X\.509 version 1 certificate \(made without extensions\)")
     r = mosq_pub(b.port, "-h", "localhost", "--cafile", str(f["ca.crt"]), "-t", "v1/t", "-m", "x")
     assert r.returncode == 0 and connack_code(r) == 0, describe(r)
-    # midge's own client refuses it, and -d says why (mosquitto_pub's exit code for TLS).
-    r = run_tool([str(midge_bin()), "pub", "-d", "-h", "localhost", "-p", str(b.port), "--cafile", str(f["ca.crt"]),
-                  "-t", "v1/t", "-m", "x"])
-    assert r.returncode == 8 and "the broker's certificate is X.509 version 1" in r.stdout, describe(r)
+    # midge's own client too; for another host name than its Common Name, both refuse it
+    # (mosquitto_pub's exit code for TLS), and -d says why.
+    for host, code in (("localhost", 0), ("127.0.0.1", 8)):
+        ours = run_tool([str(midge_bin()), "pub", "-d", "-h", host, "-p", str(b.port), "--cafile",
+                         str(f["ca.crt"]), "-t", "v1/t", "-m", "x"])
+        theirs = mosq_pub(b.port, "-h", host, "--cafile", str(f["ca.crt"]), "-t", "v1/t", "-m", "x")
+        for r in (ours, theirs):
+            assert r.returncode == code, describe(r)
+            assert ("Error: host name verification failed." in r.stdout) == (code != 0), describe(r)
+    # A version 3 certificate with no subjectAltName: its Common Name names the host.
+    openssl = require_program("openssl", "apt-get install openssl")
+    (tmp_path / "v3.ext").write_text("basicConstraints = CA:FALSE\n")
+    run_tool([openssl, "x509", "-req", "-in", str(f["server.csr"]), "-CA", str(f["ca.crt"]), "-CAkey",
+              str(f["ca.key"]), "-CAcreateserial", "-out", str(tmp_path / "cn-only.crt"), "-days", "30",
+              "-extfile", str(tmp_path / "v3.ext")])
+    cn_only = brokers(tls.replace(str(f["server.crt"]), str(tmp_path / "cn-only.crt")) + "allow_anonymous true\n")
+    for host, code in (("localhost", 0), ("127.0.0.1", 8)):
+        r = run_tool([str(midge_bin()), "pub", "-h", host, "-p", str(cn_only.port), "--cafile", str(f["ca.crt"]),
+                      "-t", "v1/t", "-m", "x"])
+        assert r.returncode == code, describe(r)
     # Not the key of the certificate: refused at start, as before.
     other = tmp_path / "other.key"
     run_tool([require_program("openssl", "apt-get install openssl"), "genpkey", "-algorithm", "RSA",

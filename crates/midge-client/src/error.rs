@@ -37,10 +37,6 @@ pub(crate) enum Kind {
     /// The server's certificate is valid but not for the host connected to.
     #[error("TLS error: {0}")]
     TlsHostName(String),
-    /// The server's certificate is X.509 version 1, which rustls does not accept (OpenSSL
-    /// does).
-    #[error("TLS error: {0}")]
-    TlsCertVersion1(String),
     /// The host name did not resolve.
     #[error("cannot resolve the host name: {0}")]
     Lookup(#[source] std::io::Error),
@@ -87,11 +83,6 @@ impl Error {
         Error::new(Kind::TlsHostName(what.into()))
     }
 
-    /// The server's certificate is X.509 version 1.
-    pub fn tls_cert_version_1(what: impl Into<String>) -> Self {
-        Error::new(Kind::TlsCertVersion1(what.into()))
-    }
-
     /// The server refused the connection; [`Error::refused_code`] says why.
     pub fn is_refused(&self) -> bool {
         matches!(self.kind, Kind::Refused { .. })
@@ -130,13 +121,7 @@ impl Error {
 
     /// A TLS error.
     pub fn is_tls(&self) -> bool {
-        matches!(self.kind, Kind::Tls(_) | Kind::TlsHostName(_) | Kind::TlsCertVersion1(_))
-    }
-
-    /// A TLS error where the server's certificate is X.509 version 1 (made without
-    /// extensions): OpenSSL clients take it, rustls does not.
-    pub fn is_tls_cert_version_1(&self) -> bool {
-        matches!(self.kind, Kind::TlsCertVersion1(_))
+        matches!(self.kind, Kind::Tls(_) | Kind::TlsHostName(_))
     }
 
     /// A TLS error where the server's certificate is not for the host name (or address)
@@ -250,7 +235,6 @@ mod tests {
             (Kind::Closed, "the connection is closed", false),
             (Kind::Tls("bad".into()), "TLS error: bad", false),
             (Kind::TlsHostName("name".into()), "TLS error: name", false),
-            (Kind::TlsCertVersion1("v1".into()), "TLS error: v1", false),
             (Kind::Lookup(io()), "cannot resolve the host name: refused", true),
             (
                 Kind::Unrecognised { command: 0x80, tls_record: false },

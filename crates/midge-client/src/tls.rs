@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 
 use crate::transport::{BoxStream, Connector};
@@ -73,10 +74,11 @@ impl TlsOptions {
             // verifier cannot be built without a root).
             builder.with_root_certificates(roots)
         } else {
-            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
                 .build()
                 .map_err(|e| Error::tls(e.to_string()))?;
-            let verifier = Verifier { inner, any_name: self.insecure };
+            let algorithms = provider.signature_verification_algorithms;
+            let verifier = Verifier { inner, roots, algorithms, any_name: self.insecure };
             builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
         };
         let mut config = match (&self.cert, &self.key) {
@@ -125,11 +127,6 @@ fn handshake_error(e: &std::io::Error) -> Error {
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. },
         )) => Error::tls_host_name(e.to_string()),
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
-            if other.0.downcast_ref::<Version1>().is_some() =>
-        {
-            Error::tls_cert_version_1(e.to_string())
-        }
         // The server refused us (TLS 1.2 refuses a client certificate in the handshake): the
         // connection is lost, with the alert, as TLS 1.3's refusal after the handshake is.
         Some(rustls::Error::AlertReceived(_)) => Error::lost(std::io::Error::new(
@@ -140,25 +137,15 @@ fn handshake_error(e: &std::io::Error) -> Error {
     }
 }
 
-/// The server's certificate is X.509 version 1: webpki refuses it (its error says only
-/// `UnsupportedCertVersion`), and the clients say why, as OpenSSL clients take it.
-#[derive(Debug)]
-struct Version1;
-
-impl std::fmt::Display for Version1 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the server's certificate is X.509 version 1 (made without extensions), which rustls does not accept")
-    }
-}
-
-impl std::error::Error for Version1 {}
-
-/// webpki's verification, saying when a certificate is refused for being version 1; with
-/// `--insecure` (`any_name`), the chain is verified but a certificate for another name is
-/// accepted.
+/// webpki's verification, with what OpenSSL clients (mosquitto's) also take: a certificate
+/// that names the host only in its Common Name, and an X.509 version 1 certificate issued
+/// directly by a trusted CA ([`midge_net::tls::version1`]). With `--insecure` (`any_name`),
+/// the chain is verified but a certificate for another name is accepted.
 #[derive(Debug)]
 struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
     any_name: bool,
 }
 
@@ -171,15 +158,22 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        use rustls::CertificateError::{NotValidForName, NotValidForNameContext, Other};
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        use rustls::Error::InvalidCertificate;
+        let names_host = || {
+            self.any_name || midge_net::tls::version1::common_name_names(end_entity, &server_name.to_str())
+        };
         match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }))
-                if self.any_name =>
-            {
+            // webpki checks the chain before the name: only the name is wrong.
+            Err(InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) if names_host() => {
                 Ok(ServerCertVerified::assertion())
             }
-            Err(rustls::Error::InvalidCertificate(_)) if midge_net::tls::is_version_1(end_entity) => {
-                Err(rustls::Error::InvalidCertificate(Other(rustls::OtherError(Arc::new(Version1)))))
+            Err(InvalidCertificate(_)) if midge_net::tls::is_version_1(end_entity) => {
+                midge_net::tls::version1::verify(end_entity, &self.roots, now, &self.algorithms)?;
+                match names_host() {
+                    true => Ok(ServerCertVerified::assertion()),
+                    false => Err(InvalidCertificate(NotValidForName)),
+                }
             }
             other => other,
         }
@@ -191,7 +185,18 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        match self.inner.verify_tls12_signature(message, cert, dss) {
+            Err(_) if midge_net::tls::is_version_1(cert) => {
+                midge_net::tls::version1::verify_handshake_signature(
+                    message,
+                    cert,
+                    dss,
+                    &self.algorithms,
+                    false,
+                )
+            }
+            other => other,
+        }
     }
 
     fn verify_tls13_signature(
@@ -200,7 +205,18 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        match self.inner.verify_tls13_signature(message, cert, dss) {
+            Err(_) if midge_net::tls::is_version_1(cert) => {
+                midge_net::tls::version1::verify_handshake_signature(
+                    message,
+                    cert,
+                    dss,
+                    &self.algorithms,
+                    true,
+                )
+            }
+            other => other,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

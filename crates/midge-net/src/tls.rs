@@ -2,6 +2,8 @@
 //! clients alike. Every error names the file.
 use std::path::{Path, PathBuf};
 
+pub mod version1;
+
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -98,18 +100,17 @@ pub fn load_roots(cafile: Option<&Path>, capath: Option<&Path>) -> Result<RootCe
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertificateNote {
     /// An X.509 version 1 certificate: what `openssl x509 -req` makes without an extensions
-    /// file, as mosquitto's manual shows. OpenSSL peers (mosquitto and its clients) take it;
-    /// peers built on rustls (midge's clients, a midge broker asking for client
-    /// certificates) refuse it.
+    /// file, as mosquitto's manual shows. OpenSSL peers (mosquitto and its clients) take it,
+    /// and midge's ([`version1`]); other peers built on rustls, or on webpki, refuse it.
     Version1,
 }
 
 impl std::fmt::Display for CertificateNote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(
-            "an X.509 version 1 certificate (made without extensions): mosquitto and its clients \
-             take it, clients built on rustls (midge pub, sub, rr) refuse it; `midge cert`, or \
-             `openssl x509 -req` with `-extfile`, makes version 3",
+            "an X.509 version 1 certificate (made without extensions): mosquitto's clients and \
+             midge's take it, some others (those built on rustls or webpki) refuse it; `midge \
+             cert`, or `openssl x509 -req` with `-extfile`, makes version 3",
         )
     }
 }

@@ -20,6 +20,8 @@ pub struct CrlError(String);
 pub struct Revocations {
     /// (issuer name as DER, serial number without leading zero bytes).
     revoked: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// The issuers (names as DER) the CRLs are of.
+    issuers: HashSet<Vec<u8>>,
 }
 
 /// A serial number as compared: the integer's bytes without leading zeros, so that an
@@ -32,15 +34,16 @@ fn serial_key(raw: &[u8]) -> Vec<u8> {
 impl Revocations {
     /// What these CRLs (DER, as read from `crlfile`) revoke.
     pub fn from_crls(crls: &[CertificateRevocationListDer<'_>]) -> Result<Revocations, CrlError> {
-        let mut revoked = HashSet::new();
+        let (mut revoked, mut issuers) = (HashSet::new(), HashSet::new());
         for der in crls {
             let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| CrlError(e.to_string()))?;
             let issuer = crl.issuer().as_raw();
+            issuers.insert(issuer.to_vec());
             revoked.extend(
                 crl.iter_revoked_certificates().map(|r| (issuer.to_vec(), serial_key(r.raw_serial()))),
             );
         }
-        Ok(Revocations { revoked })
+        Ok(Revocations { revoked, issuers })
     }
 
     /// How many certificates they revoke.
@@ -51,6 +54,13 @@ impl Revocations {
     /// True when they revoke none.
     pub fn is_empty(&self) -> bool {
         self.revoked.is_empty()
+    }
+
+    /// Whether they revoke the certificate of `issuer` (its name as DER) with this serial
+    /// number (as the certificate encodes it); `None` when none of them is `issuer`'s, so
+    /// that the certificate's status is unknown.
+    pub fn revokes(&self, issuer: &[u8], raw_serial: &[u8]) -> Option<bool> {
+        self.issuers.contains(issuer).then(|| self.contains(issuer, &serial_key(raw_serial)))
     }
 
     fn contains(&self, issuer: &[u8], serial: &[u8]) -> bool {

@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{ClientCertificate, Revocations, SharedRevocations};
@@ -297,13 +299,118 @@ fn client_verifier(
         return Ok(None);
     };
     let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+    let mut crl = None;
     if s.crlfile.is_some() {
         verifier = verifier.with_crls(parts.crls.iter().cloned()).only_check_end_entity_revocation();
+        crl = Some(Revocations::from_crls(&parts.crls).map_err(|e| TlsSetupError::Settings(e.to_string()))?);
     }
     if !s.require_certificate {
         verifier = verifier.allow_unauthenticated();
     }
-    verifier.build().map(Some).map_err(|e| TlsSetupError::Rustls(e.to_string()))
+    let webpki = verifier.build().map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let algorithms = provider().signature_verification_algorithms;
+    Ok(Some(Arc::new(ClientVerifier { webpki, roots: roots.clone(), crl, algorithms })))
+}
+
+/// webpki's verification of client certificates and, where webpki refuses an X.509 version 1
+/// certificate that OpenSSL (so mosquitto) takes, [`midge_net::tls::version1`]'s: issued
+/// directly by one of the CAs, and checked against the CRL as webpki checks the others (a
+/// certificate whose issuer has no CRL in `crlfile` is refused).
+#[derive(Debug)]
+struct ClientVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
+    /// With `crlfile`: what its CRLs revoke.
+    crl: Option<Revocations>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientVerifier {
+    fn version_1(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        use rustls::CertificateError::{Revoked, UnknownRevocationStatus};
+        let cert = midge_net::tls::version1::verify(end_entity.as_ref(), &self.roots, now, &self.algorithms)?;
+        match self.crl.as_ref().map(|crl| crl.revokes(cert.issuer().as_raw(), cert.raw_serial())) {
+            None | Some(Some(false)) => Ok(ClientCertVerified::assertion()),
+            Some(Some(true)) => Err(rustls::Error::InvalidCertificate(Revoked)),
+            Some(None) => Err(rustls::Error::InvalidCertificate(UnknownRevocationStatus)),
+        }
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.webpki.verify_client_cert(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(_)) if midge_net::tls::is_version_1(end_entity) => {
+                self.version_1(end_entity, now)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match self.webpki.verify_tls12_signature(message, cert, dss) {
+            Err(_) if midge_net::tls::is_version_1(cert) => {
+                midge_net::tls::version1::verify_handshake_signature(
+                    message,
+                    cert,
+                    dss,
+                    &self.algorithms,
+                    false,
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match self.webpki.verify_tls13_signature(message, cert, dss) {
+            Err(_) if midge_net::tls::is_version_1(cert) => {
+                midge_net::tls::version1::verify_handshake_signature(
+                    message,
+                    cert,
+                    dss,
+                    &self.algorithms,
+                    true,
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 fn server_config(

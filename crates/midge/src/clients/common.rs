@@ -386,12 +386,6 @@ pub fn connect_failure(e: &midge_client::Error, to: &Target, tool_is_pub: bool, 
     if e.is_tls() {
         if debug && e.is_tls_host_name() {
             println!("Error: host name verification failed.");
-        } else if debug && e.is_tls_cert_version_1() {
-            // OpenSSL (so mosquitto's tools) takes it: say why midge's do not.
-            println!(
-                "Error: the broker's certificate is X.509 version 1 (made without extensions), which \
-                 rustls, midge's TLS, does not accept."
-            );
         }
         // mosquitto_pub reports it as an error code of its own (8); sub and rr as a failure
         // to connect.
