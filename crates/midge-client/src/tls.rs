@@ -158,18 +158,31 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        use midge_net::tls::version1;
         use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
         use rustls::Error::InvalidCertificate;
         let names_host = || {
-            self.any_name || midge_net::tls::version1::common_name_names(end_entity, &server_name.to_str())
+            let chain: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
+            self.any_name
+                || (!version1::constrains_names(end_entity, &chain, &self.roots)
+                    && version1::common_name_names(end_entity, &server_name.to_str()))
         };
         match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            // webpki checks the chain before the name: only the name is wrong.
+            // Only the name is wrong: the chain is verified again (rather than taken from the
+            // order of webpki's checks), then the name as OpenSSL checks it.
             Err(InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) if names_host() => {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    &self.roots,
+                    intermediates,
+                    now,
+                    self.algorithms.all,
+                )?;
                 Ok(ServerCertVerified::assertion())
             }
             Err(InvalidCertificate(_)) if midge_net::tls::is_version_1(end_entity) => {
-                midge_net::tls::version1::verify(end_entity, &self.roots, now, &self.algorithms)?;
+                version1::verify(end_entity, &self.roots, now, &self.algorithms)?;
                 match names_host() {
                     true => Ok(ServerCertVerified::assertion()),
                     false => Err(InvalidCertificate(NotValidForName)),

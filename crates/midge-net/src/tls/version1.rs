@@ -19,10 +19,20 @@ fn invalid(e: CertificateError) -> Error {
     Error::InvalidCertificate(e)
 }
 
-/// The certificate in `der` when it is version 1 (and nothing follows it).
+/// The certificate in `der` when it is version 1 (and nothing follows it). One that carries
+/// what only later versions may (extensions, unique identifiers: RFC 5280 4.1.2.8, 4.1.2.9)
+/// is not taken: its extensions would go unchecked.
 fn parse(der: &[u8]) -> Option<X509Certificate<'_>> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() && cert.version() == X509Version::V1 => Some(cert),
+        Ok((rest, cert))
+            if rest.is_empty()
+                && cert.version() == X509Version::V1
+                && cert.extensions().is_empty()
+                && cert.tbs_certificate.issuer_uid.is_none()
+                && cert.tbs_certificate.subject_uid.is_none() =>
+        {
+            Some(cert)
+        }
         _ => None,
     }
 }
@@ -68,8 +78,9 @@ fn signature_parts<'a>(der: &'a [u8], cert: &X509Certificate<'a>) -> Option<(&'a
 
 /// Verifies a version 1 end-entity certificate (DER) as OpenSSL does: signed by one of
 /// `roots` (a CA whose subject is its issuer) and valid at `now`. Returns it parsed, for
-/// what the caller checks next (revocation, a server's name). Any other certificate, and a
-/// version 1 certificate issued by an intermediate CA, gets an error.
+/// what the caller checks next (revocation, a server's name). Any other certificate, a
+/// version 1 certificate issued by an intermediate CA, and one issued by a CA with name
+/// constraints (which its subject's names would have to meet) get an error.
 pub fn verify<'a>(
     der: &'a [u8],
     roots: &RootCertStore,
@@ -80,7 +91,8 @@ pub fn verify<'a>(
     let (algorithm, signature) = signature_parts(der, &cert).ok_or(invalid(CertificateError::BadEncoding))?;
     let issuer = contents(cert.issuer().as_raw()).ok_or(invalid(CertificateError::BadEncoding))?;
     let mut error = CertificateError::UnknownIssuer;
-    for anchor in roots.roots.iter().filter(|a| a.subject.as_ref() == issuer) {
+    for anchor in roots.roots.iter().filter(|a| a.subject.as_ref() == issuer && a.name_constraints.is_none())
+    {
         let spki = sequence(anchor.subject_public_key_info.as_ref());
         let spki = SubjectPublicKeyInfoDer::from(spki.as_slice());
         let Ok(key) = webpki::RawPublicKeyEntity::try_from(&spki) else { continue };
@@ -139,8 +151,11 @@ pub fn verify_handshake_signature(
 
 /// OpenSSL's fallback when a certificate names no host in a subjectAltName (a version 1
 /// certificate cannot): the host in its subject's Common Name, as mosquitto's clients check
-/// it (case aside, `*.` standing for one leftmost label). False for a certificate with
-/// subjectAltName DNS or IP entries: then only those count, as webpki checks them.
+/// it, case aside. An IP address must be the Common Name exactly; a host name may match
+/// `*.` and at least two labels (`*.example.com`, not `*.com`), the `*` standing for one
+/// leftmost label. False for a certificate with subjectAltName DNS or IP entries: then only
+/// those count, as webpki checks them. The caller makes sure no CA of the chain constrains
+/// names ([`constrains_names`]): those constraints are not checked here.
 pub fn common_name_names(der: &[u8], host: &str) -> bool {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
@@ -151,16 +166,44 @@ pub fn common_name_names(der: &[u8], host: &str) -> bool {
         _ => return false,
     }
     let host = host.to_ascii_lowercase();
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
     let named = cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).any(|cn| {
         let cn = cn.to_ascii_lowercase();
         match cn.strip_prefix("*.") {
-            Some(domain) => {
+            Some(domain)
+                if !is_ip
+                    && !domain.contains('*')
+                    && domain.split('.').filter(|l| !l.is_empty()).count() >= 2 =>
+            {
                 host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == domain)
             }
-            None => cn == host,
+            _ => cn == host,
         }
     });
     named
+}
+
+/// True when a CA of this chain may constrain the names its certificates hold: one of the
+/// `intermediates` has a nameConstraints extension, or a trust anchor that issued one of the
+/// chain's certificates has name constraints. A Common Name is then not taken for the host
+/// ([`common_name_names`] does not check constraints).
+pub fn constrains_names(end_entity: &[u8], intermediates: &[&[u8]], roots: &RootCertStore) -> bool {
+    use x509_parser::oid_registry::OID_X509_EXT_NAME_CONSTRAINTS;
+    let mut issuers = Vec::new();
+    for (i, der) in std::iter::once(end_entity).chain(intermediates.iter().copied()).enumerate() {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return true };
+        if i > 0 && cert.extensions().iter().any(|e| e.oid == OID_X509_EXT_NAME_CONSTRAINTS) {
+            return true;
+        }
+        match contents(cert.issuer().as_raw()) {
+            Some(issuer) => issuers.push(issuer.to_vec()),
+            None => return true,
+        }
+    }
+    roots
+        .roots
+        .iter()
+        .any(|a| a.name_constraints.is_some() && issuers.iter().any(|i| i.as_slice() == a.subject.as_ref()))
 }
 
 #[cfg(test)]
@@ -198,13 +241,51 @@ mod tests {
         assert!(!common_name_names(&wildcard, "example.com"));
         assert!(!common_name_names(&wildcard, "a.b.example.com"));
         assert!(!common_name_names(&wildcard, ".example.com"));
+        // As OpenSSL and webpki: not for a top-level domain, nor for an IP address.
+        assert!(!common_name_names(&cert("*.com", &[]), "example.com"));
+        assert!(!common_name_names(&cert("*.0.0.1", &[]), "127.0.0.1"));
+        assert!(!common_name_names(&cert("*", &[]), "localhost"));
+    }
+
+    /// A CA (with name constraints or not) as a root and as DER, and a certificate for `cn`
+    /// it issued.
+    fn issued(constrained: bool, cn: &str) -> (RootCertStore, Vec<u8>, Vec<u8>) {
+        use rcgen::{BasicConstraints, GeneralSubtree, IsCa, Issuer, NameConstraints};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        if constrained {
+            ca.name_constraints = Some(NameConstraints {
+                permitted_subtrees: vec![GeneralSubtree::DnsName("example.com".into())],
+                excluded_subtrees: vec![],
+            });
+        }
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let ca_der = ca_cert.der().to_vec();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, cn);
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = leaf.signed_by(&KeyPair::generate().unwrap(), &issuer).unwrap();
+        (roots, ca_der, leaf.der().to_vec())
+    }
+
+    #[test]
+    fn a_ca_that_constrains_names_keeps_the_common_name_out() {
+        let (roots, _, leaf) = issued(false, "127.0.0.1");
+        assert!(!constrains_names(&leaf, &[], &roots));
+        let (constrained_roots, constrained_ca, leaf) = issued(true, "127.0.0.1");
+        assert!(constrains_names(&leaf, &[], &constrained_roots));
+        // A CA with name constraints sent as an intermediate, whatever the roots.
+        assert!(constrains_names(&leaf, &[&constrained_ca], &roots));
     }
 
     #[test]
     fn a_version_3_certificate_is_not_taken_here() {
-        let v3 = cert("broker.example", &[]);
+        let (roots, _, v3) = issued(false, "broker.example");
         let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        let roots = RootCertStore::empty();
         assert_eq!(
             verify(&v3, &roots, UnixTime::now(), &algorithms).err(),
             Some(invalid(CertificateError::BadEncoding))
