@@ -1292,6 +1292,35 @@ def test_websocket_pings_from_a_client_that_never_reads(broker_factory):
         s.close()
 
 
+def test_websocket_message_of_200_mb_before_login(broker_factory):
+    """Over WebSockets, a client that has not logged in announces a binary message of 200 MB
+    and streams into it for 4 s. The broker reads at most 256 KiB past the handshake before
+    the login (its socket pushes back), where it used to take in the whole message: its memory
+    stays within the bound for a connection that holds no packet, and others are served."""
+    import struct
+
+    import ws_client as ws
+    from support import free_port
+
+    ws_port = free_port()
+    b = broker_factory(f"listener {ws_port} 127.0.0.1", "protocol websockets", verbose=False)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(("127.0.0.1", ws_port))
+    s.sendall(ws.upgrade_request())
+    assert b" 101 " in ws.read_response_head(s)
+    # A masked binary frame of 200 MB (the mask all zeros: the bytes go as they are).
+    s.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 200_000_000) + bytes(4))
+    sent = flood(s, bytes(64 * KIB), 4.0)
+    try:
+        # What the kernel's buffers on both sides hold (a few MB), not the 200 MB.
+        assert sent < 32 * MIB, f"{mib(sent)} of the message taken before the login"
+        budget = MemoryBudget("websocket message before login").add("200 MB announced",
+                                                                     connection_bound(packet=256 * KIB))
+        after_attack(b, V311, budget, ws_bytes_taken=sent)
+    finally:
+        s.close()
+
+
 def read_publish(c: RawClient) -> None:
     """Reads one (large) PUBLISH whole, without RawClient's buffering."""
     def exact(n: int) -> bytes:

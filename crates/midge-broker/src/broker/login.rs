@@ -52,6 +52,45 @@ pub struct ConnInfo {
     /// The client certificate the TLS handshake verified, if any: a reload checks it
     /// against the listener's new CRL.
     pub certificate: Option<Arc<ClientCertificate>>,
+    /// Opened once the client has logged in: a WebSocket connection is read only so far
+    /// until then ([`LoginGate`]).
+    pub login_gate: Option<Arc<LoginGate>>,
+}
+
+/// What holds a connection's reading back until its client has logged in, where the layer
+/// under MQTT would otherwise read a whole message before MQTT sees any of it (a WebSocket
+/// message may be as large as the largest packet): opened once, after authentication.
+#[derive(Debug, Default)]
+pub struct LoginGate {
+    open: std::sync::atomic::AtomicBool,
+    /// The reader waiting for it.
+    waiter: atomic_waker::AtomicWaker,
+}
+
+impl LoginGate {
+    /// The client has logged in: reading goes on.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+        self.waiter.wake();
+    }
+
+    /// True once the client has logged in.
+    pub fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ready once the gate is open; until then `cx` is woken when it opens.
+    pub fn poll_open(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::sync::atomic::Ordering::Acquire;
+        if self.open.load(Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        self.waiter.register(cx.waker());
+        match self.open.load(Acquire) {
+            true => std::task::Poll::Ready(()),
+            false => std::task::Poll::Pending,
+        }
+    }
 }
 
 impl ConnInfo {
@@ -64,6 +103,7 @@ impl ConnInfo {
             cert_identity_required: false,
             listener: 0,
             certificate: None,
+            login_gate: None,
         }
     }
 }

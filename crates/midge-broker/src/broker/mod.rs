@@ -19,7 +19,7 @@ pub use connect::{ConnectPlan, Opening, PendingOpen};
 pub use link::{Link, DEFER_LIMIT};
 pub(crate) use login::auth_packet;
 pub use login::{
-    Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginStep, Recheck, Refusal, Withdrawn,
+    Authenticated, ConnInfo, Credentials, EnhancedLogin, LoginGate, LoginStep, Recheck, Refusal, Withdrawn,
 };
 pub use persist::{Journal, Restored};
 

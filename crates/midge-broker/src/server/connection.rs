@@ -308,6 +308,9 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
+    if let Some(gate) = &info.login_gate {
+        gate.open();
+    }
     let mut opening = broker.open(*connect, auth, conn_id, control.clone(), Instant::now());
     if let Opening::TakeOver(pending) = opening {
         let mut pending = *pending;

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::SecurityError;
-use crate::broker::{Broker, ConnInfo, ReloadError};
+use crate::broker::{Broker, ConnInfo, LoginGate, ReloadError};
 use crate::config::{Config, ListenerProtocol};
 use tls::{TlsListener, TlsSetupError};
 
@@ -653,8 +653,15 @@ async fn tls_handshake(
             let settings = tls.settings();
             let cert_identity_required =
                 settings.use_identity_as_username || settings.use_subject_as_username;
-            let info =
-                ConnInfo { peer, tls: true, cert_username, cert_identity_required, listener, certificate };
+            let info = ConnInfo {
+                peer,
+                tls: true,
+                cert_username,
+                cert_identity_required,
+                listener,
+                certificate,
+                login_gate: None,
+            };
             Some((stream, info))
         }
         Ok(Err(e)) => {
@@ -672,13 +679,16 @@ async fn tls_handshake(
 async fn serve_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     broker: &Arc<Broker>,
     stream: S,
-    info: ConnInfo,
+    mut info: ConnInfo,
 ) {
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    let login_gate = Arc::new(LoginGate::default());
+    info.login_gate = Some(login_gate.clone());
     let settings = ws::WsSettings {
         http_dir: broker.listener_options(info.listener).http_dir.clone(),
         headers_limit: broker.config.websockets_headers_limit(),
         max_message: broker.config.max_packet_bytes(),
+        login_gate,
     };
     let peer = info.peer;
     match tokio::time::timeout(timeout, ws::accept(stream, settings)).await {

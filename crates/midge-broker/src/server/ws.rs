@@ -9,6 +9,7 @@
 //! module only moves bytes between its messages and the connection's buffers.
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,6 +21,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
+
+use crate::broker::LoginGate;
 
 /// The subprotocols served, in order of preference.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
@@ -54,7 +57,16 @@ pub struct WsSettings {
     /// The largest message (and frame) taken from a client: the largest MQTT packet, which a
     /// client may send in one frame.
     pub max_message: usize,
+    /// Opened once the client has logged in: until then, at most [`LOGIN_READ_AHEAD`] bytes
+    /// are read past the handshake.
+    pub login_gate: Arc<LoginGate>,
 }
+
+/// How far a WebSocket connection is read before its client has logged in: a CONNECT of at
+/// most 100,004 bytes in its frames (6 bytes or more each), and what the client sends
+/// right after it. Past it, reading waits for the login, as the socket pushes back: a client
+/// nobody knows yet cannot make the broker take in a message of max_packet_size.
+pub const LOGIN_READ_AHEAD: usize = 256 * 1024;
 
 /// What a connection to a WebSockets listener turned out to be.
 pub enum Accepted<S> {
@@ -133,10 +145,12 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let left = settings.headers_limit - prefix.len().min(settings.headers_limit);
-    let limited = Limited { inner: stream, left: Some(left), prefix: prefix.freeze() };
+    let limited = Limited { inner: stream, left: Some(left), login: None, prefix: prefix.freeze() };
     match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
         Ok(mut ws) => {
-            ws.get_mut().left = None;
+            let limited = ws.get_mut();
+            limited.left = Some(LOGIN_READ_AHEAD);
+            limited.login = Some(settings.login_gate);
             Ok(Accepted::WebSocket(
                 Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false, pongs_pending: 0 }),
                 path,
@@ -160,11 +174,14 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 struct HeadersTooLarge;
 
 /// A stream that lets at most `left` bytes be read while it is set: the bound on the
-/// handshake request. Lifted (`None`) once the handshake is done.
+/// handshake request, then on what is read before the client has logged in.
 #[derive(Debug)]
 pub struct Limited<S> {
     inner: S,
     left: Option<usize>,
+    /// After the handshake, until the client has logged in: once `left` is spent, reading
+    /// waits for the gate (rather than failing), and the bound is lifted when it opens.
+    login: Option<Arc<LoginGate>>,
     /// What was read of the request before the handshake began (with `http_dir`): read
     /// again first.
     prefix: Bytes,
@@ -181,6 +198,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
             let head = self.prefix.split_to(n);
             buf.put_slice(&head);
             return Poll::Ready(Ok(()));
+        }
+        // Before the login: read on while `left` lasts, then wait for the gate.
+        let logged_in = match &self.login {
+            None => false,
+            Some(gate) if self.left == Some(0) => {
+                ready!(gate.poll_open(cx));
+                true
+            }
+            Some(gate) => gate.is_open(),
+        };
+        if logged_in {
+            (self.left, self.login) = (None, None);
         }
         let Some(left) = self.left else { return Pin::new(&mut self.inner).poll_read(cx, buf) };
         if left == 0 {
@@ -373,7 +402,17 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    const SETTINGS: WsSettings = WsSettings { http_dir: None, headers_limit: 1024, max_message: 1 << 20 };
+    /// A listener's settings, for a client that `gate` says has logged in or not.
+    fn settings(gate: &Arc<LoginGate>) -> WsSettings {
+        WsSettings { http_dir: None, headers_limit: 1024, max_message: 4 << 20, login_gate: gate.clone() }
+    }
+
+    /// The gate of a client that has logged in.
+    fn logged_in() -> Arc<LoginGate> {
+        let gate = Arc::new(LoginGate::default());
+        gate.open();
+        gate
+    }
 
     /// The WebSocket [`accept`] made (none of these tests asks for a page).
     async fn accept_ws<S: AsyncRead + AsyncWrite + Unpin>(
@@ -386,9 +425,10 @@ mod tests {
         })
     }
 
-    /// A client over an in-memory pipe, offering `protocol`.
-    async fn pair(
+    /// A client over an in-memory pipe, offering `protocol`, logged in once `gate` opens.
+    async fn pair_gated(
         protocol: &str,
+        gate: &Arc<LoginGate>,
     ) -> (
         Result<(WsStream<tokio::io::DuplexStream>, String), HandshakeError>,
         Option<WebSocketStream<tokio::io::DuplexStream>>,
@@ -397,12 +437,22 @@ mod tests {
         let mut request = "ws://localhost/some/path".into_client_request().unwrap();
         request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(protocol).unwrap());
         let client = tokio::spawn(async move { tokio_tungstenite::client_async(request, b).await });
-        let server = accept_ws(a, SETTINGS).await;
+        let server = accept_ws(a, settings(gate)).await;
         let client = client.await.unwrap().ok().map(|(ws, response)| {
             assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "mqtt");
             ws
         });
         (server, client)
+    }
+
+    /// A client over an in-memory pipe, offering `protocol`, logged in.
+    async fn pair(
+        protocol: &str,
+    ) -> (
+        Result<(WsStream<tokio::io::DuplexStream>, String), HandshakeError>,
+        Option<WebSocketStream<tokio::io::DuplexStream>>,
+    ) {
+        pair_gated(protocol, &logged_in()).await
     }
 
     async fn send(client: &mut WebSocketStream<tokio::io::DuplexStream>, m: Message) {
@@ -484,7 +534,32 @@ mod tests {
             "c".repeat(2000)
         );
         b.write_all(request.as_bytes()).await.unwrap();
-        let server = accept_ws(a, SETTINGS).await;
+        let server = accept_ws(a, settings(&logged_in())).await;
         assert!(matches!(server, Err(HandshakeError::TooLarge { limit: 1024 })), "{:?}", server.err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_login_a_message_is_read_only_so_far() {
+        let gate = Arc::new(LoginGate::default());
+        let (server, client) = pair_gated("mqtt", &gate).await;
+        let (mut server, _) = server.unwrap();
+        let mut client = client.unwrap();
+        // A message of 1 MiB, as a client that has not logged in may send one.
+        let big = Bytes::from(vec![0x5a; 1 << 20]);
+        let sender = tokio::spawn({
+            let big = big.clone();
+            async move { send(&mut client, Message::Binary(big)).await }
+        });
+        // Nothing of it comes out before the login (tungstenite reads a message whole), and the
+        // client cannot send it all: the broker read at most LOGIN_READ_AHEAD of it, and the
+        // 64 KiB pipe is full (the time is paused: the wait ends once every task waits).
+        let mut buf = vec![0u8; 1 << 20];
+        assert!(tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await.is_err());
+        assert!(!sender.is_finished(), "the whole message was taken before the login");
+        // Once the client has logged in, the rest is read.
+        gate.open();
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf[..], &big[..]);
+        sender.await.unwrap();
     }
 }
