@@ -14,7 +14,7 @@ pub enum DecodeError {
     /// The remaining length field runs past four bytes (sections 1.5.5 and 2.1.4).
     #[error("malformed remaining length: more than 4 bytes")]
     RemainingLengthTooLong,
-    /// The whole packet is larger than the receiver accepts (5.0 sections 3.1.2.11.4, 4.13).
+    /// The whole packet is larger than the receiver accepts (5.0 sections 3.1.2.11.4, 3.2.2.3.6, 4.13).
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge {
         /// The size announced by the fixed header, in bytes.

@@ -175,9 +175,9 @@ impl FixedHeader {
         };
         let header = FixedHeader { packet_type, flags, remaining_length, header_len: 1 + n };
         if header.packet_len() > max_packet_size {
-            // 5.0 sections 3.1.2.11.4 and 4.13: a packet above the receiver's Maximum Packet Size
-            // is refused with 0x95 Packet too large; decided from the fixed header alone, so the
-            // body is never buffered.
+            // 5.0 sections 3.1.2.11.4 (a client's), 3.2.2.3.6 (a server's) and 4.13: a packet
+            // above the receiver's Maximum Packet Size is refused with 0x95 Packet too large;
+            // decided from the fixed header alone, so the body is never buffered.
             return Err(DecodeError::PacketTooLarge { size: header.packet_len(), max: max_packet_size });
         }
         Ok(Some(header))
