@@ -24,7 +24,7 @@ pub use close::CloseReason;
 pub use effect::{DeliveryEvent, Effect, Ending, PendingAck, WillPlan};
 pub use message::{Delivery, Message, StoreEntry};
 pub use outgoing::{Awaiting, InFlight, Outgoing};
-pub use state::{Replay, SessionHasher, SessionState, SubscriptionRecord};
+pub use state::{Replay, Replays, SessionHasher, SessionState, SubscriptionRecord};
 
 use crate::auth::ClientAccess;
 use reauth::EnhancedState;

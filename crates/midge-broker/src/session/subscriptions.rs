@@ -63,7 +63,12 @@ impl Session {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                self.state.replay(Replay { filter: filter.clone(), qos: options.qos, sub_id, cursor: None });
+                self.state.replays.start(Replay {
+                    filter: filter.clone(),
+                    qos: options.qos,
+                    sub_id,
+                    cursor: None,
+                });
             }
             self.busy().effects.push_back(Effect::Subscribe { filter, options, id: sub_id });
             codes.push(ReasonCode::granted(options.qos));
@@ -90,7 +95,7 @@ impl Session {
                 continue;
             }
             let existed = self.state.subscriptions.remove(&filter).is_some();
-            self.state.replays.retain(|r| r.filter != filter);
+            self.state.replays.stop(&filter);
             if existed {
                 self.busy().effects.push_back(Effect::Unsubscribe { filter });
             }
