@@ -316,6 +316,17 @@ impl Registry {
         due
     }
 
+    /// The times something is due for the parked session of `client_id` (its expiry, its
+    /// delayed will); none when it is not parked.
+    pub fn parked_at(&self, client_id: &str) -> Vec<Instant> {
+        match self.clients.lock().get(client_id) {
+            Some(Entry::Offline(parked)) => {
+                parked.expires_at.into_iter().chain(parked.will.as_ref().map(|w| w.due)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The control slot of connection `conn_id` if it still holds `client_id`.
     pub fn holder(&self, client_id: &str, conn_id: u64) -> Option<Arc<ControlSlot>> {
         match self.clients.lock().get(client_id) {

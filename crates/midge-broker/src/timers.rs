@@ -54,6 +54,8 @@ impl Ord for Due {
 struct Heap {
     entries: BinaryHeap<Reverse<Due>>,
     seq: u64,
+    /// Entries after the last sweep ([`Timers::sweep`]).
+    swept_len: usize,
 }
 
 impl Heap {
@@ -134,6 +136,36 @@ impl Timers {
         parked
     }
 
+    /// Drops the entries nothing will come of, once the heap has grown to twice what it held
+    /// after the last sweep (and by 1,024 more): a connection's deadline when the connection
+    /// is gone or looks at another time, a parked session's time when `parked_at` (the
+    /// registry) no longer has it due then (the client came back; parked again, its session
+    /// has new times). Without it, every connection closed left an entry until its keep
+    /// alive had passed (27 hours at most), and every session parked one until its expiry
+    /// (years), however often the same client came back.
+    pub fn sweep(&self, mut parked_at: impl FnMut(&ByteString) -> Vec<Instant>) {
+        let entries = {
+            let mut heap = self.heap.lock();
+            if heap.entries.len() <= 2 * heap.swept_len + 1024 {
+                return;
+            }
+            std::mem::take(&mut heap.entries)
+        };
+        // Out of the lock: the registry is asked about each parked session.
+        let kept: Vec<Reverse<Due>> = entries
+            .into_iter()
+            .filter(|Reverse(due)| match &due.target {
+                Target::Connection(weak) => {
+                    weak.upgrade().is_some_and(|slot| slot.watched_ms.load(Ordering::Relaxed) == due.at_ms)
+                }
+                Target::Parked(id) => parked_at(id).into_iter().any(|at| self.ms(at) == due.at_ms),
+            })
+            .collect();
+        let mut heap = self.heap.lock();
+        heap.entries.extend(kept);
+        heap.swept_len = heap.entries.len();
+    }
+
     /// Entries in the heap (for tests and metrics).
     pub fn len(&self) -> usize {
         self.heap.lock().entries.len()
@@ -181,5 +213,43 @@ mod tests {
         timers.park("a".into(), t + Duration::from_secs(5));
         assert!(timers.fire(t + Duration::from_secs(4)).is_empty());
         assert_eq!(timers.fire(t + Duration::from_secs(5)), vec![ByteString::from("a")]);
+    }
+
+    #[test]
+    fn what_nothing_will_come_of_is_swept() {
+        let timers = Timers::default();
+        let t = timers.epoch;
+        // One client parked and back 5,000 times (its session parked each time with a new
+        // expiry), 3,000 connections closed with their keep alive still running, and one
+        // connection and one parked session that are live.
+        for i in 0..5_000 {
+            timers.park("again".into(), t + Duration::from_secs(1_000_000 + i));
+        }
+        for _ in 0..3_000 {
+            timers.watch(&ControlSlot::new(), Some(t + Duration::from_secs(98_000)));
+        }
+        let live = ControlSlot::new();
+        timers.watch(&live, Some(t + Duration::from_secs(60)));
+        timers.park("parked".into(), t + Duration::from_secs(3_600));
+        let registry = |id: &ByteString| match id.as_ref() {
+            "again" => vec![t + Duration::from_secs(1_000_000 + 4_999)],
+            "parked" => vec![t + Duration::from_secs(3_600)],
+            _ => vec![],
+        };
+        assert_eq!(timers.len(), 8_002);
+        timers.sweep(registry);
+        assert_eq!(timers.len(), 3, "the live connection, the parked session, the last parking");
+        // Not again until the heap has grown: a sweep costs a look at every entry.
+        for i in 0..1_000 {
+            timers.park("again".into(), t + Duration::from_secs(i));
+        }
+        timers.sweep(registry);
+        assert_eq!(timers.len(), 1_003);
+        // What was kept still comes due.
+        assert_eq!(
+            timers.fire(t + Duration::from_secs(3_600)).iter().filter(|id| *id == "parked").count(),
+            1
+        );
+        assert!(matches!(live.try_recv(), Some(Control::Timeout)));
     }
 }

@@ -647,6 +647,7 @@ impl Broker {
             let due = self.registry.parked_due(&client_id, now);
             expired += usize::from(self.settle_parked(&client_id, due, now));
         }
+        self.timers.sweep(|client_id| self.registry.parked_at(client_id));
         expired
     }
 
