@@ -335,7 +335,8 @@ impl Broker {
                     "use_username_as_clientid: a client without a user name",
                 ));
             };
-            plan.client_id = user.clone();
+            // A copy, as any client id: not a slice of the CONNECT.
+            plan.client_id = ByteString::from(&**user);
             plan.assigned = false;
         }
         if let Some(prefix) = &settings.clientid_prefixes {
@@ -448,11 +449,18 @@ impl Broker {
 
     fn start(self: &Arc<Self>, params: StartParams, found: Option<Owned>, now: Instant) -> Opening {
         let StartParams { mut connect, plan, username, access, enhanced, recheck, conn_id, control } = params;
+        // What the session keeps of the CONNECT is its own: a slice would keep the whole packet
+        // (up to 100 kB, user properties and all) alive with the session, and after it while
+        // its will waits.
+        let username = username.map(|u| ByteString::from(&*u));
         if let Some(w) = &mut connect.will {
             // 3.1.1 cannot be told a will QoS or retain is unsupported (5.0 was refused in
             // plan_connect): the will is kept at what the broker supports.
             w.qos = w.qos.min(plan.limits.max_qos);
             w.retain &= self.config.retain_available;
+            w.topic = ByteString::from(&*w.topic);
+            w.payload = Bytes::copy_from_slice(&w.payload);
+            w.properties = w.properties.detached();
         }
         let (owned, session_present) = match found {
             // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.

@@ -543,8 +543,15 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
         if !link.wants_input() || conn.wbuf.len() >= WRITE_HIGH_WATER {
             return false;
         }
+        let buffered = conn.rbuf.len();
         match decode(&mut conn.rbuf, version, max_packet) {
             Ok(Some(packet)) => {
+                if buffered - conn.rbuf.len() > MAX_READ {
+                    // The buffer grew for this packet: what follows it goes to one of its
+                    // own, or a message kept as a slice of it (a retained one over 64 KiB)
+                    // would keep the large one alive with it.
+                    conn.rbuf = BytesMut::from(&conn.rbuf[..]);
+                }
                 tally.packet(&packet);
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     tracing::debug!(
