@@ -357,21 +357,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     }
 }
 
+/// The most one message sent carries: a larger packet goes out in several (a receiver "MUST
+/// NOT assume that MQTT Control Packets are aligned on WebSocket frame boundaries"
+/// [MQTT-6.0.0-2]). Each message is a copy, and tungstenite's write buffer keeps the size of
+/// the largest: in one message, a 50 MB message cost every WebSocket subscriber 50 MB more,
+/// for as long as it stayed connected.
+const MESSAGE_MAX: usize = 64 * 1024;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_send(cx, Bytes::copy_from_slice(buf))
+        let n = buf.len().min(MESSAGE_MAX);
+        self.poll_send(cx, Bytes::copy_from_slice(&buf[..n]))
     }
 
     /// The connection's queue hands over a packet's header and a large shared payload as two
-    /// slices: they go out in one message.
+    /// slices: they go out together, in messages of at most [`MESSAGE_MAX`].
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let mut data = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        let mut data = BytesMut::with_capacity(bufs.iter().map(|b| b.len()).sum::<usize>().min(MESSAGE_MAX));
         for b in bufs {
-            data.extend_from_slice(b);
+            let room = MESSAGE_MAX - data.len();
+            data.extend_from_slice(&b[..b.len().min(room)]);
+            if data.len() == MESSAGE_MAX {
+                break;
+            }
         }
         self.poll_send(cx, data.freeze())
     }
@@ -480,6 +492,38 @@ mod tests {
         // A text frame is an error [MQTT-6.0.0-1]; a close frame is the end of the stream.
         send(&mut client, Message::Text("hi".into())).await;
         assert_eq!(server.read(&mut got).await.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[tokio::test]
+    async fn a_large_packet_goes_out_in_messages_of_64_kib_at_most() {
+        let (server, client) = pair("mqtt").await;
+        let (mut server, _) = server.unwrap();
+        let mut client = client.unwrap();
+        let head = [0x30u8; 5];
+        let payload: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let writer = tokio::spawn(async move {
+            let mut bufs = [io::IoSlice::new(&head), io::IoSlice::new(&payload)];
+            let mut bufs = &mut bufs[..];
+            while !bufs.is_empty() {
+                let n = server.write_vectored(bufs).await.unwrap();
+                io::IoSlice::advance_slices(&mut bufs, n);
+            }
+            server.flush().await.unwrap();
+            server
+        });
+        let mut got = Vec::new();
+        while got.len() < 200_005 {
+            match std::future::poll_fn(|cx| Pin::new(&mut client).poll_next(cx)).await.unwrap().unwrap() {
+                Message::Binary(m) => {
+                    assert!(m.len() <= MESSAGE_MAX, "a message of {} bytes", m.len());
+                    got.extend_from_slice(&m);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let _server = writer.await.unwrap();
+        assert_eq!(&got[..5], &[0x30u8; 5]);
+        assert!(got[5..].iter().enumerate().all(|(i, &b)| b == i as u8));
     }
 
     #[tokio::test]
