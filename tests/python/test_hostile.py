@@ -1343,7 +1343,7 @@ def read_publish(c: RawClient) -> None:
     exact(n)
 
 
-STORED_KINDS = ["alias", "retained", "subscription", "properties", "payload"]
+STORED_KINDS = ["alias", "retained", "subscription", "properties", "payload", "will", "after-large"]
 
 
 @pytest.mark.parametrize("kind", STORED_KINDS)
@@ -1359,7 +1359,12 @@ def test_what_a_client_stores_keeps_no_packet_alive(broker_factory, kind):
     properties: 200 retained messages of 1 byte with a user property, each read in a
     buffer of its own (60 KB of other messages between them): its property held the whole
     buffer (166 MiB for 2,000);
-    payload: the same with 200 retained messages of 4,100 bytes (172 MiB for 2,000)."""
+    payload: the same with 200 retained messages of 4,100 bytes (172 MiB for 2,000);
+    will: 100 clients whose CONNECT carries 95 kB of user properties and a will of 1 byte
+    with a delay of an hour, gone without DISCONNECT (their sessions parked with the will);
+    after-large: a PUBLISH of 40 MB (over what glibc's malloc keeps for reuse, so freeing it
+    shows), then in the same write a retained message of 70 kB, over the size up to which a
+    message is copied: it held the buffer grown for the first."""
     b = broker_factory(verbose=False)
     alias_hog = None
     if kind == "alias":
@@ -1369,7 +1374,7 @@ def test_what_a_client_stores_keeps_no_packet_alive(broker_factory, kind):
     retained_hog = RawClient(b.port, V5, timeout=30)
     retained_hog.connect(unique_id("retained-hog"))
     packet = {"alias": 20 * MIB, "retained": 20 * MIB, "subscription": 18 * MIB, "properties": 12 * MIB,
-              "payload": 12 * MIB}[kind]
+              "payload": 12 * MIB, "will": 100 * 95_000, "after-large": 40 * MIB}[kind]
 
     def one_round(i: int) -> None:
         if kind == "alias":
@@ -1390,6 +1395,20 @@ def test_what_a_client_stores_keeps_no_packet_alive(broker_factory, kind):
                 retained_hog.send(raw.publish("junk", b"j" * 60_000, version=V5))
             retained_hog.send(raw.pingreq())
             retained_hog.expect(raw.PINGRESP)
+        elif kind == "will":
+            padding = [("UserProperty", ("k", "v" * 940))] * 100
+            for j in range(100):
+                c = RawClient(b.port, V5, timeout=30)
+                c.connect(unique_id(f"will{i}-{j}"), clean=False,
+                          will={"topic": "w/gone", "payload": b"x", "props": {"WillDelayInterval": 3600}},
+                          props=[*padding, ("SessionExpiryInterval", 3600)])
+                c.close()
+            retained_hog.send(raw.pingreq())
+            retained_hog.expect(raw.PINGRESP)
+        elif kind == "after-large":
+            retained_hog.send(raw.publish("junk", b"j" * (40 * MIB), version=V5)
+                              + raw.publish(f"big/{i}", b"r" * 70_000, qos=1, packet_id=1, retain=True, version=V5))
+            retained_hog.expect(raw.PUBACK, timeout=30)
         else:
             padding = [("UserProperty", ("k", "v" * 60_000))] * 300
             c = RawClient(b.port, V5, timeout=30)
