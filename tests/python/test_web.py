@@ -299,6 +299,21 @@ def test_packets_split_across_frames_and_several_in_one_frame(brokers):
     c.wait_closed()
 
 
+def test_a_large_publish_sent_right_after_connect_waits_for_the_login(brokers):
+    """Before the login the broker reads a WebSocket client only so far (256 KiB past the
+    handshake): a client that sends a PUBLISH of 1 MB right after its CONNECT, before the
+    CONNACK, is read on once it has logged in; both come through."""
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    c = ws_raw(b.ports["ws"])
+    big = b"b" * 1_000_000
+    c.sock.send_raw(ws_client.frame(raw.connect(unique_id("eager"))))
+    c.sock.send_raw(ws_client.frame(raw.publish("eager/t", big, qos=1, packet_id=3)))
+    c.expect(CONNACK)
+    assert c.expect(PUBACK).packet_id == 3
+    c.send(raw.disconnect())
+    c.wait_closed()
+
+
 def test_a_text_frame_closes_the_connection(brokers):
     b = brokers(ANON_TCP + WS, ports=("port", "ws"))
     c = ws_raw(b.ports["ws"])

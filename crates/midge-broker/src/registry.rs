@@ -317,13 +317,12 @@ impl Registry {
     }
 
     /// The times something is due for the parked session of `client_id` (its expiry, its
-    /// delayed will); none when it is not parked.
-    pub fn parked_at(&self, client_id: &str) -> Vec<Instant> {
+    /// delayed will); none when it is not parked. The timers are told of them after the
+    /// registry has the session parked ([`crate::timers::Timers::sweep`] relies on it).
+    pub fn parked_at(&self, client_id: &str) -> [Option<Instant>; 2] {
         match self.clients.lock().get(client_id) {
-            Some(Entry::Offline(parked)) => {
-                parked.expires_at.into_iter().chain(parked.will.as_ref().map(|w| w.due)).collect()
-            }
-            _ => Vec::new(),
+            Some(Entry::Offline(parked)) => [parked.expires_at, parked.will.as_ref().map(|w| w.due)],
+            _ => [None, None],
         }
     }
 

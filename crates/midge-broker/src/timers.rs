@@ -143,7 +143,7 @@ impl Timers {
     /// has new times). Without it, every connection closed left an entry until its keep
     /// alive had passed (27 hours at most), and every session parked one until its expiry
     /// (years), however often the same client came back.
-    pub fn sweep(&self, mut parked_at: impl FnMut(&ByteString) -> Vec<Instant>) {
+    pub fn sweep(&self, mut parked_at: impl FnMut(&ByteString) -> [Option<Instant>; 2]) {
         let entries = {
             let mut heap = self.heap.lock();
             if heap.entries.len() <= 2 * heap.swept_len + 256 {
@@ -158,7 +158,7 @@ impl Timers {
                 Target::Connection(weak) => {
                     weak.upgrade().is_some_and(|slot| slot.watched_ms.load(Ordering::Relaxed) == due.at_ms)
                 }
-                Target::Parked(id) => parked_at(id).into_iter().any(|at| self.ms(at) == due.at_ms),
+                Target::Parked(id) => parked_at(id).into_iter().flatten().any(|at| self.ms(at) == due.at_ms),
             })
             .collect();
         let mut heap = self.heap.lock();
@@ -232,9 +232,9 @@ mod tests {
         timers.watch(&live, Some(t + Duration::from_secs(60)));
         timers.park("parked".into(), t + Duration::from_secs(3_600));
         let registry = |id: &ByteString| match id.as_ref() {
-            "again" => vec![t + Duration::from_secs(1_000_000 + 4_999)],
-            "parked" => vec![t + Duration::from_secs(3_600)],
-            _ => vec![],
+            "again" => [Some(t + Duration::from_secs(1_000_000 + 4_999)), None],
+            "parked" => [None, Some(t + Duration::from_secs(3_600))],
+            _ => [None, None],
         };
         assert_eq!(timers.len(), 8_002);
         timers.sweep(registry);

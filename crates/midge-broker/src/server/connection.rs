@@ -109,6 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Moves what is left to read into a buffer of its own (with room for a read), so that
+    /// nothing read from now on shares the allocation of what was read before.
+    fn fresh_rbuf(&mut self) {
+        let mut fresh = BytesMut::with_capacity(self.rbuf.len() + self.read_size);
+        fresh.extend_from_slice(&self.rbuf);
+        self.rbuf = fresh;
+    }
+
     /// After a write: an emptied large write buffer is given back.
     fn after_write(&mut self) {
         self.wbuf.shrink(4 * MAX_READ);
@@ -223,9 +231,12 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         Conn { stream, rbuf: BytesMut::new(), wbuf: OutQueue::default(), peer, read_size: MIN_READ };
     let max_packet = broker.config.max_packet_bytes();
     let link = establish(&broker, &mut conn, info, max_packet).await?;
-    // The CONNECT is decoded: its bytes (and the buffer under them) are not kept.
+    // The CONNECT is decoded: its bytes (and the buffer under them) are not kept, nor shared
+    // by what the client sent after it.
     if conn.rbuf.is_empty() {
         conn.rbuf = BytesMut::new();
+    } else {
+        conn.fresh_rbuf();
     }
     // An idle connection holds no write buffer either: the CONNACK is written as it goes.
     if broker.is_shutting_down() {
@@ -308,9 +319,6 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    if let Some(gate) = &info.login_gate {
-        gate.open();
-    }
     let mut opening = broker.open(*connect, auth, conn_id, control.clone(), Instant::now());
     if let Opening::TakeOver(pending) = opening {
         let mut pending = *pending;
@@ -361,6 +369,10 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Opening::TakeOver(_) => return None,
     };
+    // Logged in: a WebSocket connection is read on (nothing was read since the CONNECT).
+    if let Some(gate) = &info.login_gate {
+        gate.open();
+    }
     let session = link.session();
     if broker.config.connection_messages {
         tracing::info!(
@@ -550,7 +562,7 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
                     // The buffer grew for this packet: what follows it goes to one of its
                     // own, or a message kept as a slice of it (a retained one over 64 KiB)
                     // would keep the large one alive with it.
-                    conn.rbuf = BytesMut::from(&conn.rbuf[..]);
+                    conn.fresh_rbuf();
                 }
                 tally.packet(&packet);
                 if tracing::enabled!(tracing::Level::DEBUG) {

@@ -597,13 +597,16 @@ mod tests {
         // Nothing of it comes out before the login (tungstenite reads a message whole), and the
         // client cannot send it all: the broker read at most LOGIN_READ_AHEAD of it, and the
         // 64 KiB pipe is full (the time is paused: the wait ends once every task waits).
-        let mut buf = vec![0u8; 1 << 20];
-        assert!(tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await.is_err());
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 20];
+            server.read_exact(&mut buf).await.map(|_| buf)
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!reader.is_finished(), "a message was read before the login");
         assert!(!sender.is_finished(), "the whole message was taken before the login");
-        // Once the client has logged in, the rest is read.
+        // Once the client has logged in, the waiting reader is woken and reads the rest.
         gate.open();
-        server.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf[..], &big[..]);
+        assert_eq!(&reader.await.unwrap().unwrap()[..], &big[..]);
         sender.await.unwrap();
     }
 }
