@@ -1321,6 +1321,46 @@ def test_websocket_message_of_200_mb_before_login(broker_factory):
         s.close()
 
 
+def test_metrics_listener_with_many_endless_request_heads(broker_factory):
+    """150 connections to a metrics listener (protocol http), each sending 400 kB of a request
+    head that never ends: it serves 64 at once (the others are closed at once) and refuses a
+    head past 16 KiB (431), so the broker holds little of the 60 MB sent, where it used to
+    hold all of it for 30 s; MQTT clients are served, and /healthz answers after."""
+    import urllib.request
+
+    from support import free_port
+
+    http_port = free_port()
+    b = broker_factory(f"listener {http_port} 127.0.0.1", "protocol http", verbose=False)
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 400_000
+    socks = [open_raw(http_port) for _ in range(150)]
+
+    def send(sock: socket.socket) -> None:
+        try:
+            sock.sendall(head)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # closed: refused, or its head was
+
+    jobs = Background()
+    for sock in socks:
+        jobs.run(send, sock)
+    answers = []
+    for sock in socks:
+        sock.settimeout(10)
+        try:
+            answers.append(sock.recv(64))
+        except ConnectionResetError:
+            answers.append(b"")
+    jobs.join(30)
+    assert all(a == b"" or a.startswith(b"HTTP/1.1 431") for a in answers), {a[:20] for a in answers}
+    for sock in socks:
+        sock.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as r:
+        assert r.status == 200
+    budget = MemoryBudget("metrics request heads").add("metrics connection", 64 * KIB, len(socks))
+    after_attack(b, V311, budget)
+
+
 def read_publish(c: RawClient) -> None:
     """Reads one (large) PUBLISH whole, without RawClient's buffering."""
     def exact(n: int) -> bytes:

@@ -4,6 +4,7 @@
 //! orchestrators. Nothing else: it reads the counters and never touches a session.
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,32 @@ use crate::metrics::exposition;
 /// How long a scrape's connection may stay open without a request.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// The connections a metrics listener serves at once: scrapers are few, and each holds up to
+/// [`MAX_REQUEST_HEAD`]. Past it, a connection is closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The largest request head read (hyper's smallest buffer limit is 8 KiB; a scrape's request
+/// is a few hundred bytes): a larger one is refused with 431.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// One of a metrics listener's [`MAX_CONNECTIONS`], given back when dropped.
+pub struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    /// A place among the listener's connections (`open` counts them), if one is free.
+    pub fn new(open: &Arc<AtomicUsize>) -> Option<Open> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_CONNECTIONS).then_some(n + 1))
+            .ok()
+            .map(|_| Open(open.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves one HTTP connection (keep-alive: a scraper reuses it).
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     broker: Arc<Broker>,
@@ -34,6 +61,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(IDLE)
+        .max_buf_size(MAX_REQUEST_HEAD)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = connection.await {
         tracing::debug!("Metrics connection from {peer}: {e}.");

@@ -541,6 +541,8 @@ const ACCEPT_ERROR_EVERY: Duration = Duration::from_secs(10);
 
 async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let Bound { listener, local, index, tls, protocol } = bound;
+    // A metrics listener's connections open now ([`http::MAX_CONNECTIONS`]).
+    let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Failed accepts since the last line about them, and when that line was logged: out of
     // file descriptors, accept fails as fast as clients knock, and the log says so once
     // every ten seconds, not each time.
@@ -572,8 +574,14 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
         let _ = stream.set_nodelay(true);
         let (broker, tls) = (broker.clone(), tls.clone());
         if protocol == ListenerProtocol::Http {
-            // A scrape: not an MQTT client, not counted against max_connections.
+            // A scrape: not an MQTT client, not counted against max_connections, but a
+            // metrics listener takes only so many at once.
+            let Some(open) = http::Open::new(&scrapes) else {
+                tracing::debug!("Metrics connection from {peer} refused: {} open.", http::MAX_CONNECTIONS);
+                continue;
+            };
             tokio::spawn(async move {
+                let _open = open;
                 match tls {
                     None => http::serve(broker, stream, peer).await,
                     Some(tls) => {
