@@ -1294,31 +1294,47 @@ def test_websocket_pings_from_a_client_that_never_reads(broker_factory):
 
 def test_websocket_message_of_200_mb_before_login(broker_factory):
     """Over WebSockets, a client that has not logged in announces a binary message of 200 MB
-    and streams into it for 4 s. The broker reads at most 256 KiB past the handshake before
-    the login (its socket pushes back), where it used to take in the whole message: its memory
-    stays within the bound for a connection that holds no packet, and others are served."""
+    and streams into it for 4 s, and ten more announce one. The broker reads at most 256 KiB
+    past the handshake before the login (its socket pushes back), where it used to take in
+    the whole message, and reserves nothing for them: its memory stays within the bound for
+    connections that hold no packet, and others are served."""
     import struct
 
     import ws_client as ws
     from support import free_port
 
+    def address_space() -> int:
+        with open(f"/proc/{b.proc.pid}/status") as f:
+            return next(int(line.split()[1]) * KIB for line in f if line.startswith("VmSize:"))
+
     ws_port = free_port()
     b = broker_factory(f"listener {ws_port} 127.0.0.1", "protocol websockets", verbose=False)
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.connect(("127.0.0.1", ws_port))
-    s.sendall(ws.upgrade_request())
-    assert b" 101 " in ws.read_response_head(s)
-    # A masked binary frame of 200 MB (the mask all zeros: the bytes go as they are).
-    s.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 200_000_000) + bytes(4))
+    before = address_space()
+    # A masked binary frame of 200 MB (the mask all zeros: the bytes go as they are); ten
+    # more clients only announce one.
+    frame_header = struct.pack("!BBQ", 0x82, 0x80 | 127, 200_000_000) + bytes(4)
+    socks = []
+    for _ in range(11):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.connect(("127.0.0.1", ws_port))
+        s.sendall(ws.upgrade_request())
+        assert b" 101 " in ws.read_response_head(s)
+        s.sendall(frame_header)
+        socks.append(s)
     sent = flood(s, bytes(64 * KIB), 4.0)
     try:
         # What the kernel's buffers on both sides hold (a few MB), not the 200 MB.
         assert sent < 32 * MIB, f"{mib(sent)} of the message taken before the login"
+        # Nor is the 200 MB reserved for each (tungstenite reserves a frame's length when it
+        # reads its header: 2.2 GB of address space).
+        grown = address_space() - before
+        assert grown < 200 * MIB, f"the broker's address space grew by {mib(grown)}"
         budget = MemoryBudget("websocket message before login").add("200 MB announced",
-                                                                     connection_bound(packet=256 * KIB))
-        after_attack(b, V311, budget, ws_bytes_taken=sent)
+                                                                     connection_bound(packet=256 * KIB), 11)
+        after_attack(b, V311, budget, ws_bytes_taken=sent, address_space_grown=grown)
     finally:
-        s.close()
+        for s in socks:
+            s.close()
 
 
 def test_metrics_listener_with_many_endless_request_heads(broker_factory):

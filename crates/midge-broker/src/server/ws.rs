@@ -145,7 +145,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let left = settings.headers_limit - prefix.len().min(settings.headers_limit);
-    let limited = Limited { inner: stream, left: Some(left), login: None, prefix: prefix.freeze() };
+    let limited = Limited::new(stream, left, prefix.freeze());
     match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
         Ok(mut ws) => {
             let limited = ws.get_mut();
@@ -174,7 +174,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 struct HeadersTooLarge;
 
 /// A stream that lets at most `left` bytes be read while it is set: the bound on the
-/// handshake request, then on what is read before the client has logged in.
+/// handshake request, then on what is read before the client has logged in. During the
+/// handshake it hands on the request head and nothing after it (what a client sends after
+/// it is frames, which tungstenite would take without [`FrameScan`]).
 #[derive(Debug)]
 pub struct Limited<S> {
     inner: S,
@@ -182,9 +184,148 @@ pub struct Limited<S> {
     /// After the handshake, until the client has logged in: once `left` is spent, reading
     /// waits for the gate (rather than failing), and the bound is lifted when it opens.
     login: Option<Arc<LoginGate>>,
-    /// What was read of the request before the handshake began (with `http_dir`): read
-    /// again first.
+    /// Before the login: where the reading stands in the client's frames.
+    frame: FrameScan,
+    /// During the handshake: how much of the empty line that ends the request head was seen
+    /// (`\r\n\r\n`, 4 once it ended).
+    head_end: u8,
+    /// Bytes read from the socket and not handed on yet (with `http_dir`, the request head
+    /// read before the handshake began; what followed the head): read first.
     prefix: Bytes,
+}
+
+impl<S: AsyncRead + Unpin> Limited<S> {
+    fn new(inner: S, left: usize, prefix: Bytes) -> Self {
+        Limited { inner, left: Some(left), login: None, frame: FrameScan::default(), head_end: 0, prefix }
+    }
+
+    /// Reads into `out` what was held back first, then from the socket; 0 at its end.
+    fn poll_source(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(out.len());
+            out[..n].copy_from_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(n));
+        }
+        let mut rb = ReadBuf::new(out);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        Poll::Ready(Ok(rb.filled().len()))
+    }
+
+    /// Puts bytes back in front of what is to be read.
+    fn hold(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            let mut held = BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            held.extend_from_slice(bytes);
+            held.extend_from_slice(&self.prefix);
+            self.prefix = held.freeze();
+        }
+    }
+
+    /// The client has logged in: no bound any more, and a header held back goes on first.
+    fn lift(&mut self) {
+        (self.left, self.login) = (None, None);
+        let rest = std::mem::take(&mut self.frame).rest_of_header();
+        self.hold(&rest);
+    }
+
+    /// The handshake: the request head, up to `left` bytes, and nothing after it.
+    fn poll_read_handshake(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        left: usize,
+    ) -> Poll<io::Result<()>> {
+        if left == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge)));
+        }
+        if self.head_end == 4 {
+            // tungstenite has the whole head and reads no more before it answers.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data read past the handshake request",
+            )));
+        }
+        // Through a small buffer: the request is small, and this happens once per connection.
+        let mut small = [0u8; 1024];
+        let n = left.min(small.len()).min(buf.remaining());
+        let got = ready!(self.poll_source(cx, &mut small[..n]))?;
+        let mut give = got;
+        for (i, &b) in small[..got].iter().enumerate() {
+            self.head_end = match (self.head_end, b) {
+                (0 | 2, b'\r') => self.head_end + 1,
+                (1 | 3, b'\n') => self.head_end + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if self.head_end == 4 {
+                give = i + 1;
+                break;
+            }
+        }
+        buf.put_slice(&small[..give]);
+        self.hold(&small[give..got]);
+        self.left = Some(left - give);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Before the login, with `left` (more than 0) still to read: frame headers are handed on
+    /// whole, and one whose payload does not fit in `left` waits for the login
+    /// ([`FrameScan`]).
+    fn poll_read_before_login(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let left = self.left.unwrap_or(0);
+        loop {
+            if !self.frame.header_read() {
+                // More of the header, no more: at most 14 bytes in all.
+                let mut small = [0u8; 14];
+                let need = self.frame.header_needs();
+                let got = ready!(self.poll_source(cx, &mut small[..need]))?;
+                if got == 0 {
+                    // The end of the stream: what there is of a header goes on, then the end.
+                    let rest = std::mem::take(&mut self.frame).rest_of_header();
+                    let n = rest.len().min(buf.remaining());
+                    buf.put_slice(&rest[..n]);
+                    return Poll::Ready(Ok(()));
+                }
+                self.frame.header.extend_from_slice(&small[..got]);
+                continue;
+            }
+            if let Some(rest) = self.frame.header_to_hand_on() {
+                if self.frame.given == 0 && self.frame.payload > left.saturating_sub(rest.len()) as u64 {
+                    // Too large to take before the login: the header waits for it.
+                    let Some(gate) = &self.login else { return Poll::Ready(Ok(())) };
+                    ready!(gate.poll_open(cx));
+                    self.lift();
+                    let n = self.prefix.len().min(buf.remaining());
+                    buf.put_slice(&self.prefix.split_to(n));
+                    return Poll::Ready(Ok(()));
+                }
+                let n = rest.len().min(buf.remaining()).min(left);
+                buf.put_slice(&rest[..n]);
+                self.frame.given += n;
+                self.left = Some(left - n);
+                return Poll::Ready(Ok(()));
+            }
+            if self.frame.payload == 0 {
+                self.frame = FrameScan::default();
+                continue;
+            }
+            // The payload, as it comes, within what is left.
+            let mut small = [0u8; 1024];
+            let n = (left.min(small.len()).min(buf.remaining()) as u64).min(self.frame.payload) as usize;
+            let got = ready!(self.poll_source(cx, &mut small[..n]))?;
+            buf.put_slice(&small[..got]);
+            self.frame.payload -= got as u64;
+            if self.frame.payload == 0 {
+                self.frame = FrameScan::default();
+            }
+            self.left = Some(left - got);
+            return Poll::Ready(Ok(()));
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
@@ -193,38 +334,91 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let head = self.prefix.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
+        let this = &mut *self;
         // Before the login: read on while `left` lasts, then wait for the gate.
-        let logged_in = match &self.login {
-            None => false,
-            Some(gate) if self.left == Some(0) => {
+        if let Some(gate) = &this.login {
+            let open = if this.left == Some(0) {
                 ready!(gate.poll_open(cx));
                 true
+            } else {
+                gate.is_open()
+            };
+            if open {
+                this.lift();
             }
-            Some(gate) => gate.is_open(),
+        }
+        match (this.left, this.login.is_some()) {
+            (None, _) if !this.prefix.is_empty() => {
+                let n = this.prefix.len().min(buf.remaining());
+                buf.put_slice(&this.prefix.split_to(n));
+                Poll::Ready(Ok(()))
+            }
+            (None, _) => Pin::new(&mut this.inner).poll_read(cx, buf),
+            (Some(_), true) => this.poll_read_before_login(cx, buf),
+            (Some(left), false) => this.poll_read_handshake(cx, buf, left),
+        }
+    }
+}
+
+/// Where the bytes read before the login stand in the client's frames (RFC 6455 section
+/// 5.2): tungstenite reserves a frame's whole length as soon as it has read its header, so a
+/// client nobody knows yet could make it reserve max_packet_size with 14 bytes. Before the
+/// login, a header is handed on only whole, and only when its payload fits in what may still
+/// be read ([`LOGIN_READ_AHEAD`]); a larger one waits for the login.
+#[derive(Debug, Default)]
+struct FrameScan {
+    /// The current frame's header, as read so far (at most 14 bytes).
+    header: Vec<u8>,
+    /// How much of it was handed on.
+    given: usize,
+    /// The current frame's payload still to come, once its header is read.
+    payload: u64,
+}
+
+impl FrameScan {
+    /// The header's length, from what of it is read: 2 bytes, the extended length (2 or 8)
+    /// and the masking key (4).
+    fn header_len(&self) -> usize {
+        let Some(&second) = self.header.get(1) else { return 2 };
+        let extended = match second & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
         };
-        if logged_in {
-            (self.left, self.login) = (None, None);
+        2 + extended + if second & 0x80 != 0 { 4 } else { 0 }
+    }
+
+    fn header_needs(&self) -> usize {
+        self.header_len() - self.header.len()
+    }
+
+    /// True once the whole header is read (and the payload's length known).
+    fn header_read(&mut self) -> bool {
+        if self.header.len() < 2 || self.header.len() < self.header_len() {
+            return false;
         }
-        let Some(left) = self.left else { return Pin::new(&mut self.inner).poll_read(cx, buf) };
-        if left == 0 {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge)));
+        if self.given == 0 && self.payload == 0 {
+            self.payload = match self.header[1] & 0x7f {
+                126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                127 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&self.header[2..10]);
+                    u64::from_be_bytes(n)
+                }
+                n => u64::from(n),
+            };
         }
-        // Through a small buffer of at most what is left: the request is small, and this
-        // happens once per connection.
-        let mut small = [0u8; 1024];
-        let n = left.min(small.len()).min(buf.remaining());
-        let mut rb = ReadBuf::new(&mut small[..n]);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
-        let got = rb.filled().len();
-        buf.put_slice(rb.filled());
-        self.left = Some(left - got);
-        Poll::Ready(Ok(()))
+        true
+    }
+
+    /// The part of a whole header not handed on yet, if any.
+    fn header_to_hand_on(&self) -> Option<&[u8]> {
+        (self.given < self.header.len()).then(|| &self.header[self.given..])
+    }
+
+    /// What was read of the header and not handed on.
+    fn rest_of_header(self) -> Bytes {
+        Bytes::copy_from_slice(&self.header[self.given.min(self.header.len())..])
     }
 }
 
@@ -608,5 +802,67 @@ mod tests {
         gate.open();
         assert_eq!(&reader.await.unwrap().unwrap()[..], &big[..]);
         sender.await.unwrap();
+    }
+
+    /// A [`Limited`] over one end of a pipe, as after the handshake (before the login, with
+    /// `left` to read), and the other end.
+    fn before_login(
+        left: usize,
+        gate: &Arc<LoginGate>,
+    ) -> (Limited<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut limited = Limited::new(a, left, Bytes::new());
+        limited.login = Some(gate.clone());
+        (limited, b)
+    }
+
+    /// A masked client frame header announcing `len` bytes of binary payload.
+    fn header(len: u64) -> Vec<u8> {
+        let mut h = vec![0x82, 0x80 | 127];
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0]);
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_login_a_frame_too_large_waits_with_its_header() {
+        let gate = Arc::new(LoginGate::default());
+        let (mut limited, mut client) = before_login(1000, &gate);
+        // A frame that fits goes through, header and payload, as it comes.
+        client.write_all(&header(10)).await.unwrap();
+        client.write_all(&[7; 10]).await.unwrap();
+        let mut got = [0u8; 24];
+        limited.read_exact(&mut got).await.unwrap();
+        assert_eq!((&got[..14], &got[14..]), (&header(10)[..], &[7u8; 10][..]));
+        // One announcing 200 MB: not one byte of its header is handed on (tungstenite would
+        // reserve the 200 MB) until the client has logged in.
+        client.write_all(&header(200_000_000)).await.unwrap();
+        client.write_all(b"payload").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(tokio::time::timeout(Duration::from_secs(5), limited.read(&mut buf)).await.is_err());
+        gate.open();
+        let mut got = vec![0u8; 21];
+        limited.read_exact(&mut got).await.unwrap();
+        assert_eq!((&got[..14], &got[14..]), (&header(200_000_000)[..], &b"payload"[..]));
+    }
+
+    #[tokio::test]
+    async fn the_handshake_is_handed_the_request_head_and_nothing_after_it() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let mut limited = Limited::new(a, 1024, Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r"));
+        b.write_all(b"\n\r\nframes").await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut buf = [0u8; 8];
+            let n = limited.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(head, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        // What follows the head is read once the handshake is over, as frames.
+        limited.left = None;
+        let mut rest = [0u8; 6];
+        limited.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"frames");
     }
 }
