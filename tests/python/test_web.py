@@ -655,6 +655,13 @@ def test_http_dir_serves_its_files_beside_mqtt_over_websockets(brokers, tmp_path
     client = WsPaho(ws, unique_id("beside-files"))
     assert client.connect() == 0, "MQTT over WebSockets on the same port"
     client.close()
+    # An upgrade request of 3,000 bytes (a browser's cookies), under websockets_headers_size
+    # (4,096): read once to see what it asks for, it counts once against the limit.
+    request = ws_client.upgrade_request(extra="Cookie: " + "c" * 2800 + "\r\n")
+    assert 2900 < len(request) < 4096
+    with socket.create_connection((HOST, ws), timeout=TIMEOUT) as s:
+        s.sendall(request)
+        assert ws_client.read_response_head(s).startswith(b"HTTP/1.1 101"), "a 3,000-byte handshake"
 
 
 def test_an_http_dir_that_cannot_be_read_stops_the_broker(tmp_path):

@@ -144,8 +144,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let left = settings.headers_limit - prefix.len().min(settings.headers_limit);
-    let limited = Limited::new(stream, left, prefix.freeze());
+    // What was read of the head already is handed on, and counted, as the rest.
+    let limited = Limited::new(stream, settings.headers_limit, prefix.freeze());
     match tokio_tungstenite::accept_hdr_async_with_config(limited, callback, Some(config)).await {
         Ok(mut ws) => {
             let limited = ws.get_mut();
@@ -187,8 +187,10 @@ pub struct Limited<S> {
     /// Before the login: where the reading stands in the client's frames.
     frame: FrameScan,
     /// During the handshake: how much of the empty line that ends the request head was seen
-    /// (`\r\n\r\n`, 4 once it ended).
+    /// (`\r\n\r\n`, 4 once it ended), once the head has begun (empty lines before the
+    /// request line are skipped, RFC 9112 section 2.2).
     head_end: u8,
+    head_begun: bool,
     /// Bytes read from the socket and not handed on yet (with `http_dir`, the request head
     /// read before the handshake began; what followed the head): read first.
     prefix: Bytes,
@@ -196,7 +198,15 @@ pub struct Limited<S> {
 
 impl<S: AsyncRead + Unpin> Limited<S> {
     fn new(inner: S, left: usize, prefix: Bytes) -> Self {
-        Limited { inner, left: Some(left), login: None, frame: FrameScan::default(), head_end: 0, prefix }
+        Limited {
+            inner,
+            left: Some(left),
+            login: None,
+            frame: FrameScan::default(),
+            head_end: 0,
+            head_begun: false,
+            prefix,
+        }
     }
 
     /// Reads into `out` what was held back first, then from the socket; 0 at its end.
@@ -251,6 +261,10 @@ impl<S: AsyncRead + Unpin> Limited<S> {
         let got = ready!(self.poll_source(cx, &mut small[..n]))?;
         let mut give = got;
         for (i, &b) in small[..got].iter().enumerate() {
+            self.head_begun |= !matches!(b, b'\r' | b'\n');
+            if !self.head_begun {
+                continue;
+            }
             self.head_end = match (self.head_end, b) {
                 (0 | 2, b'\r') => self.head_end + 1,
                 (1 | 3, b'\n') => self.head_end + 1,
@@ -844,6 +858,22 @@ mod tests {
         let mut got = vec![0u8; 21];
         limited.read_exact(&mut got).await.unwrap();
         assert_eq!((&got[..14], &got[14..]), (&header(200_000_000)[..], &b"payload"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_head_read_before_the_handshake_counts_once() {
+        // With http_dir, the head is read before the handshake to see what it asks for: it
+        // is handed on whole, within the limit, however much of it that took.
+        let head = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "p".repeat(3000));
+        let (a, _b) = tokio::io::duplex(64);
+        let mut limited = Limited::new(a, 4096, Bytes::from(format!("\r\n{head}")));
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\n") {
+            let mut buf = [0u8; 512];
+            let n = limited.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, format!("\r\n{head}").as_bytes());
     }
 
     #[tokio::test]
