@@ -198,18 +198,8 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self.inner.verify_tls12_signature(message, cert, dss) {
-            Err(_) if midge_net::tls::is_version_1(cert) => {
-                midge_net::tls::version1::verify_handshake_signature(
-                    message,
-                    cert,
-                    dss,
-                    &self.algorithms,
-                    false,
-                )
-            }
-            other => other,
-        }
+        let webpki = self.inner.verify_tls12_signature(message, cert, dss);
+        midge_net::tls::version1::handshake_signature(webpki, message, cert, dss, &self.algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -218,18 +208,8 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self.inner.verify_tls13_signature(message, cert, dss) {
-            Err(_) if midge_net::tls::is_version_1(cert) => {
-                midge_net::tls::version1::verify_handshake_signature(
-                    message,
-                    cert,
-                    dss,
-                    &self.algorithms,
-                    true,
-                )
-            }
-            other => other,
-        }
+        let webpki = self.inner.verify_tls13_signature(message, cert, dss);
+        midge_net::tls::version1::handshake_signature(webpki, message, cert, dss, &self.algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -374,18 +374,8 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self.webpki.verify_tls12_signature(message, cert, dss) {
-            Err(_) if midge_net::tls::is_version_1(cert) => {
-                midge_net::tls::version1::verify_handshake_signature(
-                    message,
-                    cert,
-                    dss,
-                    &self.algorithms,
-                    false,
-                )
-            }
-            other => other,
-        }
+        let webpki = self.webpki.verify_tls12_signature(message, cert, dss);
+        midge_net::tls::version1::handshake_signature(webpki, message, cert, dss, &self.algorithms, false)
     }
 
     fn verify_tls13_signature(
@@ -394,18 +384,8 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        match self.webpki.verify_tls13_signature(message, cert, dss) {
-            Err(_) if midge_net::tls::is_version_1(cert) => {
-                midge_net::tls::version1::verify_handshake_signature(
-                    message,
-                    cert,
-                    dss,
-                    &self.algorithms,
-                    true,
-                )
-            }
-            other => other,
-        }
+        let webpki = self.webpki.verify_tls13_signature(message, cert, dss);
+        midge_net::tls::version1::handshake_signature(webpki, message, cert, dss, &self.algorithms, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -119,16 +119,19 @@ pub fn verify<'a>(
     Err(invalid(error))
 }
 
-/// Verifies a handshake signature (TLS 1.2 `tls13` false, TLS 1.3 true) made with the key of a
-/// version 1 certificate that [`verify`] accepted.
-pub fn verify_handshake_signature(
+/// A handshake signature (TLS 1.2 `tls13` false, TLS 1.3 true) as webpki checked it
+/// (`webpki`), or, where webpki refused the key of a version 1 certificate that [`verify`]
+/// accepted, as checked with that key: what both a client's and a server's verifier do.
+pub fn handshake_signature(
+    webpki: Result<HandshakeSignatureValid, Error>,
     message: &[u8],
     der: &[u8],
     dss: &DigitallySignedStruct,
     algorithms: &WebPkiSupportedAlgorithms,
     tls13: bool,
 ) -> Result<HandshakeSignatureValid, Error> {
-    let cert = parse(der).ok_or(invalid(CertificateError::BadEncoding))?;
+    let Err(refused) = webpki else { return webpki };
+    let Some(cert) = parse(der) else { return Err(refused) };
     let spki = SubjectPublicKeyInfoDer::from(cert.tbs_certificate.subject_pki.raw);
     if tls13 {
         return rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, algorithms);
