@@ -54,6 +54,8 @@ struct Parts {
     /// `None` without cafile / capath.
     roots: Option<Arc<RootCertStore>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    /// What `crls` revoke.
+    revoked: Arc<Revocations>,
 }
 
 /// What a reload of a TLS listener did, part by part.
@@ -128,12 +130,12 @@ fn load_roots(s: &TlsSettings) -> Result<Option<Arc<RootCertStore>>, TlsSetupErr
 /// The CRLs of `crlfile`, and what they revoke.
 fn load_crls(
     s: &TlsSettings,
-) -> Result<(Vec<CertificateRevocationListDer<'static>>, Revocations), TlsSetupError> {
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, Arc<Revocations>), TlsSetupError> {
     let Some(path) = &s.crlfile else { return Ok(Default::default()) };
     let crls = midge_net::tls::load_crls(path)?;
     let revoked = Revocations::from_crls(&crls)
         .map_err(|e| TlsSetupError::Settings(format!("{}: {e}", path.display())))?;
-    Ok((crls, revoked))
+    Ok((crls, Arc::new(revoked)))
 }
 
 impl TlsListener {
@@ -149,14 +151,14 @@ impl TlsListener {
         let identity = load_identity(&settings)?;
         let roots = load_roots(&settings)?;
         let (crls, revoked) = load_crls(&settings)?;
-        let parts = Parts { identity, roots, crls };
+        let parts = Parts { identity, roots, crls, revoked: revoked.clone() };
         let acceptor = build(&settings, &parts, alpn)?;
         Ok(TlsListener {
             settings,
             alpn,
             acceptor: ArcSwap::from_pointee(acceptor),
             parts: Mutex::new(parts),
-            revocations: Arc::new(ArcSwap::from_pointee(revoked)),
+            revocations: Arc::new(ArcSwap::new(revoked)),
         })
     }
 
@@ -207,6 +209,7 @@ impl TlsListener {
                 identity: parts.identity.clone(),
                 roots: roots.clone().unwrap_or_else(|| parts.roots.clone()),
                 crls: crls.as_ref().map_or_else(|| parts.crls.clone(), |(c, _)| c.clone()),
+                revoked: crls.as_ref().map_or_else(|| parts.revoked.clone(), |(_, r)| r.clone()),
             };
             match client_verifier(s, &candidate) {
                 Ok(v) => break v,
@@ -256,8 +259,9 @@ impl TlsListener {
         }
         if let Some((c, revoked)) = crls {
             parts.crls = c;
+            parts.revoked = revoked.clone();
             let n = revoked.len();
-            self.revocations.store(Arc::new(revoked));
+            self.revocations.store(revoked);
             report.reloaded.push(format!(
                 "the CRL ({}: {n} revoked certificate{})",
                 names(&[&s.crlfile]),
@@ -302,7 +306,7 @@ fn client_verifier(
     let mut crl = None;
     if s.crlfile.is_some() {
         verifier = verifier.with_crls(parts.crls.iter().cloned()).only_check_end_entity_revocation();
-        crl = Some(Revocations::from_crls(&parts.crls).map_err(|e| TlsSetupError::Settings(e.to_string()))?);
+        crl = Some(parts.revoked.clone());
     }
     if !s.require_certificate {
         verifier = verifier.allow_unauthenticated();
@@ -321,7 +325,7 @@ struct ClientVerifier {
     webpki: Arc<dyn ClientCertVerifier>,
     roots: Arc<RootCertStore>,
     /// With `crlfile`: what its CRLs revoke.
-    crl: Option<Revocations>,
+    crl: Option<Arc<Revocations>>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
