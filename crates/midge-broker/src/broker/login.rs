@@ -81,15 +81,13 @@ impl LoginGate {
 
     /// Ready once the gate is open; until then `cx` is woken when it opens.
     pub fn poll_open(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        use std::sync::atomic::Ordering::Acquire;
-        if self.open.load(Acquire) {
-            return std::task::Poll::Ready(());
+        if !self.is_open() {
+            self.waiter.register(cx.waker());
+            if !self.is_open() {
+                return std::task::Poll::Pending;
+            }
         }
-        self.waiter.register(cx.waker());
-        match self.open.load(Acquire) {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
+        std::task::Poll::Ready(())
     }
 }
 

@@ -231,11 +231,21 @@ impl<S: AsyncRead + Unpin> Limited<S> {
         }
     }
 
-    /// The client has logged in: no bound any more, and a header held back goes on first.
-    fn lift(&mut self) {
-        (self.left, self.login) = (None, None);
-        let rest = std::mem::take(&mut self.frame).rest_of_header();
-        self.hold(&rest);
+    /// Once the client has logged in (waited for, if it has not): no bound any more, and
+    /// what was held back goes on first.
+    fn poll_read_after_login(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(gate) = &self.login {
+            ready!(gate.poll_open(cx));
+            (self.left, self.login) = (None, None);
+            let rest = std::mem::take(&mut self.frame).rest_of_header();
+            self.hold(&rest);
+        }
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
     }
 
     /// The handshake: the request head, up to `left` bytes, and nothing after it.
@@ -289,8 +299,8 @@ impl<S: AsyncRead + Unpin> Limited<S> {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
+        left: usize,
     ) -> Poll<io::Result<()>> {
-        let left = self.left.unwrap_or(0);
         loop {
             if !self.frame.header_read() {
                 // More of the header, no more: at most 14 bytes in all.
@@ -304,18 +314,15 @@ impl<S: AsyncRead + Unpin> Limited<S> {
                     buf.put_slice(&rest[..n]);
                     return Poll::Ready(Ok(()));
                 }
-                self.frame.header.extend_from_slice(&small[..got]);
+                self.frame.push(&small[..got]);
                 continue;
             }
             if let Some(rest) = self.frame.header_to_hand_on() {
                 if self.frame.given == 0 && self.frame.payload > left.saturating_sub(rest.len()) as u64 {
-                    // Too large to take before the login: the header waits for it.
-                    let Some(gate) = &self.login else { return Poll::Ready(Ok(())) };
-                    ready!(gate.poll_open(cx));
-                    self.lift();
-                    let n = self.prefix.len().min(buf.remaining());
-                    buf.put_slice(&self.prefix.split_to(n));
-                    return Poll::Ready(Ok(()));
+                    // Too large to take before the login: nothing more is read before it, and
+                    // the header waits for it.
+                    self.left = Some(0);
+                    return self.poll_read_after_login(cx, buf);
                 }
                 let n = rest.len().min(buf.remaining()).min(left);
                 buf.put_slice(&rest[..n]);
@@ -349,27 +356,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Before the login: read on while `left` lasts, then wait for the gate.
-        if let Some(gate) = &this.login {
-            let open = if this.left == Some(0) {
-                ready!(gate.poll_open(cx));
-                true
-            } else {
-                gate.is_open()
-            };
-            if open {
-                this.lift();
+        match (this.left, &this.login) {
+            (Some(left), None) => this.poll_read_handshake(cx, buf, left),
+            // Before the login: read on while `left` lasts, then wait for the gate.
+            (Some(left), Some(gate)) if left > 0 && !gate.is_open() => {
+                this.poll_read_before_login(cx, buf, left)
             }
-        }
-        match (this.left, this.login.is_some()) {
-            (None, _) if !this.prefix.is_empty() => {
-                let n = this.prefix.len().min(buf.remaining());
-                buf.put_slice(&this.prefix.split_to(n));
-                Poll::Ready(Ok(()))
-            }
-            (None, _) => Pin::new(&mut this.inner).poll_read(cx, buf),
-            (Some(_), true) => this.poll_read_before_login(cx, buf),
-            (Some(left), false) => this.poll_read_handshake(cx, buf, left),
+            _ => this.poll_read_after_login(cx, buf),
         }
     }
 }
@@ -407,11 +400,15 @@ impl FrameScan {
     }
 
     /// True once the whole header is read (and the payload's length known).
-    fn header_read(&mut self) -> bool {
-        if self.header.len() < 2 || self.header.len() < self.header_len() {
-            return false;
-        }
-        if self.given == 0 && self.payload == 0 {
+    fn header_read(&self) -> bool {
+        self.header.len() >= 2 && self.header.len() == self.header_len()
+    }
+
+    /// More of the header (at most [`FrameScan::header_needs`]); once it is whole, its
+    /// payload's length.
+    fn push(&mut self, bytes: &[u8]) {
+        self.header.extend_from_slice(bytes);
+        if self.header_read() {
             self.payload = match self.header[1] & 0x7f {
                 126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
                 127 => {
@@ -422,7 +419,6 @@ impl FrameScan {
                 n => u64::from(n),
             };
         }
-        true
     }
 
     /// The part of a whole header not handed on yet, if any.
