@@ -137,8 +137,7 @@ impl Replays {
         let Some(q) = self.0.as_mut() else { return };
         let current = |(n, r): &(u64, Replay)| q.current.get(&r.filter) == Some(n);
         if q.queue.len() > 2 * q.current.len() + 16 {
-            let kept: VecDeque<(u64, Replay)> = q.queue.drain(..).filter(|e| current(e)).collect();
-            q.queue = kept;
+            q.queue.retain(current);
         }
         while q.queue.front().is_some_and(|e| !current(e)) {
             q.queue.pop_front();
