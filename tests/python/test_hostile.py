@@ -1218,6 +1218,28 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     assert sub.expect(raw.PUBLISH).payload == b"taken again"
 
 
+def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory):
+    """A message's user properties are forwarded with it, so they count as its payload does:
+    one queued message of a 1-byte payload and 3,000 bytes of user properties passes a limit
+    of 2,000 bytes (counting topic and payload only, it would hold 5 and let a client queue
+    its limit many times over in properties)."""
+    b = broker_factory("memory_limit 2000")
+    sub = raw.RawClient(b.port, raw.V5)
+    sub.connect("mlp-sub", clean=False, props={"SessionExpiryInterval": 300})
+    sub.subscribe(1, [("mlp/#", 1)])
+    sub.send(raw.disconnect(version=raw.V5))
+    sub.wait_closed()
+    pub = raw.RawClient(b.port, raw.V5)
+    pub.connect("mlp-pub")
+    pub.publish("mlp/t", b"x", qos=1, props=[("UserProperty", ("k", "v" * 3000))])
+    pub.send(raw.publish("mlp/t", b"dropped", 1, False, packet_id=2, version=raw.V5))
+    got = pub.wait_closed()
+    assert [(p.type, p.reason) for p in got] == [(raw.DISCONNECT, 0x97)], got
+    sub = raw.RawClient(b.port, raw.V5)
+    assert sub.connect("mlp-sub", clean=False, props={"SessionExpiryInterval": 300}).session_present
+    p = sub.expect(raw.PUBLISH)
+    assert p.payload == b"x" and p.props["UserProperty"] == [("k", "v" * 3000)], p
+
 def test_a_memory_limit_not_reached_changes_nothing(broker_factory):
     b = broker_factory("memory_limit 8000000000")
     sub = raw.RawClient(b.port, raw.V311)

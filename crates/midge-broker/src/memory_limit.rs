@@ -5,7 +5,7 @@
 //! midge has no allocator of its own (`forbid(unsafe_code)`), and the process's resident
 //! memory does not go down when messages go (the C allocator keeps freed memory), so a
 //! burst would shut publishers out for good. midge counts what grows with the traffic: the
-//! bytes of every message it holds (topic and payload; queued, in flight, retained, being
+//! bytes of every message it holds (topic, payload and properties; queued, in flight, retained, being
 //! routed), each counted once however many sessions share it, from when it is made
 //! ([`Held::new`]) until its last holder drops it. A broker without the option does not
 //! count (one relaxed load per message).

@@ -605,8 +605,9 @@ impl Properties {
         Ok(Properties(props))
     }
 
-    /// The length of the properties themselves, without the length prefix.
-    pub(crate) fn content_len(&self) -> usize {
+    /// The length of the properties themselves, without the length prefix: roughly what
+    /// their values hold in memory.
+    pub fn content_len(&self) -> usize {
         self.0.iter().map(Property::encoded_len).sum()
     }
 

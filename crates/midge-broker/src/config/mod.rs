@@ -448,7 +448,7 @@ pub struct Config {
     /// `max_queued_bytes`: the payload bytes queued per session beyond those in flight,
     /// beside their count; the first limit reached applies (0: none).
     pub max_queued_bytes: usize,
-    /// `memory_limit`: the bytes of messages held (topic and payload) past which publishers are
+    /// `memory_limit`: the bytes of messages held (topic, payload and properties) past which publishers are
     /// disconnected and their messages dropped (0: none).
     pub memory_limit: usize,
     /// `connection_messages`: log each connection, client and disconnection (true).

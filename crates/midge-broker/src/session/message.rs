@@ -62,7 +62,8 @@ impl Message {
             });
         }
         let (topic, payload, properties) = own_copy(topic, payload, properties);
-        let held = crate::memory_limit::Held::new(topic.len() + payload.len());
+        // The properties kept count too: user properties may hold as much as the payload.
+        let held = crate::memory_limit::Held::new(topic.len() + payload.len() + properties.content_len());
         Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now, held }
     }
 
