@@ -884,6 +884,55 @@ def test_mosquitto_database_is_imported_at_first_start(store_brokers, tmp_path):
     assert broker.restored_counts() == (2, 3, 0), broker.restored.group(0)
 
 
+def test_a_mosquitto_database_that_cannot_be_imported_stops_the_first_start(store_brokers, tmp_path):
+    """A mosquitto.db found at the first start that is not a database (here a truncated
+    one, and then random bytes): as mosquitto refuses to start over a database it cannot
+    restore ("Unable to restore persistent database"), midge refuses to start, with an error
+    naming the file and the way out, makes no store, and so tries again at the next start
+    (it used to start empty, say so once, and never look at the file again: the sessions in
+    it were lost without a second word). With `--set-aside-bad-store` the file is moved aside
+    and the broker starts empty."""
+    data = tmp_path / "bad-import"
+    ids = mosquitto_with_state(tmp_path, data)
+    db = data / "mosquitto.db"
+    whole = db.read_bytes()
+    db.write_bytes(whole[: len(whole) - 5])
+    broker = store_brokers(data=data)
+    for attempt in range(2):
+        rc = broker.run_to_exit()
+        assert rc == 1, f"exit code {rc}; log:\n{broker.log()}"
+        assert re.search(rf"cannot import {re.escape(str(db))} \(mosquitto's database\): chunk \d+ \(type \d+\) "
+                         r"at offset \d+ is damaged\.", broker.log()), broker.log()
+        assert "--set-aside-bad-store" in broker.log(), broker.log()
+        assert "midge runs as user" not in broker.log(), "the file's content is wrong, not its owner"
+        assert not broker.store.exists(), f"a store was made (attempt {attempt + 1})"
+        assert db.read_bytes() == whole[: len(whole) - 5], "mosquitto.db was changed"
+    # Once repaired, it is imported.
+    db.write_bytes(whole)
+    broker.start()
+    assert broker.find_log(r"Imported \S+ \(mosquitto's database\): 3 retained messages, 2 sessions"), broker.log()
+    c, ack = connect(broker.port, ids["s311"], V311, clean=False)
+    with c:
+        assert ack.session_present
+    broker.term()
+
+    other = tmp_path / "random-import"
+    other.mkdir()
+    (other / "mosquitto.db").write_bytes(os.urandom(4096))
+    broker = store_brokers(data=other)
+    assert broker.run_to_exit() == 1
+    assert "not a mosquitto database (unrecognised file format)" in broker.log(), broker.log()
+    broker.start("--set-aside-bad-store")
+    m = broker.find_log(r"cannot import \S+ \(mosquitto's database\): not a mosquitto database "
+                        r"\(unrecognised file format\): moved to (\S+); nothing was imported\.")
+    assert m, broker.log()
+    aside = Path(m.group(1))
+    assert re.fullmatch(r"mosquitto\.db\.bad-\d+", aside.name) and aside.parent == other, aside
+    assert len(aside.read_bytes()) == 4096
+    assert broker.restored_counts() == (0, 0, 0), broker.restored.group(0)
+    assert (other / "mosquitto.db").stat().st_size == 47, "no empty mosquitto database in its place"
+
+
 # ---------------------------------------------------------------------------------------
 # 5. Saving on demand and by itself
 # ---------------------------------------------------------------------------------------

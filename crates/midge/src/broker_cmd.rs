@@ -27,7 +27,8 @@ pub struct BrokerArgs {
     daemon: bool,
     /// With persistence on, a store that cannot be read at all (a damaged manifest, a missing
     /// or foreign segment) is moved aside (renamed with `.bad-TIME`) and the broker starts
-    /// with an empty one, instead of refusing to start.
+    /// with an empty one, instead of refusing to start; so is a mosquitto database found at
+    /// the first start that cannot be imported.
     #[arg(long = "set-aside-bad-store")]
     set_aside_bad_store: bool,
 }
@@ -188,10 +189,18 @@ async fn start(
     // The store is the broker's user's: opened (and created) after root is given up, as the
     // log files are, so that its new segments can be written by that user.
     server.restore(set_aside_bad_store).map_err(|e| {
-        use midge_broker::store::StoreError;
-        crate::logging::error_to_log_and_stderr(&format!("Error: {e} (midge runs as user '{running_as}')."));
+        use midge_broker::store::{import::ImportFailure, StoreError};
+        use midge_broker::ServerError;
+        // Who could not open a file (the user is no help when a file's content is wrong).
+        let who = match &e {
+            ServerError::Store(StoreError::Io { .. }) | ServerError::Import(ImportFailure::Read { .. }) => {
+                format!(" (midge runs as user '{running_as}')")
+            }
+            _ => String::new(),
+        };
+        crate::logging::error_to_log_and_stderr(&format!("Error: {e}{who}."));
         match &e {
-            midge_broker::ServerError::Store(StoreError::Io { error, .. })
+            ServerError::Store(StoreError::Io { error, .. })
                 if error.kind() == std::io::ErrorKind::PermissionDenied =>
             {
                 if let Some(user) = &dropped_to {
@@ -201,11 +210,16 @@ async fn start(
                     );
                 }
             }
-            midge_broker::ServerError::Store(
+            ServerError::Store(
                 StoreError::Manifest(_) | StoreError::MissingSegment { .. } | StoreError::NotASegment { .. },
             ) => tracing::error!(
                 "The broker does not start over a store it cannot read. To start anyway with an empty \
                  store, keeping the unreadable one aside for inspection: midge broker --set-aside-bad-store"
+            ),
+            ServerError::Import(_) => tracing::error!(
+                "The broker does not start over a mosquitto database it cannot import (as mosquitto does \
+                 not); it tries again at the next start. To start without it, moving it aside: \
+                 midge broker --set-aside-bad-store"
             ),
             _ => {}
         }

@@ -59,6 +59,9 @@ pub enum ServerError {
     /// The store cannot be opened or read (persistence on).
     #[error("persistence: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// mosquitto's database, found at the first start, cannot be imported.
+    #[error("persistence: {0}")]
+    Import(#[from] crate::store::import::ImportFailure),
     /// The node cannot join its cluster (`cluster_*` options).
     #[error("cluster: {0}")]
     Cluster(#[from] cluster::ClusterError),
@@ -258,7 +261,8 @@ impl Server {
     /// start), reports what it found, and puts back what it holds. Call once before
     /// [`Server::run`], as the user the broker runs as (the store's files are that user's).
     /// `set_aside_unreadable`: a store that cannot be read at all is moved aside and a new one
-    /// started, instead of refusing to start.
+    /// started, and a mosquitto database that cannot be imported is moved aside, instead of
+    /// refusing to start.
     pub fn restore(&self, set_aside_unreadable: bool) -> Result<(), ServerError> {
         let p = &self.broker.config.persistence;
         if !p.enabled {
@@ -282,6 +286,24 @@ impl Server {
             reset,
         };
         let first_start = !dir.join("MANIFEST").exists();
+        // mosquitto's database is read before the store is made: refused, the next start
+        // tries again.
+        let found = if first_start {
+            match crate::store::import::load(&database) {
+                Ok(found) => found,
+                Err(e) if set_aside_unreadable => {
+                    let aside = crate::store::aside_path(&database);
+                    std::fs::rename(&database, &aside).map_err(|error| {
+                        ServerError::Store(crate::store::StoreError::Io { path: database.clone(), error })
+                    })?;
+                    tracing::warn!("{e}: moved to {}; nothing was imported.", aside.display());
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
         let (store, mut records, report) = crate::store::Store::open(options)?;
         if let Some((aside, why)) = &report.set_aside {
             tracing::warn!(
@@ -300,8 +322,8 @@ impl Server {
         for (path, damage) in &report.damage {
             tracing::warn!("Store {}: {}", path.display(), describe_damage(damage));
         }
-        if first_start {
-            crate::store::import::import_into(&database, &store, &mut records);
+        if let Some(found) = found {
+            crate::store::import::import_into(found, &database, &store, &mut records);
         }
         if !database.exists() {
             write_new(&database, &crate::store::import::empty_database()).map_err(|error| {

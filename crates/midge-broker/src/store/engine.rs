@@ -460,11 +460,17 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     Ok(lock)
 }
 
-fn set_aside(dir: &Path) -> Result<PathBuf, StoreError> {
+/// Where what cannot be read is moved aside (`--set-aside-bad-store`): beside it, named
+/// with the time.
+pub(crate) fn aside_path(path: &Path) -> PathBuf {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut aside = dir.as_os_str().to_owned();
+    let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".bad-{stamp}"));
-    let aside = PathBuf::from(aside);
+    PathBuf::from(aside)
+}
+
+fn set_aside(dir: &Path) -> Result<PathBuf, StoreError> {
+    let aside = aside_path(dir);
     std::fs::rename(dir, &aside).map_err(io_err(dir))?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     // The lock file moved with the directory: the caller takes a new one.

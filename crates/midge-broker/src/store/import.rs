@@ -154,52 +154,77 @@ pub fn empty_database() -> Vec<u8> {
     out
 }
 
-/// Imports `path` into `store` (and `records`, which the broker then restores), at midge's
-/// first start with persistence on. A missing file is no error; anything else that goes
-/// wrong is logged and nothing is imported.
-pub fn import_into(path: &Path, store: &Store, records: &mut Records) {
+/// A mosquitto database found at the first start, read and ready to import.
+#[derive(Debug)]
+pub struct Found {
+    ops: Vec<Op>,
+    imported: Imported,
+}
+
+/// Why the mosquitto database found at the first start cannot be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailure {
+    /// It cannot be read.
+    #[error("cannot read {} to import it: {source}", path.display())]
+    Read {
+        /// The database.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It is not a database midge can read.
+    #[error("cannot import {} (mosquitto's database): {source}", path.display())]
+    Format {
+        /// The database.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        source: ImportError,
+    },
+}
+
+/// Reads `path`, mosquitto's database, at midge's first start with persistence on: `None`
+/// when there is none (or it is empty). Called before the store is made, so that a broker
+/// refusing to start over a database it cannot import tries again at the next start, as
+/// mosquitto refuses to start over one it cannot restore.
+pub fn load(path: &Path) -> Result<Option<Found>, ImportFailure> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            tracing::error!("Cannot read {} to import it: {e}.", path.display());
-            return;
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ImportFailure::Read { path: path.to_owned(), source }),
     };
     if data.is_empty() {
-        return;
+        return Ok(None);
     }
-    let clock = Clock::now();
-    match read(&data, &clock) {
-        Ok((ops, imported)) => {
-            for op in &ops {
-                if let Op::Put(k, v) = op {
-                    records.insert(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v));
-                }
-            }
-            store.append(ops);
-            tracing::info!(
-                "Imported {} (mosquitto's database): {} retained messages, {} sessions, {} subscriptions, \
-                 {} queued messages{}{}. The file is left as it was.",
-                path.display(),
-                imported.retained,
-                imported.sessions,
-                imported.subscriptions,
-                imported.queued,
-                if imported.incoming > 0 {
-                    format!(", {} QoS 2 messages received and not yet released", imported.incoming)
-                } else {
-                    String::new()
-                },
-                if imported.skipped > 0 {
-                    format!(" ({} entries skipped)", imported.skipped)
-                } else {
-                    String::new()
-                }
-            );
+    let (ops, imported) = read(&data, &Clock::now())
+        .map_err(|source| ImportFailure::Format { path: path.to_owned(), source })?;
+    Ok(Some(Found { ops, imported }))
+}
+
+/// Puts what [`load`] read from `path` into `store` (and `records`, which the broker then
+/// restores), and logs it.
+pub fn import_into(found: Found, path: &Path, store: &Store, records: &mut Records) {
+    let Found { ops, imported } = found;
+    for op in &ops {
+        if let Op::Put(k, v) = op {
+            records.insert(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v));
         }
-        Err(e) => tracing::error!("Cannot import {}: {e}. Nothing was imported.", path.display()),
     }
+    store.append(ops);
+    tracing::info!(
+        "Imported {} (mosquitto's database): {} retained messages, {} sessions, {} subscriptions, \
+         {} queued messages{}{}. The file is left as it was.",
+        path.display(),
+        imported.retained,
+        imported.sessions,
+        imported.subscriptions,
+        imported.queued,
+        if imported.incoming > 0 {
+            format!(", {} QoS 2 messages received and not yet released", imported.incoming)
+        } else {
+            String::new()
+        },
+        if imported.skipped > 0 { format!(" ({} entries skipped)", imported.skipped) } else { String::new() }
+    );
 }
 
 /// Reads a mosquitto database into store operations.

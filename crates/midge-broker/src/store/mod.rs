@@ -11,6 +11,7 @@ pub mod import;
 mod log;
 pub mod records;
 
+pub(crate) use engine::aside_path;
 pub use engine::{DurableWaiter, LoadReport, Op, Records, Store, StoreError, StoreOptions, SyncPolicy};
 pub use log::{Damage, ManifestError};
 
