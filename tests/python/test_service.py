@@ -87,6 +87,48 @@ def test_daemon_mode_failure_reaches_the_terminal(tmp_path):
     assert r.returncode == 1, r
     assert str(port) in r.stderr and "Address already in use" in r.stderr, r
     assert not (tmp_path / "midge.pid").exists()
+    # The log file says it too, as mosquitto's does (it is where a service's users look).
+    log = (tmp_path / "midge.log").read_text()
+    assert "midge version" in log and "Address already in use" in log, log
+
+
+@pytest.mark.parametrize("case", ["password-missing", "acl-missing", "acl-bad-line"])
+def test_security_files_that_stop_the_start_give_mosquittos_exit_code_and_reach_the_log(case):
+    """A password or ACL file that cannot be read stops the start with mosquitto's exit code
+    13, an ACL line it cannot take (here a misspelt access word, which must not become a
+    rule of another meaning) with 3, the configuration error code. Both brokers are run on
+    the same files: the codes are compared, not assumed. The error names the file (and the
+    line) on stderr and in the log file, which started as root is opened as the broker's
+    user, as mosquitto opens it."""
+    mosquitto = require_program("mosquitto", "apt-get install mosquitto")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        d.chmod(0o755)  # the broker's user (mosquitto reads its files as that user) may look in
+        line, says = {
+            "password-missing": (f"password_file {d}/nowhere.pw", f"cannot read password file {d}/nowhere.pw"),
+            "acl-missing": (f"acl_file {d}/nowhere.acl", f"cannot read ACL file {d}/nowhere.acl"),
+            "acl-bad-line": (f"acl_file {d}/bad.acl", f"{d}/bad.acl:3: invalid access type 'dney'"),
+        }[case]
+        (d / "bad.acl").write_text("user alice\ntopic read a/#\ntopic dney secret/#\n")
+        logs = d / "logs"
+        logs.mkdir()
+        if ROOT:
+            shutil.chown(logs, "mosquitto")
+        codes = {}
+        for name, argv in (("midge", [str(midge_bin()), "broker"]), ("mosquitto", [mosquitto])):
+            conf = d / f"{name}.conf"
+            conf.write_text("\n".join([f"listener {free_port()} {HOST}", line,
+                                       f"log_dest file {logs}/{name}.log", "log_dest stderr"]) + "\n")
+            r = subprocess.run([*argv, "-c", str(conf)], capture_output=True, text=True, timeout=TIMEOUT)
+            codes[name] = r.returncode
+            if name == "midge":
+                assert says in r.stderr, r.stderr
+                log = (logs / "midge.log").read_text()
+                assert says in log and "midge version" in log, log
+                if ROOT:
+                    assert (logs / "midge.log").stat().st_uid == pwd.getpwnam("mosquitto").pw_uid, \
+                        "the log file is the broker's user's, not root's"
+        assert codes["midge"] == codes["mosquitto"] == (3 if case == "acl-bad-line" else 13), codes
 
 
 @pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])

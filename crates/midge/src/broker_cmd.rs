@@ -160,11 +160,16 @@ async fn start(
     let pid_path = config.pid_file.clone();
     let server = Server::bind(config).await.map_err(|e| {
         tracing::error!("{e}");
-        crate::logging::failed_before_open(log_files)
+        // mosquitto has given root up by then, and logs the error to its log file: so does
+        // midge, opening the log files as the user it would run as.
+        let as_user = crate::privileges::drop_privileges(user.as_deref()).is_ok();
+        crate::logging::failed_before_open(log_files, as_user);
+        start_failure_code(&e)
     })?;
     let dropped_to = crate::privileges::drop_privileges(user.as_deref()).map_err(|e| {
         tracing::error!("{e}");
-        crate::logging::failed_before_open(log_files)
+        crate::logging::failed_before_open(log_files, false);
+        ExitCode::FAILURE
     })?;
     if let Some(name) = &dropped_to {
         tracing::info!("Running as user '{name}'.");
@@ -176,7 +181,8 @@ async fn start(
             // On standard error: the log file is what failed.
             let message = crate::logging::open_error(f, &e);
             eprintln!("{} (midge runs as user '{running_as}').", message.trim_end_matches('.'));
-            crate::logging::failed_before_open(log_files)
+            crate::logging::failed_before_open(log_files, false);
+            ExitCode::FAILURE
         })?;
     }
     let pid_file = pid_path.as_deref().map(PidFile::write).transpose().map_err(|(path, e)| {
@@ -232,6 +238,21 @@ async fn start(
         ExitCode::FAILURE
     })?;
     Ok(Started { server, dropped_to, pid_file })
+}
+
+/// mosquitto's exit code for what stops the start: 13 when the password or ACL file cannot
+/// be read, 3 (its code for a bad configuration) for an ACL line it cannot take, 1 otherwise.
+fn start_failure_code(e: &midge_broker::ServerError) -> ExitCode {
+    use midge_broker::auth::{AclError, PasswordFileError, SecurityError};
+    use midge_broker::ServerError;
+    match e {
+        ServerError::Security(
+            SecurityError::Password(PasswordFileError::Read { .. })
+            | SecurityError::Acl(AclError::Read { .. }),
+        ) => ExitCode::from(13),
+        ServerError::Security(SecurityError::Acl(AclError::Line { .. })) => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// SIGUSR1 writes what is pending to the store now, as mosquitto saves its database then.

@@ -135,9 +135,9 @@ impl LogFile {
     }
 
     /// The lines logged while the file was not open yet (empty once it is).
-    fn take_pending(&self) -> Vec<u8> {
-        match &mut *self.sink.lock() {
-            Sink::Pending(lines) => std::mem::take(lines),
+    fn pending(&self) -> Vec<u8> {
+        match &*self.sink.lock() {
+            Sink::Pending(lines) => lines.clone(),
             Sink::Open(_) => Vec::new(),
         }
     }
@@ -386,17 +386,21 @@ pub fn open_error(f: &LogFile, e: &io::Error) -> String {
     format!("Error: Unable to open log file {} for writing: {e}.", f.path().display())
 }
 
-/// The broker stops before its log files could be opened: what it logged for them goes to
-/// standard error instead (unless it went there already), so the reason is not lost.
-pub fn failed_before_open(files: &[Arc<LogFile>]) -> std::process::ExitCode {
-    let to_stderr = !STDERR_IS_DEST.load(std::sync::atomic::Ordering::Relaxed);
-    if let Some(first) = files.first() {
-        let lines = first.take_pending();
-        if to_stderr {
-            let _ = io::stderr().write_all(&lines);
+/// The broker stops before its log files were opened: what it logged for them goes to
+/// standard error (unless it went there already), so the reason is not lost, and, with
+/// `open`, to the log files too, where they can be opened (call it so once root is given
+/// up: root never writes to a path the broker's user controls).
+pub fn failed_before_open(files: &[Arc<LogFile>], open: bool) {
+    if !STDERR_IS_DEST.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(first) = files.first() {
+            let _ = io::stderr().write_all(&first.pending());
         }
     }
-    std::process::ExitCode::FAILURE
+    if open {
+        for f in files {
+            let _ = f.open();
+        }
+    }
 }
 
 /// Whether standard error is one of the log's destinations.

@@ -103,13 +103,27 @@ impl Acl {
                     user = Some(rest.to_owned());
                 }
                 "topic" | "pattern" => {
+                    // One word: the filter, read and write. More: an access word, then the
+                    // filter (which may hold spaces). As mosquitto, a first word that is no
+                    // access word is an error: `topic raed secret/#` or `topic dney a/#`
+                    // must not become a rule of another meaning.
                     let (access, filter) = match rest.split_once(char::is_whitespace) {
-                        Some(("read", f)) => (Access::Read, f.trim()),
-                        Some(("write", f)) => (Access::Write, f.trim()),
-                        Some(("readwrite", f)) => (Access::ReadWrite, f.trim()),
-                        Some(("deny", f)) => (Access::Deny, f.trim()),
-                        // No access word: the whole rest is the filter, read and write.
-                        _ => (Access::ReadWrite, rest),
+                        None => (Access::ReadWrite, rest),
+                        Some((word, f)) => {
+                            let access = match word {
+                                "read" => Access::Read,
+                                "write" => Access::Write,
+                                "readwrite" => Access::ReadWrite,
+                                "deny" => Access::Deny,
+                                other => {
+                                    return Err(err(format!(
+                                        "invalid access type '{other}' (expected read, write, readwrite or deny, \
+                                         then the topic filter)"
+                                    )))
+                                }
+                            };
+                            (access, f.trim())
+                        }
                     };
                     if filter.is_empty() {
                         return Err(err(format!("{keyword} needs a topic filter")));
@@ -301,6 +315,21 @@ pattern read users/%u/inbox
             "f:2: unknown keyword 'foo' (expected user, topic or pattern)"
         );
         assert_eq!(Acl::parse("user\n", "f").unwrap_err().to_string(), "f:1: user needs a name");
+        // A misspelt access word is refused, as mosquitto refuses it, rather than read as
+        // part of a filter (the rule would then mean something else: no deny at all here).
+        assert_eq!(
+            Acl::parse("user a\ntopic dney secret/#\n", "f").unwrap_err().to_string(),
+            "f:2: invalid access type 'dney' (expected read, write, readwrite or deny, then the topic filter)"
+        );
+        assert!(Acl::parse("pattern raed a/%c\n", "f").is_err());
+    }
+
+    #[test]
+    fn filters_may_hold_spaces_after_an_access_word() {
+        let a = Acl::parse("topic read a b/#\ntopic read\n", "f").unwrap();
+        assert!(a.can_read(None, "c", "a b/c"));
+        assert!(!a.can_read(None, "c", "a"));
+        assert!(a.can_publish(None, "c", "read"), "one word is the filter, read and write");
     }
 
     #[test]

@@ -77,8 +77,16 @@ fn load_identity(s: &TlsSettings) -> Result<Arc<CertifiedKey>, TlsSetupError> {
     };
     let certs = complete_chain(midge_net::tls::load_certs(certfile)?, s);
     let key = midge_net::tls::load_key(keyfile)?;
-    let (key, note) = midge_net::tls::certified_key(certs, key, &provider())
-        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let (key, note) = midge_net::tls::certified_key(certs, key, &provider()).map_err(|e| {
+        TlsSetupError::Rustls(match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "keyfile {} does not hold the key of certfile {} (key values mismatch)",
+                keyfile.display(),
+                certfile.display()
+            ),
+            e => format!("certfile {} with keyfile {}: {e}", certfile.display(), keyfile.display()),
+        })
+    })?;
     if let Some(note) = note {
         tracing::warn!("{} is {note}.", certfile.display());
     }
