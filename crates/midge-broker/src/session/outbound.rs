@@ -135,8 +135,7 @@ impl Session {
     /// message goes while they are below it.
     fn inflight_bytes_full(&self) -> bool {
         let max = self.limits.max_inflight_bytes as usize;
-        max > 0
-            && self.state.outgoing.inflight().map(|f| f.delivery.message.payload.len()).sum::<usize>() >= max
+        max > 0 && self.state.outgoing.inflight_payload() >= max
     }
 
     /// Resends what was in flight when the previous connection ended: PUBLISH with DUP for
