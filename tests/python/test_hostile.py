@@ -1240,6 +1240,109 @@ def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory)
     p = sub.expect(raw.PUBLISH)
     assert p.payload == b"x" and p.props["UserProperty"] == [("k", "v" * 3000)], p
 
+# 70,000 user properties of one-byte names and values: 490 KB on the wire, about 10 MB once
+# decoded (each property an entry of its own, each string an allocation).
+TINY_PROPERTIES = raw.properties([("UserProperty", ("a", "b"))] * 70_000)
+TINY_PROPERTIES_WIRE = len(TINY_PROPERTIES)
+# What they take in memory, by the broker's own estimate (Properties::memory_cost) and a bit.
+TINY_PROPERTIES_HELD = 160 * 70_000
+
+
+def tiny_properties_publish(topic: str, payload: bytes, packet_id: int) -> bytes:
+    """A 5.0 PUBLISH at QoS 1 with TINY_PROPERTIES (encoded once: 70,000 of them)."""
+    return raw.packet(raw.PUBLISH, 0x02, raw.mqtt_str(topic) + raw.u16(packet_id) + TINY_PROPERTIES + payload)
+
+
+def test_a_queue_counts_what_small_properties_hold(broker_factory):
+    """max_queued_bytes counts what a message's properties hold, not only its payload (as
+    mosquitto does): an offline session's queue of 20 MB takes 2 messages of one-byte
+    payloads and 70,000 small user properties each, and drops the other 38, acknowledged to
+    the publisher as mosquitto does. Counting payloads only, all 40 were queued: 400 MB for
+    a queue of 40 bytes."""
+    b = broker_factory("max_queued_bytes 20000000")
+    sub = raw.RawClient(b.port, raw.V5)
+    sub.connect("props-sub", clean=False, props={"SessionExpiryInterval": 300})
+    sub.subscribe(1, [("props/#", 1)])
+    sub.send(raw.disconnect(version=raw.V5))
+    sub.wait_closed()
+    pub = raw.RawClient(b.port, raw.V5, timeout=30)
+    pub.connect("props-pub")
+    mark = b.mark()
+    for i in range(40):
+        pub.send(tiny_properties_publish("props/t", bytes([48 + i % 10]), i + 1))
+        assert pub.expect(raw.PUBACK).packet_id == i + 1
+    b.wait_for_log(r"Outgoing messages are being dropped for client props-sub\.", since=mark)
+    back = raw.RawClient(b.port, raw.V5, timeout=30)
+    assert back.connect("props-sub", clean=False, props={"SessionExpiryInterval": 300}).session_present
+    got = [back.expect(raw.PUBLISH) for _ in range(2)]
+    assert [len(p.props["UserProperty"]) for p in got] == [70_000, 70_000]
+    back.send(raw.pingreq())
+    assert back.expect(raw.PINGRESP), "a third message was queued"
+    budget = MemoryBudget("queue of small properties")
+    # A packet decoded: its properties' entries, then their copies kept (README: up to
+    # about 30 times its size).
+    budget.add("subscriber session", connection_bound(packet=30 * TINY_PROPERTIES_WIRE, queued=2,
+                                                      message=TINY_PROPERTIES_HELD))
+    budget.add("publisher", connection_bound(packet=30 * TINY_PROPERTIES_WIRE))
+    after_attack(b, V5, budget)
+
+
+def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
+    """A publisher whose messages wait for a congested subscriber (max_queued_messages 10,
+    a subscriber that never acknowledges) sends 100 PUBLISH of 70,000 small user properties
+    each for 1.5 s: what the broker holds for it meanwhile (64 KiB) is counted with what the
+    packets' properties take in memory, so it reads one of them and the socket pushes back
+    (counting topic and payload only, it read on: 1 GB of such packets was parked). The
+    subscriber, once it acknowledges, gets the messages in order."""
+    b = broker_factory("max_queued_messages 10")
+    sub = raw.RawClient(b.port, raw.V5, timeout=30)
+    sub.connect("held-sub", props={"ReceiveMaximum": 1})
+    sub.subscribe(1, [("held/t", 1)])
+    sock = open_raw(b.port, timeout=30)
+    pub = adopt(sock, raw.V5)
+    pub.connect("held-pub")
+    # More than the subscriber's connection takes from its queue at once (256) and the queue
+    # (10): the publisher is held back, its acknowledgements with it.
+    pub.send(b"".join(raw.publish("held/t", f"small {i}", 1, packet_id=i + 1, version=raw.V5)
+                      for i in range(300)))
+    acked = 0
+    try:
+        while True:
+            p = pub.recv(0.5)
+            acked = max(acked, p.packet_id if p.type == raw.PUBACK else 0)
+    except TimeoutError:
+        pass
+    assert acked < 300, "the publisher was not held back"
+    big = tiny_properties_publish("held/t", b"big", 1000)
+    sent = []
+
+    def flood() -> None:
+        # Within the 2 s a congested subscriber slows its publishers (then it is a slow
+        # consumer, and what it cannot take is dropped).
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(big)
+                sent.append(len(big))
+            except socket.timeout:
+                pass  # pushed back
+
+    bg = Background()
+    bg.run(flood)
+    bg.join(timeout=20)
+    budget = MemoryBudget("publisher held back, small properties")
+    budget.add("subscriber session", connection_bound(packet=KIB, queued=300, message=64))
+    # The packet being read and the one held, each decoded at up to 60 times its size.
+    budget.add("publisher", connection_bound(packet=60 * TINY_PROPERTIES_WIRE), 2)
+    budget.check(b, sent_count=len(sent))
+    first = sub.expect(raw.PUBLISH)
+    assert first.payload == b"small 0", first
+    sub.send(raw.puback(first.packet_id, raw.V5))
+    assert sub.expect(raw.PUBLISH).payload == b"small 1"
+    sock.close()
+
+
 def test_a_memory_limit_not_reached_changes_nothing(broker_factory):
     b = broker_factory("memory_limit 8000000000")
     sub = raw.RawClient(b.port, raw.V311)

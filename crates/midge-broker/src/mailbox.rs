@@ -98,13 +98,13 @@ impl SessionHandle {
 }
 
 /// How much a mailbox holds before it is full: `max_queued_messages` deliveries, and
-/// `max_queued_bytes` bytes of their payloads (mosquitto: "until the first limit is
-/// reached"). 0: no limit.
+/// `max_queued_bytes` bytes of their payloads and properties ([`Message::queued_bytes`];
+/// mosquitto: "until the first limit is reached"). 0: no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Deliveries.
     pub messages: usize,
-    /// Payload bytes.
+    /// Payload (and property) bytes.
     pub bytes: usize,
 }
 
@@ -158,12 +158,12 @@ pub enum Push {
 
 impl Inner {
     fn push(&mut self, d: Delivery) {
-        self.bytes += d.message.payload.len();
+        self.bytes += d.message.queued_bytes();
         self.queue.push_back(d);
     }
 
     fn recount(&mut self) {
-        self.bytes = self.queue.iter().map(|d| d.message.payload.len()).sum();
+        self.bytes = self.queue.iter().map(|d| d.message.queued_bytes()).sum();
     }
 }
 
@@ -267,7 +267,7 @@ impl Mailbox {
     pub fn drain_into(&self, out: &mut VecDeque<Delivery>, max: usize) -> usize {
         let mut inner = self.inner.lock();
         let n = inner.queue.len().min(max);
-        let taken: usize = inner.queue.iter().take(n).map(|d| d.message.payload.len()).sum();
+        let taken: usize = inner.queue.iter().take(n).map(|d| d.message.queued_bytes()).sum();
         inner.bytes -= taken;
         out.extend(inner.queue.drain(..n));
         let relieved = (self.at_low_water(&inner) && inner.congested_since.take().is_some())
@@ -449,5 +449,42 @@ mod tests {
         m.drain_into(&mut out, 1);
         assert!(m.has_room(t));
         assert_eq!(m.push(delivery(QoS::AtLeastOnce, t), false), Push::Queued, "its bytes were given back");
+    }
+
+    #[test]
+    fn max_queued_bytes_counts_what_properties_hold() {
+        // A payload of 1 byte with 1,000 user properties is not a message of 1 byte.
+        let t = Instant::now();
+        let mut props = midge_codec::Properties::new();
+        for _ in 0..1000 {
+            props.push(midge_codec::Property::UserProperty("a".into(), "b".into()));
+        }
+        let heavy = || {
+            let m = Message::from_publish(
+                "t".into(),
+                Bytes::from_static(b"x"),
+                QoS::AtLeastOnce,
+                false,
+                props.clone(),
+                "p".into(),
+                t,
+            );
+            assert!(m.queued_bytes() > 100_000, "{}", m.queued_bytes());
+            Delivery {
+                message: Arc::new(m),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                sub_ids: Vec::new(),
+                share: None,
+                entry: None,
+            }
+        };
+        let m = Mailbox::new(QueueLimits { messages: 100, bytes: 200_000 });
+        assert_eq!(m.push(heavy(), false), Push::Queued);
+        assert_eq!(m.push(heavy(), false), Push::Queued);
+        assert!(matches!(m.push(heavy(), false), Push::Dropped { .. }), "200,000 bytes reached");
+        let mut out = VecDeque::new();
+        m.drain_into(&mut out, 2);
+        assert_eq!(m.push(heavy(), false), Push::Queued, "what is taken is given back, as counted");
     }
 }

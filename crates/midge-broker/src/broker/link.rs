@@ -98,9 +98,20 @@ fn handled_while_blocked(p: &Packet) -> bool {
 
 /// Roughly what a deferred packet holds in memory.
 fn weight(p: &Packet) -> usize {
-    match p {
-        Packet::Publish(p) => 64 + p.topic.len() + p.payload.len(),
-        _ => 64,
+    // A filter's place in its list, beside its bytes.
+    const PER_FILTER: usize = 48;
+    64 + match p {
+        Packet::Publish(p) => p.topic.len() + p.payload.len() + p.properties.memory_cost(),
+        Packet::Subscribe(s) => {
+            s.filters.iter().map(|(f, _)| f.len() + PER_FILTER).sum::<usize>() + s.properties.memory_cost()
+        }
+        Packet::Unsubscribe(u) => {
+            u.filters.iter().map(|f| f.len() + PER_FILTER).sum::<usize>() + u.properties.memory_cost()
+        }
+        Packet::PubRel(r) => r.properties.memory_cost(),
+        Packet::Disconnect(d) => d.properties.memory_cost(),
+        Packet::Auth(a) => a.properties.memory_cost(),
+        _ => 0,
     }
 }
 

@@ -62,9 +62,16 @@ impl Message {
             });
         }
         let (topic, payload, properties) = own_copy(topic, payload, properties);
-        // The properties kept count too: user properties may hold as much as the payload.
-        let held = crate::memory_limit::Held::new(topic.len() + payload.len() + properties.content_len());
+        // The properties kept count too: user properties may hold more than the payload.
+        let held = crate::memory_limit::Held::new(topic.len() + payload.len() + properties.memory_cost());
         Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now, held }
+    }
+
+    /// What a session's queue counts for it (`max_queued_bytes`): the payload, as mosquitto
+    /// counts it, and what its properties hold, which mosquitto leaves out (a message of one
+    /// byte with megabytes of user properties would otherwise queue for nothing).
+    pub fn queued_bytes(&self) -> usize {
+        self.payload.len() + self.properties.memory_cost()
     }
 
     /// True once the message's expiry has passed: it is no longer delivered.
