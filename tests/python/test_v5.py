@@ -568,6 +568,51 @@ def test_shared_subscription_unacknowledged_messages_go_to_another_member(broker
         f"the other member gets its own and the {[p.payload for p in held]} left unacknowledged"
 
 
+def test_shared_subscription_member_that_never_acknowledges_loses_nothing(broker_factory, raw_clients):
+    """One member of a group acknowledges, the other never does (its window and its queue
+    of 10 fill): the next messages go to the member with room instead of being dropped
+    for the one that does not keep up (round robin regardless lost every other message,
+    as mosquitto does). What the stuck member holds goes to the other when it leaves, so the
+    group gets all 300 acknowledged messages."""
+    broker = broker_factory("max_queued_messages 10")
+    group = "$share/g/stuck/t"
+    stuck = raw_clients(broker.port, version=raw.V5)
+    stuck.connect(unique_id("stuck"))
+    stuck.subscribe(1, [(group, 1)])
+    good = raw_clients(broker.port, version=raw.V5)
+    good.connect(unique_id("good"))
+    good.subscribe(1, [(group, 1)])
+    got: set[bytes] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                p = good.recv(0.2)
+            except TimeoutError:
+                continue
+            if p.type == raw.PUBLISH:
+                got.add(p.payload)
+                good.send(raw.puback(p.packet_id, raw.V5))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    sent = [f"m{i}".encode() for i in range(300)]
+    pub = raw_clients(broker.port, version=raw.V5)
+    pub.connect(unique_id("stuck-pub"))
+    mark = broker.mark()
+    for i, pl in enumerate(sent):
+        pub.publish("stuck/t", pl, qos=1, packet_id=i + 1)
+    stuck.close()  # gone without acknowledging: what it held goes to the other member
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the reader thread collects
+    done.set()
+    reader.join()
+    assert not re.search(r"dropped", broker.log()[mark:]), broker.log()[mark:]
+    assert got == set(sent), f"{len(sent) - len(got)} of {len(sent)} never reached the group"
+
+
 def test_shared_subscription_sole_member_gets_its_qos2_message_again_as_the_same_one(
         broker, v5, raw_clients):
     # No other member to take it: the message the member may have got stays its own, and

@@ -249,6 +249,11 @@ impl Mailbox {
         Ok(())
     }
 
+    /// True while a delivery would be queued without congesting the mailbox.
+    pub fn has_space_now(&self) -> bool {
+        self.has_space(&self.inner.lock())
+    }
+
     fn has_space(&self, inner: &Inner) -> bool {
         inner.queue.len() < self.capacity && inner.bytes < self.byte_capacity
     }

@@ -558,8 +558,8 @@ impl Broker {
             WillPlan::Delayed { will, due } => (Some(PendingWill { will, due }), None),
         };
         if handover.is_none() {
-            self.redistribute_shared(&mut owned);
             let expiry = owned.state.expiry_interval;
+            self.redistribute_shared(&mut owned, expiry == 0);
             let expires_at = self.expiry_from(now, expiry);
             if expiry > 0 {
                 if let Some(j) = self.journal() {

@@ -668,7 +668,7 @@ impl Broker {
         // Client's Session terminates before the Client reconnects, the Server SHOULD send
         // the Application Message to another Client" (5.0 section 4.8.2; never a QoS 2
         // message it had begun to send [MQTT-4.8.2-5]).
-        self.redistribute_shared(&mut owned);
+        self.redistribute_shared(&mut owned, true);
         self.discard(owned);
         self.metrics.sessions_expired(1);
         true
@@ -693,13 +693,14 @@ impl Broker {
     }
 
     /// A session goes away: what it holds from shared subscriptions and has not delivered
-    /// goes to another member of each group (5.0 section 4.8.2); what no member can take
-    /// stays as it was (in flight with its packet identifier, or waiting).
-    pub(crate) fn redistribute_shared(&self, owned: &mut Owned) {
+    /// goes to another member of each group (5.0 section 4.8.2); what no member has room for
+    /// stays as it was (in flight with its packet identifier, or waiting), unless the
+    /// session is `ending`: then a member takes it over its queue's limit.
+    pub(crate) fn redistribute_shared(&self, owned: &mut Owned, ending: bool) {
         let from = owned.handle.id;
         let give = |d: Delivery| {
             let entry = d.entry;
-            self.router.reroute_shared(d, from, self.queue_hook())?;
+            self.router.reroute_shared(d, from, self.queue_hook(), ending)?;
             // Another member has it now (recorded anew if its session is persistent).
             if let (Some(j), Some(entry)) = (self.journal(), entry) {
                 j.delivery(crate::session::DeliveryEvent::Done { entry });

@@ -330,12 +330,14 @@ impl Router {
 
     /// Gives a delivery that came through a shared subscription to another online member of
     /// its group, when the member it went to has gone away without acknowledging it. Returns
-    /// the delivery, as it was, when no other member is online or has room in its queue.
+    /// the delivery, as it was, when no other member is online, or none has room in its
+    /// queue and the session it leaves is not `ending` (a parked session keeps it).
     pub fn reroute_shared(
         &self,
         mut delivery: Delivery,
         exclude: u64,
         hook: Option<&dyn QueueHook>,
+        ending: bool,
     ) -> Result<(), Delivery> {
         let Some(key) = delivery.share.clone() else { return Err(delivery) };
         let (Some(group), plain) = split_shared(&key) else { return Err(delivery) };
@@ -343,7 +345,9 @@ impl Router {
         let Some(members) = shard.find(plain).and_then(|s| s.shared.get(group)) else { return Err(delivery) };
         // As the first member's with room in its queue; as it was if none has.
         let was = (delivery.qos, std::mem::take(&mut delivery.sub_ids), delivery.entry.take());
+        let mut first = None;
         for member in members.others_online(exclude) {
+            first.get_or_insert(member);
             delivery.qos = member.options.qos.min(delivery.message.qos);
             delivery.sub_ids = member.id.into_iter().collect();
             let handle = &member.handle;
@@ -354,6 +358,18 @@ impl Router {
                 Ok(()) => return Ok(()),
                 Err(d) => delivery = d,
             }
+        }
+        if let Some(member) = first.filter(|_| ending) {
+            // The session ends, and what it holds with it: the first member takes it over
+            // its queue's limit, as a publisher's message would be taken (the queue's
+            // slack), unless that member no longer keeps up (then it is dropped, counted).
+            delivery.qos = member.options.qos.min(delivery.message.qos);
+            delivery.sub_ids = member.id.into_iter().collect();
+            let handle = &member.handle;
+            handle.mailbox.push_with(delivery, true, |d| {
+                record(hook, handle, d);
+            });
+            return Ok(());
         }
         (delivery.qos, delivery.sub_ids, delivery.entry) = was;
         Err(delivery)

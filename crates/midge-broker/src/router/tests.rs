@@ -169,13 +169,21 @@ fn a_shared_delivery_rerouted_to_a_member_with_a_full_queue_comes_back_as_it_was
     assert_eq!((got.len(), b.mailbox.len()), (1, 1), "one each, b's queue now full");
     let mut d = got.remove(0);
     d.entry = Some(crate::session::StoreEntry { id: 3, commit: 0 });
-    let d = r.reroute_shared(d, a.id, None).expect_err("b has no room");
+    let d = r.reroute_shared(d, a.id, None, false).expect_err("b has no room");
     assert_eq!((d.qos, d.sub_ids.as_slice(), d.entry.map(|e| e.id)), (QoS::ExactlyOnce, &[7][..], Some(3)));
     assert_eq!(b.mailbox.dropped(), 0, "nothing dropped");
+    // When a's session ends, b takes it over its queue's limit rather than let it go.
+    r.reroute_shared(d.clone(), a.id, None, true).expect("the session ends: b takes it");
+    assert_eq!((b.mailbox.len(), b.mailbox.dropped()), (2, 0));
+    drain(&b);
+    r.route(&msg("t", QoS::ExactlyOnce, false, "p"), None);
+    r.route(&msg("t", QoS::ExactlyOnce, false, "p"), None);
+    drain(&a);
+    assert_eq!(b.mailbox.len(), 1, "b's queue full again");
     // Another member with room takes it, whichever the round robin tries first.
     let c = handle("c");
     r.subscribe(&c, "$share/g/t", SubscriptionOptions::qos(QoS::AtLeastOnce), None);
-    r.reroute_shared(d, a.id, None).expect("c has room");
+    r.reroute_shared(d, a.id, None, false).expect("c has room");
     assert_eq!((b.mailbox.len(), b.mailbox.dropped()), (1, 0));
     let d = drain(&c).remove(0);
     assert_eq!((d.qos, d.sub_ids.len(), d.entry), (QoS::AtLeastOnce, 0, None), "as c's");

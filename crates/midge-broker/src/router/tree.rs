@@ -34,17 +34,22 @@ pub(crate) struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// The member to receive the next message: round robin, preferring members that are
-    /// online so that a message is not parked with an absent member while others are there.
+    /// The member to receive the next message: round robin among the members online with
+    /// room in their queue; when none has room, the online member with the shortest queue
+    /// (the publisher then waits for it, as for any congested subscriber); with none online,
+    /// the next member. So a message is neither parked with an absent member nor dropped by
+    /// one that does not keep up while another could take it (with a member that never
+    /// acknowledged, every other message was lost; mosquitto loses them too).
     pub(crate) fn pick(&self) -> Option<&Subscription> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.members[(start + i) % n])
-            .find(|s| s.handle.is_online())
+        let members = || (0..n).map(|i| &self.members[(start + i) % n]);
+        members()
+            .find(|s| s.handle.is_online() && s.handle.mailbox.has_space_now())
+            .or_else(|| members().filter(|s| s.handle.is_online()).min_by_key(|s| s.handle.mailbox.len()))
             .or_else(|| self.members.get(start % n))
     }
 
