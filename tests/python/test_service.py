@@ -131,6 +131,39 @@ def test_security_files_that_stop_the_start_give_mosquittos_exit_code_and_reach_
         assert codes["midge"] == codes["mosquitto"] == (3 if case == "acl-bad-line" else 13), codes
 
 
+def test_a_file_only_root_can_read_is_named_at_start(tmp_path):
+    """Started as root, midge reads its password file as root, then runs as mosquitto, which
+    cannot read a file of mode 600 owned by root again at SIGHUP: the start says so, naming
+    the file and the user, instead of leaving it to the first reload. (mosquitto reads the
+    file after giving root up, and refuses to start.)"""
+    if not ROOT:
+        pytest.skip("needs root: the file is root's")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        d.chmod(0o755)
+        pw = d / "passwd"
+        r = subprocess.run([str(midge_bin()), "passwd", "-b", "-c", str(pw), "alice", "secret"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert r.returncode == 0, r
+        pw.chmod(0o600)
+        port = free_port()
+        conf = d / "broker.conf"
+        conf.write_text(f"user mosquitto\nlistener {port} {HOST}\npassword_file {pw}\n")
+        proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf)], stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            for line in proc.stderr:
+                lines.append(line)
+                if " running" in line:
+                    break
+            log = "".join(lines)
+            assert (f"{pw} was read as root at start, but user 'mosquitto' cannot read it: a reload (SIGHUP) "
+                    "will keep its present version") in log, log
+        finally:
+            proc.terminate()
+            proc.wait(timeout=TIMEOUT)
+
+
 @pytest.mark.parametrize("daemon", [False, True], ids=["foreground", "daemon"])
 @pytest.mark.parametrize("what", ["log", "pid", "persistence"])
 def test_a_file_the_brokers_user_cannot_write_stops_it_loudly(daemon, what):

@@ -158,6 +158,7 @@ async fn start(
 ) -> Result<Started, ExitCode> {
     let user = config.user.clone();
     let pid_path = config.pid_file.clone();
+    let reread = reread_on_reload(&config);
     let server = Server::bind(config).await.map_err(|e| {
         tracing::error!("{e}");
         // mosquitto has given root up by then, and logs the error to its log file: so does
@@ -173,6 +174,7 @@ async fn start(
     })?;
     if let Some(name) = &dropped_to {
         tracing::info!("Running as user '{name}'.");
+        warn_unreadable(&reread, name);
     }
     // Who opens the files from here on, for the errors: the user the broker runs as.
     let running_as = crate::privileges::current_user_name();
@@ -238,6 +240,38 @@ async fn start(
         ExitCode::FAILURE
     })?;
     Ok(Started { server, dropped_to, pid_file })
+}
+
+/// The files read at start and again on SIGHUP: password and ACL files, and the listeners'
+/// certificates, keys and CRLs.
+fn reread_on_reload(config: &Config) -> Vec<PathBuf> {
+    let security =
+        std::iter::once(&config.security).chain(config.listeners.iter().filter_map(|l| l.security.as_ref()));
+    let mut files: Vec<PathBuf> =
+        security.flat_map(|s| [&s.password_file, &s.acl_file]).flatten().cloned().collect();
+    for t in config.listeners.iter().map(|l| &l.tls) {
+        files.extend([&t.certfile, &t.keyfile, &t.cafile, &t.crlfile].into_iter().flatten().cloned());
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// After root is given up: names the files read as root that the broker's user cannot
+/// read again. mosquitto, which reads them after giving root up, refuses to start; midge
+/// started with them, and a reload will keep their previous version: better said now than
+/// at the first SIGHUP.
+fn warn_unreadable(files: &[PathBuf], user: &str) {
+    for f in files {
+        if nix::unistd::access(f.as_path(), nix::unistd::AccessFlags::R_OK).is_err() {
+            tracing::warn!(
+                "{} was read as root at start, but user '{user}' cannot read it: a reload (SIGHUP) will \
+                 keep its present version. For example chown {user} {}, or run with `user root`.",
+                f.display(),
+                f.display()
+            );
+        }
+    }
 }
 
 /// mosquitto's exit code for what stops the start: 13 when the password or ACL file cannot
