@@ -1255,11 +1255,11 @@ def tiny_properties_publish(topic: str, payload: bytes, packet_id: int) -> bytes
 
 def test_a_queue_counts_what_small_properties_hold(broker_factory):
     """max_queued_bytes counts what a message's properties hold, not only its payload (as
-    mosquitto does): an offline session's queue of 20 MB takes 2 messages of one-byte
+    mosquitto does): an offline session's queue of 15 MB takes 2 messages of one-byte
     payloads and 70,000 small user properties each, and drops the other 38, acknowledged to
     the publisher as mosquitto does. Counting payloads only, all 40 were queued: 400 MB for
     a queue of 40 bytes."""
-    b = broker_factory("max_queued_bytes 20000000")
+    b = broker_factory("max_queued_bytes 15000000")
     sub = raw.RawClient(b.port, raw.V5)
     sub.connect("props-sub", clean=False, props={"SessionExpiryInterval": 300})
     sub.subscribe(1, [("props/#", 1)])
@@ -1290,7 +1290,7 @@ def test_a_queue_counts_what_small_properties_hold(broker_factory):
 def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     """A publisher whose messages wait for a congested subscriber (max_queued_messages 10,
     a subscriber that never acknowledges) sends 100 PUBLISH of 70,000 small user properties
-    each for 1.5 s: what the broker holds for it meanwhile (64 KiB) is counted with what the
+    each for 1 s: what the broker holds for it meanwhile (64 KiB) is counted with what the
     packets' properties take in memory, so it reads one of them and the socket pushes back
     (counting topic and payload only, it read on: 1 GB of such packets was parked). The
     subscriber, once it acknowledges, gets the messages in order."""
@@ -1317,16 +1317,19 @@ def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     sent = []
 
     def flood() -> None:
-        # Within the 2 s a congested subscriber slows its publishers (then it is a slow
-        # consumer, and what it cannot take is dropped).
-        sock.settimeout(0.2)
-        deadline = time.monotonic() + 1.5
+        # Well within the 2 s a congested subscriber slows its publishers (then it is a slow
+        # consumer, and what it cannot take is dropped); whole packets only.
+        sock.settimeout(0.1)
+        deadline = time.monotonic() + 1.0
+        offset = 0
         while time.monotonic() < deadline:
             try:
-                sock.sendall(big)
-                sent.append(len(big))
+                offset += sock.send(big[offset:])
             except socket.timeout:
-                pass  # pushed back
+                continue  # pushed back
+            if offset == len(big):
+                sent.append(offset)
+                offset = 0
 
     bg = Background()
     bg.run(flood)

@@ -203,7 +203,21 @@ impl Mailbox {
     /// [`Mailbox::push`], calling `queuing` on the delivery when it is queued, before anyone
     /// can take it (the store records it there: its record always comes before the record
     /// of its acknowledgement).
-    pub fn push_with(&self, mut d: Delivery, online: bool, queuing: impl FnOnce(&mut Delivery)) -> Push {
+    pub fn push_with(&self, d: Delivery, online: bool, queuing: impl FnOnce(&mut Delivery)) -> Push {
+        let now = d.message.received_at;
+        self.push_at(d, online, now, queuing)
+    }
+
+    /// [`Mailbox::push_with`], congestion measured from `now` rather than from when the
+    /// message was received (a message handed on from a session that ended may be old:
+    /// counted from then, it would make this session a slow consumer at once).
+    pub fn push_at(
+        &self,
+        mut d: Delivery,
+        online: bool,
+        now: Instant,
+        queuing: impl FnOnce(&mut Delivery),
+    ) -> Push {
         let outcome = {
             let mut inner = self.inner.lock();
             let len = inner.queue.len();
@@ -218,7 +232,6 @@ impl Mailbox {
                 drop(inner);
                 return self.drop_one();
             } else {
-                let now = d.message.received_at;
                 let since = *inner.congested_since.get_or_insert(now);
                 if now.saturating_duration_since(since) > SLOW_AFTER {
                     // A slow consumer: it stops slowing its publishers and loses instead.
@@ -256,6 +269,15 @@ impl Mailbox {
 
     fn has_space(&self, inner: &Inner) -> bool {
         inner.queue.len() < self.capacity && inner.bytes < self.byte_capacity
+    }
+
+    /// True when the mailbox has been congested longer than [`SLOW_AFTER`]: its session is a
+    /// slow consumer, and what it cannot take is dropped.
+    pub fn is_slow(&self, now: Instant) -> bool {
+        self.inner
+            .lock()
+            .congested_since
+            .is_some_and(|since| now.saturating_duration_since(since) > SLOW_AFTER)
     }
 
     /// True unless the mailbox is congested (over capacity and not yet drained to half of it)

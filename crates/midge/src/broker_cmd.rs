@@ -242,16 +242,19 @@ async fn start(
     Ok(Started { server, dropped_to, pid_file })
 }
 
-/// The files read at start and again on SIGHUP: password and ACL files, and the listeners'
-/// certificates, keys and CRLs.
+/// The files read at start and again on SIGHUP: the configuration file, password and ACL
+/// files, and the listeners' certificates, keys, CA files and directories, and CRLs.
 fn reread_on_reload(config: &Config) -> Vec<PathBuf> {
     let security =
         std::iter::once(&config.security).chain(config.listeners.iter().filter_map(|l| l.security.as_ref()));
     let mut files: Vec<PathBuf> =
         security.flat_map(|s| [&s.password_file, &s.acl_file]).flatten().cloned().collect();
     for t in config.listeners.iter().map(|l| &l.tls) {
-        files.extend([&t.certfile, &t.keyfile, &t.cafile, &t.crlfile].into_iter().flatten().cloned());
+        files.extend(
+            [&t.certfile, &t.keyfile, &t.cafile, &t.capath, &t.crlfile].into_iter().flatten().cloned(),
+        );
     }
+    files.extend(config.source.clone());
     files.sort();
     files.dedup();
     files

@@ -106,8 +106,10 @@ impl Acl {
                     // One word: the filter, read and write. More: an access word, then the
                     // filter (which may hold spaces). As mosquitto, a first word that is no
                     // access word is an error: `topic raed secret/#` or `topic dney a/#`
-                    // must not become a rule of another meaning.
-                    let (access, filter) = match rest.split_once(char::is_whitespace) {
+                    // must not become a rule of another meaning. Words are split at spaces
+                    // only, as mosquitto splits them (a tab or another space character
+                    // belongs to the filter).
+                    let (access, filter) = match rest.split_once(' ') {
                         None => (Access::ReadWrite, rest),
                         Some((word, f)) => {
                             let access = match word {
@@ -330,6 +332,8 @@ pattern read users/%u/inbox
         assert!(a.can_read(None, "c", "a b/c"));
         assert!(!a.can_read(None, "c", "a"));
         assert!(a.can_publish(None, "c", "read"), "one word is the filter, read and write");
+        let a = Acl::parse("topic 東京\u{3000}駅/#\n", "f").unwrap();
+        assert!(a.can_publish(None, "c", "東京\u{3000}駅/x"), "not split at a space other than ' '");
     }
 
     #[test]

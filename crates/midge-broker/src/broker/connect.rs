@@ -466,7 +466,10 @@ impl Broker {
             // [MQTT-3.1.2-4] (3.1.1: [MQTT-3.1.2-6]): clean start discards any existing session.
             // A session taken over from a connection whose session ends with it (clean
             // session, or expiry 0) is not resumed either: it ended with that connection.
-            Some(old) if connect.clean_start || old.state.expiry_interval == 0 => {
+            Some(mut old) if connect.clean_start || old.state.expiry_interval == 0 => {
+                // What it held from shared subscriptions goes to another member (5.0
+                // section 4.8.2), as when a session ends with its connection.
+                self.redistribute_shared(&mut old, true);
                 self.discard(old);
                 (self.new_session(&plan.client_id), false)
             }

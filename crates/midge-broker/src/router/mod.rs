@@ -366,9 +366,12 @@ impl Router {
             delivery.qos = member.options.qos.min(delivery.message.qos);
             delivery.sub_ids = member.id.into_iter().collect();
             let handle = &member.handle;
-            handle.mailbox.push_with(delivery, true, |d| {
+            let pushed = handle.mailbox.push_at(delivery, true, std::time::Instant::now(), |d| {
                 record(hook, handle, d);
             });
+            if let Push::Dropped { first: true } = pushed {
+                tracing::warn!("Outgoing messages are being dropped for client {}.", handle.client_id);
+            }
             return Ok(());
         }
         (delivery.qos, delivery.sub_ids, delivery.entry) = was;

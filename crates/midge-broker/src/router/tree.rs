@@ -49,7 +49,14 @@ impl SharedGroup {
         let members = || (0..n).map(|i| &self.members[(start + i) % n]);
         members()
             .find(|s| s.handle.is_online() && s.handle.mailbox.has_space_now())
-            .or_else(|| members().filter(|s| s.handle.is_online()).min_by_key(|s| s.handle.mailbox.len()))
+            .or_else(|| {
+                // One that still slows its publishers (it drains) before one that no
+                // longer keeps up (a slow consumer, which would drop the message).
+                let now = std::time::Instant::now();
+                members()
+                    .filter(|s| s.handle.is_online())
+                    .min_by_key(|s| (s.handle.mailbox.is_slow(now), s.handle.mailbox.len()))
+            })
             .or_else(|| self.members.get(start % n))
     }
 

@@ -156,8 +156,12 @@ impl Outgoing {
         }
     }
 
-    /// A packet identifier not in use by any message in flight [MQTT-2.2.1-3].
-    fn next_id(&mut self) -> u16 {
+    /// A packet identifier not in use by any message in flight [MQTT-2.2.1-3]; `None` when
+    /// all 65,535 are.
+    fn next_id(&mut self) -> Option<u16> {
+        if self.inflight.len() >= usize::from(u16::MAX) {
+            return None;
+        }
         loop {
             self.last_id = self.last_id.wrapping_add(1);
             if self.last_id == 0 {
@@ -169,7 +173,7 @@ impl Outgoing {
                 None => self.inflight.iter().any(|f| f.packet_id == id),
             };
             if !in_use {
-                return id;
+                return Some(id);
             }
         }
     }
@@ -184,19 +188,22 @@ impl Outgoing {
         self.last_id = id;
     }
 
-    /// Passes over the next packet identifier.
+    /// Passes over the next packet identifier (none when all are in flight).
     pub fn skip_id(&mut self) {
         self.next_id();
     }
 
-    /// The next packet identifier, not in flight, for a packet the session does not track.
+    /// The next packet identifier, not in flight, for a packet the session does not track
+    /// (with all 65,535 in flight, the one after the last given: the packet is the
+    /// session's own, and a window that full has no room for it anyway).
     pub fn reserve_id(&mut self) -> u16 {
-        self.next_id()
+        self.next_id().unwrap_or(self.last_id.wrapping_add(1).max(1))
     }
 
-    /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier.
+    /// Puts a QoS 1 or 2 delivery in flight; returns its packet identifier. The caller
+    /// keeps the window below 65,535 (Receive Maximum and max_inflight_messages are).
     pub fn start(&mut self, delivery: Delivery) -> u16 {
-        let packet_id = self.next_id();
+        let packet_id = self.next_id().unwrap_or(self.last_id);
         let state = if delivery.qos == QoS::ExactlyOnce { Awaiting::PubRec } else { Awaiting::PubAck };
         self.push(InFlight { packet_id, state, delivery, sent: true });
         packet_id
@@ -425,6 +432,11 @@ mod tests {
         assert!(started.elapsed().as_secs_f64() < 1.0, "{:?}", started.elapsed());
         check(&o);
         assert_eq!(o.inflight_payload(), 65_534);
+        // All 65,535 in flight: passing over an identifier (an expired delivery) finds none
+        // and returns, instead of looking for ever.
+        o.start(delivery(1));
+        o.skip_id();
+        assert_eq!(o.inflight_len(), usize::from(u16::MAX));
     }
 
     proptest! {
