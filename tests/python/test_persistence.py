@@ -379,6 +379,37 @@ def test_subscriptions_keep_their_options_and_identifiers_across_sigkill(store_b
     assert [(p.topic, p.payload, p.qos) for p in got311] == [("opts/id/x", b"downgraded", 1)], got311
 
 
+def test_a_queue_restored_after_a_restart_still_counts_against_its_limit(store_brokers):
+    """An offline session's queue (max_queued_messages 10) is full when the broker is killed;
+    after the restart the 10 restored messages still fill it, so the 10 published then are
+    dropped, as mosquitto drops them. Restored messages used to sit beside the queue, and
+    every restart gave the session another 10 (300 queued after 5 restarts, for a limit of
+    50, in the helper's measurement)."""
+    broker = store_brokers("max_queued_messages 10").start()
+    sid = unique_id("restored-queue")
+    c, _ = connect(broker.port, sid, V5)
+    assert c.subscribe(1, [("rq/#", 1)]).codes == [1]
+    park(c)
+
+    def publish(first: int) -> None:
+        with RawClient(broker.port, version=V5) as pub:
+            pub.connect(unique_id("rq-pub"))
+            for i in range(first, first + 10):
+                pub.publish("rq/t", f"m{i}", qos=1, packet_id=i + 1)
+
+    publish(0)
+    broker.restart("kill")
+    assert broker.restored_counts()[2] == 10, broker.restored.group(0)
+    mark = broker.mark()
+    publish(10)
+    broker.wait_for_log(rf"Outgoing messages are being dropped for client {sid}\.", since=mark)
+    c, ack = connect(broker.port, sid, V5)
+    with c:
+        assert ack.session_present
+        got = [p.payload for p in collect(c) if p.type == raw.PUBLISH]
+    assert got == [f"m{i}".encode() for i in range(10)], got
+
+
 def test_session_expiry_keeps_counting_after_a_restart(store_brokers):
     """Two 5.0 sessions parked with a queued message, one with a 2 s session expiry, one
     with 60 s; SIGKILL and restart at once (both are restored); 3 s after the restart the

@@ -262,6 +262,14 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Puts back a delivery read from the store at start, whatever the limits (it was
+    /// acknowledged to its publisher): counted, so that what comes after it finds the queue
+    /// as full as it was. (Kept apart from the queue, restored messages gave every restart a
+    /// fresh `max_queued_messages` on top of them.)
+    pub fn restore(&self, d: Delivery) {
+        self.inner.lock().push(d);
+    }
+
     /// True while a delivery would be queued without congesting the mailbox.
     pub fn has_space_now(&self) -> bool {
         self.has_space(&self.inner.lock())

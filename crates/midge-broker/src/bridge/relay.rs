@@ -197,6 +197,14 @@ impl<'b> Relay<'b> {
     /// A packet from the remote.
     pub fn from_remote(&mut self, p: Packet) -> FromRemote {
         match p {
+            // The bridge's CONNECT allows no topic alias (Topic Alias Maximum 0): the remote
+            // may send none [MQTT-3.3.2-11]. Passed on, an alias-only PUBLISH would reach
+            // local subscribers with an empty topic.
+            Packet::Publish(p) if p.properties.get(PropertyId::TopicAlias).is_some() => FromRemote::Close(
+                "the remote sent a Topic Alias, which the bridge does not allow (Topic Alias Maximum 0) \
+                 [MQTT-3.3.2-11]"
+                    .into(),
+            ),
             Packet::Publish(mut p) => {
                 p.topic = ByteString::from(topics::to_local(&self.bridge.topics, &p.topic));
                 p.properties.retain(|prop| {
@@ -356,5 +364,18 @@ mod tests {
             panic!()
         };
         assert_eq!((&*inc.topic, inc.retain), ("l/t/y", true));
+    }
+
+    #[test]
+    fn a_topic_alias_from_the_remote_ends_the_connection() {
+        // The bridge allows none: an alias-only PUBLISH (empty topic) never reaches local
+        // subscribers.
+        let b = bridge("topic b/# both 1\n");
+        let mut relay = Relay::new(&b, terms());
+        let mut p = Publish::new("", "v");
+        p.properties.push(midge_codec::Property::TopicAlias(3));
+        assert!(
+            matches!(relay.from_remote(Packet::Publish(p)), FromRemote::Close(why) if why.contains("Topic Alias"))
+        );
     }
 }

@@ -608,7 +608,8 @@ impl Broker {
                 }
                 Some(Progress::Sent(id)) => b.state.outgoing.restore(*id, Awaiting::PubRec, d),
                 Some(Progress::Released(id)) => b.state.outgoing.restore(*id, Awaiting::PubComp, d),
-                None => b.state.outgoing.pending.push_back(d),
+                // Queued, as it was: in the mailbox, where the limits count it.
+                None => handle.mailbox.restore(d),
             }
         }
         b.state.expiry_interval = record.expiry_interval;
