@@ -407,16 +407,20 @@ mod tests {
     use midge_codec::QoS;
 
     fn delivery(qos: QoS, at: Instant) -> Delivery {
+        delivery_with(qos, at, Default::default())
+    }
+
+    fn delivery_with(qos: QoS, at: Instant, properties: midge_codec::Properties) -> Delivery {
         let m = Message::from_publish(
             "t".into(),
             Bytes::from_static(b"x"),
             qos,
             false,
-            Default::default(),
+            properties,
             "p".into(),
             at,
         );
-        Delivery { message: Arc::new(m), qos, retain: false, sub_ids: Vec::new(), share: None, entry: None }
+        Delivery::plain(m)
     }
 
     #[test]
@@ -495,24 +499,9 @@ mod tests {
             props.push(midge_codec::Property::UserProperty("a".into(), "b".into()));
         }
         let heavy = || {
-            let m = Message::from_publish(
-                "t".into(),
-                Bytes::from_static(b"x"),
-                QoS::AtLeastOnce,
-                false,
-                props.clone(),
-                "p".into(),
-                t,
-            );
-            assert!(m.queued_bytes() > 100_000, "{}", m.queued_bytes());
-            Delivery {
-                message: Arc::new(m),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                sub_ids: Vec::new(),
-                share: None,
-                entry: None,
-            }
+            let d = delivery_with(QoS::AtLeastOnce, t, props.clone());
+            assert!(d.message.queued_bytes() > 100_000, "{}", d.message.queued_bytes());
+            d
         };
         let m = Mailbox::new(QueueLimits { messages: 100, bytes: 200_000 });
         assert_eq!(m.push(heavy(), false), Push::Queued);

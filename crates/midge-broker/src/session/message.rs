@@ -148,6 +148,23 @@ pub struct Delivery {
     pub entry: Option<StoreEntry>,
 }
 
+#[cfg(test)]
+impl Delivery {
+    /// A delivery of `message` at its own QoS, not retained, from no shared subscription,
+    /// with no record (tests).
+    pub(crate) fn plain(message: Message) -> Delivery {
+        let qos = message.qos;
+        Delivery {
+            message: Arc::new(message),
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+            share: None,
+            entry: None,
+        }
+    }
+}
+
 /// A delivery's record in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreEntry {

@@ -362,7 +362,6 @@ impl Outgoing {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Instant;
 
     use bytes::Bytes;
@@ -382,14 +381,7 @@ mod tests {
             "p".into(),
             Instant::now(),
         );
-        Delivery {
-            message: Arc::new(m),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            sub_ids: Vec::new(),
-            share: None,
-            entry: None,
-        }
+        Delivery::plain(m)
     }
 
     /// What the index says agrees with the window itself.
