@@ -42,6 +42,7 @@ from hostile_support import (
     version_id,
 )
 from mqtt_raw import V5, V311, Closed, RawClient
+from persistence_support import connect, park
 from security_support import MosquittoBroker, midge_passwd
 from support import require_tool, unique_id
 
@@ -1224,21 +1225,20 @@ def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory)
     of 2,000 bytes (counting topic and payload only, it would hold 5 and let a client queue
     its limit many times over in properties)."""
     b = broker_factory("memory_limit 2000")
-    sub = raw.RawClient(b.port, raw.V5)
-    sub.connect("mlp-sub", clean=False, props={"SessionExpiryInterval": 300})
+    sub, _ = connect(b.port, "mlp-sub", V5)
     sub.subscribe(1, [("mlp/#", 1)])
-    sub.send(raw.disconnect(version=raw.V5))
-    sub.wait_closed()
+    park(sub)
     pub = raw.RawClient(b.port, raw.V5)
     pub.connect("mlp-pub")
     pub.publish("mlp/t", b"x", qos=1, props=[("UserProperty", ("k", "v" * 3000))])
     pub.send(raw.publish("mlp/t", b"dropped", 1, False, packet_id=2, version=raw.V5))
     got = pub.wait_closed()
     assert [(p.type, p.reason) for p in got] == [(raw.DISCONNECT, 0x97)], got
-    sub = raw.RawClient(b.port, raw.V5)
-    assert sub.connect("mlp-sub", clean=False, props={"SessionExpiryInterval": 300}).session_present
+    sub, ack = connect(b.port, "mlp-sub", V5)
+    assert ack.session_present
     p = sub.expect(raw.PUBLISH)
     assert p.payload == b"x" and p.props["UserProperty"] == [("k", "v" * 3000)], p
+
 
 # 70,000 user properties of one-byte names and values: 490 KB on the wire, about 10 MB once
 # decoded (each property an entry of its own, each string an allocation).
@@ -1254,17 +1254,15 @@ def tiny_properties_publish(topic: str, payload: bytes, packet_id: int) -> bytes
 
 
 def test_a_queue_counts_what_small_properties_hold(broker_factory):
-    """max_queued_bytes counts what a message's properties hold, not only its payload (as
-    mosquitto does): an offline session's queue of 15 MB takes 2 messages of one-byte
+    """max_queued_bytes counts what a message's properties hold, not only its payload (all
+    that mosquitto counts): an offline session's queue of 15 MB takes 2 messages of one-byte
     payloads and 70,000 small user properties each, and drops the other 38, acknowledged to
     the publisher as mosquitto does. Counting payloads only, all 40 were queued: 400 MB for
     a queue of 40 bytes."""
     b = broker_factory("max_queued_bytes 15000000")
-    sub = raw.RawClient(b.port, raw.V5)
-    sub.connect("props-sub", clean=False, props={"SessionExpiryInterval": 300})
+    sub, _ = connect(b.port, "props-sub", V5)
     sub.subscribe(1, [("props/#", 1)])
-    sub.send(raw.disconnect(version=raw.V5))
-    sub.wait_closed()
+    park(sub)
     pub = raw.RawClient(b.port, raw.V5, timeout=30)
     pub.connect("props-pub")
     mark = b.mark()
@@ -1272,8 +1270,8 @@ def test_a_queue_counts_what_small_properties_hold(broker_factory):
         pub.send(tiny_properties_publish("props/t", bytes([48 + i % 10]), i + 1))
         assert pub.expect(raw.PUBACK).packet_id == i + 1
     b.wait_for_log(r"Outgoing messages are being dropped for client props-sub\.", since=mark)
-    back = raw.RawClient(b.port, raw.V5, timeout=30)
-    assert back.connect("props-sub", clean=False, props={"SessionExpiryInterval": 300}).session_present
+    back, ack = connect(b.port, "props-sub", V5, timeout=30)
+    assert ack.session_present
     got = [back.expect(raw.PUBLISH) for _ in range(2)]
     assert [len(p.props["UserProperty"]) for p in got] == [70_000, 70_000]
     back.send(raw.pingreq())
