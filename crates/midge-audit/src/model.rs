@@ -165,17 +165,12 @@ impl<'a> ListenerView<'a> {
 
     /// Its TLS files: key, certificate, CA, CRL and CA directory.
     pub fn tls_files(&self) -> Vec<FileSetting> {
-        let tls = &self.listener.tls;
-        [
-            ("keyfile", &tls.keyfile),
-            ("certfile", &tls.certfile),
-            ("cafile", &tls.cafile),
-            ("crlfile", &tls.crlfile),
-            ("capath", &tls.capath),
-        ]
-        .into_iter()
-        .filter_map(|(option, path)| file(option, path.as_ref(), self.setting(option)))
-        .collect()
+        self.listener
+            .tls
+            .files()
+            .into_iter()
+            .filter_map(|(option, path)| file(option, path, self.setting(option)))
+            .collect()
     }
 }
 

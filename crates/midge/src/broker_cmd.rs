@@ -249,10 +249,8 @@ fn reread_on_reload(config: &Config) -> Vec<PathBuf> {
         std::iter::once(&config.security).chain(config.listeners.iter().filter_map(|l| l.security.as_ref()));
     let mut files: Vec<PathBuf> =
         security.flat_map(|s| [&s.password_file, &s.acl_file]).flatten().cloned().collect();
-    for t in config.listeners.iter().map(|l| &l.tls) {
-        files.extend(
-            [&t.certfile, &t.keyfile, &t.cafile, &t.capath, &t.crlfile].into_iter().flatten().cloned(),
-        );
+    for l in &config.listeners {
+        files.extend(l.tls.files().into_iter().filter_map(|(_, path)| path.cloned()));
     }
     files.extend(config.source.clone());
     files.sort();

@@ -62,6 +62,17 @@ impl TlsSettings {
     pub fn enabled(&self) -> bool {
         self.certfile.is_some() || self.keyfile.is_some()
     }
+
+    /// Its files, by option: key, certificate, CA, CRL and CA directory.
+    pub fn files(&self) -> [(&'static str, Option<&PathBuf>); 5] {
+        [
+            ("keyfile", self.keyfile.as_ref()),
+            ("certfile", self.certfile.as_ref()),
+            ("cafile", self.cafile.as_ref()),
+            ("crlfile", self.crlfile.as_ref()),
+            ("capath", self.capath.as_ref()),
+        ]
+    }
 }
 
 /// mosquitto's Topic Alias Maximum for a listener without `max_topic_alias`.
