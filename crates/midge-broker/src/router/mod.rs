@@ -345,11 +345,15 @@ impl Router {
         let Some(members) = shard.find(plain).and_then(|s| s.shared.get(group)) else { return Err(delivery) };
         // As the first member's with room in its queue; as it was if none has.
         let was = (delivery.qos, std::mem::take(&mut delivery.sub_ids), delivery.entry.take());
+        // What the delivery becomes for `member`: its QoS and subscription identifier.
+        let as_members = |delivery: &mut Delivery, member: &Subscription| {
+            delivery.qos = member.options.qos.min(delivery.message.qos);
+            delivery.sub_ids = member.id.into_iter().collect();
+        };
         let mut first = None;
         for member in members.others_online(exclude) {
             first.get_or_insert(member);
-            delivery.qos = member.options.qos.min(delivery.message.qos);
-            delivery.sub_ids = member.id.into_iter().collect();
+            as_members(&mut delivery, member);
             let handle = &member.handle;
             let pushed = handle.mailbox.push_if_room(delivery, |d| {
                 record(hook, handle, d);
@@ -362,11 +366,10 @@ impl Router {
         if let Some(member) = first.filter(|_| ending) {
             // The session ends, and what it holds with it: the first member takes it over
             // its queue's limit, as a publisher's message would be taken (the queue's
-            // slack), unless that member no longer keeps up (then it is dropped, counted).
-            delivery.qos = member.options.qos.min(delivery.message.qos);
-            delivery.sub_ids = member.id.into_iter().collect();
+            // slack), unless that member no longer keeps up (then it is dropped, and logged).
+            as_members(&mut delivery, member);
             let handle = &member.handle;
-            let pushed = handle.mailbox.push_at(delivery, true, std::time::Instant::now(), |d| {
+            let pushed = handle.mailbox.push_at(delivery, true, Instant::now(), |d| {
                 record(hook, handle, d);
             });
             if let Push::Dropped { first: true } = pushed {
