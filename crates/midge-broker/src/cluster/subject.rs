@@ -234,8 +234,12 @@ mod tests {
                 if hash {
                     levels.push("#".into());
                 }
-                // Only a level that is all `+` (or `#`) is a wildcard.
-                if levels.iter().any(|l| l != "+" && l != "#" && l.contains(['+', '#'])) || levels.is_empty()
+                // Only a level that is all `+` (or `#`) is a wildcard, and `#` only as the last
+                // (`level()` can make a `#` level: "+/#/#" is no filter).
+                let hash_inside = levels.iter().rev().skip(1).any(|l| l == "#");
+                if levels.iter().any(|l| l != "+" && l != "#" && l.contains(['+', '#']))
+                    || levels.is_empty()
+                    || hash_inside
                 {
                     return None;
                 }
