@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use bytestring::ByteString;
+use midge_codec::QoS;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -194,6 +195,14 @@ impl Mailbox {
         inner.queue.len() <= self.capacity / 2 && inner.bytes <= self.byte_capacity / 2
     }
 
+    /// The publishers to let go when a congested mailbox is back at its low water (they are
+    /// notified once its lock is released).
+    fn relief(&self, inner: &mut Inner) -> Option<Arc<Notify>> {
+        (self.at_low_water(inner) && inner.congested_since.take().is_some())
+            .then(|| inner.space.take())
+            .flatten()
+    }
+
     /// Queues a delivery and wakes the session's connection; `online` says whether a
     /// connection is there to drain it (an offline session's queue is a hard limit).
     pub fn push(&self, d: Delivery, online: bool) -> Push {
@@ -305,9 +314,7 @@ impl Mailbox {
         let taken: usize = inner.queue.iter().take(n).map(|d| d.message.queued_bytes()).sum();
         inner.bytes -= taken;
         out.extend(inner.queue.drain(..n));
-        let relieved = (self.at_low_water(&inner) && inner.congested_since.take().is_some())
-            .then(|| inner.space.take())
-            .flatten();
+        let relieved = self.relief(&mut inner);
         if inner.queue.is_empty() {
             // Give back the memory of a burst, so an idle session stays small.
             if inner.queue.capacity() > 64 {
@@ -338,6 +345,25 @@ impl Mailbox {
         inner.queue = rest;
         inner.recount();
         shared.into()
+    }
+
+    /// Drops the QoS 0 deliveries waiting (their connection went: mosquitto does not keep
+    /// them for a session that is offline); returns how many.
+    pub fn drop_qos0(&self) -> usize {
+        let mut inner = self.inner.lock();
+        let before = inner.queue.len();
+        inner.queue.retain(|d| d.qos != QoS::AtMostOnce);
+        let dropped = before - inner.queue.len();
+        if dropped == 0 {
+            return 0;
+        }
+        inner.recount();
+        let relieved = self.relief(&mut inner);
+        drop(inner);
+        if let Some(space) = relieved {
+            space.notify_waiters();
+        }
+        dropped
     }
 
     /// How many deliveries are waiting.
@@ -439,6 +465,22 @@ mod tests {
         m.drain_into(&mut out, 1);
         assert!(m.has_room(t), "half drained");
         assert_eq!(m.dropped(), 0);
+    }
+
+    #[test]
+    fn dropping_qos0_keeps_the_rest_in_order_and_lets_publishers_go() {
+        let t = Instant::now();
+        let m = Mailbox::new(4);
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtMostOnce, QoS::ExactlyOnce, QoS::AtMostOnce] {
+            m.push(delivery(qos, t), true);
+        }
+        assert!(!m.has_room(t), "congested");
+        assert_eq!(m.drop_qos0(), 3);
+        assert!(m.has_room(t), "2 left of 4: publishers go on");
+        let kept: Vec<QoS> = m.snapshot().iter().map(|d| d.qos).collect();
+        assert_eq!(kept, [QoS::AtLeastOnce, QoS::ExactlyOnce]);
+        assert_eq!(m.drop_qos0(), 0);
+        assert_eq!(m.dropped(), 0, "not counted as overflow");
     }
 
     #[test]

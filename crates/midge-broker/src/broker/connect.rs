@@ -563,6 +563,7 @@ impl Broker {
         if handover.is_none() {
             let expiry = owned.state.expiry_interval;
             self.redistribute_shared(&mut owned, expiry == 0);
+            drop_unsent_qos0(&mut owned);
             let expires_at = self.expiry_from(now, expiry);
             if expiry > 0 {
                 if let Some(j) = self.journal() {
@@ -611,12 +612,26 @@ impl Broker {
         }
         match handover {
             Some(reply) => {
+                drop_unsent_qos0(&mut owned);
                 if let Err(owned) = reply.send(owned) {
                     self.discard(owned);
                 }
             }
             None => self.discard(owned),
         }
+    }
+}
+
+/// Drops the QoS 0 messages not yet written to the connection that went, as mosquitto does
+/// (with `queue_qos0_messages` false, the default, it keeps none for a client that is not
+/// connected; 3.1.1 section 3.1.2.4: QoS 0 messages pending are kept "optionally"): the client
+/// back gets what was published since, not what its last connection left unread. Those of a
+/// shared subscription went to another member first, when one had room. Kept with
+/// `queue_qos0_messages` and for a lazy bridge.
+fn drop_unsent_qos0(owned: &mut Owned) {
+    if !owned.handle.queues_qos0_offline() {
+        owned.handle.mailbox.drop_qos0();
+        owned.state.outgoing.drop_pending_qos0();
     }
 }
 

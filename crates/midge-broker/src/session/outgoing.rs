@@ -351,6 +351,13 @@ impl Outgoing {
         }
     }
 
+    /// Drops the QoS 0 deliveries pending (none is ever in flight); returns how many.
+    pub fn drop_pending_qos0(&mut self) -> usize {
+        let before = self.pending.len();
+        self.pending.retain(|d| d.qos != QoS::AtMostOnce);
+        before - self.pending.len()
+    }
+
     /// Drops everything (the session ends).
     pub fn clear(&mut self) {
         self.unsent = 0;
