@@ -1240,23 +1240,24 @@ def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory)
     assert p.payload == b"x" and p.props["UserProperty"] == [("k", "v" * 3000)], p
 
 
-# 70,000 user properties of one-byte names and values: 490 KB on the wire, about 10 MB once
-# decoded (each property an entry of its own, each string an allocation).
-TINY_PROPERTIES = raw.properties([("UserProperty", ("a", "b"))] * 70_000)
+# 65,000 user properties of one-byte names and values (a packet may carry 65,535): 455 KB on
+# the wire, about 9 MB once decoded (each property an entry of its own, each string an
+# allocation).
+TINY_PROPERTIES = raw.properties([("UserProperty", ("a", "b"))] * 65_000)
 TINY_PROPERTIES_WIRE = len(TINY_PROPERTIES)
 # What they take in memory, by the broker's own estimate (Properties::memory_cost) and a bit.
-TINY_PROPERTIES_HELD = 160 * 70_000
+TINY_PROPERTIES_HELD = 160 * 65_000
 
 
 def tiny_properties_publish(topic: str, payload: bytes, packet_id: int) -> bytes:
-    """A 5.0 PUBLISH at QoS 1 with TINY_PROPERTIES (encoded once: 70,000 of them)."""
+    """A 5.0 PUBLISH at QoS 1 with TINY_PROPERTIES (encoded once: 65,000 of them)."""
     return raw.packet(raw.PUBLISH, 0x02, raw.mqtt_str(topic) + raw.u16(packet_id) + TINY_PROPERTIES + payload)
 
 
 def test_a_queue_counts_what_small_properties_hold(broker_factory):
     """max_queued_bytes counts what a message's properties hold, not only its payload (all
     that mosquitto counts): an offline session's queue of 15 MB takes 2 messages of one-byte
-    payloads and 70,000 small user properties each, and drops the other 38, acknowledged to
+    payloads and 65,000 small user properties each, and drops the other 38, acknowledged to
     the publisher as mosquitto does. Counting payloads only, all 40 were queued: 400 MB for
     a queue of 40 bytes."""
     b = broker_factory("max_queued_bytes 15000000")
@@ -1273,21 +1274,42 @@ def test_a_queue_counts_what_small_properties_hold(broker_factory):
     back, ack = connect(b.port, "props-sub", V5, timeout=30)
     assert ack.session_present
     got = [back.expect(raw.PUBLISH) for _ in range(2)]
-    assert [len(p.props["UserProperty"]) for p in got] == [70_000, 70_000]
+    assert [len(p.props["UserProperty"]) for p in got] == [65_000, 65_000]
     back.send(raw.pingreq())
     assert back.expect(raw.PINGRESP), "a third message was queued"
     budget = MemoryBudget("queue of small properties")
-    # A packet decoded: its properties' entries, then their copies kept (README: up to
-    # about 30 times its size).
+    # A packet decoded: its properties' entries, then their copies kept (README: some 140
+    # bytes each for 5 on the wire, 30 times the packet's size at most).
     budget.add("subscriber session", connection_bound(packet=30 * TINY_PROPERTIES_WIRE, queued=2,
                                                       message=TINY_PROPERTIES_HELD))
     budget.add("publisher", connection_bound(packet=30 * TINY_PROPERTIES_WIRE))
     after_attack(b, V5, budget)
 
 
+def test_a_packet_of_more_than_65535_properties_is_refused(broker_factory):
+    """A 50 MB PUBLISH of empty user properties (5 bytes each, 10 million of them): decoded,
+    each would take some 140 bytes, 1.5 GB for this one packet (mosquitto: 0.95 GB). A
+    packet may carry 65,535 properties: the next one ends the decoding, and the client gets
+    DISCONNECT 0x97 Quota exceeded (an implementation's limit, not a malformed packet); the
+    broker holds the packet and 65,535 properties at most."""
+    b = broker_factory()
+    pub = raw.RawClient(b.port, raw.V5, timeout=30)
+    pub.connect("many-props")
+    block = raw.varint(50 * MIB) + b"\x26\x00\x00\x00\x00" * (50 * MIB // 5)
+    packet = raw.packet(raw.PUBLISH, 0, raw.mqtt_str("many/t") + block + b"x")
+    mark = b.mark()
+    pub.send(packet)
+    got = pub.wait_closed(timeout=30)
+    assert [(p.type, p.reason) for p in got] == [(raw.DISCONNECT, 0x97)], got
+    b.wait_for_log(r"Client many-props disconnected: more than 65535 properties in one packet\.", since=mark)
+    budget = MemoryBudget("a packet of 10 million properties")
+    budget.add("publisher", connection_bound(packet=len(packet) + 65_535 * 160))
+    after_attack(b, V5, budget)
+
+
 def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     """A publisher whose messages wait for a congested subscriber (max_queued_messages 10,
-    a subscriber that never acknowledges) sends 100 PUBLISH of 70,000 small user properties
+    a subscriber that never acknowledges) sends 100 PUBLISH of 65,000 small user properties
     each for 1 s: what the broker holds for it meanwhile (64 KiB) is counted with what the
     packets' properties take in memory, so it reads one of them and the socket pushes back
     (counting topic and payload only, it read on: 1 GB of such packets was parked). The

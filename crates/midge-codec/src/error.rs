@@ -154,6 +154,10 @@ pub enum DecodeError {
     /// The property length runs past the packet.
     #[error("property length exceeds the packet")]
     PropertiesTooLong,
+    /// More than [`crate::MAX_PROPERTIES`] properties in one block: well formed, but
+    /// refused, since each takes some 140 bytes once decoded for 5 on the wire.
+    #[error("more than {} properties in one packet", crate::MAX_PROPERTIES)]
+    TooManyProperties,
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     #[error("No Local set on a shared subscription")]
     NoLocalOnSharedSubscription,
@@ -193,6 +197,8 @@ impl DecodeError {
             | NoLocalOnSharedSubscription
             | WildcardInResponseTopic
             | EmptyTopicWithoutAlias => ReasonCode::ProtocolError,
+            // "An implementation or administrative imposed limit has been exceeded".
+            TooManyProperties => ReasonCode::QuotaExceeded,
             RemainingLengthTooLong
             | ReservedPacketType(_)
             | InvalidHeaderFlags { .. }

@@ -28,7 +28,7 @@ pub use packet::{
     PubComp, PubRec, PubRel, Publish, PublishAck, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe, Will, MAX_REMAINING_LENGTH,
 };
-pub use properties::{Properties, Property, PropertyContext, PropertyId};
+pub use properties::{Properties, Property, PropertyContext, PropertyId, MAX_PROPERTIES};
 pub use reason::{ConnectReturnCode, ReasonCode};
 pub use topic::{
     is_valid_topic_filter, is_valid_topic_name, parse_shared, topic_matches, validate_topic_filter,

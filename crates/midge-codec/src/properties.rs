@@ -394,6 +394,12 @@ impl Property {
     }
 }
 
+/// The most properties one packet (or will) may carry: 65,535, far beyond any real use
+/// (hosted brokers allow some 20 user properties), and a bound on what a packet takes once
+/// decoded. Without it a property of 5 bytes on the wire (an empty user property) takes
+/// some 140 in memory, and a packet of 256 MB of them several gigabytes.
+pub const MAX_PROPERTIES: usize = 65_535;
+
 /// The properties of one packet or will, in the order received: order matters for user
 /// properties, which are forwarded as they came [MQTT-3.3.2-18].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -600,6 +606,9 @@ impl Properties {
                 return Err(DecodeError::DuplicateProperty(id));
             }
             seen |= bit;
+            if props.len() == MAX_PROPERTIES {
+                return Err(DecodeError::TooManyProperties);
+            }
             props.push(Property::decode(id, &mut r)?);
         }
         // A long list grew by doubling: what is kept (a deferred or queued packet) holds

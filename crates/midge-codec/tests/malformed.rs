@@ -1234,3 +1234,31 @@ fn decoded_publish_shares_memory_with_the_read_buffer() {
     let Ok(Packet::Publish(q)) = decode_frame(frame.clone(), V5, MAX) else { panic!() };
     assert_eq!(q.payload.as_ptr() as usize, frame.as_ptr() as usize + frame.len() - 1);
 }
+
+#[test]
+fn at_most_max_properties_in_one_packet() {
+    // Empty user properties, 5 bytes each on the wire: a block of MAX_PROPERTIES decodes, one
+    // more is refused as a quota (0x97), not as a malformed packet.
+    let varint = |mut x: usize| {
+        let mut out = Vec::new();
+        loop {
+            let b = (x % 128) as u8;
+            x /= 128;
+            out.push(if x > 0 { b | 0x80 } else { b });
+            if x == 0 {
+                return out;
+            }
+        }
+    };
+    let publish = |n: usize| {
+        let block: Vec<u8> = [0x26, 0, 0, 0, 0].repeat(n);
+        let body = cat(&[&[0x00, 0x01, b't'], &varint(block.len()), &block, b"p"]);
+        cat(&[&[0x30], &varint(body.len()), &body])
+    };
+    let Packet::Publish(p) = decode_one(V5, &publish(midge_codec::MAX_PROPERTIES)) else { panic!() };
+    assert_eq!(p.properties.len(), midge_codec::MAX_PROPERTIES);
+    let mut buf = BytesMut::from(&publish(midge_codec::MAX_PROPERTIES + 1)[..]);
+    let e = decode(&mut buf, V5, MAX).unwrap_err();
+    assert_eq!(e, DecodeError::TooManyProperties);
+    assert_eq!(e.reason_code(), ReasonCode::QuotaExceeded);
+}

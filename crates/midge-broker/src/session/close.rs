@@ -75,6 +75,9 @@ impl CloseReason {
             CloseReason::ProtocolError { reason: ReasonCode::MalformedPacket, detail } => {
                 format!("Client {client_id} disconnected due to malformed packet: {detail}.")
             }
+            CloseReason::ProtocolError { reason: ReasonCode::QuotaExceeded, detail } => {
+                format!("Client {client_id} disconnected: {detail}.")
+            }
             CloseReason::ProtocolError { detail, .. } => {
                 format!("Client {client_id} disconnected due to protocol error: {detail}.")
             }
