@@ -1183,8 +1183,9 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
     disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay, and once what
     the broker holds goes down (here an offline queue drained), messages are taken again.
-    midge counts the messages it holds: 3 queued of 100 bytes pass a limit of 300."""
-    b = broker_factory("memory_limit 300")
+    midge counts the messages it holds and the subscriptions: one subscription (1,024 bytes
+    and its filter) and 3 queued messages of 100 bytes pass a limit of 1,300."""
+    b = broker_factory("memory_limit 1300")
     sub = raw.RawClient(b.port, raw.V311)
     sub.connect("ml-sub", clean=False)
     sub.subscribe(1, [("ml/#", 1)])
@@ -1217,6 +1218,36 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     again.connect("ml-again")
     again.publish("ml/t", b"taken again", qos=1)
     assert sub.expect(raw.PUBLISH).payload == b"taken again"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_memory_limit_counts_subscriptions(broker_factory, version):
+    """A subscription takes memory (about 1 KB once in the tree): memory_limit counts it, as
+    mosquitto's counts all it allocates. One SUBSCRIBE of 3,000 filters (7 bytes each on
+    the wire, 3 MB as subscriptions) is taken under a limit of 2 MB; the next SUBSCRIBE is
+    refused and its client disconnected (5.0: DISCONNECT 0x97), as a PUBLISH would be.
+    Once the subscriptions go with their session, subscribing works again. Without the
+    count, one SUBSCRIBE of 10 MB made a million subscriptions: 1.1 GB."""
+    b = broker_factory("memory_limit 2000000")
+    many = raw.RawClient(b.port, version)
+    many.connect("ml-many")
+    filters = [(f"m/{i:04x}", 0) for i in range(3000)]
+    assert many.subscribe(1, filters).codes == [0] * 3000
+    mark = b.mark()
+    many.send(raw.subscribe(2, [("one/more", 0)], many.version))
+    got = many.wait_closed()
+    expected = [(raw.DISCONNECT, 0x97)] if version == V5 else []
+    assert [(p.type, p.reason) for p in got] == expected, got
+    b.wait_for_log(r"Client ml-many disconnected: the broker is over its memory_limit; its SUBSCRIBE is dropped\.",
+                   since=mark)
+    # Its session (clean) ended with the connection: its 3,000 subscriptions are gone.
+    again = raw.RawClient(b.port, version)
+    again.connect("ml-again")
+    again.subscribe(1, [("ml/t", 1)])
+    pub = raw.RawClient(b.port, version)
+    pub.connect("ml-pub")
+    pub.publish("ml/t", b"taken", qos=1)
+    assert again.expect(raw.PUBLISH).payload == b"taken"
 
 
 def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory):

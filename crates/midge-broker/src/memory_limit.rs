@@ -1,4 +1,5 @@
-//! `memory_limit`: past this many bytes, the broker takes no more messages. As mosquitto:
+//! `memory_limit`: past this many bytes, the broker takes no more messages (nor
+//! subscriptions). As mosquitto:
 //! "if an incoming message is being processed, then the message will be dropped and the
 //! publishing client will be disconnected" (5.0 clients get DISCONNECT 0x97 Quota exceeded;
 //! mosquitto's failed allocation gives 0x80). mosquitto counts what its allocator hands out;
@@ -7,8 +8,11 @@
 //! burst would shut publishers out for good. midge counts what grows with the traffic: the
 //! bytes of every message it holds (topic, payload and properties; queued, in flight, retained, being
 //! routed), each counted once however many sessions share it, from when it is made
-//! ([`Held::new`]) until its last holder drops it. A broker without the option does not
-//! count (one relaxed load per message).
+//! ([`Held::new`]) until its last holder drops it, and every subscription (about 1 KiB in
+//! the router and the session, and its filter), from its making to its removal: a
+//! SUBSCRIBE over the limit is refused as a PUBLISH is (one SUBSCRIBE of 10 MB made a
+//! million subscriptions, 1.1 GB). A broker without the option does not count (one relaxed
+//! load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Counting is on (some broker of this process has a limit).

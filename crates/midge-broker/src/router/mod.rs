@@ -18,6 +18,7 @@ pub use retained::{AdmitSource, RetainSource, RetainedCursor, RetainedPage, Reta
 pub use tree::Subscription;
 
 use crate::mailbox::{Push, SessionHandle};
+use crate::memory_limit::Held;
 use crate::session::{Delivery, Message};
 use tree::{Node, Subscribers};
 
@@ -175,7 +176,8 @@ impl Router {
         id: Option<u32>,
     ) -> bool {
         let (group, plain) = split_shared(filter);
-        let sub = Subscription { handle: handle.clone(), options, id };
+        let held = Held::new(tree::SUBSCRIPTION_COST + filter.len());
+        let sub = Subscription { handle: handle.clone(), options, id, held };
         let existed = self.shard_for_filter(plain).write().insert(plain, group.map(|g| (g, filter)), sub);
         if !existed && Self::is_wildcard_shard(plain) {
             self.wildcard_count.fetch_add(1, Ordering::Relaxed);

@@ -12,6 +12,7 @@ use midge_codec::SubscriptionOptions;
 use smallvec::SmallVec;
 
 use crate::mailbox::SessionHandle;
+use crate::memory_limit::Held;
 
 /// One subscription of one session.
 #[derive(Debug, Clone)]
@@ -22,7 +23,14 @@ pub struct Subscription {
     pub options: SubscriptionOptions,
     /// Its Subscription Identifier (5.0), if any.
     pub id: Option<u32>,
+    /// What it takes, counted while it lives (`memory_limit`).
+    pub held: Held,
 }
+
+/// Roughly what one subscription takes in memory beside its filter: its node of the tree
+/// and the map entries that lead to it, its entry among the filter's subscribers, and the
+/// session's record (measured: a million subscriptions of one level took 1.1 GB).
+pub const SUBSCRIPTION_COST: usize = 1024;
 
 /// The members of one shared subscription group (`$share/GROUP/filter`).
 #[derive(Debug)]

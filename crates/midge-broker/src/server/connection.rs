@@ -573,8 +573,12 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
                         describe(&packet, version)
                     );
                 }
-                if matches!(packet, Packet::Publish(_)) && link.broker().memory.reached() {
-                    link.close(CloseReason::MemoryLimit);
+                // What would hold more memory (a message, subscriptions) is refused over
+                // the limit; acknowledgements and unsubscriptions free some.
+                if matches!(packet, Packet::Publish(_) | Packet::Subscribe(_))
+                    && link.broker().memory.reached()
+                {
+                    link.close(CloseReason::MemoryLimit(packet.packet_type()));
                     return false;
                 }
                 link.handle_packet(packet, now);
