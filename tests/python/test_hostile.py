@@ -1224,17 +1224,18 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
 def test_memory_limit_counts_subscriptions(broker_factory, version):
     """A subscription takes memory (about 1 KB once in the tree): memory_limit counts it, as
     mosquitto's counts all it allocates. One SUBSCRIBE of 3,000 filters (7 bytes each on
-    the wire, 3 MB as subscriptions) is taken under a limit of 2 MB; the next SUBSCRIBE is
-    refused and its client disconnected (5.0: DISCONNECT 0x97), as a PUBLISH would be.
-    Once the subscriptions go with their session, subscribing works again. Without the
-    count, one SUBSCRIBE of 10 MB made a million subscriptions: 1.1 GB."""
-    b = broker_factory("memory_limit 2000000")
+    the wire, 3 MB as subscriptions) is taken under a limit of 4 MB; the next, of 1,000,
+    would take the broker over it: it is refused and its client disconnected (5.0:
+    DISCONNECT 0x97), as a PUBLISH over the limit is. Once the subscriptions go with their
+    session, subscribing works again. Without the count, one SUBSCRIBE of 10 MB made a
+    million subscriptions: 1.1 GB."""
+    b = broker_factory("memory_limit 4000000")
     many = raw.RawClient(b.port, version)
     many.connect("ml-many")
     filters = [(f"m/{i:04x}", 0) for i in range(3000)]
     assert many.subscribe(1, filters).codes == [0] * 3000
     mark = b.mark()
-    many.send(raw.subscribe(2, [("one/more", 0)], many.version))
+    many.send(raw.subscribe(2, [(f"n/{i:04x}", 0) for i in range(1000)], many.version))
     got = many.wait_closed()
     expected = [(raw.DISCONNECT, 0x97)] if version == V5 else []
     assert [(p.type, p.reason) for p in got] == expected, got

@@ -10,8 +10,8 @@
 //! routed), each counted once however many sessions share it, from when it is made
 //! ([`Held::new`]) until its last holder drops it, and every subscription (about 1 KiB in
 //! the router and the session, and its filter), from its making to its removal: a
-//! SUBSCRIBE over the limit is refused as a PUBLISH is (one SUBSCRIBE of 10 MB made a
-//! million subscriptions, 1.1 GB). A broker without the option does not count (one relaxed
+//! SUBSCRIBE whose subscriptions would take the count over the limit is refused, as a
+//! PUBLISH over it is (one SUBSCRIBE of 10 MB makes a million subscriptions, 1.1 GB). A broker without the option does not count (one relaxed
 //! load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -76,7 +76,12 @@ impl MemoryLimit {
 
     /// True when the messages held are over the limit.
     pub fn reached(&self) -> bool {
-        self.limit > 0 && held() > self.limit
+        self.would_exceed(0)
+    }
+
+    /// True when `more` bytes would take what is held over the limit.
+    pub fn would_exceed(&self, more: usize) -> bool {
+        self.limit > 0 && held().saturating_add(more) > self.limit
     }
 
     /// The limit, in bytes.

@@ -176,7 +176,7 @@ impl Router {
         id: Option<u32>,
     ) -> bool {
         let (group, plain) = split_shared(filter);
-        let held = Held::new(tree::SUBSCRIPTION_COST + filter.len());
+        let held = Held::new(subscription_cost(filter));
         let sub = Subscription { handle: handle.clone(), options, id, held };
         let existed = self.shard_for_filter(plain).write().insert(plain, group.map(|g| (g, filter)), sub);
         if !existed && Self::is_wildcard_shard(plain) {
@@ -542,6 +542,16 @@ fn deliver(
             }
         }
     }
+}
+
+/// What the subscriptions of a SUBSCRIBE would be counted for in `memory_limit`, at most
+/// (those that replace one already there are counted once).
+pub fn subscriptions_cost(s: &midge_codec::Subscribe) -> usize {
+    s.filters.iter().map(|(f, _)| subscription_cost(f)).sum()
+}
+
+fn subscription_cost(filter: &str) -> usize {
+    tree::SUBSCRIPTION_COST + filter.len()
 }
 
 fn split_shared(filter: &str) -> (Option<&str>, &str) {

@@ -573,11 +573,17 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
                         describe(&packet, version)
                     );
                 }
-                // What would hold more memory (a message, subscriptions) is refused over
-                // the limit; acknowledgements and unsubscriptions free some.
-                if matches!(packet, Packet::Publish(_) | Packet::Subscribe(_))
-                    && link.broker().memory.reached()
-                {
+                // What would hold more memory is refused over the limit: a message, and
+                // subscriptions that would take the broker over it (acknowledgements and
+                // unsubscriptions free some).
+                let over = match &packet {
+                    Packet::Publish(_) => link.broker().memory.reached(),
+                    Packet::Subscribe(s) => {
+                        link.broker().memory.would_exceed(crate::router::subscriptions_cost(s))
+                    }
+                    _ => false,
+                };
+                if over {
                     link.close(CloseReason::MemoryLimit(packet.packet_type()));
                     return false;
                 }
