@@ -1183,9 +1183,9 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
     disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay, and once what
     the broker holds goes down (here an offline queue drained), messages are taken again.
-    midge counts the messages it holds and the subscriptions: one subscription (1,024 bytes
-    and its filter) and 3 queued messages of 100 bytes pass a limit of 1,300."""
-    b = broker_factory("memory_limit 1300")
+    midge counts the messages it holds and the subscriptions: one subscription (512 bytes
+    and its filter) and 3 queued messages of 100 bytes pass a limit of 800."""
+    b = broker_factory("memory_limit 800")
     sub = raw.RawClient(b.port, raw.V311)
     sub.connect("ml-sub", clean=False)
     sub.subscribe(1, [("ml/#", 1)])
@@ -1222,14 +1222,14 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_memory_limit_counts_subscriptions(broker_factory, version):
-    """A subscription takes memory (about 1 KB once in the tree): memory_limit counts it, as
-    mosquitto's counts all it allocates. One SUBSCRIBE of 3,000 filters (7 bytes each on
-    the wire, 3 MB as subscriptions) is taken under a limit of 4 MB; the next, of 1,000,
-    would take the broker over it: it is refused and its client disconnected (5.0:
+    """A subscription takes memory (about 512 bytes once in the tree): memory_limit counts
+    it, as mosquitto's counts all it allocates. One SUBSCRIBE of 3,000 filters (7 bytes
+    each on the wire, 1.5 MB as subscriptions) is taken under a limit of 2 MB; the next, of
+    1,000, would take the broker over it: it is refused and its client disconnected (5.0:
     DISCONNECT 0x97), as a PUBLISH over the limit is. Once the subscriptions go with their
-    session, subscribing works again. Without the count, one SUBSCRIBE of 10 MB made a
-    million subscriptions: 1.1 GB."""
-    b = broker_factory("memory_limit 4000000")
+    session, subscribing works again. Without the count, one SUBSCRIBE of 10 MB makes a
+    million subscriptions: 516 MB."""
+    b = broker_factory("memory_limit 2000000")
     many = raw.RawClient(b.port, version)
     many.connect("ml-many")
     filters = [(f"m/{i:04x}", 0) for i in range(3000)]

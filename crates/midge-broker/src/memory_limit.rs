@@ -8,10 +8,10 @@
 //! burst would shut publishers out for good. midge counts what grows with the traffic: the
 //! bytes of every message it holds (topic, payload and properties; queued, in flight, retained, being
 //! routed), each counted once however many sessions share it, from when it is made
-//! ([`Held::new`]) until its last holder drops it, and every subscription (about 1 KiB in
-//! the router and the session, and its filter), from its making to its removal: a
+//! ([`Held::new`]) until its last holder drops it, and every subscription (about 512 bytes
+//! in the router and the session, and its filter), from its making to its removal: a
 //! SUBSCRIBE whose subscriptions would take the count over the limit is refused, as a
-//! PUBLISH over it is (one SUBSCRIBE of 10 MB makes a million subscriptions, 1.1 GB). A broker without the option does not count (one relaxed
+//! PUBLISH over it is (one SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A broker without the option does not count (one relaxed
 //! load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

@@ -258,7 +258,7 @@ impl Router {
                         push_target(&mut targets, s, message, upgrade);
                     }
                 }
-                for group in subs.shared.values().filter(|_| !shares_through_cluster && only.is_none()) {
+                for group in subs.groups().filter(|_| !shares_through_cluster && only.is_none()) {
                     if let Some(s) = group.pick() {
                         push_target(&mut targets, s, message, upgrade);
                         if let Some(t) = targets.last_mut() {
@@ -309,7 +309,7 @@ impl Router {
         let mut outcome = RouteOutcome::default();
         let (Some(group), plain) = split_shared(share) else { return outcome };
         let shard = self.shard_for_filter(plain).read();
-        let Some(g) = shard.find(plain).and_then(|s| s.shared.get(group)) else { return outcome };
+        let Some(g) = shard.find(plain).and_then(|s| s.group(group)) else { return outcome };
         outcome.matched = true;
         let mut targets = Vec::with_capacity(1);
         if let Some(s) = g.pick() {
@@ -344,7 +344,7 @@ impl Router {
         let Some(key) = delivery.share.clone() else { return Err(delivery) };
         let (Some(group), plain) = split_shared(&key) else { return Err(delivery) };
         let shard = self.shard_for_filter(plain).read();
-        let Some(members) = shard.find(plain).and_then(|s| s.shared.get(group)) else { return Err(delivery) };
+        let Some(members) = shard.find(plain).and_then(|s| s.group(group)) else { return Err(delivery) };
         // As the first member's with room in its queue; as it was if none has.
         let was = (delivery.qos, std::mem::take(&mut delivery.sub_ids), delivery.entry.take());
         // What the delivery becomes for `member`: its QoS and subscription identifier.

@@ -449,3 +449,44 @@ mod matching {
         }
     }
 }
+
+#[test]
+fn a_filter_keeps_each_subscriber_once_as_it_grows_past_its_short_list_and_shrinks_back() {
+    // Subscribers of one filter are a short list up to 8, then a map, then a list again.
+    let r = Router::new();
+    let hs: Vec<_> = (0..20).map(|i| handle(&format!("s{i}"))).collect();
+    let qos0 = SubscriptionOptions::qos(QoS::AtMostOnce);
+    let counts = |r: &Router| {
+        r.route(&msg("a/b", QoS::AtMostOnce, false, "p"), None);
+        hs.iter().map(|h| drain(h).len()).collect::<Vec<_>>()
+    };
+    for n in [1, 8, 9, 20] {
+        for h in &hs[..n] {
+            assert!(!r.subscribe(h, "a/b", qos0, None), "a new subscription");
+        }
+        let got = counts(&r);
+        assert!(got[..n].iter().all(|&c| c == 1) && got[n..].iter().all(|&c| c == 0), "{n}: {got:?}");
+        for h in &hs[..n] {
+            assert!(r.unsubscribe(h, "a/b"));
+        }
+        assert!(counts(&r).iter().all(|&c| c == 0));
+    }
+    // Subscribing again replaces: still one delivery each, at the new QoS.
+    for h in &hs {
+        r.subscribe(h, "a/b", qos0, None);
+        assert!(r.subscribe(h, "a/b", SubscriptionOptions::qos(QoS::AtLeastOnce), None));
+    }
+    r.route(&msg("a/b", QoS::AtLeastOnce, false, "p"), None);
+    for h in &hs {
+        let d = drain(h);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].qos, QoS::AtLeastOnce);
+    }
+    // Leaving one by one, down through the map and the list: the others still get it.
+    for i in 0..20 {
+        assert!(r.unsubscribe(&hs[i], "a/b"));
+        assert!(!r.unsubscribe(&hs[i], "a/b"));
+        let got = counts(&r);
+        assert!(got[..=i].iter().all(|&c| c == 0) && got[i + 1..].iter().all(|&c| c == 1), "{i}: {got:?}");
+    }
+}

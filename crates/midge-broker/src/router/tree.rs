@@ -29,8 +29,8 @@ pub struct Subscription {
 
 /// Roughly what one subscription takes in memory beside its filter: its node of the tree
 /// and the map entries that lead to it, its entry among the filter's subscribers, and the
-/// session's record (measured: a million subscriptions of one level took 1.1 GB).
-pub const SUBSCRIPTION_COST: usize = 1024;
+/// session's record (measured: a million subscriptions of one level, 516 MB).
+pub const SUBSCRIPTION_COST: usize = 512;
 
 /// The members of one shared subscription group (`$share/GROUP/filter`).
 #[derive(Debug)]
@@ -78,16 +78,93 @@ impl SharedGroup {
     }
 }
 
+/// The sessions subscribed to one filter, not shared: a short list searched in place (most
+/// filters have one subscriber, which takes no allocation), a map by session once there are
+/// more than [`Direct::FEW`].
+#[derive(Debug, Default)]
+pub(crate) struct Direct {
+    few: SmallVec<[Subscription; 1]>,
+    many: Option<Box<AHashMap<u64, Subscription>>>,
+}
+
+impl Direct {
+    const FEW: usize = 8;
+
+    fn is_empty(&self) -> bool {
+        self.few.is_empty() && self.many.is_none()
+    }
+
+    /// Adds or replaces; true when the session was there.
+    fn insert(&mut self, sub: Subscription) -> bool {
+        let key = sub.handle.id;
+        if let Some(many) = &mut self.many {
+            return many.insert(key, sub).is_some();
+        }
+        if let Some(s) = self.few.iter_mut().find(|s| s.handle.id == key) {
+            *s = sub;
+            return true;
+        }
+        if self.few.len() < Self::FEW {
+            self.few.push(sub);
+        } else {
+            let mut many: AHashMap<u64, Subscription> =
+                self.few.drain(..).map(|s| (s.handle.id, s)).collect();
+            many.insert(key, sub);
+            self.few = SmallVec::new();
+            self.many = Some(Box::new(many));
+        }
+        false
+    }
+
+    /// Removes the session's subscription; true when it was there.
+    fn remove(&mut self, key: u64) -> bool {
+        if let Some(many) = &mut self.many {
+            let removed = many.remove(&key).is_some();
+            if many.len() <= Self::FEW / 2 {
+                self.few = many.drain().map(|(_, s)| s).collect();
+                self.many = None;
+            }
+            return removed;
+        }
+        match self.few.iter().position(|s| s.handle.id == key) {
+            Some(i) => {
+                self.few.remove(i);
+                if self.few.is_empty() {
+                    self.few = SmallVec::new();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every subscription.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Subscription> {
+        self.few.iter().chain(self.many.iter().flat_map(|m| m.values()))
+    }
+}
+
 /// The subscribers of one filter.
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
-    pub(crate) direct: AHashMap<u64, Subscription>,
-    pub(crate) shared: AHashMap<Box<str>, SharedGroup>,
+    pub(crate) direct: Direct,
+    /// Its shared subscription groups, by share name (none for most filters).
+    pub(crate) shared: Option<Box<AHashMap<Box<str>, SharedGroup>>>,
 }
 
 impl Subscribers {
     pub(crate) fn is_empty(&self) -> bool {
-        self.direct.is_empty() && self.shared.is_empty()
+        self.direct.is_empty() && self.shared.is_none()
+    }
+
+    /// The shared subscription group of this share name.
+    pub(crate) fn group(&self, name: &str) -> Option<&SharedGroup> {
+        self.shared.as_ref()?.get(name)
+    }
+
+    /// Every shared subscription group.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &SharedGroup> {
+        self.shared.iter().flat_map(|m| m.values())
     }
 
     /// Adds or replaces; returns true when the session was already subscribed. `group` is
@@ -95,9 +172,10 @@ impl Subscribers {
     fn insert(&mut self, group: Option<(&str, &str)>, sub: Subscription) -> bool {
         let key = sub.handle.id;
         match group {
-            None => self.direct.insert(key, sub).is_some(),
+            None => self.direct.insert(sub),
             Some((g, full)) => {
-                let group = self.shared.entry(g.into()).or_insert_with(|| SharedGroup {
+                let shared = self.shared.get_or_insert_with(Default::default);
+                let group = shared.entry(g.into()).or_insert_with(|| SharedGroup {
                     members: Vec::new(),
                     next: AtomicUsize::new(0),
                     key: Arc::from(full),
@@ -118,16 +196,20 @@ impl Subscribers {
 
     fn remove(&mut self, group: Option<&str>, key: u64) -> bool {
         match group {
-            None => self.direct.remove(&key).is_some(),
+            None => self.direct.remove(key),
             Some(g) => {
-                let Some(group) = self.shared.get_mut(g) else {
+                let Some(shared) = self.shared.as_mut() else { return false };
+                let Some(group) = shared.get_mut(g) else {
                     return false;
                 };
                 let before = group.members.len();
                 group.members.retain(|m| m.handle.id != key);
                 let removed = group.members.len() != before;
                 if group.members.is_empty() {
-                    self.shared.remove(g);
+                    shared.remove(g);
+                    if shared.is_empty() {
+                        self.shared = None;
+                    }
                 }
                 removed
             }
@@ -136,13 +218,29 @@ impl Subscribers {
 }
 
 /// A node of the tree: the subscribers of the filter that ends here, of the filter that ends
-/// here followed by `/#`, and the next levels.
+/// here followed by `/#`, and the next levels. Subscribers are boxed, made only where a
+/// filter ends: a node is 88 bytes, in its parent's map.
 #[derive(Debug, Default)]
 pub(crate) struct Node {
     children: AHashMap<Box<str>, Node>,
     plus: Option<Box<Node>>,
-    pub(crate) here: Subscribers,
-    pub(crate) hash: Subscribers,
+    here: Option<Box<Subscribers>>,
+    hash: Option<Box<Subscribers>>,
+}
+
+/// Adds to the subscribers in `slot`, made if there were none.
+fn insert_into(slot: &mut Option<Box<Subscribers>>, group: Option<(&str, &str)>, sub: Subscription) -> bool {
+    slot.get_or_insert_with(Default::default).insert(group, sub)
+}
+
+/// Removes from the subscribers in `slot`, dropped once empty.
+fn remove_from(slot: &mut Option<Box<Subscribers>>, group: Option<&str>, key: u64) -> bool {
+    let Some(subs) = slot.as_mut() else { return false };
+    let removed = subs.remove(group, key);
+    if subs.is_empty() {
+        *slot = None;
+    }
+    removed
 }
 
 /// Where a filter's levels lead from a node: its subscribers, or a child edge.
@@ -170,14 +268,14 @@ fn step(rest: Option<&str>) -> Step<'_> {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.here.is_empty() && self.hash.is_empty()
+        self.children.is_empty() && self.plus.is_none() && self.here.is_none() && self.hash.is_none()
     }
 
     /// True when the node holds nothing but the one edge a removal walks through: if what
     /// lies below that edge empties, this node can go too.
     fn only_passes_through(&self) -> bool {
-        self.here.is_empty()
-            && self.hash.is_empty()
+        self.here.is_none()
+            && self.hash.is_none()
             && self.children.len() + usize::from(self.plus.is_some()) == 1
     }
 
@@ -188,8 +286,8 @@ impl Node {
         let mut rest = Some(filter);
         loop {
             node = match step(rest) {
-                Step::Here => return node.here.insert(group, sub),
-                Step::Hash => return node.hash.insert(group, sub),
+                Step::Here => return insert_into(&mut node.here, group, sub),
+                Step::Hash => return insert_into(&mut node.hash, group, sub),
                 Step::Plus(next) => {
                     rest = next;
                     node.plus.get_or_insert_with(Default::default)
@@ -217,11 +315,11 @@ impl Node {
             }
             let next = match step {
                 Step::Here => {
-                    let removed = node.here.remove(group, key);
+                    let removed = remove_from(&mut node.here, group, key);
                     break removed.then(|| node.is_empty());
                 }
                 Step::Hash => {
-                    let removed = node.hash.remove(group, key);
+                    let removed = remove_from(&mut node.hash, group, key);
                     break removed.then(|| node.is_empty());
                 }
                 Step::Plus(next) => {
@@ -286,8 +384,8 @@ impl Node {
         let mut rest = Some(filter);
         loop {
             node = match step(rest) {
-                Step::Here => return Some(&node.here),
-                Step::Hash => return Some(&node.hash),
+                Step::Here => return node.here.as_deref(),
+                Step::Hash => return node.hash.as_deref(),
                 Step::Plus(next) => {
                     rest = next;
                     node.plus.as_deref()?
@@ -310,10 +408,14 @@ impl Node {
         while let Some((node, rest, dollar)) = stack.pop() {
             if !dollar {
                 // '#' matches the remaining levels, and the parent level itself ("a/#" matches "a").
-                f(&node.hash);
+                if let Some(hash) = node.hash.as_deref() {
+                    f(hash);
+                }
             }
             let Some(levels) = rest else {
-                f(&node.here);
+                if let Some(here) = node.here.as_deref() {
+                    f(here);
+                }
                 continue;
             };
             let (first, rest) = split_level(levels);
