@@ -1224,31 +1224,35 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
 def test_memory_limit_counts_subscriptions(broker_factory, version):
     """A subscription takes memory (about 512 bytes once in the tree): memory_limit counts
     it, as mosquitto's counts all it allocates. One SUBSCRIBE of 3,000 filters (7 bytes
-    each on the wire, 1.5 MB as subscriptions) is taken under a limit of 2 MB; the next, of
-    1,000, would take the broker over it: it is refused and its client disconnected (5.0:
-    DISCONNECT 0x97), as a PUBLISH over the limit is. Once the subscriptions go with their
-    session, subscribing works again. Without the count, one SUBSCRIBE of 10 MB makes a
-    million subscriptions: 516 MB."""
+    each on the wire, 1.5 MB as subscriptions) is taken under a limit of 2 MB; the 1,000 new
+    ones of the next would take the broker over it: each gets 0x97 Quota exceeded in the
+    SUBACK (3.1.1: 0x80 Failure), and a log line says why, while a filter the client has
+    already is granted again (a client that subscribes again on each connection keeps
+    working). The client stays connected; once it unsubscribes, there is room again.
+    Without the count, one SUBSCRIBE of 10 MB makes a million subscriptions: 516 MB."""
     b = broker_factory("memory_limit 2000000")
     many = raw.RawClient(b.port, version)
     many.connect("ml-many")
     filters = [(f"m/{i:04x}", 0) for i in range(3000)]
     assert many.subscribe(1, filters).codes == [0] * 3000
     mark = b.mark()
-    many.send(raw.subscribe(2, [(f"n/{i:04x}", 0) for i in range(1000)], many.version))
-    got = many.wait_closed()
-    expected = [(raw.DISCONNECT, 0x97)] if version == V5 else []
-    assert [(p.type, p.reason) for p in got] == expected, got
-    b.wait_for_log(r"Client ml-many disconnected: the broker is over its memory_limit; its SUBSCRIBE is dropped\.",
+    more = [("m/0000", 1)] + [(f"n/{i:04x}", 0) for i in range(1000)]
+    refused = 0x97 if version == V5 else 0x80
+    assert many.subscribe(2, more).codes == [1] + [refused] * 1000
+    b.wait_for_log(r"Client ml-many: 1000 new subscriptions refused, the broker is at its memory_limit\.",
                    since=mark)
-    # Its session (clean) ended with the connection: its 3,000 subscriptions are gone.
-    again = raw.RawClient(b.port, version)
-    again.connect("ml-again")
-    again.subscribe(1, [("ml/t", 1)])
     pub = raw.RawClient(b.port, version)
     pub.connect("ml-pub")
-    pub.publish("ml/t", b"taken", qos=1)
-    assert again.expect(raw.PUBLISH).payload == b"taken"
+    pub.publish("m/0000", b"granted again", qos=1)
+    got = many.expect(raw.PUBLISH)
+    assert (got.payload, got.qos) == (b"granted again", 1)
+    many.send(raw.puback(got.packet_id, many.version))
+    pub.publish("n/0000", b"refused", qos=1)
+    many.send(raw.unsubscribe(3, [f for f, _ in filters[:2000]], many.version))
+    assert many.expect(raw.UNSUBACK).packet_id == 3
+    assert many.subscribe(4, [("n/0000", 1)]).codes == [1], "room again"
+    pub.publish("n/0000", b"taken", qos=1)
+    assert many.expect(raw.PUBLISH).payload == b"taken", "the refused subscription got nothing"
 
 
 def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory):
@@ -1337,6 +1341,27 @@ def test_a_packet_of_more_than_65535_properties_is_refused(broker_factory):
     budget = MemoryBudget("a packet of 10 million properties")
     budget.add("publisher", connection_bound(packet=len(packet) + 65_535 * 160))
     after_attack(b, V5, budget)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_subscribe_of_more_than_65535_filters_is_refused(broker_factory, version):
+    """A SUBSCRIBE or UNSUBSCRIBE may name 65,535 topic filters: each is decoded into a list
+    before any is handled, and a million in one packet kept a worker thread for 2.4 s. One
+    more is refused: DISCONNECT 0x97 Quota exceeded (3.1.1: the connection closes), with a
+    log line; 65,535 get their SUBACK."""
+    b = broker_factory()
+    c = raw.RawClient(b.port, version, timeout=30)
+    c.connect("filters-max")
+    assert len(c.subscribe(1, [("f/a", 0)] * 65_535).codes) == 65_535
+    c.send(raw.unsubscribe(2, ["f/a"] * 65_535, c.version))
+    assert c.expect(raw.UNSUBACK, timeout=30).packet_id == 2
+    mark = b.mark()
+    c.send(raw.subscribe(3, [("f/a", 0)] * 65_536, c.version))
+    got = c.wait_closed(timeout=30)
+    expected = [(raw.DISCONNECT, 0x97)] if version == V5 else []
+    assert [(p.type, p.reason) for p in got] == expected, got
+    b.wait_for_log(r"Client filters-max disconnected: more than 65535 topic filters in one SUBSCRIBE\.", since=mark)
+    after_attack(b, version, MemoryBudget("65,536 filters").add("client", connection_bound(packet=10 * MIB)))
 
 
 def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):

@@ -9,9 +9,9 @@
 //! bytes of every message it holds (topic, payload and properties; queued, in flight, retained, being
 //! routed), each counted once however many sessions share it, from when it is made
 //! ([`Held::new`]) until its last holder drops it, and every subscription (about 512 bytes
-//! in the router and the session, and its filter), from its making to its removal: a
-//! SUBSCRIBE whose subscriptions would take the count over the limit is refused, as a
-//! PUBLISH over it is (one SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A broker without the option does not count (one relaxed
+//! in the router and the session, and its filter), from its making to its removal: the
+//! subscriptions a SUBSCRIBE would add beyond the limit are refused in its SUBACK (one
+//! SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A broker without the option does not count (one relaxed
 //! load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -74,14 +74,14 @@ impl MemoryLimit {
         MemoryLimit { limit }
     }
 
-    /// True when the messages held are over the limit.
+    /// True when what is held (messages, subscriptions) is over the limit.
     pub fn reached(&self) -> bool {
-        self.would_exceed(0)
+        self.limit > 0 && held() > self.limit
     }
 
-    /// True when `more` bytes would take what is held over the limit.
-    pub fn would_exceed(&self, more: usize) -> bool {
-        self.limit > 0 && held().saturating_add(more) > self.limit
+    /// The bytes left under the limit (None: no limit).
+    pub fn room(&self) -> Option<usize> {
+        (self.limit > 0).then(|| self.limit.saturating_sub(held()))
     }
 
     /// The limit, in bytes.

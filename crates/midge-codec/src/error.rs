@@ -154,10 +154,19 @@ pub enum DecodeError {
     /// The property length runs past the packet.
     #[error("property length exceeds the packet")]
     PropertiesTooLong,
-    /// More than [`crate::MAX_PROPERTIES`] properties in one block: well formed, but
-    /// refused, since each takes some 140 bytes once decoded for 5 on the wire.
-    #[error("more than {} properties in one packet", crate::MAX_PROPERTIES)]
-    TooManyProperties,
+    /// More properties in one block than the decoder's limit ([`crate::DecodeLimits`]): well
+    /// formed, but refused, since each takes some 140 bytes once decoded for 5 on the wire.
+    #[error("more than {0} properties in one packet")]
+    TooManyProperties(usize),
+    /// More topic filters in a SUBSCRIBE or UNSUBSCRIBE than the decoder's limit: well
+    /// formed, but refused.
+    #[error("more than {max} topic filters in one {packet_type}")]
+    TooManyTopicFilters {
+        /// SUBSCRIBE or UNSUBSCRIBE.
+        packet_type: PacketType,
+        /// The limit.
+        max: usize,
+    },
     /// No Local set on a shared subscription [MQTT-3.8.3-4].
     #[error("No Local set on a shared subscription")]
     NoLocalOnSharedSubscription,
@@ -198,7 +207,7 @@ impl DecodeError {
             | WildcardInResponseTopic
             | EmptyTopicWithoutAlias => ReasonCode::ProtocolError,
             // "An implementation or administrative imposed limit has been exceeded".
-            TooManyProperties => ReasonCode::QuotaExceeded,
+            TooManyProperties(_) | TooManyTopicFilters { .. } => ReasonCode::QuotaExceeded,
             RemainingLengthTooLong
             | ReservedPacketType(_)
             | InvalidHeaderFlags { .. }

@@ -24,9 +24,9 @@ pub use bytes::{Bytes, BytesMut};
 pub use bytestring::ByteString;
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    decode, decode_frame, Auth, ConnAck, Connect, Disconnect, FixedHeader, Packet, PacketType, PubAck,
-    PubComp, PubRec, PubRel, Publish, PublishAck, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will, MAX_REMAINING_LENGTH,
+    decode, decode_frame, decode_within, Auth, ConnAck, Connect, DecodeLimits, Disconnect, FixedHeader,
+    Packet, PacketType, PubAck, PubComp, PubRec, PubRel, Publish, PublishAck, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will, MAX_REMAINING_LENGTH, MAX_TOPIC_FILTERS,
 };
 pub use properties::{Properties, Property, PropertyContext, PropertyId, MAX_PROPERTIES};
 pub use reason::{ConnectReturnCode, ReasonCode};

@@ -394,10 +394,11 @@ impl Property {
     }
 }
 
-/// The most properties one packet (or will) may carry: 65,535, far beyond any real use
-/// (hosted brokers allow some 20 user properties), and a bound on what a packet takes once
-/// decoded. Without it a property of 5 bytes on the wire (an empty user property) takes
-/// some 140 in memory, and a packet of 256 MB of them several gigabytes.
+/// The most properties a server takes in one property block ([`crate::DecodeLimits::server`]):
+/// 65,535, far beyond any real use (hosted brokers allow some 20 user properties), and a
+/// bound on what a packet takes once decoded. Without it a property of 5 bytes on the wire
+/// (an empty user property) takes some 140 in memory, and a packet of 256 MB of them
+/// several gigabytes.
 pub const MAX_PROPERTIES: usize = 65_535;
 
 /// The properties of one packet or will, in the order received: order matters for user
@@ -606,8 +607,9 @@ impl Properties {
                 return Err(DecodeError::DuplicateProperty(id));
             }
             seen |= bit;
-            if props.len() == MAX_PROPERTIES {
-                return Err(DecodeError::TooManyProperties);
+            let max = r.limits().max_properties;
+            if props.len() == max {
+                return Err(DecodeError::TooManyProperties(max));
             }
             props.push(Property::decode(id, &mut r)?);
         }

@@ -13,11 +13,17 @@ pub(crate) const VARINT_MAX: u32 = 268_435_455;
 pub(crate) struct Reader {
     buf: Bytes,
     packet_type: PacketType,
+    limits: crate::DecodeLimits,
 }
 
 impl Reader {
-    pub(crate) fn new(buf: Bytes, packet_type: PacketType) -> Self {
-        Reader { buf, packet_type }
+    pub(crate) fn new(buf: Bytes, packet_type: PacketType, limits: crate::DecodeLimits) -> Self {
+        Reader { buf, packet_type, limits }
+    }
+
+    /// The bounds the packet is decoded within.
+    pub(crate) fn limits(&self) -> crate::DecodeLimits {
+        self.limits
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -90,7 +96,7 @@ impl Reader {
         if self.buf.len() < n {
             return Err(DecodeError::PropertiesTooLong);
         }
-        Ok(Reader { buf: self.buf.split_to(n), packet_type: self.packet_type })
+        Ok(Reader { buf: self.buf.split_to(n), packet_type: self.packet_type, limits: self.limits })
     }
 
     /// Fails unless every byte of the body was used.

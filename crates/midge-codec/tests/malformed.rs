@@ -1255,10 +1255,56 @@ fn at_most_max_properties_in_one_packet() {
         let body = cat(&[&[0x00, 0x01, b't'], &varint(block.len()), &block, b"p"]);
         cat(&[&[0x30], &varint(body.len()), &body])
     };
-    let Packet::Publish(p) = decode_one(V5, &publish(midge_codec::MAX_PROPERTIES)) else { panic!() };
-    assert_eq!(p.properties.len(), midge_codec::MAX_PROPERTIES);
-    let mut buf = BytesMut::from(&publish(midge_codec::MAX_PROPERTIES + 1)[..]);
-    let e = decode(&mut buf, V5, MAX).unwrap_err();
-    assert_eq!(e, DecodeError::TooManyProperties);
+    let server = midge_codec::DecodeLimits::server(MAX);
+    let max = midge_codec::MAX_PROPERTIES;
+    let mut buf = BytesMut::from(&publish(max)[..]);
+    let Ok(Some(Packet::Publish(p))) = midge_codec::decode_within(&mut buf, V5, server) else { panic!() };
+    assert_eq!(p.properties.len(), max);
+    let mut buf = BytesMut::from(&publish(max + 1)[..]);
+    let e = midge_codec::decode_within(&mut buf, V5, server).unwrap_err();
+    assert_eq!(e, DecodeError::TooManyProperties(max));
     assert_eq!(e.reason_code(), ReasonCode::QuotaExceeded);
+    // Without the server's limits (a client, the store, a capture): any number.
+    let Packet::Publish(p) = decode_one(V5, &publish(max + 1)) else { panic!() };
+    assert_eq!(p.properties.len(), max + 1);
+}
+
+#[test]
+fn at_most_max_topic_filters_in_one_subscribe_or_unsubscribe() {
+    // Filters of one byte: MAX_TOPIC_FILTERS decode; one more is refused as a quota (0x97).
+    let varint = |mut x: usize| {
+        let mut out = Vec::new();
+        loop {
+            let b = (x % 128) as u8;
+            x /= 128;
+            out.push(if x > 0 { b | 0x80 } else { b });
+            if x == 0 {
+                return out;
+            }
+        }
+    };
+    let packet = |first: u8, each: &[u8], n: usize| {
+        let body = cat(&[&[0x00, 0x01], &each.repeat(n)]);
+        cat(&[&[first], &varint(body.len()), &body])
+    };
+    let (sub, unsub): (&[u8], &[u8]) = (&[0x00, 0x01, b'a', 0x00], &[0x00, 0x01, b'a']);
+    let max = midge_codec::MAX_TOPIC_FILTERS;
+    let server = midge_codec::DecodeLimits::server(MAX);
+    let within = |bytes: Vec<u8>| midge_codec::decode_within(&mut BytesMut::from(&bytes[..]), V3_1_1, server);
+    let Ok(Some(Packet::Subscribe(s))) = within(packet(0x82, sub, max)) else { panic!() };
+    assert_eq!(s.filters.len(), max);
+    let Ok(Some(Packet::Unsubscribe(u))) = within(packet(0xa2, unsub, max)) else { panic!() };
+    assert_eq!(u.filters.len(), max);
+    for (first, each, packet_type) in
+        [(0x82, sub, PacketType::Subscribe), (0xa2, unsub, PacketType::Unsubscribe)]
+    {
+        let e = within(packet(first, each, max + 1)).unwrap_err();
+        assert_eq!(e, DecodeError::TooManyTopicFilters { packet_type, max });
+        assert_eq!(e.reason_code(), ReasonCode::QuotaExceeded);
+        let (Packet::Subscribe(_) | Packet::Unsubscribe(_)) =
+            decode_one(V3_1_1, &packet(first, each, max + 1))
+        else {
+            panic!("without the server's limits, any number")
+        };
+    }
 }

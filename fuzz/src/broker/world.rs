@@ -15,7 +15,7 @@ use midge_broker::control::ControlSlot;
 use midge_broker::session::CloseReason;
 use midge_broker::{Broker, Config};
 use midge_codec::{
-    decode, Auth, Bytes, BytesMut, Connect, Disconnect, Packet, Properties, Property, PropertyId,
+    decode_within, Auth, Bytes, BytesMut, Connect, DecodeLimits, Disconnect, Packet, Properties, Property, PropertyId,
     ProtocolVersion, Publish, PublishAck, QoS, ReasonCode, RetainHandling, Subscribe, SubscriptionOptions,
     Unsubscribe, Will,
 };
@@ -488,7 +488,7 @@ impl World {
         }
         // The client's bytes, while the connection reads (not while its writes are backed up).
         while conn.reading && conn.link.wants_input() {
-            match decode(&mut conn.rbuf, conn.version, self.max_packet_bytes) {
+            match decode_within(&mut conn.rbuf, conn.version, DecodeLimits::server(self.max_packet_bytes)) {
                 Ok(Some(p)) => {
                     moved = true;
                     self.client_packet(&mut conn, p);
@@ -955,7 +955,7 @@ impl World {
         // On the wire, then decoded as the connection task decodes a CONNECT.
         let Ok(bytes) = Packet::Connect(Box::new(connect)).to_bytes(version) else { return };
         let mut buf = BytesMut::from(&bytes[..]);
-        let connect = match decode(&mut buf, ProtocolVersion::V5, self.max_packet_bytes) {
+        let connect = match decode_within(&mut buf, ProtocolVersion::V5, DecodeLimits::server(self.max_packet_bytes)) {
             Ok(Some(Packet::Connect(c))) => c,
             _ => return,
         };

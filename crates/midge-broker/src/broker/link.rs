@@ -178,8 +178,18 @@ impl Link {
             self.session.touch(now);
             return;
         }
-        self.session.handle_packet(packet, now);
+        self.session.touch(now);
+        self.hand_to_session(packet, now);
         self.apply_effects(now);
+    }
+
+    /// Hands a packet to the session (touched when it arrived); a SUBSCRIBE with the room
+    /// left under `memory_limit`.
+    fn hand_to_session(&mut self, packet: Packet, now: Instant) {
+        match packet {
+            Packet::Subscribe(s) => self.session.handle_subscribe_within(s, self.broker.memory.room()),
+            p => self.session.handle_deferred(p, now),
+        }
     }
 
     fn apply_effects(&mut self, now: Instant) {
@@ -303,7 +313,7 @@ impl Link {
                         again.deferred = std::mem::take(&mut b.deferred);
                         break;
                     }
-                    self.session.handle_deferred(packet, now);
+                    self.hand_to_session(packet, now);
                     self.apply_effects(now);
                 }
             }

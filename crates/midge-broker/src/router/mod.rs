@@ -544,13 +544,8 @@ fn deliver(
     }
 }
 
-/// What the subscriptions of a SUBSCRIBE would be counted for in `memory_limit`, at most
-/// (those that replace one already there are counted once).
-pub fn subscriptions_cost(s: &midge_codec::Subscribe) -> usize {
-    s.filters.iter().map(|(f, _)| subscription_cost(f)).sum()
-}
-
-fn subscription_cost(filter: &str) -> usize {
+/// What a subscription to `filter` is counted for in `memory_limit`.
+pub fn subscription_cost(filter: &str) -> usize {
     tree::SUBSCRIPTION_COST + filter.len()
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use midge_codec::{
-    decode, ConnAck, DecodeError, FixedHeader, Packet, PacketType, ProtocolVersion, ReasonCode,
+    decode_within, ConnAck, DecodeError, DecodeLimits, FixedHeader, Packet, PacketType, ProtocolVersion,
+    ReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -446,7 +447,7 @@ async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(
     max_packet: usize,
 ) -> Result<Packet, ()> {
     loop {
-        match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
+        match decode_within(&mut conn.rbuf, ProtocolVersion::V5, DecodeLimits::server(max_packet)) {
             Ok(Some(p)) => return Ok(p),
             Ok(None) => {}
             Err(_) => return Err(()),
@@ -476,7 +477,7 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(());
             }
         }
-        match decode(&mut conn.rbuf, ProtocolVersion::V5, max_packet) {
+        match decode_within(&mut conn.rbuf, ProtocolVersion::V5, DecodeLimits::server(max_packet)) {
             Ok(Some(Packet::Connect(c))) => return Ok(c),
             Ok(Some(other)) => {
                 sent_before_connect(conn.peer, other.packet_type());
@@ -556,7 +557,7 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
             return false;
         }
         let buffered = conn.rbuf.len();
-        match decode(&mut conn.rbuf, version, max_packet) {
+        match decode_within(&mut conn.rbuf, version, DecodeLimits::server(max_packet)) {
             Ok(Some(packet)) => {
                 if buffered - conn.rbuf.len() > MAX_READ {
                     // The buffer grew for this packet: what follows it goes to one of its
@@ -573,18 +574,8 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
                         describe(&packet, version)
                     );
                 }
-                // What would hold more memory is refused over the limit: a message, and
-                // subscriptions that would take the broker over it (acknowledgements and
-                // unsubscriptions free some).
-                let over = match &packet {
-                    Packet::Publish(_) => link.broker().memory.reached(),
-                    Packet::Subscribe(s) => {
-                        link.broker().memory.would_exceed(crate::router::subscriptions_cost(s))
-                    }
-                    _ => false,
-                };
-                if over {
-                    link.close(CloseReason::MemoryLimit(packet.packet_type()));
+                if matches!(packet, Packet::Publish(_)) && link.broker().memory.reached() {
+                    link.close(CloseReason::MemoryLimit);
                     return false;
                 }
                 link.handle_packet(packet, now);

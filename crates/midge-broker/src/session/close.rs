@@ -28,9 +28,8 @@ pub enum CloseReason {
     Shutdown,
     /// A reload of the security settings no longer lets the client in.
     NotAuthorized,
-    /// It published or subscribed while the broker was over its `memory_limit`: the
-    /// message or the subscription is dropped.
-    MemoryLimit(midge_codec::PacketType),
+    /// It published while the broker was over its `memory_limit`: the message is dropped.
+    MemoryLimit,
 }
 
 impl CloseReason {
@@ -48,7 +47,7 @@ impl CloseReason {
             CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
             CloseReason::Shutdown => Some(ReasonCode::ServerShuttingDown),
             CloseReason::NotAuthorized => Some(ReasonCode::NotAuthorized),
-            CloseReason::MemoryLimit(_) => Some(ReasonCode::QuotaExceeded),
+            CloseReason::MemoryLimit => Some(ReasonCode::QuotaExceeded),
             _ => None,
         }
     }
@@ -91,8 +90,8 @@ impl CloseReason {
             CloseReason::NotAuthorized => {
                 format!("Client {client_id} disconnected: not authorised by the reloaded security settings.")
             }
-            CloseReason::MemoryLimit(packet) => {
-                format!("Client {client_id} disconnected: the broker is over its memory_limit; its {packet} is dropped.")
+            CloseReason::MemoryLimit => {
+                format!("Client {client_id} disconnected: the broker is over its memory_limit; its message is dropped.")
             }
         }
     }

@@ -281,6 +281,15 @@ impl Session {
         self.handle_deferred(packet, now);
     }
 
+    /// [`Session::handle_deferred`] for a SUBSCRIBE, when the broker has `room` bytes left
+    /// under its `memory_limit` (None: no limit): the subscriptions it would add beyond that
+    /// are refused in the SUBACK.
+    pub fn handle_subscribe_within(&mut self, s: midge_codec::Subscribe, room: Option<usize>) {
+        if self.close.is_none() {
+            self.on_subscribe(s, room);
+        }
+    }
+
     /// Handles one packet that was received earlier (and [`Session::touch`]ed then): the
     /// keep alive counts from its arrival.
     pub fn handle_deferred(&mut self, packet: Packet, now: Instant) {
@@ -293,7 +302,7 @@ impl Session {
             Packet::PubRec(a) => self.on_pubrec(a.packet_id, a.reason_code),
             Packet::PubComp(a) => self.on_pubcomp(a.packet_id),
             Packet::PubRel(a) => self.on_pubrel(a.packet_id),
-            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Subscribe(s) => self.on_subscribe(s, None),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             // [MQTT-3.12.4-1] the Server MUST send a PINGRESP in response to a PINGREQ.
             Packet::PingReq => self.busy().out.push_back(Packet::PingResp),

@@ -20,13 +20,33 @@ fn too_deep_filter() -> CloseReason {
 }
 
 impl Session {
-    pub(super) fn on_subscribe(&mut self, s: Subscribe) {
+    /// `room`: the bytes left under the broker's `memory_limit` (None: no limit).
+    pub(super) fn on_subscribe(&mut self, s: Subscribe, room: Option<usize>) {
         let sub_id = s.properties.subscription_identifiers().next();
         let mut codes = Vec::with_capacity(s.filters.len());
-        for (filter, requested) in s.filters {
-            // A copy: the filter is a slice of the SUBSCRIBE packet, which it would keep alive
-            // (user properties and all) as long as the subscription lives.
-            let filter = ByteString::from(&*self.mounted(filter));
+        // A copy: the filter is a slice of the SUBSCRIBE packet, which it would keep alive
+        // (user properties and all) as long as the subscription lives.
+        let filters: Vec<_> =
+            s.filters.into_iter().map(|(f, o)| (ByteString::from(&*self.mounted(f)), o)).collect();
+        // memory_limit: the subscriptions this SUBSCRIBE would add (not those it replaces),
+        // counted as the router counts them. If they do not fit, each gets 0x97 Quota exceeded
+        // (3.1.1: 0x80 Failure) and the client stays connected: one that subscribes again to
+        // what it has on each connection still gets its queued messages.
+        let adds = |filters: &[(ByteString, SubscriptionOptions)]| -> usize {
+            filters
+                .iter()
+                .filter(|(f, _)| !self.state.subscriptions.contains_key(f))
+                .map(|(f, _)| crate::router::subscription_cost(f))
+                .sum()
+        };
+        let refuse_new = room.is_some_and(|room| adds(&filters) > room);
+        let mut refused = 0usize;
+        for (filter, requested) in filters {
+            if refuse_new && !self.state.subscriptions.contains_key(&filter) {
+                refused += 1;
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
             if too_deep(&filter) {
                 // More levels than the broker walks: 5.0 says 0x8F Topic Filter invalid for
                 // this filter in SUBACK (the filter is well formed, so not mosquitto's 0x81
@@ -72,6 +92,12 @@ impl Session {
             }
             self.busy().effects.push_back(Effect::Subscribe { filter, options, id: sub_id });
             codes.push(ReasonCode::granted(options.qos));
+        }
+        if refused > 0 {
+            tracing::warn!(
+                "Client {}: {refused} new subscriptions refused, the broker is at its memory_limit.",
+                self.client_id
+            );
         }
         // [MQTT-3.8.4-1] SUBACK with the same packet identifier, one code per filter in order
         // [MQTT-3.8.4-5], [MQTT-3.8.4-6]; the retained messages follow it.

@@ -34,6 +34,46 @@ use crate::{DecodeError, EncodeError, ProtocolVersion, QoS};
 /// The largest remaining length the four-byte field can carry.
 pub const MAX_REMAINING_LENGTH: usize = VARINT_MAX as usize;
 
+/// The most topic filters a server takes in one SUBSCRIBE or UNSUBSCRIBE
+/// ([`DecodeLimits::server`]): 65,535, as many as there are packet identifiers. Each filter
+/// is decoded into a list before any is handled (some 40 bytes for 4 on the wire), and a
+/// SUBSCRIBE's filters are handled in one go: a million of them (a packet of 7 MB) kept a
+/// worker thread for 2.4 s; the protocol's largest packet holds 38 million.
+pub const MAX_TOPIC_FILTERS: usize = 65_535;
+
+/// What one decoded packet may hold. MQTT bounds a packet's size only, and a packet of small
+/// properties or filters takes many times its size once decoded: a server facing clients it
+/// does not trust caps their number ([`DecodeLimits::server`]); what reads its own records,
+/// a capture or a trusted peer need not ([`DecodeLimits::size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The largest packet, header included.
+    pub max_packet_size: usize,
+    /// The most properties in one property block (a packet's, or a will's).
+    pub max_properties: usize,
+    /// The most topic filters in a SUBSCRIBE or UNSUBSCRIBE.
+    pub max_topic_filters: usize,
+}
+
+impl DecodeLimits {
+    /// Packets of up to `max_packet_size` bytes, holding any number of properties and filters.
+    pub const fn size(max_packet_size: usize) -> Self {
+        DecodeLimits { max_packet_size, max_properties: usize::MAX, max_topic_filters: usize::MAX }
+    }
+
+    /// Packets of up to `max_packet_size` bytes from a client: at most [`MAX_PROPERTIES`]
+    /// properties in a block and [`MAX_TOPIC_FILTERS`] filters.
+    ///
+    /// [`MAX_PROPERTIES`]: crate::MAX_PROPERTIES
+    pub const fn server(max_packet_size: usize) -> Self {
+        DecodeLimits {
+            max_packet_size,
+            max_properties: crate::MAX_PROPERTIES,
+            max_topic_filters: MAX_TOPIC_FILTERS,
+        }
+    }
+}
+
 /// The control packet types (section 2.1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
@@ -245,14 +285,23 @@ pub fn decode(
     version: ProtocolVersion,
     max_packet_size: usize,
 ) -> Result<Option<Packet>, DecodeError> {
-    let Some(header) = FixedHeader::parse(buf, version, max_packet_size)? else {
+    decode_within(buf, version, DecodeLimits::size(max_packet_size))
+}
+
+/// [`decode`], within `limits`.
+pub fn decode_within(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    limits: DecodeLimits,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = FixedHeader::parse(buf, version, limits.max_packet_size)? else {
         return Ok(None);
     };
     if buf.len() < header.packet_len() {
         return Ok(None);
     }
     let frame = buf.split_to(header.packet_len()).freeze();
-    decode_body(header, frame.slice(header.header_len..), version).map(Some)
+    decode_body(header, frame.slice(header.header_len..), version, limits).map(Some)
 }
 
 /// Decodes one whole packet held in `frame` (header and body, nothing more).
@@ -271,11 +320,16 @@ pub fn decode_frame(
             extra: frame.len() - header.packet_len(),
         });
     }
-    decode_body(header, frame.slice(header.header_len..), version)
+    decode_body(header, frame.slice(header.header_len..), version, DecodeLimits::size(max_packet_size))
 }
 
-fn decode_body(header: FixedHeader, body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
-    let mut r = Reader::new(body, header.packet_type);
+fn decode_body(
+    header: FixedHeader,
+    body: Bytes,
+    version: ProtocolVersion,
+    limits: DecodeLimits,
+) -> Result<Packet, DecodeError> {
+    let mut r = Reader::new(body, header.packet_type, limits);
     use PacketType as T;
     let packet = match header.packet_type {
         T::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),

@@ -96,6 +96,10 @@ impl Subscribe {
         };
         let mut filters = Vec::new();
         while r.remaining() > 0 {
+            let max = r.limits().max_topic_filters;
+            if filters.len() == max {
+                return Err(DecodeError::TooManyTopicFilters { packet_type: PacketType::Subscribe, max });
+            }
             let filter = r.string("topic filter")?;
             validate_topic_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
             let options = SubscriptionOptions::from_byte(r.u8("subscription options")?, version)?;

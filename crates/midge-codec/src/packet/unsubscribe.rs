@@ -30,6 +30,10 @@ impl Unsubscribe {
         };
         let mut filters = Vec::new();
         while r.remaining() > 0 {
+            let max = r.limits().max_topic_filters;
+            if filters.len() == max {
+                return Err(DecodeError::TooManyTopicFilters { packet_type: PacketType::Unsubscribe, max });
+            }
             let filter = r.string("topic filter")?;
             validate_topic_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
             filters.push(filter);
