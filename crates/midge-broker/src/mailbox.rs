@@ -195,9 +195,16 @@ impl Mailbox {
         inner.queue.len() <= self.capacity / 2 && inner.bytes <= self.byte_capacity / 2
     }
 
-    /// The publishers to let go when a congested mailbox is back at its low water (they are
-    /// notified once its lock is released).
+    /// After deliveries were taken out: the publishers to let go when a congested mailbox is
+    /// back at its low water (they are notified once its lock is released), and an empty
+    /// queue gives back the memory of a burst, so an idle session stays small.
     fn relief(&self, inner: &mut Inner) -> Option<Arc<Notify>> {
+        if inner.queue.is_empty() {
+            if inner.queue.capacity() > 64 {
+                inner.queue = VecDeque::new();
+            }
+            self.warned.store(false, Ordering::Relaxed);
+        }
         (self.at_low_water(inner) && inner.congested_since.take().is_some())
             .then(|| inner.space.take())
             .flatten()
@@ -315,13 +322,6 @@ impl Mailbox {
         inner.bytes -= taken;
         out.extend(inner.queue.drain(..n));
         let relieved = self.relief(&mut inner);
-        if inner.queue.is_empty() {
-            // Give back the memory of a burst, so an idle session stays small.
-            if inner.queue.capacity() > 64 {
-                inner.queue = VecDeque::new();
-            }
-            self.warned.store(false, Ordering::Relaxed);
-        }
         drop(inner);
         if let Some(space) = relieved {
             space.notify_waiters();

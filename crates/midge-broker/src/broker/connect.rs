@@ -473,7 +473,13 @@ impl Broker {
                 self.discard(old);
                 (self.new_session(&plan.client_id), false)
             }
-            Some(old) => (old, true),
+            // Resumed: what its last connection left unsent at QoS 0 is not (a takeover
+            // brings it here, and a publisher that saw the session online may have queued one
+            // after it was parked).
+            Some(mut old) => {
+                drop_unsent_qos0(&mut old);
+                (old, true)
+            }
             None => (self.new_session(&plan.client_id), false),
         };
         let Owned { mut state, handle } = owned;
@@ -612,7 +618,6 @@ impl Broker {
         }
         match handover {
             Some(reply) => {
-                drop_unsent_qos0(&mut owned);
                 if let Err(owned) = reply.send(owned) {
                     self.discard(owned);
                 }
