@@ -490,3 +490,43 @@ fn a_filter_keeps_each_subscriber_once_as_it_grows_past_its_short_list_and_shrin
         assert!(got[..=i].iter().all(|&c| c == 0) && got[i + 1..].iter().all(|&c| c == 1), "{i}: {got:?}");
     }
 }
+
+#[test]
+fn unsubscribing_everything_leaves_an_empty_tree() {
+    // Plain, shared, '+' and '#' filters, nested and side by side, from several sessions:
+    // once all are removed, no node, subscriber list or group is left behind.
+    let r = Router::new();
+    let hs: Vec<_> = (0..12).map(|i| handle(&format!("t{i}"))).collect();
+    let filters = [
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/+",
+        "a/+/c",
+        "a/#",
+        "+",
+        "+/b",
+        "#",
+        "$share/g/a/b",
+        "$share/g/a/#",
+        "$share/h/a/b",
+        "/",
+        "a//b",
+        "$SYS/x",
+    ];
+    let qos0 = SubscriptionOptions::qos(QoS::AtMostOnce);
+    for (i, h) in hs.iter().enumerate() {
+        for f in filters.iter().skip(i % 3) {
+            assert!(!r.subscribe(h, f, qos0, None));
+        }
+    }
+    r.route(&msg("a/b", QoS::AtMostOnce, false, "p"), None);
+    assert!(hs.iter().all(|h| !drain(h).is_empty()));
+    for (i, h) in hs.iter().enumerate().rev() {
+        for f in filters.iter().skip(i % 3) {
+            assert!(r.unsubscribe(h, f), "{f}");
+        }
+    }
+    assert!(r.shards.iter().all(|s| s.read().is_empty()) && r.wildcard.read().is_empty());
+    assert_eq!(r.wildcard_count.load(Ordering::Relaxed), 0);
+}

@@ -267,7 +267,7 @@ fn step(rest: Option<&str>) -> Step<'_> {
 }
 
 impl Node {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.children.is_empty() && self.plus.is_none() && self.here.is_none() && self.hash.is_none()
     }
 
