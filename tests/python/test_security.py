@@ -1555,8 +1555,11 @@ def test_version_1_certificates_made_as_mosquittos_manual_shows(brokers, pki, tm
         ours = run_tool([str(midge_bin()), "pub", "-d", "-h", host, "-p", str(b.port), "--cafile",
                          str(f["ca.crt"]), "-t", "v1/t", "-m", "x"])
         theirs = mosq_pub(b.port, "-h", host, "--cafile", str(f["ca.crt"]), "-t", "v1/t", "-m", "x")
+        # mosquitto_pub exits with 8 (MOSQ_ERR_TLS), now and then with 1 and the same messages
+        # (seen once in 5 runs under load); midge pub with 8.
+        assert ours.returncode == code, describe(ours)
+        assert (theirs.returncode == 0) == (code == 0) and theirs.returncode in (0, 1, 8), describe(theirs)
         for r in (ours, theirs):
-            assert r.returncode == code, describe(r)
             assert ("Error: host name verification failed." in r.stdout) == (code != 0), describe(r)
     # A version 3 certificate with no subjectAltName: its Common Name names the host.
     openssl = require_program("openssl", "apt-get install openssl")
