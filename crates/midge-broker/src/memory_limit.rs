@@ -11,8 +11,8 @@
 //! ([`Held::new`]) until its last holder drops it, and every subscription (about 512 bytes
 //! in the router and the session, and its filter), from its making to its removal: the
 //! subscriptions a SUBSCRIBE would add beyond the limit are refused in its SUBACK (one
-//! SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A broker without the option does not count (one relaxed
-//! load per message).
+//! SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A broker without the option
+//! does not count (one relaxed load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Counting is on (some broker of this process has a limit).
