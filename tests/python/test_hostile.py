@@ -1183,12 +1183,13 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
     disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay, and once what
     the broker holds goes down (here an offline queue drained), messages are taken again.
-    midge counts the messages it holds and the subscriptions: one subscription (512 bytes
-    and its filter) and 3 queued messages of 100 bytes pass a limit of 800."""
-    b = broker_factory("memory_limit 800")
+    midge counts the messages it holds and the subscriptions: one subscription of two levels
+    (512 bytes, 512 for its second level, and its filter) and 3 queued messages of 100
+    bytes pass a limit of 1,300."""
+    b = broker_factory("memory_limit 1300")
     sub = raw.RawClient(b.port, raw.V311)
     sub.connect("ml-sub", clean=False)
-    sub.subscribe(1, [("ml/#", 1)])
+    assert sub.subscribe(1, [("ml/#", 1)]).codes == [1]
     sub.send(raw.disconnect())
     sub.wait_closed()
     pub = raw.RawClient(b.port, raw.V5)
@@ -1233,17 +1234,17 @@ def test_memory_limit_counts_subscriptions(broker_factory, version):
     b = broker_factory("memory_limit 2000000")
     many = raw.RawClient(b.port, version)
     many.connect("ml-many")
-    filters = [(f"m/{i:04x}", 0) for i in range(3000)]
+    filters = [(f"m{i:04x}", 0) for i in range(3000)]
     assert many.subscribe(1, filters).codes == [0] * 3000
     mark = b.mark()
-    more = [("m/0000", 1)] + [(f"n/{i:04x}", 0) for i in range(1000)]
+    more = [("m0000", 1)] + [(f"n/{i:04x}", 0) for i in range(1000)]
     refused = 0x97 if version == V5 else 0x80
     assert many.subscribe(2, more).codes == [1] + [refused] * 1000
     b.wait_for_log(r"Client ml-many: 1000 new subscriptions refused, the broker is at its memory_limit\.",
                    since=mark)
     pub = raw.RawClient(b.port, version)
     pub.connect("ml-pub")
-    pub.publish("m/0000", b"granted again", qos=1)
+    pub.publish("m0000", b"granted again", qos=1)
     got = many.expect(raw.PUBLISH)
     assert (got.payload, got.qos) == (b"granted again", 1)
     many.send(raw.puback(got.packet_id, many.version))
@@ -1253,6 +1254,25 @@ def test_memory_limit_counts_subscriptions(broker_factory, version):
     assert many.subscribe(4, [("n/0000", 1)]).codes == [1], "room again"
     pub.publish("n/0000", b"taken", qos=1)
     assert many.expect(raw.PUBLISH).payload == b"taken", "the refused subscription got nothing"
+
+
+def test_memory_limit_counts_each_level_of_a_filter(broker_factory):
+    """Each level of a filter may add a node to the tree (about 500 bytes): memory_limit
+    counts every level, as if none were shared. A SUBSCRIBE of 1,000 filters of 100 levels
+    each (50 MB so counted) is refused whole under a limit of 20 MB (before, 65,535 such
+    filters were all granted under a limit of 100 MB and took 3.15 GB); 300 of them are
+    taken. A filter named 60,000 times in one SUBSCRIBE is one subscription, and is taken."""
+    b = broker_factory("memory_limit 20000000")
+    c = raw.RawClient(b.port, V5, timeout=30)
+    c.connect("ml-deep")
+    deep = lambda i: "/".join([f"d{i}"] + ["l"] * 99)
+    assert c.subscribe(1, [(deep(i), 0) for i in range(1000)]).codes == [0x97] * 1000
+    assert c.subscribe(2, [(deep(i), 0) for i in range(300)]).codes == [0] * 300
+    assert c.subscribe(3, [("same/filter", 1)] * 60_000).codes == [1] * 60_000
+    budget = MemoryBudget("deep filters under memory_limit 20 MB")
+    budget.add("subscriptions counted", 20_000_000)
+    budget.add("client", connection_bound(packet=2 * MIB))
+    after_attack(b, V5, budget)
 
 
 def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory):
@@ -1427,7 +1447,7 @@ def test_a_memory_limit_not_reached_changes_nothing(broker_factory):
     b = broker_factory("memory_limit 8000000000")
     sub = raw.RawClient(b.port, raw.V311)
     sub.connect("ml-roomy-sub")
-    sub.subscribe(1, [("ml/#", 1)])
+    assert sub.subscribe(1, [("ml/#", 1)]).codes == [1]
     pub = raw.RawClient(b.port, raw.V311)
     pub.connect("ml-roomy-pub")
     pub.publish("ml/t", b"kept", qos=1)

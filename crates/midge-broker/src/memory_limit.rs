@@ -9,10 +9,10 @@
 //! bytes of every message it holds (topic, payload and properties; queued, in flight, retained, being
 //! routed), each counted once however many sessions share it, from when it is made
 //! ([`Held::new`]) until its last holder drops it, and every subscription (about 512 bytes
-//! in the router and the session, and its filter), from its making to its removal: the
-//! subscriptions a SUBSCRIBE would add beyond the limit are refused in its SUBACK (one
-//! SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A broker without the option
-//! does not count (one relaxed load per message).
+//! in the router and the session, 512 per level after the first, and its filter), from
+//! its making to its removal: the subscriptions a SUBSCRIBE would add beyond the limit are
+//! refused in its SUBACK (one SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A
+//! broker without the option does not count (one relaxed load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Counting is on (some broker of this process has a limit).

@@ -546,7 +546,8 @@ fn deliver(
 
 /// What a subscription to `filter` is counted for in `memory_limit`.
 pub fn subscription_cost(filter: &str) -> usize {
-    tree::SUBSCRIPTION_COST + filter.len()
+    let levels = filter.bytes().filter(|&b| b == b'/').count();
+    tree::SUBSCRIPTION_COST + filter.len() + levels * tree::LEVEL_COST
 }
 
 fn split_shared(filter: &str) -> (Option<&str>, &str) {

@@ -33,11 +33,15 @@ impl Session {
         // (3.1.1: 0x80 Failure) and the client stays connected: one that subscribes again to
         // what it has on each connection still gets its queued messages.
         let adds = |filters: &[(ByteString, SubscriptionOptions)]| -> usize {
-            filters
+            let mut new: Vec<&ByteString> = filters
                 .iter()
-                .filter(|(f, _)| !self.state.subscriptions.contains_key(f))
-                .map(|(f, _)| crate::router::subscription_cost(f))
-                .sum()
+                .map(|(f, _)| f)
+                .filter(|f| !self.state.subscriptions.contains_key(*f))
+                .collect();
+            // A filter named twice makes one subscription.
+            new.sort_unstable();
+            new.dedup();
+            new.into_iter().map(|f| crate::router::subscription_cost(f)).sum()
         };
         let refuse_new = room.is_some_and(|room| adds(&filters) > room);
         let mut refused = 0usize;
