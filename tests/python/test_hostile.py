@@ -1296,27 +1296,27 @@ def test_memory_limit_counts_the_user_properties_a_message_keeps(broker_factory)
     assert p.payload == b"x" and p.props["UserProperty"] == [("k", "v" * 3000)], p
 
 
-# 65,000 user properties of one-byte names and values (a packet may carry 65,535): 455 KB on
-# the wire, about 9 MB once decoded (each property an entry of its own, each string an
+# 1,000 user properties of one-byte names and values (a packet may carry 1,024): 7 KB on
+# the wire, about 140 KB once decoded (each property an entry of its own, each string an
 # allocation).
-TINY_PROPERTIES = raw.properties([("UserProperty", ("a", "b"))] * 65_000)
+TINY_PROPERTIES = raw.properties([("UserProperty", ("a", "b"))] * 1_000)
 TINY_PROPERTIES_WIRE = len(TINY_PROPERTIES)
 # What they take in memory, by the broker's own estimate (Properties::memory_cost) and a bit.
-TINY_PROPERTIES_HELD = 160 * 65_000
+TINY_PROPERTIES_HELD = 160 * 1_000
 
 
 def tiny_properties_publish(topic: str, payload: bytes, packet_id: int) -> bytes:
-    """A 5.0 PUBLISH at QoS 1 with TINY_PROPERTIES (encoded once: 65,000 of them)."""
+    """A 5.0 PUBLISH at QoS 1 with TINY_PROPERTIES (encoded once: 1,000 of them)."""
     return raw.packet(raw.PUBLISH, 0x02, raw.mqtt_str(topic) + raw.u16(packet_id) + TINY_PROPERTIES + payload)
 
 
 def test_a_queue_counts_what_small_properties_hold(broker_factory):
     """max_queued_bytes counts what a message's properties hold, not only its payload (all
-    that mosquitto counts): an offline session's queue of 15 MB takes 2 messages of one-byte
-    payloads and 65,000 small user properties each, and drops the other 38, acknowledged to
-    the publisher as mosquitto does. Counting payloads only, all 40 were queued: 400 MB for
-    a queue of 40 bytes."""
-    b = broker_factory("max_queued_bytes 15000000")
+    that mosquitto counts): an offline session's queue of 200 KB takes 2 messages of
+    one-byte payloads and 1,000 small user properties each (some 143 KB each in memory),
+    and drops the other 38, acknowledged to the publisher as mosquitto does. Counting
+    payloads only, all 40 were queued: 5.6 MB for a queue of 40 bytes."""
+    b = broker_factory("max_queued_bytes 200000")
     sub, _ = connect(b.port, "props-sub", V5)
     sub.subscribe(1, [("props/#", 1)])
     park(sub)
@@ -1330,7 +1330,7 @@ def test_a_queue_counts_what_small_properties_hold(broker_factory):
     back, ack = connect(b.port, "props-sub", V5, timeout=30)
     assert ack.session_present
     got = [back.expect(raw.PUBLISH) for _ in range(2)]
-    assert [len(p.props["UserProperty"]) for p in got] == [65_000, 65_000]
+    assert [len(p.props["UserProperty"]) for p in got] == [1_000, 1_000]
     back.send(raw.pingreq())
     assert back.expect(raw.PINGRESP), "a third message was queued"
     budget = MemoryBudget("queue of small properties")
@@ -1342,12 +1342,12 @@ def test_a_queue_counts_what_small_properties_hold(broker_factory):
     after_attack(b, V5, budget)
 
 
-def test_a_packet_of_more_than_65535_properties_is_refused(broker_factory):
+def test_a_packet_of_more_than_1024_properties_is_refused(broker_factory):
     """A 50 MB PUBLISH of empty user properties (5 bytes each, 10 million of them): decoded,
-    each would take some 140 bytes, 1.5 GB for this one packet (mosquitto: 0.95 GB). A
-    packet may carry 65,535 properties: the next one ends the decoding, and the client gets
+    each would take some 140 bytes, 1.5 GB for this one packet (mosquitto: 0.7 GB). A
+    packet may carry 1,024 properties: the next one ends the decoding, and the client gets
     DISCONNECT 0x97 Quota exceeded (an implementation's limit, not a malformed packet); the
-    broker holds the packet and 65,535 properties at most."""
+    broker holds the packet and 1,024 properties at most."""
     b = broker_factory()
     pub = raw.RawClient(b.port, raw.V5, timeout=30)
     pub.connect("many-props")
@@ -1357,9 +1357,9 @@ def test_a_packet_of_more_than_65535_properties_is_refused(broker_factory):
     pub.send(packet)
     got = pub.wait_closed(timeout=30)
     assert [(p.type, p.reason) for p in got] == [(raw.DISCONNECT, 0x97)], got
-    b.wait_for_log(r"Client many-props disconnected: more than 65535 properties in one packet\.", since=mark)
+    b.wait_for_log(r"Client many-props disconnected: more than 1024 properties in one packet\.", since=mark)
     budget = MemoryBudget("a packet of 10 million properties")
-    budget.add("publisher", connection_bound(packet=len(packet) + 65_535 * 160))
+    budget.add("publisher", connection_bound(packet=len(packet) + 1_024 * 160))
     after_attack(b, V5, budget)
 
 
@@ -1386,7 +1386,7 @@ def test_a_subscribe_of_more_than_65535_filters_is_refused(broker_factory, versi
 
 def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     """A publisher whose messages wait for a congested subscriber (max_queued_messages 10,
-    a subscriber that never acknowledges) sends 100 PUBLISH of 65,000 small user properties
+    a subscriber that never acknowledges) sends 100 PUBLISH of 1,000 small user properties
     each for 1 s: what the broker holds for it meanwhile (64 KiB) is counted with what the
     packets' properties take in memory, so it reads one of them and the socket pushes back
     (counting topic and payload only, it read on: 1 GB of such packets was parked). The

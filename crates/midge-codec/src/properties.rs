@@ -395,11 +395,12 @@ impl Property {
 }
 
 /// The most properties a server takes in one property block ([`crate::DecodeLimits::server`]):
-/// 65,535, far beyond any real use (hosted brokers allow some 20 user properties), and a
-/// bound on what a packet takes once decoded. Without it a property of 5 bytes on the wire
-/// (an empty user property) takes some 140 in memory, and a packet of 256 MB of them
-/// several gigabytes.
-pub const MAX_PROPERTIES: usize = 65_535;
+/// 1,024, far beyond any real use (hosted brokers allow some 20 user properties), and a
+/// bound on what a message takes once decoded, beside its bytes: a property of 5 bytes on
+/// the wire (an empty user property) takes some 140 in memory, so 1,024 of them take
+/// 143 KB. A packet of 256 MB of them took several gigabytes; with 65,535 allowed, a queue
+/// of 1,000 such messages took 9 GB.
+pub const MAX_PROPERTIES: usize = 1_024;
 
 /// The properties of one packet or will, in the order received: order matters for user
 /// properties, which are forwarded as they came [MQTT-3.3.2-18].

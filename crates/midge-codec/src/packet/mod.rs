@@ -62,7 +62,7 @@ impl DecodeLimits {
     }
 
     /// Packets of up to `max_packet_size` bytes from a client: at most [`MAX_PROPERTIES`]
-    /// properties in a block and [`MAX_TOPIC_FILTERS`] filters.
+    /// (1,024) properties in a block and [`MAX_TOPIC_FILTERS`] (65,535) filters.
     ///
     /// [`MAX_PROPERTIES`]: crate::MAX_PROPERTIES
     pub const fn server(max_packet_size: usize) -> Self {
