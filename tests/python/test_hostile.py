@@ -1363,6 +1363,25 @@ def test_a_packet_of_more_than_1024_properties_is_refused(broker_factory):
     after_attack(b, V5, budget)
 
 
+def test_a_will_of_more_than_1024_properties_is_closed_unanswered(broker_factory):
+    """The cap holds for a will's properties, which the session keeps (1,025 empty user
+    properties are 5 KB, well within the 100,000 bytes a CONNECT may have): no CONNACK, as
+    for any CONNECT that does not decode, and a log line that says why. A will of 1,024
+    connects, and so do 5,001 user properties in the CONNECT's own block (as mosquitto's
+    01-connect-575314 sends): those are bounded by the CONNECT's size and not kept."""
+    b = broker_factory()
+    many = [("UserProperty", ("", ""))]
+    will = lambda n: {"topic": "will/t", "payload": b"gone", "props": many * n}
+    c = raw.RawClient(b.port, V5)
+    mark = b.mark()
+    c.send(raw.connect("will-props", version=V5, will=will(1025)))
+    assert c.wait_closed() == []
+    b.wait_for_log(r"Bad CONNECT from 127\.0\.0\.1:\d+: more than 1024 properties in one packet, closing\.",
+                   since=mark)
+    raw.RawClient(b.port, V5).connect("will-props", will=will(1024))
+    raw.RawClient(b.port, V5).connect("connect-props", props=[("UserProperty", ("key", "value"))] * 5001)
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_subscribe_of_more_than_65535_filters_is_refused(broker_factory, version):
     """A SUBSCRIBE or UNSUBSCRIBE may name 65,535 topic filters: each is decoded into a list

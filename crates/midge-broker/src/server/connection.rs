@@ -428,32 +428,47 @@ async fn enhanced_login<S: AsyncRead + AsyncWrite + Unpin>(
             LoginStep::Refuse(r) => return Err(r),
             LoginStep::Send(p) => {
                 conn.encode(&p, ProtocolVersion::V5, "<authenticating>");
-                let (Some(l), Ok(Packet::Auth(a))) = (login.as_mut(), read_packet(conn, max_packet).await)
-                else {
-                    return Err(Refusal::new(
-                        ReasonCode::ProtocolError,
-                        "expected AUTH to continue authentication",
-                    ));
+                let read = read_packet(conn, max_packet).await;
+                let (Some(l), Ok(Packet::Auth(a))) = (login.as_mut(), &read) else {
+                    return Err(match read {
+                        // An AUTH that does not decode gets its reason (each a CONNACK code).
+                        Err(Some(e)) => {
+                            tracing::info!("Bad AUTH from {}: {e}.", conn.peer);
+                            let code = e.reason_code();
+                            let code = match code {
+                                ReasonCode::MalformedPacket
+                                | ReasonCode::QuotaExceeded
+                                | ReasonCode::PacketTooLarge => code,
+                                _ => ReasonCode::ProtocolError,
+                            };
+                            Refusal::new(code, "an AUTH that does not decode")
+                        }
+                        _ => Refusal::new(
+                            ReasonCode::ProtocolError,
+                            "expected AUTH to continue authentication",
+                        ),
+                    });
                 };
-                step = l.on_auth(&a);
+                step = l.on_auth(a);
             }
         }
     }
 }
 
-/// Reads one 5.0 packet while no session exists yet (during enhanced authentication).
+/// Reads one 5.0 packet while no session exists yet (during enhanced authentication): the
+/// decoding error, or `None` when the connection closed.
 async fn read_packet<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     max_packet: usize,
-) -> Result<Packet, ()> {
+) -> Result<Packet, Option<DecodeError>> {
     loop {
         match decode_within(&mut conn.rbuf, ProtocolVersion::V5, DecodeLimits::server(max_packet)) {
             Ok(Some(p)) => return Ok(p),
             Ok(None) => {}
-            Err(_) => return Err(()),
+            Err(e) => return Err(Some(e)),
         }
         match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)).await {
-            Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
+            Ok(IoEvent::Read(0)) | Err(_) => return Err(None),
             Ok(IoEvent::Read(n)) => conn.after_read(n),
             Ok(IoEvent::Wrote) => {}
         }

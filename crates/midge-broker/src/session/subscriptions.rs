@@ -33,10 +33,11 @@ impl Session {
         // (3.1.1: 0x80 Failure) and the client stays connected: one that subscribes again to
         // what it has on each connection still gets its queued messages.
         let adds = |filters: &[(ByteString, SubscriptionOptions)]| -> usize {
+            // A filter too deep to subscribe to is refused for that, and takes nothing.
             let mut new: Vec<&ByteString> = filters
                 .iter()
                 .map(|(f, _)| f)
-                .filter(|f| !self.state.subscriptions.contains_key(*f))
+                .filter(|f| !too_deep(f) && !self.state.subscriptions.contains_key(*f))
                 .collect();
             // A filter named twice makes one subscription.
             new.sort_unstable();

@@ -49,7 +49,8 @@ pub const MAX_TOPIC_FILTERS: usize = 65_535;
 pub struct DecodeLimits {
     /// The largest packet, header included.
     pub max_packet_size: usize,
-    /// The most properties in one property block (a packet's, or a will's).
+    /// The most properties in one property block (a packet's, or a will's), but for a
+    /// CONNECT's own (a server bounds a CONNECT's size, and keeps none of them).
     pub max_properties: usize,
     /// The most topic filters in a SUBSCRIBE or UNSUBSCRIBE.
     pub max_topic_filters: usize,
