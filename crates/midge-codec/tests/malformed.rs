@@ -15,13 +15,23 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-/// A whole packet: the first byte, a one-byte remaining length computed from the body, the body.
+/// A variable byte integer (section 1.5.5), in as few bytes as it takes.
+fn varint(mut x: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (x % 128) as u8;
+        x /= 128;
+        out.push(if x > 0 { b | 0x80 } else { b });
+        if x == 0 {
+            return out;
+        }
+    }
+}
+
+/// A whole packet: the first byte, the remaining length computed from the body, the body.
 fn frame(first: u8, body: &[&[u8]]) -> Vec<u8> {
     let body = body.concat();
-    assert!(body.len() < 128, "test bodies fit a one-byte remaining length");
-    let mut v = vec![first, body.len() as u8];
-    v.extend_from_slice(&body);
-    v
+    cat(&[&[first], &varint(body.len()), &body])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1239,21 +1249,9 @@ fn decoded_publish_shares_memory_with_the_read_buffer() {
 fn at_most_max_properties_in_one_packet() {
     // Empty user properties, 5 bytes each on the wire: a block of MAX_PROPERTIES decodes, one
     // more is refused as a quota (0x97), not as a malformed packet.
-    let varint = |mut x: usize| {
-        let mut out = Vec::new();
-        loop {
-            let b = (x % 128) as u8;
-            x /= 128;
-            out.push(if x > 0 { b | 0x80 } else { b });
-            if x == 0 {
-                return out;
-            }
-        }
-    };
     let publish = |n: usize| {
         let block: Vec<u8> = [0x26, 0, 0, 0, 0].repeat(n);
-        let body = cat(&[&[0x00, 0x01, b't'], &varint(block.len()), &block, b"p"]);
-        cat(&[&[0x30], &varint(body.len()), &body])
+        frame(0x30, &[&[0x00, 0x01, b't'], &varint(block.len()), &block, b"p"])
     };
     let server = midge_codec::DecodeLimits::server(MAX);
     let max = midge_codec::MAX_PROPERTIES;
@@ -1272,21 +1270,7 @@ fn at_most_max_properties_in_one_packet() {
 #[test]
 fn at_most_max_topic_filters_in_one_subscribe_or_unsubscribe() {
     // Filters of one byte: MAX_TOPIC_FILTERS decode; one more is refused as a quota (0x97).
-    let varint = |mut x: usize| {
-        let mut out = Vec::new();
-        loop {
-            let b = (x % 128) as u8;
-            x /= 128;
-            out.push(if x > 0 { b | 0x80 } else { b });
-            if x == 0 {
-                return out;
-            }
-        }
-    };
-    let packet = |first: u8, each: &[u8], n: usize| {
-        let body = cat(&[&[0x00, 0x01], &each.repeat(n)]);
-        cat(&[&[first], &varint(body.len()), &body])
-    };
+    let packet = |first: u8, each: &[u8], n: usize| frame(first, &[&[0x00, 0x01], &each.repeat(n)]);
     let (sub, unsub): (&[u8], &[u8]) = (&[0x00, 0x01, b'a', 0x00], &[0x00, 0x01, b'a']);
     let max = midge_codec::MAX_TOPIC_FILTERS;
     let server = midge_codec::DecodeLimits::server(MAX);
