@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use atomic_waker::AtomicWaker;
 use bytestring::ByteString;
 use midge_codec::QoS;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::session::Delivery;
@@ -195,19 +195,23 @@ impl Mailbox {
         inner.queue.len() <= self.capacity / 2 && inner.bytes <= self.byte_capacity / 2
     }
 
-    /// After deliveries were taken out: the publishers to let go when a congested mailbox is
-    /// back at its low water (they are notified once its lock is released), and an empty
-    /// queue gives back the memory of a burst, so an idle session stays small.
-    fn relief(&self, inner: &mut Inner) -> Option<Arc<Notify>> {
+    /// After deliveries were taken out, and releasing the lock: an empty queue gives back the
+    /// memory of a burst, so an idle session stays small, and a congested mailbox back at its
+    /// low water lets its publishers go (notified once the lock is released).
+    fn relieve(&self, mut inner: MutexGuard<'_, Inner>) {
         if inner.queue.is_empty() {
             if inner.queue.capacity() > 64 {
                 inner.queue = VecDeque::new();
             }
             self.warned.store(false, Ordering::Relaxed);
         }
-        (self.at_low_water(inner) && inner.congested_since.take().is_some())
+        let relieved = (self.at_low_water(&inner) && inner.congested_since.take().is_some())
             .then(|| inner.space.take())
-            .flatten()
+            .flatten();
+        drop(inner);
+        if let Some(space) = relieved {
+            space.notify_waiters();
+        }
     }
 
     /// Queues a delivery and wakes the session's connection; `online` says whether a
@@ -321,11 +325,7 @@ impl Mailbox {
         let taken: usize = inner.queue.iter().take(n).map(|d| d.message.queued_bytes()).sum();
         inner.bytes -= taken;
         out.extend(inner.queue.drain(..n));
-        let relieved = self.relief(&mut inner);
-        drop(inner);
-        if let Some(space) = relieved {
-            space.notify_waiters();
-        }
+        self.relieve(inner);
         n
     }
 
@@ -358,11 +358,7 @@ impl Mailbox {
             return 0;
         }
         inner.recount();
-        let relieved = self.relief(&mut inner);
-        drop(inner);
-        if let Some(space) = relieved {
-            space.notify_waiters();
-        }
+        self.relieve(inner);
         dropped
     }
 

@@ -351,11 +351,9 @@ impl Outgoing {
         }
     }
 
-    /// Drops the QoS 0 deliveries pending (none is ever in flight); returns how many.
-    pub fn drop_pending_qos0(&mut self) -> usize {
-        let before = self.pending.len();
+    /// Drops the QoS 0 deliveries pending (none is ever in flight).
+    pub fn drop_pending_qos0(&mut self) {
         self.pending.retain(|d| d.qos != QoS::AtMostOnce);
-        before - self.pending.len()
     }
 
     /// Drops everything (the session ends).
