@@ -252,6 +252,11 @@ impl ReasonCode {
         DISCONNECT_CODES.contains(&self)
     }
 
+    /// True for the codes a CONNACK may carry (5.0 section 3.2.2.2).
+    pub fn is_connack_code(self) -> bool {
+        CONNACK_CODES.contains(&self)
+    }
+
     /// The SUBACK code granting a QoS.
     pub fn granted(qos: crate::QoS) -> ReasonCode {
         match qos {

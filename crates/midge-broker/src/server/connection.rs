@@ -431,16 +431,13 @@ async fn enhanced_login<S: AsyncRead + AsyncWrite + Unpin>(
                 let read = read_packet(conn, max_packet).await;
                 let (Some(l), Ok(Packet::Auth(a))) = (login.as_mut(), &read) else {
                     return Err(match read {
-                        // An AUTH that does not decode gets its reason (each a CONNACK code).
+                        // An AUTH that does not decode gets its reason, where a CONNACK may
+                        // carry it (as `CloseReason::malformed` does for DISCONNECT).
                         Err(Some(e)) => {
                             tracing::info!("Bad AUTH from {}: {e}.", conn.peer);
-                            let code = e.reason_code();
-                            let code = match code {
-                                ReasonCode::MalformedPacket
-                                | ReasonCode::QuotaExceeded
-                                | ReasonCode::PacketTooLarge => code,
-                                _ => ReasonCode::ProtocolError,
-                            };
+                            let code = Some(e.reason_code())
+                                .filter(|r| r.is_connack_code() && r.is_error())
+                                .unwrap_or(ReasonCode::ProtocolError);
                             Refusal::new(code, "an AUTH that does not decode")
                         }
                         _ => Refusal::new(
