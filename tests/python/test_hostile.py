@@ -1462,6 +1462,45 @@ def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     sock.close()
 
 
+@pytest.mark.parametrize("leaving", ["disconnect", "drop"])
+def test_a_subscriber_that_goes_offline_no_longer_holds_its_publishers(broker_factory, leaving):
+    """A publisher is held back by a congested subscriber whose session outlives its
+    connection (max_queued_messages 10, one message in flight, never acknowledged). The
+    subscriber leaves (DISCONNECT, or its socket closes): an offline session holds nobody
+    up, so the publisher's acknowledgements come at once, not when the subscriber would have
+    become a slow consumer (2 s after it congested; until 2026-12-07 they waited for that).
+    Back, the subscriber gets its first message again."""
+    b = broker_factory("max_queued_messages 10")
+    sub = raw.RawClient(b.port, raw.V5, timeout=30)
+    sub.connect("leaving-sub", clean=False, props={"ReceiveMaximum": 1, "SessionExpiryInterval": 600})
+    sub.subscribe(1, [("leaving/t", 1)])
+    pub = raw.RawClient(b.port, raw.V5, timeout=30)
+    pub.connect("leaving-pub")
+    pub.send(b"".join(raw.publish("leaving/t", f"m {i}", 1, packet_id=i + 1, version=raw.V5)
+                      for i in range(300)))
+    acked = 0
+    try:
+        while True:
+            p = pub.recv(0.2)
+            acked = max(acked, p.packet_id if p.type == raw.PUBACK else 0)
+    except TimeoutError:
+        pass
+    assert acked < 300, "the publisher was not held back"
+    left = time.monotonic()
+    if leaving == "disconnect":
+        sub.send(raw.disconnect(raw.V5))
+    sub.close()
+    while acked < 300:
+        p = pub.expect(raw.PUBACK, timeout=10)
+        acked = p.packet_id
+    took = time.monotonic() - left
+    assert took < SLOW_AFTER / 2, f"the publisher waited {took:.2f} s after its subscriber left"
+    back = raw.RawClient(b.port, raw.V5, timeout=30)
+    assert back.connect("leaving-sub", clean=False, props={"SessionExpiryInterval": 600}).session_present
+    first = back.expect(raw.PUBLISH)
+    assert first.payload == b"m 0", first
+
+
 def test_a_memory_limit_not_reached_changes_nothing(broker_factory):
     b = broker_factory("memory_limit 8000000000")
     sub = raw.RawClient(b.port, raw.V311)

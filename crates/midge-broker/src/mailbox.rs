@@ -82,9 +82,13 @@ impl SessionHandle {
         self.online.load(Ordering::Relaxed)
     }
 
-    /// Marks the session as attached to a connection, or not.
+    /// Marks the session as attached to a connection, or not. Offline, its mailbox holds no
+    /// publisher up: those it held back go on at once, not after [`SLOW_AFTER`].
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
+        if !online {
+            self.mailbox.let_publishers_go(self.mailbox.inner.lock());
+        }
     }
 
     /// Whether the session outlives its connection.
@@ -205,11 +209,18 @@ impl Mailbox {
             }
             self.warned.store(false, Ordering::Relaxed);
         }
-        let relieved = (self.at_low_water(&inner) && inner.congested_since.take().is_some())
-            .then(|| inner.space.take())
-            .flatten();
+        if inner.congested_since.is_some() && self.at_low_water(&inner) {
+            self.let_publishers_go(inner);
+        }
+    }
+
+    /// Ends congestion: the publishers waiting for room are notified once the lock is
+    /// released.
+    fn let_publishers_go(&self, mut inner: MutexGuard<'_, Inner>) {
+        inner.congested_since = None;
+        let space = inner.space.take();
         drop(inner);
-        if let Some(space) = relieved {
+        if let Some(space) = space {
             space.notify_waiters();
         }
     }
@@ -489,6 +500,29 @@ mod tests {
         assert_eq!(m.push(delivery(QoS::ExactlyOnce, t), false), Push::Dropped { first: false });
         assert!(m.has_room(t), "an offline mailbox never holds a publisher");
         assert_eq!(m.dropped(), 2);
+    }
+
+    #[test]
+    fn a_session_going_offline_lets_its_publishers_go() {
+        let t = Instant::now();
+        let h = SessionHandle::new("s".into(), 2);
+        h.set_online(true);
+        for _ in 0..3 {
+            h.mailbox.push(delivery(QoS::AtLeastOnce, t), true);
+        }
+        assert!(!h.mailbox.has_room(t), "congested");
+        let waiter = h.mailbox.inner.lock().space.get_or_insert_with(Default::default).clone();
+        let notified = waiter.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        h.set_online(false);
+        assert!(h.mailbox.has_room(t), "offline: it holds no publisher up");
+        assert_eq!(h.mailbox.len(), 3, "what it holds stays for the session");
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            std::future::Future::poll(notified.as_mut(), &mut cx).is_ready(),
+            "the waiting publisher is woken"
+        );
     }
 
     #[test]
