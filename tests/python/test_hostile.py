@@ -536,6 +536,35 @@ def test_login_flood_with_midge_passwd_hashes(broker_factory, tmp_path):
             s.close()
 
 
+def test_connects_full_of_user_properties_wait_for_their_login_without_them(broker_factory, tmp_path):
+    """100 connections from one address each send a CONNECT of 19,000 empty user properties
+    (95 KB, within the 100,000 bytes a CONNECT may have) and a wrong password, so that their
+    logins wait for the address's turn. Decoded, those properties took 16 times their size
+    (1.5 MB per connection, 450 MB for 300 such CONNECTs until 2026-12-07); nothing uses them,
+    and a waiting login now holds about what its client sent. Each gets its CONNACK."""
+    pw = tmp_path / "passwd"
+    midge_passwd("-c", "-b", str(pw), "alice", "alice-secret")
+    broker = broker_factory(f"password_file {pw}", verbose=False)
+    count = 100
+    packets = [raw.connect(unique_id("props"), version=V5, username="alice", password=f"guess{i}".encode(),
+                           props=[("UserProperty", ("", ""))] * 19_000) for i in range(count)]
+    size = len(packets[0])
+    assert 90_000 < size < 100_000, size
+    socks = [open_raw(broker.port, source=ATTACKER) for _ in range(count)]
+    try:
+        for s, p in zip(socks, packets):
+            s.sendall(p)
+        codes = [read_connack(s, V5, timeout=60) for s in socks]
+        assert set(codes) <= {BAD_LOGIN[V5], BUSY[V5]}, codes
+        budget = MemoryBudget("CONNECTs of 19,000 user properties waiting for their login")
+        # Its packet, and as much again of buffers.
+        budget.add("waiting login", 2 * size + 64 * KIB, count)
+        after_attack(broker, V5, budget)
+    finally:
+        for s in socks:
+            s.close()
+
+
 # ---------------------------------------------------------------------------------------
 # Seeded mutations of every packet a client sends after CONNECT
 # ---------------------------------------------------------------------------------------
