@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use midge_codec::{parse_shared, QoS, SubscriptionOptions};
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 
 pub use retained::{AdmitSource, RetainSource, RetainedCursor, RetainedPage, RetainedStore};
 pub use tree::Subscription;
@@ -101,6 +102,10 @@ impl Default for Router {
 }
 
 /// A matched subscriber before duplicates are merged.
+/// The sessions one message goes to: up to 4 without an allocation (most topics have few
+/// subscribers; this is made once per PUBLISH routed).
+type Targets<'a> = SmallVec<[Target<'a>; 4]>;
+
 struct Target<'a> {
     handle: &'a Arc<SessionHandle>,
     qos: QoS,
@@ -243,7 +248,7 @@ impl Router {
         // instead of cloning an Arc per subscriber.
         let shard = self.shard_of(first).read();
         let wild = (!dollar && self.wildcard_count.load(Ordering::Relaxed) > 0).then(|| self.wildcard.read());
-        let mut targets: Vec<Target<'_>> = Vec::new();
+        let mut targets = Targets::new();
         let mut lists = 0usize;
         let upgrade = self.upgrade_qos;
         let shares_through_cluster = self.shares_through_cluster;
@@ -311,7 +316,7 @@ impl Router {
         let shard = self.shard_for_filter(plain).read();
         let Some(g) = shard.find(plain).and_then(|s| s.group(group)) else { return outcome };
         outcome.matched = true;
-        let mut targets = Vec::with_capacity(1);
+        let mut targets = Targets::new();
         if let Some(s) = g.pick() {
             push_target(&mut targets, s, message, self.upgrade_qos);
         }
@@ -472,7 +477,7 @@ pub(crate) fn granted_qos(
     Some(if upgrade { options.qos } else { options.qos.min(message.qos) })
 }
 
-fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: &Message, upgrade: bool) {
+fn push_target<'a>(targets: &mut Targets<'a>, s: &'a Subscription, message: &Message, upgrade: bool) {
     let Some(qos) = granted_qos(&s.options, &s.handle.client_id, message, upgrade) else { return };
     targets.push(Target {
         handle: &s.handle,
@@ -486,7 +491,7 @@ fn push_target<'a>(targets: &mut Vec<Target<'a>>, s: &'a Subscription, message: 
 
 /// Merges the targets of one session into one delivery: highest QoS, Retain As Published if
 /// any subscription asks for it, every subscription identifier.
-fn merge_duplicates(targets: &mut Vec<Target<'_>>) {
+fn merge_duplicates(targets: &mut Targets<'_>) {
     targets.sort_by_key(|t| t.handle.id);
     targets.dedup_by(|t, kept| {
         if t.handle.id != kept.handle.id {
