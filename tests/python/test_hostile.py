@@ -1208,6 +1208,64 @@ def test_offline_subscriber_never_holds_publishers(broker_factory, paho_clients,
     after_attack(broker, V5 if v5 else V311, budget, publish_300_ms=int(took * 1000))
 
 
+def qos1_kept_among_qos0(port: int, each: int, payload: int = 20_000) -> tuple[int, int]:
+    """A 3.1.1 subscriber (clean session off, a kernel receive buffer of 4 KiB) that never
+    reads is sent `each` QoS 0 and `each` QoS 1 messages, interleaved; once every QoS 1 one
+    is acknowledged it leaves and comes back. Returns the distinct QoS 0 and QoS 1 messages
+    it then receives."""
+    cid = unique_id("mixed")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sub = adopt(sock, V311)
+    sub.connect(cid, clean=False)
+    sub.subscribe(1, [("mixed/t", 1)])
+    pub = RawClient(port, V311, timeout=30)
+    pub.connect(unique_id("mixedpub"))
+    pad = b"x" * payload
+    pub.send(b"".join(raw.publish("mixed/t", f"{i % 2} {i} ".encode() + pad, i % 2,
+                                  packet_id=i // 2 + 1 if i % 2 else None) for i in range(2 * each)))
+    for _ in range(each):
+        pub.expect(raw.PUBACK, timeout=30)
+    sub.close()
+    got: set[tuple[int, int]] = set()
+    with RawClient(port, V311, timeout=30) as back:
+        back.connect(cid, clean=False)
+        try:
+            while True:
+                p = back.recv(1.0)
+                if p.type == raw.PUBLISH:
+                    qos, i = map(int, p.payload.split(b" ")[:2])
+                    got.add((qos, i))
+                    if p.qos == 1:
+                        back.send(raw.puback(p.packet_id))
+        except TimeoutError:
+            pass
+    pub.close()
+    return sum(1 for q, _ in got if q == 0), sum(1 for q, _ in got if q == 1)
+
+
+def test_qos0_messages_never_take_the_place_of_qos1_ones(broker_factory, tmp_path):
+    """max_queued_messages 200 counts QoS 1 and 2 messages, and QoS 0 ones apart, as
+    mosquitto limits them: a subscriber that never reads is sent 200 QoS 0 and 200 QoS 1
+    messages, interleaved. Back after leaving, it gets every QoS 1 one, as from mosquitto
+    (the QoS 0 ones left unsent are not kept for it). Counted together, QoS 0 messages took
+    half the queue, and 47 QoS 1 messages were dropped (until 2026-12-07)."""
+    each = 200
+    conf = f"max_queued_messages {each}"
+    mosquitto = MosquittoBroker(tmp_path, "listener {port} 127.0.0.1\nallow_anonymous true\n" + conf + "\n",
+                                name="mosquitto")
+    mosquitto.start()
+    try:
+        assert qos1_kept_among_qos0(mosquitto.port, each)[1] == each, "mosquitto, the reference"
+    finally:
+        mosquitto.stop()
+    broker = broker_factory(conf)
+    qos0, qos1 = qos1_kept_among_qos0(broker.port, each)
+    assert (qos0, qos1) == (0, each), f"{qos0} QoS 0 and {qos1} of {each} QoS 1 messages received"
+
+
 def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_factory):
     """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
     disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay, and once what

@@ -2,7 +2,8 @@
 //! for each subscription) and the bounded [`Mailbox`] behind it.
 //!
 //! Publishers push from any thread and never wait. A mailbox under its capacity takes every
-//! delivery. One that is full and whose session is connected and reading is *congested*: the
+//! delivery (QoS 0 deliveries and QoS 1 and 2 ones are counted apart, each against the
+//! capacity, so that QoS 0 traffic never takes the place of QoS 1 and 2 messages). One that is full and whose session is connected and reading is *congested*: the
 //! delivery still goes in, and the push says so, so that the publisher's connection stops
 //! reading its client (and holds its acknowledgements) until the mailbox has drained to half
 //! its capacity. TCP then slows the publisher: nothing is lost while the subscriber keeps up
@@ -102,9 +103,11 @@ impl SessionHandle {
     }
 }
 
-/// How much a mailbox holds before it is full: `max_queued_messages` deliveries, and
-/// `max_queued_bytes` bytes of their payloads and properties ([`Message::queued_bytes`];
-/// mosquitto: "until the first limit is reached"). 0: no limit.
+/// How much a mailbox holds before it is full: `max_queued_messages` QoS 1 and 2 deliveries
+/// and as many QoS 0 ones (counted apart, as mosquitto limits QoS 0 messages by the packets
+/// waiting to be written, and QoS 1 and 2 by its queue: a flood of QoS 0 never takes the
+/// place of a QoS 1 message), and `max_queued_bytes` bytes of their payloads and properties
+/// ([`Message::queued_bytes`]; mosquitto: "until the first limit is reached"). 0: no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Deliveries.
@@ -137,6 +140,8 @@ struct Inner {
     queue: VecDeque<Delivery>,
     /// The payload bytes of `queue`.
     bytes: usize,
+    /// The QoS 0 deliveries in `queue` (the rest are QoS 1 and 2).
+    qos0: usize,
     /// When the mailbox last went over capacity without draining to half of it since (by the
     /// clock of the deliveries that took it there).
     congested_since: Option<Instant>,
@@ -164,11 +169,26 @@ pub enum Push {
 impl Inner {
     fn push(&mut self, d: Delivery) {
         self.bytes += d.message.queued_bytes();
+        self.qos0 += usize::from(d.qos == QoS::AtMostOnce);
         self.queue.push_back(d);
     }
 
     fn recount(&mut self) {
         self.bytes = self.queue.iter().map(|d| d.message.queued_bytes()).sum();
+        self.qos0 = self.queue.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
+    }
+
+    /// The deliveries queued of `qos`'s class: QoS 0, or QoS 1 and 2.
+    fn count_of(&self, qos: QoS) -> usize {
+        match qos {
+            QoS::AtMostOnce => self.qos0,
+            _ => self.queue.len() - self.qos0,
+        }
+    }
+
+    /// The larger of the two classes.
+    fn fullest(&self) -> usize {
+        self.qos0.max(self.queue.len() - self.qos0)
     }
 }
 
@@ -196,7 +216,7 @@ impl Mailbox {
     /// True when a congested mailbox has room again: at half its capacity (and half its
     /// bytes), so that a publisher let go has room for many messages, not one.
     fn at_low_water(&self, inner: &Inner) -> bool {
-        inner.queue.len() <= self.capacity / 2 && inner.bytes <= self.byte_capacity / 2
+        inner.fullest() <= self.capacity / 2 && inner.bytes <= self.byte_capacity / 2
     }
 
     /// After deliveries were taken out, and releasing the lock: an empty queue gives back the
@@ -251,8 +271,8 @@ impl Mailbox {
     ) -> Push {
         let outcome = {
             let mut inner = self.inner.lock();
-            let len = inner.queue.len();
-            if self.has_space(&inner) {
+            let len = inner.count_of(d.qos);
+            if self.has_space(&inner, d.qos) {
                 queuing(&mut d);
                 inner.push(d);
                 Push::Queued
@@ -283,7 +303,7 @@ impl Mailbox {
     pub fn push_if_room(&self, mut d: Delivery, queuing: impl FnOnce(&mut Delivery)) -> Result<(), Delivery> {
         {
             let mut inner = self.inner.lock();
-            if !self.has_space(&inner) {
+            if !self.has_space(&inner, d.qos) {
                 return Err(d);
             }
             queuing(&mut d);
@@ -301,13 +321,14 @@ impl Mailbox {
         self.inner.lock().push(d);
     }
 
-    /// True while a delivery would be queued without congesting the mailbox.
+    /// True while a delivery of either class would be queued without congesting the mailbox.
     pub fn has_space_now(&self) -> bool {
-        self.has_space(&self.inner.lock())
+        let inner = self.inner.lock();
+        inner.fullest() < self.capacity && inner.bytes < self.byte_capacity
     }
 
-    fn has_space(&self, inner: &Inner) -> bool {
-        inner.queue.len() < self.capacity && inner.bytes < self.byte_capacity
+    fn has_space(&self, inner: &Inner, qos: QoS) -> bool {
+        inner.count_of(qos) < self.capacity && inner.bytes < self.byte_capacity
     }
 
     /// True when the mailbox has been congested longer than [`SLOW_AFTER`]: its session is a
@@ -333,8 +354,11 @@ impl Mailbox {
     pub fn drain_into(&self, out: &mut VecDeque<Delivery>, max: usize) -> usize {
         let mut inner = self.inner.lock();
         let n = inner.queue.len().min(max);
-        let taken: usize = inner.queue.iter().take(n).map(|d| d.message.queued_bytes()).sum();
-        inner.bytes -= taken;
+        let (bytes, qos0) = inner.queue.iter().take(n).fold((0, 0), |(b, q), d| {
+            (b + d.message.queued_bytes(), q + usize::from(d.qos == QoS::AtMostOnce))
+        });
+        inner.bytes -= bytes;
+        inner.qos0 -= qos0;
         out.extend(inner.queue.drain(..n));
         self.relieve(inner);
         n
@@ -459,35 +483,65 @@ mod tests {
     #[test]
     fn a_full_mailbox_congests_at_every_qos_until_half_drained() {
         let t = Instant::now();
-        let m = Mailbox::new(4);
-        for _ in 0..4 {
-            assert_eq!(m.push(delivery(QoS::AtMostOnce, t), true), Push::Queued);
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let m = Mailbox::new(4);
+            for _ in 0..4 {
+                assert_eq!(m.push(delivery(qos, t), true), Push::Queued);
+            }
+            assert_eq!(m.push(delivery(qos, t), true), Push::Congested);
+            assert_eq!(m.push(delivery(qos, t), true), Push::Congested);
+            assert!(!m.has_room(t));
+            let mut out = VecDeque::new();
+            m.drain_into(&mut out, 3);
+            assert!(!m.has_room(t), "3 left, more than half of 4");
+            m.drain_into(&mut out, 1);
+            assert!(m.has_room(t), "half drained");
+            assert_eq!(m.dropped(), 0);
         }
-        assert_eq!(m.push(delivery(QoS::AtMostOnce, t), true), Push::Congested);
-        assert_eq!(m.push(delivery(QoS::AtLeastOnce, t), true), Push::Congested);
-        assert!(!m.has_room(t));
-        let mut out = VecDeque::new();
-        m.drain_into(&mut out, 3);
-        assert!(!m.has_room(t), "3 left, more than half of 4");
-        m.drain_into(&mut out, 1);
-        assert!(m.has_room(t), "half drained");
-        assert_eq!(m.dropped(), 0);
     }
 
     #[test]
     fn dropping_qos0_keeps_the_rest_in_order_and_lets_publishers_go() {
         let t = Instant::now();
         let m = Mailbox::new(4);
-        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtMostOnce, QoS::ExactlyOnce, QoS::AtMostOnce] {
+        let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
+        for qos in [q0, q1, q0, q2, q0, q0, q0] {
             m.push(delivery(qos, t), true);
         }
-        assert!(!m.has_room(t), "congested");
-        assert_eq!(m.drop_qos0(), 3);
+        assert!(!m.has_room(t), "congested by its fifth QoS 0 delivery");
+        assert_eq!(m.drop_qos0(), 5);
         assert!(m.has_room(t), "2 left of 4: publishers go on");
         let kept: Vec<QoS> = m.snapshot().iter().map(|d| d.qos).collect();
         assert_eq!(kept, [QoS::AtLeastOnce, QoS::ExactlyOnce]);
         assert_eq!(m.drop_qos0(), 0);
         assert_eq!(m.dropped(), 0, "not counted as overflow");
+    }
+
+    #[test]
+    fn qos0_and_qos1_or_2_deliveries_each_have_the_capacity() {
+        let t = Instant::now();
+        let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
+        let m = Mailbox::new(2);
+        for qos in [q0, q0, q1, q2] {
+            assert_eq!(m.push(delivery(qos, t), false), Push::Queued, "{qos:?}");
+        }
+        assert!(!m.has_space_now());
+        assert_eq!(m.push(delivery(q0, t), false), Push::Dropped { first: true });
+        assert_eq!(m.push(delivery(q1, t), false), Push::Dropped { first: false });
+        // Online: a QoS 0 flood congests the mailbox, and what it holds of QoS 1 and 2 is
+        // counted apart.
+        let m = Mailbox::new(2);
+        for _ in 0..2 {
+            assert_eq!(m.push(delivery(q0, t), true), Push::Queued);
+        }
+        assert_eq!(m.push(delivery(q0, t), true), Push::Congested);
+        assert_eq!(m.push(delivery(q1, t), true), Push::Queued, "QoS 1 has room of its own");
+        let mut out = VecDeque::new();
+        m.drain_into(&mut out, 2);
+        assert!(m.has_room(t), "one of each left: at half of 2");
+        assert_eq!(m.push(delivery(q0, t), true), Push::Queued);
+        assert_eq!(m.push(delivery(q2, t), true), Push::Queued);
+        assert_eq!(m.push(delivery(q2, t), true), Push::Congested);
     }
 
     #[test]
