@@ -9,6 +9,7 @@ for what the test does plus a fixed allowance for the process.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -1264,6 +1265,60 @@ def test_qos0_messages_never_take_the_place_of_qos1_ones(broker_factory, tmp_pat
     broker = broker_factory(conf)
     qos0, qos1 = qos1_kept_among_qos0(broker.port, each)
     assert (qos0, qos1) == (0, each), f"{qos0} QoS 0 and {qos1} of {each} QoS 1 messages received"
+
+
+def test_publishes_costly_to_route_leave_other_clients_served(broker_factory):
+    """A 5.0 client subscribes, in one SUBSCRIBE with Subscription Identifier 7, to the 16,384
+    filters of `a` or `+` on 14 levels, every one of which matches a/a/.../a, then leaves (its
+    session stays). Two publishers flood that topic with QoS 0 messages for 3 s: each costs the
+    router 16,384 subscriber lists. Meanwhile fresh clients are served within a second
+    (a connection's turn was counted in packets, 1,024 such publishes: fresh clients waited 9
+    s, and minutes with 65,536 filters, until 2026-12-07). Back, the client gets messages
+    carrying its identifier once, not 16,384 times."""
+    broker = broker_factory(verbose=False)
+    levels = 14
+    topic = "/".join(["a"] * levels)
+    filters = ["/".join(f) for f in itertools.product("a+", repeat=levels)]
+    with RawClient(broker.port, V5, timeout=60) as matcher:
+        matcher.connect("matcher", props={"SessionExpiryInterval": 600})
+        ack = matcher.subscribe(1, [(f, 0) for f in filters], props={"SubscriptionIdentifier": 7})
+        assert ack.codes == [0] * len(filters)
+        matcher.send(raw.disconnect(V5))
+    stop = threading.Event()
+
+    def flood() -> None:
+        with RawClient(broker.port, V5, timeout=60) as pub:
+            pub.connect(unique_id("flood"))
+            burst = raw.publish(topic, b"x", 0, version=V5) * 100
+            pub.sock.settimeout(0.1)
+            offset = 0
+            while not stop.is_set():
+                try:
+                    offset = (offset + pub.sock.send(burst[offset:])) % len(burst)
+                except socket.timeout:
+                    pass  # pushed back: the broker reads as it routes
+
+    bg = Background()
+    for _ in range(2):
+        bg.run(flood)
+    try:
+        deadline = time.monotonic() + 3.0
+        served = []
+        while time.monotonic() < deadline:
+            served.append(assert_served(broker, V5))
+    finally:
+        stop.set()
+        bg.join(timeout=60)
+    print(f"[served] during the flood: {len(served)} fresh clients, the slowest in {max(served) * 1000:.0f} ms")
+    with RawClient(broker.port, V5, timeout=30) as back:
+        assert back.connect("matcher", clean=False, props={"SessionExpiryInterval": 0}).session_present
+        m = back.expect(raw.PUBLISH)
+        assert m.props.get("SubscriptionIdentifier") == [7], m
+    budget = MemoryBudget("publishes matching 16,384 overlapping filters")
+    budget.add("subscriptions", len(filters) * 1024)
+    budget.add("queued messages", connection_bound(queued=DEFAULT_MAX_QUEUED, message=64))
+    budget.add("publisher", connection_bound(packet=KIB), 2)
+    after_attack(broker, V5, budget)
 
 
 def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_factory):

@@ -168,13 +168,13 @@ pub enum Push {
 
 impl Inner {
     fn push(&mut self, d: Delivery) {
-        self.bytes += d.message.queued_bytes();
+        self.bytes += d.queued_bytes();
         self.qos0 += usize::from(d.qos == QoS::AtMostOnce);
         self.queue.push_back(d);
     }
 
     fn recount(&mut self) {
-        self.bytes = self.queue.iter().map(|d| d.message.queued_bytes()).sum();
+        self.bytes = self.queue.iter().map(Delivery::queued_bytes).sum();
         self.qos0 = self.queue.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
     }
 
@@ -354,9 +354,11 @@ impl Mailbox {
     pub fn drain_into(&self, out: &mut VecDeque<Delivery>, max: usize) -> usize {
         let mut inner = self.inner.lock();
         let n = inner.queue.len().min(max);
-        let (bytes, qos0) = inner.queue.iter().take(n).fold((0, 0), |(b, q), d| {
-            (b + d.message.queued_bytes(), q + usize::from(d.qos == QoS::AtMostOnce))
-        });
+        let (bytes, qos0) = inner
+            .queue
+            .iter()
+            .take(n)
+            .fold((0, 0), |(b, q), d| (b + d.queued_bytes(), q + usize::from(d.qos == QoS::AtMostOnce)));
         inner.bytes -= bytes;
         inner.qos0 -= qos0;
         out.extend(inner.queue.drain(..n));

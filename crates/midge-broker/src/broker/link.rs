@@ -52,6 +52,9 @@ pub struct Link {
     blocked: Option<Box<Blocked>>,
     /// What the connection's output waits for in the store (boxed: only with persistence).
     durability: Option<Box<Durability>>,
+    /// The routing work its publishes cost since the connection last reset it
+    /// ([`crate::router::RouteOutcome::work`]).
+    routing_work: usize,
 }
 
 /// What a connection's output waits for: records in the store, and (cluster mode) the
@@ -124,7 +127,17 @@ impl Link {
         conn_id: u64,
         recheck: Recheck,
     ) -> Link {
-        Link { broker, session, handle, control, conn_id, recheck, blocked: None, durability: None }
+        Link {
+            broker,
+            session,
+            handle,
+            control,
+            conn_id,
+            recheck,
+            blocked: None,
+            durability: None,
+            routing_work: 0,
+        }
     }
 
     /// Who this client is, kept with the retained messages it publishes when
@@ -137,6 +150,17 @@ impl Link {
                 listener: self.recheck.listener,
             })
         })
+    }
+
+    /// The routing work this client's publishes cost since [`Link::reset_routing_work`]:
+    /// what its connection's task counts against its turn.
+    pub fn routing_work(&self) -> usize {
+        self.routing_work
+    }
+
+    /// Starts counting [`Link::routing_work`] again.
+    pub fn reset_routing_work(&mut self) {
+        self.routing_work = 0;
     }
 
     /// The broker it is linked to.
@@ -222,6 +246,7 @@ impl Link {
                         .then(|| broker.cluster_numbering())
                         .flatten();
                     let outcome = router.route(&message, hook);
+                    self.routing_work += outcome.work;
                     let sent = broker.to_cluster(&message);
                     drop(numbering);
                     broker.count_drops(&outcome);
@@ -294,7 +319,8 @@ impl Link {
     /// Moves things along: the subscribers this client waited for that have room let it go
     /// on (its held acknowledgements and deferred packets first), then deliveries become
     /// PUBLISH packets: retained messages of new subscriptions and the mailbox, as far as the
-    /// inflight window allows and at most `budget` of them. Returns how many were produced.
+    /// inflight window allows and within `budget` ([`Session::pump`]'s cost). Returns what
+    /// was produced (0: nothing).
     pub fn poll(&mut self, now: Instant, budget: usize) -> usize {
         if let Some(b) = self.blocked.as_mut() {
             b.on.retain(|h| !h.mailbox.has_room(now));

@@ -70,6 +70,9 @@ pub struct RouteOutcome {
     /// Sessions whose mailbox took the message past its capacity: the publisher should hold
     /// its acknowledgement until they have room.
     pub congested: Vec<Arc<SessionHandle>>,
+    /// What routing it cost: the subscriber lists the topic matched and the subscriptions
+    /// they reached (one client's 65,536 overlapping filters make one PUBLISH cost 131,072).
+    pub work: usize,
 }
 
 /// The subscription tree and the retained store, shared by every connection.
@@ -277,14 +280,23 @@ impl Router {
                 w.walk(topic, dollar, &mut visit);
             }
         }
+        let work = lists + targets.len();
         if lists > 1 {
             merge_duplicates(&mut targets);
         }
-        let mut outcome = RouteOutcome { matched: lists > 0, ..RouteOutcome::default() };
+        let mut outcome = RouteOutcome { matched: lists > 0, work, ..RouteOutcome::default() };
         for t in targets {
             let mut sub_ids = t.extra_ids;
             if let Some(id) = t.sub_id {
                 sub_ids.insert(0, id);
+            }
+            if sub_ids.len() > 1 {
+                // Each identifier once [MQTT-3.3.4-4]: the filters of one SUBSCRIBE share
+                // theirs, and one client's 65,536 overlapping filters made each message it
+                // was queued carry 65,536 copies of it (256 KB).
+                sub_ids.sort_unstable();
+                sub_ids.dedup();
+                sub_ids.shrink_to_fit();
             }
             let delivery = Delivery {
                 message: message.clone(),

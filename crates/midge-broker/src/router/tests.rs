@@ -90,6 +90,25 @@ fn overlapping_subscriptions_deliver_once_with_the_highest_qos_and_every_identif
 }
 
 #[test]
+fn a_delivery_carries_each_subscription_identifier_once() {
+    let r = Router::new();
+    let h = handle("c");
+    let q1 = SubscriptionOptions::qos(QoS::AtLeastOnce);
+    // One SUBSCRIBE of overlapping filters gives them one identifier.
+    for filter in ["a/b/c", "a/+/c", "+/b/c", "+/+/c", "a/b/+", "#"] {
+        r.subscribe(&h, filter, q1, Some(7));
+    }
+    r.subscribe(&h, "a/#", q1, Some(9));
+    r.subscribe(&h, "+/b/#", q1, None);
+    let out = r.route(&msg("a/b/c", QoS::AtLeastOnce, false, "p"), None);
+    assert_eq!((out.delivered, out.work), (1, 16), "8 lists matched, 8 subscriptions reached");
+    let d = drain(&h);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].sub_ids, vec![7, 9]);
+    assert_eq!(d[0].queued_bytes(), d[0].message.queued_bytes() + 8);
+}
+
+#[test]
 fn delivered_qos_is_the_lower_of_published_and_granted() {
     let r = Router::new();
     let h = handle("c");

@@ -547,8 +547,9 @@ fn refuse_bad_connect<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: 
     // CONNACK with the reason is a MAY for 5.0 [MQTT-4.13.1-1].
 }
 
-/// Decodes and handles up to [`PACKETS_PER_ROUND`] packets from the read buffer. Returns true
-/// when it stopped at that budget with more to read.
+/// Decodes and handles up to [`PACKETS_PER_ROUND`] packets from the read buffer, fewer once
+/// routing them cost [`ROUTING_WORK_PER_POLL`]. Returns true when it stopped at a budget
+/// with more to read.
 fn handle_input<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     link: &mut Link,
@@ -574,6 +575,9 @@ fn decode_round<S: AsyncRead + AsyncWrite + Unpin>(
     for _ in 0..PACKETS_PER_ROUND {
         if !link.wants_input() || conn.wbuf.len() >= WRITE_HIGH_WATER {
             return false;
+        }
+        if link.routing_work() >= ROUTING_WORK_PER_POLL {
+            break;
         }
         let buffered = conn.rbuf.len();
         match decode_within(&mut conn.rbuf, version, DecodeLimits::server(max_packet)) {
@@ -629,6 +633,7 @@ fn drain_before_handover<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> bool {
     let mut more = false;
     for _ in 0..HANDOVER_READS {
+        link.reset_routing_work();
         if !conn.rbuf.is_empty() {
             more = handle_input(conn, link, version, max_packet, Instant::now());
         }
@@ -684,6 +689,14 @@ fn write_output<S: AsyncRead + AsyncWrite + Unpin>(
 /// Rounds of work per poll before a busy connection lets other tasks run.
 const ROUNDS_PER_POLL: usize = 8;
 
+/// The routing work ([`crate::router::RouteOutcome::work`]) a connection's publishes
+/// may cost in one poll before it lets other tasks run: some 2 ms. Its rounds count packets,
+/// and a PUBLISH matching one client's 65,536 overlapping filters costs 9 ms to route: two
+/// publishers of them kept both worker threads for 9 s a poll, and new clients waited
+/// minutes for their CONNACK. A publish to a few subscribers costs 2 (a poll of 1,024 of
+/// them never reaches this), one to 16 costs 17.
+const ROUTING_WORK_PER_POLL: usize = 32_768;
+
 /// A connected client being served: the connection's loop as a future of its own, so that
 /// an idle connection's task holds these fields and nothing else (an `async fn` would also
 /// keep the locals of every round alive).
@@ -711,7 +724,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Serving<S> {
             return Poll::Pending;
         };
         let version = link.session().version;
+        link.reset_routing_work();
         for _ in 0..ROUNDS_PER_POLL {
+            if link.routing_work() >= ROUTING_WORK_PER_POLL {
+                // Costly to route: the other tasks, and the news of the sockets (a new
+                // client's CONNECT), go first. tokio's yield wakes the task only after the
+                // worker has run its queue and looked at the sockets; a task that wakes
+                // itself runs again after its queue only, and the sockets are looked at
+                // every 61 task polls (0.55 s of such publishes).
+                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+                return Poll::Pending;
+            }
             let now = Instant::now();
             let control = link.control().clone();
             if let Some(c) = control.try_recv() {

@@ -67,7 +67,7 @@ impl Message {
         Message { topic, payload, qos, retain, properties, publisher, expires_at, received_at: now, held }
     }
 
-    /// What a session's queue counts for it (`max_queued_bytes`): the payload, as mosquitto
+    /// What a session's queue counts of it (`max_queued_bytes`): the payload, as mosquitto
     /// counts it, and what its properties hold, which mosquitto leaves out (a message of one
     /// byte with megabytes of user properties would otherwise queue for nothing).
     pub fn queued_bytes(&self) -> usize {
@@ -146,6 +146,14 @@ pub struct Delivery {
     pub share: Option<Arc<str>>,
     /// Its record in the store, when it was queued for a persistent session.
     pub entry: Option<StoreEntry>,
+}
+
+impl Delivery {
+    /// What a session's queue counts for it (`max_queued_bytes`): the message's
+    /// ([`Message::queued_bytes`]), and the subscription identifiers it carries.
+    pub fn queued_bytes(&self) -> usize {
+        self.message.queued_bytes() + self.sub_ids.len() * std::mem::size_of::<u32>()
+    }
 }
 
 #[cfg(test)]
