@@ -1398,6 +1398,38 @@ def test_memory_limit_counts_subscriptions(broker_factory, version):
     assert many.expect(raw.PUBLISH).payload == b"taken", "the refused subscription got nothing"
 
 
+def test_memory_limit_counts_wills_waiting_for_their_delay(broker_factory):
+    """A will waits with its parked session for its Will Delay Interval: memory_limit counts
+    it. Clients whose wills carry 1,023 empty user properties (143 KB as midge holds them)
+    connect and drop their connections under a limit of 3 MB: once the wills waiting reach
+    it, a CONNECT with a will gets CONNACK 0x97 Quota exceeded and a log line, as mosquitto
+    refuses clients when out of memory; one without a will still connects. Uncounted, 5,000
+    such wills took 370 MB under a limit of 20 MB (until 2026-12-07)."""
+    b = broker_factory("memory_limit 3000000")
+    will = {"topic": "wills/w", "payload": b"gone", "props": [("WillDelayInterval", 600)]
+            + [("UserProperty", ("", ""))] * 1023}
+    mark = b.mark()
+    parked = 0
+    for i in range(200):
+        c = raw.RawClient(b.port, V5)
+        ack = c.connect(f"will-{i}", expect_reason=None, will=will, props={"SessionExpiryInterval": 600})
+        if ack.reason != 0:
+            assert ack.reason == 0x97, ack
+            break
+        c.close()
+        parked += 1
+        # Parked once the broker has seen the connection go.
+        b.wait_for_log(rf"Client will-{i} closed its connection\.", since=mark)
+    else:
+        raise AssertionError("200 wills of 143 KB were taken under a memory_limit of 3 MB")
+    assert 10 <= parked <= 25, f"{parked} wills waiting when the limit was reached"
+    b.wait_for_log(rf"Client will-{parked} from \S+ refused: Quota exceeded \(the broker is at its memory_limit\)\.",
+                   since=mark)
+    plain = raw.RawClient(b.port, V5)
+    plain.connect("no-will")
+    plain.close()
+
+
 def test_memory_limit_counts_each_level_of_a_filter(broker_factory):
     """Each level of a filter may add a node to the tree (about 500 bytes): memory_limit
     counts every level, as if none were shared. A SUBSCRIBE of 1,000 filters of 100 levels

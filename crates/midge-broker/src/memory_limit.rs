@@ -11,7 +11,9 @@
 //! ([`Held::new`]) until its last holder drops it, and every subscription (about 512 bytes
 //! in the router and the session, 512 per level after the first, and its filter), from
 //! its making to its removal: the subscriptions a SUBSCRIBE would add beyond the limit are
-//! refused in its SUBACK (one SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB). A
+//! refused in its SUBACK (one SUBSCRIBE of 10 MB makes a million subscriptions, 516 MB),
+//! and every will waiting for its delay with its parked session
+//! ([`crate::registry::PendingWill`]): a CONNECT with a will is refused past the limit. A
 //! broker without the option does not count (one relaxed load per message).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

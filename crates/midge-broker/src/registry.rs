@@ -16,6 +16,7 @@ use midge_codec::Will;
 
 use crate::broker::Owned;
 use crate::control::{Control, ControlSlot};
+use crate::memory_limit::Held;
 
 /// A will waiting for its Will Delay Interval (5.0) while its session is parked.
 #[derive(Debug)]
@@ -24,6 +25,16 @@ pub struct PendingWill {
     pub will: Will,
     /// When it is published: after the delay, or when the session ends, whichever is first.
     pub due: Instant,
+    /// Its bytes, in `memory_limit`'s count while it waits.
+    _held: Held,
+}
+
+impl PendingWill {
+    /// `will`, due at `due`.
+    pub fn new(will: Will, due: Instant) -> PendingWill {
+        let bytes = will.topic.len() + will.payload.len() + will.properties.memory_cost();
+        PendingWill { will, due, _held: Held::new(bytes) }
+    }
 }
 
 /// What became of a session when its connection ended.

@@ -151,6 +151,13 @@ impl Broker {
                     Refusal::silent(why)
                 });
             }
+            if self.memory.reached() {
+                // A will is kept until it is published (with its session, parked, for its
+                // delay): none is taken past memory_limit, as mosquitto refuses a client when
+                // it is out of memory. 5.0: 0x97 Quota exceeded; 3.1.1: server unavailable.
+                let code = if v5 { ReasonCode::QuotaExceeded } else { ReasonCode::ServerUnavailable };
+                return Err(Refusal::new(code, "the broker is at its memory_limit"));
+            }
             if w.topic.starts_with("$CONTROL/") {
                 // mosquitto's topics for commands to the broker (its plugins): a will there is
                 // refused as mosquitto refuses it, by closing the connection.
@@ -564,7 +571,7 @@ impl Broker {
         let (pending, will_now) = match will {
             WillPlan::None => (None, None),
             WillPlan::Now(w) => (None, Some(w)),
-            WillPlan::Delayed { will, due } => (Some(PendingWill { will, due }), None),
+            WillPlan::Delayed { will, due } => (Some(PendingWill::new(will, due)), None),
         };
         if handover.is_none() {
             let expiry = owned.state.expiry_interval;
