@@ -847,6 +847,24 @@ def test_maximum_packet_size_of_the_client(broker, v5):
     assert [len(m.payload) for m in got] == [100, 150], "the 500-byte message is not sent to it, the rest is"
 
 
+def test_no_packet_above_the_clients_maximum_packet_size(broker, raw_clients):
+    """[MQTT-3.1.2-24]: the broker sends nothing larger than the client's Maximum Packet Size.
+    A PUBLISH is dropped (above); a SUBACK cannot be: a client that allows 20 bytes and
+    subscribes to 30 filters (a 35-byte SUBACK) is disconnected with 0x95 Packet too large,
+    as mosquitto closes it, and the log says why; 5 filters (10 bytes) are answered. Until
+    2026-12-07 the SUBACK went."""
+    c = raw_clients(broker.port, version=raw.V5)
+    cid = unique_id("mps")
+    c.connect(cid, props={"MaximumPacketSize": 20})
+    assert c.subscribe(1, [(f"mps/{i}", 0) for i in range(5)]).codes == [0] * 5
+    mark = broker.mark()
+    c.send(raw.subscribe(2, [(f"mps/{i}", 0) for i in range(30)], raw.V5))
+    got = c.wait_closed()
+    assert [(p.name, p.reason) for p in got] == [("DISCONNECT", 0x95)], got
+    broker.wait_for_log(rf"Client {cid} .*a SUBACK of 35 bytes is larger than its Maximum Packet Size \(20 bytes\)",
+                        since=mark)
+
+
 # ---------------------------------------------------------------------------------------
 # Server Keep Alive
 # ---------------------------------------------------------------------------------------

@@ -327,7 +327,32 @@ impl Session {
 
     /// The packets to send, in order.
     pub fn drain_output(&mut self) -> std::collections::vec_deque::Drain<'_, Packet> {
+        self.hold_to_client_max_packet_size();
         self.busy().out.drain(..)
+    }
+
+    /// [MQTT-3.1.2-24]: nothing larger than the client's Maximum Packet Size is sent. A
+    /// PUBLISH too large is dropped where it is made ([MQTT-3.1.2-25], `send_publish`); any
+    /// other packet (a SUBACK of many codes, a PUBREL to a client that allows 3 bytes) cannot
+    /// be: the connection closes before it, as mosquitto closes it, with DISCONNECT 0x95
+    /// Packet too large when that fits.
+    fn hold_to_client_max_packet_size(&mut self) {
+        let max = self.limits.client_max_packet_size;
+        let version = self.version;
+        let Some(busy) = self.busy.as_mut().filter(|_| max != usize::MAX) else { return };
+        let too_large = busy
+            .out
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !matches!(p, Packet::Publish(_)))
+            .map(|(i, p)| (i, p.packet_type(), p.encoded_len(version)))
+            .find(|&(_, _, len)| len > max);
+        if let Some((i, kind, len)) = too_large {
+            busy.out.truncate(i);
+            let detail =
+                format!("a {kind} of {len} bytes is larger than its Maximum Packet Size ({max} bytes)");
+            self.close(CloseReason::protocol(ReasonCode::PacketTooLarge, detail));
+        }
     }
 
     /// True when packets wait to be sent.
@@ -379,6 +404,7 @@ impl Session {
         }
         let reason = self.close.as_ref()?.server_disconnect()?;
         Some(Packet::Disconnect(midge_codec::Disconnect::new(reason)))
+            .filter(|p| p.encoded_len(self.version) <= self.limits.client_max_packet_size)
     }
 
     /// How many messages were not sent because they exceeded the client's Maximum Packet Size.
