@@ -1834,6 +1834,32 @@ def test_metrics_listener_with_many_endless_request_heads(broker_factory):
     after_attack(b, V311, budget)
 
 
+def test_one_client_cannot_take_every_metrics_connection(broker_factory):
+    """One address opens 64 keep-alive connections to a metrics listener, scrapes once on
+    each and keeps them idle: it gets 16 (the rest are closed at once), and a liveness probe
+    from another address still gets its /healthz 200 (until 2026-12-07 every new connection
+    was reset for as long as the 64 stayed open)."""
+    import urllib.request
+
+    from support import free_port
+
+    http_port = free_port()
+    b = broker_factory(f"listener {http_port} 127.0.0.1", "protocol http", verbose=False)
+    served = []
+    socks = [open_raw(http_port, source=ATTACKER) for _ in range(64)]
+    for sock in socks:
+        try:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            served.append(sock.recv(12).startswith(b"HTTP/1.1 200"))
+        except (ConnectionResetError, BrokenPipeError):
+            served.append(False)
+    assert sum(served) == 16, f"{sum(served)} of 64 connections from one address served"
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as r:
+        assert r.status == 200
+    for sock in socks:
+        sock.close()
+
+
 def read_publish(c: RawClient) -> None:
     """Reads one (large) PUBLISH whole, without RawClient's buffering."""
     def exact(n: int) -> bytes:

@@ -2,9 +2,9 @@
 //! Prometheus's text format, and `GET /healthz`, 200 while the broker takes new MQTT clients
 //! and 503 when it does not (stopping, or `max_connections` reached), for load balancers and
 //! orchestrators. Nothing else: it reads the counters and never touches a session.
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::broker::Broker;
@@ -26,25 +27,48 @@ const IDLE: Duration = Duration::from_secs(30);
 /// [`MAX_REQUEST_HEAD`]. Past it, a connection is closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// Of those, the connections from one address: 64 idle keep-alive connections from one
+/// client made every other scraper's request, and a liveness probe's `/healthz`, fail for
+/// as long as it kept them open.
+pub const MAX_PER_ADDRESS: usize = 16;
+
 /// The largest request head read (hyper's smallest buffer limit is 8 KiB; a scrape's request
 /// is a few hundred bytes): a larger one is refused with 431.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-/// One of a metrics listener's [`MAX_CONNECTIONS`], given back when dropped.
-pub struct Open(Arc<AtomicUsize>);
+/// A metrics listener's connections open now, by client address.
+#[derive(Debug, Default)]
+pub struct Scrapes(Mutex<HashMap<IpAddr, usize>>);
+
+/// One of a metrics listener's [`MAX_CONNECTIONS`] (and of its address's
+/// [`MAX_PER_ADDRESS`]), given back when dropped.
+pub struct Open(Arc<Scrapes>, IpAddr);
 
 impl Open {
-    /// A place among the listener's connections (`open` counts them), if one is free.
-    pub fn new(open: &Arc<AtomicUsize>) -> Option<Open> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_CONNECTIONS).then_some(n + 1))
-            .ok()
-            .map(|_| Open(open.clone()))
+    /// A place among the listener's connections for a client at `ip`, if one is free.
+    pub fn new(scrapes: &Arc<Scrapes>, ip: IpAddr) -> Option<Open> {
+        let mut open = scrapes.0.lock();
+        if open.values().sum::<usize>() >= MAX_CONNECTIONS {
+            return None;
+        }
+        let here = open.entry(ip).or_default();
+        if *here >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *here += 1;
+        Some(Open(scrapes.clone(), ip))
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut open = self.0 .0.lock();
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }
 

@@ -564,7 +564,7 @@ const ACCEPT_ERROR_EVERY: Duration = Duration::from_secs(10);
 async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let Bound { listener, local, index, tls, protocol } = bound;
     // A metrics listener's connections open now ([`http::MAX_CONNECTIONS`]).
-    let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let scrapes = Arc::new(http::Scrapes::default());
     // Failed accepts since the last line about them, and when that line was logged: out of
     // file descriptors, accept fails as fast as clients knock, and the log says so once
     // every ten seconds, not each time.
@@ -598,8 +598,12 @@ async fn accept_loop(bound: Bound, broker: Arc<Broker>, mut stop: watch::Receive
         if protocol == ListenerProtocol::Http {
             // A scrape: not an MQTT client, not counted against max_connections, but a
             // metrics listener takes only so many at once.
-            let Some(open) = http::Open::new(&scrapes) else {
-                tracing::debug!("Metrics connection from {peer} refused: {} open.", http::MAX_CONNECTIONS);
+            let Some(open) = http::Open::new(&scrapes, peer.ip()) else {
+                tracing::debug!(
+                    "Metrics connection from {peer} refused: {} open, or {} from its address.",
+                    http::MAX_CONNECTIONS,
+                    http::MAX_PER_ADDRESS
+                );
                 continue;
             };
             tokio::spawn(async move {
