@@ -3,10 +3,11 @@
 //!
 //! Publishers push from any thread and never wait. A mailbox under its capacity takes every
 //! delivery (QoS 0 deliveries and QoS 1 and 2 ones are counted apart, each against the
-//! capacity, so that QoS 0 traffic never takes the place of QoS 1 and 2 messages). One that is full and whose session is connected and reading is *congested*: the
-//! delivery still goes in, and the push says so, so that the publisher's connection stops
-//! reading its client (and holds its acknowledgements) until the mailbox has drained to half
-//! its capacity. TCP then slows the publisher: nothing is lost while the subscriber keeps up
+//! capacity, so that QoS 0 traffic never takes the place of QoS 1 and 2 messages). One that
+//! is full and whose session is connected and reading is *congested*: the delivery still goes
+//! in, and the push says so, so that the publisher's connection stops reading its client
+//! (and holds its acknowledgements) until the mailbox has drained to half its capacity. TCP
+//! then slows the publisher: nothing is lost while the subscriber keeps up
 //! on average (backpressure, at every QoS). A mailbox that stays congested longer than
 //! [`SLOW_AFTER`] belongs to a slow consumer: from then on what does not fit is dropped and
 //! counted, so that one slow subscriber never holds its publishers up for long. An offline

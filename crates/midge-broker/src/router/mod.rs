@@ -104,11 +104,11 @@ impl Default for Router {
     }
 }
 
-/// A matched subscriber before duplicates are merged.
 /// The sessions one message goes to: up to 4 without an allocation (most topics have few
 /// subscribers; this is made once per PUBLISH routed).
 type Targets<'a> = SmallVec<[Target<'a>; 4]>;
 
+/// A matched subscriber before duplicates are merged.
 struct Target<'a> {
     handle: &'a Arc<SessionHandle>,
     qos: QoS,
@@ -287,9 +287,7 @@ impl Router {
         let mut outcome = RouteOutcome { matched: lists > 0, work, ..RouteOutcome::default() };
         for t in targets {
             let mut sub_ids = t.extra_ids;
-            if let Some(id) = t.sub_id {
-                sub_ids.insert(0, id);
-            }
+            sub_ids.extend(t.sub_id);
             if sub_ids.len() > 1 {
                 // Each identifier once [MQTT-3.3.4-4]: the filters of one SUBSCRIBE share
                 // theirs, and one client's 65,536 overlapping filters made each message it

@@ -84,9 +84,8 @@ impl Session {
     /// Turns pending deliveries into PUBLISH packets, as far as the inflight window allows
     /// and within `budget` (a delivery costs [`delivery_cost`]: 1, more with many
     /// subscription identifiers). Returns what they cost, which may pass `budget` by the last
-    /// one's cost. The caller decides when
-    /// (it stops while its socket is slow, so the mailbox, which is bounded, absorbs the
-    /// backlog).
+    /// one's cost. The caller decides when (it stops while its socket is slow, so the
+    /// mailbox, which is bounded, absorbs the backlog).
     pub fn pump(&mut self, now: Instant, budget: usize) -> usize {
         self.resend_unsent(now);
         let mut sent = 0;
