@@ -1577,6 +1577,24 @@ def test_a_subscribe_of_more_than_65535_filters_is_refused(broker_factory, versi
     after_attack(b, version, MemoryBudget("65,536 filters").add("client", connection_bound(packet=10 * MIB)))
 
 
+def hold_back(pub: RawClient, topic: str, prefix: str, quiet: float) -> int:
+    """Publishes "PREFIX 0" to "PREFIX 299" at QoS 1 on `topic` (5.0) at once, to a subscriber
+    that takes fewer: more than its connection takes from its queue at once (256) and its
+    queue (max_queued_messages 10), so the publisher is held back, its acknowledgements with
+    it. Reads them until none comes for `quiet` seconds; returns the last acknowledged."""
+    pub.send(b"".join(raw.publish(topic, f"{prefix} {i}", 1, packet_id=i + 1, version=raw.V5)
+                      for i in range(300)))
+    acked = 0
+    try:
+        while True:
+            p = pub.recv(quiet)
+            acked = max(acked, p.packet_id if p.type == raw.PUBACK else 0)
+    except TimeoutError:
+        pass
+    assert acked < 300, "the publisher was not held back"
+    return acked
+
+
 def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     """A publisher whose messages wait for a congested subscriber (max_queued_messages 10,
     a subscriber that never acknowledges) sends 100 PUBLISH of 1,000 small user properties
@@ -1591,18 +1609,7 @@ def test_a_publisher_held_back_holds_what_its_packets_hold(broker_factory):
     sock = open_raw(b.port, timeout=30)
     pub = adopt(sock, raw.V5)
     pub.connect("held-pub")
-    # More than the subscriber's connection takes from its queue at once (256) and the queue
-    # (10): the publisher is held back, its acknowledgements with it.
-    pub.send(b"".join(raw.publish("held/t", f"small {i}", 1, packet_id=i + 1, version=raw.V5)
-                      for i in range(300)))
-    acked = 0
-    try:
-        while True:
-            p = pub.recv(0.5)
-            acked = max(acked, p.packet_id if p.type == raw.PUBACK else 0)
-    except TimeoutError:
-        pass
-    assert acked < 300, "the publisher was not held back"
+    hold_back(pub, "held/t", "small", quiet=0.5)
     big = tiny_properties_publish("held/t", b"big", 1000)
     sent = []
 
@@ -1650,16 +1657,7 @@ def test_a_subscriber_that_goes_offline_no_longer_holds_its_publishers(broker_fa
     sub.subscribe(1, [("leaving/t", 1)])
     pub = raw.RawClient(b.port, raw.V5, timeout=30)
     pub.connect("leaving-pub")
-    pub.send(b"".join(raw.publish("leaving/t", f"m {i}", 1, packet_id=i + 1, version=raw.V5)
-                      for i in range(300)))
-    acked = 0
-    try:
-        while True:
-            p = pub.recv(0.2)
-            acked = max(acked, p.packet_id if p.type == raw.PUBACK else 0)
-    except TimeoutError:
-        pass
-    assert acked < 300, "the publisher was not held back"
+    acked = hold_back(pub, "leaving/t", "m", quiet=0.2)
     left = time.monotonic()
     if leaving == "disconnect":
         sub.send(raw.disconnect(raw.V5))
