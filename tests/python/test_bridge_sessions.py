@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from security_support import ConfiguredBroker
 from support import HOST, TIMEOUT, mosquitto_pub
 from test_bridge import VERSIONS, _peers, mosquitto_remote, peers, wait_remote_subscribed  # noqa: F401 (fixtures)
 
@@ -263,3 +264,102 @@ def test_a_remote_that_takes_only_qos_0_gets_the_bridges_will_at_qos_0(peers):
     at_remote = peers.sub(remote, ["data/#"], "-v", version="5")
     mosquitto_pub(local, "-t", "data/x", "-m", "zero", "-q", "2", version="5")
     assert at_remote.read_lines(1) == ["data/x zero"]
+
+
+class FloodingRemote:
+    """A remote broker that answers the bridge's CONNECT with `connack`, then sends `packet`
+    over and over for `seconds` and never reads again (what a wedged or hostile broker does);
+    with no packet, it stays silent for `seconds`."""
+
+    def __init__(self, connack: bytes, packet: bytes, seconds: float):
+        self.sock = socket.socket()
+        # A small receive window: the bridge's answers wait in its own buffer, not the kernel's.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.chunk = packet * (65536 // max(len(packet), 1))
+        self.connack, self.seconds = connack, seconds
+        self.sent = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(0.5)
+        conn.recv(65536)  # the CONNECT (the bridge's first packets may follow: never read)
+        conn.sendall(self.connack)
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            if not self.chunk:
+                time.sleep(0.1)
+                continue
+            try:
+                self.sent += conn.send(self.chunk)
+            except socket.timeout:
+                continue  # the bridge no longer reads
+            except OSError:
+                break
+        conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class QuietBroker(ConfiguredBroker):
+    """midge without -v: no log line per packet, which would slow a flood of them down."""
+
+    def _argv(self) -> list[str]:
+        return [a for a in super()._argv() if a != "-v"]
+
+
+def test_a_remote_that_never_reads_cannot_grow_the_bridges_memory(peers):
+    """A remote that sends PINGREQ flat out and never reads the PINGRESPs: the bridge stops
+    reading once 256 KiB of answers wait to be written, and the keep alive (2 s) closes the
+    connection, which stays silent for it. Before, every answer was kept: 30 MB a second, as
+    much memory as the remote sent, for as long as it kept sending (mosquitto drops them)."""
+    from hostile_support import MIB, Memory
+
+    remote = FloodingRemote(b"\x20\x02\x00\x00", b"\xc0\x00", seconds=30)
+    local = QuietBroker(peers.workdir, "listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        f"connection b1\naddress 127.0.0.1:{remote.port}\nkeepalive_interval 2\n"
+                        "restart_timeout 60\ntopic data/# out 0\n", name="midge-quiet")
+    peers.brokers.append(local)
+    local.start()
+    try:
+        local.wait_for_log(r"Bridge b1 connected")
+        before = Memory.of(local.proc.pid)
+        local.wait_for_log(r"Bridge b1 disconnected: the remote did not answer within the keep alive",
+                           timeout=20)
+        after = Memory.of(local.proc.pid)
+        assert after.hwm - before.rss < 32 * MIB, (
+            f"peak {after.hwm / MIB:.0f} MiB from {before.rss / MIB:.0f} MiB, "
+            f"the remote sent {remote.sent / MIB:.0f} MiB")
+    finally:
+        remote.close()
+
+
+def test_the_remotes_maximum_packet_size_is_not_applied_to_the_bridges_own_suback(peers):
+    """A 5.0 remote that accepts packets of 1 byte (Maximum Packet Size 1): the SUBACK the
+    bridge's own local SUBSCRIBE gets on this broker is not sent there, so the bridge stays
+    connected (it was closed for "a SUBACK of 6 bytes is larger than its Maximum Packet
+    Size"); its notification and a message, too large for the remote, are dropped
+    [MQTT-3.1.2-25]. A SUBSCRIBE for the remote cannot be dropped: the bridge closes before it,
+    and says why [MQTT-3.1.2-24]."""
+    connack = b"\x20\x08\x00\x00\x05\x27\x00\x00\x00\x01"  # properties: Maximum Packet Size 1
+    for topic, closed in (("data/# out 1", None), ("data/# in 1", "a SUBSCRIBE of 14 bytes")):
+        remote = FloodingRemote(connack, b"", seconds=30)
+        local = peers.midge("listener {port} 127.0.0.1\nallow_anonymous true\n"
+                            f"connection b1\naddress 127.0.0.1:{remote.port}\nbridge_protocol_version mqttv50\n"
+                            "bridge_attempt_unsubscribe false\nkeepalive_interval 60\nrestart_timeout 60\n"
+                            f"topic {topic}\n")
+        try:
+            local.wait_for_log(r"Bridge b1 connected")
+            if closed:
+                local.wait_for_log(rf"Bridge b1 disconnected: {closed} is larger than the remote's "
+                                   r"Maximum Packet Size \(1 bytes\)")
+                continue
+            # The close came in the same round as "connected", before this round trip.
+            mosquitto_pub(local, "-t", "data/x", "-m", "m", "-q", "1")
+            assert "Bridge b1 disconnected" not in local.log(), local.log()
+        finally:
+            remote.close()

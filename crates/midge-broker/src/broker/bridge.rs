@@ -74,6 +74,7 @@ impl Broker {
                 upgrade_outgoing_qos: config.upgrade_outgoing_qos,
                 // What is queued at a higher QoS goes at the remote's maximum [MQTT-3.2.2-11].
                 peer_max_qos: side.max_qos,
+                relayed: true,
             },
             response_information: None,
             mount_point: None,

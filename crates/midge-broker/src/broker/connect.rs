@@ -223,6 +223,7 @@ impl Broker {
             },
             upgrade_outgoing_qos: self.config.upgrade_outgoing_qos,
             peer_max_qos: midge_codec::QoS::ExactlyOnce,
+            relayed: false,
         };
         // Request / response (4.10): a client that asks gets a topic prefix of its own.
         let response_information = (v5 && props.request_response_information() == Some(1))

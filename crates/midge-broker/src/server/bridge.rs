@@ -78,6 +78,23 @@ impl Remote {
             tracing::error!("Bridge {name}: cannot encode {}: {e}", p.packet_type());
         }
     }
+
+    /// Sends `p` unless it is larger than the remote's Maximum Packet Size `max`
+    /// [MQTT-3.1.2-24]: a PUBLISH is then dropped [MQTT-3.1.2-25] (the session drops its own
+    /// before they come here); any other packet cannot be, and the error says why the
+    /// connection closes before it, as the session closes a client's.
+    fn send_within(&mut self, name: &str, p: &Packet, max: usize) -> Result<(), String> {
+        let len = if max == usize::MAX { 0 } else { p.encoded_len(self.bridge_version) };
+        if len <= max {
+            self.send(name, p);
+        } else if !matches!(p, Packet::Publish(_)) {
+            return Err(format!(
+                "a {} of {len} bytes is larger than the remote's Maximum Packet Size ({max} bytes)",
+                p.packet_type()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Runs a bridge until `stop` says the broker stops.
@@ -442,9 +459,14 @@ async fn serve(
     tracing::info!("Bridge {} connected (local client {}).", b.name, link.client_id());
     let mut relay = Relay::new(b, terms);
     let start = Instant::now();
+    let max_packet = terms.max_packet.map_or(usize::MAX, |m| m as usize);
     // Notification, SUBSCRIBE, UNSUBSCRIBE, then what the session resends, then the rest.
+    let mut oversize = None;
     for p in relay.greeting(|| link.reserve_packet_id()) {
-        remote.send(&b.name, &p);
+        if let Err(why) = remote.send_within(&b.name, &p, max_packet) {
+            oversize = Some(why);
+            break;
+        }
     }
     subscribe_locally(&mut link, b, terms.max_qos, true, start);
     if b.notifications {
@@ -459,6 +481,9 @@ async fn serve(
     let mut broken = false;
     let mut probe_at = start + PRIMARY_RETRY;
     let why: String = 'serving: loop {
+        if let Some(why) = oversize.take() {
+            break why;
+        }
         let now = Instant::now();
         if let Some(c) = control.try_recv() {
             if let Some(reply) = link.on_control(c, now) {
@@ -466,7 +491,10 @@ async fn serve(
                 break "its local session was taken over".into();
             }
         }
-        while link.wants_input() {
+        // Nothing more is read while the answers already made wait to be written: a remote
+        // that sends and never reads (PINGREQ, QoS 1 PUBLISH, PUBREL) would otherwise grow
+        // them without bound. It is then silent for the keep alive, which closes it.
+        while link.wants_input() && remote.wbuf.len() < WRITE_HIGH_WATER {
             match decode(&mut remote.rbuf, b.protocol, remote.max_packet) {
                 Ok(Some(p)) => {
                     last_in = now;
@@ -503,10 +531,13 @@ async fn serve(
         }
         let before = remote.wbuf.len();
         link.drain_output(|p| {
-            if let Some(p) = relay.to_remote(p) {
-                remote.send(&b.name, &p);
+            if let Some(p) = relay.to_remote(p).filter(|_| oversize.is_none()) {
+                oversize = remote.send_within(&b.name, &p, max_packet).err();
             }
         });
+        if let Some(why) = oversize.take() {
+            break why;
+        }
         link.watch_timers();
         if let Some(r) = link.close_reason() {
             break r.log_line(link.client_id());
@@ -532,7 +563,7 @@ async fn serve(
         if let Some(i) = idle {
             deadline = deadline.min(last_message + i);
         }
-        let read = link.wants_input().then_some(4096);
+        let read = (link.wants_input() && remote.wbuf.len() < WRITE_HIGH_WATER).then_some(4096);
         let wants_mail = link.wants_deliveries() && remote.wbuf.len() < WRITE_HIGH_WATER;
         let blocked = link.is_blocked();
         let store = link.awaiting_store();

@@ -65,6 +65,10 @@ pub struct ConnectionLimits {
     /// (Maximum QoS), and no PUBLISH goes to it above it [MQTT-3.2.2-11]. A client
     /// announces none: QoS 2.
     pub peer_max_qos: QoS,
+    /// A bridge's session: only what its relay passes on reaches the peer (messages and
+    /// their acknowledgements, not the answers to the bridge's own local SUBSCRIBE), and the
+    /// relay holds those to the remote's Maximum Packet Size.
+    pub relayed: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -81,6 +85,7 @@ impl Default for ConnectionLimits {
             max_payload: u32::MAX,
             upgrade_outgoing_qos: false,
             peer_max_qos: QoS::ExactlyOnce,
+            relayed: false,
         }
     }
 }
@@ -339,7 +344,9 @@ impl Session {
     fn hold_to_client_max_packet_size(&mut self) {
         let max = self.limits.client_max_packet_size;
         let version = self.version;
-        let Some(busy) = self.busy.as_mut().filter(|_| max != usize::MAX) else { return };
+        let Some(busy) = self.busy.as_mut().filter(|_| max != usize::MAX && !self.limits.relayed) else {
+            return;
+        };
         let too_large = busy
             .out
             .iter()
