@@ -865,6 +865,22 @@ def test_no_packet_above_the_clients_maximum_packet_size(broker, raw_clients):
                         since=mark)
 
 
+def test_no_connack_above_the_clients_maximum_packet_size(broker, raw_clients):
+    """[MQTT-3.1.2-24] holds for CONNACK too: a client with an empty client id that allows 12
+    bytes cannot get the Assigned Client Identifier (a 55-byte CONNACK), and nothing may come
+    before a CONNACK, not even a DISCONNECT: the connection closes without a packet, as
+    mosquitto closes it, and the log says why. Allowing 60 bytes, it gets its CONNACK. Until
+    2026-12-07 the 55 bytes went."""
+    mark = broker.mark()
+    c = raw_clients(broker.port, version=raw.V5)
+    c.send(raw.connect("", version=raw.V5, props={"MaximumPacketSize": 12}))
+    assert c.wait_closed() == []
+    broker.wait_for_log(r"disconnected due to oversize packet: its CONNACK of \d+ bytes is larger than its "
+                        r"Maximum Packet Size \(12 bytes\)", since=mark)
+    ok = raw_clients(broker.port, version=raw.V5)
+    assert ok.connect("", props={"MaximumPacketSize": 60}).props.get("AssignedClientIdentifier")
+
+
 # ---------------------------------------------------------------------------------------
 # Server Keep Alive
 # ---------------------------------------------------------------------------------------

@@ -193,9 +193,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for ConnTask<S> 
                 },
                 TaskPhase::Serving(s) => match std::pin::Pin::new(s).poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready((conn, link, handover)) => {
-                        TaskPhase::Finishing(Box::pin(finish(conn, link, handover)))
-                    }
+                    Poll::Ready((conn, link, handover)) => TaskPhase::Finishing(Box::pin(async move {
+                        let mut conn = conn;
+                        finish(&mut conn, link, handover).await
+                    })),
                 },
                 TaskPhase::Finishing(f) => match f.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -394,6 +395,14 @@ async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
             session.keep_alive,
             session.username().map(|u| format!(", u'{u}'")).unwrap_or_default()
         );
+    }
+    let (len, max) = (connack.encoded_len(version), session.limits().client_max_packet_size);
+    if len > max {
+        // The session is open: it ends as any does, without a packet [MQTT-3.1.2-24].
+        let mut link = link;
+        link.close(CloseReason::ConnAckTooLarge { len, max });
+        finish(conn, link, None).await;
+        return None;
     }
     conn.encode_counted(&broker.metrics, &connack, version, &session.client_id);
     if broker.security_generation() != generation {
@@ -832,7 +841,7 @@ impl<S> Serving<S> {
 /// connection that took it over, which should not wait for this socket), then the last
 /// DISCONNECT for 5.0 and a graceful close.
 async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
-    mut conn: Conn<S>,
+    conn: &mut Conn<S>,
     link: Box<Link>,
     handover: Option<tokio::sync::oneshot::Sender<Owned>>,
 ) {

@@ -30,6 +30,15 @@ pub enum CloseReason {
     NotAuthorized,
     /// It published while the broker was over its `memory_limit`: the message is dropped.
     MemoryLimit,
+    /// Its CONNACK (`len` bytes) is larger than the Maximum Packet Size it announced (`max`):
+    /// nothing is sent [MQTT-3.1.2-24], not even a DISCONNECT, which may not come before
+    /// CONNACK; as mosquitto, which closes the connection.
+    ConnAckTooLarge {
+        /// The CONNACK's size.
+        len: usize,
+        /// The client's Maximum Packet Size.
+        max: usize,
+    },
 }
 
 impl CloseReason {
@@ -93,6 +102,10 @@ impl CloseReason {
             CloseReason::MemoryLimit => {
                 format!("Client {client_id} disconnected: the broker is over its memory_limit; its message is dropped.")
             }
+            CloseReason::ConnAckTooLarge { len, max } => format!(
+                "Client {client_id} disconnected due to oversize packet: its CONNACK of {len} bytes is larger \
+                 than its Maximum Packet Size ({max} bytes)."
+            ),
         }
     }
 }
