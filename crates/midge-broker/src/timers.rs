@@ -108,7 +108,7 @@ impl Timers {
     /// will never sent).
     fn ms_up(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.epoch);
-        since.as_millis() as u64 + u64::from(since.subsec_nanos() % 1_000_000 != 0)
+        since.as_nanos().div_ceil(1_000_000) as u64
     }
 
     /// A parked session has something due at `at`: its expiry or its delayed will.
