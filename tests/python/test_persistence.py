@@ -410,6 +410,22 @@ def test_a_queue_restored_after_a_restart_still_counts_against_its_limit(store_b
     assert got == [f"m{i}".encode() for i in range(10)], got
 
 
+def test_what_a_client_sends_before_its_disconnect_is_acknowledged(store_brokers):
+    """A client that writes CONNECT, SUBSCRIBE, a QoS 1 PUBLISH and DISCONNECT at once gets
+    SUBACK and PUBACK before the broker closes, as without persistence and as mosquitto
+    answers it: the acknowledgements wait for the store, and the DISCONNECT waits for them.
+    Until 2026-12-07 it got only its CONNACK (the work was done; a QoS 1 publisher would
+    have sent the message again)."""
+    broker = store_brokers().start()
+    for i in range(5):
+        cid = unique_id("pipelined")
+        c = RawClient(broker.port, version=V311)
+        c.send(raw.connect(cid, clean=False) + raw.subscribe(1, [("pd/t", 1)])
+               + raw.publish("pd/m", b"x", 1, packet_id=2) + raw.disconnect())
+        got = [p.name for p in c.wait_closed()]
+        assert got == ["CONNACK", "SUBACK", "PUBACK"], f"round {i}: {got}"
+
+
 def test_session_expiry_keeps_counting_after_a_restart(store_brokers):
     """Two 5.0 sessions parked with a queued message, one with a 2 s session expiry, one
     with 60 s; SIGKILL and restart at once (both are restored); 3 s after the restart the

@@ -45,6 +45,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 const ROOM_RECHECK: Duration = Duration::from_millis(50);
 /// How long a takeover waits for the old connection to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client's DISCONNECT waits for the store to have what it sent before (the
+/// acknowledgements wait for it), so that they are sent.
+const STORE_WAIT_AT_DISCONNECT: Duration = Duration::from_secs(2);
 
 /// The largest packet read before the client has logged in (CONNECT, and AUTH during enhanced
 /// authentication), when max_packet_size is not smaller: what a client nobody knows yet can
@@ -842,14 +845,29 @@ impl<S> Serving<S> {
 /// DISCONNECT for 5.0 and a graceful close.
 async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
-    link: Box<Link>,
+    mut link: Box<Link>,
     handover: Option<tokio::sync::oneshot::Sender<Owned>>,
 ) {
     let reason = link.close_reason().cloned().unwrap_or(CloseReason::Closed);
+    let version = link.session().version;
+    if handover.is_none() && matches!(reason, CloseReason::Disconnect { .. }) {
+        // What the client sent before its DISCONNECT is answered, as mosquitto answers it:
+        // acknowledgements that wait for the store (persistence) go once it has their records.
+        // A client that writes CONNECT, SUBSCRIBE, PUBLISH and DISCONNECT at once got only
+        // its CONNACK, and would have sent the message again.
+        let deadline = tokio::time::Instant::now() + STORE_WAIT_AT_DISCONNECT;
+        while let Some(stored) = link.awaiting_store() {
+            if tokio::time::Instant::now() >= deadline
+                || tokio::time::timeout_at(deadline, stored).await.is_err()
+            {
+                break;
+            }
+            write_output(conn, &mut link, version);
+        }
+    }
     if link.broker().config.connection_messages {
         tracing::info!("{}", reason.log_line(link.client_id()));
     }
-    let version = link.session().version;
     if let Some(p) = link.disconnect_packet() {
         // 5.0 clients are told why before the server closes (section 4.13.1).
         conn.encode_counted(&link.broker().metrics, &p, version, link.client_id());
