@@ -1325,10 +1325,11 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     """memory_limit, as mosquitto: over it, a PUBLISH is dropped and its publisher
     disconnected (5.0: DISCONNECT 0x97 Quota exceeded); the subscribers stay, and once what
     the broker holds goes down (here an offline queue drained), messages are taken again.
-    midge counts the messages it holds and the subscriptions: one subscription of two levels
-    (512 bytes, 512 for its second level, and its filter) and 3 queued messages of 100
-    bytes pass a limit of 1,300."""
-    b = broker_factory("memory_limit 1300")
+    midge counts the messages it holds, their places in the queues and the subscriptions:
+    one subscription of two levels (512 bytes, 512 for its second level, and its filter) and
+    3 queued messages of 100 bytes (with their topic, and 80 bytes each in the queue) pass
+    a limit of 1,500."""
+    b = broker_factory("memory_limit 1500")
     sub = raw.RawClient(b.port, raw.V311)
     sub.connect("ml-sub", clean=False)
     assert sub.subscribe(1, [("ml/#", 1)]).codes == [1]
@@ -1361,6 +1362,35 @@ def test_memory_limit_drops_the_message_and_disconnects_its_publisher(broker_fac
     again.connect("ml-again")
     again.publish("ml/t", b"taken again", qos=1)
     assert sub.expect(raw.PUBLISH).payload == b"taken again"
+
+
+def test_memory_limit_counts_what_waits_in_offline_sessions_queues(broker_factory):
+    """One message queued for many offline sessions is held once, but each session's queue
+    holds a place for it (80 bytes): memory_limit counts those places. 1,000 parked
+    sessions subscribed to one topic (0.5 MB of subscriptions) take 80 KB of places for each
+    message, so a limit of 1.5 MB stops their publisher after about 12 messages.
+    Without the count, 10,000 such sessions and 1,000 messages held 812 MB under a limit of
+    100 MB (mosquitto stops at 120 MB)."""
+    b = broker_factory("memory_limit 1500000\nmax_queued_messages 100000")
+    for i in range(1000):
+        c = raw.RawClient(b.port, raw.V311)
+        c.send(raw.connect(f"mlq-{i}", clean=False) + raw.subscribe(1, [("mlq", 1)]) + raw.disconnect())
+        assert [p.name for p in c.wait_closed()] == ["CONNACK", "SUBACK"]
+    pub = raw.RawClient(b.port, raw.V5)
+    pub.connect("mlq-pub")
+    sent = 0
+    for i in range(1, 21):
+        pub.send(raw.publish("mlq", b"0123456789", 1, False, packet_id=i, version=raw.V5))
+        p = pub.recv()
+        if p.type == raw.DISCONNECT:
+            assert p.reason == 0x97, p
+            break
+        assert p.type == raw.PUBACK, p
+        sent += 1
+    else:
+        raise AssertionError("20 messages queued for 1,000 sessions (1.6 MB of places), and no refusal")
+    assert sent >= 5, f"refused after {sent} messages: the limit is not that low"
+    b.wait_for_log(r"Client mlq-pub disconnected: the broker is over its memory_limit")
 
 
 @pytest.mark.parametrize("version", VERSIONS)

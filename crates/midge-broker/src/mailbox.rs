@@ -149,6 +149,8 @@ struct Inner {
     /// Publishers waiting for this mailbox to drain (made when the first one waits: an idle
     /// mailbox has none).
     space: Option<Arc<Notify>>,
+    /// `memory_limit`'s count of the queue's places (the messages count on their own).
+    tally: crate::memory_limit::Tally,
 }
 
 /// What happened to a pushed delivery.
@@ -172,11 +174,18 @@ impl Inner {
         self.bytes += d.queued_bytes();
         self.qos0 += usize::from(d.qos == QoS::AtMostOnce);
         self.queue.push_back(d);
+        self.count_places();
     }
 
     fn recount(&mut self) {
         self.bytes = self.queue.iter().map(Delivery::queued_bytes).sum();
         self.qos0 = self.queue.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
+        self.count_places();
+    }
+
+    /// What the queue's deliveries take in `memory_limit`'s count: their places in it.
+    fn count_places(&mut self) {
+        self.tally.set(self.queue.len() * std::mem::size_of::<Delivery>());
     }
 
     /// The deliveries queued of `qos`'s class: QoS 0, or QoS 1 and 2.
@@ -363,6 +372,7 @@ impl Mailbox {
         inner.bytes -= bytes;
         inner.qos0 -= qos0;
         out.extend(inner.queue.drain(..n));
+        inner.count_places();
         self.relieve(inner);
         n
     }
