@@ -101,19 +101,9 @@ impl Timers {
         }
     }
 
-    /// Milliseconds on the timers' clock, rounded up: the registry compares a parked
-    /// session's times to the instant ([`crate::registry::Registry::parked_due`]), so its
-    /// entry must not come due in the millisecond before (it would be taken from the heap,
-    /// found not due, and never looked at again: a session that never expired, a delayed
-    /// will never sent).
-    fn ms_up(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch);
-        since.as_nanos().div_ceil(1_000_000) as u64
-    }
-
     /// A parked session has something due at `at`: its expiry or its delayed will.
     pub fn park(&self, client_id: ByteString, at: Instant) {
-        let ms = self.ms_up(at);
+        let ms = self.ms(at);
         self.heap.lock().push(ms, Target::Parked(Box::new(client_id)));
     }
 
@@ -168,9 +158,7 @@ impl Timers {
                 Target::Connection(weak) => {
                     weak.upgrade().is_some_and(|slot| slot.watched_ms.load(Ordering::Relaxed) == due.at_ms)
                 }
-                Target::Parked(id) => {
-                    parked_at(id).into_iter().flatten().any(|at| self.ms_up(at) == due.at_ms)
-                }
+                Target::Parked(id) => parked_at(id).into_iter().flatten().any(|at| self.ms(at) == due.at_ms),
             })
             .collect();
         let mut heap = self.heap.lock();
@@ -225,29 +213,6 @@ mod tests {
         timers.park("a".into(), t + Duration::from_secs(5));
         assert!(timers.fire(t + Duration::from_secs(4)).is_empty());
         assert_eq!(timers.fire(t + Duration::from_secs(5)), vec![ByteString::from("a")]);
-    }
-
-    /// A parked time within a millisecond: not due until it has passed. Rounded down, the
-    /// entry came due up to a millisecond early, the registry found nothing due yet, and
-    /// nothing looked again: 15 of 5,000 sessions never expired, a few delayed wills were
-    /// never sent (this session's attack round).
-    #[test]
-    fn a_parked_time_is_not_due_before_it_has_passed() {
-        let timers = Timers::default();
-        let t = timers.epoch;
-        let at = t + Duration::from_micros(5_000_600);
-        timers.park("a".into(), at);
-        assert!(timers.fire(t + Duration::from_micros(5_000_300)).is_empty());
-        assert!(timers.fire(at - Duration::from_nanos(1)).is_empty());
-        // The first sweep of the timers' clock after it.
-        assert_eq!(timers.fire(t + Duration::from_millis(5_001)), vec![ByteString::from("a")]);
-        // Swept by the same rounding: kept while the registry has it due then.
-        timers.park("b".into(), at);
-        for _ in 0..300 {
-            timers.park("gone".into(), at);
-        }
-        timers.sweep(|id| [(id == "b").then_some(at), None]);
-        assert_eq!(timers.len(), 1);
     }
 
     #[test]

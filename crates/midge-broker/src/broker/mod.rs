@@ -645,6 +645,19 @@ impl Broker {
         let mut expired = 0;
         for client_id in self.timers.fire(now) {
             let due = self.registry.parked_due(&client_id, now);
+            if due.will.is_none() && due.expired.is_none() {
+                // The timers count whole milliseconds: a time comes due in its millisecond,
+                // maybe before its instant, which the registry compares. It is watched again
+                // (taken from the heap and left, it was never looked at again: a session that
+                // never expired, a delayed will never sent).
+                let (now_ms, timers) = (self.timers.ms(now), &self.timers);
+                for at in self.registry.parked_at(&client_id).into_iter().flatten() {
+                    if at > now && timers.ms(at) <= now_ms {
+                        timers.park(client_id.clone(), at);
+                    }
+                }
+                continue;
+            }
             expired += usize::from(self.settle_parked(&client_id, due, now));
         }
         self.timers.sweep(|client_id| self.registry.parked_at(client_id));
