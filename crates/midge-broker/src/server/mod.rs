@@ -469,6 +469,11 @@ fn describe_damage(d: &crate::store::Damage) -> String {
             "the last write was cut short ({bytes} bytes at offset {offset}, as when the broker is killed or the \
              power fails while writing): the incomplete record is dropped, nothing acknowledged was in it"
         ),
+        Damage::Truncated { offset, bytes } => format!(
+            "the file ends in the middle of a record ({bytes} bytes at offset {offset}), though it is not the \
+             newest segment, the only one a crash can cut short: it was truncated or damaged since it was \
+             written, and the records that followed offset {offset} are lost"
+        ),
     }
 }
 

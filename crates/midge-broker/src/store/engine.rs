@@ -201,7 +201,12 @@ fn read_store(dir: &Path, report: &mut LoadReport) -> Result<(Records, State), S
         }
         report.segments += 1;
         total_bytes += seg.valid_len;
+        let newest = ids.last() == Some(&id);
         for d in seg.damage {
+            let d = match d {
+                Damage::TornTail { offset, bytes } if !newest => Damage::Truncated { offset, bytes },
+                d => d,
+            };
             report.damage.push((path.clone(), d));
         }
         for r in seg.records {

@@ -82,6 +82,15 @@ pub enum Damage {
         /// How many bytes it has.
         bytes: u64,
     },
+    /// A segment older than the newest ends with an incomplete record. Only the newest is
+    /// being written when the broker stops, so this one was cut or damaged since, and the
+    /// records it held after `offset` are lost (not a torn write).
+    Truncated {
+        /// Where the incomplete record starts.
+        offset: u64,
+        /// How many bytes it has.
+        bytes: u64,
+    },
 }
 
 /// What a segment holds.
