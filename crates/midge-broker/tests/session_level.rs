@@ -432,6 +432,16 @@ fn session_expiry_zero_ends_the_session_at_disconnect_and_disconnect_may_change_
     );
 }
 
+/// A 5.0 client `id` with a Session Expiry Interval of 10 s, connected and gone at `t`:
+/// its session is parked. Returns its CONNECT, to come back with.
+fn parked_for_10_s(b: &Arc<Broker>, id: &str, t: Instant) -> Connect {
+    let mut c = persistent(V5, id);
+    c.properties = Properties::from(vec![Property::SessionExpiryInterval(10)]);
+    let (mut cl, _) = connect(b, c.clone(), t);
+    cl.disconnect(t);
+    c
+}
+
 /// A parked session's time comes due in its millisecond on the timers' clock, maybe before
 /// its instant: it is looked at again, not forgotten. Taken from the heap and left, 15 of
 /// 5,000 sessions of this session's attack round never expired, and a few delayed wills
@@ -440,10 +450,7 @@ fn session_expiry_zero_ends_the_session_at_disconnect_and_disconnect_may_change_
 fn a_time_that_comes_due_before_its_instant_is_looked_at_again() {
     let b = default_broker();
     let t = Instant::now();
-    let mut c = persistent(V5, "early");
-    c.properties = Properties::from(vec![Property::SessionExpiryInterval(10)]);
-    let (mut cl, _) = connect(&b, c.clone(), t);
-    cl.disconnect(t);
+    parked_for_10_s(&b, "early", t);
     let at = t + Duration::from_secs(10);
     // In the same millisecond of the timers' clock (unless `at` is on its boundary).
     assert_eq!(b.run_timers(at - Duration::from_nanos(1)), 0);
@@ -454,10 +461,7 @@ fn a_time_that_comes_due_before_its_instant_is_looked_at_again() {
 fn parked_sessions_expire() {
     let b = default_broker();
     let t = Instant::now();
-    let mut c = persistent(V5, "x");
-    c.properties = Properties::from(vec![Property::SessionExpiryInterval(10)]);
-    let (mut cl, _) = connect(&b, c.clone(), t);
-    cl.disconnect(t);
+    let c = parked_for_10_s(&b, "x", t);
     assert_eq!(b.run_timers(t + Duration::from_secs(9)), 0);
     assert_eq!(b.run_timers(t + Duration::from_secs(10)), 1);
     let (_, ack) = connect(&b, c, t + Duration::from_secs(11));
