@@ -1082,6 +1082,29 @@ fn a_shared_message_kept_by_a_session_that_expires_goes_to_a_member_online_then(
 }
 
 #[test]
+fn a_shared_message_in_the_mailbox_of_a_session_that_ends_goes_to_another_member() {
+    // A publisher that saw a member online can put a message in its mailbox just after the
+    // member's leaving connection handed on what the session held. Here the message waits in
+    // the mailbox of a parked member (no member was online), and that session ends without
+    // the connection's hand-on (another node took its client id): a member online gets it.
+    let b = default_broker();
+    let t = Instant::now();
+    let sub = |id: &str| {
+        let (mut c, _) = connect(&b, persistent(V5, id), t);
+        c.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
+        c
+    };
+    let (mut m1, mut m2) = (sub("m1"), sub("m2"));
+    m1.lose(t);
+    m2.lose(t);
+    let (mut p, _) = connect(&b, conn(V5, "p"), t);
+    p.publish("jobs/x", "j1", QoS::AtLeastOnce, false, 1, t);
+    let mut m3 = sub("m3");
+    assert!(b.drop_parked("m1", t) && b.drop_parked("m2", t));
+    assert_eq!(payloads(&m3.publishes(t)), ["j1"]);
+}
+
+#[test]
 fn a_shared_qos_2_message_in_flight_waits_for_its_member() {
     // "the Server MUST complete the delivery of the message to that Client when it
     // reconnects" [MQTT-4.8.2-4]: not given to the other member.
