@@ -903,6 +903,45 @@ def test_while_nats_is_away_qos1_publishers_wait_and_nothing_is_lost(tmp_path, n
     assert receive_all(remote, {b"while away"}, timeout=30) == [b"while away"]
 
 
+def test_while_nats_is_away_a_client_retaining_flat_out_cannot_grow_a_nodes_memory(nats, nodes):
+    """NATS stops (SIGKILL), and a client on node a publishes 200,000 retained QoS 0 messages
+    on one topic as fast as it can: each is for the retained stream, but a topic keeps only
+    its latest waiting, so a's memory stays within 32 MiB of where it was (a task and a copy
+    for each message grew it by 476 MB in 5 s). NATS comes back: node c gets the last one."""
+    from hostile_support import MIB, Memory
+    a, _, c = nodes
+    mark = a.mark()
+    nats.kill9()
+    a.wait_for_log(r"Cluster: NATS disconnected\.", since=mark)
+    before = Memory.of(a.proc.pid)
+    pub, _ = connect(a.port, unique_id("retainer"), V311, clean=True)
+    total, batch = 200_000, 2_000
+    for first in range(0, total, batch):
+        pub.send(b"".join(raw.publish("kept/one", f"v{i}", qos=0, retain=True) for i in range(first, first + batch)))
+    pub.send(raw.pingreq())
+    assert pub.recv(timeout=60).type == raw.PINGRESP
+    after = Memory.of(a.proc.pid)
+    assert after.hwm - before.rss < 32 * MIB, f"peak {after.hwm / MIB:.0f} MiB from {before.rss / MIB:.0f} MiB"
+    nats.start()
+    last = f"v{total - 1}".encode()
+    c.wait_retained_from_stream("kept/one", timeout=60)
+    # An older one the NATS client held while it was away may reach the stream first.
+    deadline = time.monotonic() + 60
+    while (seen := retained_on(c, "kept/one")) != last:
+        assert time.monotonic() < deadline, f"node c keeps {seen!r} for kept/one, not {last!r}"
+
+
+def retained_on(node: Node, topic: str) -> bytes | None:
+    """The payload of the retained message `node` gives a new subscriber to `topic`."""
+    r, _ = connect(node.port, unique_id("reader"), V311, clean=True)
+    with r:
+        r.subscribe(1, [(topic, 0)])
+        try:
+            return r.recv(timeout=1.0).payload
+        except TimeoutError:
+            return None
+
+
 # ---------------------------------------------------------------------------------------
 # Wills of the clients of a node killed with SIGKILL, published by a surviving node (or by
 # the node itself when it is back first).
