@@ -1003,6 +1003,48 @@ def test_acl_reload_on_sighup(acl_broker, pahos):
     assert_still_connected(b, alice, anon, w)
 
 
+def test_a_will_goes_only_where_the_acl_in_force_lets_its_client_publish(acl_broker, pahos, tmp_path):
+    """A will is published for its client, so it is checked as the client's own publish,
+    against the ACL in force when it goes (as mosquitto does): a reload that took the will's
+    topic from the client since its CONNECT keeps it from going, and a client the reload no
+    longer lets in (its user gone from the password file) leaves no will. Before, both went."""
+    b = acl_broker
+    alice = user(pahos, b, "alice", "5")
+    assert alice.subscribe("#", qos=1) == [1]
+
+    def with_will(name: str, payload: str, username: str | None = None) -> RawClient:
+        c = RawClient(b.port, version=raw.V311)
+        creds = {"username": username, "password": ACL_USERS[username].encode()} if username else {}
+        c.connect(name, will={"topic": "inbox/anonymous" if username is None else "wills/x", "payload": payload},
+                  **creds)
+        return c
+
+    def lose(c: RawClient, name: str) -> None:
+        mark = b.mark()
+        c.close()
+        b.wait_for_log(rf"Client {name} closed its connection\.", since=mark)
+
+    def arrived_before_marker() -> list[bytes]:
+        marker = unique_id("marker")
+        alice.publish("alice/marker", marker, qos=1)
+        return [m.payload for m in alice.messages_until(marker.encode())][:-1]
+
+    # Allowed when it goes: it goes.
+    lose(with_will("control", "control will"), "control")
+    assert arrived_before_marker() == [b"control will"]
+    anonymous = with_will("anonymous", "anonymous will")
+    kicked = with_will("kicked", "kicked will", username="writer")
+    mark = b.mark()
+    pw = tmp_path / "passwd"
+    pw.write_text("".join(l for l in pw.read_text().splitlines(keepends=True) if not l.startswith("writer:")))
+    b.acl_path.write_text(ACL.replace("topic write inbox/anonymous\n", ""))
+    b.reload()
+    b.wait_for_log(r"Client kicked disconnected: not authorised by the reloaded security settings\.", since=mark)
+    lose(anonymous, "anonymous")
+    kicked.close()
+    assert arrived_before_marker() == [], "a will went where its client may no longer publish"
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_use_username_as_clientid_and_clientid_prefixes(brokers, tmp_path, version):
     """mosquitto's client id options: with `use_username_as_clientid true` a client's id is

@@ -1859,7 +1859,8 @@ async fn send_retained(js: jetstream::Context, unstored: Unstored, topic: ByteSt
     while let Some(mut out) = next() {
         let mut retry = Retry::new();
         loop {
-            let sent = js.publish_with_headers(out.subject.clone(), out.headers.clone(), out.payload.clone()).await;
+            let sent =
+                js.publish_with_headers(out.subject.clone(), out.headers.clone(), out.payload.clone()).await;
             let Err(error) = taken(sent).await else { break };
             retry
                 .failed(|| {

@@ -43,9 +43,10 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Whether the will is published: on every loss but a normal DISCONNECT
-    /// [MQTT-3.1.2-8] (3.1.1: [MQTT-3.1.2-10]).
+    /// [MQTT-3.1.2-8] (3.1.1: [MQTT-3.1.2-10]), and but a reload that no longer lets the
+    /// client in (a client that may not be here publishes nothing, as with mosquitto).
     pub fn publishes_will(&self) -> bool {
-        !matches!(self, CloseReason::Disconnect { with_will: false })
+        !matches!(self, CloseReason::Disconnect { with_will: false } | CloseReason::NotAuthorized)
     }
 
     /// The DISCONNECT a 5.0 client receives before the server closes, if any.
