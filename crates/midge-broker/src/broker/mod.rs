@@ -550,6 +550,11 @@ impl Broker {
         self.cluster.get()
     }
 
+    /// True while `client_id` has a session here (connected or parked).
+    pub(crate) fn has_session(&self, client_id: &str) -> bool {
+        self.registry.knows(client_id)
+    }
+
     /// Cluster mode: a connection took `client_id` here; the other nodes are told (their
     /// connection with it closes).
     pub(crate) fn cluster_opened(&self, client_id: &str, conn_id: u64) {

@@ -28,6 +28,9 @@ use crate::cluster::{Fetch, Held, Outbox, OutboxReceivers, Outgoing};
 use crate::config::cluster::Cluster;
 use crate::session::Message;
 
+mod owners;
+use owners::claim;
+
 /// The JetStream stream of retained messages.
 pub const RETAINED_STREAM: &str = "MIDGE_RETAINED";
 /// The JetStream stream of QoS 1 and 2 messages between nodes.
@@ -624,8 +627,6 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             sessions.watch_all_from_revision(rev + 1).await
         })
     };
-    // The wills this node keeps in the bucket: the connection of each client id's.
-    let mut kept_wills: HashMap<String, u64> = HashMap::new();
     let watching = tokio::spawn(watch_nodes(
         broker.clone(),
         Reaper { nodes, wills: wills.clone(), sessions: sessions.clone() },
@@ -633,8 +634,6 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         origin.clone(),
         stop.clone(),
     ));
-    // The client ids this node claimed: the connection, and the claim.
-    let mut claims: HashMap<String, (u64, Claim)> = HashMap::new();
     let mut owners_open = true;
     let Joined { messages, mut held, mut fetches, outbox } = joined;
     // Other nodes ask this one for the sessions it has.
@@ -687,6 +686,13 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
         stop.clone(),
     ));
     let replay = Replay { bucket: parked_bucket, stream: qos_stream, tail: tail_tx.clone() };
+    let holders = owners::Owners::start(owners::Context {
+        broker: broker.clone(),
+        sessions: sessions.clone(),
+        wills: wills.clone(),
+        origin: origin.clone(),
+        tail: tail_tx.clone(),
+    });
     // The sessions the store gave back: claimed for this run (found here), or ended when a
     // connection elsewhere took their client id since.
     let (reclaimed_tx, mut reclaimed) = mpsc::unbounded_channel::<(String, Claim)>();
@@ -700,49 +706,8 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 let change = match change {
                     Held::Added(f) => subs.interest.add(&f),
                     Held::Removed(f) => subs.interest.remove(&f),
-                    Held::Opened { client_id, conn_id, at } => {
-                        let mine = Claim { origin: origin.clone(), at };
-                        match claim(&sessions, &client_id, &mine).await {
-                            Claimed::Held => {
-                                tracing::debug!("Cluster: client id {client_id} claimed here.");
-                                claims.insert(client_id, (conn_id, mine));
-                            }
-                            Claimed::Newer(other) => {
-                                // A later connection on another node claimed it first.
-                                claims.remove(&client_id);
-                                if broker.taken_over_elsewhere(&client_id, conn_id) {
-                                    tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
-                                }
-                            }
-                            Claimed::Unknown => {}
-                        }
-                        None
-                    }
-                    Held::Will { client_id, conn_id, will, delay } => {
-                        let record = crate::cluster::wills::encode(&origin, conn_id, delay, &client_id, &will);
-                        match wills.put(session_key(&client_id), Bytes::from(record)).await {
-                            Ok(_) => {
-                                tracing::debug!("Cluster: the will of {client_id} is kept in the cluster.");
-                                kept_wills.insert(client_id, conn_id);
-                            }
-                            Err(e) => tracing::warn!("Cluster: the will of {client_id} is not kept in the cluster ({e}): if this node dies, it is not published."),
-                        }
-                        None
-                    }
-                    Held::Parked { client_id } => {
-                        if let Some((_, claim)) = claims.get(&client_id) {
-                            let _ = tail_tx.send(TailRequest::Snapshot { client_id, at: claim.at });
-                        }
-                        None
-                    }
-                    Held::Closed { client_id, conn_id } => {
-                        if kept_wills.get(&client_id) == Some(&conn_id) {
-                            kept_wills.remove(&client_id);
-                            match wills.purge(session_key(&client_id)).await {
-                                Ok(()) => tracing::debug!("Cluster: the will of {client_id} left the cluster."),
-                                Err(e) => tracing::warn!("Cluster: the will of {client_id} stays in the cluster ({e})."),
-                            }
-                        }
+                    held => {
+                        holders.held(held);
                         None
                     }
                 };
@@ -771,11 +736,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
                 }
             }
             Some(m) = inbound.recv() => deliver(&broker, &m, &origin, &mut dedup),
-            Some((client_id, mine)) = reclaimed.recv() => {
-                let at = mine.at;
-                claims.entry(client_id.clone()).or_insert((0, mine));
-                let _ = tail_tx.send(TailRequest::Snapshot { client_id, at });
-            }
+            Some((client_id, mine)) = reclaimed.recv() => holders.reclaimed(client_id, mine),
             Some(fetch) = fetches.recv() => {
                 tokio::spawn(fetch_session(broker.clone(), client.clone(), sessions.clone(), origin.clone(), replay.clone(), fetch));
             }
@@ -804,7 +765,7 @@ pub(crate) async fn run(broker: Arc<Broker>, connected: Connected, mut stop: wat
             r = poll_fn(|cx| owners.as_mut().poll_next(cx)), if owners_open => match r {
                 Some(Ok(entry)) => {
                     owners_rev = owners_rev.max(entry.revision);
-                    taken_over(&broker, &entry, &origin, &mut claims)
+                    holders.changed(entry);
                 }
                 Some(Err(e)) => {
                     // Its reader (one copy) may have been on a NATS server that is gone: made
@@ -1464,85 +1425,6 @@ fn session_key(client_id: &str) -> String {
 fn client_id_of(key: &str) -> Option<String> {
     use base64::Engine;
     String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key).ok()?).ok()
-}
-
-/// What became of a claim.
-enum Claimed {
-    /// This node holds the client id.
-    Held,
-    /// A later connection on another node holds it.
-    Newer(Claim),
-    /// The bucket could not be read or written.
-    Unknown,
-}
-
-/// Claims a client id for this node in the sessions bucket, over an older claim only, with
-/// compare-and-set on the revision read (create when there is none): a claim that lost the
-/// race reads again ([`crate::cluster::ownership`]).
-async fn claim(sessions: &kv::Store, client_id: &str, mine: &Claim) -> Claimed {
-    let key = session_key(client_id);
-    let value = Bytes::from(mine.encode());
-    for _ in 0..CLAIM_ATTEMPTS {
-        let current = match sessions.entry(key.clone()).await {
-            Ok(e) => e.filter(|e| e.operation == kv::Operation::Put),
-            Err(e) => {
-                tracing::warn!("Cluster: cannot read the owner of client id {client_id}: {e}.");
-                return Claimed::Unknown;
-            }
-        };
-        let lost = match current {
-            Some(e) => {
-                if let Some(other) = Claim::decode(&e.value).filter(|o| o.supersedes(mine)) {
-                    return Claimed::Newer(other);
-                }
-                match sessions.update(&key, value.clone(), e.revision).await {
-                    Ok(_) => return Claimed::Held,
-                    Err(e) => e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                }
-            }
-            None => match sessions.create(&key, value.clone()).await {
-                Ok(_) => return Claimed::Held,
-                Err(e) => e.kind() == kv::CreateErrorKind::AlreadyExists,
-            },
-        };
-        if !lost {
-            break;
-        }
-    }
-    tracing::warn!(
-        "Cluster: could not claim client id {client_id}; another node's connection with it may stay open."
-    );
-    Claimed::Unknown
-}
-
-/// Another node claimed a client id for a later connection than this node's: the
-/// connection here closes.
-fn taken_over(broker: &Broker, entry: &kv::Entry, origin: &str, claims: &mut HashMap<String, (u64, Claim)>) {
-    if entry.operation != kv::Operation::Put {
-        return;
-    }
-    let Some(other) = Claim::decode(&entry.value) else { return };
-    if other.origin == origin {
-        return;
-    }
-    let Some(client_id) = client_id_of(&entry.key) else { return };
-    let Some((conn_id, mine)) = claims.get(&client_id) else { return };
-    // An older claim, seen late, takes nothing from a newer one.
-    if !other.supersedes(mine) {
-        return;
-    }
-    let conn_id = *conn_id;
-    claims.remove(&client_id);
-    if broker.taken_over_elsewhere(&client_id, conn_id) {
-        tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
-    } else if broker.drop_parked(&client_id, other.instant()) {
-        // A connection elsewhere took the client id without this session (clean start, or
-        // this node did not answer in time): it is out of date.
-        tracing::info!(
-            "Cluster: the session of {client_id} parked here ends: its client id was taken on {}.",
-            other.origin
-        );
-    }
 }
 
 /// The sessions the store gave back at start, parked here, were claimed by the node's
