@@ -170,51 +170,54 @@ impl Acl {
         self.check(user, client_id, plain, Want::Subscribe)
     }
 
+    /// As mosquitto decides: the client's own rules (its user's, or the anonymous ones)
+    /// first, a deny before any grant; then, when none of them decided, the patterns, the
+    /// same way. A client whose user name or client id holds a wildcard gets no pattern at
+    /// all ("+" would make `clients/%c/#` everybody's tree).
     fn check(&self, user: Option<&str>, client_id: &str, topic: &str, want: Want) -> bool {
         let own: &[Rule] = match user {
             None => &self.anonymous,
             Some(u) => self.users.get(u).map_or(&[], Vec::as_slice),
         };
+        let matches = |filter: &str| match want {
+            Want::Subscribe => covers(filter, topic),
+            Want::Read | Want::Write => topic_matches(filter, topic),
+        };
+        let grants = |access: Access| match want {
+            Want::Write => access.writes(),
+            Want::Read | Want::Subscribe => access.reads(),
+        };
+        let decide = |rules: &mut dyn Iterator<Item = (Access, &str)>| -> Option<bool> {
+            let mut granted = false;
+            for (access, _) in rules.filter(|(_, f)| matches(f)) {
+                if access == Access::Deny {
+                    return Some(false);
+                }
+                granted |= grants(access);
+            }
+            granted.then_some(true)
+        };
+        if let Some(decided) = decide(&mut own.iter().map(|r| (r.access, r.filter.as_str()))) {
+            return decided;
+        }
+        if self.patterns.is_empty()
+            || user.is_some_and(|u| u.contains(['+', '#']))
+            || client_id.contains(['+', '#'])
+        {
+            return false;
+        }
         let patterns: Vec<(Access, String)> = self
             .patterns
             .iter()
             .filter_map(|r| expand(&r.filter, user, client_id).map(|f| (r.access, f)))
             .collect();
-        let rules = own
-            .iter()
-            .map(|r| (r.access, r.filter.as_str()))
-            .chain(patterns.iter().map(|(a, f)| (*a, f.as_str())));
-        let matches = |filter: &str| match want {
-            Want::Subscribe => covers(filter, topic),
-            Want::Read | Want::Write => topic_matches(filter, topic),
-        };
-        let mut allowed = false;
-        for (access, filter) in rules {
-            if !matches(filter) {
-                continue;
-            }
-            if access == Access::Deny {
-                return false;
-            }
-            allowed |= match want {
-                Want::Write => access.writes(),
-                Want::Read | Want::Subscribe => access.reads(),
-            };
-        }
-        allowed
+        decide(&mut patterns.iter().map(|(a, f)| (*a, f.as_str()))).unwrap_or(false)
     }
 }
 
-/// Substitutes `%c` and `%u` in a pattern. A pattern with `%u` does not apply to anonymous
-/// clients, and none applies when the value would inject a wildcard (as mosquitto does).
+/// Substitutes `%c` and `%u` in a pattern; one with `%u` does not apply to anonymous clients.
 fn expand(pattern: &str, user: Option<&str>, client_id: &str) -> Option<String> {
-    if pattern.contains("%u") {
-        let u = user?;
-        if u.contains(['+', '#']) {
-            return None;
-        }
-    }
-    if pattern.contains("%c") && client_id.contains(['+', '#']) {
+    if pattern.contains("%u") && user.is_none() {
         return None;
     }
     Some(pattern.replace("%c", client_id).replace("%u", user.unwrap_or("")))
@@ -304,6 +307,28 @@ pattern read users/%u/inbox
         assert!(a.can_read(Some("bob"), "x", "users/bob/inbox"));
         assert!(!a.can_read(None, "x", "users//inbox"), "%u never matches anonymous clients");
         assert!(!a.can_publish(None, "evil/#", "clients/evil/x"), "no wildcard injection");
+    }
+
+    #[test]
+    fn own_rules_decide_before_patterns_as_in_mosquitto() {
+        let a = Acl::parse(
+            "topic read public/#\nuser alice\ntopic readwrite alice/#\ntopic deny secret/#\n\
+             pattern deny alice/%c\npattern readwrite secret/%u\npattern read everyone/#\npattern write users/%u/%c\n",
+            "f",
+        )
+        .unwrap();
+        let alice = Some("alice");
+        assert!(a.can_publish(alice, "x", "alice/x"), "her own grant comes before the pattern's deny");
+        assert!(!a.can_publish(alice, "c", "secret/alice"), "her own deny comes before the pattern's grant");
+        assert!(a.can_read(alice, "c", "everyone/x"));
+        assert!(a.can_publish(alice, "c", "users/alice/c"));
+        // A wildcard in the user name or client id: no pattern at all, not only those that
+        // would carry it (mosquitto denies such a client every pattern).
+        assert!(!a.can_read(alice, "x+y", "everyone/x"));
+        assert!(!a.can_publish(alice, "x+y", "users/alice/x"));
+        assert!(!a.can_read(Some("a#"), "c", "everyone/x"));
+        assert!(a.can_publish(alice, "x+y", "alice/x"), "her own rules still apply");
+        assert!(a.can_read(None, "+", "public/x"), "and the anonymous ones");
     }
 
     #[test]
