@@ -77,12 +77,13 @@ def connack_time(port: int, source: str, user: str, password: str, timeout: floa
 
 
 class Flood:
-    """Bad logins from one address: `width` connections at a time, each sending a CONNECT with
+    """Bad logins from one address (or several, taken in turn): `width` connections at a time, each sending a CONNECT with
     a wrong password for `victim` or an unknown user name, and opened again as soon as the
     broker answers or closes it."""
 
-    def __init__(self, port: int, source: str, victim: str, width: int):
-        self.port, self.source, self.victim, self.width = port, source, victim, width
+    def __init__(self, port: int, source: str | list[str], victim: str, width: int):
+        self.port, self.victim, self.width = port, victim, width
+        self.sources = [source] if isinstance(source, str) else source
         self.attempts = self.refused = self.dropped = 0
         self.errors: list[str] = []
         self._stop: asyncio.Event | None = None
@@ -120,7 +121,8 @@ class Flood:
             n += 1
             user = self.victim if n % 2 else f"intruder-{i}-{n}"
             try:
-                reader, writer = await asyncio.open_connection(HOST, self.port, local_addr=(self.source, 0))
+                source = self.sources[i % len(self.sources)]
+                reader, writer = await asyncio.open_connection(HOST, self.port, local_addr=(source, 0))
             except OSError as e:
                 self.errors.append(str(e))
                 await asyncio.sleep(0.05)  # out of ports or descriptors: breathe, then go on
@@ -214,6 +216,43 @@ def test_a_flood_of_bad_logins_does_not_delay_good_logins_from_another_address(t
             # hundreds of connections cost a handful of hashes (the 20 failures an address has
             # before it is slowed, then 0.1 + 0.2 + 0.4 + ... s apart).
             assert hashed_for_flood <= 20 + 10 + flood_seconds / 2, report
+    finally:
+        if flood is not None and flood._thread.is_alive():
+            flood.stop()
+        rc = b.stop()
+    assert rc == 0, b.log()[-3000:]
+
+
+def test_logins_from_many_addresses_at_once_are_all_answered_before_the_connect_timeout(tmp_path):
+    """200 bad logins at a time, each from an address of its own: one turn each, so all of
+    them get into the hashing pool's queue (100,000 iterations, a second of work for the
+    machine every few logins), and a good login that needs a hash comes after them. Every
+    login is answered before the 10 s a CONNECT has: checked, or refused with 0x89 Server
+    busy (3.1.1: 3, server unavailable) when its check cannot begin in time, as a login
+    waiting for its address's turn is. Before, the good login, and the flood's, waited for
+    the pool past that time, and were closed unanswered."""
+    users = {"alice": secrets.token_hex(8), "late": secrets.token_hex(8)}
+    pw = password_file(tmp_path / "passwd", users, 100_000)
+    b = ConfiguredBroker(tmp_path, f"listener {{port}} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n"
+                                   "auth_failure_delay 0\n")
+    b.start()
+    flood = None
+    try:
+        mark = b.mark()
+        flood = Flood(b.port, [f"127.0.1.{i}" for i in range(1, 201)], "alice", width=200).start()
+        deadline = time.monotonic() + 10
+        while flood.attempts < 200 or len(HASHING.findall(b.log()[mark:])) < 2:
+            assert time.monotonic() < deadline, f"the flood did not start: {flood.errors[:3]}"
+            time.sleep(0.01)  # poll interval
+        code, took = connack_time(b.port, GOOD, "late", users["late"], timeout=15)
+        flood.stop()
+        print(f"\nthe good login: code {code} after {took:.2f} s; the flood: {flood.attempts} CONNECTs, "
+              f"{flood.refused} refused, {flood.dropped} closed unanswered")
+        assert code in (0, 3), f"code {code}"
+        assert took < 10
+        assert flood.dropped == 0, f"{flood.dropped} of the flood's logins were closed unanswered"
+        if code == 3:
+            b.wait_for_log(r"too many logins at once: try again later", since=mark)
     finally:
         if flood is not None and flood._thread.is_alive():
             flood.stop()

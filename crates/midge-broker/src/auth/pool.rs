@@ -25,6 +25,9 @@ pub enum PoolError {
     /// No worker thread could be started, or the job panicked.
     #[error("the password hashing threads are not available")]
     Unavailable,
+    /// No slot came free before the deadline.
+    #[error("the password hashing threads are busy")]
+    Busy,
 }
 
 /// A job, and the slot it holds until it is done.
@@ -94,8 +97,23 @@ impl HashPool {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PoolError> {
+        self.run_queued_by(None, f).await
+    }
+
+    /// [`HashPool::run`], if the job gets into the queue before `deadline`: else
+    /// [`PoolError::Busy`], and the job never runs.
+    pub async fn run_queued_by<T: Send + 'static>(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let acquire = self.slots.clone().acquire_owned();
+        let slot = match deadline {
+            Some(at) => tokio::time::timeout_at(at, acquire).await.map_err(|_| PoolError::Busy)?,
+            None => acquire.await,
+        };
         // The semaphore is never closed: acquiring fails only if it were.
-        let slot = self.slots.clone().acquire_owned().await.map_err(|_| PoolError::Unavailable)?;
+        let slot = slot.map_err(|_| PoolError::Unavailable)?;
         let (tx, rx) = oneshot::channel();
         let run = Box::new(move || {
             // The CONNECT gave up waiting (timeout, shutdown): no CPU for nobody.
@@ -267,6 +285,28 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(*order.lock(), vec![0, 1, 3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_finds_no_slot_by_its_deadline_is_busy_and_never_runs() {
+        let pool = Arc::new(HashPool::new(1, 0));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let first = {
+            let (pool, gate) = (pool.clone(), gate.clone());
+            tokio::spawn(async move { pool.run(move || gate.wait()).await })
+        };
+        while pool.running().0 == 0 {
+            tokio::task::yield_now().await;
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        let late = pool.run_queued_by(Some(soon), move || counted.fetch_add(1, Ordering::SeqCst)).await;
+        assert_eq!(late, Err(PoolError::Busy));
+        gate.wait();
+        first.await.unwrap().unwrap();
+        assert_eq!(pool.run(|| 7).await, Ok(7), "the slot came back");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -17,7 +17,8 @@ use midge_codec::{Auth, Connect, Packet, Properties, Property, ReasonCode};
 
 use super::Broker;
 use crate::auth::{
-    AuthExchange, AuthMethod, AuthStep, ClientCertificate, Enhanced, Login, Security, SharedSecurity,
+    AuthExchange, AuthMethod, AuthStep, ClientCertificate, Enhanced, Login, PoolError, Security,
+    SharedSecurity,
 };
 
 /// Why a client without a certificate identity is refused on a listener that takes user
@@ -28,6 +29,7 @@ const CERT_IDENTITY_MISSING: &str =
 /// Why a login is refused without its password being checked: its address has too many
 /// logins waiting (one is checked at a time, after the failure delay).
 const LOGINS_QUEUED: &str = "too many logins from this address at once: try again later";
+const LOGINS_BUSY: &str = "too many logins at once: try again later";
 
 /// Why a client whose certificate was revoked between its TLS handshake and its CONNECT is
 /// refused (a CRL reloaded meanwhile).
@@ -420,8 +422,13 @@ impl Broker {
         } else {
             let (security, user, password) =
                 (login.security.clone(), login.user.clone(), std::mem::take(&mut login.password));
-            match self.hash_pool.run(move || security.verify_password(&user, &password)).await {
+            // Its place in the pool's queue by the deadline too: logins from many addresses
+            // at once (one each) filled it, and a good one waited past the CONNECT's time,
+            // to be closed unanswered.
+            let check = move || security.verify_password(&user, &password);
+            match self.hash_pool.run_queued_by(Some(deadline), check).await {
                 Ok(outcome) => outcome,
+                Err(PoolError::Busy) => return Err(Refusal::new(ReasonCode::ServerBusy, LOGINS_BUSY)),
                 Err(e) => {
                     tracing::error!("Cannot check the password of user '{}': {e}.", login.user);
                     return Err(Refusal::new(ReasonCode::ServerUnavailable, "the password check failed"));
