@@ -391,7 +391,19 @@ impl Reader {
             "max_topic_alias" => {
                 self.listener_at(at).max_topic_alias = parse_num(name, one(d, "a count, 0-65535")?)?
             }
-            "max_packet_size" => config.max_packet_size = parse_num(name, one(d, "bytes")?)?,
+            "max_packet_size" => {
+                let value = one(d, "bytes")?;
+                config.max_packet_size = parse_num(name, value)?;
+                // As mosquitto: below 20 bytes no CONNECT with a client id fits, and 0 (which
+                // would read as "no limit") is refused too.
+                if config.max_packet_size < 20 {
+                    return Err(LineError::InvalidValue {
+                        option: name.into(),
+                        value: value.into(),
+                        expected: "a size from 20 bytes (leave the option out for no limit)",
+                    });
+                }
+            }
             "max_inflight_messages" => {
                 config.max_inflight_messages = parse_num(name, one(d, "a count, 0-65535")?)?
             }

@@ -438,6 +438,16 @@ fn errors_are_typed() {
         problem("max_packet_size -1\n"),
         LineError::Number { option: "max_packet_size".into(), value: "-1".into(), max: u32::MAX.into() }
     );
+    for small in ["0", "1", "19"] {
+        // mosquitto: "Error: Invalid max_packet_size value (19)."
+        assert!(
+            problem(&format!("max_packet_size {small}\n")).to_string().starts_with(&format!(
+                "invalid value '{small}' for max_packet_size: expected a size from 20 bytes"
+            )),
+            "{small}"
+        );
+    }
+    assert_eq!(parse_str("max_packet_size 20\n", "t").unwrap().0.max_packet_size, 20);
     assert_eq!(problem("listener 1\ntls_version tlsv1\n"), LineError::OldTlsVersion("tlsv1".into()));
     assert_eq!(problem("global_plugin /x.so\n"), LineError::Unsupported("global_plugin".into()));
     assert!(problem("psk_file p\n").is_unsupported() && problem("plugin /p.so\n").is_unsupported());
