@@ -1,7 +1,8 @@
 //! mosquitto's ACL files: `user NAME`, `topic [read|write|readwrite|deny] FILTER` and
 //! `pattern [read|write|readwrite|deny] FILTER` with `%c` (client id) and `%u` (user name).
 //! `topic` lines before the first `user` line apply to anonymous clients; patterns apply to
-//! everyone. Deny rules are checked first; then an allow rule must match.
+//! everyone. As mosquitto decides: the client's own rules first (a matching deny refuses, else
+//! a matching grant allows), then, if they decided nothing, the patterns the same way.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -16,7 +17,8 @@ pub enum Access {
     Write,
     /// Both.
     ReadWrite,
-    /// Nothing: matching topics are refused whatever other rules say.
+    /// Nothing: matching topics are refused whatever the other rules of its kind (the
+    /// client's own, or the patterns) say; a client's own grant comes before a pattern's deny.
     Deny,
 }
 
@@ -159,7 +161,8 @@ impl Acl {
     }
 
     /// May this client subscribe to `filter`? An allow rule must cover the whole filter
-    /// ("a/#" covers "a/b/+", "a/b" does not cover "a/#"), and no deny rule may cover it.
+    /// ("a/#" covers "a/b/+", "a/b" does not cover "a/#"), and no deny rule of the same kind
+    /// may cover it ([`Acl::check`]'s order).
     /// Messages are checked again as they are delivered ([`Acl::can_read`]).
     pub fn can_subscribe(&self, user: Option<&str>, client_id: &str, filter: &str) -> bool {
         // A shared subscription is checked on its topic filter.

@@ -113,7 +113,9 @@ impl Broker {
             Some(unparked) => {
                 let now = Instant::now().max(at);
                 if let Some(owned) = self.unparked(&ByteString::from(client_id), unparked, now) {
-                    self.discard(owned);
+                    // What its mailbox holds from shared subscriptions is not handed on: the
+                    // other node may have taken it with the session's copy.
+                    self.end_session(owned, true, false);
                 }
                 true
             }
@@ -131,7 +133,7 @@ impl Broker {
     /// again (a client back meanwhile): those records are that session's now.
     fn forget_taken(&self, owned: Owned) {
         let own_records = !self.registry.knows(&owned.handle.client_id);
-        self.end_session(owned, own_records);
+        self.end_session(owned, own_records, false);
     }
 
     /// The answer could not be sent: the session is parked here again, as it was.
@@ -160,6 +162,8 @@ impl Broker {
                 if let Some(at) = expires_at {
                     self.timers.park(client_id.clone(), at);
                 }
+                // Its claim and its copy in the cluster are this node's again.
+                self.cluster_parked(client_id);
             }
             Err(owned) => self.forget_taken(*owned),
         }

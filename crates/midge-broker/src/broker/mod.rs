@@ -465,13 +465,14 @@ impl Broker {
     /// Ends a session: its subscriptions leave the router, its queue is emptied, and its
     /// records leave the store.
     pub fn discard(&self, owned: Owned) {
-        self.end_session(owned, true);
+        self.end_session(owned, true, true);
     }
 
     /// [`Broker::discard`]; `own_records` false when the client id has another session here
     /// whose records its session, subscription and QoS 2 records now are: only the records
-    /// of the messages it held go.
-    pub(crate) fn end_session(&self, owned: Owned, own_records: bool) {
+    /// of the messages it held go. `hand_on_shared`: what its mailbox holds from shared
+    /// subscriptions goes to another member.
+    pub(crate) fn end_session(&self, owned: Owned, own_records: bool, hand_on_shared: bool) {
         for filter in owned.state.subscriptions.keys() {
             self.router.unsubscribe(&owned.handle, filter);
         }
@@ -480,10 +481,11 @@ impl Broker {
         // moment before its connection went) goes to another member now, rather than out with
         // the session (5.0 section 4.8.2): 1 to 5 QoS 1 messages in 100,000 were lost that way
         // when members left abruptly under load. Only the mailbox's: in flight, they were
-        // offered before, and a session that went to another node took them with it.
+        // offered before.
         let Owned { mut state, handle } = owned;
         let mut queued = state.outgoing.drain_all();
-        for d in handle.mailbox.take_shared() {
+        let late = if hand_on_shared { handle.mailbox.take_shared() } else { Vec::new() };
+        for d in late {
             if let Err(d) = self.give_shared(d, handle.id, true) {
                 queued.push(d);
             }

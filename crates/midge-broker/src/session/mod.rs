@@ -429,8 +429,9 @@ impl Session {
         let will =
             if reason.publishes_will() { self.extra.as_mut().and_then(|e| e.will.take()) } else { None };
         // Published for the client, the will is checked as its own publish would be, against
-        // the ACL in force now (mosquitto checks it when it sends it): one a reload since
-        // CONNECT took the topic from goes nowhere.
+        // the ACL in force when the connection ends (mosquitto checks it when it sends it; a
+        // delayed will is not checked again when its delay ends): one a reload since CONNECT
+        // took the topic from goes nowhere.
         let access = self.access.as_deref();
         let will = will.filter(|w| access.is_none_or(|a| a.can_publish(&w.topic)));
         let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);

@@ -49,6 +49,7 @@ pub(super) struct Owners {
     work: Vec<mpsc::UnboundedSender<Work>>,
     taken: Vec<mpsc::UnboundedSender<kv::Entry>>,
     hasher: RandomState,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Owners {
@@ -56,6 +57,7 @@ impl Owners {
     pub fn start(context: Context) -> Owners {
         let context = Arc::new(context);
         let (mut work, mut taken) = (Vec::with_capacity(WORKERS), Vec::with_capacity(WORKERS));
+        let mut workers = Vec::with_capacity(WORKERS);
         for _ in 0..WORKERS {
             let (work_tx, work_rx) = mpsc::unbounded_channel();
             let (taken_tx, taken_rx) = mpsc::unbounded_channel();
@@ -67,9 +69,27 @@ impl Owners {
                 kept_wills: HashMap::new(),
                 sweep_at: SWEEP_FLOOR,
             };
-            tokio::spawn(worker.run(work_rx, taken_rx));
+            workers.push(tokio::spawn(worker.run(work_rx, taken_rx)));
         }
-        Owners { work, taken, hasher: RandomState::new() }
+        Owners { work, taken, hasher: RandomState::new(), workers }
+    }
+
+    /// Lets the workers finish what they were given (the wills of the connections closed at
+    /// a stop leave the bucket), and waits for them.
+    pub async fn finish(self) {
+        let Owners { work, taken, workers, .. } = self;
+        drop((work, taken));
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    fn send(&self, client_id: &str, work: Work) {
+        if self.work[self.worker(client_id)].send(work).is_err() {
+            tracing::error!(
+                "Cluster: the task for client id {client_id} is gone; its claim and will are not kept."
+            );
+        }
     }
 
     fn worker(&self, client_id: &str) -> usize {
@@ -85,12 +105,13 @@ impl Owners {
             | Held::Closed { client_id, .. } => client_id,
             Held::Added(_) | Held::Removed(_) => return,
         };
-        let _ = self.work[self.worker(client_id)].send(Work::Held(held));
+        let client_id = client_id.clone();
+        self.send(&client_id, Work::Held(held));
     }
 
     /// A session from the store, claimed for this run.
     pub fn reclaimed(&self, client_id: String, mine: Claim) {
-        let _ = self.work[self.worker(&client_id)].send(Work::Reclaimed(client_id, mine));
+        self.send(&client_id.clone(), Work::Reclaimed(client_id, mine));
     }
 
     /// An entry of the sessions bucket changed: a claim, maybe another node's.
@@ -129,7 +150,16 @@ impl Worker {
                         if !self.claims.contains_key(&client_id) {
                             self.remember(client_id.clone(), (0, mine));
                         }
-                        let _ = self.context.tail.send(TailRequest::Snapshot { client_id, at });
+                        // Another node's later claim, looked at before this came in (it had
+                        // no claim to take then), is in the bucket.
+                        if let Some(other) = self.bucket_claim(&client_id).await {
+                            if other.origin != self.context.origin {
+                                self.taken_over_by(&client_id, &other);
+                            }
+                        }
+                        if self.claims.contains_key(&client_id) {
+                            let _ = self.context.tail.send(TailRequest::Snapshot { client_id, at });
+                        }
                     }
                 },
                 else => break,
@@ -168,6 +198,14 @@ impl Worker {
                 }
             }
             Held::Parked { client_id } => {
+                if !self.claims.contains_key(&client_id) {
+                    // Parked again after it was out for another node (a handoff that failed):
+                    // its claim may have been swept meanwhile; the bucket's, if it is still
+                    // this node's, is.
+                    if let Some(mine) = self.bucket_claim(&client_id).await.filter(|m| m.origin == c.origin) {
+                        self.remember(client_id.clone(), (0, mine));
+                    }
+                }
                 if let Some((_, claim)) = self.claims.get(&client_id) {
                     let _ = c.tail.send(TailRequest::Snapshot { client_id, at: claim.at });
                 }
@@ -198,25 +236,36 @@ impl Worker {
         }
     }
 
-    /// Another node claimed a client id for a later connection than this node's: the
-    /// connection here closes, or the session parked here ends.
+    /// The claim the sessions bucket has for `client_id`, if it can be read.
+    async fn bucket_claim(&self, client_id: &str) -> Option<Claim> {
+        let entry = self.context.sessions.entry(session_key(client_id)).await.ok()??;
+        (entry.operation == kv::Operation::Put).then(|| Claim::decode(&entry.value)).flatten()
+    }
+
+    /// An entry of the sessions bucket changed: another node's claim is looked at.
     fn taken_over(&mut self, entry: &kv::Entry) {
-        let c = &self.context;
         let Some(other) = Claim::decode(&entry.value) else { return };
-        if other.origin == c.origin {
+        if other.origin == self.context.origin {
             return;
         }
         let Some(client_id) = client_id_of(&entry.key) else { return };
-        let Some((conn_id, mine)) = self.claims.get(&client_id) else { return };
+        self.taken_over_by(&client_id, &other);
+    }
+
+    /// Another node claimed a client id for a later connection than this node's: the
+    /// connection here closes, or the session parked here ends.
+    fn taken_over_by(&mut self, client_id: &str, other: &Claim) {
+        let c = &self.context;
+        let Some((conn_id, mine)) = self.claims.get(client_id) else { return };
         // An older claim, seen late, takes nothing from a newer one.
         if !other.supersedes(mine) {
             return;
         }
         let conn_id = *conn_id;
-        self.claims.remove(&client_id);
-        if c.broker.taken_over_elsewhere(&client_id, conn_id) {
+        self.claims.remove(client_id);
+        if c.broker.taken_over_elsewhere(client_id, conn_id) {
             tracing::debug!("Cluster: client id {client_id} claimed by {}.", other.origin);
-        } else if c.broker.drop_parked(&client_id, other.instant()) {
+        } else if c.broker.drop_parked(client_id, other.instant()) {
             // A connection elsewhere took the client id without this session (clean start, or
             // this node did not answer in time): it is out of date.
             tracing::info!(
