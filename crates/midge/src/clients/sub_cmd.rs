@@ -141,7 +141,15 @@ impl Printer {
                 &mut err,
             );
             let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(&out).and_then(|_| stdout.flush());
+            if let Err(e) = stdout.write_all(&out).and_then(|_| stdout.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    // Its reader is gone (`midge sub ... | head -n 1`): as mosquitto_sub, it
+                    // ends there (it ran on for ever), and exits 0.
+                    self.done = true;
+                    let _ = self.notes.send(Note::Done);
+                    return;
+                }
+            }
             if !self.quiet && !err.is_empty() {
                 let _ = std::io::stderr().write_all(&err);
             }
@@ -329,6 +337,9 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
             if exit_after_subscribe {
                 return Ok(());
             }
+            // The clearing messages sent: each acknowledged before the client leaves (with -C,
+            // the last one was lost to the DISCONNECT 3 times in 4).
+            let mut clears = Vec::new();
             loop {
                 tokio::select! {
                     note = notes.recv() => match note {
@@ -336,9 +347,17 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                             let mut clear = Publish::new(topic, midge_codec::Bytes::new());
                             clear.retain = true;
                             clear.qos = midge_codec::QoS::AtLeastOnce;
-                            let _ = client.start_publish(clear).await;
+                            clears.extend(client.start_publish(clear).await.ok());
                         }
-                        Some(Note::Done) | None => return Ok(()),
+                        Some(Note::Done) | None => {
+                            let acked = async {
+                                for clear in clears.drain(..) {
+                                    let _ = clear.await;
+                                }
+                            };
+                            let _ = tokio::time::timeout(Duration::from_secs(5), acked).await;
+                            return Ok(());
+                        }
                     },
                     ev = events.recv() => match ev {
                         Some(Event::Disconnected(d)) => {
