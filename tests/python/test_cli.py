@@ -863,6 +863,44 @@ def test_sub_ends_when_its_reader_goes(tools, midge_broker, tool):
     assert out == b"m0\nsub exited 0\n"
 
 
+@pytest.mark.parametrize("tool", TOOLS)
+def test_the_options_file_comes_before_the_command_line(tools, midge_broker, tool, tmp_path):
+    """mosquitto's clients read their options from $XDG_CONFIG_HOME/mosquitto_pub (and _sub),
+    else ~/.config/mosquitto_pub, before the command line's: the broker's port and the QoS
+    there are used, and a -q on the command line wins over the file's. (midge ignored the
+    file: the clients went to port 1883.)"""
+    b = midge_broker
+    t = tag("optfile")
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".config" / "mosquitto_pub").write_text(f"# the broker\n-h {HOST}\n-p {b.port}\n-q 1\n")
+    (home / ".config" / "mosquitto_sub").write_text(f"-h {HOST}\n-p {b.port}\n-v\n")
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"} | {"HOME": str(home)}
+    cid = unique_id("cli")
+    mark = b.mark()
+    sub = subprocess.Popen([*tools.cmd(tool, "sub"), "-i", cid, "-t", f"{t}/#", "-C", "2"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_log_count(b, rf"Sending SUBACK to {re.escape(cid)}\b", 1, mark)
+        for qos in ("", "2"):
+            r = subprocess.run([*tools.cmd(tool, "pub"), "-t", f"{t}/q{qos or 'file'}", "-m", "x",
+                                *(["-q", qos] if qos else [])], env=env, capture_output=True, timeout=TIMEOUT)
+            assert r.returncode == 0, r
+        out, err = sub.communicate(timeout=TIMEOUT)
+    finally:
+        sub.kill()
+    assert out == f"{t}/qfile x\n{t}/q2 x\n".encode(), (out, err)
+    assert re.search(rf"Received PUBLISH from \S+ \(d0, q1, r0, m\d+, '{re.escape(t)}/qfile'", b.log()[mark:])
+    assert re.search(rf"Received PUBLISH from \S+ \(d0, q2, r0, m\d+, '{re.escape(t)}/q2'", b.log()[mark:])
+    # With XDG_CONFIG_HOME set, the file is read there (and ~/.config is not).
+    xdg = tmp_path / "xdg"
+    xdg.mkdir()
+    (xdg / "mosquitto_pub").write_text(f"-p {b.port}\n-h {HOST}\n")
+    r = subprocess.run([*tools.cmd(tool, "pub"), "-t", f"{t}/xdg", "-m", "x"],
+                       env=env | {"XDG_CONFIG_HOME": str(xdg)}, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r
+
+
 def test_T_filters_out(tools, midge_broker):
     b = midge_broker
     t = tag("T")

@@ -64,7 +64,7 @@ struct NotYet {
 /// midge) parse the same way and report errors as mosquitto does: its words, exit code 1,
 /// `--help` printing usage and exiting 1, a repeated option taking its last value.
 macro_rules! client_tool {
-    ($parser:ident, $args:ty, $run:path, $help:path) => {
+    ($parser:ident, $args:ty, $run:path, $help:path, $options_file:literal) => {
         #[derive(Parser, Debug)]
         #[command(disable_help_flag = true, disable_version_flag = true, args_override_self = true)]
         struct $parser {
@@ -73,8 +73,11 @@ macro_rules! client_tool {
         }
 
         impl $parser {
-            fn main(name: &'static str, argv: Vec<OsString>) -> ExitCode {
+            fn main(name: &'static str, mut argv: Vec<OsString>) -> ExitCode {
                 let tool = Tool { name };
+                // As mosquitto's clients: the options in the user's options file come first.
+                let from_file = clients::common::options_file_args($options_file);
+                argv.splice(1.min(argv.len())..1.min(argv.len()), from_file);
                 let cmd = <$parser as clap::CommandFactory>::command().name(name).bin_name(name);
                 let parsed = cmd
                     .try_get_matches_from(argv)
@@ -108,9 +111,21 @@ struct MosquittoCli {
     args: broker_cmd::BrokerArgs,
 }
 
-client_tool!(PubCli, clients::pub_cmd::PubArgs, clients::pub_cmd::run, clients::help::pub_help);
-client_tool!(SubCli, clients::sub_cmd::SubArgs, clients::sub_cmd::run, clients::help::sub_help);
-client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run, clients::help::rr_help);
+client_tool!(
+    PubCli,
+    clients::pub_cmd::PubArgs,
+    clients::pub_cmd::run,
+    clients::help::pub_help,
+    "mosquitto_pub"
+);
+client_tool!(
+    SubCli,
+    clients::sub_cmd::SubArgs,
+    clients::sub_cmd::run,
+    clients::help::sub_help,
+    "mosquitto_sub"
+);
+client_tool!(RrCli, clients::rr_cmd::RrArgs, clients::rr_cmd::run, clients::help::rr_help, "mosquitto_rr");
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();

@@ -435,6 +435,48 @@ pub fn strip_os_error(s: &str) -> String {
 }
 
 /// A single-threaded runtime for a command-line client.
+/// The options in the user's options file for `name` (`mosquitto_pub`, `mosquitto_sub`,
+/// `mosquitto_rr`), as mosquitto's clients read it: `$XDG_CONFIG_HOME/NAME`, else
+/// `$HOME/.config/NAME`; one option a line, its value the rest of the line after the first
+/// space; lines starting with `#` left out; no file, no options. They come before those of
+/// the command line, which win.
+pub fn options_file_args(name: &str) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => std::path::PathBuf::from(dir).join(name),
+        None => match std::env::var_os("HOME") {
+            Some(home) => std::path::PathBuf::from(home).join(".config").join(name),
+            None => return Vec::new(),
+        },
+    };
+    let Ok(text) = std::fs::read(&path) else { return Vec::new() };
+    options_file_lines(&text).into_iter().map(|a| std::ffi::OsStr::from_bytes(a).to_os_string()).collect()
+}
+
+fn options_file_lines(text: &[u8]) -> Vec<&[u8]> {
+    let mut args = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first() == Some(&b'#') {
+            continue;
+        }
+        // strtok(line, " "): leading spaces are skipped; the value is all after the space.
+        let start = line.iter().position(|&b| b != b' ').unwrap_or(line.len());
+        let line = &line[start..];
+        if line.is_empty() {
+            continue;
+        }
+        match line.iter().position(|&b| b == b' ') {
+            Some(i) => {
+                args.push(&line[..i]);
+                args.push(&line[i + 1..]);
+            }
+            None => args.push(line),
+        }
+    }
+    args
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -487,6 +529,15 @@ pub fn clap_error(e: &clap::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_options_file_is_read_as_mosquittos_clients_read_it() {
+        let text = b"# my broker\n-h broker.example\r\n-u  bob smith\n\n   -d\n-P p#1\n";
+        let args: Vec<&[u8]> = options_file_lines(text);
+        let want: Vec<&[u8]> = vec![b"-h", b"broker.example", b"-u", b" bob smith", b"-d", b"-P", b"p#1"];
+        assert_eq!(args, want);
+    }
+
     use super::*;
 
     #[test]
