@@ -1006,15 +1006,18 @@ fn will_delay_publishes_after_the_delay_or_at_session_end_and_not_if_back_in_tim
     assert_eq!(payloads(&w.publishes(t)), ["gone"]);
 }
 
+/// A persistent 5.0 session of `id`, subscribed to `$share/g/jobs/#` at `qos`.
+fn shared_member(b: &Arc<Broker>, id: &str, qos: QoS, t: Instant) -> Client {
+    let (mut c, _) = connect(b, persistent(V5, id), t);
+    c.subscribe("$share/g/jobs/#", qos, t);
+    c
+}
+
 #[test]
 fn unacknowledged_shared_messages_go_to_another_member_when_one_leaves() {
     let b = default_broker();
     let t = Instant::now();
-    let sub = |id: &str| {
-        let (mut c, _) = connect(&b, persistent(V5, id), t);
-        c.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
-        c
-    };
+    let sub = |id: &str| shared_member(&b, id, QoS::AtLeastOnce, t);
     let mut m1 = sub("m1");
     let mut m2 = sub("m2");
     let (mut p, _) = connect(&b, conn(V5, "p"), t);
@@ -1089,11 +1092,7 @@ fn a_shared_message_in_the_mailbox_of_a_session_that_ends_goes_to_another_member
     // hand-on: a takeover whose new connection is gone before the session reaches it.
     let b = default_broker();
     let t = Instant::now();
-    let sub = |id: &str| {
-        let (mut c, _) = connect(&b, persistent(V5, id), t);
-        c.subscribe("$share/g/jobs/#", QoS::AtLeastOnce, t);
-        c
-    };
+    let sub = |id: &str| shared_member(&b, id, QoS::AtLeastOnce, t);
     let (mut m1, mut m2) = (sub("m1"), sub("m2"));
     let (mut p, _) = connect(&b, conn(V5, "p"), t);
     for i in 0..4 {
@@ -1115,11 +1114,7 @@ fn a_shared_qos_2_message_in_flight_waits_for_its_member() {
     // reconnects" [MQTT-4.8.2-4]: not given to the other member.
     let b = default_broker();
     let t = Instant::now();
-    let sub = |id: &str| {
-        let (mut c, _) = connect(&b, persistent(V5, id), t);
-        c.subscribe("$share/g/jobs/#", QoS::ExactlyOnce, t);
-        c
-    };
+    let sub = |id: &str| shared_member(&b, id, QoS::ExactlyOnce, t);
     let (mut m1, mut m2) = (sub("m1"), sub("m2"));
     let (mut p, _) = connect(&b, conn(V5, "p"), t);
     for (i, job) in ["j1", "j2"].into_iter().enumerate() {
