@@ -62,7 +62,7 @@ impl Session {
         }
         let qos = p.qos;
         let packet_id = p.packet_id;
-        if reserved_topic(&topic) || self.access.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
+        if reserved_topic(&topic) || !self.may_publish(&topic) {
             // Denied by the ACL: 3.1.1 has no way to say so, so the message is acknowledged
             // and dropped; 5.0 gets 0x87 in the acknowledgement.
             tracing::info!("Denied PUBLISH from {} to '{}' (ACL).", self.client_id, topic);

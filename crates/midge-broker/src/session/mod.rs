@@ -268,6 +268,11 @@ impl Session {
         self.access = access.map(Box::new);
     }
 
+    /// Whether the ACL in force lets the client publish to `topic` (no ACL: yes).
+    fn may_publish(&self, topic: &str) -> bool {
+        self.access.as_ref().is_none_or(|a| a.can_publish(topic))
+    }
+
     /// The connection's limits.
     pub fn limits(&self) -> &ConnectionLimits {
         &self.limits
@@ -432,8 +437,7 @@ impl Session {
         // the ACL in force when the connection ends (mosquitto checks it when it sends it; a
         // delayed will is not checked again when its delay ends): one a reload since CONNECT
         // took the topic from goes nowhere.
-        let access = self.access.as_deref();
-        let will = will.filter(|w| access.is_none_or(|a| a.can_publish(&w.topic)));
+        let will = will.filter(|w| self.may_publish(&w.topic));
         let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
         let will = match will {
             None => WillPlan::None,
