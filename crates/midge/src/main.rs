@@ -77,7 +77,8 @@ macro_rules! client_tool {
                 let tool = Tool { name };
                 // As mosquitto's clients: the options in the user's options file come first.
                 let from_file = clients::common::options_file_args($options_file);
-                argv.splice(1.min(argv.len())..1.min(argv.len()), from_file);
+                let after_name = argv.len().min(1);
+                argv.splice(after_name..after_name, from_file);
                 let cmd = <$parser as clap::CommandFactory>::command().name(name).bin_name(name);
                 let parsed = cmd
                     .try_get_matches_from(argv)

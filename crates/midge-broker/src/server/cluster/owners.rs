@@ -47,14 +47,16 @@ enum Work {
 /// The workers' inboxes: each takes the client ids whose hash falls to it.
 pub(super) struct Owners {
     work: Vec<mpsc::UnboundedSender<Work>>,
-    taken: Vec<mpsc::UnboundedSender<kv::Entry>>,
+    taken: Vec<mpsc::UnboundedSender<(String, Claim)>>,
     hasher: RandomState,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    origin: String,
 }
 
 impl Owners {
     /// Starts the workers; they stop once this is dropped and their inboxes are empty.
     pub fn start(context: Context) -> Owners {
+        let origin = context.origin.clone();
         let context = Arc::new(context);
         let (mut work, mut taken) = (Vec::with_capacity(WORKERS), Vec::with_capacity(WORKERS));
         let mut workers = Vec::with_capacity(WORKERS);
@@ -71,7 +73,7 @@ impl Owners {
             };
             workers.push(tokio::spawn(worker.run(work_rx, taken_rx)));
         }
-        Owners { work, taken, hasher: RandomState::new(), workers }
+        Owners { work, taken, hasher: RandomState::new(), workers, origin }
     }
 
     /// Lets the workers finish what they were given (the wills of the connections closed at
@@ -84,10 +86,10 @@ impl Owners {
         }
     }
 
-    fn send(&self, client_id: &str, work: Work) {
-        if self.work[self.worker(client_id)].send(work).is_err() {
+    fn send(&self, worker: usize, work: Work) {
+        if self.work[worker].send(work).is_err() {
             tracing::error!(
-                "Cluster: the task for client id {client_id} is gone; its claim and will are not kept."
+                "Cluster: a task for client ids is gone; claims and wills of its ids are not kept."
             );
         }
     }
@@ -105,22 +107,23 @@ impl Owners {
             | Held::Closed { client_id, .. } => client_id,
             Held::Added(_) | Held::Removed(_) => return,
         };
-        let client_id = client_id.clone();
-        self.send(&client_id, Work::Held(held));
+        self.send(self.worker(client_id), Work::Held(held));
     }
 
     /// A session from the store, claimed for this run.
     pub fn reclaimed(&self, client_id: String, mine: Claim) {
-        self.send(&client_id.clone(), Work::Reclaimed(client_id, mine));
+        self.send(self.worker(&client_id), Work::Reclaimed(client_id, mine));
     }
 
-    /// An entry of the sessions bucket changed: a claim, maybe another node's.
+    /// An entry of the sessions bucket changed: another node's claim goes to the worker of
+    /// its client id (this node's own are not for anyone).
     pub fn changed(&self, entry: kv::Entry) {
         if entry.operation != kv::Operation::Put {
             return;
         }
+        let Some(other) = Claim::decode(&entry.value).filter(|o| o.origin != self.origin) else { return };
         let Some(client_id) = client_id_of(&entry.key) else { return };
-        let _ = self.taken[self.worker(&client_id)].send(entry);
+        let _ = self.taken[self.worker(&client_id)].send((client_id, other));
     }
 }
 
@@ -137,12 +140,12 @@ impl Worker {
     async fn run(
         mut self,
         mut work: mpsc::UnboundedReceiver<Work>,
-        mut taken: mpsc::UnboundedReceiver<kv::Entry>,
+        mut taken: mpsc::UnboundedReceiver<(String, Claim)>,
     ) {
         loop {
             tokio::select! {
                 biased;
-                Some(entry) = taken.recv() => self.taken_over(&entry),
+                Some((client_id, other)) = taken.recv() => self.taken_over_by(&client_id, &other),
                 Some(w) = work.recv() => match w {
                     Work::Held(held) => self.held(held).await,
                     Work::Reclaimed(client_id, mine) => {
@@ -240,16 +243,6 @@ impl Worker {
     async fn bucket_claim(&self, client_id: &str) -> Option<Claim> {
         let entry = self.context.sessions.entry(session_key(client_id)).await.ok()??;
         (entry.operation == kv::Operation::Put).then(|| Claim::decode(&entry.value)).flatten()
-    }
-
-    /// An entry of the sessions bucket changed: another node's claim is looked at.
-    fn taken_over(&mut self, entry: &kv::Entry) {
-        let Some(other) = Claim::decode(&entry.value) else { return };
-        if other.origin == self.context.origin {
-            return;
-        }
-        let Some(client_id) = client_id_of(&entry.key) else { return };
-        self.taken_over_by(&client_id, &other);
     }
 
     /// Another node claimed a client id for a later connection than this node's: the
