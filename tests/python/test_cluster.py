@@ -5,6 +5,7 @@ duplicate is checked with a marker message sent after the one that could be dupl
 (NATS keeps the order of one publisher's messages to one subscriber)."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -1044,3 +1045,29 @@ def test_a_node_restarted_at_once_publishes_the_wills_of_its_previous_run(tmp_pa
     nodes[0] = again
     assert receive_all(sub, {b"before the restart"}, timeout=30) == [b"before the restart"]
     alive.close()
+
+
+def test_a_client_that_moved_to_another_node_keeps_its_will_there(nodes):
+    """The node a client left (taken over elsewhere) removes its own will record only, not
+    the one the new node put under the same client id: the new node's death publishes it."""
+    import re
+    a, b, c = nodes
+    sub, _ = connect(c.port, unique_id("heir"), V5)
+    sub.subscribe(1, [("wills/#", 1)])
+    first = will_client(a, V311, "wills/first", "left behind")
+    cid = first.client_id
+    mark_a, mark_b = a.mark(), b.mark()
+    # Node a stopped: it takes the client's move in after node b has put the new will.
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        second, _ = connect(b.port, cid, V311, clean=True,
+                            will={"topic": "wills/second", "payload": "moved", "qos": 1})
+        b.wait_for_log(rf"Cluster: the will of {re.escape(cid)} is kept in the cluster\.", since=mark_b)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    first.wait_closed()
+    a.wait_for_log(rf"Cluster: the will of {re.escape(cid)} was replaced by another node's\.", since=mark_a)
+    b.kill9()
+    got = receive_all(sub, {b"moved"}, timeout=30)
+    assert b"moved" in got
+    second.close()

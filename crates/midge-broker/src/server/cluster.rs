@@ -1396,11 +1396,12 @@ async fn reap(broker: &Arc<Broker>, r: &Reaper, run: &str) {
             // Claimed meanwhile by a connection of another run: the client is back [MQTT-3.1.3-9].
             let owner = r.sessions.entry(session_key(&client_id)).await.ok().flatten();
             let back = owner.and_then(|e| Claim::decode(&e.value)).is_some_and(|c| c.origin != run);
-            let still =
-                r.wills.entry(key.clone()).await.ok().flatten().is_some_and(|e| e.revision == entry.revision);
-            if still {
-                let _ = r.wills.purge(&key).await;
-            }
+            // Still this record (not one a connection elsewhere put since): purged here, so
+            // that it is published once.
+            let still = match r.wills.purge_expect_revision(&key, Some(entry.revision)).await {
+                Ok(()) => true,
+                Err(e) => e.kind() != kv::PurgeErrorKind::WrongLastRevision,
+            };
             if back || !still {
                 return;
             }

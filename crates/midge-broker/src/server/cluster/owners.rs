@@ -131,8 +131,9 @@ struct Worker {
     context: Arc<Context>,
     /// The client ids this worker claimed: the connection, and the claim.
     claims: HashMap<String, (u64, Claim)>,
-    /// The wills this worker keeps in the bucket: the connection of each client id's.
-    kept_wills: HashMap<String, u64>,
+    /// The wills this worker keeps in the bucket: the connection of each client id's, and
+    /// the revision of its record.
+    kept_wills: HashMap<String, (u64, u64)>,
     sweep_at: usize,
 }
 
@@ -193,9 +194,9 @@ impl Worker {
             Held::Will { client_id, conn_id, will, delay } => {
                 let record = crate::cluster::wills::encode(&c.origin, conn_id, delay, &client_id, &will);
                 match c.wills.put(session_key(&client_id), Bytes::from(record)).await {
-                    Ok(_) => {
+                    Ok(revision) => {
                         tracing::debug!("Cluster: the will of {client_id} is kept in the cluster.");
-                        self.kept_wills.insert(client_id, conn_id);
+                        self.kept_wills.insert(client_id, (conn_id, revision));
                     }
                     Err(e) => tracing::warn!("Cluster: the will of {client_id} is not kept in the cluster ({e}): if this node dies, it is not published."),
                 }
@@ -214,14 +215,19 @@ impl Worker {
                 }
             }
             Held::Closed { client_id, conn_id } => {
-                if self.kept_wills.get(&client_id) == Some(&conn_id) {
-                    self.kept_wills.remove(&client_id);
-                    match c.wills.purge(session_key(&client_id)).await {
-                        Ok(()) => tracing::debug!("Cluster: the will of {client_id} left the cluster."),
-                        Err(e) => {
-                            tracing::warn!("Cluster: the will of {client_id} stays in the cluster ({e}).")
-                        }
+                let Some(&(kept_for, revision)) = self.kept_wills.get(&client_id) else { return };
+                if kept_for != conn_id {
+                    return;
+                }
+                self.kept_wills.remove(&client_id);
+                // Only this record: the client may have connected to another node since,
+                // which put its will under the same key.
+                match c.wills.purge_expect_revision(session_key(&client_id), Some(revision)).await {
+                    Ok(()) => tracing::debug!("Cluster: the will of {client_id} left the cluster."),
+                    Err(e) if e.kind() == kv::PurgeErrorKind::WrongLastRevision => {
+                        tracing::debug!("Cluster: the will of {client_id} was replaced by another node's.")
                     }
+                    Err(e) => tracing::warn!("Cluster: the will of {client_id} stays in the cluster ({e})."),
                 }
             }
             Held::Added(_) | Held::Removed(_) => {}
