@@ -168,6 +168,7 @@ pub async fn connect(opts: Options) -> Result<(Client, Events, ConnAck), Error> 
         version,
         keep_alive,
         receive_maximum,
+        connack.properties.maximum_packet_size(),
         opts.on_packet.clone(),
         opts.on_message.clone(),
     );

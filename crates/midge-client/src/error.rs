@@ -45,6 +45,9 @@ pub(crate) enum Kind {
     /// `tls_record`: the bytes were a TLS record (a TLS listener's alert to a plain client).
     #[error("protocol error: a packet of type {} from the server", .command >> 4)]
     Unrecognised { command: u8, tls_record: bool },
+    /// A request larger than the server's Maximum Packet Size, not sent [MQTT-3.1.2-25].
+    #[error("the packet ({size} bytes) exceeds the server's maximum packet size ({maximum} bytes)")]
+    TooLarge { size: usize, maximum: usize },
     /// The connection broke after it was opened, before CONNACK.
     #[error("the connection was lost: {0}")]
     Lost(#[source] std::io::Error),

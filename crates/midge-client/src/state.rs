@@ -43,6 +43,8 @@ pub struct State {
     /// PUBLISH may come again before PUBREL and is then not delivered twice (MQTT 4.3.3,
     /// the receiver's "Method B").
     incoming_qos2: HashSet<u16>,
+    /// The server's Maximum Packet Size (5.0 CONNACK), in bytes.
+    max_packet_size: usize,
     pub(crate) out: VecDeque<Packet>,
 }
 
@@ -56,8 +58,28 @@ impl State {
             publishes_in_flight: 0,
             send_quota: usize::from(server_receive_maximum),
             incoming_qos2: HashSet::new(),
+            max_packet_size: usize::MAX,
             out: VecDeque::new(),
         }
+    }
+
+    /// The server's Maximum Packet Size, from its CONNACK: a PUBLISH, SUBSCRIBE or
+    /// UNSUBSCRIBE larger than this is refused instead of sent [MQTT-3.1.2-25].
+    pub fn set_server_maximum_packet_size(&mut self, max: Option<u32>) {
+        self.max_packet_size = max.map_or(usize::MAX, |m| m as usize);
+    }
+
+    /// `Err` (the error for the request's reply) when `packet` exceeds the server's Maximum
+    /// Packet Size.
+    fn check_size(&self, packet: &Packet) -> Result<(), Error> {
+        if self.max_packet_size == usize::MAX {
+            return Ok(());
+        }
+        let size = packet.encoded_len(self.version);
+        if size > self.max_packet_size {
+            return Err(Error::new(Kind::TooLarge { size, maximum: self.max_packet_size }));
+        }
+        Ok(())
     }
 
     fn next_id(&mut self) -> u16 {
@@ -77,34 +99,50 @@ impl State {
 
     /// Sends a PUBLISH; QoS 0 is answered at once, QoS 1 and 2 on their acknowledgement.
     pub fn publish(&mut self, mut p: Publish, reply: Option<Reply<ReasonCode>>) {
-        if p.qos == QoS::AtMostOnce {
-            // No identifier goes on the wire for QoS 0, but the message is numbered like the
-            // others (as libmosquitto numbers them), which `-d` shows.
-            p.packet_id = self.next_id();
-            self.out.push_back(Packet::Publish(p));
+        // QoS 0 gets no identifier on the wire, but is numbered like the others (as
+        // libmosquitto numbers them), which `-d` shows.
+        p.packet_id = self.next_id();
+        let (id, qos) = (p.packet_id, p.qos);
+        let packet = Packet::Publish(p);
+        if let Err(e) = self.check_size(&packet) {
+            if let Some(r) = reply {
+                let _ = r.send(Err(e));
+            }
+            return;
+        }
+        self.out.push_back(packet);
+        if qos == QoS::AtMostOnce {
             if let Some(r) = reply {
                 let _ = r.send(Ok(ReasonCode::Success));
             }
             return;
         }
-        p.packet_id = self.next_id();
-        self.pending.insert(p.packet_id, Pending::Publish { reply });
+        self.pending.insert(id, Pending::Publish { reply });
         self.publishes_in_flight += 1;
-        self.out.push_back(Packet::Publish(p));
     }
 
     /// Sends SUBSCRIBE (with the next packet identifier); `reply` gets the SUBACK.
     pub fn subscribe(&mut self, mut s: Subscribe, reply: Reply<SubAck>) {
         s.packet_id = self.next_id();
-        self.pending.insert(s.packet_id, Pending::Subscribe(reply));
-        self.out.push_back(Packet::Subscribe(s));
+        let (id, packet) = (s.packet_id, Packet::Subscribe(s));
+        if let Err(e) = self.check_size(&packet) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.pending.insert(id, Pending::Subscribe(reply));
+        self.out.push_back(packet);
     }
 
     /// Sends UNSUBSCRIBE (with the next packet identifier); `reply` gets the UNSUBACK.
     pub fn unsubscribe(&mut self, mut u: Unsubscribe, reply: Reply<UnsubAck>) {
         u.packet_id = self.next_id();
-        self.pending.insert(u.packet_id, Pending::Unsubscribe(reply));
-        self.out.push_back(Packet::Unsubscribe(u));
+        let (id, packet) = (u.packet_id, Packet::Unsubscribe(u));
+        if let Err(e) = self.check_size(&packet) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.pending.insert(id, Pending::Unsubscribe(reply));
+        self.out.push_back(packet);
     }
 
     /// The packets to send, in order.

@@ -54,16 +54,19 @@ impl Task {
         version: ProtocolVersion,
         keep_alive: u16,
         server_receive_maximum: u16,
+        server_maximum_packet_size: Option<u32>,
         hook: Option<PacketHook>,
         on_message: Option<MessageHook>,
     ) -> Self {
+        let mut state = State::new(version, server_receive_maximum);
+        state.set_server_maximum_packet_size(server_maximum_packet_size);
         Task {
             stream,
             rbuf,
             wbuf: BytesMut::new(),
             version,
             keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
-            state: State::new(version, server_receive_maximum),
+            state,
             hook,
             on_message,
             buffered: VecDeque::new(),

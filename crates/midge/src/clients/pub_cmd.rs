@@ -184,7 +184,11 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
                 let mut acks = Vec::new();
                 while let Some(line) = rx.recv().await {
                     let ack = client.start_publish(make(Bytes::from(line))).await.map_err(publish_error)?;
-                    if qos != QoS::AtMostOnce {
+                    if qos == QoS::AtMostOnce {
+                        // Answered as soon as the connection takes it: sent, or refused
+                        // (larger than the broker's Maximum Packet Size).
+                        ack.await.map_err(publish_error)?;
+                    } else {
                         acks.push(ack);
                     }
                 }
