@@ -1032,6 +1032,12 @@ def test_a_will_goes_only_where_the_acl_in_force_lets_its_client_publish(acl_bro
     # Allowed when it goes: it goes.
     lose(with_will("control", "control will"), "control")
     assert arrived_before_marker() == [b"control will"]
+    # Forbidden from the start: the CONNECT is accepted (as mosquitto 2.0 accepts it), and
+    # the will goes nowhere.
+    forbidden = RawClient(b.port, version=raw.V311)
+    forbidden.connect("forbidden", will={"topic": "alice/not-for-anonymous", "payload": "forbidden will"})
+    lose(forbidden, "forbidden")
+    assert arrived_before_marker() == []
     anonymous = with_will("anonymous", "anonymous will")
     kicked = with_will("kicked", "kicked will", username="writer")
     mark = b.mark()

@@ -394,15 +394,9 @@ impl Broker {
                 plan.client_id.to_string(),
             )
         });
-        if let (Some(access), Some(will)) = (&access, &connect.will) {
-            if !access.can_publish(&will.topic) {
-                // As mosquitto: a will the client could not publish itself is refused at once.
-                return Opening::Refused(Refusal::new(
-                    ReasonCode::NotAuthorized,
-                    "not allowed to publish to the will topic",
-                ));
-            }
-        }
+        // A will on a topic the client may not publish to is accepted, as mosquitto 2.0
+        // accepts it, and checked against the ACL in force when it is due
+        // (`Session::end`): it goes nowhere unless a reload gave the client that topic.
         let recheck = auth.recheck();
         let start = StartParams {
             connect,
