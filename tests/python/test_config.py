@@ -265,21 +265,30 @@ def test_a_user_that_does_not_exist_stops_the_broker(tmp_path, broker_factory):
 def test_a_port_from_the_command_line_is_closed_with_per_listener_settings(tmp_path):
     """`-p` adds a listener; with per_listener_settings true it has no security settings of
     its own, so anonymous clients are refused there (they are allowed on the configured one)."""
-    port, extra = free_port(), free_port()
-    conf = tmp_path / "broker.conf"
-    conf.write_text(f"per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf), "-p", str(extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        opened = set()
+    for _attempt in range(3):
+        port, extra = free_port(), free_port()
+        conf = tmp_path / "broker.conf"
+        conf.write_text(f"per_listener_settings true\nlistener {port} 127.0.0.1\nallow_anonymous true\n")
+        proc = subprocess.Popen([str(midge_bin()), "broker", "-c", str(conf), "-p", str(extra)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        opened, seen = set(), []
 
         def both_open(line: str) -> bool:
+            seen.append(line)
             m = re.search(r"Opening ipv4 listen socket on port (\d+)\.", line)
             if m:
                 opened.add(int(m.group(1)))
             return opened == {port, extra}
 
-        _lines_until(proc, both_open)
+        try:
+            _lines_until(proc, both_open)
+            break
+        except AssertionError:
+            # A free port taken by another process between choosing and binding it.
+            proc.wait(timeout=TIMEOUT)
+            if not any("Address already in use" in line for line in seen):
+                raise
+    try:
         pub = ["mosquitto_pub", "-h", "127.0.0.1", "-t", "t", "-m", "x", "-p"]
         ok = subprocess.run(pub + [str(port)], capture_output=True, timeout=TIMEOUT)
         assert ok.returncode == 0, ok
