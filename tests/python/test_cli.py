@@ -1289,6 +1289,41 @@ def test_more_usage_errors(tools, kind, args):
     _usage_error(tools, kind, args)
 
 
+# Command lines mosquitto's clients refuse as they read them, each checked byte for byte
+# (standard error, exit code, whether anything goes to standard output): a value that is
+# the next word whatever it is (-k -1), the missing value's name, the blank lines, and the
+# order of the checks (an option's value before a missing topic or message).
+ARGV_PARITY = [
+    ("pub", ["-A"]), ("sub", ["-M"]), ("rr", ["-x"]), ("pub", ["-V"]), ("sub", ["--will-qos"]),
+    ("pub", ["--proxy"]), ("rr", ["--unix"]), ("pub", ["--repeat-delay"]), ("sub", ["--random-filter"]),
+    ("sub", ["-T"]), ("rr", ["-e"]), ("pub", ["--unknown"]),
+    ("pub", ["-k", "-1"]), ("sub", ["-q", "-1"]), ("rr", ["-p", "-1"]), ("pub", ["--will-qos", "-1"]),
+    ("pub", ["-M", "0"]), ("rr", ["-M", "0"]), ("sub", ["-x", "A"]), ("pub", ["-x", "-2"]),
+    ("pub", ["--repeat", "0"]), ("pub", ["--repeat-delay", "-1"]), ("pub", ["-t", "topic/+"]),
+    ("pub", ["-m", "message", "-f", "file"]), ("rr", ["-m", "message", "-f", "file"]), ("pub", ["-l", "-n"]),
+    ("pub", ["-i", "id", "-I", "id-prefix"]), ("sub", ["--will-topic", "a/#"]), ("rr", ["-V", "5", "-x", "-1"]),
+    ("pub", ["-V", "mqttv311", "-c"]), ("sub", ["-L", "mqtt://localhost"]), ("pub", ["-L", "ws://localhost"]),
+    ("pub", ["-V", "5", "-D", "connect", "receive-maximum"]),
+    ("sub", ["-V", "5", "-D", "connect", "receive-maximum", "-1"]),
+    ("rr", ["-V", "5", "-D", "subscribe", "subscription-identifier", "4294967296"]),
+    ("pub", ["-V", "5", "-D", "publish", "subscription-identifier", "1"]),
+    ("pub", ["-V", "5", "-D", "auth", "authentication-method", "1"]),
+    ("pub", []), ("pub", ["-i", ""]), ("pub", ["-t", "a", "-m", "x", "-i", ""]),
+    ("sub", []), ("sub", ["-F", "%."]), ("sub", ["-F", "\\Z"]), ("sub", ["-C", "0"]), ("sub", ["-U", "++"]),
+    ("rr", []), ("rr", ["-F", "%Z"]), ("rr", ["-W", "0"]), ("rr", ["-e", "topic/+"]),
+]
+
+
+@pytest.mark.parametrize("kind,args", [pytest.param(k, a, id=f"{k} {' '.join(a)}") for k, a in ARGV_PARITY])
+def test_refused_command_lines_read_as_mosquittos_byte_for_byte(tools, kind, args, tmp_path):
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "missing"))  # no options file
+    r = {tool: subprocess.run([*tools.cmd(tool, kind), *args], capture_output=True, timeout=10, env=env,
+                              stdin=subprocess.DEVNULL) for tool in ("link", "mosquitto")}
+    seen = {tool: (p.returncode, p.stderr, bool(p.stdout)) for tool, p in r.items()}
+    assert seen["mosquitto"][0] != 0, seen["mosquitto"]
+    assert seen["link"] == seen["mosquitto"], f"midge: {seen['link']}\nmosquitto: {seen['mosquitto']}"
+
+
 def test_repeated_option_last_wins(tools, midge_broker):
     """mosquitto's tools take an option given twice (a wrapper script adding its own -p,
     say): the last one counts."""

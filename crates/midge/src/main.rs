@@ -80,16 +80,18 @@ macro_rules! client_tool {
                 let after_name = argv.len().min(1);
                 argv.splice(after_name..after_name, from_file);
                 let cmd = <$parser as clap::CommandFactory>::command().name(name).bin_name(name);
-                let parsed = cmd
-                    .try_get_matches_from(argv)
-                    .and_then(|m| <$parser as clap::FromArgMatches>::from_arg_matches(&m));
+                let parsed = cmd.try_get_matches_from(argv).and_then(|m| {
+                    let mut p = <$parser as clap::FromArgMatches>::from_arg_matches(&m)?;
+                    p.args.common.note_order(&m);
+                    Ok(p)
+                });
                 match parsed {
                     Ok(p) if p.args.common.help => {
                         print!("{}", $help(name));
                         ExitCode::from(1)
                     }
                     Ok(p) => $run(p.args, tool),
-                    Err(e) => Failure::usage(tool, clients::common::clap_error(&e)).report(false),
+                    Err(e) => Failure::usage(tool, &clients::common::clap_error(&e)).report(false),
                 }
             }
         }

@@ -1,4 +1,5 @@
 //! The command-line clients: `midge pub`, `midge sub`, `midge rr`, with mosquitto's options.
+mod c_numbers;
 pub mod common;
 mod debug;
 pub mod help;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use midge_client::{connect, Direction, PacketHook};
 use midge_codec::{Bytes, Packet, ProtocolVersion, Publish, QoS};
 
-use super::common::{connect_failure, runtime, CommonArgs, Failure, Target, Tool};
+use super::c_numbers::{atof, atoi};
+use super::common::{
+    connect_failure, runtime, topic_name, ArgError, Checked, CommonArgs, Failure, Target, Tool,
+};
 
 /// Publish messages, as mosquitto_pub.
 #[derive(clap::Args, Debug)]
@@ -16,13 +19,13 @@ pub struct PubArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Topic to publish to.
-    #[arg(short = 't', long = "topic")]
+    #[arg(short = 't', long = "topic", allow_hyphen_values = true, value_parser = |s: &str| topic_name("publish", s))]
     topic: Option<String>,
     /// Message payload.
-    #[arg(short = 'm', long = "message")]
+    #[arg(short = 'm', long = "message", allow_hyphen_values = true)]
     message: Option<String>,
     /// Send the contents of a file.
-    #[arg(short = 'f', long = "file")]
+    #[arg(short = 'f', long = "file", allow_hyphen_values = true)]
     file: Option<PathBuf>,
     /// Send all of standard input as one message.
     #[arg(short = 's', long = "stdin-file")]
@@ -37,14 +40,34 @@ pub struct PubArgs {
     #[arg(short = 'r', long = "retain")]
     retain: bool,
     /// Publish N times (with -m, -f, -s or -n).
-    #[arg(long = "repeat", default_value_t = 1)]
+    #[arg(long = "repeat", default_value_t = 1, allow_hyphen_values = true, value_parser = repeat)]
     repeat: u32,
     /// Seconds between repeats.
-    #[arg(long = "repeat-delay", default_value_t = 0.0)]
+    #[arg(long = "repeat-delay", default_value_t = 0.0, allow_hyphen_values = true, value_parser = repeat_delay)]
     repeat_delay: f64,
-    /// Maximum QoS 1 / 2 messages in flight.
-    #[arg(short = 'M', default_value_t = 20)]
-    max_inflight: u16,
+}
+
+fn repeat(s: &str) -> Result<u32, ArgError> {
+    u32::try_from(atoi(s)).ok().filter(|n| *n > 0).ok_or(ArgError::Repeat)
+}
+
+fn repeat_delay(s: &str) -> Result<f64, ArgError> {
+    Some(atof(s)).filter(|d| *d >= 0.0).ok_or(ArgError::RepeatDelay)
+}
+
+impl PubArgs {
+    /// mosquitto_pub's checks of the whole command line, before it reads a message.
+    fn check(&self) -> Result<Checked, ArgError> {
+        let modes =
+            [self.message.is_some(), self.file.is_some(), self.stdin_file, self.stdin_line, self.null];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return Err(ArgError::MessageTypes);
+        }
+        if let Some(url) = &self.common.url {
+            topic_name("publish", &url.topic)?;
+        }
+        self.common.check(ProtocolVersion::V3_1_1)
+    }
 }
 
 enum Source {
@@ -54,13 +77,13 @@ enum Source {
 
 /// An unreadable -f file, in mosquitto's words.
 pub fn file_failure(f: &std::path::Path) -> Failure {
-    Failure {
-        lines: vec![
+    Failure::lines(
+        vec![
             format!("Error: Unable to open file \"{}\".", f.display()),
             format!("Error loading input file \"{}\".", f.display()),
         ],
-        code: 1,
-    }
+        1,
+    )
 }
 
 /// A packet hook (after `debug`'s, if any) that warns of each publish the server refused,
@@ -90,29 +113,21 @@ pub fn run(args: PubArgs, tool: Tool) -> ExitCode {
     }
 }
 
-fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
-    let setup = args.common.setup(tool, ProtocolVersion::V3_1_1)?;
-    let topic = args.topic.clone().or(setup.url_topic.clone());
-    let modes = [args.message.is_some(), args.file.is_some(), args.stdin_file, args.stdin_line, args.null];
-    if modes.iter().filter(|m| **m).count() > 1 {
-        return Err(Failure::usage(tool, "Error: Only one type of message can be sent at once."));
-    }
-    let Some(topic) = topic else {
-        return Err(Failure::usage(tool, "Error: Both topic and message must be supplied."));
-    };
-    let source = if let Some(m) = &args.message {
+/// The message to send, read as mosquitto_pub reads it: before it checks that there is a
+/// topic and a message. `None`: no message given.
+fn read_source(args: &PubArgs) -> Result<Option<Source>, Failure> {
+    Ok(Some(if let Some(m) = &args.message {
         Source::Once(Bytes::from(m.clone().into_bytes()))
     } else if let Some(f) = &args.file {
-        let data = std::fs::read(f).map_err(|_| file_failure(f))?;
-        Source::Once(Bytes::from(data))
+        Source::Once(Bytes::from(std::fs::read(f).map_err(|_| file_failure(f))?))
     } else if args.stdin_file {
         let mut data = Vec::new();
         std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
         if data.is_empty() {
-            return Err(Failure {
-                lines: vec!["Error: Zero length input.".into(), "Error loading input from stdin.".into()],
-                code: 1,
-            });
+            return Err(Failure::lines(
+                vec!["Error: Zero length input.".into(), "Error loading input from stdin.".into()],
+                1,
+            ));
         }
         Source::Once(Bytes::from(data))
     } else if args.stdin_line {
@@ -120,14 +135,23 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     } else if args.null {
         Source::Once(Bytes::new())
     } else {
-        return Err(Failure::usage(tool, "Error: Both topic and message must be supplied."));
+        return Ok(None);
+    }))
+}
+
+fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
+    let checked = args.check().map_err(|e| Failure::usage(tool, &e))?;
+    let source = read_source(&args)?;
+    let url = args.common.url.as_ref();
+    let (Some(topic), Some(source)) = (args.topic.clone().or(url.map(|u| u.topic.clone())), source) else {
+        // mosquitto_pub prints its usage on standard output, and no hint.
+        print!("{}", super::help::pub_help(tool.name));
+        return Err(Failure::loud(vec!["Error: Both topic and message must be supplied.".into()]));
     };
-    if midge_codec::validate_topic_name(&topic).is_err() {
-        return Err(Failure::usage(
-            tool,
-            format!("Error: Invalid publish topic '{topic}', does it contain '+' or '#'?"),
-        ));
+    if args.common.invalid_id() {
+        return Err(Failure::new("Error: Invalid id.", 1));
     }
+    let setup = args.common.setup(checked, url)?;
     let version = setup.version;
     let target = Target::of(&setup);
     let qos = setup.qos;
@@ -136,7 +160,6 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     let (debug, quiet) = (args.common.debug, args.common.quiet);
     let mut options = setup.options;
     options.event_capacity = 16;
-    options.max_inflight = args.max_inflight;
     if version.is_v5() && !quiet {
         options.on_packet = Some(warn_failed_publishes(options.on_packet.take()));
     }

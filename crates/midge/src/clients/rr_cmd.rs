@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime};
 use midge_client::{connect, Event};
 use midge_codec::{Bytes, Property, ProtocolVersion, Publish, Subscribe, SubscriptionOptions};
 
-use super::common::{connect_failure, runtime, CommonArgs, Failure, Target, Tool};
+use super::common::{
+    connect_failure, format, runtime, timeout, topic_name, ArgError, Checked, CommonArgs, Failure, Target,
+    Tool,
+};
 use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Publish a request and print the response, as mosquitto_rr.
@@ -16,16 +19,16 @@ pub struct RrArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Topic to send the request to.
-    #[arg(short = 't', long = "topic")]
+    #[arg(short = 't', long = "topic", allow_hyphen_values = true, value_parser = |s: &str| topic_name("publish", s))]
     topic: Option<String>,
     /// Topic the response comes on.
-    #[arg(short = 'e', long = "response-topic")]
+    #[arg(short = 'e', long = "response-topic", allow_hyphen_values = true, value_parser = |s: &str| topic_name("response", s))]
     response_topic: Option<String>,
     /// Request payload.
-    #[arg(short = 'm', long = "message")]
+    #[arg(short = 'm', long = "message", allow_hyphen_values = true)]
     message: Option<String>,
     /// Send the contents of a file.
-    #[arg(short = 'f', long = "file")]
+    #[arg(short = 'f', long = "file", allow_hyphen_values = true)]
     file: Option<PathBuf>,
     /// Send all of standard input.
     #[arg(short = 's', long = "stdin-file")]
@@ -40,17 +43,37 @@ pub struct RrArgs {
     #[arg(short = 'N')]
     no_eol: bool,
     /// Output format.
-    #[arg(short = 'F')]
-    format: Option<String>,
+    #[arg(short = 'F', allow_hyphen_values = true, value_parser = format)]
+    format: Option<Format>,
     /// Pretty-print JSON output.
     #[arg(long = "pretty")]
     pretty: bool,
     /// Give up after this many seconds.
-    #[arg(short = 'W')]
+    #[arg(short = 'W', allow_hyphen_values = true, value_parser = timeout)]
     timeout: Option<u64>,
     /// Do not print stale (retained) responses.
     #[arg(short = 'R')]
     no_retained: bool,
+}
+
+impl RrArgs {
+    /// mosquitto_rr's checks of the whole command line.
+    fn check(&self) -> Result<Checked, ArgError> {
+        let modes = [self.message.is_some(), self.file.is_some(), self.stdin_file, self.null];
+        if modes.iter().filter(|m| **m).count() > 1 {
+            return Err(ArgError::MessageTypes);
+        }
+        if let Some(url) = &self.common.url {
+            topic_name("publish", &url.topic)?;
+        }
+        let checked = self.common.check(ProtocolVersion::V5)?;
+        let topic = self.topic.is_some() || self.common.url.is_some();
+        let message = modes.iter().any(|m| *m);
+        if !(topic && message && self.response_topic.is_some()) {
+            return Err(ArgError::Incomplete);
+        }
+        Ok(checked)
+    }
 }
 
 pub fn run(args: RrArgs, tool: Tool) -> ExitCode {
@@ -61,24 +84,17 @@ pub fn run(args: RrArgs, tool: Tool) -> ExitCode {
     }
 }
 
-fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
-    let setup = args.common.setup(tool, ProtocolVersion::V5)?;
-    // mosquitto_rr checks both topics as it reads its options, before it connects.
-    for (what, t) in [("publish", &args.topic), ("response", &args.response_topic)] {
-        if let Some(t) = t.as_deref().filter(|t| midge_codec::validate_topic_name(t).is_err()) {
-            return Err(Failure::usage(
-                tool,
-                format!("Error: Invalid {what} topic '{t}', does it contain '+' or '#'?"),
-            ));
-        }
+fn run_inner(mut args: RrArgs, tool: Tool) -> Result<(), Failure> {
+    let checked = args.check().map_err(|e| Failure::usage(tool, &e))?;
+    if checked.properties.publish.get(midge_codec::PropertyId::ResponseTopic).is_some() {
+        return Err(Failure::new("Error in PUBLISH properties: Duplicate response topic.", 1));
     }
-    let topic = args.topic.clone().or(setup.url_topic.clone());
-    let (Some(topic), Some(response)) = (topic, args.response_topic.clone()) else {
-        return Err(Failure::usage(
-            tool,
-            "Error: All of topic, message, and response topic must be supplied.",
-        ));
-    };
+    if args.common.invalid_id() {
+        return Err(Failure::new("Error: Invalid id and/or clean_session.", 1));
+    }
+    let url = args.common.url.as_ref();
+    let topic = args.topic.clone().or(url.map(|u| u.topic.clone())).unwrap_or_default();
+    let response = args.response_topic.clone().unwrap_or_default();
     let payload = if let Some(m) = &args.message {
         Bytes::from(m.clone().into_bytes())
     } else if let Some(f) = &args.file {
@@ -87,20 +103,11 @@ fn run_inner(args: RrArgs, tool: Tool) -> Result<(), Failure> {
         let mut data = Vec::new();
         std::io::stdin().read_to_end(&mut data).map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
         Bytes::from(data)
-    } else if args.null {
-        Bytes::new()
     } else {
-        return Err(Failure::usage(
-            tool,
-            "Error: All of topic, message, and response topic must be supplied.",
-        ));
+        Bytes::new()
     };
-    let format = args
-        .format
-        .as_deref()
-        .map(Format::parse)
-        .transpose()
-        .map_err(|e| Failure::usage(tool, format!("Error: {e}")))?;
+    let setup = args.common.setup(checked, url)?;
+    let format = args.format.take();
     let output = OutputOptions { verbose: args.verbose, eol: !args.no_eol, pretty: args.pretty, format };
     let version = setup.version;
     let target = Target::of(&setup);

@@ -13,7 +13,11 @@ use midge_codec::{
 };
 use tokio::sync::mpsc;
 
-use super::common::{connect_failure, parse_positive, runtime, CommonArgs, Failure, Target, Tool};
+use super::c_numbers::{atof, atoi};
+use super::common::{
+    connect_failure, format, runtime, timeout, topic_filter, ArgError, Checked, CommonArgs, Failure, Target,
+    Tool,
+};
 use super::output::{local_time_zone, write_message_in, Format, OutputOptions};
 
 /// Subscribe and print messages, as mosquitto_sub.
@@ -22,13 +26,13 @@ pub struct SubArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Topic filter to subscribe to; may be repeated.
-    #[arg(short = 't', long = "topic")]
+    #[arg(short = 't', long = "topic", allow_hyphen_values = true, value_parser = |s: &str| topic_filter("subscription", s))]
     topics: Vec<String>,
     /// Topic filter whose messages are not printed; may be repeated.
-    #[arg(short = 'T', long = "filter-out")]
+    #[arg(short = 'T', long = "filter-out", allow_hyphen_values = true, value_parser = |s: &str| topic_filter("filter", s))]
     filter_out: Vec<String>,
     /// Unsubscribe from this filter after subscribing; may be repeated.
-    #[arg(short = 'U', long = "unsubscribe")]
+    #[arg(short = 'U', long = "unsubscribe", allow_hyphen_values = true, value_parser = |s: &str| topic_filter("unsubscribe", s))]
     unsubscribe: Vec<String>,
     /// Print "topic payload".
     #[arg(short = 'v', long = "verbose")]
@@ -37,17 +41,17 @@ pub struct SubArgs {
     #[arg(short = 'N')]
     no_eol: bool,
     /// Output format (see mosquitto_sub(1)).
-    #[arg(short = 'F')]
-    format: Option<String>,
+    #[arg(short = 'F', allow_hyphen_values = true, value_parser = format)]
+    format: Option<Format>,
     /// Pretty-print JSON output.
     #[arg(long = "pretty")]
     pretty: bool,
     /// Exit after this many messages.
-    #[arg(short = 'C')]
-    count: Option<String>,
+    #[arg(short = 'C', allow_hyphen_values = true, value_parser = count)]
+    count: Option<u64>,
     /// Exit after this many seconds.
-    #[arg(short = 'W')]
-    timeout: Option<String>,
+    #[arg(short = 'W', allow_hyphen_values = true, value_parser = timeout)]
+    timeout: Option<u64>,
     /// Exit once the subscriptions are acknowledged.
     #[arg(short = 'E')]
     exit_after_subscribe: bool,
@@ -63,9 +67,39 @@ pub struct SubArgs {
     /// Keep the retain flag of forwarded messages (5.0).
     #[arg(long = "retain-as-published")]
     retain_as_published: bool,
-    /// Print only this percentage of messages (0.1 to 100).
-    #[arg(long = "random-filter")]
-    random_filter: Option<String>,
+    /// Print only this percentage of messages (0.1 to 100), as a chance out of 10,000.
+    #[arg(long = "random-filter", allow_hyphen_values = true, value_parser = random_filter)]
+    random_filter: Option<u64>,
+}
+
+fn count(s: &str) -> Result<u64, ArgError> {
+    let n = atoi(s);
+    u64::try_from(n).ok().filter(|n| *n > 0).ok_or(ArgError::Count(n))
+}
+
+/// --random-filter: mosquitto_sub takes what is from 0.1 to 1000 once read by `atof` (it
+/// counts in tenths of a per mille, a bug); midge reads it as the percentage it is meant to
+/// be, so more than 100 prints everything.
+fn random_filter(s: &str) -> Result<u64, ArgError> {
+    let chance = atof(s);
+    if !(1..=10_000).contains(&((10.0 * chance) as i64)) {
+        return Err(ArgError::RandomFilter);
+    }
+    Ok(((chance * 100.0) as u64).min(10_000))
+}
+
+impl SubArgs {
+    /// mosquitto_sub's checks of the whole command line.
+    fn check(&mut self) -> Result<Checked, ArgError> {
+        if let Some(url) = &self.common.url {
+            self.topics.push(topic_filter("subscription", &url.topic)?);
+        }
+        let checked = self.common.check(ProtocolVersion::V3_1_1)?;
+        if self.topics.is_empty() {
+            return Err(ArgError::NoSubscription);
+        }
+        Ok(checked)
+    }
 }
 
 pub fn run(args: SubArgs, tool: Tool) -> ExitCode {
@@ -164,61 +198,20 @@ impl Printer {
 }
 
 fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
-    let usage = |m: String| Failure::usage(tool, m);
-    let mut setup = args.common.setup(tool, ProtocolVersion::V3_1_1)?;
-    if let Some(t) = &setup.url_topic {
-        args.topics.push(t.clone());
-    }
-    if args.topics.is_empty() {
-        return Err(usage("Error: You must specify a topic to subscribe to.".into()));
-    }
-    let count = match &args.count {
-        None => None,
-        Some(c) => {
-            Some(parse_positive(c).ok_or_else(|| usage(format!("Error: Invalid message count \"{c}\".")))?)
-        }
-    };
-    let timeout = match &args.timeout {
-        None => None,
-        Some(w) => Some(parse_positive(w).ok_or_else(|| usage(format!("Error: Invalid timeout \"{w}\".")))?),
-    };
-    let chance = match &args.random_filter {
-        None => 10_000,
-        Some(r) => match r.parse::<f64>() {
-            Ok(p) if (0.1..=100.0).contains(&p) => (p * 100.0) as u64,
-            _ => return Err(usage("Error: --random-filter chance must be between 0.1-100.0".into())),
-        },
-    };
+    let checked = args.check().map_err(|e| Failure::usage(tool, &e))?;
     if args.no_retained && args.retained_only {
         // mosquitto_sub says it after a blank line, without the usage hint.
-        return Err(Failure {
-            lines: vec![String::new(), "Error: Combining '-R' and '--retained-only' makes no sense.".into()],
-            code: 1,
-        });
+        return Err(Failure::loud(vec![
+            String::new(),
+            "Error: Combining '-R' and '--retained-only' makes no sense.".into(),
+        ]));
     }
-    for t in &args.topics {
-        if midge_codec::validate_topic_filter(t).is_err() {
-            return Err(usage(format!(
-                "Error: Invalid subscription topic '{t}', are all '+' and '#' wildcards correct?"
-            )));
-        }
+    if args.common.invalid_id() {
+        return Err(Failure::new("Error: Invalid id and/or clean_session.", 1));
     }
-    for t in &args.filter_out {
-        if midge_codec::validate_topic_filter(t).is_err() {
-            return Err(usage(format!(
-                "Error: Invalid filter topic '{t}', are all '+' and '#' wildcards correct?"
-            )));
-        }
-    }
-    for t in &args.unsubscribe {
-        if midge_codec::validate_topic_filter(t).is_err() {
-            return Err(usage(format!(
-                "Error: Invalid unsubscribe topic '{t}', are all '+' and '#' wildcards correct?"
-            )));
-        }
-    }
-    let format =
-        args.format.as_deref().map(Format::parse).transpose().map_err(|e| usage(format!("Error: {e}")))?;
+    let mut setup = args.common.setup(checked, args.common.url.as_ref())?;
+    let (count, timeout, format) = (args.count, args.timeout, args.format.take());
+    let chance = args.random_filter.unwrap_or(10_000);
     let version = setup.version;
     let target = Target::of(&setup);
     let options = SubscriptionOptions {

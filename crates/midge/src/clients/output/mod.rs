@@ -32,8 +32,8 @@ use jiff::tz::TimeZone;
 use midge_codec::{Properties, ProtocolVersion, Publish};
 
 use fields::Ctx;
-pub use format::Format;
 use format::Token;
+pub use format::{Format, FormatError};
 use time::LocalTime;
 pub use time::{local_time_zone, strftime};
 
