@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Kind};
 use crate::options::{Direction, Options};
-use crate::state::{closed, Reply};
+use crate::state::{closed, Reply, State};
 use crate::task::Task;
 use crate::transport::{open, BoxStream};
 
@@ -162,16 +162,10 @@ pub async fn connect(opts: Options) -> Result<(Client, Events, ConnAck), Error> 
         connack.properties.receive_maximum().unwrap_or(u16::MAX).min(opts.max_inflight.max(1));
     let (req_tx, req_rx) = mpsc::channel(256);
     let (ev_tx, ev_rx) = mpsc::channel(opts.event_capacity.max(1));
-    let task = Task::new(
-        stream,
-        rbuf,
-        version,
-        keep_alive,
-        receive_maximum,
-        connack.properties.maximum_packet_size(),
-        opts.on_packet.clone(),
-        opts.on_message.clone(),
-    );
+    let mut state = State::new(version, receive_maximum);
+    state.set_server_maximum_packet_size(connack.properties.maximum_packet_size());
+    let task =
+        Task::new(stream, rbuf, version, keep_alive, state, opts.on_packet.clone(), opts.on_message.clone());
     tokio::spawn(task.run(req_rx, ev_tx));
     Ok((Client { tx: req_tx, version, client_id }, Events { rx: ev_rx }, connack))
 }

@@ -53,13 +53,10 @@ impl Task {
         rbuf: BytesMut,
         version: ProtocolVersion,
         keep_alive: u16,
-        server_receive_maximum: u16,
-        server_maximum_packet_size: Option<u32>,
+        state: State,
         hook: Option<PacketHook>,
         on_message: Option<MessageHook>,
     ) -> Self {
-        let mut state = State::new(version, server_receive_maximum);
-        state.set_server_maximum_packet_size(server_maximum_packet_size);
         Task {
             stream,
             rbuf,
