@@ -1311,12 +1311,17 @@ ARGV_PARITY = [
     ("pub", []), ("pub", ["-i", ""]), ("pub", ["-t", "a", "-m", "x", "-i", ""]),
     ("sub", []), ("sub", ["-F", "%."]), ("sub", ["-F", "\\Z"]), ("sub", ["-C", "0"]), ("sub", ["-U", "++"]),
     ("rr", []), ("rr", ["-F", "%Z"]), ("rr", ["-W", "0"]), ("rr", ["-e", "topic/+"]),
+    # LONG: a topic of 70,000 bytes, longer than an MQTT string (midge pub sent nothing and
+    # exited 0).
+    ("pub", ["-t", "LONG", "-m", "x"]), ("sub", ["-t", "a", "-U", "LONG"]),
+    ("pub", ["-t", "a", "-m", "x", "--will-topic", "LONG"]), ("rr", ["-t", "a", "-m", "x", "-e", "LONG"]),
 ]
 
 
 @pytest.mark.parametrize("kind,args", [pytest.param(k, a, id=f"{k} {' '.join(a)}") for k, a in ARGV_PARITY])
 def test_refused_command_lines_read_as_mosquittos_byte_for_byte(tools, kind, args, tmp_path):
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "missing"))  # no options file
+    args = ["a" * 70_000 if a == "LONG" else a for a in args]
     r = {tool: subprocess.run([*tools.cmd(tool, kind), *args], capture_output=True, timeout=10, env=env,
                               stdin=subprocess.DEVNULL) for tool in ("link", "mosquitto")}
     seen = {tool: (p.returncode, p.stderr, bool(p.stdout)) for tool, p in r.items()}

@@ -69,9 +69,14 @@ impl State {
         self.max_packet_size = max.map_or(usize::MAX, |m| m as usize);
     }
 
-    /// `Err` (the error for the request's reply) when `packet` exceeds the server's Maximum
-    /// Packet Size.
+    /// `Err` (the error for the request's reply) when `packet` cannot be sent: a topic name
+    /// longer than a string of the protocol, or more than the server's Maximum Packet Size.
     fn check_size(&self, packet: &Packet) -> Result<(), Error> {
+        if let Packet::Publish(p) = packet {
+            if p.topic.len() > usize::from(u16::MAX) {
+                return Err(Error::new(Kind::Encode(midge_codec::EncodeError::FieldTooLong("topic name"))));
+            }
+        }
         if self.max_packet_size == usize::MAX {
             return Ok(());
         }

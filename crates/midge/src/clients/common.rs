@@ -198,6 +198,8 @@ pub enum ArgError {
     ExpiryNotNumber,
     #[error("Error: session-expiry-interval out of range.")]
     ExpiryRange,
+    #[error("Error: Malformed UTF-8 in {0} argument.")]
+    Utf8(&'static str),
     /// A topic to publish to (`publish`, `response`, `will`) with a wildcard.
     #[error("Error: Invalid {0} topic '{1}', does it contain '+' or '#'?")]
     Topic(&'static str, String),
@@ -261,7 +263,8 @@ impl ArgError {
             | RepeatDelay
             | Count(_)
             | Timeout(_)
-            | RandomFilter => true,
+            | RandomFilter
+            | Utf8(_) => true,
             Property(e) => e.spaced(),
             _ => false,
         }
@@ -322,8 +325,25 @@ fn session_expiry(s: &str) -> Result<u32, ArgError> {
     }
 }
 
+/// As mosquitto's clients: a topic or filter longer than an MQTT string (65,535 bytes) is
+/// "Malformed UTF-8" (mosquitto_validate_utf8 refuses it), named by its option.
+fn check_string_length(what: &'static str, s: &str) -> Result<(), ArgError> {
+    if s.len() <= usize::from(u16::MAX) {
+        return Ok(());
+    }
+    let flag = match what {
+        "will" => "--will-topic",
+        "response" => "-e",
+        "filter" => "-T",
+        "unsubscribe" => "-U",
+        _ => "-t",
+    };
+    Err(ArgError::Utf8(flag))
+}
+
 /// A topic to publish to, or an error naming it as `what` ("publish", "response", "will").
 pub fn topic_name(what: &'static str, s: &str) -> Result<String, ArgError> {
+    check_string_length(what, s)?;
     match midge_codec::validate_topic_name(s) {
         Ok(()) => Ok(s.to_owned()),
         Err(_) => Err(ArgError::Topic(what, s.to_owned())),
@@ -332,6 +352,7 @@ pub fn topic_name(what: &'static str, s: &str) -> Result<String, ArgError> {
 
 /// A topic filter, or an error naming it as `what` ("subscription", "filter", "unsubscribe").
 pub fn topic_filter(what: &'static str, s: &str) -> Result<String, ArgError> {
+    check_string_length(what, s)?;
     match midge_codec::validate_topic_filter(s) {
         Ok(()) => Ok(s.to_owned()),
         Err(_) => Err(ArgError::Filter(what, s.to_owned())),
