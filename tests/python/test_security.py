@@ -1654,3 +1654,33 @@ def test_tls_use_os_certs_trusts_what_the_system_trusts(brokers, pki):
     r = run_tool([str(midge_bin()), "pub", *args], env=dict(os.environ, SSL_CERT_FILE="/dev/null",
                                                             SSL_CERT_DIR="/nonexistent"))
     assert (r.returncode, r.stderr) == (8, "Error: A TLS error occurred.\n"), describe(r)
+
+
+def test_a_delayed_will_is_checked_against_the_acl_in_force_when_it_is_due(brokers, tmp_path):
+    """A will waiting for its Will Delay Interval is checked again when it is due, as
+    mosquitto checks a will when it sends it: a reload during the delay that took its topic
+    from the client keeps it from going (it went, on the ACL of the connection's end). The
+    control will, on a topic the client keeps, is due last and arrives."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write kept/#\ntopic write revoked/#\n")
+    b = brokers(f"listener {{port}} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n")
+    heir = RawClient(b.port, version=raw.V5)
+    heir.connect(unique_id("heir"))
+    heir.subscribe(1, [("#", 1)])
+
+    def delayed_will(topic: str) -> tuple[str, RawClient]:
+        cid, c = unique_id("delayed"), RawClient(b.port, version=raw.V5)
+        c.connect(cid, props={"SessionExpiryInterval": 60},
+                  will={"topic": topic, "payload": topic, "qos": 1, "props": {"WillDelayInterval": 1}})
+        return cid, c
+
+    for cid, c in (delayed_will("revoked/x"), delayed_will("kept/x")):
+        mark = b.mark()
+        c.close()  # lost without DISCONNECT: the will waits for its delay
+        b.wait_for_log(rf"Client {cid} closed its connection\.", since=mark)
+    acl.write_text("topic read #\ntopic write kept/#\n")
+    b.reload()
+    from persistence_support import messages_until
+    got = [p.payload for p in messages_until(heir, b"kept/x", timeout=10)]
+    assert got == [b"kept/x"], "a will went where its client may no longer publish"
+    heir.close()

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use midge_codec::Will;
 
+use crate::auth::ClientAccess;
 use crate::broker::Owned;
 use crate::control::{Control, ControlSlot};
 use crate::memory_limit::Held;
@@ -25,15 +26,25 @@ pub struct PendingWill {
     pub will: Will,
     /// When it is published: after the delay, or when the session ends, whichever is first.
     pub due: Instant,
+    /// The client's rights, asked when the will is due (none: restored from the store, where
+    /// they are not kept).
+    access: Option<Box<ClientAccess>>,
     /// Its bytes, in `memory_limit`'s count while it waits.
     _held: Held,
 }
 
 impl PendingWill {
-    /// `will`, due at `due`.
-    pub fn new(will: Will, due: Instant) -> PendingWill {
+    /// `will`, due at `due`, published for a client with `access`.
+    pub fn new(will: Will, due: Instant, access: Option<Box<ClientAccess>>) -> PendingWill {
         let bytes = will.topic.len() + will.payload.len() + will.properties.memory_cost();
-        PendingWill { will, due, _held: Held::new(bytes) }
+        PendingWill { will, due, access, _held: Held::new(bytes) }
+    }
+
+    /// The will, to publish now, unless the ACL in force no longer lets its client publish
+    /// to its topic (a reload during the delay): mosquitto checks a will when it sends it.
+    pub fn into_will(self) -> Option<Will> {
+        let allowed = self.access.as_ref().is_none_or(|a| a.can_publish(&self.will.topic));
+        allowed.then_some(self.will)
     }
 }
 
@@ -112,7 +123,11 @@ impl Unparked {
     fn at(parked: Box<Parked>, now: Instant) -> Unparked {
         let Parked { owned, will, expires_at } = *parked;
         if expires_at.is_some_and(|t| t <= now) {
-            let due = ParkedDue { will: will.map(|w| w.will), expired: Some(owned), still_parked: None };
+            let due = ParkedDue {
+                will: will.and_then(PendingWill::into_will),
+                expired: Some(owned),
+                still_parked: None,
+            };
             return Unparked::Expired(Box::new(due));
         }
         Unparked::Back(Box::new(owned), due(will, now))
@@ -121,7 +136,7 @@ impl Unparked {
 
 /// The will, if its delay has passed by `now`.
 fn due(will: Option<PendingWill>, now: Instant) -> Option<Will> {
-    will.filter(|w| w.due <= now).map(|w| w.will)
+    will.filter(|w| w.due <= now).and_then(PendingWill::into_will)
 }
 
 /// What [`Registry::release`] found.
@@ -311,13 +326,13 @@ impl Registry {
         if parked.expires_at.is_some_and(|t| t <= now) {
             if let Some(Entry::Offline(parked)) = clients.remove(client_id) {
                 let Parked { owned, will, .. } = *parked;
-                due.will = will.map(|w| w.will);
+                due.will = will.and_then(PendingWill::into_will);
                 due.expired = Some(owned);
             }
             return due;
         }
         if parked.will.as_ref().is_some_and(|w| w.due <= now) {
-            due.will = parked.will.take().map(|w| w.will);
+            due.will = parked.will.take().and_then(PendingWill::into_will);
             due.still_parked = Some((
                 parked.owned.state.expiry_interval,
                 parked.expires_at,

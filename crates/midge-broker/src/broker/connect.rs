@@ -566,7 +566,7 @@ impl Broker {
         let (pending, will_now) = match will {
             WillPlan::None => (None, None),
             WillPlan::Now(w) => (None, Some(w)),
-            WillPlan::Delayed { will, due } => (Some(PendingWill::new(will, due)), None),
+            WillPlan::Delayed { will, due, access } => (Some(PendingWill::new(will, due, access)), None),
         };
         if handover.is_none() {
             let expiry = owned.state.expiry_interval;

@@ -663,7 +663,7 @@ impl Broker {
         let mut expired = 0;
         for client_id in self.timers.fire(now) {
             let due = self.registry.parked_due(&client_id, now);
-            if due.will.is_none() && due.expired.is_none() {
+            if due.will.is_none() && due.expired.is_none() && due.still_parked.is_none() {
                 // The timers count whole milliseconds: a time comes due in its millisecond,
                 // maybe before its instant, which the registry compares. It is watched again
                 // (taken from the heap and left, it was never looked at again: a session that
@@ -688,10 +688,10 @@ impl Broker {
     pub(crate) fn settle_parked(&self, client_id: &ByteString, due: ParkedDue, now: Instant) -> bool {
         if let Some(will) = due.will {
             self.publish_will(will, client_id, now);
-            if let (Some(j), Some(expiry)) = (self.journal(), due.still_parked) {
-                // The session stays parked without its will.
-                j.session(client_id, expiry.0, expiry.2, Some((expiry.1, None)));
-            }
+        }
+        if let (Some(j), Some(expiry)) = (self.journal(), due.still_parked) {
+            // The session stays parked without its will (published, or refused by the ACL).
+            j.session(client_id, expiry.0, expiry.2, Some((expiry.1, None)));
         }
         let Some(mut owned) = due.expired else { return false };
         tracing::info!("Expiring client {client_id} due to timeout.");

@@ -619,7 +619,7 @@ impl Broker {
             Some(ms) => Some(clock.to_instant(ms)),
             None => self.expiry_from(clock.now, record.expiry_interval),
         };
-        let will = record.will.map(|(will, due)| PendingWill::new(will, clock.to_instant(due)));
+        let will = record.will.map(|(will, due)| PendingWill::new(will, clock.to_instant(due), None));
         let wake: Vec<Instant> = expires_at.into_iter().chain(will.as_ref().map(|w| w.due)).collect();
         self.registry.restore(client_id.clone(), Owned { state: b.state, handle }, expires_at, will);
         for at in wake {
@@ -765,7 +765,7 @@ mod stream_position_tests {
             retain: false,
             properties: Properties::default(),
         };
-        let pending = PendingWill::new(will, Instant::now() + Duration::from_secs(60));
+        let pending = PendingWill::new(will, Instant::now() + Duration::from_secs(60), None);
         j.session("c", 300, 0, Some((None, Some(&pending))));
         close(broker);
         let (broker, restored) = open(dir.path());

@@ -92,6 +92,8 @@ pub enum WillPlan {
         will: Will,
         /// When.
         due: Instant,
+        /// The client's rights, asked again when it is due.
+        access: Option<Box<crate::auth::ClientAccess>>,
     },
 }
 

@@ -434,9 +434,9 @@ impl Session {
         let will =
             if reason.publishes_will() { self.extra.as_mut().and_then(|e| e.will.take()) } else { None };
         // Published for the client, the will is checked as its own publish would be, against
-        // the ACL in force when the connection ends (mosquitto checks it when it sends it; a
-        // delayed will is not checked again when its delay ends): one a reload since CONNECT
-        // took the topic from goes nowhere.
+        // the ACL in force when it goes, as mosquitto checks it when it sends it: now, and a
+        // delayed one again when it is due (`PendingWill::into_will`). One a reload since
+        // CONNECT took the topic from goes nowhere.
         let will = will.filter(|w| self.may_publish(&w.topic));
         let delay = will.as_ref().and_then(|w| w.properties.will_delay_interval()).unwrap_or(0);
         let will = match will {
@@ -444,7 +444,8 @@ impl Session {
             Some(_) if taken_over && delay > 0 => WillPlan::None,
             Some(will) if delay > 0 && self.state.expiry_interval > 0 && !taken_over => {
                 let wait = delay.min(self.state.expiry_interval);
-                WillPlan::Delayed { will, due: now + Duration::from_secs(u64::from(wait)) }
+                let due = now + Duration::from_secs(u64::from(wait));
+                WillPlan::Delayed { will, due, access: self.access.take() }
             }
             Some(will) => WillPlan::Now(will),
         };
