@@ -1767,3 +1767,14 @@ def test_pub_sends_nothing_larger_than_the_brokers_maximum_packet_size(tools, tm
         assert lines_of(sub.stdout) == [b"first", b"after"], sub.describe()
     finally:
         _stop_broker(b)
+
+
+@pytest.mark.parametrize("tool", ["link", "mosquitto"])
+def test_bind_address_may_be_a_host_name(tools, midge_broker, tool):
+    """`-A localhost` binds the client's socket to what the name resolves to, as
+    mosquitto_pub does (midge took an IP address only)."""
+    t = tag("bind")
+    sub = start_sub(tools, midge_broker, "mosquitto", "-t", t, "-C", "1")
+    pub(tools, midge_broker, tool, "-A", "localhost", "-t", t, "-m", "bound")
+    assert sub.finish() == 0, sub.describe()
+    assert lines_of(sub.stdout) == [b"bound"], sub.describe()

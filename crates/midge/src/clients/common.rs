@@ -310,8 +310,15 @@ fn max_inflight(s: &str) -> Result<u16, ArgError> {
     }
 }
 
+/// -A: an address, or a host name resolved to its first address (as libmosquitto binds to
+/// what getaddrinfo gives).
 fn bind_address(s: &str) -> Result<IpAddr, ArgError> {
-    s.parse().map_err(|_| ArgError::BindAddress(s.to_owned()))
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = s.parse() {
+        return Ok(ip);
+    }
+    let first = (s, 0).to_socket_addrs().ok().and_then(|mut a| a.next());
+    first.map(|a| a.ip()).ok_or_else(|| ArgError::BindAddress(s.to_owned()))
 }
 
 /// -x: seconds, -1 or ∞ for never (u32::MAX); a number as `strtol` reads one.
