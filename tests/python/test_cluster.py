@@ -1071,3 +1071,31 @@ def test_a_client_that_moved_to_another_node_keeps_its_will_there(nodes):
     got = receive_all(sub, {b"moved"}, timeout=30)
     assert b"moved" in got
     second.close()
+
+
+def test_a_will_the_acl_forbids_is_not_published_when_its_node_dies(tmp_path, nats):
+    """A CONNECT whose will topic the ACL forbids is accepted (as mosquitto 2.0 accepts it),
+    and its will is not kept in the cluster: the node that publishes a dead node's wills
+    cannot ask the client's rights, so only the allowed will of the two is reaped (the
+    forbidden one went out from the other node after a kill -9)."""
+    import re
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic write wills/allowed\n")
+    a, b = (Node(tmp_path, nats, f"node-{x}", extra=[f"acl_file {acl}"]).start() for x in "ab")
+    try:
+        sub, _ = connect(b.port, unique_id("heir"), V5)
+        sub.subscribe(1, [("wills/#", 1)])
+        allowed = will_client(a, V311, "wills/allowed", "allowed")
+        cid, mark = unique_id("forbidden"), a.mark()
+        forbidden, _ = connect(a.port, cid, V311, clean=True,
+                               will={"topic": "wills/forbidden", "payload": "forbidden", "qos": 1})
+        a.wait_for_log(rf"Cluster: the will of {re.escape(cid)} is (not )?kept in the cluster", since=mark)
+        mark = b.mark()
+        a.kill9()
+        assert receive_all(sub, {b"allowed"}, timeout=30) == [b"allowed"]
+        b.wait_for_log(r"Cluster: 1 will of clients of node-a/\S+, which is gone, to publish\.", since=mark)
+        assert not re.search(r"Cluster: \d+ wills of clients of node-a", b.log()[mark:])
+        allowed.close()
+        forbidden.close()
+    finally:
+        stop_all([a, b], allowed=(0, -9))

@@ -11,6 +11,7 @@ pub mod enhanced;
 mod limiter;
 pub mod password;
 pub mod pool;
+pub mod subject;
 pub mod turns;
 
 use std::collections::HashMap;

@@ -395,8 +395,9 @@ impl Broker {
             )
         });
         // A will on a topic the client may not publish to is accepted, as mosquitto 2.0
-        // accepts it, and checked against the ACL in force when it is due
-        // (`Session::end`): it goes nowhere unless a reload gave the client that topic.
+        // accepts it, and checked against the ACL in force when it goes (`Session::end`,
+        // `PendingWill::into_will`): nowhere, unless a reload gave the client that topic. The
+        // cluster does not keep it (`Broker::start`).
         let recheck = auth.recheck();
         let start = StartParams {
             connect,
@@ -503,8 +504,22 @@ impl Broker {
         }
         let connack = self.connack(connect.protocol, &plan, session_present, enhanced.as_ref());
         self.cluster_opened(&plan.client_id, conn_id);
-        if let (Some(outbox), Some(w)) = (self.cluster_outbox(), &connect.will) {
-            // Due when the will delay or the session expiry ends, whichever is first.
+        let kept_will = connect.will.as_ref().filter(|w| {
+            let allowed = access.as_ref().is_none_or(|a| a.can_publish(&w.topic));
+            if !allowed && self.cluster_outbox().is_some() {
+                tracing::debug!(
+                    "Cluster: the will of {} is not kept in the cluster: the ACL does not let it publish to {}.",
+                    plan.client_id,
+                    w.topic
+                );
+            }
+            allowed
+        });
+        if let (Some(outbox), Some(w)) = (self.cluster_outbox(), kept_will) {
+            // Kept in the cluster only when the ACL lets the client publish it: the node that
+            // publishes it if this one dies cannot ask (it has not the client's rights), so
+            // it goes there on the rights of the CONNECT. Due when the will delay or the
+            // session expiry ends, whichever is first.
             let delay = w.properties.will_delay_interval().unwrap_or(0).min(plan.expiry_interval);
             outbox.will(&plan.client_id, conn_id, w, delay);
         }

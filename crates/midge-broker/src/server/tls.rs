@@ -450,21 +450,9 @@ pub fn certificate_username(settings: &TlsSettings, conn: &rustls::ServerConnect
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = parsed.subject();
     if settings.use_subject_as_username {
-        let mut parts = Vec::new();
-        for rdn in subject.iter_rdn() {
-            for attr in rdn.iter() {
-                let name =
-                    x509_parser::objects::oid2abbrev(attr.attr_type(), x509_parser::objects::oid_registry())
-                        .map(str::to_owned)
-                        .unwrap_or_else(|_| attr.attr_type().to_id_string());
-                parts.push(format!("{name}={}", attr.as_str().unwrap_or("")));
-            }
-        }
-        parts.reverse();
-        return Some(parts.join(","));
+        return Some(crate::auth::subject::rfc2253(subject));
     }
-    let cn = subject.iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
-    cn
+    crate::auth::subject::common_name(subject)
 }
 
 #[cfg(test)]
