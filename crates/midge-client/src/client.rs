@@ -65,6 +65,17 @@ impl Events {
 #[derive(Debug)]
 pub struct AckFuture(oneshot::Receiver<Result<ReasonCode, Error>>);
 
+impl AckFuture {
+    /// The outcome if it is in already, without waiting.
+    pub fn try_take(&mut self) -> Option<Result<ReasonCode, Error>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(closed())),
+        }
+    }
+}
+
 impl Future for AckFuture {
     type Output = Result<ReasonCode, Error>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

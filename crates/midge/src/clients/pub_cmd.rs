@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use midge_client::{connect, Direction, PacketHook};
-use midge_codec::{Bytes, Packet, ProtocolVersion, Publish, QoS};
+use midge_codec::{Bytes, Packet, ProtocolVersion, Publish};
 
 use super::c_numbers::{atof, atoi};
 use super::common::{
@@ -204,15 +204,17 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
                         }
                     }
                 });
-                let mut acks = Vec::new();
+                // Each line's outcome (QoS 0: taken by the connection, or refused as larger
+                // than the broker's Maximum Packet Size; QoS 1 / 2: acknowledged), looked at
+                // as it comes in without waiting for it, so that lines go out in batches.
+                let mut acks = std::collections::VecDeque::new();
                 while let Some(line) = rx.recv().await {
-                    let ack = client.start_publish(make(Bytes::from(line))).await.map_err(publish_error)?;
-                    if qos == QoS::AtMostOnce {
-                        // Answered as soon as the connection takes it: sent, or refused
-                        // (larger than the broker's Maximum Packet Size).
-                        ack.await.map_err(publish_error)?;
-                    } else {
-                        acks.push(ack);
+                    acks.push_back(
+                        client.start_publish(make(Bytes::from(line))).await.map_err(publish_error)?,
+                    );
+                    while let Some(outcome) = acks.front_mut().and_then(|a| a.try_take()) {
+                        acks.pop_front();
+                        outcome.map_err(publish_error)?;
                     }
                 }
                 for a in acks {
