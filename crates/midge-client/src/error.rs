@@ -122,6 +122,12 @@ impl Error {
         }
     }
 
+    /// A request larger than the server's Maximum Packet Size (or with a topic longer than
+    /// the protocol's strings), refused without being sent; the connection goes on.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self.kind, Kind::TooLarge { .. } | Kind::Encode(_))
+    }
+
     /// A TLS error.
     pub fn is_tls(&self) -> bool {
         matches!(self.kind, Kind::Tls(_) | Kind::TlsHostName(_))

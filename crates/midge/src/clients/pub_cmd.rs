@@ -174,6 +174,9 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
         let (client, _events, _) =
             connect(options).await.map_err(|e| connect_failure(&e, &target, true, debug))?;
         let publish_error = |e: midge_client::Error| Failure::new(format!("Error: {e}"), 1);
+        // Lines refused as larger than the broker's Maximum Packet Size (reported, the others
+        // go on; the exit code says it).
+        let mut refused = false;
         match source {
             Source::Once(payload) => {
                 for i in 0..args.repeat.max(1) {
@@ -204,9 +207,19 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
                         }
                     }
                 });
-                // Each line's outcome (QoS 0: taken by the connection, or refused as larger
-                // than the broker's Maximum Packet Size; QoS 1 / 2: acknowledged), looked at
-                // as it comes in without waiting for it, so that lines go out in batches.
+                // Each line's outcome (QoS 0: taken by the connection, or refused as too
+                // large; QoS 1 / 2: acknowledged), looked at as it comes in without waiting
+                // for it, so that lines go out in batches.
+                let mut look = |outcome: Result<_, midge_client::Error>| match outcome {
+                    Err(e) if e.is_too_large() => {
+                        if !quiet {
+                            eprintln!("Error: {e}");
+                        }
+                        refused = true;
+                        Ok(())
+                    }
+                    other => other.map(drop).map_err(publish_error),
+                };
                 let mut acks = std::collections::VecDeque::new();
                 while let Some(line) = rx.recv().await {
                     acks.push_back(
@@ -214,17 +227,20 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
                     );
                     while let Some(outcome) = acks.front_mut().and_then(|a| a.try_take()) {
                         acks.pop_front();
-                        outcome.map_err(publish_error)?;
+                        look(outcome)?;
                     }
                 }
                 for a in acks {
-                    a.await.map_err(publish_error)?;
+                    look(a.await)?;
                 }
             }
         }
         let mut d = midge_codec::Disconnect::new(midge_codec::ReasonCode::Success);
         d.properties = disconnect_props;
         client.disconnect_with(d).await.map_err(publish_error)?;
+        if refused {
+            return Err(Failure::lines(Vec::new(), 1));
+        }
         Ok(())
     })
 }
