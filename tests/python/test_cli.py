@@ -1313,6 +1313,7 @@ ARGV_PARITY = [
     ("rr", []), ("rr", ["-F", "%Z"]), ("rr", ["-W", "0"]), ("rr", ["-e", "topic/+"]),
     # LONG: a topic of 70,000 bytes, longer than an MQTT string (midge pub sent nothing and
     # exited 0).
+    ("pub", ["-t", "a", "-m", "x", "-c", "-V", "5", "-x", "10"]), ("sub", ["-t", "a", "-c", "-V", "5", "-x", "10"]),
     ("pub", ["-t", "LONG", "-m", "x"]), ("sub", ["-t", "a", "-U", "LONG"]),
     ("pub", ["-t", "a", "-m", "x", "--will-topic", "LONG"]), ("rr", ["-t", "a", "-m", "x", "-e", "LONG"]),
 ]

@@ -451,10 +451,12 @@ impl CommonArgs {
         self.property_after_version = last("properties") > last("version");
     }
 
-    /// The id given with -i that the library refuses (an empty one): mosquitto's clients
-    /// find it when they create the client, after their own checks.
+    /// An id the library refuses, as mosquitto's clients find when they create the client,
+    /// after their own checks: an empty one, or none at all with a persistent session (-c
+    /// with 5.0 and a finite -x, where their own check does not look).
     pub fn invalid_id(&self) -> bool {
-        self.id.as_deref() == Some("")
+        let none = self.id.is_none() && self.id_prefix.is_none();
+        self.id.as_deref() == Some("") || (self.persistent && none)
     }
 
     /// What mosquitto checks once all options are read, in its order.
