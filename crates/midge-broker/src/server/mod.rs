@@ -461,13 +461,10 @@ fn describe_damage(d: &crate::store::Damage) -> String {
     use crate::store::Damage;
     match d {
         Damage::NotASegment => "not a store segment".to_owned(),
-        Damage::Corrupted { offset, bytes } => format!(
-            "{bytes} bytes at offset {offset} are damaged and could not be read: the records in them are lost, \
-             those around them kept"
-        ),
         Damage::TornTail { offset, bytes } => format!(
             "the last write was cut short ({bytes} bytes at offset {offset}, as when the broker is killed or the \
-             power fails while writing): the incomplete record is dropped, nothing acknowledged was in it"
+             power fails while writing): the incomplete record is dropped, nothing acknowledged was in it (bytes \
+             damaged since would read so too: what follows them is not read)"
         ),
         Damage::Truncated { offset, bytes } => format!(
             "the file ends in the middle of a record ({bytes} bytes at offset {offset}), though it is not the \

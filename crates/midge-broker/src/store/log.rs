@@ -11,9 +11,11 @@
 //! u16 LE  key length, then the key, then the value (the rest)
 //! ```
 //!
-//! Reading never trusts a length: a record that does not check out is skipped by scanning
-//! for the next one that does, and what was skipped is reported. A segment whose end is an
-//! incomplete record (a write cut short by a crash) is reported as such and cut there.
+//! Reading never trusts a length, and stops at the first record that does not check out:
+//! what follows is reported and not read. A write cut short by a crash ends the newest
+//! segment that way; past it there is nothing acknowledged, and looking further for a record
+//! that checks out would find one in the bytes of a cut record's payload, which a client
+//! chose (a forged record), at a cost that grows with the square of the bytes searched.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -68,14 +70,7 @@ pub(crate) struct Record {
 pub enum Damage {
     /// The file does not start as a segment does: nothing in it can be read.
     NotASegment,
-    /// Bytes at `offset` that are not a valid record, with valid records after them.
-    Corrupted {
-        /// Where the bad bytes start.
-        offset: u64,
-        /// How many bytes were skipped.
-        bytes: u64,
-    },
-    /// The segment ends with an incomplete record: a write cut short.
+    /// The segment's records stop at an incomplete or damaged one: a write cut short.
     TornTail {
         /// Where it starts.
         offset: u64,
@@ -146,18 +141,9 @@ pub(crate) fn read_segment(data: Bytes) -> Segment {
             seg.records.push(r);
             continue;
         }
-        // Not a record: find the next one that checks out.
-        let bad = pos;
-        match (bad + 1..data.len()).find(|&p| record_at(&data, p).is_some()) {
-            Some(next) => {
-                seg.damage.push(Damage::Corrupted { offset: bad as u64, bytes: (next - bad) as u64 });
-                pos = next;
-            }
-            None => {
-                seg.damage.push(Damage::TornTail { offset: bad as u64, bytes: (data.len() - bad) as u64 });
-                break;
-            }
-        }
+        // Not a record: the rest is not read (see the module's comment).
+        seg.damage.push(Damage::TornTail { offset: pos as u64, bytes: (data.len() - pos) as u64 });
+        break;
     }
     seg
 }
@@ -199,6 +185,18 @@ pub enum ManifestError {
         /// The OS error.
         error: String,
     },
+    /// It is missing, though segments with records are there: they cannot be told apart from
+    /// leftovers, and a first start would remove them.
+    #[error(
+        "{path} is missing, but {segments} segment file(s) with records are next to it (seg-*.log): \
+             restore the manifest, or move the directory away to start afresh"
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// How many segment files hold records.
+        segments: usize,
+    },
     /// It is not a manifest, or it is damaged (its checksum does not match).
     #[error("{path} is damaged (not a midge store manifest, or its checksum does not match)")]
     Damaged {
@@ -212,7 +210,23 @@ pub(crate) fn read_manifest(dir: &Path) -> Result<Option<Vec<u64>>, ManifestErro
     let path = dir.join(MANIFEST);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A first start, unless segments with records are there (a start cut short
+            // leaves one of the magic bytes alone).
+            let with_records = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+                        .filter(|e| e.metadata().is_ok_and(|m| m.len() > SEGMENT_MAGIC.len() as u64))
+                        .count()
+                })
+                .unwrap_or(0);
+            if with_records > 0 {
+                return Err(ManifestError::Missing { path, segments: with_records });
+            }
+            return Ok(None);
+        }
         Err(e) => return Err(ManifestError::Io { path, error: e.to_string() }),
     };
     let damaged = || ManifestError::Damaged { path: path.clone() };
@@ -288,15 +302,36 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_byte_loses_one_record_and_keeps_the_others() {
+    fn reading_stops_at_a_damaged_record() {
         let mut data =
             segment(&[(1, Kind::Put, "a", "one"), (2, Kind::Put, "b", "two"), (3, Kind::Put, "c", "three")]);
         let second = SEGMENT_MAGIC.len() + (FRAME + MIN_BODY + 1 + 3);
         data[second + FRAME + MIN_BODY + 1] ^= 0x40;
+        let len = data.len();
         let seg = read_segment(Bytes::from(data));
         let keys: Vec<_> = seg.records.iter().map(|r| r.key.clone()).collect();
-        assert_eq!(keys, vec![Bytes::from("a"), Bytes::from("c")]);
-        assert!(matches!(seg.damage[..], [Damage::Corrupted { .. }]), "{:?}", seg.damage);
+        assert_eq!(keys, vec![Bytes::from("a")]);
+        assert_eq!(
+            seg.damage,
+            vec![Damage::TornTail { offset: second as u64, bytes: (len - second) as u64 }]
+        );
+    }
+
+    #[test]
+    fn a_record_hidden_in_a_cut_payload_is_not_read() {
+        // A client's payload that holds a whole record of its own, cut short by a crash.
+        let mut forged = Vec::new();
+        encode(&mut forged, u64::MAX, Kind::Put, b"retain/secret", b"forged");
+        let mut payload = vec![b'x'; 16];
+        payload.extend_from_slice(&forged);
+        payload.extend_from_slice(&[b'y'; 64]);
+        let mut data = segment(&[(1, Kind::Put, "a", "1")]);
+        encode(&mut data, 2, Kind::Put, b"retain/t", &payload);
+        data.truncate(data.len() - 10);
+        let seg = read_segment(Bytes::from(data));
+        let keys: Vec<_> = seg.records.iter().map(|r| r.key.clone()).collect();
+        assert_eq!(keys, vec![Bytes::from("a")]);
+        assert!(matches!(seg.damage[..], [Damage::TornTail { .. }]), "{:?}", seg.damage);
     }
 
     #[test]
@@ -310,5 +345,14 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         assert!(matches!(read_manifest(dir.path()), Err(ManifestError::Damaged { .. })));
         assert!(read_segment(Bytes::from_static(b"garbage!")).damage == vec![Damage::NotASegment]);
+    }
+
+    #[test]
+    fn a_missing_manifest_next_to_records_is_not_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), SEGMENT_MAGIC).unwrap();
+        assert_eq!(read_manifest(dir.path()).unwrap(), None, "a start cut short: nothing in it");
+        std::fs::write(dir.path().join(segment_name(2)), segment(&[(1, Kind::Put, "a", "1")])).unwrap();
+        assert!(matches!(read_manifest(dir.path()), Err(ManifestError::Missing { segments: 1, .. })));
     }
 }
