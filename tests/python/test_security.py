@@ -1684,3 +1684,18 @@ def test_a_delayed_will_is_checked_against_the_acl_in_force_when_it_is_due(broke
     got = [p.payload for p in messages_until(heir, b"kept/x", timeout=10)]
     assert got == [b"kept/x"], "a will went where its client may no longer publish"
     heir.close()
+
+
+def test_a_client_cannot_write_lines_of_its_own_into_the_log(brokers):
+    """A client id and a user name with a line break and a made-up log line after it: the
+    log shows them escaped, on the line of the event, and no line of the client's making."""
+    b = brokers("listener {port} 127.0.0.1\nallow_anonymous true\n")
+    forged = "1796680000: Client admin connected as root"
+    mark = b.mark()
+    c = RawClient(b.port, version=raw.V311)
+    c.connect(f"evil\n{forged}", username=f"eve\r\n{forged}")
+    c.close()
+    b.wait_for_log(r"Client evil\\n1796680000: Client admin connected as root closed its connection\.", since=mark)
+    lines = b.log()[mark:].splitlines()
+    assert not any(line.startswith(forged) for line in lines), "\n".join(lines)
+    assert any("eve\\r\\n1796680000" in line for line in lines), "\n".join(lines)

@@ -65,7 +65,9 @@ where
 /// and must not fill the log, nor block the broker on a full pipe, with it.
 const LINE_MAX: usize = 1000;
 
-/// Passes on at most `left` bytes (whole characters), and drops the rest.
+/// Passes on at most `left` bytes (whole characters), and drops the rest. Control
+/// characters are written escaped (`\n`, `\u{0}`): what a client chose (a client id, a user
+/// name, a certificate's name) cannot end a line and forge the next one.
 struct Capped<'w> {
     inner: Writer<'w>,
     left: usize,
@@ -73,6 +75,19 @@ struct Capped<'w> {
 
 impl fmt::Write for Capped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.contains(char::is_control) {
+            let escaped: String = s
+                .chars()
+                .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+                .collect();
+            return self.write_plain(&escaped);
+        }
+        self.write_plain(s)
+    }
+}
+
+impl Capped<'_> {
+    fn write_plain(&mut self, s: &str) -> fmt::Result {
         if s.len() <= self.left {
             self.left -= s.len();
             return self.inner.write_str(s);
