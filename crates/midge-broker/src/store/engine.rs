@@ -568,6 +568,16 @@ fn write_loop(shared: &Arc<Shared>, first: u64) {
                     let _ = file.set_len(start);
                 }
                 let mut st = shared.state.lock();
+                if st.stop {
+                    // Stopping (SIGTERM) on a disk that takes nothing: what waits was never
+                    // acknowledged, so nothing acknowledged is lost by leaving it.
+                    tracing::error!(
+                        "Cannot write to the store ({e}): stopping without the last {} bytes of records, \
+                         none of them acknowledged.",
+                        buf.len()
+                    );
+                    return;
+                }
                 if st.failing.is_none() {
                     tracing::error!("Cannot write to the store ({e}): acknowledgements wait until it can.");
                     st.failing = Some(e.to_string());
@@ -613,7 +623,7 @@ fn write_loop(shared: &Arc<Shared>, first: u64) {
         if compact {
             let s = shared.clone();
             let spawned = std::thread::Builder::new().name("midge-compact".into()).spawn(move || {
-                if let Err(e) = super::compact::compact(&s.dir, &s.state) {
+                if let Err(e) = super::compact::compact(&s.dir, &s.state, &s.durable) {
                     tracing::error!("Store compaction failed: {e}.");
                 }
                 s.state.lock().compacting = false;
@@ -638,8 +648,12 @@ fn roll_segment(shared: &Shared) -> Result<File, StoreError> {
     let id = st.next_segment;
     st.next_segment += 1;
     start_segment(&shared.dir, id)?;
-    st.segments.push(id);
-    log::write_manifest(&shared.dir, &st.segments).map_err(io_err(&shared.dir))?;
+    // In the list once the manifest names it: a roll that fails keeps the active segment
+    // last, so that a compaction never takes (and removes) the file still written to.
+    let mut segments = st.segments.clone();
+    segments.push(id);
+    log::write_manifest(&shared.dir, &segments).map_err(io_err(&shared.dir))?;
+    st.segments = segments;
     st.active_bytes = log::SEGMENT_MAGIC.len() as u64;
     st.total_bytes += st.active_bytes;
     drop(st);
@@ -653,9 +667,11 @@ impl State {
         self.segments[..self.segments.len().saturating_sub(1)].to_vec()
     }
 
-    /// True when `key`'s live record is the one with `seq`.
-    pub(super) fn is_live(&self, key: &[u8], seq: u64) -> bool {
-        self.keys.get(key).is_some_and(|l| l.seq == seq)
+    /// True when a compaction keeps `key`'s record `seq`: it is the live one, or an older
+    /// one while the live one is not durable yet (appended, not written: a crash before it is
+    /// leaves this one the key's latest on disk, acknowledged; reading keeps the highest).
+    pub(super) fn keeps(&self, key: &[u8], seq: u64, durable: u64) -> bool {
+        self.keys.get(key).is_some_and(|l| l.seq == seq || (seq < l.seq && l.seq > durable))
     }
 
     /// A new segment id.
