@@ -1779,7 +1779,7 @@ def test_websocket_pings_from_a_client_that_never_reads(broker_factory):
 
 def test_websocket_message_of_200_mb_before_login(broker_factory):
     """Over WebSockets, a client that has not logged in announces a binary message of 200 MB
-    and streams into it for 4 s, and ten more announce one. The broker reads at most 256 KiB
+    and streams into it for 4 s, and ten more announce one. The broker reads at most 128 KiB
     past the handshake before the login (its socket pushes back), where it used to take in
     the whole message, and reserves nothing for them: its memory stays within the bound for
     connections that hold no packet, and others are served."""

@@ -300,7 +300,7 @@ def test_packets_split_across_frames_and_several_in_one_frame(brokers):
 
 
 def test_a_large_publish_sent_right_after_connect_waits_for_the_login(brokers):
-    """Before the login the broker reads a WebSocket client only so far (256 KiB past the
+    """Before the login the broker reads a WebSocket client only so far (128 KiB past the
     handshake): a client that sends a PUBLISH of 1 MB right after its CONNECT, before the
     CONNACK, is read on once it has logged in; both come through."""
     b = brokers(ANON_TCP + WS, ports=("port", "ws"))
