@@ -166,6 +166,12 @@ struct Shared {
     compacted: Condvar,
 }
 
+/// At open, a store whose files hold more than twice their live records and this much more
+/// is compacted at once.
+const COMPACT_AT_OPEN_SLACK: u64 = 16 << 20;
+/// At open, a store of more segments than this is compacted at once.
+const COMPACT_AT_OPEN_SEGMENTS: usize = 16;
+
 /// The store: an append-only log in a directory.
 #[derive(Debug)]
 pub struct Store {
@@ -302,7 +308,12 @@ impl Store {
         state.total_bytes += state.active_bytes;
         log::write_manifest(&dir, &state.segments).map_err(io_err(&dir))?;
         let durable = state.seq;
+        // Damaged, or mostly dead records (a broker restarted more often than its
+        // autosave_interval, writing less than a segment a run, never compacted: 332 MB of
+        // nothing live after 8 restarts), or many segments: compacted at once.
+        let wasteful = state.total_bytes > 2 * state.live_bytes + COMPACT_AT_OPEN_SLACK;
         let damaged = !report.damage.is_empty();
+        let compact_now = damaged || wasteful || state.segments.len() > COMPACT_AT_OPEN_SEGMENTS;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             policy: options.sync,
@@ -318,8 +329,9 @@ impl Store {
             .spawn(move || write_loop(&writer_shared, active))
             .map_err(io_err(&dir))?;
         let store = Store { shared, writer: Mutex::new(Some(writer)), _lock: lock };
-        if damaged {
-            // Rewrite what is valid, so that the damage is reported once, not at every start.
+        if compact_now {
+            // Rewrite what is live, so that damage is reported once, not at every start, and
+            // the files stay near the size of what they hold.
             store.compact();
         }
         report.elapsed = started.elapsed();

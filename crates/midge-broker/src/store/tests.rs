@@ -153,3 +153,24 @@ fn interval_sync_makes_appends_durable_once_written() {
     let seq = store.append([put("a", "1")]);
     wait(&store, seq);
 }
+
+#[test]
+fn a_store_restarted_often_does_not_pile_up_segments() {
+    // Each start begins a segment; one restarted more often than its autosave_interval was
+    // never compacted (300 restarts, 301 files).
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        let (store, records, _) = Store::open(options(dir.path())).unwrap();
+        assert_eq!(
+            records.get(&Bytes::from("k")).map(|v| v.to_vec()),
+            (i > 0).then(|| format!("v{}", i - 1).into_bytes())
+        );
+        wait(&store, store.append([put("k", &format!("v{i}"))]));
+    }
+    let segments = std::fs::read_dir(dir.path().join("store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .count();
+    assert!(segments <= 18, "{segments} segment files after 40 starts");
+}
