@@ -717,3 +717,20 @@ def test_log_dest_topic_publishes_log_lines_on_sys_broker_log(brokers):
     assert p.topic == "$SYS/broker/log/N" and p.qos == 2 and not p.retain, p
     assert 0 < p.props.get("MessageExpiryInterval", 0) <= 20, p
     assert re.match(rb"\d+: New client connected from 127\.0\.0\.1:\d+ as log-visitor", p.payload), p.payload
+
+
+def test_max_packet_size_bounds_each_packet_of_a_websocket_message_not_the_message(brokers):
+    """With max_packet_size 1000, three PUBLISH packets of 600 bytes in one WebSocket frame
+    (allowed: [MQTT-6.0.0-2]) are each acknowledged, as by mosquitto (midge bounded the frame
+    by max_packet_size and closed the connection); one packet of 1,500 bytes in a frame gets
+    DISCONNECT 0x95 Packet too large (5.0), as over TCP."""
+    b = brokers(ANON_TCP + "max_packet_size 1000\n" + WS, ports=("port", "ws"))
+    c = ws_raw(b.ports["ws"], version=raw.V5)
+    c.connect(unique_id("batch"))
+    body = b"p" * 580
+    c.sock.send_raw(ws_client.frame(b"".join(raw.publish("batch/t", body, qos=1, packet_id=i, version=raw.V5)
+                                             for i in (1, 2, 3))))
+    assert [c.expect(PUBACK).packet_id for _ in range(3)] == [1, 2, 3]
+    c.sock.send_raw(ws_client.frame(raw.publish("batch/t", b"q" * 1500, qos=1, packet_id=4, version=raw.V5)))
+    d = c.expect(raw.DISCONNECT)
+    assert d.reason == 0x95, d

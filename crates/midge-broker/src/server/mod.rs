@@ -723,7 +723,9 @@ async fn serve_ws<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
     let settings = ws::WsSettings {
         http_dir: broker.listener_options(info.listener).http_dir.clone(),
         headers_limit: broker.config.websockets_headers_limit(),
-        max_message: broker.config.max_packet_bytes(),
+        // A WebSocket message may hold several MQTT packets [MQTT-6.0.0-2]: its bound is not
+        // the packet's, which the MQTT decoder checks (DISCONNECT 0x95), but that and 1 MiB.
+        max_message: broker.config.max_packet_bytes().max(ws::MIN_MESSAGE),
         login_gate,
     };
     let peer = info.peer;

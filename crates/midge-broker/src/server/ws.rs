@@ -62,6 +62,10 @@ pub struct WsSettings {
     pub login_gate: Arc<LoginGate>,
 }
 
+/// The smallest bound on a WebSocket message (and frame) from a client, whatever
+/// max_packet_size: a message may carry several packets of that size.
+pub const MIN_MESSAGE: usize = 1 << 20;
+
 /// How far a WebSocket connection is read before its client has logged in: a CONNECT of at
 /// most 100,004 bytes in its frames (6 bytes or more each), and what the client sends
 /// right after it. Past it, reading waits for the login, as the socket pushes back: a client
