@@ -98,7 +98,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         // Where the empty line is looked for: in what the last read added (and the 3 bytes
         // before it), so a client sending a byte at a time costs no more than one read each.
         let mut searched = 0;
-        while !prefix[searched..].windows(4).any(|w| w == b"\r\n\r\n") {
+        while !head_ended(&prefix[searched..]) {
             searched = prefix.len().saturating_sub(3);
             if prefix.len() >= settings.headers_limit {
                 return Err(HandshakeError::TooLarge { limit: settings.headers_limit });
@@ -172,6 +172,12 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             (None, e) => HandshakeError::Protocol(e),
         }),
     }
+}
+
+/// Whether `bytes` hold the empty line that ends a request head: after CRLF or a bare LF
+/// (RFC 9112 section 2.2, as httparse and tungstenite read it).
+fn head_ended(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// The error a [`Limited`] stream reads once its allowance is spent.
@@ -281,9 +287,13 @@ impl<S: AsyncRead + Unpin> Limited<S> {
             if !self.head_begun {
                 continue;
             }
+            // CRLF, or a bare LF, ends a line (RFC 9112 section 2.2): 2 is the start of a
+            // line, 4 the empty line that ends the head.
             self.head_end = match (self.head_end, b) {
                 (0 | 2, b'\r') => self.head_end + 1,
                 (1 | 3, b'\n') => self.head_end + 1,
+                (0, b'\n') => 2,
+                (2, b'\n') => 4,
                 (_, b'\r') => 1,
                 _ => 0,
             };
@@ -623,6 +633,14 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    #[test]
+    fn a_head_ends_at_an_empty_line_after_crlf_or_a_bare_lf() {
+        assert!(head_ended(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(head_ended(b"GET / HTTP/1.1\nHost: x\n\n"));
+        assert!(head_ended(b"GET / HTTP/1.1\nHost: x\n\r\n"));
+        assert!(!head_ended(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+    }
 
     /// A listener's settings, for a client that `gate` says has logged in or not.
     fn settings(gate: &Arc<LoginGate>) -> WsSettings {
