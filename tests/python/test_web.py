@@ -734,3 +734,34 @@ def test_max_packet_size_bounds_each_packet_of_a_websocket_message_not_the_messa
     c.sock.send_raw(ws_client.frame(raw.publish("batch/t", b"q" * 1500, qos=1, packet_id=4, version=raw.V5)))
     d = c.expect(raw.DISCONNECT)
     assert d.reason == 0x95, d
+
+
+def test_a_scraper_that_never_reads_its_answers_is_let_go(brokers):
+    """16 connections (the cap for one address) that pipeline GET /metrics and never read
+    the answers are closed once an answer has waited 10 s to be read (hyper's timer is for
+    reading only: they held their places for good, and /healthz from that address failed
+    for as long); /healthz from the address answers again."""
+    b = brokers(ANON_TCP + HTTP, ports=("port", "http"))
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 64
+    hogs = []
+    for _ in range(16):
+        s = socket.create_connection((HOST, b.ports["http"]))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(1)
+        hogs.append(s)
+    closed, deadline = set(), time.monotonic() + 40
+    while len(closed) < len(hogs):
+        assert time.monotonic() < deadline, f"{len(hogs) - len(closed)} connections still held after 40 s"
+        for i, s in enumerate(hogs):
+            if i in closed:
+                continue
+            try:
+                s.send(request)
+            except (BrokenPipeError, ConnectionResetError):
+                closed.add(i)
+            except socket.timeout:
+                pass
+        time.sleep(0.2)  # poll interval: sending until the broker lets the connection go
+    for s in hogs:
+        s.close()
+    assert http_get(b.ports["http"], "/healthz")[0] == 200

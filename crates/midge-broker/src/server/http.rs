@@ -4,8 +4,12 @@
 //! orchestrators. Nothing else: it reads the counters and never touches a session.
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +19,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::broker::Broker;
 use crate::metrics::exposition;
@@ -32,6 +36,77 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// as long as it kept them open.
 pub const MAX_PER_ADDRESS: usize = 16;
 
+/// How long an answer may wait for the client to read it: a client that sends requests and
+/// never reads the answers held its connection (and its place among [`MAX_CONNECTIONS`])
+/// for good, hyper's timer being for reading only.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// A stream whose writes fail once one has waited `limit` for the peer to take bytes.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Set when a write first found the peer not reading; cleared when one goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline { inner, limit, stalled: None }
+    }
+
+    /// Pending while the deadline is not past; an error once it is.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let limit = self.limit;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client has not read its answer for 10 s",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(&mut self, cx: &mut Context<'_>, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match done {
+            Poll::Pending => match self.check(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let done = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(cx, done)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let done = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(cx, done)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The largest request head read (hyper's smallest buffer limit is 8 KiB; a scrape's request
 /// is a few hundred bytes): a larger one is refused with 431.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -47,6 +122,8 @@ pub struct Open(Arc<Scrapes>, IpAddr);
 impl Open {
     /// A place among the listener's connections for a client at `ip`, if one is free.
     pub fn new(scrapes: &Arc<Scrapes>, ip: IpAddr) -> Option<Open> {
+        // An IPv6 host has a /64 of addresses: they count as one.
+        let ip = crate::auth::turns::source_of(ip);
         let mut open = scrapes.0.lock();
         if open.values().sum::<usize>() >= MAX_CONNECTIONS {
             return None;
@@ -86,7 +163,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(IDLE)
         .max_buf_size(MAX_REQUEST_HEAD)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(WriteDeadline::new(stream, WRITE_STALL)), service);
     if let Err(e) = connection.await {
         tracing::debug!("Metrics connection from {peer}: {e}.");
     }
