@@ -22,6 +22,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -1125,6 +1126,58 @@ def test_a_full_disk_holds_acknowledgements_back_and_loses_nothing(store_brokers
             assert sub.connect("full-sub", clean=False).session_present
             got = sub.expect(raw.PUBLISH)
             assert got.payload == payload, got
+    finally:
+        if broker is not None and broker.alive():
+            broker.stop()
+        subprocess.run(["umount", str(data)], check=False)
+
+
+def test_a_full_disk_holds_qos0_retained_publishers_back_too(store_brokers, tmp_path):
+    """The store's disk full, a client publishes QoS 0 retained messages flat out: nothing
+    acknowledges them, so it was read on and on while the store held what could not be
+    written (5.8 GB in 20 s). Past 64 MiB waiting for the disk, the broker stops reading it
+    until its records are written: the publisher's socket blocks, the broker stays within
+    some 200 MB, and once there is room it goes on."""
+    assert os.geteuid() == 0, "mounting a tmpfs needs root (CI runs as root)"
+    data = tmp_path / "small"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(data)], check=True)
+    broker = None
+    try:
+        broker = store_brokers(data=data).start()
+        filler = data / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            for chunk in (65536, 4096, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * chunk)
+                except OSError:
+                    pass
+
+        def rss_mb() -> float:
+            with open(f"/proc/{broker.proc.pid}/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+        with RawClient(broker.port, version=V311) as pub:
+            pub.connect(unique_id("flood"))
+            pub.sock.settimeout(3)
+            payload = b"r" * 65536
+            sent, blocked = 0, False
+            while sent < 1_000_000_000:
+                try:
+                    pub.sock.sendall(raw.publish(f"flood/{sent % 5000}", payload, 0, retain=True))
+                except socket.timeout:
+                    blocked = True
+                    break
+                sent += len(payload)
+            assert blocked, f"{sent >> 20} MiB sent and the broker still reads (RSS {rss_mb():.0f} MB)"
+            peak = rss_mb()
+            assert peak < 250, f"RSS {peak:.0f} MB after {sent >> 20} MiB of QoS 0 retained messages"
+        filler.unlink()
+        with RawClient(broker.port, version=V311) as probe:
+            probe.connect(unique_id("probe"))
+            probe.send(raw.publish("probe/t", b"after", 1, packet_id=1))
+            assert probe.expect(raw.PUBACK, timeout=30).packet_id == 1
     finally:
         if broker is not None and broker.alive():
             broker.stop()

@@ -383,6 +383,15 @@ impl Link {
         self.session.close_reason().is_none()
             && self.blocked.as_ref().is_none_or(|b| b.bytes < DEFER_LIMIT)
             && self.durability.as_ref().is_none_or(|d| d.awaiting.len() < AWAITING_LIMIT)
+            && self.store_backlog_wait().is_none()
+    }
+
+    /// While the store's writer is far behind ([`crate::store::Store::backlogged`]) and a
+    /// record this client's packets made is not durable yet: that record.
+    fn store_backlog_wait(&self) -> Option<u64> {
+        let seq = self.durability.as_ref()?.gate.store;
+        let store = self.broker.journal()?.store();
+        (store.backlogged() && !store.is_durable(seq)).then_some(seq)
     }
 
     /// True when the session can take deliveries now (the connection then listens for mail).
@@ -454,6 +463,10 @@ impl Link {
     /// While packets wait for the store or the cluster: what resolves when the first of them
     /// may have become ready (the caller looks again).
     pub fn awaiting_store(&self) -> Option<Waiting> {
+        if let Some(seq) = self.store_backlog_wait() {
+            let waiter: DurableWaiter = self.broker.journal()?.store().waiter();
+            return Some(Box::pin(waiter.wait(seq)));
+        }
         let (g, _) = self.durability.as_ref()?.awaiting.front()?;
         let g = *g;
         if let Some(j) = self.broker.journal().filter(|j| !j.store().is_durable(g.store)) {

@@ -160,11 +160,16 @@ struct Shared {
     wake: Condvar,
     /// The highest sequence number acknowledgements may rely on.
     durable: AtomicU64,
+    /// Bytes appended that the writer has not taken yet (see [`Store::backlogged`]).
+    backlog: AtomicU64,
     /// Told whenever `durable` moves.
     durable_moved: tokio::sync::Notify,
     /// Tells `close` that a compaction finished.
     compacted: Condvar,
 }
+
+/// Bytes waiting for the writer past which the clients that wrote them wait too.
+pub const BACKLOG: u64 = 64 << 20;
 
 /// At open, a store whose files hold more than twice their live records and this much more
 /// is compacted at once.
@@ -320,6 +325,7 @@ impl Store {
             state: Mutex::new(state),
             wake: Condvar::new(),
             durable: AtomicU64::new(durable),
+            backlog: AtomicU64::new(0),
             durable_moved: tokio::sync::Notify::new(),
             compacted: Condvar::new(),
         });
@@ -367,6 +373,7 @@ impl Store {
             }
         }
         let seq = st.seq;
+        self.shared.backlog.store(st.pending.len() as u64, Ordering::Relaxed);
         drop(st);
         if was_empty {
             self.shared.wake.notify_one();
@@ -377,6 +384,14 @@ impl Store {
     /// The last sequence number appended.
     pub fn appended(&self) -> u64 {
         self.shared.state.lock().seq
+    }
+
+    /// True while more than [`BACKLOG`] bytes wait for the writer (a disk slower than the
+    /// clients, or failing): clients whose records are not durable yet are read no further,
+    /// as acknowledgements hold QoS 1 and 2 publishers back, so that QoS 0 retained messages
+    /// cannot grow the broker without bound either.
+    pub fn backlogged(&self) -> bool {
+        self.shared.backlog.load(Ordering::Relaxed) > BACKLOG
     }
 
     /// True once the record `seq` (and every one before it) may be relied on.
@@ -548,6 +563,7 @@ fn write_loop(shared: &Arc<Shared>, first: u64) {
                 }
             }
             std::mem::swap(&mut st.pending, &mut spare);
+            shared.backlog.store(0, Ordering::Relaxed);
             let full = st.active_bytes >= SEGMENT_MAX;
             let compact = !st.compacting
                 && (std::mem::take(&mut st.compact_requested)
