@@ -1396,8 +1396,9 @@ async fn reap(broker: &Arc<Broker>, r: &Reaper, run: &str) {
             // Claimed meanwhile by a connection of another run: the client is back [MQTT-3.1.3-9].
             let owner = r.sessions.entry(session_key(&client_id)).await.ok().flatten();
             let back = owner.and_then(|e| Claim::decode(&e.value)).is_some_and(|c| c.origin != run);
-            // Still this record (not one a connection elsewhere put since): purged here, so
-            // that it is published once.
+            // Still this record (not one a connection elsewhere put since): purged here. A
+            // purge that fails otherwise (NATS away) still publishes it: one node reaps a run
+            // (the `reaped_` mark), so it goes once, and a will is not lost to an outage.
             let still = match r.wills.purge_expect_revision(&key, Some(entry.revision)).await {
                 Ok(()) => true,
                 Err(e) => e.kind() != kv::PurgeErrorKind::WrongLastRevision,
