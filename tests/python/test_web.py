@@ -765,3 +765,19 @@ def test_a_scraper_that_never_reads_its_answers_is_let_go(brokers):
     for s in hogs:
         s.close()
     assert http_get(b.ports["http"], "/healthz")[0] == 200
+
+
+def test_a_connection_that_ends_before_connect_says_why_in_the_log(brokers):
+    """A CONNECT in a text frame ([MQTT-6.0.0-1]) closes the connection with a log line
+    naming it, and so does a client that goes before sending CONNECT (mosquitto: "Client
+    <unknown> closed its connection."); midge logged only the new connection."""
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    c = ws_raw(b.ports["ws"])
+    mark = b.mark()
+    c.sock.send_raw(ws_client.frame(raw.connect(unique_id("text")), ws_client.TEXT))
+    c.wait_closed()
+    b.wait_for_log(r"Socket error on client \S+ before CONNECT: .*text frame.*, closing\.", since=mark)
+    mark = b.mark()
+    with socket.create_connection((HOST, b.port)):
+        pass
+    b.wait_for_log(r"Client \S+ closed its connection before CONNECT\.", since=mark)

@@ -521,7 +521,17 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         match ready(&mut conn.stream, &mut conn.rbuf, &mut conn.wbuf, Some(conn.read_size)).await {
-            Ok(IoEvent::Read(0)) | Err(_) => return Err(()),
+            Ok(IoEvent::Read(0)) => {
+                // As mosquitto: "Client <unknown> closed its connection."
+                tracing::info!("Client {} closed its connection before CONNECT.", conn.peer);
+                return Err(());
+            }
+            Err(e) => {
+                // A socket error, or over WebSockets a frame the protocol forbids (a text
+                // frame [MQTT-6.0.0-1], an unmasked one, reserved bits).
+                tracing::info!("Socket error on client {} before CONNECT: {e}, closing.", conn.peer);
+                return Err(());
+            }
             Ok(IoEvent::Read(n)) => {
                 metrics.bytes_received(n);
                 conn.after_read(n)

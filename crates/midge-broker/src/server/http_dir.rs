@@ -64,7 +64,8 @@ pub fn resolve(dir: &Path, target: &str) -> Option<Found> {
     }
     if file.is_dir() {
         if !path.ends_with('/') {
-            return Some(Found::Slash(format!("{path}/")));
+            // One leading slash: `//host` would be read as another host (an open redirect).
+            return Some(Found::Slash(format!("/{}/", path.trim_start_matches('/'))));
         }
         file.push("index.html");
     }
@@ -181,6 +182,7 @@ mod tests {
         };
         assert_eq!(inside("/").as_deref(), Some("index.html"));
         assert_eq!(inside("/sub").as_deref(), Some("-> /sub/"), "a directory is named with its slash");
+        assert_eq!(inside("//sub").as_deref(), Some("-> /sub/"), "never to //host: another host");
         assert_eq!(inside("/index.html?x=1").as_deref(), Some("index.html"));
         assert_eq!(inside("/sub/a%20b.js").as_deref(), Some("a b.js"));
         assert_eq!(inside("/sub/"), None, "a directory without index.html");
