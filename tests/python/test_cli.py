@@ -1779,3 +1779,13 @@ def test_bind_address_may_be_a_host_name(tools, midge_broker, tool):
     pub(tools, midge_broker, tool, "-A", "localhost", "-t", t, "-m", "bound")
     assert sub.finish() == 0, sub.describe()
     assert lines_of(sub.stdout) == [b"bound"], sub.describe()
+
+
+@pytest.mark.parametrize("kind", ["pub", "sub", "rr"])
+def test_version_prints_the_version_and_exits_1(tools, kind):
+    """`--version`, as mosquitto's clients: one line on standard output, exit code 1 (midge
+    called it an unknown option)."""
+    r = {tool: run([*tools.cmd(tool, kind), "--version"]) for tool in ("link", "mosquitto")}
+    for tool, res in r.items():
+        assert res.rc == 1 and res.stderr == b"", res
+        assert re.fullmatch(rb"mosquitto_%s version \S+ .*\n" % kind.encode(), res.stdout), res

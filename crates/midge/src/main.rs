@@ -90,6 +90,10 @@ macro_rules! client_tool {
                         print!("{}", $help(name));
                         ExitCode::from(1)
                     }
+                    Ok(p) if p.args.common.version_asked => {
+                        println!("{name} version {} (midge).", env!("CARGO_PKG_VERSION"));
+                        ExitCode::from(1)
+                    }
                     Ok(p) => $run(p.args, tool),
                     Err(e) => Failure::usage(tool, &clients::common::clap_error(&e)).report(false),
                 }

@@ -100,6 +100,9 @@ pub struct CommonArgs {
     /// Print usage.
     #[arg(long = "help")]
     pub help: bool,
+    /// Print the version (exit code 1, as mosquitto's clients).
+    #[arg(long = "version")]
+    pub version_asked: bool,
 }
 
 /// Which tool runs, for messages ("Use 'mosquitto_pub --help' to see usage.").
@@ -687,10 +690,12 @@ fn options_file_lines(text: &[u8]) -> Vec<&[u8]> {
             continue;
         }
         match line.iter().position(|&b| b == b' ') {
-            Some(i) => {
+            // An option and its value; an option followed by a space alone has none.
+            Some(i) if i + 1 < line.len() => {
                 args.push(&line[..i]);
                 args.push(&line[i + 1..]);
             }
+            Some(i) => args.push(&line[..i]),
             None => args.push(line),
         }
     }
@@ -788,9 +793,10 @@ mod tests {
 
     #[test]
     fn the_options_file_is_read_as_mosquittos_clients_read_it() {
-        let text = b"# my broker\n-h broker.example\r\n-u  bob smith\n\n   -d\n-P p#1\n";
+        let text = b"# my broker\n-h broker.example\r\n-u  bob smith\n\n   -d\n-P p#1\n-v \n";
         let args: Vec<&[u8]> = options_file_lines(text);
-        let want: Vec<&[u8]> = vec![b"-h", b"broker.example", b"-u", b" bob smith", b"-d", b"-P", b"p#1"];
+        let want: Vec<&[u8]> =
+            vec![b"-h", b"broker.example", b"-u", b" bob smith", b"-d", b"-P", b"p#1", b"-v"];
         assert_eq!(args, want);
     }
 
