@@ -1086,29 +1086,41 @@ def test_autosave_interval_compacts_the_store_by_itself(store_brokers):
     assert int(m.group(2)) == 1, m.group(0)
 
 
+def small_tmpfs(tmp_path: Path) -> Path:
+    """A 2 MB tmpfs mounted at tmp_path/small (unmount it with `umount`)."""
+    assert os.geteuid() == 0, "mounting a tmpfs needs root (CI runs as root)"
+    data = tmp_path / "small"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(data)], check=True)
+    return data
+
+
+def fill_up(data: Path) -> Path:
+    """Fills the file system of `data` to its last byte with a file, returned."""
+    filler = data / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for chunk in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+    return filler
+
+
 def test_a_full_disk_holds_acknowledgements_back_and_loses_nothing(store_brokers, tmp_path):
     """The store on a small tmpfs, filled up: a QoS 1 PUBLISH gets no PUBACK while its record
     cannot be written (the log says so); once there is room again the PUBACK comes, the
     persistent subscriber gets the message, and it is still there after a SIGKILL: no record
     was torn or written twice by the failed attempts."""
-    assert os.geteuid() == 0, "mounting a tmpfs needs root (CI runs as root)"
-    data = tmp_path / "small"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(data)], check=True)
+    data = small_tmpfs(tmp_path)
     broker = None
     try:
         broker = store_brokers(data=data).start()
         with RawClient(broker.port, version=V311) as sub:
             sub.connect("full-sub", clean=False)
             sub.subscribe(1, [("full/#", 1)])
-        filler = data / "filler"
-        with open(filler, "wb", buffering=0) as f:
-            for chunk in (65536, 4096, 1):
-                try:
-                    while True:
-                        f.write(b"\0" * chunk)
-                except OSError:
-                    pass
+        filler = fill_up(data)
         # Larger than what is left of the store segment's last page.
         payload = b"kept through a full disk " * 1000
         mark = broker.mark()
@@ -1138,21 +1150,11 @@ def test_a_full_disk_holds_qos0_retained_publishers_back_too(store_brokers, tmp_
     written (5.8 GB in 20 s). Past 64 MiB waiting for the disk, the broker stops reading it
     until its records are written: the publisher's socket blocks, the broker stays within
     some 200 MB, and once there is room it goes on."""
-    assert os.geteuid() == 0, "mounting a tmpfs needs root (CI runs as root)"
-    data = tmp_path / "small"
-    data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", str(data)], check=True)
+    data = small_tmpfs(tmp_path)
     broker = None
     try:
         broker = store_brokers(data=data).start()
-        filler = data / "filler"
-        with open(filler, "wb", buffering=0) as f:
-            for chunk in (65536, 4096, 1):
-                try:
-                    while True:
-                        f.write(b"\0" * chunk)
-                except OSError:
-                    pass
+        filler = fill_up(data)
 
         def rss_mb() -> float:
             with open(f"/proc/{broker.proc.pid}/status") as f:
