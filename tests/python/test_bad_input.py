@@ -61,6 +61,18 @@ CASES = [
         MALFORMED, r"malformed packet: topic name contains the null character"),
     Bad("U+0000 in topic filter", lambda v: raw.subscribe(1, [(b"bad/\x00", 0)], v),
         MALFORMED, r"malformed packet: topic filter contains the null character"),
+    # Control characters and non-characters: the specification lets a receiver call them
+    # malformed (5.0 section 1.5.4), and mosquitto does (mosquitto_validate_utf8).
+    Bad("line break in topic", lambda v: raw.publish(b"bad/\n/x", b"x", version=v),
+        MALFORMED, r"malformed packet: topic name contains the disallowed character U\+000A"),
+    Bad("escape in topic filter", lambda v: raw.subscribe(1, [(b"bad/\x1b[2J", 0)], v),
+        MALFORMED, r"malformed packet: topic filter contains the disallowed character U\+001B"),
+    Bad("C1 control in unsubscribe filter", lambda v: raw.unsubscribe(1, ["bad/\x85"], v),
+        MALFORMED, r"malformed packet: topic filter contains the disallowed character U\+0085"),
+    Bad("non-character in user property", lambda v: raw.publish("a/b", b"x", version=v,
+                                                                  props=[("UserProperty", ("k", "\ufffe"))]),
+        MALFORMED, r"malformed packet: User Property value contains the disallowed character U\+FFFE",
+        versions=(V5,)),
     Bad("wildcard + in topic name", lambda v: raw.publish("a/+/b", b"x", version=v),
         MALFORMED, r"malformed packet: invalid topic name: wildcard character in a topic name"),
     Bad("wildcard # in topic name", lambda v: raw.publish("a/#", b"x", qos=1, packet_id=3, version=v),
@@ -300,4 +312,30 @@ def test_malformed_connect_flags(bad_broker, witness, raw_clients, flags, why, v
     c.send(packet(raw.CONNECT, 0, body))
     assert c.wait_closed() == []
     bad_broker.wait_for_log(rf"Bad CONNECT from 127\.0\.0\.1:{port}: invalid CONNECT flags", since=mark)
+    witness.check("after")
+
+
+@pytest.mark.parametrize("field", ["client id", "user name", "will topic"])
+@pytest.mark.parametrize("version", [V311, V5], ids=["v311", "v5"])
+def test_connect_with_a_control_character_is_refused(bad_broker, witness, raw_clients, field, version):
+    """A client id, user name or will topic with a control character: malformed, as
+    mosquitto's mosquitto_validate_utf8 has it (5.0 section 1.5.4 lets a receiver refuse):
+    closed without CONNACK, as mosquitto closes it, and the log names the field and the
+    character, never the raw string."""
+    kw = {"client_id": unique_id("cc")}
+    if field == "client id":
+        kw["client_id"] = "evil\r\n1796680000: forged line"
+    elif field == "user name":
+        kw["username"] = "eve\x07"
+    else:
+        kw["will"] = {"topic": "w/\x1b", "payload": b"x"}
+    mark = bad_broker.mark()
+    c = raw_clients(bad_broker.port, version=version)
+    port = c.local_port
+    c.send(raw.connect(version=version, **kw))
+    assert c.wait_closed() == []
+    what = {"client id": r"client identifier .* U\+000D", "user name": r"user name .* U\+0007",
+            "will topic": r"will topic .* U\+001B"}[field]
+    bad_broker.wait_for_log(rf"Bad CONNECT from 127\.0\.0\.1:{port}: {what}, closing\.", since=mark)
+    assert "forged line" not in bad_broker.log()[mark:]
     witness.check("after")

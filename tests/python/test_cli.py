@@ -1316,6 +1316,11 @@ ARGV_PARITY = [
     ("pub", ["-t", "a", "-m", "x", "-c", "-V", "5", "-x", "10"]), ("sub", ["-t", "a", "-c", "-V", "5", "-x", "10"]),
     ("pub", ["-t", "LONG", "-m", "x"]), ("sub", ["-t", "a", "-U", "LONG"]),
     ("pub", ["-t", "a", "-m", "x", "--will-topic", "LONG"]), ("rr", ["-t", "a", "-m", "x", "-e", "LONG"]),
+    # Control characters and non-characters, which mosquitto_validate_utf8 (and a broker)
+    # refuses.
+    ("pub", ["-t", "a\x01b", "-m", "x"]), ("sub", ["-t", "a\x7fb"]), ("sub", ["-t", "a", "-T", "\x1b"]),
+    ("sub", ["-t", "a", "-U", "\ufdd0"]), ("pub", ["-t", "a", "-m", "x", "--will-topic", "w\n"]),
+    ("rr", ["-t", "a", "-m", "x", "-e", "r\x85"]), ("sub", ["-t", "a", "-u", "u\x01"]),
 ]
 
 

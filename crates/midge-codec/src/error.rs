@@ -70,6 +70,16 @@ pub enum DecodeError {
         /// The field.
         field: &'static str,
     },
+    /// A string containing a control character (U+0001..U+001F, U+007F..U+009F) or a
+    /// non-character (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF), which mosquitto refuses as
+    /// malformed UTF-8 (MQTT 5.0 section 1.5.4 lets a receiver do so).
+    #[error("{field} contains the disallowed character U+{code_point:04X}")]
+    DisallowedCharacter {
+        /// The field.
+        field: &'static str,
+        /// The character.
+        code_point: u32,
+    },
     /// A variable byte integer in a packet's body longer than four bytes (section 1.5.5),
     /// or longer than its value needs [MQTT-1.5.5-1] (as mosquitto, which takes such a
     /// remaining length but no such integer inside a packet).
@@ -218,6 +228,7 @@ impl DecodeError {
             | TrailingBytes { .. }
             | InvalidUtf8 { .. }
             | NullCharacter { .. }
+            | DisallowedCharacter { .. }
             | InvalidVarInt { .. }
             | InvalidConnectFlags { .. }
             | InvalidConnAckFlags(_)

@@ -35,3 +35,4 @@ pub use topic::{
     validate_topic_name, SharedFilter, TopicError,
 };
 pub use version::{ProtocolVersion, QoS};
+pub use wire::is_disallowed_char;

@@ -114,11 +114,29 @@ pub(crate) fn to_string(raw: Bytes, field: &'static str) -> Result<ByteString, D
     // std's UTF-8 validation rejects encoded surrogates (U+D800..U+DFFF) and overlong forms,
     // as [MQTT-1.5.4-1] requires.
     let s = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+    // Printable ASCII, what nearly every topic and client id is, needs no closer look.
+    if s.as_bytes().iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Ok(s);
+    }
     if s.as_bytes().contains(&0) {
         // [MQTT-1.5.4-2] a UTF-8 Encoded String MUST NOT include U+0000.
         return Err(DecodeError::NullCharacter { field });
     }
+    if let Some(c) = s.chars().find(|&c| is_disallowed_char(c)) {
+        return Err(DecodeError::DisallowedCharacter { field, code_point: u32::from(c) });
+    }
     Ok(s)
+}
+
+/// The code points a string "SHOULD NOT include" (MQTT 5.0 section 1.5.4, 3.1.1 section
+/// 1.5.3): control characters and non-characters. The specification lets a receiver treat
+/// them as malformed; mosquitto does, in every string of every packet (its
+/// `mosquitto_validate_utf8`, client library included), and so does midge: a client id or
+/// topic with a line break cannot reach a log, an ACL pattern or a subscriber. U+0000, which
+/// a string MUST NOT include [MQTT-1.5.4-2], is one of them.
+pub fn is_disallowed_char(c: char) -> bool {
+    let c = u32::from(c);
+    c <= 0x1f || (0x7f..=0x9f).contains(&c) || (0xfdd0..=0xfdef).contains(&c) || c & 0xfffe == 0xfffe
 }
 
 /// The outcome of reading a variable byte integer from the front of a slice.

@@ -387,6 +387,41 @@ fn cases() -> Vec<Case> {
             E::NullCharacter { field: "client identifier" },
             MALFORMED,
         ),
+        case(
+            "a line break U+000A in a client identifier (mosquitto: malformed UTF-8)",
+            V3_1_1,
+            frame(0x10, &[MQTT4, &[0x02], KA, &[0x00, 0x03, b'a', b'\n', b'b']]),
+            E::DisallowedCharacter { field: "client identifier", code_point: 0x0a },
+            MALFORMED,
+        ),
+        case(
+            "DEL U+007F in a topic",
+            V3_1_1,
+            frame(0x30, &[&[0x00, 0x02, b'a', 0x7f]]),
+            E::DisallowedCharacter { field: "topic name", code_point: 0x7f },
+            MALFORMED,
+        ),
+        case(
+            "C1 control U+0085 (C2 85) in a topic filter",
+            V3_1_1,
+            subscribe311(&[b'a', 0xc2, 0x85], 0x00),
+            E::DisallowedCharacter { field: "topic filter", code_point: 0x85 },
+            MALFORMED,
+        ),
+        case(
+            "non-character U+FDD0 (EF B7 90) in a user property value",
+            V5,
+            publish5(&[0x26, 0x00, 0x01, b'k', 0x00, 0x03, 0xef, 0xb7, 0x90]),
+            E::DisallowedCharacter { field: "User Property value", code_point: 0xfdd0 },
+            MALFORMED,
+        ),
+        case(
+            "non-character U+1FFFF (F0 9F BF BF) in a topic",
+            V5,
+            frame(0x30, &[&[0x00, 0x04, 0xf0, 0x9f, 0xbf, 0xbf], &[0x00]]),
+            E::DisallowedCharacter { field: "topic name", code_point: 0x1ffff },
+            MALFORMED,
+        ),
         // ---- CONNECT protocol and flags (section 3.1.2) ---------------------------------------
         case(
             "unknown protocol name",

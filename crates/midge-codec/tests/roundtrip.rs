@@ -6,13 +6,18 @@ use proptest::prelude::*;
 
 const VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5];
 
+/// Only the characters a string may hold: no control characters, no non-characters.
+fn allowed(s: String) -> ByteString {
+    ByteString::from(s.chars().filter(|&c| !midge_codec::is_disallowed_char(c)).collect::<String>())
+}
+
 fn mqtt_string() -> impl Strategy<Value = ByteString> {
-    // Any Unicode but U+0000, including U+FEFF and characters outside the BMP.
-    "[^\u{0}]{0,12}".prop_map(ByteString::from)
+    // Any Unicode but the disallowed, including U+FEFF and characters outside the BMP.
+    "[^\u{0}]{0,12}".prop_map(allowed)
 }
 
 fn topic_name() -> impl Strategy<Value = ByteString> {
-    "[^\u{0}+#]{1,20}".prop_map(ByteString::from)
+    "[^\u{0}-\u{1f}+#]{1,20}".prop_map(allowed).prop_filter("a topic name is not empty", |s| !s.is_empty())
 }
 
 fn topic_filter() -> impl Strategy<Value = ByteString> {

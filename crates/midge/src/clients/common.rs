@@ -335,10 +335,11 @@ fn session_expiry(s: &str) -> Result<u32, ArgError> {
     }
 }
 
-/// As mosquitto's clients: a topic or filter longer than an MQTT string (65,535 bytes) is
-/// "Malformed UTF-8" (mosquitto_validate_utf8 refuses it), named by its option.
-fn check_string_length(what: &'static str, s: &str) -> Result<(), ArgError> {
-    if s.len() <= usize::from(u16::MAX) {
+/// As mosquitto's clients: a topic or filter longer than an MQTT string (65,535 bytes) or
+/// with a character a broker refuses (a control character, a non-character) is "Malformed
+/// UTF-8" (mosquitto_validate_utf8 refuses it), named by its option.
+fn check_string(what: &'static str, s: &str) -> Result<(), ArgError> {
+    if s.len() <= usize::from(u16::MAX) && !s.chars().any(midge_codec::is_disallowed_char) {
         return Ok(());
     }
     let flag = match what {
@@ -353,7 +354,7 @@ fn check_string_length(what: &'static str, s: &str) -> Result<(), ArgError> {
 
 /// A topic to publish to, or an error naming it as `what` ("publish", "response", "will").
 pub fn topic_name(what: &'static str, s: &str) -> Result<String, ArgError> {
-    check_string_length(what, s)?;
+    check_string(what, s)?;
     match midge_codec::validate_topic_name(s) {
         Ok(()) => Ok(s.to_owned()),
         Err(_) => Err(ArgError::Topic(what, s.to_owned())),
@@ -362,7 +363,7 @@ pub fn topic_name(what: &'static str, s: &str) -> Result<String, ArgError> {
 
 /// A topic filter, or an error naming it as `what` ("subscription", "filter", "unsubscribe").
 pub fn topic_filter(what: &'static str, s: &str) -> Result<String, ArgError> {
-    check_string_length(what, s)?;
+    check_string(what, s)?;
     match midge_codec::validate_topic_filter(s) {
         Ok(()) => Ok(s.to_owned()),
         Err(_) => Err(ArgError::Filter(what, s.to_owned())),
@@ -459,7 +460,9 @@ impl CommonArgs {
     /// with 5.0 and a finite -x, where their own check does not look).
     pub fn invalid_id(&self) -> bool {
         let none = self.id.is_none() && self.id_prefix.is_none();
-        self.id.as_deref() == Some("") || (self.persistent && none)
+        // mosquitto_new refuses an id mosquitto_validate_utf8 refuses, as it refuses an empty one.
+        let malformed = self.id.as_deref().is_some_and(|id| id.chars().any(midge_codec::is_disallowed_char));
+        self.id.as_deref() == Some("") || malformed || (self.persistent && none)
     }
 
     /// What mosquitto checks once all options are read, in its order.
@@ -522,7 +525,10 @@ impl CommonArgs {
             .and_then(|u| u.password.clone())
             .or_else(|| self.password.clone())
             .map(|p| Bytes::from(p.into_bytes()));
-        if c.password.is_some() && c.username.is_none() && !version.is_v5() {
+        // mosquitto_username_pw_set refuses a user name mosquitto_validate_utf8 refuses.
+        let bad_username =
+            c.username.as_deref().is_some_and(|u| u.chars().any(midge_codec::is_disallowed_char));
+        if bad_username || (c.password.is_some() && c.username.is_none() && !version.is_v5()) {
             return Err(Failure::new("Error: Problem setting username and/or password.", 1));
         }
         if let Some(topic) = &self.will_topic {
