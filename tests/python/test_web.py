@@ -781,3 +781,43 @@ def test_a_connection_that_ends_before_connect_says_why_in_the_log(brokers):
     with socket.create_connection((HOST, b.port)):
         pass
     b.wait_for_log(r"Client \S+ closed its connection before CONNECT\.", since=mark)
+
+
+def vm_size_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+
+
+def test_a_frame_costs_what_arrives_of_it_not_what_its_header_announces(brokers):
+    """tungstenite reserves a frame's announced length from its header: 20 logged-in clients
+    that each sent the 14-byte header of a 250 MB frame (under the default max_packet_size)
+    took 4.8 GB of address space, and under `ulimit -v` 2 GiB, 8 of them aborted the broker.
+    midge hands a large frame on in pieces of 64 KiB: the address space barely moves. A
+    large message in one frame, and one in two fragments, still come through whole."""
+    b = brokers(ANON_TCP + WS, ports=("port", "ws"))
+    before = vm_size_kb(b.proc.pid)
+    announcing = []
+    for i in range(20):
+        c = ws_raw(b.ports["ws"])
+        c.connect(unique_id(f"announce{i}"))
+        c.sock.send_raw(bytes([0x82, 0x80 | 127]) + (250_000_000).to_bytes(8, "big") + b"\0\0\0\0" + b"\x30")
+        announcing.append(c)
+    sub = ws_raw(b.ports["ws"])
+    sub.connect(unique_id("whole"))
+    sub.subscribe(1, [("whole/#", 0)])
+    # An event that must not happen: watched for 1.5 s (the reservation took milliseconds).
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        grown = vm_size_kb(b.proc.pid) - before
+        assert grown < 1_000_000, f"address space grew by {grown} kB for 20 frame headers"
+        time.sleep(0.05)
+    big = bytes(range(256)) * 12_000  # 3 MB, through pieces of 64 KiB
+    pub = ws_raw(b.ports["ws"])
+    pub.connect(unique_id("bigpub"))
+    pub.sock.send_raw(ws_client.frame(raw.publish("whole/one", big)))
+    two = raw.publish("whole/two", big[:500_000])
+    pub.sock.send_raw(ws_client.frame(two[:300_000], ws_client.BINARY, fin=False))
+    pub.sock.send_raw(ws_client.frame(two[300_000:], ws_client.CONTINUATION, fin=True))
+    one, second = sub.expect(PUBLISH, timeout=20), sub.expect(PUBLISH, timeout=20)
+    assert (one.topic, one.payload == big) == ("whole/one", True)
+    assert (second.topic, second.payload == big[:500_000]) == ("whole/two", True)

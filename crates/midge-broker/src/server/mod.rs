@@ -10,6 +10,7 @@ mod http;
 mod http_dir;
 pub mod tls;
 pub mod ws;
+mod ws_frames;
 
 use std::future::Future;
 use std::net::SocketAddr;

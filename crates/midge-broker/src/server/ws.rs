@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use super::ws_frames::Reframer;
 use crate::broker::LoginGate;
 
 /// The subprotocols served, in order of preference.
@@ -157,6 +158,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             let limited = ws.get_mut();
             limited.left = Some(LOGIN_READ_AHEAD);
             limited.login = Some(settings.login_gate);
+            limited.frames = Reframer::new(settings.max_message);
             Ok(Accepted::WebSocket(
                 Box::new(WsStream { ws, pending: Bytes::new(), unflushed: false, pongs_pending: 0 }),
                 path,
@@ -188,7 +190,7 @@ struct HeadersTooLarge;
 /// A stream that lets at most `left` bytes be read while it is set: the bound on the
 /// handshake request, then on what is read before the client has logged in. During the
 /// handshake it hands on the request head and nothing after it (what a client sends after
-/// it is frames, which tungstenite would take without [`FrameScan`]).
+/// it is frames, which go on through a [`Reframer`]).
 #[derive(Debug)]
 pub struct Limited<S> {
     inner: S,
@@ -196,8 +198,8 @@ pub struct Limited<S> {
     /// After the handshake, until the client has logged in: once `left` is spent, reading
     /// waits for the gate (rather than failing), and the bound is lifted when it opens.
     login: Option<Arc<LoginGate>>,
-    /// Before the login: where the reading stands in the client's frames.
-    frame: FrameScan,
+    /// After the handshake: where the reading stands in the client's frames.
+    frames: Reframer,
     /// During the handshake: how much of the empty line that ends the request head was seen
     /// (`\r\n\r\n`, 4 once it ended), once the head has begun (empty lines before the
     /// request line are skipped, RFC 9112 section 2.2).
@@ -214,7 +216,7 @@ impl<S: AsyncRead + Unpin> Limited<S> {
             inner,
             left: Some(left),
             login: None,
-            frame: FrameScan::default(),
+            frames: Reframer::new(usize::MAX),
             head_end: 0,
             head_begun: false,
             prefix,
@@ -241,23 +243,6 @@ impl<S: AsyncRead + Unpin> Limited<S> {
             held.extend_from_slice(&self.prefix);
             self.prefix = held.freeze();
         }
-    }
-
-    /// Once the client has logged in (waited for, if it has not): no bound any more, and
-    /// what was held back goes on first.
-    fn poll_read_after_login(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if let Some(gate) = &self.login {
-            ready!(gate.poll_open(cx));
-            (self.left, self.login) = (None, None);
-            let rest = std::mem::take(&mut self.frame).rest_of_header();
-            self.hold(&rest);
-        }
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix.split_to(n));
-        Poll::Ready(Ok(()))
     }
 
     /// The handshake: the request head, up to `left` bytes, and nothing after it.
@@ -308,59 +293,60 @@ impl<S: AsyncRead + Unpin> Limited<S> {
         Poll::Ready(Ok(()))
     }
 
-    /// Before the login, with `left` (more than 0) still to read: frame headers are handed on
-    /// whole, and one whose payload does not fit in `left` waits for the login
-    /// ([`FrameScan`]).
-    fn poll_read_before_login(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-        left: usize,
-    ) -> Poll<io::Result<()>> {
+    /// After the handshake: the client's frames, through the [`Reframer`] (a large frame goes
+    /// on in pieces, so that tungstenite reserves no more than what arrives); before the
+    /// login, `left` bytes at most, then a wait for the gate.
+    fn poll_read_frames(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let start = buf.filled().len();
         loop {
-            if !self.frame.header_read() {
-                // More of the header, no more: at most 14 bytes in all.
-                let mut small = [0u8; 14];
-                let need = self.frame.header_needs();
-                let got = ready!(self.poll_source(cx, &mut small[..need]))?;
-                if got == 0 {
-                    // The end of the stream: what there is of a header goes on, then the end.
-                    let rest = std::mem::take(&mut self.frame).rest_of_header();
-                    let n = rest.len().min(buf.remaining());
-                    buf.put_slice(&rest[..n]);
-                    return Poll::Ready(Ok(()));
-                }
-                self.frame.push(&small[..got]);
-                continue;
-            }
-            if let Some(rest) = self.frame.header_to_hand_on() {
-                if self.frame.given == 0 && self.frame.payload > left.saturating_sub(rest.len()) as u64 {
-                    // Too large to take before the login: nothing more is read before it, and
-                    // the header waits for it.
-                    self.left = Some(0);
-                    return self.poll_read_after_login(cx, buf);
-                }
-                let n = rest.len().min(buf.remaining()).min(left);
-                buf.put_slice(&rest[..n]);
-                self.frame.given += n;
-                self.left = Some(left - n);
+            if buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
-            if self.frame.payload == 0 {
-                self.frame = FrameScan::default();
-                continue;
+            // Before the login, no frame longer than what may still be read is begun: its
+            // header waits for the login (tungstenite takes in a message whole before MQTT
+            // sees any of it, so what is read of it would only be held).
+            let most = match (self.left, &self.login) {
+                (Some(left), Some(gate)) if !gate.is_open() => left as u64,
+                _ => u64::MAX,
+            };
+            // A header the reframer made, or one that waited, goes on first, without reading.
+            self.frames.feed(&[], buf, most)?;
+            if buf.filled().len() > start {
+                return Poll::Ready(Ok(()));
             }
-            // The payload, as it comes, within what is left.
-            let mut small = [0u8; 1024];
-            let n = (left.min(small.len()).min(buf.remaining()) as u64).min(self.frame.payload) as usize;
-            let got = ready!(self.poll_source(cx, &mut small[..n]))?;
-            buf.put_slice(&small[..got]);
-            self.frame.payload -= got as u64;
-            if self.frame.payload == 0 {
-                self.frame = FrameScan::default();
+            if self.frames.waits() && most != u64::MAX {
+                self.left = Some(0);
             }
-            self.left = Some(left - got);
-            return Poll::Ready(Ok(()));
+            let allowance = match (self.left, &self.login) {
+                (Some(0), Some(gate)) => {
+                    // The bound is spent: reading waits for the login, then goes on unbounded.
+                    ready!(gate.poll_open(cx));
+                    (self.left, self.login) = (None, None);
+                    continue;
+                }
+                (Some(left), Some(gate)) if !gate.is_open() => left,
+                _ => {
+                    (self.left, self.login) = (None, None);
+                    usize::MAX
+                }
+            };
+            let mut chunk = [0u8; 4096];
+            let want = chunk.len().min(allowance).min(buf.remaining());
+            let got = ready!(self.poll_source(cx, &mut chunk[..want]))?;
+            if got == 0 {
+                // The end of the stream: what there is of a header goes on, then the end.
+                let rest = self.frames.take_partial_header();
+                buf.put_slice(&rest[..rest.len().min(buf.remaining())]);
+                return Poll::Ready(Ok(()));
+            }
+            let used = self.frames.feed(&chunk[..got], buf, most)?;
+            self.hold(&chunk[used..got]);
+            if let Some(left) = &mut self.left {
+                *left -= used;
+            }
+            if buf.filled().len() > start {
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 }
@@ -374,77 +360,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
         let this = &mut *self;
         match (this.left, &this.login) {
             (Some(left), None) => this.poll_read_handshake(cx, buf, left),
-            // Before the login: read on while `left` lasts, then wait for the gate.
-            (Some(left), Some(gate)) if left > 0 && !gate.is_open() => {
-                this.poll_read_before_login(cx, buf, left)
-            }
-            _ => this.poll_read_after_login(cx, buf),
+            _ => this.poll_read_frames(cx, buf),
         }
-    }
-}
-
-/// Where the bytes read before the login stand in the client's frames (RFC 6455 section
-/// 5.2): tungstenite reserves a frame's whole length as soon as it has read its header, so a
-/// client nobody knows yet could make it reserve max_packet_size with 14 bytes. Before the
-/// login, a header is handed on only whole, and only when its payload fits in what may still
-/// be read ([`LOGIN_READ_AHEAD`]); a larger one waits for the login.
-#[derive(Debug, Default)]
-struct FrameScan {
-    /// The current frame's header, as read so far (at most 14 bytes).
-    header: Vec<u8>,
-    /// How much of it was handed on.
-    given: usize,
-    /// The current frame's payload still to come, once its header is read.
-    payload: u64,
-}
-
-impl FrameScan {
-    /// The header's length, from what of it is read: 2 bytes, the extended length (2 or 8)
-    /// and the masking key (4).
-    fn header_len(&self) -> usize {
-        let Some(&second) = self.header.get(1) else { return 2 };
-        let extended = match second & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        2 + extended + if second & 0x80 != 0 { 4 } else { 0 }
-    }
-
-    fn header_needs(&self) -> usize {
-        self.header_len() - self.header.len()
-    }
-
-    /// True once the whole header is read (and the payload's length known).
-    fn header_read(&self) -> bool {
-        self.header.len() >= 2 && self.header.len() == self.header_len()
-    }
-
-    /// More of the header (at most [`FrameScan::header_needs`]); once it is whole, its
-    /// payload's length.
-    fn push(&mut self, bytes: &[u8]) {
-        self.header.extend_from_slice(bytes);
-        if self.header_read() {
-            self.payload = match self.header[1] & 0x7f {
-                126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
-                127 => {
-                    let mut n = [0u8; 8];
-                    n.copy_from_slice(&self.header[2..10]);
-                    u64::from_be_bytes(n)
-                }
-                n => u64::from(n),
-            };
-        }
-    }
-
-    /// The part of a whole header not handed on yet, if any.
-    fn header_to_hand_on(&self) -> Option<&[u8]> {
-        (self.given < self.header.len()).then(|| &self.header[self.given..])
-    }
-
-    /// What was read of the header and not handed on.
-    fn rest_of_header(self) -> Bytes {
-        Bytes::copy_from_slice(&self.header[self.given.min(self.header.len())..])
     }
 }
 
@@ -859,25 +776,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn before_the_login_a_frame_too_large_waits_with_its_header() {
+    async fn a_frame_too_large_waits_for_the_login_then_goes_on_in_pieces() {
         let gate = Arc::new(LoginGate::default());
         let (mut limited, mut client) = before_login(1000, &gate);
+        limited.frames = Reframer::new(256 << 20);
         // A frame that fits goes through, header and payload, as it comes.
         client.write_all(&header(10)).await.unwrap();
         client.write_all(&[7; 10]).await.unwrap();
         let mut got = [0u8; 24];
         limited.read_exact(&mut got).await.unwrap();
         assert_eq!((&got[..14], &got[14..]), (&header(10)[..], &[7u8; 10][..]));
-        // One announcing 200 MB: not one byte of its header is handed on (tungstenite would
-        // reserve the 200 MB) until the client has logged in.
+        // One announcing 200 MB: nothing of it goes on before the login (tungstenite would
+        // take in what it may read of it, and hold it).
         client.write_all(&header(200_000_000)).await.unwrap();
-        client.write_all(b"payload").await.unwrap();
+        client.write_all(&[8; 2000]).await.unwrap();
         let mut buf = [0u8; 64];
         assert!(tokio::time::timeout(Duration::from_secs(5), limited.read(&mut buf)).await.is_err());
+        // After it, tungstenite is handed the header of a 64 KiB piece (it reserves what it
+        // is told), then the payload as it comes.
         gate.open();
-        let mut got = vec![0u8; 21];
+        let mut got = vec![0u8; 14 + 2000];
         limited.read_exact(&mut got).await.unwrap();
-        assert_eq!((&got[..14], &got[14..]), (&header(200_000_000)[..], &b"payload"[..]));
+        let piece = [0x02, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        assert_eq!(&got[..14], &piece[..], "a binary piece of 65,536 bytes, no FIN, the same masking key");
+        assert!(got[14..].iter().all(|&b| b == 8));
     }
 
     #[tokio::test]
