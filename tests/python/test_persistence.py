@@ -531,6 +531,39 @@ def test_a_delayed_will_survives_sigkill_and_is_published_after_its_delay(store_
     assert acknowledge_and_check_quiet == [], f"the will came more than once: {acknowledge_and_check_quiet}"
 
 
+def test_a_restored_delayed_will_is_checked_against_its_clients_rights_when_due(store_brokers, tmp_path):
+    """Two clients with delayed wills the ACL allows lose their connections; the broker is
+    SIGKILLed, the ACL changed to take one client's will topic away, and the broker started
+    again: the will still allowed is published when due, the other goes nowhere, as it
+    would have had the broker not stopped (it was published unchecked: the store did not
+    keep whose will it was)."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read will/#\ntopic write will/kept\ntopic write will/taken\n")
+    broker = store_brokers(f"acl_file {acl}").start()
+    watcher = unique_id("rw-watch")
+    c, _ = connect(broker.port, watcher, V311, clean=False)
+    c.subscribe(1, [("will/#", 1)])
+    park(c)
+    for topic in ("will/kept", "will/taken"):
+        cid = unique_id("rw-client")
+        will = {"topic": topic, "payload": topic.encode(), "qos": 1, "props": {"WillDelayInterval": 2}}
+        client, _ = connect(broker.port, cid, V5, clean=True, expiry=60, will=will)
+        mark = broker.mark()
+        client.close()  # no DISCONNECT: the will is due after its delay
+        broker.wait_for_log(rf"Client {re.escape(cid)} closed its connection\.", since=mark)
+    broker.kill()
+    acl.write_text("topic read will/#\ntopic write will/kept\n")
+    broker.start()
+    c, ack = connect(broker.port, watcher, V311, clean=False)
+    with c:
+        assert ack.session_present
+        m = c.expect(raw.PUBLISH, timeout=6)
+        c.send(raw.puback(m.packet_id))
+        assert (m.topic, m.payload) == ("will/kept", b"will/kept"), m
+        # The other was due at the same time: it would have come by now.
+        assert [p for p in collect(c, 2.0) if p.type == raw.PUBLISH] == [], "a will went where its client may not publish"
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_incoming_qos2_in_flight_across_sigkill_is_delivered_once(store_brokers, version):
     """A persistent publisher sends a QoS 2 PUBLISH and gets PUBREC; the broker is SIGKILLed

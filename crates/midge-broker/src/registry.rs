@@ -26,8 +26,8 @@ pub struct PendingWill {
     pub will: Will,
     /// When it is published: after the delay, or when the session ends, whichever is first.
     pub due: Instant,
-    /// The client's rights, asked when the will is due (none: restored from the store, where
-    /// they are not kept).
+    /// The client's rights, asked when the will is due (none: there was no ACL when the
+    /// client connected, or restored from a store of a version that did not keep them).
     access: Option<Box<ClientAccess>>,
     /// Its bytes, in `memory_limit`'s count while it waits.
     _held: Held,
@@ -38,6 +38,11 @@ impl PendingWill {
     pub fn new(will: Will, due: Instant, access: Option<Box<ClientAccess>>) -> PendingWill {
         let bytes = will.topic.len() + will.payload.len() + will.properties.memory_cost();
         PendingWill { will, due, access, _held: Held::new(bytes) }
+    }
+
+    /// Whose will it is, if known: the user name and the listener's index.
+    pub fn owner(&self) -> Option<(Option<&str>, usize)> {
+        self.access.as_deref().map(ClientAccess::owner)
     }
 
     /// The will, to publish now, unless the ACL in force no longer lets its client publish

@@ -180,12 +180,26 @@ pub struct ClientAccess {
     security: SharedSecurity,
     username: Option<String>,
     client_id: String,
+    /// The listener it came in on (by its index), whose settings `security` are.
+    listener: usize,
 }
 
 impl ClientAccess {
-    /// The rights of a client with this user name and id.
-    pub fn new(security: SharedSecurity, username: Option<String>, client_id: String) -> Self {
-        ClientAccess { security, username, client_id }
+    /// The rights of a client with this user name and id, on the listener of this index
+    /// (whose settings `security` are).
+    pub fn new(
+        security: SharedSecurity,
+        username: Option<String>,
+        client_id: String,
+        listener: usize,
+    ) -> Self {
+        ClientAccess { security, username, client_id, listener }
+    }
+
+    /// Whose rights these are: the user name and the listener's index (for the store, which
+    /// gives a restored will its client's rights back).
+    pub fn owner(&self) -> (Option<&str>, usize) {
+        (self.username.as_deref(), self.listener)
     }
 
     fn with_acl(&self, f: impl FnOnce(&Acl, Option<&str>, &str) -> bool) -> bool {

@@ -392,6 +392,7 @@ impl Broker {
                 auth.security.clone(),
                 auth.username.as_ref().map(|u| u.to_string()),
                 plan.client_id.to_string(),
+                auth.listener,
             )
         });
         // A will on a topic the client may not publish to is accepted, as mosquitto 2.0

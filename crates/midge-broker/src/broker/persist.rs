@@ -18,6 +18,7 @@ use bytestring::ByteString;
 use midge_codec::SubscriptionOptions;
 
 use super::{Broker, Owned};
+use crate::auth::ClientAccess;
 use crate::mailbox::SessionHandle;
 use crate::registry::PendingWill;
 use crate::router::QueueHook;
@@ -276,6 +277,9 @@ impl Journal {
             expiry_interval,
             expires_at: expires_at.map(|t| clock.to_unix(t).max(1)),
             will: will.map(|w| (w.will.clone(), clock.to_unix(w.due))),
+            will_owner: will
+                .and_then(PendingWill::owner)
+                .map(|(u, listener)| (u.map(ByteString::from), listener)),
             last_packet_id,
         };
         self.store.append([Op::Put(records::session_key(client_id), records::session_value(&record))])
@@ -619,7 +623,13 @@ impl Broker {
             Some(ms) => Some(clock.to_instant(ms)),
             None => self.expiry_from(clock.now, record.expiry_interval),
         };
-        let will = record.will.map(|(will, due)| PendingWill::new(will, clock.to_instant(due), None));
+        // Checked when due against its client's rights, as it would have been had the broker
+        // not stopped (`PendingWill::into_will`).
+        let access = record.will_owner.map(|(username, listener)| {
+            let security = self.scope(listener).security.clone();
+            Box::new(ClientAccess::new(security, username.map(String::from), client_id.to_string(), listener))
+        });
+        let will = record.will.map(|(will, due)| PendingWill::new(will, clock.to_instant(due), access));
         let wake: Vec<Instant> = expires_at.into_iter().chain(will.as_ref().map(|w| w.due)).collect();
         self.registry.restore(client_id.clone(), Owned { state: b.state, handle }, expires_at, will);
         for at in wake {

@@ -356,6 +356,7 @@ pub fn read(data: &[u8], clock: &Clock) -> Result<(Vec<Op>, Imported), ImportErr
                     expiry_interval: u32::MAX,
                     expires_at: None,
                     will: None,
+                    will_owner: None,
                     last_packet_id: 0,
                 });
                 imported.subscriptions += 1;
@@ -417,8 +418,10 @@ fn add_session(
         }
         i => Some((now_s as u64 + u64::from(i)) * 1000),
     };
-    sessions
-        .insert(client, SessionRecord { expiry_interval: interval, expires_at, will: None, last_packet_id });
+    sessions.insert(
+        client,
+        SessionRecord { expiry_interval: interval, expires_at, will: None, will_owner: None, last_packet_id },
+    );
 }
 
 fn to_message(m: &StoredMsg, clock: &Clock) -> Message {

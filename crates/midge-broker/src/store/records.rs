@@ -7,7 +7,7 @@
 //! | key | value |
 //! |---|---|
 //! | `r` topic | retained message |
-//! | `s` client id | session: expiry interval, when it ends (if offline), delayed will |
+//! | `s` client id | session: expiry interval, when it ends (if offline), delayed will and whose it is (user name, listener) |
 //! | `u` client id `\0` filter | subscription options and identifier |
 //! | `q` entry (u64 BE) | a message queued for a session: client id, QoS, RETAIN, identifiers |
 //! | `p` entry (u64 BE) | where that message's delivery stands: packet id, state |
@@ -196,22 +196,40 @@ const RETAINED_WITH_SOURCE: u8 = 2;
 /// client id, the user name (a flag, then the name), the listener index, then the message.
 pub fn retained_value_from(m: &Message, source: &RetainSource, clock: &Clock) -> Vec<u8> {
     let mut out = vec![RETAINED_WITH_SOURCE];
-    // Client ids and user names are MQTT strings: at most 65,535 bytes.
-    let put_str = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    };
     put_str(&mut out, &source.client_id);
-    match &source.username {
+    put_owner(&mut out, source.username.as_deref(), source.listener);
+    put_message(&mut out, m, clock);
+    out
+}
+
+/// A string: its length (u16, little-endian; MQTT strings have at most 65,535 bytes), then
+/// its bytes.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A client's user name (a flag, then the name) and its listener's index (u32 LE).
+fn put_owner(out: &mut Vec<u8>, username: Option<&str>, listener: usize) {
+    match username {
         Some(u) => {
             out.push(1);
-            put_str(&mut out, u);
+            put_str(out, u);
         }
         None => out.push(0),
     }
-    out.extend_from_slice(&(source.listener as u32).to_le_bytes());
-    put_message(&mut out, m, clock);
-    out
+    out.extend_from_slice(&(listener as u32).to_le_bytes());
+}
+
+/// What [`put_owner`] wrote.
+fn take_owner(rest: &mut &[u8]) -> Option<(Option<ByteString>, usize)> {
+    let username = match take(rest, 1)? {
+        [0] => None,
+        [1] => Some(take_str(rest)?),
+        _ => return None,
+    };
+    let listener = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?);
+    Some((username, listener as usize))
 }
 
 /// The next `n` bytes of `rest`.
@@ -234,14 +252,7 @@ pub fn read_retained(v: &[u8], clock: &Clock) -> Result<(Message, Option<RetainS
         Some((&VERSION, rest)) => Ok((get_message(rest, ByteString::new(), clock)?, None)),
         Some((&RETAINED_WITH_SOURCE, mut rest)) => {
             let client_id = take_str(&mut rest).ok_or_else(err)?;
-            let username = match take(&mut rest, 1).ok_or_else(err)? {
-                [0] => None,
-                [1] => Some(take_str(&mut rest).ok_or_else(err)?),
-                _ => return Err(err()),
-            };
-            let listener =
-                u32::from_le_bytes(take(&mut rest, 4).ok_or_else(err)?.try_into().map_err(|_| err())?);
-            let listener = listener as usize;
+            let (username, listener) = take_owner(&mut rest).ok_or_else(err)?;
             let source = RetainSource { client_id, username, listener };
             Ok((get_message(rest, ByteString::new(), clock)?, Some(source)))
         }
@@ -258,6 +269,11 @@ pub struct SessionRecord {
     pub expires_at: Option<u64>,
     /// A will waiting for its delay, and when it is due (wall-clock ms).
     pub will: Option<(Will, u64)>,
+    /// Whose will it is (the user name and the listener's index), if known: a restored will
+    /// is checked against that client's rights when it is due, as one that never left
+    /// memory. Not known: there was no ACL when the client connected, or a record of a
+    /// version before [`SESSION_WITH_OWNER`].
+    pub will_owner: Option<(Option<ByteString>, usize)>,
     /// The packet identifier last given to a message to the client: the next one follows it
     /// after a restart, as mosquitto's `last_mid`.
     pub last_packet_id: u16,
@@ -267,14 +283,25 @@ pub struct SessionRecord {
 /// [`VERSION`] have none.
 const SESSION_VERSION: u8 = 2;
 
+/// Session records whose will, if any, has its owner before it (a flag byte: 1 and
+/// [`put_owner`]'s bytes, or 0 when not known).
+const SESSION_WITH_OWNER: u8 = 3;
+
 /// A session's value.
 pub fn session_value(s: &SessionRecord) -> Vec<u8> {
-    let mut out = vec![SESSION_VERSION];
+    let mut out = vec![SESSION_WITH_OWNER];
     out.extend_from_slice(&s.expiry_interval.to_le_bytes());
     out.extend_from_slice(&s.expires_at.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&s.last_packet_id.to_le_bytes());
     if let Some((will, due)) = &s.will {
         out.extend_from_slice(&due.to_le_bytes());
+        match &s.will_owner {
+            Some((username, listener)) => {
+                out.push(1);
+                put_owner(&mut out, username.as_deref(), *listener);
+            }
+            None => out.push(0),
+        }
         let mut properties = will.properties.clone();
         // Only what a PUBLISH may carry: the delay is over once this is published.
         properties.retain(|p| p.id() != PropertyId::WillDelayInterval);
@@ -304,17 +331,25 @@ pub fn read_session(v: &[u8]) -> Result<SessionRecord, RecordError> {
     // Version 1 has no last packet identifier: the will, if any, follows the expiry time.
     let (last_packet_id, will_at) = match version {
         VERSION => (0, 12),
-        SESSION_VERSION => {
+        SESSION_VERSION | SESSION_WITH_OWNER => {
             (u16::from_le_bytes(rest.get(12..14).ok_or_else(err)?.try_into().map_err(|_| err())?), 14)
         }
         _ => return Err(err()),
     };
-    let mut will = None;
+    let (mut will, mut will_owner) = (None, None);
     if rest.len() > will_at {
         let due = u64::from_le_bytes(
             rest.get(will_at..will_at + 8).ok_or_else(err)?.try_into().map_err(|_| err())?,
         );
-        let mut buf = BytesMut::from(&rest[will_at + 8..]);
+        let mut packet = &rest[will_at + 8..];
+        if version == SESSION_WITH_OWNER {
+            will_owner = match take(&mut packet, 1).ok_or_else(err)? {
+                [0] => None,
+                [1] => Some(take_owner(&mut packet).ok_or_else(err)?),
+                _ => return Err(err()),
+            };
+        }
+        let mut buf = BytesMut::from(packet);
         let Ok(Some(Packet::Publish(p))) = decode(&mut buf, ProtocolVersion::V5, usize::MAX) else {
             return Err(err());
         };
@@ -327,7 +362,8 @@ pub fn read_session(v: &[u8]) -> Result<SessionRecord, RecordError> {
         };
         will = Some((w, due));
     }
-    Ok(SessionRecord { expiry_interval, expires_at: (expires != 0).then_some(expires), will, last_packet_id })
+    let expires_at = (expires != 0).then_some(expires);
+    Ok(SessionRecord { expiry_interval, expires_at, will, will_owner, last_packet_id })
 }
 
 /// A subscription's value.
@@ -537,16 +573,33 @@ mod tests {
             expiry_interval: 3600,
             expires_at: Some(123),
             will: Some((will, 456)),
+            will_owner: Some((Some("alice".into()), 2)),
             last_packet_id: 77,
         };
         let back = read_session(&session_value(&s)).unwrap();
         assert_eq!(back.expiry_interval, 3600);
         assert_eq!(back.expires_at, Some(123));
-        let (w, due) = back.will.unwrap();
+        assert_eq!(back.will_owner, Some((Some("alice".into()), 2)));
+        let (w, due) = back.will.clone().unwrap();
         assert_eq!((&*w.topic, due, w.retain), ("wills/x", 456, true));
         assert!(w.properties.content_type().is_some());
-        let plain =
-            SessionRecord { expiry_interval: u32::MAX, expires_at: None, will: None, last_packet_id: 0 };
+        for owner in [None, Some((None, 0))] {
+            let s = SessionRecord { will_owner: owner.clone(), ..back.clone() };
+            assert_eq!(read_session(&session_value(&s)).unwrap().will_owner, owner);
+        }
+        // A record of version 2 (before owners were kept) reads as one whose owner is not known.
+        let mut v2 = session_value(&SessionRecord { will_owner: None, ..back.clone() });
+        v2[0] = SESSION_VERSION;
+        v2.remove(1 + 4 + 8 + 2 + 8);
+        let old = read_session(&v2).unwrap();
+        assert_eq!((old.will_owner, old.will.unwrap().0.topic), (None, "wills/x".into()));
+        let plain = SessionRecord {
+            expiry_interval: u32::MAX,
+            expires_at: None,
+            will: None,
+            will_owner: None,
+            last_packet_id: 0,
+        };
         assert_eq!(read_session(&session_value(&plain)).unwrap(), plain);
     }
 
