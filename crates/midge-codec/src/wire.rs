@@ -83,7 +83,7 @@ impl Reader {
     /// A byte order mark is kept as U+FEFF, never stripped [MQTT-1.5.4-3].
     pub(crate) fn string(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
         let raw = self.binary(field)?;
-        to_string(raw, field)
+        to_string(raw, field, self.limits.control_characters)
     }
 
     /// All bytes left in the body (the PUBLISH payload, CONNECT's will payload is `binary`).
@@ -110,7 +110,13 @@ impl Reader {
 }
 
 /// Validates raw bytes as an MQTT UTF-8 string without copying them.
-pub(crate) fn to_string(raw: Bytes, field: &'static str) -> Result<ByteString, DecodeError> {
+/// `control_characters`: control characters and non-characters are taken
+/// ([`crate::DecodeLimits::stored`]).
+pub(crate) fn to_string(
+    raw: Bytes,
+    field: &'static str,
+    control_characters: bool,
+) -> Result<ByteString, DecodeError> {
     // std's UTF-8 validation rejects encoded surrogates (U+D800..U+DFFF) and overlong forms,
     // as [MQTT-1.5.4-1] requires.
     let s = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { field })?;
@@ -122,7 +128,7 @@ pub(crate) fn to_string(raw: Bytes, field: &'static str) -> Result<ByteString, D
         // [MQTT-1.5.4-2] a UTF-8 Encoded String MUST NOT include U+0000.
         return Err(DecodeError::NullCharacter { field });
     }
-    if let Some(c) = s.chars().find(|&c| is_disallowed_char(c)) {
+    if let Some(c) = s.chars().find(|&c| is_disallowed_char(c)).filter(|_| !control_characters) {
         return Err(DecodeError::DisallowedCharacter { field, code_point: u32::from(c) });
     }
     Ok(s)

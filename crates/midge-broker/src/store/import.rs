@@ -11,7 +11,10 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
-use midge_codec::{decode, Packet, Properties, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use midge_codec::{
+    decode_within, DecodeLimits, Packet, Properties, ProtocolVersion, QoS, RetainHandling,
+    SubscriptionOptions,
+};
 
 use super::records::{self, Clock, Progress, SessionRecord};
 use super::{Op, Records, Store};
@@ -128,7 +131,7 @@ fn properties(block: &[u8]) -> Option<Properties> {
         }
     }
     frame.extend_from_slice(&body);
-    match decode(&mut frame, ProtocolVersion::V5, usize::MAX) {
+    match decode_within(&mut frame, ProtocolVersion::V5, DecodeLimits::stored()) {
         Ok(Some(Packet::Publish(p))) => Some(p.properties),
         _ => None,
     }

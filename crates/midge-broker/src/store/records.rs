@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use midge_codec::{
-    decode, Packet, PropertyId, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions, Will,
+    decode_within, DecodeLimits, Packet, PropertyId, ProtocolVersion, Publish, QoS, RetainHandling,
+    SubscriptionOptions, Will,
 };
 
 use crate::router::RetainSource;
@@ -172,7 +173,8 @@ fn get_message(data: &[u8], publisher: ByteString, clock: &Clock) -> Result<Mess
     let expires =
         u64::from_le_bytes(data.get(..8).ok_or(bad("message"))?.try_into().map_err(|_| bad("message"))?);
     let mut buf = BytesMut::from(&data[8..]);
-    let Ok(Some(Packet::Publish(p))) = decode(&mut buf, ProtocolVersion::V5, usize::MAX) else {
+    let Ok(Some(Packet::Publish(p))) = decode_within(&mut buf, ProtocolVersion::V5, DecodeLimits::stored())
+    else {
         return Err(bad("message"));
     };
     let mut m =
@@ -350,7 +352,9 @@ pub fn read_session(v: &[u8]) -> Result<SessionRecord, RecordError> {
             };
         }
         let mut buf = BytesMut::from(packet);
-        let Ok(Some(Packet::Publish(p))) = decode(&mut buf, ProtocolVersion::V5, usize::MAX) else {
+        let Ok(Some(Packet::Publish(p))) =
+            decode_within(&mut buf, ProtocolVersion::V5, DecodeLimits::stored())
+        else {
             return Err(err());
         };
         let w = Will {
@@ -601,6 +605,16 @@ mod tests {
             last_packet_id: 0,
         };
         assert_eq!(read_session(&session_value(&plain)).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_message_an_older_version_took_with_a_control_character_is_still_read() {
+        // Clients may no longer send them (midge_codec::is_disallowed_char), but a store
+        // written before keeps its messages.
+        let clock = Clock::now();
+        let m = message("line\nbreak/\u{85}", QoS::AtLeastOnce, &clock);
+        let (back, _) = read_retained(&retained_value(&m, &clock), &clock).unwrap();
+        assert_eq!(&*back.topic, "line\nbreak/\u{85}");
     }
 
     #[test]

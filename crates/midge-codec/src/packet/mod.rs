@@ -54,12 +54,28 @@ pub struct DecodeLimits {
     pub max_properties: usize,
     /// The most topic filters in a SUBSCRIBE or UNSUBSCRIBE.
     pub max_topic_filters: usize,
+    /// Whether strings may hold control characters and non-characters, which MQTT lets a
+    /// receiver refuse (5.0 section 1.5.4) and midge refuses, as mosquitto
+    /// ([`crate::is_disallowed_char`]): only for what a broker reads back of its own, written
+    /// by a version that took them ([`DecodeLimits::stored`]).
+    pub control_characters: bool,
 }
 
 impl DecodeLimits {
     /// Packets of up to `max_packet_size` bytes, holding any number of properties and filters.
     pub const fn size(max_packet_size: usize) -> Self {
-        DecodeLimits { max_packet_size, max_properties: usize::MAX, max_topic_filters: usize::MAX }
+        DecodeLimits {
+            max_packet_size,
+            max_properties: usize::MAX,
+            max_topic_filters: usize::MAX,
+            control_characters: false,
+        }
+    }
+
+    /// What a broker reads back of its own records: any size, any number of properties and
+    /// filters, and the control characters older versions took.
+    pub const fn stored() -> Self {
+        DecodeLimits { control_characters: true, ..DecodeLimits::size(usize::MAX) }
     }
 
     /// Packets of up to `max_packet_size` bytes from a client: at most [`MAX_PROPERTIES`]
@@ -71,6 +87,7 @@ impl DecodeLimits {
             max_packet_size,
             max_properties: crate::MAX_PROPERTIES,
             max_topic_filters: MAX_TOPIC_FILTERS,
+            control_characters: false,
         }
     }
 }
