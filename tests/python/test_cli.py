@@ -1408,7 +1408,8 @@ def test_plain_client_to_midge_tls_listener_like_mosquitto(tools, midge_broker, 
 def test_plain_client_to_mosquitto_tls_listener_like_mosquitto(tools, mosq_broker, kind):
     """The same on mosquitto's TLS port: its listener (OpenSSL) closes the connection, and
     pub and rr say "Error: The connection was lost." (exit 7). (mosquitto_sub is not
-    compared: it reconnects and tries again, forever; midge sub exits as pub does.)"""
+    compared: it reconnects and tries again, forever; midge sub, which connects again once it
+    has been connected, exits at a first connection that fails, as pub does.)"""
     args = ["-h", HOST, "-p", str(mosq_broker.tls_port), *REFUSED_ARGS[kind]]
     r = {tool: run([*tools.cmd(tool, kind), *args]) for tool in TOOLS}
     assert (r["mosquitto"].rc, r["mosquitto"].stderr) == (7, b"Error: The connection was lost.\n"), r["mosquitto"]
@@ -1794,3 +1795,47 @@ def test_version_prints_the_version_and_exits_1(tools, kind):
     for tool, res in r.items():
         assert res.rc == 1 and res.stderr == b"", res
         assert re.fullmatch(rb"mosquitto_%s version \S+ .*\n" % kind.encode(), res.stdout), res
+
+
+def test_sub_carries_on_across_a_broker_restart_as_mosquitto_sub(tools, tmp_path):
+    """mosquitto_sub (libmosquitto's loop_forever) connects again when its connection is
+    lost, every second, and subscribes again: a pipeline reading it survives the broker's
+    restart. midge sub exited with "Error: The connection was lost." (7). Both print a
+    message published before the restart and one after, and exit 0 at SIGINT."""
+    port = free_port()
+    conf = tmp_path / "restart.conf"
+    conf.write_text("\n".join([*RUN_AS, f"listener {port} {HOST}", "allow_anonymous true"]) + "\n")
+
+    def start_broker() -> subprocess.Popen:
+        p = subprocess.Popen([mosquitto_broker_binary(), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not _accepting(port):
+            assert time.monotonic() < deadline and p.poll() is None, "mosquitto did not start"
+            time.sleep(0.01)  # poll interval: the listener is not open yet
+        return p
+
+    def publish(topic: str, message: str) -> None:
+        # Retained: a subscriber that comes back after it still gets it.
+        run([require_tool("mosquitto_pub"), "-h", HOST, "-p", str(port), "-t", topic, "-m", message, "-r"])
+
+    broker = start_broker()
+    try:
+        publish("restart/before", "1")
+        subs = {tool: Proc([*tools.cmd(tool, "sub"), "-h", HOST, "-p", str(port), "-t", "restart/#", "-v"])
+                for tool in ("link", "mosquitto")}
+        for p in subs.values():
+            p.wait_output(b"restart/before 1\n")
+        broker.kill()
+        broker.wait()
+        broker = start_broker()
+        publish("restart/after", "2")
+        for p in subs.values():
+            p.wait_output(b"restart/after 2\n")
+        for p in subs.values():
+            p.kill(signal.SIGINT)
+        seen = {tool: (p.proc.returncode, p.stdout, p.stderr) for tool, p in subs.items()}
+        assert seen["link"] == seen["mosquitto"] == (0, b"restart/before 1\nrestart/after 2\n", b""), seen
+    finally:
+        broker.kill()
+        broker.wait()

@@ -300,7 +300,8 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
         // As mosquitto_sub: SIGINT and SIGTERM end it as a normal exit (DISCONNECT once
         // connected, so no will, and exit code 0), from the start, even when it was started
         // with SIGINT ignored.
-        let signal = |kind| tokio::signal::unix::signal(kind).map_err(|e| Failure::new(format!("Error: {e}"), 1));
+        let signal =
+            |kind| tokio::signal::unix::signal(kind).map_err(|e| Failure::new(format!("Error: {e}"), 1));
         let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
         let stopped = async {
@@ -310,57 +311,81 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
             }
         };
         tokio::pin!(stopped);
-        let (client, mut events, _) = tokio::select! {
-            c = connect(setup.options) => c.map_err(|e| connect_failure(&e, &target, false, debug))?,
+        let options = setup.options;
+        let (client, events, _) = tokio::select! {
+            c = connect(options.clone()) => c.map_err(|e| connect_failure(&e, &target, false, debug))?,
             _ = &mut stopped => return Ok(()),
         };
+        // The connection in use: another one after each reconnection.
+        let current = std::cell::RefCell::new(client);
         let work = async {
-            let ack = client.start_subscribe(subscribe).await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
-            if let Some(u) = unsubscribe {
-                let _ = client.start_unsubscribe(u).await;
-            }
-            let ack = ack.await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
-            if !ack.reason_codes.is_empty() && ack.reason_codes.iter().all(|c| c.is_error()) {
-                // As mosquitto_sub: nothing to wait for; it disconnects and exits 0.
-                if !quiet {
-                    eprintln!("All subscription requests were denied.");
-                }
-                return Ok(());
-            }
-            if exit_after_subscribe {
-                return Ok(());
-            }
+            let mut events = events;
             // The clearing messages sent: each acknowledged before the client leaves (with -C,
             // the last one was lost to the DISCONNECT 3 times in 4).
             let mut clears = Vec::new();
             loop {
-                tokio::select! {
-                    note = notes.recv() => match note {
-                        Some(Note::Clear(topic)) => {
-                            let mut clear = Publish::new(topic, midge_codec::Bytes::new());
-                            clear.retain = true;
-                            clear.qos = midge_codec::QoS::AtLeastOnce;
-                            clears.extend(client.start_publish(clear).await.ok());
-                        }
-                        Some(Note::Done) | None => {
-                            let acked = async {
-                                for clear in clears.drain(..) {
-                                    let _ = clear.await;
-                                }
-                            };
-                            let _ = tokio::time::timeout(Duration::from_secs(5), acked).await;
-                            return Ok(());
-                        }
-                    },
-                    ev = events.recv() => match ev {
-                        Some(Event::Disconnected(d)) => {
-                            return Err(Failure::new(format!("Error: disconnected by the broker: {}", d.reason_code.description()), 1))
-                        }
-                        Some(Event::Closed(Some(_))) => return Err(Failure::new("Error: The connection was lost.", 7)),
-                        Some(Event::Closed(None)) | None => return Ok(()),
-                        Some(Event::Message(_)) => {}
-                    },
+                let client = current.borrow().clone();
+                let ack = client
+                    .start_subscribe(subscribe.clone())
+                    .await
+                    .map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+                if let Some(u) = &unsubscribe {
+                    let _ = client.start_unsubscribe(u.clone()).await;
                 }
+                let ack = ack.await.map_err(|e| Failure::new(format!("Error: {e}"), 1))?;
+                if !ack.reason_codes.is_empty() && ack.reason_codes.iter().all(|c| c.is_error()) {
+                    // As mosquitto_sub: nothing to wait for; it disconnects and exits 0.
+                    if !quiet {
+                        eprintln!("All subscription requests were denied.");
+                    }
+                    return Ok(());
+                }
+                if exit_after_subscribe {
+                    return Ok(());
+                }
+                loop {
+                    tokio::select! {
+                        note = notes.recv() => match note {
+                            Some(Note::Clear(topic)) => {
+                                let mut clear = Publish::new(topic, midge_codec::Bytes::new());
+                                clear.retain = true;
+                                clear.qos = midge_codec::QoS::AtLeastOnce;
+                                clears.extend(client.start_publish(clear).await.ok());
+                            }
+                            Some(Note::Done) | None => {
+                                let acked = async {
+                                    for clear in clears.drain(..) {
+                                        let _ = clear.await;
+                                    }
+                                };
+                                let _ = tokio::time::timeout(Duration::from_secs(5), acked).await;
+                                return Ok(());
+                            }
+                        },
+                        ev = events.recv() => match ev {
+                            // Lost, or ended by the broker: as mosquitto_sub (libmosquitto's
+                            // loop_forever), connected again, and subscribed again.
+                            Some(Event::Disconnected(_) | Event::Closed(Some(_))) => break,
+                            Some(Event::Closed(None)) | None => return Ok(()),
+                            Some(Event::Message(_)) => {}
+                        },
+                    }
+                }
+                // QoS 2 messages whose PUBREL did not come: delivered all the same (not lost).
+                print_unreleased(&held, &printer);
+                events = loop {
+                    // Every second, as libmosquitto's default reconnect delay, silently but
+                    // for a refusal, which ends it as the first connection's would.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match connect(options.clone()).await {
+                        Ok((client, events, _)) => {
+                            *current.borrow_mut() = client;
+                            break events;
+                        }
+                        Err(e) if e.is_refused() => return Err(connect_failure(&e, &target, false, debug)),
+                        Err(_) => {}
+                    }
+                };
             }
         };
         let work = async {
@@ -378,13 +403,19 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
         };
         let mut d = midge_codec::Disconnect::new(midge_codec::ReasonCode::Success);
         d.properties = disconnect_props;
+        let client = current.borrow().clone();
         let _ = client.disconnect_with(d).await;
-        // QoS 2 messages whose PUBREL did not come: delivered all the same (not lost).
-        let unreleased = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut printer = printer.lock().unwrap_or_else(|e| e.into_inner());
-        for m in &unreleased {
-            printer.on_message(m);
-        }
+        print_unreleased(&held, &printer);
         result
     })
+}
+
+/// Prints the QoS 2 messages whose PUBREL did not come before the connection ended: they
+/// were delivered all the same (not lost).
+fn print_unreleased(held: &Mutex<Vec<Publish>>, printer: &Mutex<Printer>) {
+    let unreleased = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut printer = printer.lock().unwrap_or_else(|e| e.into_inner());
+    for m in &unreleased {
+        printer.on_message(m);
+    }
 }
