@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
+from refusing_broker import _read_packet
 from security_support import ConfiguredBroker, MosquittoBroker, Pki, midge_cert
 from support import HOST, TIMEOUT, MosquittoSub, PahoClient, mosquitto_pub, require_paho, require_tool, unique_id
 
@@ -334,3 +337,51 @@ def test_without_round_robin_the_bridge_goes_back_to_its_main_address(peers):
     local.wait_for_log(r"Bridge b1 disconnected: its main address answers again", since=mark, timeout=15)
     local.wait_for_log(rf"Connecting bridge b1 \(127\.0\.0\.1:{main.port}\)", since=mark)
     main.wait_for_log(r"as b1-main", timeout=10)
+
+
+def test_a_5_0_bridge_keeps_alive_at_the_remotes_server_keep_alive(peers):
+    """A mosquitto remote with max_keepalive 10 (its least) answers the 5.0 bridge's keep
+    alive of 60 s with a Server Keep Alive of 10: the bridge pings within 10 s
+    [MQTT-3.2.2-21] (it kept its 60 s, sent no PINGREQ, and the remote closed it after 15 s,
+    every time)."""
+    remote = mosquitto_remote(peers, "max_keepalive 10\n")
+    mark = remote.mark()
+    local = midge_bridged(peers, remote, "5", "topic t/# both 1\n")
+    connected = time.monotonic()
+    remote.wait_for_log(rf"Received PINGREQ from {re.escape(f'b1-{remote.port}')}$", since=mark, timeout=20)
+    assert time.monotonic() - connected < 12
+    assert "Bridge b1 disconnected" not in local.log(), local.log()[-3000:]
+
+
+def test_a_remote_that_refuses_the_bridge_flag_gets_a_plain_connect(peers):
+    """try_private sets the top bit of the protocol level (mosquitto's bridge flag); a remote
+    that does not know it refuses the CONNECT as an unacceptable protocol version. As
+    mosquitto's, the bridge then connects as a plain 3.1.1 client (it tried the flag again
+    for ever)."""
+    levels: list[int] = []
+    srv = socket.create_server((HOST, 0))
+    port = srv.getsockname()[1]
+
+    def remote() -> None:
+        with srv:
+            while True:
+                conn, _ = srv.accept()
+                with conn:
+                    body = _read_packet(conn)[2]
+                    levels.append(body[6])  # after the protocol name, 00 04 MQTT
+                    if body[6] & 0x80:
+                        conn.sendall(b"\x20\x02\x00\x01")  # unacceptable protocol version
+                        continue
+                    conn.sendall(b"\x20\x02\x00\x00")
+                    while conn.recv(4096):
+                        pass
+                    return
+
+    threading.Thread(target=remote, daemon=True).start()
+    local = peers.midge("listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        f"connection b1\naddress {HOST}:{port}\nremote_clientid b1\nrestart_timeout 1\n"
+                        "topic t/# both 1\n")
+    local.wait_for_log(r"Bridge b1: \S+ refused the bridge flag in the protocol version \(try_private\); "
+                       r"trying again without it\.")
+    local.wait_for_log(r"Bridge b1 connected")
+    assert levels == [0x84, 0x04], levels

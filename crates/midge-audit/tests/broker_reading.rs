@@ -135,9 +135,7 @@ fn refused_lines_say_what_the_broker_says() {
     assert_eq!(
         lines,
         [
-            // Before: "invalid value 'yes' for allow_anonymous: expected true or false; ...",
-            // audit's own words.
-            "INFO broker.conf:2: invalid value 'yes': expected true or false; the broker refuses to start with this line",
+            "INFO broker.conf:2: invalid value 'yes' for allow_anonymous: expected true or false; the broker refuses to start with this line",
             "INFO broker.conf:3: invalid port 'abc': expected a number 0-65535; the broker refuses to start with this line",
             "INFO broker.conf:4: midge broker refuses this line (tls_version tlsv1.1 is not supported: versions below TLS 1.2 are insecure), and does not start",
         ]

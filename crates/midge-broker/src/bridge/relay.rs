@@ -32,6 +32,9 @@ pub struct Terms {
     pub receive_maximum: Option<u16>,
     /// Its Maximum Packet Size (5.0).
     pub max_packet: Option<u32>,
+    /// Its Server Keep Alive (5.0), which the bridge uses instead of its own
+    /// `keepalive_interval` [MQTT-3.2.2-21].
+    pub server_keep_alive: Option<u16>,
 }
 
 /// What to do with a packet from the remote.
@@ -108,6 +111,7 @@ pub fn on_connack(ack: &ConnAck) -> Result<Terms, ReasonCode> {
         retain_available: p.retain_available() != Some(0),
         receive_maximum: p.receive_maximum(),
         max_packet: p.maximum_packet_size(),
+        server_keep_alive: p.server_keep_alive(),
     })
 }
 
@@ -278,6 +282,7 @@ mod tests {
             retain_available: true,
             receive_maximum: None,
             max_packet: None,
+            server_keep_alive: None,
         }
     }
 

@@ -6,7 +6,7 @@ use midge_codec::{ProtocolVersion, QoS};
 
 use super::error::LineError;
 use super::lex::Directive;
-use super::values::{parse_bool, parse_num};
+use super::values::{flag, one, parse_num};
 use super::TlsVersion;
 
 /// The options that belong to the bridge of the last `connection` line.
@@ -292,14 +292,6 @@ fn word(s: &str) -> Option<String> {
     (s != "\"\"").then(|| s.to_owned())
 }
 
-fn one<'d>(d: &'d Directive, expected: &'static str) -> Result<&'d str, LineError> {
-    match d.args.as_slice() {
-        [v] => Ok(v),
-        [] => Err(LineError::MissingValue { option: d.name.clone(), expected }),
-        many => Err(LineError::TooManyValues { option: d.name.clone(), expected, found: many.len() }),
-    }
-}
-
 fn invalid(d: &Directive, value: &str, expected: &'static str) -> LineError {
     LineError::InvalidValue { option: d.name.clone(), value: value.to_owned(), expected }
 }
@@ -321,6 +313,12 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
             if d.args.is_empty() {
                 return Err(LineError::MissingValue { option: d.name.clone(), expected: "HOST[:PORT] ..." });
             }
+            if !b.addresses.is_empty() {
+                // As mosquitto ("Invalid bridge configuration"): a second line would add to
+                // the list, or, without its `connection` line, to another bridge's.
+                let expected = "one address line per bridge (its addresses go on that line)";
+                return Err(invalid(d, &d.args.join(" "), expected));
+            }
             for a in &d.args {
                 let (host, port) = match a.rsplit_once(':') {
                     Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
@@ -328,6 +326,9 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
                     }
                     _ => (a.clone(), 1883),
                 };
+                if port == 0 {
+                    return Err(invalid(d, a, "a port from 1 to 65535"));
+                }
                 b.addresses.push((host, port));
             }
         }
@@ -340,7 +341,7 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
                 other => return Err(invalid(d, other, "mqttv31, mqttv311 or mqttv50")),
             }
         }
-        "cleansession" => b.clean_session = parse_bool(one(d, "true or false")?)?,
+        "cleansession" => b.clean_session = flag(d)?,
         "bridge_session_expiry_interval" => {
             let v = one(d, "seconds")?;
             b.session_expiry_interval = Some(match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
@@ -350,7 +351,7 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
                 None => parse_num(name, v)?,
             });
         }
-        "local_cleansession" => b.local_clean_session = Some(parse_bool(one(d, "true or false")?)?),
+        "local_cleansession" => b.local_clean_session = Some(flag(d)?),
         "clientid" | "remote_clientid" => b.remote_clientid = Some(one(d, "a client id")?.to_owned()),
         "username" | "remote_username" => b.remote_username = Some(one(d, "a user name")?.to_owned()),
         "password" | "remote_password" => b.remote_password = Some(d.value.clone()),
@@ -387,18 +388,25 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
             }
         }
         "threshold" => b.threshold = parse_num::<usize>(name, one(d, "a count")?)?.max(1),
-        "notifications" => b.notifications = parse_bool(one(d, "true or false")?)?,
-        "notification_topic" => b.notification_topic = Some(one(d, "a topic")?.to_owned()),
-        "notifications_local_only" => b.notifications_local_only = parse_bool(one(d, "true or false")?)?,
-        "try_private" => b.try_private = parse_bool(one(d, "true or false")?)?,
-        "bridge_attempt_unsubscribe" => b.attempt_unsubscribe = parse_bool(one(d, "true or false")?)?,
-        "bridge_outgoing_retain" => b.outgoing_retain = parse_bool(one(d, "true or false")?)?,
+        "notifications" => b.notifications = flag(d)?,
+        "notification_topic" => {
+            let t = one(d, "a topic")?;
+            // Published to: a topic name, without wildcards [MQTT-3.3.2-2].
+            if midge_codec::validate_topic_name(t).is_err() {
+                return Err(invalid(d, t, "a topic name (no + or #)"));
+            }
+            b.notification_topic = Some(t.to_owned());
+        }
+        "notifications_local_only" => b.notifications_local_only = flag(d)?,
+        "try_private" => b.try_private = flag(d)?,
+        "bridge_attempt_unsubscribe" => b.attempt_unsubscribe = flag(d)?,
+        "bridge_outgoing_retain" => b.outgoing_retain = flag(d)?,
         "bridge_max_packet_size" => b.max_packet_size = parse_num(name, one(d, "bytes")?)?,
         "bridge_cafile" => b.tls.cafile = Some(d.value.clone().into()),
         "bridge_capath" => b.tls.capath = Some(d.value.clone().into()),
         "bridge_certfile" => b.tls.certfile = Some(d.value.clone().into()),
         "bridge_keyfile" => b.tls.keyfile = Some(d.value.clone().into()),
-        "bridge_insecure" => b.tls.insecure = parse_bool(one(d, "true or false")?)?,
+        "bridge_insecure" => b.tls.insecure = flag(d)?,
         "bridge_tls_version" => {
             b.tls.min_version = Some(match one(d, "tlsv1.2 or tlsv1.3")? {
                 "tlsv1.2" => TlsVersion::V1_2,
@@ -409,11 +417,11 @@ pub(super) fn option(d: &Directive, b: &mut Bridge) -> Result<(), LineError> {
         }
         "bridge_alpn" => b.tls.alpn = Some(one(d, "a protocol name")?.to_owned()),
         "bridge_bind_address" => b.bind_address = Some(one(d, "an address")?.to_owned()),
-        "round_robin" => b.round_robin = parse_bool(one(d, "true or false")?)?,
+        "round_robin" => b.round_robin = flag(d)?,
         // An OCSP response from the remote broker: rustls does not check one, and a bridge
         // without the check would trust a revoked certificate, so true is refused.
         "bridge_require_ocsp" => {
-            if parse_bool(one(d, "true or false")?)? {
+            if flag(d)? {
                 return Err(LineError::RestrictingValue { option: d.name.clone(), value: true });
             }
         }

@@ -12,7 +12,7 @@ use super::options::{
     SECURITY_OPTIONS,
 };
 use super::sources::{Section, Sources};
-use super::values::{parse_bool, parse_num, parse_port};
+use super::values::{flag, one, parse_num, parse_port};
 use super::{
     Config, IpDomain, Listener, ListenerProtocol, LogDest, LogType, LogTypes, SecuritySettings, TlsVersion,
 };
@@ -269,7 +269,7 @@ impl Reader {
             "websockets_headers_size" => {
                 config.websockets_headers_size = parse_num(name, one(d, "bytes, 0-65535")?)?
             }
-            "retain_available" => config.retain_available = parse_bool(one(d, "true or false")?)?,
+            "retain_available" => config.retain_available = flag(d)?,
             // `maximum_qos` is mosquitto's other name for it.
             "max_qos" | "maximum_qos" => {
                 let v = one(d, "0, 1 or 2")?;
@@ -325,13 +325,11 @@ impl Reader {
                         .ok_or_else(|| invalid_value(name, v, "0 to 7"))?,
                 );
             }
-            "log_timestamp" => config.log_timestamp = parse_bool(one(d, "true or false")?)?,
+            "log_timestamp" => config.log_timestamp = flag(d)?,
             "pid_file" => config.pid_file = Some(one(d, "a file")?.into()),
             "user" => config.user = Some(one(d, "a user name")?.to_owned()),
             // `retained_persistence`: mosquitto's older name for it.
-            "persistence" | "retained_persistence" => {
-                config.persistence.enabled = parse_bool(one(d, "true or false")?)?
-            }
+            "persistence" | "retained_persistence" => config.persistence.enabled = flag(d)?,
             // mosquitto 2.0 reads it and warns that it is gone: so does midge.
             "retry_interval" => {
                 one(d, "a number of seconds")?;
@@ -348,9 +346,7 @@ impl Reader {
             "autosave_interval" => {
                 config.persistence.autosave_interval = parse_num(name, one(d, "seconds")?)?
             }
-            "autosave_on_changes" => {
-                config.persistence.autosave_on_changes = parse_bool(one(d, "true or false")?)?
-            }
+            "autosave_on_changes" => config.persistence.autosave_on_changes = flag(d)?,
             "persistent_client_expiration" => {
                 let v = one(d, "a duration such as 14d")?;
                 config.persistent_client_expiration =
@@ -362,7 +358,7 @@ impl Reader {
                 config.response_information = Some(one(d, "a topic prefix")?.to_owned())
             }
             "per_listener_settings" => {
-                let on = parse_bool(one(d, "true or false")?)?;
+                let on = flag(d)?;
                 if on && self.security_set {
                     // As mosquitto: the settings already read would belong to no listener.
                     return Err(LineError::PerListenerSettingsLate);
@@ -371,9 +367,7 @@ impl Reader {
             }
             "password_file" => self.security_at(at).password_file = Some(one(d, "a file")?.into()),
             "acl_file" => self.security_at(at).acl_file = Some(one(d, "a file")?.into()),
-            "allow_anonymous" => {
-                self.security_at(at).allow_anonymous = Some(parse_bool(one(d, "true or false")?)?)
-            }
+            "allow_anonymous" => self.security_at(at).allow_anonymous = Some(flag(d)?),
             "auth_failure_delay" => {
                 let v = one(d, "seconds")?;
                 let secs = v
@@ -419,13 +413,13 @@ impl Reader {
             // is about the copies it sends instead); and it has no libwebsockets whose log
             // level would be set. Read, so that a wrong value is still an error.
             "set_tcp_nodelay" | "allow_duplicate_messages" => {
-                parse_bool(one(d, "true or false")?)?;
+                flag(d)?;
             }
             "websockets_log_level" => {
                 let v = one(d, "a number")?;
                 v.parse::<i64>().map_err(|_| invalid_value(name, v, "a number"))?;
             }
-            "connection_messages" => config.connection_messages = parse_bool(one(d, "true or false")?)?,
+            "connection_messages" => config.connection_messages = flag(d)?,
             "memory_limit" => config.memory_limit = parse_num(name, one(d, "bytes")?)?,
             "max_queued_bytes" => config.max_queued_bytes = parse_num(name, one(d, "bytes")?)?,
             "max_inflight_bytes" => config.max_inflight_bytes = parse_num(name, one(d, "bytes")?)?,
@@ -437,16 +431,12 @@ impl Reader {
                 }
                 config.message_size_limit = limit;
             }
-            "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = parse_bool(one(d, "true or false")?)?,
-            "check_retain_source" => config.check_retain_source = parse_bool(one(d, "true or false")?)?,
-            "queue_qos0_messages" => config.queue_qos0_messages = parse_bool(one(d, "true or false")?)?,
-            "allow_zero_length_clientid" => {
-                self.security_at(at).allow_zero_length_clientid = Some(parse_bool(one(d, "true or false")?)?)
-            }
+            "upgrade_outgoing_qos" => config.upgrade_outgoing_qos = flag(d)?,
+            "check_retain_source" => config.check_retain_source = flag(d)?,
+            "queue_qos0_messages" => config.queue_qos0_messages = flag(d)?,
+            "allow_zero_length_clientid" => self.security_at(at).allow_zero_length_clientid = Some(flag(d)?),
             "auto_id_prefix" => self.security_at(at).auto_id_prefix = Some(one(d, "a prefix")?.to_owned()),
-            "use_username_as_clientid" => {
-                self.security_at(at).use_username_as_clientid = parse_bool(one(d, "true or false")?)?
-            }
+            "use_username_as_clientid" => self.security_at(at).use_username_as_clientid = flag(d)?,
             "clientid_prefixes" => {
                 self.security_at(at).clientid_prefixes = Some(one(d, "a prefix")?.to_owned())
             }
@@ -499,7 +489,7 @@ impl Reader {
             other if RESTRICTING_VALUE.iter().any(|(o, _)| *o == other) => {
                 let restricting =
                     RESTRICTING_VALUE.iter().find(|(o, _)| *o == other).is_some_and(|(_, v)| *v);
-                if parse_bool(one(d, "true or false")?)? == restricting {
+                if flag(d)? == restricting {
                     return Err(LineError::RestrictingValue { option: other.to_owned(), value: restricting });
                 }
             }
@@ -552,9 +542,9 @@ impl Reader {
             "cafile" => tls.cafile = Some(value.into()),
             "capath" => tls.capath = Some(value.into()),
             "crlfile" => tls.crlfile = Some(value.into()),
-            "require_certificate" => tls.require_certificate = parse_bool(value)?,
-            "use_identity_as_username" => tls.use_identity_as_username = parse_bool(value)?,
-            "use_subject_as_username" => tls.use_subject_as_username = parse_bool(value)?,
+            "require_certificate" => tls.require_certificate = flag(d)?,
+            "use_identity_as_username" => tls.use_identity_as_username = flag(d)?,
+            "use_subject_as_username" => tls.use_subject_as_username = flag(d)?,
             "tls_version" => {
                 tls.min_version = Some(match value {
                     "tlsv1.2" => TlsVersion::V1_2,
@@ -600,17 +590,39 @@ impl Reader {
     /// lines by their final sections.
     fn finish(self, mut errors: Vec<ConfigError>) -> Parsed {
         let Reader { mut config, mut warnings, default, default_opener, mut openers, lines, .. } = self;
-        for b in &config.bridges {
-            if b.addresses.is_empty() {
-                // Named at its `connection` line, as mosquitto ("bridge has no address").
-                let (file, line) = b.origin.rsplit_once(':').unwrap_or((&b.origin, "0"));
+        for (i, b) in config.bridges.iter().enumerate() {
+            // Named at its `connection` line, as mosquitto.
+            let (file, line) = b.origin.rsplit_once(':').unwrap_or((&b.origin, "0"));
+            let mut error = |problem| {
                 errors.push(ConfigError::Line {
                     file: file.to_owned(),
                     line: line.parse().unwrap_or(0),
-                    problem: LineError::MissingValue {
-                        option: format!("address (bridge {})", b.name),
-                        expected: "HOST[:PORT]",
-                    },
+                    problem,
+                })
+            };
+            if b.addresses.is_empty() {
+                // mosquitto: "bridge has no address".
+                let option = format!("address (bridge {})", b.name);
+                error(LineError::MissingValue { option, expected: "HOST[:PORT]" });
+            }
+            if b.topics.is_empty() {
+                // mosquitto: "Invalid bridge configuration: no topics defined."; such a bridge
+                // forwards nothing.
+                let option = format!("topic (bridge {})", b.name);
+                error(LineError::MissingValue {
+                    option,
+                    expected: "PATTERN [in|out|both [QOS [LOCAL REMOTE]]]",
+                });
+            }
+            let local = b.local_clientid();
+            if config.bridges[..i].iter().any(|other| other.local_clientid() == local) {
+                // Two bridges on one local session would take it from each other, each taking
+                // the other's subscriptions away (mosquitto: "Bridge local_clientid '...' is
+                // not unique").
+                error(LineError::InvalidValue {
+                    option: format!("local_clientid (bridge {})", b.name),
+                    value: local,
+                    expected: "a local client id no other bridge has (set local_clientid or remote_clientid)",
                 });
             }
         }
@@ -683,15 +695,6 @@ fn parse_expiration(v: &str) -> Option<std::time::Duration> {
     };
     let n: u64 = v[..v.len() - 1].parse().ok().filter(|n| *n > 0)?;
     Some(std::time::Duration::from_secs(n.checked_mul(unit)?))
-}
-
-/// The value of an option of one value.
-fn one<'d>(d: &'d Directive, expected: &'static str) -> Result<&'d str, LineError> {
-    match d.args.as_slice() {
-        [v] => Ok(v),
-        [] => Err(LineError::MissingValue { option: d.name.clone(), expected }),
-        many => Err(LineError::TooManyValues { option: d.name.clone(), expected, found: many.len() }),
-    }
 }
 
 fn invalid_value(option: &str, value: &str, expected: &'static str) -> LineError {

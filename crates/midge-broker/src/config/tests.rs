@@ -68,7 +68,10 @@ fn errors_name_file_line_and_problem() {
     let cases = [
         ("listener\n", "t.conf:1: listener needs a port and optionally an address: listener PORT [ADDRESS]"),
         ("\nlistener abc\n", "t.conf:2: invalid port 'abc': expected a number 0-65535"),
-        ("allow_anonymous yes\n", "t.conf:1: invalid value 'yes': expected true or false"),
+        (
+            "allow_anonymous yes\n",
+            "t.conf:1: invalid value 'yes' for allow_anonymous: expected true or false",
+        ),
         (
             "max_keepalive 70000\n",
             "t.conf:1: invalid value '70000' for max_keepalive: expected a number from 0 to 65535",
@@ -83,6 +86,30 @@ fn errors_name_file_line_and_problem() {
         ),
         ("max_keepalive\n", "t.conf:1: max_keepalive needs a value (seconds, 0-65535)"),
         ("frobnicate 1\n", "t.conf:1: unknown option 'frobnicate'"),
+        // Bridges mosquitto refuses (attack round atk22).
+        (
+            "connection b\naddress h:1884\ntry_private maybe\n",
+            "t.conf:3: invalid value 'maybe' for try_private: expected true or false",
+        ),
+        (
+            "connection b\naddress h:1884\n",
+            "t.conf:1: topic (bridge b) needs a value (PATTERN [in|out|both [QOS [LOCAL REMOTE]]])",
+        ),
+        (
+            "connection b\naddress h:1884\ntopic # both\naddress h2:1884\n",
+            "t.conf:4: invalid value 'h2:1884' for address: expected one address line per bridge (its addresses go on that line)",
+        ),
+        ("connection b\naddress h:0\n", "t.conf:2: invalid value 'h:0' for address: expected a port from 1 to 65535"),
+        (
+            "connection b\naddress h:1884\ntopic # both\nnotification_topic st/#\n",
+            "t.conf:4: invalid value 'st/#' for notification_topic: expected a topic name (no + or #)",
+        ),
+        (
+            "connection b1\naddress h:1884\nremote_clientid same\ntopic # both\n\
+             connection b2\naddress h2:1884\nremote_clientid same\ntopic # both\n",
+            "t.conf:5: invalid value 'local.same' for local_clientid (bridge b2): expected a local client id no \
+             other bridge has (set local_clientid or remote_clientid)",
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(parse_str(text, "t.conf").unwrap_err().to_string(), expected, "{text:?}");
@@ -433,7 +460,14 @@ fn errors_are_typed() {
         ConfigError::Line { problem, .. } => problem,
         other => panic!("{other}"),
     };
-    assert_eq!(problem("allow_anonymous yes\n"), LineError::Bool("yes".into()));
+    assert_eq!(
+        problem("allow_anonymous yes\n"),
+        LineError::InvalidValue {
+            option: "allow_anonymous".into(),
+            value: "yes".into(),
+            expected: "true or false"
+        }
+    );
     assert_eq!(
         problem("max_packet_size -1\n"),
         LineError::Number { option: "max_packet_size".into(), value: "-1".into(), max: u32::MAX.into() }
@@ -465,7 +499,7 @@ fn lenient_reading_collects_every_wrong_line_and_sets_nothing_with_them() {
         errors,
         [
             "t:2: invalid value '7' for max_qos: expected 0, 1 or 2",
-            "t:4: invalid value 'maybe': expected true or false",
+            "t:4: invalid value 'maybe' for allow_anonymous: expected true or false",
             "t:5: option 'psk_file' is not supported by midge yet; refusing to start without it",
         ]
     );

@@ -1,5 +1,26 @@
 //! The values of options: booleans, ports and numbers, read as mosquitto reads them.
 use super::error::LineError;
+use super::lex::Directive;
+
+/// The value of an option of one value.
+pub(super) fn one<'d>(d: &'d Directive, expected: &'static str) -> Result<&'d str, LineError> {
+    match d.args.as_slice() {
+        [v] => Ok(v),
+        [] => Err(LineError::MissingValue { option: d.name.clone(), expected }),
+        many => Err(LineError::TooManyValues { option: d.name.clone(), expected, found: many.len() }),
+    }
+}
+
+/// The value of an option that is true or false, as [`parse_bool`] reads it; an error names
+/// the option ("invalid value 'maybe' for try_private: expected true or false").
+pub(super) fn flag(d: &Directive) -> Result<bool, LineError> {
+    let v = one(d, "true or false")?;
+    parse_bool(v).map_err(|_| LineError::InvalidValue {
+        option: d.name.clone(),
+        value: v.to_owned(),
+        expected: "true or false",
+    })
+}
 
 /// A boolean option's value: `true` or `false` (mosquitto takes `1` and `0` too).
 pub fn parse_bool(s: &str) -> Result<bool, LineError> {

@@ -122,6 +122,8 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
     let mut address = 0;
     // The Maximum QoS of the remote's last CONNACK (its will's QoS depends on it).
     let mut remote_max_qos = QoS::ExactlyOnce;
+    // try_private: the bridge flag in the protocol level, until a remote refuses it.
+    let mut private = bridge.try_private;
     loop {
         if lazy {
             // As mosquitto: a lazy bridge connects once `threshold` messages wait for the
@@ -148,7 +150,7 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
         };
         queue_qos0(true);
         let attempt = tokio::select! {
-            r = connect(&broker, &bridge, host, *port, connector.clone(), remote_max_qos) => r,
+            r = connect(&broker, &bridge, host, *port, connector.clone(), remote_max_qos, private) => r,
             _ = stop.changed() => return,
         };
         if attempt.is_err() {
@@ -183,6 +185,17 @@ pub(crate) async fn run(broker: Arc<Broker>, bridge: Bridge, mut stop: watch::Re
                 );
                 remote_max_qos = QoS::AtMostOnce;
                 address = (address + 1) % bridge.addresses.len();
+            }
+            Err(ConnectError::Refused(midge_codec::ReasonCode::UnsupportedProtocolVersion)) if private => {
+                // A remote that does not know the bridge flag (protocol level 0x83 or 0x84)
+                // refuses it as an unacceptable version: as mosquitto, the bridge tries again
+                // without it, as a plain client of that version.
+                tracing::warn!(
+                    "Bridge {}: {host}:{port} refused the bridge flag in the protocol version (try_private); \
+                     trying again without it.",
+                    bridge.name
+                );
+                private = false;
             }
             Err(ConnectError::Tls(why)) => {
                 tracing::error!(
@@ -394,8 +407,10 @@ async fn connect(
     port: u16,
     connector: Option<Arc<dyn midge_client::Connector>>,
     remote_max_qos: QoS,
+    private: bool,
 ) -> Result<(Remote, Terms), ConnectError> {
-    let connect = relay::connect_packet(b, broker.config.inflight_window(), remote_max_qos);
+    let mut connect = relay::connect_packet(b, broker.config.inflight_window(), remote_max_qos);
+    connect.bridge &= private;
     let mut opts = midge_client::Options::new(host, port, connect.clone());
     opts.connector = connector;
     opts.bind_address = b.bind_address.as_deref().and_then(|a| a.parse().ok());
@@ -472,7 +487,9 @@ async fn serve(
     if b.notifications {
         notify_locally(broker, b, link.client_id(), true);
     }
-    let keep_alive = Duration::from_secs(u64::from(b.keepalive));
+    // The remote's Server Keep Alive, if it sent one, instead of keepalive_interval
+    // [MQTT-3.2.2-21] (a remote with a lower max_keepalive closes a bridge that pings later).
+    let keep_alive = Duration::from_secs(u64::from(terms.server_keep_alive.unwrap_or(b.keepalive)));
     let idle = (b.start_type == StartType::Lazy).then(|| Duration::from_secs(b.idle_timeout.max(1)));
     let (mut last_in, mut last_out, mut last_message) = (start, start, start);
     let handle = link.handle().clone();

@@ -215,9 +215,12 @@ impl Session {
     fn send_publish(&mut self, mut p: Publish) {
         let new_alias = self.apply_alias(&mut p);
         let packet = Packet::Publish(p);
-        if self.limits.client_max_packet_size != usize::MAX
-            && packet.encoded_len(self.version) > self.limits.client_max_packet_size
-        {
+        let len = if self.limits.client_max_packet_size == usize::MAX {
+            0
+        } else {
+            packet.encoded_len(self.version)
+        };
+        if len > self.limits.client_max_packet_size {
             // [MQTT-3.1.2-24] not sent to a client whose Maximum Packet Size it exceeds;
             // [MQTT-3.1.2-25] discarded as if it had been sent. A message in flight is
             // completed here, since the client will never acknowledge it.
@@ -240,7 +243,8 @@ impl Session {
                 self.extra().aliases.outgoing.remove(&topic);
             }
             self.extra().oversized_dropped += 1;
-            tracing::debug!("Dropped a message too large for client {}.", self.client_id);
+            // mosquitto's words, at its level (NOTICE), a line per message.
+            tracing::info!("Dropping too large outgoing PUBLISH for {} ({len} bytes)", self.client_id);
             return;
         }
         self.busy().out.push_back(packet);
