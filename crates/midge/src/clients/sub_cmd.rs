@@ -375,8 +375,19 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                 print_unreleased(&held, &printer);
                 events = loop {
                     // Every second, as libmosquitto's default reconnect delay, silently but
-                    // for a refusal, which ends it as the first connection's would.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    // for a refusal, which ends it as the first connection's would. Done
+                    // meanwhile (-C reached as the connection went): over.
+                    let done = async {
+                        loop {
+                            if matches!(notes.recv().await, Some(Note::Done) | None) {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = done => return Ok(()),
+                    }
                     match connect(options.clone()).await {
                         Ok((client, events, _)) => {
                             *current.borrow_mut() = client;
