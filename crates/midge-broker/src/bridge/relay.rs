@@ -271,7 +271,9 @@ mod tests {
     use crate::config::parse_str;
 
     fn bridge(extra: &str) -> Bridge {
-        let text = format!("connection b1\naddress 127.0.0.1:1884\nremote_clientid r1\n{extra}");
+        // A bridge needs a topic line (as mosquitto's); one unless the test gives its own.
+        let topic = if extra.contains("topic ") { "" } else { "topic t/# out\n" };
+        let text = format!("connection b1\naddress 127.0.0.1:1884\nremote_clientid r1\n{topic}{extra}");
         parse_str(&text, "test.conf").unwrap().0.bridges.remove(0)
     }
 
