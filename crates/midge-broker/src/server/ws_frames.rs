@@ -131,7 +131,8 @@ impl Reframer {
 
     /// Takes what it can of `input` and puts what is to be handed on into `out`; returns how
     /// many bytes of `input` it took (the rest is to be fed again). A frame whose payload is
-    /// longer than `most` is not begun: its header waits ([`Reframer::waits`]). Fails on a
+    /// longer than `most` less what this call took is not begun: its header waits
+    /// ([`Reframer::waits`]). Fails on a
     /// control frame (or one of a reserved opcode) longer than [`PIECE`]: at most 125 bytes
     /// are allowed (section 5.5), and tungstenite would reserve it whole before it said so.
     pub fn feed(&mut self, input: &[u8], out: &mut ReadBuf<'_>, most: u64) -> io::Result<usize> {
@@ -161,7 +162,8 @@ impl Reframer {
                 continue;
             }
             if self.reading.is_whole() {
-                if self.reading.payload_len() > most {
+                // What this call took (its header included) is no longer to be read.
+                if self.reading.payload_len() > most.saturating_sub(used as u64) {
                     return Ok(used);
                 }
                 self.start_frame()?;
@@ -333,6 +335,11 @@ mod tests {
         assert_eq!(r.feed(&input[8..], &mut out, u64::MAX).unwrap(), 300);
         assert_eq!(out.filled(), frame(0x82, &[5; 300], None));
         assert!(!r.waits());
+        // The header's own bytes count: 100 may be read, a 6-byte header announces 98.
+        let mut r = Reframer::new(1 << 20);
+        let mut out = ReadBuf::new(&mut buf);
+        assert_eq!(r.feed(&frame(0x82, &[1; 98], Some([0; 4])), &mut out, 100).unwrap(), 6);
+        assert!(r.waits() && out.filled().is_empty());
     }
 
     #[test]

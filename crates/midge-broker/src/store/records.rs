@@ -291,18 +291,16 @@ const SESSION_WITH_OWNER: u8 = 3;
 
 /// A session's value.
 pub fn session_value(s: &SessionRecord) -> Vec<u8> {
-    let mut out = vec![SESSION_WITH_OWNER];
+    // Version 2 unless there is an owner to keep: a midge of before can still read it.
+    let mut out = vec![if s.will_owner.is_some() { SESSION_WITH_OWNER } else { SESSION_VERSION }];
     out.extend_from_slice(&s.expiry_interval.to_le_bytes());
     out.extend_from_slice(&s.expires_at.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&s.last_packet_id.to_le_bytes());
     if let Some((will, due)) = &s.will {
         out.extend_from_slice(&due.to_le_bytes());
-        match &s.will_owner {
-            Some((username, listener)) => {
-                out.push(1);
-                put_owner(&mut out, username.as_deref(), *listener);
-            }
-            None => out.push(0),
+        if let Some((username, listener)) = &s.will_owner {
+            out.push(1);
+            put_owner(&mut out, username.as_deref(), *listener);
         }
         let mut properties = will.properties.clone();
         // Only what a PUBLISH may carry: the delay is over once this is published.
@@ -591,10 +589,9 @@ mod tests {
             let s = SessionRecord { will_owner: owner.clone(), ..back.clone() };
             assert_eq!(read_session(&session_value(&s)).unwrap().will_owner, owner);
         }
-        // A record of version 2 (before owners were kept) reads as one whose owner is not known.
-        let mut v2 = session_value(&SessionRecord { will_owner: None, ..back.clone() });
-        v2[0] = SESSION_VERSION;
-        v2.remove(1 + 4 + 8 + 2 + 8);
+        // Without an owner, a record of version 2, as before owners were kept.
+        let v2 = session_value(&SessionRecord { will_owner: None, ..back.clone() });
+        assert_eq!(v2[0], SESSION_VERSION);
         let old = read_session(&v2).unwrap();
         assert_eq!((old.will_owner, old.will.unwrap().0.topic), (None, "wills/x".into()));
         let plain = SessionRecord {

@@ -460,9 +460,14 @@ impl CommonArgs {
     /// with 5.0 and a finite -x, where their own check does not look).
     pub fn invalid_id(&self) -> bool {
         let none = self.id.is_none() && self.id_prefix.is_none();
-        // mosquitto_new refuses an id mosquitto_validate_utf8 refuses, as it refuses an empty one.
-        let malformed = self.id.as_deref().is_some_and(|id| id.chars().any(midge_codec::is_disallowed_char));
-        self.id.as_deref() == Some("") || malformed || (self.persistent && none)
+        self.id.as_deref() == Some("") || (self.persistent && none)
+    }
+
+    /// An id mosquitto_validate_utf8 refuses (a control character): mosquitto_new fails
+    /// without setting errno, so mosquitto's clients exit 1 without a word, and so do midge's
+    /// ([`Failure::lines`] with none).
+    pub fn malformed_id(&self) -> bool {
+        self.id.as_deref().is_some_and(|id| id.chars().any(midge_codec::is_disallowed_char))
     }
 
     /// What mosquitto checks once all options are read, in its order.

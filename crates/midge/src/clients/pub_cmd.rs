@@ -151,6 +151,9 @@ fn run_inner(args: PubArgs, tool: Tool) -> Result<(), Failure> {
     if args.common.invalid_id() {
         return Err(Failure::new("Error: Invalid id.", 1));
     }
+    if args.common.malformed_id() {
+        return Err(Failure::lines(Vec::new(), 1));
+    }
     let setup = args.common.setup(checked, url)?;
     let version = setup.version;
     let target = Target::of(&setup);

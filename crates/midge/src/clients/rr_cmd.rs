@@ -92,6 +92,9 @@ fn run_inner(mut args: RrArgs, tool: Tool) -> Result<(), Failure> {
     if args.common.invalid_id() {
         return Err(Failure::new("Error: Invalid id and/or clean_session.", 1));
     }
+    if args.common.malformed_id() {
+        return Err(Failure::lines(Vec::new(), 1));
+    }
     let url = args.common.url.as_ref();
     let topic = args.topic.clone().or(url.map(|u| u.topic.clone())).unwrap_or_default();
     let response = args.response_topic.clone().unwrap_or_default();

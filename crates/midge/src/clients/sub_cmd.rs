@@ -209,6 +209,9 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
     if args.common.invalid_id() {
         return Err(Failure::new("Error: Invalid id and/or clean_session.", 1));
     }
+    if args.common.malformed_id() {
+        return Err(Failure::lines(Vec::new(), 1));
+    }
     let mut setup = args.common.setup(checked, args.common.url.as_ref())?;
     let (count, timeout, format) = (args.count, args.timeout, args.format.take());
     let chance = args.random_filter.unwrap_or(10_000);
@@ -323,8 +326,12 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
             // The clearing messages sent: each acknowledged before the client leaves (with -C,
             // the last one was lost to the DISCONNECT 3 times in 4).
             let mut clears = Vec::new();
+            let mut uncleared = Vec::new();
             loop {
                 let client = current.borrow().clone();
+                for topic in uncleared.drain(..) {
+                    clears.extend(client.start_publish(clear_retained(topic)).await.ok());
+                }
                 let ack = client
                     .start_subscribe(subscribe.clone())
                     .await
@@ -347,10 +354,7 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                     tokio::select! {
                         note = notes.recv() => match note {
                             Some(Note::Clear(topic)) => {
-                                let mut clear = Publish::new(topic, midge_codec::Bytes::new());
-                                clear.retain = true;
-                                clear.qos = midge_codec::QoS::AtLeastOnce;
-                                clears.extend(client.start_publish(clear).await.ok());
+                                clears.extend(client.start_publish(clear_retained(topic)).await.ok());
                             }
                             Some(Note::Done) | None => {
                                 let acked = async {
@@ -377,11 +381,10 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
                     // Every second, as libmosquitto's default reconnect delay, silently but
                     // for a refusal, which ends it as the first connection's would. Done
                     // meanwhile (-C reached as the connection went): over.
+                    // A retained message to clear (--remove-retained) waits for the connection.
                     let done = async {
-                        loop {
-                            if matches!(notes.recv().await, Some(Note::Done) | None) {
-                                break;
-                            }
+                        while let Some(Note::Clear(topic)) = notes.recv().await {
+                            uncleared.push(topic);
                         }
                     };
                     tokio::select! {
@@ -419,6 +422,14 @@ fn run_inner(mut args: SubArgs, tool: Tool) -> Result<(), Failure> {
         print_unreleased(&held, &printer);
         result
     })
+}
+
+/// The retained, empty QoS 1 message that clears `topic`'s retained message.
+fn clear_retained(topic: ByteString) -> Publish {
+    let mut clear = Publish::new(topic, midge_codec::Bytes::new());
+    clear.retain = true;
+    clear.qos = midge_codec::QoS::AtLeastOnce;
+    clear
 }
 
 /// Prints the QoS 2 messages whose PUBREL did not come before the connection ended: they
