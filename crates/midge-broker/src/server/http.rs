@@ -61,7 +61,7 @@ impl<S> WriteDeadline<S> {
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the client has not read its answer for 10 s",
+                format!("the client has not read its answer for {} s", limit.as_secs()),
             ))),
             Poll::Pending => Poll::Pending,
         }

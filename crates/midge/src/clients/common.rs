@@ -335,11 +335,17 @@ fn session_expiry(s: &str) -> Result<u32, ArgError> {
     }
 }
 
+/// A string mosquitto_validate_utf8 refuses for a character in it (a control character or a
+/// non-character, [`midge_codec::is_disallowed_char`]), as a broker would.
+fn has_disallowed_char(s: &str) -> bool {
+    s.chars().any(midge_codec::is_disallowed_char)
+}
+
 /// As mosquitto's clients: a topic or filter longer than an MQTT string (65,535 bytes) or
 /// with a character a broker refuses (a control character, a non-character) is "Malformed
 /// UTF-8" (mosquitto_validate_utf8 refuses it), named by its option.
 fn check_string(what: &'static str, s: &str) -> Result<(), ArgError> {
-    if s.len() <= usize::from(u16::MAX) && !s.chars().any(midge_codec::is_disallowed_char) {
+    if s.len() <= usize::from(u16::MAX) && !has_disallowed_char(s) {
         return Ok(());
     }
     let flag = match what {
@@ -467,7 +473,7 @@ impl CommonArgs {
     /// without setting errno, so mosquitto's clients exit 1 without a word, and so do midge's
     /// ([`Failure::lines`] with none).
     pub fn malformed_id(&self) -> bool {
-        self.id.as_deref().is_some_and(|id| id.chars().any(midge_codec::is_disallowed_char))
+        self.id.as_deref().is_some_and(has_disallowed_char)
     }
 
     /// What mosquitto checks once all options are read, in its order.
@@ -531,8 +537,7 @@ impl CommonArgs {
             .or_else(|| self.password.clone())
             .map(|p| Bytes::from(p.into_bytes()));
         // mosquitto_username_pw_set refuses a user name mosquitto_validate_utf8 refuses.
-        let bad_username =
-            c.username.as_deref().is_some_and(|u| u.chars().any(midge_codec::is_disallowed_char));
+        let bad_username = c.username.as_deref().is_some_and(has_disallowed_char);
         if bad_username || (c.password.is_some() && c.username.is_none() && !version.is_v5()) {
             return Err(Failure::new("Error: Problem setting username and/or password.", 1));
         }
